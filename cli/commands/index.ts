@@ -1,0 +1,14 @@
+/** The command table. Each entry's module is imported lazily so `--help` stays fast. */
+export interface Command {
+  summary: string
+  run: (argv: string[]) => Promise<void>
+}
+
+function lazy (summary: string, load: () => Promise<{ run: (argv: string[]) => Promise<void> }>): Command {
+  return { summary, run: async argv => { await (await load()).run(argv) } }
+}
+
+export const commands: Record<string, Command> = {
+  // Entries are added as the programs land: keygen, pubkey, gateway, control, start, migrate, agent.
+}
+void lazy

@@ -1,0 +1,12 @@
+/**
+ * The one error type a codec may throw. Untrusted bytes that fail a check surface as a WireError
+ * with a stable `code` (used as the drop-reason counter name), never as a RangeError from Buffer.
+ */
+export class WireError extends Error {
+  readonly code: string
+  constructor (code: string, message: string) {
+    super(message)
+    this.name = 'WireError'
+    this.code = code
+  }
+}

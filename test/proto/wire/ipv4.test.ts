@@ -1,0 +1,51 @@
+import t from 'tap'
+import {
+  parseIPv4, emitIPv4, formatIPv4, parseIPv4Address, parseIPv4Prefix, prefixContains, IPPROTO_ICMP,
+} from '../../../proto/wire/ipv4.ts'
+import { WireError } from '../../../proto/wire/errors.ts'
+
+// An ICMP echo request header as Linux ping emits it (10.100.0.2 -> 10.100.0.1, 84 bytes, DF); checksum computed independently.
+const golden = Buffer.from('4500005443a740004001e2370a6400020a640001', 'hex')
+
+t.test('parse golden header', async t => {
+  const buf = Buffer.concat([golden, Buffer.alloc(64)])
+  const ip = parseIPv4(buf)
+  t.equal(formatIPv4(ip.src), '10.100.0.2')
+  t.equal(formatIPv4(ip.dst), '10.100.0.1')
+  t.equal(ip.protocol, IPPROTO_ICMP)
+  t.equal(ip.payloadLen, 64)
+  t.equal(ip.ttl, 64)
+  t.equal(ip.dontFragment, true)
+  t.equal(ip.isFragment, false)
+})
+
+t.test('emit reproduces the golden bytes', async t => {
+  const buf = Buffer.alloc(20)
+  emitIPv4({ src: parseIPv4Address('10.100.0.2'), dst: parseIPv4Address('10.100.0.1'), protocol: 1, ttl: 64, payloadLen: 64, ident: 0x43a7, dontFragment: true }, buf)
+  t.equal(buf.toString('hex'), golden.toString('hex'))
+})
+
+t.test('every truncation and corruption is a WireError', async t => {
+  const full = Buffer.concat([golden, Buffer.alloc(64)])
+  for (let len = 0; len < full.length; len++) {
+    t.throws(() => parseIPv4(full.subarray(0, len)), WireError, `length ${len}`)
+  }
+  const bad = Buffer.from(full); bad[10] ^= 1
+  t.throws(() => parseIPv4(bad), { code: 'ipv4_checksum' })
+  const v6 = Buffer.from(full); v6[0] = 0x65
+  t.throws(() => parseIPv4(v6), { code: 'ipv4_version' })
+})
+
+t.test('addresses and prefixes', async t => {
+  t.equal(parseIPv4Address('255.255.255.255'), 0xffffffff)
+  for (const bad of ['1.2.3', '1.2.3.256', '01.2.3.4', 'a.b.c.d', '1.2.3.4.5', '']) {
+    t.throws(() => parseIPv4Address(bad), WireError, bad)
+  }
+  const p = parseIPv4Prefix('10.100.0.7/16')
+  t.equal(formatIPv4(p.network), '10.100.0.0')
+  t.ok(prefixContains(p, parseIPv4Address('10.100.255.1')))
+  t.notOk(prefixContains(p, parseIPv4Address('10.101.0.1')))
+  t.ok(prefixContains(parseIPv4Prefix('0.0.0.0/0'), 12345))
+  t.throws(() => parseIPv4Prefix('10.0.0.0/33'))
+  t.throws(() => parseIPv4Prefix('10.0.0.0/x'))
+})
