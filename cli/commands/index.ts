@@ -10,5 +10,6 @@ function lazy (summary: string, load: () => Promise<{ run: (argv: string[]) => P
 
 export const commands: Record<string, Command> = {
   // Entries are added as the programs land: keygen, pubkey, gateway, control, start, migrate, agent.
+  keygen: lazy('print a new WireGuard private key (like wg genkey)', async () => await import('./keygen.ts')),
+  pubkey: lazy('print the public key of a private key read on stdin (like wg pubkey)', async () => await import('./pubkey.ts')),
 }
-void lazy

@@ -1,0 +1,200 @@
+/**
+ * The static control plane: a JSON file describing the gateway and its peers, validated once at
+ * start-up. Any bad field stops the program with one line naming it (ConfigError).
+ *
+ * {
+ *   "privateKey": "<wg genkey>",            required
+ *   "listenPort": 51820,                     UDP port (default 51820; 0 = any free port)
+ *   "listenAddress": "0.0.0.0",              UDP bind address (IPv4 or IPv6 literal)
+ *   "address": "10.100.0.1",                 the gateway's tunnel address (a "/len" suffix is accepted)
+ *   "metricsListen": "127.0.0.1:9091",       optional HTTP server: GET /metrics, GET /status
+ *   "peers": [{ "publicKey", "allowedIPs": ["10.100.0.2/32"], "endpoint"?: "198.18.0.2:51820",
+ *               "persistentKeepalive"?: seconds, "presharedKey"? }],
+ *   "faults"?: { "seed", "drop", "duplicate", "reorder", "delayMs", "jitterMs" },   datagram faults, both directions
+ *   "dos"?: { "underLoadHandshakesPerSecond", "rateLimitPerSecond", "rateLimitBurst" },
+ *   "testing"?: { "rekeyAfterTimeMs" }      TEST ONLY: shortens REKEY_AFTER_TIME so sessions rotate fast
+ * }
+ */
+import Joi from 'joi'
+import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
+import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
+import type { FaultConfig } from '../netstack/fault.ts'
+
+export interface Endpoint { address: string, port: number }
+
+export interface PeerConfig {
+  publicKey: Buffer
+  presharedKey: Buffer | null
+  allowedIPs: IPv4Prefix[]
+  endpoint: Endpoint | null
+  /** Seconds; 0 = off. */
+  persistentKeepalive: number
+}
+
+export interface DosConfig {
+  underLoadHandshakesPerSecond?: number
+  rateLimitPerSecond?: number
+  rateLimitBurst?: number
+}
+
+export interface GatewayConfig {
+  privateKey: Buffer
+  publicKey: Buffer
+  listenAddress: string
+  listenPort: number
+  /** Tunnel address as a 32-bit number. */
+  address: number
+  metricsListen: Endpoint | null
+  peers: PeerConfig[]
+  faults: FaultConfig | null
+  dos: DosConfig
+  testing: { rekeyAfterTimeMs?: number }
+}
+
+/** A configuration problem: `field` is the JSON path (e.g. "peers[1].publicKey"). */
+export class ConfigError extends Error {
+  readonly field: string
+  constructor (field: string, message: string) {
+    super(field === '' ? message : `${field}: ${message}`)
+    this.name = 'ConfigError'
+    this.field = field
+  }
+}
+
+const key = Joi.string().custom((value: string) => {
+  decodeKey(value)
+  return value
+}).messages({ 'any.custom': '{{#label}} is not a WireGuard key (44 characters of base64, as wg genkey prints)' })
+
+const ipv4 = Joi.string().custom((value: string) => {
+  parseIPv4Address(value.replace(/\/[0-9]{1,2}$/, ''))
+  if (/\/[0-9]{1,2}$/.test(value)) parseIPv4Prefix(value)
+  return value
+}).messages({ 'any.custom': '{{#label}} is not an IPv4 address' })
+
+const cidr = Joi.string().custom((value: string) => {
+  if (!value.includes('/')) throw new Error('missing /len')
+  parseIPv4Prefix(value)
+  return value
+}).messages({ 'any.custom': '{{#label}} is not an IPv4 prefix like 10.100.0.2/32' })
+
+const hostPort = Joi.string().custom((value: string) => {
+  parseEndpoint(value)
+  return value
+}).messages({ 'any.custom': '{{#label}} is not an address:port (IPv4 literal or [IPv6]:port)' })
+
+const probability = Joi.number().min(0).max(1)
+
+const schema = Joi.object({
+  privateKey: key.required(),
+  listenPort: Joi.number().integer().min(0).max(65535).default(51820),
+  listenAddress: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
+  address: ipv4.default('10.100.0.1'),
+  metricsListen: hostPort,
+  peers: Joi.array().items(Joi.object({
+    publicKey: key.required(),
+    allowedIPs: Joi.array().items(cidr).min(1).required(),
+    endpoint: hostPort,
+    persistentKeepalive: Joi.number().integer().min(0).max(65535).default(0),
+    presharedKey: key,
+  })).default([]),
+  faults: Joi.object({
+    seed: Joi.number().integer().min(0).max(0xffffffff).default(1),
+    drop: probability.default(0),
+    duplicate: probability.default(0),
+    reorder: probability.default(0),
+    delayMs: Joi.number().min(0).max(60_000).default(0),
+    jitterMs: Joi.number().min(0).max(60_000).default(0),
+  }),
+  dos: Joi.object({
+    underLoadHandshakesPerSecond: Joi.number().integer().min(0),
+    rateLimitPerSecond: Joi.number().min(1),
+    rateLimitBurst: Joi.number().integer().min(1),
+  }).default({}),
+  testing: Joi.object({
+    rekeyAfterTimeMs: Joi.number().integer().min(100).max(120_000),
+  }).default({}),
+})
+
+/** "198.18.0.2:51820" or "[fd00::1]:51820" -> Endpoint. Throws on anything else. */
+export function parseEndpoint (text: string): Endpoint {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]{1,5})$/.exec(text)
+  if (m === null) throw new Error(`not an address:port: ${text}`)
+  const port = Number(m[3])
+  if (port < 1 || port > 65535) throw new Error(`port out of range: ${text}`)
+  if (m[2] !== undefined) {
+    parseIPv4Address(m[2])
+    return { address: m[2], port }
+  }
+  if (Joi.string().ip({ version: ['ipv6'], cidr: 'forbidden' }).validate(m[1]).error !== undefined) throw new Error(`not an IPv6 address: ${text}`)
+  return { address: m[1], port }
+}
+
+interface RawPeer { publicKey: string, allowedIPs: string[], endpoint?: string, persistentKeepalive: number, presharedKey?: string }
+interface RawConfig {
+  privateKey: string, listenPort: number, listenAddress: string, address: string, metricsListen?: string,
+  peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number },
+}
+
+/** Validates a parsed JSON value; throws ConfigError naming the first bad field. */
+export function validateConfig (value: unknown): GatewayConfig {
+  const { error, value: raw } = schema.validate(value, { abortEarly: true, errors: { wrap: { label: false } } }) as { error?: Joi.ValidationError, value: RawConfig }
+  if (error !== undefined) {
+    const detail = error.details[0]
+    throw new ConfigError(formatPath(detail.path), detail.path.length === 0 ? detail.message : detail.message.replace(/^\S+ /, ''))
+  }
+  const privateKey = decodeKey(raw.privateKey)
+  const publicKey = publicKeyFromPrivate(privateKey)
+  const address = parseIPv4Address(raw.address.replace(/\/[0-9]{1,2}$/, ''))
+  const seenKeys = new Map<string, number>()
+  const owned: Array<{ prefix: IPv4Prefix, field: string }> = []
+  const peers = raw.peers.map((p, i): PeerConfig => {
+    const field = `peers[${i}]`
+    const first = seenKeys.get(p.publicKey)
+    if (first !== undefined) throw new ConfigError(`${field}.publicKey`, `duplicate of peers[${first}].publicKey`)
+    seenKeys.set(p.publicKey, i)
+    const peerKey = decodeKey(p.publicKey)
+    if (peerKey.equals(publicKey)) throw new ConfigError(`${field}.publicKey`, 'is the gateway\'s own public key')
+    const allowedIPs = p.allowedIPs.map((text, j) => {
+      const prefix = parseIPv4Prefix(text)
+      const here = `${field}.allowedIPs[${j}]`
+      if (prefixContains(prefix, address)) throw new ConfigError(here, `${text} contains the gateway address ${formatIPv4(address)}`)
+      for (const other of owned) {
+        if (overlaps(prefix, other.prefix)) throw new ConfigError(here, `${text} overlaps ${other.field}`)
+      }
+      owned.push({ prefix, field: here })
+      return prefix
+    })
+    return {
+      publicKey: peerKey,
+      presharedKey: p.presharedKey === undefined ? null : decodeKey(p.presharedKey),
+      allowedIPs,
+      endpoint: p.endpoint === undefined ? null : parseEndpoint(p.endpoint),
+      persistentKeepalive: p.persistentKeepalive,
+    }
+  })
+  return {
+    privateKey,
+    publicKey,
+    listenAddress: raw.listenAddress,
+    listenPort: raw.listenPort,
+    address,
+    metricsListen: raw.metricsListen === undefined ? null : parseEndpoint(raw.metricsListen),
+    peers,
+    faults: raw.faults ?? null,
+    dos: raw.dos,
+    testing: raw.testing,
+  }
+}
+
+function overlaps (a: IPv4Prefix, b: IPv4Prefix): boolean {
+  const shorter = a.prefixLength <= b.prefixLength ? a : b
+  const longer = shorter === a ? b : a
+  return prefixContains(shorter, longer.network)
+}
+
+function formatPath (path: Array<string | number>): string {
+  let out = ''
+  for (const part of path) out += typeof part === 'number' ? `[${part}]` : (out === '' ? part : `.${part}`)
+  return out
+}
