@@ -1,0 +1,133 @@
+/**
+ * The control API as a Hapi server (created, not started): `createApp(config, deps)`.
+ *
+ * Layout
+ *   control/config.ts      CC_ environment -> ControlConfig (joi, one line naming a bad variable)
+ *   control/errors.ts      apiError(code, message, details) and the one onPreResponse that shapes
+ *                          every error as {"error":{"code","message","details"}}
+ *   control/auth.ts        `user` bearer strategy (default on every route), `app.verifiedEmail`
+ *   control/ratelimit.ts   per-IP / per-account / per-token buckets, `app.rateLimit: 'auth'`
+ *   control/routes/*.ts    one Hapi plugin per spec section; thin handlers, joi next to the route
+ *   control/services/*.ts  the logic; built once in services/index.ts and handed to every plugin
+ *   control/db/            knex (Postgres or PGlite), migrate.ts, migrations/<timestamp>_<name>.ts
+ *   proto/api/             the public contract: error codes and request/response types
+ *
+ * Adding a route plugin (e.g. instances):
+ *   1. control/routes/instances.ts exporting `instanceRoutes: Plugin<Services>` whose `register`
+ *      calls server.route(...) with paths relative to /v1 ('/instances/{instance_id}').
+ *   2. Every route: `options.validate.{params,query,payload}` as joi objects (unknown keys are
+ *      refused -> 422 VALIDATION_ERROR with details.fields), `options.response.status` with joi
+ *      shapes (they feed /v1/openapi.json and are enforced in tests), `description` and `tags`.
+ *      Routes need an access token by default; `auth: false` for public ones, `auth: 'instance'`
+ *      once that strategy exists. `app: { verifiedEmail: true }` on routes that create resources.
+ *   3. Handlers call services and return plain objects; failures `throw apiError('SUBDOMAIN_TAKEN',
+ *      message, details)` with a code from proto/api/errors.ts (add the code there first if new).
+ *   4. Add the plugin to ROUTE_PLUGINS below, and request/response types to proto/api/<section>.ts.
+ * Adding a service: control/services/<name>.ts, a class taking its dependencies in the
+ *   constructor; methods take `db: Queryable = this.#db` so a caller can pass a transaction
+ *   (`services.db.transaction(trx => ...)`). Register it in services/index.ts (Services + createServices).
+ * Adding a migration: control/db/migrations/<YYYYMMDDHHMMSS>_<name>.ts exporting `up(knex)` and
+ *   `down(knex)`; picked up by name order (`cloud-connect migrate up|down|status`; `control` runs
+ *   pending ones at start unless CC_AUTO_MIGRATE=0). Use timestamptz and text ids with our prefixes.
+ * Adding a test: test/control/routes/<name>.test.ts. `forEachDatabase(t, async (t, db) => ...)` from
+ *   test/control/harness.ts runs the body against in-memory PGlite and, when CC_TEST_DATABASE_URL is
+ *   set, against Postgres in a fresh schema (CC_REQUIRE_INTEROP=1 turns a missing URL into a
+ *   failure); `startApp(t, db, overrides)` builds the app with cheap argon2, high rate limits,
+ *   response validation on and a capturing mailer, and `inject` requests go through server.inject.
+ */
+import Hapi, { type Plugin } from '@hapi/hapi'
+import Joi from 'joi'
+import { join } from 'node:path'
+import type { Logger } from 'pino'
+import { API_PREFIX } from '../proto/api/index.ts'
+import { authPlugin } from './auth.ts'
+import type { ControlConfig } from './config.ts'
+import type { Db } from './db/knex.ts'
+import { errorsPlugin, failValidation } from './errors.ts'
+import { openApiRoutes } from './openapi.ts'
+import { rateLimitPlugin } from './ratelimit.ts'
+import { authRoutes } from './routes/auth.ts'
+import { healthRoutes } from './routes/health.ts'
+import { userRoutes } from './routes/user.ts'
+import { createServices, type Services } from './services/index.ts'
+import { loadTokenKeys, type TokenKeys } from './services/keys.ts'
+import { Mailer, OutboxTransport, SmtpTransport, type MailTransport } from './services/mail.ts'
+import type { SubscriptionSource } from './services/plans.ts'
+import type { RateLimiter } from './services/ratelimit.ts'
+
+declare module '@hapi/hapi' {
+  interface ServerApplicationState {
+    services: Services
+  }
+}
+
+/** Route plugins mounted under /v1, one per spec section. */
+const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes]
+
+export interface AppDeps {
+  db: Db
+  logger: Logger
+  /** Default: SMTP when config.smtpUrl is set, else files in <dataDir>/outbox. */
+  mailTransport?: MailTransport
+  /** Default: from config, else generated into dataDir. */
+  keys?: TokenKeys
+  now?: () => Date
+  rateLimiter?: RateLimiter
+  subscriptions?: SubscriptionSource
+  /** Check every response against its route's joi schema (tests). */
+  validateResponses?: boolean
+}
+
+export type ControlApp = Hapi.Server
+
+export async function createApp (config: ControlConfig, deps: AppDeps): Promise<ControlApp> {
+  const { logger } = deps
+  const transport = deps.mailTransport ?? (config.smtpUrl !== undefined ? new SmtpTransport(config.smtpUrl) : new OutboxTransport(join(config.dataDir, 'outbox'), logger))
+  const services = createServices({
+    db: deps.db,
+    config,
+    logger,
+    keys: deps.keys ?? loadTokenKeys({ access: config.tokens.accessSecret, refresh: config.tokens.refreshSecret, instance: config.tokens.instanceSecret }, config.dataDir, logger),
+    mailer: new Mailer(config.mailFrom, transport, logger),
+    now: deps.now,
+    rateLimiter: deps.rateLimiter,
+    subscriptions: deps.subscriptions,
+  })
+
+  const server = Hapi.server({
+    host: config.apiHost,
+    port: config.apiPort,
+    router: { stripTrailingSlash: true },
+    routes: {
+      validate: {
+        failAction: failValidation,
+        options: { abortEarly: false, errors: { wrap: { label: false } } },
+      },
+      payload: { maxBytes: config.maxBodyBytes, allow: ['application/json'] },
+      response: { sample: deps.validateResponses === true ? 100 : 0, failAction: 'error', emptyStatusCode: 204 },
+      security: { hsts: false, xframe: true, noSniff: true, referrer: 'no-referrer' },
+    },
+  })
+  server.validator(Joi)
+  server.app.services = services
+
+  server.events.on('log', (event, tags) => {
+    if (tags.error === true) logger.error({ err: event.error ?? event.data, tags: event.tags }, 'control error')
+    else if (tags.warn === true) logger.warn({ data: event.data, tags: event.tags }, 'control warning')
+  })
+  server.events.on('response', request => {
+    const status = 'statusCode' in request.response ? request.response.statusCode : undefined
+    logger.debug({ method: request.method, path: request.path, status, ms: Date.now() - request.info.received }, 'request')
+  })
+  server.ext('onPostStop', async () => { await services.mailer.drain() })
+
+  await server.register({ plugin: errorsPlugin })
+  await server.register({ plugin: rateLimitPlugin, options: services })
+  await server.register({ plugin: authPlugin, options: services })
+  await server.register({ plugin: healthRoutes, options: services })
+  for (const plugin of ROUTE_PLUGINS) {
+    await server.register({ plugin, options: services }, { routes: { prefix: API_PREFIX } })
+  }
+  await server.register({ plugin: openApiRoutes, options: services }, { routes: { prefix: API_PREFIX } })
+  return server
+}

@@ -1,0 +1,80 @@
+/**
+ * The `user` auth strategy (the app's default: every route needs an access token unless it says
+ * `auth: false`). RFC 6750 2.1: `Authorization: Bearer <token>`. The token must verify as an
+ * access token, and its session version must match the account's (a password reset ends every
+ * session at once, not 15 minutes later). Any failure is 401 UNAUTHORIZED in the contract's shape.
+ *
+ * Routes that need a verified email set `options.app.verifiedEmail: true`.
+ */
+import type { Plugin, Request, ResponseToolkit, ServerAuthSchemeObject } from '@hapi/hapi'
+import type { AccountStatus } from '../proto/api/auth.ts'
+import { apiError, isApiError } from './errors.ts'
+import type { Services } from './services/index.ts'
+import { MAX_TOKEN_LENGTH } from './services/tokens.ts'
+
+declare module '@hapi/hapi' {
+  interface UserCredentials {
+    id: string
+    email: string
+    name: string
+    accountStatus: AccountStatus
+  }
+  interface RouteOptionsApp {
+    /** Refuse accounts whose email is not verified yet (403 FORBIDDEN). */
+    verifiedEmail?: boolean
+    /** Which rate limit applies; default: per token when authenticated, else per IP. */
+    rateLimit?: 'auth' | 'default'
+  }
+}
+
+export const USER_STRATEGY = 'user'
+
+const BEARER = /^Bearer +([A-Za-z0-9_.~+/-]+=*) *$/i
+
+/** The bearer token of a request, or a 401 naming what is wrong with the header. */
+export function bearerToken (request: Request): string {
+  const header = request.headers.authorization as string | undefined
+  if (header === undefined || header === '') throw apiError('UNAUTHORIZED', 'Missing bearer token', {}, { 'www-authenticate': 'Bearer' })
+  if (header.length > MAX_TOKEN_LENGTH + 16) throw apiError('UNAUTHORIZED', 'Invalid or expired token', {}, { 'www-authenticate': 'Bearer error="invalid_token"' })
+  const match = BEARER.exec(header)
+  if (match === null) throw apiError('UNAUTHORIZED', 'Authorization header must be "Bearer <token>"', {}, { 'www-authenticate': 'Bearer error="invalid_request"' })
+  return match[1]
+}
+
+function userScheme (services: Services): ServerAuthSchemeObject {
+  return {
+    async authenticate (request: Request, h: ResponseToolkit) {
+      const token = bearerToken(request)
+      let claims
+      try {
+        claims = await services.tokens.verifyAccess(token)
+      } catch (err) {
+        if (isApiError(err)) err.data!.headers = { 'www-authenticate': 'Bearer error="invalid_token"' }
+        throw err
+      }
+      const user = await services.accounts.findById(claims.userId)
+      if (user === undefined || user.session_version !== claims.sessionVersion) {
+        throw apiError('UNAUTHORIZED', 'Invalid or expired token', {}, { 'www-authenticate': 'Bearer error="invalid_token"' })
+      }
+      return h.authenticated({
+        credentials: { user: { id: user.id, email: user.email, name: user.name, accountStatus: user.account_status } },
+      })
+    },
+  }
+}
+
+export const authPlugin: Plugin<Services> = {
+  name: 'cc-auth',
+  register (server, services) {
+    server.auth.scheme('cc-user', () => userScheme(services))
+    server.auth.strategy(USER_STRATEGY, 'cc-user')
+    server.auth.default(USER_STRATEGY)
+
+    server.ext('onPostAuth', (request, h) => {
+      if (request.route.settings.app?.verifiedEmail === true && request.auth.credentials?.user?.accountStatus !== 'active') {
+        throw apiError('FORBIDDEN', 'Verify your email address first: follow the link in the verification email', { account_status: request.auth.credentials?.user?.accountStatus })
+      }
+      return h.continue
+    })
+  },
+}

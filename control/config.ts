@@ -1,0 +1,164 @@
+/**
+ * Control API configuration: environment variables (prefix CC_, plus DATABASE_URL), validated once
+ * at start-up. A bad value raises ConfigError whose message is one line naming the variable.
+ */
+import Joi from 'joi'
+
+export interface RateLimitRule {
+  /** Bucket size: how many requests may arrive at once. */
+  burst: number
+  /** Sustained rate: tokens added per minute. */
+  perMinute: number
+}
+
+export interface ControlConfig {
+  apiHost: string
+  apiPort: number
+  /** Postgres connection string; unset means the embedded PGlite database in dataDir. */
+  databaseUrl: string | undefined
+  dataDir: string
+  autoMigrate: boolean
+  /** Base of every link we send (verification, reset); never taken from the Host header. */
+  publicUrl: string
+  /** Page that receives `?token=` from a password reset mail. */
+  passwordResetUrl: string
+  smtpUrl: string | undefined
+  mailFrom: string
+  tokens: {
+    issuer: string
+    accessTtlSeconds: number
+    refreshTtlSeconds: number
+    /** base64url secrets, one per token kind (RFC 8725 3.9); unset: generated into dataDir. */
+    accessSecret: string | undefined
+    refreshSecret: string | undefined
+    instanceSecret: string | undefined
+  }
+  /** argon2id cost; defaults are OWASP's minimum for argon2id: m=19 MiB, t=2, p=1. */
+  argon2: { memoryKiB: number, timeCost: number, parallelism: number }
+  rateLimits: {
+    authPerIp: RateLimitRule
+    authPerAccount: RateLimitRule
+    perToken: RateLimitRule
+    perIp: RateLimitRule
+  }
+  /** Number of reverse proxies in front of us whose X-Forwarded-For we believe. */
+  trustProxyHops: number
+  maxBodyBytes: number
+  verifyEmailTtlSeconds: number
+  resetPasswordTtlSeconds: number
+  logLevel: string
+}
+
+export class ConfigError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+const secret = Joi.string().pattern(/^[A-Za-z0-9_-]{43,}$/).message('must be base64url of at least 32 bytes')
+const rule = Joi.string().pattern(/^\d+\/\d+$/).message('must be BURST/PER_MINUTE, e.g. 10/5')
+const positiveInt = Joi.number().integer().min(1)
+
+/** Each variable: its joi rule and default (string form, as it would appear in the environment). */
+const VARIABLES = {
+  CC_API_HOST: Joi.string().hostname().default('0.0.0.0'),
+  CC_API_PORT: Joi.number().integer().min(0).max(65535).default(3000),
+  DATABASE_URL: Joi.string().uri({ scheme: ['postgres', 'postgresql'] }),
+  CC_DATA_DIR: Joi.string().default('./data'),
+  CC_AUTO_MIGRATE: Joi.boolean().truthy('1').falsy('0').default(true),
+  CC_PUBLIC_URL: Joi.string().uri({ scheme: ['http', 'https'] }).default('http://localhost:3000'),
+  CC_PASSWORD_RESET_URL: Joi.string().uri({ scheme: ['http', 'https'] }),
+  CC_SMTP_URL: Joi.string().uri({ scheme: ['smtp', 'smtps'] }),
+  CC_MAIL_FROM: Joi.string().default('Erugo Cloud <no-reply@localhost>'),
+  CC_TOKEN_ISSUER: Joi.string().max(200).default('erugo-cloud-connect'),
+  CC_ACCESS_TOKEN_TTL: positiveInt.default(900),
+  CC_REFRESH_TOKEN_TTL: positiveInt.default(7 * 24 * 3600),
+  CC_ACCESS_TOKEN_SECRET: secret,
+  CC_REFRESH_TOKEN_SECRET: secret,
+  CC_INSTANCE_TOKEN_SECRET: secret,
+  CC_ARGON2_MEMORY_KIB: Joi.number().integer().min(8).max(4 * 1024 * 1024).default(19 * 1024),
+  CC_ARGON2_TIME_COST: positiveInt.max(20).default(2),
+  CC_ARGON2_PARALLELISM: positiveInt.max(16).default(1),
+  CC_RATE_AUTH_PER_IP: rule.default('20/10'),
+  CC_RATE_AUTH_PER_ACCOUNT: rule.default('5/2'),
+  CC_RATE_PER_TOKEN: rule.default('120/120'),
+  CC_RATE_PER_IP: rule.default('300/300'),
+  CC_TRUST_PROXY_HOPS: Joi.number().integer().min(0).max(10).default(0),
+  CC_MAX_BODY_BYTES: positiveInt.max(64 * 1024 * 1024).default(1024 * 1024),
+  CC_VERIFY_EMAIL_TTL: positiveInt.default(24 * 3600),
+  CC_RESET_PASSWORD_TTL: positiveInt.default(3600),
+  CC_LOG_LEVEL: Joi.string().valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent').default('info'),
+} as const
+
+type Raw = { [K in keyof typeof VARIABLES]: unknown }
+
+function parseRule (value: string): RateLimitRule {
+  const [burst, perMinute] = value.split('/').map(Number)
+  return { burst, perMinute }
+}
+
+/** The documented variables and their defaults, for `--help` output. */
+export function describeVariables (): string {
+  return Object.entries(VARIABLES).map(([name, schema]) => {
+    const d = (schema.describe() as { flags?: { default?: unknown } }).flags?.default
+    return d === undefined ? `  ${name}` : `  ${name} (default ${String(d)})`
+  }).join('\n')
+}
+
+/**
+ * Reads the configuration from `env`. Unknown CC_ variables are ignored (other programs share the
+ * prefix). Throws ConfigError naming the first bad variable.
+ */
+export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig {
+  const raw: Record<string, unknown> = {}
+  for (const [name, schema] of Object.entries(VARIABLES)) {
+    const input = env[name] === '' ? undefined : env[name]
+    const { value, error } = (schema as Joi.Schema).validate(input, { errors: { wrap: { label: false } } })
+    if (error !== undefined) {
+      throw new ConfigError(`${name}: ${error.message.replace(/^value /, '')} (got ${JSON.stringify(input)})`)
+    }
+    raw[name] = value
+  }
+  const v = raw as Raw
+  const publicUrl = String(v.CC_PUBLIC_URL).replace(/\/+$/, '')
+  for (const name of ['CC_RATE_AUTH_PER_IP', 'CC_RATE_AUTH_PER_ACCOUNT', 'CC_RATE_PER_TOKEN', 'CC_RATE_PER_IP'] as const) {
+    const r = parseRule(String(v[name]))
+    if (r.burst < 1 || r.perMinute < 1) throw new ConfigError(`${name}: both numbers must be at least 1 (got "${String(v[name])}")`)
+  }
+  return {
+    apiHost: v.CC_API_HOST as string,
+    apiPort: v.CC_API_PORT as number,
+    databaseUrl: v.DATABASE_URL as string | undefined,
+    dataDir: v.CC_DATA_DIR as string,
+    autoMigrate: v.CC_AUTO_MIGRATE as boolean,
+    publicUrl,
+    passwordResetUrl: (v.CC_PASSWORD_RESET_URL as string | undefined) ?? `${publicUrl}/reset-password`,
+    smtpUrl: v.CC_SMTP_URL as string | undefined,
+    mailFrom: v.CC_MAIL_FROM as string,
+    tokens: {
+      issuer: v.CC_TOKEN_ISSUER as string,
+      accessTtlSeconds: v.CC_ACCESS_TOKEN_TTL as number,
+      refreshTtlSeconds: v.CC_REFRESH_TOKEN_TTL as number,
+      accessSecret: v.CC_ACCESS_TOKEN_SECRET as string | undefined,
+      refreshSecret: v.CC_REFRESH_TOKEN_SECRET as string | undefined,
+      instanceSecret: v.CC_INSTANCE_TOKEN_SECRET as string | undefined,
+    },
+    argon2: {
+      memoryKiB: v.CC_ARGON2_MEMORY_KIB as number,
+      timeCost: v.CC_ARGON2_TIME_COST as number,
+      parallelism: v.CC_ARGON2_PARALLELISM as number,
+    },
+    rateLimits: {
+      authPerIp: parseRule(v.CC_RATE_AUTH_PER_IP as string),
+      authPerAccount: parseRule(v.CC_RATE_AUTH_PER_ACCOUNT as string),
+      perToken: parseRule(v.CC_RATE_PER_TOKEN as string),
+      perIp: parseRule(v.CC_RATE_PER_IP as string),
+    },
+    trustProxyHops: v.CC_TRUST_PROXY_HOPS as number,
+    maxBodyBytes: v.CC_MAX_BODY_BYTES as number,
+    verifyEmailTtlSeconds: v.CC_VERIFY_EMAIL_TTL as number,
+    resetPasswordTtlSeconds: v.CC_RESET_PASSWORD_TTL as number,
+    logLevel: v.CC_LOG_LEVEL as string,
+  }
+}

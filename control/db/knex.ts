@@ -1,0 +1,70 @@
+/**
+ * The database handle: knex over `pg` when a Postgres URL is given, otherwise an embedded PGlite
+ * database in `<dataDir>/pglite` (or in memory) through the knex-pglite dialect. Same migrations,
+ * same queries either way.
+ */
+import knexFactory, { type Knex } from 'knex'
+import ClientPGLite from 'knex-pglite'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+
+export type Db = Knex
+/** A knex instance or an open transaction: what services accept. */
+export type Queryable = Knex | Knex.Transaction
+
+export interface DbOptions {
+  /** postgres://... ; unset = PGlite. */
+  url?: string
+  /** PGlite data directory parent; unset with no url = in-memory PGlite. */
+  dataDir?: string
+  /** Postgres schema to use (created if missing); tests use one per file. */
+  schema?: string
+  /** Fail a request instead of queueing when the database is unreachable (ms). */
+  acquireTimeoutMs?: number
+  poolMax?: number
+}
+
+export function createDb (options: DbOptions): Db {
+  if (options.schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(options.schema)) {
+    throw new Error(`invalid schema name ${JSON.stringify(options.schema)}`)
+  }
+  const acquireConnectionTimeout = options.acquireTimeoutMs ?? 5000
+  if (options.url !== undefined) {
+    return knexFactory({
+      client: 'pg',
+      connection: {
+        connectionString: options.url,
+        // Bound connection attempts so an unreachable server yields 503 quickly, not a hang.
+        connectionTimeoutMillis: acquireConnectionTimeout,
+        keepAlive: true,
+      },
+      searchPath: options.schema !== undefined ? [options.schema] : undefined,
+      pool: {
+        min: 0,
+        max: options.poolMax ?? 10,
+        // Schema must exist before search_path is useful; harmless when it does.
+        afterCreate: options.schema !== undefined
+          ? (conn: { query: (sql: string, cb: (err: Error | null) => void) => void }, done: (err: Error | null, conn: unknown) => void) => {
+              conn.query(`create schema if not exists "${options.schema}"`, err => { done(err, conn) })
+            }
+          : undefined,
+      },
+      acquireConnectionTimeout,
+    })
+  }
+  let filename: string | undefined
+  if (options.dataDir !== undefined) {
+    mkdirSync(options.dataDir, { recursive: true })
+    filename = join(options.dataDir, 'pglite')
+  }
+  return knexFactory({
+    client: ClientPGLite,
+    connection: filename !== undefined ? { filename } : {},
+    acquireConnectionTimeout: 60_000,
+  })
+}
+
+/** One round trip; throws when the database is unreachable. */
+export async function ping (db: Db): Promise<void> {
+  await db.raw('select 1')
+}

@@ -1,0 +1,52 @@
+/**
+ * Error codes of the public REST API and the HTTP status each one is sent with. Every error
+ * response body is `{ "error": { "code", "message", "details" } }` (spec: "API Error Response Format").
+ * The first block is the spec's table verbatim; the second block is ours, for failures the spec
+ * does not name.
+ */
+export const ERROR_STATUS = {
+  // Spec: "Error Codes".
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  SUBDOMAIN_TAKEN: 409,
+  DOMAIN_ALREADY_EXISTS: 409,
+  SUBSCRIPTION_REQUIRED: 402,
+  LIMIT_EXCEEDED: 403,
+  VALIDATION_ERROR: 422,
+  DNS_VERIFICATION_FAILED: 400,
+  // Ours.
+  BAD_REQUEST: 400,
+  METHOD_NOT_ALLOWED: 405,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  REQUEST_HEADER_TOO_LARGE: 431,
+  RATE_LIMITED: 429,
+  INTERNAL_ERROR: 500,
+  SERVICE_UNAVAILABLE: 503,
+} as const
+
+export type ErrorCode = keyof typeof ERROR_STATUS
+
+export const ERROR_CODES = Object.keys(ERROR_STATUS) as ErrorCode[]
+
+export interface ErrorBody {
+  error: {
+    code: ErrorCode
+    message: string
+    details: Record<string, unknown>
+  }
+}
+
+/**
+ * `details` of a VALIDATION_ERROR: each offending field (dotted path, `""` for the body itself)
+ * with its messages. An unknown field appears under its own name ("is not allowed").
+ */
+export interface ValidationDetails {
+  fields: Record<string, string[]>
+}
+
+/** `details` of a RATE_LIMITED error; the same number is sent in the Retry-After header. */
+export interface RateLimitDetails {
+  retry_after: number
+}
