@@ -1,0 +1,125 @@
+/**
+ * Transport data messages (paper 5.4.6): ChaCha20-Poly1305 with the 64-bit counter as nonce
+ * (4 zero bytes || counter little-endian) and empty associated data, plaintext zero-padded to a
+ * multiple of 16. The AEAD sits behind AeadBackend so native backends can be measured and
+ * cross-checked; bench/crypto.ts picks defaultAead.
+ */
+import { createCipheriv, createDecipheriv } from 'node:crypto'
+import { AEAD_TAG_LEN, PADDING_MULTIPLE } from './constants.ts'
+import { sodium } from './sodium.ts'
+
+export interface AeadBackend {
+  readonly name: string
+  /**
+   * Encrypts `plaintext` with nonce `counter` into out[outOffset..]; returns plaintext.length + 16.
+   * `plaintext` may be the very bytes at out[outOffset..] (in place).
+   */
+  seal (key: Uint8Array, counter: bigint, plaintext: Uint8Array, out: Uint8Array, outOffset: number): number
+  /**
+   * Authenticates and decrypts into out[outOffset..]; returns ciphertext.length - 16, or -1 when the
+   * tag does not verify (then `out` is untouched). `out` may be the ciphertext's own bytes (in place).
+   */
+  open (key: Uint8Array, counter: bigint, ciphertext: Uint8Array, out: Uint8Array, outOffset: number): number
+}
+
+const NONCE_LEN = 12
+const NONCE_COUNTER_OFFSET = 4
+
+/** sodium-native: libsodium's crypto_aead_chacha20poly1305_ietf (RFC 8439). */
+export const sodiumAead: AeadBackend = (() => {
+  // One nonce buffer for the module: the data path is single-threaded and calls never interleave.
+  const nonce = Buffer.alloc(NONCE_LEN)
+  return {
+    name: 'sodium-native',
+    seal (key, counter, plaintext, out, outOffset) {
+      const len = plaintext.length + AEAD_TAG_LEN
+      nonce.writeBigUInt64LE(counter, NONCE_COUNTER_OFFSET)
+      const c = outOffset === 0 && out.length === len ? out : out.subarray(outOffset, outOffset + len)
+      sodium.crypto_aead_chacha20poly1305_ietf_encrypt(c, plaintext, null, null, nonce, key)
+      return len
+    },
+    open (key, counter, ciphertext, out, outOffset) {
+      const len = ciphertext.length - AEAD_TAG_LEN
+      if (len < 0 || outOffset + len > out.length) return -1
+      nonce.writeBigUInt64LE(counter, NONCE_COUNTER_OFFSET)
+      const m = outOffset === 0 && out.length === len ? out : out.subarray(outOffset, outOffset + len)
+      try {
+        sodium.crypto_aead_chacha20poly1305_ietf_decrypt(m, null, ciphertext, null, nonce, key)
+      } catch {
+        return -1
+      }
+      return len
+    },
+  }
+})()
+
+/** node:crypto (OpenSSL): one cipher object per call, which is what makes it slow on small packets. */
+export const nodeAead: AeadBackend = (() => {
+  const nonce = Buffer.alloc(NONCE_LEN)
+  const options = { authTagLength: AEAD_TAG_LEN } as const
+  return {
+    name: 'node:crypto',
+    seal (key, counter, plaintext, out, outOffset) {
+      nonce.writeBigUInt64LE(counter, NONCE_COUNTER_OFFSET)
+      const cipher = createCipheriv('chacha20-poly1305', key, nonce, options)
+      const body = cipher.update(plaintext)
+      cipher.final()
+      out.set(body, outOffset)
+      out.set(cipher.getAuthTag(), outOffset + body.length)
+      return body.length + AEAD_TAG_LEN
+    },
+    open (key, counter, ciphertext, out, outOffset) {
+      const len = ciphertext.length - AEAD_TAG_LEN
+      if (len < 0 || outOffset + len > out.length) return -1
+      nonce.writeBigUInt64LE(counter, NONCE_COUNTER_OFFSET)
+      const decipher = createDecipheriv('chacha20-poly1305', key, nonce, options)
+      decipher.setAuthTag(ciphertext.subarray(len))
+      const body = decipher.update(ciphertext.subarray(0, len))
+      try {
+        decipher.final()
+      } catch {
+        return -1
+      }
+      out.set(body, outOffset)
+      return len
+    },
+  }
+})()
+
+/** The faster backend on 1420-byte packets by bench/crypto.ts (see bench/RESULTS.md). */
+export const defaultAead: AeadBackend = sodiumAead
+
+// Transport message layout (paper 5.4.6).
+const TYPE_TRANSPORT = 4
+const OFF_RECEIVER = 4
+const OFF_COUNTER = 8
+const HEADER_LEN = 16
+
+/** Length of `n` plaintext bytes after padding to 16 (paper 5.4.6: keepalives stay empty). */
+export function paddedLength (n: number): number {
+  return (n + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+}
+
+/** Builds a whole transport message: type 4, receiver, counter, AEAD(packet padded to 16). */
+export function sealTransport (aead: AeadBackend, key: Uint8Array, receiverIndex: number, counter: bigint, packet: Uint8Array): Buffer {
+  const padded = paddedLength(packet.length)
+  const message = Buffer.allocUnsafe(HEADER_LEN + padded + AEAD_TAG_LEN)
+  message.writeUInt32LE(TYPE_TRANSPORT, 0) // type and three reserved zero bytes
+  message.writeUInt32LE(receiverIndex >>> 0, OFF_RECEIVER)
+  message.writeBigUInt64LE(counter, OFF_COUNTER)
+  message.set(packet, HEADER_LEN)
+  message.fill(0, HEADER_LEN + packet.length, HEADER_LEN + padded)
+  aead.seal(key, counter, message.subarray(HEADER_LEN, HEADER_LEN + padded), message, HEADER_LEN)
+  return message
+}
+
+/**
+ * Decrypts the payload of a transport message (the bytes after the 16-byte header) in place and
+ * returns the padded plaintext as a view of the same memory, or null when it does not authenticate
+ * (the bytes are then left as they were). The caller strips padding using the IP header's length.
+ */
+export function openTransport (aead: AeadBackend, key: Uint8Array, counter: bigint, ciphertext: Uint8Array): Buffer | null {
+  const view = Buffer.isBuffer(ciphertext) ? ciphertext : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.length)
+  const len = aead.open(key, counter, view, view, 0)
+  return len < 0 ? null : view.subarray(0, len)
+}

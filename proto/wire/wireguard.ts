@@ -1,0 +1,256 @@
+/**
+ * WireGuard messages (paper 5.4.2, 5.4.3, 5.4.6, 5.4.7; wireguard-go device/noise-protocol.go):
+ * a type byte, three reserved zero bytes, then little-endian fields. Handshake messages have exact
+ * sizes; a transport message is a 16-byte header and at least a 16-byte tag. Parsers copy handshake
+ * fields (rare, small) and never copy transport payloads.
+ */
+import { WireError } from './errors.ts'
+
+export const MESSAGE_INITIATION = 1
+export const MESSAGE_RESPONSE = 2
+export const MESSAGE_COOKIE_REPLY = 3
+export const MESSAGE_TRANSPORT = 4
+
+export const MESSAGE_INITIATION_SIZE = 148
+export const MESSAGE_RESPONSE_SIZE = 92
+export const MESSAGE_COOKIE_REPLY_SIZE = 64
+export const MESSAGE_TRANSPORT_HEADER_SIZE = 16
+export const MESSAGE_TRANSPORT_MIN_SIZE = 32
+/** Largest datagram a transport message can be (a UDP payload). */
+export const MESSAGE_TRANSPORT_MAX_SIZE = 65535
+
+const KEY_LEN = 32
+const TAG_LEN = 16
+const MAC_LEN = 16
+const NONCE_LEN = 24
+const TIMESTAMP_LEN = 12
+
+// Initiation offsets.
+const INIT_OFF_SENDER = 4
+const INIT_OFF_EPHEMERAL = 8
+const INIT_OFF_STATIC = INIT_OFF_EPHEMERAL + KEY_LEN // 40
+const INIT_OFF_TIMESTAMP = INIT_OFF_STATIC + KEY_LEN + TAG_LEN // 88
+const INIT_OFF_MAC1 = INIT_OFF_TIMESTAMP + TIMESTAMP_LEN + TAG_LEN // 116
+const INIT_OFF_MAC2 = INIT_OFF_MAC1 + MAC_LEN // 132
+
+// Response offsets.
+const RESP_OFF_SENDER = 4
+const RESP_OFF_RECEIVER = 8
+const RESP_OFF_EPHEMERAL = 12
+const RESP_OFF_EMPTY = RESP_OFF_EPHEMERAL + KEY_LEN // 44
+const RESP_OFF_MAC1 = RESP_OFF_EMPTY + TAG_LEN // 60
+const RESP_OFF_MAC2 = RESP_OFF_MAC1 + MAC_LEN // 76
+
+// Cookie reply offsets.
+const COOKIE_OFF_RECEIVER = 4
+const COOKIE_OFF_NONCE = 8
+const COOKIE_OFF_COOKIE = COOKIE_OFF_NONCE + NONCE_LEN // 32
+
+// Transport offsets.
+const TRANSPORT_OFF_RECEIVER = 4
+const TRANSPORT_OFF_COUNTER = 8
+
+export interface InitiationRepr {
+  senderIndex: number
+  ephemeral: Buffer
+  encryptedStatic: Buffer
+  encryptedTimestamp: Buffer
+  mac1: Buffer
+  mac2: Buffer
+}
+
+export interface ResponseRepr {
+  senderIndex: number
+  receiverIndex: number
+  ephemeral: Buffer
+  encryptedNothing: Buffer
+  mac1: Buffer
+  mac2: Buffer
+}
+
+export interface CookieReplyRepr {
+  receiverIndex: number
+  /** 24 bytes */
+  nonce: Buffer
+  /** 32 bytes: the 16-byte cookie and its tag */
+  encryptedCookie: Buffer
+}
+
+export interface TransportHeader {
+  receiverIndex: number
+  counter: bigint
+}
+
+function readU32LE (buf: Uint8Array, off: number): number {
+  return (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | (buf[off + 3] << 24)) >>> 0
+}
+
+function writeU32LE (buf: Uint8Array, off: number, value: number): void {
+  buf[off] = value & 0xff
+  buf[off + 1] = (value >>> 8) & 0xff
+  buf[off + 2] = (value >>> 16) & 0xff
+  buf[off + 3] = (value >>> 24) & 0xff
+}
+
+function copyField (buf: Uint8Array, off: number, len: number): Buffer {
+  return Buffer.from(buf.subarray(off, off + len))
+}
+
+/**
+ * Returns the message type after checking the three reserved bytes (paper 5.4: must be zero) and
+ * the size that type must have. Throws WireError `wg_short`, `wg_type`, `wg_reserved` or `wg_size`.
+ */
+export function messageType (datagram: Uint8Array): number {
+  const len = datagram.length
+  if (len < 4) throw new WireError('wg_short', 'shorter than a WireGuard message header')
+  const type = datagram[0]
+  if (datagram[1] !== 0 || datagram[2] !== 0 || datagram[3] !== 0) throw new WireError('wg_reserved', 'reserved bytes are not zero')
+  switch (type) {
+    case MESSAGE_INITIATION:
+      if (len !== MESSAGE_INITIATION_SIZE) throw new WireError('wg_size', 'initiation is not 148 bytes')
+      break
+    case MESSAGE_RESPONSE:
+      if (len !== MESSAGE_RESPONSE_SIZE) throw new WireError('wg_size', 'response is not 92 bytes')
+      break
+    case MESSAGE_COOKIE_REPLY:
+      if (len !== MESSAGE_COOKIE_REPLY_SIZE) throw new WireError('wg_size', 'cookie reply is not 64 bytes')
+      break
+    case MESSAGE_TRANSPORT:
+      if (len < MESSAGE_TRANSPORT_MIN_SIZE || len > MESSAGE_TRANSPORT_MAX_SIZE) throw new WireError('wg_size', 'transport message shorter than header and tag')
+      break
+    default:
+      throw new WireError('wg_type', `unknown message type ${type}`)
+  }
+  return type
+}
+
+function expectType (buf: Uint8Array, type: number): void {
+  if (messageType(buf) !== type) throw new WireError('wg_type', `not a message of type ${type}`)
+}
+
+function checkField (value: Uint8Array, len: number, name: string): void {
+  if (value.length !== len) throw new WireError('wg_field', `${name} is not ${len} bytes`)
+}
+
+function checkBuffer (buf: Uint8Array, offset: number, len: number): void {
+  if (offset < 0 || buf.length - offset < len) throw new WireError('wg_buffer', 'output buffer too small')
+}
+
+function writeHeader (buf: Uint8Array, offset: number, type: number): void {
+  buf[offset] = type
+  buf[offset + 1] = 0
+  buf[offset + 2] = 0
+  buf[offset + 3] = 0
+}
+
+export function parseInitiation (buf: Uint8Array): InitiationRepr {
+  expectType(buf, MESSAGE_INITIATION)
+  return {
+    senderIndex: readU32LE(buf, INIT_OFF_SENDER),
+    ephemeral: copyField(buf, INIT_OFF_EPHEMERAL, KEY_LEN),
+    encryptedStatic: copyField(buf, INIT_OFF_STATIC, KEY_LEN + TAG_LEN),
+    encryptedTimestamp: copyField(buf, INIT_OFF_TIMESTAMP, TIMESTAMP_LEN + TAG_LEN),
+    mac1: copyField(buf, INIT_OFF_MAC1, MAC_LEN),
+    mac2: copyField(buf, INIT_OFF_MAC2, MAC_LEN),
+  }
+}
+
+/** Writes exactly MESSAGE_INITIATION_SIZE bytes at buf[offset..]; returns that length. */
+export function emitInitiation (repr: InitiationRepr, buf: Uint8Array, offset = 0): number {
+  checkBuffer(buf, offset, MESSAGE_INITIATION_SIZE)
+  checkField(repr.ephemeral, KEY_LEN, 'ephemeral')
+  checkField(repr.encryptedStatic, KEY_LEN + TAG_LEN, 'encryptedStatic')
+  checkField(repr.encryptedTimestamp, TIMESTAMP_LEN + TAG_LEN, 'encryptedTimestamp')
+  checkField(repr.mac1, MAC_LEN, 'mac1')
+  checkField(repr.mac2, MAC_LEN, 'mac2')
+  writeHeader(buf, offset, MESSAGE_INITIATION)
+  writeU32LE(buf, offset + INIT_OFF_SENDER, repr.senderIndex)
+  buf.set(repr.ephemeral, offset + INIT_OFF_EPHEMERAL)
+  buf.set(repr.encryptedStatic, offset + INIT_OFF_STATIC)
+  buf.set(repr.encryptedTimestamp, offset + INIT_OFF_TIMESTAMP)
+  buf.set(repr.mac1, offset + INIT_OFF_MAC1)
+  buf.set(repr.mac2, offset + INIT_OFF_MAC2)
+  return MESSAGE_INITIATION_SIZE
+}
+
+export function parseResponse (buf: Uint8Array): ResponseRepr {
+  expectType(buf, MESSAGE_RESPONSE)
+  return {
+    senderIndex: readU32LE(buf, RESP_OFF_SENDER),
+    receiverIndex: readU32LE(buf, RESP_OFF_RECEIVER),
+    ephemeral: copyField(buf, RESP_OFF_EPHEMERAL, KEY_LEN),
+    encryptedNothing: copyField(buf, RESP_OFF_EMPTY, TAG_LEN),
+    mac1: copyField(buf, RESP_OFF_MAC1, MAC_LEN),
+    mac2: copyField(buf, RESP_OFF_MAC2, MAC_LEN),
+  }
+}
+
+/** Writes exactly MESSAGE_RESPONSE_SIZE bytes at buf[offset..]; returns that length. */
+export function emitResponse (repr: ResponseRepr, buf: Uint8Array, offset = 0): number {
+  checkBuffer(buf, offset, MESSAGE_RESPONSE_SIZE)
+  checkField(repr.ephemeral, KEY_LEN, 'ephemeral')
+  checkField(repr.encryptedNothing, TAG_LEN, 'encryptedNothing')
+  checkField(repr.mac1, MAC_LEN, 'mac1')
+  checkField(repr.mac2, MAC_LEN, 'mac2')
+  writeHeader(buf, offset, MESSAGE_RESPONSE)
+  writeU32LE(buf, offset + RESP_OFF_SENDER, repr.senderIndex)
+  writeU32LE(buf, offset + RESP_OFF_RECEIVER, repr.receiverIndex)
+  buf.set(repr.ephemeral, offset + RESP_OFF_EPHEMERAL)
+  buf.set(repr.encryptedNothing, offset + RESP_OFF_EMPTY)
+  buf.set(repr.mac1, offset + RESP_OFF_MAC1)
+  buf.set(repr.mac2, offset + RESP_OFF_MAC2)
+  return MESSAGE_RESPONSE_SIZE
+}
+
+export function parseCookieReply (buf: Uint8Array): CookieReplyRepr {
+  expectType(buf, MESSAGE_COOKIE_REPLY)
+  return {
+    receiverIndex: readU32LE(buf, COOKIE_OFF_RECEIVER),
+    nonce: copyField(buf, COOKIE_OFF_NONCE, NONCE_LEN),
+    encryptedCookie: copyField(buf, COOKIE_OFF_COOKIE, MAC_LEN + TAG_LEN),
+  }
+}
+
+/** Writes exactly MESSAGE_COOKIE_REPLY_SIZE bytes at buf[offset..]; returns that length. */
+export function emitCookieReply (repr: CookieReplyRepr, buf: Uint8Array, offset = 0): number {
+  checkBuffer(buf, offset, MESSAGE_COOKIE_REPLY_SIZE)
+  checkField(repr.nonce, NONCE_LEN, 'nonce')
+  checkField(repr.encryptedCookie, MAC_LEN + TAG_LEN, 'encryptedCookie')
+  writeHeader(buf, offset, MESSAGE_COOKIE_REPLY)
+  writeU32LE(buf, offset + COOKIE_OFF_RECEIVER, repr.receiverIndex)
+  buf.set(repr.nonce, offset + COOKIE_OFF_NONCE)
+  buf.set(repr.encryptedCookie, offset + COOKIE_OFF_COOKIE)
+  return MESSAGE_COOKIE_REPLY_SIZE
+}
+
+/** Reads the transport header; the payload is datagram.subarray(MESSAGE_TRANSPORT_HEADER_SIZE), never copied. */
+export function parseTransportHeader (datagram: Uint8Array): TransportHeader {
+  expectType(datagram, MESSAGE_TRANSPORT)
+  const lo = readU32LE(datagram, TRANSPORT_OFF_COUNTER)
+  const hi = readU32LE(datagram, TRANSPORT_OFF_COUNTER + 4)
+  return {
+    receiverIndex: readU32LE(datagram, TRANSPORT_OFF_RECEIVER),
+    counter: hi === 0 ? BigInt(lo) : (BigInt(hi) << 32n) | BigInt(lo),
+  }
+}
+
+/** Writes the 16-byte transport header at buf[offset..]; returns 16. */
+export function emitTransportHeader (header: TransportHeader, buf: Uint8Array, offset = 0): number {
+  checkBuffer(buf, offset, MESSAGE_TRANSPORT_HEADER_SIZE)
+  writeHeader(buf, offset, MESSAGE_TRANSPORT)
+  writeU32LE(buf, offset + TRANSPORT_OFF_RECEIVER, header.receiverIndex)
+  writeU32LE(buf, offset + TRANSPORT_OFF_COUNTER, Number(header.counter & 0xffffffffn))
+  writeU32LE(buf, offset + TRANSPORT_OFF_COUNTER + 4, Number(header.counter >> 32n))
+  return MESSAGE_TRANSPORT_HEADER_SIZE
+}
+
+/**
+ * The receiver index of a response, cookie reply or transport message, read without allocating.
+ * Call after messageType(); throws WireError `wg_type` for an initiation (it has no receiver).
+ */
+export function receiverIndexOf (datagram: Uint8Array): number {
+  const type = datagram.length >= 12 ? datagram[0] : 0
+  if (type === MESSAGE_RESPONSE) return readU32LE(datagram, RESP_OFF_RECEIVER)
+  if (type === MESSAGE_TRANSPORT || type === MESSAGE_COOKIE_REPLY) return readU32LE(datagram, TRANSPORT_OFF_RECEIVER)
+  throw new WireError('wg_type', 'message has no receiver index')
+}
