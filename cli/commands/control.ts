@@ -1,0 +1,51 @@
+/** `cloud-connect control`: the control API (accounts, instances, billing) on CC_API_PORT (default 3000). */
+import pino from 'pino'
+import { ConfigError, describeVariables, loadConfig, type ControlConfig } from '../../control/config.ts'
+import { startControl } from '../../control/server.ts'
+import { CliError } from '../errors.ts'
+
+
+
+const HELP = `Usage: cloud-connect control
+
+Serves the control API (/v1, /health) on CC_API_HOST:CC_API_PORT. Without DATABASE_URL the data
+lives in an embedded database under CC_DATA_DIR. Pending migrations are applied at start unless
+CC_AUTO_MIGRATE=0. Without CC_SMTP_URL, mail is written to CC_DATA_DIR/outbox.
+
+Environment:
+`
+
+export function configOrExit (): ControlConfig {
+  try {
+    return loadConfig(process.env)
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(err.message, 2)
+    throw err
+  }
+}
+
+export async function run (argv: string[]): Promise<void> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(HELP + describeVariables() + '\n')
+    return
+  }
+  if (argv.length > 0) throw new CliError(`unexpected argument '${argv[0]}' (see --help)`, 2)
+  const config = configOrExit()
+  const logger = pino({ level: config.logLevel })
+  let running
+  try {
+    running = await startControl(config, logger)
+  } catch (err) {
+    throw new CliError(`cannot start: ${(err as Error).message}`)
+  }
+  await new Promise<void>(resolve => {
+    const shutdown = (signal: string): void => {
+      logger.info({ signal }, 'shutting down')
+      process.off('SIGINT', shutdown)
+      process.off('SIGTERM', shutdown)
+      running.stop().then(resolve, err => { logger.error({ err }, 'shutdown failed'); resolve() })
+    }
+    process.on('SIGINT', shutdown)
+    process.on('SIGTERM', shutdown)
+  })
+}
