@@ -1,0 +1,65 @@
+/** One configured peer: identity, cryptokey routing entries, sessions, timers, queue and counters. */
+import { CookieGenerator } from '../../proto/noise/index.ts'
+import type { IPv4Prefix } from '../../proto/wire/ipv4.ts'
+import type { Keypair, PendingHandshake } from './keypair.ts'
+import { PeerTimers } from './timers.ts'
+
+export interface Endpoint { address: string, port: number }
+
+export interface PeerOptions {
+  publicKey: Buffer
+  presharedKey?: Buffer | null
+  allowedIPs: IPv4Prefix[]
+  /** Where to send before the peer has sent us anything (it then roams, paper 2.1). */
+  endpoint?: Endpoint | null
+  /** Seconds between keepalives when nothing else is sent; 0 = off (paper 6.5). */
+  persistentKeepalive?: number
+}
+
+export class Peer {
+  readonly publicKey: Buffer
+  /** Base64 public key: the peer's name in logs, maps and status. */
+  readonly name: string
+  presharedKey: Buffer | null
+  persistentKeepaliveMs: number
+  endpoint: Endpoint | null
+  readonly cookieGenerator: CookieGenerator
+
+  // Sessions (paper 6.1; wireguard-go keypairs.previous/current/next).
+  previous: Keypair | null = null
+  current: Keypair | null = null
+  /** Responder-side keypair not yet confirmed by a data packet from the initiator. */
+  next: Keypair | null = null
+  handshake: PendingHandshake | null = null
+
+  // Replay/flood protection of initiations from this peer (paper 5.1).
+  lastTimestamp: Buffer | null = null
+  lastInitiationAt = -Infinity
+  lastSentHandshakeAt = -Infinity
+
+  readonly timers = new PeerTimers()
+  /** Outgoing packets waiting for a session (zero-length = keepalive). */
+  readonly staged: Buffer[] = []
+
+  rxBytes = 0
+  txBytes = 0
+  rxPackets = 0
+  txPackets = 0
+  /** Monotonic ms of the last completed handshake, or null. */
+  lastHandshakeAt: number | null = null
+
+  constructor (options: PeerOptions) {
+    this.publicKey = Buffer.from(options.publicKey)
+    this.name = this.publicKey.toString('base64')
+    this.presharedKey = options.presharedKey ?? null
+    this.endpoint = options.endpoint ?? null
+    this.persistentKeepaliveMs = (options.persistentKeepalive ?? 0) * 1000
+    this.cookieGenerator = new CookieGenerator(this.publicKey)
+  }
+
+  /** Roaming (paper 2.1): the endpoint follows the latest authenticated packet. */
+  setEndpoint (address: string, port: number): void {
+    const current = this.endpoint
+    if (current === null || current.port !== port || current.address !== address) this.endpoint = { address, port }
+  }
+}
