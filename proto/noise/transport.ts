@@ -17,7 +17,8 @@ export interface AeadBackend {
   seal (key: Uint8Array, counter: bigint, plaintext: Uint8Array, out: Uint8Array, outOffset: number): number
   /**
    * Authenticates and decrypts into out[outOffset..]; returns ciphertext.length - 16, or -1 when the
-   * tag does not verify (then `out` is untouched). `out` may be the ciphertext's own bytes (in place).
+   * tag does not verify. On failure no unauthenticated plaintext is written: the output range is left
+   * as it was or zeroed (libsodium clears it). `out` may be the ciphertext's own bytes (in place).
    */
   open (key: Uint8Array, counter: bigint, ciphertext: Uint8Array, out: Uint8Array, outOffset: number): number
 }
@@ -116,7 +117,8 @@ export function sealTransport (aead: AeadBackend, key: Uint8Array, receiverIndex
 /**
  * Decrypts the payload of a transport message (the bytes after the 16-byte header) in place and
  * returns the padded plaintext as a view of the same memory, or null when it does not authenticate
- * (the bytes are then left as they were). The caller strips padding using the IP header's length.
+ * (the payload bytes may then be zeroed: drop the datagram). The caller strips padding using the IP
+ * header's length.
  */
 export function openTransport (aead: AeadBackend, key: Uint8Array, counter: bigint, ciphertext: Uint8Array): Buffer | null {
   const view = Buffer.isBuffer(ciphertext) ? ciphertext : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.length)

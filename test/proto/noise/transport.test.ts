@@ -1,0 +1,89 @@
+import t from 'tap'
+import { randomBytes } from 'node:crypto'
+import {
+  defaultAead, nodeAead, openTransport, paddedLength, sealTransport, sodiumAead,
+} from '../../../proto/noise/transport.ts'
+
+const key = randomBytes(32)
+
+t.test('node and sodium backends produce identical bytes and open each other', async t => {
+  for (const size of [0, 1, 15, 16, 17, 100, 1420, 1500, 9000]) {
+    for (const counter of [0n, 1n, 0xfffffffen, 2n ** 53n + 5n, 2n ** 64n - 2n ** 13n - 2n]) {
+      const plaintext = randomBytes(size)
+      const a = Buffer.alloc(size + 16); const b = Buffer.alloc(size + 16)
+      t.equal(sodiumAead.seal(key, counter, plaintext, a, 0), size + 16)
+      t.equal(nodeAead.seal(key, counter, plaintext, b, 0), size + 16)
+      if (!a.equals(b)) t.fail(`size ${size} counter ${counter}: backends differ`)
+      const viaNode = Buffer.alloc(size); const viaSodium = Buffer.alloc(size)
+      t.equal(nodeAead.open(key, counter, a, viaNode, 0), size)
+      t.equal(sodiumAead.open(key, counter, b, viaSodium, 0), size)
+      if (!viaNode.equals(plaintext) || !viaSodium.equals(plaintext)) t.fail(`size ${size}: round trip differs`)
+    }
+  }
+})
+
+for (const aead of [sodiumAead, nodeAead]) {
+  t.test(`${aead.name}: offsets, in place, and refusals leave output untouched`, async t => {
+    const plaintext = randomBytes(64)
+    const out = Buffer.alloc(10 + 80 + 5, 0xaa)
+    t.equal(aead.seal(key, 7n, plaintext, out, 10), 80)
+    t.same(out.subarray(0, 10), Buffer.alloc(10, 0xaa))
+    t.same(out.subarray(90), Buffer.alloc(5, 0xaa))
+    const sealed = Buffer.from(out.subarray(10, 90))
+    const opened = Buffer.alloc(70, 0xbb)
+    t.equal(aead.open(key, 7n, sealed, opened, 3), 64)
+    t.same(opened.subarray(3, 67), plaintext)
+    t.equal(aead.open(key, 8n, sealed, opened, 0), -1, 'wrong counter')
+    t.equal(aead.open(randomBytes(32), 7n, sealed, opened, 0), -1, 'wrong key')
+    const target = Buffer.alloc(64, 0xcc)
+    const bad = Buffer.from(sealed); bad[5] ^= 1
+    t.equal(aead.open(key, 7n, bad, target, 0), -1)
+    t.ok(target.equals(Buffer.alloc(64, 0xcc)) || target.equals(Buffer.alloc(64)), 'output untouched or zeroed, never plaintext')
+    t.equal(aead.open(key, 7n, sealed.subarray(0, 15), opened, 0), -1, 'shorter than a tag')
+    t.equal(aead.open(key, 7n, sealed, Buffer.alloc(10), 0), -1, 'output too small')
+    const inPlace = Buffer.from(sealed)
+    t.equal(aead.open(key, 7n, inPlace, inPlace, 0), 64)
+    t.same(inPlace.subarray(0, 64), plaintext)
+  })
+}
+
+t.test('sealTransport / openTransport: header, padding to 16 (paper 5.4.6)', async t => {
+  t.equal(paddedLength(0), 0)
+  t.equal(paddedLength(1), 16)
+  t.equal(paddedLength(16), 16)
+  t.equal(paddedLength(1420), 1424)
+  for (const size of [0, 1, 16, 17, 1420]) {
+    const packet = randomBytes(size)
+    const message = sealTransport(defaultAead, key, 0x0badcafe, 42n, packet)
+    t.equal(message.length, 16 + paddedLength(size) + 16, `size ${size}`)
+    t.equal(message.readUInt32LE(0), 4, 'type 4 and zero reserved bytes')
+    t.equal(message.readUInt32LE(4), 0x0badcafe)
+    t.equal(message.readBigUInt64LE(8), 42n)
+    const payload = Buffer.from(message.subarray(16))
+    const opened = openTransport(nodeAead, key, 42n, payload)!
+    t.equal(opened.length, paddedLength(size))
+    t.same(opened.subarray(0, size), packet)
+    t.same(opened.subarray(size), Buffer.alloc(paddedLength(size) - size), 'zero padding')
+    t.equal(opened.buffer, payload.buffer, 'decrypted in place')
+  }
+})
+
+t.test('openTransport refuses tampering anywhere and never exposes unauthenticated plaintext', async t => {
+  const packet = randomBytes(100)
+  const message = sealTransport(sodiumAead, key, 1, 9n, packet)
+  const payload = message.subarray(16)
+  for (const aead of [sodiumAead, nodeAead]) {
+    for (let i = 0; i < payload.length; i++) {
+      const bad = Buffer.from(payload); bad[i] ^= 0x10
+      const copy = Buffer.from(bad)
+      if (openTransport(aead, key, 9n, bad) !== null) t.fail(`${aead.name} byte ${i} flipped but opened`)
+      const zeroed = bad.subarray(0, bad.length - 16).equals(Buffer.alloc(bad.length - 16))
+      if (!bad.equals(copy) && !zeroed) t.fail(`${aead.name} byte ${i}: refused message holds other bytes`)
+      if (bad.subarray(0, 100).equals(packet)) t.fail(`${aead.name} byte ${i}: plaintext exposed`)
+    }
+  }
+  t.pass('checked every byte')
+  t.equal(openTransport(sodiumAead, key, 10n, Buffer.from(payload)), null, 'other counter')
+  t.equal(openTransport(sodiumAead, key, 9n, Buffer.alloc(8)), null, 'shorter than a tag')
+  t.ok(openTransport(sodiumAead, key, 9n, new Uint8Array(payload)), 'plain Uint8Array input')
+})
