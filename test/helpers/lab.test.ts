@@ -106,6 +106,24 @@ t.test('wireguard-go <-> wireguard-go through lab namespaces', async t => {
   t.not(direct.code, 0, 'host namespace cannot reach tunnel addresses')
 })
 
+t.test('handshake flood: mac1 is valid, so wireguard-go under load answers with cookies', async t => {
+  if (!requireLab(t)) return
+  const lab = await Lab.create(t)
+  const gw = await lab.namespace('gw')
+  const flooder = await lab.namespace('flood')
+  const { a: gwEnd } = await lab.link(gw, flooder)
+  const target = await lab.startWireguardGo(gw, { address: '10.100.0.1/24', listenPort: 51820 })
+  const r = await lab.flood(flooder, { target: `${gwEnd.ip}:51820`, serverPublicKey: target.publicKey, count: 20_000, durationMs: 3000, sockets: 100 })
+  t.comment(JSON.stringify(r))
+  t.equal(r.sent, 20_000)
+  t.ok(r.cookieReplies > 0, 'cookie replies answer our initiations (wireguard-go checks mac1 first)')
+  t.equal(r.responses, 0, 'no handshake completes with random content')
+  // With a wrong server key mac1 is invalid: a responder must stay silent (paper 5.4.4).
+  const wrongKey = await lab.startWireguardGo(gw, { address: '10.100.0.5/32', listenPort: 51830 })
+  const silent = await lab.flood(flooder, { target: `${gwEnd.ip}:51830`, serverPublicKey: target.publicKey, count: 2000, durationMs: 500, sockets: 10, waitMs: 500 })
+  t.equal(silent.cookieReplies + silent.responses + silent.otherReplies, 0, `no reply to a bad mac1 (${wrongKey.ifname})`)
+})
+
 t.test('destroy stops processes, then removes namespaces and sockets', async t => {
   if (!requireLab(t)) return
   const lab = await Lab.create()

@@ -25,8 +25,9 @@ import {
 } from './lab/netns.ts'
 import { WireguardGo, type WireguardGoOptions } from './lab/wireguard-go.ts'
 import { Gateway, type GatewayConfig, type GatewayOptions } from './lab/gateway.ts'
+import type { FloodOptions, FloodResult } from './handshake-flood.ts'
 import {
-  ping, pingArgs, parsePing, pingTimeoutMs, startHttpSink, startNginx,
+  ping, pingArgs, parsePing, pingTimeoutMs, runFlood, startHttpSink, startNginx,
   type HttpSinkHandle, type NginxHandle, type NginxOptions, type PingOptions, type PingResult,
 } from './lab/tools.ts'
 
@@ -34,6 +35,7 @@ export { LabProcess, run, runOk, waitUntil, type ExecResult } from './lab/proces
 export { sweepStaleLabs, type VethEnd } from './lab/netns.ts'
 export { WireguardGo, wgGenKey, wgPubKey, parseWgDump, type WgDump, type WgDumpPeer, type WgPeerConfig, type WireguardGoOptions } from './lab/wireguard-go.ts'
 export { Gateway, metricValue, REPO_ROOT, type GatewayConfig, type GatewayPeerConfig, type GatewayOptions } from './lab/gateway.ts'
+export type { FloodOptions, FloodResult } from './handshake-flood.ts'
 export { parsePing, type PingResult, type PingOptions, type NginxHandle, type HttpSinkHandle } from './lab/tools.ts'
 
 /** The part of a tap Test the lab uses. */
@@ -229,6 +231,11 @@ export class Lab {
   /** test/helpers/http-sink.ts inside `ns`: hashes and discards request bodies. */
   startHttpSink (ns: string, listen = '0.0.0.0:8080'): Promise<HttpSinkHandle> {
     return startHttpSink(ns, listen, this.track)
+  }
+
+  /** A bounded flood of mac1-valid handshake initiations from `ns` (test/helpers/handshake-flood.ts). */
+  flood (ns: string, opts: FloodOptions): Promise<FloodResult> {
+    return runFlood(ns, opts)
   }
 
   /** Stops every process (newest first), then deletes the namespaces and the temporary directory. */

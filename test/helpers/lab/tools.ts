@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { LabProcess, run, waitUntil } from './process.ts'
 import { inNetns } from './netns.ts'
 import { REPO_ROOT } from './gateway.ts'
+import type { FloodOptions, FloodResult } from '../handshake-flood.ts'
 
 export interface PingOptions {
   count?: number
@@ -129,4 +130,13 @@ export async function startHttpSink (ns: string, listen: string, track: (p: LabP
   track(proc)
   await proc.waitForOutput(/^listening /m, 20_000)
   return { process: proc, listen }
+}
+
+/** Runs test/helpers/handshake-flood.ts inside `ns` and returns its counts. */
+export async function runFlood (ns: string, opts: FloodOptions): Promise<FloodResult> {
+  const [c, a] = inNetns(ns, process.execPath, [join(REPO_ROOT, 'bin/run-ts.js'), join(REPO_ROOT, 'test/helpers/handshake-flood.ts'), JSON.stringify(opts)])
+  const bound = Math.min(opts.durationMs, 60_000) + Math.min(opts.waitMs ?? 1500, 10_000) + 30_000
+  const r = await run(c, a, { cwd: REPO_ROOT, timeoutMs: bound })
+  if (r.code !== 0) throw new Error(`handshake flood failed (${r.timedOut ? 'timed out' : `exit ${r.code}`}): ${r.stderr.slice(-2000)}`)
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as FloodResult
 }

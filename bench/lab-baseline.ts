@@ -1,0 +1,128 @@
+/**
+ * Baseline for the gateway benchmarks: the same HTTP measurements through wireguard-go on both
+ * ends (Linux TCP on both sides), in two lab namespaces:
+ *
+ *   ns client (10.100.0.1, wireguard-go) ==veth 198.18.0.0/30== ns origin (10.100.0.2, wireguard-go)
+ *     curl / wrk                                                   nginx :80 (tmpfs files), HTTP sink :8080
+ *
+ * plus, for scale, the same measurements over the bare veth (no tunnel). Prints JSON.
+ *
+ *   node bin/run-ts.js bench/lab-baseline.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10]
+ *       [--wrk-connections 16] [--no-direct]
+ *
+ * Needs root, wireguard-go, wireguard-tools, nginx, curl, wrk. Bounded: every transfer and the wrk
+ * run have time limits; the lab is torn down at the end (or on Ctrl-C).
+ */
+import { mkdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync, existsSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { cpus } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { pathToFileURL } from 'node:url'
+import { resolve } from 'node:path'
+import { Lab, labMissing, runOk } from '../test/helpers/lab.ts'
+import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
+
+export interface BaselineOptions {
+  sizeMB: number
+  runs: number
+  wrkSeconds: number
+  wrkConnections: number
+  direct: boolean
+}
+
+export interface BaselineResults {
+  bench: 'lab-baseline'
+  date: string
+  machine: { cpus: number; cpuModel: string; node: string; wireguardGo: string }
+  bulkBytes: number
+  smallBytes: number
+  wireguardGo: HttpResults
+  direct?: HttpResults
+}
+
+const SMALL_BYTES = 1024
+
+/** Writes `bytes` of random data (in 1 MiB blocks, so memory stays flat). */
+function writeRandomFile (path: string, bytes: number): void {
+  const fd = openSync(path, 'w')
+  try {
+    const block = randomBytes(1 << 20)
+    for (let left = bytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length))
+  } finally {
+    closeSync(fd)
+  }
+}
+
+export async function runBaseline (o: BaselineOptions): Promise<BaselineResults> {
+  const missing = labMissing()
+  if (missing !== null) throw new Error(`lab unavailable: ${missing}`)
+  const lab = await Lab.create()
+  // Files on tmpfs so the disk is not what we measure.
+  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-${lab.runId}`) : join(lab.dir, 'files')
+  try {
+    mkdirSync(filesDir, { recursive: true })
+    const bulkBytes = Math.round(o.sizeMB * 1e6)
+    const bulkFile = join(filesDir, 'bulk.bin')
+    writeRandomFile(bulkFile, bulkBytes)
+    writeFileSync(join(filesDir, 'small.bin'), randomBytes(SMALL_BYTES))
+
+    const client = await lab.namespace('client')
+    const origin = await lab.namespace('origin')
+    const { a: clientEnd, b: originEnd } = await lab.link(client, origin)
+    const clientWg = await lab.startWireguardGo(client, { address: '10.100.0.1/32', listenPort: 51820 })
+    const originWg = await lab.startWireguardGo(origin, {
+      address: '10.100.0.2/32',
+      listenPort: 51820,
+      peers: [{ publicKey: clientWg.publicKey, allowedIPs: ['10.100.0.1/32'], endpoint: `${clientEnd.ip}:51820` }],
+    })
+    await clientWg.setPeer({ publicKey: originWg.publicKey, allowedIPs: ['10.100.0.2/32'], endpoint: `${originEnd.ip}:51820` })
+    await lab.startNginx(origin, { root: filesDir, listen: '0.0.0.0:80' })
+    await lab.startHttpSink(origin, '0.0.0.0:8080')
+
+    const measure: MeasureOptions = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections }
+    const via = (host: string): { download: string; upload: string; small: string } =>
+      ({ download: `http://${host}/bulk.bin`, upload: `http://${host}:8080/sink`, small: `http://${host}/small.bin` })
+
+    const wireguardGo = await measureHttp(lab, client, via(originWg.tunnelIp), measure)
+    const direct = o.direct ? await measureHttp(lab, client, via(originEnd.ip), measure) : undefined
+    const wgVersion = (await runOk('wireguard-go', ['--version'])).split('\n')[0].trim()
+    return {
+      bench: 'lab-baseline',
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, wireguardGo: wgVersion },
+      bulkBytes,
+      smallBytes: SMALL_BYTES,
+      wireguardGo,
+      ...(direct !== undefined ? { direct } : {}),
+    }
+  } finally {
+    await lab.destroy()
+    rmSync(filesDir, { recursive: true, force: true })
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const { values } = parseArgs({
+    options: {
+      'size-mb': { type: 'string', default: '100' },
+      runs: { type: 'string', default: '3' },
+      'wrk-seconds': { type: 'string', default: '10' },
+      'wrk-connections': { type: 'string', default: '16' },
+      'no-direct': { type: 'boolean', default: false },
+    },
+  })
+  const num = (name: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v)
+    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number in [${min}, ${max}]`)
+    return n
+  }
+  const results = await runBaseline({
+    sizeMB: num('size-mb', values['size-mb'], 1, 2000),
+    runs: num('runs', values.runs, 1, 10),
+    wrkSeconds: num('wrk-seconds', values['wrk-seconds'], 1, 60),
+    wrkConnections: num('wrk-connections', values['wrk-connections'], 1, 1000),
+    direct: !values['no-direct'],
+  })
+  process.stdout.write(JSON.stringify(results, null, 2) + '\n')
+}
