@@ -3,6 +3,7 @@
  * at start-up. A bad value raises ConfigError whose message is one line naming the variable.
  */
 import Joi from 'joi'
+import { parseIPv4Address, parseIPv4Prefix } from '../proto/wire/ipv4.ts'
 
 export interface RateLimitRule {
   /** Bucket size: how many requests may arrive at once. */
@@ -47,6 +48,21 @@ export interface ControlConfig {
   verifyEmailTtlSeconds: number
   resetPasswordTtlSeconds: number
   logLevel: string
+  /** Instances are served at <subdomain>.<baseDomain>. */
+  baseDomain: string
+  tunnel: {
+    /** IPv4 prefix tunnel addresses come from; its first host is the gateway's own address. */
+    pool: string
+    /** A released tunnel address is not handed out again for this long. */
+    ipQuarantineSeconds: number
+  }
+  /** What instances are told about the gateway until the gateway RPC reports it. */
+  gateway: {
+    /** WireGuard public key (base64); unset: instance creation and registration answer 503. */
+    publicKey: string | undefined
+    /** host:port clients send WireGuard to. */
+    endpoint: string
+  }
 }
 
 export class ConfigError extends Error {
@@ -89,6 +105,11 @@ const VARIABLES = {
   CC_VERIFY_EMAIL_TTL: positiveInt.default(24 * 3600),
   CC_RESET_PASSWORD_TTL: positiveInt.default(3600),
   CC_LOG_LEVEL: Joi.string().valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent').default('info'),
+  CC_BASE_DOMAIN: Joi.string().hostname().lowercase().default('erugo.cloud'),
+  CC_TUNNEL_POOL: Joi.string().pattern(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/).message('must be an IPv4 prefix such as 10.100.0.0/16').default('10.100.0.0/16'),
+  CC_TUNNEL_IP_QUARANTINE: Joi.number().integer().min(0).default(24 * 3600),
+  CC_GATEWAY_PUBLIC_KEY: Joi.string().pattern(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/).message('must be a WireGuard public key (44 characters of base64)'),
+  CC_GATEWAY_ENDPOINT: Joi.string().pattern(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/).message('must be host:port'),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -126,6 +147,16 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     const r = parseRule(String(v[name]))
     if (r.burst < 1 || r.perMinute < 1) throw new ConfigError(`${name}: both numbers must be at least 1 (got "${String(v[name])}")`)
   }
+  const pool = String(v.CC_TUNNEL_POOL)
+  try {
+    const prefix = parseIPv4Prefix(pool)
+    if (prefix.network !== parseIPv4Address(pool.split('/')[0])) throw new Error('host bits set')
+    // Network, gateway, at least one instance and broadcast: /30 is the smallest usable pool.
+    if (prefix.prefixLength < 8 || prefix.prefixLength > 30) throw new Error('prefix length')
+  } catch {
+    throw new ConfigError(`CC_TUNNEL_POOL: must be an IPv4 network /8 to /30 with no host bits set (got "${pool}")`)
+  }
+  const baseDomain = v.CC_BASE_DOMAIN as string
   return {
     apiHost: v.CC_API_HOST as string,
     apiPort: v.CC_API_PORT as number,
@@ -160,5 +191,11 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     verifyEmailTtlSeconds: v.CC_VERIFY_EMAIL_TTL as number,
     resetPasswordTtlSeconds: v.CC_RESET_PASSWORD_TTL as number,
     logLevel: v.CC_LOG_LEVEL as string,
+    baseDomain,
+    tunnel: { pool, ipQuarantineSeconds: v.CC_TUNNEL_IP_QUARANTINE as number },
+    gateway: {
+      publicKey: v.CC_GATEWAY_PUBLIC_KEY as string | undefined,
+      endpoint: (v.CC_GATEWAY_ENDPOINT as string | undefined) ?? `connect.${baseDomain}:51820`,
+    },
   }
 }
