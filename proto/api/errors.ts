@@ -16,6 +16,8 @@ export const ERROR_STATUS = {
   VALIDATION_ERROR: 422,
   DNS_VERIFICATION_FAILED: 400,
   // Ours.
+  /** POST /tunnel/register: this WireGuard public key is registered to another instance. */
+  KEY_IN_USE: 409,
   BAD_REQUEST: 400,
   METHOD_NOT_ALLOWED: 405,
   PAYLOAD_TOO_LARGE: 413,
