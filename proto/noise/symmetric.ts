@@ -3,7 +3,7 @@
  * spell out one by one (paper 5.4.2-5.4.4). Each handshake key is used for exactly one AEAD call in
  * IKpsk2, so its nonce is always 0 (paper: "AEAD(k, 0, ...)").
  */
-import { sodium } from './sodium.ts'
+import { aeadDecrypt, aeadEncrypt } from './sodium.ts'
 import { hash, kdf1, kdf2, kdf3 } from './kdf.ts'
 import { x25519Backend } from './keys.ts'
 import { AEAD_TAG_LEN } from './constants.ts'
@@ -63,7 +63,7 @@ export function mixDh (s: SymmetricState, privateKey: Uint8Array, publicKey: Uin
 export function encryptAndHash (s: SymmetricState, key: Uint8Array, plaintext: Uint8Array, out: Buffer, offset: number): number {
   const len = plaintext.length + AEAD_TAG_LEN
   const ciphertext = out.subarray(offset, offset + len)
-  sodium.crypto_aead_chacha20poly1305_ietf_encrypt(ciphertext, plaintext, s.hash, null, ZERO_NONCE, key)
+  aeadEncrypt(ciphertext, plaintext, s.hash, ZERO_NONCE, key)
   mixHash(s, ciphertext)
   return len
 }
@@ -72,11 +72,7 @@ export function encryptAndHash (s: SymmetricState, key: Uint8Array, plaintext: U
 export function decryptAndHash (s: SymmetricState, key: Uint8Array, ciphertext: Uint8Array): Buffer | null {
   if (ciphertext.length < AEAD_TAG_LEN) return null
   const plaintext = Buffer.alloc(ciphertext.length - AEAD_TAG_LEN)
-  try {
-    sodium.crypto_aead_chacha20poly1305_ietf_decrypt(plaintext, null, ciphertext, s.hash, ZERO_NONCE, key)
-  } catch {
-    return null
-  }
+  if (aeadDecrypt(plaintext, ciphertext, s.hash, ZERO_NONCE, key) < 0) return null
   mixHash(s, ciphertext)
   return plaintext
 }

@@ -6,7 +6,7 @@
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { AEAD_TAG_LEN, PADDING_MULTIPLE } from './constants.ts'
-import { sodium } from './sodium.ts'
+import { aeadDecrypt, aeadEncrypt } from './sodium.ts'
 
 export interface AeadBackend {
   readonly name: string
@@ -36,20 +36,14 @@ export const sodiumAead: AeadBackend = (() => {
       const len = plaintext.length + AEAD_TAG_LEN
       nonce.writeBigUInt64LE(counter, NONCE_COUNTER_OFFSET)
       const c = outOffset === 0 && out.length === len ? out : out.subarray(outOffset, outOffset + len)
-      sodium.crypto_aead_chacha20poly1305_ietf_encrypt(c, plaintext, null, null, nonce, key)
-      return len
+      return aeadEncrypt(c, plaintext, null, nonce, key)
     },
     open (key, counter, ciphertext, out, outOffset) {
       const len = ciphertext.length - AEAD_TAG_LEN
       if (len < 0 || outOffset + len > out.length) return -1
       nonce.writeBigUInt64LE(counter, NONCE_COUNTER_OFFSET)
       const m = outOffset === 0 && out.length === len ? out : out.subarray(outOffset, outOffset + len)
-      try {
-        sodium.crypto_aead_chacha20poly1305_ietf_decrypt(m, null, ciphertext, null, nonce, key)
-      } catch {
-        return -1
-      }
-      return len
+      return aeadDecrypt(m, ciphertext, null, nonce, key)
     },
   }
 })()

@@ -87,3 +87,24 @@ t.test('openTransport refuses tampering anywhere and never exposes unauthenticat
   t.equal(openTransport(sodiumAead, key, 9n, Buffer.alloc(8)), null, 'shorter than a tag')
   t.ok(openTransport(sodiumAead, key, 9n, new Uint8Array(payload)), 'plain Uint8Array input')
 })
+
+t.test('the native binding path (when used) matches the sodium-native wrapper byte for byte', async t => {
+  const { aeadPath, aeadEncrypt, aeadDecrypt, sodium } = await import('../../../proto/noise/sodium.ts')
+  t.comment(`ChaCha20-Poly1305 path: ${aeadPath}`)
+  for (const size of [0, 5, 64, 1420]) {
+    const m = randomBytes(size); const ad = size % 2 === 0 ? randomBytes(32) : null
+    const nonce = randomBytes(12)
+    const fast = Buffer.alloc(size + 16); const wrapped = Buffer.alloc(size + 16)
+    t.equal(aeadEncrypt(fast, m, ad, nonce, key), size + 16)
+    sodium.crypto_aead_chacha20poly1305_ietf_encrypt(wrapped, m, ad, null, nonce, key)
+    t.same(fast, wrapped)
+    const back = Buffer.alloc(size)
+    t.equal(aeadDecrypt(back, fast, ad, nonce, key), size)
+    t.same(back, m)
+    fast[0] ^= 1
+    t.equal(aeadDecrypt(back, fast, ad, nonce, key), -1)
+  }
+  t.throws(() => aeadEncrypt(Buffer.alloc(20), Buffer.alloc(4), null, Buffer.alloc(12), Buffer.alloc(31)), RangeError, 'short key')
+  t.throws(() => aeadEncrypt(Buffer.alloc(19), Buffer.alloc(4), null, Buffer.alloc(12), key), RangeError, 'output size')
+  t.equal(aeadDecrypt(Buffer.alloc(4), Buffer.alloc(20), null, Buffer.alloc(11), key), -1, 'short nonce')
+})
