@@ -8,13 +8,17 @@ import type { Logger } from 'pino'
 import type { ControlConfig } from '../config.ts'
 import type { Db } from '../db/knex.ts'
 import { AccountService } from './accounts.ts'
+import { InstanceService } from './instances.ts'
+import { IpamService, TunnelPool } from './ipam.ts'
 import type { TokenKeys } from './keys.ts'
 import { Mailer } from './mail.ts'
 import { PasswordHasher } from './passwords.ts'
 import { PlanService, type SubscriptionSource } from './plans.ts'
 import { RateLimiter } from './ratelimit.ts'
 import { SessionService } from './sessions.ts'
+import { SubdomainService } from './subdomains.ts'
 import { TokenService } from './tokens.ts'
+import { ConfiguredGateway, noCustomDomains, TunnelService, type CustomDomainSource, type GatewayInfo } from './tunnel.ts'
 
 export interface Services {
   db: Db
@@ -28,6 +32,11 @@ export interface Services {
   plans: PlanService
   mailer: Mailer
   rateLimiter: RateLimiter
+  gateway: GatewayInfo
+  ipam: IpamService
+  subdomains: SubdomainService
+  tunnel: TunnelService
+  instances: InstanceService
 }
 
 export interface ServiceDeps {
@@ -39,6 +48,10 @@ export interface ServiceDeps {
   now?: () => Date
   subscriptions?: SubscriptionSource
   rateLimiter?: RateLimiter
+  /** Default: the key and endpoint from configuration. */
+  gateway?: GatewayInfo
+  /** Default: none (custom domains are not built yet). */
+  customDomains?: CustomDomainSource
 }
 
 export function createServices (deps: ServiceDeps): Services {
@@ -67,5 +80,11 @@ export function createServices (deps: ServiceDeps): Services {
   })
   const plans = new PlanService(db, deps.subscriptions)
   const rateLimiter = deps.rateLimiter ?? new RateLimiter({ now: () => now().getTime() })
-  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter }
+  const gateway = deps.gateway ?? new ConfiguredGateway(config.gateway.publicKey, config.gateway.endpoint)
+  const customDomains = deps.customDomains ?? noCustomDomains
+  const ipam = new IpamService({ pool: new TunnelPool(config.tunnel.pool), quarantineSeconds: config.tunnel.ipQuarantineSeconds, now })
+  const subdomains = new SubdomainService(db, now)
+  const tunnel = new TunnelService({ db, ipam, gateway, customDomains, baseDomain: config.baseDomain, now })
+  const instances = new InstanceService({ db, ipam, subdomains, plans, tokens, tunnel, gateway, customDomains, now })
+  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances }
 }

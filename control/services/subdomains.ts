@@ -1,0 +1,108 @@
+/**
+ * Subdomains: which labels are valid, which are reserved for our own services, which are free, and
+ * free alternatives to offer when one is not.
+ *
+ * A subdomain is one DNS label under the base domain, in the LDH form browsers and certificate
+ * authorities accept without surprises: 1-63 characters (RFC 1035 2.3.4) of a-z, 0-9 and hyphen,
+ * no hyphen first or last (RFC 1123 2.1), stored lower-case.
+ */
+import { randomInt } from 'node:crypto'
+import type { Queryable } from '../db/knex.ts'
+
+export const SUBDOMAIN_MAX_LENGTH = 63
+export const SUBDOMAIN_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+
+/**
+ * Names our own services use or may use (API, dashboard, WireGuard endpoint, the CNAME target of
+ * custom domains), mail and DNS conventions, and names that invite phishing of our users.
+ */
+export const RESERVED_SUBDOMAINS: ReadonlySet<string> = new Set([
+  'www', 'api', 'dashboard', 'connect', 'tunnel', 'tunnels', 'mail', 'admin', 'administrator',
+  'app', 'apps', 'auth', 'login', 'signin', 'signup', 'register', 'account', 'accounts', 'billing',
+  'pay', 'payment', 'payments', 'checkout', 'status', 'health', 'docs', 'doc', 'help', 'support',
+  'blog', 'news', 'about', 'static', 'assets', 'cdn',
+  'gateway', 'edge', 'relay', 'proxy', 'vpn', 'wg', 'wireguard', 'internal', 'intranet', 'control',
+  'console', 'portal', 'root', 'system', 'security', 'abuse', 'postmaster', 'hostmaster', 'webmaster',
+  'noreply', 'no-reply', 'smtp', 'imap', 'pop', 'pop3', 'mx', 'email', 'webmail', 'autodiscover',
+  'autoconfig', 'ns', 'ns1', 'ns2', 'ns3', 'ns4', 'dns', 'ftp', 'sftp', 'ssh', 'git', 'acme',
+  'erugo', 'cloud', 'localhost', 'local', 'test', 'dev', 'staging', 'demo', 'beta', 'example',
+])
+
+export type LabelVerdict = 'ok' | 'invalid' | 'reserved'
+
+/** RFC 5891 4.2.3.1: hyphens in positions 3 and 4 are reserved (xn-- is punycode: lookalike names). */
+function hasReservedHyphens (label: string): boolean {
+  return label.length >= 4 && label[2] === '-' && label[3] === '-'
+}
+
+/** Lower-cases and trims; say nothing about validity. */
+export function normalizeSubdomain (value: string): string {
+  return value.trim().toLowerCase()
+}
+
+export function classifySubdomain (label: string): LabelVerdict {
+  if (label.length === 0 || label.length > SUBDOMAIN_MAX_LENGTH || !SUBDOMAIN_PATTERN.test(label)) return 'invalid'
+  if (hasReservedHyphens(label)) return 'invalid'
+  if (RESERVED_SUBDOMAINS.has(label)) return 'reserved'
+  return 'ok'
+}
+
+/** A human-readable reason for a verdict other than 'ok' (used in VALIDATION_ERROR field messages). */
+export function verdictMessage (verdict: LabelVerdict): string {
+  return verdict === 'reserved'
+    ? 'is reserved'
+    : 'must be 1-63 characters of a-z, 0-9 and hyphens, not starting or ending with a hyphen'
+}
+
+/** `base` with `suffix`, the base cut so the result stays a valid label. */
+function withSuffix (base: string, suffix: string): string {
+  const room = SUBDOMAIN_MAX_LENGTH - suffix.length
+  const head = base.slice(0, room).replace(/-+$/, '')
+  return head + suffix
+}
+
+/** Candidate alternatives in the order we prefer them. */
+export function suggestionCandidates (base: string, year: number): string[] {
+  const cleaned = base.replace(/[^a-z0-9-]/g, '').replace(/^-+|-+$/g, '') || 'erugo'
+  const candidates = [
+    withSuffix(cleaned, '1'),
+    withSuffix(cleaned, '-share'),
+    withSuffix(cleaned, String(year)),
+    withSuffix(cleaned, '2'),
+    withSuffix(cleaned, '-files'),
+    withSuffix(cleaned, '-cloud'),
+    withSuffix(cleaned, '3'),
+  ]
+  for (let i = 0; i < 8; i++) candidates.push(withSuffix(cleaned, `-${randomInt(1000, 100_000)}`))
+  return [...new Set(candidates)].filter(c => classifySubdomain(c) === 'ok' && c !== base)
+}
+
+export const SUGGESTION_COUNT = 3
+
+export class SubdomainService {
+  readonly #db: Queryable
+  readonly #now: () => Date
+
+  constructor (db: Queryable, now: () => Date) {
+    this.#db = db
+    this.#now = now
+  }
+
+  /** True when no instance has `label` (the label must be valid and not reserved to be usable). */
+  async isFree (label: string, db: Queryable = this.#db): Promise<boolean> {
+    return await db('instances').where({ subdomain: label }).first('id') === undefined
+  }
+
+  /** Up to SUGGESTION_COUNT valid, unreserved labels near `base` that no instance has. */
+  async suggestionsFor (base: string, db: Queryable = this.#db): Promise<string[]> {
+    const candidates = suggestionCandidates(base, this.#now().getUTCFullYear())
+    const taken = new Set((await db('instances').whereIn('subdomain', candidates).select('subdomain') as Array<{ subdomain: string }>).map(r => r.subdomain))
+    return candidates.filter(c => !taken.has(c)).slice(0, SUGGESTION_COUNT)
+  }
+
+  /** The check endpoint's answer: free, or not with suggestions. `label` must be valid. */
+  async check (label: string): Promise<{ available: boolean, suggestions?: string[] }> {
+    if (classifySubdomain(label) === 'ok' && await this.isFree(label)) return { available: true }
+    return { available: false, suggestions: await this.suggestionsFor(label) }
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * The container side of an instance (spec "Instance Authenticated Endpoints"): WireGuard key
+ * registration, heartbeats, status; and the peer list gateways are configured from.
+ *
+ * Every write is conditional on the presented token still being the instance's current one
+ * (`token_jti`), so a request that passed authentication just before a regeneration or a delete
+ * committed cannot register a key afterwards.
+ */
+import type { Knex } from 'knex'
+import type { InstanceStatus } from '../../proto/api/instances.ts'
+import { HEARTBEAT_INTERVAL_SECONDS, PERSISTENT_KEEPALIVE_SECONDS, type DomainStatus, type RegisterTunnelResponse, type TunnelStatusResponse } from '../../proto/api/tunnel.ts'
+import { decodeKey, generatePrivateKey, x25519Backend } from '../../proto/noise/keys.ts'
+import { formatIPv4 } from '../../proto/wire/ipv4.ts'
+import type { Db, Queryable } from '../db/knex.ts'
+import { apiError } from '../errors.ts'
+import { toAddress, type IpamService } from './ipam.ts'
+
+/** What a container needs to know about the gateway it connects to. */
+export interface GatewayEndpoint {
+  /** WireGuard public key, base64. */
+  publicKey: string
+  /** host:port of the gateway's WireGuard listener. */
+  endpoint: string
+}
+
+/**
+ * Where the gateway's key and endpoint come from: configuration now (ConfiguredGateway); the
+ * gateway RPC later. Rejects with an ApiError when no gateway is known.
+ */
+export interface GatewayInfo {
+  current (): Promise<GatewayEndpoint>
+}
+
+export class ConfiguredGateway implements GatewayInfo {
+  readonly #endpoint: GatewayEndpoint | undefined
+
+  constructor (publicKey: string | undefined, endpoint: string) {
+    this.#endpoint = publicKey === undefined ? undefined : { publicKey, endpoint }
+  }
+
+  async current (): Promise<GatewayEndpoint> {
+    if (this.#endpoint === undefined) throw apiError('SERVICE_UNAVAILABLE', 'The tunnel gateway is not configured yet', {}, { 'retry-after': '60' })
+    return this.#endpoint
+  }
+}
+
+/** A custom domain of an instance (custom domains are a later feature: none until then). */
+export interface CustomDomainEntry {
+  domain: string
+  status: string
+  ssl_status: string
+}
+
+/** Custom domains per instance id, for responses and for gateway hostnames. */
+export interface CustomDomainSource {
+  domainsOf (db: Queryable, instanceIds: string[]): Promise<Map<string, CustomDomainEntry[]>>
+}
+
+export const noCustomDomains: CustomDomainSource = {
+  domainsOf: async () => new Map(),
+}
+
+/** The columns status derivation reads. */
+export interface TunnelStateRow {
+  public_key: string | null
+  tunnel_state: 'pending' | 'connected' | 'disconnected'
+  last_seen: Date | null
+}
+
+/** Heartbeats may lapse for this many intervals before an instance counts as disconnected. */
+export const MISSED_HEARTBEATS_ALLOWED = 3
+
+/**
+ * The one place an instance's status is decided. `pending`: no key registered yet (or the token
+ * was regenerated since). `connected`: registered and heard from within three heartbeat
+ * intervals. `disconnected`: said goodbye, or went quiet. The gateway's handshake reports will
+ * feed in here later.
+ */
+export function instanceStatus (row: TunnelStateRow, now: Date): InstanceStatus {
+  if (row.public_key === null) return 'pending'
+  if (row.tunnel_state !== 'connected' || row.last_seen === null) return 'disconnected'
+  const quietMs = now.getTime() - new Date(row.last_seen).getTime()
+  return quietMs > MISSED_HEARTBEATS_ALLOWED * HEARTBEAT_INTERVAL_SECONDS * 1000 ? 'disconnected' : 'connected'
+}
+
+/** The subdomain's own status: served as soon as it exists (wildcard DNS); certificates come later. */
+export function subdomainStatus (_row: TunnelStateRow): DomainStatus {
+  return 'active'
+}
+
+/** Raises the gateway configuration version; call inside the transaction that changes the peer set. */
+export async function bumpConfigVersion (db: Queryable): Promise<number> {
+  const rows = await db('gateway_config').where({ id: 1 }).increment('version', 1).returning('version') as Array<{ version: string | number }>
+  return Number(rows[0].version)
+}
+
+/** One WireGuard peer as gateways need it (the DESIGN's config snapshot entry). */
+export interface PeerEntry {
+  instanceId: string
+  publicKey: string
+  tunnelIp: string
+  hostnames: string[]
+  port: number
+}
+
+export interface PeerSnapshot {
+  version: number
+  peers: PeerEntry[]
+}
+
+/** The upstream port behind every tunnel: Erugo's Caddy listens on 80. */
+export const UPSTREAM_PORT = 80
+
+/** The authenticated instance a request speaks for (from the instance token). */
+export interface InstanceIdentity {
+  instanceId: string
+  userId: string
+  /** The token's id; writes only apply while it is still the instance's current one. */
+  jti: string
+}
+
+export interface TunnelServiceOptions {
+  db: Db
+  ipam: IpamService
+  gateway: GatewayInfo
+  customDomains: CustomDomainSource
+  baseDomain: string
+  now: () => Date
+}
+
+function isUniqueViolation (err: unknown, constraint: string): boolean {
+  const e = err as { code?: unknown, constraint?: unknown }
+  return e.code === '23505' && e.constraint === constraint
+}
+
+function unauthorized (): Error {
+  return apiError('UNAUTHORIZED', 'Invalid or expired token', {}, { 'www-authenticate': 'Bearer error="invalid_token"' })
+}
+
+function invalidKey (reason: string): Error {
+  return apiError('VALIDATION_ERROR', 'The request data is invalid', { fields: { public_key: [reason] } })
+}
+
+/** A fixed private key for the low-order check: any scalar works, a point of small order gives zero. */
+const PROBE_PRIVATE_KEY = generatePrivateKey()
+
+/**
+ * Checks a WireGuard public key as the gateway would use it: canonical base64 of 32 bytes (what
+ * `wg pubkey` prints), not a point of small order (the DH result would be all zeros, which
+ * WireGuard refuses: paper 5.4.2, wireguard-go noise-protocol.go), not the gateway's own key.
+ */
+export function validatePeerKey (text: string, gatewayKey: string): void {
+  let key: Buffer
+  try {
+    key = decodeKey(text)
+  } catch {
+    throw invalidKey('must be a WireGuard public key: 44 characters of canonical base64 (wg pubkey)')
+  }
+  if (x25519Backend().sharedSecret(PROBE_PRIVATE_KEY, key) === null) throw invalidKey('is not a usable Curve25519 public key')
+  if (text === gatewayKey) throw invalidKey('is the gateway\'s own key')
+}
+
+export class TunnelService {
+  readonly #o: TunnelServiceOptions
+
+  constructor (options: TunnelServiceOptions) {
+    this.#o = options
+  }
+
+  fullDomain (subdomain: string): string {
+    return `${subdomain}.${this.#o.baseDomain}`
+  }
+
+  /** `<gateway tunnel address>/32`: the only destination a container routes into the tunnel. */
+  get allowedIps (): string {
+    return `${formatIPv4(this.#o.ipam.pool.gatewayAddress)}/32`
+  }
+
+  /**
+   * Registers (or replaces) the instance's WireGuard key. 422 for an unusable key, 409 KEY_IN_USE
+   * when another instance has it, 401 when the token stopped being current meanwhile.
+   */
+  async register (who: InstanceIdentity, publicKey: string): Promise<RegisterTunnelResponse> {
+    const gateway = await this.#o.gateway.current()
+    validatePeerKey(publicKey, gateway.publicKey)
+    const now = this.#o.now()
+    let row: { subdomain: string, address: string | number }
+    try {
+      row = await this.#o.db.transaction(async trx => {
+        const current = await trx('instances').where({ id: who.instanceId, token_jti: who.jti }).forUpdate().first('public_key', 'subdomain') as { public_key: string | null, subdomain: string } | undefined
+        if (current === undefined) throw unauthorized()
+        if (current.public_key !== publicKey) {
+          const holder = await trx('instances').where({ public_key: publicKey }).first('id')
+          if (holder !== undefined) throw keyInUse()
+        }
+        await trx('instances').where({ id: who.instanceId }).update({
+          public_key: publicKey,
+          registered_at: now,
+          tunnel_state: 'connected',
+          last_seen: now,
+          updated_at: now,
+        })
+        if (current.public_key !== publicKey) await bumpConfigVersion(trx)
+        const address = await this.#o.ipam.addressOf(trx, who.instanceId)
+        if (address === undefined) throw new Error(`instance ${who.instanceId} has no tunnel address`)
+        return { subdomain: current.subdomain, address }
+      })
+    } catch (err) {
+      if (isUniqueViolation(err, 'instances_public_key_unique')) throw keyInUse()
+      throw err
+    }
+    const custom = (await this.#o.customDomains.domainsOf(this.#o.db, [who.instanceId])).get(who.instanceId) ?? []
+    return {
+      status: 'registered',
+      tunnel_config: {
+        interface: { address: `${formatIPv4(toAddress(row.address))}/32` },
+        peer: {
+          public_key: gateway.publicKey,
+          endpoint: gateway.endpoint,
+          allowed_ips: this.allowedIps,
+          persistent_keepalive: PERSISTENT_KEEPALIVE_SECONDS,
+        },
+      },
+      domains: { subdomain: this.fullDomain(row.subdomain), custom_domains: custom.map(d => d.domain) },
+    }
+  }
+
+  /** Records a sign of life. The container's own timestamp is not trusted for anything. */
+  async heartbeat (who: InstanceIdentity): Promise<void> {
+    const now = this.#o.now()
+    const updated = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti })
+      .update({ tunnel_state: 'connected', last_seen: now })
+    if (updated === 0) throw unauthorized()
+  }
+
+  async disconnect (who: InstanceIdentity): Promise<void> {
+    const now = this.#o.now()
+    const updated = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti })
+      .update({ tunnel_state: 'disconnected', updated_at: now })
+    if (updated === 0) throw unauthorized()
+  }
+
+  async status (who: InstanceIdentity): Promise<TunnelStatusResponse> {
+    const row = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti })
+      .first('subdomain', 'public_key', 'tunnel_state', 'last_seen') as (TunnelStateRow & { subdomain: string }) | undefined
+    if (row === undefined) throw unauthorized()
+    const custom = (await this.#o.customDomains.domainsOf(this.#o.db, [who.instanceId])).get(who.instanceId) ?? []
+    return {
+      tunnel_status: instanceStatus(row, this.#o.now()),
+      domains: {
+        subdomain: { domain: this.fullDomain(row.subdomain), status: subdomainStatus(row) },
+        custom_domains: custom.map(d => ({ domain: d.domain, status: d.status, ssl_status: d.ssl_status })),
+      },
+    }
+  }
+
+  /** Every instance with a registered key, as gateways need them. */
+  async listPeers (db: Queryable = this.#o.db): Promise<PeerEntry[]> {
+    const rows = await db('instances as i')
+      .join('tunnel_ips as t', 't.instance_id', 'i.id')
+      .whereNotNull('i.public_key')
+      .orderBy('i.id')
+      .select('i.id', 'i.public_key', 'i.subdomain', 't.address') as Array<{ id: string, public_key: string, subdomain: string, address: string | number }>
+    const custom = await this.#o.customDomains.domainsOf(db, rows.map(r => r.id))
+    return rows.map(r => ({
+      instanceId: r.id,
+      publicKey: r.public_key,
+      tunnelIp: formatIPv4(toAddress(r.address)),
+      hostnames: [this.fullDomain(r.subdomain), ...(custom.get(r.id) ?? []).filter(d => d.status === 'verified').map(d => d.domain)],
+      port: UPSTREAM_PORT,
+    }))
+  }
+
+  async configVersion (db: Queryable = this.#o.db): Promise<number> {
+    const row = await db('gateway_config').where({ id: 1 }).first('version') as { version: string | number }
+    return Number(row.version)
+  }
+
+  /** Version and peers read from one snapshot, so the version describes exactly these peers. */
+  async configSnapshot (): Promise<PeerSnapshot> {
+    return await this.#o.db.transaction(async (trx: Knex.Transaction) => {
+      const version = await this.configVersion(trx)
+      const peers = await this.listPeers(trx)
+      return { version, peers }
+    }, { isolationLevel: 'repeatable read' })
+  }
+}
+
+function keyInUse (): Error {
+  return apiError('KEY_IN_USE', 'This WireGuard public key is already registered to another instance: generate a new key pair', {})
+}

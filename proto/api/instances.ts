@@ -1,0 +1,98 @@
+/** Request and response bodies of the spec's "Instance Management Endpoints" and "Subdomain Endpoints". */
+
+/** `pending` until the container registers its WireGuard key; then what its heartbeats say. */
+export type InstanceStatus = 'pending' | 'connected' | 'disconnected'
+
+/** An item of GET /instances. */
+export interface InstanceSummary {
+  id: string
+  name: string
+  subdomain: string
+  custom_domain: string | null
+  status: InstanceStatus
+  tunnel_ip: string
+  /** Last heartbeat (or registration); null before the first. */
+  last_seen: string | null
+  created_at: string
+}
+
+export interface ListInstancesResponse {
+  instances: InstanceSummary[]
+}
+
+/** GET /instances/{instance_id}. */
+export interface InstanceDetails extends InstanceSummary {
+  full_domain: string
+}
+
+export interface CreateInstanceRequest {
+  name: string
+  subdomain: string
+}
+
+export interface WireGuardCredentials {
+  server_public_key: string
+  /** host:port of the gateway's WireGuard listener. */
+  server_endpoint: string
+  /** `<tunnel_ip>/32`. */
+  client_ip: string
+  /**
+   * Only the gateway's own tunnel address (`/32`). The spec's example shows the whole /24; a peer
+   * configured with that would route other customers' addresses into its tunnel.
+   */
+  allowed_ips: string
+}
+
+export interface CreateInstanceResponse {
+  instance: {
+    id: string
+    name: string
+    subdomain: string
+    full_domain: string
+    status: InstanceStatus
+    tunnel_ip: string
+    created_at: string
+  }
+  credentials: {
+    /** Shown once (the server keeps only its id): regenerate it if lost. */
+    instance_token: string
+    wireguard: WireGuardCredentials
+  }
+}
+
+export interface UpdateInstanceRequest {
+  name?: string
+  subdomain?: string
+}
+
+export interface UpdateInstanceResponse {
+  id: string
+  name: string
+  subdomain: string
+  full_domain: string
+}
+
+export interface RegenerateTokenResponse {
+  instance_token: string
+}
+
+/** GET /subdomains/check?subdomain=... */
+export interface SubdomainCheckResponse {
+  subdomain: string
+  available: boolean
+  /** Present when not available: labels that are free right now. */
+  suggestions?: string[]
+}
+
+/** `details` of SUBDOMAIN_TAKEN (409). */
+export interface SubdomainTakenDetails {
+  subdomain: string
+  suggestions: string[]
+}
+
+/** `details` of LIMIT_EXCEEDED (403) for instances. */
+export interface InstanceLimitDetails {
+  resource: 'instances'
+  limit: number
+  plan: string
+}
