@@ -12,6 +12,7 @@ export const commands: Record<string, Command> = {
   // Entries are added as the programs land: keygen, pubkey, gateway, control, start, migrate, agent.
   keygen: lazy('print a new WireGuard private key (like wg genkey)', async () => await import('./keygen.ts')),
   pubkey: lazy('print the public key of a private key read on stdin (like wg pubkey)', async () => await import('./pubkey.ts')),
+  gateway: lazy('run the userspace WireGuard gateway from a static JSON config (--config FILE)', async () => await import('./gateway.ts')),
   control: lazy('run the control API (accounts, instances, billing) on CC_API_PORT (default 3000)', async () => await import('./control.ts')),
   migrate: lazy('apply, roll back or list control database migrations (up|down|status)', async () => await import('./migrate.ts')),
 }

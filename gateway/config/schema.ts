@@ -83,6 +83,11 @@ const hostPort = Joi.string().custom((value: string) => {
   return value
 }).messages({ 'any.custom': '{{#label}} is not an address:port (IPv4 literal or [IPv6]:port)' })
 
+const listenHostPort = Joi.string().custom((value: string) => {
+  parseEndpoint(value, true)
+  return value
+}).messages({ 'any.custom': '{{#label}} is not an address:port (IPv4 literal or [IPv6]:port; port 0 = any free port)' })
+
 const probability = Joi.number().min(0).max(1)
 
 const schema = Joi.object({
@@ -90,7 +95,7 @@ const schema = Joi.object({
   listenPort: Joi.number().integer().min(0).max(65535).default(51820),
   listenAddress: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
   address: ipv4.default('10.100.0.1'),
-  metricsListen: hostPort,
+  metricsListen: listenHostPort,
   peers: Joi.array().items(Joi.object({
     publicKey: key.required(),
     allowedIPs: Joi.array().items(cidr).min(1).required(),
@@ -117,11 +122,11 @@ const schema = Joi.object({
 })
 
 /** "198.18.0.2:51820" or "[fd00::1]:51820" -> Endpoint. Throws on anything else. */
-export function parseEndpoint (text: string): Endpoint {
+export function parseEndpoint (text: string, allowPortZero = false): Endpoint {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]{1,5})$/.exec(text)
   if (m === null) throw new Error(`not an address:port: ${text}`)
   const port = Number(m[3])
-  if (port < 1 || port > 65535) throw new Error(`port out of range: ${text}`)
+  if (port < (allowPortZero ? 0 : 1) || port > 65535) throw new Error(`port out of range: ${text}`)
   if (m[2] !== undefined) {
     parseIPv4Address(m[2])
     return { address: m[2], port }
@@ -179,7 +184,7 @@ export function validateConfig (value: unknown): GatewayConfig {
     listenAddress: raw.listenAddress,
     listenPort: raw.listenPort,
     address,
-    metricsListen: raw.metricsListen === undefined ? null : parseEndpoint(raw.metricsListen),
+    metricsListen: raw.metricsListen === undefined ? null : parseEndpoint(raw.metricsListen, true),
     peers,
     faults: raw.faults ?? null,
     dos: raw.dos,

@@ -52,9 +52,15 @@ export class FaultInjector<T> {
   private readonly queue: Scheduled<T>[] = []
   private held: Scheduled<T> | null = null
   private readonly deliver: (item: T) => void
+  private readonly clone: (item: T) => T
 
-  constructor (deliver: (item: T) => void, config: FaultConfig = {}) {
+  /**
+   * `clone` makes the second copy of a duplicated item; pass a deep copy when the receiver mutates
+   * items in place (WireGuard decrypts datagrams in place).
+   */
+  constructor (deliver: (item: T) => void, config: FaultConfig = {}, clone: (item: T) => T = item => item) {
     this.deliver = deliver
+    this.clone = clone
     this.configure(config)
   }
 
@@ -86,6 +92,7 @@ export class FaultInjector<T> {
     const copies = c.duplicate > 0 && this.random.next() < c.duplicate ? 2 : 1
     if (copies === 2) this.stats.duplicated++
     for (let i = 0; i < copies; i++) {
+      if (i === 1) item = this.clone(item)
       if (c.reorder > 0 && this.held === null && this.random.next() < c.reorder) {
         this.stats.reordered++
         this.held = { item, due: now + this.delay() + REORDER_HOLD_MS }

@@ -176,7 +176,7 @@ export function addClient (net: Net, name: string, address: string, port: number
   })
   client.device.addPeer({
     publicKey: gw.publicKey,
-    allowedIPs: [parseIPv4Prefix('10.100.0.1/32')],
+    allowedIPs: [parseIPv4Prefix('10.100.0.0/16')], // the whole tunnel subnet via the gateway, as a real client would
     presharedKey: opts.psk ?? null,
     endpoint: { address: gw.address, port: gw.port },
     persistentKeepalive: opts.keepalive ?? 0,
