@@ -1,0 +1,30 @@
+/** The stack's counters (gateway/metrics.ts families), created once per stack. */
+import type { Metrics, CounterFamily } from '../../metrics.ts'
+import { STATE_NAMES } from './state.ts'
+
+export class TcpCounters {
+  /** Segments dropped, by reason (bad_checksum, no_connection, out_of_window, ...). */
+  readonly dropped: CounterFamily
+  /** Segments in and out. */
+  readonly segments: CounterFamily
+  /** Retransmitted segments by cause (rto, fast, sack, syn, probe). */
+  readonly retransmits: CounterFamily
+  /** Protocol events (challenge_ack, rst_sent, rst_received, keepalive_abort, ...). */
+  readonly events: CounterFamily
+  /** Connections currently in each state (a gauge: incremented on entry, decremented on exit). */
+  readonly connections: CounterFamily
+  /** Connections opened (active, passive) and closed (by reason). */
+  readonly opened: CounterFamily
+  readonly closed: CounterFamily
+
+  constructor (metrics: Metrics) {
+    this.dropped = metrics.family('tcp_dropped', 'TCP segments dropped, by reason')
+    this.segments = metrics.family('tcp_segments', 'TCP segments received (in) and sent (out)')
+    this.retransmits = metrics.family('tcp_retransmits', 'TCP segments retransmitted, by cause')
+    this.events = metrics.family('tcp_events', 'TCP protocol events')
+    this.connections = metrics.family('tcp_connections', 'TCP connections currently in each state (gauge)')
+    this.opened = metrics.family('tcp_connections_opened', 'TCP connections opened, active or passive')
+    this.closed = metrics.family('tcp_connections_closed', 'TCP connections closed, by reason')
+    for (const name of STATE_NAMES) if (name !== 'LISTEN') this.connections.inc(name, 0)
+  }
+}
