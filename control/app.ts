@@ -48,6 +48,9 @@ import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
 import { authRoutes } from './routes/auth.ts'
 import { healthRoutes } from './routes/health.ts'
+import { instanceRoutes } from './routes/instances.ts'
+import { subdomainRoutes } from './routes/subdomains.ts'
+import { tunnelRoutes } from './routes/tunnel.ts'
 import { userRoutes } from './routes/user.ts'
 import { createServices, type Services } from './services/index.ts'
 import { loadTokenKeys, type TokenKeys } from './services/keys.ts'
@@ -62,7 +65,7 @@ declare module '@hapi/hapi' {
 }
 
 /** Route plugins mounted under /v1, one per spec section. */
-const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes]
+const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, instanceRoutes, subdomainRoutes, tunnelRoutes]
 
 export interface AppDeps {
   db: Db

@@ -5,6 +5,10 @@
  * session at once, not 15 minutes later). Any failure is 401 UNAUTHORIZED in the contract's shape.
  *
  * Routes that need a verified email set `options.app.verifiedEmail: true`.
+ *
+ * The `instance` strategy (routes say `auth: 'instance'`) takes an instance token instead: it must
+ * verify as one and still be the instance's current token (services/instances.ts `authenticate`).
+ * Credentials: `credentials.app = { id: instanceId, userId, jti }`.
  */
 import type { Plugin, Request, ResponseToolkit, ServerAuthSchemeObject } from '@hapi/hapi'
 import type { AccountStatus } from '../proto/api/auth.ts'
@@ -19,6 +23,12 @@ declare module '@hapi/hapi' {
     name: string
     accountStatus: AccountStatus
   }
+  interface AppCredentials {
+    /** The instance id (the rate limiter keys instance tokens on it). */
+    id: string
+    userId: string
+    jti: string
+  }
   interface RouteOptionsApp {
     /** Refuse accounts whose email is not verified yet (403 FORBIDDEN). */
     verifiedEmail?: boolean
@@ -28,6 +38,7 @@ declare module '@hapi/hapi' {
 }
 
 export const USER_STRATEGY = 'user'
+export const INSTANCE_STRATEGY = 'instance'
 
 const BEARER = /^Bearer +([A-Za-z0-9_.~+/-]+=*) *$/i
 
@@ -63,12 +74,30 @@ function userScheme (services: Services): ServerAuthSchemeObject {
   }
 }
 
+function instanceScheme (services: Services): ServerAuthSchemeObject {
+  return {
+    async authenticate (request: Request, h: ResponseToolkit) {
+      const token = bearerToken(request)
+      let who
+      try {
+        who = await services.instances.authenticate(token)
+      } catch (err) {
+        if (isApiError(err)) err.data!.headers = { 'www-authenticate': 'Bearer error="invalid_token"' }
+        throw err
+      }
+      return h.authenticated({ credentials: { app: { id: who.instanceId, userId: who.userId, jti: who.jti } } })
+    },
+  }
+}
+
 export const authPlugin: Plugin<Services> = {
   name: 'cc-auth',
   register (server, services) {
     server.auth.scheme('cc-user', () => userScheme(services))
     server.auth.strategy(USER_STRATEGY, 'cc-user')
     server.auth.default(USER_STRATEGY)
+    server.auth.scheme('cc-instance', () => instanceScheme(services))
+    server.auth.strategy(INSTANCE_STRATEGY, 'cc-instance')
 
     server.ext('onPostAuth', (request, h) => {
       if (request.route.settings.app?.verifiedEmail === true && request.auth.credentials?.user?.accountStatus !== 'active') {

@@ -1,0 +1,119 @@
+/**
+ * Spec "Instance Authenticated Endpoints": /v1/tunnel/* with `Authorization: Bearer <instance_token>`,
+ * called by the Erugo container. Logic in services/tunnel.ts; rate-limited per instance token.
+ */
+import type { Plugin, Request } from '@hapi/hapi'
+import Joi from 'joi'
+import { HEARTBEAT_INTERVAL_SECONDS, type DisconnectResponse, type HeartbeatResponse } from '../../proto/api/tunnel.ts'
+import { INSTANCE_STRATEGY } from '../auth.ts'
+import type { Services } from '../services/index.ts'
+import type { InstanceIdentity } from '../services/tunnel.ts'
+
+const ipv4Cidr = Joi.string().ip({ version: ['ipv4'], cidr: 'required' })
+const status = Joi.string().valid('pending', 'connected', 'disconnected')
+
+function identity (request: Request): InstanceIdentity {
+  const app = request.auth.credentials.app!
+  return { instanceId: app.id, userId: app.userId, jti: app.jti }
+}
+
+export const tunnelRoutes: Plugin<Services> = {
+  name: 'cc-routes-tunnel',
+  register (server, services) {
+    const { tunnel } = services
+    const common = { auth: INSTANCE_STRATEGY, tags: ['tunnel'] }
+
+    server.route({
+      method: 'POST',
+      path: '/tunnel/register',
+      options: {
+        ...common,
+        description: 'Register (or replace) the instance\'s WireGuard public key and get the tunnel configuration',
+        notes: 'peer.allowed_ips is the gateway\'s own /32: the container routes nothing else into the tunnel.',
+        plugins: { openapi: { errors: ['KEY_IN_USE'] } },
+        validate: { payload: Joi.object({ public_key: Joi.string().max(64).required() }).label('RegisterTunnelRequest') },
+        response: {
+          status: {
+            200: Joi.object({
+              status: Joi.string().valid('registered').required(),
+              tunnel_config: Joi.object({
+                interface: Joi.object({ address: ipv4Cidr.required() }).required(),
+                peer: Joi.object({
+                  public_key: Joi.string().required(),
+                  endpoint: Joi.string().required(),
+                  allowed_ips: ipv4Cidr.required(),
+                  persistent_keepalive: Joi.number().integer().required(),
+                }).required(),
+              }).required(),
+              domains: Joi.object({
+                subdomain: Joi.string().hostname().required(),
+                custom_domains: Joi.array().items(Joi.string()).required(),
+              }).required(),
+            }).label('RegisterTunnelResponse'),
+          },
+        },
+      },
+      async handler (request) {
+        return await tunnel.register(identity(request), (request.payload as { public_key: string }).public_key)
+      },
+    })
+
+    server.route({
+      method: 'POST',
+      path: '/tunnel/heartbeat',
+      options: {
+        ...common,
+        description: 'The container is alive; call again after next_heartbeat_in seconds',
+        validate: { payload: Joi.object({ timestamp: Joi.string().isoDate().max(64).required() }).label('HeartbeatRequest') },
+        response: {
+          status: {
+            200: Joi.object({ status: Joi.string().valid('ok').required(), next_heartbeat_in: Joi.number().integer().required() }).label('HeartbeatResponse'),
+          },
+        },
+      },
+      async handler (request) {
+        await tunnel.heartbeat(identity(request))
+        const body: HeartbeatResponse = { status: 'ok', next_heartbeat_in: HEARTBEAT_INTERVAL_SECONDS }
+        return body
+      },
+    })
+
+    server.route({
+      method: 'POST',
+      path: '/tunnel/disconnect',
+      options: {
+        ...common,
+        description: 'The container is taking its tunnel down',
+        response: { status: { 200: Joi.object({ status: Joi.string().valid('disconnected').required() }).label('DisconnectResponse') } },
+      },
+      async handler (request) {
+        await tunnel.disconnect(identity(request))
+        const body: DisconnectResponse = { status: 'disconnected' }
+        return body
+      },
+    })
+
+    server.route({
+      method: 'GET',
+      path: '/tunnel/status',
+      options: {
+        ...common,
+        description: 'Tunnel and domain status as the cloud sees it',
+        response: {
+          status: {
+            200: Joi.object({
+              tunnel_status: status.required(),
+              domains: Joi.object({
+                subdomain: Joi.object({ domain: Joi.string().hostname().required(), status: Joi.string().valid('active', 'pending').required() }).required(),
+                custom_domains: Joi.array().items(Joi.object({ domain: Joi.string().required(), status: Joi.string().required(), ssl_status: Joi.string().required() })).required(),
+              }).required(),
+            }).label('TunnelStatus'),
+          },
+        },
+      },
+      async handler (request) {
+        return await tunnel.status(identity(request))
+      },
+    })
+  },
+}
