@@ -1,0 +1,273 @@
+/** Spec "Instance Authenticated Endpoints": /v1/tunnel/*, the instance token, and the gateway peer list. */
+import t from 'tap'
+import { SignJWT } from 'jose'
+import { assertError, bearer, forEachDatabase, type TestApp } from '../harness.ts'
+import { BASE_DOMAIN, Clock, GATEWAY_ENDPOINT, GATEWAY_KEY, mustCreate, newPublicKey, newUser, startInstanceApp } from './tunnel-fixtures.ts'
+
+const HEARTBEAT = { timestamp: '2026-03-01T12:00:00Z' }
+
+async function status (h: TestApp, token: string): Promise<string> {
+  const res = await h.request('GET', '/v1/tunnel/status', undefined, bearer(token))
+  if (res.status !== 200) throw new Error(`status: ${res.status} ${res.raw}`)
+  return res.body.tunnel_status
+}
+
+/** Every instance endpoint with a body that would be valid. */
+function calls (): Array<[string, string, unknown]> {
+  return [
+    ['POST', '/v1/tunnel/register', { public_key: newPublicKey() }],
+    ['POST', '/v1/tunnel/heartbeat', HEARTBEAT],
+    ['POST', '/v1/tunnel/disconnect', undefined],
+    ['GET', '/v1/tunnel/status', undefined],
+  ]
+}
+
+await forEachDatabase(t, async (t, db) => {
+  t.test('register: 200 with the spec body', async t => {
+    const h = await startInstanceApp(t, db)
+    const user = await newUser(h)
+    const inst = await mustCreate(t, h, user.token, 'myfiles')
+    const key = newPublicKey()
+    const res = await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
+    t.equal(res.status, 200)
+    t.same(res.body, {
+      status: 'registered',
+      tunnel_config: {
+        interface: { address: `${inst.tunnelIp}/32` },
+        peer: { public_key: GATEWAY_KEY, endpoint: GATEWAY_ENDPOINT, allowed_ips: '10.100.0.1/32', persistent_keepalive: 25 },
+      },
+      domains: { subdomain: `myfiles.${BASE_DOMAIN}`, custom_domains: [] },
+    })
+    t.equal((await db('instances').where({ id: inst.id }).first()).public_key, key)
+    t.equal(await status(h, inst.token), 'connected')
+    const again = await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
+    t.equal(again.status, 200, 'registering the same key again is fine')
+  })
+
+  t.test('register: bad keys -> 422 naming public_key', async t => {
+    const h = await startInstanceApp(t, db)
+    const inst = await mustCreate(t, h, (await newUser(h)).token, 'badkeys')
+    const valid = newPublicKey()
+    const nonCanonical = valid.slice(0, 42) + String.fromCharCode(valid.charCodeAt(42) + 1) + '=' // stray low bits
+    const cases: Array<[string, unknown]> = [
+      ['too short', valid.slice(0, 40) + '='],
+      ['no padding', valid.slice(0, 43)],
+      ['url-safe alphabet', valid.replace(/\+/g, '-').replace(/\//g, '_').replace(/^./, '-')],
+      ['31 bytes', Buffer.alloc(31, 7).toString('base64')],
+      ['33 bytes', Buffer.alloc(33, 7).toString('base64')],
+      ['hex', 'ab'.repeat(32)],
+      ['non-canonical last character', nonCanonical],
+      ['all zero (low order)', Buffer.alloc(32).toString('base64')],
+      // RFC 7748 / Bernstein's list of Curve25519 points of small order: 1 (order 1) is the simplest.
+      ['point of order 1', Buffer.from([1, ...new Array(31).fill(0)]).toString('base64')],
+      ['gateway key', GATEWAY_KEY],
+      ['number', 42],
+      ['empty', ''],
+      ['whitespace', ` ${valid}`],
+    ]
+    for (const [label, key] of cases) {
+      const res = await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
+      assertError(t, res, 'VALIDATION_ERROR', label)
+      t.ok(Array.isArray(res.body.error.details.fields?.public_key), `${label}: details.fields.public_key`)
+    }
+    assertError(t, await h.request('POST', '/v1/tunnel/register', {}, bearer(inst.token)), 'VALIDATION_ERROR', 'missing')
+    assertError(t, await h.request('POST', '/v1/tunnel/register', { public_key: valid, extra: 1 }, bearer(inst.token)), 'VALIDATION_ERROR', 'unknown field')
+    t.equal((await db('instances').where({ id: inst.id }).first()).public_key, null, 'nothing registered')
+  })
+
+  t.test('register: a key belongs to one instance -> 409 KEY_IN_USE; re-register replaces', async t => {
+    const h = await startInstanceApp(t, db)
+    const a = await mustCreate(t, h, (await newUser(h)).token, 'key-a')
+    const b = await mustCreate(t, h, (await newUser(h)).token, 'key-b')
+    const key = newPublicKey()
+    t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(a.token))).status, 200)
+    const clash = await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(b.token))
+    assertError(t, clash, 'KEY_IN_USE')
+    t.equal(clash.status, 409)
+    t.equal((await db('instances').where({ id: b.id }).first()).public_key, null)
+
+    const replacement = newPublicKey()
+    const versionBefore = await h.services.tunnel.configVersion()
+    t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: replacement }, bearer(a.token))).status, 200)
+    t.ok(await h.services.tunnel.configVersion() > versionBefore, 'a new key raises the config version')
+    const peers = await h.services.tunnel.listPeers()
+    t.same(peers.filter(p => p.instanceId === a.id).map(p => p.publicKey), [replacement], 'the old key is gone')
+    t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(b.token))).status, 200, 'the replaced key is free again')
+  })
+
+  t.test('register: parallel claims of one key -> exactly one instance gets it', async t => {
+    const h = await startInstanceApp(t, db)
+    const instances = []
+    for (let i = 0; i < 8; i++) instances.push(await mustCreate(t, h, (await newUser(h)).token, `race-key-${i}`))
+    const key = newPublicKey()
+    const results = await Promise.all(instances.map(async i => await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(i.token))))
+    t.equal(results.filter(r => r.status === 200).length, 1, 'one winner')
+    for (const r of results.filter(r => r.status !== 200)) assertError(t, r, 'KEY_IN_USE')
+    t.equal(Number((await db('instances').where({ public_key: key }).count('* as n').first())!.n), 1)
+  })
+
+  t.test('heartbeat, disconnect, status: shapes and status derivation', async t => {
+    const clock = new Clock()
+    const h = await startInstanceApp(t, db, { clock })
+    const user = await newUser(h)
+    const inst = await mustCreate(t, h, user.token, 'beats')
+    const st = await h.request('GET', '/v1/tunnel/status', undefined, bearer(inst.token))
+    t.same(st.body, {
+      tunnel_status: 'pending',
+      domains: { subdomain: { domain: `beats.${BASE_DOMAIN}`, status: 'active' }, custom_domains: [] },
+    })
+    const early = await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(inst.token))
+    t.same(early.body, { status: 'ok', next_heartbeat_in: 60 })
+    t.equal(await status(h, inst.token), 'pending', 'pending until a key is registered')
+
+    await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))
+    t.equal(await status(h, inst.token), 'connected')
+    clock.advance(180)
+    t.equal(await status(h, inst.token), 'connected', 'three intervals of silence are tolerated')
+    clock.advance(1)
+    t.equal(await status(h, inst.token), 'disconnected', 'more than three intervals: disconnected')
+    const listed = (await h.request('GET', '/v1/instances', undefined, bearer(user.token))).body.instances[0]
+    t.equal(listed.status, 'disconnected', 'the dashboard sees the same status')
+
+    const beat = await h.request('POST', '/v1/tunnel/heartbeat', { timestamp: '1999-01-01T00:00:00Z' }, bearer(inst.token))
+    t.equal(beat.status, 200, 'the container clock is not trusted, not refused')
+    t.equal(await status(h, inst.token), 'connected')
+    const detail = (await h.request('GET', `/v1/instances/${inst.id}`, undefined, bearer(user.token))).body
+    t.equal(detail.last_seen, new Date(clock.time).toISOString().replace(/\.\d{3}Z$/, 'Z'), 'last_seen is server time')
+
+    const bye = await h.request('POST', '/v1/tunnel/disconnect', undefined, bearer(inst.token))
+    t.equal(bye.status, 200)
+    t.same(bye.body, { status: 'disconnected' })
+    t.equal(await status(h, inst.token), 'disconnected')
+    const byeWithBody = await h.request('POST', '/v1/tunnel/disconnect', {}, bearer(inst.token))
+    t.equal(byeWithBody.status, 200, 'an empty JSON body is fine too')
+    await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(inst.token))
+    t.equal(await status(h, inst.token), 'connected', 'a heartbeat after a disconnect reconnects')
+
+    for (const [label, body] of [['missing timestamp', {}], ['not a date', { timestamp: 'yesterday' }], ['unknown field', { ...HEARTBEAT, cpu: 3 }]] as const) {
+      assertError(t, await h.request('POST', '/v1/tunnel/heartbeat', body, bearer(inst.token)), 'VALIDATION_ERROR', label)
+    }
+  })
+
+  t.test('token attacks on every instance endpoint -> 401 in the spec shape', async t => {
+    const h = await startInstanceApp(t, db)
+    const user = await newUser(h)
+    const victim = await mustCreate(t, h, user.token, 'attacked')
+    const other = await mustCreate(t, h, (await newUser(h)).token, 'other')
+    const deletedOwner = await newUser(h)
+    const deleted = await mustCreate(t, h, deletedOwner.token, 'deleted')
+    t.equal((await h.request('DELETE', `/v1/instances/${deleted.id}`, undefined, bearer(deletedOwner.token))).status, 204)
+
+    const [head, payload, signature] = victim.token.split('.')
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString())
+    const forgedPayload = Buffer.from(JSON.stringify({ ...claims, instance_id: other.id, sub: other.id })).toString('base64url')
+    const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'it+jwt' })).toString('base64url')}.${payload}.`
+    const wrongKey = await new SignJWT({ instance_id: victim.id, user_id: user.id })
+      .setProtectedHeader({ alg: 'HS256', typ: 'it+jwt' }).setIssuer(h.config.tokens.issuer).setAudience('erugo-cloud:instance')
+      .setSubject(victim.id).setJti(claims.jti).setIssuedAt().sign(new Uint8Array(32).fill(9))
+
+    const headers: Array<[string, Record<string, string>]> = [
+      ['no header', {}],
+      ['empty header', { authorization: '' }],
+      ['Basic scheme', { authorization: 'Basic dXNlcjpwYXNz' }],
+      ['bearer without token', { authorization: 'Bearer ' }],
+      ['garbage token', bearer('not.a.jwt')],
+      ['binary garbage', { authorization: 'Bearer \u0001\u0002' }],
+      ['huge token', bearer('a'.repeat(10_000))],
+      ['access token as instance token', bearer(user.token)],
+      ['instance claims signed with another key', bearer(wrongKey)],
+      ['alg none', bearer(none)],
+      ['payload swapped to another instance', bearer(`${head}.${forgedPayload}.${signature}`)],
+      ['truncated signature', bearer(victim.token.slice(0, -4))],
+      ['token of a deleted instance', bearer(deleted.token)],
+    ]
+    for (const [label, header] of headers) {
+      for (const [method, url, body] of calls()) {
+        const res = await h.request(method, url, body, header)
+        assertError(t, res, 'UNAUTHORIZED', `${label}: ${method} ${url}`)
+      }
+    }
+    t.equal(await status(h, victim.token), 'pending', 'the genuine token still works')
+  })
+
+  t.test('regenerate: the old token fails on every endpoint the moment the call returns', async t => {
+    const h = await startInstanceApp(t, db)
+    const user = await newUser(h)
+    const inst = await mustCreate(t, h, user.token, 'regen')
+    const res = await h.request('POST', `/v1/instances/${inst.id}/regenerate-token`, undefined, bearer(user.token))
+    t.equal(res.status, 200)
+    for (const [method, url, body] of calls()) {
+      assertError(t, await h.request(method, url, body, bearer(inst.token)), 'UNAUTHORIZED', `old token: ${method} ${url}`)
+    }
+    for (const [method, url, body] of calls()) {
+      const ok = await h.request(method, url, body, bearer(res.body.instance_token))
+      t.equal(ok.status, 200, `new token: ${method} ${url}`)
+    }
+  })
+
+  t.test('a registration racing a regeneration never leaves the old token\'s key behind', async t => {
+    const h = await startInstanceApp(t, db)
+    const user = await newUser(h)
+    for (let round = 0; round < 5; round++) {
+      const inst = await mustCreate(t, h, user.token, `regen-race-${round}`)
+      const key = newPublicKey()
+      const [reg, regen] = await Promise.all([
+        h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token)),
+        h.request('POST', `/v1/instances/${inst.id}/regenerate-token`, undefined, bearer(user.token)),
+      ])
+      t.equal(regen.status, 200)
+      t.ok(reg.status === 200 || reg.status === 401, `register answered ${reg.status}`)
+      const row = await db('instances').where({ id: inst.id }).first()
+      t.equal(row.public_key, null, 'no key registered with the old token survives the regeneration')
+      await h.request('DELETE', `/v1/instances/${inst.id}`, undefined, bearer(user.token))
+    }
+  })
+
+  t.test('rate limit per instance token -> 429 RATE_LIMITED with Retry-After', async t => {
+    const h = await startInstanceApp(t, db, { env: { CC_RATE_PER_TOKEN: '3/1' } })
+    const a = await mustCreate(t, h, (await newUser(h)).token, 'limited-a')
+    const b = await mustCreate(t, h, (await newUser(h)).token, 'limited-b')
+    for (let i = 0; i < 3; i++) t.equal((await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(a.token))).status, 200)
+    const limited = await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(a.token))
+    assertError(t, limited, 'RATE_LIMITED')
+    t.ok(Number(limited.headers['retry-after']) >= 1, 'Retry-After')
+    t.equal((await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(b.token))).status, 200, 'another instance has its own bucket')
+  })
+
+  t.test('gateway peer list and config version', async t => {
+    const h = await startInstanceApp(t, db, { plans: { plan: 'pro', status: 'active' } })
+    const { tunnel } = h.services
+    const user = await newUser(h)
+    let version = await tunnel.configVersion()
+    const expectBump = async (label: string): Promise<void> => {
+      const next = await tunnel.configVersion()
+      t.ok(next > version, `${label} raises the version (${version} -> ${next})`)
+      version = next
+    }
+    const inst = await mustCreate(t, h, user.token, 'peer-one')
+    await expectBump('create')
+    t.same((await tunnel.listPeers()).filter(p => p.instanceId === inst.id), [], 'no key, no peer')
+    const key = newPublicKey()
+    await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
+    await expectBump('register')
+    const peer = (await tunnel.listPeers()).find(p => p.instanceId === inst.id)
+    t.same(peer, { instanceId: inst.id, publicKey: key, tunnelIp: inst.tunnelIp, hostnames: [`peer-one.${BASE_DOMAIN}`], port: 80 })
+    await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(inst.token))
+    t.equal(await tunnel.configVersion(), version, 'heartbeats do not change the peer set')
+    await h.request('PATCH', `/v1/instances/${inst.id}`, { name: 'renamed' }, bearer(user.token))
+    t.equal(await tunnel.configVersion(), version, 'a rename does not either')
+    await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'peer-moved' }, bearer(user.token))
+    await expectBump('subdomain change')
+    t.same((await tunnel.listPeers()).find(p => p.instanceId === inst.id)?.hostnames, [`peer-moved.${BASE_DOMAIN}`])
+    const snapshot = await tunnel.configSnapshot()
+    t.equal(snapshot.version, version)
+    t.ok(snapshot.peers.some(p => p.instanceId === inst.id))
+    const regen = await h.request('POST', `/v1/instances/${inst.id}/regenerate-token`, undefined, bearer(user.token))
+    await expectBump('regenerate-token')
+    await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(regen.body.instance_token))
+    await expectBump('register again')
+    await h.request('DELETE', `/v1/instances/${inst.id}`, undefined, bearer(user.token))
+    await expectBump('delete')
+    t.same((await tunnel.listPeers()).filter(p => p.instanceId === inst.id), [])
+  })
+})
