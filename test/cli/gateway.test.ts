@@ -123,6 +123,18 @@ t.test('CLI: starts, logs its public key and address as JSON, stops on SIGTERM',
   t.equal(record.address, '10.100.0.1')
   const status = await (await fetch(`http://${record.metricsListen}/status`)).json() as { peers: Array<{ publicKey: string }> }
   t.same(status.peers.map(p => p.publicKey), [peerA])
+
+  // SIGHUP reloads the peer list from the file.
+  writeConfig('run', { ...base(), metricsListen: '127.0.0.1:0', peers: [{ publicKey: peerB, allowedIPs: ['10.100.0.3/32'] }] })
+  child.kill('SIGHUP')
+  let peers: string[] = []
+  for (let i = 0; i < 100 && !(peers.length === 1 && peers[0] === peerB); i++) {
+    await new Promise(resolve => setTimeout(resolve, 50))
+    peers = ((await (await fetch(`http://${record.metricsListen}/status`)).json()) as { peers: Array<{ publicKey: string }> }).peers.map(p => p.publicKey)
+  }
+  t.same(peers, [peerB], 'peer list replaced on SIGHUP')
+  t.match(out, /"msg":"peers reloaded"/)
+
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'clean exit')
   t.match(out, /"msg":"stopped"/)
