@@ -164,7 +164,6 @@ export class TcpConnection implements HeapItem {
   keepAlive: boolean
   keepAliveIdle: number
   keepaliveProbes = 0
-  lastProbeAt = -Infinity
   userTimeout: number
   challengeWindowStart = -Infinity
   challengeAcks = 0
@@ -508,9 +507,11 @@ export class TcpConnection implements HeapItem {
   /** Zero-window probe (RFC 9293 3.8.6.1), backing off like the RTO. */
   private persistTimeout (now: number): void {
     this.persistAt = Infinity
-    transmit(this, now)
-    if (this.persistAt !== Infinity || this.state === CLOSED) return
-    if (this.sndUna !== this.sndMax || !this.hasUnsentData()) return
+    const windowClosed = seqDiff(seqAdd(this.sndUna, this.sndWnd), this.sndNxt) <= 0
+    if (this.sndUna !== this.sndMax || !this.hasUnsentData() || !windowClosed) {
+      transmit(this, now)
+      return
+    }
     this.host.counters.retransmits.inc('probe')
     sendProbe(this, now)
     this.persistBackoff++
@@ -522,7 +523,6 @@ export class TcpConnection implements HeapItem {
     this.keepaliveAt = Infinity
     if (!this.keepAlive || this.state < ESTABLISHED || this.state === TIME_WAIT) return
     const o = this.options
-    if (this.lastReceivedAt > this.lastProbeAt) this.keepaliveProbes = 0
     if (this.keepaliveProbes === 0 && now - this.lastReceivedAt < this.keepAliveIdle) {
       this.keepaliveAt = this.lastReceivedAt + this.keepAliveIdle
       return
@@ -540,7 +540,6 @@ export class TcpConnection implements HeapItem {
     this.host.counters.events.inc('keepalive_probe')
     sendProbe(this, now)
     this.keepaliveProbes++
-    this.lastProbeAt = now
     this.keepaliveAt = now + o.keepAliveInterval
   }
 

@@ -116,6 +116,8 @@ function otherStatesArrive (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
     return
   }
   conn.lastReceivedAt = now
+  // Any acceptable segment answers outstanding keepalive probes.
+  conn.keepaliveProbes = 0
 
   // Second: RST (RFC 5961 3.2: only an exact match resets; in-window otherwise gets a challenge ACK).
   if (isRst) {

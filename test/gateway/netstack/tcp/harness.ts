@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto'
 import { Metrics } from '../../../../gateway/metrics.ts'
 import { SeededRandom } from '../../../../gateway/netstack/fault.ts'
 import { TcpCore } from '../../../../gateway/netstack/tcp/core.ts'
+import { TcpStack } from '../../../../gateway/netstack/tcp/stack.ts'
 import type { TcpOptions } from '../../../../gateway/netstack/tcp/options.ts'
 import type { ConnectionHandler, TcpConnection } from '../../../../gateway/netstack/tcp/connection.ts'
 import type { TcpError } from '../../../../gateway/netstack/tcp/errors.ts'
@@ -334,4 +335,50 @@ export function randomData (size: number, seed: number): Buffer {
 
 export function sha256 (data: Buffer): string {
   return createHash('sha256').update(data).digest('hex')
+}
+
+/**
+ * Two TcpStacks (the real shell with real timers) joined by an in-memory link that delivers on
+ * setImmediate, optionally dropping packets with a seeded PRNG.
+ */
+export class StackPair {
+  readonly a: TcpStack
+  readonly b: TcpStack
+  readonly metricsA = new Metrics()
+  readonly metricsB = new Metrics()
+  private queue: Array<[Buffer, TcpStack]> = []
+  private scheduled = false
+  private readonly random: SeededRandom
+  loss: number
+  /** Set false to cut the link (everything is dropped). */
+  up = true
+
+  constructor (options: Partial<TcpOptions> = {}, loss = 0, seed = 1) {
+    this.loss = loss
+    this.random = new SeededRandom(seed)
+    this.a = new TcpStack({ localAddress: ADDR_A, ip: { send: d => this.send(d, this.b) }, metrics: this.metricsA, options })
+    this.b = new TcpStack({ localAddress: ADDR_B, ip: { send: d => this.send(d, this.a) }, metrics: this.metricsB, options })
+  }
+
+  private send (datagram: Buffer, to: TcpStack): void {
+    if (!this.up) return
+    if (this.loss > 0 && this.random.next() < this.loss) return
+    this.queue.push([datagram, to])
+    if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(this.flush)
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false
+    const batch = this.queue
+    this.queue = []
+    for (const [datagram, to] of batch) to.input(parseIPv4(datagram), datagram)
+  }
+
+  close (): void {
+    this.a.close()
+    this.b.close()
+  }
 }
