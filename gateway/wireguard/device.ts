@@ -25,7 +25,7 @@ import { IndexTable, cryptoRandomUint32, type RandomUint32 } from './index-table
 import type { IndexEntry } from './keypair.ts'
 import { Peer, type PeerOptions } from './peer.ts'
 import { RateLimiter } from './ratelimiter.ts'
-import { PeerTimers, expireTimers, type TimerHost } from './timers.ts'
+import { expireTimers, type TimerHost } from './timers.ts'
 import {
   RATELIMIT_BURST, RATELIMIT_GC_INTERVAL, RATELIMIT_PACKETS_PER_SECOND, UNDER_LOAD_AFTER_TIME,
   UNDER_LOAD_HANDSHAKES_PER_SECOND, MAX_STAGED_PACKETS,
@@ -388,4 +388,4 @@ export function formatEndpoint (address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`
 }
 
-export { Peer, PeerTimers }
+export { Peer }

@@ -1,6 +1,6 @@
 /**
- * Implementation limits of our WireGuard device (the spec constants of the WireGuard paper live in
- * proto/noise/constants.ts and are re-exported here so the device reads one file).
+ * Implementation limits of our WireGuard device. The protocol constants of the WireGuard paper
+ * (REKEY_AFTER_TIME, REJECT_AFTER_TIME, ...) live in proto/noise/constants.ts.
  */
 
 /** Outgoing packets held per peer while a handshake is in flight (boringtun MAX_QUEUE_DEPTH). */
@@ -27,6 +27,3 @@ export const RATELIMIT_PACKETS_PER_SECOND = 20
 export const RATELIMIT_BURST = 5
 /** Limiter entries idle this long are forgotten. */
 export const RATELIMIT_GC_INTERVAL = 1_000
-
-/** Largest IP packet we accept from the stack to encrypt (65535 minus nothing: IPv4 total length). */
-export const MAX_PACKET_SIZE = 65535
