@@ -75,11 +75,13 @@ export async function flood (o: FloodOptions): Promise<FloodResult> {
     return m
   }
 
+  // Paced to finish in 80% of the duration, so a slow tick does not push the tail past the bound.
+  const paceMs = durationMs * 0.8
   const start = Date.now()
   while (result.sent < count) {
     const elapsed = Date.now() - start
     if (elapsed > durationMs) break
-    const due = Math.min(count, Math.ceil(count * Math.min(1, (elapsed + 10) / durationMs)))
+    const due = Math.min(count, Math.ceil(count * Math.min(1, (elapsed + 10) / paceMs)))
     const batch = Math.min(due - result.sent, 500)
     for (let i = 0; i < batch; i++) {
       sockets[result.sent % socketCount].send(message(), port, host)

@@ -31,7 +31,7 @@ import {
   type HttpSinkHandle, type NginxHandle, type NginxOptions, type PingOptions, type PingResult,
 } from './lab/tools.ts'
 
-export { LabProcess, run, runOk, waitUntil, type ExecResult } from './lab/process.ts'
+export { LabProcess, run, runOk, StopWaiting, waitUntil, type ExecResult } from './lab/process.ts'
 export { sweepStaleLabs, type VethEnd } from './lab/netns.ts'
 export { WireguardGo, wgGenKey, wgPubKey, parseWgDump, type WgDump, type WgDumpPeer, type WgPeerConfig, type WireguardGoOptions } from './lab/wireguard-go.ts'
 export { Gateway, metricValue, REPO_ROOT, type GatewayConfig, type GatewayPeerConfig, type GatewayOptions } from './lab/gateway.ts'

@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LabProcess, run, runOk, waitUntil } from './process.ts'
+import { LabProcess, run, runOk, StopWaiting, waitUntil } from './process.ts'
 import { inNetns } from './netns.ts'
 
 export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../../..')
@@ -70,7 +70,7 @@ export class Gateway {
     track(proc)
     const gw = new Gateway(ns, config, configPath, proc)
     await waitUntil(`${name} to listen on UDP ${config.listenPort}`, async () => {
-      if (!proc.running) throw new Error(`${name} exited (${proc.exitStatus?.code ?? proc.exitStatus?.signal}):\n${proc.output().slice(-4000)}`)
+      if (!proc.running) throw new StopWaiting(`${name} exited (${proc.exitStatus?.code ?? proc.exitStatus?.signal})`)
       if (!await udpBound(ns, config.listenPort)) return false
       if (config.metricsListen !== undefined) await gw.status()
       return true

@@ -171,7 +171,15 @@ export class LabProcess {
   }
 }
 
-/** Polls `probe` until it returns a value other than undefined/false; bounded in time. */
+/** Thrown by a waitUntil probe to stop waiting at once (e.g. the awaited process has exited). */
+export class StopWaiting extends Error {
+  override readonly name = 'StopWaiting'
+}
+
+/**
+ * Polls `probe` until it returns a value other than undefined/false; bounded in time. Errors the
+ * probe throws count as "not yet", except StopWaiting, which ends the wait with that error.
+ */
 export async function waitUntil<T> (what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, intervalMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs
   let lastError: unknown
@@ -180,6 +188,7 @@ export async function waitUntil<T> (what: string, probe: () => Promise<T | undef
       const v = await probe()
       if (v !== undefined && v !== false) return v
     } catch (err) {
+      if (err instanceof StopWaiting) throw err
       lastError = err
     }
     if (Date.now() >= deadline) {

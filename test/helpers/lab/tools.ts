@@ -4,7 +4,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { LabProcess, run, waitUntil } from './process.ts'
+import { LabProcess, run, StopWaiting, waitUntil } from './process.ts'
 import { inNetns } from './netns.ts'
 import { REPO_ROOT } from './gateway.ts'
 import type { FloodOptions, FloodResult } from '../handshake-flood.ts'
@@ -112,7 +112,7 @@ http {
   const proc = new LabProcess(`nginx ${ns}`, c, a)
   track(proc)
   await waitUntil(`nginx on ${listen}`, async () => {
-    if (!proc.running) throw new Error(`nginx exited: ${proc.output().slice(-2000)}`)
+    if (!proc.running) throw new StopWaiting(`nginx exited: ${proc.output().slice(-2000)}`)
     return tcpListening(ns, portOf(listen))
   }, 10_000, 50)
   return { process: proc, listen, root: o.root }

@@ -4,7 +4,7 @@
  */
 import { existsSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { LabProcess, runOk, waitUntil } from './process.ts'
+import { LabProcess, runOk, StopWaiting, waitUntil } from './process.ts'
 import { inNetns, WG_SOCKET_DIR } from './netns.ts'
 
 export interface WgPeerConfig {
@@ -117,7 +117,7 @@ export class WireguardGo {
     track(proc)
     const socket = join(WG_SOCKET_DIR, `${ifname}.sock`)
     await waitUntil(`${socket}`, () => {
-      if (!proc.running) throw new Error(`wireguard-go exited: ${proc.output().slice(-2000)}`)
+      if (!proc.running) throw new StopWaiting(`wireguard-go exited: ${proc.output().slice(-2000)}`)
       return existsSync(socket)
     }, 10_000, 50)
     const conf = join(dir, `${ifname}.conf`)
