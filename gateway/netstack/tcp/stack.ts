@@ -50,6 +50,8 @@ export class TcpStack implements SocketHost {
   private timer: NodeJS.Timeout | null = null
   private timerAt = Infinity
   private refs = 0
+  /** A ref'd timer that keeps the event loop alive while a ref'd socket exists (as a net.Socket handle does). */
+  private hold: NodeJS.Timeout | null = null
   private readonly dirty = new Set<TcpConnection>()
   private flushQueued = false
   private closed = false
@@ -141,6 +143,8 @@ export class TcpStack implements SocketHost {
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
     this.timerAt = Infinity
+    if (this.hold !== null) clearInterval(this.hold)
+    this.hold = null
   }
 
   // ---- SocketHost ----
@@ -159,9 +163,11 @@ export class TcpStack implements SocketHost {
 
   refChanged (delta: number): void {
     this.refs += delta
-    if (this.timer !== null) {
-      if (this.refs > 0) this.timer.ref()
-      else this.timer.unref()
+    if (this.refs > 0 && this.hold === null && !this.closed) {
+      this.hold = setInterval(noop, 0x7fffffff)
+    } else if (this.refs <= 0 && this.hold !== null) {
+      clearInterval(this.hold)
+      this.hold = null
     }
   }
 
@@ -189,7 +195,7 @@ export class TcpStack implements SocketHost {
     if (this.timer !== null) clearTimeout(this.timer)
     this.timerAt = next
     this.timer = setTimeout(this.onTimer, Math.max(0, next - this.clock()))
-    if (this.refs === 0) this.timer.unref()
+    this.timer.unref()
   }
 
   private readonly onTimer = (): void => {
@@ -199,3 +205,5 @@ export class TcpStack implements SocketHost {
     this.arm()
   }
 }
+
+function noop (): void {}
