@@ -57,7 +57,7 @@ export function toAddress (value: string | number | bigint): number {
 }
 
 const MAX_ATTEMPTS = 16
-/** Fallback candidates read per attempt; one is chosen at random so racing creators spread out. */
+/** Fallback candidates read on a retry; one is chosen at random so racing creators spread out. */
 const FALLBACK_BATCH = 8
 
 export interface IpamOptions {
@@ -91,7 +91,7 @@ export class IpamService {
         candidate = await this.#nextNeverUsed(db)
         if (candidate === undefined) sequenceExhausted = true
       }
-      if (candidate === undefined) candidate = await this.#oldestFree(db, cutoff)
+      if (candidate === undefined) candidate = await this.#oldestFree(db, cutoff, attempt > 0)
       if (candidate === undefined) break
       if (await this.#claim(db, candidate, instanceId, now, cutoff)) return candidate
     }
@@ -118,15 +118,18 @@ export class IpamService {
     return address <= this.pool.lastAllocatable ? address : undefined
   }
 
-  /** A free address out of quarantine: never-used gaps first, then the longest released. */
-  async #oldestFree (db: Queryable, cutoff: Date): Promise<number | undefined> {
+  /**
+   * A free address out of quarantine: never-used gaps first, then the longest released. After a
+   * lost claim (`spread`), one of the best few at random, so racing transactions stop colliding.
+   */
+  async #oldestFree (db: Queryable, cutoff: Date, spread: boolean): Promise<number | undefined> {
     const result = await db.raw(`
       select g.a as address
         from generate_series(?::bigint, ?::bigint) as g(a)
         left join tunnel_ips t on t.address = g.a
        where t.address is null or (t.instance_id is null and (t.released_at is null or t.released_at <= ?))
        order by t.released_at nulls first, g.a
-       limit ?`, [this.pool.firstAllocatable, this.pool.lastAllocatable, cutoff, FALLBACK_BATCH])
+       limit ?`, [this.pool.firstAllocatable, this.pool.lastAllocatable, cutoff, spread ? FALLBACK_BATCH : 1])
     const rows = result.rows as Array<{ address: string | number }>
     if (rows.length === 0) return undefined
     return toAddress(rows[Math.floor(Math.random() * rows.length)].address)
