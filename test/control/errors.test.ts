@@ -1,0 +1,106 @@
+// The error contract: every failure, ours or the framework's, is {"error":{"code","message","details"}}.
+import t from 'tap'
+import { connect } from 'node:net'
+import Boom from '@hapi/boom'
+import { isDatabaseUnavailable, normalizeError } from '../../control/errors.ts'
+import { createDb } from '../../control/db/knex.ts'
+import { assertError, openTestDatabase, registration, startApp } from './harness.ts'
+
+const db = await openTestDatabase(t, 'pglite')
+
+t.test('framework errors in our shape', async t => {
+  const h = await startApp(t, db, { env: { CC_MAX_BODY_BYTES: '2048' } })
+  h.app.route({ method: 'GET', path: '/v1/test-bug', options: { auth: false }, handler: () => { throw new TypeError('a bug with a secret: hunter2') } })
+
+  assertError(t, await h.request('GET', '/v1/no-such-route'), 'NOT_FOUND', 'unknown route')
+  assertError(t, await h.request('GET', '/'), 'NOT_FOUND', 'root')
+  assertError(t, await h.request('DELETE', '/v1/auth/login'), 'NOT_FOUND', 'wrong method')
+  assertError(t, await h.request('POST', '/v1/auth/register', '{"name": "x",', { 'content-type': 'application/json' }), 'BAD_REQUEST', 'malformed JSON')
+  assertError(t, await h.request('POST', '/v1/auth/register', '\u0000\u0001', { 'content-type': 'application/json' }), 'BAD_REQUEST', 'binary JSON')
+  assertError(t, await h.request('POST', '/v1/auth/register', 'name=x', { 'content-type': 'application/x-www-form-urlencoded' }), 'UNSUPPORTED_MEDIA_TYPE', 'form body')
+  assertError(t, await h.request('POST', '/v1/auth/register', 'x', { 'content-type': 'text/plain' }), 'UNSUPPORTED_MEDIA_TYPE', 'text body')
+  assertError(t, await h.request('POST', '/v1/auth/register', '"a string"', { 'content-type': 'application/json' }), 'VALIDATION_ERROR', 'JSON string body')
+  assertError(t, await h.request('POST', '/v1/auth/register', 'null', { 'content-type': 'application/json' }), 'VALIDATION_ERROR', 'JSON null body')
+  assertError(t, await h.request('POST', '/v1/auth/register'), 'VALIDATION_ERROR', 'no body')
+
+  const unknown = await h.request('POST', '/v1/auth/register', registration('u@example.com', { role: 'admin', nested: { a: 1 } }))
+  assertError(t, unknown, 'VALIDATION_ERROR', 'unknown fields')
+  t.same(Object.keys(unknown.body.error.details.fields).sort(), ['nested', 'role'], 'each unknown field named')
+
+  const big = await h.request('POST', '/v1/auth/register', registration('big@example.com', { name: 'x'.repeat(4096) }))
+  assertError(t, big, 'PAYLOAD_TOO_LARGE', 'oversize body')
+
+  const bug = await h.request('GET', '/v1/test-bug')
+  assertError(t, bug, 'INTERNAL_ERROR', 'a real bug')
+  t.notMatch(bug.raw, /hunter2|TypeError|stack/, 'no internals leak')
+})
+
+t.test('normalizeError', async t => {
+  const pgTerminated = Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' })
+  const n1 = normalizeError(Boom.boomify(pgTerminated))
+  t.equal(n1.status, 503)
+  t.equal(n1.body.error.code, 'SERVICE_UNAVAILABLE')
+  t.equal(n1.unexpected, false)
+  t.equal(n1.headers['retry-after'], '5')
+  const n2 = normalizeError(Boom.boomify(new Error('boom')))
+  t.same([n2.status, n2.body.error.code, n2.unexpected], [500, 'INTERNAL_ERROR', true])
+  const n3 = normalizeError(Boom.methodNotAllowed('nope', undefined, ['GET']))
+  t.same([n3.status, n3.body.error.code], [405, 'METHOD_NOT_ALLOWED'])
+  const n4 = normalizeError(Boom.teapot())
+  t.same([n4.status, n4.body.error.code], [418, 'BAD_REQUEST'], 'an unexpected 4xx keeps its status under a generic code')
+})
+
+t.test('isDatabaseUnavailable', async t => {
+  for (const code of ['ECONNREFUSED', 'ECONNRESET', '57P01', '57P03', '08006', '53300']) {
+    t.ok(isDatabaseUnavailable(Object.assign(new Error('x'), { code })), code)
+  }
+  t.ok(isDatabaseUnavailable(new Error('Connection terminated unexpectedly')))
+  t.ok(isDatabaseUnavailable(Object.assign(new Error('x'), { name: 'KnexTimeoutError' })))
+  t.ok(isDatabaseUnavailable(new Error('wrapped', { cause: Object.assign(new Error('x'), { code: 'ECONNREFUSED' }) })), 'through cause')
+  t.notOk(isDatabaseUnavailable(Object.assign(new Error('duplicate key'), { code: '23505' })), 'unique violation is not an outage')
+  t.notOk(isDatabaseUnavailable(new TypeError('x is undefined')))
+  t.notOk(isDatabaseUnavailable(undefined))
+
+  // A real client against a closed port.
+  const db = createDb({ url: 'postgres://cc:cc@127.0.0.1:1/none', acquireTimeoutMs: 2000 })
+  t.teardown(async () => { await db.destroy() })
+  const err = await db.raw('select 1').then(() => undefined, (e: unknown) => e)
+  t.ok(isDatabaseUnavailable(err), `refused connection recognised (${(err as Error).message})`)
+})
+
+/** Sends raw bytes to a listening app and returns what comes back before close. */
+async function rawExchange (port: number, data: string | Buffer): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1')
+    const chunks: Buffer[] = []
+    socket.on('data', c => chunks.push(c))
+    socket.on('error', reject)
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString()))
+    socket.setTimeout(5000, () => socket.destroy())
+    socket.end(data)
+  })
+}
+
+function bodyOf (response: string): { error: { code: string } } {
+  return JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4))
+}
+
+t.test('on a real socket: oversized headers and garbage HTTP', async t => {
+  const h = await startApp(t, db, { env: { CC_API_HOST: '127.0.0.1', CC_API_PORT: '0' } })
+  await h.app.start()
+  const port = h.app.info.port as number
+
+  const huge = await rawExchange(port, `GET /v1/user HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'A'.repeat(64 * 1024)}\r\n\r\n`)
+  t.match(huge, /^HTTP\/1\.1 431 /, 'a 64 KB header is refused by the HTTP parser (16 KiB limit)')
+  t.equal(bodyOf(huge).error.code, 'REQUEST_HEADER_TOO_LARGE')
+
+  const garbage = await rawExchange(port, 'NOT HTTP AT ALL\r\n\r\n')
+  t.match(garbage, /^HTTP\/1\.1 400 /)
+  t.equal(bodyOf(garbage).error.code, 'BAD_REQUEST')
+
+  const ok = await fetch(`http://127.0.0.1:${port}/health`)
+  t.equal(ok.status, 200, 'server still serving')
+  const bad = await fetch(`http://127.0.0.1:${port}/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })
+  t.equal(bad.status, 400)
+  t.same(Object.keys((await bad.json()).error).sort(), ['code', 'details', 'message'])
+})
