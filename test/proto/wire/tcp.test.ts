@@ -240,3 +240,25 @@ t.test('emit refuses what cannot be encoded', async t => {
 function args (b: Buffer): [Buffer, number, number] {
   return [b, 0, b.length]
 }
+
+t.test('checksum is the same at every alignment and length (word path vs byte path)', async t => {
+  const backing = Buffer.alloc(4096 + 16)
+  for (let i = 0; i < backing.length; i++) backing[i] = (i * 197 + 13) & 0xff
+  // Reference: RFC 1071 word-by-word sum over the pseudo-header and the bytes.
+  const reference = (seg: Uint8Array): number => {
+    let sum = (client >>> 16) + (client & 0xffff) + (server >>> 16) + (server & 0xffff) + 6 + seg.length
+    for (let i = 0; i < seg.length; i += 2) sum += (seg[i] << 8) | (i + 1 < seg.length ? seg[i + 1] : 0)
+    while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000)
+    return (~sum) & 0xffff
+  }
+  let mismatches = 0
+  for (let offset = 0; offset < 8; offset++) {
+    for (const length of [0, 1, 2, 3, 63, 64, 65, 66, 67, 100, 1399, 1400, 1401, 4000]) {
+      const view = new Uint8Array(backing.buffer, backing.byteOffset + offset, length)
+      if (tcpChecksum(view, 0, length, client, server) !== reference(view)) mismatches++
+      // The same bytes inside a larger buffer, at an odd start within it.
+      if (offset + 1 + length <= backing.length && tcpChecksum(backing, offset + 1, length, client, server) !== reference(backing.subarray(offset + 1, offset + 1 + length))) mismatches++
+    }
+  }
+  t.equal(mismatches, 0)
+})
