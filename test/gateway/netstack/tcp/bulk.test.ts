@@ -9,8 +9,14 @@ import type { TcpOptions } from '../../../../gateway/netstack/tcp/options.ts'
 
 const LOSSY: LinkConfig = { seed: 42, loss: 0.02, duplicate: 0.01, delay: 10, jitter: 3, bandwidth: 20_000, queueBytes: 300_000 }
 
-function transfer (t: Test, size: number, link: LinkConfig, options: Partial<TcpOptions>): void {
+function transfer (t: Test, size: number, link: LinkConfig, options: Partial<TcpOptions>, nearWrap = false): void {
   const sim = new Sim(link, options, options)
+  if (nearWrap) {
+    // Sequence numbers and timestamps start just below 2^32 on both sides, so both wrap mid-transfer.
+    for (const core of [sim.a, sim.b]) {
+      (core as unknown as { isn: { generate: () => [number, number] } }).isn = { generate: () => [0xffffffff - 1_000_000, 0xffffffff - 2000] }
+    }
+  }
   const client = new Recorder()
   const server = new Recorder()
   client.keepChunks = false
@@ -75,4 +81,8 @@ t.test('ESTABLISHED bulk without SACK and timestamps (NewReno partial ACKs, Karn
 t.test('ESTABLISHED bulk with small buffers and heavy loss', async t => {
   transfer(t, 2 * MB, { seed: 5, loss: 0.08, duplicate: 0.03, delay: 5, jitter: 8, bandwidth: 5000, queueBytes: 50_000 },
     { receiveBuffer: 32 * 1024, sendBuffer: 32 * 1024 })
+})
+
+t.test('ESTABLISHED bulk across sequence-number and timestamp wrap', async t => {
+  transfer(t, 4 * MB, { ...LOSSY, seed: 11 }, {}, true)
 })

@@ -805,3 +805,55 @@ t.test('limits: connections per peer, SYN backlog, ephemeral ports', async t => 
   t.throws(() => other.core.connect(ADDR_B, 80, new Recorder(), 0), { code: 'EADDRNOTAVAIL' })
   t.doesNotThrow(() => other.core.connect(ADDR_B, 81, new Recorder(), 0), 'ports are per peer and remote port')
 })
+
+t.test('ESTABLISHED global buffer limit: windows and send room shrink to the minimum under pressure', async t => {
+  const f = new Fixture({ globalBufferLimit: 100_000, minBuffer: 8000, receiveBuffer: 64_000, sendBuffer: 64_000 })
+  // Other connections' data (accounted directly here) push the stack over its limit.
+  f.s.core.adjustMemory(150_000)
+  t.equal(f.s.core.memoryPressure, true)
+  const syn = f.connect()
+  t.equal(syn.window, 8000, 'the SYN offers only the minimum buffer')
+  f.s.deliver({ srcPort: PEER_PORT, dstPort: syn.srcPort, seq: PEER_ISS, ack: (syn.seq + 1) >>> 0, flags: TCP_SYN | TCP_ACK, window: 65535, mss: MSS })
+  f.s.take()
+  t.equal(f.conn.writableRoom(), 8000, 'writes limited to minBuffer')
+  t.equal(f.conn.write(data(20_000)), 8000, 'write() accepts only what fits')
+  f.conn.flush(f.s.now)
+  f.s.take()
+  f.rec.holdReads = true
+  for (let i = 0; i < 10; i++) f.send({ ack: f.conn.sndUna }, data(MSS))
+  t.equal(f.rec.received, 8000, 'no more than the minimum is accepted while unread')
+  f.s.core.adjustMemory(-150_000)
+  t.equal(f.s.core.memoryPressure, false)
+  f.s.take()
+  f.rec.readAll(f.s.now)
+  const [update] = f.s.take()
+  t.equal(update.window, 64_000, 'the full window returns with the pressure gone')
+})
+
+t.test('garbage segments never throw out of input()', async t => {
+  const s = new Scripted()
+  s.core.listen(80, () => new Recorder())
+  const { buildSegment } = await import('./harness.ts')
+  const { parseIPv4 } = await import('../../../../proto/wire/ipv4.ts')
+  let state = 99
+  const rnd = (n: number): number => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0
+    return state % n
+  }
+  for (let i = 0; i < 3000; i++) {
+    const payload = Buffer.alloc(rnd(40))
+    for (let k = 0; k < payload.length; k++) payload[k] = rnd(256)
+    const d = buildSegment(ADDR_B, ADDR_A, {
+      srcPort: 1 + rnd(3), dstPort: rnd(2) === 0 ? 80 : 1 + rnd(65535), seq: rnd(0x7fffffff) * 2, ack: rnd(0x7fffffff) * 2,
+      flags: rnd(256), window: rnd(65536),
+    }, payload)
+    if (rnd(4) === 0) d[20 + 12] = rnd(256) // scramble the data offset
+    if (rnd(4) === 0) d[20 + 20 + rnd(20)] = rnd(256) // scramble options or payload (checksum catches most)
+    t.doesNotThrow(() => s.core.input(parseIPv4(d), d, s.now), `segment ${i}`)
+    s.now += 1
+    if (i % 100 === 0) s.core.poll(s.now)
+  }
+  t.equal(s.counter('tcp_dropped', 'internal_error'), 0)
+  s.advance(600_000)
+  t.equal(s.core.size, 0, 'everything garbage opened has timed out')
+})

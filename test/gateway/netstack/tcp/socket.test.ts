@@ -43,7 +43,10 @@ t.test('ESTABLISHED pipe a stream through (echo), addresses and byte counts', as
   const closed = once(client, 'close')
   const received = collect(client)
   await pipeline(Readable.from([payload.subarray(0, 1_000_000), payload.subarray(1_000_000)]), new Writable({
-    write (chunk, _enc, cb) { client.write(chunk) ? cb() : client.once('drain', cb) },
+    write (chunk, _enc, cb) {
+      if (client.write(chunk)) cb()
+      else client.once('drain', cb)
+    },
     final (cb) { client.end(); cb() },
   }))
   const echoed = await received
