@@ -14,7 +14,7 @@ const status = Joi.string().valid('pending', 'connected', 'disconnected')
 
 function identity (request: Request): InstanceIdentity {
   const app = request.auth.credentials.app!
-  return { instanceId: app.id, userId: app.userId, jti: app.jti }
+  return { instanceId: app.instanceId, userId: app.userId, jti: app.jti }
 }
 
 export const tunnelRoutes: Plugin<Services> = {
@@ -64,6 +64,8 @@ export const tunnelRoutes: Plugin<Services> = {
       options: {
         ...common,
         description: 'The container is alive; call again after next_heartbeat_in seconds',
+        // The heartbeat's update is conditional on the token id: it is the revocation check.
+        app: { instanceTokenCheck: 'handler' },
         validate: { payload: Joi.object({ timestamp: Joi.string().isoDate().max(64).required() }).label('HeartbeatRequest') },
         response: {
           status: {
