@@ -731,12 +731,14 @@ export class TcpConnection implements HeapItem {
           continue
         }
         if (this.eventData.length > 0) {
-          const data = this.eventData.splice(0, this.eventData.length)
-          this.pendingBytes = 0
-          for (const chunk of data) {
-            if (this.handler === null) break
-            this.handler.onData(chunk)
+          // Nothing adds data while we deliver (input never runs inside a handler callback).
+          const data = this.eventData
+          for (let i = 0; i < data.length && this.handler !== null; i++) {
+            this.pendingBytes -= data[i].length
+            this.handler.onData(data[i])
           }
+          data.length = 0
+          this.pendingBytes = 0
           continue
         }
         if (this.eventEnd) {
