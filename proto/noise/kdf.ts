@@ -24,32 +24,35 @@ export function hmac (key: Uint8Array, ...parts: Uint8Array[]): Buffer {
   return h.digest()
 }
 
+function hmac1 (key: Uint8Array, a: Uint8Array): Buffer {
+  return createHmac(ALGORITHM, key).update(a).digest()
+}
+
 function hmac2 (key: Uint8Array, a: Uint8Array, b: Uint8Array): Buffer {
   return createHmac(ALGORITHM, key).update(a).update(b).digest()
 }
 
 /** KDF1(key, input) = T1 where T0 = HMAC(key, input), T1 = HMAC(T0, 0x1). */
 export function kdf1 (key: Uint8Array, input: Uint8Array): Buffer {
-  const prk = hmac2(key, input, EMPTY)
-  return hmac2(prk, ONE, EMPTY)
+  const prk = hmac1(key, input)
+  return hmac1(prk, ONE)
 }
 
 /** KDF2(key, input) = (T1, T2) with T2 = HMAC(T0, T1 || 0x2). */
 export function kdf2 (key: Uint8Array, input: Uint8Array): [Buffer, Buffer] {
-  const prk = hmac2(key, input, EMPTY)
-  const t1 = hmac2(prk, ONE, EMPTY)
+  const prk = hmac1(key, input)
+  const t1 = hmac1(prk, ONE)
   return [t1, hmac2(prk, t1, TWO)]
 }
 
 /** KDF3(key, input) = (T1, T2, T3) with T3 = HMAC(T0, T2 || 0x3). */
 export function kdf3 (key: Uint8Array, input: Uint8Array): [Buffer, Buffer, Buffer] {
-  const prk = hmac2(key, input, EMPTY)
-  const t1 = hmac2(prk, ONE, EMPTY)
+  const prk = hmac1(key, input)
+  const t1 = hmac1(prk, ONE)
   const t2 = hmac2(prk, t1, TWO)
   return [t1, t2, hmac2(prk, t2, THREE)]
 }
 
-const EMPTY = new Uint8Array(0)
 
 /** C0 = HASH(CONSTRUCTION) (paper 5.4.2). */
 export const INITIAL_CHAINING_KEY: Buffer = hash(Buffer.from(CONSTRUCTION))
