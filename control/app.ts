@@ -57,6 +57,7 @@ import { loadTokenKeys, type TokenKeys } from './services/keys.ts'
 import { Mailer, OutboxTransport, SmtpTransport, type MailTransport } from './services/mail.ts'
 import type { SubscriptionSource } from './services/plans.ts'
 import type { RateLimiter } from './services/ratelimit.ts'
+import type { GatewayInfo } from './services/tunnel.ts'
 
 declare module '@hapi/hapi' {
   interface ServerApplicationState {
@@ -77,6 +78,8 @@ export interface AppDeps {
   now?: () => Date
   rateLimiter?: RateLimiter
   subscriptions?: SubscriptionSource
+  /** Where the gateway's key and endpoint come from; default: configuration (control/rpc feeds the real one). */
+  gateway?: GatewayInfo
   /** Check every response against its route's joi schema (tests). */
   validateResponses?: boolean
 }
@@ -95,6 +98,7 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
     now: deps.now,
     rateLimiter: deps.rateLimiter,
     subscriptions: deps.subscriptions,
+    gateway: deps.gateway,
   })
 
   const server = Hapi.server({

@@ -8,7 +8,7 @@
  */
 import type { Knex } from 'knex'
 import type { InstanceStatus } from '../../proto/api/instances.ts'
-import { HEARTBEAT_INTERVAL_SECONDS, PERSISTENT_KEEPALIVE_SECONDS, type DomainStatus, type RegisterTunnelResponse, type TunnelStatusResponse } from '../../proto/api/tunnel.ts'
+import { PERSISTENT_KEEPALIVE_SECONDS, type DomainStatus, type RegisterTunnelResponse, type TunnelStatusResponse } from '../../proto/api/tunnel.ts'
 import { decodeKey, generatePrivateKey, x25519Backend } from '../../proto/noise/keys.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { Db, Queryable } from '../db/knex.ts'
@@ -24,8 +24,9 @@ export interface GatewayEndpoint {
 }
 
 /**
- * Where the gateway's key and endpoint come from: configuration now (ConfiguredGateway); the
- * gateway RPC later. Rejects with an ApiError when no gateway is known.
+ * Where the gateway's key and endpoint come from: configuration (ConfiguredGateway), or what
+ * gateways said in their hello (control/rpc GatewayRegistry, configuration as the fallback).
+ * Rejects with an ApiError when no gateway is known.
  */
 export interface GatewayInfo {
   current (): Promise<GatewayEndpoint>
@@ -65,22 +66,35 @@ export interface TunnelStateRow {
   public_key: string | null
   tunnel_state: 'pending' | 'connected' | 'disconnected'
   last_seen: Date | null
+  /** Latest WireGuard handshake a gateway reported for the registered key (control/rpc). */
+  last_handshake_at: Date | null
+  /** When the container last said goodbye (POST /tunnel/disconnect). */
+  disconnected_at: Date | null
 }
 
-/** Heartbeats may lapse for this many intervals before an instance counts as disconnected. */
-export const MISSED_HEARTBEATS_ALLOWED = 3
+/**
+ * How recent a handshake must be for a tunnel to count as up: 180 s. While any packet flows (and
+ * the persistent keepalive of 25 s we hand out makes sure one does) the initiator rekeys after
+ * REKEY_AFTER_TIME = 120 s (WireGuard paper 6.1 and 6.5), so a live tunnel shows a fresh handshake
+ * at least every 120 + 25 s; gateways report every 5 s; the rest absorbs a lost initiation and
+ * its REKEY_TIMEOUT retries. After REJECT_AFTER_TIME = 180 s without a handshake a session can no
+ * longer carry data at all, so past the window the tunnel is down whatever else is said.
+ */
+export const HANDSHAKE_FRESH_SECONDS = 180
 
 /**
- * The one place an instance's status is decided. `pending`: no key registered yet (or the token
- * was regenerated since). `connected`: registered and heard from within three heartbeat
- * intervals. `disconnected`: said goodbye, or went quiet. The gateway's handshake reports will
- * feed in here later.
+ * The one place an instance's status is decided, from what the gateway saw, not from heartbeats
+ * (a container can heartbeat over the API while its tunnel carries nothing). `pending`: no key
+ * registered (or the token was regenerated since), or registered but no handshake seen yet for it.
+ * `connected`: a handshake within HANDSHAKE_FRESH_SECONDS, newer than the container's last
+ * goodbye. `disconnected`: otherwise.
  */
 export function instanceStatus (row: TunnelStateRow, now: Date): InstanceStatus {
   if (row.public_key === null) return 'pending'
-  if (row.tunnel_state !== 'connected' || row.last_seen === null) return 'disconnected'
-  const quietMs = now.getTime() - new Date(row.last_seen).getTime()
-  return quietMs > MISSED_HEARTBEATS_ALLOWED * HEARTBEAT_INTERVAL_SECONDS * 1000 ? 'disconnected' : 'connected'
+  if (row.last_handshake_at === null) return row.disconnected_at === null ? 'pending' : 'disconnected'
+  const handshakeAt = new Date(row.last_handshake_at).getTime()
+  if (row.disconnected_at !== null && handshakeAt <= new Date(row.disconnected_at).getTime()) return 'disconnected'
+  return now.getTime() - handshakeAt <= HANDSHAKE_FRESH_SECONDS * 1000 ? 'connected' : 'disconnected'
 }
 
 /** The subdomain's own status: served as soon as it exists (wildcard DNS); certificates come later. */
@@ -193,11 +207,13 @@ export class TunnelService {
           const holder = await trx('instances').where({ public_key: publicKey }).first('id')
           if (holder !== undefined) throw keyInUse()
         }
+        // What a gateway saw belongs to the old key: a new key starts without handshakes.
+        const keyEvidence = current.public_key === publicKey ? {} : { last_handshake_at: null, disconnected_at: null, tunnel_endpoint: null, tunnel_rx_bytes: null, tunnel_tx_bytes: null }
         await trx('instances').where({ id: who.instanceId }).update({
           public_key: publicKey,
           registered_at: now,
           tunnel_state: 'connected',
-          last_seen: now,
+          ...keyEvidence,
           updated_at: now,
         })
         if (current.public_key !== publicKey) await bumpConfigVersion(trx)
@@ -225,24 +241,27 @@ export class TunnelService {
     }
   }
 
-  /** Records a sign of life. The container's own timestamp is not trusted for anything. */
+  /**
+   * Records that the container's agent runs. It does not make the tunnel `connected` nor move
+   * `last_seen`: only a gateway's handshake report does (instanceStatus). The container's own
+   * timestamp is not trusted for anything.
+   */
   async heartbeat (who: InstanceIdentity): Promise<void> {
-    const now = this.#o.now()
     const updated = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti })
-      .update({ tunnel_state: 'connected', last_seen: now })
+      .update({ tunnel_state: 'connected' })
     if (updated === 0) throw unauthorized()
   }
 
   async disconnect (who: InstanceIdentity): Promise<void> {
     const now = this.#o.now()
     const updated = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti })
-      .update({ tunnel_state: 'disconnected', updated_at: now })
+      .update({ tunnel_state: 'disconnected', disconnected_at: now, updated_at: now })
     if (updated === 0) throw unauthorized()
   }
 
   async status (who: InstanceIdentity): Promise<TunnelStatusResponse> {
     const row = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti })
-      .first('subdomain', 'public_key', 'tunnel_state', 'last_seen') as (TunnelStateRow & { subdomain: string }) | undefined
+      .first('subdomain', 'public_key', 'tunnel_state', 'last_seen', 'last_handshake_at', 'disconnected_at') as (TunnelStateRow & { subdomain: string }) | undefined
     if (row === undefined) throw unauthorized()
     const custom = (await this.#o.customDomains.domainsOf(this.#o.db, [who.instanceId])).get(who.instanceId) ?? []
     return {

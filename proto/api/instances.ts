@@ -1,6 +1,9 @@
 /** Request and response bodies of the spec's "Instance Management Endpoints" and "Subdomain Endpoints". */
 
-/** `pending` until the container registers its WireGuard key; then what its heartbeats say. */
+/**
+ * `pending` until the container registers its WireGuard key and a gateway sees its first handshake;
+ * then `connected` while a gateway reports a recent handshake, else `disconnected`.
+ */
 export type InstanceStatus = 'pending' | 'connected' | 'disconnected'
 
 /** An item of GET /instances. */
@@ -11,7 +14,7 @@ export interface InstanceSummary {
   custom_domain: string | null
   status: InstanceStatus
   tunnel_ip: string
-  /** Last heartbeat (or registration); null before the first. */
+  /** Last sign of life of the tunnel (handshake or data seen by a gateway); null before the first. */
   last_seen: string | null
   created_at: string
 }

@@ -187,6 +187,11 @@ await forEachDatabase(t, async (t, db) => {
     t.equal(res.body.last_seen, null)
     clock.advance(30)
     t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))).status, 200)
+    const registered = await h.request('GET', `/v1/instances/${inst.id}`, undefined, bearer(user.token))
+    t.equal(registered.body.status, 'pending', 'registered, no handshake reported yet')
+    t.equal(registered.body.last_seen, null)
+    // What a gateway's handshake report records (the report path itself: test/control/rpc).
+    await db('instances').where({ id: inst.id }).update({ last_handshake_at: new Date(clock.time), last_seen: new Date(clock.time) })
     const after = await h.request('GET', `/v1/instances/${inst.id}`, undefined, bearer(user.token))
     t.equal(after.body.status, 'connected')
     t.equal(after.body.last_seen, '2026-03-01T12:00:30Z')

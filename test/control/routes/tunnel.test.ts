@@ -39,7 +39,7 @@ await forEachDatabase(t, async (t, db) => {
       domains: { subdomain: `myfiles.${BASE_DOMAIN}`, custom_domains: [] },
     })
     t.equal((await db('instances').where({ id: inst.id }).first()).public_key, key)
-    t.equal(await status(h, inst.token), 'connected')
+    t.equal(await status(h, inst.token), 'pending', 'registered: connected only once a gateway reports a handshake (test/control/rpc)')
     const again = await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
     t.equal(again.status, 200, 'registering the same key again is fine')
   })
@@ -121,28 +121,39 @@ await forEachDatabase(t, async (t, db) => {
     t.equal(await status(h, inst.token), 'pending', 'pending until a key is registered')
 
     await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))
-    t.equal(await status(h, inst.token), 'connected')
+    t.equal(await status(h, inst.token), 'pending', 'registered, no handshake seen yet')
+    await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(inst.token))
+    t.equal(await status(h, inst.token), 'pending', 'heartbeats alone do not make a tunnel connected')
+    // What a gateway's handshake report records (the report path itself: test/control/rpc).
+    const handshake = async (): Promise<void> => { await db('instances').where({ id: inst.id }).update({ last_handshake_at: new Date(clock.time) }) }
+    await handshake()
+    t.equal(await status(h, inst.token), 'connected', 'a fresh handshake connects')
     clock.advance(180)
-    t.equal(await status(h, inst.token), 'connected', 'three intervals of silence are tolerated')
+    t.equal(await status(h, inst.token), 'connected', 'a handshake 180 s old still counts')
     clock.advance(1)
-    t.equal(await status(h, inst.token), 'disconnected', 'more than three intervals: disconnected')
+    t.equal(await status(h, inst.token), 'disconnected', 'older than 180 s: disconnected')
     const listed = (await h.request('GET', '/v1/instances', undefined, bearer(user.token))).body.instances[0]
     t.equal(listed.status, 'disconnected', 'the dashboard sees the same status')
 
     const beat = await h.request('POST', '/v1/tunnel/heartbeat', { timestamp: '1999-01-01T00:00:00Z' }, bearer(inst.token))
     t.equal(beat.status, 200, 'the container clock is not trusted, not refused')
-    t.equal(await status(h, inst.token), 'connected')
+    t.equal(await status(h, inst.token), 'disconnected', 'a heartbeat does not revive a silent tunnel')
     const detail = (await h.request('GET', `/v1/instances/${inst.id}`, undefined, bearer(user.token))).body
-    t.equal(detail.last_seen, new Date(clock.time).toISOString().replace(/\.\d{3}Z$/, 'Z'), 'last_seen is server time')
+    t.equal(detail.last_seen, null, 'last_seen comes from the tunnel, not from heartbeats')
+    await handshake()
+    t.equal(await status(h, inst.token), 'connected')
 
     const bye = await h.request('POST', '/v1/tunnel/disconnect', undefined, bearer(inst.token))
     t.equal(bye.status, 200)
     t.same(bye.body, { status: 'disconnected' })
-    t.equal(await status(h, inst.token), 'disconnected')
+    t.equal(await status(h, inst.token), 'disconnected', 'a goodbye outweighs an older handshake')
     const byeWithBody = await h.request('POST', '/v1/tunnel/disconnect', {}, bearer(inst.token))
     t.equal(byeWithBody.status, 200, 'an empty JSON body is fine too')
     await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(inst.token))
-    t.equal(await status(h, inst.token), 'connected', 'a heartbeat after a disconnect reconnects')
+    t.equal(await status(h, inst.token), 'disconnected', 'a heartbeat after a disconnect does not reconnect')
+    clock.advance(1)
+    await handshake()
+    t.equal(await status(h, inst.token), 'connected', 'a handshake after the goodbye reconnects')
 
     for (const [label, body] of [['missing timestamp', {}], ['not a date', { timestamp: 'yesterday' }], ['unknown field', { ...HEARTBEAT, cpu: 3 }]] as const) {
       assertError(t, await h.request('POST', '/v1/tunnel/heartbeat', body, bearer(inst.token)), 'VALIDATION_ERROR', label)

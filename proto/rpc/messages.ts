@@ -1,0 +1,153 @@
+/**
+ * The control <-> gateway contract: what a gateway asks for (the configuration snapshot), what it
+ * tells control about itself (hello) and what it observes (reports). Types and constants only.
+ *
+ *   gateway -> control  GET  /internal/v1/config?since=VERSION   long-poll: ConfigSnapshot or 204
+ *   gateway -> control  POST /internal/v1/hello                   GatewayHello -> HelloReply
+ *   gateway -> control  POST /internal/v1/reports                 GatewayReport -> ReportReply
+ *
+ * Every request carries `Authorization: Bearer <gateway secret>`. Times are RFC 3339 UTC strings.
+ * `cloud-connect start` runs both sides in one process through the same ControlPlane interface.
+ */
+
+/** Bumped on any incompatible change; a hello with another value is refused (409). */
+export const RPC_PROTOCOL_VERSION = 1
+
+export const RPC_PATHS = {
+  config: '/internal/v1/config',
+  hello: '/internal/v1/hello',
+  reports: '/internal/v1/reports',
+} as const
+
+/** How long control holds a `config` request open when nothing changed (default). */
+export const DEFAULT_WATCH_WAIT_MS = 30_000
+/** How often a gateway reports (default; the hello reply may ask for another interval). */
+export const DEFAULT_REPORT_INTERVAL_MS = 5_000
+
+// Limits: a message past these is refused rather than processed.
+export const MAX_PEERS = 100_000
+export const MAX_HOSTNAMES_PER_PEER = 64
+export const MAX_CERTIFICATES = 200_000
+export const MAX_ID_LENGTH = 128
+
+/** The gateway's own settings as control sees them. */
+export interface SnapshotGateway {
+  /** The gateway's tunnel address (IPv4, no prefix): the first host of the tunnel pool. */
+  address: string
+  /** UDP port WireGuard listens on. */
+  listenPort: number
+  /** The gateway public key control hands to containers, when known. */
+  publicKey?: string
+  /** host:port containers send WireGuard to, when known. */
+  endpoint?: string
+}
+
+/** One WireGuard peer and the hostnames routed to it. */
+export interface SnapshotPeer {
+  /** Control's instance id; for a static config file, a stable local name. */
+  instanceId: string
+  /** WireGuard public key, canonical base64 (`wg pubkey`). */
+  publicKey: string
+  /** The peer's tunnel address: allowed IPs are `tunnelIp/32` and the upstream host. */
+  tunnelIp: string
+  /** Lower-case hostnames whose HTTP(S) requests go to this peer. */
+  hostnames: string[]
+  /** Upstream TCP port behind the tunnel (Erugo's Caddy: 80). */
+  port: number
+  // Static-config extras (control never sends these; a config file may).
+  /** Allowed IPs when more than `tunnelIp/32` (CIDR strings). */
+  allowedIPs?: string[]
+  /** Where to reach the peer before it sends anything (address:port). */
+  endpoint?: string
+  /** Seconds; 0 = off. */
+  persistentKeepalive?: number
+  presharedKey?: string
+}
+
+/** The full desired state; `version` changes whenever the peer set or their hostnames change. */
+export interface ConfigSnapshot {
+  version: number
+  gateway: SnapshotGateway
+  peers: SnapshotPeer[]
+}
+
+/** A gateway introduces itself (at start and after every reconnect). */
+export interface GatewayHello {
+  protocol: number
+  /** Stable name of this gateway (unique in a fleet). */
+  gatewayId: string
+  /** Its WireGuard public key: what containers must be told. */
+  publicKey: string
+  /** Public host:port containers reach it on; null when the gateway does not know it. */
+  endpoint: string | null
+  /** The UDP port it is bound to. */
+  listenPort: number
+  /** Software version, for the operator. */
+  software?: string
+}
+
+export interface HelloReply {
+  protocol: number
+  gatewayId: string
+  /** How often control wants reports. */
+  reportIntervalMs: number
+  /** Control's current configuration version. */
+  configVersion: number
+}
+
+/** What the gateway sees of one peer. */
+export interface PeerReport {
+  publicKey: string
+  instanceId?: string
+  /** Last completed WireGuard handshake, or null if none since the gateway started. */
+  lastHandshakeAt: string | null
+  /** Last time data arrived from the peer, when known. */
+  lastRxAt?: string | null
+  /** The peer's current UDP endpoint (roams), or null. */
+  endpoint: string | null
+  rxBytes: number
+  txBytes: number
+}
+
+export type CertificateState = 'pending' | 'active' | 'failing'
+
+/** What the gateway's certificate manager knows of one hostname. */
+export interface CertificateReport {
+  hostname: string
+  state: CertificateState
+  notAfter?: string
+  lastError?: string
+  nextRetryAt?: string
+}
+
+export interface GatewayReport {
+  protocol: number
+  gatewayId: string
+  sentAt: string
+  /** True when every peer is listed; false when only peers that changed since the last report are. */
+  full: boolean
+  peers: PeerReport[]
+  certificates: CertificateReport[]
+}
+
+export interface ReportReply {
+  /** Peers that matched a registered instance. */
+  peers: number
+  certificates: number
+}
+
+/**
+ * The one interface a gateway uses to talk to its control plane: an HTTP client
+ * (gateway/control/http-client.ts), the static file adapter, or control itself in-process
+ * (`cloud-connect start`). Failures reject with RpcError.
+ */
+export interface ControlPlane {
+  /**
+   * The snapshot when `since` is null or differs from control's version (at once); otherwise waits
+   * for a change and resolves with the new snapshot, or with null when the wait ends (timeout or
+   * `signal` aborted) with nothing new.
+   */
+  watch (since: number | null, signal?: AbortSignal): Promise<ConfigSnapshot | null>
+  hello (hello: GatewayHello): Promise<HelloReply>
+  report (report: GatewayReport): Promise<ReportReply>
+}

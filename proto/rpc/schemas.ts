@@ -1,0 +1,122 @@
+/**
+ * Validators for every RPC message, used on both sides: control checks what gateways send, a
+ * gateway checks the snapshot it receives (and the one it reloads from disk). Structure only:
+ * conflicts between peers (a key or address twice) are the applier's business, which drops the
+ * offender and keeps the rest. Unknown fields are dropped, so a newer peer can add optional ones
+ * without a protocol bump. A failure is RpcError('VALIDATION_ERROR') naming the first bad field.
+ */
+import Joi from 'joi'
+import { RpcError } from './errors.ts'
+import {
+  MAX_CERTIFICATES, MAX_HOSTNAMES_PER_PEER, MAX_ID_LENGTH, MAX_PEERS,
+  type ConfigSnapshot, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply,
+} from './messages.ts'
+
+/** Canonical base64 of 32 bytes, as `wg pubkey` prints: the last character carries 4 zero bits. */
+export const WIREGUARD_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
+
+const key = Joi.string().pattern(WIREGUARD_KEY).messages({ 'string.pattern.base': '{{#label}} must be a WireGuard key (44 characters of canonical base64)' })
+const ipv4 = Joi.string().ip({ version: ['ipv4'], cidr: 'forbidden' })
+const cidr = Joi.string().ip({ version: ['ipv4'], cidr: 'required' })
+const id = Joi.string().min(1).max(MAX_ID_LENGTH).pattern(/^[A-Za-z0-9._:-]+$/)
+const port = Joi.number().integer().min(1).max(65535)
+const hostname = Joi.string().max(253).hostname().lowercase().pattern(/^[a-z0-9.-]+$/)
+  .messages({ 'string.pattern.base': '{{#label}} must be a lower-case DNS name' })
+/** host:port with a DNS name, an IPv4 literal or a bracketed IPv6 literal. */
+const hostPort = Joi.string().max(300).pattern(/^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/)
+  .custom((value: string) => {
+    const p = Number(value.slice(value.lastIndexOf(':') + 1))
+    if (p < 1 || p > 65535) throw new Error('port out of range')
+    return value
+  })
+  .messages({ 'string.pattern.base': '{{#label}} must be host:port', 'any.custom': '{{#label}} has a port out of range' })
+const time = Joi.string().isoDate().max(64)
+const count = Joi.number().integer().min(0).max(Number.MAX_SAFE_INTEGER)
+const protocol = Joi.number().integer().min(0).max(0xffff).required()
+
+const snapshotSchema = Joi.object({
+  version: count.required(),
+  gateway: Joi.object({
+    address: ipv4.required(),
+    listenPort: Joi.number().integer().min(0).max(65535).required(),
+    publicKey: key,
+    endpoint: hostPort,
+  }).required(),
+  peers: Joi.array().max(MAX_PEERS).items(Joi.object({
+    instanceId: id.required(),
+    publicKey: key.required(),
+    tunnelIp: ipv4.required(),
+    hostnames: Joi.array().max(MAX_HOSTNAMES_PER_PEER).items(hostname).required(),
+    port: port.required(),
+    allowedIPs: Joi.array().min(1).max(64).items(cidr),
+    endpoint: hostPort,
+    persistentKeepalive: Joi.number().integer().min(0).max(65535),
+    presharedKey: key,
+  })).required(),
+})
+
+const helloSchema = Joi.object({
+  protocol,
+  gatewayId: id.required(),
+  publicKey: key.required(),
+  endpoint: hostPort.allow(null).required(),
+  listenPort: Joi.number().integer().min(0).max(65535).required(),
+  software: Joi.string().max(100),
+})
+
+const helloReplySchema = Joi.object({
+  protocol,
+  gatewayId: id.required(),
+  reportIntervalMs: Joi.number().integer().min(100).max(3_600_000).required(),
+  configVersion: count.required(),
+})
+
+const reportSchema = Joi.object({
+  protocol,
+  gatewayId: id.required(),
+  sentAt: time.required(),
+  full: Joi.boolean().required(),
+  peers: Joi.array().max(MAX_PEERS).items(Joi.object({
+    publicKey: key.required(),
+    instanceId: id,
+    lastHandshakeAt: time.allow(null).required(),
+    lastRxAt: time.allow(null),
+    endpoint: hostPort.allow(null).required(),
+    rxBytes: count.required(),
+    txBytes: count.required(),
+  })).required(),
+  certificates: Joi.array().max(MAX_CERTIFICATES).items(Joi.object({
+    hostname: hostname.required(),
+    state: Joi.string().valid('pending', 'active', 'failing').required(),
+    notAfter: time,
+    lastError: Joi.string().max(2000),
+    nextRetryAt: time,
+  })).required(),
+})
+
+const reportReplySchema = Joi.object({ peers: count.required(), certificates: count.required() })
+
+function validator<T> (schema: Joi.Schema, what: string): (value: unknown) => T {
+  return (value: unknown): T => {
+    const { error, value: out } = schema.validate(value, { abortEarly: true, stripUnknown: true, errors: { wrap: { label: false } } })
+    if (error !== undefined) {
+      const detail = error.details[0]
+      const field = formatPath(detail.path)
+      throw new RpcError('VALIDATION_ERROR', `${what}: ${field === '' ? '' : field + ': '}${detail.message.replace(/^"?[^" ]*"? /, '')}`, { field })
+    }
+    return out as T
+  }
+}
+
+export const validateSnapshot = validator<ConfigSnapshot>(snapshotSchema, 'config snapshot')
+export const validateHello = validator<GatewayHello>(helloSchema, 'hello')
+export const validateHelloReply = validator<HelloReply>(helloReplySchema, 'hello reply')
+export const validateReport = validator<GatewayReport>(reportSchema, 'report')
+export const validateReportReply = validator<ReportReply>(reportReplySchema, 'report reply')
+
+/** `peers[3].hostnames[0]` from joi's path. */
+export function formatPath (path: Array<string | number>): string {
+  let out = ''
+  for (const part of path) out += typeof part === 'number' ? `[${part}]` : (out === '' ? part : `.${part}`)
+  return out
+}
