@@ -1,0 +1,187 @@
+/**
+ * Control API throughput on real Postgres: the app listening on loopback, 20 users x 10 instances
+ * (Business plan) with registered keys, then wrk against
+ *   - POST /v1/tunnel/heartbeat, rotating over the 200 instance tokens,
+ *   - GET /v1/instances, rotating over the 20 users' access tokens,
+ * each for BENCH_SECONDS (default 10) after a 2 s warm-up, rate limits raised out of the way.
+ * Target: >= 2,000 heartbeats/s with p99 < 50 ms on a 2-core machine.
+ *
+ * Run: CC_TEST_DATABASE_URL=postgres://... node bin/run-ts.js bench/control.ts
+ * (or DATABASE_URL). Uses a fresh schema, dropped at the end. Needs `wrk` on PATH.
+ * Besides wrk's numbers it prints the API process's CPU time per request (user + system), which
+ * says what one core could serve even when the machine is shared. BENCH_PROFILE=DIR writes a
+ * .cpuprofile of each measured run.
+ */
+import { execFile } from 'node:child_process'
+import { Session } from 'node:inspector/promises'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { cpus, hostname, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import knexFactory from 'knex'
+import pino from 'pino'
+import { createApp } from '../control/app.ts'
+import { loadConfig } from '../control/config.ts'
+import { createDb } from '../control/db/knex.ts'
+import { migrateLatest } from '../control/db/migrate.ts'
+import { generatePrivateKey, publicKeyFromPrivate } from '../proto/noise/keys.ts'
+
+const run = promisify(execFile)
+const URL_ENV = process.env.CC_TEST_DATABASE_URL ?? process.env.DATABASE_URL
+const SECONDS = Math.min(30, Number(process.env.BENCH_SECONDS ?? 10))
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16)
+const USERS = 20
+const PER_USER = 10
+const GATEWAY_KEY = publicKeyFromPrivate(generatePrivateKey()).toString('base64')
+
+if (URL_ENV === undefined) {
+  console.error('set CC_TEST_DATABASE_URL or DATABASE_URL to a Postgres database')
+  process.exit(2)
+}
+
+interface WrkResult {
+  /** API process CPU microseconds per request. */
+  cpuUsPerRequest?: number
+  requests: number
+  seconds: number
+  non2xx: number
+  socketErrors: number
+  p50: number
+  p99: number
+  max: number
+}
+
+/** A wrk Lua script that cycles through `tokens` and prints its summary as one JSON line. */
+function script (method: string, path: string, tokens: string[], body: string | undefined): string {
+  return `
+local tokens = { ${tokens.map(t => JSON.stringify(t)).join(', ')} }
+local body = ${body === undefined ? 'nil' : JSON.stringify(body)}
+local i = 0
+request = function ()
+  i = i + 1
+  local headers = { ["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1] }
+  if body then headers["Content-Type"] = "application/json" end
+  return wrk.format("${method}", "${path}", headers, body)
+end
+done = function (summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests":%d,"us":%d,"non2xx":%d,"socket":%d,"p50":%d,"p99":%d,"max":%d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+`
+}
+
+async function wrk (dir: string, url: string, method: string, path: string, tokens: string[], body: string | undefined, seconds: number): Promise<WrkResult> {
+  const file = join(dir, `${method}-${path.replace(/\W/g, '_')}.lua`)
+  writeFileSync(file, script(method, path, tokens, body))
+  const { stdout } = await run('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--timeout', '5s', '-s', file, url], { timeout: (seconds + 20) * 1000 })
+  const line = stdout.split('\n').find(l => l.startsWith('RESULT '))
+  if (line === undefined) throw new Error(`no result from wrk:\n${stdout}`)
+  const r = JSON.parse(line.slice(7)) as { requests: number, us: number, non2xx: number, socket: number, p50: number, p99: number, max: number }
+  return { requests: r.requests, seconds: r.us / 1e6, non2xx: r.non2xx, socketErrors: r.socket, p50: r.p50 / 1000, p99: r.p99 / 1000, max: r.max / 1000 }
+}
+
+const PROFILE_DIR = process.env.BENCH_PROFILE
+
+/** Runs a measured wrk pass, with the API process's CPU time (and optionally a CPU profile) around it. */
+async function measured (name: string, pass: () => Promise<WrkResult>): Promise<WrkResult> {
+  const session = PROFILE_DIR === undefined ? undefined : new Session()
+  if (session !== undefined) {
+    session.connect()
+    await session.post('Profiler.enable')
+    await session.post('Profiler.start')
+  }
+  const before = process.cpuUsage()
+  const result = await pass()
+  const used = process.cpuUsage(before)
+  if (session !== undefined) {
+    const { profile } = await session.post('Profiler.stop')
+    writeFileSync(join(PROFILE_DIR!, `${name}.cpuprofile`), JSON.stringify(profile))
+    session.disconnect()
+  }
+  return { ...result, cpuUsPerRequest: (used.user + used.system) / result.requests }
+}
+
+const schema = `ccbench_${process.pid}_${randomBytes(3).toString('hex')}`
+const db = createDb({ url: URL_ENV, schema, poolMax: Number(process.env.BENCH_POOL ?? 10) })
+const dataDir = mkdtempSync(join(tmpdir(), 'cc-bench-'))
+let app: Awaited<ReturnType<typeof createApp>> | undefined
+try {
+  await migrateLatest(db)
+  const config = loadConfig({
+    CC_API_HOST: '127.0.0.1',
+    CC_API_PORT: '0',
+    CC_DATA_DIR: dataDir,
+    CC_ARGON2_MEMORY_KIB: '64',
+    CC_ARGON2_TIME_COST: '1',
+    CC_RATE_PER_TOKEN: '10000000/10000000',
+    CC_RATE_PER_IP: '10000000/10000000',
+    CC_RATE_AUTH_PER_IP: '10000000/10000000',
+    CC_RATE_AUTH_PER_ACCOUNT: '10000000/10000000',
+    CC_GATEWAY_PUBLIC_KEY: GATEWAY_KEY,
+    CC_LOG_LEVEL: 'silent',
+  })
+  app = await createApp(config, {
+    db,
+    logger: pino({ level: 'silent' }),
+    mailTransport: { deliver: async () => {} },
+    subscriptions: async () => ({ plan: 'business', status: 'active' }),
+  })
+  await app.start()
+  const base = app.info.uri
+  const { services } = app.app
+
+  // Accounts are set up through the services (argon2 and mail are not what is measured here).
+  const accessTokens: string[] = []
+  const instanceTokens: string[] = []
+  for (let u = 0; u < USERS; u++) {
+    const email = `bench-${u}@example.com`
+    await services.accounts.register({ name: `Bench ${u}`, email, password: 'correct horse battery', acceptMarketing: false, erugoVersion: null })
+    await db('users').where({ email }).update({ account_status: 'active' })
+    const user = (await services.accounts.findByEmail(email))!
+    const { accessToken } = await services.sessions.start(user)
+    accessTokens.push(accessToken)
+    for (let i = 0; i < PER_USER; i++) {
+      const created = await app.inject({ method: 'POST', url: '/v1/instances', headers: { authorization: `Bearer ${accessToken}` }, payload: { name: `Server ${i}`, subdomain: `bench-${u}-${i}` } })
+      if (created.statusCode !== 201) throw new Error(`create: ${created.statusCode} ${created.payload}`)
+      const token = (JSON.parse(created.payload) as { credentials: { instance_token: string } }).credentials.instance_token
+      const key = publicKeyFromPrivate(generatePrivateKey()).toString('base64')
+      const registered = await app.inject({ method: 'POST', url: '/v1/tunnel/register', headers: { authorization: `Bearer ${token}` }, payload: { public_key: key } })
+      if (registered.statusCode !== 200) throw new Error(`register: ${registered.statusCode} ${registered.payload}`)
+      instanceTokens.push(token)
+    }
+  }
+
+  const wrkDir = mkdtempSync(join(tmpdir(), 'cc-bench-wrk-'))
+  const heartbeatBody = JSON.stringify({ timestamp: new Date().toISOString() })
+  const results: Array<[string, WrkResult]> = []
+  try {
+    await wrk(wrkDir, base, 'POST', '/v1/tunnel/heartbeat', instanceTokens, heartbeatBody, 2)
+    results.push(['POST /v1/tunnel/heartbeat (200 instance tokens)', await measured('heartbeat', async () => await wrk(wrkDir, base, 'POST', '/v1/tunnel/heartbeat', instanceTokens, heartbeatBody, SECONDS))])
+    await wrk(wrkDir, base, 'GET', '/v1/instances', accessTokens, undefined, 2)
+    results.push([`GET /v1/instances (20 users, ${PER_USER} instances each)`, await measured('list', async () => await wrk(wrkDir, base, 'GET', '/v1/instances', accessTokens, undefined, SECONDS))])
+  } finally {
+    rmSync(wrkDir, { recursive: true, force: true })
+  }
+
+  const seen = Number((await db('instances').whereNotNull('last_seen').count('* as n').first() as { n: string }).n)
+  const cpu = cpus()[0]?.model ?? 'unknown cpu'
+  console.log(`Control API bench ${new Date().toISOString()} on ${hostname()} (${cpus().length} x ${cpu}), node ${process.version}, Postgres, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
+  console.log('| request | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors | API CPU per request |')
+  console.log('|---|---|---|---|---|---|---|---|')
+  for (const [what, r] of results) {
+    console.log(`| ${what} | ${Math.round(r.requests / r.seconds).toLocaleString('en-US')} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.max.toFixed(1)} | ${r.non2xx} | ${r.socketErrors} | ${Math.round(r.cpuUsPerRequest!)} us |`)
+  }
+  console.log(`instances with last_seen after the run: ${seen}/${USERS * PER_USER}`)
+  const hb = results[0][1]
+  const ok = hb.requests / hb.seconds >= 2000 && hb.p99 < 50 && hb.non2xx === 0
+  console.log(`heartbeat target (>= 2,000/s, p99 < 50 ms, no errors): ${ok ? 'met' : 'NOT met'}`)
+} finally {
+  await app?.stop({ timeout: 2000 })
+  await db.destroy()
+  const admin = knexFactory({ client: 'pg', connection: URL_ENV, pool: { min: 0, max: 1 } })
+  try { await admin.raw(`drop schema if exists "${schema}" cascade`) } finally { await admin.destroy() }
+  rmSync(dataDir, { recursive: true, force: true })
+}
