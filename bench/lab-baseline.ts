@@ -5,10 +5,12 @@
  *   ns client (10.100.0.1, wireguard-go) ==veth 198.18.0.0/30== ns origin (10.100.0.2, wireguard-go)
  *     curl / wrk                                                   nginx :80 (tmpfs files), HTTP sink :8080
  *
- * plus, for scale, the same measurements over the bare veth (no tunnel). Prints JSON.
+ * then the same with Caddy in the client namespace terminating TLS (internal CA) and proxying
+ * through the tunnel, which is the shape of our gateway (TLS + reverse proxy + WireGuard), and,
+ * for scale, over the bare veth (no tunnel). Prints JSON.
  *
  *   node bin/run-ts.js bench/lab-baseline.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10]
- *       [--wrk-connections 16] [--no-direct]
+ *       [--wrk-connections 16] [--no-tls] [--no-direct]
  *
  * Needs root, wireguard-go, wireguard-tools, nginx, curl, wrk. Bounded: every transfer and the wrk
  * run have time limits; the lab is torn down at the end (or on Ctrl-C).
@@ -28,6 +30,7 @@ export interface BaselineOptions {
   runs: number
   wrkSeconds: number
   wrkConnections: number
+  tls: boolean
   direct: boolean
 }
 
@@ -38,10 +41,36 @@ export interface BaselineResults {
   bulkBytes: number
   smallBytes: number
   wireguardGo: HttpResults
+  /** Caddy (TLS, reverse proxy) in the client namespace in front of the same tunnel. */
+  caddyTlsWireguardGo?: HttpResults
   direct?: HttpResults
 }
 
 const SMALL_BYTES = 1024
+const TLS_HOST = 'bench.test'
+const TLS_PORT = 8443
+
+/** Caddy as a TLS-terminating reverse proxy to the origin (uploads to the sink, the rest to nginx). */
+function caddyfile (origin: string): string {
+  return `{
+  admin off
+  skip_install_trust
+  auto_https disable_redirects
+  log {
+    level ERROR
+  }
+}
+https://${TLS_HOST}:${TLS_PORT} {
+  tls internal
+  handle /sink* {
+    reverse_proxy ${origin}:8080
+  }
+  handle {
+    reverse_proxy ${origin}:80
+  }
+}
+`
+}
 
 /** Writes `bytes` of random data (in 1 MiB blocks, so memory stays flat). */
 function writeRandomFile (path: string, bytes: number): void {
@@ -85,6 +114,14 @@ export async function runBaseline (o: BaselineOptions): Promise<BaselineResults>
       ({ download: `http://${host}/bulk.bin`, upload: `http://${host}:8080/sink`, small: `http://${host}/small.bin` })
 
     const wireguardGo = await measureHttp(lab, client, via(originWg.tunnelIp), measure)
+    let caddyTlsWireguardGo: HttpResults | undefined
+    if (o.tls) {
+      lab.hosts(client, { [TLS_HOST]: '127.0.0.1' })
+      await lab.startCaddy(client, caddyfile(originWg.tunnelIp), [TLS_PORT])
+      const base = `https://${TLS_HOST}:${TLS_PORT}`
+      caddyTlsWireguardGo = await measureHttp(lab, client, { download: `${base}/bulk.bin`, upload: `${base}/sink`, small: `${base}/small.bin` },
+        { ...measure, curlArgs: ['-k'] })
+    }
     const direct = o.direct ? await measureHttp(lab, client, via(originEnd.ip), measure) : undefined
     const wgVersion = (await runOk('wireguard-go', ['--version'])).split('\n')[0].trim()
     return {
@@ -94,6 +131,7 @@ export async function runBaseline (o: BaselineOptions): Promise<BaselineResults>
       bulkBytes,
       smallBytes: SMALL_BYTES,
       wireguardGo,
+      ...(caddyTlsWireguardGo !== undefined ? { caddyTlsWireguardGo } : {}),
       ...(direct !== undefined ? { direct } : {}),
     }
   } finally {
@@ -109,6 +147,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(p
       runs: { type: 'string', default: '3' },
       'wrk-seconds': { type: 'string', default: '10' },
       'wrk-connections': { type: 'string', default: '16' },
+      'no-tls': { type: 'boolean', default: false },
       'no-direct': { type: 'boolean', default: false },
     },
   })
@@ -122,6 +161,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(p
     runs: num('runs', values.runs, 1, 10),
     wrkSeconds: num('wrk-seconds', values['wrk-seconds'], 1, 60),
     wrkConnections: num('wrk-connections', values['wrk-connections'], 1, 1000),
+    tls: !values['no-tls'],
     direct: !values['no-direct'],
   })
   process.stdout.write(JSON.stringify(results, null, 2) + '\n')

@@ -28,7 +28,7 @@ export interface MeasureOptions {
   wrkSeconds?: number
   wrkConnections?: number
   wrkThreads?: number
-  /** Extra curl arguments (e.g. --resolve, -k for the gateway's TLS). */
+  /** Extra curl arguments (e.g. -k for a test CA). Host names: give the namespace a hosts file with lab.hosts. */
   curlArgs?: string[]
   /** Limit per curl transfer. */
   transferTimeoutS?: number
@@ -50,13 +50,13 @@ export interface HttpResults {
   small: SmallRequestStats
 }
 
+const round = (v: number): number => Math.round(v * 100) / 100
+
 export function median (values: number[]): number {
   const s = [...values].sort((a, b) => a - b)
   const mid = s.length >> 1
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
+  return s.length % 2 === 1 ? s[mid] : round((s[mid - 1] + s[mid]) / 2)
 }
-
-const round = (v: number): number => Math.round(v * 100) / 100
 
 export async function sha256File (path: string): Promise<string> {
   const hash = createHash('sha256')
@@ -114,7 +114,9 @@ export async function measureHttp (lab: Lab, ns: string, targets: HttpTargets, o
 
   const seconds = Math.min(Math.max(1, o.wrkSeconds ?? 10), 60)
   const connections = o.wrkConnections ?? 16
-  const wrk = await lab.exec(ns, 'wrk', ['-t', String(o.wrkThreads ?? 1), '-c', String(connections), '-d', `${seconds}s`, '--timeout', '5s', '--latency', targets.small], { timeoutMs: (seconds + 30) * 1000 })
+  // wrk does not verify certificates; names resolve through the namespace's hosts file (lab.hosts).
+  const wrk = await lab.exec(ns, 'wrk', ['-t', String(o.wrkThreads ?? 1), '-c', String(connections), '-d', `${seconds}s`,
+    '--timeout', '5s', '--latency', targets.small], { timeoutMs: (seconds + 30) * 1000 })
   if (wrk.code !== 0) throw new Error(`wrk exit ${wrk.code}: ${wrk.stderr.trim()}`)
 
   return {

@@ -95,6 +95,12 @@ t.test('wireguard-go <-> wireguard-go through lab namespaces', async t => {
   t.equal(got.code, 0, got.stderr)
   t.equal(createHash('sha256').update(readFileSync(saved)).digest('hex'), createHash('sha256').update(body).digest('hex'), 'download intact')
 
+  // Per-namespace host names (ip netns exec mounts /etc/netns/NS/hosts over /etc/hosts).
+  lab.hosts(b, { 'origin.test': '10.100.0.1' })
+  const named = await lab.curl(b, ['-sS', '--fail', '--max-time', '30', '-o', '/dev/null', '-w', '%{size_download}', 'http://origin.test/blob'])
+  t.equal(named.stdout, String(body.length), 'name from the namespace hosts file resolves')
+  t.not(readFileSync('/etc/hosts', 'utf8').includes('origin.test'), true, 'host /etc/hosts untouched')
+
   await lab.startHttpSink(a, '10.100.0.1:8080')
   const upload = lab.file('upload.bin', body)
   const put = await lab.curl(b, ['-sS', '--max-time', '30', '-T', upload, 'http://10.100.0.1:8080/sink'])
@@ -113,7 +119,7 @@ t.test('handshake flood: mac1 is valid, so wireguard-go under load answers with 
   const flooder = await lab.namespace('flood')
   const { a: gwEnd } = await lab.link(gw, flooder)
   const target = await lab.startWireguardGo(gw, { address: '10.100.0.1/24', listenPort: 51820 })
-  const r = await lab.flood(flooder, { target: `${gwEnd.ip}:51820`, serverPublicKey: target.publicKey, count: 20_000, durationMs: 3000, sockets: 100 })
+  const r = await lab.flood(flooder, { target: `${gwEnd.ip}:51820`, serverPublicKey: target.publicKey, count: 20_000, durationMs: 5000, sockets: 100 })
   t.comment(JSON.stringify(r))
   t.equal(r.sent, 20_000)
   t.ok(r.cookieReplies > 0, 'cookie replies answer our initiations (wireguard-go checks mac1 first)')
@@ -130,6 +136,7 @@ t.test('destroy stops processes, then removes namespaces and sockets', async t =
   const ns = await lab.namespace('x')
   const wg = await lab.startWireguardGo(ns, { address: '10.100.0.9/32', listenPort: 51820 })
   const sleeper = lab.spawn(ns, 'sleep', 'sleep', ['600'])
+  lab.hosts(ns, { 'x.test': '10.100.0.9' })
   t.ok(existsSync(`/run/netns/${ns}`))
   t.ok(existsSync(`/var/run/wireguard/${wg.ifname}.sock`))
   await lab.destroy()
@@ -138,6 +145,7 @@ t.test('destroy stops processes, then removes namespaces and sockets', async t =
   t.notOk(existsSync(`/run/netns/${ns}`), 'namespace deleted')
   t.notOk(existsSync(`/var/run/wireguard/${wg.ifname}.sock`), 'control socket removed')
   t.notOk(existsSync(lab.dir), 'temporary directory removed')
+  t.notOk(existsSync(`/etc/netns/${ns}`), 'namespace /etc files removed')
   t.notOk(existsSync(`${STATE_DIR}/${lab.runId}.pid`), 'owner file removed')
 })
 

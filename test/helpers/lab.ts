@@ -21,14 +21,14 @@ import { execFileSync } from 'node:child_process'
 import { LabProcess, run, type ExecOptions, type ExecResult } from './lab/process.ts'
 import {
   addNetns, addVeth, claimRun, deleteNetns, deleteNetnsSync, ifName, inNetns, netnsName, newRunId,
-  releaseRun, sweepStaleLabs, type VethEnd,
+  releaseRun, sweepStaleLabs, writeNetnsHosts, type VethEnd,
 } from './lab/netns.ts'
 import { WireguardGo, type WireguardGoOptions } from './lab/wireguard-go.ts'
 import { Gateway, type GatewayConfig, type GatewayOptions } from './lab/gateway.ts'
 import type { FloodOptions, FloodResult } from './handshake-flood.ts'
 import {
-  ping, pingArgs, parsePing, pingTimeoutMs, runFlood, startHttpSink, startNginx,
-  type HttpSinkHandle, type NginxHandle, type NginxOptions, type PingOptions, type PingResult,
+  ping, pingArgs, parsePing, pingTimeoutMs, runFlood, startCaddy, startHttpSink, startNginx,
+  type CaddyHandle, type HttpSinkHandle, type NginxHandle, type NginxOptions, type PingOptions, type PingResult,
 } from './lab/tools.ts'
 
 export { LabProcess, run, runOk, StopWaiting, waitUntil, type ExecResult } from './lab/process.ts'
@@ -36,7 +36,7 @@ export { sweepStaleLabs, type VethEnd } from './lab/netns.ts'
 export { WireguardGo, wgGenKey, wgPubKey, parseWgDump, type WgDump, type WgDumpPeer, type WgPeerConfig, type WireguardGoOptions } from './lab/wireguard-go.ts'
 export { Gateway, metricValue, REPO_ROOT, type GatewayConfig, type GatewayPeerConfig, type GatewayOptions } from './lab/gateway.ts'
 export type { FloodOptions, FloodResult } from './handshake-flood.ts'
-export { parsePing, type PingResult, type PingOptions, type NginxHandle, type HttpSinkHandle } from './lab/tools.ts'
+export { parsePing, type PingResult, type PingOptions, type NginxHandle, type HttpSinkHandle, type CaddyHandle } from './lab/tools.ts'
 
 /** The part of a tap Test the lab uses. */
 export interface LabTest {
@@ -160,6 +160,12 @@ export class Lab {
     return name
   }
 
+  /** Host names for programs run in `ns` (its own /etc/hosts, e.g. `{ 'x.cloud.test': '127.0.0.1' }`). */
+  hosts (ns: string, entries: Record<string, string>): void {
+    if (!this.namespaces.includes(ns)) throw new Error(`${ns} is not a namespace of this lab`)
+    writeNetnsHosts(ns, entries)
+  }
+
   /** A veth pair between two lab namespaces: `a` gets 198.18.x.1/30, `b` 198.18.x.2/30. */
   async link (nsA: string, nsB: string): Promise<LinkEnds> {
     const n = this.links++
@@ -231,6 +237,11 @@ export class Lab {
   /** test/helpers/http-sink.ts inside `ns`: hashes and discards request bodies. */
   startHttpSink (ns: string, listen = '0.0.0.0:8080'): Promise<HttpSinkHandle> {
     return startHttpSink(ns, listen, this.track)
+  }
+
+  /** Caddy inside `ns` with a Caddyfile; state kept in the lab directory. */
+  startCaddy (ns: string, caddyfile: string, ports: number[]): Promise<CaddyHandle> {
+    return startCaddy(ns, join(this.dir, `caddy-${this.processes.length}`), caddyfile, ports, this.track)
   }
 
   /** A bounded flood of mac1-valid handshake initiations from `ns` (test/helpers/handshake-flood.ts). */

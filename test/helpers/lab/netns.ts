@@ -18,6 +18,8 @@ import { run, runOk } from './process.ts'
 export const NETNS_DIR = '/run/netns'
 export const STATE_DIR = '/run/cc-lab'
 export const WG_SOCKET_DIR = '/var/run/wireguard'
+/** `ip netns exec NAME` bind-mounts files of /etc/netns/NAME/ over /etc/ (hosts, resolv.conf). */
+export const NETNS_ETC_DIR = '/etc/netns'
 const NAME_RE = /^cc([0-9a-f]{8})-[a-z0-9]+$/
 const IFNAME_RE = /^cc([0-9a-f]{8})[a-z][0-9a-z]*$/
 
@@ -51,6 +53,18 @@ export async function addNetns (name: string): Promise<void> {
   await runOk('ip', ['-n', name, 'link', 'set', 'lo', 'up'])
 }
 
+/** Gives the namespace its own /etc/hosts (seen by processes started with `ip netns exec`). */
+export function writeNetnsHosts (name: string, entries: Record<string, string>): void {
+  const dir = `${NETNS_ETC_DIR}/${name}`
+  mkdirSync(dir, { recursive: true })
+  const lines = ['127.0.0.1 localhost', '::1 localhost', ...Object.entries(entries).map(([host, ip]) => `${ip} ${host}`)]
+  writeFileSync(`${dir}/hosts`, lines.join('\n') + '\n')
+}
+
+function removeNetnsEtc (name: string): void {
+  rmSync(`${NETNS_ETC_DIR}/${name}`, { recursive: true, force: true })
+}
+
 /** `ip netns exec NAME cmd args...` as an argv for spawn. */
 export function inNetns (name: string, cmd: string, args: string[]): [string, string[]] {
   return ['ip', ['netns', 'exec', name, cmd, ...args]]
@@ -69,6 +83,7 @@ function signalAll (pids: number[], signal: NodeJS.Signals): void {
 
 /** Stops whatever still runs inside the namespace (TERM, then KILL), then deletes it. */
 export async function deleteNetns (name: string): Promise<void> {
+  removeNetnsEtc(name)
   if (!existsSync(`${NETNS_DIR}/${name}`)) return
   for (let i = 0; i < 40; i++) {
     const pids = await netnsPids(name)
@@ -86,6 +101,7 @@ function sleepSync (ms: number): void {
 
 /** The same for exit hooks, where nothing asynchronous runs any more. */
 export function deleteNetnsSync (name: string): void {
+  removeNetnsEtc(name)
   if (!existsSync(`${NETNS_DIR}/${name}`)) return
   for (let i = 0; i < 30; i++) {
     let pids: number[] = []

@@ -140,3 +140,27 @@ export async function runFlood (ns: string, opts: FloodOptions): Promise<FloodRe
   if (r.code !== 0) throw new Error(`handshake flood failed (${r.timedOut ? 'timed out' : `exit ${r.code}`}): ${r.stderr.slice(-2000)}`)
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as FloodResult
 }
+
+export interface CaddyHandle { process: LabProcess; dir: string }
+
+/**
+ * Caddy (foreground, admin API off) inside `ns` with `caddyfile`; its data and config directories
+ * (internal CA, certificates) live under `dir`, never in the real home directory. Resolves once
+ * every port in `ports` accepts connections.
+ */
+export async function startCaddy (ns: string, dir: string, caddyfile: string, ports: number[], track: (p: LabProcess) => void): Promise<CaddyHandle> {
+  mkdirSync(dir, { recursive: true })
+  const file = join(dir, 'Caddyfile')
+  writeFileSync(file, caddyfile)
+  const env = { ...process.env, HOME: dir, XDG_DATA_HOME: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') }
+  const [c, a] = inNetns(ns, 'caddy', ['run', '--config', file, '--adapter', 'caddyfile'])
+  const proc = new LabProcess(`caddy ${ns}`, c, a, { env, cwd: dir })
+  track(proc)
+  for (const port of ports) {
+    await waitUntil(`caddy on port ${port}`, async () => {
+      if (!proc.running) throw new StopWaiting(`caddy exited: ${proc.output().slice(-2000)}`)
+      return tcpListening(ns, port)
+    }, 20_000, 100)
+  }
+  return { process: proc, dir }
+}
