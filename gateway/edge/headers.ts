@@ -1,0 +1,93 @@
+/**
+ * Header rewriting at the edge: hop-by-hop headers removed (RFC 9110 7.6.1), forwarding headers
+ * set from what we saw on the connection. We are the first proxy, so any forwarding header a
+ * client sent is a claim we cannot check: it is dropped and replaced, never appended to.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+
+/** RFC 9110 7.6.1 and RFC 9112 (plus the non-standard keep-alive/proxy-connection seen in the wild). */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings'])
+
+/** Headers only this edge may set towards the origin. */
+const EDGE_SET = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip', 'forwarded', 'x-request-id'])
+
+/** Names listed in Connection headers (RFC 9110 7.6.1: each names a hop-by-hop field). */
+function connectionTokens (value: string | string[] | undefined): string[] {
+  if (value === undefined) return []
+  const text = Array.isArray(value) ? value.join(',') : value
+  return text.split(',').map(t => t.trim().toLowerCase()).filter(t => t !== '')
+}
+
+function isHopByHop (name: string, listed: string[]): boolean {
+  // Proxy-* covers Proxy-Authorization/Proxy-Authenticate and the "Proxy" header (httpoxy).
+  return HOP_BY_HOP.has(name) || name === 'proxy' || name.startsWith('proxy-') || listed.includes(name)
+}
+
+/**
+ * Copy of `headers` without hop-by-hop fields and HTTP/2 pseudo-headers. With `upgrade`, the
+ * Upgrade header and `Connection: upgrade` are kept (RFC 9110 7.8: the upgrade is the point).
+ */
+export function withoutHopByHop (headers: IncomingHttpHeaders, upgrade = false): OutgoingHttpHeaders {
+  const listed = connectionTokens(headers.connection)
+  const out: OutgoingHttpHeaders = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.startsWith(':')) continue
+    if (isHopByHop(name, listed)) continue
+    out[name] = value
+  }
+  if (upgrade && headers.upgrade !== undefined) {
+    out.connection = 'upgrade'
+    out.upgrade = headers.upgrade
+  }
+  return out
+}
+
+export interface ForwardingFacts {
+  /** The client's address as seen on the socket. */
+  clientIp: string
+  /** The Host (or :authority) the client sent, as sent. */
+  host: string
+  /** 'https' at the TLS listener. */
+  proto: 'https' | 'http'
+  requestId: string
+}
+
+/** Request headers for the origin: hop-by-hop removed, forwarding headers set by us. */
+export function upstreamRequestHeaders (headers: IncomingHttpHeaders, facts: ForwardingFacts, upgrade = false): OutgoingHttpHeaders {
+  const out = withoutHopByHop(headers, upgrade)
+  for (const name of EDGE_SET) delete out[name]
+  // We answered any Expect: 100-continue ourselves; the origin gets the body straight away.
+  delete out.expect
+  out.host = facts.host
+  out['x-forwarded-for'] = facts.clientIp
+  out['x-real-ip'] = facts.clientIp
+  out['x-forwarded-proto'] = facts.proto
+  out['x-forwarded-host'] = facts.host
+  out.forwarded = forwardedElement(facts)
+  out['x-request-id'] = facts.requestId
+  return out
+}
+
+/** Response headers for the client: hop-by-hop removed (they are also illegal in HTTP/2). */
+export function downstreamResponseHeaders (headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  return withoutHopByHop(headers)
+}
+
+/** `::ffff:1.2.3.4` -> `1.2.3.4`; other addresses unchanged. */
+export function plainIp (address: string | undefined): string {
+  if (address === undefined) return 'unknown'
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+function forwardedValue (value: string): string {
+  // RFC 7239 4: token or quoted-string; quote anything else (an IPv6 node, a host:port).
+  return TOKEN.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`
+}
+
+/** RFC 7239 forwarded-element: for=...;host=...;proto=... (IPv6 nodes bracketed and quoted, 6). */
+export function forwardedElement (facts: ForwardingFacts): string {
+  const node = facts.clientIp.includes(':') ? `[${facts.clientIp}]` : facts.clientIp
+  return `for=${forwardedValue(node)};host=${forwardedValue(facts.host)};proto=${facts.proto}`
+}

@@ -1,0 +1,325 @@
+/**
+ * The edge: public HTTPS (TLS by SNI) and HTTP listeners in front of the instances.
+ *
+ *   HTTPS client -> TLS, certificate by SNI (CertificateManager) -> Host -> RouteMap -> 421 unless
+ *   the SNI names the same instance -> per-instance cap (503) -> UpstreamPool (keep-alive agent per
+ *   upstream, UpstreamConnector) -> response streamed back. HTTP/2 via ALPN, HTTP/1.1 upstream.
+ *   HTTP client -> ACME HTTP-01 challenge (ChallengeResponder) or redirect to HTTPS.
+ *
+ * API (what the gateway wiring uses):
+ *
+ *   const edge = new Edge({
+ *     dataDir,                          // local CA in <dataDir>/tls/local-ca, certificates in <dataDir>/tls
+ *     logger,                           // pino; one 'request' line per request at info
+ *     connector,                        // UpstreamConnector: { createConnection(route, {host, port}) }
+ *                                       //   gateway: (r, o) => tcp.createConnection({ host: o.host, port: o.port })
+ *     metrics?,                         // gateway/metrics.ts: edge_requests, edge_errors, edge_client_errors
+ *     https?: { host?, port? },         // default 0.0.0.0:443
+ *     http?: { host?, port? } | false,  // default 0.0.0.0:80; false: no plain listener
+ *     publicHttpsPort?,                 // port written in redirects (default: the HTTPS listen port, or 443)
+ *     issuer?, certStore?, wildcards?,  // default: LocalCa + FileCertStore; wildcards like '*.erugo.cloud'
+ *     challenges?,                      // ChallengeResponder for /.well-known/acme-challenge/ (default: 404)
+ *     http2?,                           // default true (ALPN h2 + http/1.1)
+ *     idleTimeoutMs?,                   // default 300 000: no byte either way for this long ends an exchange
+ *     upstreamTimeoutMs?,               // default 120 000: request fully sent -> response headers (504)
+ *     connectTimeoutMs?,                // default 15 000 (502)
+ *     headersTimeoutMs?,                // default 60 000: client request headers (slowloris) -> 408
+ *     keepAliveTimeoutMs?,              // default 30 000: idle client keep-alive connection
+ *     maxHeaderSize?,                   // default 16 384 bytes -> 431
+ *     defaultMaxConnections?,           // per instance when the route has no maxConnections (default 256)
+ *     now?,                             // clock for certificates (tests)
+ *   })
+ *   await edge.start()                  // opens the CA, binds the listeners, starts renewal scans
+ *   edge.updateRoutes(routes)           // Route[] from the control snapshot; swaps atomically and
+ *                                       //   starts obtaining certificates for new hostnames
+ *   edge.certificateStates()            // [{hostname, status: pending|active|failing, notAfter, lastError...}]
+ *   edge.caCertificatePath              // the local CA's certificate (undefined with another issuer)
+ *   edge.addresses()                    // { https, http } AddressInfo
+ *   await edge.certificatesSettled()    // no issuance running (tests, start-up)
+ *   await edge.close()                  // stop accepting; in-flight requests get graceMs (default 10 s)
+ */
+import http from 'node:http'
+import https from 'node:https'
+import http2 from 'node:http2'
+import tls from 'node:tls'
+import path from 'node:path'
+import type net from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { Metrics, CounterFamily } from '../metrics.ts'
+import { RouteMap, type Route } from './routes.ts'
+import { UpstreamPool, type UpstreamConnector } from './upstream.ts'
+import { ReverseProxy } from './proxy.ts'
+import { createHttpHandler, noChallenges, type ChallengeResponder } from './http-listener.ts'
+import { CertificateManager, type CertificateState } from './certificates.ts'
+import { FileCertStore, type CertStore } from './cert-store.ts'
+import { LocalCa } from './local-ca.ts'
+import type { Issuer } from './issuer.ts'
+
+export { RouteMap, normalizeHost, type Route, type RouteTable } from './routes.ts'
+export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
+export { CertificateManager, type CertificateState, type CertificateStatus, type CertificateSource } from './certificates.ts'
+export { FileCertStore, CertStoreError, type CertStore, type CertificateRecord } from './cert-store.ts'
+export { LocalCa, LEAF_LIFETIME_MS, CA_LIFETIME_MS } from './local-ca.ts'
+export { IssuerError, type Issuer, type IssuedCertificate } from './issuer.ts'
+export { ACME_CHALLENGE_PREFIX, noChallenges, type ChallengeResponder } from './http-listener.ts'
+export { ReverseProxy } from './proxy.ts'
+
+export interface ListenAddress {
+  host?: string
+  port?: number
+}
+
+export interface EdgeOptions {
+  dataDir: string
+  logger: Logger
+  connector: UpstreamConnector
+  metrics?: Metrics
+  https?: ListenAddress
+  http?: ListenAddress | false
+  publicHttpsPort?: number
+  issuer?: Issuer
+  certStore?: CertStore
+  wildcards?: string[]
+  challenges?: ChallengeResponder
+  http2?: boolean
+  idleTimeoutMs?: number
+  upstreamTimeoutMs?: number
+  connectTimeoutMs?: number
+  headersTimeoutMs?: number
+  keepAliveTimeoutMs?: number
+  maxHeaderSize?: number
+  defaultMaxConnections?: number
+  /** How often node checks headersTimeout on open connections (default 5 s; node's own is 30 s). */
+  connectionsCheckingIntervalMs?: number
+  now?: () => number
+}
+
+export const EDGE_DEFAULTS = {
+  idleTimeoutMs: 300_000,
+  upstreamTimeoutMs: 120_000,
+  connectTimeoutMs: 15_000,
+  headersTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 30_000,
+  maxHeaderSize: 16_384,
+  defaultMaxConnections: 256,
+  connectionsCheckingIntervalMs: 5_000,
+  /** HTTP/2 streams a client may open at once on one connection. */
+  maxConcurrentStreams: 128,
+} as const
+
+type HttpsServer = https.Server | http2.Http2SecureServer
+
+/** Server fields node reads per connection (also on an HTTP/2 server's HTTP/1.1 side). */
+interface Http1Limits {
+  headersTimeout: number
+  requestTimeout: number
+  keepAliveTimeout: number
+  maxHeaderSize: number
+  connectionsCheckingInterval: number
+}
+
+export class Edge {
+  readonly routes = new RouteMap()
+  readonly pool: UpstreamPool
+  readonly proxy: ReverseProxy
+  private readonly options: EdgeOptions
+  private readonly logger: Logger
+  private readonly clientErrors: CounterFamily | undefined
+  private manager: CertificateManager | undefined
+  private localCa: LocalCa | undefined
+  private httpsServer: HttpsServer | undefined
+  private httpServer: http.Server | undefined
+  private readonly sockets = new Set<net.Socket>()
+  private noCertificate: tls.SecureContext | undefined
+
+  constructor (options: EdgeOptions) {
+    this.options = options
+    this.logger = options.logger
+    this.pool = new UpstreamPool({
+      connector: options.connector,
+      defaultMaxConnections: options.defaultMaxConnections ?? EDGE_DEFAULTS.defaultMaxConnections,
+    })
+    this.proxy = new ReverseProxy({
+      routes: this.routes,
+      pool: this.pool,
+      logger: options.logger,
+      metrics: options.metrics,
+      idleTimeoutMs: options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs,
+      upstreamTimeoutMs: options.upstreamTimeoutMs ?? EDGE_DEFAULTS.upstreamTimeoutMs,
+      connectTimeoutMs: options.connectTimeoutMs ?? EDGE_DEFAULTS.connectTimeoutMs,
+    })
+    this.clientErrors = options.metrics?.family('edge_client_errors', 'Client connections refused before a request: TLS handshakes, malformed or oversized requests, header timeouts')
+  }
+
+  /** The local CA's certificate, for clients to trust (undefined when another issuer is used). */
+  get caCertificatePath (): string | undefined {
+    return this.localCa?.certificatePath
+  }
+
+  get certificates (): CertificateManager {
+    if (this.manager === undefined) throw new Error('Edge.start() has not run')
+    return this.manager
+  }
+
+  async start (): Promise<void> {
+    const o = this.options
+    const tlsDir = path.join(o.dataDir, 'tls')
+    let issuer = o.issuer
+    if (issuer === undefined) {
+      this.localCa = await LocalCa.open({ directory: path.join(tlsDir, 'local-ca'), now: o.now })
+      issuer = this.localCa
+    }
+    this.manager = new CertificateManager({
+      store: o.certStore ?? new FileCertStore({ directory: tlsDir, now: o.now }),
+      issuer,
+      logger: this.logger.child({ module: 'certificates' }),
+      wildcards: o.wildcards,
+      now: o.now,
+    })
+    this.manager.setHostnames(this.routes.hostnames())
+    this.manager.start()
+
+    this.httpsServer = this.createHttpsServer()
+    const httpsAddress = o.https ?? {}
+    await listen(this.httpsServer, httpsAddress.host ?? '0.0.0.0', httpsAddress.port ?? 443, this.logger)
+
+    if (o.http !== false) {
+      const httpsPort = o.publicHttpsPort ?? ((httpsAddress.port ?? 443) === 0 ? (this.httpsServer.address() as net.AddressInfo).port : httpsAddress.port ?? 443)
+      const server = http.createServer({
+        maxHeaderSize: o.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize,
+        requestTimeout: 30_000, // only tiny redirects and challenge answers are served here
+        headersTimeout: o.headersTimeoutMs ?? EDGE_DEFAULTS.headersTimeoutMs,
+        keepAliveTimeout: o.keepAliveTimeoutMs ?? EDGE_DEFAULTS.keepAliveTimeoutMs,
+        connectionsCheckingInterval: o.connectionsCheckingIntervalMs ?? EDGE_DEFAULTS.connectionsCheckingIntervalMs,
+      }, createHttpHandler({ routes: this.routes, challenges: o.challenges ?? noChallenges, logger: this.logger, httpsPort }))
+      server.on('connection', socket => this.track(socket))
+      server.on('clientError', (err, socket) => this.onClientError(err, socket))
+      this.httpServer = server
+      const httpAddress = o.http ?? {}
+      await listen(server, httpAddress.host ?? '0.0.0.0', httpAddress.port ?? 80, this.logger)
+    }
+    this.logger.info({ https: this.httpsServer.address(), http: this.httpServer?.address() ?? null, ca: this.caCertificatePath }, 'edge listening')
+  }
+
+  /** Replace the route table (atomically) and manage certificates for exactly its hostnames. */
+  updateRoutes (routes: Route[]): void {
+    const { conflicts, invalid } = this.routes.updateRoutes(routes)
+    if (conflicts.length > 0) this.logger.warn({ conflicts }, 'hostnames claimed by more than one route: first kept')
+    if (invalid.length > 0) this.logger.warn({ invalid }, 'invalid hostnames in routes: ignored')
+    this.pool.retain(this.routes.routes())
+    this.manager?.setHostnames(this.routes.hostnames())
+  }
+
+  certificateStates (): CertificateState[] {
+    return this.manager?.certificateStates() ?? []
+  }
+
+  async certificatesSettled (): Promise<void> {
+    await this.manager?.settled()
+  }
+
+  addresses (): { https: net.AddressInfo, http: net.AddressInfo | null } {
+    if (this.httpsServer === undefined) throw new Error('Edge.start() has not run')
+    return {
+      https: this.httpsServer.address() as net.AddressInfo,
+      http: (this.httpServer?.address() as net.AddressInfo | undefined) ?? null,
+    }
+  }
+
+  /** Stop accepting; wait up to graceMs for open connections, then cut them. */
+  async close (graceMs = 10_000): Promise<void> {
+    this.manager?.stop()
+    const closing = [this.httpsServer, this.httpServer]
+      .filter((s): s is HttpsServer | http.Server => s !== undefined && s.listening)
+      .map(s => new Promise<void>(resolve => s.close(() => resolve())))
+    const deadline = Date.now() + graceMs
+    // In-flight exchanges may finish; idle keep-alive connections are not waited for.
+    while (this.pool.totalActive() > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    for (const socket of this.sockets) socket.destroy()
+    this.pool.destroy()
+    await Promise.all(closing)
+  }
+
+  private track (socket: net.Socket): void {
+    this.sockets.add(socket)
+    socket.once('close', () => this.sockets.delete(socket))
+  }
+
+  private createHttpsServer (): HttpsServer {
+    const o = this.options
+    const sni = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
+      this.certificates.secureContext(servername).then(ctx => {
+        // No certificate for this name: an empty context makes OpenSSL fail the handshake with a
+        // handshake_failure alert. There is no default certificate to fall back to.
+        cb(null, ctx ?? this.emptyContext())
+      }, err => cb(err instanceof Error ? err : new Error(String(err))))
+    }
+    const maxHeaderSize = o.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize
+    const server: HttpsServer = o.http2 === false
+      ? https.createServer({ SNICallback: sni, minVersion: 'TLSv1.2' })
+      : http2.createSecureServer({
+        allowHTTP1: true,
+        SNICallback: sni,
+        minVersion: 'TLSv1.2',
+        settings: { maxConcurrentStreams: EDGE_DEFAULTS.maxConcurrentStreams, maxHeaderListSize: maxHeaderSize },
+      })
+    // HTTP/1.1 limits: set as fields because http2's allowHTTP1 path reads them from the server
+    // object but does not take them as options.
+    const limits = server as unknown as Http1Limits
+    limits.requestTimeout = 0 // never a total-time limit: idle time alone ends transfers
+    limits.headersTimeout = o.headersTimeoutMs ?? EDGE_DEFAULTS.headersTimeoutMs
+    limits.keepAliveTimeout = o.keepAliveTimeoutMs ?? EDGE_DEFAULTS.keepAliveTimeoutMs
+    limits.maxHeaderSize = maxHeaderSize
+    limits.connectionsCheckingInterval = o.connectionsCheckingIntervalMs ?? EDGE_DEFAULTS.connectionsCheckingIntervalMs
+    // Socket (HTTP/1.1) and session (HTTP/2) inactivity backstop; the proxy's own idle timer on the
+    // upstream side normally acts first.
+    server.setTimeout(o.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs)
+
+    server.on('secureConnection', (socket: tls.TLSSocket) => this.track(socket))
+    server.on('request', this.proxy.handleRequest)
+    server.on('upgrade', this.proxy.handleUpgrade)
+    server.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket))
+    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      this.clientErrors?.inc('tls_handshake')
+      this.logger.debug({ err: err.message, servername: socket.servername, client: socket.remoteAddress }, 'TLS handshake failed')
+    })
+    if (o.http2 !== false) {
+      server.on('sessionError', (err: Error) => {
+        this.clientErrors?.inc('h2_session')
+        this.logger.debug({ err: err.message }, 'HTTP/2 session error')
+      })
+    }
+    return server
+  }
+
+  private emptyContext (): tls.SecureContext {
+    this.noCertificate ??= tls.createSecureContext({})
+    return this.noCertificate
+  }
+
+  /** Malformed, oversized or too-slow requests: a short 4xx when the socket can take it, then close. */
+  private onClientError (err: Error & { code?: string }, socket: Duplex): void {
+    const code = err.code ?? 'UNKNOWN'
+    this.clientErrors?.inc(code)
+    this.logger.debug({ code, err: err.message }, 'client error')
+    if (code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
+    const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    const body = `${status} ${http.STATUS_CODES[status]}\n`
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`)
+    setTimeout(() => socket.destroy(), 1_000).unref()
+  }
+}
+
+function listen (server: net.Server, host: string, port: number, logger: Logger): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => { reject(err) }
+    server.once('error', onError)
+    server.listen({ host, port }, () => {
+      server.off('error', onError)
+      // After binding, a listener error (EMFILE on accept, ...) is logged, never thrown.
+      server.on('error', err => logger.error({ err }, 'edge listener error'))
+      resolve()
+    })
+  })
+}
