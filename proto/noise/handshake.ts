@@ -60,29 +60,25 @@ const RESPONSE_NOISE_LEN = messageBLength(0) // 32 + 16 = 48
 const ZERO_PSK = Buffer.alloc(KEY_LEN)
 const EMPTY = Buffer.alloc(0)
 
-/** H := HASH(H0 || S_pub_r): the responder static pre-message, cached per public key buffer. */
-const responderHashes = new WeakMap<Uint8Array, Buffer>()
+/** C := C0, H := HASH(H0 || S_pub_r): the state after the responder's static pre-message (paper 5.4.2). */
 function initialState (responderStatic: Buffer): SymmetricState {
-  let h = responderHashes.get(responderStatic)
-  if (h === undefined) {
-    h = hash(INITIAL_HASH, responderStatic)
-    responderHashes.set(responderStatic, h)
-  }
-  return { chainingKey: INITIAL_CHAINING_KEY, hash: h }
+  return { chainingKey: INITIAL_CHAINING_KEY, hash: hash(INITIAL_HASH, responderStatic) }
 }
 
 /**
  * DH(S_priv_r, S_pub_i) depends only on the two static keys, so wireguard-go precomputes it per
- * peer; we keep a bounded cache per local identity (cleared whole when full).
+ * peer; we keep a bounded cache per local identity (cleared whole when full, and when the identity's
+ * private key changes).
  */
-const staticStaticCaches = new WeakMap<StaticIdentity, Map<string, Buffer | null>>()
+interface StaticDhCache { privateKey: Buffer; entries: Map<string, Buffer | null> }
+const staticDhCaches = new WeakMap<StaticIdentity, StaticDhCache>()
 function staticStaticOf (local: StaticIdentity): (remoteStatic: Buffer) => Buffer | null {
-  let cache = staticStaticCaches.get(local)
-  if (cache === undefined) {
-    cache = new Map()
-    staticStaticCaches.set(local, cache)
+  let cache = staticDhCaches.get(local)
+  if (cache === undefined || !cache.privateKey.equals(local.privateKey)) {
+    cache = { privateKey: Buffer.from(local.privateKey), entries: new Map() }
+    staticDhCaches.set(local, cache)
   }
-  const entries = cache
+  const entries = cache.entries
   return (remoteStatic) => {
     const id = remoteStatic.toString('latin1')
     let shared = entries.get(id)

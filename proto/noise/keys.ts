@@ -70,15 +70,15 @@ export const sodiumX25519: X25519Backend = {
 
 // DER wrapper for a raw X25519 private key (RFC 8410): node:crypto only imports keys as KeyObjects.
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex')
-// Importing a private key is slow in OpenSSL 3 (~0.7 ms): keep the KeyObject of each private key buffer.
-const privateKeyObjects = new WeakMap<Uint8Array, KeyObject>()
+// Importing a private key is slow in OpenSSL 3 (~0.7 ms): keep the KeyObject of each private key
+// buffer, with a copy of the bytes it was made from in case the buffer is later overwritten.
+const privateKeyObjects = new WeakMap<Uint8Array, { bytes: Buffer; key: KeyObject }>()
 
 function privateKeyObject (privateKey: Uint8Array): KeyObject {
-  let key = privateKeyObjects.get(privateKey)
-  if (key === undefined) {
-    key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, privateKey]), format: 'der', type: 'pkcs8' })
-    privateKeyObjects.set(privateKey, key)
-  }
+  const cached = privateKeyObjects.get(privateKey)
+  if (cached !== undefined && cached.bytes.equals(privateKey)) return cached.key
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, privateKey]), format: 'der', type: 'pkcs8' })
+  privateKeyObjects.set(privateKey, { bytes: Buffer.from(privateKey), key })
   return key
 }
 
@@ -88,7 +88,7 @@ export const nodeX25519: X25519Backend = {
     const pair = generateKeyPairSync('x25519')
     const jwk = pair.privateKey.export({ format: 'jwk' })
     const privateKey = Buffer.from(jwk.d!, 'base64url')
-    privateKeyObjects.set(privateKey, pair.privateKey)
+    privateKeyObjects.set(privateKey, { bytes: Buffer.from(privateKey), key: pair.privateKey })
     return { privateKey, publicKey: Buffer.from(jwk.x!, 'base64url') }
   },
   publicKey (privateKey) {

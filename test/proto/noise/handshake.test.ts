@@ -120,3 +120,26 @@ t.test('low-order keys are refused', async t => {
   const zeroEphemeral = Buffer.from(message); zeroEphemeral.fill(0, 8, 40)
   t.equal(consumeInitiation(responder, zeroEphemeral), null, 'low-order initiator ephemeral')
 })
+
+t.test('a responder identity whose key is replaced in place keeps working (static DH cache follows the key)', async t => {
+  const initiator = identity()
+  const responder = identity()
+  const first = createInitiation(initiator, responder.publicKey, null, 1, WALL)
+  t.ok(consumeInitiation(responder, first.message))
+  const next = identity()
+  responder.privateKey = next.privateKey
+  responder.publicKey = next.publicKey
+  const second = createInitiation(initiator, responder.publicKey, null, 2, WALL + 1000)
+  const consumed = consumeInitiation(responder, second.message)
+  t.ok(consumed, 'initiation to the new key accepted')
+  const { message, keys } = createResponse(consumed!.handshake, null, 3)
+  t.same(consumeResponse(second.handshake, initiator, message)!.sendKey, keys.receiveKey)
+  // Overwriting the bytes of the same buffer is noticed too.
+  const third = identity()
+  responder.privateKey.set(third.privateKey)
+  responder.publicKey.set(third.publicKey)
+  const again = createInitiation(initiator, third.publicKey, null, 4, WALL + 2000)
+  const c3 = consumeInitiation(responder, again.message)
+  t.ok(c3, 'initiation after overwriting the key bytes')
+  t.same(consumeResponse(again.handshake, initiator, createResponse(c3!.handshake, null, 5).message)?.remoteIndex, 5)
+})
