@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
 import { Lab, parsePing, parseWgDump, requireLab, run, runOk, sweepStaleLabs } from './lab.ts'
-import { addNetns, claimRun, netnsName, netnsPids, STATE_DIR } from './lab/netns.ts'
+import { addNetns, claimRun, netnsName, netnsPids, STATE_DIR, writeNetnsHosts } from './lab/netns.ts'
 
 t.test('parsePing reads iputils output', async t => {
   const out = `PING 10.100.0.1 (10.100.0.1) 56(84) bytes of data.
@@ -158,6 +158,7 @@ t.test('sweeper removes labs of dead runs only', async t => {
   writeFileSync(`${STATE_DIR}/${crashedRun}.pid`, `${dead}\n`)
   const crashedNs = netnsName(crashedRun, 'old')
   await addNetns(crashedNs)
+  writeNetnsHosts(crashedNs, { 'old.test': '10.100.0.7' })
   const orphan = spawnSync('ip', ['netns', 'exec', crashedNs, 'sh', '-c', 'sleep 600 >/dev/null 2>&1 & echo $!'], { encoding: 'utf8' })
   const orphanPid = Number(orphan.stdout.trim())
   t.ok(orphanPid > 0, 'orphan started')
@@ -169,6 +170,7 @@ t.test('sweeper removes labs of dead runs only', async t => {
   const removed = await sweepStaleLabs()
   t.ok(removed.includes(crashedNs), 'crashed run swept')
   t.notOk(existsSync(`/run/netns/${crashedNs}`))
+  t.notOk(existsSync(`/etc/netns/${crashedNs}`), 'its /etc/netns files too')
   t.notOk(existsSync(`${STATE_DIR}/${crashedRun}.pid`), 'dead owner file removed')
   t.notOk(running(orphanPid), 'process left in the crashed namespace was stopped')
   t.notOk(removed.includes(liveNs), 'live run kept')

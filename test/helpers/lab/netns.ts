@@ -157,7 +157,8 @@ function isStale (runId: string, createdMs: number, now: number): boolean {
 }
 
 /**
- * Removes namespaces, wireguard-go sockets and owner files left by lab runs whose process is gone.
+ * Removes namespaces (and their /etc/netns files), wireguard-go sockets and owner files left by lab
+ * runs whose process is gone.
  * Returns the names of the namespaces it removed. Safe to run while other labs are running.
  */
 export async function sweepStaleLabs (): Promise<string[]> {
@@ -175,6 +176,15 @@ export async function sweepStaleLabs (): Promise<string[]> {
     staleRuns.add(m[1])
     await deleteNetns(name)
     removed.push(name)
+  }
+  let etcDirs: string[] = []
+  try { etcDirs = readdirSync(NETNS_ETC_DIR) } catch { /* none */ }
+  for (const name of etcDirs.slice(0, 10_000)) {
+    const m = NAME_RE.exec(name)
+    if (m === null || existsSync(`${NETNS_DIR}/${name}`)) continue
+    let created = now
+    try { created = statSync(`${NETNS_ETC_DIR}/${name}`).mtimeMs } catch { continue }
+    if (staleRuns.has(m[1]) || isStale(m[1], created, now)) removeNetnsEtc(name)
   }
   let sockets: string[] = []
   try { sockets = readdirSync(WG_SOCKET_DIR) } catch { /* none */ }
