@@ -15,12 +15,12 @@ export interface RunningControl {
   stop (graceMs?: number): Promise<void>
 }
 
-export function openDatabase (config: ControlConfig): Db {
-  return createDb(config.databaseUrl !== undefined ? { url: config.databaseUrl } : { dataDir: config.dataDir })
+export function openDatabase (config: ControlConfig, logger?: Logger): Db {
+  return createDb(config.databaseUrl !== undefined ? { url: config.databaseUrl, logger } : { dataDir: config.dataDir, logger })
 }
 
 export async function startControl (config: ControlConfig, logger: Logger, extra: Partial<AppDeps> = {}): Promise<RunningControl> {
-  const db = openDatabase(config)
+  const db = openDatabase(config, logger)
   try {
     if (config.autoMigrate) {
       const applied = await migrateLatest(db)

@@ -7,6 +7,7 @@ import knexFactory, { type Knex } from 'knex'
 import ClientPGLite from 'knex-pglite'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Logger } from 'pino'
 
 export type Db = Knex
 /** A knex instance or an open transaction: what services accept. */
@@ -22,6 +23,20 @@ export interface DbOptions {
   /** Fail a request instead of queueing when the database is unreachable (ms). */
   acquireTimeoutMs?: number
   poolMax?: number
+  /** Postgres application_name: shows in pg_stat_activity. */
+  applicationName?: string
+  /** Where knex's own warnings go (e.g. "Connection Error" while the server is away). */
+  logger?: Logger
+}
+
+function knexLog (logger: Logger | undefined): Knex.Config['log'] {
+  if (logger === undefined) return { warn () {}, error () {}, deprecate () {}, debug () {} }
+  return {
+    warn: (message: unknown) => { logger.warn({ knex: String(message) }, 'database warning') },
+    error: (message: unknown) => { logger.error({ knex: String(message) }, 'database error') },
+    deprecate: (message: unknown) => { logger.debug({ knex: String(message) }, 'database deprecation') },
+    debug: () => {},
+  }
 }
 
 export function createDb (options: DbOptions): Db {
@@ -37,6 +52,7 @@ export function createDb (options: DbOptions): Db {
         // Bound connection attempts so an unreachable server yields 503 quickly, not a hang.
         connectionTimeoutMillis: acquireConnectionTimeout,
         keepAlive: true,
+        application_name: options.applicationName ?? 'erugo-cloud-control',
       },
       searchPath: options.schema !== undefined ? [options.schema] : undefined,
       pool: {
@@ -50,6 +66,7 @@ export function createDb (options: DbOptions): Db {
           : undefined,
       },
       acquireConnectionTimeout,
+      log: knexLog(options.logger),
     })
   }
   let filename: string | undefined
@@ -61,6 +78,7 @@ export function createDb (options: DbOptions): Db {
     client: ClientPGLite,
     connection: filename !== undefined ? { filename } : {},
     acquireConnectionTimeout: 60_000,
+    log: knexLog(options.logger),
   })
 }
 

@@ -30,7 +30,7 @@ export function freshSchemaName (): string {
 }
 
 /** Opens a migrated database of `kind`; the teardown drops it. */
-export async function openTestDatabase (t: Test, kind: DatabaseKind, options: { poolMax?: number, acquireTimeoutMs?: number, url?: string } = {}): Promise<Db> {
+export async function openTestDatabase (t: Test, kind: DatabaseKind, options: { poolMax?: number, acquireTimeoutMs?: number, url?: string, applicationName?: string } = {}): Promise<Db> {
   if (kind === 'pglite') {
     const db = createDb({})
     t.teardown(async () => { await db.destroy() })
@@ -38,7 +38,7 @@ export async function openTestDatabase (t: Test, kind: DatabaseKind, options: { 
     return db
   }
   const schema = freshSchemaName()
-  const db = createDb({ url: options.url ?? TEST_DATABASE_URL!, schema, poolMax: options.poolMax ?? 4, acquireTimeoutMs: options.acquireTimeoutMs })
+  const db = createDb({ url: options.url ?? TEST_DATABASE_URL!, schema, poolMax: options.poolMax ?? 4, acquireTimeoutMs: options.acquireTimeoutMs, applicationName: options.applicationName })
   t.teardown(async () => {
     await db.destroy()
     const admin = knexFactory({ client: 'pg', connection: TEST_DATABASE_URL!, pool: { min: 0, max: 1 } })

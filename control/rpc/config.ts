@@ -1,0 +1,57 @@
+/**
+ * Settings of the internal RPC listener that gateways call, from the environment (validated once;
+ * a bad value raises ConfigError naming the variable, like control/config.ts).
+ *
+ *   CC_RPC_HOST         bind address (default 127.0.0.1: expose it deliberately)
+ *   CC_RPC_PORT         port (default 8081; 0 = any free port)
+ *   CC_GATEWAY_SECRET   shared secret, base64url >= 43 chars; unset: generated into CC_DATA_DIR
+ *   CC_RPC_WAIT         seconds a config long-poll waits for a change (default 30)
+ *   CC_REPORT_INTERVAL  seconds between gateway reports (default 5)
+ */
+import Joi from 'joi'
+import { ConfigError } from '../config.ts'
+import { GATEWAY_SECRET_PATTERN } from './secret.ts'
+
+export interface RpcConfig {
+  host: string
+  port: number
+  /** Unset: generated into the data dir (secret.ts). */
+  secret: string | undefined
+  waitMs: number
+  reportIntervalMs: number
+}
+
+const VARIABLES = {
+  CC_RPC_HOST: Joi.string().hostname().default('127.0.0.1'),
+  CC_RPC_PORT: Joi.number().integer().min(0).max(65535).default(8081),
+  CC_GATEWAY_SECRET: Joi.string().pattern(GATEWAY_SECRET_PATTERN).message('must be base64url of at least 32 bytes (43+ characters of A-Z a-z 0-9 - _)'),
+  CC_RPC_WAIT: Joi.number().min(0.05).max(300).default(30),
+  CC_REPORT_INTERVAL: Joi.number().min(0.1).max(3600).default(5),
+} as const
+
+export function describeRpcVariables (): string {
+  return Object.entries(VARIABLES).map(([name, schema]) => {
+    const d = (schema.describe() as { flags?: { default?: unknown } }).flags?.default
+    return d === undefined ? `  ${name}` : `  ${name} (default ${String(d)})`
+  }).join('\n')
+}
+
+export function loadRpcConfig (env: NodeJS.ProcessEnv = process.env): RpcConfig {
+  const v: Record<string, unknown> = {}
+  for (const [name, schema] of Object.entries(VARIABLES)) {
+    const input = env[name] === '' ? undefined : env[name]
+    const { value, error } = (schema as Joi.Schema).validate(input, { errors: { wrap: { label: false } } })
+    if (error !== undefined) {
+      const shown = name === 'CC_GATEWAY_SECRET' ? '' : ` (got ${JSON.stringify(input)})`
+      throw new ConfigError(`${name}: ${error.message.replace(/^value /, '')}${shown}`)
+    }
+    v[name] = value
+  }
+  return {
+    host: v.CC_RPC_HOST as string,
+    port: v.CC_RPC_PORT as number,
+    secret: v.CC_GATEWAY_SECRET as string | undefined,
+    waitMs: Math.round((v.CC_RPC_WAIT as number) * 1000),
+    reportIntervalMs: Math.round((v.CC_REPORT_INTERVAL as number) * 1000),
+  }
+}

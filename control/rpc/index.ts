@@ -1,0 +1,111 @@
+/**
+ * The control program with its gateway side: the public API (control/app.ts), the RPC service
+ * gateways talk to (service.ts) with, optionally, its own HTTP listener (server.ts), and the
+ * housekeeping job. Used by `cloud-connect control` (listener on) and `cloud-connect start`
+ * (listener off: the in-process gateway calls the service directly).
+ *
+ * The gateway's public key and endpoint handed to containers come from the GatewayRegistry: the
+ * newest gateway hello, else configuration.
+ */
+import type { Logger } from 'pino'
+import { createApp, type AppDeps, type ControlApp } from '../app.ts'
+import type { ControlConfig } from '../config.ts'
+import type { Db } from '../db/knex.ts'
+import { migrateLatest } from '../db/migrate.ts'
+import { startSweep } from '../jobs/sweep.ts'
+import { openDatabase } from '../server.ts'
+import type { Services } from '../services/index.ts'
+import { ConfiguredGateway } from '../services/tunnel.ts'
+import type { RpcConfig } from './config.ts'
+import { GatewayRegistry } from './registry.ts'
+import { loadGatewaySecret } from './secret.ts'
+import { RpcServer } from './server.ts'
+import { RpcService } from './service.ts'
+
+export { RpcService } from './service.ts'
+export { RpcServer } from './server.ts'
+export { GatewayRegistry } from './registry.ts'
+export { loadRpcConfig, describeRpcVariables, type RpcConfig } from './config.ts'
+
+export interface RunningControlPlane {
+  app: ControlApp
+  db: Db
+  services: Services
+  registry: GatewayRegistry
+  rpc: RpcService
+  /** The internal listener, when started. */
+  rpcServer: RpcServer | null
+  /** Stops the RPC listener, the API (in-flight requests get `graceMs`), jobs, then the database. */
+  stop (graceMs?: number): Promise<void>
+}
+
+export interface ControlPlaneOptions {
+  config: ControlConfig
+  rpc: RpcConfig
+  /** Serve the internal HTTP listener (false for the all-in-one process). */
+  listen: boolean
+  logger: Logger
+  extra?: Partial<AppDeps>
+}
+
+export async function startControlPlane (options: ControlPlaneOptions): Promise<RunningControlPlane> {
+  const { config, logger } = options
+  const now = options.extra?.now ?? (() => new Date())
+  const db = openDatabase(config)
+  let app: ControlApp | null = null
+  let rpcServer: RpcServer | null = null
+  try {
+    if (config.autoMigrate) {
+      const applied = await migrateLatest(db)
+      if (applied.length > 0) logger.info({ applied }, 'migrations applied')
+    }
+    const registry = new GatewayRegistry({
+      db,
+      fallback: new ConfiguredGateway(config.gateway.publicKey, config.gateway.endpoint),
+      configuredEndpoint: config.gateway.endpoint,
+      now,
+    })
+    app = await createApp(config, { db, logger, gateway: registry, ...options.extra })
+    const services = app.app.services
+    const rpc = new RpcService({
+      db,
+      tunnel: services.tunnel,
+      ipam: services.ipam,
+      registry,
+      waitMs: options.rpc.waitMs,
+      reportIntervalMs: options.rpc.reportIntervalMs,
+      now,
+      logger: logger.child({ module: 'rpc' }),
+    })
+    await app.start()
+    logger.info({ url: app.info.uri, database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')
+    if (options.listen) {
+      const secret = loadGatewaySecret(options.rpc.secret, config.dataDir, logger)
+      rpcServer = await RpcServer.start({ service: rpc, secret, host: options.rpc.host, port: options.rpc.port, logger: logger.child({ module: 'rpc' }) })
+      logger.info({ url: rpcServer.url }, 'gateway RPC listening')
+    }
+    const sweep = startSweep({ db, tunnel: services.tunnel, logger: logger.child({ module: 'jobs' }), now })
+    const started = app
+    const listener = rpcServer
+    return {
+      app: started,
+      db,
+      services,
+      registry,
+      rpc,
+      rpcServer: listener,
+      async stop (graceMs = 10_000) {
+        sweep.stop()
+        rpc.close()
+        if (listener !== null) await listener.close(Math.min(graceMs, 2_000))
+        await started.stop({ timeout: graceMs })
+        await db.destroy()
+      },
+    }
+  } catch (err) {
+    if (rpcServer !== null) await rpcServer.close(0)
+    if (app !== null) await app.stop({ timeout: 0 })
+    await db.destroy()
+    throw err
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Control's side of the gateway RPC as a ControlPlane: the HTTP listener (server.ts) is a thin
+ * shell over it, and `cloud-connect start` hands it to the in-process gateway directly. Messages
+ * are validated here, so both paths accept exactly the same things.
+ */
+import type { Logger } from 'pino'
+import {
+  RPC_PROTOCOL_VERSION, RpcError, validateHello, validateReport,
+  type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type SnapshotGateway,
+} from '../../proto/rpc/index.ts'
+import { formatIPv4 } from '../../proto/wire/ipv4.ts'
+import type { Db } from '../db/knex.ts'
+import { isDatabaseUnavailable } from '../errors.ts'
+import type { IpamService } from '../services/ipam.ts'
+import type { TunnelService } from '../services/tunnel.ts'
+import type { GatewayRegistry } from './registry.ts'
+import { recordCertificateReports, recordPeerReports } from './reports.ts'
+import { VersionWatcher } from './watcher.ts'
+
+export interface RpcServiceOptions {
+  db: Db
+  tunnel: TunnelService
+  ipam: IpamService
+  registry: GatewayRegistry
+  /** How long watch() waits for a change before answering "nothing new". */
+  waitMs: number
+  reportIntervalMs: number
+  /** How often a waiting watch() rereads the configuration version (default 250 ms). */
+  pollMs?: number
+  now: () => Date
+  logger: Logger
+}
+
+export class RpcService implements ControlPlane {
+  readonly watcher: VersionWatcher
+  readonly #o: RpcServiceOptions
+
+  constructor (options: RpcServiceOptions) {
+    this.#o = options
+    this.watcher = new VersionWatcher(async () => await options.tunnel.configVersion(), { pollMs: options.pollMs, logger: options.logger })
+  }
+
+  get waitMs (): number { return this.#o.waitMs }
+
+  /** The current configuration: every registered peer with its hostnames. */
+  async snapshot (): Promise<ConfigSnapshot> {
+    return await guard(async () => {
+      const { version, peers } = await this.#o.tunnel.configSnapshot()
+      return { version, gateway: await this.#gatewaySection(), peers }
+    })
+  }
+
+  async watch (since: number | null, signal?: AbortSignal): Promise<ConfigSnapshot | null> {
+    if (since !== null) {
+      const version = await guard(async () => await this.#o.tunnel.configVersion())
+      if (version === since) {
+        const changed = await this.watcher.wait(since, this.#o.waitMs, signal)
+        if (!changed) return null
+      }
+    }
+    return await this.snapshot()
+  }
+
+  async hello (message: GatewayHello): Promise<HelloReply> {
+    const hello = validateHello(message)
+    checkProtocol(hello.protocol)
+    await guard(async () => { await this.#o.registry.record(hello) })
+    this.#o.logger.info({ gatewayId: hello.gatewayId, publicKey: hello.publicKey, endpoint: hello.endpoint, listenPort: hello.listenPort }, 'gateway hello')
+    return {
+      protocol: RPC_PROTOCOL_VERSION,
+      gatewayId: hello.gatewayId,
+      reportIntervalMs: this.#o.reportIntervalMs,
+      configVersion: await guard(async () => await this.#o.tunnel.configVersion()),
+    }
+  }
+
+  async report (message: GatewayReport): Promise<ReportReply> {
+    const report = validateReport(message)
+    checkProtocol(report.protocol)
+    const now = this.#o.now()
+    return await guard(async () => {
+      const peers = await recordPeerReports(this.#o.db, report.peers, now)
+      const certificates = await recordCertificateReports(this.#o.db, report.gatewayId, report.certificates, now)
+      await this.#o.registry.noteReport(report.gatewayId)
+      return { peers, certificates }
+    })
+  }
+
+  /** Ends every pending watch (they answer "nothing new"). */
+  close (): void {
+    this.watcher.close()
+  }
+
+  async #gatewaySection (): Promise<SnapshotGateway> {
+    const section: SnapshotGateway = { address: formatIPv4(this.#o.ipam.pool.gatewayAddress), listenPort: 0 }
+    const latest = await this.#o.registry.latest()
+    try {
+      const known = await this.#o.registry.current()
+      section.publicKey = known.publicKey
+      section.endpoint = known.endpoint
+      section.listenPort = Number(known.endpoint.slice(known.endpoint.lastIndexOf(':') + 1))
+    } catch {
+      // No gateway known yet: the gateway learns its address only.
+    }
+    if (latest !== undefined) section.listenPort = latest.listen_port
+    return section
+  }
+}
+
+function checkProtocol (protocol: number): void {
+  if (protocol !== RPC_PROTOCOL_VERSION) {
+    throw new RpcError('PROTOCOL_MISMATCH', `control speaks RPC protocol ${RPC_PROTOCOL_VERSION}, the gateway ${protocol}`, { expected: RPC_PROTOCOL_VERSION, got: protocol })
+  }
+}
+
+/** Database trouble as RpcError: unreachable -> SERVICE_UNAVAILABLE (the gateway retries). */
+async function guard<T> (body: () => Promise<T>): Promise<T> {
+  try {
+    return await body()
+  } catch (err) {
+    if (err instanceof RpcError) throw err
+    if (isDatabaseUnavailable(err)) throw new RpcError('SERVICE_UNAVAILABLE', 'database unreachable')
+    throw err
+  }
+}

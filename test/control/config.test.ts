@@ -1,0 +1,71 @@
+import t from 'tap'
+import { ConfigError, describeVariables, loadConfig } from '../../control/config.ts'
+
+t.test('defaults', async t => {
+  const c = loadConfig({})
+  t.equal(c.apiPort, 3000)
+  t.equal(c.apiHost, '0.0.0.0')
+  t.equal(c.databaseUrl, undefined)
+  t.equal(c.dataDir, './data')
+  t.equal(c.autoMigrate, true)
+  t.equal(c.publicUrl, 'http://localhost:3000')
+  t.equal(c.passwordResetUrl, 'http://localhost:3000/reset-password')
+  t.same(c.argon2, { memoryKiB: 19 * 1024, timeCost: 2, parallelism: 1 }, 'OWASP argon2id minimum')
+  t.equal(c.tokens.accessTtlSeconds, 900)
+  t.equal(c.tokens.refreshTtlSeconds, 604800)
+  t.equal(c.verifyEmailTtlSeconds, 86400)
+  t.equal(c.resetPasswordTtlSeconds, 3600)
+  t.same(c.rateLimits.authPerIp, { burst: 20, perMinute: 10 })
+})
+
+t.test('values from the environment', async t => {
+  const c = loadConfig({
+    CC_API_PORT: '8081',
+    DATABASE_URL: 'postgres://u:p@db:5432/cc',
+    CC_PUBLIC_URL: 'https://api.erugo.cloud/',
+    CC_AUTO_MIGRATE: '0',
+    CC_RATE_PER_TOKEN: '5/30',
+    CC_ACCESS_TOKEN_SECRET: 'a'.repeat(43),
+    CC_EXTRA_UNRELATED: 'ignored',
+    CC_SMTP_URL: '',
+  })
+  t.equal(c.apiPort, 8081)
+  t.equal(c.databaseUrl, 'postgres://u:p@db:5432/cc')
+  t.equal(c.publicUrl, 'https://api.erugo.cloud', 'trailing slash dropped')
+  t.equal(c.autoMigrate, false)
+  t.same(c.rateLimits.perToken, { burst: 5, perMinute: 30 })
+  t.equal(c.tokens.accessSecret, 'a'.repeat(43))
+  t.equal(c.smtpUrl, undefined, 'empty means unset')
+})
+
+t.test('a bad value: one line naming the variable', async t => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ CC_API_PORT: 'eighty' }, 'CC_API_PORT'],
+    [{ CC_API_PORT: '70000' }, 'CC_API_PORT'],
+    [{ DATABASE_URL: 'mysql://x' }, 'DATABASE_URL'],
+    [{ CC_PUBLIC_URL: 'not a url' }, 'CC_PUBLIC_URL'],
+    [{ CC_SMTP_URL: 'http://mail' }, 'CC_SMTP_URL'],
+    [{ CC_ACCESS_TOKEN_SECRET: 'short' }, 'CC_ACCESS_TOKEN_SECRET'],
+    [{ CC_RATE_AUTH_PER_IP: 'lots' }, 'CC_RATE_AUTH_PER_IP'],
+    [{ CC_RATE_AUTH_PER_IP: '0/5' }, 'CC_RATE_AUTH_PER_IP'],
+    [{ CC_ARGON2_MEMORY_KIB: '1' }, 'CC_ARGON2_MEMORY_KIB'],
+    [{ CC_LOG_LEVEL: 'loud' }, 'CC_LOG_LEVEL'],
+    [{ CC_AUTO_MIGRATE: 'perhaps' }, 'CC_AUTO_MIGRATE'],
+  ]
+  for (const [env, name] of cases) {
+    try {
+      loadConfig(env)
+      t.fail(`${name} accepted ${JSON.stringify(env)}`)
+    } catch (err) {
+      t.ok(err instanceof ConfigError, name)
+      t.match((err as Error).message, new RegExp(`^${name}: `), `names ${name}`)
+      t.notMatch((err as Error).message, /\n/, 'one line')
+    }
+  }
+})
+
+t.test('help lists every variable', async t => {
+  const text = describeVariables()
+  for (const name of ['CC_API_PORT', 'DATABASE_URL', 'CC_DATA_DIR', 'CC_SMTP_URL', 'CC_ARGON2_MEMORY_KIB']) t.match(text, name)
+  t.match(text, 'CC_API_PORT (default 3000)')
+})

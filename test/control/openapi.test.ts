@@ -1,0 +1,32 @@
+import t from 'tap'
+import { openTestDatabase, startApp } from './harness.ts'
+
+t.test('GET /v1/openapi.json describes every route from its joi schemas', async t => {
+  const db = await openTestDatabase(t, 'pglite')
+  const h = await startApp(t, db)
+  const res = await h.request('GET', '/v1/openapi.json')
+  t.equal(res.status, 200)
+  const doc = res.body
+  t.equal(doc.openapi, '3.0.3')
+  const routes = h.app.table().filter(r => r.path.startsWith('/v1/') && r.path !== '/v1/openapi.json').map(r => `${r.method} ${r.path}`)
+  const documented = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([path, ops]) => Object.keys(ops).map(m => `${m} ${path}`))
+  for (const route of routes) t.ok(documented.includes(route), `documents ${route}`)
+
+  const register = doc.paths['/v1/auth/register'].post
+  const schema = register.requestBody.content['application/json'].schema
+  t.same(schema.required.sort(), ['accept_privacy', 'accept_terms', 'email', 'name', 'password', 'password_confirmation'])
+  t.equal(schema.additionalProperties, false, 'unknown fields refused, as the server does')
+  t.equal(schema.properties.password.minLength, 8)
+  t.equal(schema.properties.password.maxLength, 128)
+  t.equal(schema.properties.name.maxLength, 100)
+  t.ok(register.responses['201'].content['application/json'].schema.properties.user, '201 body')
+  t.ok(register.responses['422'], 'validation error documented')
+  t.same(register.security, [], 'public')
+
+  const user = doc.paths['/v1/user'].get
+  t.same(user.security, [{ bearer: [] }])
+  t.ok(user.responses['401'])
+  t.same(doc.components.schemas.Error.required, ['error'])
+  const verify = doc.paths['/v1/auth/verify-email'].get
+  t.match(verify.parameters, [{ name: 'token', in: 'query', required: true }])
+})

@@ -1,0 +1,89 @@
+/** The control app with its RPC service (and optionally the HTTP listener) over a test database. */
+import type { Test } from 'tap'
+import pino from 'pino'
+import type { Db } from '../../../control/db/knex.ts'
+import { GatewayRegistry } from '../../../control/rpc/registry.ts'
+import { RpcServer } from '../../../control/rpc/server.ts'
+import { RpcService } from '../../../control/rpc/service.ts'
+import { ConfiguredGateway } from '../../../control/services/tunnel.ts'
+import { RPC_PROTOCOL_VERSION, type GatewayHello, type GatewayReport, type PeerReport } from '../../../proto/rpc/index.ts'
+import { startApp, type TestApp } from '../harness.ts'
+import { BASE_DOMAIN, Clock, GATEWAY_ENDPOINT, GATEWAY_KEY } from '../routes/tunnel-fixtures.ts'
+
+export const SECRET = 'test-gateway-secret-0123456789-abcdefghijklmnopq'
+
+export interface RpcHarness extends TestApp {
+  rpc: RpcService
+  registry: GatewayRegistry
+  server: RpcServer | null
+  clock: Clock | undefined
+  /** fetch against the RPC listener with the secret (or `secret`). */
+  call (method: string, path: string, body?: unknown, secret?: string | null): Promise<Response>
+}
+
+export interface RpcHarnessOptions {
+  clock?: Clock
+  waitMs?: number
+  listen?: boolean
+  /** Unset: no configured gateway key (creation answers 503 until a hello). */
+  configuredKey?: string | null
+  env?: Record<string, string>
+}
+
+export async function startRpc (t: Test, db: Db, options: RpcHarnessOptions = {}): Promise<RpcHarness> {
+  const now = options.clock?.now ?? (() => new Date())
+  const configuredKey = options.configuredKey === undefined ? GATEWAY_KEY : options.configuredKey
+  const registry = new GatewayRegistry({
+    db,
+    fallback: new ConfiguredGateway(configuredKey ?? undefined, GATEWAY_ENDPOINT),
+    configuredEndpoint: GATEWAY_ENDPOINT,
+    now,
+    cacheMs: 0,
+  })
+  const env: Record<string, string> = { CC_GATEWAY_ENDPOINT: GATEWAY_ENDPOINT, CC_BASE_DOMAIN: BASE_DOMAIN, ...options.env }
+  if (configuredKey !== null) env.CC_GATEWAY_PUBLIC_KEY = configuredKey
+  const h = await startApp(t, db, { env, deps: { gateway: registry, now: options.clock?.now } })
+  const rpc = new RpcService({
+    db,
+    tunnel: h.services.tunnel,
+    ipam: h.services.ipam,
+    registry,
+    waitMs: options.waitMs ?? 1_500,
+    reportIntervalMs: 5_000,
+    pollMs: 20,
+    now,
+    logger: pino({ level: 'silent' }),
+  })
+  t.teardown(() => { rpc.close() })
+  let server: RpcServer | null = null
+  if (options.listen !== false) {
+    server = await RpcServer.start({ service: rpc, secret: SECRET, host: '127.0.0.1', port: 0, logger: pino({ level: 'silent' }) })
+    t.teardown(async () => { await server!.close(0) })
+  }
+  return {
+    ...h,
+    rpc,
+    registry,
+    server,
+    clock: options.clock,
+    async call (method, path, body, secret = SECRET) {
+      if (server === null) throw new Error('no RPC listener')
+      const headers: Record<string, string> = {}
+      if (secret !== null) headers.authorization = `Bearer ${secret}`
+      if (body !== undefined) headers['content-type'] = 'application/json'
+      return await fetch(server.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+    },
+  }
+}
+
+export function hello (publicKey: string, extra: Partial<GatewayHello> = {}): GatewayHello {
+  return { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw-test', publicKey, endpoint: 'gw1.example.test:41820', listenPort: 41820, ...extra }
+}
+
+export function report (peers: PeerReport[], extra: Partial<GatewayReport> = {}): GatewayReport {
+  return { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw-test', sentAt: new Date().toISOString(), full: true, peers, certificates: [], ...extra }
+}
+
+export function peerReport (publicKey: string, lastHandshakeAt: Date | null, extra: Partial<PeerReport> = {}): PeerReport {
+  return { publicKey, lastHandshakeAt: lastHandshakeAt === null ? null : lastHandshakeAt.toISOString(), endpoint: '198.18.0.2:51820', rxBytes: 1000, txBytes: 2000, ...extra }
+}
