@@ -4,8 +4,8 @@
  * delivered at its end (so a handler that writes, ends or destroys from inside a callback never
  * re-enters a half-processed segment), and the host is told the next deadline.
  *
- * Segment arrival lives in input.ts, transmission in output.ts; this file holds the state, the
- * application calls, the timers and the events.
+ * Segment arrival lives in input.ts, transmission in output.ts, timer expiry in timers.ts; this
+ * file holds the state, the application calls, state changes and the events.
  */
 import type { Logger } from 'pino'
 import type { TcpParsed } from '../../../proto/wire/tcp.ts'
@@ -19,14 +19,15 @@ import { Reassembly } from './reassembly.ts'
 import { SackScoreboard } from './sack.ts'
 import { RttEstimator } from './rtt.ts'
 import { createCongestionControl, type CongestionControl } from './cc/index.ts'
-import { seqAdd, seqDiff, seqGt, seqLt } from './seq.ts'
-import { MAX_PERSIST_INTERVAL, TIMESTAMP_OPTION_SPACE, DEFAULT_SEND_MSS } from './constants.ts'
+import { seqAdd, seqDiff, seqLt } from './seq.ts'
+import { TIMESTAMP_OPTION_SPACE, DEFAULT_SEND_MSS } from './constants.ts'
 import {
   CLOSED, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK,
   TIME_WAIT, STATE_NAMES, type TcpState, type TcpStateName,
 } from './state.ts'
 import { segmentArrives } from './input.ts'
-import { transmit, sendSyn, sendSynAck, sendProbe, sendReset } from './output.ts'
+import { transmit, sendSyn, sendSynAck, sendReset } from './output.ts'
+import { timersDue } from './timers.ts'
 
 /** What the application side (a TcpSocket, or a test) receives from a connection. */
 export interface ConnectionHandler {
@@ -438,143 +439,8 @@ export class TcpConnection implements HeapItem {
   }
 
   onTimer (now: number): void {
-    if (this.state !== CLOSED && this.stateAt <= now) this.stateTimeout(now)
-    if (this.state !== CLOSED && this.userTimeout > 0 && this.unackedSince + this.userTimeout <= now) {
-      // RFC 5482 / RFC 9293 3.8.3: data unacknowledged for longer than the user timeout.
-      this.host.counters.events.inc('user_timeout')
-      this.fail('ETIMEDOUT', 'user_timeout', now, true)
-    }
-    if (this.state !== CLOSED && this.rtoAt <= now) this.retransmitTimeout(now)
-    if (this.state !== CLOSED && this.persistAt <= now) this.persistTimeout(now)
-    if (this.state !== CLOSED && this.keepaliveAt <= now) this.keepaliveTimeout(now)
-    if (this.state !== CLOSED && this.delackAt <= now) {
-      this.delackAt = Infinity
-      this.ackNow = true
-      transmit(this, now)
-    }
+    timersDue(this, now)
     this.finishCall()
-  }
-
-  /** RFC 6298 5.4-5.7 (and SYN retransmission, RFC 9293 3.8.1). */
-  private retransmitTimeout (now: number): void {
-    this.rtoAt = Infinity
-    const o = this.options
-    const c = this.host.counters
-    if (this.state === SYN_SENT || this.state === SYN_RECEIVED) {
-      this.synRetransmits++
-      const limit = this.state === SYN_SENT ? o.synRetries : o.synAckRetries
-      if (this.synRetransmits > limit) {
-        if (this.passive) {
-          c.events.inc('syn_received_timeout')
-          this.close(null, 'syn_received_timeout', now)
-        } else {
-          this.fail('ETIMEDOUT', 'connect_timeout', now, false)
-        }
-        return
-      }
-      this.rtt.backoff()
-      this.rttTiming = false
-      c.retransmits.inc(this.state === SYN_SENT ? 'syn' : 'syn_ack')
-      if (this.state === SYN_SENT) sendSyn(this, now)
-      else sendSynAck(this, now)
-      this.rtoAt = now + this.rtt.rto
-      return
-    }
-    const flight = seqDiff(this.sndMax, this.sndUna)
-    if (flight <= 0) return
-    if (++this.retransmits > o.maxRetransmits) {
-      c.events.inc('retransmit_limit')
-      this.fail('ETIMEDOUT', 'retransmit_limit', now, true)
-      return
-    }
-    c.events.inc('rto')
-    this.cc.onRetransmitTimeout(now, flight)
-    this.rtt.backoff()
-    // Karn: nothing sent before the timeout may be timed (RFC 6298 3).
-    this.rttTiming = false
-    // RFC 6582 4 / RFC 6675 5.1: no fast retransmit for data sent before the timeout; RFC 2018 8:
-    // the receiver may have discarded SACKed data, so start over from SND.UNA.
-    this.inRecovery = false
-    this.dupAcks = 0
-    this.recoveryPoint = this.sndMax
-    this.highRxt = this.sndUna
-    this.scoreboard.clear()
-    this.sndNxt = this.sndUna
-    transmit(this, now)
-    if (this.rtoAt === Infinity && seqGt(this.sndMax, this.sndUna)) this.rtoAt = now + this.rtt.rto
-  }
-
-  /** Zero-window probe (RFC 9293 3.8.6.1), backing off like the RTO. */
-  private persistTimeout (now: number): void {
-    this.persistAt = Infinity
-    const windowClosed = seqDiff(seqAdd(this.sndUna, this.sndWnd), this.sndNxt) <= 0
-    if (this.sndUna !== this.sndMax || !this.hasUnsentData() || !windowClosed) {
-      transmit(this, now)
-      return
-    }
-    this.host.counters.retransmits.inc('probe')
-    sendProbe(this, now)
-    this.persistBackoff++
-    this.persistAt = now + Math.min(this.rtt.rto * 2 ** Math.min(this.persistBackoff, 16), MAX_PERSIST_INTERVAL)
-  }
-
-  /** RFC 9293 3.8.4 keepalive: probe an idle connection, abort after unanswered probes. */
-  private keepaliveTimeout (now: number): void {
-    this.keepaliveAt = Infinity
-    if (!this.keepAlive || this.state < ESTABLISHED || this.state === TIME_WAIT) return
-    const o = this.options
-    if (this.keepaliveProbes === 0 && now - this.lastReceivedAt < this.keepAliveIdle) {
-      this.keepaliveAt = this.lastReceivedAt + this.keepAliveIdle
-      return
-    }
-    if (this.sndUna !== this.sndMax) {
-      // Data in flight: the retransmission timer already tests the path.
-      this.keepaliveAt = now + this.keepAliveIdle
-      return
-    }
-    if (this.keepaliveProbes >= o.keepAliveProbes) {
-      this.host.counters.events.inc('keepalive_abort')
-      this.fail('ETIMEDOUT', 'keepalive_timeout', now, true)
-      return
-    }
-    this.host.counters.events.inc('keepalive_probe')
-    sendProbe(this, now)
-    this.keepaliveProbes++
-    this.keepaliveAt = now + o.keepAliveInterval
-  }
-
-  /** Timers that free connections stuck in closing states, and the end of TIME-WAIT. */
-  private stateTimeout (now: number): void {
-    this.stateAt = Infinity
-    const o = this.options
-    switch (this.state) {
-      case TIME_WAIT:
-        this.close(null, 'time_wait_expired', now)
-        return
-      case FIN_WAIT_2:
-        if (now - this.lastReceivedAt < o.finWait2Timeout) {
-          this.stateAt = this.lastReceivedAt + o.finWait2Timeout
-          return
-        }
-        this.host.counters.events.inc('fin_wait_2_timeout')
-        this.fail('ETIMEDOUT', 'fin_wait_2_timeout', now, true)
-        return
-      case CLOSE_WAIT: {
-        const idleSince = Math.max(this.lastReceivedAt, this.lastProgressAt)
-        if (now - idleSince < o.closeWaitTimeout) {
-          this.stateAt = idleSince + o.closeWaitTimeout
-          return
-        }
-        this.host.counters.events.inc('close_wait_timeout')
-        this.fail('ETIMEDOUT', 'close_wait_timeout', now, true)
-        return
-      }
-      case LAST_ACK:
-      case CLOSING:
-      case FIN_WAIT_1:
-        this.host.counters.events.inc(`${this.state === FIN_WAIT_1 ? 'fin_wait_1' : this.state === CLOSING ? 'closing' : 'last_ack'}_timeout`)
-        this.fail('ETIMEDOUT', this.state === LAST_ACK ? 'last_ack_timeout' : 'closing_timeout', now, true)
-    }
   }
 
   // ---- State changes ----

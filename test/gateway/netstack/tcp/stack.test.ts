@@ -1,7 +1,9 @@
 /** The shell: one timer per stack whatever the number of connections, and the clock it owns. */
 import t from 'tap'
 import { once } from 'node:events'
-import { StackPair } from './harness.ts'
+import { StackPair, parseSegment } from './harness.ts'
+import { TcpStack } from '../../../../gateway/netstack/tcp/stack.ts'
+import { Metrics } from '../../../../gateway/metrics.ts'
 import type { TcpSocket } from '../../../../gateway/netstack/tcp/socket.ts'
 
 function timeouts (): number {
@@ -35,9 +37,6 @@ t.test('one timer per stack, not one per connection', async t => {
 
 t.test('the stack clock drives segment times; the IpLayer now argument is ignored', async t => {
   let fake = 1000
-  const { TcpStack } = await import('../../../../gateway/netstack/tcp/stack.ts')
-  const { Metrics } = await import('../../../../gateway/metrics.ts')
-  const { parseSegment } = await import('./harness.ts')
   const sent: Buffer[] = []
   const stack = new TcpStack({ localAddress: '10.100.0.1', ip: { send: d => sent.push(d) }, metrics: new Metrics(), clock: () => fake })
   const s = stack.connect({ host: '10.100.0.2', port: 80 })

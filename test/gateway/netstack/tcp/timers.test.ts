@@ -1,0 +1,172 @@
+/**
+ * Timer expiry (timers.ts) on an injected clock: SYN and data retransmission with backoff,
+ * zero-window probes, keepalive, user timeout, TIME-WAIT and the timeouts of stuck closing states.
+ */
+import t from 'tap'
+import { Scripted, Recorder } from './harness.ts'
+import { Fixture, reach, data, PEER_PORT, PEER_ISS, MSS } from './fixture.ts'
+import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN } from '../../../../proto/wire/tcp.ts'
+
+t.test('SYN-SENT timeout: SYN retransmitted with exponential backoff, then ETIMEDOUT', async t => {
+  const f = new Fixture({ synRetries: 3 })
+  f.connect()
+  const times: number[] = []
+  for (let i = 0; i < 40; i++) {
+    f.s.advance(500)
+    for (const x of f.s.take()) if (x.flags === TCP_SYN) times.push(f.s.now)
+  }
+  t.same(times, [1000, 3000, 7000], 'RTO 1 s, then 2 s, then 4 s (RFC 6298 2.1 and 5.5)')
+  t.equal(f.rec.error?.code, 'ETIMEDOUT')
+  t.equal(f.conn.stateName, 'CLOSED')
+  t.equal(f.s.counter('tcp_retransmits', 'syn'), 3)
+})
+
+t.test('SYN-RECEIVED timeout: SYN-ACK retried, then the half-open connection is freed', async t => {
+  const s = new Scripted({ synAckRetries: 2 })
+  s.core.listen(80, () => new Recorder())
+  s.deliver({ srcPort: PEER_PORT, dstPort: 80, seq: PEER_ISS, flags: TCP_SYN, window: 1000, mss: MSS })
+  s.advance(10_000)
+  const synAcks = s.take().filter(x => x.flags === (TCP_SYN | TCP_ACK))
+  t.equal(synAcks.length, 3)
+  t.equal(s.core.size, 0)
+})
+
+t.test('ESTABLISHED rto: retransmission with exponential backoff (RFC 6298 5.5)', async t => {
+  const f = new Fixture()
+  f.open()
+  const t0 = f.s.now
+  f.conn.write(data(500))
+  f.conn.flush(f.s.now)
+  f.s.take()
+  const times: number[] = []
+  for (let i = 0; i < 60; i++) {
+    f.s.advance(50)
+    for (const x of f.s.take()) if (x.payloadLen > 0) times.push(f.s.now - t0)
+  }
+  // Handshake RTT of 10 ms gives RTO = max(200, 10 + 4 * 5) = 200 ms.
+  t.same(times, [200, 600, 1400, 3000], 'RTO 200, then 400, 800 and 1600 ms')
+  t.equal(f.s.counter('tcp_retransmits', 'rto'), 4)
+  f.send({ ack: f.ackAt(500) })
+  t.equal(f.conn.sndUna, f.ackAt(500))
+  t.equal(f.conn.rtoAt, Infinity, 'timer stopped when everything is acknowledged')
+})
+
+t.test('ESTABLISHED zero window: persist probes back off, data resumes when the window opens', async t => {
+  const f = new Fixture()
+  f.open()
+  f.conn.write(data(2000))
+  f.conn.flush(f.s.now)
+  f.s.take()
+  f.peerWindow = 0
+  f.send({ ack: f.ackAt(2000) })
+  f.conn.write(data(3000, 0x62))
+  f.conn.flush(f.s.now)
+  t.same(f.dataOf(f.s.take()), [], 'nothing fits a zero window')
+  const probes: number[] = []
+  const t0 = f.s.now
+  for (let i = 0; i < 40; i++) {
+    f.s.advance(50)
+    for (const x of f.s.take()) {
+      t.equal(x.payloadLen, 0)
+      t.equal(x.seq, (f.ackAt(2000) - 1) >>> 0, 'probe: an ACK with an old sequence number')
+      probes.push(f.s.now - t0)
+      f.send({ ack: f.ackAt(2000) }) // still closed
+    }
+  }
+  t.ok(probes.length >= 3, `probes sent (${probes.join(',')})`)
+  t.ok(probes[2] - probes[1] > probes[1] - probes[0], 'intervals grow')
+  t.equal(f.conn.stateName, 'ESTABLISHED', 'probes answered: no abort')
+  f.peerWindow = 65535
+  f.send({ ack: f.ackAt(2000) })
+  t.same(f.dataOf(f.s.take()), [[2000, 1000], [3000, 1000], [4000, 1000]], 'window open: data flows')
+  t.equal(f.conn.persistAt, Infinity)
+})
+
+t.test('TIME-WAIT expiry: the connection leaves the table', async t => {
+  const f = reach('TIME-WAIT')
+  t.equal(f.s.core.size, 1)
+  f.s.advance(999)
+  t.equal(f.s.core.size, 1)
+  f.s.advance(1)
+  t.equal(f.s.core.size, 0)
+  t.equal(f.s.core.nextDeadline(), Infinity)
+  t.same(f.s.core.connectionsByState(), {})
+})
+
+t.test('ESTABLISHED keepalive: probes when idle, abort with ETIMEDOUT when unanswered', async t => {
+  const f = new Fixture({ keepAlive: true, keepAliveIdle: 1000, keepAliveInterval: 500, keepAliveProbes: 3 })
+  f.open()
+  const t0 = f.s.now
+  const probes: number[] = []
+  for (let i = 0; i < 100 && f.conn.stateName === 'ESTABLISHED'; i++) {
+    f.s.advance(50)
+    for (const x of f.s.take()) {
+      if ((x.flags & TCP_RST) !== 0) continue
+      t.equal(x.seq, (f.conn.sndUna - 1) >>> 0)
+      probes.push(f.s.now - t0)
+    }
+  }
+  t.same(probes, [1000, 1500, 2000])
+  t.equal(f.rec.error?.code, 'ETIMEDOUT')
+  t.equal(f.s.counter('tcp_events', 'keepalive_abort'), 1)
+})
+
+t.test('ESTABLISHED keepalive answered: the connection stays', async t => {
+  const f = new Fixture({ keepAlive: true, keepAliveIdle: 1000, keepAliveInterval: 500, keepAliveProbes: 2 })
+  f.open()
+  for (let i = 0; i < 200; i++) {
+    f.s.advance(50)
+    for (const x of f.s.take()) if (x.payloadLen === 0) f.send({}) // the peer answers each probe
+  }
+  t.equal(f.conn.stateName, 'ESTABLISHED')
+  t.ok(f.s.counter('tcp_events', 'keepalive_probe') >= 5)
+})
+
+t.test('ESTABLISHED user timeout: unacknowledged data aborts the connection (RFC 5482)', async t => {
+  const f = new Fixture({ userTimeout: 3000 })
+  f.open()
+  const t0 = f.s.now
+  f.conn.write(data(100))
+  f.conn.flush(f.s.now)
+  while (f.conn.stateName === 'ESTABLISHED' && f.s.now - t0 < 10_000) f.s.advance(100)
+  t.equal(f.rec.error?.code, 'ETIMEDOUT')
+  t.equal(f.s.now - t0, 3000)
+  t.ok(f.s.take().some(x => (x.flags & TCP_RST) !== 0), 'the peer is reset')
+  t.equal(f.s.core.size, 0)
+})
+
+t.test('CLOSE-WAIT timeout: an application that never closes is freed', async t => {
+  const f = new Fixture({ closeWaitTimeout: 5000 })
+  f.open()
+  f.send({ flags: TCP_ACK | TCP_FIN })
+  f.s.advance(4999)
+  t.equal(f.conn.stateName, 'CLOSE-WAIT')
+  f.s.advance(1)
+  t.equal(f.conn.stateName, 'CLOSED')
+  t.equal(f.rec.error?.code, 'ETIMEDOUT')
+  t.equal(f.s.core.size, 0)
+})
+
+t.test('FIN-WAIT-2 timeout: a peer that never sends FIN is freed', async t => {
+  const f = new Fixture({ finWait2Timeout: 5000 })
+  f.open()
+  f.conn.shutdown(f.s.now)
+  f.send({ ack: f.ackAt(1) })
+  t.equal(f.conn.stateName, 'FIN-WAIT-2')
+  f.s.advance(5000)
+  t.equal(f.conn.stateName, 'CLOSED')
+  t.equal(f.s.core.size, 0)
+})
+
+t.test('LAST-ACK timeout: a peer that never acknowledges our FIN is freed', async t => {
+  const f = new Fixture({ lastAckTimeout: 5000 })
+  f.open()
+  f.send({ flags: TCP_ACK | TCP_FIN })
+  f.conn.shutdown(f.s.now)
+  t.equal(f.conn.stateName, 'LAST-ACK')
+  f.s.advance(4000)
+  t.ok(f.s.take().filter(x => (x.flags & TCP_FIN) !== 0).length >= 2, 'FIN retransmitted meanwhile')
+  f.s.advance(1000)
+  t.equal(f.conn.stateName, 'CLOSED')
+  t.equal(f.s.core.size, 0)
+})
