@@ -3,35 +3,45 @@
  *
  * Public API (keep it this small):
  *
- *   const tcp = new TcpStack({ localAddress: '10.100.0.1', ip: ipLayer, metrics, logger?, options? })
- *   ipLayer.register(IPPROTO_TCP, tcp)          // tcp.input(ip, datagram, now) receives segments
+ *   const ip = new IpLayer({ address, metrics, send: d => device.send(d) })
+ *   const tcp = new TcpStack({ localAddress: '10.100.0.1', ip, metrics, logger?, options? })
+ *   ip.register(IPPROTO_TCP, tcp)               // tcp.input(ip, datagram, now) receives segments
  *
  *   const socket = tcp.connect({ host: '10.100.0.2', port: 80 }, onConnect?)   // -> TcpSocket (a Duplex)
  *   tcp.listen(8080, socket => { ... })         // passive open on our tunnel address
  *   const agent = new http.Agent({ keepAlive: true }); agent.createConnection = tcp.createConnection
- *   tcp.close()                                 // reset everything, stop the timer
+ *   http.request({ host: '10.100.0.2', port: 80, agent })   // or { createConnection: tcp.createConnection }
+ *   tcp.close()                                 // reset everything (sockets error with ENETDOWN)
  *
- * TcpSocket behaves like net.Socket: 'connect', 'data', 'end' (peer's FIN; half-close with end()),
- * 'drain' (write() returns false when the send buffer is full), 'timeout' (setTimeout), 'close',
- * and errors with node codes: ECONNREFUSED (RST to our SYN), ECONNRESET (RST, or the peer
- * destroyed its socket), ETIMEDOUT (SYN retries, retransmissions, keepalive, user timeout or a
- * stuck closing state). setNoDelay (Nagle is off by default), setKeepAlive, setUserTimeout,
- * remoteAddress/remotePort, localAddress/localPort, bytesRead/bytesWritten, ref/unref.
- * destroy() before end() sends RST; after end() the close completes gracefully in the background.
+ * TcpSocket behaves like net.Socket: 'connect'/'ready', 'data', 'end' (the peer's FIN; half-close
+ * with end(), allowHalfOpen as in net), 'drain' (write() returns false when the send buffer is
+ * full), 'timeout' (setTimeout: idle, does not close), 'close', and errors with node codes:
+ * ECONNREFUSED (RST to our SYN), ECONNRESET (RST; the peer destroyed its socket), ETIMEDOUT (SYN
+ * retries, retransmission limit, keepalive, user timeout, or a stuck closing state), EINVAL (host
+ * is not a dotted IPv4 address: no name resolution), EMFILE / EADDRNOTAVAIL (limits, ports).
+ * Also setNoDelay (Nagle is off by default), setKeepAlive(enable, idleMs) (http.Agent passes its
+ * keepAliveMsecs, 1 s by default: probes every idle second), setUserTimeout, remote/local
+ * address and port, bytesRead/bytesWritten, ref/unref, destroySoon, resetAndDestroy.
+ * Unlike net.Socket, destroy() before end() always sends RST (the peer sees ECONNRESET); after
+ * end() the orderly close completes in the background.
  *
  * Ownership: `datagram` buffers handed to input() are kept (payload views, no copy) until the
  * application has read the data: the caller must not reuse them. Written data is copied in.
+ * Time: the stack reads its own clock (options `clock`, default performance.now); the `now`
+ * argument of input() is ignored so that segment times and timer deadlines always agree.
  *
  * Options (all optional, defaults in constants.ts): mtu (1420 -> MSS 1380), receiveBuffer /
- * sendBuffer (4 MiB each per connection), globalBufferLimit, congestionControl ('cubic' |
- * 'newreno'), timeWait (1 s), finWait2Timeout / closeWaitTimeout / lastAckTimeout, userTimeout,
- * keepAlive*, maxConnections, maxConnectionsPerPeer, minRto / maxRto, sack, timestamps, ...
+ * sendBuffer (4 MiB each per connection), minBuffer and globalBufferLimit (under global pressure
+ * windows and send room shrink to minBuffer), congestionControl ('cubic' | 'newreno'), timeWait
+ * (1 s), finWait2Timeout / closeWaitTimeout / lastAckTimeout (idle limits of closing states),
+ * userTimeout (60 s), keepAlive*, maxConnections, maxConnectionsPerPeer, maxHalfOpen, minRto /
+ * maxRto (200 ms / 120 s), sack, timestamps, windowScaling, delayedAck (40 ms).
  *
  * Inside: core.ts is the sans-IO stack (segments and `now` in; datagrams, socket events and the
- * next deadline out) with connection.ts (state and timers), input.ts (segment arrival),
- * output.ts (what to send), cc/ (NewReno, CUBIC), rtt.ts, sack.ts (sender scoreboard),
- * reassembly.ts (receiver out-of-order queue), send-buffer.ts; stack.ts is the thin shell with
- * the single timer; socket.ts the Duplex.
+ * next deadline out) over connection.ts (state, application calls, events), input.ts (segment
+ * arrival), output.ts (what to send), timers.ts (expiry), cc/ (NewReno, CUBIC), rtt.ts, sack.ts
+ * (sender scoreboard), reassembly.ts (receiver out-of-order queue), send-buffer.ts; stack.ts is
+ * the thin shell with the single timer; socket.ts the Duplex.
  */
 export { TcpStack, type TcpStackOptions, type TcpConnectOptions, type TcpListenOptions } from './stack.ts'
 export { TcpSocket } from './socket.ts'
