@@ -4,8 +4,10 @@
  * them when a third of their lifetime remains, and answers the TLS server's SNI lookups.
  *
  * Lookup order at the handshake (secureContext):
- *   1. the exact name, if it is managed and has a certificate (waiting briefly if one is being
- *      obtained right now);
+ *   0. the name must be one of the managed hostnames (the route table's); otherwise nothing, even
+ *      when a wildcard would cover it;
+ *   1. the exact name's own certificate, if it has one (waiting briefly if one is being obtained
+ *      right now);
  *   2. the one-label wildcard `*.<parent>`, if that is managed and has a certificate;
  *   3. nothing: the handshake fails. There is no default certificate, and a name that is not
  *      managed never starts an issuance (an SNI flood of random names costs nothing).
@@ -165,12 +167,10 @@ export class CertificateManager implements CertificateSource {
 
   async secureContext (servername: string): Promise<tls.SecureContext | undefined> {
     const name = normalizeHost(servername)
-    if (name === '') return undefined
     const exact = this.managed.get(name)
-    if (exact !== undefined) {
-      if (exact.loaded === undefined && exact.inFlight !== undefined) await this.waitFor(exact.inFlight)
-      if (exact.loaded !== undefined) return exact.loaded.context
-    }
+    if (exact === undefined) return undefined
+    if (exact.loaded === undefined && exact.inFlight !== undefined) await this.waitFor(exact.inFlight)
+    if (exact.loaded !== undefined) return exact.loaded.context
     const dot = name.indexOf('.')
     if (dot === -1) return undefined
     const wildcard = this.managed.get(`*${name.slice(dot)}`)

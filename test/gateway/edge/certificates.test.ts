@@ -184,3 +184,11 @@ t.test('removed hostnames stop being served at once', async t => {
   t.equal(await manager.secureContext('a.example.test'), undefined)
   t.same(manager.certificateStates(), [])
 })
+
+t.test('a managed wildcard does not make unrouted names under it servable', async t => {
+  const { manager } = await setup(t, { wildcards: ['*.example.test'] })
+  manager.setHostnames(['a.example.test'])
+  await manager.settled()
+  t.ok(await manager.secureContext('a.example.test'))
+  t.equal(await manager.secureContext('other.example.test'), undefined)
+})
