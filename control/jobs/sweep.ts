@@ -29,17 +29,24 @@ export async function sweepReports (options: SweepOptions): Promise<SweepResult>
   const stale = reported.filter(h => !served.has(h))
   let certificates = 0
   for (let i = 0; i < stale.length; i += 500) {
-    certificates += await db('certificate_states').whereIn('hostname', stale.slice(i, i + 500)).delete()
+    certificates += affected(await db('certificate_states').whereIn('hostname', stale.slice(i, i + 500)).delete())
   }
   const cutoff = new Date(options.now().getTime() - (options.gatewayRetentionMs ?? 30 * 24 * 3600_000))
   // Keep the newest gateway whatever its age: it is the one containers are told about.
   const newest = await db('gateways').orderBy('hello_at', 'desc').first('id') as { id: string } | undefined
-  const gateways = await db('gateways')
+  const gateways = affected(await db('gateways')
     .where('hello_at', '<', cutoff)
     .andWhere(q => { void q.whereNull('report_at').orWhere('report_at', '<', cutoff) })
     .modify(q => { if (newest !== undefined) void q.whereNot('id', newest.id) })
-    .delete()
+    .delete())
   return { certificates, gateways }
+}
+
+/** Rows a delete touched: pg answers a number, the PGlite dialect a result object. */
+function affected (result: unknown): number {
+  if (typeof result === 'number') return result
+  const r = result as { rowCount?: number, affectedRows?: number } | null
+  return r?.rowCount ?? r?.affectedRows ?? 0
 }
 
 /** Runs sweepReports every intervalMs (first run after one interval); stop() ends it. */

@@ -32,6 +32,7 @@ t.test('secretMatches: equal only for the same string, whatever the lengths', as
 
 await forEachDatabase(t, async (t, db) => {
   t.test('wrong or missing secret -> 401 on every endpoint, before routing', async t => {
+    await db('gateways').delete()
     const h = await startRpc(t, db)
     const paths: Array<[string, string, unknown]> = [
       ['GET', RPC_PATHS.config, undefined],
@@ -110,13 +111,11 @@ await forEachDatabase(t, async (t, db) => {
   t.test('a gateway hanging up ends its wait; closing the listener answers pending polls', async t => {
     const h = await startRpc(t, db, { waitMs: 60_000 })
     const version = await h.services.tunnel.configVersion()
-    const abort = new AbortController()
     const hungUp = h.call('GET', `${RPC_PATHS.config}?since=${version}`).catch(() => null)
     const deadline = Date.now() + 5_000
     while (h.rpc.watcher.waiting === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
     t.equal(h.rpc.watcher.waiting, 1, 'one poll waiting')
-    abort.abort()
-    // Hang up by destroying the client socket: undici aborts on its own signal.
+    // A second poll whose client hangs up.
     const ctl = new AbortController()
     const second = fetch(h.server!.url + `${RPC_PATHS.config}?since=${version}`, { headers: { authorization: `Bearer ${SECRET}` }, signal: ctl.signal }).catch(() => null)
     while (h.rpc.watcher.waiting < 2 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
@@ -166,6 +165,7 @@ await forEachDatabase(t, async (t, db) => {
   })
 
   t.test('hello with no configured key: creation is 503 until a gateway says hello', async t => {
+    await db('gateways').delete() // the database is shared by this file's tests
     const h = await startRpc(t, db, { configuredKey: null })
     const user = await newUser(h, 'nokey')
     const refused = await h.request('POST', '/v1/instances', { name: 'x', subdomain: 'no-gateway-yet' }, bearer(user.token))
@@ -175,6 +175,7 @@ await forEachDatabase(t, async (t, db) => {
   })
 
   t.test('errors: protocol, validation, JSON, media type, routing', async t => {
+    await db('gateways').delete()
     const h = await startRpc(t, db)
     const mismatch = await h.call('POST', RPC_PATHS.hello, hello(key(), { protocol: RPC_PROTOCOL_VERSION + 1 }))
     t.equal(mismatch.status, 409)
