@@ -9,8 +9,12 @@
  * - createInitiation throws KeyError (code 'key_low_order') when the remote static key gives an
  *   all-zero DH; consumeInitiation / consumeResponse return null in that case.
  * - KeyError.code is 'key_format' or 'key_low_order'.
+ * - sealTransportInto(aead, key, receiverIndex, counter, packet, out, offset) writes the message into a
+ *   caller's buffer; with the packet already at out[offset + 16..] it encrypts in place (no copy, no
+ *   allocation): the fastest data path (bench/RESULTS.md).
  * - Extra exports: X25519 backends (sodiumX25519, nodeX25519, setX25519Backend), mac(), mac1Of(),
- *   paddedLength(), REPLAY_WINDOW_SIZE, PADDING_MULTIPLE and the primitive sizes in constants.ts.
+ *   paddedLength(), transportMessageLength(), REPLAY_WINDOW_SIZE, PADDING_MULTIPLE and the primitive
+ *   sizes in constants.ts.
  */
 export * from './constants.ts'
 export {
@@ -25,5 +29,8 @@ export {
   type StaticIdentity, type SessionKeys, type InitiatorHandshake, type ResponderHandshake, type ConsumedInitiation,
   createInitiation, consumeInitiation, createResponse, consumeResponse,
 } from './handshake.ts'
-export { type AeadBackend, nodeAead, sodiumAead, defaultAead, sealTransport, openTransport, paddedLength } from './transport.ts'
+export {
+  type AeadBackend, nodeAead, sodiumAead, defaultAead, sealTransport, sealTransportInto, openTransport, paddedLength,
+  transportMessageLength,
+} from './transport.ts'
 export { ReplayWindow, REPLAY_WINDOW_SIZE } from './replay.ts'

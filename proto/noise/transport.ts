@@ -95,17 +95,37 @@ export function paddedLength (n: number): number {
   return (n + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
 }
 
-/** Builds a whole transport message: type 4, receiver, counter, AEAD(packet padded to 16). */
+/** Length of the transport message carrying a packet of `packetLength` bytes. */
+export function transportMessageLength (packetLength: number): number {
+  return HEADER_LEN + paddedLength(packetLength) + AEAD_TAG_LEN
+}
+
+/** Builds a whole transport message in a new buffer: type 4, receiver, counter, AEAD(packet padded to 16). */
 export function sealTransport (aead: AeadBackend, key: Uint8Array, receiverIndex: number, counter: bigint, packet: Uint8Array): Buffer {
-  const padded = paddedLength(packet.length)
-  const message = Buffer.allocUnsafe(HEADER_LEN + padded + AEAD_TAG_LEN)
-  message.writeUInt32LE(TYPE_TRANSPORT, 0) // type and three reserved zero bytes
-  message.writeUInt32LE(receiverIndex >>> 0, OFF_RECEIVER)
-  message.writeBigUInt64LE(counter, OFF_COUNTER)
-  message.set(packet, HEADER_LEN)
-  message.fill(0, HEADER_LEN + packet.length, HEADER_LEN + padded)
-  aead.seal(key, counter, message.subarray(HEADER_LEN, HEADER_LEN + padded), message, HEADER_LEN)
+  const message = Buffer.allocUnsafe(transportMessageLength(packet.length))
+  sealTransportInto(aead, key, receiverIndex, counter, packet, message, 0)
   return message
+}
+
+/**
+ * Like sealTransport, into out[offset..] (transportMessageLength(packet.length) bytes); returns that
+ * length. When `packet` already sits at out[offset + 16..] (a packet built with 16 bytes of headroom)
+ * it is encrypted in place without a copy, which is the cheapest way through.
+ */
+export function sealTransportInto (
+  aead: AeadBackend, key: Uint8Array, receiverIndex: number, counter: bigint, packet: Uint8Array, out: Buffer, offset: number,
+): number {
+  const padded = paddedLength(packet.length)
+  const length = HEADER_LEN + padded + AEAD_TAG_LEN
+  if (offset < 0 || out.length - offset < length) throw new RangeError('transport message does not fit')
+  const body = offset + HEADER_LEN
+  if (packet.buffer !== out.buffer || packet.byteOffset !== out.byteOffset + body) out.set(packet, body)
+  if (padded !== packet.length) out.fill(0, body + packet.length, body + padded)
+  out.writeUInt32LE(TYPE_TRANSPORT, offset) // type and three reserved zero bytes
+  out.writeUInt32LE(receiverIndex >>> 0, offset + OFF_RECEIVER)
+  out.writeBigUInt64LE(counter, offset + OFF_COUNTER)
+  aead.seal(key, counter, out.subarray(body, body + padded), out, body)
+  return length
 }
 
 /**

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import {
-  defaultAead, nodeAead, openTransport, paddedLength, sealTransport, sodiumAead,
+  defaultAead, nodeAead, openTransport, paddedLength, sealTransport, sealTransportInto, sodiumAead, transportMessageLength,
 } from '../../../proto/noise/transport.ts'
 
 const key = randomBytes(32)
@@ -107,4 +107,25 @@ t.test('the native binding path (when used) matches the sodium-native wrapper by
   t.throws(() => aeadEncrypt(Buffer.alloc(20), Buffer.alloc(4), null, Buffer.alloc(12), Buffer.alloc(31)), RangeError, 'short key')
   t.throws(() => aeadEncrypt(Buffer.alloc(19), Buffer.alloc(4), null, Buffer.alloc(12), key), RangeError, 'output size')
   t.equal(aeadDecrypt(Buffer.alloc(4), Buffer.alloc(20), null, Buffer.alloc(11), key), -1, 'short nonce')
+})
+
+t.test('sealTransportInto: same bytes as sealTransport, copied or in place', async t => {
+  for (const aead of [sodiumAead, nodeAead]) {
+    for (const size of [0, 3, 16, 1420]) {
+      const packet = randomBytes(size)
+      const expected = sealTransport(aead, key, 77, 1234n, packet)
+      t.equal(transportMessageLength(size), expected.length)
+      const out = Buffer.alloc(expected.length + 8, 0xee)
+      t.equal(sealTransportInto(aead, key, 77, 1234n, packet, out, 8), expected.length)
+      t.same(out.subarray(8), expected, `${aead.name} size ${size} copied`)
+      t.same(out.subarray(0, 8), Buffer.alloc(8, 0xee))
+      // In place: the packet written at offset 16 of the output, with garbage where padding goes.
+      const inPlace = Buffer.alloc(expected.length, 0x99)
+      packet.copy(inPlace, 16)
+      t.equal(sealTransportInto(aead, key, 77, 1234n, inPlace.subarray(16, 16 + size), inPlace, 0), expected.length)
+      t.same(inPlace, expected, `${aead.name} size ${size} in place`)
+    }
+  }
+  t.throws(() => sealTransportInto(sodiumAead, key, 1, 0n, Buffer.alloc(20), Buffer.alloc(63), 0), RangeError)
+  t.throws(() => sealTransportInto(sodiumAead, key, 1, 0n, Buffer.alloc(20), Buffer.alloc(64), 1), RangeError)
 })
