@@ -186,10 +186,13 @@ export class Edge {
 
     if (o.http !== false) {
       const httpsPort = o.publicHttpsPort ?? ((httpsAddress.port ?? 443) === 0 ? (this.httpsServer.address() as net.AddressInfo).port : httpsAddress.port ?? 443)
+      const headersTimeout = o.headersTimeoutMs ?? EDGE_DEFAULTS.headersTimeoutMs
       const server = http.createServer({
         maxHeaderSize: o.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize,
-        requestTimeout: 30_000, // only tiny redirects and challenge answers are served here
-        headersTimeout: o.headersTimeoutMs ?? EDGE_DEFAULTS.headersTimeoutMs,
+        // Only tiny redirects and challenge answers are served here: the whole request must come
+        // within the header timeout.
+        requestTimeout: headersTimeout,
+        headersTimeout,
         keepAliveTimeout: o.keepAliveTimeoutMs ?? EDGE_DEFAULTS.keepAliveTimeoutMs,
         connectionsCheckingInterval: o.connectionsCheckingIntervalMs ?? EDGE_DEFAULTS.connectionsCheckingIntervalMs,
       }, createHttpHandler({ routes: this.routes, challenges: o.challenges ?? noChallenges, logger: this.logger, httpsPort }))
