@@ -87,7 +87,7 @@ function instanceScheme (services: Services): ServerAuthSchemeObject {
       let who
       try {
         who = request.route.settings.app?.instanceTokenCheck === 'handler'
-          ? await services.tokens.verifyInstance(token)
+          ? await services.instances.verifyToken(token)
           : await services.instances.authenticate(token)
       } catch (err) {
         if (isApiError(err)) err.data!.headers = { 'www-authenticate': 'Bearer error="invalid_token"' }

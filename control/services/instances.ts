@@ -22,7 +22,7 @@ import { isoSeconds } from '../time.ts'
 import { toAddress, type IpamService } from './ipam.ts'
 import type { PlanService } from './plans.ts'
 import { classifySubdomain, normalizeSubdomain, verdictMessage, type SubdomainService } from './subdomains.ts'
-import type { TokenService } from './tokens.ts'
+import type { InstanceClaims, TokenService } from './tokens.ts'
 import { bumpConfigVersion, instanceStatus, type CustomDomainSource, type GatewayInfo, type InstanceIdentity, type TunnelService, type TunnelStateRow } from './tunnel.ts'
 
 export interface InstanceRow extends TunnelStateRow {
@@ -63,8 +63,17 @@ const SUBDOMAIN_CONSTRAINT = 'instances_subdomain_unique'
 
 class SubdomainTakenSignal extends Error {}
 
+/** Verified instance tokens remembered (each container presents the same one every minute). */
+const VERIFIED_TOKEN_CACHE_SIZE = 100_000
+
 export class InstanceService {
   readonly #o: InstanceServiceOptions
+  /**
+   * token -> claims for tokens whose signature and claims verified. Instance tokens never expire,
+   * so this only memoises a pure function of the token; whether the token is still current is
+   * checked against the database on every use regardless.
+   */
+  readonly #verified = new Map<string, InstanceClaims>()
 
   constructor (options: InstanceServiceOptions) {
     this.#o = options
@@ -245,11 +254,24 @@ export class InstanceService {
    * token must still be the instance's current one. 401 otherwise.
    */
   async authenticate (token: string): Promise<InstanceIdentity> {
-    const claims = await this.#o.tokens.verifyInstance(token)
+    const claims = await this.verifyToken(token)
     const row = await this.#o.db('instances').where({ id: claims.instanceId, token_jti: claims.jti }).first('user_id') as { user_id: string } | undefined
     if (row === undefined || row.user_id !== claims.userId) {
       throw apiError('UNAUTHORIZED', 'Invalid or expired token', {}, { 'www-authenticate': 'Bearer error="invalid_token"' })
     }
     return { instanceId: claims.instanceId, userId: claims.userId, jti: claims.jti }
+  }
+
+  /**
+   * Signature and claims only (TokenService.verifyInstance), memoised. The caller must still check
+   * that `jti` is the instance's current token id.
+   */
+  async verifyToken (token: string): Promise<InstanceClaims> {
+    const known = this.#verified.get(token)
+    if (known !== undefined) return known
+    const claims = await this.#o.tokens.verifyInstance(token)
+    if (this.#verified.size >= VERIFIED_TOKEN_CACHE_SIZE) this.#verified.delete(this.#verified.keys().next().value as string)
+    this.#verified.set(token, claims)
+    return claims
   }
 }
