@@ -9,7 +9,7 @@ import http2 from 'node:http2'
 import https from 'node:https'
 import net from 'node:net'
 import { createHash } from 'node:crypto'
-import { startEdge, startOrigin, route, request, delay, loopbackLookup, waitFor, type TestEdge } from './helpers.ts'
+import { startEdge, startOrigin, route, request, delay, loopbackLookup, waitFor } from './helpers.ts'
 
 interface Seen { method?: string, url?: string, headers: http.IncomingHttpHeaders, body: Buffer }
 

@@ -12,7 +12,7 @@ import { startEdge, route, tempDir, request, type TestEdge } from './helpers.ts'
 import { LocalCa } from '../../../gateway/edge/local-ca.ts'
 import { FileCertStore } from '../../../gateway/edge/cert-store.ts'
 
-interface Handshake { ok: boolean, subjectAltName?: string, error?: string, alpn?: string | false }
+interface Handshake { ok: boolean, subjectAltName?: string, error?: string, alpn?: string | false | null }
 
 function handshake (te: TestEdge, servername: string | undefined, alpn = ['http/1.1']): Promise<Handshake> {
   return new Promise(resolve => {
