@@ -1,9 +1,14 @@
 /**
- * The gateway process wiring: WireGuard device + UDP shell + IP layer from a validated config, and
- * the small HTTP server for `GET /metrics` (Prometheus text) and `GET /status` (JSON).
+ * The gateway process wiring: WireGuard device + UDP shell + IP layer + userspace TCP from a
+ * validated config, the edge (HTTPS/HTTP listeners, when configured), and the small HTTP server
+ * for `GET /metrics` (Prometheus text) and `GET /status` (JSON).
  *
- *   UDP socket -> UdpShell -> Device -> IpLayer -> protocol handlers (TCP registers protocol 6)
+ *   UDP socket -> UdpShell -> Device -> IpLayer -> TcpStack (protocol 6) / ICMP echo
  *   IpLayer.send -> UdpShell.sendPacket -> Device (route by destination) -> UDP socket
+ *   HTTPS client -> Edge (TLS by SNI, Host -> route) -> TcpStack.connect(tunnelIp:port) -> peer
+ *
+ * Peers and routes come from the control plane as snapshots (applySnapshot, driven by
+ * gateway/control's ControlClient); the config file's own peers are the first snapshot.
  */
 import http from 'node:http'
 import type { Logger } from 'pino'
@@ -11,9 +16,14 @@ import { Metrics } from './metrics.ts'
 import { Device, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from './wireguard/udp.ts'
 import { IpLayer } from './netstack/ip.ts'
+import { TcpStack, type TcpSocket } from './netstack/tcp/index.ts'
+import { Edge } from './edge/index.ts'
+import { planSnapshot, type Route } from './control/apply.ts'
+import { snapshotFromConfig } from './control/static-file.ts'
 import type { GatewayConfig, PeerConfig } from './config/schema.ts'
 import { encodeKey } from '../proto/noise/index.ts'
-import { formatIPv4 } from '../proto/wire/ipv4.ts'
+import { IPPROTO_TCP, formatIPv4 } from '../proto/wire/ipv4.ts'
+import type { CertificateReport, ConfigSnapshot } from '../proto/rpc/index.ts'
 import type { FaultStats } from './netstack/fault.ts'
 
 export interface GatewayStatus {
@@ -26,6 +36,18 @@ export interface GatewayStatus {
   /** Every counter family: { family: { reason: count } }. */
   counters: Record<string, Record<string, number>>
   faults: { inbound: FaultStats, outbound: FaultStats } | null
+  /** Version of the control-plane snapshot being served (null: only the config file's peers). */
+  configVersion: number | null
+  routes: number
+  edge: { https: string, http: string | null } | null
+}
+
+export interface ApplyResult {
+  added: number
+  updated: number
+  removed: number
+  routes: number
+  rejected: number
 }
 
 export class Gateway {
@@ -35,9 +57,16 @@ export class Gateway {
   readonly device: Device
   readonly ip: IpLayer
   readonly shell: UdpShell
+  readonly tcp: TcpStack
+  /** The HTTPS/HTTP edge, when the config has an `edge` block. */
+  edge: Edge | null = null
+  configVersion: number | null = null
   private readonly startedAt = monotonicNow()
   private listenText = ''
   private httpServer: http.Server | null = null
+  private routeList: Route[] = []
+  private instanceIds = new Map<string, string>()
+  private addressWarnedFor = ''
 
   private constructor (config: GatewayConfig, logger: Logger, metrics: Metrics) {
     this.config = config
@@ -72,7 +101,12 @@ export class Gateway {
       },
     })
     this.shell.attach(this.device)
+    this.tcp = new TcpStack({ localAddress: config.address, ip: this.ip, metrics, logger: logger.child({ module: 'tcp' }) })
+    this.ip.register(IPPROTO_TCP, this.tcp)
     for (const peer of config.peers) this.device.addPeer(peer)
+    const plan = planSnapshot(snapshotFromConfig(config, 0), { publicKey: config.publicKey, address: config.address })
+    this.routeList = plan.routes
+    this.instanceIds = plan.instanceIds
   }
 
   /** Builds the gateway and binds its sockets (UDP, then the optional metrics HTTP server). */
@@ -88,11 +122,37 @@ export class Gateway {
         throw err
       }
     }
+    if (config.edge !== null) {
+      try {
+        await gw.startEdge(config.edge)
+      } catch (err) {
+        await gw.close(0)
+        throw err
+      }
+    }
     if (config.testing.rekeyAfterTimeMs !== undefined) {
       logger.warn({ rekeyAfterTimeMs: config.testing.rekeyAfterTimeMs }, 'TEST SETTING: sessions rekey early; never use in production')
     }
     if (config.faults !== null) logger.warn({ faults: config.faults }, 'TEST SETTING: datagram fault injection is on')
     return gw
+  }
+
+  private async startEdge (settings: NonNullable<GatewayConfig['edge']>): Promise<void> {
+    const tcp = this.tcp
+    const edge = new Edge({
+      dataDir: settings.dataDir,
+      logger: this.logger.child({ module: 'edge' }),
+      metrics: this.metrics,
+      // Upstream = the peer's tunnel address through our own TCP stack.
+      connector: { createConnection: (_route, o) => tcp.connect({ host: o.host, port: o.port, noDelay: true }) },
+      https: { host: settings.httpsListen.address, port: settings.httpsListen.port },
+      http: settings.httpListen === null ? false : { host: settings.httpListen.address, port: settings.httpListen.port },
+      publicHttpsPort: settings.publicHttpsPort,
+      wildcards: settings.wildcards,
+    })
+    edge.updateRoutes(this.routeList)
+    this.edge = edge
+    await edge.start()
   }
 
   /** "address:port" the UDP socket is bound to. */
@@ -127,8 +187,58 @@ export class Gateway {
     return { added, updated, removed }
   }
 
+  /**
+   * Serves a control-plane snapshot: WireGuard peers added, updated in place (sessions kept) or
+   * removed, and the edge's routes replaced. Peers that cannot be taken are dropped and logged.
+   */
+  applySnapshot (snapshot: ConfigSnapshot): ApplyResult {
+    const plan = planSnapshot(snapshot, { publicKey: this.device.publicKey, address: this.config.address })
+    const own = formatIPv4(this.config.address)
+    if (snapshot.gateway.address !== own && this.addressWarnedFor !== snapshot.gateway.address) {
+      this.addressWarnedFor = snapshot.gateway.address
+      this.logger.warn({ configured: own, control: snapshot.gateway.address }, 'control assigns another tunnel address to the gateway: restart to use it')
+    }
+    if (plan.rejected.length > 0) this.logger.warn({ rejected: plan.rejected }, 'peers dropped from the configuration')
+    if (plan.duplicateHostnames.length > 0) this.logger.warn({ hostnames: plan.duplicateHostnames }, 'hostnames claimed by more than one peer: first kept')
+    const counts = this.reloadPeers(plan.peers)
+    this.routeList = plan.routes
+    this.instanceIds = plan.instanceIds
+    this.edge?.updateRoutes(plan.routes)
+    this.configVersion = snapshot.version
+    return { ...counts, routes: plan.routes.length, rejected: plan.rejected.length }
+  }
+
+  get routes (): readonly Route[] { return this.routeList }
+
+  instanceIdOf (publicKey: string): string | undefined {
+    return this.instanceIds.get(publicKey)
+  }
+
+  peerStatuses (): PeerStatus[] {
+    const now = monotonicNow()
+    return [...this.device.peers.values()].map(p => this.device.peerStatus(p, now))
+  }
+
+  /** The edge's certificate states in the RPC's terms (none without an edge). */
+  certificateReports (): CertificateReport[] {
+    if (this.edge === null) return []
+    return this.edge.certificateStates().map(c => {
+      const report: CertificateReport = { hostname: c.hostname, state: c.status }
+      if (c.notAfter !== undefined) report.notAfter = c.notAfter
+      if (c.lastError !== undefined) report.lastError = c.lastError.slice(0, 2000)
+      if (c.nextAttemptAt !== undefined) report.nextRetryAt = c.nextAttemptAt
+      return report
+    })
+  }
+
+  /** A TCP connection through the tunnel to a peer's address (what the edge's upstreams use). */
+  connectUpstream (host: string, port: number): TcpSocket {
+    return this.tcp.connect({ host, port, noDelay: true })
+  }
+
   status (): GatewayStatus {
     const now = monotonicNow()
+    const edge = this.edge === null ? null : this.edgeAddresses()
     return {
       publicKey: encodeKey(this.device.publicKey),
       listen: this.listenText,
@@ -138,6 +248,18 @@ export class Gateway {
       peers: [...this.device.peers.values()].map(p => this.device.peerStatus(p, now)),
       counters: this.metrics.snapshot(),
       faults: this.shell.faultStats(),
+      configVersion: this.configVersion,
+      routes: this.routeList.length,
+      edge,
+    }
+  }
+
+  private edgeAddresses (): { https: string, http: string | null } | null {
+    try {
+      const a = this.edge!.addresses()
+      return { https: formatEndpoint(a.https.address, a.https.port), http: a.http === null ? null : formatEndpoint(a.http.address, a.http.port) }
+    } catch {
+      return null // not started yet
     }
   }
 
@@ -161,7 +283,12 @@ export class Gateway {
     return lines.join('\n') + '\n'
   }
 
-  async close (): Promise<void> {
+  /** Stops the edge (in-flight requests get `graceMs`), the metrics server, TCP and the UDP socket. */
+  async close (graceMs = 5_000): Promise<void> {
+    const edge = this.edge
+    this.edge = null
+    if (edge !== null) await edge.close(graceMs)
+    this.tcp.close()
     const server = this.httpServer
     this.httpServer = null
     if (server !== null) {

@@ -9,10 +9,19 @@
  *   "address": "10.100.0.1",                 the gateway's tunnel address (a "/len" suffix is accepted)
  *   "metricsListen": "127.0.0.1:9091",       optional HTTP server: GET /metrics, GET /status
  *   "peers": [{ "publicKey", "allowedIPs": ["10.100.0.2/32"], "endpoint"?: "198.18.0.2:51820",
- *               "persistentKeepalive"?: seconds, "presharedKey"? }],
+ *               "persistentKeepalive"?: seconds, "presharedKey"?,
+ *               "hostnames"?: ["files.example.com"],  HTTP(S) hostnames routed to this peer
+ *               "port"?: 80,                          upstream TCP port behind the tunnel
+ *               "tunnelIp"?: "10.100.0.2",            upstream address (default: allowedIPs[0]'s address)
+ *               "name"?: "files" }],                  label in logs and reports
  *   "faults"?: { "seed", "drop", "duplicate", "reorder", "delayMs", "jitterMs" },   datagram faults, both directions
  *   "dos"?: { "underLoadHandshakesPerSecond", "rateLimitPerSecond", "rateLimitBurst" },
- *   "testing"?: { "rekeyAfterTimeMs" }      TEST ONLY: shortens REKEY_AFTER_TIME so sessions rotate fast
+ *   "testing"?: { "rekeyAfterTimeMs" },     TEST ONLY: shortens REKEY_AFTER_TIME so sessions rotate fast
+ *   "edge"?: {                               HTTPS/HTTP listeners in front of the peers (off when absent)
+ *     "dataDir": "./data",                   TLS material: <dataDir>/tls (local CA, certificates)
+ *     "httpsListen": "0.0.0.0:443", "httpListen": "0.0.0.0:80" (null: none),
+ *     "publicHttpsPort"?: 443,               port written in HTTP->HTTPS redirects
+ *     "wildcards"?: ["*.example.com"] }      wildcard certificates to use for matching hostnames
  * }
  */
 import Joi from 'joi'
@@ -29,6 +38,23 @@ export interface PeerConfig {
   endpoint: Endpoint | null
   /** Seconds; 0 = off. */
   persistentKeepalive: number
+  /** HTTP(S) hostnames routed to this peer (lower case). */
+  hostnames?: string[]
+  /** Upstream TCP port behind the tunnel. */
+  port?: number
+  /** Upstream address as a 32-bit number (inside allowedIPs). */
+  tunnelIp?: number
+  /** Label in logs and reports. */
+  name?: string
+}
+
+export interface EdgeConfig {
+  dataDir: string
+  httpsListen: Endpoint
+  /** null: no plain HTTP listener. */
+  httpListen: Endpoint | null
+  publicHttpsPort?: number
+  wildcards: string[]
 }
 
 export interface DosConfig {
@@ -49,6 +75,7 @@ export interface GatewayConfig {
   faults: FaultConfig | null
   dos: DosConfig
   testing: { rekeyAfterTimeMs?: number }
+  edge: EdgeConfig | null
 }
 
 /** A configuration problem: `field` is the JSON path (e.g. "peers[1].publicKey"). */
@@ -90,6 +117,9 @@ const listenHostPort = Joi.string().custom((value: string) => {
 
 const probability = Joi.number().min(0).max(1)
 
+const hostname = Joi.string().max(253).hostname().pattern(/^[a-z0-9.-]+$/)
+  .messages({ 'string.pattern.base': '{{#label}} must be a lower-case DNS name' })
+
 const schema = Joi.object({
   privateKey: key.required(),
   listenPort: Joi.number().integer().min(0).max(65535).default(51820),
@@ -102,6 +132,10 @@ const schema = Joi.object({
     endpoint: hostPort,
     persistentKeepalive: Joi.number().integer().min(0).max(65535).default(0),
     presharedKey: key,
+    hostnames: Joi.array().items(hostname).max(64).default([]),
+    port: Joi.number().integer().min(1).max(65535).default(80),
+    tunnelIp: Joi.string().ip({ version: ['ipv4'], cidr: 'forbidden' }),
+    name: Joi.string().max(128).pattern(/^[A-Za-z0-9._:-]+$/),
   })).default([]),
   faults: Joi.object({
     seed: Joi.number().integer().min(0).max(0xffffffff).default(1),
@@ -119,6 +153,13 @@ const schema = Joi.object({
   testing: Joi.object({
     rekeyAfterTimeMs: Joi.number().integer().min(100).max(120_000),
   }).default({}),
+  edge: Joi.object({
+    dataDir: Joi.string().min(1).required(),
+    httpsListen: listenHostPort.default('0.0.0.0:443'),
+    httpListen: listenHostPort.allow(null).default('0.0.0.0:80'),
+    publicHttpsPort: Joi.number().integer().min(1).max(65535),
+    wildcards: Joi.array().items(Joi.string().max(253).pattern(/^\*\.[a-z0-9.-]+$/)).default([]),
+  }),
 })
 
 /** "198.18.0.2:51820" or "[fd00::1]:51820" -> Endpoint. Throws on anything else. */
@@ -135,10 +176,14 @@ export function parseEndpoint (text: string, allowPortZero = false): Endpoint {
   return { address: m[1], port }
 }
 
-interface RawPeer { publicKey: string, allowedIPs: string[], endpoint?: string, persistentKeepalive: number, presharedKey?: string }
+interface RawPeer {
+  publicKey: string, allowedIPs: string[], endpoint?: string, persistentKeepalive: number, presharedKey?: string,
+  hostnames: string[], port: number, tunnelIp?: string, name?: string,
+}
+interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[] }
 interface RawConfig {
   privateKey: string, listenPort: number, listenAddress: string, address: string, metricsListen?: string,
-  peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number },
+  peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number }, edge?: RawEdge,
 }
 
 /** Validates a parsed JSON value; throws ConfigError naming the first bad field. */
@@ -153,6 +198,7 @@ export function validateConfig (value: unknown): GatewayConfig {
   const address = parseIPv4Address(raw.address.replace(/\/[0-9]{1,2}$/, ''))
   const seenKeys = new Map<string, number>()
   const owned: Array<{ prefix: IPv4Prefix, field: string }> = []
+  const routedBy = new Map<string, string>()
   const peers = raw.peers.map((p, i): PeerConfig => {
     const field = `peers[${i}]`
     const first = seenKeys.get(p.publicKey)
@@ -170,12 +216,28 @@ export function validateConfig (value: unknown): GatewayConfig {
       owned.push({ prefix, field: here })
       return prefix
     })
+    let tunnelIp = allowedIPs[0].network
+    if (p.tunnelIp !== undefined) {
+      tunnelIp = parseIPv4Address(p.tunnelIp)
+      if (!allowedIPs.some(prefix => prefixContains(prefix, tunnelIp))) throw new ConfigError(`${field}.tunnelIp`, `${p.tunnelIp} is outside the peer's allowedIPs`)
+    } else if (p.hostnames.length > 0 && allowedIPs[0].prefixLength < 32) {
+      throw new ConfigError(`${field}.tunnelIp`, 'is required when the peer has hostnames and allowedIPs[0] is wider than /32')
+    }
+    p.hostnames.forEach((h, j) => {
+      const other = routedBy.get(h)
+      if (other !== undefined) throw new ConfigError(`${field}.hostnames[${j}]`, `${h} is already routed by ${other}`)
+      routedBy.set(h, `${field}.hostnames[${j}]`)
+    })
     return {
       publicKey: peerKey,
       presharedKey: p.presharedKey === undefined ? null : decodeKey(p.presharedKey),
       allowedIPs,
       endpoint: p.endpoint === undefined ? null : parseEndpoint(p.endpoint),
       persistentKeepalive: p.persistentKeepalive,
+      hostnames: p.hostnames,
+      port: p.port,
+      tunnelIp,
+      name: p.name ?? `peer${i}`,
     }
   })
   return {
@@ -189,6 +251,15 @@ export function validateConfig (value: unknown): GatewayConfig {
     faults: raw.faults ?? null,
     dos: raw.dos,
     testing: raw.testing,
+    edge: raw.edge === undefined
+      ? null
+      : {
+          dataDir: raw.edge.dataDir,
+          httpsListen: parseEndpoint(raw.edge.httpsListen, true),
+          httpListen: raw.edge.httpListen === null ? null : parseEndpoint(raw.edge.httpListen, true),
+          publicHttpsPort: raw.edge.publicHttpsPort,
+          wildcards: raw.edge.wildcards,
+        },
   }
 }
 

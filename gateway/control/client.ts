@@ -1,0 +1,236 @@
+/**
+ * Keeps a gateway in step with its control plane (any ControlPlane: HTTP, static file, in-process):
+ *
+ *   watch loop   long-poll for the next snapshot, apply it, persist it; on failure back off
+ *                (exponential with jitter, capped) and keep serving the last snapshot
+ *   report loop  hello (again after any failure: control may have restarted), then a report every
+ *                reportIntervalMs: per-peer handshake/endpoint/bytes and certificate states
+ *
+ * Nothing here throws out of a loop: failures are logged (once per outage, then sparsely) and
+ * retried. close() ends both loops at once, aborting a pending long-poll.
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import { RpcError, type CertificateReport, type ConfigSnapshot, type ControlPlane, type GatewayHello } from '../../proto/rpc/index.ts'
+import type { PeerStatus } from '../wireguard/device.ts'
+import { ReportBuilder } from './reporter.ts'
+import type { SnapshotStore } from './store.ts'
+
+/** What the client drives: the Gateway implements it. */
+export interface ControlTarget {
+  /** Applies a snapshot; never throws for bad peers (they are dropped and logged). */
+  applySnapshot (snapshot: ConfigSnapshot): unknown
+  peerStatuses (): PeerStatus[]
+  certificateReports (): CertificateReport[]
+  instanceIdOf (publicKey: string): string | undefined
+}
+
+export interface BackoffOptions {
+  initialMs?: number
+  maxMs?: number
+}
+
+export interface ControlClientOptions {
+  plane: ControlPlane
+  target: ControlTarget
+  logger: Logger
+  /** Where the last snapshot is kept (HTTP control planes). */
+  store?: SnapshotStore | null
+  /** What to say in hello; null: no hello and no reports (static file). */
+  hello?: GatewayHello | null
+  /** Overrides the interval control asks for in its hello reply. */
+  reportIntervalMs?: number
+  backoff?: BackoffOptions
+}
+
+export class ControlClient {
+  readonly #o: ControlClientOptions
+  readonly #abort = new AbortController()
+  readonly #builder: ReportBuilder | null
+  #version: number | null = null
+  #helloNeeded = true
+  #loops: Array<Promise<void>> = []
+  #started = false
+  /** Snapshots applied since start (tests, /status). */
+  applied = 0
+
+  constructor (options: ControlClientOptions) {
+    this.#o = options
+    this.#builder = options.hello == null ? null : new ReportBuilder(options.hello.gatewayId)
+  }
+
+  /** Version of the snapshot being served, or null before the first. */
+  get version (): number | null { return this.#version }
+
+  /** Applies `initial` (stored, or fetched before the gateway started) and starts the loops. */
+  start (initial: ConfigSnapshot | null = null, source: 'stored' | 'control' = 'control'): void {
+    if (this.#started) throw new Error('ControlClient already started')
+    this.#started = true
+    if (initial !== null) this.#apply(initial, source)
+    this.#loops.push(this.#watchLoop())
+    if (this.#builder !== null) this.#loops.push(this.#reportLoop(this.#builder))
+  }
+
+  async close (): Promise<void> {
+    this.#abort.abort()
+    await Promise.all(this.#loops)
+  }
+
+  #apply (snapshot: ConfigSnapshot, source: string): boolean {
+    try {
+      const result = this.#o.target.applySnapshot(snapshot)
+      this.#version = snapshot.version
+      this.applied++
+      this.#o.logger.info({ version: snapshot.version, peers: snapshot.peers.length, source, result }, 'configuration applied')
+    } catch (err) {
+      this.#o.logger.error({ err, version: snapshot.version }, 'applying the configuration failed')
+      return false
+    }
+    if (this.#o.store != null && source !== 'stored') {
+      try {
+        this.#o.store.save(snapshot)
+      } catch (err) {
+        this.#o.logger.warn({ err: (err as Error).message, path: this.#o.store.path }, 'cannot store the snapshot')
+      }
+    }
+    return true
+  }
+
+  async #watchLoop (): Promise<void> {
+    const signal = this.#abort.signal
+    const outage = new Outage(this.#o.logger, 'control plane unreachable: serving the last configuration', this.#o.backoff)
+    while (!signal.aborted) {
+      try {
+        const snapshot = await this.#o.plane.watch(this.#version, signal)
+        outage.over()
+        if (snapshot !== null && !signal.aborted && !this.#apply(snapshot, 'control')) {
+          await this.#pause(outage.fail(new Error('apply failed')))
+        }
+      } catch (err) {
+        if (signal.aborted) break
+        this.#helloNeeded = true
+        await this.#pause(outage.fail(err))
+      }
+    }
+  }
+
+  async #reportLoop (builder: ReportBuilder): Promise<void> {
+    const signal = this.#abort.signal
+    const hello = this.#o.hello!
+    let intervalMs = this.#o.reportIntervalMs ?? 5_000
+    const helloOutage = new Outage(this.#o.logger, 'hello to the control plane failed', this.#o.backoff)
+    const reportOutage = new Outage(this.#o.logger, 'report to the control plane failed', this.#o.backoff)
+    while (!signal.aborted) {
+      if (this.#helloNeeded) {
+        try {
+          const reply = await this.#o.plane.hello(hello)
+          this.#helloNeeded = false
+          helloOutage.over()
+          intervalMs = this.#o.reportIntervalMs ?? reply.reportIntervalMs
+          builder.forceFull()
+          this.#o.logger.info({ gatewayId: hello.gatewayId, reportIntervalMs: intervalMs, configVersion: reply.configVersion }, 'control plane accepted hello')
+        } catch (err) {
+          if (signal.aborted) break
+          await this.#pause(helloOutage.fail(err))
+          continue
+        }
+      }
+      try {
+        const target = this.#o.target
+        const report = builder.build(target.peerStatuses(), key => target.instanceIdOf(key), target.certificateReports(), Date.now())
+        if (report.full || report.peers.length > 0 || report.certificates.length > 0) {
+          await this.#o.plane.report(report)
+          builder.acknowledge(report)
+        }
+        reportOutage.over()
+      } catch (err) {
+        if (signal.aborted) break
+        reportOutage.fail(err)
+        this.#helloNeeded = true
+      }
+      await this.#pause(intervalMs)
+    }
+  }
+
+  async #pause (ms: number): Promise<void> {
+    try {
+      await sleep(ms, undefined, { signal: this.#abort.signal })
+    } catch {
+      // aborted: the loop ends
+    }
+  }
+
+  /** Backoff for the n-th consecutive failure (n >= 1): initial * 2^(n-1), capped, +-25 % jitter. */
+  static backoffMs (failures: number, options: BackoffOptions = {}, random = Math.random): number {
+    const initial = options.initialMs ?? 500
+    const max = options.maxMs ?? 30_000
+    const base = Math.min(max, initial * 2 ** Math.min(30, failures - 1))
+    return Math.round(base * (0.75 + random() * 0.5))
+  }
+}
+
+/** Logs the start and end of an outage, and every 10th failure in between; returns the backoff. */
+class Outage {
+  #failures = 0
+  readonly #logger: Logger
+  readonly #message: string
+  readonly #backoff: BackoffOptions
+
+  constructor (logger: Logger, message: string, backoff: BackoffOptions = {}) {
+    this.#logger = logger
+    this.#message = message
+    this.#backoff = backoff
+  }
+
+  fail (err: unknown): number {
+    this.#failures++
+    const delayMs = ControlClient.backoffMs(this.#failures, this.#backoff)
+    const code = err instanceof RpcError ? err.code : undefined
+    const detail = { err: (err as Error).message, code, failures: this.#failures, retryInMs: delayMs }
+    if (this.#failures === 1 || this.#failures % 10 === 0) {
+      // A refused secret or protocol will not fix itself: say so loudly.
+      if (err instanceof RpcError && !err.retryable) this.#logger.error(detail, this.#message)
+      else this.#logger.warn(detail, this.#message)
+    } else {
+      this.#logger.debug(detail, this.#message)
+    }
+    return delayMs
+  }
+
+  over (): void {
+    if (this.#failures > 0) this.#logger.info({ failures: this.#failures }, 'control plane reachable again')
+    this.#failures = 0
+  }
+}
+
+/**
+ * The snapshot to start from: the stored one when there is one (serve at once, catch up later),
+ * else the first one control gives, retried with backoff until it answers or `signal` aborts
+ * (then null).
+ */
+export async function initialSnapshot (plane: ControlPlane, store: SnapshotStore | null, logger: Logger, signal?: AbortSignal, backoff: BackoffOptions = {}): Promise<{ snapshot: ConfigSnapshot, source: 'stored' | 'control' } | null> {
+  const stored = store?.load() ?? null
+  if (stored !== null) {
+    logger.info({ version: stored.version, peers: stored.peers.length, path: store!.path }, 'serving the stored configuration until control answers')
+    return { snapshot: stored, source: 'stored' }
+  }
+  const outage = new Outage(logger, 'waiting for the control plane: no stored configuration to serve yet', backoff)
+  const aborted = (): boolean => signal?.aborted === true
+  while (!aborted()) {
+    try {
+      const snapshot = await plane.watch(null, signal)
+      if (snapshot !== null) {
+        outage.over()
+        return { snapshot, source: 'control' }
+      }
+    } catch (err) {
+      if (aborted()) break
+      try {
+        await sleep(outage.fail(err), undefined, { signal })
+      } catch {
+        break
+      }
+    }
+  }
+  return null
+}

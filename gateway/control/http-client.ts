@@ -1,0 +1,107 @@
+/**
+ * The ControlPlane over HTTP: a gateway talking to a remote `cloud-connect control` on its internal
+ * RPC listener (`--control URL --secret ...`). Every failure is an RpcError: network trouble and
+ * timeouts are SERVICE_UNAVAILABLE (retryable); HTTP errors carry control's code. Retrying and
+ * backoff are the ControlClient's business, not this class's.
+ */
+import {
+  RPC_PATHS, RpcError, isRpcErrorCode, validateHelloReply, validateReportReply, validateSnapshot,
+  type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply,
+} from '../../proto/rpc/index.ts'
+
+export interface HttpControlPlaneOptions {
+  /** Base URL of control's RPC listener, e.g. http://10.0.0.5:8081 */
+  url: string
+  secret: string
+  /** Limit for hello and report requests (default 15 s). */
+  requestTimeoutMs?: number
+  /** Limit for one long-poll (default 90 s: well past control's wait of ~30 s). */
+  watchTimeoutMs?: number
+}
+
+export class HttpControlPlane implements ControlPlane {
+  readonly #base: string
+  readonly #secret: string
+  readonly #requestTimeoutMs: number
+  readonly #watchTimeoutMs: number
+
+  constructor (options: HttpControlPlaneOptions) {
+    const url = new URL(options.url)
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`control URL must be http(s): ${options.url}`)
+    this.#base = url.href.replace(/\/+$/, '')
+    this.#secret = options.secret
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 15_000
+    this.#watchTimeoutMs = options.watchTimeoutMs ?? 90_000
+  }
+
+  async watch (since: number | null, signal?: AbortSignal): Promise<ConfigSnapshot | null> {
+    const query = since === null ? '' : `?since=${since}`
+    const res = await this.#request('GET', RPC_PATHS.config + query, undefined, this.#watchTimeoutMs, signal)
+    if (res === null || res.status === 204 || res.status === 304) return null
+    return validateSnapshot(await readJson(res))
+  }
+
+  async hello (hello: GatewayHello): Promise<HelloReply> {
+    const res = await this.#request('POST', RPC_PATHS.hello, hello, this.#requestTimeoutMs)
+    if (res === null) throw new RpcError('SERVICE_UNAVAILABLE', 'hello aborted')
+    return validateHelloReply(await readJson(res))
+  }
+
+  async report (report: GatewayReport): Promise<ReportReply> {
+    const res = await this.#request('POST', RPC_PATHS.reports, report, this.#requestTimeoutMs)
+    if (res === null) throw new RpcError('SERVICE_UNAVAILABLE', 'report aborted')
+    return validateReportReply(await readJson(res))
+  }
+
+  /** The response when 2xx; null when `signal` (the caller's) aborted; RpcError otherwise. */
+  async #request (method: string, path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<Response | null> {
+    const timeout = AbortSignal.timeout(timeoutMs)
+    const combined = signal === undefined ? timeout : AbortSignal.any([signal, timeout])
+    let res: Response
+    try {
+      res = await fetch(this.#base + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.#secret}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: combined,
+      })
+    } catch (err) {
+      if (signal?.aborted === true) return null
+      if (timeout.aborted) throw new RpcError('SERVICE_UNAVAILABLE', `control did not answer ${method} ${path} within ${timeoutMs} ms`)
+      const cause = (err as { cause?: { code?: string, message?: string } }).cause
+      throw new RpcError('SERVICE_UNAVAILABLE', `control unreachable: ${cause?.code ?? cause?.message ?? (err as Error).message}`)
+    }
+    if (res.ok) return res
+    let code: unknown
+    let message = `control answered ${res.status}`
+    try {
+      const parsed = await res.json() as { error?: { code?: unknown, message?: unknown } }
+      code = parsed.error?.code
+      if (typeof parsed.error?.message === 'string') message = `${message}: ${parsed.error.message}`
+    } catch {
+      // not our error shape (a proxy in between): the status decides
+    }
+    throw new RpcError(isRpcErrorCode(code) ? code : codeForStatus(res.status), message, { status: res.status })
+  }
+}
+
+async function readJson (res: Response): Promise<unknown> {
+  try {
+    return await res.json()
+  } catch (err) {
+    throw new RpcError('SERVICE_UNAVAILABLE', `control sent an unreadable body: ${(err as Error).message}`)
+  }
+}
+
+function codeForStatus (status: number): RpcError['code'] {
+  if (status === 401 || status === 403) return 'UNAUTHORIZED'
+  if (status === 404) return 'NOT_FOUND'
+  if (status === 409) return 'PROTOCOL_MISMATCH'
+  if (status === 422 || status === 400) return 'VALIDATION_ERROR'
+  if (status === 413) return 'PAYLOAD_TOO_LARGE'
+  if (status >= 500 && status !== 501) return 'SERVICE_UNAVAILABLE'
+  return 'INTERNAL_ERROR'
+}
