@@ -174,6 +174,14 @@ export function validatePeerKey (text: string, gatewayKey: string): void {
   if (text === gatewayKey) throw invalidKey('is the gateway\'s own key')
 }
 
+/**
+ * Appended to the WHERE of soft-state writes (heartbeats): the statement's implicit transaction
+ * then commits without waiting for the WAL flush (set_config(..., true) is SET LOCAL). A database
+ * crash can lose the last fraction of a second of heartbeats and nothing else; every other write
+ * keeps synchronous commit. Measured here: ~8 ms per fsync-bound update vs ~1 ms.
+ */
+const ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true) is not null"
+
 export class TunnelService {
   readonly #o: TunnelServiceOptions
 
@@ -247,7 +255,7 @@ export class TunnelService {
    * timestamp is not trusted for anything.
    */
   async heartbeat (who: InstanceIdentity): Promise<void> {
-    const updated = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti })
+    const updated = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti }).whereRaw(ASYNC_COMMIT)
       .update({ tunnel_state: 'connected' })
     if (updated === 0) throw unauthorized()
   }
