@@ -166,7 +166,6 @@ try {
     rmSync(wrkDir, { recursive: true, force: true })
   }
 
-  const seen = Number((await db('instances').whereNotNull('last_seen').count('* as n').first() as { n: string }).n)
   const cpu = cpus()[0]?.model ?? 'unknown cpu'
   console.log(`Control API bench ${new Date().toISOString()} on ${hostname()} (${cpus().length} x ${cpu}), node ${process.version}, Postgres, wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   console.log('| request | requests/s | p50 ms | p99 ms | max ms | non-2xx | socket errors | API CPU per request |')
@@ -174,7 +173,6 @@ try {
   for (const [what, r] of results) {
     console.log(`| ${what} | ${Math.round(r.requests / r.seconds).toLocaleString('en-US')} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.max.toFixed(1)} | ${r.non2xx} | ${r.socketErrors} | ${Math.round(r.cpuUsPerRequest!)} us |`)
   }
-  console.log(`instances with last_seen after the run: ${seen}/${USERS * PER_USER}`)
   const hb = results[0][1]
   const ok = hb.requests / hb.seconds >= 2000 && hb.p99 < 50 && hb.non2xx === 0
   console.log(`heartbeat target (>= 2,000/s, p99 < 50 ms, no errors): ${ok ? 'met' : 'NOT met'}`)
