@@ -122,6 +122,12 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
     if (tags.error === true) logger.error({ err: event.error ?? event.data, tags: event.tags }, 'control error')
     else if (tags.warn === true) logger.warn({ data: event.data, tags: event.tags }, 'control warning')
   })
+  // request.log(...) from extensions: unexpected errors (with stack) and database outages.
+  server.events.on({ name: 'request', channels: 'app' }, (request, event, tags) => {
+    const where = { method: request.method, path: request.path }
+    if (tags.error === true) logger.error({ ...where, err: event.error ?? event.data, tags: event.tags }, 'request failed')
+    else if (tags.warn === true) logger.warn({ ...where, data: event.data, tags: event.tags }, 'request warning')
+  })
   server.events.on('response', request => {
     const status = 'statusCode' in request.response ? request.response.statusCode : undefined
     logger.debug({ method: request.method, path: request.path, status, ms: Date.now() - request.info.received }, 'request')

@@ -35,13 +35,17 @@ export function errorBody (code: ErrorCode, message: string, details: Record<str
 
 /** joi's failure as VALIDATION_ERROR with every offending field listed under `details.fields`. */
 export function validationError (err: ValidationError | Error | undefined): ApiError {
-  const fields: ValidationDetails['fields'] = {}
+  // A Map, not an object: field names come from the client ("constructor", "__proto__").
+  const byField = new Map<string, string[]>()
   const items = (err as ValidationError | undefined)?.details ?? []
   for (const item of items) {
     const key = item.path.join('.')
-    ;(fields[key] ??= []).push(item.message)
+    const list = byField.get(key)
+    if (list === undefined) byField.set(key, [item.message])
+    else list.push(item.message)
   }
-  if (items.length === 0) fields[''] = [err?.message ?? 'invalid request']
+  if (items.length === 0) byField.set('', [err?.message ?? 'invalid request'])
+  const fields: ValidationDetails['fields'] = Object.fromEntries(byField)
   return apiError('VALIDATION_ERROR', 'The request data is invalid', { fields })
 }
 
@@ -141,12 +145,8 @@ export const errorsPlugin: Plugin<void> = {
       const response = request.response
       if (!Boom.isBoom(response)) return h.continue
       const normalized = normalizeError(response)
-      if (normalized.unexpected) {
-        request.log(['error'], response)
-        server.log(['error', 'internal'], { method: request.method, path: request.path, err: response })
-      } else if (normalized.body.error.code === 'SERVICE_UNAVAILABLE') {
-        server.log(['warn', 'database'], { method: request.method, path: request.path, err: response.message })
-      }
+      if (normalized.unexpected) request.log(['error', 'internal'], response)
+      else if (normalized.body.error.code === 'SERVICE_UNAVAILABLE') request.log(['warn', 'database'], response.message)
       const reply = h.response(normalized.body).code(normalized.status).type('application/json; charset=utf-8')
       for (const [name, value] of Object.entries(normalized.headers)) reply.header(name, value)
       return reply

@@ -104,3 +104,29 @@ t.test('on a real socket: oversized headers and garbage HTTP', async t => {
   t.equal(bad.status, 400)
   t.same(Object.keys((await bad.json()).error).sort(), ['code', 'details', 'message'])
 })
+
+t.test('bad input never yields a 5xx (every route, hostile bodies)', async t => {
+  const h = await startApp(t, db)
+  const payloads: unknown[] = [
+    [], [1, 2], 'text', 0, true, null, {},
+    { __proto__: { admin: true } }, '{"__proto__": {"admin": true}}', '{"constructor": {"prototype": {"x": 1}}}',
+    { email: ['a@example.com'] }, { email: { $ne: null } }, { email: 'a@example.com', password: { length: 1e9 } },
+    { token: ['x'] }, { refresh_token: 42 }, { refresh_token: { alg: 'none' } }, { name: '\u0000\uffff\ud800' },
+    { email: 'a@example.com\u0000.evil', password: 'x'.repeat(10_000) }, { name: 1e308 }, { a: { b: { c: { d: { e: {} } } } } },
+    '[' .repeat(2000) + ']'.repeat(2000), '{"email": "' + 'a'.repeat(100_000) + '@example.com"}',
+  ]
+  const routes = h.app.table().filter(r => ['post', 'patch'].includes(r.method))
+  t.ok(routes.length >= 8)
+  let checked = 0
+  for (const route of routes) {
+    for (const payload of payloads) {
+      for (const headers of [{}, { authorization: 'Bearer junk' }]) {
+        const res = await h.request(route.method.toUpperCase(), route.path, typeof payload === 'string' ? payload : JSON.stringify(payload), { 'content-type': 'application/json', ...headers })
+        if (res.status >= 500) t.fail(`${route.method} ${route.path} ${JSON.stringify(payload).slice(0, 60)} -> ${res.status} ${res.raw.slice(0, 200)}`)
+        else if (!(res.status < 300 || res.body?.error?.code !== undefined)) t.fail(`${route.method} ${route.path}: error without the contract's shape: ${res.raw.slice(0, 200)}`)
+        checked++
+      }
+    }
+  }
+  t.pass(`${checked} requests, none 5xx, every error in the contract's shape`)
+})
