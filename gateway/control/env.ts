@@ -1,0 +1,125 @@
+/**
+ * Settings of a gateway run against a control plane (`cloud-connect gateway --control URL`, and
+ * the gateway half of `cloud-connect start`), from CC_ environment variables, validated once. A bad
+ * value raises ConfigError naming the variable. The tunnel address and the peers come from control.
+ */
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import Joi from 'joi'
+import { ConfigError } from '../config/schema.ts'
+import { GATEWAY_KEY_FILE } from './keyfile.ts'
+
+export interface GatewayEnv {
+  dataDir: string
+  /** WireGuard UDP bind address and port. */
+  wgHost: string
+  wgPort: number
+  /** Edge listeners; httpPort null = no plain HTTP listener; edge false = no edge at all. */
+  edge: boolean
+  edgeHost: string
+  httpsPort: number
+  httpPort: number | null
+  publicHttpsPort: number | undefined
+  wildcards: string[]
+  /** Public host:port containers reach WireGuard on (told to control in hello); null: unknown. */
+  endpoint: string | null
+  gatewayId: string
+  metricsListen: string | undefined
+  controlUrl: string | undefined
+  secret: string | undefined
+  keyFile: string
+  snapshotFile: string
+}
+
+const port = Joi.number().integer().min(0).max(65535)
+const VARIABLES = {
+  CC_DATA_DIR: Joi.string().default('./data'),
+  CC_WG_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
+  CC_WG_PORT: port.default(51820),
+  CC_EDGE: Joi.boolean().truthy('1').falsy('0').default(true),
+  CC_EDGE_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
+  CC_HTTPS_PORT: port.default(8443),
+  CC_HTTP_PORT: Joi.alternatives(port, Joi.string().valid('off')).default(8000),
+  CC_PUBLIC_HTTPS_PORT: port.min(1),
+  CC_WILDCARDS: Joi.string().pattern(/^\*\.[a-z0-9.-]+(,\*\.[a-z0-9.-]+)*$/).message('must be a comma-separated list like *.example.com'),
+  CC_GATEWAY_ENDPOINT: Joi.string().pattern(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/).message('must be host:port'),
+  CC_GATEWAY_ID: Joi.string().max(128).pattern(/^[A-Za-z0-9._:-]+$/).message('must be letters, digits and . _ : - (at most 128)'),
+  CC_METRICS_LISTEN: Joi.string().pattern(/^(?:[0-9.]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/).message('must be address:port, e.g. 127.0.0.1:9091'),
+  CC_CONTROL_URL: Joi.string().uri({ scheme: ['http', 'https'] }),
+  CC_GATEWAY_SECRET: Joi.string().pattern(/^[A-Za-z0-9_-]{43,512}$/).message('must be base64url of at least 32 bytes'),
+  CC_GATEWAY_KEY_FILE: Joi.string(),
+} as const
+
+export function describeGatewayVariables (): string {
+  return Object.entries(VARIABLES).map(([name, schema]) => {
+    const d = (schema.describe() as { flags?: { default?: unknown } }).flags?.default
+    return d === undefined ? `  ${name}` : `  ${name} (default ${String(d)})`
+  }).join('\n')
+}
+
+/** `defaults` fill variables the environment leaves unset (e.g. `start`'s choices). */
+export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: Record<string, string> = {}): GatewayEnv {
+  const v: Record<string, unknown> = {}
+  for (const [name, schema] of Object.entries(VARIABLES)) {
+    const raw = env[name] === undefined || env[name] === '' ? defaults[name] : env[name]
+    const { value, error } = (schema as Joi.Schema).validate(raw, { errors: { wrap: { label: false } } })
+    if (error !== undefined) {
+      const shown = name === 'CC_GATEWAY_SECRET' ? '' : ` (got ${JSON.stringify(raw)})`
+      throw new ConfigError(name, `${error.message.replace(/^value /, '').replace(/^"value" /, '')}${shown}`)
+    }
+    v[name] = value
+  }
+  const endpoint = v.CC_GATEWAY_ENDPOINT as string | undefined
+  if (endpoint !== undefined) {
+    const p = Number(endpoint.slice(endpoint.lastIndexOf(':') + 1))
+    if (p < 1 || p > 65535) throw new ConfigError('CC_GATEWAY_ENDPOINT', `port out of range (got "${endpoint}")`)
+  }
+  const dataDir = v.CC_DATA_DIR as string
+  const httpPort = v.CC_HTTP_PORT
+  return {
+    dataDir,
+    wgHost: v.CC_WG_HOST as string,
+    wgPort: v.CC_WG_PORT as number,
+    edge: v.CC_EDGE as boolean,
+    edgeHost: v.CC_EDGE_HOST as string,
+    httpsPort: v.CC_HTTPS_PORT as number,
+    httpPort: httpPort === 'off' ? null : Number(httpPort),
+    publicHttpsPort: v.CC_PUBLIC_HTTPS_PORT as number | undefined,
+    wildcards: v.CC_WILDCARDS === undefined ? [] : (v.CC_WILDCARDS as string).split(','),
+    endpoint: endpoint ?? null,
+    gatewayId: (v.CC_GATEWAY_ID as string | undefined) ?? defaultGatewayId(),
+    metricsListen: v.CC_METRICS_LISTEN as string | undefined,
+    controlUrl: v.CC_CONTROL_URL as string | undefined,
+    secret: v.CC_GATEWAY_SECRET as string | undefined,
+    keyFile: (v.CC_GATEWAY_KEY_FILE as string | undefined) ?? join(dataDir, GATEWAY_KEY_FILE),
+    snapshotFile: join(dataDir, 'gateway-snapshot.json'),
+  }
+}
+
+function defaultGatewayId (): string {
+  const name = hostname().replace(/[^A-Za-z0-9._:-]/g, '-').slice(0, 120)
+  return `gw-${name === '' ? 'local' : name}`
+}
+
+/** The raw gateway config (gateway/config/schema.ts validateConfig input) for these settings. */
+export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, address: string): Record<string, unknown> {
+  const host = (h: string, p: number): string => h.includes(':') ? `[${h}]:${p}` : `${h}:${p}`
+  const raw: Record<string, unknown> = {
+    privateKey,
+    listenAddress: settings.wgHost,
+    listenPort: settings.wgPort,
+    address,
+  }
+  if (settings.metricsListen !== undefined) raw.metricsListen = settings.metricsListen
+  if (settings.edge) {
+    const edge: Record<string, unknown> = {
+      dataDir: settings.dataDir,
+      httpsListen: host(settings.edgeHost, settings.httpsPort),
+      httpListen: settings.httpPort === null ? null : host(settings.edgeHost, settings.httpPort),
+      wildcards: settings.wildcards,
+    }
+    if (settings.publicHttpsPort !== undefined) edge.publicHttpsPort = settings.publicHttpsPort
+    raw.edge = edge
+  }
+  return raw
+}

@@ -1,0 +1,70 @@
+/**
+ * A gateway run by a control plane: key from the data dir, first snapshot (stored, else from
+ * control, waited for with backoff), Gateway started on the tunnel address control assigns, then a
+ * ControlClient keeping it in step. Used by `cloud-connect gateway --control` (HTTP) and
+ * `cloud-connect start` (in-process).
+ */
+import type { Logger } from 'pino'
+import { RPC_PROTOCOL_VERSION, type ControlPlane } from '../../proto/rpc/index.ts'
+import { validateConfig } from '../config/schema.ts'
+import { Gateway } from '../index.ts'
+import type { Metrics } from '../metrics.ts'
+import { ControlClient, initialSnapshot, type BackoffOptions } from './client.ts'
+import { gatewayConfigFrom, type GatewayEnv } from './env.ts'
+import { loadOrCreateKey } from './keyfile.ts'
+import type { SnapshotStore } from './store.ts'
+
+export interface RunningGateway {
+  gateway: Gateway
+  client: ControlClient
+  /** Stops the control loops, then the gateway (in-flight edge requests get graceMs). */
+  stop (graceMs?: number): Promise<void>
+}
+
+export interface GatewayRunOptions {
+  plane: ControlPlane
+  settings: GatewayEnv
+  logger: Logger
+  /** Where the last snapshot is kept; null: not kept (in-process control). */
+  store: SnapshotStore | null
+  /** Aborting gives up waiting for the first snapshot (then the result is null). */
+  signal?: AbortSignal
+  reportIntervalMs?: number
+  backoff?: BackoffOptions
+  software?: string
+  metrics?: Metrics
+}
+
+export async function startGatewayWithControl (options: GatewayRunOptions): Promise<RunningGateway | null> {
+  const { plane, settings, logger } = options
+  const privateKey = loadOrCreateKey(settings.keyFile, logger)
+  const first = await initialSnapshot(plane, options.store, logger.child({ module: 'control' }), options.signal, options.backoff)
+  if (first === null) return null
+  const config = validateConfig(gatewayConfigFrom(settings, privateKey, first.snapshot.gateway.address))
+  const gateway = await Gateway.start(config, logger, options.metrics)
+  const client = new ControlClient({
+    plane,
+    target: gateway,
+    logger: logger.child({ module: 'control' }),
+    store: options.store,
+    hello: {
+      protocol: RPC_PROTOCOL_VERSION,
+      gatewayId: settings.gatewayId,
+      publicKey: config.publicKey.toString('base64'),
+      endpoint: settings.endpoint,
+      listenPort: Number(gateway.listen.slice(gateway.listen.lastIndexOf(':') + 1)),
+      ...(options.software === undefined ? {} : { software: options.software }),
+    },
+    reportIntervalMs: options.reportIntervalMs,
+    backoff: options.backoff,
+  })
+  client.start(first.snapshot, first.source)
+  return {
+    gateway,
+    client,
+    async stop (graceMs = 5_000) {
+      await client.close()
+      await gateway.close(graceMs)
+    },
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * A real Gateway on loopback UDP kept in step by the ControlClient: snapshots add, update and
+ * remove peers while unchanged peers keep their sessions; hello and reports reach the plane; the
+ * last snapshot is stored and served again by a gateway restarted while control is down.
+ */
+import t, { type Test } from 'tap'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { Gateway } from '../../../gateway/index.ts'
+import { validateConfig } from '../../../gateway/config/schema.ts'
+import { ControlClient } from '../../../gateway/control/client.ts'
+import { loadGatewayEnv } from '../../../gateway/control/env.ts'
+import { HttpControlPlane } from '../../../gateway/control/http-client.ts'
+import { startGatewayWithControl } from '../../../gateway/control/run.ts'
+import { SnapshotStore } from '../../../gateway/control/store.ts'
+import { generatePrivateKey } from '../../../proto/noise/keys.ts'
+import {
+  RPC_PROTOCOL_VERSION, RpcError,
+  type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type SnapshotPeer,
+} from '../../../proto/rpc/index.ts'
+import { repliesTo, startClient, until, type Client } from './harness.ts'
+
+const silent = pino({ level: 'silent' })
+
+/** A control plane in memory: publish() a snapshot; hellos and reports are recorded. */
+class MemoryPlane implements ControlPlane {
+  snapshot: ConfigSnapshot
+  hellos: GatewayHello[] = []
+  reports: GatewayReport[] = []
+  down = false
+  private waiters = new Set<() => void>()
+
+  constructor (peers: SnapshotPeer[] = []) {
+    this.snapshot = { version: 1, gateway: { address: '10.100.0.1', listenPort: 0 }, peers }
+  }
+
+  publish (peers: SnapshotPeer[]): number {
+    this.snapshot = { ...this.snapshot, version: this.snapshot.version + 1, peers }
+    for (const wake of [...this.waiters]) wake()
+    return this.snapshot.version
+  }
+
+  async watch (since: number | null, signal?: AbortSignal): Promise<ConfigSnapshot | null> {
+    if (this.down) throw new RpcError('SERVICE_UNAVAILABLE', 'down')
+    if (since !== this.snapshot.version) return this.snapshot
+    return await new Promise((resolve, reject) => {
+      const done = (): void => {
+        this.waiters.delete(done)
+        if (this.down) reject(new RpcError('SERVICE_UNAVAILABLE', 'down'))
+        else resolve(since === this.snapshot.version ? null : this.snapshot)
+      }
+      this.waiters.add(done)
+      signal?.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  async hello (hello: GatewayHello): Promise<HelloReply> {
+    if (this.down) throw new RpcError('SERVICE_UNAVAILABLE', 'down')
+    this.hellos.push(hello)
+    return { protocol: RPC_PROTOCOL_VERSION, gatewayId: hello.gatewayId, reportIntervalMs: 50, configVersion: this.snapshot.version }
+  }
+
+  async report (report: GatewayReport): Promise<ReportReply> {
+    if (this.down) throw new RpcError('SERVICE_UNAVAILABLE', 'down')
+    this.reports.push(report)
+    return { peers: report.peers.length, certificates: report.certificates.length }
+  }
+}
+
+function peerOf (client: Client, tunnelIp: string, hostnames: string[] = []): SnapshotPeer {
+  return { instanceId: `inst-${tunnelIp}`, publicKey: client.publicKey, tunnelIp, hostnames, port: 80 }
+}
+
+async function startGateway (t: Test): Promise<Gateway> {
+  const gw = await Gateway.start(validateConfig({ privateKey: generatePrivateKey().toString('base64'), listenAddress: '127.0.0.1', listenPort: 0 }), silent)
+  t.teardown(() => gw.close(0))
+  return gw
+}
+
+const portOf = (gw: Gateway): number => Number(gw.listen.split(':')[1])
+const publicKeyOf = (gw: Gateway): string => gw.device.publicKey.toString('base64')
+
+t.test('snapshots add, update and remove peers; unchanged peers keep their sessions', async t => {
+  const gw = await startGateway(t)
+  const a = await startClient(t, publicKeyOf(gw), portOf(gw))
+  const b = await startClient(t, publicKeyOf(gw), portOf(gw))
+  const plane = new MemoryPlane([peerOf(a, '10.100.0.2', ['a.example.test'])])
+  const client = new ControlClient({ plane, target: gw, logger: silent, hello: { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw-test', publicKey: publicKeyOf(gw), endpoint: null, listenPort: portOf(gw) } })
+  client.start()
+  t.teardown(() => client.close())
+  await until('version 1 applied', () => gw.configVersion === 1)
+  t.same(gw.routes, [{ instanceId: 'inst-10.100.0.2', tunnelIp: '10.100.0.2', port: 80, hostnames: ['a.example.test'] }])
+
+  a.ping('10.100.0.2', 1)
+  await until('a reply to a', () => repliesTo(a, 1) === 1)
+  const peerA = gw.device.peer(a.publicKey)!
+  const sessionA = peerA.current
+  t.ok(sessionA !== null, 'a has a session')
+  const handshakes = (): number => gw.status().counters.wg_handshakes_completed?.responder ?? 0
+  t.equal(handshakes(), 1)
+
+  // Add b: a is untouched.
+  plane.publish([peerOf(a, '10.100.0.2', ['a.example.test']), peerOf(b, '10.100.0.3', ['b.example.test'])])
+  await until('version 2 applied', () => gw.configVersion === 2)
+  t.equal(gw.device.peer(a.publicKey), peerA, 'same peer object')
+  t.equal(peerA.current, sessionA, 'same session')
+  b.ping('10.100.0.3', 2)
+  a.ping('10.100.0.2', 3)
+  await until('replies to both', () => repliesTo(b, 2) === 1 && repliesTo(a, 3) === 1)
+  t.equal(handshakes(), 2, 'only b handshook: a went on with its session')
+
+  // a changes hostname (same key, same address): still the same session.
+  plane.publish([peerOf(a, '10.100.0.2', ['a2.example.test']), peerOf(b, '10.100.0.3', ['b.example.test'])])
+  await until('version 3 applied', () => gw.configVersion === 3)
+  t.equal(peerA.current, sessionA)
+  t.same(gw.routes.map(r => r.hostnames), [['a2.example.test'], ['b.example.test']])
+
+  // Remove a: gone, its packets go nowhere; b keeps working.
+  plane.publish([peerOf(b, '10.100.0.3', ['b.example.test'])])
+  await until('version 4 applied', () => gw.configVersion === 4)
+  t.equal(gw.device.peer(a.publicKey), undefined, 'a removed')
+  t.same(gw.status().peers.map(p => p.publicKey), [b.publicKey])
+  a.ping('10.100.0.2', 4)
+  b.ping('10.100.0.3', 5)
+  await until('b answered', () => repliesTo(b, 5) === 1)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(repliesTo(a, 4), 0, 'a removed peer gets nothing')
+
+  // Hello, then reports naming the peers with their handshakes.
+  await until('a report with b\'s handshake', () => plane.reports.some(r => r.peers.some(p => p.publicKey === b.publicKey && p.lastHandshakeAt !== null)))
+  t.same(plane.hellos[0], { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw-test', publicKey: publicKeyOf(gw), endpoint: null, listenPort: portOf(gw) })
+  const reported = plane.reports.flatMap(r => r.peers).find(p => p.publicKey === b.publicKey && p.lastHandshakeAt !== null)!
+  t.equal(reported.instanceId, 'inst-10.100.0.3')
+  t.match(reported.endpoint, /^127\.0\.0\.1:\d+$/)
+  t.ok(Math.abs(Date.parse(reported.lastHandshakeAt!) - Date.now()) < 10_000, 'wall-clock handshake time')
+  t.ok(reported.rxBytes > 0)
+})
+
+t.test('control down: the client keeps serving, backs off, says hello again when it returns', async t => {
+  const gw = await startGateway(t)
+  const a = await startClient(t, publicKeyOf(gw), portOf(gw))
+  const plane = new MemoryPlane([peerOf(a, '10.100.0.2')])
+  const client = new ControlClient({ plane, target: gw, logger: silent, hello: { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw', publicKey: publicKeyOf(gw), endpoint: null, listenPort: 1 }, backoff: { initialMs: 20, maxMs: 100 } })
+  client.start()
+  t.teardown(() => client.close())
+  await until('applied and hello', () => gw.configVersion === 1 && plane.hellos.length === 1)
+  plane.down = true
+  plane.publish([]) // wakes the pending watch, which now fails
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.ok(gw.device.peer(a.publicKey) !== undefined, 'still serving the last configuration')
+  a.ping('10.100.0.2', 1)
+  await until('a reply while control is down', () => repliesTo(a, 1) === 1)
+  plane.down = false
+  await until('caught up after the outage', () => gw.configVersion === 2, 3_000)
+  t.equal(gw.device.peer(a.publicKey), undefined)
+  await until('a second hello', () => plane.hellos.length >= 2, 3_000)
+  t.ok(plane.reports.some(r => r.full), 'a full report after the hello')
+})
+
+t.test('the last snapshot is stored and served by a gateway restarted while control is down', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'cc-gw-store-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const settings = loadGatewayEnv({ CC_DATA_DIR: dir, CC_WG_HOST: '127.0.0.1', CC_WG_PORT: '0', CC_EDGE: '0', CC_GATEWAY_ID: 'gw-restart' })
+  const store = new SnapshotStore(settings.snapshotFile, silent)
+
+  // First life: control up; the gateway learns peer a and stores it.
+  const a0 = await startClient(t, publicKeyOf(await startGateway(t)), 1) // only for a key pair
+  const plane = new MemoryPlane([peerOf(a0, '10.100.7.2', ['a.example.test'])])
+  plane.snapshot.gateway.address = '10.100.7.1'
+  const first = await startGatewayWithControl({ plane, settings, logger: silent, store })
+  t.ok(first !== null)
+  await until('stored', () => store.load()?.version === 1)
+  const identity = publicKeyOf(first!.gateway)
+  await first!.stop(0)
+
+  // Second life: control unreachable (nothing listens on the URL's port).
+  const closed = await import('node:net').then(async net => await new Promise<number>(resolve => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => { resolve(p) }) })
+  }))
+  const unreachable = new HttpControlPlane({ url: `http://127.0.0.1:${closed}`, secret: 'x'.repeat(43), requestTimeoutMs: 500 })
+  await t.rejects(unreachable.watch(null), { code: 'SERVICE_UNAVAILABLE' }, 'control is really down')
+  const started = Date.now()
+  const second = await startGatewayWithControl({ plane: unreachable, settings, logger: silent, store, backoff: { initialMs: 50, maxMs: 200 } })
+  t.teardown(() => second?.stop(0))
+  t.ok(second !== null)
+  t.ok(Date.now() - started < 3_000, 'started at once from the stored snapshot')
+  const gw = second!.gateway
+  t.equal(publicKeyOf(gw), identity, 'same key: kept in the data dir')
+  t.equal(gw.status().address, '10.100.7.1', 'tunnel address from the stored snapshot')
+  t.same(gw.routes.map(r => r.hostnames), [['a.example.test']])
+  const a = await startClient(t, identity, portOf(gw), { privateKey: a0.privateKey, gatewayAddress: '10.100.7.1' })
+  a.ping('10.100.7.2', 9, '10.100.7.1')
+  await until('a is served with control down', () => repliesTo(a, 9) === 1)
+
+  // With neither control nor a stored snapshot, start-up waits (until aborted).
+  rmSync(store.path)
+  const abort = new AbortController()
+  setTimeout(() => { abort.abort() }, 300)
+  const none = await startGatewayWithControl({ plane: unreachable, settings: { ...settings, wgPort: 0 }, logger: silent, store, signal: abort.signal, backoff: { initialMs: 50, maxMs: 100 } })
+  t.equal(none, null, 'nothing to serve: waits for control')
+})
