@@ -12,7 +12,7 @@ import { ControlClient } from '../../../gateway/control/client.ts'
 import { ReportBuilder } from '../../../gateway/control/reporter.ts'
 import { StaticControlPlane, snapshotFromConfig } from '../../../gateway/control/static-file.ts'
 import { SnapshotStore } from '../../../gateway/control/store.ts'
-import { validateConfig } from '../../../gateway/config/schema.ts'
+import { ConfigError, validateConfig } from '../../../gateway/config/schema.ts'
 import type { PeerStatus } from '../../../gateway/wireguard/device.ts'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../../proto/noise/keys.ts'
 import { RPC_PROTOCOL_VERSION, type ConfigSnapshot, type SnapshotPeer } from '../../../proto/rpc/index.ts'
@@ -89,13 +89,15 @@ t.test('static config -> snapshot keeps every field of the file', async t => {
   t.equal(plan.peers[0].persistentKeepalive, 25)
   t.equal(plan.peers[0].presharedKey?.toString('base64'), psk)
 
-  t.throws(() => validateConfig({ privateKey: gatewayPrivate.toString('base64'), peers: [{ publicKey: key(), allowedIPs: ['10.100.1.0/24'], hostnames: ['x.example.test'] }] }), { field: 'peers[0].tunnelIp' }, 'a wide prefix with hostnames needs tunnelIp')
-  t.throws(() => validateConfig({ privateKey: gatewayPrivate.toString('base64'), peers: [{ publicKey: key(), allowedIPs: ['10.100.0.2/32'], tunnelIp: '10.100.0.3' }] }), { field: 'peers[0].tunnelIp' }, 'tunnelIp outside allowedIPs')
-  t.throws(() => validateConfig({ privateKey: gatewayPrivate.toString('base64'), peers: [{ publicKey: key(), allowedIPs: ['10.100.0.2/32'], hostnames: ['A.example.test'] }] }), { field: 'peers[0].hostnames[0]' }, 'upper case')
-  t.throws(() => validateConfig({
-    privateKey: gatewayPrivate.toString('base64'),
+  const pk = gatewayPrivate.toString('base64')
+  t.equal(failingField({ privateKey: pk, peers: [{ publicKey: key(), allowedIPs: ['10.100.1.0/24'], hostnames: ['x.example.test'] }] }), 'peers[0].tunnelIp', 'a wide prefix with hostnames needs tunnelIp')
+  t.equal(failingField({ privateKey: pk, peers: [{ publicKey: key(), allowedIPs: ['10.100.0.2/32'], tunnelIp: '10.100.0.3' }] }), 'peers[0].tunnelIp', 'tunnelIp outside allowedIPs')
+  t.equal(failingField({ privateKey: pk, peers: [{ publicKey: key(), allowedIPs: ['10.100.0.2/32'], hostnames: ['A.example.test'] }] }), 'peers[0].hostnames[0]', 'upper case')
+  t.equal(failingField({
+    privateKey: pk,
     peers: [{ publicKey: key(), allowedIPs: ['10.100.0.2/32'], hostnames: ['x.example.test'] }, { publicKey: key(), allowedIPs: ['10.100.0.3/32'], hostnames: ['x.example.test'] }],
-  }), { field: 'peers[1].hostnames[0]' }, 'a hostname routed twice')
+  }), 'peers[1].hostnames[0]', 'a hostname routed twice')
+  t.equal(failingField({ privateKey: pk, edge: { httpsListen: '127.0.0.1:0' } }), 'edge.dataDir', 'an edge needs a data dir')
   const withEdge = validateConfig({ privateKey: gatewayPrivate.toString('base64'), edge: { dataDir: '/tmp/x', httpsListen: '127.0.0.1:0', httpListen: null } })
   t.same(withEdge.edge, { dataDir: '/tmp/x', httpsListen: { address: '127.0.0.1', port: 0 }, httpListen: null, publicHttpsPort: undefined, wildcards: [] })
   t.equal(validateConfig({ privateKey: gatewayPrivate.toString('base64') }).edge, null, 'no edge unless asked')
@@ -118,6 +120,16 @@ t.test('StaticControlPlane: watch answers at once when behind, waits for replace
   t.same(next?.peers, [])
   t.same(await plane.hello({ protocol: RPC_PROTOCOL_VERSION, gatewayId: 'g', publicKey: key(), endpoint: null, listenPort: 1 }), { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'g', reportIntervalMs: 60_000, configVersion: 2 })
 })
+
+/** The field a ConfigError names, or 'accepted'. */
+function failingField (value: unknown): string {
+  try {
+    validateConfig(value)
+    return 'accepted'
+  } catch (err) {
+    return err instanceof ConfigError ? err.field : `not a ConfigError: ${String(err)}`
+  }
+}
 
 function status (publicKey: string, rxBytes: number, lastHandshakeAt: number | null = null): PeerStatus {
   return { publicKey, endpoint: '127.0.0.1:1000', allowedIPs: [], persistentKeepalive: 0, lastHandshakeAt, hasSession: lastHandshakeAt !== null, rxBytes, txBytes: 0, rxPackets: 0, txPackets: 0 }
