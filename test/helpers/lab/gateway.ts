@@ -5,8 +5,8 @@
 import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LabProcess, run, runOk, StopWaiting, waitUntil } from './process.ts'
-import { inNetns } from './netns.ts'
+import { LabProcess, runOk, StopWaiting, waitUntil } from './process.ts'
+import { inNetns, portBound } from './netns.ts'
 
 export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../../../..')
 
@@ -38,13 +38,6 @@ export interface GatewayOptions {
   args?: string[]
 }
 
-/** Is a UDP socket bound to `port` inside `ns`? (`ss` reads the namespace's own socket table.) */
-async function udpBound (ns: string, port: number): Promise<boolean> {
-  const [c, a] = inNetns(ns, 'ss', ['-H', '-u', '-a', '-n', `sport = :${port}`])
-  const r = await run(c, a, { timeoutMs: 5000 })
-  return r.code === 0 && r.stdout.trim() !== ''
-}
-
 export class Gateway {
   readonly ns: string
   readonly config: GatewayConfig
@@ -71,7 +64,7 @@ export class Gateway {
     const gw = new Gateway(ns, config, configPath, proc)
     await waitUntil(`${name} to listen on UDP ${config.listenPort}`, async () => {
       if (!proc.running) throw new StopWaiting(`${name} exited (${proc.exitStatus?.code ?? proc.exitStatus?.signal})`)
-      if (!await udpBound(ns, config.listenPort)) return false
+      if (!await portBound(ns, 'udp', config.listenPort)) return false
       if (config.metricsListen !== undefined) await gw.status()
       return true
     }, opts.readyTimeoutMs ?? 20_000, 100).catch(err => {

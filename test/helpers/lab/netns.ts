@@ -70,6 +70,12 @@ export function inNetns (name: string, cmd: string, args: string[]): [string, st
   return ['ip', ['netns', 'exec', name, cmd, ...args]]
 }
 
+/** Is a socket bound to `port` inside `ns`? (`ss` reads the namespace's own socket table; TCP: listening.) */
+export async function portBound (ns: string, protocol: 'tcp' | 'udp', port: number): Promise<boolean> {
+  const r = await run('ip', ['netns', 'exec', ns, 'ss', '-H', '-n', protocol === 'tcp' ? '-tl' : '-ua', `sport = :${port}`], { timeoutMs: 5000 })
+  return r.code === 0 && r.stdout.trim() !== ''
+}
+
 export async function netnsPids (name: string): Promise<number[]> {
   const r = await run('ip', ['netns', 'pids', name], { timeoutMs: 5000 })
   return r.stdout.split(/\s+/).filter(Boolean).map(Number)

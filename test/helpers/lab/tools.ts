@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { LabProcess, run, StopWaiting, waitUntil } from './process.ts'
-import { inNetns } from './netns.ts'
+import { inNetns, portBound } from './netns.ts'
 import { REPO_ROOT } from './gateway.ts'
 import type { FloodOptions, FloodResult } from '../handshake-flood.ts'
 
@@ -69,12 +69,6 @@ export interface NginxOptions {
 
 export interface NginxHandle { process: LabProcess; listen: string; root: string }
 
-async function tcpListening (ns: string, port: number): Promise<boolean> {
-  const [c, a] = inNetns(ns, 'ss', ['-H', '-t', '-l', '-n', `sport = :${port}`])
-  const r = await run(c, a, { timeoutMs: 5000 })
-  return r.code === 0 && r.stdout.trim() !== ''
-}
-
 function portOf (listen: string): number {
   return Number(listen.slice(listen.lastIndexOf(':') + 1))
 }
@@ -113,7 +107,7 @@ http {
   track(proc)
   await waitUntil(`nginx on ${listen}`, async () => {
     if (!proc.running) throw new StopWaiting(`nginx exited: ${proc.output().slice(-2000)}`)
-    return tcpListening(ns, portOf(listen))
+    return portBound(ns, 'tcp', portOf(listen))
   }, 10_000, 50)
   return { process: proc, listen, root: o.root }
 }
@@ -159,7 +153,7 @@ export async function startCaddy (ns: string, dir: string, caddyfile: string, po
   for (const port of ports) {
     await waitUntil(`caddy on port ${port}`, async () => {
       if (!proc.running) throw new StopWaiting(`caddy exited: ${proc.output().slice(-2000)}`)
-      return tcpListening(ns, port)
+      return portBound(ns, 'tcp', port)
     }, 20_000, 100)
   }
   return { process: proc, dir }
