@@ -3,6 +3,7 @@
  * database in `<dataDir>/pglite` (or in memory) through the knex-pglite dialect. Same migrations,
  * same queries either way.
  */
+import type { PGlite } from '@electric-sql/pglite'
 import knexFactory, { type Knex } from 'knex'
 import ClientPGLite from 'knex-pglite'
 import { mkdirSync } from 'node:fs'
@@ -18,6 +19,8 @@ export interface DbOptions {
   url?: string
   /** PGlite data directory parent; unset with no url = in-memory PGlite. */
   dataDir?: string
+  /** An open PGlite instance to use instead (tests start from a migrated snapshot). */
+  pglite?: PGlite
   /** Postgres schema to use (created if missing); tests use one per file. */
   schema?: string
   /** Fail a request instead of queueing when the database is unreachable (ms). */
@@ -76,7 +79,8 @@ export function createDb (options: DbOptions): Db {
   }
   return knexFactory({
     client: ClientPGLite,
-    connection: filename !== undefined ? { filename } : {},
+    // knex-pglite reads `pglite` or `filename` from the connection object (knex's type knows neither).
+    connection: (options.pglite !== undefined ? { pglite: options.pglite } : filename !== undefined ? { filename } : {}) as Knex.StaticConnectionConfig,
     acquireConnectionTimeout: 60_000,
     log: knexLog(options.logger),
   })

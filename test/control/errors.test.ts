@@ -120,7 +120,7 @@ t.test('bad input never yields a 5xx (every route, hostile bodies)', async t => 
   let checked = 0
   for (const route of routes) {
     for (const payload of payloads) {
-      for (const headers of [{}, { authorization: 'Bearer junk' }]) {
+      for (const headers of [{}, { authorization: 'Bearer junk' }] as Array<Record<string, string>>) {
         const res = await h.request(route.method.toUpperCase(), route.path, typeof payload === 'string' ? payload : JSON.stringify(payload), { 'content-type': 'application/json', ...headers })
         if (res.status >= 500) t.fail(`${route.method} ${route.path} ${JSON.stringify(payload).slice(0, 60)} -> ${res.status} ${res.raw.slice(0, 200)}`)
         else if (!(res.status < 300 || res.body?.error?.code !== undefined)) t.fail(`${route.method} ${route.path}: error without the contract's shape: ${res.raw.slice(0, 200)}`)
