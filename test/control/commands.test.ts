@@ -55,7 +55,7 @@ t.test('control: a bad variable is one line and exit 2', async t => {
 })
 
 t.test('control: serves, migrates, stops on SIGTERM', async t => {
-  const child = spawn(process.execPath, [BIN, 'control'], { env: { ...env, CC_API_HOST: '127.0.0.1', CC_API_PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [BIN, 'control'], { env: { ...env, CC_API_HOST: '127.0.0.1', CC_API_PORT: '0', CC_RPC_HOST: '127.0.0.1', CC_RPC_PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   let output = ''
   const url = await new Promise<string>((resolve, reject) => {
