@@ -361,11 +361,15 @@ export class ReverseProxy {
       // Raw relay both ways; either side closing closes the other. Idle time alone ends it.
       const idle = (): void => { failure ??= 'idle timeout'; socket.destroy(); upstreamSocket.destroy() }
       upstreamSocket.setTimeout(this.idleTimeoutMs, idle)
-      pipeline(socket, upstreamSocket, () => { upstreamSocket.destroy() })
-      pipeline(upstreamSocket, socket, () => { socket.destroy() })
+      // pipe() (not pipeline) keeps the listener count on the client socket low: one close
+      // handler ends both directions.
+      socket.pipe(upstreamSocket)
+      upstreamSocket.pipe(socket)
+      const closeBoth = (): void => { socket.destroy(); upstreamSocket.destroy() }
+      socket.once('close', closeBoth)
+      upstreamSocket.once('close', closeBoth)
       socket.on('data', (c: Buffer) => { bytesIn += c.length })
       upstreamSocket.on('data', (c: Buffer) => { bytesOut += c.length })
-      upstreamSocket.once('close', () => { socket.destroy() })
     })
 
     // The origin answered without switching protocols: relay that response and close.
