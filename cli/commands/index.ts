@@ -12,7 +12,8 @@ export const commands: Record<string, Command> = {
   // Entries are added as the programs land: keygen, pubkey, gateway, control, start, migrate, agent.
   keygen: lazy('print a new WireGuard private key (like wg genkey)', async () => await import('./keygen.ts')),
   pubkey: lazy('print the public key of a private key read on stdin (like wg pubkey)', async () => await import('./pubkey.ts')),
-  gateway: lazy('run the userspace WireGuard gateway from a static JSON config (--config FILE)', async () => await import('./gateway.ts')),
-  control: lazy('run the control API (accounts, instances, billing) on CC_API_PORT (default 3000)', async () => await import('./control.ts')),
+  start: lazy('run control and gateway together on this machine (npm start): API on :8080, WireGuard on :51820, HTTPS on :8443', async () => await import('./start.ts')),
+  gateway: lazy('run the userspace WireGuard gateway and HTTPS edge (--config FILE or --control URL)', async () => await import('./gateway.ts')),
+  control: lazy('run the control API (CC_API_PORT, default 3000) and the gateway RPC listener (CC_RPC_PORT, default 8081)', async () => await import('./control.ts')),
   migrate: lazy('apply, roll back or list control database migrations (up|down|status)', async () => await import('./migrate.ts')),
 }

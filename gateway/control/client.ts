@@ -41,6 +41,8 @@ export interface ControlClientOptions {
   /** Overrides the interval control asks for in its hello reply. */
   reportIntervalMs?: number
   backoff?: BackoffOptions
+  /** Called after each applied snapshot with what applySnapshot returned. */
+  onApplied?: (snapshot: ConfigSnapshot, result: unknown, source: string) => void
 }
 
 export class ControlClient {
@@ -82,6 +84,7 @@ export class ControlClient {
       this.#version = snapshot.version
       this.applied++
       this.#o.logger.info({ version: snapshot.version, peers: snapshot.peers.length, source, result }, 'configuration applied')
+      this.#o.onApplied?.(snapshot, result, source)
     } catch (err) {
       this.#o.logger.error({ err, version: snapshot.version }, 'applying the configuration failed')
       return false

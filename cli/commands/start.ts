@@ -1,0 +1,177 @@
+/**
+ * `cloud-connect start` (= `npm start`): everything on one machine in one process. The control API
+ * and the gateway (WireGuard UDP + HTTPS/HTTP edge) run side by side; the gateway talks to control
+ * through the same ControlPlane interface as over the network, here control's RpcService itself.
+ * Embedded PGlite database, key, TLS material and mail outbox all live in CC_DATA_DIR.
+ */
+import { isAbsolute, join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import type { Logger } from 'pino'
+import { ConfigError as ControlConfigError, describeVariables, loadConfig, type ControlConfig } from '../../control/config.ts'
+import { describeRpcVariables, loadRpcConfig, startControlPlane, type RpcConfig, type RunningControlPlane } from '../../control/rpc/index.ts'
+import { ConfigError as GatewayConfigError } from '../../gateway/config/schema.ts'
+import { describeGatewayVariables, loadGatewayEnv, type GatewayEnv } from '../../gateway/control/env.ts'
+import { loadOrCreateKey } from '../../gateway/control/keyfile.ts'
+import { startGatewayWithControl, type RunningGateway } from '../../gateway/control/run.ts'
+import { decodeKey, encodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
+import { CliError } from '../errors.ts'
+import { createLogger, parseLogLevel } from '../log.ts'
+
+const HELP = `Usage: cloud-connect start [--log-level LEVEL]
+
+Runs the control API and the gateway together on this machine (what 'npm start' does):
+
+  control API      http://localhost:CC_API_PORT/v1 (default 8080), embedded database in CC_DATA_DIR
+  WireGuard        UDP CC_WG_PORT (default 51820); key generated once into CC_DATA_DIR/gateway.key
+  HTTPS / HTTP     CC_HTTPS_PORT (8443) / CC_HTTP_PORT (8000): https://<subdomain>.CC_BASE_DOMAIN
+                   with certificates from a local CA (CC_DATA_DIR/tls/local-ca/ca.crt)
+  mail             written to CC_DATA_DIR/outbox unless CC_SMTP_URL is set
+
+Defaults differ from 'cloud-connect control' where one machine needs it: CC_BASE_DOMAIN=localhost,
+CC_API_PORT=8080, CC_PUBLIC_URL=http://localhost:<API port>, and the gateway endpoint handed to
+containers is localhost:<WireGuard port> (set CC_GATEWAY_ENDPOINT to a name they can reach).
+A bad value stops start-up with one line naming the variable (exit status 2).
+
+Options:
+  --log-level LEVEL   overrides CC_LOG_LEVEL (fatal, error, warn, info, debug, trace, silent)
+  -h, --help          this help
+
+Control settings:
+{{CONTROL}}
+RPC settings (report interval, long-poll wait; no listener is opened by start):
+{{RPC}}
+Gateway settings:
+{{GATEWAY}}
+`
+
+/** What `start` assumes when the environment says nothing. */
+function startDefaults (env: NodeJS.ProcessEnv): Record<string, string> {
+  const apiPort = env.CC_API_PORT ?? '8080'
+  const baseDomain = env.CC_BASE_DOMAIN ?? 'localhost'
+  const wgPort = env.CC_WG_PORT ?? '51820'
+  return {
+    CC_DATA_DIR: './data',
+    CC_BASE_DOMAIN: baseDomain,
+    CC_API_PORT: apiPort,
+    CC_PUBLIC_URL: `http://localhost:${apiPort === '0' ? '8080' : apiPort}`,
+    CC_GATEWAY_ENDPOINT: `${baseDomain === 'localhost' ? 'localhost' : `connect.${baseDomain}`}:${wgPort === '0' ? '51820' : wgPort}`,
+  }
+}
+
+interface StartConfig {
+  control: ControlConfig
+  rpc: RpcConfig
+  gateway: GatewayEnv
+}
+
+function loadStartConfig (env: NodeJS.ProcessEnv): StartConfig {
+  const defaults = startDefaults(env)
+  const merged: NodeJS.ProcessEnv = { ...defaults }
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') merged[k] = v
+  try {
+    const gateway = loadGatewayEnv(env, { CC_DATA_DIR: defaults.CC_DATA_DIR })
+    // Only the gateway announces a public endpoint when the operator set one.
+    return { control: loadConfig(merged), rpc: loadRpcConfig(merged), gateway }
+  } catch (err) {
+    if (err instanceof ControlConfigError || err instanceof GatewayConfigError) throw new CliError(err.message, 2)
+    throw err
+  }
+}
+
+export async function run (argv: string[]): Promise<void> {
+  let values: { 'log-level'?: string, help?: boolean }
+  try {
+    ({ values } = parseArgs({ args: argv, options: { 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }))
+  } catch (err) {
+    throw new CliError((err as Error).message, 2)
+  }
+  if (values.help === true) {
+    process.stdout.write(HELP.replace('{{CONTROL}}', describeVariables()).replace('{{RPC}}', describeRpcVariables()).replace('{{GATEWAY}}', describeGatewayVariables()))
+    return
+  }
+  const config = loadStartConfig(process.env)
+  const level = parseLogLevel(values['log-level'] ?? config.control.logLevel)
+  const logger = createLogger({ level })
+
+  // The gateway key first: control hands it out from the first request on.
+  let privateKey: string
+  try {
+    privateKey = loadOrCreateKey(config.gateway.keyFile, logger)
+  } catch (err) {
+    throw new CliError(`cannot use the gateway key: ${(err as Error).message}`)
+  }
+  const publicKey = encodeKey(publicKeyFromPrivate(decodeKey(privateKey)))
+  const control = { ...config.control, gateway: { ...config.control.gateway, publicKey } }
+
+  let plane: RunningControlPlane
+  try {
+    plane = await startControlPlane({ config: control, rpc: config.rpc, listen: false, logger })
+  } catch (err) {
+    throw new CliError(`cannot start the control API: ${(err as Error).message}`)
+  }
+  let gateway: RunningGateway | null
+  try {
+    gateway = await startGatewayWithControl({ plane: plane.rpc, settings: config.gateway, logger, store: null, reportIntervalMs: config.rpc.reportIntervalMs })
+  } catch (err) {
+    await plane.stop(0)
+    const e = err as NodeJS.ErrnoException
+    throw new CliError(`cannot start the gateway: ${e.code ?? ''} ${e.message}`.trim())
+  }
+  if (gateway === null) throw new CliError('the gateway could not get its configuration')
+  const running = gateway
+  printBanner(control, plane, running, logger)
+
+  await new Promise<void>(resolveStop => {
+    const stop = (signal: NodeJS.Signals): void => {
+      process.off('SIGINT', stop)
+      process.off('SIGTERM', stop)
+      logger.info({ signal }, 'stopping')
+      running.stop()
+        .catch(err => { logger.error({ err }, 'stopping the gateway failed'); process.exitCode = 1 })
+        .then(async () => { await plane.stop() })
+        .catch(err => { logger.error({ err }, 'stopping control failed'); process.exitCode = 1 })
+        .finally(() => {
+          logger.info('stopped')
+          resolveStop()
+        })
+    }
+    process.on('SIGINT', stop)
+    process.on('SIGTERM', stop)
+  })
+}
+
+function printBanner (control: ControlConfig, plane: RunningControlPlane, running: RunningGateway, logger: Logger): void {
+  const { gateway } = running
+  const status = gateway.status()
+  const apiPort = plane.app.info.port
+  const apiHost = ['0.0.0.0', '::', ''].includes(control.apiHost) ? 'localhost' : control.apiHost
+  const wgPort = Number(gateway.listen.slice(gateway.listen.lastIndexOf(':') + 1))
+  const endpointHost = control.gateway.endpoint.slice(0, control.gateway.endpoint.lastIndexOf(':'))
+  const dataDir = isAbsolute(control.dataDir) ? control.dataDir : resolve(control.dataDir)
+  const httpsPort = status.edge === null ? null : Number(status.edge.https.slice(status.edge.https.lastIndexOf(':') + 1))
+  const httpPort = status.edge?.http == null ? null : Number(status.edge.http.slice(status.edge.http.lastIndexOf(':') + 1))
+  const facts = {
+    api: `http://${apiHost}:${apiPort}/v1`,
+    health: `http://${apiHost}:${apiPort}/health`,
+    wireguardEndpoint: `${endpointHost}:${wgPort}`,
+    wireguardPublicKey: status.publicKey,
+    https: httpsPort === null ? null : `https://<subdomain>.${control.baseDomain}:${httpsPort}`,
+    http: httpPort === null ? null : `http://<subdomain>.${control.baseDomain}:${httpPort}`,
+    caCertificate: gateway.edge?.caCertificatePath ?? null,
+    mailOutbox: control.smtpUrl === undefined ? join(dataDir, 'outbox') : null,
+    dataDir,
+  }
+  logger.info(facts, 'cloud-connect ready')
+  const lines = [
+    '',
+    'Erugo Cloud Connect is running (control + gateway, one process)',
+    `  API              ${facts.api}   (health: ${facts.health})`,
+    `  WireGuard        ${facts.wireguardEndpoint}   public key ${facts.wireguardPublicKey}`,
+    facts.https === null ? '  HTTPS            off (CC_EDGE=0)' : `  HTTPS            ${facts.https}${facts.http === null ? '' : `   (HTTP ${facts.http} redirects)`}`,
+    facts.caCertificate === null ? null : `  CA certificate   ${facts.caCertificate}   (trust it to browse without warnings)`,
+    facts.mailOutbox === null ? '  Mail             sent through CC_SMTP_URL' : `  Mail outbox      ${facts.mailOutbox}`,
+    `  Data             ${facts.dataDir}`,
+    '',
+  ].filter((l): l is string => l !== null)
+  process.stdout.write(lines.join('\n') + '\n')
+}
