@@ -63,6 +63,41 @@ export interface ControlConfig {
     /** host:port clients send WireGuard to. */
     endpoint: string
   }
+  billing: BillingConfig
+  dns: DnsConfig
+}
+
+/** Stripe account settings; all four values or none (then billing is off: everyone is on Free). */
+export interface StripeConfig {
+  secretKey: string
+  webhookSecret: string
+  prices: { pro: string, business: string }
+  /** Where the SDK sends requests (https://api.stripe.com; tests point it at a local fake). */
+  apiBase: string
+}
+
+export interface BillingConfig {
+  /** undefined: billing is not configured. */
+  stripe: StripeConfig | undefined
+  /** Webhook signatures whose timestamp is further than this from now are refused (either way). */
+  webhookToleranceSeconds: number
+  /** A past_due subscription keeps its plan this long after its unpaid period began. */
+  pastDueGraceSeconds: number
+  /** POST /billing/portal return_url must start with one of these (same origin, path prefix). */
+  portalReturnUrls: string[]
+}
+
+export interface DnsConfig {
+  /** Resolvers for custom-domain checks (`ip` or `ip:port`); empty: the system's. */
+  resolvers: string[]
+  timeoutMs: number
+  tries: number
+  /** The gateway's public addresses, for apex domains' A/AAAA records; empty: resolve the tunnel target. */
+  gatewayAddresses: string[]
+  /** How often a verified domain's record is checked again. */
+  recheckIntervalSeconds: number
+  /** A verified domain whose record is gone keeps being served this long, then stops. */
+  lapseGraceSeconds: number
 }
 
 export class ConfigError extends Error {
@@ -110,6 +145,20 @@ const VARIABLES = {
   CC_TUNNEL_IP_QUARANTINE: Joi.number().integer().min(0).default(24 * 3600),
   CC_GATEWAY_PUBLIC_KEY: Joi.string().pattern(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/).message('must be a WireGuard public key (44 characters of base64)'),
   CC_GATEWAY_ENDPOINT: Joi.string().pattern(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/).message('must be host:port'),
+  CC_STRIPE_SECRET_KEY: Joi.string().pattern(/^(sk|rk)_(test|live)_[A-Za-z0-9]+$/).message('must be a Stripe secret key (sk_live_... or sk_test_...)'),
+  CC_STRIPE_WEBHOOK_SECRET: Joi.string().pattern(/^whsec_[A-Za-z0-9+/=]+$/).message('must be a Stripe webhook signing secret (whsec_...)'),
+  CC_STRIPE_PRICE_PRO: Joi.string().pattern(/^price_[A-Za-z0-9]+$/).message('must be a Stripe price id (price_...)'),
+  CC_STRIPE_PRICE_BUSINESS: Joi.string().pattern(/^price_[A-Za-z0-9]+$/).message('must be a Stripe price id (price_...)'),
+  CC_STRIPE_API_BASE: Joi.string().uri({ scheme: ['http', 'https'] }).default('https://api.stripe.com'),
+  CC_STRIPE_WEBHOOK_TOLERANCE: positiveInt.max(3600).default(300),
+  CC_BILLING_PAST_DUE_GRACE: Joi.number().integer().min(0).default(7 * 24 * 3600),
+  CC_BILLING_PORTAL_RETURN_URLS: Joi.string(),
+  CC_DNS_RESOLVERS: Joi.string(),
+  CC_DNS_TIMEOUT_MS: positiveInt.max(60_000).default(3000),
+  CC_DNS_TRIES: positiveInt.max(10).default(2),
+  CC_DNS_GATEWAY_ADDRESSES: Joi.string(),
+  CC_DOMAIN_RECHECK_INTERVAL: positiveInt.default(3600),
+  CC_DOMAIN_LAPSE_GRACE: Joi.number().integer().min(0).default(72 * 3600),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -157,6 +206,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     throw new ConfigError(`CC_TUNNEL_POOL: must be an IPv4 network /8 to /30 with no host bits set (got "${pool}")`)
   }
   const baseDomain = v.CC_BASE_DOMAIN as string
+  const billing = loadBilling(v, publicUrl)
+  const dns = loadDns(v)
   return {
     apiHost: v.CC_API_HOST as string,
     apiPort: v.CC_API_PORT as number,
@@ -197,5 +248,66 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
       publicKey: v.CC_GATEWAY_PUBLIC_KEY as string | undefined,
       endpoint: (v.CC_GATEWAY_ENDPOINT as string | undefined) ?? `connect.${baseDomain}:51820`,
     },
+    billing,
+    dns,
+  }
+}
+
+function list (value: unknown): string[] {
+  return typeof value === 'string' ? value.split(',').map(s => s.trim()).filter(s => s !== '') : []
+}
+
+const STRIPE_VARIABLES = ['CC_STRIPE_SECRET_KEY', 'CC_STRIPE_WEBHOOK_SECRET', 'CC_STRIPE_PRICE_PRO', 'CC_STRIPE_PRICE_BUSINESS'] as const
+
+function loadBilling (v: Raw, publicUrl: string): BillingConfig {
+  const set = STRIPE_VARIABLES.filter(name => v[name] !== undefined)
+  if (set.length > 0 && set.length < STRIPE_VARIABLES.length) {
+    const missing = STRIPE_VARIABLES.find(name => v[name] === undefined)!
+    throw new ConfigError(`${missing}: required when ${set.join(', ')} ${set.length === 1 ? 'is' : 'are'} set (billing needs all of ${STRIPE_VARIABLES.join(', ')})`)
+  }
+  const portalReturnUrls = list(v.CC_BILLING_PORTAL_RETURN_URLS)
+  for (const url of portalReturnUrls) {
+    let parsed: URL | undefined
+    try { parsed = new URL(url) } catch {}
+    if (parsed === undefined || !['http:', 'https:'].includes(parsed.protocol) || parsed.username !== '' || parsed.password !== '') {
+      throw new ConfigError(`CC_BILLING_PORTAL_RETURN_URLS: each entry must be an http(s) URL without credentials (got ${JSON.stringify(url)})`)
+    }
+  }
+  return {
+    stripe: set.length === 0
+      ? undefined
+      : {
+          secretKey: v.CC_STRIPE_SECRET_KEY as string,
+          webhookSecret: v.CC_STRIPE_WEBHOOK_SECRET as string,
+          prices: { pro: v.CC_STRIPE_PRICE_PRO as string, business: v.CC_STRIPE_PRICE_BUSINESS as string },
+          apiBase: (v.CC_STRIPE_API_BASE as string).replace(/\/+$/, ''),
+        },
+    webhookToleranceSeconds: v.CC_STRIPE_WEBHOOK_TOLERANCE as number,
+    pastDueGraceSeconds: v.CC_BILLING_PAST_DUE_GRACE as number,
+    portalReturnUrls: portalReturnUrls.length > 0 ? portalReturnUrls : [publicUrl],
+  }
+}
+
+/** `ip` or `ip:port` or `[ipv6]:port`, as dns.Resolver#setServers takes them. */
+const RESOLVER = /^(\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?|[0-9A-Fa-f:]+|\[[0-9A-Fa-f:]+\](:\d{1,5})?)$/
+
+function loadDns (v: Raw): DnsConfig {
+  const resolvers = list(v.CC_DNS_RESOLVERS)
+  for (const r of resolvers) {
+    if (!RESOLVER.test(r)) throw new ConfigError(`CC_DNS_RESOLVERS: each entry must be an IP address, optionally with :port (got ${JSON.stringify(r)})`)
+  }
+  const gatewayAddresses = list(v.CC_DNS_GATEWAY_ADDRESSES)
+  for (const a of gatewayAddresses) {
+    if (Joi.string().ip({ cidr: 'forbidden' }).validate(a).error !== undefined) {
+      throw new ConfigError(`CC_DNS_GATEWAY_ADDRESSES: each entry must be an IPv4 or IPv6 address (got ${JSON.stringify(a)})`)
+    }
+  }
+  return {
+    resolvers,
+    timeoutMs: v.CC_DNS_TIMEOUT_MS as number,
+    tries: v.CC_DNS_TRIES as number,
+    gatewayAddresses: gatewayAddresses.map(a => a.toLowerCase()),
+    recheckIntervalSeconds: v.CC_DOMAIN_RECHECK_INTERVAL as number,
+    lapseGraceSeconds: v.CC_DOMAIN_LAPSE_GRACE as number,
   }
 }
