@@ -24,6 +24,14 @@ export const ERROR_STATUS = {
   UNSUPPORTED_MEDIA_TYPE: 415,
   REQUEST_HEADER_TOO_LARGE: 431,
   RATE_LIMITED: 429,
+  /** Billing endpoints on a server without Stripe configured (everyone is on Free there). */
+  BILLING_NOT_CONFIGURED: 404,
+  /** POST /billing/checkout for a plan the account already has, or while another paid plan runs. */
+  ALREADY_SUBSCRIBED: 409,
+  /** POST /billing/webhook: missing, malformed, stale, future-dated or wrong Stripe signature. */
+  WEBHOOK_SIGNATURE_INVALID: 400,
+  /** Stripe refused or could not be reached. */
+  BILLING_PROVIDER_ERROR: 502,
   INTERNAL_ERROR: 500,
   SERVICE_UNAVAILABLE: 503,
 } as const
