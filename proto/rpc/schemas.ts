@@ -12,7 +12,7 @@ import {
   type ConfigSnapshot, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply,
 } from './messages.ts'
 
-/** Canonical base64 of 32 bytes, as `wg pubkey` prints: the last character carries 4 zero bits. */
+/** Canonical base64 of 32 bytes, as `wg pubkey` prints: the 43rd character holds 4 key bits and 2 zero bits. */
 export const WIREGUARD_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
 
 const key = Joi.string().pattern(WIREGUARD_KEY).messages({ 'string.pattern.base': '{{#label}} must be a WireGuard key (44 characters of canonical base64)' })
