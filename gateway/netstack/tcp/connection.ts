@@ -389,10 +389,14 @@ export class TcpConnection implements HeapItem {
   /** The application consumed data: advertise the reopened window if it grew enough. */
   windowUpdate (now: number): void {
     if (this.state === CLOSED || this.state < ESTABLISHED || this.finReceived) return
-    const right = seqAdd(this.rcvNxt, this.receiveSpace())
-    const grow = seqDiff(right, this.rcvAdvRight)
-    // RFC 9293 3.8.6.2.2: announce once the window can grow by min(RCV.BUFF / 2, MSS).
-    if (grow >= Math.min(this.options.receiveBuffer >> 1, this.mss)) {
+    const space = this.receiveSpace()
+    const grow = seqDiff(seqAdd(this.rcvNxt, space), this.rcvAdvRight)
+    // RFC 9293 3.8.6.2.2: announce once the window can grow by min(RCV.BUFF / 2, MSS), and (as
+    // Linux's tcp_cleanup_rbuf) only while the peer is short of window: the window it may still use
+    // is at most half the buffer and the update at least doubles it. Otherwise the next ACK carries
+    // the update; a reader that keeps up would else cost one extra ACK per segment.
+    const open = seqDiff(this.rcvAdvRight, this.rcvNxt)
+    if (grow >= Math.min(this.options.receiveBuffer >> 1, this.mss) && 2 * open <= this.options.receiveBuffer && space >= 2 * open) {
       this.ackNow = true
       transmit(this, now)
       this.finishCall()

@@ -58,6 +58,22 @@ t.test('ESTABLISHED receive window closes while unread and reopens as the applic
   t.equal(update.window, 4000, 'window update as the application reads')
 })
 
+t.test('ESTABLISHED reads while the window is wide open send no window update: the ACK stays delayed', async t => {
+  // Regression: every read used to send a window update, one extra ACK per segment received.
+  const f = new Fixture({}, { windowScale: 7 })
+  f.open()
+  f.rec.holdReads = true
+  f.send({}, data(MSS))
+  t.same(f.s.take(), [], 'one segment: the ACK is delayed')
+  f.rec.readAll(f.s.now)
+  t.same(f.s.take(), [], 'reading it frees one MSS of a 4 MiB window: no update of its own')
+  f.s.advance(40)
+  const acks = f.s.take()
+  t.equal(acks.length, 1, 'the delayed ACK follows')
+  t.equal(acks[0].ack, f.peerNxt)
+  t.equal(acks[0].window * 128, 4 * 1024 * 1024, 'and carries the whole 4 MiB window (scaled by 2^7)')
+})
+
 t.test('every state is reachable', async t => {
   for (const state of STATES) t.equal(reach(state).conn.stateName, state, state)
 })
