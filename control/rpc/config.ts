@@ -25,7 +25,8 @@ const VARIABLES = {
   CC_RPC_HOST: Joi.string().hostname().default('127.0.0.1'),
   CC_RPC_PORT: Joi.number().integer().min(0).max(65535).default(8081),
   CC_GATEWAY_SECRET: Joi.string().pattern(GATEWAY_SECRET_PATTERN).message('must be base64url of at least 32 bytes (43+ characters of A-Z a-z 0-9 - _)'),
-  CC_RPC_WAIT: Joi.number().min(0.05).max(300).default(30),
+  // At most 60 s: gateways give a long-poll 90 s before they count control as unreachable.
+  CC_RPC_WAIT: Joi.number().min(0.05).max(60).default(30),
   CC_REPORT_INTERVAL: Joi.number().min(0.1).max(3600).default(5),
 } as const
 
