@@ -46,9 +46,14 @@ import type { Db } from './db/knex.ts'
 import { errorsPlugin, failValidation } from './errors.ts'
 import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
+import { startBillingEnforcement } from './jobs/billing.ts'
+import { startDomainRecheck } from './jobs/domains.ts'
 import { authRoutes } from './routes/auth.ts'
+import { billingRoutes } from './routes/billing.ts'
+import { domainRoutes } from './routes/domains.ts'
 import { healthRoutes } from './routes/health.ts'
 import { instanceRoutes } from './routes/instances.ts'
+import { pageRoutes } from './routes/pages.ts'
 import { subdomainRoutes } from './routes/subdomains.ts'
 import { tunnelRoutes } from './routes/tunnel.ts'
 import { userRoutes } from './routes/user.ts'
@@ -66,7 +71,7 @@ declare module '@hapi/hapi' {
 }
 
 /** Route plugins mounted under /v1, one per spec section. */
-const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, instanceRoutes, subdomainRoutes, tunnelRoutes]
+const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, domainRoutes, subdomainRoutes, tunnelRoutes]
 
 export interface AppDeps {
   db: Db
@@ -133,11 +138,24 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
     logger.debug({ method: request.method, path: request.path, status, ms: Date.now() - request.info.received }, 'request')
   })
   server.ext('onPostStop', async () => { await services.mailer.drain() })
+  // Periodic work runs while the server is started (not after initialize() alone, as in tests).
+  let jobs: Array<{ stop (): void }> = []
+  server.ext('onPostStart', () => {
+    jobs = [
+      startDomainRecheck({ domains: services.domains, logger: logger.child({ module: 'jobs' }) }),
+      startBillingEnforcement({ billing: services.billing, logger: logger.child({ module: 'jobs' }) }),
+    ]
+  })
+  server.ext('onPreStop', () => {
+    for (const job of jobs) job.stop()
+    jobs = []
+  })
 
   await server.register({ plugin: errorsPlugin })
   await server.register({ plugin: rateLimitPlugin, options: services })
   await server.register({ plugin: authPlugin, options: services })
   await server.register({ plugin: healthRoutes, options: services })
+  await server.register({ plugin: pageRoutes, options: services })
   for (const plugin of ROUTE_PLUGINS) {
     await server.register({ plugin, options: services }, { routes: { prefix: API_PREFIX } })
   }

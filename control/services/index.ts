@@ -8,6 +8,9 @@ import type { Logger } from 'pino'
 import type { ControlConfig } from '../config.ts'
 import type { Db } from '../db/knex.ts'
 import { AccountService } from './accounts.ts'
+import { billingSubscriptionSource, BillingService } from './billing.ts'
+import { DnsVerifier } from './dns.ts'
+import { DomainService } from './domains.ts'
 import { InstanceService } from './instances.ts'
 import { IpamService, TunnelPool } from './ipam.ts'
 import type { TokenKeys } from './keys.ts'
@@ -16,9 +19,11 @@ import { PasswordHasher } from './passwords.ts'
 import { PlanService, type SubscriptionSource } from './plans.ts'
 import { RateLimiter } from './ratelimit.ts'
 import { SessionService } from './sessions.ts'
+import { StripeClient } from './stripe-client.ts'
+import { StripeWebhookProcessor } from './stripe-webhook.ts'
 import { SubdomainService } from './subdomains.ts'
 import { TokenService } from './tokens.ts'
-import { ConfiguredGateway, noCustomDomains, TunnelService, type CustomDomainSource, type GatewayInfo } from './tunnel.ts'
+import { ConfiguredGateway, TunnelService, type CustomDomainSource, type GatewayInfo } from './tunnel.ts'
 
 export interface Services {
   db: Db
@@ -37,6 +42,10 @@ export interface Services {
   subdomains: SubdomainService
   tunnel: TunnelService
   instances: InstanceService
+  billing: BillingService
+  webhooks: StripeWebhookProcessor
+  dns: DnsVerifier
+  domains: DomainService
 }
 
 export interface ServiceDeps {
@@ -50,8 +59,12 @@ export interface ServiceDeps {
   rateLimiter?: RateLimiter
   /** Default: the key and endpoint from configuration. */
   gateway?: GatewayInfo
-  /** Default: none (custom domains are not built yet). */
+  /** Default: the DomainService. */
   customDomains?: CustomDomainSource
+  /** Default: from config.billing.stripe (undefined there: billing is off). */
+  stripe?: StripeClient
+  /** Default: node's resolver over config.dns. */
+  dns?: DnsVerifier
 }
 
 export function createServices (deps: ServiceDeps): Services {
@@ -78,13 +91,29 @@ export function createServices (deps: ServiceDeps): Services {
     now,
     logger,
   })
-  const plans = new PlanService(db, deps.subscriptions)
+  // Plans come from Stripe's subscriptions (billing.ts) unless a test supplies its own source.
+  const plans = new PlanService(db, deps.subscriptions ?? billingSubscriptionSource(config.billing.pastDueGraceSeconds, now))
+  const stripe = deps.stripe ?? (config.billing.stripe === undefined ? undefined : new StripeClient(config.billing.stripe, logger.child({ module: 'stripe' })))
+  const billing = new BillingService({ db, config: config.billing, publicUrl: config.publicUrl, plans, stripe, mailer, now, logger })
+  const webhooks = new StripeWebhookProcessor({ db, stripe, config: config.billing, plans, mailer, now, logger })
+  const dns = deps.dns ?? new DnsVerifier({ servers: config.dns.resolvers, timeoutMs: config.dns.timeoutMs, tries: config.dns.tries, gatewayAddresses: config.dns.gatewayAddresses })
+  const domains = new DomainService({
+    db,
+    plans,
+    dns,
+    mailer,
+    baseDomain: config.baseDomain,
+    recheckIntervalSeconds: config.dns.recheckIntervalSeconds,
+    lapseGraceSeconds: config.dns.lapseGraceSeconds,
+    now,
+    logger,
+  })
   const rateLimiter = deps.rateLimiter ?? new RateLimiter({ now: () => now().getTime() })
   const gateway = deps.gateway ?? new ConfiguredGateway(config.gateway.publicKey, config.gateway.endpoint)
-  const customDomains = deps.customDomains ?? noCustomDomains
+  const customDomains = deps.customDomains ?? domains
   const ipam = new IpamService({ pool: new TunnelPool(config.tunnel.pool), quarantineSeconds: config.tunnel.ipQuarantineSeconds, now })
   const subdomains = new SubdomainService(db, now)
   const tunnel = new TunnelService({ db, ipam, gateway, customDomains, baseDomain: config.baseDomain, now })
   const instances = new InstanceService({ db, ipam, subdomains, plans, tokens, tunnel, gateway, customDomains, now })
-  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances }
+  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains }
 }

@@ -88,7 +88,7 @@ export class InstanceService {
   async #customDomain (ids: string[]): Promise<Map<string, string | null>> {
     const byInstance = await this.#o.customDomains.domainsOf(this.#o.db, ids)
     const out = new Map<string, string | null>()
-    for (const id of ids) out.set(id, byInstance.get(id)?.[0]?.domain ?? null)
+    for (const id of ids) out.set(id, byInstance.get(id)?.find(d => d.routed)?.domain ?? null)
     return out
   }
 

@@ -45,11 +45,14 @@ export class ConfiguredGateway implements GatewayInfo {
   }
 }
 
-/** A custom domain of an instance (custom domains are a later feature: none until then). */
+/** A custom domain of an instance (services/domains.ts). */
 export interface CustomDomainEntry {
   domain: string
+  /** `active` (served), `pending` (not verified) or `suspended` (over the plan limit). */
   status: string
   ssl_status: string
+  /** Verified and neither it nor its instance suspended: gateways serve it. */
+  routed: boolean
 }
 
 /** Custom domains per instance id, for responses and for gateway hostnames. */
@@ -209,8 +212,12 @@ export class TunnelService {
     let row: { subdomain: string, address: string | number }
     try {
       row = await this.#o.db.transaction(async trx => {
-        const current = await trx('instances').where({ id: who.instanceId, token_jti: who.jti }).forUpdate().first('public_key', 'subdomain') as { public_key: string | null, subdomain: string } | undefined
+        const current = await trx('instances').where({ id: who.instanceId, token_jti: who.jti }).forUpdate().first('public_key', 'subdomain', 'suspended_at') as { public_key: string | null, subdomain: string, suspended_at: Date | null } | undefined
         if (current === undefined) throw unauthorized()
+        // Over the owner's plan limit (services/billing.ts): kept, but not routed until the plan allows it.
+        if (current.suspended_at !== null) {
+          throw apiError('SUBSCRIPTION_REQUIRED', 'This instance is suspended: it is over your plan\'s instance limit. Upgrade the plan or delete another instance', { reason: 'instance_suspended' })
+        }
         if (current.public_key !== publicKey) {
           const holder = await trx('instances').where({ public_key: publicKey }).first('id')
           if (holder !== undefined) throw keyInUse()
@@ -245,7 +252,7 @@ export class TunnelService {
           persistent_keepalive: PERSISTENT_KEEPALIVE_SECONDS,
         },
       },
-      domains: { subdomain: this.fullDomain(row.subdomain), custom_domains: custom.map(d => d.domain) },
+      domains: { subdomain: this.fullDomain(row.subdomain), custom_domains: custom.filter(d => d.routed).map(d => d.domain) },
     }
   }
 
@@ -281,11 +288,12 @@ export class TunnelService {
     }
   }
 
-  /** Every instance with a registered key, as gateways need them. */
+  /** Every instance with a registered key and not suspended, as gateways need them. */
   async listPeers (db: Queryable = this.#o.db): Promise<PeerEntry[]> {
     const rows = await db('instances as i')
       .join('tunnel_ips as t', 't.instance_id', 'i.id')
       .whereNotNull('i.public_key')
+      .whereNull('i.suspended_at') // over the plan limit: not routed
       .orderBy('i.id')
       .select('i.id', 'i.public_key', 'i.subdomain', 't.address') as Array<{ id: string, public_key: string, subdomain: string, address: string | number }>
     const custom = await this.#o.customDomains.domainsOf(db, rows.map(r => r.id))
@@ -293,7 +301,7 @@ export class TunnelService {
       instanceId: r.id,
       publicKey: r.public_key,
       tunnelIp: formatIPv4(toAddress(r.address)),
-      hostnames: [this.fullDomain(r.subdomain), ...(custom.get(r.id) ?? []).filter(d => d.status === 'verified').map(d => d.domain)],
+      hostnames: [this.fullDomain(r.subdomain), ...(custom.get(r.id) ?? []).filter(d => d.routed).map(d => d.domain)],
       port: UPSTREAM_PORT,
     }))
   }

@@ -1,0 +1,43 @@
+/**
+ * Periodic custom-domain re-verification (services/domains.ts recheckDue): every `intervalMs`,
+ * batches of verified domains whose last check is older than CC_DOMAIN_RECHECK_INTERVAL are
+ * looked up again. Safe with several control replicas (rows are claimed with SKIP LOCKED).
+ */
+import type { Logger } from 'pino'
+import type { DomainService, RecheckResult } from '../services/domains.ts'
+
+export interface DomainRecheckJobOptions {
+  domains: DomainService
+  logger: Logger
+  /** How often to look for due domains; default 60 s (each domain is re-checked once per interval). */
+  intervalMs?: number
+}
+
+/** Runs passes until nothing is due (bounded: at most `maxBatches` per tick). */
+export async function recheckDomains (domains: DomainService, maxBatches = 50): Promise<RecheckResult> {
+  const total: RecheckResult = { checked: 0, failing: 0, lapsed: 0, restored: 0 }
+  for (let i = 0; i < maxBatches; i++) {
+    const r = await domains.recheckDue()
+    total.checked += r.checked
+    total.failing += r.failing
+    total.lapsed += r.lapsed
+    total.restored += r.restored
+    if (r.checked === 0) break
+  }
+  return total
+}
+
+export function startDomainRecheck (options: DomainRecheckJobOptions): { stop (): void } {
+  let running = false
+  const timer = setInterval(() => {
+    if (running) return
+    running = true
+    recheckDomains(options.domains).then(result => {
+      if (result.failing > 0 || result.lapsed > 0 || result.restored > 0) options.logger.info(result, 'custom domains re-checked')
+    }, err => {
+      options.logger.warn({ err: (err as Error).message }, 'custom domain re-check failed')
+    }).finally(() => { running = false })
+  }, options.intervalMs ?? 60_000)
+  timer.unref()
+  return { stop () { clearInterval(timer) } }
+}
