@@ -18,7 +18,7 @@ import type { ControlPlane } from '../../../proto/rpc/index.ts'
 import { openTestDatabase, bearer } from '../../control/harness.ts'
 import { mustCreate, newUser } from '../../control/routes/tunnel-fixtures.ts'
 import { SECRET, startRpc, type RpcHarness } from '../../control/rpc/fixtures.ts'
-import { repliesTo, startClient, until } from './harness.ts'
+import { newKeyPair, repliesTo, startClient, until } from './harness.ts'
 
 const silent = pino({ level: 'silent' })
 const REMOVAL_LIMIT_MS = 5_000
@@ -51,16 +51,18 @@ t.test('HTTP control plane: register -> peer, handshake -> connected, regenerate
   t.equal(inst.body.credentials.wireguard.server_public_key, gatewayKey, 'POST /v1/instances hands out the real gateway key')
   t.equal(inst.body.credentials.wireguard.server_endpoint, `connect.erugo.test:${port}`, 'and the port it listens on')
 
-  const container = await startClient(t, gatewayKey, port, { keepalive: 1 })
-  const reg = await h.request('POST', '/v1/tunnel/register', { public_key: container.publicKey }, bearer(inst.token))
+  const containerKey = newKeyPair()
+  const reg = await h.request('POST', '/v1/tunnel/register', { public_key: containerKey.publicKey }, bearer(inst.token))
   t.equal(reg.status, 200)
   t.equal(reg.body.tunnel_config.peer.public_key, gatewayKey)
-  const added = await until('the peer on the gateway', () => gateway.device.peer(container.publicKey) !== undefined, REMOVAL_LIMIT_MS)
+  const added = await until('the peer on the gateway', () => gateway.device.peer(containerKey.publicKey) !== undefined, REMOVAL_LIMIT_MS)
   t.ok(added < REMOVAL_LIMIT_MS, `peer added ${added} ms after registration`)
   t.same(gateway.status().peers[0].allowedIPs, [`${inst.tunnelIp}/32`])
   t.same(gateway.routes.map(r => r.hostnames), [['e2e-one.erugo.test']])
 
   t.equal(await tunnelStatus(h, inst.token), 'pending', 'registered, no handshake yet')
+  // As a container does (spec, Flow 2): register first, then bring the interface up.
+  const container = await startClient(t, gatewayKey, port, { privateKey: containerKey.privateKey, keepalive: 1 })
   container.ping(inst.tunnelIp, 1)
   await until('an echo reply through the tunnel', () => repliesTo(container, 1) === 1)
   await until('connected from the gateway\'s handshake report', async () => await tunnelStatus(h, inst.token) === 'connected')
