@@ -55,6 +55,8 @@ export interface ControlConfig {
     pool: string
     /** A released tunnel address is not handed out again for this long. */
     ipQuarantineSeconds: number
+    /** How recent a reported handshake must be for an instance to read `connected` (services/tunnel.ts). */
+    statusWindowSeconds: number
   }
   /** What instances are told about the gateway until the gateway RPC reports it. */
   gateway: {
@@ -143,6 +145,8 @@ const VARIABLES = {
   CC_BASE_DOMAIN: Joi.string().hostname().lowercase().default('erugo.cloud'),
   CC_TUNNEL_POOL: Joi.string().pattern(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/).message('must be an IPv4 prefix such as 10.100.0.0/16').default('10.100.0.0/16'),
   CC_TUNNEL_IP_QUARANTINE: Joi.number().integer().min(0).default(24 * 3600),
+  // Below ~150 s a live but idle tunnel reads disconnected between rekeys: lower it only for tests.
+  CC_TUNNEL_STATUS_WINDOW: positiveInt.max(3600).default(180),
   CC_GATEWAY_PUBLIC_KEY: Joi.string().pattern(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/).message('must be a WireGuard public key (44 characters of base64)'),
   CC_GATEWAY_ENDPOINT: Joi.string().pattern(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/).message('must be host:port'),
   CC_STRIPE_SECRET_KEY: Joi.string().pattern(/^(sk|rk)_(test|live)_[A-Za-z0-9]+$/).message('must be a Stripe secret key (sk_live_... or sk_test_...)'),
@@ -243,7 +247,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     resetPasswordTtlSeconds: v.CC_RESET_PASSWORD_TTL as number,
     logLevel: v.CC_LOG_LEVEL as string,
     baseDomain,
-    tunnel: { pool, ipQuarantineSeconds: v.CC_TUNNEL_IP_QUARANTINE as number },
+    tunnel: { pool, ipQuarantineSeconds: v.CC_TUNNEL_IP_QUARANTINE as number, statusWindowSeconds: v.CC_TUNNEL_STATUS_WINDOW as number },
     gateway: {
       publicKey: v.CC_GATEWAY_PUBLIC_KEY as string | undefined,
       endpoint: (v.CC_GATEWAY_ENDPOINT as string | undefined) ?? `connect.${baseDomain}:51820`,

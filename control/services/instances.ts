@@ -98,7 +98,7 @@ export class InstanceService {
       name: row.name,
       subdomain: row.subdomain,
       custom_domain: customDomain,
-      status: instanceStatus(row, now),
+      status: instanceStatus(row, now, this.#o.tunnel.statusWindowSeconds),
       tunnel_ip: formatIPv4(toAddress(row.address)),
       last_seen: row.last_seen === null ? null : isoSeconds(row.last_seen),
       created_at: isoSeconds(row.created_at),

@@ -89,15 +89,15 @@ export const HANDSHAKE_FRESH_SECONDS = 180
  * The one place an instance's status is decided, from what the gateway saw, not from heartbeats
  * (a container can heartbeat over the API while its tunnel carries nothing). `pending`: no key
  * registered (or the token was regenerated since), or registered but no handshake seen yet for it.
- * `connected`: a handshake within HANDSHAKE_FRESH_SECONDS, newer than the container's last
- * goodbye. `disconnected`: otherwise.
+ * `connected`: a handshake within `windowSeconds` (HANDSHAKE_FRESH_SECONDS unless configured with
+ * CC_TUNNEL_STATUS_WINDOW), newer than the container's last goodbye. `disconnected`: otherwise.
  */
-export function instanceStatus (row: TunnelStateRow, now: Date): InstanceStatus {
+export function instanceStatus (row: TunnelStateRow, now: Date, windowSeconds = HANDSHAKE_FRESH_SECONDS): InstanceStatus {
   if (row.public_key === null) return 'pending'
   if (row.last_handshake_at === null) return row.disconnected_at === null ? 'pending' : 'disconnected'
   const handshakeAt = new Date(row.last_handshake_at).getTime()
   if (row.disconnected_at !== null && handshakeAt <= new Date(row.disconnected_at).getTime()) return 'disconnected'
-  return now.getTime() - handshakeAt <= HANDSHAKE_FRESH_SECONDS * 1000 ? 'connected' : 'disconnected'
+  return now.getTime() - handshakeAt <= windowSeconds * 1000 ? 'connected' : 'disconnected'
 }
 
 /** The subdomain's own status: served as soon as it exists (wildcard DNS); certificates come later. */
@@ -143,6 +143,8 @@ export interface TunnelServiceOptions {
   customDomains: CustomDomainSource
   baseDomain: string
   now: () => Date
+  /** instanceStatus window; default HANDSHAKE_FRESH_SECONDS. */
+  statusWindowSeconds?: number
 }
 
 function isUniqueViolation (err: unknown, constraint: string): boolean {
@@ -190,6 +192,11 @@ export class TunnelService {
 
   constructor (options: TunnelServiceOptions) {
     this.#o = options
+  }
+
+  /** Seconds a reported handshake keeps an instance `connected`. */
+  get statusWindowSeconds (): number {
+    return this.#o.statusWindowSeconds ?? HANDSHAKE_FRESH_SECONDS
   }
 
   fullDomain (subdomain: string): string {
@@ -280,7 +287,7 @@ export class TunnelService {
     if (row === undefined) throw unauthorized()
     const custom = (await this.#o.customDomains.domainsOf(this.#o.db, [who.instanceId])).get(who.instanceId) ?? []
     return {
-      tunnel_status: instanceStatus(row, this.#o.now()),
+      tunnel_status: instanceStatus(row, this.#o.now(), this.statusWindowSeconds),
       domains: {
         subdomain: { domain: this.fullDomain(row.subdomain), status: subdomainStatus(row) },
         custom_domains: custom.map(d => ({ domain: d.domain, status: d.status, ssl_status: d.ssl_status })),

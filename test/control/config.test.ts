@@ -16,6 +16,14 @@ t.test('defaults', async t => {
   t.equal(c.verifyEmailTtlSeconds, 86400)
   t.equal(c.resetPasswordTtlSeconds, 3600)
   t.same(c.rateLimits.authPerIp, { burst: 20, perMinute: 10 })
+  t.equal(c.tunnel.statusWindowSeconds, 180, 'status window: REJECT_AFTER_TIME')
+})
+
+t.test('CC_TUNNEL_STATUS_WINDOW: seconds, 1 to 3600', async t => {
+  t.equal(loadConfig({ CC_TUNNEL_STATUS_WINDOW: '8' }).tunnel.statusWindowSeconds, 8)
+  for (const bad of ['0', '-5', '1.5', 'soon', '3601']) {
+    t.throws(() => loadConfig({ CC_TUNNEL_STATUS_WINDOW: bad }), /^CC_TUNNEL_STATUS_WINDOW: /, bad)
+  }
 })
 
 t.test('values from the environment', async t => {

@@ -88,6 +88,23 @@ await forEachDatabase(t, async (t, db) => {
     t.equal(await tunnelStatus(h, inst.token), 'connected', 'a handshake after it does')
   })
 
+  t.test('CC_TUNNEL_STATUS_WINDOW shortens the window for status and the instance list alike', async t => {
+    const clock = new Clock()
+    const h = await startRpc(t, db, { clock, listen: false, env: { CC_TUNNEL_STATUS_WINDOW: '8' } })
+    const user = await newUser(h, 'window')
+    const inst = await mustCreate(t, h, user.token, 'windowed')
+    const key = newPublicKey()
+    t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))).status, 200)
+    await h.rpc.report(report([peerReport(key, new Date(clock.time))]))
+    const listed = async (): Promise<string> => (await h.request('GET', '/v1/instances', undefined, bearer(user.token))).body.instances[0].status
+    clock.advance(8)
+    t.equal(await tunnelStatus(h, inst.token), 'connected', 'at the configured edge: connected')
+    t.equal(await listed(), 'connected')
+    clock.advance(1)
+    t.equal(await tunnelStatus(h, inst.token), 'disconnected', 'one second past 8 s: disconnected, long before 180 s')
+    t.equal(await listed(), 'disconnected')
+  })
+
   t.test('reports for keys no instance holds change nothing', async t => {
     const clock = new Clock()
     const h = await startRpc(t, db, { clock })
