@@ -10,7 +10,8 @@
  * (or DATABASE_URL). Uses a fresh schema, dropped at the end. Needs `wrk` on PATH.
  * Besides wrk's numbers it prints the API process's CPU time per request (user + system), which
  * says what one core could serve even when the machine is shared. BENCH_PROFILE=DIR writes a
- * .cpuprofile of each measured run.
+ * .cpuprofile of each measured run. A reference row runs the heartbeat's UPDATE straight through
+ * knex with as many in flight as wrk has connections: the database's share, without HTTP.
  */
 import { execFile } from 'node:child_process'
 import { Session } from 'node:inspector/promises'
@@ -104,6 +105,26 @@ async function measured (name: string, pass: () => Promise<WrkResult>): Promise<
   return { ...result, cpuUsPerRequest: (used.user + used.system) / result.requests }
 }
 
+/** The heartbeat's statement alone, CONNECTIONS at a time, for `seconds`: requests/s and latencies. */
+async function databaseAlone (ids: Array<{ id: string, token_jti: string }>, seconds: number): Promise<WrkResult> {
+  const latencies: number[] = []
+  const deadline = performance.now() + seconds * 1000
+  const start = performance.now()
+  let next = 0
+  await Promise.all(Array.from({ length: CONNECTIONS }, async () => {
+    while (performance.now() < deadline) {
+      const row = ids[next++ % ids.length]
+      const t0 = performance.now()
+      await db('instances').where(row).whereRaw("set_config('synchronous_commit', 'off', true) is not null").update({ tunnel_state: 'connected' })
+      latencies.push(performance.now() - t0)
+    }
+  }))
+  const elapsed = (performance.now() - start) / 1000
+  latencies.sort((a, b) => a - b)
+  const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]
+  return { requests: latencies.length, seconds: elapsed, non2xx: 0, socketErrors: 0, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] }
+}
+
 const schema = `ccbench_${process.pid}_${randomBytes(3).toString('hex')}`
 const db = createDb({ url: URL_ENV, schema, poolMax: Number(process.env.BENCH_POOL ?? 10) })
 const dataDir = mkdtempSync(join(tmpdir(), 'cc-bench-'))
@@ -160,6 +181,8 @@ try {
   try {
     await wrk(wrkDir, base, 'POST', '/v1/tunnel/heartbeat', instanceTokens, heartbeatBody, 2)
     results.push(['POST /v1/tunnel/heartbeat (200 instance tokens)', await measured('heartbeat', async () => await wrk(wrkDir, base, 'POST', '/v1/tunnel/heartbeat', instanceTokens, heartbeatBody, SECONDS))])
+    const ids = await db('instances').select('id', 'token_jti') as Array<{ id: string, token_jti: string }>
+    results.push(['reference: the heartbeat UPDATE alone through knex (no HTTP)', await measured('database', async () => await databaseAlone(ids, SECONDS))])
     await wrk(wrkDir, base, 'GET', '/v1/instances', accessTokens, undefined, 2)
     results.push([`GET /v1/instances (20 users, ${PER_USER} instances each)`, await measured('list', async () => await wrk(wrkDir, base, 'GET', '/v1/instances', accessTokens, undefined, SECONDS))])
   } finally {
