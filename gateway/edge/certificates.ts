@@ -267,7 +267,8 @@ export class CertificateManager implements CertificateSource {
       entry.lastAttemptAt = this.now()
       entry.lastError = err instanceof Error ? err.message : String(err)
       entry.noRetry = err instanceof IssuerError && !err.retry
-      const delay = this.retryDelaysMs[Math.min(entry.failures, this.retryDelaysMs.length) - 1] ?? 0
+      const backoff = this.retryDelaysMs[Math.min(entry.failures, this.retryDelaysMs.length) - 1] ?? 0
+      const delay = Math.max(backoff, err instanceof IssuerError ? err.retryAfterMs ?? 0 : 0)
       entry.nextAttemptAt = this.now() + delay
       this.logger.warn({ name, err, failures: entry.failures, retryInMs: entry.noRetry ? null : delay }, 'certificate not obtained')
     }

@@ -23,10 +23,13 @@ export interface Issuer {
 export class IssuerError extends Error {
   readonly code: string
   readonly retry: boolean
-  constructor (code: string, message: string, retry = true) {
+  /** The CA's Retry-After (RFC 8555 6.6), or when an orders budget frees: wait at least this long. */
+  readonly retryAfterMs: number | undefined
+  constructor (code: string, message: string, retry = true, retryAfterMs?: number) {
     super(message)
     this.name = 'IssuerError'
     this.code = code
     this.retry = retry
+    this.retryAfterMs = retryAfterMs
   }
 }

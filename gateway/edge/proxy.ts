@@ -1,6 +1,6 @@
 /**
  * The reverse proxy: Host -> route -> upstream over the instance's keep-alive pool, bodies
- * streamed both ways with backpressure (stream.pipeline; nothing buffers a whole body, nothing caps
+ * streamed both ways with backpressure (Readable.pipe; nothing buffers a whole body, nothing caps
  * its size). Timers, by phase:
  *   connect       connectTimeoutMs until the upstream connection is up            -> 502
  *   first byte    upstreamTimeoutMs from the end of the request body to the
@@ -14,7 +14,6 @@ import type http2 from 'node:http2'
 import type net from 'node:net'
 import type tls from 'node:tls'
 import type { Duplex } from 'node:stream'
-import { pipeline } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { Metrics, CounterFamily } from '../metrics.ts'
@@ -125,7 +124,7 @@ export class ReverseProxy {
     let route: Route | undefined = undefined
     let slot = false
 
-    req.on('error', () => {}) // aborted uploads surface through the pipeline
+    req.on('error', () => {}) // an aborted upload closes `res`, handled there
     res.on('error', () => {})
     res.once('close', () => {
       if (slot && route !== undefined) this.pool.release(route)
@@ -238,13 +237,17 @@ export class ReverseProxy {
           return
         }
         upstreamRes.once('end', () => { upstreamComplete = true })
-        pipeline(upstreamRes, res as NodeJS.WritableStream, err => {
-          if (err !== undefined && err !== null) {
-            failure ??= errorText(err)
-            upstream.destroy()
-            res.destroy()
-          }
-        })
+        // The origin's side failed mid-body: cut the client's response, never end it as complete.
+        const cut = (err?: Error): void => {
+          if (upstreamComplete) return
+          failure ??= err !== undefined ? errorText(err) : 'upstream closed mid-response'
+          upstream.destroy()
+          res.destroy()
+        }
+        upstreamRes.once('error', cut)
+        upstreamRes.once('close', () => cut())
+        // pipe(), not pipeline(): same backpressure without an AbortController per request.
+        upstreamRes.pipe(res as NodeJS.WritableStream)
         upstreamRes.on('data', (chunk: Buffer) => { bytesOut += chunk.length })
       })
 
@@ -258,12 +261,9 @@ export class ReverseProxy {
         return
       }
       req.once('end', armFirstByte)
-      pipeline(req as NodeJS.ReadableStream, upstream, err => {
-        if (err !== undefined && err !== null && !responded) {
-          failure ??= `client: ${errorText(err)}`
-          upstream.destroy()
-        }
-      })
+      // A client that aborts its upload closes `res`, whose handler above destroys the upstream.
+      req.once('error', err => { if (!responded) failure ??= `client: ${errorText(err)}` })
+      req.pipe(upstream)
       req.on('data', (chunk: Buffer) => { bytesIn += chunk.length })
     }
     send(0)
@@ -381,7 +381,11 @@ export class ReverseProxy {
       fields.push(['connection', 'close'])
       socket.write(rawHead(status, upstreamRes.statusMessage ?? '', fields))
       upstreamRes.on('data', (c: Buffer) => { bytesOut += c.length })
-      pipeline(upstreamRes, socket, () => { socket.destroy() })
+      upstreamRes.pipe(socket) // ends the socket after the body (Connection: close)
+      upstreamRes.once('close', () => {
+        if (!upstreamRes.complete) socket.destroy()
+        else setTimeout(() => socket.destroy(), 5_000).unref()
+      })
     })
     upstream.end()
   }

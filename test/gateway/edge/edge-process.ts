@@ -6,6 +6,8 @@
 import pino from 'pino'
 import { Edge, netConnector, type Route } from '../../../gateway/edge/index.ts'
 
+// Run directly (not forked by a test, e.g. by `tap <dir>`): nothing to do.
+if (process.send === undefined || process.argv[2] === undefined) process.exit(0)
 const { dataDir, routes } = JSON.parse(process.argv[2]) as { dataDir: string, routes: Route[] }
 const edge = new Edge({
   dataDir,

@@ -1,0 +1,304 @@
+/**
+ * Edge proxy benchmark, all on loopback: our Edge (gateway/edge, TLS by SNI from its local CA,
+ * reverse proxy) against Caddy (`tls internal` + reverse_proxy) in front of the same nginx origin,
+ * measured by the same clients in the same run. The WireGuard tunnel is not in this path: this
+ * isolates the TLS + HTTP proxy layer.
+ *
+ *   node bin/run-ts.js bench/edge.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 16] [--rounds 2] [--log-level info]
+ *
+ * Measures, per proxy:
+ *   small   wrk -t1 -cN -dS --latency on a 1 KiB file over HTTPS keep-alive: req/s, p50/p99
+ *   bulk    curl download of a random file (MB/s, 10^6 bytes/s) and curl -T upload to the HTTP sink
+ *           (SHA-256 must match), each `runs` times; medians
+ *   memory  peak RSS of the proxy process (VmHWM) after the run
+ * and nginx directly (plain HTTP, no proxy) as a reference. Proxies alternate per round so drift
+ * on a busy machine hits both. Needs nginx, caddy, wrk, curl. Every process and transfer is bounded
+ * in time; everything is removed at the end (also on Ctrl-C). JSON on stdout, a table on stderr.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, openSync, writeSync, closeSync, existsSync, mkdirSync, chmodSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { join } from 'node:path'
+import os from 'node:os'
+import net from 'node:net'
+import { parseWrk, type SmallRequestStats } from './baseline/measure.ts'
+
+function arg (name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`)
+  return i === -1 ? fallback : Number(process.argv[i + 1])
+}
+function argText (name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`)
+  return i === -1 ? fallback : process.argv[i + 1]
+}
+
+const SIZE_MB = Math.min(arg('size-mb', 100), 2000)
+const RUNS = Math.min(arg('runs', 3), 10)
+const WRK_SECONDS = Math.min(arg('wrk-seconds', 10), 60)
+const WRK_CONNECTIONS = Math.min(arg('wrk-connections', 16), 256)
+const ROUNDS = Math.min(arg('rounds', 2), 5)
+const LOG_LEVEL = argText('log-level', 'info')
+const TRANSFER_TIMEOUT_S = 120
+const HOST = 'localhost' // resolves to 127.0.0.1 without DNS, so wrk can use it (SNI = Host)
+const SINK_HOST = 'sink.localhost' // curl --resolve only
+
+const children: ChildProcess[] = []
+const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'cc-edge-bench-'))
+
+/** SIGTERM first (nginx's master then stops its workers), SIGKILL what is still there after 3 s. */
+async function cleanup (): Promise<void> {
+  const alive = children.filter(c => c.exitCode === null && c.signalCode === null)
+  for (const c of alive) c.kill('SIGTERM')
+  await Promise.race([
+    Promise.all(alive.map(c => new Promise(resolve => c.once('exit', resolve)))),
+    new Promise(resolve => setTimeout(resolve, 3_000)),
+  ])
+  for (const c of alive) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  rmSync(dir, { recursive: true, force: true })
+}
+process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)) })
+process.on('SIGTERM', () => { void cleanup().then(() => process.exit(143)) })
+
+async function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)) })
+    s.on('error', reject)
+  })
+}
+
+/** Run a command to completion with a time limit; stdout as text. */
+function run (cmd: string, args: string[], timeoutS: number): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  return new Promise(resolve => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000)
+    child.on('close', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+  })
+}
+
+/** Start a long-running process; resolves once `ready` says so (or fails after 20 s). */
+function start (cmd: string, args: string[], ready: (out: string) => boolean, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
+    children.push(child)
+    let out = ''
+    const timer = setTimeout(() => reject(new Error(`${cmd} not ready in 20 s:\n${out.slice(-2000)}`)), 20_000)
+    const check = (d: Buffer): void => {
+      out += d.toString()
+      if (ready(out)) { clearTimeout(timer); resolve(child) }
+    }
+    child.stdout!.on('data', check)
+    child.stderr!.on('data', check)
+    child.on('exit', code => { clearTimeout(timer); reject(new Error(`${cmd} exited (${code}):\n${out.slice(-2000)}`)) })
+  })
+}
+
+async function waitPort (port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>(resolve => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
+      s.on('error', () => resolve(false))
+    })
+    if (ok) return
+    await new Promise(r => setTimeout(r, 100))
+  }
+  throw new Error(`port ${port} never opened`)
+}
+
+function peakRssMB (pid: number | undefined): number {
+  if (pid === undefined) return NaN
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m === null ? NaN : Math.round(Number(m[1]) / 1024)
+}
+
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+const round1 = (x: number): number => Math.round(x * 10) / 10
+
+interface Target {
+  name: string
+  scheme: 'https' | 'http'
+  port: number
+  curlArgs: string[]
+  pid?: number
+}
+
+interface TargetResult {
+  small: SmallRequestStats[]
+  downloadMBps: number[]
+  uploadMBps: number[]
+}
+
+async function curlMBps (t: Target, args: string[], expectBytes: number, field: 'speed_download' | 'speed_upload'): Promise<{ mbps: number, body: string }> {
+  const r = await run('curl', ['-sS', '--max-time', String(TRANSFER_TIMEOUT_S), ...t.curlArgs, '-w', `\\n%{http_code} %{${field}} %{size_download} %{size_upload}`, ...args], TRANSFER_TIMEOUT_S + 5)
+  const lines = r.stdout.trimEnd().split('\n')
+  const [code, speed, down, up] = lines.pop()!.split(' ').map(Number)
+  const bytes = field === 'speed_download' ? down : up
+  if (r.code !== 0 || code !== 200 || bytes !== expectBytes) throw new Error(`${t.name}: curl ${args.join(' ')} -> exit ${r.code}, HTTP ${code}, ${bytes} bytes: ${r.stderr}`)
+  return { mbps: round1(speed / 1e6), body: lines.join('\n') }
+}
+
+async function measure (t: Target, res: TargetResult, bulkFile: string, bulkBytes: number, bulkSha: string): Promise<void> {
+  const base = `${t.scheme}://${HOST}:${t.port}`
+  const wrk = await run('wrk', ['-t1', `-c${WRK_CONNECTIONS}`, `-d${WRK_SECONDS}s`, '--latency', `${base}/small.bin`], WRK_SECONDS + 30)
+  res.small.push(parseWrk(wrk.stdout, WRK_CONNECTIONS, WRK_SECONDS))
+  for (let i = 0; i < RUNS; i++) {
+    res.downloadMBps.push((await curlMBps(t, ['-o', '/dev/null', `${base}/bulk.bin`], bulkBytes, 'speed_download')).mbps)
+  }
+  const sinkUrl = t.scheme === 'https' ? `https://${SINK_HOST}:${t.port}/sink` : `http://${HOST}:${t.port}/sink`
+  for (let i = 0; i < RUNS; i++) {
+    const { mbps, body } = await curlMBps(t, ['-T', bulkFile, sinkUrl], bulkBytes, 'speed_upload')
+    const sink = JSON.parse(body) as { sha256: string }
+    if (sink.sha256 !== bulkSha) throw new Error(`${t.name}: upload hash mismatch`)
+    res.uploadMBps.push(mbps)
+  }
+}
+
+async function sha256File (path: string): Promise<string> {
+  const h = createHash('sha256')
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer)
+  return h.digest('hex')
+}
+
+async function main (): Promise<void> {
+  const bulkBytes = Math.round(SIZE_MB * 1e6)
+  const files = join(dir, 'files')
+  mkdirSync(files)
+  const bulkFile = join(files, 'bulk.bin')
+  const fd = openSync(bulkFile, 'w')
+  const block = randomBytes(1 << 20)
+  for (let left = bulkBytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length))
+  closeSync(fd)
+  writeFileSync(join(files, 'small.bin'), randomBytes(1024))
+  // nginx workers run as an unprivileged user: let them read the files.
+  for (const p of [dir, files, bulkFile, join(files, 'small.bin')]) chmodSync(p, p === bulkFile || p.endsWith('.bin') ? 0o644 : 0o755)
+  const bulkSha = await sha256File(bulkFile)
+
+  // Origin: nginx serving the files (one worker), proxying /sink to the node sink unbuffered.
+  const [nginxPort, sinkPort, edgePort, caddyPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
+  await start(process.execPath, ['bin/run-ts.js', 'test/helpers/http-sink.ts', `127.0.0.1:${sinkPort}`], out => out.includes('listening'))
+  const nginxConf = join(dir, 'nginx.conf')
+  writeFileSync(nginxConf, `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/nginx-body;
+  proxy_temp_path ${dir}/nginx-proxy;
+  fastcgi_temp_path ${dir}/nginx-fcgi; uwsgi_temp_path ${dir}/nginx-uwsgi; scgi_temp_path ${dir}/nginx-scgi;
+  keepalive_requests 100000;
+  sendfile on;
+  server {
+    listen 127.0.0.1:${nginxPort};
+    root ${files};
+    location /sink {
+      proxy_pass http://127.0.0.1:${sinkPort};
+      proxy_http_version 1.1;
+      proxy_request_buffering off;
+      client_max_body_size 0;
+    }
+  }
+}
+`)
+  const nginx = spawn('nginx', ['-c', nginxConf, '-p', dir], { stdio: 'ignore' })
+  children.push(nginx)
+  await waitPort(nginxPort)
+
+  // Our edge.
+  const edgeDir = join(dir, 'edge')
+  const edge = await start(process.execPath, ['bin/run-ts.js', 'bench/edge-server.ts', JSON.stringify({
+    dataDir: edgeDir,
+    port: edgePort,
+    logFile: join(dir, 'edge-access.log'),
+    logLevel: LOG_LEVEL,
+    routes: [
+      { instanceId: 'origin', tunnelIp: '127.0.0.1', port: nginxPort, hostnames: [HOST] },
+      { instanceId: 'sink', tunnelIp: '127.0.0.1', port: sinkPort, hostnames: [SINK_HOST] },
+    ],
+  })], out => out.includes('"ready":true'))
+  const edgeCa = join(edgeDir, 'tls', 'local-ca', 'ca.crt')
+
+  // Caddy with its internal CA, same origin.
+  const caddyDir = join(dir, 'caddy')
+  mkdirSync(caddyDir)
+  writeFileSync(join(caddyDir, 'Caddyfile'), `{
+  admin off
+  skip_install_trust
+  auto_https disable_redirects
+  storage file_system ${caddyDir}/data
+  log {
+    level ERROR
+  }
+}
+https://${HOST}:${caddyPort} {
+  tls internal
+  reverse_proxy 127.0.0.1:${nginxPort}
+}
+https://${SINK_HOST}:${caddyPort} {
+  tls internal
+  reverse_proxy 127.0.0.1:${sinkPort}
+}
+`)
+  const caddy = spawn('caddy', ['run', '--config', join(caddyDir, 'Caddyfile'), '--adapter', 'caddyfile'], {
+    stdio: 'ignore', env: { ...process.env, HOME: caddyDir, XDG_DATA_HOME: join(caddyDir, 'xdg-data'), XDG_CONFIG_HOME: join(caddyDir, 'xdg-config') },
+  })
+  children.push(caddy)
+  await waitPort(caddyPort)
+  const caddyCa = join(caddyDir, 'data', 'pki', 'authorities', 'local', 'root.crt')
+  for (let i = 0; i < 100 && !existsSync(caddyCa); i++) await new Promise(r => setTimeout(r, 100))
+
+  const resolve = (port: number): string[] => ['--resolve', `${HOST}:${port}:127.0.0.1`, '--resolve', `${SINK_HOST}:${port}:127.0.0.1`]
+  const targets: Target[] = [
+    { name: 'edge (ours)', scheme: 'https', port: edgePort, curlArgs: ['--cacert', edgeCa, ...resolve(edgePort)], pid: edge.pid },
+    { name: 'caddy 2.6', scheme: 'https', port: caddyPort, curlArgs: ['--cacert', caddyCa, ...resolve(caddyPort)], pid: caddy.pid },
+  ]
+  const direct: Target = { name: 'nginx direct (HTTP, no proxy)', scheme: 'http', port: nginxPort, curlArgs: resolve(nginxPort) }
+  const results = new Map<string, TargetResult>()
+  for (const t of [...targets, direct]) results.set(t.name, { small: [], downloadMBps: [], uploadMBps: [] })
+
+  // Warm up both proxies (TLS session setup, JIT) before measuring.
+  for (const t of targets) await run('wrk', ['-t1', '-c4', '-d2s', `https://${HOST}:${t.port}/small.bin`], 30)
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = r % 2 === 0 ? targets : [...targets].reverse()
+    for (const t of order) {
+      process.stderr.write(`round ${r + 1}/${ROUNDS}: ${t.name}\n`)
+      await measure(t, results.get(t.name)!, bulkFile, bulkBytes, bulkSha)
+    }
+  }
+  process.stderr.write(`reference: ${direct.name}\n`)
+  await measure(direct, results.get(direct.name)!, bulkFile, bulkBytes, bulkSha)
+
+  const summary = [...targets, direct].map(t => {
+    const res = results.get(t.name)!
+    return {
+      proxy: t.name,
+      smallRequestsPerSecond: Math.round(median(res.small.map(s => s.requestsPerSecond))),
+      p50ms: round1(median(res.small.map(s => s.latencyMs.p50))),
+      p99ms: round1(median(res.small.map(s => s.latencyMs.p99))),
+      smallErrors: res.small.reduce((a, s) => a + s.errors, 0),
+      downloadMBps: round1(median(res.downloadMBps)),
+      uploadMBps: round1(median(res.uploadMBps)),
+      peakRssMB: peakRssMB(t.pid),
+      runs: res,
+    }
+  })
+  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', node: process.version, date: new Date().toISOString() }
+  process.stdout.write(JSON.stringify({ machine, sizeMB: SIZE_MB, runs: RUNS, rounds: ROUNDS, wrkSeconds: WRK_SECONDS, wrkConnections: WRK_CONNECTIONS, edgeLogLevel: LOG_LEVEL, summary }, null, 2) + '\n')
+  process.stderr.write('\n| proxy | 1 KiB req/s | p50 ms | p99 ms | download MB/s | upload MB/s | peak RSS MB |\n|---|---|---|---|---|---|---|\n')
+  for (const s of summary) process.stderr.write(`| ${s.proxy} | ${s.smallRequestsPerSecond} | ${s.p50ms} | ${s.p99ms} | ${s.downloadMBps} | ${s.uploadMBps} | ${Number.isNaN(s.peakRssMB) ? '-' : s.peakRssMB} |\n`)
+}
+
+try {
+  await main()
+} finally {
+  await cleanup()
+}
