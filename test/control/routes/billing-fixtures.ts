@@ -2,7 +2,7 @@
 import type { Test } from 'tap'
 import type { Db } from '../../../control/db/knex.ts'
 import { StripeFake } from '../../helpers/stripe-fake.ts'
-import { bearer, startApp, type Reply, type TestApp } from '../harness.ts'
+import { bearer, PASSWORD, startApp, type Reply, type TestApp } from '../harness.ts'
 import { BASE_DOMAIN, Clock, GATEWAY_ENDPOINT, GATEWAY_KEY, newUser } from './tunnel-fixtures.ts'
 
 type Json = Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -73,6 +73,14 @@ export async function subscribe (t: Test, b: BillingHarness, token: string, plan
 
 export async function subscriptionOf (b: BillingHarness, token: string): Promise<Json> {
   return (await b.h.request('GET', '/v1/billing/subscription', undefined, bearer(token))).body
+}
+
+/** A new access token for `userId` (after the clock moved past the 15-minute access TTL). */
+export async function relogin (b: BillingHarness, userId: string): Promise<string> {
+  const row = await b.h.services.db('users').where({ id: userId }).first('email') as { email: string }
+  const res = await b.h.request('POST', '/v1/auth/login', { email: row.email, password: PASSWORD })
+  if (res.status !== 200) throw new Error(`login ${row.email}: ${res.status} ${res.raw}`)
+  return res.body.access_token
 }
 
 export { newUser }
