@@ -1,0 +1,417 @@
+/**
+ * The Cloud Connect agent (spec "Flow 2: Connecting Erugo Instance"): key pair kept in the state
+ * file, POST /tunnel/register, tunnel up, heartbeats at the interval the API asks for, the
+ * connection state for Erugo's settings page, and POST /tunnel/disconnect on a graceful stop.
+ *
+ * Resilience:
+ *  - the API down or failing (network, 429, 5xx): retried with jittered exponential backoff;
+ *  - the tunnel silent for `deadAfterMs` (gateway restarted, network changed, NAT mapping lost):
+ *    register again (fresh configuration; a regenerated token shows up here as 401), then a new
+ *    UDP socket, the endpoint resolved again and a fresh handshake, repeated with backoff;
+ *  - 401 from the API: state `error`, the tunnel comes down and the agent exits (EXIT_TOKEN_REJECTED)
+ *    instead of looping: only a new token can help;
+ *  - 402 (suspended instance): state `error`, retried at the longest backoff (an upgrade fixes it);
+ *  - 409 KEY_IN_USE: a new key pair, registered at once.
+ */
+import type { Logger } from 'pino'
+import { ApiClient, ApiError } from './api.ts'
+import { Backoff } from './backoff.ts'
+import { EXIT_FAILURE, EXIT_KERNEL_UNAVAILABLE, EXIT_OK, EXIT_REFUSED, EXIT_TOKEN_REJECTED } from './exit-codes.ts'
+import type { AgentSettings } from './settings.ts'
+import { freshState, loadOrCreateState, writeState, type AgentState, type ConnectionStatus } from './state.ts'
+import { planFromConfig, TunnelConfigError, TunnelUnavailableError, type Tunnel, type TunnelMode, type TunnelPlan } from './tunnel.ts'
+import type { RegisterTunnelResponse, TunnelStatusResponse } from '../proto/api/tunnel.ts'
+import { decodeKey } from '../proto/noise/keys.ts'
+
+/** What `agent status --json` and the status endpoint print (the spec's cloud_connect_* settings). */
+export interface StatusReport {
+  status: ConnectionStatus
+  last_error: string | null
+  subdomain: string | null
+  custom_domains: string[]
+  public_key: string | null
+  tunnel_ip: string | null
+  gateway_endpoint: string | null
+  mode: TunnelMode | null
+  /** Whether an agent process is running (false: read from the state file). */
+  running: boolean
+  pid: number | null
+  /** When `status` last changed. */
+  since: string
+  last_handshake_at: string | null
+  /** The tunnel status as the cloud last reported it (GET /tunnel/status). */
+  cloud_status: string | null
+  api_url: string | null
+}
+
+/** Raised inside the agent for failures a restart cannot fix. */
+
+export class FatalError extends Error {
+  constructor (message: string, readonly exitCode: number) {
+    super(message)
+    this.name = 'FatalError'
+  }
+}
+
+export interface AgentOptions {
+  settings: AgentSettings
+  logger: Logger
+  /** Builds the tunnel for a private key (userspace or kernel, chosen by the caller). */
+  createTunnel: (privateKey: Buffer) => Tunnel
+  /** Called on every status change (the status endpoint, tests). */
+  onStatus?: (report: StatusReport) => void
+  random?: () => number
+}
+
+/** Heartbeat interval bounds whatever the API says: not a busy loop, not silence. */
+const HEARTBEAT_MIN_MS = 5_000
+const HEARTBEAT_MAX_MS = 3_600_000
+const PROBE_TIMEOUT_MAX_MS = 5_000
+const DISCONNECT_TIMEOUT_MS = 5_000
+
+export class Agent {
+  readonly settings: AgentSettings
+  private readonly logger: Logger
+  private readonly api: ApiClient
+  private readonly options: AgentOptions
+  private state: AgentState
+  private tunnel: Tunnel | null = null
+  private plan: TunnelPlan | null = null
+  private cloudStatus: TunnelStatusResponse | null = null
+  private readonly stopController = new AbortController()
+  private fatal: FatalError | null = null
+  private heartbeatLoop: Promise<void> | null = null
+  private running = false
+
+  constructor (options: AgentOptions) {
+    this.options = options
+    this.settings = options.settings
+    this.logger = options.logger
+    if (options.settings.token === null) throw new Error('the agent needs an instance token')
+    this.api = new ApiClient({ baseUrl: options.settings.apiUrl, token: options.settings.token })
+    this.state = loadOrCreateState(this.settings.stateFile, (reason, movedTo) => {
+      this.logger.warn({ reason, movedTo }, 'state file unusable: moved aside, starting with a new key pair')
+    })
+  }
+
+  get stopping (): boolean {
+    return this.stopController.signal.aborted
+  }
+
+  /** Runs until stop() or a fatal error; resolves with the exit status. Never rejects. */
+  async run (): Promise<number> {
+    this.running = true
+    try {
+      if (this.state.api_url !== this.settings.apiUrl) this.state.registration = null
+      this.state.api_url = this.settings.apiUrl
+      this.state.pid = process.pid
+      this.state.mode = this.settings.mode
+      this.state.status_listen = this.settings.statusListen === null ? null : formatHostPort(this.settings.statusListen.host, this.settings.statusListen.port)
+      this.setStatus('connecting', null)
+      this.logger.info({ publicKey: this.state.public_key, api: this.settings.apiUrl, mode: this.settings.mode, stateFile: this.settings.stateFile }, 'agent starting')
+      await this.connect()
+      if (!this.stopping) {
+        this.heartbeatLoop = this.heartbeats()
+        await this.supervise()
+      }
+      await this.heartbeatLoop
+      if (this.fatal !== null) throw this.fatal
+      await this.shutdown(true)
+      return EXIT_OK
+    } catch (err) {
+      const fatal = err instanceof FatalError ? err : new FatalError(`unexpected failure: ${(err as Error).message}`, EXIT_FAILURE)
+      if (!(err instanceof FatalError)) this.logger.error({ err }, 'agent failed')
+      else this.logger.error({ exitCode: fatal.exitCode }, fatal.message)
+      this.stopController.abort()
+      await this.heartbeatLoop?.catch(() => {})
+      this.setStatus('error', fatal.message)
+      // A rejected token cannot say goodbye; anything else can still try.
+      await this.shutdown(fatal.exitCode !== EXIT_TOKEN_REJECTED && fatal.exitCode !== EXIT_REFUSED)
+      return fatal.exitCode
+    } finally {
+      this.running = false
+    }
+  }
+
+  /** Graceful stop (SIGTERM/SIGINT): run() takes the tunnel down, tells the API, and resolves. */
+  stop (): void {
+    if (this.stopping) return
+    this.logger.info('stopping')
+    this.stopController.abort()
+  }
+
+  report (): StatusReport {
+    const health = this.tunnel?.health() ?? null
+    const reg = this.state.registration
+    const activeCustom = this.cloudStatus?.domains.custom_domains.filter(d => d.status === 'active').map(d => d.domain)
+    return {
+      status: this.state.status,
+      last_error: this.state.last_error,
+      subdomain: reg?.domains.subdomain ?? null,
+      custom_domains: activeCustom ?? reg?.domains.custom_domains ?? [],
+      public_key: this.state.public_key,
+      tunnel_ip: this.plan?.address ?? null,
+      gateway_endpoint: reg?.tunnel_config.peer.endpoint ?? null,
+      mode: this.settings.mode,
+      running: this.running,
+      pid: process.pid,
+      since: this.state.since,
+      last_handshake_at: health?.lastHandshakeAt == null ? null : new Date(health.lastHandshakeAt).toISOString(),
+      cloud_status: this.cloudStatus?.tunnel_status ?? null,
+      api_url: this.settings.apiUrl,
+    }
+  }
+
+  /** The tunnel in use and its plan (null before the first registration): for `test` inside the agent. */
+  get currentTunnel (): { tunnel: Tunnel, plan: TunnelPlan } | null {
+    return this.tunnel === null || this.plan === null ? null : { tunnel: this.tunnel, plan: this.plan }
+  }
+
+  get apiClient (): ApiClient {
+    return this.api
+  }
+
+  // ---- connecting ----
+
+  /** Registers and brings the tunnel up, retrying until it works, stop() or a fatal error. */
+  private async connect (): Promise<void> {
+    const backoff = this.backoff()
+    while (!this.stopping) {
+      try {
+        await this.registerAndApply()
+        return
+      } catch (err) {
+        const wait = this.failed(err, backoff)
+        await sleep(wait, this.stopController.signal)
+      }
+    }
+  }
+
+  private async registerAndApply (): Promise<void> {
+    let response: RegisterTunnelResponse
+    try {
+      response = await this.api.register(this.state.public_key, this.stopController.signal)
+    } catch (err) {
+      if (err instanceof ApiError && err.failure === 'key_in_use') await this.newKeyPair()
+      throw err
+    }
+    let plan: TunnelPlan
+    try {
+      plan = planFromConfig(response.tunnel_config)
+    } catch (err) {
+      if (err instanceof TunnelConfigError) throw new FatalError(err.message, EXIT_REFUSED)
+      throw err
+    }
+    this.state.registration = { tunnel_config: response.tunnel_config, domains: response.domains, registered_at: new Date().toISOString() }
+    this.save()
+    if (this.stopping) return
+    const tunnel = this.tunnel ?? (this.tunnel = this.options.createTunnel(decodeKey(this.state.private_key)))
+    try {
+      await tunnel.apply(plan)
+    } catch (err) {
+      if (err instanceof TunnelUnavailableError) throw new FatalError(err.message, EXIT_KERNEL_UNAVAILABLE)
+      throw err
+    }
+    this.plan = plan
+    this.logger.info({ tunnelIp: plan.address, endpoint: `${plan.endpointHost}:${plan.endpointPort}`, subdomain: response.domains.subdomain }, 'registered; tunnel configured')
+  }
+
+  /** Another instance holds our public key (a copied state file): take a new key pair. */
+  private async newKeyPair (): Promise<void> {
+    const fresh = freshState()
+    this.logger.warn({ old: this.state.public_key, new: fresh.public_key }, 'the public key is registered to another instance: generated a new key pair')
+    this.state.private_key = fresh.private_key
+    this.state.public_key = fresh.public_key
+    this.state.registration = null
+    this.save()
+    const old = this.tunnel
+    this.tunnel = null
+    this.plan = null
+    await old?.close()
+  }
+
+  /**
+   * Classifies a failure: throws FatalError when retrying cannot help, else records it and returns
+   * how long to wait.
+   */
+  private failed (err: unknown, backoff: Backoff): number {
+    if (err instanceof FatalError) throw err
+    if (err instanceof ApiError) {
+      if (err.failure === 'token_rejected') throw new FatalError(err.message, EXIT_TOKEN_REJECTED)
+      if (err.failure === 'refused') throw new FatalError(err.message, EXIT_REFUSED)
+      if (err.failure === 'key_in_use') return 0
+      if (err.failure === 'subscription_required') {
+        this.setStatus('error', err.message)
+        return this.settings.backoffMaxMs
+      }
+      const wait = Math.max(err.retryAfterMs ?? 0, backoff.next())
+      this.note(err.message, wait)
+      return wait
+    }
+    if (err instanceof TunnelUnavailableError) throw new FatalError(err.message, EXIT_KERNEL_UNAVAILABLE)
+    const wait = backoff.next()
+    this.note(`cannot bring the tunnel up: ${(err as Error).message}`, wait)
+    return wait
+  }
+
+  private note (message: string, retryInMs: number): void {
+    this.logger.warn({ retryInMs }, message)
+    this.setStatus(this.state.status === 'connected' ? 'connected' : 'connecting', message)
+  }
+
+  // ---- connected ----
+
+  /**
+   * Probes the gateway every probe interval. Answers keep the state `connected`; silence past
+   * deadAfterMs makes it `connecting` and starts a recovery, repeated with backoff.
+   */
+  private async supervise (): Promise<void> {
+    const backoff = this.backoff()
+    let lastGood = Date.now()
+    let nextRecoveryAt = 0
+    const probeTimeout = Math.min(this.settings.probeIntervalMs, PROBE_TIMEOUT_MAX_MS)
+    while (!this.stopping && this.fatal === null) {
+      const started = Date.now()
+      const tunnel = this.tunnel
+      const rtt = tunnel === null ? null : await tunnel.probe(probeTimeout)
+      if (this.stopping || this.fatal !== null) break
+      const now = Date.now()
+      const heard = tunnel?.health().lastReceiveAt ?? null
+      if (rtt !== null) {
+        lastGood = now
+        backoff.reset()
+        nextRecoveryAt = 0
+        if (this.state.status !== 'connected' || this.state.last_error !== null) {
+          this.logger.info({ rttMs: Math.round(rtt) }, 'tunnel up: the gateway answers')
+          this.setStatus('connected', null)
+        }
+      } else if (heard !== null && heard > lastGood) {
+        lastGood = heard
+      }
+      if (now - lastGood > this.settings.deadAfterMs && now >= nextRecoveryAt) {
+        const silentFor = Math.round((now - lastGood) / 1000)
+        this.logger.warn({ silentForSeconds: silentFor }, 'no answer from the gateway: reconnecting')
+        this.setStatus('connecting', `no answer from the gateway for ${silentFor} s: reconnecting`)
+        await this.recover()
+        nextRecoveryAt = Date.now() + Math.max(this.settings.deadAfterMs, backoff.next())
+      }
+      await sleep(this.settings.probeIntervalMs - (Date.now() - started), this.stopController.signal)
+    }
+  }
+
+  /** Fresh registration when the API answers (fatal answers propagate), then a fresh path. */
+  private async recover (): Promise<void> {
+    try {
+      await this.registerAndApply()
+    } catch (err) {
+      if (err instanceof FatalError) throw err
+      if (err instanceof ApiError && (err.failure === 'token_rejected' || err.failure === 'refused')) this.failed(err, this.backoff())
+      if (err instanceof ApiError && err.failure === 'subscription_required') {
+        this.setStatus('error', err.message)
+        return
+      }
+      this.logger.warn({ err: (err as Error).message }, 'could not register again; keeping the last configuration')
+    }
+    try {
+      await this.tunnel?.reconnect()
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'reconnect failed')
+    }
+  }
+
+  /** Heartbeats (and a status refresh) every next_heartbeat_in seconds; 401 is fatal. */
+  private async heartbeats (): Promise<void> {
+    const backoff = this.backoff()
+    while (!this.stopping && this.fatal === null) {
+      let wait: number
+      try {
+        const beat = await this.api.heartbeat(new Date(), this.stopController.signal)
+        wait = clamp(beat.next_heartbeat_in * 1000, HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS)
+        backoff.reset()
+        this.cloudStatus = await this.api.status(this.stopController.signal).catch(() => this.cloudStatus)
+      } catch (err) {
+        if (this.stopping) return
+        if (err instanceof ApiError && (err.failure === 'token_rejected' || err.failure === 'refused')) {
+          this.fatal = new FatalError(err.message, err.failure === 'token_rejected' ? EXIT_TOKEN_REJECTED : EXIT_REFUSED)
+          this.stopController.abort()
+          return
+        }
+        wait = Math.max((err as ApiError).retryAfterMs ?? 0, backoff.next())
+        this.logger.warn({ retryInMs: wait }, `heartbeat failed: ${(err as Error).message}`)
+      }
+      await sleep(wait, this.stopController.signal)
+    }
+  }
+
+  // ---- stopping ----
+
+  private async shutdown (sayGoodbye: boolean): Promise<void> {
+    const tunnel = this.tunnel
+    this.tunnel = null
+    try {
+      await tunnel?.close()
+    } catch (err) {
+      this.logger.warn({ err }, 'taking the tunnel down failed')
+    }
+    // After the tunnel is down, so no later handshake can make the cloud think we are back.
+    if (sayGoodbye && this.state.registration !== null) {
+      try {
+        await this.api.disconnect(AbortSignal.timeout(DISCONNECT_TIMEOUT_MS))
+        this.logger.info('the API was told: disconnected')
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, 'could not tell the API about the disconnect')
+      }
+    }
+    if (this.state.status !== 'error') this.setStatus('disconnected', null)
+    this.state.pid = null
+    this.save()
+  }
+
+  // ---- state ----
+
+  private setStatus (status: ConnectionStatus, lastError: string | null): void {
+    const changed = status !== this.state.status || lastError !== this.state.last_error
+    if (status !== this.state.status) this.state.since = new Date().toISOString()
+    this.state.status = status
+    this.state.last_error = lastError
+    if (changed) {
+      this.save()
+      this.options.onStatus?.(this.report())
+    }
+  }
+
+  private save (): void {
+    this.state.updated_at = new Date().toISOString()
+    try {
+      writeState(this.settings.stateFile, this.state)
+    } catch (err) {
+      this.logger.error({ err, stateFile: this.settings.stateFile }, 'cannot write the state file')
+    }
+  }
+
+  private backoff (): Backoff {
+    return new Backoff({ initialMs: this.settings.backoffInitialMs, maxMs: this.settings.backoffMaxMs, random: this.options.random })
+  }
+}
+
+function clamp (value: number, min: number, max: number): number {
+  return Number.isFinite(value) ? Math.min(max, Math.max(min, value)) : min
+}
+
+export function formatHostPort (host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export async function sleep (ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted || ms <= 0) return
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(done, ms)
+    function done (): void {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+}

@@ -1,0 +1,178 @@
+/**
+ * `cloud-connect agent test`: each step of a working connection checked on its own, with a verdict
+ * in plain language, so an Erugo admin sees which part to fix.
+ *
+ *   api     the API answers at all (network, URL, TLS)
+ *   token   the instance token is accepted
+ *   udp     a WireGuard handshake with the gateway completes (outbound UDP allowed)
+ *   tunnel  a round trip through the tunnel to the gateway's tunnel address
+ *   target  the local web server accepts connections (userspace mode)
+ */
+import net from 'node:net'
+import { performance } from 'node:perf_hooks'
+import { ApiError, type ApiClient } from './api.ts'
+import type { ForwardTarget } from './forward.ts'
+import type { Tunnel, TunnelPlan } from './tunnel.ts'
+
+export type StepName = 'api' | 'token' | 'udp' | 'tunnel' | 'target'
+export type StepResult = 'pass' | 'fail' | 'skip'
+
+export interface CheckStep {
+  step: StepName
+  title: string
+  result: StepResult
+  message: string
+}
+
+export interface TestReport {
+  ok: boolean
+  /** The API said 401: the token is the problem (exit status 3). */
+  token_rejected: boolean
+  steps: CheckStep[]
+}
+
+export interface CheckedTunnel {
+  tunnel: Tunnel
+  plan: TunnelPlan
+  /** Called when the checks are done (a temporary tunnel closes here). */
+  release (): Promise<void>
+}
+
+export interface CheckContext {
+  api: ApiClient
+  /** The tunnel to check: the running agent's, or a temporary one. Throws with a plain reason. */
+  tunnel: () => Promise<CheckedTunnel>
+  target: ForwardTarget | null
+  handshakeTimeoutMs?: number
+}
+
+const TITLES: Record<StepName, string> = {
+  api: 'API reachable',
+  token: 'Instance token valid',
+  udp: 'Gateway reachable over UDP',
+  tunnel: 'Round trip through the tunnel',
+  target: 'Local web server',
+}
+
+/** A handshake this recent proves UDP works (the cloud's own freshness window). */
+const HANDSHAKE_FRESH_MS = 180_000
+
+export async function runChecks (ctx: CheckContext): Promise<TestReport> {
+  const steps: CheckStep[] = []
+  const add = (step: StepName, result: StepResult, message: string): void => { steps.push({ step, title: TITLES[step], result, message }) }
+  let tokenRejected = false
+
+  const started = performance.now()
+  let apiOk = false
+  let tokenOk = false
+  try {
+    const status = await ctx.api.status()
+    add('api', 'pass', `the API at ${ctx.api.baseUrl} answered in ${ms(performance.now() - started)}`)
+    add('token', 'pass', `the instance token is valid (${status.domains.subdomain.domain}; the cloud sees the tunnel as ${status.tunnel_status})`)
+    apiOk = tokenOk = true
+  } catch (err) {
+    const e = err as ApiError
+    if (!(err instanceof ApiError) || e.failure === 'unreachable') {
+      add('api', 'fail', `${e.message}. Check the API URL and that this container may make outbound HTTPS connections.`)
+    } else if (e.failure === 'unavailable') {
+      add('api', 'fail', `${e.message}; try again in a minute.`)
+    } else {
+      apiOk = true
+      add('api', 'pass', `the API at ${ctx.api.baseUrl} answered in ${ms(performance.now() - started)}`)
+      if (e.failure === 'token_rejected') {
+        tokenRejected = true
+        add('token', 'fail', 'the API rejected the instance token: it was regenerated or its instance was deleted. Copy the current token from the Cloud Connect dashboard.')
+      } else {
+        add('token', 'fail', e.message)
+      }
+    }
+  }
+  if (!apiOk) add('token', 'skip', 'needs the API')
+
+  let checked: CheckedTunnel | null = null
+  if (tokenOk) {
+    try {
+      checked = await ctx.tunnel()
+    } catch (err) {
+      add('udp', 'fail', (err as Error).message)
+    }
+  } else {
+    add('udp', 'skip', 'needs a valid token')
+  }
+  try {
+    if (checked !== null) {
+      const endpoint = `${checked.plan.endpointHost}:${checked.plan.endpointPort}`
+      const handshakeAt = await waitForHandshake(checked.tunnel, ctx.handshakeTimeoutMs ?? 10_000)
+      if (handshakeAt !== null) {
+        const resolved = checked.tunnel.health().endpoint
+        add('udp', 'pass', `WireGuard handshake with the gateway at ${endpoint}${resolved === null ? '' : ` (${resolved})`} ${ago(handshakeAt)}`)
+        let rtt: number | null = null
+        for (let i = 0; i < 3 && rtt === null; i++) rtt = await checked.tunnel.probe(2_000)
+        if (rtt !== null) add('tunnel', 'pass', `the gateway's tunnel address ${checked.plan.gatewayAddress} answered through the tunnel in ${ms(rtt)}`)
+        else add('tunnel', 'fail', `the handshake worked but ${checked.plan.gatewayAddress} did not answer through the tunnel: the gateway may be overloaded; try again`)
+      } else {
+        add('udp', 'fail', `no WireGuard handshake with the gateway at ${endpoint} within ${Math.round((ctx.handshakeTimeoutMs ?? 10_000) / 1000)} s: outbound UDP to port ${checked.plan.endpointPort} is probably blocked by a firewall`)
+        add('tunnel', 'skip', 'needs a handshake')
+      }
+    } else {
+      add('tunnel', 'skip', 'needs a tunnel')
+    }
+  } finally {
+    await checked?.release()
+  }
+
+  if (ctx.target !== null) {
+    const where = `${ctx.target.host}:${ctx.target.port}`
+    if (await canConnect(ctx.target, 3_000)) add('target', 'pass', `${where} accepts connections`)
+    else add('target', 'fail', `nothing accepts connections at ${where}: is Erugo's web server running there?`)
+  }
+  return { ok: steps.every(s => s.result === 'pass'), token_rejected: tokenRejected, steps }
+}
+
+/** The latest handshake if it is fresh; otherwise nudges the tunnel with probes and waits for one. */
+async function waitForHandshake (tunnel: Tunnel, timeoutMs: number): Promise<number | null> {
+  const fresh = (): number | null => {
+    const at = tunnel.health().lastHandshakeAt
+    return at !== null && Date.now() - at < HANDSHAKE_FRESH_MS ? at : null
+  }
+  const deadline = Date.now() + timeoutMs
+  let at = fresh()
+  while (at === null && Date.now() < deadline) {
+    const started = Date.now()
+    await tunnel.probe(Math.min(1_000, Math.max(1, deadline - Date.now())))
+    at = fresh()
+    // A probe that could not even be sent returns at once: do not spin.
+    if (at === null && Date.now() - started < 100) await new Promise(resolve => setTimeout(resolve, 200))
+  }
+  return at
+}
+
+async function canConnect (target: ForwardTarget, timeoutMs: number): Promise<boolean> {
+  return await new Promise(resolve => {
+    const socket = net.connect({ host: target.host, port: target.port })
+    const done = (ok: boolean): void => {
+      socket.destroy()
+      resolve(ok)
+    }
+    socket.setTimeout(timeoutMs, () => { done(false) })
+    socket.once('connect', () => { done(true) })
+    socket.once('error', () => { done(false) })
+  })
+}
+
+function ms (value: number): string {
+  return `${Math.max(0, Math.round(value))} ms`
+}
+
+function ago (at: number): string {
+  const s = Math.round((Date.now() - at) / 1000)
+  return s <= 1 ? 'just now' : `${s} s ago`
+}
+
+/** Plain-text rendering: one line per step. */
+export function formatReport (report: TestReport): string {
+  const width = Math.max(...report.steps.map(s => s.title.length))
+  const lines = report.steps.map(s => `${s.result.toUpperCase().padEnd(4)}  ${s.title.padEnd(width)}  ${s.message}`)
+  lines.push('', report.ok ? 'All checks passed.' : 'Some checks failed: see FAIL above.')
+  return lines.join('\n') + '\n'
+}

@@ -1,0 +1,189 @@
+/**
+ * Kernel mode, for containers with NET_ADMIN (spec "Flow 2", steps 6-7): the API's tunnel_config
+ * becomes a wg-quick configuration (mode 0600, beside the state file) brought up with the system's
+ * WireGuard tools. Where the kernel module is missing, wg-quick itself falls back to wireguard-go
+ * (WG_QUICK_USERSPACE_IMPLEMENTATION, default wireguard-go). Traffic then reaches the container's
+ * own web server through the kernel's TCP stack; the agent only watches and heartbeats.
+ *
+ * Probes are `ping -I <interface> <gateway tunnel address>`; handshake and byte counts come from
+ * `wg show <interface> dump`.
+ */
+import { execFile } from 'node:child_process'
+import { rmSync, writeFileSync, chmodSync, mkdirSync, existsSync, accessSync, constants } from 'node:fs'
+import { dirname, join } from 'node:path'
+import type { Logger } from 'pino'
+import { encodeKey } from '../proto/noise/keys.ts'
+import { samePlan, TunnelUnavailableError, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
+
+export interface CommandResult { code: number, stdout: string, stderr: string }
+export type CommandRunner = (cmd: string, args: string[], env?: NodeJS.ProcessEnv, timeoutMs?: number) => Promise<CommandResult>
+
+export interface KernelTunnelOptions {
+  privateKey: Buffer
+  interfaceName: string
+  /** The configuration file goes beside it: `<dir>/<interface>.conf`. */
+  stateFile: string
+  logger: Logger
+  run?: CommandRunner
+}
+
+/** The wg-quick configuration for a plan (wg-quick(8) format). */
+export function wgQuickConfig (privateKey: Buffer, plan: TunnelPlan): string {
+  const lines = [
+    '# Written by cloud-connect agent (kernel mode) from POST /tunnel/register; rewritten on every registration.',
+    '[Interface]',
+    `PrivateKey = ${encodeKey(privateKey)}`,
+    `Address = ${plan.addressCidr.includes('/') ? plan.addressCidr : `${plan.addressCidr}/32`}`,
+    '',
+    '[Peer]',
+    `PublicKey = ${plan.peerPublicKey}`,
+    `Endpoint = ${plan.endpointHost.includes(':') ? `[${plan.endpointHost}]` : plan.endpointHost}:${plan.endpointPort}`,
+    // Spec "Container Side" 4: the tunnel routes only to the cloud (the gateway's own address).
+    `AllowedIPs = ${plan.allowedIps}`,
+  ]
+  if (plan.persistentKeepalive > 0) lines.push(`PersistentKeepalive = ${plan.persistentKeepalive}`)
+  return lines.join('\n') + '\n'
+}
+
+const defaultRun: CommandRunner = async (cmd, args, env, timeoutMs = 30_000) => await new Promise(resolve => {
+  execFile(cmd, args, { env: env ?? process.env, timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+    const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 127
+    resolve({ code, stdout, stderr: err !== null && stderr === '' ? err.message : stderr })
+  })
+})
+
+const REQUIRED_TOOLS = ['wg-quick', 'wg', 'ip', 'ping']
+
+function onPath (tool: string): boolean {
+  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
+    try {
+      accessSync(join(dir, tool), constants.X_OK)
+      return true
+    } catch { /* next */ }
+  }
+  return false
+}
+
+export class KernelTunnel implements Tunnel {
+  readonly mode = 'kernel' as const
+  readonly configPath: string
+  private readonly options: KernelTunnelOptions
+  private readonly run: CommandRunner
+  private readonly logger: Logger
+  private plan: TunnelPlan | null = null
+  private up = false
+  private lastHealth: TunnelHealth = { lastHandshakeAt: null, lastReceiveAt: null, endpoint: null, rxBytes: 0, txBytes: 0 }
+
+  constructor (options: KernelTunnelOptions) {
+    this.options = options
+    this.run = options.run ?? defaultRun
+    this.logger = options.logger
+    this.configPath = join(dirname(options.stateFile), `${options.interfaceName}.conf`)
+  }
+
+  get interfaceName (): string {
+    return this.options.interfaceName
+  }
+
+  async apply (plan: TunnelPlan): Promise<void> {
+    if (this.up && samePlan(this.plan, plan)) return
+    if (this.options.run === undefined) {
+      const missing = REQUIRED_TOOLS.filter(t => !onPath(t))
+      if (missing.length > 0) throw new TunnelUnavailableError(`kernel mode needs ${missing.join(', ')} (apk add wireguard-tools iproute2 iputils, or use --mode userspace)`)
+    }
+    const dir = dirname(this.configPath)
+    if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 })
+    writeFileSync(this.configPath, wgQuickConfig(this.options.privateKey, plan), { mode: 0o600 })
+    chmodSync(this.configPath, 0o600)
+    // A new plan, or an interface left behind by a crash: start from nothing.
+    await this.down(true)
+    const result = await this.run('wg-quick', ['up', this.configPath], this.env())
+    if (result.code !== 0) {
+      const text = result.stderr.trim()
+      if (/Operation not permitted|permission denied|RTNETLINK answers: Operation not permitted/i.test(text)) {
+        throw new TunnelUnavailableError('kernel mode needs NET_ADMIN (docker: cap_add: [NET_ADMIN] and devices: [/dev/net/tun]); or use --mode userspace')
+      }
+      if (/Unknown device type|Protocol not supported|not supported/i.test(text) && !onPath('wireguard-go')) {
+        throw new TunnelUnavailableError(`no WireGuard kernel module and no wireguard-go: ${lastLine(text)}`)
+      }
+      throw new Error(`wg-quick up failed: ${lastLine(text)}`)
+    }
+    this.up = true
+    this.plan = plan
+    this.logger.info({ interface: this.interfaceName, address: plan.addressCidr, endpoint: `${plan.endpointHost}:${plan.endpointPort}` }, 'WireGuard interface up')
+  }
+
+  async reconnect (): Promise<void> {
+    const plan = this.plan
+    if (!this.up || plan === null) return
+    // wg resolves the name again; the kernel (or wireguard-go) handshakes on the next packet.
+    const endpoint = `${plan.endpointHost.includes(':') ? `[${plan.endpointHost}]` : plan.endpointHost}:${plan.endpointPort}`
+    const result = await this.run('wg', ['set', this.interfaceName, 'peer', plan.peerPublicKey, 'endpoint', endpoint])
+    if (result.code !== 0) throw new Error(`wg set failed: ${lastLine(result.stderr)}`)
+  }
+
+  async probe (timeoutMs: number): Promise<number | null> {
+    const plan = this.plan
+    if (!this.up || plan === null) return null
+    const seconds = Math.max(1, Math.round(timeoutMs / 1000))
+    const ping = await this.run('ping', ['-n', '-c', '1', '-W', String(seconds), '-I', this.interfaceName, plan.gatewayAddress], undefined, timeoutMs + 2_000)
+    await this.refreshHealth()
+    if (ping.code !== 0) return null
+    const m = /time[=<]([\d.]+)\s*ms/.exec(ping.stdout)
+    return m === null ? 0 : Number(m[1])
+  }
+
+  health (): TunnelHealth {
+    return this.lastHealth
+  }
+
+  async close (): Promise<void> {
+    await this.down(false)
+    this.plan = null
+    rmSync(this.configPath, { force: true })
+  }
+
+  private async down (quiet: boolean): Promise<void> {
+    const exists = await this.run('ip', ['link', 'show', 'dev', this.interfaceName])
+    if (exists.code !== 0) {
+      this.up = false
+      return
+    }
+    const result = await this.run('wg-quick', ['down', this.configPath], this.env())
+    if (result.code !== 0) {
+      // Not ours to parse any further: remove the link directly (wireguard-go exits with it).
+      await this.run('ip', ['link', 'delete', 'dev', this.interfaceName])
+      if (!quiet) this.logger.warn({ error: lastLine(result.stderr) }, 'wg-quick down failed; link deleted')
+    }
+    this.up = false
+    if (!quiet) this.logger.info({ interface: this.interfaceName }, 'WireGuard interface down')
+  }
+
+  /** `wg show <if> dump`, peer line: key psk endpoint allowed-ips latest-handshake rx tx keepalive. */
+  private async refreshHealth (): Promise<void> {
+    const dump = await this.run('wg', ['show', this.interfaceName, 'dump'])
+    if (dump.code !== 0) return
+    const peerLine = dump.stdout.trim().split('\n')[1]
+    if (peerLine === undefined) return
+    const f = peerLine.split('\t')
+    const handshake = Number(f[4])
+    const rx = Number(f[5])
+    const previous = this.lastHealth
+    this.lastHealth = {
+      lastHandshakeAt: handshake > 0 ? handshake * 1000 : null,
+      lastReceiveAt: rx > previous.rxBytes ? Date.now() : previous.lastReceiveAt,
+      endpoint: f[2] === '(none)' ? null : f[2],
+      rxBytes: rx,
+      txBytes: Number(f[6]),
+    }
+  }
+
+  private env (): NodeJS.ProcessEnv {
+    return { ...process.env, WG_QUICK_USERSPACE_IMPLEMENTATION: process.env.WG_QUICK_USERSPACE_IMPLEMENTATION ?? 'wireguard-go' }
+  }
+}
+
+function lastLine (text: string): string {
+  const lines = text.trim().split('\n').filter(l => l.trim() !== '')
+  return lines[lines.length - 1] ?? 'no output'
+}
