@@ -42,19 +42,29 @@ export interface AcmeIssuerOptions {
 /** Retry-After seen during the current issue() call (acme-client drops response headers from errors). */
 const retryAfter = new AsyncLocalStorage<{ ms?: number }>()
 const settings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings
-// Our manager retries with backoff per hostname; acme-client's own waits (up to 75 s inside one
-// attempt, while holding the name's lock) are turned off. badNonce retries (RFC 8555 6.5) remain.
+// Our manager retries with backoff per hostname; acme-client's own waits (Retry-After slept inside
+// one attempt, while holding the name's lock) are turned off. badNonce retries (RFC 8555 6.5) remain.
 settings.retryMaxAttempts = 0
-acme.axios.interceptors.response.use(response => {
-  const header = response.headers['retry-after'] as string | undefined
-  const store = retryAfter.getStore()
-  if (store !== undefined && header !== undefined && (response.status === 429 || response.status === 503)) {
+interface HttpFailure { response?: { status: number, headers: Record<string, unknown> }, code?: string, message: string }
+acme.axios.interceptors.response.use(undefined, (error: HttpFailure) => {
+  const response = error.response
+  // An error without `config` passes acme-client's own handler untouched.
+  if (response === undefined) throw new Error(`ACME CA unreachable: ${error.code ?? error.message}`)
+  const header = response.headers['retry-after']
+  const context = retryAfter.getStore()
+  if ((response.status === 429 || response.status === 503) && typeof header === 'string') {
     // RFC 9110 10.2.3: delay-seconds or an HTTP-date.
-    const seconds = /^\d+$/.test(header) ? Number(header) * 1000 : Date.parse(header) - Date.now()
-    if (Number.isFinite(seconds) && seconds > 0) store.ms = Math.min(seconds, 24 * 3_600_000)
+    const ms = /^\d+$/.test(header) ? Number(header) * 1000 : Date.parse(header) - Date.now()
+    if (context !== undefined && Number.isFinite(ms) && ms > 0) context.ms = Math.min(ms, 24 * 3_600_000)
+    throw new Error(`ACME CA answered ${response.status}, retry after ${header}`)
   }
-  return response
+  return Promise.reject(error as unknown as Error)
 })
+{
+  // Run ours before acme-client's handler (axios applies response interceptors in order).
+  const manager = acme.axios.interceptors.response as unknown as { handlers: unknown[] }
+  manager.handlers.unshift(manager.handlers.pop())
+}
 
 export class AcmeIssuer implements Issuer {
   readonly id: string
@@ -85,6 +95,9 @@ export class AcmeIssuer implements Issuer {
         return await this.order(name)
       } catch (err) {
         if (err instanceof IssuerError) throw err
+        // The next attempt starts from the directory again: the CA may have restarted or lost
+        // our account (accountDoesNotExist), and a new client costs two requests.
+        this.clientPromise = undefined
         const message = err instanceof Error ? err.message : String(err)
         throw new IssuerError('ACME_FAILED', message, true, context.ms)
       }

@@ -21,7 +21,7 @@ t.test('HTTP-01: an instance hostname gets a certificate from pebble, served by 
 
   const root = await lab.pebble.root()
   const hs = await handshake(lab.te.port, 'app.example.test', root)
-  t.ok(hs.ok, hs.error)
+  t.ok(hs.ok, hs.error ?? '')
   t.ok(hs.authorized, `verifies against pebble's root: ${hs.error ?? ''}`)
   t.match(hs.peerCertificate?.subjectaltname, /DNS:app\.example\.test/)
   const reply = await request({ ...lab.te, ca: Buffer.from(root) }, 'app.example.test')
