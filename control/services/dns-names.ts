@@ -22,7 +22,12 @@ export interface NormalizedDomain {
   apex: boolean
 }
 
-export class DomainNameError extends Error {}
+export class DomainNameError extends Error {
+  constructor (reason: string) {
+    super(reason)
+    this.name = 'DomainNameError'
+  }
+}
 
 function refuse (reason: string): never {
   throw new DomainNameError(reason)
@@ -76,6 +81,8 @@ export function normalizeDomain (input: string, baseDomain: string): NormalizedD
   // One trailing dot is the fully qualified form of the same name.
   if (text.endsWith('.')) text = text.slice(0, -1)
   if (text.startsWith('.') || text.endsWith('.') || text.includes('..')) refuse('has an empty label (two dots in a row, or a dot at either end)')
+  // domainToASCII parses a URL host: it would stop at '/', '?', '#' or '\\' and decode '%41'.
+  if (/[\u0000-\u0020\u007f/\\?#@%:<>[\]^|"'`{}]/.test(text)) refuse('may contain only letters, digits, hyphens and dots')
   const ascii = domainToASCII(text)
   if (ascii === '') refuse('is not a valid domain name')
   // WHATWG URL reads numeric hosts such as `127.1` or `0x7f.1` as IPv4 addresses.

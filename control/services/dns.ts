@@ -164,8 +164,10 @@ export class DnsVerifier {
     if (addresses.length === 0) return fail('record_not_found', `No A or AAAA record found for ${d.domain}`)
     let gateway = this.#gatewayAddresses
     if (gateway.length === 0) {
-      const resolved = await this.#addressesOf(d.target)
-      if (!Array.isArray(resolved)) return fail('lookup_failed', `Could not resolve the gateway address ${d.target}: ${resolved.ok ? '' : resolved.message}`)
+      const resolved = await this.#addressesOf(canonicalName(d.target))
+      if (!Array.isArray(resolved) || resolved.length === 0) {
+        return fail('lookup_failed', `Could not find the gateway's address: ${d.target} ${Array.isArray(resolved) ? 'has no A or AAAA record' : resolved.ok ? '' : resolved.message}`)
+      }
       gateway = resolved
     }
     const stray = addresses.filter(a => !gateway.includes(a))
