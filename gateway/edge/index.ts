@@ -82,6 +82,8 @@ export interface EdgeOptions {
   certStore?: CertStore
   wildcards?: string[]
   challenges?: ChallengeResponder
+  /** ACME TLS-ALPN-01 (acme/tls-alpn.ts): put in front of the HTTPS listener's connections. */
+  tlsAlpnChallenges?: { attach (server: net.Server): void }
   http2?: boolean
   idleTimeoutMs?: number
   upstreamTimeoutMs?: number
@@ -181,6 +183,7 @@ export class Edge {
     this.manager.start()
 
     this.httpsServer = this.createHttpsServer()
+    o.tlsAlpnChallenges?.attach(this.httpsServer)
     const httpsAddress = o.https ?? {}
     await listen(this.httpsServer, httpsAddress.host ?? '0.0.0.0', httpsAddress.port ?? 443, this.logger)
 
