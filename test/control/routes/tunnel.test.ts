@@ -234,6 +234,30 @@ await forEachDatabase(t, async (t, db) => {
     }
   })
 
+  t.test('parallel heartbeats (batched into shared statements) are each answered for their own token', async t => {
+    const h = await startInstanceApp(t, db)
+    const current: string[] = []
+    const revoked: string[] = []
+    for (let i = 0; i < 12; i++) {
+      const user = await newUser(h)
+      const inst = await mustCreate(t, h, user.token, `batch-${i}`)
+      if (i % 3 === 0) {
+        const fresh = await h.request('POST', `/v1/instances/${inst.id}/regenerate-token`, undefined, bearer(user.token))
+        revoked.push(inst.token)
+        current.push(fresh.body.instance_token)
+      } else {
+        current.push(inst.token)
+      }
+    }
+    const calls = [...current, ...current, ...revoked, ...revoked].map(token => ({ token, ok: current.includes(token) }))
+    const results = await Promise.all(calls.map(async c => ({ ...c, res: await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(c.token)) })))
+    for (const r of results) {
+      if (r.ok) t.equal(r.res.status, 200, 'current token: 200')
+      else assertError(t, r.res, 'UNAUTHORIZED', 'revoked token')
+    }
+    t.equal(results.filter(r => r.res.status === 200).length, current.length * 2)
+  })
+
   t.test('rate limit per instance token -> 429 RATE_LIMITED with Retry-After', async t => {
     const h = await startInstanceApp(t, db, { env: { CC_RATE_PER_TOKEN: '3/1' } })
     const a = await mustCreate(t, h, (await newUser(h)).token, 'limited-a')
