@@ -99,7 +99,7 @@ t.test('configuration: all of Stripe or none', async t => {
   t.equal(on.billing.pastDueGraceSeconds, 7 * 86400)
   for (const missing of Object.keys(full)) {
     const env: Record<string, string> = { ...base, ...full }
-    delete env[missing] // eslint-disable-line @typescript-eslint/no-dynamic-delete
+    delete env[missing]
     t.throws(() => loadConfig(env), new ConfigError(`${missing}: required when ${Object.keys(full).filter(k => k !== missing).join(', ')} are set (billing needs all of ${Object.keys(full).join(', ')})`), `without ${missing}`)
   }
   t.throws(() => loadConfig({ ...base, ...full, CC_STRIPE_SECRET_KEY: 'pk_live_x' }), /CC_STRIPE_SECRET_KEY: must be a Stripe secret key/)
