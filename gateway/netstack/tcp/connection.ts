@@ -154,6 +154,10 @@ export class TcpConnection implements HeapItem {
 
   // Timers: absolute deadlines in ms, Infinity when off.
   rtoAt = Infinity
+  /** Pacing: when the next data segment may leave (a deadline only while data waits for it). */
+  paceAt = Infinity
+  /** Pacing: the earliest time the next data segment is due at the pacing rate. */
+  paceNext = -Infinity
   delackAt = Infinity
   persistAt = Infinity
   keepaliveAt = Infinity
@@ -431,6 +435,7 @@ export class TcpConnection implements HeapItem {
   /** Earliest deadline of this connection (Infinity when none). */
   nextDeadline (): number {
     let d = this.rtoAt
+    if (this.paceAt < d) d = this.paceAt
     if (this.delackAt < d) d = this.delackAt
     if (this.persistAt < d) d = this.persistAt
     if (this.keepaliveAt < d) d = this.keepaliveAt
@@ -478,6 +483,7 @@ export class TcpConnection implements HeapItem {
   enterTimeWait (now: number): void {
     this.releaseBuffers()
     this.rtoAt = Infinity
+    this.paceAt = Infinity
     this.persistAt = Infinity
     this.keepaliveAt = Infinity
     this.unackedSince = Infinity
@@ -506,6 +512,7 @@ export class TcpConnection implements HeapItem {
     this.setState(CLOSED, now)
     this.releaseBuffers()
     this.rtoAt = Infinity
+    this.paceAt = Infinity
     this.delackAt = Infinity
     this.persistAt = Infinity
     this.keepaliveAt = Infinity

@@ -35,7 +35,8 @@
  * windows and send room shrink to minBuffer), congestionControl ('cubic' | 'newreno'), timeWait
  * (1 s), finWait2Timeout / closeWaitTimeout / lastAckTimeout (idle limits of closing states),
  * userTimeout (60 s), keepAlive*, maxConnections, maxConnectionsPerPeer, maxHalfOpen, minRto /
- * maxRto (200 ms / 120 s), sack, timestamps, windowScaling, delayedAck (40 ms).
+ * maxRto (200 ms / 120 s), sack, timestamps, windowScaling, delayedAck (40 ms), pacing (on: data
+ * leaves at 2 x cwnd / SRTT in slow start, 1.2 x after, in bursts of at least 10 segments or 1 ms).
  *
  * Inside: core.ts is the sans-IO stack (segments and `now` in; datagrams, socket events and the
  * next deadline out) over connection.ts (state, application calls, events), input.ts (segment

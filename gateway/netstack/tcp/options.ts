@@ -17,6 +17,8 @@ export interface TcpOptions {
   initialWindowSegments: number
   /** Nagle's algorithm is off unless this is false (sockets: setNoDelay). */
   noDelay: boolean
+  /** Pace data segments at a multiple of cwnd / SRTT instead of sending each window as one burst. */
+  pacing: boolean
   sack: boolean
   timestamps: boolean
   windowScaling: boolean
@@ -59,6 +61,7 @@ export const DEFAULT_TCP_OPTIONS: Readonly<TcpOptions> = Object.freeze({
   congestionControl: 'cubic',
   initialWindowSegments: C.INITIAL_WINDOW_SEGMENTS,
   noDelay: true,
+  pacing: true,
   sack: true,
   timestamps: true,
   windowScaling: true,

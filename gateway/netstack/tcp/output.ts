@@ -6,7 +6,7 @@
 import type { TcpConnection } from './connection.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN, TCP_PSH } from '../../../proto/wire/tcp.ts'
 import { seqAdd, seqDiff, seqLt, seqLe, seqMax } from './seq.ts'
-import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS } from './constants.ts'
+import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS } from './constants.ts'
 import { ESTABLISHED, FIN_WAIT_1, CLOSE_WAIT, CLOSING, LAST_ACK, SYN_SENT, SYN_RECEIVED } from './state.ts'
 import { buildDatagram } from './segment.ts'
 
@@ -22,9 +22,17 @@ export function transmit (conn: TcpConnection, now: number): void {
     const sackSpace = prepareSack(conn)
     const maxPayload = conn.smss - sackSpace
     while (true) {
+      if (conn.paceNext > now) {
+        // Paced: the rest leaves when the pacing timer fires. Data waiting here counts as using the
+        // window (RFC 7661 is about an application that does not fill it; this one would).
+        conn.paceAt = conn.paceNext
+        if (conn.hasUnsentData()) conn.cwndLimited = true
+        break
+      }
       if (conn.inRecovery ? !recoveryStep(conn, now, maxPayload) : !normalStep(conn, now, maxPayload)) break
       sent = true
     }
+    if (conn.paceAt !== Infinity && conn.paceNext <= now) conn.paceAt = Infinity
     updatePersist(conn, now)
   }
   if (conn.ackNow && !sent) sendAck(conn, now)
@@ -146,6 +154,7 @@ function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, 
   if (fin) flags |= TCP_FIN
   if (len > 0 && seqAdd(seq, len) === dataEnd) flags |= TCP_PSH
   emitSegment(conn, seq, flags, len, now)
+  if (conn.options.pacing) pace(conn, len, now)
   if (retransmitCause !== '') {
     conn.host.counters.retransmits.inc(retransmitCause)
     // Karn: a retransmitted segment cannot be timed.
@@ -158,6 +167,22 @@ function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, 
   // RFC 6298 5.1: the timer runs whenever data is outstanding.
   if (conn.rtoAt === Infinity) conn.rtoAt = now + conn.rtt.rto
   if (conn.unackedSince === Infinity) conn.unackedSince = now
+}
+
+/**
+ * Pacing, as Linux's sk_pacing_rate: 2 x cwnd / SRTT while cwnd is below half of ssthresh (slow
+ * start), 1.2 x cwnd / SRTT after. A window then spreads over the round trip instead of leaving as
+ * one burst that overflows a shallow queue on the path (a UDP socket buffer of a WireGuard peer
+ * holds ~100 datagrams). Bursts of PACE_BURST_MS worth (at least PACE_BURST_SEGMENTS) still leave
+ * at once: the stack's single timer has millisecond granularity.
+ */
+function pace (conn: TcpConnection, len: number, now: number): void {
+  if (!conn.rtt.hasSample) return
+  const cc = conn.cc
+  const rate = (cc.cwnd < cc.ssthresh / 2 ? 2 : 1.2) * cc.cwnd / Math.max(conn.rtt.srtt, 1)
+  const allowance = Math.max(PACE_BURST_MS, PACE_BURST_SEGMENTS * conn.smss / rate)
+  const from = conn.paceNext < now - allowance ? now - allowance : conn.paceNext
+  conn.paceNext = from + len / rate
 }
 
 /** Zero-window probing (RFC 9293 3.8.6.1): armed when data waits on a closed window with nothing in flight. */

@@ -18,6 +18,10 @@ export function timersDue (conn: TcpConnection, now: number): void {
     conn.fail('ETIMEDOUT', 'user_timeout', now, true)
   }
   if (conn.state !== CLOSED && conn.rtoAt <= now) retransmitTimeout(conn, now)
+  if (conn.state !== CLOSED && conn.paceAt <= now) {
+    conn.paceAt = Infinity
+    transmit(conn, now)
+  }
   if (conn.state !== CLOSED && conn.persistAt <= now) persistTimeout(conn, now)
   if (conn.state !== CLOSED && conn.keepaliveAt <= now) keepaliveTimeout(conn, now)
   if (conn.state !== CLOSED && conn.delackAt <= now) {
