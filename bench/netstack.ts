@@ -1,0 +1,199 @@
+/**
+ * Userspace TCP benchmark: single-connection bulk download and upload between our gateway's
+ * netstack (WireGuard + IPv4 + TCP in one node process, test/helpers/netstack-driver.ts) and a
+ * wireguard-go peer with the Linux stack behind it, against the baseline of wireguard-go on both
+ * ends with Linux TCP on both ends (bench/baseline/measure.ts, the procedure of
+ * bench/lab-baseline.ts), with the same file, the same origin, in the same run; then ours with
+ * injected datagram loss. Prints JSON on stdout and a summary on stderr.
+ *
+ *   ns client (10.100.0.3, wireguard-go)  ==veth==  ns origin (10.100.0.2, wireguard-go)
+ *     curl (baseline)                                 nginx :80 (tmpfs file), HTTP sink :8080
+ *   ns gw (10.100.0.1, our gateway)       ==veth==  ns origin
+ *     netstack-driver: http.request over our TCP
+ *
+ *   node bin/run-ts.js bench/netstack.ts [--size-mb 100] [--runs 3] [--loss 0.01] [--profile DIR]
+ *
+ * --profile DIR writes a V8 CPU profile per run of ours (DIR/N-KIND-lossL/, one file per thread:
+ * the largest is the main thread; the other is tsx's loader).
+ *
+ * Ours: the body is counted, not hashed (as `curl -o /dev/null`); uploads are checked by the
+ * sink's SHA-256 against the file's. CPU per MB is the driver process's user+system time over the
+ * transfer (process.cpuUsage()), i.e. everything our gateway process did for it: UDP, WireGuard,
+ * IP, TCP and the HTTP client.
+ */
+import { mkdirSync, rmSync, existsSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { pathToFileURL } from 'node:url'
+import { Lab, labMissing, runOk, wgGenKey, wgPubKey } from '../test/helpers/lab.ts'
+import { runNetstackDriver, type DriverArgs, type DriverResult, type Scenario } from '../test/helpers/lab/netstack.ts'
+import { writeGeneratedFile } from '../test/helpers/lab/generator.ts'
+import { measureHttp, median } from './baseline/measure.ts'
+
+export interface NetstackBenchOptions {
+  sizeMB: number
+  runs: number
+  /** Injected datagram loss (each direction) for the lossy runs; 0 skips them. */
+  loss: number
+  /** Directory for --cpu-prof profiles of our runs (none when absent). */
+  profileDir?: string
+}
+
+export interface OurRuns {
+  runsMBps: number[]
+  medianMBps: number
+  /** CPU ms per 10^6 bytes, each run and median. */
+  cpuMsPerMB: number[]
+  medianCpuMsPerMB: number
+  retransmits: Array<Record<string, number>>
+}
+
+export interface NetstackBenchResults {
+  bench: 'netstack'
+  date: string
+  machine: { cpus: number, cpuModel: string, node: string, wireguardGo: string, loadavgStart: number[], loadavgEnd: number[] }
+  bytes: number
+  baseline: { download: { runsMBps: number[], medianMBps: number }, upload: { runsMBps: number[], medianMBps: number } }
+  ours: { download: OurRuns, upload: OurRuns }
+  lossy?: { loss: number, download: OurRuns, upload: OurRuns }
+  ratios: { download: number, upload: number, lossyDownloadOfOurs?: number, lossyUploadOfOurs?: number }
+}
+
+const round = (v: number, d = 2): number => Math.round(v * 10 ** d) / 10 ** d
+
+export async function runNetstackBench (o: NetstackBenchOptions): Promise<NetstackBenchResults> {
+  const missing = labMissing()
+  if (missing !== null) throw new Error(`lab unavailable: ${missing}`)
+  const loadavgStart = loadavg().map(v => round(v))
+  const lab = await Lab.create()
+  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-netstack-${lab.runId}`) : join(lab.dir, 'files')
+  try {
+    mkdirSync(filesDir, { recursive: true })
+    const bytes = Math.round(o.sizeMB * 1e6)
+    const bulkFile = join(filesDir, 'bulk.bin')
+    const bulkSha = writeGeneratedFile(bulkFile, bytes, 1)
+    writeGeneratedFile(join(filesDir, 'small.bin'), 1024, 2)
+
+    const client = await lab.namespace('client')
+    const gwNs = await lab.namespace('gw')
+    const origin = await lab.namespace('origin')
+    const clientLink = await lab.link(client, origin)
+    const gwLink = await lab.link(gwNs, origin)
+    const gatewayKey = await wgGenKey()
+    const clientWg = await lab.startWireguardGo(client, { address: '10.100.0.3/32', listenPort: 51820 })
+    const originWg = await lab.startWireguardGo(origin, {
+      address: '10.100.0.2/32',
+      listenPort: 51821,
+      peers: [
+        { publicKey: clientWg.publicKey, allowedIPs: ['10.100.0.3/32'], endpoint: `${clientLink.a.ip}:51820` },
+        { publicKey: await wgPubKey(gatewayKey), allowedIPs: ['10.100.0.1/32'], endpoint: `${gwLink.a.ip}:51820` },
+      ],
+    })
+    await clientWg.setPeer({ publicKey: originWg.publicKey, allowedIPs: ['10.100.0.2/32'], endpoint: `${clientLink.b.ip}:51821` })
+    await lab.startNginx(origin, { root: filesDir, listen: '0.0.0.0:80' })
+    await lab.startHttpSink(origin, '0.0.0.0:8080')
+
+    const driverArgs = (scenario: Scenario, loss: number, seed: number): DriverArgs => ({
+      gateway: {
+        privateKey: gatewayKey,
+        listenPort: 51820,
+        address: '10.100.0.1',
+        peers: [{ publicKey: originWg.publicKey, allowedIPs: ['10.100.0.2/32'], endpoint: `${gwLink.b.ip}:51821`, persistentKeepalive: 25 }],
+        ...(loss > 0 ? { faults: { seed, drop: loss } } : {}),
+      },
+      scenario,
+      timeLimitMs: 300_000,
+      settleMs: 0,
+    })
+    let profileRun = 0
+    const ours = async (kind: 'download' | 'upload', loss: number): Promise<OurRuns> => {
+      const runs: DriverResult[] = []
+      for (let i = 0; i < o.runs; i++) {
+        const scenario: Scenario = kind === 'download'
+          ? { kind, host: '10.100.0.2', port: 80, path: '/bulk.bin', hash: false }
+          : { kind, host: '10.100.0.2', port: 8080, path: '/sink', file: bulkFile, hash: false }
+        const nodeArgs = o.profileDir !== undefined
+          ? ['--cpu-prof', '--cpu-prof-dir', join(o.profileDir, `${profileRun++}-${kind}-loss${loss}`)]
+          : []
+        const r = await runNetstackDriver(lab, gwNs, driverArgs(scenario, loss, 1000 + i), nodeArgs)
+        if (!r.ok || r.bytes !== bytes) throw new Error(`our ${kind} (loss ${loss}) failed: ${JSON.stringify(r.errors)} (${r.bytes} bytes)`)
+        if (kind === 'upload' && r.remote?.sha256 !== bulkSha) throw new Error(`our upload arrived corrupted: ${JSON.stringify(r.remote)}`)
+        runs.push(r)
+        process.stderr.write(`  ours ${kind} loss=${loss}: ${r.mbps} MB/s, ${r.cpu.msPerMB} CPU ms/MB\n`)
+      }
+      const mbps = runs.map(r => r.mbps)
+      const cpu = runs.map(r => r.cpu.msPerMB)
+      return {
+        runsMBps: mbps,
+        medianMBps: median(mbps),
+        cpuMsPerMB: cpu,
+        medianCpuMsPerMB: median(cpu),
+        retransmits: runs.map(r => Object.fromEntries(Object.entries(r.tcp?.retransmits ?? {}).filter(([, v]) => v > 0))),
+      }
+    }
+
+    // Interleaved so that changes in the machine's load hit both sides alike.
+    process.stderr.write('baseline (wireguard-go <-> wireguard-go, Linux TCP both ends)...\n')
+    const base = await measureHttp(lab, client, {
+      download: 'http://10.100.0.2/bulk.bin', upload: 'http://10.100.0.2:8080/sink', small: 'http://10.100.0.2/small.bin',
+    }, { bulkFile, bulkBytes: bytes, runs: o.runs, wrkSeconds: 1, wrkConnections: 4 })
+    process.stderr.write(`  baseline download ${base.download.runsMBps.join(', ')} MB/s, upload ${base.upload.runsMBps.join(', ')} MB/s\n`)
+    process.stderr.write('ours (our gateway netstack <-> wireguard-go, Linux TCP on the origin)...\n')
+    const ourDownload = await ours('download', 0)
+    const ourUpload = await ours('upload', 0)
+    let lossy: NetstackBenchResults['lossy']
+    if (o.loss > 0) {
+      process.stderr.write(`ours with ${o.loss * 100}% injected loss each way...\n`)
+      lossy = { loss: o.loss, download: await ours('download', o.loss), upload: await ours('upload', o.loss) }
+    }
+    const wgVersion = (await runOk('wireguard-go', ['--version'])).split('\n')[0].trim()
+    return {
+      bench: 'netstack',
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, wireguardGo: wgVersion, loadavgStart, loadavgEnd: loadavg().map(v => round(v)) },
+      bytes,
+      baseline: { download: base.download, upload: base.upload },
+      ours: { download: ourDownload, upload: ourUpload },
+      ...(lossy !== undefined ? { lossy } : {}),
+      ratios: {
+        download: round(ourDownload.medianMBps / base.download.medianMBps),
+        upload: round(ourUpload.medianMBps / base.upload.medianMBps),
+        ...(lossy !== undefined
+          ? {
+              lossyDownloadOfOurs: round(lossy.download.medianMBps / ourDownload.medianMBps),
+              lossyUploadOfOurs: round(lossy.upload.medianMBps / ourUpload.medianMBps),
+            }
+          : {}),
+      },
+    }
+  } finally {
+    await lab.destroy()
+    rmSync(filesDir, { recursive: true, force: true })
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const { values } = parseArgs({
+    options: {
+      'size-mb': { type: 'string', default: '100' },
+      runs: { type: 'string', default: '3' },
+      loss: { type: 'string', default: '0.01' },
+      profile: { type: 'string' },
+    },
+  })
+  const num = (name: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v)
+    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number in [${min}, ${max}]`)
+    return n
+  }
+  const profileDir = values.profile === undefined ? undefined : resolve(values.profile)
+  if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true })
+  const results = await runNetstackBench({
+    sizeMB: num('size-mb', values['size-mb'], 1, 2000),
+    runs: num('runs', values.runs, 1, 10),
+    loss: num('loss', values.loss, 0, 0.2),
+    ...(profileDir !== undefined ? { profileDir } : {}),
+  })
+  process.stdout.write(JSON.stringify(results, null, 2) + '\n')
+}
