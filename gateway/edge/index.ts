@@ -108,6 +108,9 @@ export const EDGE_DEFAULTS = {
   connectionsCheckingIntervalMs: 5_000,
   /** HTTP/2 streams a client may open at once on one connection. */
   maxConcurrentStreams: 128,
+  /** HTTP/2 receive windows: per stream, and per connection (the most one client can have in flight to us). */
+  h2StreamWindow: 1 << 20,
+  h2ConnectionWindow: 2 << 20,
 } as const
 
 type HttpsServer = https.Server | http2.Http2SecureServer
@@ -268,7 +271,12 @@ export class Edge {
         allowHTTP1: true,
         SNICallback: sni,
         minVersion: 'TLSv1.2',
-        settings: { maxConcurrentStreams: EDGE_DEFAULTS.maxConcurrentStreams, maxHeaderListSize: maxHeaderSize },
+        settings: {
+          maxConcurrentStreams: EDGE_DEFAULTS.maxConcurrentStreams,
+          maxHeaderListSize: maxHeaderSize,
+          // RFC 9113 6.9.2: the 64 KiB default window caps an upload at window/RTT.
+          initialWindowSize: EDGE_DEFAULTS.h2StreamWindow,
+        },
       })
     // HTTP/1.1 limits: set as fields because http2's allowHTTP1 path reads them from the server
     // object but does not take them as options.
@@ -291,6 +299,10 @@ export class Edge {
       this.logger.debug({ err: err.message, servername: socket.servername, client: socket.remoteAddress }, 'TLS handshake failed')
     })
     if (o.http2 !== false) {
+      server.on('session', (session: http2.ServerHttp2Session) => {
+        session.on('error', () => {}) // reported through sessionError
+        session.once('localSettings', () => { try { session.setLocalWindowSize(EDGE_DEFAULTS.h2ConnectionWindow) } catch { /* closed meanwhile */ } })
+      })
       server.on('sessionError', (err: Error) => {
         this.clientErrors?.inc('h2_session')
         this.logger.debug({ err: err.message }, 'HTTP/2 session error')
