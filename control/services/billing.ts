@@ -19,7 +19,7 @@ import type { BillingConfig } from '../config.ts'
 import type { Db, Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { isoSeconds } from '../time.ts'
-import type { MailMessage, Mailer } from './mail.ts'
+import type { MailMessage } from './mail.ts'
 import { type PlanService, type Subscription, type SubscriptionSource } from './plans.ts'
 import type { PaymentMethodCard, StripeClient, StripeSubscription } from './stripe-client.ts'
 import { bumpConfigVersion } from './tunnel.ts'
@@ -234,7 +234,6 @@ export interface BillingServiceOptions {
   plans: PlanService
   /** undefined: billing is not configured. */
   stripe: StripeClient | undefined
-  mailer: Mailer
   now: () => Date
   logger: Logger
 }
@@ -356,14 +355,6 @@ export class BillingService {
       }
     }
     return changed
-  }
-
-  async enforce (userId: string, db: Queryable): Promise<EnforcementResult> {
-    return await enforcePlanLimits(db, userId, this.#o.plans, this.#o.now())
-  }
-
-  mail (message: MailMessage): void {
-    this.#o.mailer.send(message)
   }
 }
 

@@ -216,6 +216,8 @@ export class DomainService implements CustomDomainSource {
   async remove (userId: string, instanceId: string, input: string): Promise<void> {
     const domain = this.#lookupName(input)
     await this.#o.db.transaction(async trx => {
+      // The owner first, as enforcePlanLimits locks: the same order everywhere, no deadlock.
+      await trx('users').where({ id: userId }).forUpdate().first('id')
       const row = await this.#find(trx, userId, instanceId, domain, true)
       await trx('custom_domains').where({ domain }).delete()
       if (isRouted(row)) await bumpConfigVersion(trx)

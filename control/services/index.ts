@@ -94,7 +94,7 @@ export function createServices (deps: ServiceDeps): Services {
   // Plans come from Stripe's subscriptions (billing.ts) unless a test supplies its own source.
   const plans = new PlanService(db, deps.subscriptions ?? billingSubscriptionSource(config.billing.pastDueGraceSeconds, now))
   const stripe = deps.stripe ?? (config.billing.stripe === undefined ? undefined : new StripeClient(config.billing.stripe, logger.child({ module: 'stripe' })))
-  const billing = new BillingService({ db, config: config.billing, publicUrl: config.publicUrl, plans, stripe, mailer, now, logger })
+  const billing = new BillingService({ db, config: config.billing, publicUrl: config.publicUrl, plans, stripe, now, logger })
   const webhooks = new StripeWebhookProcessor({ db, stripe, config: config.billing, plans, mailer, now, logger })
   const dns = deps.dns ?? new DnsVerifier({ servers: config.dns.resolvers, timeoutMs: config.dns.timeoutMs, tries: config.dns.tries, gatewayAddresses: config.dns.gatewayAddresses })
   const domains = new DomainService({
