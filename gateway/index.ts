@@ -175,11 +175,14 @@ export class Gateway {
       }
     }
     for (const [name, p] of wanted) {
-      if (this.device.peer(name) === undefined) {
+      const live = this.device.peer(name)
+      if (live === undefined) {
         this.device.addPeer(p)
         added++
       } else {
-        this.device.updatePeer(p)
+        // Once a peer has completed a handshake, its endpoint follows its authenticated packets
+        // (roaming, paper 2.1): a configured endpoint (possibly stale) must not pull it back.
+        this.device.updatePeer(live.lastHandshakeAt !== null ? { ...p, endpoint: null } : p)
         updated++
       }
     }

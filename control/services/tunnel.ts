@@ -118,6 +118,11 @@ export interface PeerEntry {
   tunnelIp: string
   hostnames: string[]
   port: number
+  /**
+   * The UDP endpoint a gateway last reported for this key: lets a gateway that has no session yet
+   * (restarted, or new) start the handshake itself instead of waiting for the container's next one.
+   */
+  endpoint?: string
 }
 
 export interface PeerSnapshot {
@@ -355,7 +360,7 @@ export class TunnelService {
       .whereNotNull('i.public_key')
       .whereNull('i.suspended_at') // over the plan limit: not routed
       .orderBy('i.id')
-      .select('i.id', 'i.public_key', 'i.subdomain', 't.address') as Array<{ id: string, public_key: string, subdomain: string, address: string | number }>
+      .select('i.id', 'i.public_key', 'i.subdomain', 't.address', 'i.tunnel_endpoint') as Array<{ id: string, public_key: string, subdomain: string, address: string | number, tunnel_endpoint: string | null }>
     const custom = await this.#o.customDomains.domainsOf(db, rows.map(r => r.id))
     return rows.map(r => ({
       instanceId: r.id,
@@ -363,6 +368,7 @@ export class TunnelService {
       tunnelIp: formatIPv4(toAddress(r.address)),
       hostnames: [this.fullDomain(r.subdomain), ...(custom.get(r.id) ?? []).filter(d => d.routed).map(d => d.domain)],
       port: UPSTREAM_PORT,
+      ...(r.tunnel_endpoint !== null ? { endpoint: r.tunnel_endpoint } : {}),
     }))
   }
 

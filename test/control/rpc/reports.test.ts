@@ -105,6 +105,21 @@ await forEachDatabase(t, async (t, db) => {
     t.equal(await listed(), 'disconnected')
   })
 
+  t.test('the endpoint a gateway reported rides in the configuration snapshot (a restarted gateway can reach the peer first)', async t => {
+    const clock = new Clock()
+    const h = await startRpc(t, db, { clock, listen: false })
+    const user = await newUser(h, 'endpoint')
+    const inst = await mustCreate(t, h, user.token, 'endpointed')
+    const key = newPublicKey()
+    await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
+    const peerOf = async (): Promise<{ endpoint?: string } | undefined> => (await h.services.tunnel.configSnapshot()).peers.find(p => p.instanceId === inst.id)
+    t.equal((await peerOf())?.endpoint, undefined, 'none before any report')
+    await h.rpc.report(report([peerReport(key, new Date(clock.time))]))
+    t.equal((await peerOf())?.endpoint, '198.18.0.2:51820', 'the reported endpoint')
+    await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))
+    t.equal((await peerOf())?.endpoint, undefined, 'a new key starts without one')
+  })
+
   t.test('reports for keys no instance holds change nothing', async t => {
     const clock = new Clock()
     const h = await startRpc(t, db, { clock })

@@ -15,7 +15,7 @@ import { ipPacket } from './harness.ts'
 
 const silent = pino({ level: 'silent' })
 
-interface Client { device: Device, shell: UdpShell, metrics: Metrics, replies: Buffer[] }
+interface Client { device: Device, shell: UdpShell, metrics: Metrics, replies: Buffer[], port: number }
 
 /** A client Device (key `privateKey`) behind its own UdpShell, with the gateway as its only peer. */
 async function startClient (t: Test, privateKey: Buffer, gw: Gateway): Promise<Client> {
@@ -34,9 +34,9 @@ async function startClient (t: Test, privateKey: Buffer, gw: Gateway): Promise<C
   shell.attach(device)
   const port = Number(gw.listen.split(':')[1])
   device.addPeer({ publicKey: gw.device.publicKey, allowedIPs: [parseIPv4Prefix('10.100.0.0/16')], endpoint: { address: '127.0.0.1', port } })
-  await shell.listen()
+  const bound = await shell.listen()
   t.teardown(() => shell.close())
-  return { device, shell, metrics, replies }
+  return { device, shell, metrics, replies, port: bound.port }
 }
 
 async function startGateway (clientKey: Buffer | null, extra: Record<string, unknown> = {}): Promise<Gateway> {
@@ -137,4 +137,29 @@ t.test('reloadPeers: adds, updates and removes without touching kept sessions', 
   t.equal(gw.device.peer(a), kept, 'same peer object (sessions kept)')
   t.same(gw.status().peers.map(p => p.allowedIPs), [['10.100.0.4/32']])
   t.equal(gw.device.peer(b), undefined)
+})
+
+t.test('reloadPeers: a configured endpoint lets the gateway start the handshake; once the peer spoke, its own endpoint is kept', async t => {
+  // A restarted gateway knows its peers' last endpoints from control: with one, it need not wait
+  // for the container's next handshake (up to REKEY_AFTER_TIME away) to reach it.
+  const clientKey = generatePrivateKey()
+  const gw = await startGateway(null)
+  t.teardown(() => gw.close())
+  const client = await startClient(t, clientKey, gw)
+  const entry = (port: number): ReturnType<typeof validateConfig>['peers'][number] =>
+    ({ publicKey: publicKeyFromPrivate(clientKey), presharedKey: null, allowedIPs: [parseIPv4Prefix('10.100.0.2/32')], endpoint: { address: '127.0.0.1', port }, persistentKeepalive: 0 })
+  gw.reloadPeers([entry(client.port)])
+  const socket = gw.connectUpstream('10.100.0.2', 80)
+  socket.on('error', () => {})
+  t.teardown(() => socket.destroy())
+  await until('the SYN through a session the gateway initiated', () => client.replies.length > 0)
+  t.equal(gw.status().counters.wg_handshakes_completed.initiator, 1, 'the gateway initiated')
+  t.equal(client.replies[0][9], 6, 'a TCP segment came through')
+
+  // A snapshot with another (stale) endpoint does not pull the live peer away from where it is.
+  gw.reloadPeers([entry(9)])
+  t.equal(gw.status().peers[0].endpoint, `127.0.0.1:${client.port}`, 'the roamed endpoint is kept')
+  gw.reloadPeers([])
+  gw.reloadPeers([entry(9)])
+  t.equal(gw.status().peers[0].endpoint, '127.0.0.1:9', 'a peer never heard from takes the configured one')
 })
