@@ -1,0 +1,176 @@
+/**
+ * The Agent's state machine against a scripted in-process API and a fake tunnel: key rotation on
+ * KEY_IN_USE, 402 as state error with retries, heartbeats at the interval the API asks for, 401 on
+ * a heartbeat as a fatal error without goodbye, an unusable tunnel_config as EXIT_REFUSED, and the
+ * order of a graceful stop (tunnel down first, then disconnect).
+ */
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { Agent } from '../../agent/agent.ts'
+import { loadSettings } from '../../agent/settings.ts'
+import type { Tunnel, TunnelHealth, TunnelPlan } from '../../agent/tunnel.ts'
+import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
+
+const GATEWAY_KEY = encodeKey(publicKeyFromPrivate(generatePrivateKey()))
+const REGISTERED = {
+  status: 'registered',
+  tunnel_config: { interface: { address: '10.100.0.7/32' }, peer: { public_key: GATEWAY_KEY, endpoint: '127.0.0.1:51820', allowed_ips: '10.100.0.1/32', persistent_keepalive: 25 } },
+  domains: { subdomain: 'box.erugo.test', custom_domains: [] },
+}
+
+interface Reply { status: number, body: unknown }
+type Script = (path: string, body: any) => Reply // eslint-disable-line @typescript-eslint/no-explicit-any
+
+async function fakeApi (t: Test, script: Script): Promise<{ url: string, calls: string[] }> {
+  const calls: string[] = []
+  const server = http.createServer((req, res) => {
+    let text = ''
+    req.on('data', (c: Buffer) => { text += c.toString() })
+    req.on('end', () => {
+      const path = (req.url ?? '').replace(/^\/v1/, '')
+      const body = text === '' ? undefined : JSON.parse(text)
+      calls.push(`${path}${body?.public_key === undefined ? '' : ` ${body.public_key as string}`}`)
+      const reply = script(path, body)
+      res.writeHead(reply.status, { 'content-type': 'application/json' }).end(JSON.stringify(reply.body))
+    })
+  })
+  await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, calls }
+}
+
+const fail = (status: number, code: string): Reply => ({ status, body: { error: { code, message: `${code} message`, details: {} } } })
+const ok = (path: string): Reply => path === '/tunnel/register'
+  ? { status: 200, body: REGISTERED }
+  : path === '/tunnel/heartbeat'
+    ? { status: 200, body: { status: 'ok', next_heartbeat_in: 5 } }
+    : path === '/tunnel/disconnect'
+      ? { status: 200, body: { status: 'disconnected' } }
+      : { status: 200, body: { tunnel_status: 'connected', domains: { subdomain: { domain: 'box.erugo.test', status: 'active' }, custom_domains: [{ domain: 'share.example.com', status: 'active', ssl_status: 'active' }] } } }
+
+class FakeTunnel implements Tunnel {
+  readonly mode = 'userspace' as const
+  alive = true
+  constructor (readonly key: string, readonly log: string[]) {}
+  async apply (plan: TunnelPlan): Promise<void> { this.log.push(`apply ${plan.address}`) }
+  async reconnect (): Promise<void> { this.log.push('reconnect') }
+  async probe (): Promise<number | null> {
+    await new Promise(resolve => setTimeout(resolve, 5))
+    return this.alive ? 1 : null
+  }
+
+  health (): TunnelHealth { return { lastHandshakeAt: Date.now(), lastReceiveAt: null, endpoint: '127.0.0.1:51820', rxBytes: 0, txBytes: 0 } }
+  async close (): Promise<void> { this.log.push('close') }
+}
+
+function setup (t: Test, api: string): { agent: Agent, log: string[], tunnels: FakeTunnel[], stateFile: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'cc-agent-unit-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const stateFile = join(dir, 'agent.json')
+  const settings = loadSettings({ api, token: 'eyJ0eXAiOiJpbnN0YW5jZSJ9.e30.sig', state: stateFile, 'status-listen': 'off', 'probe-interval': '0.05', 'dead-after': '0.5', 'backoff-initial': '0.02', 'backoff-max': '0.1' }, {}, { requireToken: true })
+  const log: string[] = []
+  const tunnels: FakeTunnel[] = []
+  const agent = new Agent({
+    settings,
+    logger: pino({ level: 'silent' }),
+    createTunnel: key => {
+      const tunnel = new FakeTunnel(encodeKey(publicKeyFromPrivate(key)), log)
+      tunnels.push(tunnel)
+      return tunnel
+    },
+  })
+  return { agent, log, tunnels, stateFile }
+}
+
+async function until (what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+t.test('KEY_IN_USE: a new key pair, registered at once; heartbeats follow next_heartbeat_in; stop: tunnel down, then disconnect', async t => {
+  let registers = 0
+  const api = await fakeApi(t, path => path === '/tunnel/register' && registers++ === 0 ? fail(409, 'KEY_IN_USE') : ok(path))
+  const { agent, log, tunnels, stateFile } = setup(t, api.url)
+  const firstKey = agent.report().public_key!
+  const done = agent.run()
+  await until('connected', () => agent.report().status === 'connected')
+  const secondKey = agent.report().public_key!
+  t.not(secondKey, firstKey, 'a new key pair')
+  t.same(api.calls.slice(0, 2), [`/tunnel/register ${firstKey}`, `/tunnel/register ${secondKey}`])
+  t.equal(JSON.parse(readFileSync(stateFile, 'utf8')).public_key, secondKey, 'kept in the state file')
+  t.equal(tunnels[0].key, secondKey, 'the tunnel uses the new key')
+  t.same(agent.report().custom_domains, [], 'domains from the registration')
+
+  await until('two heartbeats', () => api.calls.filter(c => c === '/tunnel/heartbeat').length >= 2, 15_000)
+  const report = agent.report()
+  t.same(report.custom_domains, ['share.example.com'], 'refreshed from GET /tunnel/status')
+  t.equal(report.cloud_status, 'connected')
+
+  agent.stop()
+  t.equal(await done, 0)
+  t.equal(log[log.length - 1], 'close')
+  t.equal(api.calls[api.calls.length - 1], '/tunnel/disconnect', 'disconnect after the tunnel is down')
+  t.equal(agent.report().status, 'disconnected')
+})
+
+t.test('402: state error with the message, retried until it clears', async t => {
+  let suspended = true
+  const api = await fakeApi(t, path => path === '/tunnel/register' && suspended ? fail(402, 'SUBSCRIPTION_REQUIRED') : ok(path))
+  const { agent } = setup(t, api.url)
+  const done = agent.run()
+  await until('error', () => agent.report().status === 'error')
+  t.match(agent.report().last_error, /SUBSCRIPTION_REQUIRED message/)
+  await until('two more attempts', () => api.calls.filter(c => c.startsWith('/tunnel/register')).length >= 3)
+  suspended = false
+  await until('connected', () => agent.report().status === 'connected')
+  t.equal(agent.report().last_error, null)
+  agent.stop()
+  t.equal(await done, 0)
+})
+
+t.test('401 on a heartbeat: exit 3, state error, tunnel down, no disconnect call', async t => {
+  let revoked = false
+  const api = await fakeApi(t, path => revoked && path !== '/tunnel/register' ? fail(401, 'UNAUTHORIZED') : ok(path))
+  const { agent, log, stateFile } = setup(t, api.url)
+  const done = agent.run()
+  await until('connected', () => agent.report().status === 'connected')
+  await until('first heartbeat', () => api.calls.includes('/tunnel/heartbeat'))
+  revoked = true
+  t.equal(await done, 3)
+  const state = JSON.parse(readFileSync(stateFile, 'utf8'))
+  t.equal(state.status, 'error')
+  t.match(state.last_error, /rejected the instance token/)
+  t.equal(log[log.length - 1], 'close')
+  t.notOk(api.calls.includes('/tunnel/disconnect'))
+})
+
+t.test('a silent tunnel: connecting, register again, reconnect; answers make it connected again', async t => {
+  const api = await fakeApi(t, path => ok(path))
+  const { agent, log, tunnels } = setup(t, api.url)
+  const done = agent.run()
+  await until('connected', () => agent.report().status === 'connected')
+  tunnels[0].alive = false
+  await until('connecting', () => agent.report().status === 'connecting')
+  t.match(agent.report().last_error, /no answer from the gateway/)
+  await until('reconnect', () => log.includes('reconnect'))
+  t.ok(api.calls.filter(c => c.startsWith('/tunnel/register')).length >= 2, 'registered again')
+  tunnels[0].alive = true
+  await until('connected again', () => agent.report().status === 'connected')
+  agent.stop()
+  t.equal(await done, 0)
+})
+
+t.test('an unusable tunnel_config is refused for good (exit 4)', async t => {
+  const api = await fakeApi(t, path => path === '/tunnel/register' ? { status: 200, body: { ...REGISTERED, tunnel_config: { ...REGISTERED.tunnel_config, peer: { ...REGISTERED.tunnel_config.peer, endpoint: 'nowhere' } } } } : ok(path))
+  const { agent } = setup(t, api.url)
+  t.equal(await agent.run(), 4)
+  t.match(agent.report(), { status: 'error', last_error: /peer\.endpoint/ })
+})
