@@ -11,6 +11,8 @@
  *   bulk    curl download of a random file (MB/s, 10^6 bytes/s) and curl -T upload to the HTTP sink
  *           (SHA-256 must match), each `runs` times; medians
  *   memory  peak RSS of the proxy process (VmHWM) after the run
+ *   CPU     the proxy process's CPU time per small request and per GB moved (/proc/PID/stat):
+ *           unlike rates, this barely depends on what else the machine is running
  * and nginx directly (plain HTTP, no proxy) as a reference. Proxies alternate per round so drift
  * on a busy machine hits both. Needs nginx, caddy, wrk, curl. Every process and transfer is bounded
  * in time; everything is removed at the end (also on Ctrl-C). JSON on stdout, a table on stderr.
@@ -134,6 +136,18 @@ interface TargetResult {
   small: SmallRequestStats[]
   downloadMBps: number[]
   uploadMBps: number[]
+  /** CPU time of the proxy process per small request (µs) and per GB moved (s), per round. */
+  cpuUsPerRequest: number[]
+  cpuSecondsPerGBDown: number[]
+  cpuSecondsPerGBUp: number[]
+}
+
+/** User + system CPU seconds of a process so far (/proc/PID/stat, clock ticks of 1/100 s). */
+function cpuSeconds (pid: number | undefined): number {
+  if (pid === undefined) return NaN
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 async function curlMBps (t: Target, args: string[], expectBytes: number, field: 'speed_download' | 'speed_upload'): Promise<{ mbps: number, body: string }> {
@@ -147,11 +161,18 @@ async function curlMBps (t: Target, args: string[], expectBytes: number, field: 
 
 async function measure (t: Target, res: TargetResult, bulkFile: string, bulkBytes: number, bulkSha: string): Promise<void> {
   const base = `${t.scheme}://${HOST}:${t.port}`
+  let cpu = cpuSeconds(t.pid)
   const wrk = await run('wrk', ['-t1', `-c${WRK_CONNECTIONS}`, `-d${WRK_SECONDS}s`, '--latency', `${base}/small.bin`], WRK_SECONDS + 30)
-  res.small.push(parseWrk(wrk.stdout, WRK_CONNECTIONS, WRK_SECONDS))
+  const small = parseWrk(wrk.stdout, WRK_CONNECTIONS, WRK_SECONDS)
+  const requests = Number(/(\d+) requests in/.exec(wrk.stdout)?.[1] ?? NaN)
+  res.small.push(small)
+  res.cpuUsPerRequest.push(Math.round((cpuSeconds(t.pid) - cpu) / requests * 1e6))
+  cpu = cpuSeconds(t.pid)
   for (let i = 0; i < RUNS; i++) {
     res.downloadMBps.push((await curlMBps(t, ['-o', '/dev/null', `${base}/bulk.bin`], bulkBytes, 'speed_download')).mbps)
   }
+  res.cpuSecondsPerGBDown.push(Math.round((cpuSeconds(t.pid) - cpu) / (RUNS * bulkBytes / 1e9) * 100) / 100)
+  cpu = cpuSeconds(t.pid)
   const sinkUrl = t.scheme === 'https' ? `https://${SINK_HOST}:${t.port}/sink` : `http://${HOST}:${t.port}/sink`
   for (let i = 0; i < RUNS; i++) {
     const { mbps, body } = await curlMBps(t, ['-T', bulkFile, sinkUrl], bulkBytes, 'speed_upload')
@@ -159,6 +180,7 @@ async function measure (t: Target, res: TargetResult, bulkFile: string, bulkByte
     if (sink.sha256 !== bulkSha) throw new Error(`${t.name}: upload hash mismatch`)
     res.uploadMBps.push(mbps)
   }
+  res.cpuSecondsPerGBUp.push(Math.round((cpuSeconds(t.pid) - cpu) / (RUNS * bulkBytes / 1e9) * 100) / 100)
 }
 
 async function sha256File (path: string): Promise<string> {
@@ -263,7 +285,7 @@ https://${SINK_HOST}:${caddyPort} {
   ]
   const direct: Target = { name: 'nginx direct (HTTP, no proxy)', scheme: 'http', port: nginxPort, curlArgs: resolve(nginxPort) }
   const results = new Map<string, TargetResult>()
-  for (const t of [...targets, direct]) results.set(t.name, { small: [], downloadMBps: [], uploadMBps: [] })
+  for (const t of [...targets, direct]) results.set(t.name, { small: [], downloadMBps: [], uploadMBps: [], cpuUsPerRequest: [], cpuSecondsPerGBDown: [], cpuSecondsPerGBUp: [] })
 
   // Warm up both proxies (TLS session setup, JIT) before measuring.
   for (const t of targets) await run('wrk', ['-t1', '-c4', '-d2s', `https://${HOST}:${t.port}/small.bin`], 30)
@@ -288,13 +310,19 @@ https://${SINK_HOST}:${caddyPort} {
       downloadMBps: round1(median(res.downloadMBps)),
       uploadMBps: round1(median(res.uploadMBps)),
       peakRssMB: peakRssMB(t.pid),
+      cpuUsPerRequest: median(res.cpuUsPerRequest),
+      cpuSecondsPerGBDown: Math.round(median(res.cpuSecondsPerGBDown) * 100) / 100,
+      cpuSecondsPerGBUp: Math.round(median(res.cpuSecondsPerGBUp) * 100) / 100,
       runs: res,
     }
   })
   const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', node: process.version, date: new Date().toISOString() }
   process.stdout.write(JSON.stringify({ machine, sizeMB: SIZE_MB, runs: RUNS, rounds: ROUNDS, wrkSeconds: WRK_SECONDS, wrkConnections: WRK_CONNECTIONS, edgeLogLevel: LOG_LEVEL, summary }, null, 2) + '\n')
-  process.stderr.write('\n| proxy | 1 KiB req/s | p50 ms | p99 ms | download MB/s | upload MB/s | peak RSS MB |\n|---|---|---|---|---|---|---|\n')
-  for (const s of summary) process.stderr.write(`| ${s.proxy} | ${s.smallRequestsPerSecond} | ${s.p50ms} | ${s.p99ms} | ${s.downloadMBps} | ${s.uploadMBps} | ${Number.isNaN(s.peakRssMB) ? '-' : s.peakRssMB} |\n`)
+  process.stderr.write('\n| proxy | 1 KiB req/s | p50 ms | p99 ms | download MB/s | upload MB/s | CPU µs/request | CPU s/GB down | CPU s/GB up | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|\n')
+  const show = (x: number): string => Number.isNaN(x) ? '-' : String(x)
+  for (const s of summary) {
+    process.stderr.write(`| ${s.proxy} | ${s.smallRequestsPerSecond} | ${s.p50ms} | ${s.p99ms} | ${s.downloadMBps} | ${s.uploadMBps} | ${show(s.cpuUsPerRequest)} | ${show(s.cpuSecondsPerGBDown)} | ${show(s.cpuSecondsPerGBUp)} | ${show(s.peakRssMB)} |\n`)
+  }
 }
 
 try {
