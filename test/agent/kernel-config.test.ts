@@ -1,0 +1,93 @@
+/**
+ * Kernel mode without root: the wg-quick configuration it writes, and the commands it runs (a
+ * recording runner stands in for wg-quick, wg, ip and ping). The real thing runs in kernel.test.ts.
+ */
+import t, { type Test } from 'tap'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { KernelTunnel, wgQuickConfig, type CommandResult } from '../../agent/kernel.ts'
+import { planFromConfig, TunnelUnavailableError } from '../../agent/tunnel.ts'
+import { encodeKey, generatePrivateKey } from '../../proto/noise/keys.ts'
+
+// The spec's POST /tunnel/register example.
+const PLAN = planFromConfig({
+  interface: { address: '10.100.0.42/32' },
+  peer: { public_key: '1y8JgBgNarojHK12KYbAAy+7HqZq2HGsE0Qw24toBXo=', endpoint: 'connect.erugo.cloud:51820', allowed_ips: '10.100.0.0/24', persistent_keepalive: 25 },
+})
+
+t.test('wgQuickConfig: the spec\'s tunnel_config in wg-quick(8) form', async t => {
+  const key = generatePrivateKey()
+  t.equal(wgQuickConfig(key, PLAN), [
+    '# Written by cloud-connect agent (kernel mode) from POST /tunnel/register; rewritten on every registration.',
+    '[Interface]',
+    `PrivateKey = ${encodeKey(key)}`,
+    'Address = 10.100.0.42/32',
+    '',
+    '[Peer]',
+    'PublicKey = 1y8JgBgNarojHK12KYbAAy+7HqZq2HGsE0Qw24toBXo=',
+    'Endpoint = connect.erugo.cloud:51820',
+    'AllowedIPs = 10.100.0.0/24',
+    'PersistentKeepalive = 25',
+    '',
+  ].join('\n'))
+  t.match(wgQuickConfig(key, { ...PLAN, endpointHost: '2001:db8::1', persistentKeepalive: 0 }), /^Endpoint = \[2001:db8::1\]:51820$/m)
+  t.notMatch(wgQuickConfig(key, { ...PLAN, persistentKeepalive: 0 }), /PersistentKeepalive/)
+})
+
+function recorder (t: Test, answers: (cmd: string, args: string[]) => Partial<CommandResult>): { tunnel: KernelTunnel, calls: string[], dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'cc-agent-kernel-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const calls: string[] = []
+  const tunnel = new KernelTunnel({
+    privateKey: generatePrivateKey(),
+    interfaceName: 'erugo-cc',
+    stateFile: join(dir, 'agent.json'),
+    logger: pino({ level: 'silent' }),
+    run: async (cmd, args) => {
+      calls.push([cmd, ...args].join(' '))
+      return { code: 0, stdout: '', stderr: '', ...answers(cmd, args) }
+    },
+  })
+  return { tunnel, calls, dir }
+}
+
+t.test('apply, probe, reconnect, close: the commands and the health they read', async t => {
+  let linkUp = false
+  const { tunnel, calls, dir } = recorder(t, (cmd, args) => {
+    if (cmd === 'ip' && args[1] === 'show') return { code: linkUp ? 0 : 1 }
+    if (cmd === 'wg-quick') linkUp = args[0] === 'up'
+    if (cmd === 'ping') return { stdout: '64 bytes from 10.100.0.1: icmp_seq=1 ttl=64 time=0.52 ms\n' }
+    if (cmd === 'wg' && args[2] === 'dump') return { stdout: `priv\tpub\t51820\toff\n${PLAN.peerPublicKey}\t(none)\t198.51.100.7:51820\t10.100.0.0/24\t1700000000\t1234\t5678\t25\n` }
+    return {}
+  })
+  const config = join(dir, 'erugo-cc.conf')
+  await tunnel.apply(PLAN)
+  t.equal(statSync(config).mode & 0o777, 0o600, 'configuration 0600')
+  t.same(calls, ['ip link show dev erugo-cc', `wg-quick up ${config}`], 'nothing to take down first, then up')
+  await tunnel.apply(PLAN)
+  t.equal(calls.length, 2, 'the same plan again changes nothing')
+
+  t.equal(await tunnel.probe(2_000), 0.52)
+  t.match(calls.slice(-2), ['ping -n -c 1 -W 2 -I erugo-cc 10.100.0.1', 'wg show erugo-cc dump'])
+  t.match(tunnel.health(), { lastHandshakeAt: 1_700_000_000_000, endpoint: '198.51.100.7:51820', rxBytes: 1234, txBytes: 5678 })
+  t.ok(tunnel.health().lastReceiveAt !== null)
+
+  await tunnel.reconnect()
+  t.equal(calls[calls.length - 1], `wg set erugo-cc peer ${PLAN.peerPublicKey} endpoint connect.erugo.cloud:51820`)
+
+  await tunnel.apply({ ...PLAN, endpointPort: 51821 })
+  t.same(calls.slice(-3), ['ip link show dev erugo-cc', `wg-quick down ${config}`, `wg-quick up ${config}`], 'a new plan: down, then up')
+  t.match(readFileSync(config, 'utf8'), /Endpoint = connect\.erugo\.cloud:51821/)
+
+  await tunnel.close()
+  t.equal(calls[calls.length - 1], `wg-quick down ${config}`)
+  t.notOk(existsSync(config), 'the configuration (it holds the private key) is removed')
+})
+
+t.test('without NET_ADMIN: TunnelUnavailableError with what to change', async t => {
+  const { tunnel } = recorder(t, cmd => cmd === 'wg-quick' ? { code: 1, stderr: '[#] ip link add erugo-cc type wireguard\nRTNETLINK answers: Operation not permitted\n' } : cmd === 'ip' ? { code: 1 } : {})
+  await t.rejects(tunnel.apply(PLAN), new TunnelUnavailableError('kernel mode needs NET_ADMIN (docker: cap_add: [NET_ADMIN] and devices: [/dev/net/tun]); or use --mode userspace'))
+  t.equal(await tunnel.probe(1_000), null, 'no probes when not up')
+})
