@@ -51,6 +51,8 @@ export class ControlClient {
   readonly #builder: ReportBuilder | null
   #version: number | null = null
   #helloNeeded = true
+  /** Cuts the watch loop's backoff short: a hello just went through, so control answers again. */
+  #wakeWatch: (() => void) | null = null
   #loops: Array<Promise<void>> = []
   #started = false
   /** Snapshots applied since start (tests, /status). */
@@ -112,8 +114,21 @@ export class ControlClient {
       } catch (err) {
         if (signal.aborted) break
         this.#helloNeeded = true
-        await this.#pause(outage.fail(err))
+        await this.#pauseUntilWoken(outage.fail(err))
       }
+    }
+  }
+
+  /** Like #pause, but a successful hello ends it early (the backoff may have grown to 30 s). */
+  async #pauseUntilWoken (ms: number): Promise<void> {
+    const woken = new AbortController()
+    this.#wakeWatch = () => { woken.abort() }
+    try {
+      await sleep(ms, undefined, { signal: AbortSignal.any([this.#abort.signal, woken.signal]) })
+    } catch {
+      // woken or aborted
+    } finally {
+      this.#wakeWatch = null
     }
   }
 
@@ -132,6 +147,7 @@ export class ControlClient {
           intervalMs = this.#o.reportIntervalMs ?? reply.reportIntervalMs
           builder.forceFull()
           this.#o.logger.info({ gatewayId: hello.gatewayId, reportIntervalMs: intervalMs, configVersion: reply.configVersion }, 'control plane accepted hello')
+          this.#wakeWatch?.()
         } catch (err) {
           if (signal.aborted) break
           await this.#pause(helloOutage.fail(err))

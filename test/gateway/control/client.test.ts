@@ -159,6 +159,26 @@ t.test('control down: the client keeps serving, backs off, says hello again when
   t.ok(plane.reports.some(r => r.full), 'a full report after the hello')
 })
 
+t.test('control back: the hello ends the watch loop\'s backoff, so changes arrive at once, not after it', async t => {
+  // Regression: after a control restart the watch loop slept out its backoff (up to 30 s) while
+  // hello and reports already went through; a deleted instance stayed a peer that long.
+  const gw = await startGateway(t)
+  const a = await startClient(t, publicKeyOf(gw), portOf(gw))
+  const plane = new MemoryPlane([peerOf(a, '10.100.0.2')])
+  const client = new ControlClient({ plane, target: gw, logger: silent, hello: { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw', publicKey: publicKeyOf(gw), endpoint: null, listenPort: 1 }, backoff: { initialMs: 20_000, maxMs: 20_000 } })
+  client.start()
+  t.teardown(() => client.close())
+  await until('applied and hello', () => gw.configVersion === 1 && plane.hellos.length === 1)
+  plane.down = true
+  plane.publish([]) // the pending watch fails now: its loop backs off for 15-25 s
+  plane.down = false
+  const started = Date.now()
+  await until('caught up', () => gw.configVersion === 2, 3_000)
+  t.ok(Date.now() - started < 3_000, 'within the report interval, not the backoff')
+  t.equal(gw.device.peer(a.publicKey), undefined, 'the removed peer is gone')
+  t.ok(plane.hellos.length >= 2, 'after a new hello')
+})
+
 t.test('the last snapshot is stored and served by a gateway restarted while control is down', async t => {
   const dir = mkdtempSync(join(tmpdir(), 'cc-gw-store-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
