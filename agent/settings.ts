@@ -115,7 +115,7 @@ export function loadSettings (flags: Record<string, string | undefined>, env: No
     throw new SettingsError(api.source, `must be https:// (plain http:// only for a loopback API, or with CC_AGENT_ALLOW_HTTP=1) (got "${apiUrl}")`)
   }
 
-  const token = readToken(value('token'), value('tokenFile'), flags, env)
+  const token = readToken(value('token'), value('tokenFile'), flags)
   if (token === null && options.requireToken) {
     throw new SettingsError('--token', 'no instance token: give --token-file FILE, --token TOKEN, CC_INSTANCE_TOKEN_FILE or CC_INSTANCE_TOKEN')
   }
@@ -170,7 +170,7 @@ export function loadSettings (flags: Record<string, string | undefined>, env: No
 }
 
 /** --token, then --token-file, then CC_INSTANCE_TOKEN, then CC_INSTANCE_TOKEN_FILE. */
-function readToken (token: { value: unknown, source: string }, file: { value: unknown, source: string }, flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): string | null {
+function readToken (token: { value: unknown, source: string }, file: { value: unknown, source: string }, flags: Record<string, string | undefined>): string | null {
   const fromFile = (path: string, source: string): string => {
     let text: string
     try {
@@ -186,6 +186,5 @@ function readToken (token: { value: unknown, source: string }, file: { value: un
   if (flags['token-file'] !== undefined) return fromFile(file.value as string, file.source)
   if (token.value !== undefined) return token.value as string
   if (file.value !== undefined) return fromFile(file.value as string, file.source)
-  void env
   return null
 }
