@@ -20,10 +20,10 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
+import { Lab, requireLab } from '../helpers/lab.ts'
 import { writeGeneratedFile } from '../helpers/lab/generator.ts'
 import {
-  ApiClient, connectPeer, createInstance, downloadSha256, gatewayStatus, httpsArgs, httpsFetch, serviceEnv, signUp,
+  ApiClient, connectPeer, createInstance, downloadSha256, httpsArgs, httpsFetch, renewHandshake, serviceEnv, signUp,
   startAllInOne, startOrigin, uploadGenerated, waitForHttps, waitForTunnelStatus, wsEcho,
 } from '../helpers/lab/e2e.ts'
 
@@ -110,13 +110,7 @@ t.test('cloud-connect start: sign-up to a container served over HTTPS, then offl
   t.ok(ws.bytes > 1_000_000)
 
   // A fresh handshake first (the container re-applies its peer), so `connected` is current...
-  const before = (await gatewayStatus(lab, gwNs, METRICS)).peers.find(p => p.publicKey === peer.publicKey)
-  await peer.wg.removePeer(svc.publicKey)
-  await peer.wg.setPeer({ publicKey: svc.publicKey, endpoint: peer.config.peer.endpoint, allowedIPs: [peer.config.peer.allowed_ips], persistentKeepalive: 25 })
-  await waitUntil('a new handshake at the gateway', async () => {
-    const p = (await gatewayStatus(lab, gwNs, METRICS)).peers.find(x => x.publicKey === peer.publicKey)
-    return (p?.lastHandshakeAt ?? 0) > (before?.lastHandshakeAt ?? 0)
-  }, 10_000, 200)
+  await renewHandshake(lab, gwNs, METRICS, peer)
   await waitForTunnelStatus(peerApi, inst.token, 'connected', 5000)
 
   // ...then the container goes away. Its nginx has closed our idle keep-alive connection by now

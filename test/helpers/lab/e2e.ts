@@ -262,6 +262,11 @@ export async function httpsFetch (lab: Lab, ns: string, host: string, port: numb
   return { status: Number(rest.slice(cut + 1)), body: rest.slice(0, cut), headers }
 }
 
+/** curl's exit code for GET https://host/path (0: an HTTP answer; 35: TLS refused; 28: timed out). */
+export async function httpsCurlExit (lab: Lab, ns: string, host: string, port: number, path: string, ca: string): Promise<number | null> {
+  return (await lab.curl(ns, ['-sS', '-o', '/dev/null', '--max-time', '20', ...httpsArgs(host, port, path, ca)], { timeoutMs: 30_000 })).code
+}
+
 /** Polls until GET https://host/path answers 200 (the tunnel is up end to end). */
 export async function waitForHttps (lab: Lab, ns: string, host: string, port: number, path: string, ca: string, timeoutMs = 30_000): Promise<Fetched> {
   return await waitUntil(`200 from https://${host}${path}`, async () => {
@@ -315,6 +320,20 @@ export async function gatewayStatus (lab: Lab, ns: string, metricsListen: string
   const r = await lab.curl(ns, ['-sS', '--fail', '--max-time', '5', `http://${metricsListen}/status`], { timeoutMs: 10_000 })
   if (r.code !== 0) throw new Error(`gateway /status: ${r.stderr}`)
   return JSON.parse(r.stdout)
+}
+
+/**
+ * The container re-applies its gateway peer (`wg set ... remove`, then the same tunnel_config):
+ * wireguard-go drops its session and, with the persistent keepalive, handshakes again at once.
+ * Resolves when the gateway (GET /status on `metricsListen`) shows a newer handshake for the peer.
+ */
+export async function renewHandshake (lab: Lab, gatewayNs: string, metricsListen: string, peer: ConnectedPeer): Promise<void> {
+  const last = async (): Promise<number> => (await gatewayStatus(lab, gatewayNs, metricsListen)).peers.find(p => p.publicKey === peer.publicKey)?.lastHandshakeAt ?? 0
+  const before = await last()
+  const gateway = peer.config.peer
+  await peer.wg.removePeer(gateway.public_key)
+  await peer.wg.setPeer({ publicKey: gateway.public_key, endpoint: gateway.endpoint, allowedIPs: gateway.allowed_ips.split(','), persistentKeepalive: gateway.persistent_keepalive })
+  await waitUntil('a new handshake at the gateway', async () => await last() > before, 10_000, 200)
 }
 
 /** Polls GET /v1/tunnel/status (instance token) until it reads `want`. */
