@@ -11,13 +11,17 @@
  * gateway/control's ControlClient); the config file's own peers are the first snapshot.
  */
 import http from 'node:http'
+import path from 'node:path'
 import type { Logger } from 'pino'
 import { Metrics } from './metrics.ts'
 import { Device, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from './wireguard/udp.ts'
 import { IpLayer } from './netstack/ip.ts'
 import { TcpStack, type TcpSocket } from './netstack/tcp/index.ts'
-import { Edge } from './edge/index.ts'
+import { Edge, FileCertStore, type EdgeOptions } from './edge/index.ts'
+import { AcmeIssuer } from './edge/acme/acme-issuer.ts'
+import { HttpChallenges, type ChallengeSolver } from './edge/acme/challenges.ts'
+import { TlsAlpnChallenges } from './edge/acme/tls-alpn.ts'
 import { planSnapshot, type Route } from './control/apply.ts'
 import { snapshotFromConfig } from './control/static-file.ts'
 import type { GatewayConfig, PeerConfig } from './config/schema.ts'
@@ -149,10 +153,42 @@ export class Gateway {
       http: settings.httpListen === null ? false : { host: settings.httpListen.address, port: settings.httpListen.port },
       publicHttpsPort: settings.publicHttpsPort,
       wildcards: settings.wildcards,
+      ...this.acmeOptions(settings),
     })
     edge.updateRoutes(this.routeList)
     this.edge = edge
     await edge.start()
+    if (settings.acme !== undefined) this.logger.info({ directory: settings.acme.directory, challenges: settings.acme.challenges }, 'certificates from ACME')
+    else this.logger.info({ caCertificate: edge.caCertificatePath }, 'certificates from the local CA')
+  }
+
+  /** With `edge.acme`: the issuer, its store (the edge's own, <dataDir>/tls) and challenge solvers. */
+  private acmeOptions (settings: NonNullable<GatewayConfig['edge']>): Partial<EdgeOptions> {
+    const acme = settings.acme
+    if (acme === undefined) return {}
+    const options: Partial<EdgeOptions> = { certStore: new FileCertStore({ directory: path.join(settings.dataDir, 'tls') }) }
+    const solvers: ChallengeSolver[] = []
+    for (const type of acme.challenges) {
+      if (type === 'http-01') {
+        if (settings.httpListen === null) this.logger.warn('ACME http-01 is configured but the HTTP listener is off')
+        const http01 = new HttpChallenges()
+        options.challenges = http01
+        solvers.push(http01)
+      } else {
+        const tlsAlpn01 = new TlsAlpnChallenges()
+        options.tlsAlpnChallenges = tlsAlpn01
+        solvers.push(tlsAlpn01)
+      }
+    }
+    options.issuer = new AcmeIssuer({
+      directoryUrl: acme.directory,
+      email: acme.email,
+      caBundlePem: acme.caBundlePem,
+      store: options.certStore!,
+      solvers,
+      logger: this.logger.child({ module: 'acme' }),
+    })
+    return options
   }
 
   /** "address:port" the UDP socket is bound to. */

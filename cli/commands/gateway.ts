@@ -43,7 +43,11 @@ peers). Its peers come from one of two control planes:
     ],
     "edge": { "dataDir": "./data",        optional: HTTPS/HTTP listeners; TLS material in dataDir/tls
               "httpsListen": "0.0.0.0:443", "httpListen": "0.0.0.0:80" (null: none),
-              "publicHttpsPort": 443, "wildcards": ["*.example.com"] },
+              "publicHttpsPort": 443, "wildcards": ["*.example.com"],
+              "acme": { "directory": "https://acme-v02.api.letsencrypt.org/directory",
+                        "email": "ops@example.com", "caBundle": "/path/extra-roots.pem",
+                        "challenges": ["http-01", "tls-alpn-01"] } },
+                                          acme optional: certificates from that CA, not the local CA
     "faults": { "seed": 1, "drop": 0.01, "duplicate": 0, "reorder": 0, "delayMs": 0, "jitterMs": 0 },
                                           optional, TEST ONLY: datagram faults in both directions
     "dos": { "underLoadHandshakesPerSecond": 128, "rateLimitPerSecond": 20, "rateLimitBurst": 5 },
@@ -55,7 +59,10 @@ peers). Its peers come from one of two control planes:
 --control URL: the internal RPC listener of 'cloud-connect control' (e.g. http://10.0.0.5:8081).
   The gateway key is generated once into CC_DATA_DIR/gateway.key; the tunnel address and the peers
   come from control; the last configuration is kept in CC_DATA_DIR/gateway-snapshot.json and
-  served while control is unreachable (also after a restart). Settings (environment):
+  served while control is unreachable (also after a restart). CC_ACME_DIRECTORY (an https URL)
+  takes certificates from that ACME CA instead of the local CA; CC_ACME_EMAIL is the account
+  contact, CC_ACME_CA_BUNDLE a PEM file of extra roots to trust for the directory, and
+  CC_ACME_CHALLENGES the challenge types in order of preference. Settings (environment):
 
 {{VARIABLES}}
 

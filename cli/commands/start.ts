@@ -24,7 +24,9 @@ Runs the control API and the gateway together on this machine (what 'npm start' 
   control API      http://localhost:CC_API_PORT/v1 (default 8080), embedded database in CC_DATA_DIR
   WireGuard        UDP CC_WG_PORT (default 51820); key generated once into CC_DATA_DIR/gateway.key
   HTTPS / HTTP     CC_HTTPS_PORT (8443) / CC_HTTP_PORT (8000): https://<subdomain>.CC_BASE_DOMAIN
-                   with certificates from a local CA (CC_DATA_DIR/tls/local-ca/ca.crt)
+                   with certificates from a local CA (CC_DATA_DIR/tls/local-ca/ca.crt), or from
+                   the ACME CA at CC_ACME_DIRECTORY when set (http-01 needs port 80 reaching
+                   CC_HTTP_PORT, tls-alpn-01 port 443 reaching CC_HTTPS_PORT)
   mail             written to CC_DATA_DIR/outbox unless CC_SMTP_URL is set
 
 Defaults differ from 'cloud-connect control' where one machine needs it: CC_BASE_DOMAIN=localhost,
@@ -119,7 +121,7 @@ export async function run (argv: string[]): Promise<void> {
   }
   if (gateway === null) throw new CliError('the gateway could not get its configuration')
   const running = gateway
-  printBanner(control, plane, running, logger)
+  printBanner(control, plane, running, config.gateway, logger)
 
   await new Promise<void>(resolveStop => {
     const stop = (signal: NodeJS.Signals): void => {
@@ -140,7 +142,7 @@ export async function run (argv: string[]): Promise<void> {
   })
 }
 
-function printBanner (control: ControlConfig, plane: RunningControlPlane, running: RunningGateway, logger: Logger): void {
+function printBanner (control: ControlConfig, plane: RunningControlPlane, running: RunningGateway, settings: GatewayEnv, logger: Logger): void {
   const { gateway } = running
   const status = gateway.status()
   const apiPort = plane.app.info.port
@@ -158,6 +160,7 @@ function printBanner (control: ControlConfig, plane: RunningControlPlane, runnin
     https: httpsPort === null ? null : `https://<subdomain>.${control.baseDomain}:${httpsPort}`,
     http: httpPort === null ? null : `http://<subdomain>.${control.baseDomain}:${httpPort}`,
     caCertificate: gateway.edge?.caCertificatePath ?? null,
+    acmeDirectory: gateway.edge === null ? null : settings.acme?.directory ?? null,
     mailOutbox: control.smtpUrl === undefined ? join(dataDir, 'outbox') : null,
     dataDir,
   }
@@ -169,6 +172,7 @@ function printBanner (control: ControlConfig, plane: RunningControlPlane, runnin
     `  WireGuard        ${facts.wireguardEndpoint}   public key ${facts.wireguardPublicKey}`,
     facts.https === null ? '  HTTPS            off (CC_EDGE=0)' : `  HTTPS            ${facts.https}${facts.http === null ? '' : `   (HTTP ${facts.http} redirects)`}`,
     facts.caCertificate === null ? null : `  CA certificate   ${facts.caCertificate}   (trust it to browse without warnings)`,
+    facts.acmeDirectory === null ? null : `  Certificates     ACME ${facts.acmeDirectory}`,
     facts.mailOutbox === null ? '  Mail             sent through CC_SMTP_URL' : `  Mail outbox      ${facts.mailOutbox}`,
     `  Data             ${facts.dataDir}`,
     '',

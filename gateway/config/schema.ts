@@ -21,9 +21,15 @@
  *     "dataDir": "./data",                   TLS material: <dataDir>/tls (local CA, certificates)
  *     "httpsListen": "0.0.0.0:443", "httpListen": "0.0.0.0:80" (null: none),
  *     "publicHttpsPort"?: 443,               port written in HTTP->HTTPS redirects
- *     "wildcards"?: ["*.example.com"] }      wildcard certificates to use for matching hostnames
+ *     "wildcards"?: ["*.example.com"],       wildcard certificates to use for matching hostnames
+ *     "acme"?: {                             certificates from an ACME CA instead of the local CA
+ *       "directory": "https://...",          the CA's directory URL
+ *       "email"?: "ops@example.com",         account contact
+ *       "caBundle"?: "/path/roots.pem",      extra PEM roots to trust for the directory
+ *       "challenges"?: ["http-01", "tls-alpn-01"] } }   in order of preference (default both)
  * }
  */
+import { readFileSync } from 'node:fs'
 import Joi from 'joi'
 import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
@@ -55,6 +61,20 @@ export interface EdgeConfig {
   httpListen: Endpoint | null
   publicHttpsPort?: number
   wildcards: string[]
+  /** Absent: certificates from the local CA. */
+  acme?: AcmeConfig
+}
+
+export type AcmeChallengeType = 'http-01' | 'tls-alpn-01'
+export const ACME_CHALLENGE_TYPES: readonly AcmeChallengeType[] = ['http-01', 'tls-alpn-01']
+
+export interface AcmeConfig {
+  directory: string
+  email?: string
+  /** Contents of the caBundle file (PEM). */
+  caBundlePem?: string
+  /** In order of preference. */
+  challenges: AcmeChallengeType[]
 }
 
 export interface DosConfig {
@@ -159,6 +179,12 @@ const schema = Joi.object({
     httpListen: listenHostPort.allow(null).default('0.0.0.0:80'),
     publicHttpsPort: Joi.number().integer().min(1).max(65535),
     wildcards: Joi.array().items(Joi.string().max(253).pattern(/^\*\.[a-z0-9.-]+$/)).default([]),
+    acme: Joi.object({
+      directory: Joi.string().uri({ scheme: ['https'] }).required(),
+      email: Joi.string().email({ tlds: { allow: false } }),
+      caBundle: Joi.string().min(1),
+      challenges: Joi.array().items(Joi.string().valid(...ACME_CHALLENGE_TYPES)).min(1).unique().default([...ACME_CHALLENGE_TYPES]),
+    }),
   }),
 })
 
@@ -180,7 +206,8 @@ interface RawPeer {
   publicKey: string, allowedIPs: string[], endpoint?: string, persistentKeepalive: number, presharedKey?: string,
   hostnames: string[], port: number, tunnelIp?: string, name?: string,
 }
-interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[] }
+interface RawAcme { directory: string, email?: string, caBundle?: string, challenges: AcmeChallengeType[] }
+interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme }
 interface RawConfig {
   privateKey: string, listenPort: number, listenAddress: string, address: string, metricsListen?: string,
   peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number }, edge?: RawEdge,
@@ -259,8 +286,28 @@ export function validateConfig (value: unknown): GatewayConfig {
           httpListen: raw.edge.httpListen === null ? null : parseEndpoint(raw.edge.httpListen, true),
           publicHttpsPort: raw.edge.publicHttpsPort,
           wildcards: raw.edge.wildcards,
+          ...(raw.edge.acme === undefined ? {} : { acme: acmeConfig(raw.edge.acme) }),
         },
   }
+}
+
+function acmeConfig (raw: RawAcme): AcmeConfig {
+  const acme: AcmeConfig = { directory: raw.directory, challenges: raw.challenges }
+  if (raw.email !== undefined) acme.email = raw.email
+  if (raw.caBundle !== undefined) acme.caBundlePem = readCaBundle(raw.caBundle, 'edge.acme.caBundle')
+  return acme
+}
+
+/** A PEM file of CA certificates; ConfigError naming `field` when unreadable or not PEM. */
+export function readCaBundle (file: string, field: string): string {
+  let pem: string
+  try {
+    pem = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(field, `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError(field, `${file} holds no PEM certificate`)
+  return pem
 }
 
 function overlaps (a: IPv4Prefix, b: IPv4Prefix): boolean {

@@ -6,7 +6,7 @@
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import Joi from 'joi'
-import { ConfigError } from '../config/schema.ts'
+import { ACME_CHALLENGE_TYPES, ConfigError, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
 import { GATEWAY_KEY_FILE } from './keyfile.ts'
 
 export interface GatewayEnv {
@@ -29,6 +29,16 @@ export interface GatewayEnv {
   secret: string | undefined
   keyFile: string
   snapshotFile: string
+  /** Certificates from this ACME CA instead of the local CA; null: local CA. */
+  acme: AcmeEnv | null
+}
+
+export interface AcmeEnv {
+  directory: string
+  email?: string
+  /** Path of a PEM file of extra roots to trust for the directory (checked readable). */
+  caBundle?: string
+  challenges: AcmeChallengeType[]
 }
 
 const port = Joi.number().integer().min(0).max(65535)
@@ -48,6 +58,11 @@ const VARIABLES = {
   CC_CONTROL_URL: Joi.string().uri({ scheme: ['http', 'https'] }),
   CC_GATEWAY_SECRET: Joi.string().pattern(/^[A-Za-z0-9_-]{43,512}$/).message('must be base64url of at least 32 bytes'),
   CC_GATEWAY_KEY_FILE: Joi.string(),
+  CC_ACME_DIRECTORY: Joi.string().uri({ scheme: ['https'] }).message('must be an https:// URL of an ACME directory'),
+  CC_ACME_EMAIL: Joi.string().email({ tlds: { allow: false } }).message('must be an email address'),
+  CC_ACME_CA_BUNDLE: Joi.string(),
+  CC_ACME_CHALLENGES: Joi.string().pattern(new RegExp(`^(${ACME_CHALLENGE_TYPES.join('|')})(,(${ACME_CHALLENGE_TYPES.join('|')}))*$`))
+    .message(`must be a comma-separated list of ${ACME_CHALLENGE_TYPES.join(', ')}`).default(ACME_CHALLENGE_TYPES.join(',')),
 } as const
 
 export function describeGatewayVariables (): string {
@@ -75,6 +90,7 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     if (p < 1 || p > 65535) throw new ConfigError('CC_GATEWAY_ENDPOINT', `port out of range (got "${endpoint}")`)
   }
   const dataDir = v.CC_DATA_DIR as string
+  const acme = acmeFrom(v)
   const httpPort = v.CC_HTTP_PORT
   return {
     dataDir,
@@ -93,7 +109,26 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     secret: v.CC_GATEWAY_SECRET as string | undefined,
     keyFile: (v.CC_GATEWAY_KEY_FILE as string | undefined) ?? join(dataDir, GATEWAY_KEY_FILE),
     snapshotFile: join(dataDir, 'gateway-snapshot.json'),
+    acme,
   }
+}
+
+function acmeFrom (v: Record<string, unknown>): AcmeEnv | null {
+  const directory = v.CC_ACME_DIRECTORY as string | undefined
+  const email = v.CC_ACME_EMAIL as string | undefined
+  const caBundle = v.CC_ACME_CA_BUNDLE as string | undefined
+  if (directory === undefined) {
+    if (email !== undefined) throw new ConfigError('CC_ACME_EMAIL', 'needs CC_ACME_DIRECTORY')
+    if (caBundle !== undefined) throw new ConfigError('CC_ACME_CA_BUNDLE', 'needs CC_ACME_DIRECTORY')
+    return null
+  }
+  const acme: AcmeEnv = { directory, challenges: [...new Set((v.CC_ACME_CHALLENGES as string).split(','))] as AcmeChallengeType[] }
+  if (email !== undefined) acme.email = email
+  if (caBundle !== undefined) {
+    readCaBundle(caBundle, 'CC_ACME_CA_BUNDLE')
+    acme.caBundle = caBundle
+  }
+  return acme
 }
 
 function defaultGatewayId (): string {
@@ -119,6 +154,7 @@ export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, add
       wildcards: settings.wildcards,
     }
     if (settings.publicHttpsPort !== undefined) edge.publicHttpsPort = settings.publicHttpsPort
+    if (settings.acme !== null) edge.acme = { ...settings.acme }
     raw.edge = edge
   }
   return raw
