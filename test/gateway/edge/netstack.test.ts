@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import WebSocket, { WebSocketServer } from 'ws'
 import { StackPair } from '../netstack/tcp/harness.ts'
 import type { UpstreamConnector } from '../../../gateway/edge/index.ts'
-import { startEdge, route, request, loopbackLookup } from './helpers.ts'
+import { startEdge, route, request, loopbackLookup, waitFor } from './helpers.ts'
 
 const PEER = '10.100.0.2'
 
@@ -80,6 +80,8 @@ t.test('a closed port on the peer (RST) and a dead link both give 502', async t 
   ], { connector, connectTimeoutMs: 500 })
   const refused = await request(te, 'closed.example.test')
   t.equal(refused.status, 502)
+  // The access-log line is written when the response closes, which may trail the client's read.
+  t.ok(await waitFor(() => te.lines.some(l => l.host === `closed.example.test:${te.port}`)))
   t.match(te.lines.find(l => l.host === `closed.example.test:${te.port}`)?.error, /ECONNREFUSED/)
   pair.up = false
   const started = Date.now()

@@ -67,6 +67,7 @@ t.test('echo: text and a 1 MB binary message round-trip through the edge', async
   ws.close()
   await once(ws, 'close')
   t.ok(await waitFor(() => te.edge.pool.activeConnections('a') === 0), 'slot released on close')
+  t.ok(await waitFor(() => te.lines.some(l => l.upgrade === 'websocket')))
   const line = te.lines.find(l => l.upgrade === 'websocket')
   t.equal(line?.status, 101)
   t.ok((line?.bytesIn as number) > 1_000_000)
