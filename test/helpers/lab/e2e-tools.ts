@@ -7,11 +7,15 @@
  *                                  prints one JSON line {ok, messages, bytes, error?}
  *   generate BYTES SEED            writes Generator(BYTES, SEED) (lab/generator.ts) to stdout, then
  *                                  its SHA-256 (hex) as the last line of stderr
+ *   raw JSON                       RawOptions: `count` connections (TLS with SNI, or plain TCP) each
+ *                                  writing `parts` `intervalMs` apart, reading until the server
+ *                                  closes or `totalMs`; prints one JSON line: RawResult[]
  */
 import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import type { LookupFunction } from 'node:net'
+import net, { type LookupFunction } from 'node:net'
+import tls from 'node:tls'
 import WebSocket, { WebSocketServer } from 'ws'
 import { Generator } from './generator.ts'
 
@@ -78,6 +82,70 @@ async function wsClient (url: string, caFile: string, address: string): Promise<
   print()
 }
 
+export interface RawOptions {
+  address: string
+  port: number
+  /** TLS with this SNI (and `ca`); absent: plain TCP. */
+  sni?: string
+  ca?: string
+  parts: string[]
+  intervalMs?: number
+  totalMs: number
+  count?: number
+}
+
+export interface RawResult {
+  /** What the server sent (latin1, first 4 KiB). */
+  response: string
+  bytes: number
+  /** The server closed (or reset) the connection before totalMs. */
+  closed: boolean
+  elapsedMs: number
+  /** Parts written before the server closed. */
+  written: number
+  error?: string
+}
+
+async function rawOne (o: RawOptions): Promise<RawResult> {
+  const started = Date.now()
+  const result: RawResult = { response: '', bytes: 0, closed: false, elapsedMs: 0, written: 0 }
+  return await new Promise(resolve => {
+    const socket = o.sni !== undefined
+      ? tls.connect({ host: o.address, port: o.port, servername: o.sni, ca: o.ca === undefined ? undefined : readFileSync(o.ca), ALPNProtocols: ['http/1.1'] })
+      : net.connect({ host: o.address, port: o.port })
+    let timer: NodeJS.Timeout | undefined
+    let done = false
+    const finish = (closed: boolean): void => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      clearTimeout(limit)
+      result.closed = closed
+      result.elapsedMs = Date.now() - started
+      socket.destroy()
+      resolve(result)
+    }
+    const limit = setTimeout(() => { finish(false) }, o.totalMs)
+    socket.on('data', (b: Buffer) => {
+      result.bytes += b.length
+      if (result.response.length < 4096) result.response += b.toString('latin1').slice(0, 4096 - result.response.length)
+    })
+    socket.on('error', err => { result.error ??= err.message })
+    socket.on('close', () => { finish(true) })
+    const writeNext = (): void => {
+      if (done || result.written >= o.parts.length) return
+      socket.write(o.parts[result.written++])
+      timer = setTimeout(writeNext, o.intervalMs ?? 0)
+    }
+    socket.once(o.sni !== undefined ? 'secureConnect' : 'connect', writeNext)
+  })
+}
+
+async function raw (o: RawOptions): Promise<void> {
+  const results = await Promise.all(Array.from({ length: o.count ?? 1 }, async () => await rawOne(o)))
+  process.stdout.write(JSON.stringify(results) + '\n')
+}
+
 async function generate (bytes: number, seed: number): Promise<void> {
   const g = new Generator(bytes, seed)
   process.stdout.on('error', () => process.exit(1))
@@ -92,7 +160,8 @@ const [mode, ...args] = process.argv.slice(2)
 if (mode === 'ws-server') wsServer(args[0])
 else if (mode === 'ws-client') await wsClient(args[0], args[1], args[2])
 else if (mode === 'generate') await generate(Number(args[0]), Number(args[1]))
+else if (mode === 'raw') await raw(JSON.parse(args[0]) as RawOptions)
 else {
-  process.stderr.write('usage: e2e-tools.ts ws-server HOST:PORT | ws-client URL CA ADDRESS | generate BYTES SEED\n')
+  process.stderr.write('usage: e2e-tools.ts ws-server HOST:PORT | ws-client URL CA ADDRESS | generate BYTES SEED | raw JSON\n')
   process.exit(2)
 }

@@ -18,6 +18,9 @@ import type { Lab } from '../lab.ts'
 import { REPO_ROOT } from './gateway.ts'
 import { StopWaiting, waitUntil, type ExecResult, type LabProcess } from './process.ts'
 import type { WireguardGo } from './wireguard-go.ts'
+import type { RawOptions, RawResult } from './e2e-tools.ts'
+
+export type { RawOptions, RawResult } from './e2e-tools.ts'
 
 export const CLI = join(REPO_ROOT, 'bin/cloud-connect.js')
 const RUN_TS = join(REPO_ROOT, 'bin/run-ts.js')
@@ -312,6 +315,16 @@ export async function wsEcho (lab: Lab, ns: string, url: string, ca: string, add
     return JSON.parse(r.stdout.trim().split('\n').pop() ?? '')
   } catch {
     return { ok: false, messages: 0, bytes: 0, error: `exit ${r.code}: ${(r.stderr || r.stdout).slice(-1000)}` }
+  }
+}
+
+/** Raw bytes over TLS (or TCP) from inside `ns` (e2e-tools.ts raw): what the server answered, and whether it closed. */
+export async function rawExchange (lab: Lab, ns: string, options: RawOptions): Promise<RawResult[]> {
+  const r = await lab.exec(ns, process.execPath, [RUN_TS, TOOLS, 'raw', JSON.stringify(options)], { cwd: REPO_ROOT, timeoutMs: options.totalMs + 30_000 })
+  try {
+    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as RawResult[]
+  } catch {
+    throw new Error(`raw exchange failed (exit ${r.code}): ${(r.stderr || r.stdout).slice(-1000)}`)
   }
 }
 
