@@ -39,8 +39,9 @@ Subcommands:
 
 Options (flag, then environment variable):
 ${describeSettings()}
-  --json                                            status/test: print JSON
-  -h, --help                                        this help
+  --json                                           status/test: print JSON
+  -h, --help                                       this help
+  CC_AGENT_ALLOW_HTTP=1                            allow a plain http:// API that is not on loopback (labs only)
 
 The running agent serves the status JSON at http://<status-listen>/status and runs the checks at
 /test (loopback only).
