@@ -19,6 +19,7 @@
  *     publicHttpsPort?,                 // port written in redirects (default: the HTTPS listen port, or 443)
  *     issuer?, certStore?, wildcards?,  // default: LocalCa + FileCertStore; wildcards like '*.erugo.cloud'
  *     challenges?,                      // ChallengeResponder for /.well-known/acme-challenge/ (default: 404)
+ *     tlsAlpnChallenges?,               // ACME TLS-ALPN-01 responder attached to the HTTPS listener (acme/)
  *     http2?,                           // default true (ALPN h2 + http/1.1)
  *     idleTimeoutMs?,                   // default 300 000: no byte either way for this long ends an exchange
  *     upstreamTimeoutMs?,               // default 120 000: request fully sent -> response headers (504)
@@ -37,6 +38,11 @@
  *   edge.addresses()                    // { https, http } AddressInfo
  *   await edge.certificatesSettled()    // no issuance running (tests, start-up)
  *   await edge.close()                  // stop accepting; in-flight requests get graceMs (default 10 s)
+ *   edge.certificates                   // the CertificateManager (after start)
+ *   edge.pool.activeConnections(id)     // upstream connections in use for an instance
+ *
+ * WebSocket: HTTP/1.1 Upgrade only (we do not advertise RFC 8441 extended CONNECT, so browsers open
+ * an HTTP/1.1 connection for WebSockets while using HTTP/2 for the rest).
  */
 import http from 'node:http'
 import https from 'node:https'
