@@ -31,6 +31,8 @@ export function parseTarget (text: string): ForwardTarget {
   return { host, port }
 }
 
+const WARN_INTERVAL_MS = 30_000
+
 export interface Forwarder {
   /** Splices one accepted tunnel connection to the target. */
   accept (tunnelSocket: Duplex & { destroy (err?: Error): unknown }): void
@@ -42,6 +44,8 @@ export interface Forwarder {
 
 export function createForwarder (target: ForwardTarget, counters: CounterFamily, logger?: Logger): Forwarder {
   const open = new Set<{ tunnel: Duplex, upstream: net.Socket }>()
+  // A stopped web server must not flood the log: one warning per interval, the rest counted.
+  let lastWarnAt = -Infinity
   return {
     get active () { return open.size },
     accept (tunnel) {
@@ -54,7 +58,10 @@ export function createForwarder (target: ForwardTarget, counters: CounterFamily,
       upstream.once('connect', () => { connected = true })
       upstream.on('error', err => {
         counters.inc(connected ? 'target_error' : 'target_refused')
-        if (!connected) logger?.warn({ err, target: `${target.host}:${target.port}` }, 'the local target did not accept a connection')
+        if (!connected && Date.now() - lastWarnAt > WARN_INTERVAL_MS) {
+          lastWarnAt = Date.now()
+          logger?.warn({ err, target: `${target.host}:${target.port}`, refused: counters.get('target_refused') }, 'the local target did not accept a connection')
+        }
         // destroy() before end() resets the tunnel connection (see gateway/netstack/tcp).
         tunnel.destroy()
       })
