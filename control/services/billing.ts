@@ -24,6 +24,9 @@ import { type PlanService, type Subscription, type SubscriptionSource } from './
 import type { PaymentMethodCard, StripeClient, StripeSubscription } from './stripe-client.ts'
 import { bumpConfigVersion } from './tunnel.ts'
 
+/** How long processed webhook event ids are kept (Stripe retries for up to three days). */
+export const EVENT_RETENTION_DAYS = 30
+
 export const PLAN_RANK: Record<SubscriptionPlan, number> = { free: 0, pro: 1, business: 2 }
 
 /** Stripe statuses after which a subscription never grants anything again. */
@@ -342,6 +345,19 @@ export class BillingService {
    * Re-applies limits where time alone changes them (a past_due grace running out) or where room
    * may have appeared (something suspended while the owner deleted others). Returns accounts changed.
    */
+  /**
+   * Forgets processed event ids older than `retentionDays`: Stripe stops redelivering after three
+   * days, and a delivery signed that long ago fails the timestamp check anyway.
+   */
+  async pruneEvents (retentionDays = EVENT_RETENTION_DAYS): Promise<number> {
+    const cutoff = new Date(this.#o.now().getTime() - retentionDays * 86400_000)
+    const result: unknown = await this.#o.db('stripe_events').where('processed_at', '<', cutoff).delete()
+    // pg answers a number, the PGlite dialect a result object.
+    if (typeof result === 'number') return result
+    const r = result as { rowCount?: number, affectedRows?: number } | null
+    return r?.rowCount ?? r?.affectedRows ?? 0
+  }
+
   async enforceDue (): Promise<number> {
     const users = await this.#o.db.select('user_id').from('billing_subscriptions').where('status', 'past_due')
       .union(q => { void q.select('user_id').from('instances').whereNotNull('suspended_at') })
