@@ -92,9 +92,9 @@ export interface AllInOne {
   outbox: string
 }
 
-/** `cloud-connect start` inside `ns`; resolves once it printed its banner. */
-export async function startAllInOne (lab: Lab, ns: string, env: NodeJS.ProcessEnv, name = 'cloud-connect start'): Promise<AllInOne> {
-  const proc = lab.spawn(ns, name, process.execPath, [CLI, 'start'], { cwd: REPO_ROOT, env })
+/** `cloud-connect start` inside `ns` (`nodeArgs` before the script, e.g. --cpu-prof); resolves once it printed its banner. */
+export async function startAllInOne (lab: Lab, ns: string, env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<AllInOne> {
+  const proc = lab.spawn(ns, 'cloud-connect start', process.execPath, [...nodeArgs, CLI, 'start'], { cwd: REPO_ROOT, env })
   await proc.waitForOutput(/^ {2}Data +\S+$/m, 90_000)
   const text = proc.output()
   const find = (re: RegExp): RegExpExecArray => {

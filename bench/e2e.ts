@@ -1,0 +1,296 @@
+/**
+ * Through the gateway: HTTPS to a container behind WireGuard, our whole stack against the lab's
+ * baseline, same origin, same client, same machine, one run.
+ *
+ *   ns client                                                  ns origin
+ *     cloud-connect start (edge :8443, WireGuard :51820) ==veth==  wireguard-go 10.100.0.x (registered via the API)
+ *     Caddy :9443 (tls internal) -> wireguard-go 10.200.0.1 ======  wireguard-go 10.200.0.2
+ *     curl, wrk                                                    nginx :80 (tmpfs files; /upload -> HTTP sink)
+ *
+ * Ours: TLS, reverse proxy, our TCP stack and our WireGuard in one Node process. Baseline: Caddy
+ * terminating TLS and proxying over wireguard-go on both ends (Linux TCP). Both are measured with
+ * bench/baseline/measure.ts (curl bulk transfers with the sink's SHA-256 checked; wrk for small
+ * GETs). Access logs are off on both sides (CC_LOG_LEVEL=warn; Caddy logs errors only).
+ *
+ *   node bin/run-ts.js bench/e2e.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 8]
+ *       [--http1.1]       bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)
+ *       [--profile DIR]   also record a CPU profile of `cloud-connect start` (node --cpu-prof) and
+ *                         print where its time went
+ *
+ * Needs root, wireguard-go, wireguard-tools, nginx, caddy, curl, wrk. Bounded: every transfer and
+ * the wrk runs have time limits; the lab is torn down at the end (or on Ctrl-C).
+ */
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { cpus, loadavg, tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { Lab, labMissing, runOk } from '../test/helpers/lab.ts'
+import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
+import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
+
+export interface E2eBenchOptions {
+  sizeMB: number
+  runs: number
+  wrkSeconds: number
+  wrkConnections: number
+  /** Directory for a CPU profile of `cloud-connect start`; undefined: no profile. */
+  profileDir?: string
+  /** curl over HTTP/1.1 on both sides (default: HTTP/2 by ALPN; wrk is always HTTP/1.1). */
+  http1: boolean
+}
+
+export interface ProfileSummary {
+  /** Wall time covered and how much of it the main thread was idle (waiting, not computing). */
+  wallMs: number
+  idleShare: number
+  /** Self time by function, largest first (share of the non-idle time). */
+  functions: Array<{ name: string, selfMs: number, share: number }>
+  /** Self time by source file (node internals grouped as `node:*`), largest first. */
+  files: Array<{ file: string, selfMs: number, share: number }>
+}
+
+export interface ProfileResults {
+  file: string
+  /** One extra run of each measurement while profiling, summarized over its own time window. */
+  phases: { small: ProfileSummary, download: ProfileSummary, upload: ProfileSummary }
+}
+
+export interface E2eBenchResults {
+  bench: 'e2e'
+  date: string
+  machine: { cpus: number, cpuModel: string, node: string, wireguardGo: string, caddy: string }
+  loadAverage: { start: number[], end: number[] }
+  bulkBytes: number
+  smallBytes: number
+  wrk: { connections: number, seconds: number }
+  /** What curl negotiated for the bulk transfers. */
+  bulkHttp: 'h2' | 'http/1.1'
+  /** cloud-connect start: edge + our TCP + our WireGuard. */
+  gateway: HttpResults
+  /** Caddy (TLS, reverse proxy) over wireguard-go <-> wireguard-go. */
+  caddyWireguardGo: HttpResults
+  /** gateway / baseline: >= 1 is the target for rates, <= 1 for p99. */
+  ratio: { download: number, upload: number, requestsPerSecond: number, p99: number }
+  profile?: ProfileResults
+}
+
+const SMALL_BYTES = 1024
+const GATEWAY_HOST = 'bench.cc.test'
+const CADDY_HOST = 'caddy.test'
+const API_PORT = 8080
+const WG_PORT = 51820
+const HTTPS_PORT = 8443
+const CADDY_PORT = 9443
+
+function writeRandomFile (path: string, bytes: number): void {
+  const fd = openSync(path, 'w')
+  try {
+    const block = randomBytes(1 << 20)
+    for (let left = bytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length))
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function caddyfile (origin: string): string {
+  return `{
+  admin off
+  skip_install_trust
+  auto_https disable_redirects
+  log {
+    level ERROR
+  }
+}
+https://${CADDY_HOST}:${CADDY_PORT} {
+  tls internal
+  reverse_proxy ${origin}:80
+}
+`
+}
+
+const round2 = (v: number): number => Math.round(v * 100) / 100
+
+/** Microseconds on the clock V8 stamps profiles with (CLOCK_MONOTONIC, as process.hrtime). */
+function monotonicUs (): number {
+  return Number(process.hrtime.bigint() / 1000n)
+}
+
+/**
+ * Self time per function and per file from a V8 .cpuprofile (node --cpu-prof), counting only the
+ * samples taken between `fromUs` and `toUs` (monotonic microseconds).
+ */
+export function summarizeProfile (path: string, fromUs: number, toUs: number, top = 25): ProfileSummary {
+  interface Node { id: number, callFrame: { functionName: string, url: string, lineNumber: number } }
+  const profile = JSON.parse(readFileSync(path, 'utf8')) as { nodes: Node[], samples: number[], timeDeltas: number[], startTime: number }
+  const byId = new Map(profile.nodes.map(n => [n.id, n]))
+  const root = resolve(fileURLToPath(import.meta.url), '../..')
+  const fnTime = new Map<string, number>()
+  const fileTime = new Map<string, number>()
+  let at = profile.startTime
+  let idleUs = 0
+  let busyUs = 0
+  for (let i = 0; i < profile.samples.length; i++) {
+    const delta = profile.timeDeltas[i] ?? 0
+    at += delta
+    if (at < fromUs || at > toUs) continue
+    const frame = byId.get(profile.samples[i])!.callFrame
+    if (frame.functionName === '(idle)') { idleUs += delta; continue }
+    busyUs += delta
+    let file = frame.url.replace(/^file:\/\//, '')
+    if (file.startsWith(root)) file = file.slice(root.length + 1)
+    else if (file.startsWith('node:')) file = 'node:*'
+    else if (file === '') file = `(${frame.functionName || 'native'})`
+    const name = `${frame.functionName || '(anonymous)'} ${file}`
+    fnTime.set(name, (fnTime.get(name) ?? 0) + delta)
+    fileTime.set(file, (fileTime.get(file) ?? 0) + delta)
+  }
+  const rank = (m: Map<string, number>): Array<[string, number, number]> =>
+    [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, us]) => [k, round2(us / 1000), round2(us / Math.max(1, busyUs))])
+  return {
+    wallMs: Math.round((toUs - fromUs) / 1000),
+    idleShare: round2(idleUs / Math.max(1, idleUs + busyUs)),
+    functions: rank(fnTime).map(([name, selfMs, share]) => ({ name, selfMs, share })),
+    files: rank(fileTime).map(([file, selfMs, share]) => ({ file, selfMs, share })),
+  }
+}
+
+/** One more of each measurement against `base`, each in a time window of its own, for the profile. */
+async function profiledPhases (lab: Lab, ns: string, base: string, curlArgs: string[], o: E2eBenchOptions, bulkFile: string): Promise<Record<'small' | 'download' | 'upload', [number, number]>> {
+  const windows = {} as Record<'small' | 'download' | 'upload', [number, number]>
+  const timed = async (phase: 'small' | 'download' | 'upload', cmd: string, args: string[], timeoutS: number): Promise<void> => {
+    const from = monotonicUs()
+    const r = await lab.exec(ns, cmd, args, { timeoutMs: timeoutS * 1000 })
+    windows[phase] = [from, monotonicUs()]
+    if (r.code !== 0) throw new Error(`profiled ${phase}: ${cmd} exit ${r.code}: ${r.stderr.slice(-500)}`)
+  }
+  await timed('small', 'wrk', ['-t', '1', '-c', String(o.wrkConnections), '-d', `${o.wrkSeconds}s`, '--timeout', '5s', `${base}/small.bin`], o.wrkSeconds + 30)
+  await timed('download', 'curl', ['-sS', '--fail', '--max-time', '300', ...curlArgs, '-o', '/dev/null', `${base}/bulk.bin`], 320)
+  await timed('upload', 'curl', ['-sS', '--fail', '--max-time', '300', ...curlArgs, '-o', '/dev/null', '-T', bulkFile, `${base}/upload`], 320)
+  return windows
+}
+
+export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults> {
+  const missing = labMissing()
+  if (missing !== null) throw new Error(`lab unavailable: ${missing}`)
+  const loadStart = loadavg().map(round2)
+  const lab = await Lab.create()
+  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-e2e-${lab.runId}`) : join(lab.dir, 'files')
+  const dataDir = mkdtempSync(join(tmpdir(), 'cc-bench-e2e-'))
+  try {
+    mkdirSync(filesDir, { recursive: true })
+    const bulkBytes = Math.round(o.sizeMB * 1e6)
+    const bulkFile = join(filesDir, 'bulk.bin')
+    writeRandomFile(bulkFile, bulkBytes)
+    writeFileSync(join(filesDir, 'small.bin'), randomBytes(SMALL_BYTES))
+
+    const client = await lab.namespace('client')
+    const origin = await lab.namespace('origin')
+    const link = await lab.link(client, origin)
+    lab.hosts(client, { [GATEWAY_HOST]: '127.0.0.1', [CADDY_HOST]: '127.0.0.1' })
+
+    // Ours: the all-in-one service; the container registers through the API like Erugo does.
+    if (o.profileDir !== undefined) mkdirSync(o.profileDir, { recursive: true })
+    const svc = await startAllInOne(lab, client, serviceEnv({
+      CC_LOG_LEVEL: 'warn',
+      CC_DATA_DIR: dataDir,
+      CC_BASE_DOMAIN: 'cc.test',
+      CC_API_HOST: '0.0.0.0',
+      CC_API_PORT: String(API_PORT),
+      CC_PUBLIC_URL: `http://${link.a.ip}:${API_PORT}`,
+      CC_WG_HOST: '0.0.0.0',
+      CC_WG_PORT: String(WG_PORT),
+      CC_GATEWAY_ENDPOINT: `${link.a.ip}:${WG_PORT}`,
+      CC_EDGE_HOST: '127.0.0.1',
+      CC_HTTPS_PORT: String(HTTPS_PORT),
+      CC_HTTP_PORT: 'off',
+      CC_REPORT_INTERVAL: '5',
+    }), o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir])
+    const api = new ApiClient(lab, client, svc.api)
+    const access = await signUp(api, svc.outbox, 'bench@example.com')
+    const inst = await createInstance(api, access, 'bench')
+    await connectPeer(lab, new ApiClient(lab, origin, `http://${link.a.ip}:${API_PORT}`), inst.token, 51820)
+
+    // Baseline: wireguard-go on both ends, Caddy in front on the client side.
+    const clientWg = await lab.startWireguardGo(client, { address: '10.200.0.1/32', listenPort: 51821 })
+    const originWg = await lab.startWireguardGo(origin, {
+      address: '10.200.0.2/32',
+      listenPort: 51822,
+      peers: [{ publicKey: clientWg.publicKey, allowedIPs: ['10.200.0.1/32'], endpoint: `${link.a.ip}:51821` }],
+    })
+    await clientWg.setPeer({ publicKey: originWg.publicKey, allowedIPs: ['10.200.0.2/32'], endpoint: `${link.b.ip}:51822` })
+    await startOrigin(lab, origin, filesDir)
+    await lab.startCaddy(client, caddyfile(originWg.tunnelIp), [CADDY_PORT])
+
+    await waitForHttps(lab, client, GATEWAY_HOST, HTTPS_PORT, '/small.bin', svc.ca)
+    const measure: MeasureOptions = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, transferTimeoutS: 300 }
+    const targets = (base: string): { download: string, upload: string, small: string } => ({ download: `${base}/bulk.bin`, upload: `${base}/upload`, small: `${base}/small.bin` })
+    const http = o.http1 ? ['--http1.1'] : []
+    const gateway = await measureHttp(lab, client, targets(`https://${GATEWAY_HOST}:${HTTPS_PORT}`), { ...measure, curlArgs: [...http, '--cacert', svc.ca] })
+    const caddyWireguardGo = await measureHttp(lab, client, targets(`https://${CADDY_HOST}:${CADDY_PORT}`), { ...measure, curlArgs: [...http, '-k'] })
+
+    let profile: ProfileResults | undefined
+    if (o.profileDir !== undefined) {
+      const windows = await profiledPhases(lab, client, `https://${GATEWAY_HOST}:${HTTPS_PORT}`, [...http, '--cacert', svc.ca], o, bulkFile)
+      await svc.process.stop(15_000) // profiles are written at exit; the main thread's is the largest
+      const file = readdirSync(o.profileDir).filter(f => f.endsWith('.cpuprofile')).map(f => join(o.profileDir!, f))
+        .sort((a, b) => statSync(b).size - statSync(a).size)[0]
+      if (file !== undefined) {
+        const phase = (w: [number, number]): ProfileSummary => summarizeProfile(file, w[0], w[1])
+        profile = { file, phases: { small: phase(windows.small), download: phase(windows.download), upload: phase(windows.upload) } }
+      }
+    }
+    const [wgVersion, caddyVersion] = await Promise.all([runOk('wireguard-go', ['--version']), runOk('caddy', ['version'])])
+    return {
+      bench: 'e2e',
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, wireguardGo: wgVersion.split('\n')[0].trim(), caddy: caddyVersion.split(' ')[0].trim() },
+      loadAverage: { start: loadStart, end: loadavg().map(round2) },
+      bulkBytes,
+      smallBytes: SMALL_BYTES,
+      wrk: { connections: o.wrkConnections, seconds: o.wrkSeconds },
+      bulkHttp: o.http1 ? 'http/1.1' : 'h2',
+      gateway,
+      caddyWireguardGo,
+      ratio: {
+        download: round2(gateway.download.medianMBps / caddyWireguardGo.download.medianMBps),
+        upload: round2(gateway.upload.medianMBps / caddyWireguardGo.upload.medianMBps),
+        requestsPerSecond: round2(gateway.small.requestsPerSecond / caddyWireguardGo.small.requestsPerSecond),
+        p99: round2(gateway.small.latencyMs.p99 / caddyWireguardGo.small.latencyMs.p99),
+      },
+      ...(profile !== undefined ? { profile } : {}),
+    }
+  } finally {
+    await lab.destroy()
+    rmSync(filesDir, { recursive: true, force: true })
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const { values } = parseArgs({
+    options: {
+      'size-mb': { type: 'string', default: '100' },
+      runs: { type: 'string', default: '3' },
+      'wrk-seconds': { type: 'string', default: '10' },
+      'wrk-connections': { type: 'string', default: '8' },
+      profile: { type: 'string' },
+      'http1.1': { type: 'boolean', default: false },
+    },
+  })
+  const num = (name: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v)
+    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number in [${min}, ${max}]`)
+    return n
+  }
+  const results = await runE2eBench({
+    sizeMB: num('size-mb', values['size-mb'], 1, 2000),
+    runs: num('runs', values.runs, 1, 10),
+    wrkSeconds: num('wrk-seconds', values['wrk-seconds'], 1, 60),
+    wrkConnections: num('wrk-connections', values['wrk-connections'], 1, 1000),
+    profileDir: values.profile === undefined ? undefined : resolve(values.profile),
+    http1: values['http1.1'] === true,
+  })
+  process.stdout.write(JSON.stringify(results, null, 2) + '\n')
+}
