@@ -66,6 +66,10 @@ export interface ConnectionHost {
   release (conn: TcpConnection): void
   /** A passive open reached ESTABLISHED: the handler to attach, or null to refuse. */
   accept (conn: TcpConnection): ConnectionHandler | null
+  /** True when the host calls batchEnd() after each batch of input (see TcpCore onBatch). */
+  readonly batching: boolean
+  /** This connection has work for the end of the current batch. */
+  defer (conn: TcpConnection): void
 }
 
 export interface ConnectionIdentity {
@@ -122,6 +126,8 @@ export class TcpConnection implements HeapItem {
   rcvMss = DEFAULT_SEND_MSS
   ackPendingBytes = 0
   ackNow = false
+  /** An ACK owed under the every-second-segment rule, sent at the end of the input batch. */
+  ackAtBatchEnd = false
   lastAckSent = 0
 
   // Negotiated options.
@@ -191,6 +197,8 @@ export class TcpConnection implements HeapItem {
   private eventClose = false
   private closeError: TcpError | null = null
   private delivering = false
+  /** Data events wait for the end of the input batch (delivered as one chunk). */
+  private dataAtBatchEnd = false
   /** Unread bytes last reported by the handler, as counted in the host's global total. */
   private lastUnread = 0
 
@@ -432,6 +440,26 @@ export class TcpConnection implements HeapItem {
     this.finishCall()
   }
 
+  /**
+   * The end of a batch of input (the host's I/O batch, like GRO in a kernel): deliver the data
+   * that arrived in it as one chunk and send the ACK it owes, once.
+   */
+  batchEnd (now: number): void {
+    if (this.dataAtBatchEnd) {
+      this.dataAtBatchEnd = false
+      if (!this.delivering) this.deliverEvents(true)
+    }
+    if (this.ackAtBatchEnd) {
+      this.ackAtBatchEnd = false
+      // Nothing carried it meanwhile (a data segment or another ACK would have cleared the count).
+      if (this.state !== CLOSED && this.ackPendingBytes > 0) {
+        this.ackNow = true
+        transmit(this, now)
+      }
+    }
+    this.host.reschedule(this)
+  }
+
   /** Earliest deadline of this connection (Infinity when none). */
   nextDeadline (): number {
     let d = this.rtoAt
@@ -598,7 +626,17 @@ export class TcpConnection implements HeapItem {
     this.host.reschedule(this)
   }
 
-  private deliverEvents (): void {
+  private deliverEvents (batchEnd = false): void {
+    if (!batchEnd && this.host.batching && this.eventData.length > 0 && !this.eventConnect && !this.eventEnd &&
+      !this.eventWritable && !this.eventClose && this.handler !== null) {
+      // Only data: it waits for the end of the batch and goes to the application in one chunk.
+      if (!this.dataAtBatchEnd) {
+        this.dataAtBatchEnd = true
+        this.host.defer(this)
+      }
+      return
+    }
+    this.dataAtBatchEnd = false
     this.delivering = true
     try {
       while (this.handler !== null) {
@@ -610,6 +648,14 @@ export class TcpConnection implements HeapItem {
         if (this.eventData.length > 0) {
           // Nothing adds data while we deliver (input never runs inside a handler callback).
           const data = this.eventData
+          if (data.length > 1) {
+            // One chunk: per-chunk costs above us (stream, HTTP parser) are paid once per batch.
+            const chunk = Buffer.concat(data, this.pendingBytes)
+            data.length = 0
+            this.pendingBytes = 0
+            this.handler.onData(chunk)
+            continue
+          }
           for (let i = 0; i < data.length && this.handler !== null; i++) {
             this.pendingBytes -= data[i].length
             this.handler.onData(data[i])

@@ -83,6 +83,8 @@ export const DEFAULT_MAX_OUT_OF_ORDER_SEGMENTS = 4096
 export const DEFAULT_CHALLENGE_ACKS_PER_SECOND = 10
 /** RSTs sent for segments that match no connection, per second for the whole stack. */
 export const DEFAULT_RSTS_PER_SECOND = 1000
+/** Batched input: an ACK owed is sent at once, without waiting for the batch end, past this much data (GRO's 64 KiB). */
+export const MAX_BATCHED_ACK_BYTES = 65536
 /** Pacing: bursts of this many ms of the pacing rate, and at least this many segments, leave at once. */
 export const PACE_BURST_MS = 1
 export const PACE_BURST_SEGMENTS = 10

@@ -30,6 +30,12 @@ export interface TcpCoreOptions {
   options?: Partial<TcpOptions>
   /** Uniform [0, 1) source for ephemeral port choice; seeded in tests. */
   random?: () => number
+  /**
+   * Batched input: when set, ACKs owed under the every-second-segment rule and in-order data wait
+   * for batchEnd(), which the shell calls after each batch of input it read (the stack calls this
+   * function once per batch that has such work, and expects batchEnd soon after, e.g. setImmediate).
+   */
+  onBatch?: () => void
 }
 
 /** Called when a passive connection reaches ESTABLISHED; returns its handler, or null to reset it. */
@@ -67,6 +73,9 @@ export class TcpCore implements ConnectionHost {
   private halfOpen = 0
   private timeWaitCount = 0
   private ident = 1
+  private readonly onBatch: (() => void) | undefined
+  private readonly batched = new Set<TcpConnection>()
+  private batchPending = false
   private rstWindowStart = -Infinity
   private rstCount = 0
   private closed = false
@@ -79,12 +88,34 @@ export class TcpCore implements ConnectionHost {
     this.counters = new TcpCounters(opts.metrics)
     this.isn = new IsnGenerator(this.options.isnSecret)
     this.random = opts.random ?? Math.random
+    this.onBatch = opts.onBatch
   }
 
   // ---- ConnectionHost ----
 
   get memoryPressure (): boolean {
     return this.memoryUsed > this.options.globalBufferLimit
+  }
+
+  get batching (): boolean {
+    return this.onBatch !== undefined && this.options.batching
+  }
+
+  defer (conn: TcpConnection): void {
+    this.batched.add(conn)
+    if (!this.batchPending) {
+      this.batchPending = true
+      this.onBatch!()
+    }
+  }
+
+  /** The end of an input batch: deferred data and ACKs go out (see TcpCoreOptions.onBatch). */
+  batchEnd (now: number): void {
+    this.batchPending = false
+    if (this.batched.size === 0) return
+    const conns = [...this.batched]
+    this.batched.clear()
+    for (const conn of conns) conn.batchEnd(now)
   }
 
   get timeWaitFull (): boolean {

@@ -9,7 +9,7 @@ import type { TcpConnection } from './connection.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN } from '../../../proto/wire/tcp.ts'
 import { TcpError } from './errors.ts'
 import { seqAdd, seqDiff, seqLt, seqLe, seqGt, seqGe, seqMin } from './seq.ts'
-import { DUP_THRESH, PAWS_IDLE_LIMIT } from './constants.ts'
+import { DUP_THRESH, MAX_BATCHED_ACK_BYTES, PAWS_IDLE_LIMIT } from './constants.ts'
 import {
   CLOSED, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK,
   TIME_WAIT, acceptsData,
@@ -414,8 +414,18 @@ function receiveTextAndFin (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
         conn.host.adjustMemory(conn.reassembly.bytes - before)
       }
       // RFC 5681 4.2 / RFC 9293 3.8.6.3: ACK at least every second full-sized segment; else delay.
-      if (conn.ackPendingBytes >= 2 * conn.rcvMss) conn.ackNow = true
-      else if (conn.delackAt === Infinity) conn.delackAt = now + conn.options.delayedAck
+      // With batched input the ACK goes at the end of the batch, once for all its segments (as a
+      // kernel with GRO does): the batch is what the host read in one go, well under a millisecond.
+      if (conn.ackPendingBytes >= 2 * conn.rcvMss) {
+        if (conn.host.batching && conn.ackPendingBytes < MAX_BATCHED_ACK_BYTES) {
+          if (!conn.ackAtBatchEnd) {
+            conn.ackAtBatchEnd = true
+            conn.host.defer(conn)
+          }
+        } else {
+          conn.ackNow = true
+        }
+      } else if (conn.delackAt === Infinity) conn.delackAt = now + conn.options.delayedAck
     } else {
       const added = conn.reassembly.insert(seq, datagram.subarray(off, off + len))
       if (added < 0) c.dropped.inc('out_of_order_limit')

@@ -19,6 +19,11 @@ export interface TcpOptions {
   noDelay: boolean
   /** Pace data segments at a multiple of cwnd / SRTT instead of sending each window as one burst. */
   pacing: boolean
+  /**
+   * With a shell that reports input batches (TcpStack: one poll phase of the event loop): in-order
+   * data reaches the application and the every-second-segment ACK leaves once per batch.
+   */
+  batching: boolean
   sack: boolean
   timestamps: boolean
   windowScaling: boolean
@@ -62,6 +67,7 @@ export const DEFAULT_TCP_OPTIONS: Readonly<TcpOptions> = Object.freeze({
   initialWindowSegments: C.INITIAL_WINDOW_SEGMENTS,
   noDelay: true,
   pacing: true,
+  batching: true,
   sack: true,
   timestamps: true,
   windowScaling: true,

@@ -66,6 +66,8 @@ export class TcpStack implements SocketHost {
       metrics: opts.metrics,
       logger: opts.logger,
       options: opts.options,
+      // Everything node delivers in one poll phase (a socket read loop) is one batch.
+      onBatch: () => { setImmediate(this.onBatchEnd) },
     })
   }
 
@@ -196,6 +198,12 @@ export class TcpStack implements SocketHost {
     this.timerAt = next
     this.timer = setTimeout(this.onTimer, Math.max(0, next - this.clock()))
     this.timer.unref()
+  }
+
+  private readonly onBatchEnd = (): void => {
+    if (this.closed) return
+    this.core.batchEnd(this.clock())
+    this.arm()
   }
 
   private readonly onTimer = (): void => {

@@ -24,8 +24,8 @@ export class Fixture {
   peerTs = 100
   readonly peer: PeerOptions
 
-  constructor (options: Partial<TcpOptions> = {}, peer: PeerOptions = {}) {
-    this.s = new Scripted(options)
+  constructor (options: Partial<TcpOptions> = {}, peer: PeerOptions = {}, batched = false) {
+    this.s = new Scripted(options, batched)
     this.peer = peer
     this.peerWindow = peer.window ?? 65535
     this.rec.now = () => this.s.now

@@ -285,8 +285,10 @@ export class Scripted {
   readonly core: TcpCore
   readonly metrics = new Metrics()
   readonly sent: Segment[] = []
+  /** With `batched`: how often the core asked for a batch end (endBatch() delivers it). */
+  batchRequests = 0
 
-  constructor (options: Partial<TcpOptions> = {}) {
+  constructor (options: Partial<TcpOptions> = {}, batched = false) {
     this.core = new TcpCore({
       localAddress: ADDR_A,
       send: d => this.sent.push(parseSegment(d)),
@@ -294,7 +296,13 @@ export class Scripted {
       // Pacing off unless a test asks for it: the scripts check which segments leave at one instant.
       options: { isnSecret: Buffer.alloc(32, 5), pacing: false, ...options },
       random: () => 0.5,
+      ...(batched ? { onBatch: () => { this.batchRequests++ } } : {}),
     })
+  }
+
+  /** The end of an input batch (as TcpStack does after each poll phase). */
+  endBatch (): void {
+    this.core.batchEnd(this.now)
   }
 
   /** Delivers a segment from the peer. */

@@ -313,3 +313,94 @@ t.test('ESTABLISHED timestamps: RTT from TSecr, PAWS drops an old duplicate', as
   t.equal(f.rec.received, 10)
   t.equal(f.s.counter('tcp_dropped', 'paws'), 1)
 })
+
+// Batched input (TcpCoreOptions.onBatch; TcpStack reports one poll phase as a batch): in-order data
+// and the every-second-segment ACK wait for the batch end, like a kernel receiving with GRO.
+
+t.test('ESTABLISHED batched input: one ACK and one chunk per batch of in-order segments', async t => {
+  const f = new Fixture({}, { windowScale: 7 }, true)
+  f.open()
+  for (let i = 0; i < 8; i++) f.send({}, data(MSS))
+  t.same(f.s.take(), [], 'no ACK inside the batch')
+  t.equal(f.rec.received, 0, 'no data delivered inside the batch')
+  t.equal(f.s.batchRequests, 1, 'the core asked once for the batch end')
+  f.s.endBatch()
+  const acks = f.s.take()
+  t.equal(acks.length, 1, 'one ACK for the batch')
+  t.equal(acks[0].ack, f.peerNxt, 'acknowledging all eight segments')
+  t.equal(f.rec.received, 8 * MSS)
+  t.equal(f.rec.chunks.length, 1, 'delivered as one chunk')
+  f.s.endBatch()
+  t.same(f.s.take(), [], 'an empty batch end sends nothing')
+})
+
+t.test('ESTABLISHED batched input: a single segment keeps the delayed ACK', async t => {
+  const f = new Fixture({}, {}, true)
+  f.open()
+  f.send({}, data(MSS))
+  f.s.endBatch()
+  t.same(f.s.take(), [], 'one segment: no ACK at the batch end')
+  t.equal(f.rec.received, MSS, 'its data is delivered')
+  f.s.advance(40)
+  t.equal(f.s.take()[0]?.ack, f.peerNxt, 'the delayed ACK after 40 ms')
+})
+
+t.test('ESTABLISHED batched input: out-of-order segments are acknowledged at once', async t => {
+  const f = new Fixture({}, { sack: true }, true)
+  f.open()
+  f.send({}, data(MSS))
+  f.send({}, data(MSS))
+  f.send({ seq: (f.peerNxt + MSS) >>> 0 }, data(MSS)) // one segment missing
+  const out = f.s.take()
+  t.equal(out.length, 1, 'the duplicate ACK did not wait for the batch')
+  t.equal(out[0].ack, f.peerNxt)
+  t.ok(out[0].sackBlocks !== null && out[0].sackBlocks.length === 2, 'with the SACK block')
+  f.s.endBatch()
+  t.same(f.s.take(), [], 'that ACK also settled what the batch owed')
+  t.equal(f.rec.received, 2 * MSS)
+})
+
+t.test('ESTABLISHED batched input: data we send carries the ACK the batch owed', async t => {
+  const f = new Fixture({}, {}, true)
+  f.open()
+  f.send({}, data(MSS))
+  f.send({}, data(MSS))
+  f.conn.write(Buffer.from('reply'))
+  f.conn.flush(f.s.now)
+  const [reply] = f.s.take()
+  t.equal(reply.ack, f.peerNxt, 'the reply acknowledges both segments')
+  f.s.endBatch()
+  t.same(f.s.take(), [], 'no separate ACK at the batch end')
+})
+
+t.test('ESTABLISHED batched input: a FIN in the batch delivers the data first, then the end', async t => {
+  const f = new Fixture({}, {}, true)
+  f.open()
+  f.send({}, data(MSS))
+  f.send({}, data(MSS))
+  f.send({ flags: TCP_ACK | TCP_FIN }, data(MSS))
+  t.equal(f.rec.received, 3 * MSS, 'the FIN flushed the batch: all data delivered')
+  t.equal(f.rec.ended, true, 'then the end')
+  t.equal(f.s.take().at(-1)?.ack, (f.peerNxt + 1) >>> 0, 'the FIN is acknowledged at once')
+  f.s.endBatch()
+  t.same(f.s.take(), [])
+})
+
+t.test('ESTABLISHED batched input: a batch past 64 KiB is acknowledged without waiting', async t => {
+  const f = new Fixture({}, { windowScale: 7 }, true)
+  f.open()
+  for (let i = 0; i < 70; i++) f.send({}, data(MSS))
+  const acks = f.s.take()
+  t.ok(acks.length >= 1, 'an ACK left inside the batch')
+  t.ok(acks.every(a => (a.ack - PEER_ISS - 1) >>> 0 >= 65 * MSS), 'once 64 KiB were owed')
+})
+
+t.test('ESTABLISHED batching option off: the ACK goes with every second segment', async t => {
+  const f = new Fixture({ batching: false }, {}, true)
+  f.open()
+  f.send({}, data(MSS))
+  f.send({}, data(MSS))
+  t.equal(f.s.take()[0]?.ack, f.peerNxt, 'immediate ACK on the second full segment')
+  t.equal(f.rec.received, 2 * MSS, 'data delivered at once')
+  t.equal(f.s.batchRequests, 0)
+})
