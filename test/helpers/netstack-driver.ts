@@ -64,6 +64,8 @@ export interface EchoScenario {
   /** Bytes each connection writes (and must read back). */
   bytes: number
   seed?: number
+  /** Start connection i at i * staggerMs ms (default 0: all at once). */
+  staggerMs?: number
 }
 
 export interface ConnectScenario {
@@ -304,7 +306,11 @@ function echo (s: EchoScenario, { tcp, errors }: Ctx): Promise<Outcome> {
       socket.on('error', err => done(false, err))
       socket.on('close', () => done(false, { code: 'CLOSED_EARLY', message: `connection ${i} closed before its end` }))
     }
-    for (let i = 0; i < s.connections; i++) one(i)
+    const stagger = s.staggerMs ?? 0
+    for (let i = 0; i < s.connections; i++) {
+      if (stagger > 0 && i > 0) setTimeout(one, i * stagger, i)
+      else one(i)
+    }
   })
 }
 
