@@ -71,6 +71,14 @@ export interface E2eBenchResults {
   gateway: HttpResults
   /** Caddy (TLS, reverse proxy) over wireguard-go <-> wireguard-go. */
   caddyWireguardGo: HttpResults
+  /**
+   * CPU seconds (user + system, all threads) each program used during each side's measurement
+   * window (bulk transfers and wrk together), and the window's length: shows who was busy.
+   */
+  cpu: {
+    gateway: { windowS: number, cloudConnect: number, originWireguardGo: number, nginx: number }
+    caddyWireguardGo: { windowS: number, caddy: number, clientWireguardGo: number, originWireguardGo: number, nginx: number }
+  }
   /** gateway / baseline: >= 1 is the target for rates, <= 1 for p99. */
   ratio: { download: number, upload: number, requestsPerSecond: number, p99: number }
   profile?: ProfileResults
@@ -111,6 +119,30 @@ https://${CADDY_HOST}:${CADDY_PORT} {
 }
 
 const round2 = (v: number): number => Math.round(v * 100) / 100
+
+/** CPU seconds (utime + stime of every thread) a process and its live children (nginx workers) have used so far. */
+function cpuSeconds (pid: number, depth = 0): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  let seconds = (Number(fields[11]) + Number(fields[12])) / 100 // clock ticks (USER_HZ = 100)
+  if (depth < 2) {
+    let children: number[] = []
+    try { children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number) } catch {}
+    for (const child of children) {
+      try { seconds += cpuSeconds(child, depth + 1) } catch { /* exited meanwhile */ }
+    }
+  }
+  return seconds
+}
+
+/** CPU seconds each of `pids` used while `work` ran, and the wall time. */
+async function cpuDuring<T> (pids: Record<string, number>, work: () => Promise<T>): Promise<{ result: T, cpu: Record<string, number>, windowS: number }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
+  const started = Date.now()
+  const result = await work()
+  const cpu = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, round2(cpuSeconds(pid) - before[k])]))
+  return { result, cpu, windowS: round2((Date.now() - started) / 1000) }
+}
 
 /** Microseconds on the clock V8 stamps profiles with (CLOCK_MONOTONIC, as process.hrtime). */
 function monotonicUs (): number {
@@ -210,7 +242,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     const api = new ApiClient(lab, client, svc.api)
     const access = await signUp(api, svc.outbox, 'bench@example.com')
     const inst = await createInstance(api, access, 'bench')
-    await connectPeer(lab, new ApiClient(lab, origin, `http://${link.a.ip}:${API_PORT}`), inst.token, 51820)
+    const peer = await connectPeer(lab, new ApiClient(lab, origin, `http://${link.a.ip}:${API_PORT}`), inst.token, 51820)
 
     // Baseline: wireguard-go on both ends, Caddy in front on the client side.
     const clientWg = await lab.startWireguardGo(client, { address: '10.200.0.1/32', listenPort: 51821 })
@@ -220,15 +252,20 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       peers: [{ publicKey: clientWg.publicKey, allowedIPs: ['10.200.0.1/32'], endpoint: `${link.a.ip}:51821` }],
     })
     await clientWg.setPeer({ publicKey: originWg.publicKey, allowedIPs: ['10.200.0.2/32'], endpoint: `${link.b.ip}:51822` })
-    await startOrigin(lab, origin, filesDir)
-    await lab.startCaddy(client, caddyfile(originWg.tunnelIp), [CADDY_PORT])
+    const originServers = await startOrigin(lab, origin, filesDir)
+    const caddy = await lab.startCaddy(client, caddyfile(originWg.tunnelIp), [CADDY_PORT])
 
     await waitForHttps(lab, client, GATEWAY_HOST, HTTPS_PORT, '/small.bin', svc.ca)
     const measure: MeasureOptions = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, transferTimeoutS: 300 }
     const targets = (base: string): { download: string, upload: string, small: string } => ({ download: `${base}/bulk.bin`, upload: `${base}/upload`, small: `${base}/small.bin` })
     const http = o.http1 ? ['--http1.1'] : []
-    const gateway = await measureHttp(lab, client, targets(`https://${GATEWAY_HOST}:${HTTPS_PORT}`), { ...measure, curlArgs: [...http, '--cacert', svc.ca] })
-    const caddyWireguardGo = await measureHttp(lab, client, targets(`https://${CADDY_HOST}:${CADDY_PORT}`), { ...measure, curlArgs: [...http, '-k'] })
+    const nginx = originServers.nginx.pid
+    const ours = await cpuDuring({ cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx }, async () =>
+      await measureHttp(lab, client, targets(`https://${GATEWAY_HOST}:${HTTPS_PORT}`), { ...measure, curlArgs: [...http, '--cacert', svc.ca] }))
+    const theirs = await cpuDuring({ caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx }, async () =>
+      await measureHttp(lab, client, targets(`https://${CADDY_HOST}:${CADDY_PORT}`), { ...measure, curlArgs: [...http, '-k'] }))
+    const gateway = ours.result
+    const caddyWireguardGo = theirs.result
 
     let profile: ProfileResults | undefined
     if (o.profileDir !== undefined) {
@@ -253,6 +290,10 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       bulkHttp: o.http1 ? 'http/1.1' : 'h2',
       gateway,
       caddyWireguardGo,
+      cpu: {
+        gateway: { windowS: ours.windowS, cloudConnect: ours.cpu.cloudConnect, originWireguardGo: ours.cpu.originWireguardGo, nginx: ours.cpu.nginx },
+        caddyWireguardGo: { windowS: theirs.windowS, caddy: theirs.cpu.caddy, clientWireguardGo: theirs.cpu.clientWireguardGo, originWireguardGo: theirs.cpu.originWireguardGo, nginx: theirs.cpu.nginx },
+      },
       ratio: {
         download: round2(gateway.download.medianMBps / caddyWireguardGo.download.medianMBps),
         upload: round2(gateway.upload.medianMBps / caddyWireguardGo.upload.medianMBps),
