@@ -10,12 +10,14 @@
  * Ours: TLS, reverse proxy, our TCP stack and our WireGuard in one Node process. Baseline: Caddy
  * terminating TLS and proxying over wireguard-go on both ends (Linux TCP). Both are measured with
  * bench/baseline/measure.ts (curl bulk transfers with the sink's SHA-256 checked; wrk for small
- * GETs). Access logs are off on both sides (CC_LOG_LEVEL=warn; Caddy logs errors only).
+ * GETs), then once more per phase with the CPU time of every program involved read around it (CPU
+ * per MB and per request: rates on a shared 2-core machine swing with other load, work per unit
+ * much less). Access logs are off on both sides (CC_LOG_LEVEL=warn; Caddy logs errors only).
  *
  *   node bin/run-ts.js bench/e2e.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 8]
  *       [--http1.1]       bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)
- *       [--profile DIR]   also record a CPU profile of `cloud-connect start` (node --cpu-prof) and
- *                         print where its time went
+ *       [--profile DIR]   also record a CPU profile of `cloud-connect start` (node --cpu-prof),
+ *                         summarized per phase of its CPU-cost runs
  *
  * Needs root, wireguard-go, wireguard-tools, nginx, caddy, curl, wrk. Bounded: every transfer and
  * the wrk runs have time limits; the lab is torn down at the end (or on Ctrl-C).
@@ -53,9 +55,24 @@ export interface ProfileSummary {
 
 export interface ProfileResults {
   file: string
-  /** One extra run of each measurement while profiling, summarized over its own time window. */
+  /** The CPU-cost runs of the gateway (`cpu`), each summarized over its own time window. */
   phases: { small: ProfileSummary, download: ProfileSummary, upload: ProfileSummary }
 }
+
+export type Phase = 'small' | 'download' | 'upload'
+
+export interface PhaseCost {
+  wallS: number
+  /** CPU seconds per program. */
+  cpuS: Record<string, number>
+  /** Per unit: CPU milliseconds per MB (bulk) or microseconds per request (small), per program. */
+  perUnit: Record<string, number>
+  unit: 'ms/MB' | 'us/request'
+  /** MB moved, or requests served. */
+  amount: number
+}
+
+export type PhaseCosts = Record<Phase, PhaseCost>
 
 export interface E2eBenchResults {
   bench: 'e2e'
@@ -72,13 +89,11 @@ export interface E2eBenchResults {
   /** Caddy (TLS, reverse proxy) over wireguard-go <-> wireguard-go. */
   caddyWireguardGo: HttpResults
   /**
-   * CPU seconds (user + system, all threads) each program used during each side's measurement
-   * window (bulk transfers and wrk together), and the window's length: shows who was busy.
+   * CPU cost, from one more run of each measurement per side with the CPU time (user + system, all
+   * threads and child processes) of each program read before and after: contention on a shared
+   * machine changes rates much more than it changes the work done per byte or per request.
    */
-  cpu: {
-    gateway: { windowS: number, cloudConnect: number, originWireguardGo: number, nginx: number }
-    caddyWireguardGo: { windowS: number, caddy: number, clientWireguardGo: number, originWireguardGo: number, nginx: number }
-  }
+  cpu: { gateway: PhaseCosts, caddyWireguardGo: PhaseCosts }
   /** gateway / baseline: >= 1 is the target for rates, <= 1 for p99. */
   ratio: { download: number, upload: number, requestsPerSecond: number, p99: number }
   profile?: ProfileResults
@@ -135,15 +150,6 @@ function cpuSeconds (pid: number, depth = 0): number {
   return seconds
 }
 
-/** CPU seconds each of `pids` used while `work` ran, and the wall time. */
-async function cpuDuring<T> (pids: Record<string, number>, work: () => Promise<T>): Promise<{ result: T, cpu: Record<string, number>, windowS: number }> {
-  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
-  const started = Date.now()
-  const result = await work()
-  const cpu = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, round2(cpuSeconds(pid) - before[k])]))
-  return { result, cpu, windowS: round2((Date.now() - started) / 1000) }
-}
-
 /** Microseconds on the clock V8 stamps profiles with (CLOCK_MONOTONIC, as process.hrtime). */
 function monotonicUs (): number {
   return Number(process.hrtime.bigint() / 1000n)
@@ -188,19 +194,42 @@ export function summarizeProfile (path: string, fromUs: number, toUs: number, to
   }
 }
 
-/** One more of each measurement against `base`, each in a time window of its own, for the profile. */
-async function profiledPhases (lab: Lab, ns: string, base: string, curlArgs: string[], o: E2eBenchOptions, bulkFile: string): Promise<Record<'small' | 'download' | 'upload', [number, number]>> {
-  const windows = {} as Record<'small' | 'download' | 'upload', [number, number]>
-  const timed = async (phase: 'small' | 'download' | 'upload', cmd: string, args: string[], timeoutS: number): Promise<void> => {
+/**
+ * One more of each measurement against `base` (wrk, one download, one upload), each in a time
+ * window of its own (for the profile), with the CPU time of each of `pids` over it.
+ */
+async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[], o: E2eBenchOptions, bulkFile: string, bulkBytes: number, pids: Record<string, number>): Promise<{ costs: PhaseCosts, windows: Record<Phase, [number, number]> }> {
+  const windows = {} as Record<Phase, [number, number]>
+  const costs = {} as PhaseCosts
+  const timed = async (phase: Phase, cmd: string, args: string[], timeoutS: number): Promise<string> => {
+    const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
     const from = monotonicUs()
     const r = await lab.exec(ns, cmd, args, { timeoutMs: timeoutS * 1000 })
-    windows[phase] = [from, monotonicUs()]
-    if (r.code !== 0) throw new Error(`profiled ${phase}: ${cmd} exit ${r.code}: ${r.stderr.slice(-500)}`)
+    const to = monotonicUs()
+    windows[phase] = [from, to]
+    if (r.code !== 0) throw new Error(`${phase}: ${cmd} exit ${r.code}: ${r.stderr.slice(-500)}`)
+    const cpuS = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, round2(cpuSeconds(pid) - before[k])]))
+    let amount = bulkBytes / 1e6
+    if (phase === 'small') {
+      const m = /(\d+) requests in/.exec(r.stdout)
+      if (m === null) throw new Error(`no request count in wrk output: ${r.stdout.slice(-500)}`)
+      amount = Number(m[1])
+    }
+    const scale = phase === 'small' ? 1e6 : 1e3
+    costs[phase] = {
+      wallS: round2((to - from) / 1e6),
+      cpuS,
+      perUnit: Object.fromEntries(Object.entries(cpuS).map(([k, v]) => [k, round2(v * scale / amount)])),
+      unit: phase === 'small' ? 'us/request' : 'ms/MB',
+      amount,
+    }
+    return r.stdout
   }
   await timed('small', 'wrk', ['-t', '1', '-c', String(o.wrkConnections), '-d', `${o.wrkSeconds}s`, '--timeout', '5s', `${base}/small.bin`], o.wrkSeconds + 30)
   await timed('download', 'curl', ['-sS', '--fail', '--max-time', '300', ...curlArgs, '-o', '/dev/null', `${base}/bulk.bin`], 320)
-  await timed('upload', 'curl', ['-sS', '--fail', '--max-time', '300', ...curlArgs, '-o', '/dev/null', '-T', bulkFile, `${base}/upload`], 320)
-  return windows
+  const sink = await timed('upload', 'curl', ['-sS', '--fail', '--max-time', '300', ...curlArgs, '-T', bulkFile, `${base}/upload`], 320)
+  if ((JSON.parse(sink) as { bytes: number }).bytes !== bulkBytes) throw new Error(`upload: the sink got ${sink}`)
+  return { costs, windows }
 }
 
 export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults> {
@@ -259,17 +288,21 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     const measure: MeasureOptions = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, transferTimeoutS: 300 }
     const targets = (base: string): { download: string, upload: string, small: string } => ({ download: `${base}/bulk.bin`, upload: `${base}/upload`, small: `${base}/small.bin` })
     const http = o.http1 ? ['--http1.1'] : []
+    const gatewayBase = `https://${GATEWAY_HOST}:${HTTPS_PORT}`
+    const caddyBase = `https://${CADDY_HOST}:${CADDY_PORT}`
+    const gatewayCurl = [...http, '--cacert', svc.ca]
+    const caddyCurl = [...http, '-k']
+    const gateway = await measureHttp(lab, client, targets(gatewayBase), { ...measure, curlArgs: gatewayCurl })
+    const caddyWireguardGo = await measureHttp(lab, client, targets(caddyBase), { ...measure, curlArgs: caddyCurl })
     const nginx = originServers.nginx.pid
-    const ours = await cpuDuring({ cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx }, async () =>
-      await measureHttp(lab, client, targets(`https://${GATEWAY_HOST}:${HTTPS_PORT}`), { ...measure, curlArgs: [...http, '--cacert', svc.ca] }))
-    const theirs = await cpuDuring({ caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx }, async () =>
-      await measureHttp(lab, client, targets(`https://${CADDY_HOST}:${CADDY_PORT}`), { ...measure, curlArgs: [...http, '-k'] }))
-    const gateway = ours.result
-    const caddyWireguardGo = theirs.result
+    const theirs = await phaseCosts(lab, client, caddyBase, caddyCurl, o, bulkFile, bulkBytes,
+      { caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx })
+    const ours = await phaseCosts(lab, client, gatewayBase, gatewayCurl, o, bulkFile, bulkBytes,
+      { cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx })
 
     let profile: ProfileResults | undefined
     if (o.profileDir !== undefined) {
-      const windows = await profiledPhases(lab, client, `https://${GATEWAY_HOST}:${HTTPS_PORT}`, [...http, '--cacert', svc.ca], o, bulkFile)
+      const windows = ours.windows
       await svc.process.stop(15_000) // profiles are written at exit; the main thread's is the largest
       const file = readdirSync(o.profileDir).filter(f => f.endsWith('.cpuprofile')).map(f => join(o.profileDir!, f))
         .sort((a, b) => statSync(b).size - statSync(a).size)[0]
@@ -290,10 +323,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       bulkHttp: o.http1 ? 'http/1.1' : 'h2',
       gateway,
       caddyWireguardGo,
-      cpu: {
-        gateway: { windowS: ours.windowS, cloudConnect: ours.cpu.cloudConnect, originWireguardGo: ours.cpu.originWireguardGo, nginx: ours.cpu.nginx },
-        caddyWireguardGo: { windowS: theirs.windowS, caddy: theirs.cpu.caddy, clientWireguardGo: theirs.cpu.clientWireguardGo, originWireguardGo: theirs.cpu.originWireguardGo, nginx: theirs.cpu.nginx },
-      },
+      cpu: { gateway: ours.costs, caddyWireguardGo: theirs.costs },
       ratio: {
         download: round2(gateway.download.medianMBps / caddyWireguardGo.download.medianMBps),
         upload: round2(gateway.upload.medianMBps / caddyWireguardGo.upload.medianMBps),
