@@ -70,6 +70,8 @@ export interface PhaseCost {
   unit: 'ms/MB' | 'us/request'
   /** MB moved, or requests served. */
   amount: number
+  /** Our gateway only: what its counters (GET /status) moved by in the window, non-zero ones. */
+  counters?: Record<string, number>
 }
 
 export type PhaseCosts = Record<Phase, PhaseCost>
@@ -106,6 +108,19 @@ const API_PORT = 8080
 const WG_PORT = 51820
 const HTTPS_PORT = 8443
 const CADDY_PORT = 9443
+const METRICS = '127.0.0.1:9091'
+/** Counter families worth seeing per phase (loss, recovery, drops). */
+const COUNTERS = ['tcp_retransmits', 'tcp_events', 'tcp_dropped', 'ip_dropped', 'wg_packets_dropped', 'wg_handshakes_completed']
+
+/** The gateway's counters of COUNTERS as flat `family.reason` numbers (GET /status). */
+async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, number>> {
+  const r = await lab.curl(ns, ['-sS', '--fail', '--max-time', '5', `http://${METRICS}/status`], { timeoutMs: 10_000 })
+  if (r.code !== 0) throw new Error(`gateway /status: ${r.stderr}`)
+  const counters = (JSON.parse(r.stdout) as { counters: Record<string, Record<string, number>> }).counters
+  const flat: Record<string, number> = {}
+  for (const family of COUNTERS) for (const [reason, v] of Object.entries(counters[family] ?? {})) flat[`${family}.${reason}`] = v
+  return flat
+}
 
 function writeRandomFile (path: string, bytes: number): void {
   const fd = openSync(path, 'w')
@@ -198,10 +213,12 @@ export function summarizeProfile (path: string, fromUs: number, toUs: number, to
  * One more of each measurement against `base` (wrk, one download, one upload), each in a time
  * window of its own (for the profile), with the CPU time of each of `pids` over it.
  */
-async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[], o: E2eBenchOptions, bulkFile: string, bulkBytes: number, pids: Record<string, number>): Promise<{ costs: PhaseCosts, windows: Record<Phase, [number, number]> }> {
+async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[], o: E2eBenchOptions, bulkFile: string, bulkBytes: number, pids: Record<string, number>,
+  counters?: () => Promise<Record<string, number>>): Promise<{ costs: PhaseCosts, windows: Record<Phase, [number, number]> }> {
   const windows = {} as Record<Phase, [number, number]>
   const costs = {} as PhaseCosts
   const timed = async (phase: Phase, cmd: string, args: string[], timeoutS: number): Promise<string> => {
+    const countersBefore = await counters?.()
     const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
     const from = monotonicUs()
     const r = await lab.exec(ns, cmd, args, { timeoutMs: timeoutS * 1000 })
@@ -222,6 +239,10 @@ async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[
       perUnit: Object.fromEntries(Object.entries(cpuS).map(([k, v]) => [k, round2(v * scale / amount)])),
       unit: phase === 'small' ? 'us/request' : 'ms/MB',
       amount,
+    }
+    if (countersBefore !== undefined) {
+      const after = await counters!()
+      costs[phase].counters = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (countersBefore[k] ?? 0)]).filter(([, v]) => v !== 0))
     }
     return r.stdout
   }
@@ -267,6 +288,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       CC_HTTPS_PORT: String(HTTPS_PORT),
       CC_HTTP_PORT: 'off',
       CC_REPORT_INTERVAL: '5',
+      CC_METRICS_LISTEN: METRICS,
     }), o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir])
     const api = new ApiClient(lab, client, svc.api)
     const access = await signUp(api, svc.outbox, 'bench@example.com')
@@ -298,7 +320,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     const theirs = await phaseCosts(lab, client, caddyBase, caddyCurl, o, bulkFile, bulkBytes,
       { caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx })
     const ours = await phaseCosts(lab, client, gatewayBase, gatewayCurl, o, bulkFile, bulkBytes,
-      { cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx })
+      { cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx }, async () => await gatewayCounters(lab, client))
 
     let profile: ProfileResults | undefined
     if (o.profileDir !== undefined) {
