@@ -192,7 +192,7 @@ export class TcpCore implements ConnectionHost {
       if (ip.isFragment) return drop(c, 'fragment')
       // RFC 9293 3.10.7.2 / RFC 1122 4.2.3.10: never talk to broadcast, multicast or unspecified sources.
       if (ip.src === 0 || ip.src === 0xffffffff || (ip.src >>> 28) === 0xe) return drop(c, 'bad_source')
-      seg = parseTcp(datagram, ip.headerLen, ip.payloadLen, { src: ip.src, dst: ip.dst })
+      seg = parseTcp(datagram, ip.headerLen, ip.payloadLen, this.options.verifyChecksums ? { src: ip.src, dst: ip.dst } : undefined)
     } catch (err) {
       if (err instanceof WireError) return drop(c, err.code === 'tcp_checksum' ? 'bad_checksum' : err.code)
       return this.internalError(err)

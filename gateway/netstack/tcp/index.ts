@@ -39,6 +39,7 @@
  * leaves at 2 x cwnd / SRTT in slow start, 1.2 x after, in bursts of at least 10 segments or 1 ms).
  * batching (on: in-order data of one event-loop poll phase reaches the socket as one chunk and is
  * acknowledged once, like a kernel with GRO; at most 64 KiB per ACK).
+ * verifyChecksums (off: input comes only through WireGuard, whose AEAD tag covers every byte).
  *
  * Inside: core.ts is the sans-IO stack (segments and `now` in; datagrams, socket events and the
  * next deadline out) over connection.ts (state, application calls, events), input.ts (segment

@@ -17,6 +17,12 @@ export interface TcpOptions {
   initialWindowSegments: number
   /** Nagle's algorithm is off unless this is false (sockets: setNoDelay). */
   noDelay: boolean
+  /**
+   * Verify the checksum of every segment received. Off by default: segments reach the stack only
+   * through WireGuard, whose Poly1305 tag already authenticated every byte (the kernel's
+   * drivers/net/wireguard/receive.c marks decrypted packets CHECKSUM_UNNECESSARY for that reason).
+   */
+  verifyChecksums: boolean
   /** Pace data segments at a multiple of cwnd / SRTT instead of sending each window as one burst. */
   pacing: boolean
   /**
@@ -66,6 +72,7 @@ export const DEFAULT_TCP_OPTIONS: Readonly<TcpOptions> = Object.freeze({
   congestionControl: 'cubic',
   initialWindowSegments: C.INITIAL_WINDOW_SEGMENTS,
   noDelay: true,
+  verifyChecksums: false,
   pacing: true,
   batching: true,
   sack: true,
