@@ -107,21 +107,20 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
       settleMs: 0,
     })
     let profileRun = 0
-    const ours = async (kind: 'download' | 'upload', loss: number): Promise<OurRuns> => {
-      const runs: DriverResult[] = []
-      for (let i = 0; i < o.runs; i++) {
-        const scenario: Scenario = kind === 'download'
-          ? { kind, host: '10.100.0.2', port: 80, path: '/bulk.bin', hash: false }
-          : { kind, host: '10.100.0.2', port: 8080, path: '/sink', file: bulkFile, hash: false }
-        const nodeArgs = o.profileDir !== undefined
-          ? ['--cpu-prof', '--cpu-prof-dir', join(o.profileDir, `${profileRun++}-${kind}-loss${loss}`)]
-          : []
-        const r = await runNetstackDriver(lab, gwNs, driverArgs(scenario, loss, 1000 + i), nodeArgs)
-        if (!r.ok || r.bytes !== bytes) throw new Error(`our ${kind} (loss ${loss}) failed: ${JSON.stringify(r.errors)} (${r.bytes} bytes)`)
-        if (kind === 'upload' && r.remote?.sha256 !== bulkSha) throw new Error(`our upload arrived corrupted: ${JSON.stringify(r.remote)}`)
-        runs.push(r)
-        process.stderr.write(`  ours ${kind} loss=${loss}: ${r.mbps} MB/s, ${r.cpu.msPerMB} CPU ms/MB\n`)
-      }
+    const ourRun = async (kind: 'download' | 'upload', loss: number, i: number): Promise<DriverResult> => {
+      const scenario: Scenario = kind === 'download'
+        ? { kind, host: '10.100.0.2', port: 80, path: '/bulk.bin', hash: false }
+        : { kind, host: '10.100.0.2', port: 8080, path: '/sink', file: bulkFile, hash: false }
+      const nodeArgs = o.profileDir !== undefined
+        ? ['--cpu-prof', '--cpu-prof-dir', join(o.profileDir, `${profileRun++}-${kind}-loss${loss}`)]
+        : []
+      const r = await runNetstackDriver(lab, gwNs, driverArgs(scenario, loss, 1000 + i), nodeArgs)
+      if (!r.ok || r.bytes !== bytes) throw new Error(`our ${kind} (loss ${loss}) failed: ${JSON.stringify(r.errors)} (${r.bytes} bytes)`)
+      if (kind === 'upload' && r.remote?.sha256 !== bulkSha) throw new Error(`our upload arrived corrupted: ${JSON.stringify(r.remote)}`)
+      process.stderr.write(`  ours ${kind} loss=${loss}: ${r.mbps} MB/s, ${r.cpu.msPerMB} CPU ms/MB\n`)
+      return r
+    }
+    const summarize = (runs: DriverResult[]): OurRuns => {
       const mbps = runs.map(r => r.mbps)
       const cpu = runs.map(r => r.cpu.msPerMB)
       return {
@@ -133,32 +132,46 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
       }
     }
 
-    // Interleaved so that changes in the machine's load hit both sides alike.
-    process.stderr.write('baseline (wireguard-go <-> wireguard-go, Linux TCP both ends)...\n')
-    const base = await measureHttp(lab, client, {
-      download: 'http://10.100.0.2/bulk.bin', upload: 'http://10.100.0.2:8080/sink', small: 'http://10.100.0.2/small.bin',
-    }, { bulkFile, bulkBytes: bytes, runs: o.runs, wrkSeconds: 1, wrkConnections: 4 })
-    process.stderr.write(`  baseline download ${base.download.runsMBps.join(', ')} MB/s, upload ${base.upload.runsMBps.join(', ')} MB/s\n`)
-    process.stderr.write('ours (our gateway netstack <-> wireguard-go, Linux TCP on the origin)...\n')
-    const ourDownload = await ours('download', 0)
-    const ourUpload = await ours('upload', 0)
-    let lossy: NetstackBenchResults['lossy']
-    if (o.loss > 0) {
-      process.stderr.write(`ours with ${o.loss * 100}% injected loss each way...\n`)
-      lossy = { loss: o.loss, download: await ours('download', o.loss), upload: await ours('upload', o.loss) }
+    // Interleaved, one round at a time (baseline, ours, ours with loss), so that changes in the
+    // machine's load hit every figure alike.
+    const base = { download: [] as number[], upload: [] as number[] }
+    const runs = { download: [] as DriverResult[], upload: [] as DriverResult[], lossyDownload: [] as DriverResult[], lossyUpload: [] as DriverResult[] }
+    for (let i = 0; i < o.runs; i++) {
+      process.stderr.write(`round ${i + 1}/${o.runs}: baseline (wireguard-go <-> wireguard-go, Linux TCP both ends)...\n`)
+      const b = await measureHttp(lab, client, {
+        download: 'http://10.100.0.2/bulk.bin', upload: 'http://10.100.0.2:8080/sink', small: 'http://10.100.0.2/small.bin',
+      }, { bulkFile, bulkBytes: bytes, runs: 1, wrkSeconds: 1, wrkConnections: 4 })
+      base.download.push(b.download.medianMBps)
+      base.upload.push(b.upload.medianMBps)
+      process.stderr.write(`  baseline download ${b.download.medianMBps} MB/s, upload ${b.upload.medianMBps} MB/s\n`)
+      runs.download.push(await ourRun('download', 0, i))
+      runs.upload.push(await ourRun('upload', 0, i))
+      if (o.loss > 0) {
+        runs.lossyDownload.push(await ourRun('download', o.loss, i))
+        runs.lossyUpload.push(await ourRun('upload', o.loss, i))
+      }
     }
+    const baseline = {
+      download: { runsMBps: base.download, medianMBps: median(base.download) },
+      upload: { runsMBps: base.upload, medianMBps: median(base.upload) },
+    }
+    const ourDownload = summarize(runs.download)
+    const ourUpload = summarize(runs.upload)
+    const lossy: NetstackBenchResults['lossy'] = o.loss > 0
+      ? { loss: o.loss, download: summarize(runs.lossyDownload), upload: summarize(runs.lossyUpload) }
+      : undefined
     const wgVersion = (await runOk('wireguard-go', ['--version'])).split('\n')[0].trim()
     return {
       bench: 'netstack',
       date: new Date().toISOString(),
       machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, wireguardGo: wgVersion, loadavgStart, loadavgEnd: loadavg().map(v => round(v)) },
       bytes,
-      baseline: { download: base.download, upload: base.upload },
+      baseline,
       ours: { download: ourDownload, upload: ourUpload },
       ...(lossy !== undefined ? { lossy } : {}),
       ratios: {
-        download: round(ourDownload.medianMBps / base.download.medianMBps),
-        upload: round(ourUpload.medianMBps / base.upload.medianMBps),
+        download: round(ourDownload.medianMBps / baseline.download.medianMBps),
+        upload: round(ourUpload.medianMBps / baseline.upload.medianMBps),
         ...(lossy !== undefined
           ? {
               lossyDownloadOfOurs: round(lossy.download.medianMBps / ourDownload.medianMBps),
