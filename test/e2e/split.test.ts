@@ -139,8 +139,10 @@ t.test('control + gateway --control on Postgres: the flow, then RPC faults', asy
   await t.test('the flow: both containers served, 10 MB each way byte-exact, WebSocket, connected', async t => {
     t.equal(await whoami(hostA), 'container A\n')
     t.equal(await whoami(hostB), 'container B\n')
-    // Right after the first handshakes (the status window is short here).
-    await waitForTunnelStatus(apiFrom(nsA), instA.token, 'connected', 8000)
+    // Right after fresh handshakes (the status window is short here).
+    await renewHandshake(lab, gwNs, METRICS, peerA)
+    await renewHandshake(lab, gwNs, METRICS, peerB)
+    await waitForTunnelStatus(apiFrom(nsA), instA.token, 'connected', 5000)
     for (const [token, subdomain] of [[access, 'alpha'], [accessB, 'bravo']]) {
       const listed = await api.ok('GET', '/v1/instances', 200, { token })
       t.match(listed.instances, [{ subdomain, status: 'connected' }], `${subdomain}: connected`)
