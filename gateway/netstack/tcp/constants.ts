@@ -85,8 +85,8 @@ export const DEFAULT_CHALLENGE_ACKS_PER_SECOND = 10
 export const DEFAULT_RSTS_PER_SECOND = 1000
 /** Batched input: an ACK owed is sent at once, without waiting for the batch end, past this much data (GRO's 64 KiB). */
 export const MAX_BATCHED_ACK_BYTES = 65536
-/** Pacing: bursts of this many ms of the pacing rate, and at least this many segments, leave at once. */
-export const PACE_BURST_MS = 1
+/** Pacing: bursts of this many ms of the pacing rate (timers fire late by a millisecond or so), and at least this many segments, leave at once. */
+export const PACE_BURST_MS = 2
 export const PACE_BURST_SEGMENTS = 10
 /** SACK scoreboard ranges kept per connection; more are dropped from the top (conservative). */
 export const MAX_SCOREBOARD_RANGES = 256

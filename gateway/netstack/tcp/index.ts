@@ -36,7 +36,7 @@
  * (1 s), finWait2Timeout / closeWaitTimeout / lastAckTimeout (idle limits of closing states),
  * userTimeout (60 s), keepAlive*, maxConnections, maxConnectionsPerPeer, maxHalfOpen, minRto /
  * maxRto (200 ms / 120 s), sack, timestamps, windowScaling, delayedAck (40 ms), pacing (on: data
- * leaves at 2 x cwnd / SRTT in slow start, 1.2 x after, in bursts of at least 10 segments or 1 ms).
+ * leaves at 2 x cwnd / SRTT in slow start, 1.2 x after, in bursts of at least 10 segments or 2 ms).
  * batching (on: in-order data of one event-loop poll phase reaches the socket as one chunk and is
  * acknowledged once, like a kernel with GRO; at most 64 KiB per ACK).
  * verifyChecksums (off: input comes only through WireGuard, whose AEAD tag covers every byte).
