@@ -279,7 +279,10 @@ function echo (s: EchoScenario, { tcp, errors }: Ctx): Promise<Outcome> {
       const done = (good: boolean, err?: unknown): void => {
         if (settled) return
         settled = true
-        if (err !== undefined) errors.add(err)
+        if (err !== undefined) {
+          const e = err as NodeJS.ErrnoException
+          errors.add({ code: e.code, message: `${e.message} (connection ${i}, local port ${socket.localPort ?? '?'})` })
+        }
         if (good) ok++
         else failed++
         if (--pending === 0) resolve({ ok: failed === 0, bytes, sha256: all.digest('hex'), echo: { ok, failed, mismatched } })
