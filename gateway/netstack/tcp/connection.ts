@@ -160,6 +160,12 @@ export class TcpConnection implements HeapItem {
 
   // Timers: absolute deadlines in ms, Infinity when off.
   rtoAt = Infinity
+  /** Tail loss probe (RFC 8985 7): when it fires (Infinity when none is armed). */
+  tlpAt = Infinity
+  /** SND.MAX after the outstanding probe, or -1: one probe until an ACK of new data. */
+  tlpEnd = -1
+  /** SND.MAX when the hole at SND.UNA was last retransmitted in recovery, or -1 (lost-retransmission detection). */
+  rxtMark = -1
   /** Pacing: when the next data segment may leave (a deadline only while data waits for it). */
   paceAt = Infinity
   /** Pacing: the earliest time the next data segment is due at the pacing rate. */
@@ -464,6 +470,7 @@ export class TcpConnection implements HeapItem {
   nextDeadline (): number {
     let d = this.rtoAt
     if (this.paceAt < d) d = this.paceAt
+    if (this.tlpAt < d) d = this.tlpAt
     if (this.delackAt < d) d = this.delackAt
     if (this.persistAt < d) d = this.persistAt
     if (this.keepaliveAt < d) d = this.keepaliveAt
@@ -512,6 +519,7 @@ export class TcpConnection implements HeapItem {
     this.releaseBuffers()
     this.rtoAt = Infinity
     this.paceAt = Infinity
+    this.tlpAt = Infinity
     this.persistAt = Infinity
     this.keepaliveAt = Infinity
     this.unackedSince = Infinity
@@ -541,6 +549,7 @@ export class TcpConnection implements HeapItem {
     this.releaseBuffers()
     this.rtoAt = Infinity
     this.paceAt = Infinity
+    this.tlpAt = Infinity
     this.delackAt = Infinity
     this.persistAt = Infinity
     this.keepaliveAt = Infinity

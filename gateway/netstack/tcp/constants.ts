@@ -85,6 +85,9 @@ export const DEFAULT_CHALLENGE_ACKS_PER_SECOND = 10
 export const DEFAULT_RSTS_PER_SECOND = 1000
 /** Batched input: an ACK owed is sent at once, without waiting for the batch end, past this much data (GRO's 64 KiB). */
 export const MAX_BATCHED_ACK_BYTES = 65536
+/** RFC 8985 7.2: the probe timeout is 2 SRTT, at least this (Linux's floor), plus the worst-case delayed ACK when one segment is out. */
+export const TLP_MIN_TIMEOUT = 10
+export const TLP_DELAYED_ACK = 200
 /** Pacing: bursts of this many ms of the pacing rate (timers fire late by a millisecond or so), and at least this many segments, leave at once. */
 export const PACE_BURST_MS = 2
 export const PACE_BURST_SEGMENTS = 10

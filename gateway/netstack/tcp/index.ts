@@ -40,6 +40,7 @@
  * batching (on: in-order data of one event-loop poll phase reaches the socket as one chunk and is
  * acknowledged once, like a kernel with GRO; at most 64 KiB per ACK).
  * verifyChecksums (off: input comes only through WireGuard, whose AEAD tag covers every byte).
+ * tailLossProbe (on: RFC 8985 probe after ~2 SRTT without an ACK, instead of a 200 ms RTO).
  *
  * Inside: core.ts is the sans-IO stack (segments and `now` in; datagrams, socket events and the
  * next deadline out) over connection.ts (state, application calls, events), input.ts (segment

@@ -245,6 +245,7 @@ function ackArrives (conn: TcpConnection, seg: TcpParsed, now: number): boolean 
       : seg.payloadLen === 0 && (seg.flags & (TCP_SYN | TCP_FIN)) === 0 && window === conn.sndWnd
     if (duplicate) duplicateAck(conn, now)
   }
+  if (conn.sack && !conn.scoreboard.empty) sackLossChecks(conn, now)
 
   // Window update (RFC 9293 3.10.7.4 fifth check, ESTABLISHED): only from newer segments.
   if (seqLt(conn.sndWl1, seg.seq) || (conn.sndWl1 === seg.seq && seqLe(conn.sndWl2, ack))) {
@@ -297,6 +298,10 @@ function newDataAcked (conn: TcpConnection, seg: TcpParsed, ack: number, now: nu
   conn.scoreboard.advance(ack)
   conn.retransmits = 0
   conn.lastProgressAt = now
+  // RFC 8985 7: an ACK of new data re-arms the probe timer (transmit does); the probe is answered once acknowledged.
+  conn.tlpAt = Infinity
+  if (conn.tlpEnd !== -1 && seqGe(ack, conn.tlpEnd)) conn.tlpEnd = -1
+  conn.rxtMark = -1
 
   // RTT: every ACK of new data with an echoed timestamp (RFC 7323 4), else one timed segment (RFC 6298 3).
   if (conn.timestamps && seg.timestamp && seg.tsEcr !== 0) {
@@ -342,6 +347,37 @@ function duplicateAck (conn: TcpConnection, now: number): void {
   const lossSignal = conn.dupAcks >= DUP_THRESH || (conn.sack && conn.scoreboard.isLost(conn.sndUna, conn.smss))
   // RFC 6582 3.2 step 2 / RFC 6675 5 step 4: only data sent after the last recovery counts.
   if (!lossSignal || seqLt(conn.sndUna, conn.recoveryPoint)) return
+  enterRecovery(conn, now)
+}
+
+/**
+ * Two losses RFC 6675 alone only finds by the retransmission timeout:
+ * - outside recovery, the tail loss probe (sent last) was SACKed while data below it is still
+ *   missing: that data is lost (RFC 8985 RACK's rule, applied to the probe only);
+ * - in recovery, more than (DupThresh - 1) * SMSS is SACKed above what had been sent when the hole
+ *   at SND.UNA was retransmitted: that retransmission is lost too, so it goes again (as Linux's
+ *   lost-retransmit detection).
+ */
+function sackLossChecks (conn: TcpConnection, now: number): void {
+  const board = conn.scoreboard
+  if (!conn.inRecovery) {
+    if (conn.tlpEnd !== -1 && seqLt(conn.sndUna, conn.tlpEnd) && seqGe(board.highest, conn.tlpEnd) && seqGe(conn.sndUna, conn.recoveryPoint)) {
+      conn.host.counters.events.inc('probe_found_loss')
+      enterRecovery(conn, now)
+    }
+    return
+  }
+  if (conn.rxtMark !== -1 && seqGt(board.starts[0], conn.sndUna) &&
+    board.sackedBetween(conn.rxtMark, conn.sndMax) > (DUP_THRESH - 1) * conn.smss) {
+    conn.host.counters.events.inc('lost_retransmit')
+    conn.rxtMark = -1
+    conn.highRxt = conn.sndUna
+  }
+}
+
+function enterRecovery (conn: TcpConnection, now: number): void {
+  conn.tlpAt = Infinity
+  conn.tlpEnd = -1
   conn.inRecovery = true
   conn.recoveryPoint = conn.sndMax
   conn.highRxt = conn.sndUna

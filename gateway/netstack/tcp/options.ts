@@ -26,6 +26,11 @@ export interface TcpOptions {
   /** Pace data segments at a multiple of cwnd / SRTT instead of sending each window as one burst. */
   pacing: boolean
   /**
+   * Tail loss probes (RFC 8985 7): when an ACK is overdue by ~2 SRTT, send one segment to draw one,
+   * instead of waiting for the retransmission timeout (at least 200 ms).
+   */
+  tailLossProbe: boolean
+  /**
    * With a shell that reports input batches (TcpStack: one poll phase of the event loop): in-order
    * data reaches the application and the every-second-segment ACK leaves once per batch.
    */
@@ -74,6 +79,7 @@ export const DEFAULT_TCP_OPTIONS: Readonly<TcpOptions> = Object.freeze({
   noDelay: true,
   verifyChecksums: false,
   pacing: true,
+  tailLossProbe: true,
   batching: true,
   sack: true,
   timestamps: true,

@@ -5,8 +5,8 @@
  */
 import type { TcpConnection } from './connection.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN, TCP_PSH } from '../../../proto/wire/tcp.ts'
-import { seqAdd, seqDiff, seqLt, seqLe, seqMax } from './seq.ts'
-import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS } from './constants.ts'
+import { seqAdd, seqDiff, seqGt, seqLt, seqLe, seqMax } from './seq.ts'
+import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
 import { ESTABLISHED, FIN_WAIT_1, CLOSE_WAIT, CLOSING, LAST_ACK, SYN_SENT, SYN_RECEIVED } from './state.ts'
 import { buildDatagram } from './segment.ts'
 
@@ -34,6 +34,7 @@ export function transmit (conn: TcpConnection, now: number): void {
     }
     if (conn.paceAt !== Infinity && conn.paceNext <= now) conn.paceAt = Infinity
     updatePersist(conn, now)
+    armTailLossProbe(conn, now)
   }
   if (conn.ackNow && !sent) sendAck(conn, now)
 }
@@ -76,6 +77,7 @@ function recoveryStep (conn: TcpConnection, now: number, maxPayload: number): bo
     // Rule 1: the first lost, not yet retransmitted octets.
     const hole = conn.scoreboard.nextHole(conn.sndUna, conn.highRxt, conn.smss, true, conn.holeEnd)
     if (hole !== -1) {
+      if (hole === conn.sndUna) conn.rxtMark = conn.sndMax
       retransmitRange(conn, hole, Math.min(maxPayload, seqDiff(conn.holeEnd[0], hole)), now, 'sack')
       return true
     }
@@ -145,7 +147,47 @@ export function retransmitFirst (conn: TcpConnection, now: number, cause: string
   const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
   const len = Math.max(0, Math.min(seqDiff(dataEnd, conn.sndUna), seqDiff(conn.sndMax, conn.sndUna), conn.smss - (conn.sackScratch.length > 0 ? 4 + 4 * conn.sackScratch.length : 0)))
   if (len === 0 && !(conn.finQueued && conn.sndUna === dataEnd && seqLt(dataEnd, conn.sndMax))) return
+  conn.rxtMark = conn.sndMax
   retransmitRange(conn, conn.sndUna, len, now, cause)
+}
+
+/**
+ * RFC 8985 7.2: outside recovery, with data outstanding, a probe is due 2 SRTT (at least
+ * TLP_MIN_TIMEOUT; plus TLP_DELAYED_ACK when one segment is out) after the last transmission or
+ * ACK, when that comes before the retransmission timeout. One probe until an ACK of new data.
+ */
+function armTailLossProbe (conn: TcpConnection, now: number): void {
+  if (!conn.options.tailLossProbe || conn.inRecovery || conn.tlpEnd !== -1 || conn.tlpAt !== Infinity) return
+  if (conn.sndUna === conn.sndMax || conn.rtoAt === Infinity || !conn.rtt.hasSample) return
+  const srtt = conn.rtt.srtt
+  let pto = Math.max(2 * srtt, TLP_MIN_TIMEOUT)
+  if (seqDiff(conn.sndMax, conn.sndUna) <= conn.smss) pto = Math.max(pto, 1.5 * srtt + TLP_DELAYED_ACK)
+  if (now + pto < conn.rtoAt) conn.tlpAt = now + pto
+}
+
+/**
+ * RFC 8985 7.3: the probe is one new segment when the peer's window allows (it may exceed cwnd by
+ * that segment), else the last segment sent again; the retransmission timer restarts. Its ACK
+ * either acknowledges a tail whose ACKs were lost, or SACKs the probe above a lost segment, which
+ * input.ts then treats as a loss (probeShowsLoss).
+ */
+export function tailLossProbe (conn: TcpConnection, now: number): void {
+  conn.tlpAt = Infinity
+  if (!sendsData(conn.state) || conn.inRecovery || conn.sndUna === conn.sndMax) return
+  const maxPayload = conn.smss - prepareSack(conn)
+  const sentNew = conn.sndNxt === conn.sndMax && sendNext(conn, now, maxPayload, Infinity)
+  if (!sentNew) {
+    const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
+    const finSent = conn.finQueued && seqGt(conn.sndMax, dataEnd)
+    const end = finSent ? dataEnd : conn.sndMax
+    const start = seqMax(conn.sndUna, seqAdd(end, -maxPayload))
+    const len = Math.max(0, seqDiff(end, start))
+    if (len === 0 && !finSent) return
+    sendData(conn, start, len, finSent, now, 'tlp')
+  }
+  conn.tlpEnd = conn.sndMax
+  conn.host.counters.events.inc('tail_loss_probe')
+  conn.rtoAt = now + conn.rtt.rto
 }
 
 function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, now: number, retransmitCause: string): void {

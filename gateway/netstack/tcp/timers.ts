@@ -5,7 +5,7 @@
  * CLOSING. The deadlines themselves are fields of the connection.
  */
 import type { TcpConnection } from './connection.ts'
-import { transmit, sendSyn, sendSynAck, sendProbe } from './output.ts'
+import { transmit, sendSyn, sendSynAck, sendProbe, tailLossProbe } from './output.ts'
 import { seqAdd, seqDiff, seqGt } from './seq.ts'
 import { MAX_PERSIST_INTERVAL } from './constants.ts'
 import { SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT, CLOSED } from './state.ts'
@@ -18,6 +18,7 @@ export function timersDue (conn: TcpConnection, now: number): void {
     conn.fail('ETIMEDOUT', 'user_timeout', now, true)
   }
   if (conn.state !== CLOSED && conn.rtoAt <= now) retransmitTimeout(conn, now)
+  if (conn.state !== CLOSED && conn.tlpAt <= now) tailLossProbe(conn, now)
   if (conn.state !== CLOSED && conn.paceAt <= now) {
     conn.paceAt = Infinity
     transmit(conn, now)
@@ -72,6 +73,9 @@ function retransmitTimeout (conn: TcpConnection, now: number): void {
   // the receiver may have discarded SACKed data, so start over from SND.UNA.
   conn.inRecovery = false
   conn.dupAcks = 0
+  conn.tlpAt = Infinity
+  conn.tlpEnd = -1
+  conn.rxtMark = -1
   conn.recoveryPoint = conn.sndMax
   conn.highRxt = conn.sndUna
   conn.scoreboard.clear()

@@ -293,8 +293,9 @@ export class Scripted {
       localAddress: ADDR_A,
       send: d => this.sent.push(parseSegment(d)),
       metrics: this.metrics,
-      // Pacing off unless a test asks for it: the scripts check which segments leave at one instant.
-      options: { isnSecret: Buffer.alloc(32, 5), pacing: false, ...options },
+      // Pacing and tail loss probes off unless a test asks for them: the scripts check which
+      // segments leave at one instant and when the retransmission timer fires.
+      options: { isnSecret: Buffer.alloc(32, 5), pacing: false, tailLossProbe: false, ...options },
       random: () => 0.5,
       ...(batched ? { onBatch: () => { this.batchRequests++ } } : {}),
     })

@@ -404,3 +404,37 @@ t.test('ESTABLISHED batching option off: the ACK goes with every second segment'
   t.equal(f.rec.received, 2 * MSS, 'data delivered at once')
   t.equal(f.s.batchRequests, 0)
 })
+
+t.test('ESTABLISHED sack recovery: a lost retransmission is sent again once SACKs pass it, no RTO', async t => {
+  const f = new Fixture({ initialWindowSegments: 10 }, { sack: true })
+  f.open()
+  f.conn.write(data(40 * MSS))
+  f.conn.flush(f.s.now)
+  t.equal(f.dataOf(f.s.take()).length, 10)
+  // Segment 0 is lost; the peer SACKs 1, 2, 3...
+  const sackUpTo = (n: number): void => { f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] }) }
+  const resent: number[] = []
+  const collect = (): void => { for (const [off] of f.dataOf(f.s.take())) if (off === 0) resent.push(f.s.now) }
+  for (let n = 2; n <= 4; n++) {
+    sackUpTo(n)
+    collect()
+  }
+  t.equal(f.conn.inRecovery, true, 'three SACKed segments: recovery')
+  t.equal(resent.length, 1, 'segment 0 retransmitted once')
+  const sentAtRetransmit = f.conn.rxtMark
+  t.equal(sentAtRetransmit, f.conn.sndMax, 'the retransmission remembers SND.MAX')
+  // That retransmission is lost too. SACKs keep coming for everything else, including segments
+  // sent after the retransmission (recovery keeps sending new data as the pipe drains).
+  let n = 4
+  while (resent.length === 1 && n < 40) {
+    n++
+    sackUpTo(n)
+    collect()
+  }
+  t.equal(resent.length, 2, 'segment 0 went out again')
+  t.equal(f.s.counter('tcp_events', 'lost_retransmit'), 1)
+  t.ok((f.ackAt(n * MSS) - sentAtRetransmit) >>> 0 > 2 * MSS, 'once more than 2 SMSS beyond the first retransmission were SACKed')
+  t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'without waiting for the retransmission timer')
+  f.send({ ack: f.ackAt(n * MSS) })
+  t.equal(f.conn.sndUna, f.ackAt(n * MSS))
+})

@@ -51,6 +51,64 @@ t.test('ESTABLISHED rto: retransmission with exponential backoff (RFC 6298 5.5)'
   t.equal(f.conn.rtoAt, Infinity, 'timer stopped when everything is acknowledged')
 })
 
+// Tail loss probes (RFC 8985 7). The handshake RTT of 10 ms gives SRTT 10: the probe is due
+// 2 SRTT = 20 ms after the last transmission, long before the 200 ms RTO.
+
+t.test('ESTABLISHED tail loss probe: the last segment again when the ACKs are lost, no RTO', async t => {
+  const f = new Fixture({ tailLossProbe: true }, { sack: true })
+  f.open()
+  f.conn.write(data(3 * MSS))
+  f.conn.flush(f.s.now)
+  t.same(f.dataOf(f.s.take()), [[0, MSS], [MSS, MSS], [2 * MSS, MSS]])
+  f.s.advance(19)
+  t.same(f.s.take(), [], 'nothing before 2 SRTT')
+  f.s.advance(1)
+  t.same(f.dataOf(f.s.take()), [[2 * MSS, MSS]], 'no new data: the probe repeats the last segment')
+  t.equal(f.s.counter('tcp_events', 'tail_loss_probe'), 1)
+  t.equal(f.s.counter('tcp_retransmits', 'tlp'), 1)
+  f.s.advance(100)
+  t.same(f.s.take(), [], 'one probe until an ACK of new data')
+  f.send({ ack: f.ackAt(3 * MSS) })
+  t.equal(f.conn.sndUna, f.ackAt(3 * MSS), 'the probe\'s ACK acknowledges the whole tail')
+  f.s.advance(1000)
+  t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
+})
+
+t.test('ESTABLISHED tail loss probe: new data beyond cwnd when there is some; its SACK starts recovery', async t => {
+  const f = new Fixture({ tailLossProbe: true, initialWindowSegments: 3 }, { sack: true })
+  f.open()
+  f.conn.write(data(10 * MSS))
+  f.conn.flush(f.s.now)
+  t.same(f.dataOf(f.s.take()), [[0, MSS], [MSS, MSS], [2 * MSS, MSS]], 'cwnd: three segments')
+  // Segments 0 and 1 arrive. Segment 2 and everything sent after the ACK for them is lost: a tail
+  // loss that leaves no duplicate ACKs to count.
+  f.send({ ack: f.ackAt(2 * MSS) })
+  const more = f.dataOf(f.s.take())
+  t.ok(more.length >= 1, 'the ACK opened the window for new data')
+  const last = more[more.length - 1]
+  f.s.advance(20)
+  const [probe] = f.dataOf(f.s.take())
+  t.same(probe, [last[0] + MSS, MSS], 'the probe is the next new segment, past cwnd')
+  // Only the probe arrives: one SACKed segment, too little for RFC 6675's IsLost.
+  f.send({ ack: f.ackAt(2 * MSS), sackBlocks: [f.ackAt(probe[0]), f.ackAt(probe[0] + MSS)] })
+  t.equal(f.s.counter('tcp_events', 'probe_found_loss'), 1, 'the SACKed probe marks segment 2 lost')
+  t.equal(f.conn.inRecovery, true)
+  t.same(f.dataOf(f.s.take())[0], [2 * MSS, MSS], 'segment 2 is retransmitted at once')
+  t.equal(f.s.counter('tcp_retransmits', 'rto'), 0)
+})
+
+t.test('ESTABLISHED tail loss probe off: the same lost ACKs wait for the RTO', async t => {
+  const f = new Fixture({ tailLossProbe: false }, { sack: true })
+  f.open()
+  f.conn.write(data(3 * MSS))
+  f.conn.flush(f.s.now)
+  f.s.take()
+  f.s.advance(199)
+  t.same(f.s.take(), [])
+  f.s.advance(1)
+  t.same(f.dataOf(f.s.take()), [[0, MSS]], 'the RTO retransmits from SND.UNA after 200 ms')
+})
+
 t.test('ESTABLISHED zero window: persist probes back off, data resumes when the window opens', async t => {
   const f = new Fixture()
   f.open()
