@@ -91,5 +91,7 @@ export const TLP_DELAYED_ACK = 200
 /** Pacing: bursts of this many ms of the pacing rate (timers fire late by a millisecond or so), and at least this many segments, leave at once. */
 export const PACE_BURST_MS = 2
 export const PACE_BURST_SEGMENTS = 10
+/** Pacing: the SRTT floor of the rate. A 1 ms floor paced sub-millisecond paths (veth, LAN) below cwnd / SRTT. */
+export const PACE_MIN_SRTT = 0.1
 /** SACK scoreboard ranges kept per connection; more are dropped from the top (conservative). */
 export const MAX_SCOREBOARD_RANGES = 256

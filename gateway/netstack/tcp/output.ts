@@ -6,7 +6,7 @@
 import type { TcpConnection } from './connection.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN, TCP_PSH } from '../../../proto/wire/tcp.ts'
 import { seqAdd, seqDiff, seqGt, seqLt, seqLe, seqMax } from './seq.ts'
-import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
+import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS, PACE_MIN_SRTT, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
 import { ESTABLISHED, FIN_WAIT_1, CLOSE_WAIT, CLOSING, LAST_ACK, SYN_SENT, SYN_RECEIVED } from './state.ts'
 import { buildDatagram } from './segment.ts'
 
@@ -221,7 +221,7 @@ function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, 
 function pace (conn: TcpConnection, len: number, now: number): void {
   if (!conn.rtt.hasSample) return
   const cc = conn.cc
-  const rate = (cc.cwnd < cc.ssthresh / 2 ? 2 : 1.2) * cc.cwnd / Math.max(conn.rtt.srtt, 1)
+  const rate = (cc.cwnd < cc.ssthresh / 2 ? 2 : 1.2) * cc.cwnd / Math.max(conn.rtt.srtt, PACE_MIN_SRTT)
   const allowance = Math.max(PACE_BURST_MS, PACE_BURST_SEGMENTS * conn.smss / rate)
   const from = conn.paceNext < now - allowance ? now - allowance : conn.paceNext
   conn.paceNext = from + len / rate

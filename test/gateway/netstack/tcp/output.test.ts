@@ -86,3 +86,24 @@ t.test('ESTABLISHED pacing: congestion avoidance paces at 1.2 x cwnd / SRTT', as
   t.equal(total, 40)
   t.ok(doneAt >= 5.5 && doneAt <= 7.5, `the window took ~6.25 ms instead of ~3 ms (${doneAt} ms)`)
 })
+
+t.test('ESTABLISHED pacing on a sub-millisecond path does not hold the sender below cwnd / SRTT', async t => {
+  // Regression: the rate used max(SRTT, 1 ms), so at SRTT 0.3 ms a 10-segment window was paced to
+  // 1.2 x 10 segments per ms instead of per 0.3 ms.
+  const f = new Fixture({ pacing: true, initialWindowSegments: 10 }, { windowScale: 7, window: 65535 })
+  f.open()
+  f.peerWindow = 4000
+  f.conn.cc.ssthresh = 10 * MSS
+  f.conn.rtt.srtt = 0.3
+  f.conn.write(Buffer.alloc(1000 * MSS, 1))
+  f.conn.flush(f.s.now)
+  let sent = f.dataOf(f.s.take()).length
+  // The peer acknowledges everything 0.3 ms after it was sent, for 15 ms.
+  for (let i = 0; i < 50; i++) {
+    f.s.advance(0.3)
+    f.conn.rtt.srtt = 0.3
+    f.send({ ack: f.conn.sndMax })
+    sent += f.dataOf(f.s.take()).length
+  }
+  t.ok(sent >= 10 * 50 * 0.9, `about a window per 0.3 ms round trip (${sent} segments in 15 ms)`)
+})
