@@ -426,6 +426,8 @@ async function main (): Promise<void> {
           event: 'trace', t: round(now() - started), state: c.stateName, cwnd: c.cc.cwnd, ssthresh: c.cc.ssthresh,
           flight: (c.sndMax - c.sndUna) >>> 0, sndWnd: c.sndWnd, srtt: round(c.rtt.srtt), rto: round(c.rtt.rto),
           recovery: c.inRecovery, buffered: c.sendBuffered, acked: (c.sndUna - c.iss) >>> 0, received: c.bytesReceived,
+          unsent: (c.sndBufSeq + c.sendBuffered - c.sndNxt) >>> 0, paceIn: round(c.paceNext - now()), cwndLimited: c.cwndLimited,
+          rtoIn: round(c.rtoAt - now()), sacked: !c.scoreboard.empty,
         })
       }
     }, args.traceMs)
