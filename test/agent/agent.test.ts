@@ -53,6 +53,8 @@ const ok = (path: string): Reply => path === '/tunnel/register'
       ? { status: 200, body: { status: 'disconnected' } }
       : { status: 200, body: { tunnel_status: 'connected', domains: { subdomain: { domain: 'box.erugo.test', status: 'active' }, custom_domains: [{ domain: 'share.example.com', status: 'active', ssl_status: 'active' }] } } }
 
+const STATUS_WITHOUT_DOMAINS: Reply = { status: 200, body: { tunnel_status: 'connected', domains: { subdomain: { domain: 'box.erugo.test', status: 'active' }, custom_domains: [] } } }
+
 class FakeTunnel implements Tunnel {
   readonly mode = 'userspace' as const
   alive = true
@@ -97,7 +99,11 @@ async function until (what: string, check: () => boolean, timeoutMs = 20_000): P
 
 t.test('KEY_IN_USE: a new key pair, registered at once; heartbeats follow next_heartbeat_in; stop: tunnel down, then disconnect', async t => {
   let registers = 0
-  const api = await fakeApi(t, path => path === '/tunnel/register' && registers++ === 0 ? fail(409, 'KEY_IN_USE') : ok(path))
+  // GET /tunnel/status answers with the custom domain only once the registration's view is checked.
+  let statusShowsDomain = false
+  const api = await fakeApi(t, path => path === '/tunnel/register' && registers++ === 0
+    ? fail(409, 'KEY_IN_USE')
+    : path === '/tunnel/status' && !statusShowsDomain ? STATUS_WITHOUT_DOMAINS : ok(path))
   const { agent, log, tunnels, stateFile } = setup(t, api.url)
   const firstKey = agent.report().public_key!
   const done = agent.run()
@@ -108,8 +114,10 @@ t.test('KEY_IN_USE: a new key pair, registered at once; heartbeats follow next_h
   t.equal(JSON.parse(readFileSync(stateFile, 'utf8')).public_key, secondKey, 'kept in the state file')
   t.equal(tunnels[0].key, secondKey, 'the tunnel uses the new key')
   t.same(agent.report().custom_domains, [], 'domains from the registration')
+  statusShowsDomain = true
 
   await until('two heartbeats', () => api.calls.filter(c => c === '/tunnel/heartbeat').length >= 2, 15_000)
+  await until('a status refresh after the switch', () => agent.report().custom_domains.length > 0, 15_000)
   const report = agent.report()
   t.same(report.custom_domains, ['share.example.com'], 'refreshed from GET /tunnel/status')
   t.equal(report.cloud_status, 'connected')
