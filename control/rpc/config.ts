@@ -7,9 +7,12 @@
  *   CC_GATEWAY_SECRET   shared secret, base64url >= 43 chars; unset: generated into CC_DATA_DIR
  *   CC_RPC_WAIT         seconds a config long-poll waits for a change (default 30)
  *   CC_REPORT_INTERVAL  seconds between gateway reports (default 5)
+ *   CC_CERT_STORE_KEY   key encrypting stored certificate private keys, base64url of 32 bytes;
+ *                       unset: generated into CC_DATA_DIR (services/cert-store.ts)
  */
 import Joi from 'joi'
 import { ConfigError } from '../config.ts'
+import { CERT_STORE_KEY_PATTERN } from '../services/cert-store.ts'
 import { GATEWAY_SECRET_PATTERN } from './secret.ts'
 
 export interface RpcConfig {
@@ -19,6 +22,8 @@ export interface RpcConfig {
   secret: string | undefined
   waitMs: number
   reportIntervalMs: number
+  /** Unset: generated into the data dir (services/cert-store.ts). */
+  certStoreKey: string | undefined
 }
 
 const VARIABLES = {
@@ -28,7 +33,11 @@ const VARIABLES = {
   // At most 60 s: gateways give a long-poll 90 s before they count control as unreachable.
   CC_RPC_WAIT: Joi.number().min(0.05).max(60).default(30),
   CC_REPORT_INTERVAL: Joi.number().min(0.1).max(3600).default(5),
+  CC_CERT_STORE_KEY: Joi.string().pattern(CERT_STORE_KEY_PATTERN).message('must be base64url of exactly 32 bytes (43 characters of A-Z a-z 0-9 - _)'),
 } as const
+
+/** Values never echoed in an error. */
+const SECRET_VARIABLES = new Set(['CC_GATEWAY_SECRET', 'CC_CERT_STORE_KEY'])
 
 export function describeRpcVariables (): string {
   return Object.entries(VARIABLES).map(([name, schema]) => {
@@ -43,7 +52,7 @@ export function loadRpcConfig (env: NodeJS.ProcessEnv = process.env): RpcConfig 
     const input = env[name] === '' ? undefined : env[name]
     const { value, error } = (schema as Joi.Schema).validate(input, { errors: { wrap: { label: false } } })
     if (error !== undefined) {
-      const shown = name === 'CC_GATEWAY_SECRET' ? '' : ` (got ${JSON.stringify(input)})`
+      const shown = SECRET_VARIABLES.has(name) ? '' : ` (got ${JSON.stringify(input)})`
       throw new ConfigError(`${name}: ${error.message.replace(/^value /, '')}${shown}`)
     }
     v[name] = value
@@ -54,5 +63,6 @@ export function loadRpcConfig (env: NodeJS.ProcessEnv = process.env): RpcConfig 
     secret: v.CC_GATEWAY_SECRET as string | undefined,
     waitMs: Math.round((v.CC_RPC_WAIT as number) * 1000),
     reportIntervalMs: Math.round((v.CC_REPORT_INTERVAL as number) * 1000),
+    certStoreKey: v.CC_CERT_STORE_KEY as string | undefined,
   }
 }

@@ -5,7 +5,8 @@
  * (listener off: the in-process gateway calls the service directly).
  *
  * The gateway's public key and endpoint handed to containers come from the GatewayRegistry: the
- * newest gateway hello, else configuration.
+ * newest gateway hello, else configuration. The service also keeps the certificate store gateways
+ * share (services/cert-store.ts; its key from CC_CERT_STORE_KEY or generated into the data dir).
  */
 import type { Logger } from 'pino'
 import { createApp, type AppDeps, type ControlApp } from '../app.ts'
@@ -15,6 +16,7 @@ import { migrateLatest } from '../db/migrate.ts'
 import { startSweep } from '../jobs/sweep.ts'
 import { openDatabase } from '../server.ts'
 import type { Services } from '../services/index.ts'
+import { CertStoreService, loadCertStoreKey } from '../services/cert-store.ts'
 import { ConfiguredGateway } from '../services/tunnel.ts'
 import type { RpcConfig } from './config.ts'
 import { GatewayRegistry } from './registry.ts'
@@ -67,6 +69,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
     })
     app = await createApp(config, { db, logger, gateway: registry, ...options.extra })
     const services = app.app.services
+    const certificates = new CertStoreService({ db, key: loadCertStoreKey(options.rpc.certStoreKey, config.dataDir, logger), now })
     const rpc = new RpcService({
       db,
       tunnel: services.tunnel,
@@ -76,6 +79,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       reportIntervalMs: options.rpc.reportIntervalMs,
       now,
       logger: logger.child({ module: 'rpc' }),
+      certificates,
     })
     await app.start()
     logger.info({ url: app.info.uri, database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')

@@ -7,6 +7,7 @@
  *   GET  /internal/v1/config?since=N  200 ConfigSnapshot | 204 nothing new within the wait
  *   POST /internal/v1/hello           200 HelloReply
  *   POST /internal/v1/reports         200 ReportReply
+ *   POST /internal/v1/certificates/{get,put,delete,list,lock,unlock}   the shared certificate store
  *
  * Every request needs `Authorization: Bearer <gateway secret>` (compared in constant time) and is
  * checked before routing, so an unauthenticated caller learns nothing, not even which paths exist.
@@ -15,7 +16,11 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
-import { RPC_PATHS, RpcError, type GatewayHello, type GatewayReport } from '../../proto/rpc/index.ts'
+import {
+  RPC_PATHS, RpcError,
+  type CertificateDeleteReply, type CertificateGetReply, type CertificateListReply, type CertificateLockRequest, type CertificateNameRequest,
+  type CertificatePutReply, type CertificatePutRequest, type CertificateUnlockReply, type CertificateUnlockRequest, type GatewayHello, type GatewayReport,
+} from '../../proto/rpc/index.ts'
 import { bearerSecret, secretMatches } from './secret.ts'
 import type { RpcService } from './service.ts'
 
@@ -129,6 +134,46 @@ export class RpcServer {
     const body = await readJson(req, this.#o.maxBodyBytes ?? 32 * 1024 * 1024) as GatewayReport
     send(res, 200, await this.#o.service.report(body))
   }
+
+  /** The certificate store endpoints: small JSON bodies (a certificate chain and key fit in 256 KiB). */
+  async certificates (path: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const body = await readJson(req, 256 * 1024)
+    const service = this.#o.service
+    const field = <T>(name: string): T => (typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[name] : undefined) as T
+    switch (path) {
+      case RPC_PATHS.certificateGet: {
+        const reply: CertificateGetReply = { certificate: await service.getCertificate(field<CertificateNameRequest['name']>('name')) }
+        send(res, 200, reply)
+        return
+      }
+      case RPC_PATHS.certificatePut: {
+        await service.putCertificate(field<CertificatePutRequest['certificate']>('certificate'))
+        const reply: CertificatePutReply = { stored: true }
+        send(res, 200, reply)
+        return
+      }
+      case RPC_PATHS.certificateDelete: {
+        const reply: CertificateDeleteReply = { deleted: await service.deleteCertificate(field<string>('name')) }
+        send(res, 200, reply)
+        return
+      }
+      case RPC_PATHS.certificateList: {
+        const reply: CertificateListReply = { names: await service.listCertificates() }
+        send(res, 200, reply)
+        return
+      }
+      case RPC_PATHS.certificateLock:
+        send(res, 200, await service.lockCertificate(body as CertificateLockRequest))
+        return
+      case RPC_PATHS.certificateUnlock: {
+        const reply: CertificateUnlockReply = { released: await service.unlockCertificate(body as CertificateUnlockRequest) }
+        send(res, 200, reply)
+        return
+      }
+      default:
+        throw new RpcError('NOT_FOUND', `no such endpoint: ${path}`)
+    }
+  }
 }
 
 type Handler = (rpc: RpcServer, req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<void>
@@ -137,6 +182,10 @@ const ROUTES: Record<string, { method: string, handle: Handler }> = {
   [RPC_PATHS.config]: { method: 'GET', handle: async (rpc, req, res, url) => { await rpc.config(req, res, url) } },
   [RPC_PATHS.hello]: { method: 'POST', handle: async (rpc, req, res) => { await rpc.hello(req, res) } },
   [RPC_PATHS.reports]: { method: 'POST', handle: async (rpc, req, res) => { await rpc.reports(req, res) } },
+  ...Object.fromEntries([
+    RPC_PATHS.certificateGet, RPC_PATHS.certificatePut, RPC_PATHS.certificateDelete,
+    RPC_PATHS.certificateList, RPC_PATHS.certificateLock, RPC_PATHS.certificateUnlock,
+  ].map(path => [path, { method: 'POST', handle: (async (rpc, req, res) => { await rpc.certificates(path, req, res) }) satisfies Handler }])),
 }
 
 function parseSince (value: string | null): number | null {

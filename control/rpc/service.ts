@@ -1,16 +1,20 @@
 /**
- * Control's side of the gateway RPC as a ControlPlane: the HTTP listener (server.ts) is a thin
- * shell over it, and `cloud-connect start` hands it to the in-process gateway directly. Messages
- * are validated here, so both paths accept exactly the same things.
+ * Control's side of the gateway RPC as a ControlPlane (and, with a CertStoreService, the shared
+ * CertificateStorePlane): the HTTP listener (server.ts) is a thin shell over it, and
+ * `cloud-connect start` hands it to the in-process gateway directly. Messages are validated here,
+ * so both paths accept exactly the same things.
  */
 import type { Logger } from 'pino'
 import {
-  RPC_PROTOCOL_VERSION, RpcError, validateHello, validateReport,
-  type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type SnapshotGateway,
+  RPC_PROTOCOL_VERSION, RpcError, validateCertificateLock, validateCertificateName, validateCertificatePut, validateCertificateUnlock,
+  validateHello, validateReport,
+  type CertificateLockReply, type CertificateLockRequest, type CertificateStorePlane, type CertificateUnlockRequest, type ConfigSnapshot,
+  type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type SnapshotGateway, type StoredCertificate,
 } from '../../proto/rpc/index.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { Db } from '../db/knex.ts'
 import { isDatabaseUnavailable } from '../errors.ts'
+import { CertStoreKeyError, type CertStoreService } from '../services/cert-store.ts'
 import type { IpamService } from '../services/ipam.ts'
 import type { TunnelService } from '../services/tunnel.ts'
 import type { GatewayRegistry } from './registry.ts'
@@ -29,9 +33,11 @@ export interface RpcServiceOptions {
   pollMs?: number
   now: () => Date
   logger: Logger
+  /** The shared certificate store; unset: its endpoints answer NOT_FOUND. */
+  certificates?: CertStoreService
 }
 
-export class RpcService implements ControlPlane {
+export class RpcService implements ControlPlane, CertificateStorePlane {
   readonly watcher: VersionWatcher
   readonly #o: RpcServiceOptions
 
@@ -84,6 +90,50 @@ export class RpcService implements ControlPlane {
       await this.#o.registry.noteReport(report.gatewayId)
       return { peers, certificates }
     })
+  }
+
+  async getCertificate (name: string): Promise<StoredCertificate | null> {
+    const request = validateCertificateName({ name })
+    return await this.#certificates(async store => await store.get(request.name))
+  }
+
+  async putCertificate (certificate: StoredCertificate): Promise<void> {
+    const request = validateCertificatePut({ certificate })
+    await this.#certificates(async store => { await store.put(request.certificate) })
+  }
+
+  async deleteCertificate (name: string): Promise<boolean> {
+    const request = validateCertificateName({ name })
+    return await this.#certificates(async store => await store.delete(request.name))
+  }
+
+  async listCertificates (): Promise<string[]> {
+    return await this.#certificates(async store => await store.list())
+  }
+
+  async lockCertificate (message: CertificateLockRequest): Promise<CertificateLockReply> {
+    const request = validateCertificateLock(message)
+    const result = await this.#certificates(async store => await store.lock(request.name, request.holder, request.ttlMs))
+    return { acquired: result.acquired, expiresAt: result.expiresAt.toISOString() }
+  }
+
+  async unlockCertificate (message: CertificateUnlockRequest): Promise<boolean> {
+    const request = validateCertificateUnlock(message)
+    return await this.#certificates(async store => await store.unlock(request.name, request.holder))
+  }
+
+  async #certificates<T> (body: (store: CertStoreService) => Promise<T>): Promise<T> {
+    const store = this.#o.certificates
+    if (store === undefined) throw new RpcError('NOT_FOUND', 'this control plane keeps no certificate store')
+    try {
+      return await guard(async () => await body(store))
+    } catch (err) {
+      if (err instanceof CertStoreKeyError) {
+        this.#o.logger.error({ err: err.message }, 'certificate store key problem')
+        throw new RpcError('INTERNAL_ERROR', `certificate store: ${err.message}`)
+      }
+      throw err
+    }
   }
 
   /** Ends every pending watch (they answer "nothing new"). */

@@ -5,6 +5,8 @@
  *   gateway -> control  GET  /internal/v1/config?since=VERSION   long-poll: ConfigSnapshot or 204
  *   gateway -> control  POST /internal/v1/hello                   GatewayHello -> HelloReply
  *   gateway -> control  POST /internal/v1/reports                 GatewayReport -> ReportReply
+ *   gateway -> control  POST /internal/v1/certificates/{get,put,delete,list,lock,unlock}
+ *                                                                 the shared certificate store
  *
  * Every request carries `Authorization: Bearer <gateway secret>`. Times are RFC 3339 UTC strings.
  * `cloud-connect start` runs both sides in one process through the same ControlPlane interface.
@@ -17,6 +19,12 @@ export const RPC_PATHS = {
   config: '/internal/v1/config',
   hello: '/internal/v1/hello',
   reports: '/internal/v1/reports',
+  certificateGet: '/internal/v1/certificates/get',
+  certificatePut: '/internal/v1/certificates/put',
+  certificateDelete: '/internal/v1/certificates/delete',
+  certificateList: '/internal/v1/certificates/list',
+  certificateLock: '/internal/v1/certificates/lock',
+  certificateUnlock: '/internal/v1/certificates/unlock',
 } as const
 
 /** How long control holds a `config` request open when nothing changed (default). */
@@ -29,6 +37,13 @@ export const MAX_PEERS = 100_000
 export const MAX_HOSTNAMES_PER_PEER = 64
 export const MAX_CERTIFICATES = 200_000
 export const MAX_ID_LENGTH = 128
+export const MAX_CERTIFICATE_PEM_BYTES = 64 * 1024
+export const MAX_PRIVATE_KEY_PEM_BYTES = 16 * 1024
+/** A lock holder: `<gateway id>/<per-process random id>`. */
+export const MAX_HOLDER_LENGTH = 200
+/** Lock lifetimes control accepts (ms). */
+export const MIN_LOCK_TTL_MS = 100
+export const MAX_LOCK_TTL_MS = 86_400_000
 
 /** The gateway's own settings as control sees them. */
 export interface SnapshotGateway {
@@ -151,3 +166,53 @@ export interface ControlPlane {
   hello (hello: GatewayHello): Promise<HelloReply>
   report (report: GatewayReport): Promise<ReportReply>
 }
+
+// The shared certificate store (gateway/edge/cert-store.ts CertStore, kept by control for a fleet).
+// Added without a protocol bump: a control that lacks it answers NOT_FOUND.
+
+/** One stored certificate (names: a hostname, `*.<domain>` or a reserved `.invalid` name). */
+export interface StoredCertificate {
+  name: string
+  /** PEM chain, leaf first. */
+  certificatePem: string
+  /** PEM private key of the leaf (encrypted at rest by control; plain on the authenticated wire). */
+  privateKeyPem: string
+  issuer: string
+  /** When control stored it (RFC 3339); set by control, ignored in a put. */
+  updatedAt?: string
+}
+
+export interface CertificateNameRequest { name: string }
+export interface CertificateGetReply { certificate: StoredCertificate | null }
+export interface CertificatePutRequest { certificate: StoredCertificate }
+export interface CertificatePutReply { stored: true }
+export interface CertificateDeleteReply { deleted: boolean }
+export interface CertificateListReply { names: string[] }
+
+/**
+ * Take the named lock for `holder` for `ttlMs` when it is free, expired, or already held by
+ * `holder` (then its expiry is extended: a retried request cannot lock its own sender out).
+ */
+export interface CertificateLockRequest { name: string, holder: string, ttlMs: number }
+export interface CertificateLockReply {
+  acquired: boolean
+  /** When the lock expires: ours when acquired, else the current holder's. */
+  expiresAt: string
+}
+export interface CertificateUnlockRequest { name: string, holder: string }
+export interface CertificateUnlockReply { released: boolean }
+
+/**
+ * The certificate store and issuance locks control keeps for a fleet of gateways: implemented by
+ * the HTTP client and, in-process (`cloud-connect start`), by control's RpcService. Failures reject
+ * with RpcError.
+ */
+export interface CertificateStorePlane {
+  getCertificate (name: string): Promise<StoredCertificate | null>
+  putCertificate (certificate: StoredCertificate): Promise<void>
+  deleteCertificate (name: string): Promise<boolean>
+  listCertificates (): Promise<string[]>
+  lockCertificate (request: CertificateLockRequest): Promise<CertificateLockReply>
+  unlockCertificate (request: CertificateUnlockRequest): Promise<boolean>
+}
+

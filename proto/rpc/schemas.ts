@@ -8,8 +8,10 @@
 import Joi from 'joi'
 import { RpcError } from './errors.ts'
 import {
-  MAX_CERTIFICATES, MAX_HOSTNAMES_PER_PEER, MAX_ID_LENGTH, MAX_PEERS,
-  type ConfigSnapshot, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply,
+  MAX_CERTIFICATE_PEM_BYTES, MAX_CERTIFICATES, MAX_HOLDER_LENGTH, MAX_HOSTNAMES_PER_PEER, MAX_ID_LENGTH, MAX_LOCK_TTL_MS, MAX_PEERS,
+  MAX_PRIVATE_KEY_PEM_BYTES, MIN_LOCK_TTL_MS,
+  type CertificateGetReply, type CertificateLockReply, type CertificateLockRequest, type CertificateNameRequest, type CertificatePutRequest,
+  type CertificateUnlockRequest, type ConfigSnapshot, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply,
 } from './messages.ts'
 
 /** Canonical base64 of 32 bytes, as `wg pubkey` prints: the 43rd character holds 4 key bits and 2 zero bits. */
@@ -30,6 +32,10 @@ const hostPort = Joi.string().max(300).pattern(/^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:
     return value
   })
   .messages({ 'string.pattern.base': '{{#label}} must be host:port', 'any.custom': '{{#label}} has a port out of range' })
+/** A certificate store name: a lower-case DNS name, optionally `*.` + one (gateway/edge/cert-store.ts). */
+export const CERTIFICATE_NAME = /^(\*\.)?[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/
+const certificateName = Joi.string().max(253).pattern(CERTIFICATE_NAME)
+  .messages({ 'string.pattern.base': '{{#label}} must be a lower-case DNS name or *.<name>' })
 const time = Joi.string().isoDate().max(64)
 const count = Joi.number().integer().min(0).max(Number.MAX_SAFE_INTEGER)
 const protocol = Joi.number().integer().min(0).max(0xffff).required()
@@ -86,7 +92,8 @@ const reportSchema = Joi.object({
     txBytes: count.required(),
   })).required(),
   certificates: Joi.array().max(MAX_CERTIFICATES).items(Joi.object({
-    hostname: hostname.required(),
+    // A managed wildcard (CC_WILDCARDS) is reported under its own name, `*.<domain>`.
+    hostname: certificateName.lowercase().required(),
     state: Joi.string().valid('pending', 'active', 'failing').required(),
     notAfter: time,
     lastError: Joi.string().max(2000),
@@ -95,6 +102,27 @@ const reportSchema = Joi.object({
 })
 
 const reportReplySchema = Joi.object({ peers: count.required(), certificates: count.required() })
+
+const pem = (label: string, max: number): Joi.StringSchema => Joi.string().max(max).pattern(new RegExp(`^-----BEGIN ${label}-----`))
+  .messages({ 'string.pattern.base': `{{#label}} must be PEM (${label})` })
+const storedCertificate = Joi.object({
+  name: certificateName.required(),
+  certificatePem: pem('CERTIFICATE', MAX_CERTIFICATE_PEM_BYTES).required(),
+  privateKeyPem: pem('(?:EC |RSA )?PRIVATE KEY', MAX_PRIVATE_KEY_PEM_BYTES).required(),
+  issuer: Joi.string().min(1).max(1000).required(),
+  updatedAt: time,
+})
+const holder = Joi.string().min(1).max(MAX_HOLDER_LENGTH).pattern(/^[A-Za-z0-9._:/-]+$/)
+const certificateNameSchema = Joi.object({ name: certificateName.required() })
+const certificatePutSchema = Joi.object({ certificate: storedCertificate.required() })
+const certificateGetReplySchema = Joi.object({ certificate: storedCertificate.allow(null).required() })
+const certificateLockSchema = Joi.object({
+  name: certificateName.required(),
+  holder: holder.required(),
+  ttlMs: Joi.number().integer().min(MIN_LOCK_TTL_MS).max(MAX_LOCK_TTL_MS).required(),
+})
+const certificateLockReplySchema = Joi.object({ acquired: Joi.boolean().required(), expiresAt: time.required() })
+const certificateUnlockSchema = Joi.object({ name: certificateName.required(), holder: holder.required() })
 
 function validator<T> (schema: Joi.Schema, what: string): (value: unknown) => T {
   return (value: unknown): T => {
@@ -113,6 +141,12 @@ export const validateHello = validator<GatewayHello>(helloSchema, 'hello')
 export const validateHelloReply = validator<HelloReply>(helloReplySchema, 'hello reply')
 export const validateReport = validator<GatewayReport>(reportSchema, 'report')
 export const validateReportReply = validator<ReportReply>(reportReplySchema, 'report reply')
+export const validateCertificateName = validator<CertificateNameRequest>(certificateNameSchema, 'certificate request')
+export const validateCertificatePut = validator<CertificatePutRequest>(certificatePutSchema, 'certificate put')
+export const validateCertificateGetReply = validator<CertificateGetReply>(certificateGetReplySchema, 'certificate reply')
+export const validateCertificateLock = validator<CertificateLockRequest>(certificateLockSchema, 'certificate lock')
+export const validateCertificateLockReply = validator<CertificateLockReply>(certificateLockReplySchema, 'certificate lock reply')
+export const validateCertificateUnlock = validator<CertificateUnlockRequest>(certificateUnlockSchema, 'certificate unlock')
 
 /** `peers[3].hostnames[0]` from joi's path. */
 export function formatPath (path: Array<string | number>): string {

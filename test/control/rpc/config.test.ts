@@ -8,15 +8,18 @@ import { loadRpcConfig } from '../../../control/rpc/config.ts'
 import { GATEWAY_SECRET_FILE, loadGatewaySecret } from '../../../control/rpc/secret.ts'
 
 t.test('loadRpcConfig: defaults bind loopback; each bad variable is named, a secret never shown', async t => {
-  t.same(loadRpcConfig({}), { host: '127.0.0.1', port: 8081, secret: undefined, waitMs: 30_000, reportIntervalMs: 5_000 })
+  t.strictSame(loadRpcConfig({}), { host: '127.0.0.1', port: 8081, secret: undefined, waitMs: 30_000, reportIntervalMs: 5_000, certStoreKey: undefined })
   const secret = 'a'.repeat(43)
-  t.same(loadRpcConfig({ CC_RPC_HOST: '0.0.0.0', CC_RPC_PORT: '0', CC_GATEWAY_SECRET: secret, CC_RPC_WAIT: '0.5', CC_REPORT_INTERVAL: '1' }), { host: '0.0.0.0', port: 0, secret, waitMs: 500, reportIntervalMs: 1_000 })
+  const certStoreKey = 'k'.repeat(43)
+  t.strictSame(loadRpcConfig({ CC_RPC_HOST: '0.0.0.0', CC_RPC_PORT: '0', CC_GATEWAY_SECRET: secret, CC_RPC_WAIT: '0.5', CC_REPORT_INTERVAL: '1', CC_CERT_STORE_KEY: certStoreKey }), { host: '0.0.0.0', port: 0, secret, waitMs: 500, reportIntervalMs: 1_000, certStoreKey })
   const cases: Array<[Record<string, string>, string]> = [
     [{ CC_RPC_PORT: '65536' }, 'CC_RPC_PORT'],
     [{ CC_RPC_HOST: 'not a host!' }, 'CC_RPC_HOST'],
     [{ CC_RPC_WAIT: '61' }, 'CC_RPC_WAIT'],
     [{ CC_REPORT_INTERVAL: '0' }, 'CC_REPORT_INTERVAL'],
     [{ CC_GATEWAY_SECRET: 'too-short-secret' }, 'CC_GATEWAY_SECRET'],
+    [{ CC_CERT_STORE_KEY: 'too-short-secret' }, 'CC_CERT_STORE_KEY'],
+    [{ CC_CERT_STORE_KEY: 'too-short-secret'.padEnd(44, 'x') }, 'CC_CERT_STORE_KEY'],
   ]
   for (const [env, name] of cases) {
     try {
@@ -26,6 +29,7 @@ t.test('loadRpcConfig: defaults bind loopback; each bad variable is named, a sec
       t.ok(err instanceof ConfigError, name)
       t.match((err as Error).message, new RegExp(`^${name}: `))
       t.notMatch((err as Error).message, /too-short-secret/, 'the secret is not echoed')
+      t.notMatch((err as Error).message, /\n/, 'one line')
     }
   }
 })

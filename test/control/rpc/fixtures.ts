@@ -5,6 +5,7 @@ import type { Db } from '../../../control/db/knex.ts'
 import { GatewayRegistry } from '../../../control/rpc/registry.ts'
 import { RpcServer } from '../../../control/rpc/server.ts'
 import { RpcService } from '../../../control/rpc/service.ts'
+import type { CertStoreService } from '../../../control/services/cert-store.ts'
 import { ConfiguredGateway } from '../../../control/services/tunnel.ts'
 import { RPC_PROTOCOL_VERSION, type GatewayHello, type GatewayReport, type PeerReport } from '../../../proto/rpc/index.ts'
 import { startApp, type TestApp } from '../harness.ts'
@@ -28,6 +29,8 @@ export interface RpcHarnessOptions {
   /** Unset: no configured gateway key (creation answers 503 until a hello). */
   configuredKey?: string | null
   env?: Record<string, string>
+  /** The shared certificate store the RPC offers (unset: none). */
+  certificates?: CertStoreService
 }
 
 export async function startRpc (t: Test, db: Db, options: RpcHarnessOptions = {}): Promise<RpcHarness> {
@@ -53,6 +56,7 @@ export async function startRpc (t: Test, db: Db, options: RpcHarnessOptions = {}
     pollMs: 20,
     now,
     logger: pino({ level: 'silent' }),
+    certificates: options.certificates,
   })
   t.teardown(() => { rpc.close() })
   let server: RpcServer | null = null
