@@ -18,9 +18,10 @@ import { Device, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from './wireguard/udp.ts'
 import { IpLayer } from './netstack/ip.ts'
 import { TcpStack, type TcpSocket } from './netstack/tcp/index.ts'
-import { Edge, FileCertStore, type EdgeOptions } from './edge/index.ts'
+import { Edge, FileCertStore, type CertStore, type EdgeOptions } from './edge/index.ts'
 import { AcmeIssuer } from './edge/acme/acme-issuer.ts'
 import { HttpChallenges, type ChallengeSolver } from './edge/acme/challenges.ts'
+import { DnsChallenges, type DnsProvider } from './edge/acme/dns-provider.ts'
 import { TlsAlpnChallenges } from './edge/acme/tls-alpn.ts'
 import { planSnapshot, type Route } from './control/apply.ts'
 import { snapshotFromConfig } from './control/static-file.ts'
@@ -44,6 +45,14 @@ export interface GatewayStatus {
   configVersion: number | null
   routes: number
   edge: { https: string, http: string | null } | null
+}
+
+/** What a config file cannot say: built by the caller (gateway/control/run.ts). */
+export interface GatewayStartOptions {
+  /** With `edge.acme`: where certificates, the account key and locks live (default <dataDir>/tls). */
+  certStore?: CertStore
+  /** With `edge.acme`: DNS-01 through this provider (wildcards), after the configured challenges. */
+  dnsProvider?: DnsProvider
 }
 
 export interface ApplyResult {
@@ -71,9 +80,11 @@ export class Gateway {
   private routeList: Route[] = []
   private instanceIds = new Map<string, string>()
   private addressWarnedFor = ''
+  private readonly startOptions: GatewayStartOptions
 
-  private constructor (config: GatewayConfig, logger: Logger, metrics: Metrics) {
+  private constructor (config: GatewayConfig, logger: Logger, metrics: Metrics, startOptions: GatewayStartOptions) {
     this.config = config
+    this.startOptions = startOptions
     this.logger = logger
     this.metrics = metrics
     this.shell = new UdpShell({
@@ -114,8 +125,8 @@ export class Gateway {
   }
 
   /** Builds the gateway and binds its sockets (UDP, then the optional metrics HTTP server). */
-  static async start (config: GatewayConfig, logger: Logger, metrics = new Metrics()): Promise<Gateway> {
-    const gw = new Gateway(config, logger, metrics)
+  static async start (config: GatewayConfig, logger: Logger, metrics = new Metrics(), options: GatewayStartOptions = {}): Promise<Gateway> {
+    const gw = new Gateway(config, logger, metrics, options)
     const bound = await gw.shell.listen()
     gw.listenText = formatEndpoint(bound.address, bound.port)
     if (config.metricsListen !== null) {
@@ -162,11 +173,11 @@ export class Gateway {
     else this.logger.info({ caCertificate: edge.caCertificatePath }, 'certificates from the local CA')
   }
 
-  /** With `edge.acme`: the issuer, its store (the edge's own, <dataDir>/tls) and challenge solvers. */
+  /** With `edge.acme`: the issuer, its store (given, else the edge's own <dataDir>/tls) and challenge solvers. */
   private acmeOptions (settings: NonNullable<GatewayConfig['edge']>): Partial<EdgeOptions> {
     const acme = settings.acme
     if (acme === undefined) return {}
-    const options: Partial<EdgeOptions> = { certStore: new FileCertStore({ directory: path.join(settings.dataDir, 'tls') }) }
+    const options: Partial<EdgeOptions> = { certStore: this.startOptions.certStore ?? new FileCertStore({ directory: path.join(settings.dataDir, 'tls') }) }
     const solvers: ChallengeSolver[] = []
     for (const type of acme.challenges) {
       if (type === 'http-01') {
@@ -180,6 +191,8 @@ export class Gateway {
         solvers.push(tlsAlpn01)
       }
     }
+    // Last: chosen only where the CA offers nothing earlier in the list, and for wildcards (RFC 8555 7.1.3).
+    if (this.startOptions.dnsProvider !== undefined) solvers.push(new DnsChallenges(this.startOptions.dnsProvider))
     options.issuer = new AcmeIssuer({
       directoryUrl: acme.directory,
       email: acme.email,

@@ -7,6 +7,7 @@ import { hostname } from 'node:os'
 import { join } from 'node:path'
 import Joi from 'joi'
 import { ACME_CHALLENGE_TYPES, ConfigError, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
+import { DNS_PROVIDERS } from '../edge/acme/dns-provider.ts'
 import { GATEWAY_KEY_FILE } from './keyfile.ts'
 
 export interface GatewayEnv {
@@ -31,6 +32,11 @@ export interface GatewayEnv {
   snapshotFile: string
   /** Certificates from this ACME CA instead of the local CA; null: local CA. */
   acme: AcmeEnv | null
+  /**
+   * Where ACME certificates, the account key and issuance locks live: 'control' (shared by every
+   * gateway of the control plane, the default) or 'file' (CC_DATA_DIR/tls, this gateway only).
+   */
+  certStore: 'control' | 'file'
 }
 
 export interface AcmeEnv {
@@ -39,6 +45,8 @@ export interface AcmeEnv {
   /** Path of a PEM file of extra roots to trust for the directory (checked readable). */
   caBundle?: string
   challenges: AcmeChallengeType[]
+  /** DNS-01 (wildcards) through this provider (dns-provider.ts DNS_PROVIDERS); unset: no DNS-01. */
+  dns?: { provider: string, settings: Record<string, string> }
 }
 
 const port = Joi.number().integer().min(0).max(65535)
@@ -63,13 +71,19 @@ const VARIABLES = {
   CC_ACME_CA_BUNDLE: Joi.string(),
   CC_ACME_CHALLENGES: Joi.string().pattern(new RegExp(`^(${ACME_CHALLENGE_TYPES.join('|')})(,(${ACME_CHALLENGE_TYPES.join('|')}))*$`))
     .message(`must be a comma-separated list of ${ACME_CHALLENGE_TYPES.join(', ')}`).default(ACME_CHALLENGE_TYPES.join(',')),
+  CC_ACME_DNS_PROVIDER: Joi.string().valid(...Object.keys(DNS_PROVIDERS)).messages({ 'any.only': `must be one of ${Object.keys(DNS_PROVIDERS).join(', ')}` }),
+  CC_CERT_STORE: Joi.string().valid('control', 'file').messages({ 'any.only': 'must be control or file' }).default('control'),
 } as const
 
 export function describeGatewayVariables (): string {
-  return Object.entries(VARIABLES).map(([name, schema]) => {
+  const lines = Object.entries(VARIABLES).map(([name, schema]) => {
     const d = (schema.describe() as { flags?: { default?: unknown } }).flags?.default
     return d === undefined ? `  ${name}` : `  ${name} (default ${String(d)})`
-  }).join('\n')
+  })
+  for (const [provider, definition] of Object.entries(DNS_PROVIDERS)) {
+    for (const name of Object.keys(definition.settings)) lines.push(`  ${name} (CC_ACME_DNS_PROVIDER=${provider}: ${definition.summary})`)
+  }
+  return lines.join('\n')
 }
 
 /** `defaults` fill variables the environment leaves unset (e.g. `start`'s choices). */
@@ -90,7 +104,7 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     if (p < 1 || p > 65535) throw new ConfigError('CC_GATEWAY_ENDPOINT', `port out of range (got "${endpoint}")`)
   }
   const dataDir = v.CC_DATA_DIR as string
-  const acme = acmeFrom(v)
+  const acme = acmeFrom(v, env)
   const httpPort = v.CC_HTTP_PORT
   return {
     dataDir,
@@ -110,25 +124,52 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     keyFile: (v.CC_GATEWAY_KEY_FILE as string | undefined) ?? join(dataDir, GATEWAY_KEY_FILE),
     snapshotFile: join(dataDir, 'gateway-snapshot.json'),
     acme,
+    certStore: v.CC_CERT_STORE as 'control' | 'file',
   }
 }
 
-function acmeFrom (v: Record<string, unknown>): AcmeEnv | null {
+function acmeFrom (v: Record<string, unknown>, env: NodeJS.ProcessEnv): AcmeEnv | null {
   const directory = v.CC_ACME_DIRECTORY as string | undefined
   const email = v.CC_ACME_EMAIL as string | undefined
   const caBundle = v.CC_ACME_CA_BUNDLE as string | undefined
+  const dnsProvider = v.CC_ACME_DNS_PROVIDER as string | undefined
   if (directory === undefined) {
     if (email !== undefined) throw new ConfigError('CC_ACME_EMAIL', 'needs CC_ACME_DIRECTORY')
     if (caBundle !== undefined) throw new ConfigError('CC_ACME_CA_BUNDLE', 'needs CC_ACME_DIRECTORY')
+    if (dnsProvider !== undefined) throw new ConfigError('CC_ACME_DNS_PROVIDER', 'needs CC_ACME_DIRECTORY')
+    dnsFrom(undefined, env) // a provider's setting alone is an error too
     return null
   }
+  const dns = dnsFrom(dnsProvider, env)
   const acme: AcmeEnv = { directory, challenges: [...new Set((v.CC_ACME_CHALLENGES as string).split(','))] as AcmeChallengeType[] }
   if (email !== undefined) acme.email = email
   if (caBundle !== undefined) {
     readCaBundle(caBundle, 'CC_ACME_CA_BUNDLE')
     acme.caBundle = caBundle
   }
+  if (dns !== undefined) acme.dns = dns
   return acme
+}
+
+/** The DNS provider's settings: its own variables validated, any other provider's refused. */
+function dnsFrom (provider: string | undefined, env: NodeJS.ProcessEnv): AcmeEnv['dns'] {
+  const settings: Record<string, string> = {}
+  for (const [name, definition] of Object.entries(DNS_PROVIDERS)) {
+    for (const [variable, schema] of Object.entries(definition.settings)) {
+      const raw = env[variable] === '' ? undefined : env[variable]
+      if (name !== provider) {
+        if (raw !== undefined) throw new ConfigError(variable, `needs CC_ACME_DNS_PROVIDER=${name}`)
+        continue
+      }
+      const { value, error } = schema.validate(raw, { errors: { wrap: { label: false } } })
+      if (error !== undefined) {
+        const detail = error.details[0]?.type === 'any.required' ? `required by CC_ACME_DNS_PROVIDER=${name}` : error.message.replace(/^value /, '').replace(/^"value" /, '')
+        throw new ConfigError(variable, `${detail}${raw === undefined ? '' : ` (got ${JSON.stringify(raw)})`}`)
+      }
+      if (value !== undefined) settings[variable] = String(value)
+    }
+  }
+  return provider === undefined ? undefined : { provider, settings }
 }
 
 function defaultGatewayId (): string {
@@ -154,7 +195,11 @@ export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, add
       wildcards: settings.wildcards,
     }
     if (settings.publicHttpsPort !== undefined) edge.publicHttpsPort = settings.publicHttpsPort
-    if (settings.acme !== null) edge.acme = { ...settings.acme }
+    if (settings.acme !== null) {
+      // The DNS provider is not part of the config file's schema: Gateway.start receives it built.
+      const { dns: _dns, ...acme } = settings.acme
+      edge.acme = acme
+    }
     raw.edge = edge
   }
   return raw

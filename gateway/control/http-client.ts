@@ -1,12 +1,14 @@
 /**
- * The ControlPlane over HTTP: a gateway talking to a remote `cloud-connect control` on its internal
- * RPC listener (`--control URL --secret ...`). Every failure is an RpcError: network trouble and
+ * The ControlPlane (and CertificateStorePlane) over HTTP: a gateway talking to a remote
+ * `cloud-connect control` on its internal RPC listener (`--control URL --secret ...`). Every failure is an RpcError: network trouble and
  * timeouts are SERVICE_UNAVAILABLE (retryable); HTTP errors carry control's code. Retrying and
  * backoff are the ControlClient's business, not this class's.
  */
 import {
-  RPC_PATHS, RpcError, isRpcErrorCode, validateHelloReply, validateReportReply, validateSnapshot,
-  type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply,
+  RPC_PATHS, RpcError, isRpcErrorCode, validateCertificateGetReply, validateCertificateLockReply, validateHelloReply, validateReportReply,
+  validateSnapshot,
+  type CertificateLockReply, type CertificateLockRequest, type CertificateStorePlane, type CertificateUnlockRequest, type ConfigSnapshot,
+  type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type StoredCertificate,
 } from '../../proto/rpc/index.ts'
 
 export interface HttpControlPlaneOptions {
@@ -19,7 +21,7 @@ export interface HttpControlPlaneOptions {
   watchTimeoutMs?: number
 }
 
-export class HttpControlPlane implements ControlPlane {
+export class HttpControlPlane implements ControlPlane, CertificateStorePlane {
   readonly #base: string
   readonly #secret: string
   readonly #requestTimeoutMs: number
@@ -51,6 +53,38 @@ export class HttpControlPlane implements ControlPlane {
     const res = await this.#request('POST', RPC_PATHS.reports, report, this.#requestTimeoutMs)
     if (res === null) throw new RpcError('SERVICE_UNAVAILABLE', 'report aborted')
     return validateReportReply(await readJson(res))
+  }
+
+  async getCertificate (name: string): Promise<StoredCertificate | null> {
+    return validateCertificateGetReply(await this.#post(RPC_PATHS.certificateGet, { name })).certificate
+  }
+
+  async putCertificate (certificate: StoredCertificate): Promise<void> {
+    await this.#post(RPC_PATHS.certificatePut, { certificate })
+  }
+
+  async deleteCertificate (name: string): Promise<boolean> {
+    return (await this.#post(RPC_PATHS.certificateDelete, { name }) as { deleted?: unknown }).deleted === true
+  }
+
+  async listCertificates (): Promise<string[]> {
+    const names = (await this.#post(RPC_PATHS.certificateList, {}) as { names?: unknown }).names
+    if (!Array.isArray(names) || !names.every(n => typeof n === 'string')) throw new RpcError('SERVICE_UNAVAILABLE', 'control sent an unreadable certificate list')
+    return names as string[]
+  }
+
+  async lockCertificate (request: CertificateLockRequest): Promise<CertificateLockReply> {
+    return validateCertificateLockReply(await this.#post(RPC_PATHS.certificateLock, request))
+  }
+
+  async unlockCertificate (request: CertificateUnlockRequest): Promise<boolean> {
+    return (await this.#post(RPC_PATHS.certificateUnlock, request) as { released?: unknown }).released === true
+  }
+
+  async #post (path: string, body: unknown): Promise<unknown> {
+    const res = await this.#request('POST', path, body, this.#requestTimeoutMs)
+    if (res === null) throw new RpcError('SERVICE_UNAVAILABLE', `${path} aborted`)
+    return await readJson(res)
   }
 
   /** The response when 2xx; null when `signal` (the caller's) aborted; RpcError otherwise. */

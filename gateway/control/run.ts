@@ -3,11 +3,18 @@
  * control, waited for with backoff), Gateway started on the tunnel address control assigns, then a
  * ControlClient keeping it in step. Used by `cloud-connect gateway --control` (HTTP) and
  * `cloud-connect start` (in-process).
+ *
+ * With ACME configured, certificates, the account key and issuance locks live in control's
+ * certificate store (ControlCertStore, shared by the fleet) unless CC_CERT_STORE=file or the plane
+ * offers none; a configured CC_ACME_DNS_PROVIDER adds DNS-01.
  */
 import type { Logger } from 'pino'
 import { RPC_PROTOCOL_VERSION, type ControlPlane } from '../../proto/rpc/index.ts'
 import { validateConfig } from '../config/schema.ts'
-import { Gateway } from '../index.ts'
+import { Gateway, type GatewayStartOptions } from '../index.ts'
+import { createDnsProvider } from '../edge/acme/dns-provider.ts'
+import type { CertStore } from '../edge/cert-store.ts'
+import { ControlCertStore, hasCertificateStore } from './cert-store.ts'
 import type { Metrics } from '../metrics.ts'
 import { ControlClient, initialSnapshot, type BackoffOptions } from './client.ts'
 import { gatewayConfigFrom, type GatewayEnv } from './env.ts'
@@ -33,6 +40,24 @@ export interface GatewayRunOptions {
   backoff?: BackoffOptions
   software?: string
   metrics?: Metrics
+  /** Overrides the certificate store chosen from the settings (tests). */
+  certStore?: CertStore
+}
+
+/** The ACME certificate store and DNS provider these settings ask for. */
+export function acmeStartOptions (plane: ControlPlane, settings: GatewayEnv, logger: Logger): GatewayStartOptions {
+  const acme = settings.acme
+  if (acme === null || !settings.edge) return {}
+  const options: GatewayStartOptions = {}
+  if (settings.certStore === 'control') {
+    if (hasCertificateStore(plane)) {
+      options.certStore = new ControlCertStore({ plane, gatewayId: settings.gatewayId, logger: logger.child({ module: 'cert-store' }) })
+    } else {
+      logger.warn('the control plane keeps no certificate store: ACME certificates stay in this gateway\'s data dir')
+    }
+  }
+  if (acme.dns !== undefined) options.dnsProvider = createDnsProvider(acme.dns.provider, acme.dns.settings)
+  return options
 }
 
 export async function startGatewayWithControl (options: GatewayRunOptions): Promise<RunningGateway | null> {
@@ -41,7 +66,9 @@ export async function startGatewayWithControl (options: GatewayRunOptions): Prom
   const first = await initialSnapshot(plane, options.store, logger.child({ module: 'control' }), options.signal, options.backoff)
   if (first === null) return null
   const config = validateConfig(gatewayConfigFrom(settings, privateKey, first.snapshot.gateway.address))
-  const gateway = await Gateway.start(config, logger, options.metrics)
+  const startOptions = acmeStartOptions(plane, settings, logger)
+  if (options.certStore !== undefined) startOptions.certStore = options.certStore
+  const gateway = await Gateway.start(config, logger, options.metrics, startOptions)
   const client = new ControlClient({
     plane,
     target: gateway,

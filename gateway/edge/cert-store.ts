@@ -1,7 +1,7 @@
 /**
  * Certificate storage and issuance locks (modelled on certmagic's Storage and Locker): one
- * interface with a file-backed implementation for a single node; a control-backed one serves a
- * fleet. Keys are names: a hostname or a one-label wildcard (`*.example.com`), lower case.
+ * interface with a file-backed implementation for a single node; the control-backed one
+ * (gateway/control/cert-store.ts) serves a fleet. Keys are names: a hostname or a one-label wildcard (`*.example.com`), lower case.
  */
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -39,7 +39,8 @@ export interface CertStore {
   unlock (name: string): Promise<void>
 }
 
-export type CertStoreErrorCode = 'INVALID_NAME' | 'LOCK_TIMEOUT'
+/** UNAVAILABLE: a remote store (control) failed or could not be reached after its retries. */
+export type CertStoreErrorCode = 'INVALID_NAME' | 'LOCK_TIMEOUT' | 'UNAVAILABLE'
 
 export class CertStoreError extends Error {
   readonly code: CertStoreErrorCode

@@ -6,9 +6,13 @@
  * Adding a provider: implement DnsProvider for your DNS host's API (Cloudflare, Route 53, ...):
  * setTxt adds one TXT value at the name (several may exist at once: a wildcard and its base domain
  * share the name) and resolves once the authoritative servers answer it (poll them if the API is
- * asynchronous); clearTxt removes that value only. Then pass `new DnsChallenges(provider)` among
- * the AcmeIssuer's solvers.
+ * asynchronous); clearTxt removes that value only. Then add an entry to DNS_PROVIDERS below: its
+ * key is the CC_ACME_DNS_PROVIDER value, its settings the environment variables it reads (named
+ * CC_ACME_DNS_<PROVIDER>_<SETTING>, each with a joi schema; gateway/control/env.ts validates them
+ * with one-line errors), and create() builds the provider from their values. The gateway then
+ * adds `new DnsChallenges(provider)` to the AcmeIssuer's solvers.
  */
+import Joi from 'joi'
 import type { ChallengeSolver } from './challenges.ts'
 
 export interface DnsProvider {
@@ -53,4 +57,31 @@ export class ChalltestsrvDnsProvider implements DnsProvider {
     const res = await fetch(new URL(path, this.managementUrl), { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(10_000) })
     if (!res.ok) throw new Error(`challtestsrv ${path}: HTTP ${res.status}`)
   }
+}
+
+/** A DNS provider selectable by CC_ACME_DNS_PROVIDER. */
+export interface DnsProviderDefinition {
+  /** What it is, for --help. */
+  summary: string
+  /** Its settings: environment variable -> joi schema (`.required()` for the mandatory ones). */
+  settings: Record<string, Joi.Schema>
+  create (settings: Record<string, string>): DnsProvider
+}
+
+export const DNS_PROVIDERS: Record<string, DnsProviderDefinition> = {
+  challtestsrv: {
+    summary: "pebble-challtestsrv's management API (tests, local set-ups with pebble)",
+    settings: {
+      CC_ACME_DNS_CHALLTESTSRV_URL: Joi.string().uri({ scheme: ['http', 'https'] }).required()
+        .messages({ 'string.uriCustomScheme': 'must be the http(s) URL of the management API', 'string.uri': 'must be the http(s) URL of the management API' }),
+    },
+    create: settings => new ChalltestsrvDnsProvider(settings.CC_ACME_DNS_CHALLTESTSRV_URL!),
+  },
+}
+
+/** The configured provider (names and settings checked by gateway/control/env.ts). */
+export function createDnsProvider (name: string, settings: Record<string, string>): DnsProvider {
+  const definition = Object.hasOwn(DNS_PROVIDERS, name) ? DNS_PROVIDERS[name] : undefined
+  if (definition === undefined) throw new Error(`unknown DNS provider ${JSON.stringify(name)}`)
+  return definition.create(settings)
 }
