@@ -1,6 +1,7 @@
 /** The control app with its RPC service (and optionally the HTTP listener) over a test database. */
 import type { Test } from 'tap'
 import pino from 'pino'
+import type { AppDeps } from '../../../control/app.ts'
 import type { Db } from '../../../control/db/knex.ts'
 import { GatewayRegistry } from '../../../control/rpc/registry.ts'
 import { RpcServer } from '../../../control/rpc/server.ts'
@@ -31,6 +32,8 @@ export interface RpcHarnessOptions {
   env?: Record<string, string>
   /** The shared certificate store the RPC offers (unset: none). */
   certificates?: CertStoreService
+  /** Extra app dependencies (e.g. `subscriptions` for plans). */
+  deps?: Partial<AppDeps>
 }
 
 export async function startRpc (t: Test, db: Db, options: RpcHarnessOptions = {}): Promise<RpcHarness> {
@@ -45,7 +48,7 @@ export async function startRpc (t: Test, db: Db, options: RpcHarnessOptions = {}
   })
   const env: Record<string, string> = { CC_GATEWAY_ENDPOINT: GATEWAY_ENDPOINT, CC_BASE_DOMAIN: BASE_DOMAIN, ...options.env }
   if (configuredKey !== null) env.CC_GATEWAY_PUBLIC_KEY = configuredKey
-  const h = await startApp(t, db, { env, deps: { gateway: registry, now: options.clock?.now } })
+  const h = await startApp(t, db, { env, deps: { ...options.deps, gateway: registry, now: options.clock?.now } })
   const rpc = new RpcService({
     db,
     tunnel: h.services.tunnel,
