@@ -62,7 +62,10 @@ peers). Its peers come from one of two control planes:
   served while control is unreachable (also after a restart). CC_ACME_DIRECTORY (an https URL)
   takes certificates from that ACME CA instead of the local CA; CC_ACME_EMAIL is the account
   contact, CC_ACME_CA_BUNDLE a PEM file of extra roots to trust for the directory, and
-  CC_ACME_CHALLENGES the challenge types in order of preference. Settings (environment):
+  CC_ACME_CHALLENGES the challenge types in order of preference; CC_ACME_DNS_PROVIDER adds DNS-01
+  (wildcards). ACME certificates, the account key and issuance locks are kept by control and shared
+  with its other gateways (CC_CERT_STORE=file keeps them in CC_DATA_DIR/tls instead). Settings
+  (environment):
 
 {{VARIABLES}}
 
