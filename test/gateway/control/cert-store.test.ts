@@ -175,6 +175,22 @@ t.test('the ACME account key: created once for gateways sharing control', async 
   t.equal(await db('stored_certificates').where('name', 'like', 'acme-account-%').count('* as n').first().then(r => Number(r!.n)), 1)
 })
 
+t.test('in-process (cloud-connect start): the same store over control\'s RpcService itself', async t => {
+  const a = new ControlCertStore({ plane: rpc.rpc, gatewayId: 'gw-start' })
+  const b = new ControlCertStore({ plane: plane(), gatewayId: 'gw-remote', lockPollMs: 25, lockWaitMs: 150 })
+  const name = fresh('inprocess')
+  const issued = await ca.issue(name)
+  await a.put({ name, ...issued, issuer: 'local-ca' })
+  t.same(await b.get(name), { name, ...issued, issuer: 'local-ca' }, 'what one stores in-process the other reads over HTTP')
+  await a.lock(name, 60_000)
+  t.equal((await rejection(b.lock(name, 60_000))).code, 'LOCK_TIMEOUT', 'and the lock excludes the other')
+  await a.unlock(name)
+  await b.lock(name, 60_000)
+  await b.unlock(name)
+  t.equal((await rejection(a.put({ name, certificatePem: 'not pem', privateKeyPem: issued.privateKeyPem, issuer: 'x' }))).message,
+    'certificate store (control): put ' + name + ': certificate put: certificate.certificatePem: must be PEM (CERTIFICATE)', 'validated in-process too, not retried')
+})
+
 t.test('store choice: control-backed with ACME against control, file otherwise', async t => {
   const base = { CC_DATA_DIR: dir, CC_GATEWAY_ID: 'gw-choice' }
   const acme = { ...base, CC_ACME_DIRECTORY: 'https://acme.example.test/dir' }
@@ -188,6 +204,8 @@ t.test('store choice: control-backed with ACME against control, file otherwise',
   const staticPlane = new StaticControlPlane(validateConfig({ privateKey: encodeKey(generatePrivateKey()), listenPort: 0, address: '10.100.0.1' }))
   t.notOk(hasCertificateStore(staticPlane), 'a static file plane keeps no store')
   t.equal(acmeStartOptions(staticPlane, loadGatewayEnv(acme), silent).certStore, undefined, 'a plane without a store: the file store')
+  const inProcess = acmeStartOptions(rpc.rpc, loadGatewayEnv(acme), silent)
+  t.ok(inProcess.certStore instanceof ControlCertStore, '`cloud-connect start`: control\'s RpcService in-process is the store')
   const dns = acmeStartOptions(plane(), loadGatewayEnv({ ...acme, CC_ACME_DNS_PROVIDER: 'challtestsrv', CC_ACME_DNS_CHALLTESTSRV_URL: 'http://127.0.0.1:8055' }), silent)
   t.ok(dns.dnsProvider instanceof ChalltestsrvDnsProvider, 'CC_ACME_DNS_PROVIDER builds the provider')
 })
