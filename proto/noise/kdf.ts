@@ -2,55 +2,46 @@
  * HASH, HMAC and KDF_n of the WireGuard paper section 5.4: BLAKE2s-256, HMAC-BLAKE2s and HKDF
  * (RFC 5869) over it with an empty info, as wireguard-go's KDF1/KDF2/KDF3 in device/noise-helpers.go.
  */
-import { createHash, createHmac } from 'node:crypto'
+import { Blake2s, HmacBlake2s } from './blake2s.ts'
 import { CONSTRUCTION, IDENTIFIER } from './constants.ts'
 
-const ALGORITHM = 'blake2s256'
 const ONE = Buffer.from([1])
 const TWO = Buffer.from([2])
 const THREE = Buffer.from([3])
 
 /** HASH(parts...) = BLAKE2s(parts concatenated), 32 bytes. */
 export function hash (...parts: Uint8Array[]): Buffer {
-  const h = createHash(ALGORITHM)
+  const h = new Blake2s(32)
   for (const part of parts) h.update(part)
   return h.digest()
 }
 
 /** HMAC(key, parts...) with BLAKE2s-256 (RFC 2104, block size 64). */
 export function hmac (key: Uint8Array, ...parts: Uint8Array[]): Buffer {
-  const h = createHmac(ALGORITHM, key)
-  for (const part of parts) h.update(part)
-  return h.digest()
+  return new HmacBlake2s(key).mac(...parts)
 }
 
-function hmac1 (key: Uint8Array, a: Uint8Array): Buffer {
-  return createHmac(ALGORITHM, key).update(a).digest()
-}
-
-function hmac2 (key: Uint8Array, a: Uint8Array, b: Uint8Array): Buffer {
-  return createHmac(ALGORITHM, key).update(a).update(b).digest()
-}
+// HKDF's PRK T0 keys two or three HMACs: its ipad/opad blocks are absorbed once.
 
 /** KDF1(key, input) = T1 where T0 = HMAC(key, input), T1 = HMAC(T0, 0x1). */
 export function kdf1 (key: Uint8Array, input: Uint8Array): Buffer {
-  const prk = hmac1(key, input)
-  return hmac1(prk, ONE)
+  const prk = new HmacBlake2s(new HmacBlake2s(key).mac(input))
+  return prk.mac(ONE)
 }
 
 /** KDF2(key, input) = (T1, T2) with T2 = HMAC(T0, T1 || 0x2). */
 export function kdf2 (key: Uint8Array, input: Uint8Array): [Buffer, Buffer] {
-  const prk = hmac1(key, input)
-  const t1 = hmac1(prk, ONE)
-  return [t1, hmac2(prk, t1, TWO)]
+  const prk = new HmacBlake2s(new HmacBlake2s(key).mac(input))
+  const t1 = prk.mac(ONE)
+  return [t1, prk.mac(t1, TWO)]
 }
 
 /** KDF3(key, input) = (T1, T2, T3) with T3 = HMAC(T0, T2 || 0x3). */
 export function kdf3 (key: Uint8Array, input: Uint8Array): [Buffer, Buffer, Buffer] {
-  const prk = hmac1(key, input)
-  const t1 = hmac1(prk, ONE)
-  const t2 = hmac2(prk, t1, TWO)
-  return [t1, t2, hmac2(prk, t2, THREE)]
+  const prk = new HmacBlake2s(new HmacBlake2s(key).mac(input))
+  const t1 = prk.mac(ONE)
+  const t2 = prk.mac(t1, TWO)
+  return [t1, t2, prk.mac(t2, THREE)]
 }
 
 

@@ -4,8 +4,8 @@
  * public key); mac2 covers the message up to mac2 and is keyed by the cookie.
  */
 import { timingSafeEqual } from 'node:crypto'
-import { blake2s } from '@noble/hashes/blake2.js'
 import { LABEL_COOKIE, LABEL_MAC1, MAC_LEN } from './constants.ts'
+import { Blake2s } from './blake2s.ts'
 import { hash } from './kdf.ts'
 
 const MAC1_LABEL = Buffer.from(LABEL_MAC1)
@@ -15,8 +15,7 @@ const MACS_LEN = 2 * MAC_LEN
 
 /** MAC(key, input): keyed BLAKE2s-128 (node:crypto cannot key BLAKE2s). */
 export function mac (key: Uint8Array, input: Uint8Array): Buffer {
-  const out = blake2s(input, { key, dkLen: MAC_LEN })
-  return Buffer.from(out.buffer, out.byteOffset, out.length)
+  return new Blake2s(MAC_LEN, key).update(input).digest()
 }
 
 /** HASH(LABEL_MAC1 || spub): the key of mac1 for messages sent to the owner of `publicKey`. */
