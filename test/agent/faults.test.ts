@@ -42,10 +42,11 @@ t.test('API down at start, then the gateway restarted: the agent retries, connec
   t.equal(first.status, 200, 'connected once the API came back')
   t.match(first.body, /^hello GET \/before /)
 
-  // The gateway goes away and comes back (same key, same port): sessions are gone.
+  // The gateway goes away and comes back (same key, same port): sessions are gone. The agent may
+  // notice the silence while the service is still starting, so its log is read from before the stop.
+  const mark2 = agent.output.length
   t.equal(await service.proc.stop(), 0)
   service = await startService(t, dataDir, ports)
-  const mark2 = agent.output.length
   await agent.waitFor(/"msg":"no answer from the gateway: reconnecting"/, 90_000, mark2)
   await agent.waitFor(/"msg":"tunnel up: the gateway answers"/, 90_000, mark2)
   const resumed = await waitUntil('a request through the restarted gateway', async () => {

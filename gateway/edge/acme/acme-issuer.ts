@@ -165,10 +165,28 @@ export class AcmeIssuer implements Issuer {
       backoffMax: o.pollMaxMs ?? 5_000,
       backoffAttempts: o.pollAttempts ?? 30,
     })
-    // RFC 8555 7.3: newAccount with an existing key returns that account (onlyReturnExisting not needed).
-    await client.createAccount({ termsOfServiceAgreed: true, ...(o.email !== undefined ? { contact: [`mailto:${o.email}`] } : {}) })
+    // RFC 8555 7.3: newAccount with an existing key returns that account (200). acme-client follows
+    // a 200 with an update carrying the same payload, which a CA may refuse (pebble: "empty update")
+    // or lose to a bad nonce; once the CA has named the account URL the account is usable, so only
+    // a failure before that counts. Without this, a retry after any failure found the account
+    // existing and failed the same way for good.
+    try {
+      await client.createAccount({ termsOfServiceAgreed: true, ...(o.email !== undefined ? { contact: [`mailto:${o.email}`] } : {}) })
+    } catch (err) {
+      if (!hasAccountUrl(client)) throw err
+      this.logger.warn({ err: (err as Error).message }, 'ACME account exists; its update was refused (kept as it is)')
+    }
     this.logger.info({ directory: o.directoryUrl, account: client.getAccountUrl() }, 'ACME account ready')
     return client
+  }
+}
+
+function hasAccountUrl (client: acme.Client): boolean {
+  try {
+    client.getAccountUrl()
+    return true
+  } catch {
+    return false
   }
 }
 
