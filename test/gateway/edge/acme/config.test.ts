@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { startPebble, freePort } from '../../../helpers/pebble.ts'
 import { tempDir, captureLogger, waitFor } from '../helpers.ts'
-import { handshake } from './lab.ts'
+import { acmeGatewayEnv, handshake } from './lab.ts'
 import { describeGatewayVariables, gatewayConfigFrom, loadGatewayEnv } from '../../../../gateway/control/env.ts'
 import { ConfigError, validateConfig } from '../../../../gateway/config/schema.ts'
 import { Gateway } from '../../../../gateway/index.ts'
@@ -93,21 +93,10 @@ t.test('static config edge.acme: bad fields are named', async t => {
 async function gatewayFromEnv (t: Test, challenges: string, hostname: string): Promise<void> {
   const [httpsPort, httpPort] = await Promise.all([freePort(), freePort()])
   const pebble = await startPebble(t, { httpPort, tlsPort: httpsPort })
-  const dir = tempDir(t)
-  const bundle = path.join(dir, 'pebble-listener.pem')
-  fs.writeFileSync(bundle, pebble.listenerCaPem)
-  const settings = loadGatewayEnv({
-    CC_DATA_DIR: dir,
-    CC_WG_HOST: '127.0.0.1',
-    CC_WG_PORT: '0',
-    CC_EDGE_HOST: '127.0.0.1',
-    CC_HTTPS_PORT: String(httpsPort),
-    CC_HTTP_PORT: String(httpPort),
-    CC_ACME_DIRECTORY: pebble.directoryUrl,
+  const settings = loadGatewayEnv(acmeGatewayEnv(t, pebble, { https: httpsPort, http: httpPort }, {
     CC_ACME_EMAIL: 'ops@example.test',
-    CC_ACME_CA_BUNDLE: bundle,
     CC_ACME_CHALLENGES: challenges,
-  })
+  }))
   const raw = gatewayConfigFrom(settings, encodeKey(generatePrivateKey()), '10.100.0.1')
   raw.peers = [{ publicKey: encodeKey(publicKeyFromPrivate(generatePrivateKey())), allowedIPs: ['10.100.0.2/32'], hostnames: [hostname] }]
   const { logger, lines } = captureLogger()
@@ -126,7 +115,7 @@ async function gatewayFromEnv (t: Test, challenges: string, hostname: string): P
   t.ok(hs.authorized, `verifies against pebble's root: ${hs.error ?? ''}`)
   t.match(hs.peerCertificate?.subjectaltname, new RegExp(`DNS:${hostname.replace(/\./g, '\\.')}`))
   // The edge's own store holds it (what a restart serves from).
-  t.ok(fs.existsSync(path.join(dir, 'tls', 'certificates', hostname, 'private-key.pem')))
+  t.ok(fs.existsSync(path.join(settings.dataDir, 'tls', 'certificates', hostname, 'private-key.pem')))
 }
 
 t.test('a gateway built from CC_ACME_* gets a certificate from pebble by HTTP-01', async t => {

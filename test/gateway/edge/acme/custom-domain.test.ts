@@ -7,8 +7,6 @@
  * GET /v1/tunnel/status, and the gateway serves the domain with a certificate from pebble's root.
  */
 import t from 'tap'
-import fs from 'node:fs'
-import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import pino from 'pino'
 import { CertStoreService } from '../../../../control/services/cert-store.ts'
@@ -22,8 +20,7 @@ import { startPebble, freePort } from '../../../helpers/pebble.ts'
 import { bearer, openTestDatabase } from '../../../control/harness.ts'
 import { mustCreate, newPublicKey, newUser } from '../../../control/routes/tunnel-fixtures.ts'
 import { SECRET, startRpc } from '../../../control/rpc/fixtures.ts'
-import { tempDir } from '../helpers.ts'
-import { handshake } from './lab.ts'
+import { acmeGatewayEnv, handshake } from './lab.ts'
 
 const PRO: Subscription = { plan: 'pro', status: 'active' }
 
@@ -40,21 +37,10 @@ t.test('custom domain: verified -> ssl_status provisioning -> active, the certif
     deps: { subscriptions: async (_db, userId) => plans.get(userId) ?? { plan: 'free', status: 'none' } },
   })
 
-  const dataDir = tempDir(t)
-  const caBundle = path.join(dataDir, 'pebble-listener.pem')
-  fs.writeFileSync(caBundle, pebble.listenerCaPem)
-  const settings = loadGatewayEnv({
-    CC_DATA_DIR: dataDir,
-    CC_WG_HOST: '127.0.0.1',
-    CC_WG_PORT: '0',
-    CC_EDGE_HOST: '127.0.0.1',
-    CC_HTTPS_PORT: String(httpsPort),
-    CC_HTTP_PORT: String(httpPort),
+  const settings = loadGatewayEnv(acmeGatewayEnv(t, pebble, { https: httpsPort, http: httpPort }, {
     CC_GATEWAY_ID: 'gw-domains',
-    CC_ACME_DIRECTORY: pebble.directoryUrl,
-    CC_ACME_CA_BUNDLE: caBundle,
     CC_ACME_CHALLENGES: 'http-01',
-  })
+  }))
   const running = await startGatewayWithControl({
     plane: new HttpControlPlane({ url: h.server!.url, secret: SECRET }),
     settings,

@@ -5,11 +5,9 @@
  * state reaches control under its own name, and an instance's subdomain needs no order.
  */
 import t from 'tap'
-import fs from 'node:fs'
-import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import pino from 'pino'
-import { startAcmeLab, handshake } from './lab.ts'
+import { acmeGatewayEnv, startAcmeLab, handshake } from './lab.ts'
 import { DnsChallenges, ChalltestsrvDnsProvider } from '../../../../gateway/edge/acme/dns-provider.ts'
 import { CertStoreService } from '../../../../control/services/cert-store.ts'
 import { loadGatewayEnv } from '../../../../gateway/control/env.ts'
@@ -20,7 +18,6 @@ import { startPebble, freePort } from '../../../helpers/pebble.ts'
 import { bearer, openTestDatabase } from '../../../control/harness.ts'
 import { BASE_DOMAIN, mustCreate, newPublicKey, newUser } from '../../../control/routes/tunnel-fixtures.ts'
 import { SECRET, startRpc } from '../../../control/rpc/fixtures.ts'
-import { tempDir } from '../helpers.ts'
 
 t.test('DNS-01 wildcard for the base domain; a new subdomain is served at once with no new order', async t => {
   const lab = await startAcmeLab(t, {
@@ -49,24 +46,13 @@ t.test('from the environment, run by control: the wildcard is reported to contro
   const pebble = await startPebble(t, { httpPort, tlsPort: httpsPort })
   const db = await openTestDatabase(t, 'pglite')
   const h = await startRpc(t, db, { waitMs: 25_000, certificates: new CertStoreService({ db, key: randomBytes(32), now: () => new Date() }) })
-  const dataDir = tempDir(t)
-  const caBundle = path.join(dataDir, 'pebble-listener.pem')
-  fs.writeFileSync(caBundle, pebble.listenerCaPem)
   const wildcard = `*.${BASE_DOMAIN}`
-  const settings = loadGatewayEnv({
-    CC_DATA_DIR: dataDir,
-    CC_WG_HOST: '127.0.0.1',
-    CC_WG_PORT: '0',
-    CC_EDGE_HOST: '127.0.0.1',
-    CC_HTTPS_PORT: String(httpsPort),
-    CC_HTTP_PORT: String(httpPort),
+  const settings = loadGatewayEnv(acmeGatewayEnv(t, pebble, { https: httpsPort, http: httpPort }, {
     CC_GATEWAY_ID: 'gw-wildcard',
     CC_WILDCARDS: wildcard,
-    CC_ACME_DIRECTORY: pebble.directoryUrl,
-    CC_ACME_CA_BUNDLE: caBundle,
     CC_ACME_DNS_PROVIDER: 'challtestsrv',
     CC_ACME_DNS_CHALLTESTSRV_URL: pebble.challtestsrvUrl,
-  })
+  }))
   const running = await startGatewayWithControl({ plane: new HttpControlPlane({ url: h.server!.url, secret: SECRET }), settings, logger: pino({ level: 'silent' }), store: null, reportIntervalMs: 200 })
   if (running === null) throw new Error('the gateway did not start')
   t.teardown(() => running.stop(0))

@@ -2,6 +2,7 @@
  * An edge whose issuer is ACME against a fresh pebble: the edge listens on ports chosen first so
  * pebble's VA can be pointed at them (httpPort / tlsPort in its config).
  */
+import fs from 'node:fs'
 import path from 'node:path'
 import tls from 'node:tls'
 import pino from 'pino'
@@ -93,4 +94,25 @@ export async function pool<T, R> (items: T[], limit: number, task: (item: T) => 
     }
   }))
   return results
+}
+
+/**
+ * The CC_* environment of a gateway on loopback that gets certificates from `pebble` (its
+ * listener's CA written as the bundle), plus `extra` (challenges, gateway id, DNS provider...).
+ */
+export function acmeGatewayEnv (t: Teardown, pebble: Pebble, ports: { https: number, http: number }, extra: Record<string, string>): Record<string, string> {
+  const dataDir = tempDir(t)
+  const caBundle = path.join(dataDir, 'pebble-listener.pem')
+  fs.writeFileSync(caBundle, pebble.listenerCaPem)
+  return {
+    CC_DATA_DIR: dataDir,
+    CC_WG_HOST: '127.0.0.1',
+    CC_WG_PORT: '0',
+    CC_EDGE_HOST: '127.0.0.1',
+    CC_HTTPS_PORT: String(ports.https),
+    CC_HTTP_PORT: String(ports.http),
+    CC_ACME_DIRECTORY: pebble.directoryUrl,
+    CC_ACME_CA_BUNDLE: caBundle,
+    ...extra,
+  }
 }
