@@ -27,9 +27,10 @@ import { randomBytes } from 'node:crypto'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fileURLToPath } from 'node:url'
 import { Lab, labMissing, runOk } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
+import { isMain, numberOption, round2 } from './baseline/cli.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
 
 export interface E2eBenchOptions {
@@ -148,7 +149,6 @@ https://${CADDY_HOST}:${CADDY_PORT} {
 `
 }
 
-const round2 = (v: number): number => Math.round(v * 100) / 100
 
 /** CPU seconds (utime + stime of every thread) a process and its live children (nginx workers) have used so far. */
 function cpuSeconds (pid: number, depth = 0): number {
@@ -361,7 +361,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+if (isMain(import.meta.url)) {
   const { values } = parseArgs({
     options: {
       'size-mb': { type: 'string', default: '100' },
@@ -372,11 +372,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(p
       'http1.1': { type: 'boolean', default: false },
     },
   })
-  const num = (name: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v)
-    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number in [${min}, ${max}]`)
-    return n
-  }
+  const num = numberOption
   const results = await runE2eBench({
     sizeMB: num('size-mb', values['size-mb'], 1, 2000),
     runs: num('runs', values.runs, 1, 10),

@@ -20,10 +20,9 @@ import { randomBytes } from 'node:crypto'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { pathToFileURL } from 'node:url'
-import { resolve } from 'node:path'
 import { Lab, labMissing, runOk } from '../test/helpers/lab.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
+import { isMain, numberOption } from './baseline/cli.ts'
 
 export interface BaselineOptions {
   sizeMB: number
@@ -140,7 +139,7 @@ export async function runBaseline (o: BaselineOptions): Promise<BaselineResults>
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+if (isMain(import.meta.url)) {
   const { values } = parseArgs({
     options: {
       'size-mb': { type: 'string', default: '100' },
@@ -151,11 +150,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(p
       'no-direct': { type: 'boolean', default: false },
     },
   })
-  const num = (name: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v)
-    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number in [${min}, ${max}]`)
-    return n
-  }
+  const num = numberOption
   const results = await runBaseline({
     sizeMB: num('size-mb', values['size-mb'], 1, 2000),
     runs: num('runs', values.runs, 1, 10),

@@ -25,11 +25,11 @@ import { mkdirSync, rmSync, existsSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { pathToFileURL } from 'node:url'
 import { Lab, labMissing, runOk, wgGenKey, wgPubKey } from '../test/helpers/lab.ts'
 import { runNetstackDriver, type DriverArgs, type DriverResult, type Scenario } from '../test/helpers/lab/netstack.ts'
 import { writeGeneratedFile } from '../test/helpers/lab/generator.ts'
 import { measureHttp, median } from './baseline/measure.ts'
+import { isMain, numberOption } from './baseline/cli.ts'
 
 export interface NetstackBenchOptions {
   sizeMB: number
@@ -186,7 +186,7 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
   }
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+if (isMain(import.meta.url)) {
   const { values } = parseArgs({
     options: {
       'size-mb': { type: 'string', default: '100' },
@@ -195,11 +195,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(p
       profile: { type: 'string' },
     },
   })
-  const num = (name: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v)
-    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number in [${min}, ${max}]`)
-    return n
-  }
+  const num = numberOption
   const profileDir = values.profile === undefined ? undefined : resolve(values.profile)
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true })
   const results = await runNetstackBench({

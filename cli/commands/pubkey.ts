@@ -1,7 +1,6 @@
 /** `cloud-connect pubkey`: reads a private key on stdin and prints its public key, as `wg pubkey` does. */
-import { parseArgs } from 'node:util'
 import { decodeKey, encodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
-import { CliError } from '../errors.ts'
+import { CliError, helpRequested } from '../errors.ts'
 
 const HELP = `Usage: cloud-connect pubkey < private.key
 
@@ -25,16 +24,7 @@ async function readStdin (): Promise<string> {
 }
 
 export async function run (argv: string[]): Promise<void> {
-  let help: boolean | undefined
-  try {
-    ({ values: { help } } = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, strict: true }))
-  } catch (err) {
-    throw new CliError((err as Error).message, 2)
-  }
-  if (help === true) {
-    process.stdout.write(HELP)
-    return
-  }
+  if (helpRequested(argv, HELP)) return
   // `wg pubkey` accepts surrounding whitespace (a trailing newline from `wg genkey`), nothing else.
   const text = (await readStdin()).trim()
   let privateKey: Buffer
