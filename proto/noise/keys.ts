@@ -3,7 +3,7 @@
  * X25519 function behind a small interface so the native backends can be measured against each other.
  */
 import {
-  createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, type KeyObject,
+  createPrivateKey, createPublicKey, diffieHellman, randomBytes, type KeyObject,
 } from 'node:crypto'
 import { sodium } from './sodium.ts'
 import { KEY_LEN } from './constants.ts'
@@ -85,11 +85,11 @@ function privateKeyObject (privateKey: Uint8Array): KeyObject {
 export const nodeX25519: X25519Backend = {
   name: 'node:crypto',
   generateKeyPair () {
-    const pair = generateKeyPairSync('x25519')
-    const jwk = pair.privateKey.export({ format: 'jwk' })
-    const privateKey = Buffer.from(jwk.d!, 'base64url')
-    privateKeyObjects.set(privateKey, { bytes: Buffer.from(privateKey), key: pair.privateKey })
-    return { privateKey, publicKey: Buffer.from(jwk.x!, 'base64url') }
+    // Not generateKeyPairSync: on Node 20.20 its job's destructor, run by a garbage collection,
+    // can wait forever on a mutex (bench/crypto.ts hung in 3 of 6 runs, main thread in
+    // KeyGenJob::~KeyGenJob under Heap::CollectGarbage). Random bytes, clamped, are the same key.
+    const privateKey = generatePrivateKey()
+    return { privateKey, publicKey: this.publicKey(privateKey) }
   },
   publicKey (privateKey) {
     const jwk = createPublicKey(privateKeyObject(privateKey)).export({ format: 'jwk' })
