@@ -30,7 +30,7 @@ import { parseArgs } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { Lab, labMissing, runOk } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
-import { isMain, numberOption, round2 } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, isMain, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
 
 export interface E2eBenchOptions {
@@ -364,20 +364,15 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
 if (isMain(import.meta.url)) {
   const { values } = parseArgs({
     options: {
-      'size-mb': { type: 'string', default: '100' },
-      runs: { type: 'string', default: '3' },
-      'wrk-seconds': { type: 'string', default: '10' },
-      'wrk-connections': { type: 'string', default: '8' },
+      ...TRANSFER_OPTIONS,
+      ...wrkOptions(8),
       profile: { type: 'string' },
       'http1.1': { type: 'boolean', default: false },
     },
   })
-  const num = numberOption
   const results = await runE2eBench({
-    sizeMB: num('size-mb', values['size-mb'], 1, 2000),
-    runs: num('runs', values.runs, 1, 10),
-    wrkSeconds: num('wrk-seconds', values['wrk-seconds'], 1, 60),
-    wrkConnections: num('wrk-connections', values['wrk-connections'], 1, 1000),
+    ...transferValues(values),
+    ...wrkValues(values),
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     http1: values['http1.1'] === true,
   })

@@ -22,7 +22,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Lab, labMissing, runOk } from '../test/helpers/lab.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
-import { isMain, numberOption } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, isMain, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 
 export interface BaselineOptions {
   sizeMB: number
@@ -142,20 +142,15 @@ export async function runBaseline (o: BaselineOptions): Promise<BaselineResults>
 if (isMain(import.meta.url)) {
   const { values } = parseArgs({
     options: {
-      'size-mb': { type: 'string', default: '100' },
-      runs: { type: 'string', default: '3' },
-      'wrk-seconds': { type: 'string', default: '10' },
-      'wrk-connections': { type: 'string', default: '16' },
+      ...TRANSFER_OPTIONS,
+      ...wrkOptions(16),
       'no-tls': { type: 'boolean', default: false },
       'no-direct': { type: 'boolean', default: false },
     },
   })
-  const num = numberOption
   const results = await runBaseline({
-    sizeMB: num('size-mb', values['size-mb'], 1, 2000),
-    runs: num('runs', values.runs, 1, 10),
-    wrkSeconds: num('wrk-seconds', values['wrk-seconds'], 1, 60),
-    wrkConnections: num('wrk-connections', values['wrk-connections'], 1, 1000),
+    ...transferValues(values),
+    ...wrkValues(values),
     tls: !values['no-tls'],
     direct: !values['no-direct'],
   })

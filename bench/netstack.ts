@@ -29,7 +29,7 @@ import { Lab, labMissing, runOk, wgGenKey, wgPubKey } from '../test/helpers/lab.
 import { runNetstackDriver, type DriverArgs, type DriverResult, type Scenario } from '../test/helpers/lab/netstack.ts'
 import { writeGeneratedFile } from '../test/helpers/lab/generator.ts'
 import { measureHttp, median } from './baseline/measure.ts'
-import { isMain, numberOption } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, isMain, numberOption, transferValues } from './baseline/cli.ts'
 
 export interface NetstackBenchOptions {
   sizeMB: number
@@ -189,19 +189,16 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
 if (isMain(import.meta.url)) {
   const { values } = parseArgs({
     options: {
-      'size-mb': { type: 'string', default: '100' },
-      runs: { type: 'string', default: '3' },
+      ...TRANSFER_OPTIONS,
       loss: { type: 'string', default: '0.01' },
       profile: { type: 'string' },
     },
   })
-  const num = numberOption
   const profileDir = values.profile === undefined ? undefined : resolve(values.profile)
   if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true })
   const results = await runNetstackBench({
-    sizeMB: num('size-mb', values['size-mb'], 1, 2000),
-    runs: num('runs', values.runs, 1, 10),
-    loss: num('loss', values.loss, 0, 0.2),
+    ...transferValues(values),
+    loss: numberOption('loss', values.loss, 0, 0.2),
     ...(profileDir !== undefined ? { profileDir } : {}),
   })
   process.stdout.write(JSON.stringify(results, null, 2) + '\n')
