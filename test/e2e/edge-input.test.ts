@@ -16,10 +16,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Lab, requireLab, runOk } from '../helpers/lab.ts'
+import { Lab, requireLab } from '../helpers/lab.ts'
 import {
   ApiClient, connectPeer, createInstance, httpsCurlExit, httpsFetch, rawExchange, serviceEnv, signUp, startAllInOne,
-  startOrigin, waitForHttps, type RawOptions,
+  startOrigin, twoContainerLab, waitForHttps, type RawOptions,
 } from '../helpers/lab/e2e.ts'
 
 const BASE_DOMAIN = 'cc.test'
@@ -32,13 +32,7 @@ const HEADERS_TIMEOUT_S = 60
 t.test('the edge: bad input gets a 4xx or a close, everyone else is still served', async t => {
   if (!requireLab(t, ['nginx'])) return
   const lab = await Lab.create(t)
-  const gwNs = await lab.namespace('gw')
-  const nsA = await lab.namespace('peera')
-  const nsB = await lab.namespace('peerb')
-  const linkA = await lab.link(gwNs, nsA)
-  const linkB = await lab.link(gwNs, nsB)
-  const publicIp = linkA.a.ip
-  await runOk('ip', ['-n', nsB, 'route', 'add', `${publicIp}/32`, 'via', linkB.a.ip])
+  const { gwNs, nsA, nsB, publicIp } = await twoContainerLab(lab)
   const dataDir = mkdtempSync(join(tmpdir(), 'cc-e2e-edge-'))
   t.teardown(() => { rmSync(dataDir, { recursive: true, force: true }) })
   for (const who of ['a', 'b']) {

@@ -23,11 +23,11 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
-import { Lab, requireLab, runOk, waitUntil } from '../helpers/lab.ts'
+import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
 import { writeGeneratedFile } from '../helpers/lab/generator.ts'
 import {
   ApiClient, connectPeer, createInstance, downloadSha256, gatewayStatus, httpsArgs, httpsCurlExit, httpsFetch, logLine, PostgresRelay, renewHandshake, serviceEnv,
-  signUp, startControl, startGatewayProcess, startOrigin, uploadGenerated, waitForHttps, waitForTunnelStatus, wsEcho,
+  signUp, startControl, startGatewayProcess, startOrigin, twoContainerLab, uploadGenerated, waitForHttps, waitForTunnelStatus, wsEcho,
   type ControlProcess, type GatewayProcess,
 } from '../helpers/lab/e2e.ts'
 
@@ -67,14 +67,7 @@ t.test('control + gateway --control on Postgres: the flow, then RPC faults', asy
     return
   }
   const lab = await Lab.create(t)
-  const gwNs = await lab.namespace('gw')
-  const nsA = await lab.namespace('peera')
-  const nsB = await lab.namespace('peerb')
-  const linkA = await lab.link(gwNs, nsA)
-  const linkB = await lab.link(gwNs, nsB)
-  // One public address for the service: container B reaches it through its own link.
-  const publicIp = linkA.a.ip
-  await runOk('ip', ['-n', nsB, 'route', 'add', `${publicIp}/32`, 'via', linkB.a.ip])
+  const { gwNs, nsA, nsB, publicIp } = await twoContainerLab(lab)
 
   const dirs = ['control', 'gateway', 'pg'].map(role => mkdtempSync(join(tmpdir(), `cc-e2e-split-${role}-`)))
   const [controlDir, gatewayDir, relayDir] = dirs

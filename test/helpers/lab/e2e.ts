@@ -14,9 +14,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
-import type { Lab } from '../lab.ts'
+import type { Lab, LinkEnds } from '../lab.ts'
 import { REPO_ROOT } from './gateway.ts'
-import { StopWaiting, waitUntil, type ExecResult, type LabProcess } from './process.ts'
+import { StopWaiting, runOk, waitUntil, type ExecResult, type LabProcess } from './process.ts'
 import type { WireguardGo } from './wireguard-go.ts'
 import type { RawOptions, RawResult } from './e2e-tools.ts'
 
@@ -79,6 +79,23 @@ export class ApiClient {
 export async function logLine (proc: LabProcess, msg: string, timeoutMs = 60_000): Promise<Record<string, any>> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const m = await proc.waitForOutput(new RegExp(`^\\{[^\\n]*"msg":"${msg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"[^\\n]*\\}$`, 'm'), timeoutMs)
   return JSON.parse(m[0])
+}
+
+/**
+ * A service namespace with two container namespaces, each on a link of its own. The service has
+ * one public address (its end of link A); container B reaches it through link B.
+ */
+export interface TwoContainerLab { gwNs: string, nsA: string, nsB: string, linkA: LinkEnds, linkB: LinkEnds, publicIp: string }
+
+export async function twoContainerLab (lab: Lab): Promise<TwoContainerLab> {
+  const gwNs = await lab.namespace('gw')
+  const nsA = await lab.namespace('peera')
+  const nsB = await lab.namespace('peerb')
+  const linkA = await lab.link(gwNs, nsA)
+  const linkB = await lab.link(gwNs, nsB)
+  const publicIp = linkA.a.ip
+  await runOk('ip', ['-n', nsB, 'route', 'add', `${publicIp}/32`, 'via', linkB.a.ip])
+  return { gwNs, nsA, nsB, linkA, linkB, publicIp }
 }
 
 export interface AllInOne {
