@@ -3,12 +3,16 @@
  * backend, and responder handshakes (mac1 check + consumeInitiation + createResponse + mac1 of the
  * response) per X25519 backend. Bounded in count and time. Run: node bin/run-ts.js bench/crypto.ts
  */
-import { cpus, hostname, loadavg } from 'node:os'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { cpus, hostname, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 import {
   type AeadBackend, type StaticIdentity, type X25519Backend, CookieGenerator, ReplayWindow, REJECT_AFTER_MESSAGES,
   consumeInitiation, createInitiation, createResponse, generatePrivateKey, mac1Key, nodeAead, nodeX25519,
-  openTransport, publicKeyFromPrivate, sealTransport, sealTransportInto, setX25519Backend, transportMessageLength, sodiumAead, sodiumX25519, verifyMac1, writeMac1,
+  defaultAead, nativeAead, nativeAeadUnavailable, openTransport, publicKeyFromPrivate, sealTransport, sealTransportInto, setX25519Backend, transportMessageLength, sodiumAead, sodiumX25519, verifyMac1, writeMac1,
 } from '../proto/noise/index.ts'
 import { aeadDecrypt, aeadEncrypt, aeadPath } from '../proto/noise/sodium.ts'
 
@@ -101,6 +105,26 @@ function rawLibsodium (): Rate {
   return rate
 }
 
+/**
+ * Reference ceiling from outside Node: bench/baseline/openssl-aead.c, compiled here against the
+ * system OpenSSL (needs cc and libssl-dev), same rounds and budget. The row says why when it cannot run.
+ */
+function opensslFromC (): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cc-crypto-bench-'))
+  try {
+    const exe = join(dir, 'openssl-aead')
+    try {
+      execFileSync('cc', ['-O2', '-o', exe, fileURLToPath(new URL('./baseline/openssl-aead.c', import.meta.url)), '-lcrypto'], { stdio: ['ignore', 'ignore', 'pipe'] })
+    } catch (err) {
+      return `- (not run: cannot compile: ${String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim().split('\n')[0]}) | - | -`
+    }
+    const r = JSON.parse(execFileSync(exe, [String(ROUNDS), String(TIME_BUDGET_MS)], { encoding: 'utf8' })) as Rate
+    return rate(r, 'packets/s')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 function handshakes (backend: X25519Backend, distinctPeers: boolean): Rate {
   const responder = identity()
   const key = mac1Key(responder.publicKey)
@@ -157,8 +181,8 @@ function workerMain (ms: number): void {
   while (performance.now() - start < ms) {
     for (let i = 0; i < 1000; i++, packets++) {
       frame.fill(0x45, 16, 16 + PACKET_SIZE)
-      sealTransportInto(sodiumAead, key, 1, BigInt(packets), frame.subarray(16, 16 + PACKET_SIZE), frame, 0)
-      if (openTransport(sodiumAead, key, BigInt(packets), frame.subarray(16)) === null) failures++
+      sealTransportInto(defaultAead, key, 1, BigInt(packets), frame.subarray(16, 16 + PACKET_SIZE), frame, 0)
+      if (openTransport(defaultAead, key, BigInt(packets), frame.subarray(16)) === null) failures++
     }
   }
   if (failures > 0) throw new Error(`${failures} packets failed to open`)
@@ -175,15 +199,22 @@ if (!isMainThread) {
   console.log(`WireGuard crypto bench ${new Date().toISOString()} on ${hostname()} (${cpus().length} x ${cpu}), node ${process.version}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   console.log('| what | backend | per CPU-second, best round | median round | per wall-clock second, best round |')
   console.log('|---|---|---|---|---|')
-  for (const aead of [sodiumAead, nodeAead]) {
+  if (nativeAead === null) console.log(`(the OpenSSL backend is ${nativeAeadUnavailable ?? 'unavailable'}: run node proto/noise/native/build.mjs)`)
+  const fast = [nativeAead, sodiumAead].filter((a): a is AeadBackend => a !== null)
+  for (const aead of [...fast, nodeAead]) {
     console.log(`| transport seal + open, ${PACKET_SIZE} B, new buffer per message | AEAD ${aead.name} | ${rate(transport(aead, false), 'packets/s')} |`)
   }
-  console.log(`| transport seal + open, ${PACKET_SIZE} B, in place (16 B headroom, reused buffer) | AEAD ${sodiumAead.name} | ${rate(transport(sodiumAead, false, true), 'packets/s')} |`)
+  for (const aead of fast) {
+    console.log(`| transport seal + open, ${PACKET_SIZE} B, in place (16 B headroom, reused buffer) | AEAD ${aead.name} | ${rate(transport(aead, false, true), 'packets/s')} |`)
+  }
   console.log(`| reference: libsodium seal + open alone (${aeadPath}), ${PACKET_SIZE + 4} B, no framing | libsodium | ${rate(rawLibsodium(), 'packets/s')} |`)
-  console.log(`| transport seal + open + replay window, ${PACKET_SIZE} B | AEAD ${sodiumAead.name} | ${rate(transport(sodiumAead, true), 'packets/s')} |`)
+  console.log(`| reference: OpenSSL EVP seal + open from C, no JavaScript (bench/baseline/openssl-aead.c), ${PACKET_SIZE + 4} B | OpenSSL | ${opensslFromC()} |`)
+  for (const aead of fast) {
+    console.log(`| transport seal + open + replay window, ${PACKET_SIZE} B | AEAD ${aead.name} | ${rate(transport(aead, true), 'packets/s')} |`)
+  }
   const threads = cpus().length
   const together = await transportOnAllCores(threads, TIME_BUDGET_MS * 2)
-  console.log(`| transport seal + open, ${PACKET_SIZE} B, in place, ${threads} worker threads at once (sum; per thread ${together.perThread.map(fmt).join(' + ')}) | AEAD ${sodiumAead.name} | - | - | ${fmt(together.total)} packets/s |`)
+  console.log(`| transport seal + open, ${PACKET_SIZE} B, in place, ${threads} worker threads at once (sum; per thread ${together.perThread.map(fmt).join(' + ')}) | AEAD ${defaultAead.name} | - | - | ${fmt(together.total)} packets/s |`)
   for (const backend of [sodiumX25519, nodeX25519]) {
     for (const distinct of [false, true]) {
       const what = `responder handshake (mac1 check + consumeInitiation + createResponse + mac1), ${distinct ? 'a new peer each time' : 'same peer again'}`

@@ -6,6 +6,7 @@
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { AEAD_TAG_LEN, PADDING_MULTIPLE } from './constants.ts'
+import { nativeAead } from './native-aead.ts'
 import { aeadDecrypt, aeadEncrypt } from './sodium.ts'
 
 export interface AeadBackend {
@@ -21,6 +22,11 @@ export interface AeadBackend {
    * as it was or zeroed (libsodium clears it). `out` may be the ciphertext's own bytes (in place).
    */
   open (key: Uint8Array, counter: bigint, ciphertext: Uint8Array, out: Uint8Array, outOffset: number): number
+  /**
+   * Optional whole-message seal: the packet of `packetLength` bytes already sits at out[offset + 16..];
+   * pads it, writes the transport header and seals, in one call. Returns the message length.
+   */
+  sealMessage?: (key: Uint8Array, receiverIndex: number, counter: bigint, out: Buffer, offset: number, packetLength: number) => number
 }
 
 const NONCE_LEN = 12
@@ -81,8 +87,11 @@ export const nodeAead: AeadBackend = (() => {
   }
 })()
 
-/** The faster backend on 1420-byte packets by bench/crypto.ts (see bench/RESULTS.md). */
-export const defaultAead: AeadBackend = sodiumAead
+/**
+ * The fastest backend on 1420-byte packets by bench/crypto.ts (see bench/RESULTS.md): OpenSSL
+ * through the native module when it is built, else sodium-native.
+ */
+export const defaultAead: AeadBackend = nativeAead ?? sodiumAead
 
 // Transport message layout (paper 5.4.6).
 const TYPE_TRANSPORT = 4
@@ -120,6 +129,7 @@ export function sealTransportInto (
   if (offset < 0 || out.length - offset < length) throw new RangeError('transport message does not fit')
   const body = offset + HEADER_LEN
   if (packet.buffer !== out.buffer || packet.byteOffset !== out.byteOffset + body) out.set(packet, body)
+  if (aead.sealMessage !== undefined) return aead.sealMessage(key, receiverIndex >>> 0, counter, out, offset, packet.length)
   if (padded !== packet.length) out.fill(0, body + packet.length, body + padded)
   out.writeUInt32LE(TYPE_TRANSPORT, offset) // type and three reserved zero bytes
   out.writeUInt32LE(receiverIndex >>> 0, offset + OFF_RECEIVER)

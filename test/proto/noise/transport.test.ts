@@ -3,8 +3,11 @@ import { randomBytes } from 'node:crypto'
 import {
   defaultAead, nodeAead, openTransport, paddedLength, sealTransport, sealTransportInto, sodiumAead, transportMessageLength,
 } from '../../../proto/noise/transport.ts'
+import { nativeAead } from '../../../proto/noise/native-aead.ts'
 
 const key = randomBytes(32)
+/** Every backend on this machine: the OpenSSL one when its module is built (test/proto/noise/native-aead.test.ts says why not). */
+const backends = [sodiumAead, nodeAead, ...(nativeAead !== null ? [nativeAead] : [])]
 
 t.test('node and sodium backends produce identical bytes and open each other', async t => {
   for (const size of [0, 1, 15, 16, 17, 100, 1420, 1500, 9000]) {
@@ -18,11 +21,19 @@ t.test('node and sodium backends produce identical bytes and open each other', a
       t.equal(nodeAead.open(key, counter, a, viaNode, 0), size)
       t.equal(sodiumAead.open(key, counter, b, viaSodium, 0), size)
       if (!viaNode.equals(plaintext) || !viaSodium.equals(plaintext)) t.fail(`size ${size}: round trip differs`)
+      if (nativeAead !== null) {
+        const c = Buffer.alloc(size + 16)
+        t.equal(nativeAead.seal(key, counter, plaintext, c, 0), size + 16)
+        if (!c.equals(a)) t.fail(`size ${size} counter ${counter}: OpenSSL backend differs`)
+        const viaNative = Buffer.alloc(size)
+        t.equal(nativeAead.open(key, counter, a, viaNative, 0), size)
+        if (!viaNative.equals(plaintext)) t.fail(`size ${size}: OpenSSL round trip differs`)
+      }
     }
   }
 })
 
-for (const aead of [sodiumAead, nodeAead]) {
+for (const aead of backends) {
   t.test(`${aead.name}: offsets, in place, and refusals leave output untouched`, async t => {
     const plaintext = randomBytes(64)
     const out = Buffer.alloc(10 + 80 + 5, 0xaa)
@@ -72,7 +83,7 @@ t.test('openTransport refuses tampering anywhere and never exposes unauthenticat
   const packet = randomBytes(100)
   const message = sealTransport(sodiumAead, key, 1, 9n, packet)
   const payload = message.subarray(16)
-  for (const aead of [sodiumAead, nodeAead]) {
+  for (const aead of backends) {
     for (let i = 0; i < payload.length; i++) {
       const bad = Buffer.from(payload); bad[i] ^= 0x10
       const copy = Buffer.from(bad)
@@ -110,10 +121,10 @@ t.test('the native binding path (when used) matches the sodium-native wrapper by
 })
 
 t.test('sealTransportInto: same bytes as sealTransport, copied or in place', async t => {
-  for (const aead of [sodiumAead, nodeAead]) {
+  for (const aead of backends) {
     for (const size of [0, 3, 16, 1420]) {
       const packet = randomBytes(size)
-      const expected = sealTransport(aead, key, 77, 1234n, packet)
+      const expected = sealTransport(sodiumAead, key, 77, 1234n, packet)
       t.equal(transportMessageLength(size), expected.length)
       const out = Buffer.alloc(expected.length + 8, 0xee)
       t.equal(sealTransportInto(aead, key, 77, 1234n, packet, out, 8), expected.length)
