@@ -36,42 +36,64 @@ interface Rate {
 }
 
 /**
- * Runs `step` in batches until the time budget or `maxCount` is reached, ROUNDS times after a
- * warm-up. The machine is shared, so rates are given per second of CPU time this process used
- * (process.cpuUsage) as well as per wall-clock second.
+ * Rounds of `step`, run in batches until the time budget or `maxCount` is reached, after a warm-up.
+ * The machine is shared, so rates are given per second of CPU time this process used
+ * (process.cpuUsage) as well as per wall-clock second. Rows compared with each other take their
+ * rounds in turn (interleave), so a slow spell of this VM's vCPUs falls on all of them alike.
  */
-function measure (maxCount: number, batch: number, step: (i: number) => void): Rate {
-  for (let i = 0; i < Math.min(batch, maxCount); i++) step(i) // warm-up
-  const cpuRates: number[] = []
-  let wall = 0
-  for (let round = 0; round < ROUNDS; round++) {
+class Meter {
+  private readonly cpuRates: number[] = []
+  private wall = 0
+
+  constructor (private readonly maxCount: number, private readonly batch: number, private readonly step: (i: number) => void) {
+    for (let i = 0; i < Math.min(batch, maxCount); i++) step(i) // warm-up
+  }
+
+  round (): void {
     let done = 0
     const start = performance.now()
     const cpuStart = process.cpuUsage()
-    while (done < maxCount && performance.now() - start < TIME_BUDGET_MS) {
-      for (let i = 0; i < batch; i++) step(done + i)
-      done += batch
+    while (done < this.maxCount && performance.now() - start < TIME_BUDGET_MS) {
+      for (let i = 0; i < this.batch; i++) this.step(done + i)
+      done += this.batch
     }
     const used = process.cpuUsage(cpuStart)
-    cpuRates.push(done / ((used.user + used.system) / 1e6))
-    wall = Math.max(wall, done / ((performance.now() - start) / 1000))
+    this.record(done / ((used.user + used.system) / 1e6), done / ((performance.now() - start) / 1000))
   }
-  cpuRates.sort((a, b) => a - b)
-  return { cpu: cpuRates[cpuRates.length - 1], wall, median: cpuRates[Math.floor(cpuRates.length / 2)] }
+
+  record (cpuRate: number, wallRate: number): void {
+    this.cpuRates.push(cpuRate)
+    this.wall = Math.max(this.wall, wallRate)
+  }
+
+  rate (): Rate {
+    const sorted = [...this.cpuRates].sort((a, b) => a - b)
+    return { cpu: sorted[sorted.length - 1]!, wall: this.wall, median: sorted[Math.floor(sorted.length / 2)]! }
+  }
+}
+
+/** ROUNDS rounds of every meter, in turn. */
+function interleave (meters: Array<{ round (): void }>): void {
+  for (let round = 0; round < ROUNDS; round++) for (const m of meters) m.round()
+}
+
+function measure (maxCount: number, batch: number, step: (i: number) => void): Rate {
+  const meter = new Meter(maxCount, batch, step)
+  interleave([meter])
+  return meter.rate()
 }
 
 /**
  * seal + open per packet. 'new buffer': sealTransport allocates each message and copies the packet in;
  * 'in place': the packet sits with 16 bytes of headroom in a reused buffer (sealTransportInto).
  */
-function transport (aead: AeadBackend, withReplay: boolean, inPlace = false): Rate {
+function transport (aead: AeadBackend, withReplay: boolean, inPlace = false): Meter {
   const key = Buffer.alloc(32, 7)
   const packet = Buffer.alloc(PACKET_SIZE, 0x45)
   const frame = Buffer.alloc(transportMessageLength(PACKET_SIZE))
   const window = new ReplayWindow()
-  let failures = 0
   let next = 0
-  const rate = measure(5_000_000, 1000, () => {
+  return new Meter(5_000_000, 1000, () => {
     const counter = BigInt(next++)
     let message: Buffer
     if (inPlace) {
@@ -82,47 +104,44 @@ function transport (aead: AeadBackend, withReplay: boolean, inPlace = false): Ra
       message = sealTransport(aead, key, 1, counter, packet)
     }
     const plain = openTransport(aead, key, counter, message.subarray(16))
-    if (plain === null || (withReplay && !window.checkAndUpdate(counter, REJECT_AFTER_MESSAGES))) failures++
+    if (plain === null || (withReplay && !window.checkAndUpdate(counter, REJECT_AFTER_MESSAGES))) {
+      throw new Error(`${aead.name}: packet ${counter} failed to open`)
+    }
   })
-  if (failures > 0) throw new Error(`${failures} packets failed to open`)
-  return rate
 }
 
 /** Reference ceiling: the two libsodium calls alone on preallocated buffers, no message framing. */
-function rawLibsodium (): Rate {
+function rawLibsodium (): Meter {
   const key = Buffer.alloc(32, 7)
   const nonce = Buffer.alloc(12)
   const plaintext = Buffer.alloc(PACKET_SIZE + 4, 0x45) // padded to 16 like a transport packet
   const sealed = Buffer.alloc(plaintext.length + 16)
   const opened = Buffer.alloc(plaintext.length)
-  let failures = 0
-  const rate = measure(5_000_000, 1000, i => {
+  return new Meter(5_000_000, 1000, i => {
     nonce.writeUInt32LE(i, 4)
     aeadEncrypt(sealed, plaintext, null, nonce, key)
-    if (aeadDecrypt(opened, sealed, null, nonce, key) < 0) failures++
+    if (aeadDecrypt(opened, sealed, null, nonce, key) < 0) throw new Error('raw libsodium round trip failed')
   })
-  if (failures > 0) throw new Error('raw libsodium round trip failed')
-  return rate
 }
 
 /**
- * Reference ceiling from outside Node: bench/baseline/openssl-aead.c, compiled here against the
- * system OpenSSL (needs cc and libssl-dev), same rounds and budget. The row says why when it cannot run.
+ * Reference ceiling from outside Node: bench/baseline/openssl-aead.c, compiled against the system
+ * OpenSSL (needs cc and libssl-dev); each round is one run of the program. When it cannot be
+ * built, the reason instead.
  */
-function opensslFromC (): string {
-  const dir = mkdtempSync(join(tmpdir(), 'cc-crypto-bench-'))
+function opensslFromC (dir: string): Meter | string {
+  const exe = join(dir, 'openssl-aead')
   try {
-    const exe = join(dir, 'openssl-aead')
-    try {
-      execFileSync('cc', ['-O2', '-o', exe, fileURLToPath(new URL('./baseline/openssl-aead.c', import.meta.url)), '-lcrypto'], { stdio: ['ignore', 'ignore', 'pipe'] })
-    } catch (err) {
-      return `- (not run: cannot compile: ${String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim().split('\n')[0]}) | - | -`
-    }
-    const r = JSON.parse(execFileSync(exe, [String(ROUNDS), String(TIME_BUDGET_MS)], { encoding: 'utf8' })) as Rate
-    return rate(r, 'packets/s')
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
+    execFileSync('cc', ['-O2', '-o', exe, fileURLToPath(new URL('./baseline/openssl-aead.c', import.meta.url)), '-lcrypto'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  } catch (err) {
+    return `not run: cannot compile: ${String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim().split('\n')[0]}`
   }
+  const meter = new Meter(0, 0, () => {})
+  meter.round = () => {
+    const r = JSON.parse(execFileSync(exe, ['1', String(TIME_BUDGET_MS)], { encoding: 'utf8' })) as Rate
+    meter.record(r.cpu, r.wall)
+  }
+  return meter
 }
 
 function handshakes (backend: X25519Backend, distinctPeers: boolean): Rate {
@@ -201,16 +220,22 @@ if (!isMainThread) {
   console.log('|---|---|---|---|---|')
   if (nativeAead === null) console.log(`(the OpenSSL backend is ${nativeAeadUnavailable ?? 'unavailable'}: run node proto/noise/native/build.mjs)`)
   const fast = [nativeAead, sodiumAead].filter((a): a is AeadBackend => a !== null)
-  for (const aead of [...fast, nodeAead]) {
-    console.log(`| transport seal + open, ${PACKET_SIZE} B, new buffer per message | AEAD ${aead.name} | ${rate(transport(aead, false), 'packets/s')} |`)
-  }
-  for (const aead of fast) {
-    console.log(`| transport seal + open, ${PACKET_SIZE} B, in place (16 B headroom, reused buffer) | AEAD ${aead.name} | ${rate(transport(aead, false, true), 'packets/s')} |`)
-  }
-  console.log(`| reference: libsodium seal + open alone (${aeadPath}), ${PACKET_SIZE + 4} B, no framing | libsodium | ${rate(rawLibsodium(), 'packets/s')} |`)
-  console.log(`| reference: OpenSSL EVP seal + open from C, no JavaScript (bench/baseline/openssl-aead.c), ${PACKET_SIZE + 4} B | OpenSSL | ${opensslFromC()} |`)
-  for (const aead of fast) {
-    console.log(`| transport seal + open + replay window, ${PACKET_SIZE} B | AEAD ${aead.name} | ${rate(transport(aead, true), 'packets/s')} |`)
+  const scratch = mkdtempSync(join(tmpdir(), 'cc-crypto-bench-'))
+  try {
+    const openssl = opensslFromC(scratch)
+    const rows: Array<[string, string, Meter | string]> = [
+      ...[...fast, nodeAead].map(a => [`transport seal + open, ${PACKET_SIZE} B, new buffer per message`, `AEAD ${a.name}`, transport(a, false)] as [string, string, Meter]),
+      ...fast.map(a => [`transport seal + open, ${PACKET_SIZE} B, in place (16 B headroom, reused buffer)`, `AEAD ${a.name}`, transport(a, false, true)] as [string, string, Meter]),
+      ...fast.map(a => [`transport seal + open + replay window, ${PACKET_SIZE} B`, `AEAD ${a.name}`, transport(a, true)] as [string, string, Meter]),
+      [`reference: libsodium seal + open alone (${aeadPath}), ${PACKET_SIZE + 4} B, no framing`, 'libsodium', rawLibsodium()],
+      [`reference: OpenSSL EVP seal + open from C, no JavaScript (bench/baseline/openssl-aead.c), ${PACKET_SIZE + 4} B`, 'OpenSSL', openssl],
+    ]
+    interleave(rows.map(r => r[2]).filter((m): m is Meter => typeof m !== 'string'))
+    for (const [what, backend, m] of rows) {
+      console.log(`| ${what} | ${backend} | ${typeof m === 'string' ? `- (${m}) | - | -` : rate(m.rate(), 'packets/s')} |`)
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true })
   }
   const threads = cpus().length
   const together = await transportOnAllCores(threads, TIME_BUDGET_MS * 2)

@@ -1,8 +1,9 @@
 /*
  * ChaCha20-Poly1305 (RFC 8439) for WireGuard transport messages, through the OpenSSL that the
  * running Node links (its symbols are resolved from the node binary when this module loads, so
- * there is nothing else to install). One cipher context per direction is re-keyed and re-nonced per
- * packet, where node:crypto creates a cipher object per packet.
+ * there is nothing else to install). One cipher context per direction: each packet sets its nonce,
+ * and the key only when it differs from the last one, where node:crypto creates a cipher object per
+ * packet.
  *
  * seal(key, counter, buf, offset, length): encrypts buf[offset, offset+length) in place and writes
  *   the 16-byte tag after it; returns length + 16, or -1.
@@ -16,6 +17,7 @@
  * Every length is checked here: a bad argument is -1, never an out-of-bounds access.
  */
 #include <node_api.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,6 +34,11 @@
 typedef struct {
     EVP_CIPHER_CTX *enc;
     EVP_CIPHER_CTX *dec;
+    /* The key each context holds: a packet on the same key (a bulk flow) only sets the nonce. */
+    uint8_t enc_key[KEY_LEN];
+    uint8_t dec_key[KEY_LEN];
+    int enc_keyed;
+    int dec_keyed;
 } contexts;
 
 typedef struct {
@@ -52,6 +59,7 @@ static void free_contexts (napi_env env, void *data, void *hint)
     contexts *c = data;
     EVP_CIPHER_CTX_free(c->enc);
     EVP_CIPHER_CTX_free(c->dec);
+    OPENSSL_cleanse(c, sizeof *c);
     free(c);
 }
 
@@ -96,15 +104,26 @@ static void make_nonce (uint8_t nonce[NONCE_LEN], uint64_t counter)
     for (int i = 0; i < 8; i++) nonce[4 + i] = (uint8_t)(counter >> (8 * i));
 }
 
+/* The key argument for EVP_*Init_ex: NULL (keep the key) when the context already holds this one. */
+static const uint8_t *key_for (uint8_t held[KEY_LEN], int *keyed, const uint8_t *key)
+{
+    if (*keyed && CRYPTO_memcmp(held, key, KEY_LEN) == 0) return NULL;
+    memcpy(held, key, KEY_LEN);
+    *keyed = 1;
+    return key;
+}
+
 static int seal_in_place (contexts *c, const uint8_t *key, uint64_t counter, uint8_t *data, uint32_t length)
 {
     uint8_t nonce[NONCE_LEN];
     int n;
     make_nonce(nonce, counter);
-    return EVP_EncryptInit_ex(c->enc, NULL, NULL, key, nonce) == 1 &&
+    if (EVP_EncryptInit_ex(c->enc, NULL, NULL, key_for(c->enc_key, &c->enc_keyed, key), nonce) == 1 &&
         EVP_EncryptUpdate(c->enc, data, &n, data, (int)length) == 1 &&
         EVP_EncryptFinal_ex(c->enc, data + length, &n) == 1 &&
-        EVP_CIPHER_CTX_ctrl(c->enc, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, data + length) == 1 ? 0 : -1;
+        EVP_CIPHER_CTX_ctrl(c->enc, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, data + length) == 1) return 0;
+    c->enc_keyed = 0;
+    return -1;
 }
 
 static napi_value seal (napi_env env, napi_callback_info info)
@@ -141,9 +160,14 @@ static napi_value open_ (napi_env env, napi_callback_info info)
     uint32_t plain = a.length - TAG_LEN;
     memcpy(tag, data + plain, TAG_LEN);
     make_nonce(nonce, a.counter);
-    if (EVP_DecryptInit_ex(a.c->dec, NULL, NULL, a.key, nonce) != 1 ||
-        EVP_CIPHER_CTX_ctrl(a.c->dec, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1 ||
-        EVP_DecryptUpdate(a.c->dec, data, &n, data, (int)plain) != 1 ||
+    const uint8_t *key = key_for(a.c->dec_key, &a.c->dec_keyed, a.key);
+    if (EVP_DecryptInit_ex(a.c->dec, NULL, NULL, key, nonce) != 1 ||
+        EVP_CIPHER_CTX_ctrl(a.c->dec, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1) {
+        a.c->dec_keyed = 0;
+        memset(data, 0, plain);
+        return int_value(env, -1);
+    }
+    if (EVP_DecryptUpdate(a.c->dec, data, &n, data, (int)plain) != 1 ||
         EVP_DecryptFinal_ex(a.c->dec, data + plain, &n) != 1) {
         memset(data, 0, plain);
         return int_value(env, -1);

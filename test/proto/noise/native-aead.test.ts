@@ -35,6 +35,22 @@ if (nativeAead === null) {
     }
   })
 
+  t.test('keys that alternate, and a refused open between good ones, give libsodium\'s bytes', async t => {
+    const keys = [randomBytes(32), randomBytes(32), key]
+    for (let i = 0; i < 30; i++) {
+      const k = keys[(i * 7) % 3]!
+      const packet = randomBytes(100 + i)
+      const expected = sealTransport(sodiumAead, k, i, BigInt(i), packet)
+      const out = Buffer.alloc(expected.length)
+      packet.copy(out, 16)
+      t.equal(raw.sealMessage(k, BigInt(i), out, 0, packet.length, i), expected.length)
+      if (!out.equals(expected)) t.fail(`message ${i}: bytes differ`)
+      if (i % 4 === 0) t.equal(raw.open(keys[(i * 7 + 1) % 3]!, BigInt(i), Buffer.from(out), 16, out.length - 16), -1, `message ${i} under another key`)
+      t.equal(raw.open(k, BigInt(i), out, 16, out.length - 16), expected.length - 32)
+      if (!out.subarray(16, 16 + packet.length).equals(packet)) t.fail(`message ${i}: opened bytes differ`)
+    }
+  })
+
   t.test('a refused open zeroes its output range and leaves the rest', async t => {
     const buf = Buffer.alloc(8 + 64 + 16 + 8, 0x55)
     const plain = randomBytes(64)
