@@ -7,7 +7,9 @@
  * Target: >= 2,000 heartbeats/s with p99 < 50 ms on a 2-core machine.
  *
  * Run: CC_TEST_DATABASE_URL=postgres://... node bin/run-ts.js bench/control.ts
- * (or DATABASE_URL). Uses a fresh schema, dropped at the end. Needs `wrk` on PATH.
+ * (or DATABASE_URL; --help lists the settings). Uses a fresh schema, dropped at the end. Needs
+ * `wrk` on PATH; not root. BENCH_CONNECTIONS (default 16) and BENCH_POOL (default 10) set wrk's
+ * connections and the database pool.
  * Besides wrk's numbers it prints the API process's CPU time per request (user + system), which
  * says what one core could serve even when the machine is shared. BENCH_PROFILE=DIR writes a
  * .cpuprofile of each measured run. A reference row runs the heartbeat's UPDATE straight through
@@ -27,19 +29,44 @@ import { loadConfig } from '../control/config.ts'
 import { createDb } from '../control/db/knex.ts'
 import { migrateLatest } from '../control/db/migrate.ts'
 import { generatePrivateKey, publicKeyFromPrivate } from '../proto/noise/keys.ts'
+import { UsageError, exitOnBrokenPipe, numberSetting, parseBenchArgs } from './baseline/cli.ts'
 
 const run = promisify(execFile)
-const URL_ENV = process.env.CC_TEST_DATABASE_URL ?? process.env.DATABASE_URL
-const SECONDS = Math.min(30, Number(process.env.BENCH_SECONDS ?? 10))
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16)
+
+const SPEC = {
+  name: 'bench/control.ts',
+  about: `Control API throughput on real Postgres: the app on loopback, 20 users x 10 instances with
+registered keys, then wrk against POST /v1/tunnel/heartbeat (rotating over the 200 instance tokens)
+and GET /v1/instances (rotating over the users' access tokens), each after a 2 s warm-up, plus the
+heartbeat's UPDATE alone through knex as a reference. Prints a table with requests/s, p50/p99 and
+the API's CPU time per request. Target: >= 2,000 heartbeats/s with p99 < 50 ms on 2 cores.
+
+Needs a Postgres database (a fresh schema, dropped at the end) and wrk; not root. Settings come
+from the environment.`,
+  options: {},
+  env: {
+    CC_TEST_DATABASE_URL: 'Postgres URL (or DATABASE_URL); required',
+    BENCH_SECONDS: 'seconds of each measured run, 1-30 (default 10)',
+    BENCH_CONNECTIONS: 'wrk connections, 1-1000 (default 16)',
+    BENCH_POOL: 'database pool size, 1-100 (default 10)',
+    BENCH_PROFILE: 'directory for a .cpuprofile of each measured run (default: none)',
+  },
+} as const
+
+exitOnBrokenPipe()
+const { URL_ENV, SECONDS, CONNECTIONS, POOL } = parseBenchArgs(SPEC, () => {
+  const url = process.env.CC_TEST_DATABASE_URL ?? process.env.DATABASE_URL
+  if (url === undefined || url === '') throw new UsageError('set CC_TEST_DATABASE_URL or DATABASE_URL to a Postgres database')
+  return {
+    URL_ENV: url,
+    SECONDS: numberSetting('BENCH_SECONDS', process.env.BENCH_SECONDS ?? '10', 1, 30),
+    CONNECTIONS: numberSetting('BENCH_CONNECTIONS', process.env.BENCH_CONNECTIONS ?? '16', 1, 1000),
+    POOL: numberSetting('BENCH_POOL', process.env.BENCH_POOL ?? '10', 1, 100),
+  }
+})
 const USERS = 20
 const PER_USER = 10
 const GATEWAY_KEY = publicKeyFromPrivate(generatePrivateKey()).toString('base64')
-
-if (URL_ENV === undefined) {
-  console.error('set CC_TEST_DATABASE_URL or DATABASE_URL to a Postgres database')
-  process.exit(2)
-}
 
 interface WrkResult {
   /** API process CPU microseconds per request. */
@@ -126,7 +153,7 @@ async function databaseAlone (ids: Array<{ id: string, token_jti: string }>, sec
 }
 
 const schema = `ccbench_${process.pid}_${randomBytes(3).toString('hex')}`
-const db = createDb({ url: URL_ENV, schema, poolMax: Number(process.env.BENCH_POOL ?? 10) })
+const db = createDb({ url: URL_ENV, schema, poolMax: POOL })
 const dataDir = mkdtempSync(join(tmpdir(), 'cc-bench-'))
 let app: Awaited<ReturnType<typeof createApp>> | undefined
 try {

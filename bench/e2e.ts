@@ -18,6 +18,7 @@
  *       [--http1.1]       bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)
  *       [--profile DIR]   also record a CPU profile of `cloud-connect start` (node --cpu-prof),
  *                         summarized per phase of its CPU-cost runs
+ *   node bin/run-ts.js bench/e2e.ts --help
  *
  * Needs root, wireguard-go, wireguard-tools, nginx, caddy, curl, wrk. Bounded: every transfer and
  * the wrk runs have time limits; the lab is torn down at the end (or on Ctrl-C).
@@ -26,11 +27,10 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, r
 import { randomBytes } from 'node:crypto'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
 import { fileURLToPath } from 'node:url'
-import { Lab, labMissing, runOk } from '../test/helpers/lab.ts'
+import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
-import { TRANSFER_OPTIONS, isMain, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
 
 export interface E2eBenchOptions {
@@ -260,6 +260,11 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
   const lab = await Lab.create()
   const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-e2e-${lab.runId}`) : join(lab.dir, 'files')
   const dataDir = mkdtempSync(join(tmpdir(), 'cc-bench-e2e-'))
+  const removeFiles = (): void => {
+    rmSync(filesDir, { recursive: true, force: true })
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+  const unregister = onExitCleanup(removeFiles) // Ctrl-C, SIGTERM, EPIPE: the finally below does not run
   try {
     mkdirSync(filesDir, { recursive: true })
     const bulkBytes = Math.round(o.sizeMB * 1e6)
@@ -356,25 +361,41 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     }
   } finally {
     await lab.destroy()
-    rmSync(filesDir, { recursive: true, force: true })
-    rmSync(dataDir, { recursive: true, force: true })
+    removeFiles()
+    unregister()
   }
 }
 
+const SPEC = {
+  name: 'bench/e2e.ts',
+  about: `Through the gateway: HTTPS to a container behind WireGuard, our whole stack (\`cloud-connect start\`:
+edge, our TCP, our WireGuard) against Caddy over wireguard-go on both ends, same origin, client and
+machine, one run. Bulk download and upload (curl, SHA-256 checked), small requests (wrk), and CPU
+time per MB and per request of every program involved. JSON on stdout, about 2-3 minutes.
+
+Needs root (network namespaces), wireguard-go, wireguard-tools, nginx, caddy, curl, wrk. The lab is
+torn down at the end, also on Ctrl-C.`,
+  options: {
+    ...TRANSFER_OPTIONS,
+    ...wrkOptions(8),
+    'http1.1': { type: 'boolean', default: false, help: 'bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)' },
+    profile: { type: 'string', value: 'DIR', help: 'also record a CPU profile of `cloud-connect start` (node --cpu-prof) in DIR, summarized per phase (default: none)' },
+  },
+} as const
+
 if (isMain(import.meta.url)) {
-  const { values } = parseArgs({
-    options: {
-      ...TRANSFER_OPTIONS,
-      ...wrkOptions(8),
-      profile: { type: 'string' },
-      'http1.1': { type: 'boolean', default: false },
-    },
-  })
-  const results = await runE2eBench({
+  exitOnBrokenPipe()
+  const options = parseBenchArgs(SPEC, (values): E2eBenchOptions => ({
     ...transferValues(values),
     ...wrkValues(values),
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
-    http1: values['http1.1'] === true,
-  })
+    http1: values['http1.1'],
+  }))
+  const missing = labMissing()
+  if (missing !== null) {
+    process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
+    process.exit(1)
+  }
+  const results = await runE2eBench(options)
   process.stdout.write(JSON.stringify(results, null, 2) + '\n')
 }

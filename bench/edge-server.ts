@@ -9,7 +9,19 @@
 import pino from 'pino'
 import { Edge, netConnector, type Route } from '../gateway/edge/index.ts'
 
-const o = JSON.parse(process.argv[2] ?? '{}') as { dataDir: string, port: number, routes: Route[], logFile?: string, logLevel?: string, http2?: boolean }
+interface Settings { dataDir: string, port: number, routes: Route[], logFile?: string, logLevel?: string, http2?: boolean }
+
+/** Started by bench/edge.ts only: anything but its JSON settings is refused in one line. */
+function settings (arg: string | undefined): Settings {
+  try {
+    const o = JSON.parse(arg ?? '') as Partial<Settings> | null
+    if (typeof o?.dataDir === 'string' && typeof o.port === 'number' && Array.isArray(o.routes)) return o as Settings
+  } catch { /* refused below */ }
+  process.stderr.write('bench/edge-server.ts: internal to bench/edge.ts; expects one JSON argument {"dataDir","port","routes",...}\n')
+  process.exit(2)
+}
+
+const o = settings(process.argv[2])
 const logger = pino({ level: o.logLevel ?? 'info' }, pino.destination({ dest: o.logFile ?? '/dev/null', sync: false }))
 const edge = new Edge({
   dataDir: o.dataDir,

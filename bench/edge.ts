@@ -5,6 +5,7 @@
  * isolates the TLS + HTTP proxy layer.
  *
  *   node bin/run-ts.js bench/edge.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 16] [--rounds 2] [--log-level info]
+ *   node bin/run-ts.js bench/edge.ts --help
  *
  * Measures, per proxy:
  *   small   wrk -t1 -cN -dS --latency on a 1 KiB file over HTTPS keep-alive: req/s, p50/p99
@@ -14,8 +15,9 @@
  *   CPU     the proxy process's CPU time per small request and per GB moved (/proc/PID/stat):
  *           unlike rates, this barely depends on what else the machine is running
  * and nginx directly (plain HTTP, no proxy) as a reference. Proxies alternate per round so drift
- * on a busy machine hits both. Needs nginx, caddy, wrk, curl. Every process and transfer is bounded
- * in time; everything is removed at the end (also on Ctrl-C). JSON on stdout, a table on stderr.
+ * on a busy machine hits both. Needs nginx, caddy, wrk, curl; not root. Every process and transfer
+ * is bounded in time; everything is removed at the end (also on Ctrl-C, SIGTERM, or when the output
+ * pipe closes). JSON on stdout, a table on stderr.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, openSync, writeSync, closeSync, existsSync, mkdirSync, chmodSync } from 'node:fs'
@@ -24,43 +26,67 @@ import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
 import os from 'node:os'
 import net from 'node:net'
+import { onExitCleanup } from '../test/helpers/lab.ts'
+import { LabProcess } from '../test/helpers/lab/process.ts'
 import { parseWrk, type SmallRequestStats } from './baseline/measure.ts'
+import { TRANSFER_OPTIONS, UsageError, exitOnBrokenPipe, numberOption, parseBenchArgs, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 
-function arg (name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`)
-  return i === -1 ? fallback : Number(process.argv[i + 1])
-}
-function argText (name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`)
-  return i === -1 ? fallback : process.argv[i + 1]
-}
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
-const SIZE_MB = Math.min(arg('size-mb', 100), 2000)
-const RUNS = Math.min(arg('runs', 3), 10)
-const WRK_SECONDS = Math.min(arg('wrk-seconds', 10), 60)
-const WRK_CONNECTIONS = Math.min(arg('wrk-connections', 16), 256)
-const ROUNDS = Math.min(arg('rounds', 2), 5)
-const LOG_LEVEL = argText('log-level', 'info')
+const SPEC = {
+  name: 'bench/edge.ts',
+  about: `Edge proxy benchmark, all on loopback: our Edge (TLS by SNI from its local CA, reverse proxy)
+against Caddy (tls internal + reverse_proxy) in front of the same nginx origin, measured by the
+same clients in the same run, proxies alternating per round; nginx directly (plain HTTP) as a
+reference. Per proxy: 1 KiB requests/s and p50/p99 (wrk), bulk download and upload MB/s (curl,
+upload SHA-256 checked), peak RSS, CPU per request and per GB. JSON on stdout, a table on stderr;
+a few minutes with the defaults.
+
+Needs nginx, caddy, wrk, curl; not root. Everything it starts is stopped at the end, also on
+Ctrl-C.`,
+  options: {
+    ...TRANSFER_OPTIONS,
+    ...wrkOptions(16),
+    rounds: { type: 'string', default: '2', value: 'N', help: 'measurement rounds per proxy, 1-5' },
+    'log-level': { type: 'string', default: 'info', value: 'LEVEL', help: `our edge's log level (${LOG_LEVELS.join(', ')}): info logs a line per request, as in production` },
+  },
+} as const
+
+exitOnBrokenPipe()
+const settings = parseBenchArgs(SPEC, values => {
+  if (!LOG_LEVELS.includes(values['log-level'])) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`)
+  return { ...transferValues(values), ...wrkValues(values), rounds: numberOption('rounds', values.rounds, 1, 5), logLevel: values['log-level'] }
+})
+const SIZE_MB = settings.sizeMB
+const RUNS = settings.runs
+const WRK_SECONDS = settings.wrkSeconds
+const WRK_CONNECTIONS = settings.wrkConnections
+const ROUNDS = settings.rounds
+const LOG_LEVEL = settings.logLevel
 const TRANSFER_TIMEOUT_S = 120
 const HOST = 'localhost' // resolves to 127.0.0.1 without DNS, so wrk can use it (SNI = Host)
 const SINK_HOST = 'sink.localhost' // curl --resolve only
 
-const children: ChildProcess[] = []
+/** The long-running processes (sink, nginx, our edge, caddy), each in a process group of its own. */
+const servers: LabProcess[] = []
+/** curl and wrk runs in flight. */
+const oneShots = new Set<ChildProcess>()
 const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'cc-edge-bench-'))
 
-/** SIGTERM first (nginx's master then stops its workers), SIGKILL what is still there after 3 s. */
-async function cleanup (): Promise<void> {
-  const alive = children.filter(c => c.exitCode === null && c.signalCode === null)
-  for (const c of alive) c.kill('SIGTERM')
-  await Promise.race([
-    Promise.all(alive.map(c => new Promise(resolve => c.once('exit', resolve)))),
-    new Promise(resolve => setTimeout(resolve, 3_000)),
-  ])
-  for (const c of alive) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+/** On a signal or an early exit (EPIPE): no time to wait, SIGKILL every group, then the files. */
+function killAllSync (): void {
+  for (const c of oneShots) c.kill('SIGKILL')
+  for (const p of servers) p.killSync()
   rmSync(dir, { recursive: true, force: true })
 }
-process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)) })
-process.on('SIGTERM', () => { void cleanup().then(() => process.exit(143)) })
+const unregisterCleanup = onExitCleanup(killAllSync)
+
+/** At the end: SIGTERM first (nginx's master then stops its workers), SIGKILL what is still there after 3 s. */
+async function cleanup (): Promise<void> {
+  await Promise.all(servers.map(p => p.stop(3_000).catch(() => p.killSync())))
+  rmSync(dir, { recursive: true, force: true })
+  unregisterCleanup()
+}
 
 async function freePort (): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -74,30 +100,22 @@ async function freePort (): Promise<number> {
 function run (cmd: string, args: string[], timeoutS: number): Promise<{ code: number | null, stdout: string, stderr: string }> {
   return new Promise(resolve => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    oneShots.add(child)
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000)
-    child.on('close', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+    child.on('close', code => { clearTimeout(timer); oneShots.delete(child); resolve({ code, stdout, stderr }) })
   })
 }
 
-/** Start a long-running process; resolves once `ready` says so (or fails after 20 s). */
-function start (cmd: string, args: string[], ready: (out: string) => boolean, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
-    children.push(child)
-    let out = ''
-    const timer = setTimeout(() => reject(new Error(`${cmd} not ready in 20 s:\n${out.slice(-2000)}`)), 20_000)
-    const check = (d: Buffer): void => {
-      out += d.toString()
-      if (ready(out)) { clearTimeout(timer); resolve(child) }
-    }
-    child.stdout!.on('data', check)
-    child.stderr!.on('data', check)
-    child.on('exit', code => { clearTimeout(timer); reject(new Error(`${cmd} exited (${code}):\n${out.slice(-2000)}`)) })
-  })
+/** Start a long-running process; resolves once its output matches `ready` (or fails after 20 s). */
+async function start (name: string, cmd: string, args: string[], ready: RegExp | null, env: NodeJS.ProcessEnv = process.env): Promise<LabProcess> {
+  const p = new LabProcess(name, cmd, args, { env })
+  servers.push(p)
+  if (ready !== null) await p.waitForOutput(ready, 20_000)
+  return p
 }
 
 async function waitPort (port: number): Promise<void> {
@@ -205,7 +223,7 @@ async function main (): Promise<void> {
 
   // Origin: nginx serving the files (one worker), proxying /sink to the node sink unbuffered.
   const [nginxPort, sinkPort, edgePort, caddyPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
-  await start(process.execPath, ['bin/run-ts.js', 'test/helpers/http-sink.ts', `127.0.0.1:${sinkPort}`], out => out.includes('listening'))
+  await start('http sink', process.execPath, ['bin/run-ts.js', 'test/helpers/http-sink.ts', `127.0.0.1:${sinkPort}`], /listening/)
   const nginxConf = join(dir, 'nginx.conf')
   writeFileSync(nginxConf, `daemon off;
 worker_processes 1;
@@ -231,13 +249,12 @@ http {
   }
 }
 `)
-  const nginx = spawn('nginx', ['-c', nginxConf, '-p', dir], { stdio: 'ignore' })
-  children.push(nginx)
+  await start('nginx', 'nginx', ['-c', nginxConf, '-p', dir], null)
   await waitPort(nginxPort)
 
   // Our edge.
   const edgeDir = join(dir, 'edge')
-  const edge = await start(process.execPath, ['bin/run-ts.js', 'bench/edge-server.ts', JSON.stringify({
+  const edge = await start('edge', process.execPath, ['bin/run-ts.js', 'bench/edge-server.ts', JSON.stringify({
     dataDir: edgeDir,
     port: edgePort,
     logFile: join(dir, 'edge-access.log'),
@@ -246,7 +263,7 @@ http {
       { instanceId: 'origin', tunnelIp: '127.0.0.1', port: nginxPort, hostnames: [HOST] },
       { instanceId: 'sink', tunnelIp: '127.0.0.1', port: sinkPort, hostnames: [SINK_HOST] },
     ],
-  })], out => out.includes('"ready":true'))
+  })], /"ready":true/)
   const edgeCa = join(edgeDir, 'tls', 'local-ca', 'ca.crt')
 
   // Caddy with its internal CA, same origin.
@@ -270,10 +287,8 @@ https://${SINK_HOST}:${caddyPort} {
   reverse_proxy 127.0.0.1:${sinkPort}
 }
 `)
-  const caddy = spawn('caddy', ['run', '--config', join(caddyDir, 'Caddyfile'), '--adapter', 'caddyfile'], {
-    stdio: 'ignore', env: { ...process.env, HOME: caddyDir, XDG_DATA_HOME: join(caddyDir, 'xdg-data'), XDG_CONFIG_HOME: join(caddyDir, 'xdg-config') },
-  })
-  children.push(caddy)
+  const caddy = await start('caddy', 'caddy', ['run', '--config', join(caddyDir, 'Caddyfile'), '--adapter', 'caddyfile'], null,
+    { ...process.env, HOME: caddyDir, XDG_DATA_HOME: join(caddyDir, 'xdg-data'), XDG_CONFIG_HOME: join(caddyDir, 'xdg-config') })
   await waitPort(caddyPort)
   const caddyCa = join(caddyDir, 'data', 'pki', 'authorities', 'local', 'root.crt')
   for (let i = 0; i < 100 && !existsSync(caddyCa); i++) await new Promise(r => setTimeout(r, 100))

@@ -11,18 +11,18 @@
  *
  *   node bin/run-ts.js bench/lab-baseline.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10]
  *       [--wrk-connections 16] [--no-tls] [--no-direct]
+ *   node bin/run-ts.js bench/lab-baseline.ts --help
  *
- * Needs root, wireguard-go, wireguard-tools, nginx, curl, wrk. Bounded: every transfer and the wrk
+ * Needs root, wireguard-go, wireguard-tools, nginx, caddy (unless --no-tls), curl, wrk. Bounded: every transfer and the wrk
  * run have time limits; the lab is torn down at the end (or on Ctrl-C).
  */
 import { mkdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync, existsSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
-import { Lab, labMissing, runOk } from '../test/helpers/lab.ts'
+import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
-import { TRANSFER_OPTIONS, isMain, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, parseBenchArgs, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 
 export interface BaselineOptions {
   sizeMB: number
@@ -88,6 +88,8 @@ export async function runBaseline (o: BaselineOptions): Promise<BaselineResults>
   const lab = await Lab.create()
   // Files on tmpfs so the disk is not what we measure.
   const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-${lab.runId}`) : join(lab.dir, 'files')
+  const removeFiles = (): void => rmSync(filesDir, { recursive: true, force: true })
+  const unregister = onExitCleanup(removeFiles) // Ctrl-C, SIGTERM, EPIPE: the finally below does not run
   try {
     mkdirSync(filesDir, { recursive: true })
     const bulkBytes = Math.round(o.sizeMB * 1e6)
@@ -135,24 +137,41 @@ export async function runBaseline (o: BaselineOptions): Promise<BaselineResults>
     }
   } finally {
     await lab.destroy()
-    rmSync(filesDir, { recursive: true, force: true })
+    removeFiles()
+    unregister()
   }
 }
 
+const SPEC = {
+  name: 'bench/lab-baseline.ts',
+  about: `Baseline for the gateway benchmarks: bulk download and upload (curl, SHA-256 checked) and small
+requests (wrk) through wireguard-go on both ends, Linux TCP on both sides; then with Caddy
+terminating TLS in front of the same tunnel, and over the bare veth (no tunnel). JSON on stdout,
+about a minute.
+
+Needs root (network namespaces), wireguard-go, wireguard-tools, nginx, caddy (unless --no-tls),
+curl, wrk. The lab is torn down at the end, also on Ctrl-C.`,
+  options: {
+    ...TRANSFER_OPTIONS,
+    ...wrkOptions(16),
+    'no-tls': { type: 'boolean', default: false, help: 'skip Caddy (TLS + reverse proxy) in front of the tunnel' },
+    'no-direct': { type: 'boolean', default: false, help: 'skip the bare veth (no tunnel) measurement' },
+  },
+} as const
+
 if (isMain(import.meta.url)) {
-  const { values } = parseArgs({
-    options: {
-      ...TRANSFER_OPTIONS,
-      ...wrkOptions(16),
-      'no-tls': { type: 'boolean', default: false },
-      'no-direct': { type: 'boolean', default: false },
-    },
-  })
-  const results = await runBaseline({
+  exitOnBrokenPipe()
+  const options = parseBenchArgs(SPEC, (values): BaselineOptions => ({
     ...transferValues(values),
     ...wrkValues(values),
     tls: !values['no-tls'],
     direct: !values['no-direct'],
-  })
+  }))
+  const missing = labMissing()
+  if (missing !== null) {
+    process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
+    process.exit(1)
+  }
+  const results = await runBaseline(options)
   process.stdout.write(JSON.stringify(results, null, 2) + '\n')
 }

@@ -12,6 +12,7 @@
  *     netstack-driver: http.request over our TCP
  *
  *   node bin/run-ts.js bench/netstack.ts [--size-mb 100] [--runs 3] [--loss 0.01] [--profile DIR]
+ *   node bin/run-ts.js bench/netstack.ts --help
  *
  * --profile DIR writes a V8 CPU profile per run of ours (DIR/N-KIND-lossL/, one file per thread:
  * the largest is the main thread; the other is tsx's loader).
@@ -20,16 +21,18 @@
  * sink's SHA-256 against the file's. CPU per MB is the driver process's user+system time over the
  * transfer (process.cpuUsage()), i.e. everything our gateway process did for it: UDP, WireGuard,
  * IP, TCP and the HTTP client.
+ *
+ * Needs root, wireguard-go, wireguard-tools, nginx, curl, wrk. The lab is torn down at the end
+ * (also on Ctrl-C).
  */
 import { mkdirSync, rmSync, existsSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
-import { Lab, labMissing, runOk, wgGenKey, wgPubKey } from '../test/helpers/lab.ts'
+import { Lab, labMissing, onExitCleanup, runOk, wgGenKey, wgPubKey } from '../test/helpers/lab.ts'
 import { runNetstackDriver, type DriverArgs, type DriverResult, type Scenario } from '../test/helpers/lab/netstack.ts'
 import { writeGeneratedFile } from '../test/helpers/lab/generator.ts'
 import { measureHttp, median } from './baseline/measure.ts'
-import { TRANSFER_OPTIONS, isMain, numberOption, transferValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, numberOption, parseBenchArgs, transferValues } from './baseline/cli.ts'
 
 export interface NetstackBenchOptions {
   sizeMB: number
@@ -68,6 +71,8 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
   const loadavgStart = loadavg().map(v => round(v))
   const lab = await Lab.create()
   const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-netstack-${lab.runId}`) : join(lab.dir, 'files')
+  const removeFiles = (): void => rmSync(filesDir, { recursive: true, force: true })
+  const unregister = onExitCleanup(removeFiles) // Ctrl-C, SIGTERM, EPIPE: the finally below does not run
   try {
     mkdirSync(filesDir, { recursive: true })
     const bytes = Math.round(o.sizeMB * 1e6)
@@ -182,24 +187,40 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
     }
   } finally {
     await lab.destroy()
-    rmSync(filesDir, { recursive: true, force: true })
+    removeFiles()
+    unregister()
   }
 }
 
+const SPEC = {
+  name: 'bench/netstack.ts',
+  about: `Userspace TCP: single-connection bulk download and upload (MB/s, CPU ms per MB) between our
+gateway's netstack (WireGuard + IPv4 + TCP in one node process) and a wireguard-go peer, against
+wireguard-go + Linux TCP on both ends, same file and origin, interleaved in one run; then ours with
+datagram loss injected each way. JSON on stdout, progress on stderr; about 3 minutes.
+
+Needs root (network namespaces), wireguard-go, wireguard-tools, nginx, curl, wrk. The lab is torn
+down at the end, also on Ctrl-C.`,
+  options: {
+    ...TRANSFER_OPTIONS,
+    loss: { type: 'string', default: '0.01', value: 'P', help: 'datagram loss each way for the lossy runs of ours, 0-0.2; 0 skips them' },
+    profile: { type: 'string', value: 'DIR', help: 'write a V8 CPU profile of each run of ours in DIR/N-KIND-lossL/ (default: none)' },
+  },
+} as const
+
 if (isMain(import.meta.url)) {
-  const { values } = parseArgs({
-    options: {
-      ...TRANSFER_OPTIONS,
-      loss: { type: 'string', default: '0.01' },
-      profile: { type: 'string' },
-    },
-  })
-  const profileDir = values.profile === undefined ? undefined : resolve(values.profile)
-  if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true })
-  const results = await runNetstackBench({
+  exitOnBrokenPipe()
+  const options = parseBenchArgs(SPEC, (values): NetstackBenchOptions => ({
     ...transferValues(values),
     loss: numberOption('loss', values.loss, 0, 0.2),
-    ...(profileDir !== undefined ? { profileDir } : {}),
-  })
+    ...(values.profile !== undefined ? { profileDir: resolve(values.profile) } : {}),
+  }))
+  const missing = labMissing()
+  if (missing !== null) {
+    process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
+    process.exit(1)
+  }
+  if (options.profileDir !== undefined) mkdirSync(options.profileDir, { recursive: true })
+  const results = await runNetstackBench(options)
   process.stdout.write(JSON.stringify(results, null, 2) + '\n')
 }

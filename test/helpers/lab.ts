@@ -101,13 +101,36 @@ const liveLabs = new Set<Lab>()
 let hooksInstalled = false
 let sweptOnce = false
 
+const exitCleanups = new Set<() => void>()
+
+/** Labs first (their processes use the files), then what scripts registered with onExitCleanup. */
+function runExitCleanups (): void {
+  for (const lab of liveLabs) lab.destroySync()
+  for (const fn of exitCleanups) {
+    exitCleanups.delete(fn)
+    try { fn() } catch { /* best effort at exit */ }
+  }
+}
+
+/**
+ * Runs `fn` at process exit and on SIGINT / SIGTERM / SIGHUP, with the labs' own teardown, for
+ * what a script starts outside a Lab (processes, temporary files). `fn` must be synchronous
+ * (SIGKILL, rmSync): nothing asynchronous runs at exit. Returns a function that unregisters it,
+ * for once the script has cleaned up by itself.
+ */
+export function onExitCleanup (fn: () => void): () => void {
+  installExitHooks()
+  exitCleanups.add(fn)
+  return () => { exitCleanups.delete(fn) }
+}
+
 function installExitHooks (): void {
   if (hooksInstalled) return
   hooksInstalled = true
-  process.on('exit', () => { for (const lab of liveLabs) lab.destroySync() })
+  process.on('exit', runExitCleanups)
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     const handler = (): void => {
-      for (const lab of liveLabs) lab.destroySync()
+      runExitCleanups()
       // Only exit ourselves if nobody else (e.g. the test runner) handles this signal.
       if (process.listenerCount(sig) <= 1) process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1))
     }
@@ -126,6 +149,8 @@ export class Lab {
   private links = 0
   private interfaces = 0
   private destroyed = false
+  /** Everything removed: set at the end of destroy() (a signal may arrive while it runs) or by destroySync(). */
+  private tornDown = false
 
   private constructor (runId: string, dir: string) {
     this.runId = runId
@@ -261,14 +286,16 @@ export class Lab {
       try { await deleteNetns(ns) } catch (err) { errors.push(String(err)) }
     }
     this.cleanupFiles()
+    this.tornDown = true
     liveLabs.delete(this)
     if (errors.length > 0) throw new Error(`lab ${this.runId} cleanup: ${errors.join('; ')}`)
   }
 
   /** For exit and signal hooks: SIGKILL every group, then delete namespaces, synchronously. */
   destroySync (): void {
-    if (this.destroyed) return
+    if (this.tornDown) return
     this.destroyed = true
+    this.tornDown = true
     for (const p of this.processes) p.killSync()
     for (const ns of this.namespaces) deleteNetnsSync(ns)
     this.cleanupFiles()
