@@ -2,6 +2,8 @@
  * WireGuard crypto throughput on one core: transport seal + open of 1420-byte packets per AEAD
  * backend, and responder handshakes (mac1 check + consumeInitiation + createResponse + mac1 of the
  * response) per X25519 backend. Bounded in count and time. Run: node bin/run-ts.js bench/crypto.ts
+ * It runs with the OPENSSL_ia32cap the gateway ships with unless one is set: `OPENSSL_ia32cap=:~0
+ * node bin/run-ts.js bench/crypto.ts` measures OpenSSL with every CPU path it detects.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -15,6 +17,7 @@ import {
   defaultAead, nativeAead, nativeAeadUnavailable, openTransport, publicKeyFromPrivate, sealTransport, sealTransportInto, setX25519Backend, transportMessageLength, sodiumAead, sodiumX25519, verifyMac1, writeMac1,
 } from '../proto/noise/index.ts'
 import { aeadDecrypt, aeadEncrypt, aeadPath } from '../proto/noise/sodium.ts'
+import { withShippedOpensslCaps } from './baseline/cli.ts'
 
 const PACKET_SIZE = 1420
 /** ROUNDS rounds of TIME_BUDGET_MS for each figure. */
@@ -215,7 +218,8 @@ const cpu = cpus()[0]?.model ?? 'unknown cpu'
 if (!isMainThread) {
   workerMain((workerData as { ms: number }).ms)
 } else {
-  console.log(`WireGuard crypto bench ${new Date().toISOString()} on ${hostname()} (${cpus().length} x ${cpu}), node ${process.version}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
+  const opensslCaps = withShippedOpensslCaps()
+  console.log(`WireGuard crypto bench ${new Date().toISOString()} on ${hostname()} (${cpus().length} x ${cpu}), node ${process.version}, OPENSSL_ia32cap=${opensslCaps}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   console.log('| what | backend | per CPU-second, best round | median round | per wall-clock second, best round |')
   console.log('|---|---|---|---|---|')
   if (nativeAead === null) console.log(`(the OpenSSL backend is ${nativeAeadUnavailable ?? 'unavailable'}: run node proto/noise/native/build.mjs)`)

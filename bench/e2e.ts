@@ -30,7 +30,7 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
 
 export interface E2eBenchOptions {
@@ -396,6 +396,7 @@ if (isMain(import.meta.url)) {
     process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
     process.exit(1)
   }
+  const opensslCaps = withShippedOpensslCaps()
   const results = await runE2eBench(options)
-  process.stdout.write(JSON.stringify(results, null, 2) + '\n')
+  process.stdout.write(JSON.stringify({ ...results, opensslCaps }, null, 2) + '\n')
 }

@@ -32,7 +32,7 @@ import { Lab, labMissing, onExitCleanup, runOk, wgGenKey, wgPubKey } from '../te
 import { runNetstackDriver, type DriverArgs, type DriverResult, type Scenario } from '../test/helpers/lab/netstack.ts'
 import { writeGeneratedFile } from '../test/helpers/lab/generator.ts'
 import { measureHttp, median } from './baseline/measure.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, numberOption, parseBenchArgs, transferValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, numberOption, parseBenchArgs, transferValues } from './baseline/cli.ts'
 
 export interface NetstackBenchOptions {
   sizeMB: number
@@ -220,7 +220,8 @@ if (isMain(import.meta.url)) {
     process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
     process.exit(1)
   }
+  const opensslCaps = withShippedOpensslCaps()
   if (options.profileDir !== undefined) mkdirSync(options.profileDir, { recursive: true })
   const results = await runNetstackBench(options)
-  process.stdout.write(JSON.stringify(results, null, 2) + '\n')
+  process.stdout.write(JSON.stringify({ ...results, opensslCaps }, null, 2) + '\n')
 }

@@ -129,6 +129,7 @@ export class Gateway {
     const gw = new Gateway(config, logger, metrics, options)
     const bound = await gw.shell.listen()
     gw.listenText = formatEndpoint(bound.address, bound.port)
+    logger.info({ aead: gw.device.aead.name, OPENSSL_ia32cap: process.env.OPENSSL_ia32cap ?? null }, 'WireGuard transport crypto')
     if (config.metricsListen !== null) {
       try {
         gw.httpServer = await serveStatus(gw, config.metricsListen.address, config.metricsListen.port)

@@ -3,13 +3,31 @@
  * with node:util parseArgs, --help from the same option table, one-line errors) and bounded
  * numeric options.
  */
+import { spawnSync } from 'node:child_process'
+import { constants } from 'node:os'
 import { resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
+import { OPENSSL_CAPS_MASK } from '../../proto/noise/native-aead.ts'
 
 /** True when the module at `moduleUrl` is the file node was asked to run (not an import). */
 export function isMain (moduleUrl: string): boolean {
   return process.argv[1] !== undefined && moduleUrl === pathToFileURL(resolve(process.argv[1])).href
+}
+
+/**
+ * Benches measure the gateway as it ships: unless the caller chose an OPENSSL_ia32cap, the bench
+ * runs itself again (same arguments) with the shipped one, which OpenSSL only reads at start-up.
+ * Returns the setting in force, for the results.
+ */
+export function withShippedOpensslCaps (): string {
+  const current = process.env.OPENSSL_ia32cap
+  if (current !== undefined) return current
+  const runTs = fileURLToPath(new URL('../../bin/run-ts.js', import.meta.url))
+  const r = spawnSync(process.execPath, [...process.execArgv, runTs, ...process.argv.slice(1)], {
+    stdio: 'inherit', env: { ...process.env, OPENSSL_ia32cap: OPENSSL_CAPS_MASK },
+  })
+  process.exit(r.status ?? (r.signal !== null ? 128 + (constants.signals[r.signal] ?? 0) : 1))
 }
 
 /** A command line (or environment setting) a bench refuses: shown as one line, never a stack trace. */

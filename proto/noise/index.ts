@@ -33,5 +33,5 @@ export {
   type AeadBackend, nodeAead, sodiumAead, defaultAead, sealTransport, sealTransportInto, openTransport, paddedLength,
   transportMessageLength,
 } from './transport.ts'
-export { nativeAead, nativeAeadUnavailable } from './native-aead.ts'
+export { nativeAead, nativeAeadUnavailable, OPENSSL_CAPS_MASK } from './native-aead.ts'
 export { ReplayWindow, REPLAY_WINDOW_SIZE } from './replay.ts'

@@ -16,6 +16,16 @@ interface NativeTransport {
   sealMessage (key: Uint8Array, counter: bigint, buf: Uint8Array, offset: number, packetLength: number, receiver: number): number
 }
 
+/**
+ * The OPENSSL_ia32cap setting the gateway ships with (Dockerfile, `npm start`): OpenSSL without its
+ * AVX-512 code paths (CPUID leaf 7 EBX bit 16, AVX512F), so ChaCha20-Poly1305 takes the AVX2 path.
+ * On this project's lab machine (Xeon with AVX-512) that path seals and opens more packets per core
+ * (bench/crypto.ts) and, more so, does not slow the rest of the process down: with AVX-512 the
+ * netstack spent more CPU per MB than with libsodium, with AVX2 less (bench/RESULTS.md). OpenSSL
+ * reads it once, when node starts, so it must be in the environment of the process.
+ */
+export const OPENSSL_CAPS_MASK = ':~0x10000'
+
 /** Why the native module is not in use (null when it is). */
 export let nativeAeadUnavailable: string | null = null
 
