@@ -14,7 +14,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import {
   type AeadBackend, type StaticIdentity, type X25519Backend, CookieGenerator, ReplayWindow, REJECT_AFTER_MESSAGES,
   consumeInitiation, createInitiation, createResponse, generatePrivateKey, mac1Key, nodeAead, nodeX25519,
-  defaultAead, nativeAead, nativeAeadUnavailable, openTransport, publicKeyFromPrivate, sealTransport, sealTransportInto, setX25519Backend, transportMessageLength, sodiumAead, sodiumX25519, verifyMac1, writeMac1,
+  defaultAead, nativeAead, nativeAeadUnavailable, openTransportMessage, publicKeyFromPrivate, sealTransport, sealTransportInto, setX25519Backend, transportMessageLength, sodiumAead, sodiumX25519, verifyMac1, writeMac1,
 } from '../proto/noise/index.ts'
 import { aeadDecrypt, aeadEncrypt, aeadPath } from '../proto/noise/sodium.ts'
 import { withShippedOpensslCaps } from './baseline/cli.ts'
@@ -89,6 +89,7 @@ function measure (maxCount: number, batch: number, step: (i: number) => void): R
 /**
  * seal + open per packet. 'new buffer': sealTransport allocates each message and copies the packet in;
  * 'in place': the packet sits with 16 bytes of headroom in a reused buffer (sealTransportInto).
+ * Both open the whole message in place with openTransportMessage, as the device does a datagram.
  */
 function transport (aead: AeadBackend, withReplay: boolean, inPlace = false): Meter {
   const key = Buffer.alloc(32, 7)
@@ -106,8 +107,8 @@ function transport (aead: AeadBackend, withReplay: boolean, inPlace = false): Me
     } else {
       message = sealTransport(aead, key, 1, counter, packet)
     }
-    const plain = openTransport(aead, key, counter, message.subarray(16))
-    if (plain === null || (withReplay && !window.checkAndUpdate(counter, REJECT_AFTER_MESSAGES))) {
+    const plain = openTransportMessage(aead, key, counter, message) // as the device opens a datagram
+    if (plain < 0 || (withReplay && !window.checkAndUpdate(counter, REJECT_AFTER_MESSAGES))) {
       throw new Error(`${aead.name}: packet ${counter} failed to open`)
     }
   })
@@ -204,7 +205,7 @@ function workerMain (ms: number): void {
     for (let i = 0; i < 1000; i++, packets++) {
       frame.fill(0x45, 16, 16 + PACKET_SIZE)
       sealTransportInto(defaultAead, key, 1, BigInt(packets), frame.subarray(16, 16 + PACKET_SIZE), frame, 0)
-      if (openTransport(defaultAead, key, BigInt(packets), frame.subarray(16)) === null) failures++
+      if (openTransportMessage(defaultAead, key, BigInt(packets), frame) < 0) failures++
     }
   }
   if (failures > 0) throw new Error(`${failures} packets failed to open`)

@@ -4,7 +4,7 @@
  * keypair, and the cryptokey routing check on every decrypted packet (paper 2).
  */
 import {
-  sealTransport, openTransport, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
+  sealTransport, openTransportMessage, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
   KEEPALIVE_TIMEOUT, REKEY_TIMEOUT,
 } from '../../proto/noise/index.ts'
 import { ipv4Source, IPV4_MIN_HEADER_LEN } from '../../proto/wire/ipv4.ts'
@@ -106,8 +106,9 @@ export function receiveTransport (dev: Device, message: Buffer, address: string,
     return
   }
   const counter = message.readBigUInt64LE(OFF_COUNTER)
-  const plaintext = openTransport(dev.aead, keypair.receiveKey, counter, message.subarray(HEADER_LEN))
-  if (plaintext === null) {
+  // The padded plaintext is then message[HEADER_LEN, HEADER_LEN + length): no views until delivery.
+  const length = openTransportMessage(dev.aead, keypair.receiveKey, counter, message)
+  if (length < 0) {
     dev.dropped.inc('decrypt')
     return
   }
@@ -123,23 +124,23 @@ export function receiveTransport (dev: Device, message: Buffer, address: string,
   keepKeyFreshReceiving(dev, peer, now)
   timersAnyAuthenticatedPacketTraversal(dev, peer, now)
   timersAnyAuthenticatedPacketReceived(peer)
-  if (plaintext.length === 0) {
+  if (length === 0) {
     dev.received.inc('keepalive')
     return
   }
   dev.received.inc('data')
   timersDataReceived(dev, peer, now)
 
-  if (plaintext.length < IPV4_MIN_HEADER_LEN || plaintext[0] >> 4 !== 4) {
+  if (length < IPV4_MIN_HEADER_LEN || message[HEADER_LEN]! >> 4 !== 4) {
     dev.dropped.inc('rx_not_ipv4')
     return
   }
-  const totalLength = plaintext.readUInt16BE(2)
-  if (totalLength < IPV4_MIN_HEADER_LEN || totalLength > plaintext.length) {
+  const totalLength = message.readUInt16BE(HEADER_LEN + 2)
+  if (totalLength < IPV4_MIN_HEADER_LEN || totalLength > length) {
     dev.dropped.inc('rx_bad_length')
     return
   }
-  const packet = totalLength === plaintext.length ? plaintext : plaintext.subarray(0, totalLength)
+  const packet = message.subarray(HEADER_LEN, HEADER_LEN + totalLength)
   // Cryptokey routing (paper 2): the inner source must be one of this peer's allowed IPs.
   if (dev.allowedIps.lookup(ipv4Source(packet)) !== peer) {
     dev.dropped.inc('allowed_ips')

@@ -30,7 +30,7 @@ export {
   createInitiation, consumeInitiation, createResponse, consumeResponse,
 } from './handshake.ts'
 export {
-  type AeadBackend, nodeAead, sodiumAead, defaultAead, sealTransport, sealTransportInto, openTransport, paddedLength,
+  type AeadBackend, nodeAead, sodiumAead, defaultAead, sealTransport, sealTransportInto, openTransport, openTransportMessage, paddedLength,
   transportMessageLength,
 } from './transport.ts'
 export { nativeAead, nativeAeadUnavailable, OPENSSL_CAPS_MASK } from './native-aead.ts'

@@ -75,6 +75,9 @@ export const nativeAead: AeadBackend | null = native === null
         if (n < 0) throw new RangeError('transport message does not fit')
         return n
       },
+      openAt (key, counter, buf, offset, length) {
+        return native.open(key, counter, buf, offset, length)
+      },
       open (key, counter, ciphertext, out, outOffset) {
         // In place (openTransport's case): the native call checks every bound itself.
         if (ciphertext === out && outOffset === 0) return native.open(key, counter, out, 0, out.length)

@@ -27,6 +27,11 @@ export interface AeadBackend {
    * pads it, writes the transport header and seals, in one call. Returns the message length.
    */
   sealMessage?: (key: Uint8Array, receiverIndex: number, counter: bigint, out: Buffer, offset: number, packetLength: number) => number
+  /**
+   * Optional: opens the ciphertext-and-tag at buf[offset, offset + length) in place, with no views
+   * created; returns the plaintext length or -1 (as `open`).
+   */
+  openAt?: (key: Uint8Array, counter: bigint, buf: Buffer, offset: number, length: number) => number
 }
 
 const NONCE_LEN = 12
@@ -139,12 +144,28 @@ export function sealTransportInto (
 }
 
 /**
+ * Decrypts a whole transport message's payload in place: the padded plaintext is then at
+ * message[16, 16 + n) for the returned n, or -1 when it does not authenticate (drop the datagram;
+ * the payload may be zeroed). The data path's form: it creates no views.
+ */
+export function openTransportMessage (aead: AeadBackend, key: Uint8Array, counter: bigint, message: Buffer): number {
+  if (message.length < HEADER_LEN + AEAD_TAG_LEN) return -1
+  if (aead.openAt !== undefined) return aead.openAt(key, counter, message, HEADER_LEN, message.length - HEADER_LEN)
+  const payload = message.subarray(HEADER_LEN)
+  return aead.open(key, counter, payload, payload, 0)
+}
+
+/**
  * Decrypts the payload of a transport message (the bytes after the 16-byte header) in place and
  * returns the padded plaintext as a view of the same memory, or null when it does not authenticate
  * (the payload bytes may then be zeroed: drop the datagram). The caller strips padding using the IP
  * header's length.
  */
 export function openTransport (aead: AeadBackend, key: Uint8Array, counter: bigint, ciphertext: Uint8Array): Buffer | null {
+  if (aead.openAt !== undefined && Buffer.isBuffer(ciphertext)) {
+    const n = aead.openAt(key, counter, ciphertext, 0, ciphertext.length)
+    return n < 0 ? null : ciphertext.subarray(0, n)
+  }
   const view = Buffer.isBuffer(ciphertext) ? ciphertext : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.length)
   const len = aead.open(key, counter, view, view, 0)
   return len < 0 ? null : view.subarray(0, len)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import {
-  defaultAead, nodeAead, openTransport, paddedLength, sealTransport, sealTransportInto, sodiumAead, transportMessageLength,
+  defaultAead, nodeAead, openTransport, openTransportMessage, paddedLength, sealTransport, sealTransportInto, sodiumAead, transportMessageLength,
 } from '../../../proto/noise/transport.ts'
 import { nativeAead } from '../../../proto/noise/native-aead.ts'
 
@@ -139,4 +139,24 @@ t.test('sealTransportInto: same bytes as sealTransport, copied or in place', asy
   }
   t.throws(() => sealTransportInto(sodiumAead, key, 1, 0n, Buffer.alloc(20), Buffer.alloc(63), 0), RangeError)
   t.throws(() => sealTransportInto(sodiumAead, key, 1, 0n, Buffer.alloc(20), Buffer.alloc(64), 1), RangeError)
+})
+
+t.test('openTransportMessage: the padded plaintext in place after the header, or -1', async t => {
+  for (const aead of backends) {
+    for (const size of [0, 1, 16, 100, 1420]) {
+      const packet = randomBytes(size)
+      const message = sealTransport(sodiumAead, key, 5, 77n, packet)
+      const n = openTransportMessage(aead, key, 77n, message)
+      t.equal(n, paddedLength(size), `${aead.name} size ${size}`)
+      if (!message.subarray(16, 16 + size).equals(packet)) t.fail(`${aead.name} size ${size}: plaintext differs`)
+      t.equal(message.readUInt32LE(4), 5, 'header untouched')
+    }
+    const plain = randomBytes(64)
+    const message = sealTransport(sodiumAead, key, 5, 78n, plain)
+    const forged = Buffer.from(message); forged[40] ^= 1
+    t.equal(openTransportMessage(aead, key, 78n, forged), -1, `${aead.name}: forged`)
+    t.notOk(forged.subarray(16, 80).equals(plain), 'no plaintext left behind')
+    t.equal(openTransportMessage(aead, key, 79n, Buffer.from(message)), -1, `${aead.name}: other counter`)
+    t.equal(openTransportMessage(aead, key, 78n, message.subarray(0, 31)), -1, `${aead.name}: shorter than header + tag`)
+  }
 })
