@@ -1,9 +1,10 @@
 /**
  * The OpenSSL AEAD backend: ChaCha20-Poly1305 through the OpenSSL inside Node, via the small
  * N-API module in ./native (built by `npm ci`; see native/build.mjs). One cipher context per
- * direction is re-keyed and re-nonced per packet, where node:crypto creates a cipher object per
- * packet. bench/crypto.ts compares it with sodium-native; when the module is not built (no C
- * compiler) or fails its self-test, `nativeAead` is null and the data path uses sodium-native.
+ * direction takes each packet's nonce (and a key only when it changes), where node:crypto creates a
+ * cipher object per packet. bench/crypto.ts compares it with sodium-native; when the module is not
+ * built (no C compiler) or fails its self-test, `nativeAead` is null and the data path uses
+ * sodium-native.
  */
 import { createRequire } from 'node:module'
 import { AEAD_TAG_LEN } from './constants.ts'
