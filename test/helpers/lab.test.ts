@@ -119,7 +119,9 @@ t.test('handshake flood: mac1 is valid, so wireguard-go under load answers with 
   const flooder = await lab.namespace('flood')
   const { a: gwEnd } = await lab.link(gw, flooder)
   const target = await lab.startWireguardGo(gw, { address: '10.100.0.1/24', listenPort: 51820 })
-  const r = await lab.flood(flooder, { target: `${gwEnd.ip}:51820`, serverPublicKey: target.publicKey, count: 20_000, durationMs: 5000, sockets: 100 })
+  // wireguard-go is under load only while its handshake queue holds 128 or more: 20,000 in about
+  // 0.8 s outruns it on any machine; spread over 4 s, a fast vCPU spell can keep up and send no cookie.
+  const r = await lab.flood(flooder, { target: `${gwEnd.ip}:51820`, serverPublicKey: target.publicKey, count: 20_000, durationMs: 1000, sockets: 100 })
   t.comment(JSON.stringify(r))
   t.equal(r.sent, 20_000)
   t.ok(r.cookieReplies > 0, 'cookie replies answer our initiations (wireguard-go checks mac1 first)')
