@@ -80,8 +80,6 @@ export const nativeAead: AeadBackend | null = native === null
         return native.open(key, counter, buf, offset, length)
       },
       open (key, counter, ciphertext, out, outOffset) {
-        // In place (openTransport's case): the native call checks every bound itself.
-        if (ciphertext === out && outOffset === 0) return native.open(key, counter, out, 0, out.length)
         const len = ciphertext.length - AEAD_TAG_LEN
         if (len < 0 || outOffset + len > out.length) return -1
         if (ciphertext.buffer === out.buffer && ciphertext.byteOffset === out.byteOffset + outOffset) {

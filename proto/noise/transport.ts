@@ -162,10 +162,6 @@ export function openTransportMessage (aead: AeadBackend, key: Uint8Array, counte
  * header's length.
  */
 export function openTransport (aead: AeadBackend, key: Uint8Array, counter: bigint, ciphertext: Uint8Array): Buffer | null {
-  if (aead.openAt !== undefined && Buffer.isBuffer(ciphertext)) {
-    const n = aead.openAt(key, counter, ciphertext, 0, ciphertext.length)
-    return n < 0 ? null : ciphertext.subarray(0, n)
-  }
   const view = Buffer.isBuffer(ciphertext) ? ciphertext : Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.length)
   const len = aead.open(key, counter, view, view, 0)
   return len < 0 ? null : view.subarray(0, len)
