@@ -17,12 +17,32 @@ import {
   defaultAead, nativeAead, nativeAeadUnavailable, openTransportMessage, publicKeyFromPrivate, sealTransport, sealTransportInto, setX25519Backend, transportMessageLength, sodiumAead, sodiumX25519, verifyMac1, writeMac1,
 } from '../proto/noise/index.ts'
 import { aeadDecrypt, aeadEncrypt, aeadPath } from '../proto/noise/sodium.ts'
-import { withShippedOpensslCaps } from './baseline/cli.ts'
+import { numberSetting, parseBenchArgs, withShippedOpensslCaps } from './baseline/cli.ts'
 
 const PACKET_SIZE = 1420
+
+const SPEC = {
+  name: 'bench/crypto.ts',
+  about: `WireGuard crypto on one core: transport seal + open of 1420-byte packets per AEAD backend
+(OpenSSL through the native module, sodium-native, node:crypto) with libsodium and OpenSSL-from-C
+references, all in interleaved rounds; the same on every core at once; responder handshakes per
+X25519 backend. Prints a Markdown table. Targets: >= 250,000 packets/s and >= 3,000 handshakes/s.
+The C reference needs cc and libssl-dev (its row says why when it cannot run); not root.`,
+  options: {},
+  env: {
+    BENCH_MS: 'milliseconds of each round, 100-10000 (default 1000)',
+    BENCH_ROUNDS: 'rounds of each figure, 1-50 (default 5)',
+    OPENSSL_ia32cap: 'kept when set (:~0 = every CPU path OpenSSL detects); else the shipped :~0x10000',
+  },
+} as const
+
 /** ROUNDS rounds of TIME_BUDGET_MS for each figure. */
-const TIME_BUDGET_MS = Number(process.env.BENCH_MS ?? 1000)
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
+const { TIME_BUDGET_MS, ROUNDS } = isMainThread
+  ? parseBenchArgs(SPEC, () => ({
+    TIME_BUDGET_MS: numberSetting('BENCH_MS', process.env.BENCH_MS ?? '1000', 100, 10_000),
+    ROUNDS: numberSetting('BENCH_ROUNDS', process.env.BENCH_ROUNDS ?? '5', 1, 50),
+  }))
+  : { TIME_BUDGET_MS: 0, ROUNDS: 0 }
 
 function identity (): StaticIdentity {
   const privateKey = generatePrivateKey()
@@ -128,10 +148,21 @@ function rawLibsodium (): Meter {
   })
 }
 
+/** A row measured by a program outside Node: each round is one run of it (see opensslFromC). */
+class ProgramMeter extends Meter {
+  constructor (private readonly exe: string) {
+    super(0, 0, () => {})
+  }
+
+  override round (): void {
+    const r = JSON.parse(execFileSync(this.exe, ['1', String(TIME_BUDGET_MS)], { encoding: 'utf8' })) as Rate
+    this.record(r.cpu, r.wall)
+  }
+}
+
 /**
  * Reference ceiling from outside Node: bench/baseline/openssl-aead.c, compiled against the system
- * OpenSSL (needs cc and libssl-dev); each round is one run of the program. When it cannot be
- * built, the reason instead.
+ * OpenSSL (needs cc and libssl-dev). When it cannot be built, the reason instead.
  */
 function opensslFromC (dir: string): Meter | string {
   const exe = join(dir, 'openssl-aead')
@@ -140,12 +171,7 @@ function opensslFromC (dir: string): Meter | string {
   } catch (err) {
     return `not run: cannot compile: ${String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim().split('\n')[0]}`
   }
-  const meter = new Meter(0, 0, () => {})
-  meter.round = () => {
-    const r = JSON.parse(execFileSync(exe, ['1', String(TIME_BUDGET_MS)], { encoding: 'utf8' })) as Rate
-    meter.record(r.cpu, r.wall)
-  }
-  return meter
+  return new ProgramMeter(exe)
 }
 
 function handshakes (backend: X25519Backend, distinctPeers: boolean): Rate {

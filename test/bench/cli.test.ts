@@ -40,6 +40,7 @@ const BENCHES = [
   { file: 'bench/lab-baseline.ts', root: true },
   { file: 'bench/edge.ts', root: false },
   { file: 'bench/control.ts', root: false },
+  { file: 'bench/crypto.ts', root: false },
 ]
 
 /** `[--name VALUE]` tokens of the file's top doc comment: the options it documents. */
@@ -109,6 +110,7 @@ t.test('a bad value is one line on stderr and exit 2', async t => {
     ['bench/edge.ts', ['--runs', '--rounds', '1'], {}, /'--runs' argument is ambiguous/],
     ['bench/control.ts', [], {}, /set CC_TEST_DATABASE_URL or DATABASE_URL/],
     ['bench/control.ts', [], { CC_TEST_DATABASE_URL: 'postgres://127.0.0.1:1/none', BENCH_SECONDS: '0' }, /BENCH_SECONDS must be a number in \[1, 30\]/],
+    ['bench/crypto.ts', [], { BENCH_MS: '5' }, /BENCH_MS must be a number in \[100, 10000\]/],
   ]
   for (const [file, args, env, message] of cases) {
     const r = bench(file, args, env)
