@@ -11,10 +11,9 @@
  * (it tears down what it started) and nothing further starts.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { labMissing } from '../test/helpers/lab.ts'
+import { labMissing, onPath } from '../test/helpers/lab.ts'
 import { UsageError, parseBenchArgs } from './baseline/cli.ts'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../..')
@@ -40,12 +39,6 @@ const NEED_TEXT: Record<Need, string> = {
   caddy: 'caddy',
   wrk: 'wrk',
   curl: 'curl',
-}
-
-function onPath (tool: string): boolean {
-  return (process.env.PATH ?? '').split(':').some(dir => {
-    try { accessSync(join(dir, tool), constants.X_OK); return true } catch { return false }
-  })
 }
 
 /** Why `bench` cannot run here, or null. */

@@ -48,7 +48,8 @@ export interface LabTest {
 
 const TOOLS = ['ip', 'wireguard-go', 'wg', 'ping', 'curl', 'ss']
 
-function onPath (tool: string): boolean {
+/** True when `tool` is an executable in a PATH directory. */
+export function onPath (tool: string): boolean {
   for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
     try {
       accessSync(join(dir, tool), constants.X_OK)
