@@ -249,7 +249,7 @@ if (!isMainThread) {
   console.log(`WireGuard crypto bench ${new Date().toISOString()} on ${hostname()} (${cpus().length} x ${cpu}), node ${process.version}, OPENSSL_ia32cap=${opensslCaps}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   console.log('| what | backend | per CPU-second, best round | median round | per wall-clock second, best round |')
   console.log('|---|---|---|---|---|')
-  if (nativeAead === null) console.log(`(the OpenSSL backend is ${nativeAeadUnavailable ?? 'unavailable'}: run node proto/noise/native/build.mjs)`)
+  if (nativeAead === null) console.log(`(the OpenSSL backend is ${nativeAeadUnavailable ?? 'unavailable'}: run node bin/build-native.mjs)`)
   const fast = [nativeAead, sodiumAead].filter((a): a is AeadBackend => a !== null)
   const scratch = mkdtempSync(join(tmpdir(), 'cc-crypto-bench-'))
   try {

@@ -90,6 +90,7 @@ export class Gateway {
     this.shell = new UdpShell({
       listenAddress: config.listenAddress,
       listenPort: config.listenPort,
+      io: config.udpIo,
       faults: config.faults,
       logger: logger.child({ module: 'udp' }),
     })

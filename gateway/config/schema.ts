@@ -6,6 +6,8 @@
  *   "privateKey": "<wg genkey>",            required
  *   "listenPort": 51820,                     UDP port (default 51820; 0 = any free port)
  *   "listenAddress": "0.0.0.0",              UDP bind address (IPv4 or IPv6 literal)
+ *   "udpIo": "auto",                         UDP socket: "batched" (recvmmsg/sendmmsg/GSO, Linux),
+ *                                            "dgram" (node:dgram), "auto" (batched where built)
  *   "address": "10.100.0.1",                 the gateway's tunnel address (a "/len" suffix is accepted)
  *   "metricsListen": "127.0.0.1:9091",       optional HTTP server: GET /metrics, GET /status
  *   "peers": [{ "publicKey", "allowedIPs": ["10.100.0.2/32"], "endpoint"?: "198.18.0.2:51820",
@@ -34,6 +36,7 @@ import Joi from 'joi'
 import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
 import type { FaultConfig } from '../netstack/fault.ts'
+import type { UdpIo } from '../wireguard/socket.ts'
 
 export interface Endpoint { address: string, port: number }
 
@@ -88,6 +91,7 @@ export interface GatewayConfig {
   publicKey: Buffer
   listenAddress: string
   listenPort: number
+  udpIo: UdpIo | 'auto'
   /** Tunnel address as a 32-bit number. */
   address: number
   metricsListen: Endpoint | null
@@ -144,6 +148,7 @@ const schema = Joi.object({
   privateKey: key.required(),
   listenPort: Joi.number().integer().min(0).max(65535).default(51820),
   listenAddress: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
+  udpIo: Joi.string().valid('auto', 'batched', 'dgram').default('auto'),
   address: ipv4.default('10.100.0.1'),
   metricsListen: listenHostPort,
   peers: Joi.array().items(Joi.object({
@@ -209,7 +214,7 @@ interface RawPeer {
 interface RawAcme { directory: string, email?: string, caBundle?: string, challenges: AcmeChallengeType[] }
 interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme }
 interface RawConfig {
-  privateKey: string, listenPort: number, listenAddress: string, address: string, metricsListen?: string,
+  privateKey: string, listenPort: number, listenAddress: string, udpIo: UdpIo | 'auto', address: string, metricsListen?: string,
   peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number }, edge?: RawEdge,
 }
 
@@ -272,6 +277,7 @@ export function validateConfig (value: unknown): GatewayConfig {
     publicKey,
     listenAddress: raw.listenAddress,
     listenPort: raw.listenPort,
+    udpIo: raw.udpIo,
     address,
     metricsListen: raw.metricsListen === undefined ? null : parseEndpoint(raw.metricsListen, true),
     peers,

@@ -9,12 +9,15 @@ import Joi from 'joi'
 import { ACME_CHALLENGE_TYPES, ConfigError, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
 import { DNS_PROVIDERS } from '../edge/acme/dns-provider.ts'
 import { GATEWAY_KEY_FILE } from './keyfile.ts'
+import type { UdpIo } from '../wireguard/socket.ts'
 
 export interface GatewayEnv {
   dataDir: string
   /** WireGuard UDP bind address and port. */
   wgHost: string
   wgPort: number
+  /** The WireGuard socket: batched system calls (Linux, the default where built) or node:dgram. */
+  udpIo: UdpIo | 'auto'
   /** Edge listeners; httpPort null = no plain HTTP listener; edge false = no edge at all. */
   edge: boolean
   edgeHost: string
@@ -54,6 +57,7 @@ const VARIABLES = {
   CC_DATA_DIR: Joi.string().default('./data'),
   CC_WG_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
   CC_WG_PORT: port.default(51820),
+  CC_WG_UDP_IO: Joi.string().valid('auto', 'batched', 'dgram').messages({ 'any.only': 'must be auto, batched or dgram' }).default('auto'),
   CC_EDGE: Joi.boolean().truthy('1').falsy('0').default(true),
   CC_EDGE_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
   CC_HTTPS_PORT: port.default(8443),
@@ -110,6 +114,7 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     dataDir,
     wgHost: v.CC_WG_HOST as string,
     wgPort: v.CC_WG_PORT as number,
+    udpIo: v.CC_WG_UDP_IO as UdpIo | 'auto',
     edge: v.CC_EDGE as boolean,
     edgeHost: v.CC_EDGE_HOST as string,
     httpsPort: v.CC_HTTPS_PORT as number,
@@ -184,6 +189,7 @@ export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, add
     privateKey,
     listenAddress: settings.wgHost,
     listenPort: settings.wgPort,
+    udpIo: settings.udpIo,
     address,
   }
   if (settings.metricsListen !== undefined) raw.metricsListen = settings.metricsListen

@@ -1,13 +1,13 @@
 /**
- * The thin I/O shell around the sans-IO Device: one `node:dgram` socket, one timer armed for the
- * device's next deadline, a monotonic clock, and optional seeded fault injection (drop, duplicate,
+ * The thin I/O shell around the sans-IO Device: one UDP socket (./socket.ts: batched system calls
+ * where the native module is built, else node:dgram), one timer armed for the device's next deadline, a monotonic clock, and optional seeded fault injection (drop, duplicate,
  * reorder, delay) on datagrams in both directions. Everything protocol-related lives in the core.
  */
-import dgram from 'node:dgram'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Device, DeviceIo } from './device.ts'
 import { FaultInjector, type FaultConfig, type FaultStats } from '../netstack/fault.ts'
+import { createDatagramSocket, type DatagramSocket, type SocketStats, type UdpIo } from './socket.ts'
 
 export interface UdpShellOptions {
   listenAddress: string
@@ -16,6 +16,8 @@ export interface UdpShellOptions {
   logger?: Logger
   /** Kernel socket buffer sizes to ask for (best effort). */
   socketBufferBytes?: number
+  /** Which socket implementation (default 'auto': batched where built, else node:dgram). */
+  io?: UdpIo | 'auto'
 }
 
 interface Datagram { datagram: Buffer, address: string, port: number }
@@ -33,7 +35,7 @@ export function wallClockOffset (): number {
 }
 
 export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
-  private readonly socket: dgram.Socket
+  private readonly socket: DatagramSocket
   private readonly logger: Logger | undefined
   private readonly options: UdpShellOptions
   private device: Device | null = null
@@ -43,16 +45,16 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
   private readonly inbound: FaultInjector<Datagram>
   private readonly outbound: FaultInjector<Datagram>
   private faultsOn = false
-  /** Send errors (e.g. EHOSTUNREACH for a stale endpoint) are counted, never fatal. */
-  sendErrors = 0
 
   constructor (options: UdpShellOptions) {
     this.options = options
     this.logger = options.logger
-    this.socket = dgram.createSocket({ type: options.listenAddress.includes(':') ? 'udp6' : 'udp4', reuseAddr: false })
+    this.socket = createDatagramSocket(options.io ?? 'auto', this.onDatagram, err => {
+      this.logger?.debug({ err }, 'UDP socket error')
+    })
     this.inbound = new FaultInjector<Datagram>(d => { this.device!.receive(d.datagram, d.address, d.port, monotonicNow()) }, {},
       d => ({ datagram: Buffer.from(d.datagram), address: d.address, port: d.port }))
-    this.outbound = new FaultInjector<Datagram>(d => { this.socket.send(d.datagram, d.port, d.address, this.onSent) })
+    this.outbound = new FaultInjector<Datagram>(d => { this.socket.send(d.datagram, d.address, d.port) })
     this.setFaults(options.faults ?? null)
   }
 
@@ -64,30 +66,10 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
   /** Binds the socket; resolves with the bound address. */
   async listen (): Promise<{ address: string, port: number }> {
     if (this.device === null) throw new Error('attach a device before listen()')
-    const socket = this.socket
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => { reject(err) }
-      socket.once('error', onError)
-      socket.bind(this.options.listenPort, this.options.listenAddress, () => {
-        socket.off('error', onError)
-        resolve()
-      })
-    })
-    const size = this.options.socketBufferBytes ?? DEFAULT_SOCKET_BUFFER
-    try {
-      socket.setRecvBufferSize(size)
-      socket.setSendBufferSize(size)
-    } catch (err) {
-      this.logger?.debug({ err }, 'could not enlarge UDP socket buffers')
-    }
-    socket.on('message', this.onMessage)
-    socket.on('error', err => {
-      this.sendErrors++
-      this.logger?.warn({ err }, 'UDP socket error')
-    })
+    const bound = await this.socket.bind(this.options.listenAddress, this.options.listenPort, this.options.socketBufferBytes ?? DEFAULT_SOCKET_BUFFER)
+    this.logger?.info({ io: this.socket.io, ...bound }, 'WireGuard UDP socket bound')
     this.schedule()
-    const bound = socket.address()
-    return { address: bound.address, port: bound.port }
+    return bound
   }
 
   /** Replaces the fault settings of both directions (null = none). */
@@ -105,7 +87,7 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
   sendDatagram (datagram: Buffer, address: string, port: number): void {
     if (this.closed) return
     if (this.faultsOn) this.outbound.push({ datagram, address, port }, monotonicNow())
-    else this.socket.send(datagram, port, address, this.onSent)
+    else this.socket.send(datagram, address, port)
   }
 
   /** An IP packet from the stack: encrypt and route it now. */
@@ -120,21 +102,28 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
     this.closed = true
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
-    await new Promise<void>(resolve => { this.socket.close(() => { resolve() }) })
+    await this.socket.close()
   }
 
-  // Arrow properties: allocated once, so the per-packet path creates no closures.
-  private readonly onSent = (err: Error | null): void => {
-    if (err !== null) {
-      this.sendErrors++
-      this.logger?.debug({ err }, 'UDP send failed')
-    }
+  /** Send errors (e.g. EHOSTUNREACH for a stale endpoint) are counted, never fatal. */
+  get sendErrors (): number {
+    return this.socket.sendErrors
   }
 
-  private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
+  /** Which socket implementation is in use. */
+  get io (): UdpIo {
+    return this.socket.io
+  }
+
+  socketStats (): SocketStats | null {
+    return this.socket.stats()
+  }
+
+  // Arrow property: allocated once, so the per-packet path creates no closures.
+  private readonly onDatagram = (datagram: Buffer, address: string, port: number): void => {
     if (this.closed) return
-    if (this.faultsOn) this.inbound.push({ datagram: msg, address: rinfo.address, port: rinfo.port }, monotonicNow())
-    else this.device!.receive(msg, rinfo.address, rinfo.port, monotonicNow())
+    if (this.faultsOn) this.inbound.push({ datagram, address, port }, monotonicNow())
+    else this.device!.receive(datagram, address, port, monotonicNow())
     this.schedule()
   }
 

@@ -1,6 +1,6 @@
 /**
  * The OpenSSL AEAD backend: ChaCha20-Poly1305 through the OpenSSL inside Node, via the small
- * N-API module in ./native (built by `npm ci`; see native/build.mjs). One cipher context per
+ * N-API module in ./native (built by `npm ci`; see bin/build-native.mjs). One cipher context per
  * direction takes each packet's nonce (and a key only when it changes), where node:crypto creates a
  * cipher object per packet. bench/crypto.ts compares it with sodium-native; when the module is not
  * built (no C compiler) or fails its self-test, `nativeAead` is null and the data path uses
