@@ -41,6 +41,8 @@ export interface NetstackBenchOptions {
   loss: number
   /** Directory for --cpu-prof profiles of our runs (none when absent). */
   profileDir?: string
+  /** Also run ours over node:dgram each round (the batched socket's A/B). */
+  dgram?: boolean
 }
 
 export interface OurRuns {
@@ -60,7 +62,11 @@ export interface NetstackBenchResults {
   baseline: { download: { runsMBps: number[], medianMBps: number }, upload: { runsMBps: number[], medianMBps: number } }
   ours: { download: OurRuns, upload: OurRuns }
   lossy?: { loss: number, download: OurRuns, upload: OurRuns }
-  ratios: { download: number, upload: number, lossyDownloadOfOurs?: number, lossyUploadOfOurs?: number }
+  /** Ours with the WireGuard socket on node:dgram (--dgram), same rounds. */
+  oursDgram?: { download: OurRuns, upload: OurRuns }
+  ratios: { download: number, upload: number, lossyDownloadOfOurs?: number, lossyUploadOfOurs?: number, dgramDownload?: number, dgramUpload?: number }
+  /** The WireGuard socket of ours (batched or dgram) and its system calls in the last run. */
+  udpIo: string
 }
 
 const round = (v: number, d = 2): number => Math.round(v * 10 ** d) / 10 ** d
@@ -99,9 +105,10 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
     await lab.startNginx(origin, { root: filesDir, listen: '0.0.0.0:80' })
     await lab.startHttpSink(origin, '0.0.0.0:8080')
 
-    const driverArgs = (scenario: Scenario, loss: number, seed: number): DriverArgs => ({
+    const driverArgs = (scenario: Scenario, loss: number, seed: number, udpIo: string): DriverArgs => ({
       gateway: {
         privateKey: gatewayKey,
+        udpIo,
         listenPort: 51820,
         address: '10.100.0.1',
         peers: [{ publicKey: originWg.publicKey, allowedIPs: ['10.100.0.2/32'], endpoint: `${gwLink.b.ip}:51821`, persistentKeepalive: 25 }],
@@ -112,17 +119,22 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
       settleMs: 0,
     })
     let profileRun = 0
-    const ourRun = async (kind: 'download' | 'upload', loss: number, i: number): Promise<DriverResult> => {
+    let udpIo = 'unknown'
+    const ourRun = async (kind: 'download' | 'upload', loss: number, i: number, io = 'auto'): Promise<DriverResult> => {
       const scenario: Scenario = kind === 'download'
         ? { kind, host: '10.100.0.2', port: 80, path: '/bulk.bin', hash: false }
         : { kind, host: '10.100.0.2', port: 8080, path: '/sink', file: bulkFile, hash: false }
       const nodeArgs = o.profileDir !== undefined
         ? ['--cpu-prof', '--cpu-prof-dir', join(o.profileDir, `${profileRun++}-${kind}-loss${loss}`)]
         : []
-      const r = await runNetstackDriver(lab, gwNs, driverArgs(scenario, loss, 1000 + i), nodeArgs)
+      const r = await runNetstackDriver(lab, gwNs, driverArgs(scenario, loss, 1000 + i, io), nodeArgs)
       if (!r.ok || r.bytes !== bytes) throw new Error(`our ${kind} (loss ${loss}) failed: ${JSON.stringify(r.errors)} (${r.bytes} bytes)`)
       if (kind === 'upload' && r.remote?.sha256 !== bulkSha) throw new Error(`our upload arrived corrupted: ${JSON.stringify(r.remote)}`)
-      process.stderr.write(`  ours ${kind} loss=${loss}: ${r.mbps} MB/s, ${r.cpu.msPerMB} CPU ms/MB\n`)
+      if (io === 'auto') udpIo = r.udp?.io ?? 'unknown'
+      const calls = r.udp?.stats !== undefined && r.udp.stats !== null
+        ? ` (${r.udp.stats.sendDatagrams} datagrams in ${r.udp.stats.sendCalls} sends, ${r.udp.stats.recvDatagrams} in ${r.udp.stats.recvCalls} reads)`
+        : ''
+      process.stderr.write(`  ours [${r.udp?.io ?? io}] ${kind} loss=${loss}: ${r.mbps} MB/s, ${r.cpu.msPerMB} CPU ms/MB${calls}\n`)
       return r
     }
     const summarize = (runs: DriverResult[]): OurRuns => {
@@ -140,7 +152,10 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
     // Interleaved, one round at a time (baseline, ours, ours with loss), so that changes in the
     // machine's load hit every figure alike.
     const base = { download: [] as number[], upload: [] as number[] }
-    const runs = { download: [] as DriverResult[], upload: [] as DriverResult[], lossyDownload: [] as DriverResult[], lossyUpload: [] as DriverResult[] }
+    const runs = {
+      download: [] as DriverResult[], upload: [] as DriverResult[], lossyDownload: [] as DriverResult[], lossyUpload: [] as DriverResult[],
+      dgramDownload: [] as DriverResult[], dgramUpload: [] as DriverResult[],
+    }
     for (let i = 0; i < o.runs; i++) {
       process.stderr.write(`round ${i + 1}/${o.runs}: baseline (wireguard-go <-> wireguard-go, Linux TCP both ends)...\n`)
       const b = await measureHttp(lab, client, {
@@ -151,6 +166,10 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
       process.stderr.write(`  baseline download ${b.download.medianMBps} MB/s, upload ${b.upload.medianMBps} MB/s\n`)
       runs.download.push(await ourRun('download', 0, i))
       runs.upload.push(await ourRun('upload', 0, i))
+      if (o.dgram === true) {
+        runs.dgramDownload.push(await ourRun('download', 0, i, 'dgram'))
+        runs.dgramUpload.push(await ourRun('upload', 0, i, 'dgram'))
+      }
       if (o.loss > 0) {
         runs.lossyDownload.push(await ourRun('download', o.loss, i))
         runs.lossyUpload.push(await ourRun('upload', o.loss, i))
@@ -165,6 +184,7 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
     const lossy: NetstackBenchResults['lossy'] = o.loss > 0
       ? { loss: o.loss, download: summarize(runs.lossyDownload), upload: summarize(runs.lossyUpload) }
       : undefined
+    const oursDgram = o.dgram === true ? { download: summarize(runs.dgramDownload), upload: summarize(runs.dgramUpload) } : undefined
     const wgVersion = (await runOk('wireguard-go', ['--version'])).split('\n')[0].trim()
     return {
       bench: 'netstack',
@@ -174,6 +194,8 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
       baseline,
       ours: { download: ourDownload, upload: ourUpload },
       ...(lossy !== undefined ? { lossy } : {}),
+      ...(oursDgram !== undefined ? { oursDgram } : {}),
+      udpIo,
       ratios: {
         download: round(ourDownload.medianMBps / baseline.download.medianMBps),
         upload: round(ourUpload.medianMBps / baseline.upload.medianMBps),
@@ -181,6 +203,12 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
           ? {
               lossyDownloadOfOurs: round(lossy.download.medianMBps / ourDownload.medianMBps),
               lossyUploadOfOurs: round(lossy.upload.medianMBps / ourUpload.medianMBps),
+            }
+          : {}),
+        ...(oursDgram !== undefined
+          ? {
+              dgramDownload: round(oursDgram.download.medianMBps / baseline.download.medianMBps),
+              dgramUpload: round(oursDgram.upload.medianMBps / baseline.upload.medianMBps),
             }
           : {}),
       },
@@ -205,6 +233,7 @@ down at the end, also on Ctrl-C.`,
     ...TRANSFER_OPTIONS,
     loss: { type: 'string', default: '0.01', value: 'P', help: 'datagram loss each way for the lossy runs of ours, 0-0.2; 0 skips them' },
     profile: { type: 'string', value: 'DIR', help: 'write a V8 CPU profile of each run of ours in DIR/N-KIND-lossL/ (default: none)' },
+    dgram: { type: 'boolean', default: false, help: 'also run ours with its WireGuard socket on node:dgram each round (A/B of the batched socket)' },
   },
 } as const
 
@@ -213,6 +242,7 @@ if (isMain(import.meta.url)) {
   const options = parseBenchArgs(SPEC, (values): NetstackBenchOptions => ({
     ...transferValues(values),
     loss: numberOption('loss', values.loss, 0, 0.2),
+    dgram: values.dgram === true,
     ...(values.profile !== undefined ? { profileDir: resolve(values.profile) } : {}),
   }))
   const missing = labMissing()

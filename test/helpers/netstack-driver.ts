@@ -24,6 +24,7 @@ import { Readable } from 'node:stream'
 import pino from 'pino'
 import { Gateway } from '../../gateway/index.ts'
 import { validateConfig } from '../../gateway/config/schema.ts'
+import type { SocketStats } from '../../gateway/wireguard/socket.ts'
 import { TcpStack, type TcpOptions, type TcpSocket } from '../../gateway/netstack/tcp/index.ts'
 import { IPPROTO_TCP, formatIPv4 } from '../../proto/wire/ipv4.ts'
 import { Generator } from './lab/generator.ts'
@@ -128,6 +129,8 @@ export interface DriverResult {
   connections: { before: number, after: number, settled: number, settleMs: number }
   heap: { beforeMB: number, afterMB: number }
   faults: unknown
+  /** The gateway's WireGuard socket: which implementation, and its system calls (batched only). */
+  udp?: { io: string, stats: SocketStats | null }
   /** The stack's counter families: events, retransmits (by cause), dropped (by reason), closed (by reason). */
   tcp: Record<string, Record<string, number>>
   usedGatewayStack: boolean
@@ -478,6 +481,7 @@ async function main (): Promise<void> {
     connections: { before: connectionsBefore, after: connectionsAfter, settled, settleMs: round(now() - settleStart) },
     heap: { beforeMB: round(heapBefore / 1e6), afterMB: round(heapAfter / 1e6) },
     faults: gw.shell.faultStats(),
+    udp: { io: gw.shell.io, stats: gw.shell.socketStats() },
     tcp: tcpCounters,
     usedGatewayStack: own instanceof TcpStack,
   }
