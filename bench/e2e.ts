@@ -30,7 +30,7 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
 
 export interface E2eBenchOptions {
@@ -42,6 +42,8 @@ export interface E2eBenchOptions {
   profileDir?: string
   /** curl over HTTP/1.1 on both sides (default: HTTP/2 by ALPN; wrk is always HTTP/1.1). */
   http1: boolean
+  /** Our WireGuard socket (CC_WG_UDP_IO): auto (batched where built), batched or dgram. */
+  udpIo: 'auto' | 'batched' | 'dgram'
 }
 
 export interface ProfileSummary {
@@ -294,6 +296,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       CC_HTTP_PORT: 'off',
       CC_REPORT_INTERVAL: '5',
       CC_METRICS_LISTEN: METRICS,
+      CC_WG_UDP_IO: o.udpIo,
     }), o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir])
     const api = new ApiClient(lab, client, svc.api)
     const access = await signUp(api, svc.outbox, 'bench@example.com')
@@ -380,6 +383,7 @@ torn down at the end, also on Ctrl-C.`,
     ...wrkOptions(8),
     'http1.1': { type: 'boolean', default: false, help: 'bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)' },
     profile: { type: 'string', value: 'DIR', help: 'also record a CPU profile of `cloud-connect start` (node --cpu-prof) in DIR, summarized per phase (default: none)' },
+    'udp-io': { type: 'string', default: 'auto', value: 'IO', help: 'our WireGuard socket: auto (batched where built), batched or dgram (node:dgram)' },
   },
 } as const
 
@@ -390,6 +394,7 @@ if (isMain(import.meta.url)) {
     ...wrkValues(values),
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     http1: values['http1.1'],
+    udpIo: udpIoOption(values['udp-io']),
   }))
   const missing = labMissing()
   if (missing !== null) {
@@ -398,5 +403,5 @@ if (isMain(import.meta.url)) {
   }
   const opensslCaps = withShippedOpensslCaps()
   const results = await runE2eBench(options)
-  process.stdout.write(JSON.stringify({ ...results, opensslCaps }, null, 2) + '\n')
+  process.stdout.write(JSON.stringify({ ...results, opensslCaps, udpIo: options.udpIo }, null, 2) + '\n')
 }

@@ -47,6 +47,12 @@ export function numberOption (name: string, value: string | undefined, min: numb
   return numberSetting(`--${name}`, value, min, max)
 }
 
+/** The --udp-io option of the benches that run our gateway: which WireGuard socket it uses. */
+export function udpIoOption (value: string | undefined): 'auto' | 'batched' | 'dgram' {
+  if (value === 'auto' || value === 'batched' || value === 'dgram') return value
+  throw new UsageError(`--udp-io must be auto, batched or dgram (got ${JSON.stringify(value)})`)
+}
+
 /** One option of a bench: parseArgs' settings and its line in --help. */
 export interface BenchOption {
   type: 'string' | 'boolean'
