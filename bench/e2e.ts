@@ -18,6 +18,8 @@
  *       [--http1.1]       bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)
  *       [--profile DIR]   also record a CPU profile of `cloud-connect start` (node --cpu-prof),
  *                         summarized per phase of its CPU-cost runs
+ *       [--udp-io auto]   our WireGuard socket (CC_WG_UDP_IO): auto (batched where built), batched
+ *                         or dgram (node:dgram), for an A/B of gateway/wireguard/socket.ts
  *   node bin/run-ts.js bench/e2e.ts --help
  *
  * Needs root, wireguard-go, wireguard-tools, nginx, caddy, curl, wrk. Bounded: every transfer and

@@ -11,8 +11,11 @@
  *   ns gw (10.100.0.1, our gateway)       ==veth==  ns origin
  *     netstack-driver: http.request over our TCP
  *
- *   node bin/run-ts.js bench/netstack.ts [--size-mb 100] [--runs 3] [--loss 0.01] [--profile DIR]
+ *   node bin/run-ts.js bench/netstack.ts [--size-mb 100] [--runs 3] [--loss 0.01] [--profile DIR] [--dgram]
  *   node bin/run-ts.js bench/netstack.ts --help
+ *
+ * --dgram also runs ours with its WireGuard socket on node:dgram in every round, beside the default
+ * (the batched socket where it is built): the A/B of gateway/wireguard/socket.ts.
  *
  * --profile DIR writes a V8 CPU profile per run of ours (DIR/N-KIND-lossL/, one file per thread:
  * the largest is the main thread; the other is tsx's loader).
