@@ -130,6 +130,7 @@ export class ReverseProxy {
       if (slot && route !== undefined) this.pool.release(route)
       slot = false
       this.requests?.inc(`${Math.floor(status / 100)}xx`)
+      if (!this.logger.isLevelEnabled('info')) return
       this.logger.info({
         reqId: requestId,
         method: req.method,
@@ -296,6 +297,7 @@ export class ReverseProxy {
       if (logged) return
       logged = true
       this.requests?.inc(`${Math.floor(status / 100)}xx`)
+      if (!this.logger.isLevelEnabled('info')) return
       this.logger.info({
         reqId: requestId, method: req.method, host: hostHeader, path: (req.url ?? '').split('?', 1)[0], status,
         bytesIn, bytesOut, durationMs: Math.round(performance.now() - started), upgrade: req.headers.upgrade,

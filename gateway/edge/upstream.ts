@@ -108,7 +108,10 @@ export class UpstreamPool {
         maxFreeSockets: Math.min(this.maxFreeSockets, this.capacity(route)),
         timeout: this.freeSocketTimeoutMs,
         scheduling: 'lifo', // reuse the warmest connection; idle ones age out
-      })
+        // No TLS upstream: without this, every request has http.Agent derive a TLS server name
+        // from its Host header and test it with net.isIP (two regular expressions per request).
+        servername: '',
+      } as http.AgentOptions)
       const connector = this.connector
       // http.Agent calls createConnection(options, oncreate); returning the socket is enough.
       ;(agent as unknown as { createConnection: (o: net.NetConnectOpts) => Duplex }).createConnection =
