@@ -30,6 +30,7 @@ import { encodeKey } from '../proto/noise/index.ts'
 import { IPPROTO_TCP, formatIPv4 } from '../proto/wire/ipv4.ts'
 import type { CertificateReport, ConfigSnapshot } from '../proto/rpc/index.ts'
 import type { FaultStats } from './netstack/fault.ts'
+import type { SocketStats, UdpIo } from './wireguard/socket.ts'
 
 export interface GatewayStatus {
   publicKey: string
@@ -41,6 +42,8 @@ export interface GatewayStatus {
   /** Every counter family: { family: { reason: count } }. */
   counters: Record<string, Record<string, number>>
   faults: { inbound: FaultStats, outbound: FaultStats } | null
+  /** The WireGuard socket: which implementation, datagrams it could not send, and (batched) its system calls. */
+  udp: { io: UdpIo, sendErrors: number, stats: SocketStats | null }
   /** Version of the control-plane snapshot being served (null: only the config file's peers). */
   configVersion: number | null
   routes: number
@@ -302,6 +305,7 @@ export class Gateway {
       peers: [...this.device.peers.values()].map(p => this.device.peerStatus(p, now)),
       counters: this.metrics.snapshot(),
       faults: this.shell.faultStats(),
+      udp: { io: this.shell.io, sendErrors: this.shell.sendErrors, stats: this.shell.socketStats() },
       configVersion: this.configVersion,
       routes: this.routeList.length,
       edge,

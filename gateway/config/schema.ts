@@ -36,7 +36,7 @@ import Joi from 'joi'
 import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
 import type { FaultConfig } from '../netstack/fault.ts'
-import type { UdpIo } from '../wireguard/socket.ts'
+import { batchedUdpUnavailable, type UdpIo } from '../wireguard/socket.ts'
 
 export interface Endpoint { address: string, port: number }
 
@@ -225,6 +225,7 @@ export function validateConfig (value: unknown): GatewayConfig {
     const detail = error.details[0]
     throw new ConfigError(formatPath(detail.path), detail.path.length === 0 ? detail.message : detail.message.replace(/^\S+ /, ''))
   }
+  if (raw.udpIo === 'batched' && batchedUdpUnavailable !== null) throw new ConfigError('udpIo', `"batched" is not available here: ${batchedUdpUnavailable}`)
   const privateKey = decodeKey(raw.privateKey)
   const publicKey = publicKeyFromPrivate(privateKey)
   const address = parseIPv4Address(raw.address.replace(/\/[0-9]{1,2}$/, ''))

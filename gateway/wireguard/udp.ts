@@ -1,7 +1,8 @@
 /**
  * The thin I/O shell around the sans-IO Device: one UDP socket (./socket.ts: batched system calls
- * where the native module is built, else node:dgram), one timer armed for the device's next deadline, a monotonic clock, and optional seeded fault injection (drop, duplicate,
- * reorder, delay) on datagrams in both directions. Everything protocol-related lives in the core.
+ * where the native module is built, else node:dgram), one timer armed for the device's next
+ * deadline, a monotonic clock, and optional seeded fault injection (drop, duplicate, reorder, delay)
+ * on datagrams in both directions. Everything protocol-related lives in the core.
  */
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'

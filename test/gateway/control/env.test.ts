@@ -1,6 +1,7 @@
 /**
  * gateway/control/env.ts settings added for ACME in a fleet: CC_CERT_STORE and the DNS-01 provider
- * (CC_ACME_DNS_PROVIDER + its own variables), each bad value a one-line error naming the variable.
+ * (CC_ACME_DNS_PROVIDER + its own variables), and the WireGuard socket (CC_WG_UDP_IO), each bad
+ * value a one-line error naming the variable.
  */
 import t from 'tap'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -30,6 +31,14 @@ t.test('CC_CERT_STORE: control by default, file on request, nothing else', async
   t.equal(loadGatewayEnv({ CC_DATA_DIR: dir, CC_CERT_STORE: 'file' }).certStore, 'file')
   const err = configError({ CC_DATA_DIR: dir, CC_CERT_STORE: 'disk' })
   t.equal(err.message, 'CC_CERT_STORE: must be control or file (got "disk")')
+})
+
+t.test('CC_WG_UDP_IO: auto by default, batched or dgram on request, carried into the gateway config', async t => {
+  t.equal(loadGatewayEnv({ CC_DATA_DIR: dir }).udpIo, 'auto')
+  const env = loadGatewayEnv({ CC_DATA_DIR: dir, CC_WG_UDP_IO: 'dgram' })
+  t.equal(env.udpIo, 'dgram')
+  t.equal(gatewayConfigFrom(env, encodeKey(generatePrivateKey()), '10.100.0.1').udpIo, 'dgram')
+  t.equal(configError({ CC_DATA_DIR: dir, CC_WG_UDP_IO: 'epoll' }).message, 'CC_WG_UDP_IO: must be auto, batched or dgram (got "epoll")')
 })
 
 t.test('CC_ACME_DNS_PROVIDER with its settings', async t => {

@@ -8,6 +8,7 @@ import { Gateway } from '../../../gateway/index.ts'
 import { validateConfig } from '../../../gateway/config/schema.ts'
 import { Device } from '../../../gateway/wireguard/device.ts'
 import { UdpShell, wallClockOffset } from '../../../gateway/wireguard/udp.ts'
+import { batchedUdpUnavailable } from '../../../gateway/wireguard/socket.ts'
 import { Metrics } from '../../../gateway/metrics.ts'
 import { generatePrivateKey, publicKeyFromPrivate, encodeKey } from '../../../proto/noise/index.ts'
 import { parseIPv4Prefix } from '../../../proto/wire/ipv4.ts'
@@ -96,6 +97,29 @@ t.test('loopback: client pings the gateway through the tunnel; /status and /metr
   t.match(metrics, /^cc_ip_packets\{reason="icmp_echo_reply"\} 5$/m)
   t.match(metrics, new RegExp(`^cc_wg_peer_rx_packets\\{peer="${encodeKey(publicKeyFromPrivate(clientKey)).replace(/[+/]/g, c => `\\${c}`)}"\\} \\d+$`, 'm'))
   t.equal((await fetch(`http://${gw.metricsListen!}/nope`)).status, 404)
+})
+
+t.test('udpIo: either socket carries the tunnel; /status names it; a bad value names the field', async t => {
+  const kinds: Array<'dgram' | 'batched'> = batchedUdpUnavailable === null ? ['dgram', 'batched'] : ['dgram']
+  for (const udpIo of kinds) {
+    const clientKey = generatePrivateKey()
+    const gw = await startGateway(publicKeyFromPrivate(clientKey), { udpIo })
+    t.teardown(() => gw.close())
+    const client = await startClient(t, clientKey, gw)
+    for (let seq = 1; seq <= 3; seq++) client.shell.sendPacket(echo(seq))
+    await until(`3 echo replies over ${udpIo}`, () => client.replies.length === 3)
+    const status = gw.status()
+    t.equal(status.udp.io, udpIo, `${udpIo}: in use`)
+    t.equal(status.udp.sendErrors, 0)
+    if (udpIo === 'batched') t.ok(status.udp.stats!.sendDatagrams >= 4 && status.udp.stats!.recvDatagrams >= 4, 'handshake and echoes counted')
+    else t.equal(status.udp.stats, null, 'node:dgram has no system-call counters')
+  }
+  if (batchedUdpUnavailable === null) {
+    const gw = await startGateway(null)
+    t.teardown(() => gw.close())
+    t.equal(gw.status().udp.io, 'batched', 'auto: the batched socket where it is built')
+  }
+  t.throws(() => validateConfig({ privateKey: encodeKey(generatePrivateKey()), peers: [], udpIo: 'epoll' }), /^udpIo: must be one of \[auto, batched, dgram\]$/)
 })
 
 t.test('loopback: duplicated and reordered datagrams are absorbed by the replay window', async t => {
