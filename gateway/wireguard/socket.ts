@@ -160,7 +160,7 @@ class BatchedSocket implements DatagramSocket {
   private lastWords = new Int32Array(4)
   private lastAddress = ''
   // The send queue, written at the end of the event loop's current turn.
-  private queue: Buffer[] = []
+  private readonly queue: Buffer[] = []
   private dest = new Int32Array(MAX_QUEUED * SEND_META)
   private flushScheduled = false
   private readonly destinations = new Map<string, Destination | null>()
@@ -237,9 +237,12 @@ class BatchedSocket implements DatagramSocket {
       this.queue.length = 0
       return
     }
-    const queue = this.queue
-    this.queue = []
-    this.sendErrors += this.native.send(this.handle, queue, this.dest, count)
+    // The module reads the queue during the call and keeps nothing: the array is reused.
+    try {
+      this.sendErrors += this.native.send(this.handle, this.queue, this.dest, count)
+    } finally {
+      this.queue.length = 0
+    }
   }
 
   private readonly onBatch = (count: number, data: Buffer): void => {
