@@ -344,24 +344,34 @@ static napi_value js_open (napi_env env, napi_callback_info info)
     return handle;
 }
 
-static napi_value js_meta (napi_env env, napi_callback_info info)
+/* The open socket that is a function's only argument; NULL (a TypeError thrown) otherwise. */
+static sock *socket_arg (napi_env env, napi_callback_info info, const char *usage)
 {
     size_t argc = 1;
-    napi_value argv[1], meta;
+    napi_value argv[1];
     napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
     sock *s = argc == 1 ? get_sock(env, argv[0]) : NULL;
-    if (s == NULL || s->closed) return throw_type(env, "meta(socket)");
+    if (s == NULL || s->closed) {
+        throw_type(env, usage);
+        return NULL;
+    }
+    return s;
+}
+
+static napi_value js_meta (napi_env env, napi_callback_info info)
+{
+    napi_value meta;
+    sock *s = socket_arg(env, info, "meta(socket)");
+    if (s == NULL) return NULL;
     napi_get_reference_value(env, s->meta_ref, &meta);
     return meta;
 }
 
 static napi_value js_local_port (napi_env env, napi_callback_info info)
 {
-    size_t argc = 1;
-    napi_value argv[1], result;
-    napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-    sock *s = argc == 1 ? get_sock(env, argv[0]) : NULL;
-    if (s == NULL || s->closed) return throw_type(env, "localPort(socket)");
+    napi_value result;
+    sock *s = socket_arg(env, info, "localPort(socket)");
+    if (s == NULL) return NULL;
     struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
     int port = -1;
@@ -532,11 +542,9 @@ static napi_value js_send (napi_env env, napi_callback_info info)
 
 static napi_value js_stats (napi_env env, napi_callback_info info)
 {
-    size_t argc = 1;
-    napi_value argv[1], result, value;
-    napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-    sock *s = argc == 1 ? get_sock(env, argv[0]) : NULL;
-    if (s == NULL || s->closed) return throw_type(env, "stats(socket)");
+    napi_value result, value;
+    sock *s = socket_arg(env, info, "stats(socket)");
+    if (s == NULL) return NULL;
     napi_create_array_with_length(env, 7, &result);
     for (uint32_t i = 0; i < 7; i++) {
         napi_create_double(env, s->stats[i], &value);
