@@ -36,12 +36,14 @@ export interface SocketStats {
   gsoSends: number
   errors: number
   lastErrno: number
+  /** UDP GSO in use (the kernel has it, 4.18+, and no path refused it). */
+  gso: boolean
 }
 
 export type OnDatagram = (datagram: Buffer, address: string, port: number) => void
 
 interface NativeUdp {
-  open (family: 4 | 6, address: string, port: number, bufferBytes: number, onBatch: (count: number, data: Buffer) => void): object
+  open (family: 4 | 6, address: string, port: number, bufferBytes: number, onBatch: (count: number, data: Buffer) => void, gso?: boolean): object
   meta (socket: object): Int32Array
   localPort (socket: object): number
   send (socket: object, datagrams: Buffer[], dest: Int32Array, count: number): number
@@ -226,8 +228,11 @@ class BatchedSocket implements DatagramSocket {
 
   stats (): SocketStats | null {
     if (this.handle === null) return null
-    const [recvCalls, recvDatagrams, sendCalls, sendDatagrams, gsoSends, errors, lastErrno] = this.native.stats(this.handle)
-    return { recvCalls: recvCalls!, recvDatagrams: recvDatagrams!, sendCalls: sendCalls!, sendDatagrams: sendDatagrams!, gsoSends: gsoSends!, errors: errors!, lastErrno: lastErrno! }
+    const [recvCalls, recvDatagrams, sendCalls, sendDatagrams, gsoSends, errors, lastErrno, gso] = this.native.stats(this.handle)
+    return {
+      recvCalls: recvCalls!, recvDatagrams: recvDatagrams!, sendCalls: sendCalls!, sendDatagrams: sendDatagrams!, gsoSends: gsoSends!,
+      errors: errors!, lastErrno: lastErrno!, gso: gso === 1,
+    }
   }
 
   private readonly flush = (): void => {

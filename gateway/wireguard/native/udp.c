@@ -5,18 +5,20 @@
  * sendmsg per datagram (plus a 64 KiB allocation, an address object and a callback each way); here a
  * batch of up to 64 datagrams costs one call each way and one callback into JavaScript.
  *
- * open(family, address, port, bufferBytes, onBatch) -> socket
+ * open(family, address, port, bufferBytes, onBatch[, gso = true]) -> socket
  *   A non-blocking socket bound to address:port (family 4 or 6; a family-6 socket is dual-stack),
  *   polled on the calling thread's event loop. onBatch(count, data) is called for each batch read:
  *   data is a new Buffer holding the datagrams back to back, and meta(socket) describes each in
  *   RECV_META ints: offset, length, port, family, then the 16 address bytes (IPv4 in the first 4).
+ *   gso false: never UDP GSO (as on a kernel without it).
  * meta(socket) -> Int32Array   the receive descriptors (valid during onBatch only)
  * localPort(socket) -> number
  * send(socket, datagrams, dest, count) -> number of datagrams not sent
  *   datagrams: an array of Buffers; dest: an Int32Array of SEND_META ints per datagram: port,
  *   family, then the 16 address bytes. Consecutive datagrams to one address whose sizes are equal
  *   (the last of a run may be shorter) go out as one GSO send while the kernel accepts them.
- * stats(socket) -> [recvCalls, recvDatagrams, sendCalls, sendDatagrams, gsoSends, errors, lastErrno]
+ * stats(socket) -> [recvCalls, recvDatagrams, sendCalls, sendDatagrams, gsoSends, errors, lastErrno, gso]
+ *   (gso: 1 while UDP GSO is in use; the kernel may lack it, or a path refuse it)
  * ntop(family, bytes) -> string, pton(string, bytes) -> family (4, 6, or 0 when not an address)
  * close(socket)
  * Every argument is checked: a bad one throws a TypeError, never an out-of-bounds access.
@@ -253,10 +255,12 @@ static void on_readable (uv_poll_t *handle, int status, int events)
 
 static napi_value js_open (napi_env env, napi_callback_info info)
 {
-    size_t argc = 5;
-    napi_value argv[5];
+    size_t argc = 6;
+    napi_value argv[6];
     napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-    if (argc < 5) return throw_type(env, "open(family, address, port, bufferBytes, onBatch)");
+    if (argc < 5) return throw_type(env, "open(family, address, port, bufferBytes, onBatch[, gso])");
+    bool want_gso = true;
+    if (argc == 6 && napi_get_value_bool(env, argv[5], &want_gso) != napi_ok) return throw_type(env, "open: gso must be a boolean");
     int32_t family, port, buffer_bytes;
     char address[64];
     size_t address_len;
@@ -313,7 +317,12 @@ static napi_value js_open (napi_env env, napi_callback_info info)
     s->env = env;
     s->fd = fd;
     s->family = family == 4 ? AF_INET : AF_INET6;
-    s->gso = 1;
+    /* UDP GSO only where the kernel has it (4.18+): an older one ignores the UDP_SEGMENT message
+     * and would send a run as one oversized datagram. Asking for the option tells (as wireguard-go
+     * does); without it every datagram is a message of its own, still batched by sendmmsg. */
+    int gso_size = 0;
+    socklen_t gso_len = sizeof gso_size;
+    s->gso = want_gso && getsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &gso_size, &gso_len) == 0;
     s->refs = 2;
     s->slots = slots;
     for (int i = 0; i < BATCH; i++) {
@@ -545,11 +554,13 @@ static napi_value js_stats (napi_env env, napi_callback_info info)
     napi_value result, value;
     sock *s = socket_arg(env, info, "stats(socket)");
     if (s == NULL) return NULL;
-    napi_create_array_with_length(env, 7, &result);
+    napi_create_array_with_length(env, 8, &result);
     for (uint32_t i = 0; i < 7; i++) {
         napi_create_double(env, s->stats[i], &value);
         napi_set_element(env, result, i, value);
     }
+    napi_create_double(env, s->gso, &value);
+    napi_set_element(env, result, 7, value);
     return result;
 }
 

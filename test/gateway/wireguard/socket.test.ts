@@ -53,6 +53,7 @@ for (const io of kinds) {
       const sender = a.socket.stats()!
       const receiver = b.socket.stats()!
       t.equal(sender.sendDatagrams, sent.length, 'all counted as sent')
+      t.equal(sender.gso, true, 'this kernel has UDP GSO')
       t.ok(sender.gsoSends >= 2, `runs of equal sizes went out as GSO sends (${sender.gsoSends})`)
       t.ok(sender.sendCalls < sent.length / 4, `far fewer send calls than datagrams (${sender.sendCalls})`)
       t.equal(receiver.recvDatagrams, sent.length)
@@ -133,6 +134,7 @@ if (batchedUdpUnavailable === null) {
       ['open', [4, '127.0.0.1', 70000, 0, cb]],
       ['open', [4, '127.0.0.1', 0, -1, cb]],
       ['open', [4, '127.0.0.1', 0, 0, 'not a function']],
+      ['open', [4, '127.0.0.1', 0, 0, cb, 'yes']],
       ['send', [{}, [], new Int32Array(6), 0]],
       ['stats', [42]],
       ['ntop', [4, new Uint8Array(2)]],
@@ -152,6 +154,31 @@ if (batchedUdpUnavailable === null) {
     t.equal(raw.pton!('::ffff:10.1.2.3', bytes), 4, 'a mapped address is IPv4')
     t.equal(raw.ntop!(4, bytes), '10.1.2.3')
     t.equal(raw.pton!('example.com', bytes), 0, 'a name is not an address')
+  })
+
+  t.test('batched module without GSO (a kernel before 4.18): every datagram its own message, still batched', async t => {
+    const got: Buffer[] = []
+    const meta = (s: object): Int32Array => raw.meta!(s) as Int32Array
+    const receiver = raw.open!(4, '127.0.0.1', 0, 1 << 20, (count: number, data: Buffer) => {
+      const m = meta(receiver)
+      for (let i = 0; i < count; i++) got.push(Buffer.from(data.subarray(m[i * 8]!, m[i * 8]! + m[i * 8 + 1]!)))
+    }) as object
+    const sender = raw.open!(4, '127.0.0.1', 0, 1 << 20, () => {}, false) as object
+    t.teardown(() => { raw.close!(sender); raw.close!(receiver) })
+    const sizes = [...Array(30).fill(1456), 300, ...Array(10).fill(1456)]
+    const sent = sizes.map(n => randomBytes(n))
+    const dest = new Int32Array(sent.length * 6)
+    const addr = new Uint8Array(16)
+    raw.pton!('127.0.0.1', addr)
+    const words = new Int32Array(addr.buffer)
+    for (let i = 0; i < sent.length; i++) dest.set([raw.localPort!(receiver) as number, 4, words[0]!, words[1]!, words[2]!, words[3]!], i * 6)
+    t.equal(raw.send!(sender, sent, dest, sent.length), 0, 'nothing refused')
+    await until('all datagrams', () => got.length === sent.length)
+    t.ok(got.every((g, i) => g.equals(sent[i]!)), 'byte-exact, in order')
+    const stats = raw.stats!(sender) as number[]
+    t.equal(stats[4], 0, 'no GSO send')
+    t.equal(stats[7], 0, 'GSO reported off')
+    t.equal(stats[2], 1, 'one sendmmsg for all 41')
   })
 
   t.test('batched module: a socket left open in a worker thread is torn down with the worker', async t => {
