@@ -8,8 +8,9 @@
  *   and a callback per datagram each way.
  * - `dgram`: node:dgram, everywhere (and the fallback when the module is not built).
  * Both hand the receiver a Buffer it may keep and modify (the data path decrypts in place and the TCP
- * stack keeps views of it), the sender's address as node:dgram writes it for IPv4 ("198.18.0.2"),
- * and count failed sends rather than throw.
+ * stack keeps views of it) with the sender's address and port, and count failed sends rather than
+ * throw. An IPv4 sender on a dual-stack IPv6 socket is "198.18.0.2" for the batched socket and
+ * "::ffff:198.18.0.2" for node:dgram; either form is accepted back as a destination.
  */
 import dgram from 'node:dgram'
 import { createRequire } from 'node:module'
@@ -156,14 +157,13 @@ class BatchedSocket implements DatagramSocket {
   private handle: object | null = null
   private meta: Int32Array | null = null
   private metaBytes: Uint8Array | null = null
-  private bound: { address: string, port: number } | null = null
   // The last sender seen, so a flow's datagrams share one address string.
   private lastFamily = 0
-  private lastWords = new Int32Array(4)
+  private readonly lastWords = new Int32Array(4)
   private lastAddress = ''
   // The send queue, written at the end of the event loop's current turn.
   private readonly queue: Buffer[] = []
-  private dest = new Int32Array(MAX_QUEUED * SEND_META)
+  private readonly dest = new Int32Array(MAX_QUEUED * SEND_META)
   private flushScheduled = false
   private readonly destinations = new Map<string, Destination | null>()
   private readonly scratch = new Uint8Array(16)
@@ -185,8 +185,7 @@ class BatchedSocket implements DatagramSocket {
     }
     this.meta = this.native.meta(this.handle)
     this.metaBytes = new Uint8Array(this.meta.buffer, this.meta.byteOffset, this.meta.byteLength)
-    this.bound = { address, port: this.native.localPort(this.handle) }
-    return { ...this.bound }
+    return { address, port: this.native.localPort(this.handle) }
   }
 
   send (datagram: Buffer, address: string, port: number): void {
