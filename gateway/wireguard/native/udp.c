@@ -452,6 +452,7 @@ static napi_value js_send (napi_env env, napi_callback_info info)
     struct sockaddr_storage addrs[BATCH];
     union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } control[BATCH];
     int segments[BATCH], first[BATCH], retry[BATCH];
+    size_t run_bytes[BATCH];
     int failed = 0;
     uint32_t k = 0;
     while (k < count) {
@@ -475,15 +476,14 @@ static napi_value js_send (napi_env env, napi_callback_info info)
                 const int32_t *pm = dest + (size_t)first[n - 1] * SEND_META;
                 size_t head = prev->msg_hdr.msg_iov[0].iov_len;
                 size_t tail = prev->msg_hdr.msg_iov[prev->msg_hdr.msg_iovlen - 1].iov_len;
-                size_t run_bytes = 0;
-                for (size_t j = 0; j < prev->msg_hdr.msg_iovlen; j++) run_bytes += prev->msg_hdr.msg_iov[j].iov_len;
                 if (memcmp(pm, m, SEND_META * 4) == 0 && len > 0 && len <= head && tail == head &&
-                    segments[n - 1] < MAX_GSO_SEGMENTS && run_bytes + len <= MAX_GSO_BYTES) {
+                    segments[n - 1] < MAX_GSO_SEGMENTS && run_bytes[n - 1] + len <= MAX_GSO_BYTES) {
                     iov[used_iov].iov_base = data;
                     iov[used_iov].iov_len = len;
                     used_iov++;
                     prev->msg_hdr.msg_iovlen++;
                     segments[n - 1]++;
+                    run_bytes[n - 1] += len;
                     k++;
                     continue;
                 }
@@ -504,6 +504,7 @@ static napi_value js_send (napi_env env, napi_callback_info info)
             msgs[n].msg_hdr.msg_iov = &iov[used_iov];
             msgs[n].msg_hdr.msg_iovlen = 1;
             segments[n] = 1;
+            run_bytes[n] = len;
             first[n] = (int)k;
             retry[n] = 0;
             used_iov++;
