@@ -34,6 +34,7 @@ import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
 import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
+import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
 
 export interface E2eBenchOptions {
   sizeMB: number
@@ -45,7 +46,7 @@ export interface E2eBenchOptions {
   /** curl over HTTP/1.1 on both sides (default: HTTP/2 by ALPN; wrk is always HTTP/1.1). */
   http1: boolean
   /** Our WireGuard socket (CC_WG_UDP_IO): auto (batched where built), batched or dgram. */
-  udpIo: 'auto' | 'batched' | 'dgram'
+  udpIo: UdpIoSetting
 }
 
 export interface ProfileSummary {

@@ -36,6 +36,7 @@ import { runNetstackDriver, type DriverArgs, type DriverResult, type Scenario } 
 import { writeGeneratedFile } from '../test/helpers/lab/generator.ts'
 import { measureHttp, median } from './baseline/measure.ts'
 import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, numberOption, parseBenchArgs, transferValues } from './baseline/cli.ts'
+import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
 
 export interface NetstackBenchOptions {
   sizeMB: number
@@ -68,7 +69,7 @@ export interface NetstackBenchResults {
   /** Ours with the WireGuard socket on node:dgram (--dgram), same rounds. */
   oursDgram?: { download: OurRuns, upload: OurRuns }
   ratios: { download: number, upload: number, lossyDownloadOfOurs?: number, lossyUploadOfOurs?: number, dgramDownload?: number, dgramUpload?: number }
-  /** The WireGuard socket of ours (batched or dgram) and its system calls in the last run. */
+  /** The WireGuard socket ours used in its default runs (batched, or dgram where the module is not built). */
   udpIo: string
 }
 
@@ -108,7 +109,7 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
     await lab.startNginx(origin, { root: filesDir, listen: '0.0.0.0:80' })
     await lab.startHttpSink(origin, '0.0.0.0:8080')
 
-    const driverArgs = (scenario: Scenario, loss: number, seed: number, udpIo: string): DriverArgs => ({
+    const driverArgs = (scenario: Scenario, loss: number, seed: number, udpIo: UdpIoSetting): DriverArgs => ({
       gateway: {
         privateKey: gatewayKey,
         udpIo,
@@ -123,7 +124,7 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
     })
     let profileRun = 0
     let udpIo = 'unknown'
-    const ourRun = async (kind: 'download' | 'upload', loss: number, i: number, io = 'auto'): Promise<DriverResult> => {
+    const ourRun = async (kind: 'download' | 'upload', loss: number, i: number, io: UdpIoSetting = 'auto'): Promise<DriverResult> => {
       const scenario: Scenario = kind === 'download'
         ? { kind, host: '10.100.0.2', port: 80, path: '/bulk.bin', hash: false }
         : { kind, host: '10.100.0.2', port: 8080, path: '/sink', file: bulkFile, hash: false }

@@ -9,6 +9,7 @@ import { resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { OPENSSL_CAPS_MASK } from '../../proto/noise/native-aead.ts'
+import { UDP_IO_CHOICES, UDP_IO_SETTINGS, type UdpIoSetting } from '../../gateway/wireguard/socket.ts'
 
 /** True when the module at `moduleUrl` is the file node was asked to run (not an import). */
 export function isMain (moduleUrl: string): boolean {
@@ -48,9 +49,10 @@ export function numberOption (name: string, value: string | undefined, min: numb
 }
 
 /** The --udp-io option of the benches that run our gateway: which WireGuard socket it uses. */
-export function udpIoOption (value: string | undefined): 'auto' | 'batched' | 'dgram' {
-  if (value === 'auto' || value === 'batched' || value === 'dgram') return value
-  throw new UsageError(`--udp-io must be auto, batched or dgram (got ${JSON.stringify(value)})`)
+export function udpIoOption (value: string | undefined): UdpIoSetting {
+  const setting = UDP_IO_SETTINGS.find(s => s === value)
+  if (setting === undefined) throw new UsageError(`--udp-io must be ${UDP_IO_CHOICES} (got ${JSON.stringify(value)})`)
+  return setting
 }
 
 /** One option of a bench: parseArgs' settings and its line in --help. */

@@ -36,7 +36,7 @@ import Joi from 'joi'
 import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
 import type { FaultConfig } from '../netstack/fault.ts'
-import { batchedUdpUnavailable, type UdpIo } from '../wireguard/socket.ts'
+import { batchedUdpUnavailable, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
 
 export interface Endpoint { address: string, port: number }
 
@@ -91,7 +91,7 @@ export interface GatewayConfig {
   publicKey: Buffer
   listenAddress: string
   listenPort: number
-  udpIo: UdpIo | 'auto'
+  udpIo: UdpIoSetting
   /** Tunnel address as a 32-bit number. */
   address: number
   metricsListen: Endpoint | null
@@ -148,7 +148,7 @@ const schema = Joi.object({
   privateKey: key.required(),
   listenPort: Joi.number().integer().min(0).max(65535).default(51820),
   listenAddress: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
-  udpIo: Joi.string().valid('auto', 'batched', 'dgram').default('auto'),
+  udpIo: Joi.string().valid(...UDP_IO_SETTINGS).default('auto'),
   address: ipv4.default('10.100.0.1'),
   metricsListen: listenHostPort,
   peers: Joi.array().items(Joi.object({
@@ -214,7 +214,7 @@ interface RawPeer {
 interface RawAcme { directory: string, email?: string, caBundle?: string, challenges: AcmeChallengeType[] }
 interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme }
 interface RawConfig {
-  privateKey: string, listenPort: number, listenAddress: string, udpIo: UdpIo | 'auto', address: string, metricsListen?: string,
+  privateKey: string, listenPort: number, listenAddress: string, udpIo: UdpIoSetting, address: string, metricsListen?: string,
   peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number }, edge?: RawEdge,
 }
 

@@ -9,7 +9,7 @@ import Joi from 'joi'
 import { ACME_CHALLENGE_TYPES, ConfigError, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
 import { DNS_PROVIDERS } from '../edge/acme/dns-provider.ts'
 import { GATEWAY_KEY_FILE } from './keyfile.ts'
-import type { UdpIo } from '../wireguard/socket.ts'
+import { UDP_IO_CHOICES, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
 
 export interface GatewayEnv {
   dataDir: string
@@ -17,7 +17,7 @@ export interface GatewayEnv {
   wgHost: string
   wgPort: number
   /** The WireGuard socket: batched system calls (Linux, the default where built) or node:dgram. */
-  udpIo: UdpIo | 'auto'
+  udpIo: UdpIoSetting
   /** Edge listeners; httpPort null = no plain HTTP listener; edge false = no edge at all. */
   edge: boolean
   edgeHost: string
@@ -57,7 +57,7 @@ const VARIABLES = {
   CC_DATA_DIR: Joi.string().default('./data'),
   CC_WG_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
   CC_WG_PORT: port.default(51820),
-  CC_WG_UDP_IO: Joi.string().valid('auto', 'batched', 'dgram').messages({ 'any.only': 'must be auto, batched or dgram' }).default('auto'),
+  CC_WG_UDP_IO: Joi.string().valid(...UDP_IO_SETTINGS).messages({ 'any.only': `must be ${UDP_IO_CHOICES}` }).default('auto'),
   CC_EDGE: Joi.boolean().truthy('1').falsy('0').default(true),
   CC_EDGE_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
   CC_HTTPS_PORT: port.default(8443),
@@ -114,7 +114,7 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     dataDir,
     wgHost: v.CC_WG_HOST as string,
     wgPort: v.CC_WG_PORT as number,
-    udpIo: v.CC_WG_UDP_IO as UdpIo | 'auto',
+    udpIo: v.CC_WG_UDP_IO as UdpIoSetting,
     edge: v.CC_EDGE as boolean,
     edgeHost: v.CC_EDGE_HOST as string,
     httpsPort: v.CC_HTTPS_PORT as number,

@@ -17,6 +17,12 @@ import { createRequire } from 'node:module'
 
 export type UdpIo = 'batched' | 'dgram'
 
+/** The settings that choose a socket (config `udpIo`, CC_WG_UDP_IO, the benches' --udp-io). */
+export const UDP_IO_SETTINGS = ['auto', 'batched', 'dgram'] as const
+export type UdpIoSetting = typeof UDP_IO_SETTINGS[number]
+/** "auto, batched or dgram", for messages. */
+export const UDP_IO_CHOICES = `${UDP_IO_SETTINGS.slice(0, -1).join(', ')} or ${UDP_IO_SETTINGS[UDP_IO_SETTINGS.length - 1]!}`
+
 export interface DatagramSocket {
   readonly io: UdpIo
   /** Binds and starts receiving; resolves with the bound address. */
@@ -78,7 +84,7 @@ function load (): NativeUdp | null {
 const native = load()
 
 /** A socket of the kind asked for; 'auto' is batched where the module is built, else dgram. */
-export function createDatagramSocket (io: UdpIo | 'auto', onDatagram: OnDatagram, onError: (err: Error) => void): DatagramSocket {
+export function createDatagramSocket (io: UdpIoSetting, onDatagram: OnDatagram, onError: (err: Error) => void): DatagramSocket {
   if (io === 'dgram' || (io === 'auto' && native === null)) return new DgramSocket(onDatagram, onError)
   if (native === null) throw new Error(`batched UDP is not available: ${batchedUdpUnavailable ?? 'unknown'}`)
   return new BatchedSocket(native, onDatagram)

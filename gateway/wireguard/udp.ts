@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Device, DeviceIo } from './device.ts'
 import { FaultInjector, type FaultConfig, type FaultStats } from '../netstack/fault.ts'
-import { createDatagramSocket, type DatagramSocket, type SocketStats, type UdpIo } from './socket.ts'
+import { createDatagramSocket, type DatagramSocket, type SocketStats, type UdpIo, type UdpIoSetting } from './socket.ts'
 
 export interface UdpShellOptions {
   listenAddress: string
@@ -18,7 +18,7 @@ export interface UdpShellOptions {
   /** Kernel socket buffer sizes to ask for (best effort). */
   socketBufferBytes?: number
   /** Which socket implementation (default 'auto': batched where built, else node:dgram). */
-  io?: UdpIo | 'auto'
+  io?: UdpIoSetting
 }
 
 interface Datagram { datagram: Buffer, address: string, port: number }
