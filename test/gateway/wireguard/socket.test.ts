@@ -10,16 +10,9 @@ import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { batchedUdpUnavailable, createDatagramSocket, type DatagramSocket, type UdpIo } from '../../../gateway/wireguard/socket.ts'
+import { until } from '../../helpers/until.ts'
 
 interface Received { data: Buffer, address: string, port: number }
-
-async function until (what: string, check: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 5))
-  }
-}
 
 async function open (t: Test, io: UdpIo, address = '127.0.0.1'): Promise<{ socket: DatagramSocket, got: Received[], port: number }> {
   const got: Received[] = []

@@ -13,6 +13,7 @@ import { Metrics } from '../../../gateway/metrics.ts'
 import { generatePrivateKey, publicKeyFromPrivate, encodeKey } from '../../../proto/noise/index.ts'
 import { parseIPv4Prefix } from '../../../proto/wire/ipv4.ts'
 import { ipPacket } from './harness.ts'
+import { until } from '../../helpers/until.ts'
 
 const silent = pino({ level: 'silent' })
 
@@ -50,14 +51,6 @@ async function startGateway (clientKey: Buffer | null, extra: Record<string, unk
     ...extra,
   })
   return Gateway.start(config, silent)
-}
-
-async function until (what: string, check: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 const echo = (seq: number): Buffer => {
