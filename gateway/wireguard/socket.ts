@@ -48,6 +48,8 @@ export interface SocketStats {
 }
 
 export type OnDatagram = (datagram: Buffer, address: string, port: number) => void
+/** An error of the socket itself ('socket') or of one datagram's send ('send'); both are counted. */
+export type OnSocketError = (err: Error, during: 'socket' | 'send') => void
 
 interface NativeUdp {
   open (family: 4 | 6, address: string, port: number, bufferBytes: number, onBatch: (count: number, data: Buffer) => void, gso?: boolean): object
@@ -84,7 +86,7 @@ function load (): NativeUdp | null {
 const native = load()
 
 /** A socket of the kind asked for; 'auto' is batched where the module is built, else dgram. */
-export function createDatagramSocket (io: UdpIoSetting, onDatagram: OnDatagram, onError: (err: Error) => void): DatagramSocket {
+export function createDatagramSocket (io: UdpIoSetting, onDatagram: OnDatagram, onError: OnSocketError): DatagramSocket {
   if (io === 'dgram' || (io === 'auto' && native === null)) return new DgramSocket(onDatagram, onError)
   if (native === null) throw new Error(`batched UDP is not available: ${batchedUdpUnavailable ?? 'unknown'}`)
   return new BatchedSocket(native, onDatagram)
@@ -95,9 +97,9 @@ class DgramSocket implements DatagramSocket {
   sendErrors = 0
   private socket: dgram.Socket | null = null
   private readonly onDatagram: OnDatagram
-  private readonly onError: (err: Error) => void
+  private readonly onError: OnSocketError
 
-  constructor (onDatagram: OnDatagram, onError: (err: Error) => void) {
+  constructor (onDatagram: OnDatagram, onError: OnSocketError) {
     this.onDatagram = onDatagram
     this.onError = onError
   }
@@ -121,7 +123,7 @@ class DgramSocket implements DatagramSocket {
     socket.on('message', this.onMessage)
     socket.on('error', err => {
       this.sendErrors++
-      this.onError(err)
+      this.onError(err, 'socket')
     })
     const bound = socket.address()
     return { address: bound.address, port: bound.port }
@@ -144,7 +146,7 @@ class DgramSocket implements DatagramSocket {
   private readonly onSent = (err: Error | null): void => {
     if (err !== null) {
       this.sendErrors++
-      this.onError(err)
+      this.onError(err, 'send')
     }
   }
 

@@ -50,8 +50,9 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
   constructor (options: UdpShellOptions) {
     this.options = options
     this.logger = options.logger
-    this.socket = createDatagramSocket(options.io ?? 'auto', this.onDatagram, err => {
-      this.logger?.debug({ err }, 'UDP socket error')
+    this.socket = createDatagramSocket(options.io ?? 'auto', this.onDatagram, (err, during) => {
+      if (during === 'socket') this.logger?.warn({ err }, 'UDP socket error')
+      else this.logger?.debug({ err }, 'UDP send failed')
     })
     this.inbound = new FaultInjector<Datagram>(d => { this.device!.receive(d.datagram, d.address, d.port, monotonicNow()) }, {},
       d => ({ datagram: Buffer.from(d.datagram), address: d.address, port: d.port }))
