@@ -444,8 +444,8 @@ function receiveTextAndFin (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
             conn.deliver(chunk)
             conn.rcvNxt = seqAdd(conn.rcvNxt, chunk.length)
           }
-          // RFC 5681 4.2: ACK at once when a segment fills (part of) a gap.
-          conn.ackNow = true
+          // RFC 5681 4.2: ACK at once when a segment fills (part of) a gap (its bytes are counted above).
+          ackOutOfOrder(conn, 0)
         }
         conn.host.adjustMemory(conn.reassembly.bytes - before)
       }
@@ -467,7 +467,7 @@ function receiveTextAndFin (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
       if (added < 0) c.dropped.inc('out_of_order_limit')
       else if (added > 0) conn.host.adjustMemory(added)
       // RFC 5681 4.2: an out-of-order segment is acknowledged at once (a duplicate ACK with SACK).
-      conn.ackNow = true
+      ackOutOfOrder(conn, len)
     }
   }
 
@@ -482,6 +482,26 @@ function receiveTextAndFin (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
     }
   }
   if (conn.pendingFinSeq !== -1 && conn.pendingFinSeq === conn.rcvNxt && !conn.finReceived) finArrives(conn, now)
+}
+
+/**
+ * The ACK RFC 5681 4.2 wants at once for a segment that is out of order or fills a gap. With SACK
+ * and batched input, "at once" is the end of the batch: one ACK whose first SACK block holds the
+ * latest segment (RFC 2018 4) answers all the batch's segments, as a kernel's GRO and SACK
+ * compression do. While holes are open nearly every segment is out of order; an ACK for each one
+ * multiplied the ACKs of a lossy transfer ten times, each one encrypted and sent here and decrypted
+ * and processed by the sender. Without SACK the sender counts duplicate ACKs, so each goes at once.
+ */
+function ackOutOfOrder (conn: TcpConnection, len: number): void {
+  conn.ackPendingBytes += len
+  if (conn.sack && conn.host.batching && conn.ackPendingBytes < MAX_BATCHED_ACK_BYTES) {
+    if (!conn.ackAtBatchEnd) {
+      conn.ackAtBatchEnd = true
+      conn.host.defer(conn)
+    }
+  } else {
+    conn.ackNow = true
+  }
 }
 
 /** RFC 9293 3.10.7.4 eighth check. */

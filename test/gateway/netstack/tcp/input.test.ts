@@ -345,18 +345,57 @@ t.test('ESTABLISHED batched input: a single segment keeps the delayed ACK', asyn
   t.equal(f.s.take()[0]?.ack, f.peerNxt, 'the delayed ACK after 40 ms')
 })
 
-t.test('ESTABLISHED batched input: out-of-order segments are acknowledged at once', async t => {
-  const f = new Fixture({}, { sack: true }, true)
+t.test('ESTABLISHED batched input: out-of-order segments with SACK are acknowledged once, at the batch end', async t => {
+  const f = new Fixture({}, { sack: true, windowScale: 7 }, true)
   f.open()
   f.send({}, data(MSS))
   f.send({}, data(MSS))
-  f.send({ seq: (f.peerNxt + MSS) >>> 0 }, data(MSS)) // one segment missing
-  const out = f.s.take()
-  t.equal(out.length, 1, 'the duplicate ACK did not wait for the batch')
-  t.equal(out[0].ack, f.peerNxt)
-  t.ok(out[0].sackBlocks !== null && out[0].sackBlocks.length === 2, 'with the SACK block')
+  const hole1 = f.peerNxt
+  f.send({ seq: (hole1 + MSS) >>> 0 }, data(MSS)) // one segment missing
+  f.send({ seq: (hole1 + 2 * MSS) >>> 0 }, data(MSS))
+  f.send({ seq: (hole1 + 4 * MSS) >>> 0 }, data(MSS)) // a second hole
+  t.same(f.s.take(), [], 'no ACK inside the batch')
   f.s.endBatch()
-  t.same(f.s.take(), [], 'that ACK also settled what the batch owed')
+  const out = f.s.take()
+  t.equal(out.length, 1, 'one ACK for the batch')
+  t.equal(out[0].ack, hole1, 'acknowledging up to the first hole')
+  t.same(out[0].sackBlocks, [(hole1 + 4 * MSS) >>> 0, (hole1 + 5 * MSS) >>> 0, (hole1 + MSS) >>> 0, (hole1 + 3 * MSS) >>> 0],
+    'the block of the latest segment first (RFC 2018 4), then the other')
+  t.equal(f.rec.received, 2 * MSS)
+  // The first hole fills in the next batch: one ACK at its end, up to the second hole.
+  f.send({ seq: hole1 }, data(MSS))
+  t.same(f.s.take(), [], 'the gap fill waits for the batch end too')
+  f.s.endBatch()
+  const fill = f.s.take()
+  t.equal(fill.length, 1)
+  t.equal(fill[0].ack, (hole1 + 3 * MSS) >>> 0, 'up to the second hole')
+  t.same(fill[0].sackBlocks, [(hole1 + 4 * MSS) >>> 0, (hole1 + 5 * MSS) >>> 0], 'the block above it')
+  t.equal(f.rec.received, 5 * MSS)
+})
+
+t.test('ESTABLISHED batched input: out-of-order segments past 64 KiB are acknowledged without waiting', async t => {
+  const f = new Fixture({}, { sack: true, windowScale: 7 }, true)
+  f.open()
+  const hole = f.peerNxt
+  for (let i = 1; i <= Math.ceil(65536 / MSS) + 1; i++) f.send({ seq: (hole + i * MSS) >>> 0 }, data(MSS))
+  const acks = f.s.take()
+  t.equal(acks.length, 1, 'one ACK left inside the batch')
+  t.equal(acks[0].ack, hole)
+  t.ok(acks[0].sackBlocks !== null && (acks[0].sackBlocks[1] - hole) >>> 0 >= 65536, 'once 64 KiB were owed')
+})
+
+t.test('ESTABLISHED batched input: out-of-order segments without SACK are acknowledged at once', async t => {
+  const f = new Fixture({}, { sack: false }, true)
+  f.open()
+  f.send({}, data(MSS))
+  f.send({}, data(MSS))
+  f.send({ seq: (f.peerNxt + MSS) >>> 0 }, data(MSS))
+  f.send({ seq: (f.peerNxt + 2 * MSS) >>> 0 }, data(MSS))
+  const out = f.s.take()
+  t.equal(out.length, 2, 'a duplicate ACK for each, for the sender to count (RFC 5681 3.2)')
+  t.ok(out.every(a => a.ack === f.peerNxt && a.sackBlocks === null))
+  f.s.endBatch()
+  t.same(f.s.take(), [], 'those ACKs also settled what the batch owed')
   t.equal(f.rec.received, 2 * MSS)
 })
 
