@@ -166,6 +166,12 @@ export class TcpConnection implements HeapItem {
   tlpEnd = -1
   /** SND.MAX when the hole at SND.UNA was last retransmitted in recovery, or -1 (lost-retransmission detection). */
   rxtMark = -1
+  /**
+   * The retransmissions of this recovery as flat [seq, SND.MAX then] pairs, oldest first (at most
+   * MAX_RETRANSMIT_MARKS): when a partial ACK moves SND.UNA to a hole retransmitted earlier, its
+   * mark becomes rxtMark, so a lost retransmission of any hole is found, not only of the first.
+   */
+  readonly rxtLog: number[] = []
   /** Pacing: when the next data segment may leave (a deadline only while data waits for it). */
   paceAt = Infinity
   /** Pacing: the earliest time the next data segment is due at the pacing rate. */

@@ -85,13 +85,19 @@ export const DEFAULT_CHALLENGE_ACKS_PER_SECOND = 10
 export const DEFAULT_RSTS_PER_SECOND = 1000
 /** Batched input: an ACK owed is sent at once, without waiting for the batch end, past this much data (GRO's 64 KiB). */
 export const MAX_BATCHED_ACK_BYTES = 65536
-/** RFC 8985 7.2: the probe timeout is 2 SRTT, at least this (Linux's floor), plus the worst-case delayed ACK when one segment is out. */
-export const TLP_MIN_TIMEOUT = 10
+/**
+ * RFC 8985 7.2: the probe timeout is 2 SRTT, at least this, plus the worst-case delayed ACK when
+ * one segment is out. RFC 8985's 10 ms floor is what Linux used before 4.13; it now adds 2 ticks
+ * (2 ms) to 2 SRTT. On a sub-millisecond path 10 ms is 20 round trips lost to every tail ACK lost.
+ */
+export const TLP_MIN_TIMEOUT = 2
 export const TLP_DELAYED_ACK = 200
 /** Pacing: bursts of this many ms of the pacing rate (timers fire late by a millisecond or so), and at least this many segments, leave at once. */
 export const PACE_BURST_MS = 2
 export const PACE_BURST_SEGMENTS = 10
 /** Pacing: the SRTT floor of the rate. A 1 ms floor paced sub-millisecond paths (veth, LAN) below cwnd / SRTT. */
 export const PACE_MIN_SRTT = 0.1
+/** Retransmissions remembered per recovery for lost-retransmission detection; the oldest are forgotten (conservative: the RTO still finds those). */
+export const MAX_RETRANSMIT_MARKS = 64
 /** SACK scoreboard ranges kept per connection; more are dropped from the top (conservative). */
 export const MAX_SCOREBOARD_RANGES = 256

@@ -301,7 +301,7 @@ function newDataAcked (conn: TcpConnection, seg: TcpParsed, ack: number, now: nu
   // RFC 8985 7: an ACK of new data re-arms the probe timer (transmit does); the probe is answered once acknowledged.
   conn.tlpAt = Infinity
   if (conn.tlpEnd !== -1 && seqGe(ack, conn.tlpEnd)) conn.tlpEnd = -1
-  conn.rxtMark = -1
+  conn.rxtMark = retransmitMarkAt(conn, ack)
 
   // RTT: every ACK of new data with an echoed timestamp (RFC 7323 4), else one timed segment (RFC 6298 3).
   if (conn.timestamps && seg.timestamp && seg.tsEcr !== 0) {
@@ -338,6 +338,24 @@ function newDataAcked (conn: TcpConnection, seg: TcpParsed, ack: number, now: nu
     conn.unackedSince = now
   }
   conn.queueWritable()
+}
+
+/**
+ * Forgets the retransmissions the ACK covered and returns the mark (SND.MAX then) of the latest
+ * retransmission of the segment now at SND.UNA, or -1 when it was not retransmitted.
+ */
+function retransmitMarkAt (conn: TcpConnection, una: number): number {
+  const log = conn.rxtLog
+  let mark = -1
+  let kept = 0
+  for (let i = 0; i < log.length; i += 2) {
+    if (seqLt(log[i], una)) continue
+    if (log[i] === una) mark = log[i + 1]
+    log[kept++] = log[i]
+    log[kept++] = log[i + 1]
+  }
+  log.length = kept
+  return mark
 }
 
 function duplicateAck (conn: TcpConnection, now: number): void {

@@ -6,7 +6,7 @@
 import type { TcpConnection } from './connection.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN, TCP_PSH } from '../../../proto/wire/tcp.ts'
 import { seqAdd, seqDiff, seqGt, seqLt, seqLe, seqMax } from './seq.ts'
-import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS, PACE_MIN_SRTT, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
+import { MAX_RETRANSMIT_MARKS, MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS, PACE_MIN_SRTT, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
 import { ESTABLISHED, FIN_WAIT_1, CLOSE_WAIT, CLOSING, LAST_ACK, SYN_SENT, SYN_RECEIVED } from './state.ts'
 import { buildDatagram } from './segment.ts'
 
@@ -139,6 +139,9 @@ function retransmitRange (conn: TcpConnection, seq: number, len: number, now: nu
   const fin = conn.finQueued && seqAdd(seq, len) === dataEnd && seqLt(dataEnd, conn.sndMax)
   sendData(conn, seq, len, fin, now, cause)
   conn.highRxt = seqMax(conn.highRxt, seqAdd(seq, len + (fin ? 1 : 0)))
+  const log = conn.rxtLog
+  if (log.length >= 2 * MAX_RETRANSMIT_MARKS) log.splice(0, 2)
+  log.push(seq, conn.sndMax)
 }
 
 /** Retransmits the segment at SND.UNA (fast retransmit, NewReno partial ACK). */
@@ -152,12 +155,15 @@ export function retransmitFirst (conn: TcpConnection, now: number, cause: string
 }
 
 /**
- * RFC 8985 7.2: outside recovery, with data outstanding, a probe is due 2 SRTT (at least
- * TLP_MIN_TIMEOUT; plus TLP_DELAYED_ACK when one segment is out) after the last transmission or
- * ACK, when that comes before the retransmission timeout. One probe until an ACK of new data.
+ * RFC 8985 7.2: with data outstanding, a probe is due 2 SRTT (at least TLP_MIN_TIMEOUT; plus
+ * TLP_DELAYED_ACK when one segment is out) after the last transmission or ACK, when that comes
+ * before the retransmission timeout. One probe until an ACK of new data. Also in fast recovery
+ * (RFC 8985 probes outside it only, as QUIC's PTO does not): when the ACK that would end a
+ * recovery is lost, nothing else answers before the RTO, and with 1 % loss each way that was
+ * most of the RTOs of a bulk transfer, 200 ms each.
  */
 function armTailLossProbe (conn: TcpConnection, now: number): void {
-  if (!conn.options.tailLossProbe || conn.inRecovery || conn.tlpEnd !== -1 || conn.tlpAt !== Infinity) return
+  if (!conn.options.tailLossProbe || conn.tlpEnd !== -1 || conn.tlpAt !== Infinity) return
   if (conn.sndUna === conn.sndMax || conn.rtoAt === Infinity || !conn.rtt.hasSample) return
   const srtt = conn.rtt.srtt
   let pto = Math.max(2 * srtt, TLP_MIN_TIMEOUT)
@@ -166,25 +172,25 @@ function armTailLossProbe (conn: TcpConnection, now: number): void {
 }
 
 /**
- * RFC 8985 7.3: the probe is one new segment when the peer's window allows (it may exceed cwnd by
- * that segment), else the last segment sent again; the retransmission timer restarts. Its ACK
- * either acknowledges a tail whose ACKs were lost, or SACKs the probe above a lost segment, which
- * input.ts then treats as a loss (probeShowsLoss).
+ * RFC 8985 7.3: the probe is the last segment sent, again; the retransmission timer restarts.
+ * RFC 8985 prefers a new segment where there is one, but a receiver may hold its ACK for a lone
+ * in-order segment (Linux up to 40 ms, RFC 9293 up to 500), while a duplicate or out-of-order
+ * one is answered at once (RFC 5681 4.2): when only the ACKs were lost, a new segment turned each
+ * of them into a stall of the peer's delayed-ACK timer. The probe's ACK either acknowledges a
+ * tail whose ACKs were lost, or SACKs the probe above a lost segment, which input.ts then treats
+ * as a loss (probeShowsLoss).
  */
 export function tailLossProbe (conn: TcpConnection, now: number): void {
   conn.tlpAt = Infinity
-  if (!sendsData(conn.state) || conn.inRecovery || conn.sndUna === conn.sndMax) return
+  if (!sendsData(conn.state) || conn.sndUna === conn.sndMax) return
   const maxPayload = conn.smss - prepareSack(conn)
-  const sentNew = conn.sndNxt === conn.sndMax && sendNext(conn, now, maxPayload, Infinity)
-  if (!sentNew) {
-    const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
-    const finSent = conn.finQueued && seqGt(conn.sndMax, dataEnd)
-    const end = finSent ? dataEnd : conn.sndMax
-    const start = seqMax(conn.sndUna, seqAdd(end, -maxPayload))
-    const len = Math.max(0, seqDiff(end, start))
-    if (len === 0 && !finSent) return
-    sendData(conn, start, len, finSent, now, 'tlp')
-  }
+  const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
+  const finSent = conn.finQueued && seqGt(conn.sndMax, dataEnd)
+  const end = finSent ? dataEnd : conn.sndMax
+  const start = seqMax(conn.sndUna, seqAdd(end, -maxPayload))
+  const len = Math.max(0, seqDiff(end, start))
+  if (len === 0 && !finSent) return
+  sendData(conn, start, len, finSent, now, 'tlp')
   conn.tlpEnd = conn.sndMax
   conn.host.counters.events.inc('tail_loss_probe')
   conn.rtoAt = now + conn.rtt.rto

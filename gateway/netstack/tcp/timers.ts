@@ -76,6 +76,7 @@ function retransmitTimeout (conn: TcpConnection, now: number): void {
   conn.tlpAt = Infinity
   conn.tlpEnd = -1
   conn.rxtMark = -1
+  conn.rxtLog.length = 0
   conn.recoveryPoint = conn.sndMax
   conn.highRxt = conn.sndUna
   conn.scoreboard.clear()

@@ -477,3 +477,33 @@ t.test('ESTABLISHED sack recovery: a lost retransmission is sent again once SACK
   f.send({ ack: f.ackAt(n * MSS) })
   t.equal(f.conn.sndUna, f.ackAt(n * MSS))
 })
+
+t.test('ESTABLISHED sack recovery: a lost retransmission of a later hole is found after a partial ACK, no RTO', async t => {
+  const f = new Fixture({ initialWindowSegments: 10 }, { sack: true, windowScale: 7 })
+  f.open()
+  f.conn.write(data(60 * MSS))
+  f.conn.flush(f.s.now)
+  t.equal(f.dataOf(f.s.take()).length, 10)
+  const sent5: number[] = []
+  const collect = (): void => { for (const [off] of f.dataOf(f.s.take())) if (off === 5 * MSS) sent5.push(f.s.now) }
+  // Segments 0 and 5 are lost. The peer SACKs 1-4, then 6 and up as they arrive.
+  for (let n = 2; n <= 5; n++) f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] })
+  t.equal(f.conn.inRecovery, true, 'recovery for segment 0')
+  f.s.take()
+  let top = 7
+  const sackAbove = (una: number): void => {
+    f.send({ ack: f.ackAt(una), sackBlocks: [f.ackAt(6 * MSS), f.ackAt(top * MSS), ...(una === 0 ? [f.ackAt(MSS), f.ackAt(5 * MSS)] : [])] })
+    collect()
+  }
+  while (sent5.length === 0 && top < 12) { sackAbove(0); top++ }
+  t.equal(sent5.length, 1, 'segment 5 retransmitted once SACKs above it marked it lost')
+  // Segment 0's retransmission arrives: a partial ACK up to the hole at 5, whose retransmission was lost too.
+  sackAbove(5 * MSS)
+  t.equal(f.conn.sndUna, f.ackAt(5 * MSS))
+  t.equal(f.conn.inRecovery, true)
+  t.ok(f.conn.rxtMark !== -1, 'the mark of the retransmission of segment 5 is back')
+  while (sent5.length === 1 && top < 40) { top++; sackAbove(5 * MSS) }
+  t.equal(sent5.length, 2, 'segment 5 went out again')
+  t.equal(f.s.counter('tcp_events', 'lost_retransmit'), 1)
+  t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'without waiting for the retransmission timer')
+})

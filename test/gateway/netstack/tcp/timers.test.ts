@@ -74,7 +74,7 @@ t.test('ESTABLISHED tail loss probe: the last segment again when the ACKs are lo
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
 })
 
-t.test('ESTABLISHED tail loss probe: new data beyond cwnd when there is some; its SACK starts recovery', async t => {
+t.test('ESTABLISHED tail loss probe: the last segment again even when new data waits; its SACK starts recovery', async t => {
   const f = new Fixture({ tailLossProbe: true, initialWindowSegments: 3 }, { sack: true })
   f.open()
   f.conn.write(data(10 * MSS))
@@ -86,15 +86,53 @@ t.test('ESTABLISHED tail loss probe: new data beyond cwnd when there is some; it
   const more = f.dataOf(f.s.take())
   t.ok(more.length >= 1, 'the ACK opened the window for new data')
   const last = more[more.length - 1]
+  t.ok(f.conn.hasUnsentData(), 'new data is waiting')
   f.s.advance(20)
   const [probe] = f.dataOf(f.s.take())
-  t.same(probe, [last[0] + MSS, MSS], 'the probe is the next new segment, past cwnd')
+  t.same(probe, last, 'the probe is the last segment sent, again: a receiver answers a duplicate at once')
+  t.equal(f.s.counter('tcp_retransmits', 'tlp'), 1)
   // Only the probe arrives: one SACKed segment, too little for RFC 6675's IsLost.
   f.send({ ack: f.ackAt(2 * MSS), sackBlocks: [f.ackAt(probe[0]), f.ackAt(probe[0] + MSS)] })
   t.equal(f.s.counter('tcp_events', 'probe_found_loss'), 1, 'the SACKed probe marks segment 2 lost')
   t.equal(f.conn.inRecovery, true)
   t.same(f.dataOf(f.s.take())[0], [2 * MSS, MSS], 'segment 2 is retransmitted at once')
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0)
+})
+
+t.test('ESTABLISHED tail loss probe: due after 2 ms on a sub-millisecond path', async t => {
+  const f = new Fixture({ tailLossProbe: true }, { sack: true })
+  f.open()
+  f.conn.rtt.srtt = 0.3
+  f.conn.write(data(3 * MSS))
+  f.conn.flush(f.s.now)
+  f.s.take()
+  f.s.advance(1)
+  t.same(f.s.take(), [], 'not at 2 SRTT (0.6 ms): the floor is 2 ms')
+  f.s.advance(1)
+  t.same(f.dataOf(f.s.take()), [[2 * MSS, MSS]], 'the probe at 2 ms, not 10')
+})
+
+t.test('fast recovery tail loss probe: the ACK that would end recovery is lost; the probe brings it, no RTO', async t => {
+  const f = new Fixture({ tailLossProbe: true, initialWindowSegments: 10 }, { sack: true })
+  f.open()
+  f.conn.write(data(10 * MSS))
+  f.conn.flush(f.s.now)
+  t.equal(f.dataOf(f.s.take()).length, 10)
+  // Segment 0 is lost; three SACKs start recovery, which retransmits it.
+  for (let n = 2; n <= 4; n++) f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] })
+  t.equal(f.conn.inRecovery, true)
+  t.same(f.dataOf(f.s.take()), [[0, MSS]], 'segment 0 retransmitted')
+  // The retransmission arrives and the peer acknowledges everything; that ACK is lost.
+  f.s.advance(19)
+  t.same(f.s.take(), [], 'nothing before 2 SRTT')
+  f.s.advance(1)
+  t.same(f.dataOf(f.s.take()), [[9 * MSS, MSS]], 'the probe: the last segment again')
+  t.equal(f.s.counter('tcp_events', 'tail_loss_probe'), 1)
+  f.send({ ack: f.ackAt(10 * MSS), sackBlocks: [f.ackAt(9 * MSS), f.ackAt(10 * MSS)] }) // its duplicate ACK (D-SACK)
+  t.equal(f.conn.inRecovery, false, 'the ACK it brought ended recovery')
+  t.equal(f.conn.sndUna, f.ackAt(10 * MSS))
+  f.s.advance(1000)
+  t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
 })
 
 t.test('ESTABLISHED tail loss probe off: the same lost ACKs wait for the RTO', async t => {
