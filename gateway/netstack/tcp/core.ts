@@ -31,9 +31,10 @@ export interface TcpCoreOptions {
   /** Uniform [0, 1) source for ephemeral port choice; seeded in tests. */
   random?: () => number
   /**
-   * Batched input: when set, ACKs owed under the every-second-segment rule and in-order data wait
-   * for batchEnd(), which the shell calls after each batch of input it read (the stack calls this
-   * function once per batch that has such work, and expects batchEnd soon after, e.g. setImmediate).
+   * Batched input: when set, ACKs owed under the every-second-segment rule (and, with SACK, for
+   * out-of-order segments) and in-order data wait for batchEnd(), which the shell calls after each
+   * batch of input it read (the stack calls this function once per batch that has such work, and
+   * expects batchEnd soon after, e.g. setImmediate).
    */
   onBatch?: () => void
 }

@@ -38,9 +38,11 @@
  * maxRto (200 ms / 120 s), sack, timestamps, windowScaling, delayedAck (40 ms), pacing (on: data
  * leaves at 2 x cwnd / SRTT in slow start, 1.2 x after, in bursts of at least 10 segments or 2 ms).
  * batching (on: in-order data of one event-loop poll phase reaches the socket as one chunk and is
- * acknowledged once, like a kernel with GRO; at most 64 KiB per ACK).
+ * acknowledged once, like a kernel with GRO; with SACK, out-of-order segments too; at most 64 KiB
+ * per ACK).
  * verifyChecksums (off: input comes only through WireGuard, whose AEAD tag covers every byte).
- * tailLossProbe (on: RFC 8985 probe after ~2 SRTT without an ACK, instead of a 200 ms RTO).
+ * tailLossProbe (on: RFC 8985 probe, the last segment again, after 2 SRTT (at least 2 ms) without
+ * an ACK, also in fast recovery, instead of a 200 ms RTO).
  *
  * Inside: core.ts is the sans-IO stack (segments and `now` in; datagrams, socket events and the
  * next deadline out) over connection.ts (state, application calls, events), input.ts (segment

@@ -32,7 +32,8 @@ export interface TcpOptions {
   tailLossProbe: boolean
   /**
    * With a shell that reports input batches (TcpStack: one poll phase of the event loop): in-order
-   * data reaches the application and the every-second-segment ACK leaves once per batch.
+   * data reaches the application and the every-second-segment ACK leaves once per batch, as does
+   * the ACK for out-of-order segments when SACK is in use.
    */
   batching: boolean
   sack: boolean
