@@ -172,6 +172,11 @@ export class TcpConnection implements HeapItem {
    * mark becomes rxtMark, so a lost retransmission of any hole is found, not only of the first.
    */
   readonly rxtLog: number[] = []
+  /**
+   * Holes below this sequence are lost whatever RFC 6675's IsLost says, or -1: a tail loss probe
+   * sent after them was SACKed (RFC 8985's rule, applied to the probe). Cleared with recovery.
+   */
+  lostBelow = -1
   /** Pacing: when the next data segment may leave (a deadline only while data waits for it). */
   paceAt = Infinity
   /** Pacing: the earliest time the next data segment is due at the pacing rate. */

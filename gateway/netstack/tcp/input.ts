@@ -317,6 +317,7 @@ function newDataAcked (conn: TcpConnection, seg: TcpParsed, ack: number, now: nu
       // RFC 6675 5 / RFC 6582 3.2 step 3: full acknowledgment ends recovery.
       conn.inRecovery = false
       conn.dupAcks = 0
+      conn.lostBelow = -1
       conn.cc.onRecoveryEnd(now)
       c.events.inc('recovery_end')
     } else if (!conn.sack) {
@@ -370,20 +371,30 @@ function duplicateAck (conn: TcpConnection, now: number): void {
 
 /**
  * Two losses RFC 6675 alone only finds by the retransmission timeout:
- * - outside recovery, the tail loss probe (sent last) was SACKed while data below it is still
- *   missing: that data is lost (RFC 8985 RACK's rule, applied to the probe only);
+ * - the tail loss probe (sent last) was SACKed while data below it is still missing: that data is
+ *   lost (RFC 8985 RACK's rule, applied to the probe only). Outside recovery this starts one; in
+ *   or out, every hole below the probe counts as lost (lostBelow), so a lost run at the tail of
+ *   the window leaves the pipe instead of holding it full until the RTO;
  * - in recovery, more than (DupThresh - 1) * SMSS is SACKed above what had been sent when the hole
  *   at SND.UNA was retransmitted: that retransmission is lost too, so it goes again (as Linux's
  *   lost-retransmit detection).
  */
 function sackLossChecks (conn: TcpConnection, now: number): void {
   const board = conn.scoreboard
+  const probeSacked = conn.tlpEnd !== -1 && seqLt(conn.sndUna, conn.tlpEnd) && seqGe(board.highest, conn.tlpEnd)
   if (!conn.inRecovery) {
-    if (conn.tlpEnd !== -1 && seqLt(conn.sndUna, conn.tlpEnd) && seqGe(board.highest, conn.tlpEnd) && seqGe(conn.sndUna, conn.recoveryPoint)) {
+    if (probeSacked && seqGe(conn.sndUna, conn.recoveryPoint)) {
       conn.host.counters.events.inc('probe_found_loss')
+      const probeEnd = conn.tlpEnd
       enterRecovery(conn, now)
+      conn.lostBelow = probeEnd
     }
     return
+  }
+  if (probeSacked && conn.lostBelow !== conn.tlpEnd) {
+    // A probe in recovery (the ACKs had stopped: what is missing below it holds the pipe full).
+    conn.host.counters.events.inc('probe_found_loss')
+    conn.lostBelow = conn.tlpEnd
   }
   if (conn.rxtMark !== -1 && seqGt(board.starts[0], conn.sndUna) &&
     board.sackedBetween(conn.rxtMark, conn.sndMax) > (DUP_THRESH - 1) * conn.smss) {
@@ -397,6 +408,7 @@ function enterRecovery (conn: TcpConnection, now: number): void {
   conn.tlpAt = Infinity
   conn.tlpEnd = -1
   conn.inRecovery = true
+  conn.lostBelow = -1
   conn.recoveryPoint = conn.sndMax
   conn.highRxt = conn.sndUna
   conn.cc.onLoss(now, seqDiff(conn.sndMax, conn.sndUna))

@@ -66,7 +66,7 @@ function normalStep (conn: TcpConnection, now: number, maxPayload: number): bool
 /** RFC 6675 5 step (C): while cwnd - pipe >= 1 SMSS, NextSeg() and send it. */
 function recoveryStep (conn: TcpConnection, now: number, maxPayload: number): boolean {
   const pipe = conn.sack
-    ? conn.scoreboard.pipe(conn.sndUna, conn.sndMax, conn.highRxt, conn.smss)
+    ? conn.scoreboard.pipe(conn.sndUna, conn.sndMax, conn.highRxt, conn.smss, conn.lostBelow)
     : Math.max(0, seqDiff(conn.sndMax, conn.sndUna) - conn.dupAcks * conn.smss) + Math.max(0, seqDiff(conn.highRxt, conn.sndUna))
   const room = conn.cc.cwnd - pipe
   if (room < conn.smss) {
@@ -75,7 +75,7 @@ function recoveryStep (conn: TcpConnection, now: number, maxPayload: number): bo
   }
   if (conn.sack) {
     // Rule 1: the first lost, not yet retransmitted octets.
-    const hole = conn.scoreboard.nextHole(conn.sndUna, conn.highRxt, conn.smss, true, conn.holeEnd)
+    const hole = conn.scoreboard.nextHole(conn.sndUna, conn.highRxt, conn.smss, true, conn.holeEnd, conn.lostBelow)
     if (hole !== -1) {
       if (hole === conn.sndUna) conn.rxtMark = conn.sndMax
       retransmitRange(conn, hole, Math.min(maxPayload, seqDiff(conn.holeEnd[0], hole)), now, 'sack')
@@ -86,7 +86,7 @@ function recoveryStep (conn: TcpConnection, now: number, maxPayload: number): bo
   if (conn.sndNxt === conn.sndMax && sendNext(conn, now, maxPayload, room)) return true
   if (conn.sack) {
     // Rule 3: a hole not yet presumed lost.
-    const hole = conn.scoreboard.nextHole(conn.sndUna, conn.highRxt, conn.smss, false, conn.holeEnd)
+    const hole = conn.scoreboard.nextHole(conn.sndUna, conn.highRxt, conn.smss, false, conn.holeEnd, conn.lostBelow)
     if (hole !== -1) {
       retransmitRange(conn, hole, Math.min(maxPayload, seqDiff(conn.holeEnd[0], hole)), now, 'sack')
       return true

@@ -129,8 +129,9 @@ export class SackScoreboard {
   /**
    * RFC 6675 4 SetPipe: octets presumed in the network between sndUna and sndMax. Holes that are
    * not lost count once, retransmitted octets (below highRxt) count once more; SACKed octets never.
+   * Holes starting below `lostBelow` (-1: none) are lost whatever IsLost says.
    */
-  pipe (sndUna: number, sndMax: number, highRxt: number, smss: number): number {
+  pipe (sndUna: number, sndMax: number, highRxt: number, smss: number, lostBelow = -1): number {
     const starts = this.starts
     const ends = this.ends
     const threshold = (DUP_THRESH - 1) * smss
@@ -139,7 +140,7 @@ export class SackScoreboard {
     let pipe = 0
     for (let k = 0; k < starts.length; k++) {
       if (seqLt(cursor, starts[k])) {
-        const lost = starts.length - k >= DUP_THRESH || above > threshold
+        const lost = starts.length - k >= DUP_THRESH || above > threshold || (lostBelow !== -1 && seqLt(cursor, lostBelow))
         if (!lost) pipe += seqDiff(starts[k], cursor)
         if (seqLt(cursor, highRxt)) pipe += seqDiff(seqMin(starts[k], highRxt), cursor)
       }
@@ -156,9 +157,9 @@ export class SackScoreboard {
   /**
    * RFC 6675 4 NextSeg rule (1) (`lostOnly`) or rule (3): the first hole octet at or above highRxt
    * and below the highest SACKed octet. Returns its sequence number and writes the hole's end to
-   * `holeEnd[0]`, or returns -1.
+   * `holeEnd[0]`, or returns -1. Holes starting below `lostBelow` (-1: none) count as lost.
    */
-  nextHole (sndUna: number, highRxt: number, smss: number, lostOnly: boolean, holeEnd: number[]): number {
+  nextHole (sndUna: number, highRxt: number, smss: number, lostOnly: boolean, holeEnd: number[], lostBelow = -1): number {
     const starts = this.starts
     const ends = this.ends
     const threshold = (DUP_THRESH - 1) * smss
@@ -168,7 +169,7 @@ export class SackScoreboard {
       if (seqLt(cursor, starts[k])) {
         const from = seqMax(cursor, highRxt)
         if (seqLt(from, starts[k])) {
-          const lost = starts.length - k >= DUP_THRESH || above > threshold
+          const lost = starts.length - k >= DUP_THRESH || above > threshold || (lostBelow !== -1 && seqLt(cursor, lostBelow))
           if (lost || !lostOnly) {
             holeEnd[0] = starts[k]
             return from

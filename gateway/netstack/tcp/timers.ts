@@ -77,6 +77,7 @@ function retransmitTimeout (conn: TcpConnection, now: number): void {
   conn.tlpEnd = -1
   conn.rxtMark = -1
   conn.rxtLog.length = 0
+  conn.lostBelow = -1
   conn.recoveryPoint = conn.sndMax
   conn.highRxt = conn.sndUna
   conn.scoreboard.clear()

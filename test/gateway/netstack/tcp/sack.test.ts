@@ -49,3 +49,17 @@ t.test('a hole not yet lost counts in the pipe; rule 3 still finds it', async t 
   t.equal(sb.nextHole(1000, 1000, MSS, true, end), -1)
   t.equal(sb.nextHole(1000, 1000, MSS, false, end), 1000)
 })
+
+t.test('holes below lostBelow (a SACKed tail loss probe) are lost whatever IsLost says', async t => {
+  const sb = new SackScoreboard()
+  // Holes [1000,2000) and [3000,9000); only the probe [9000,10000) and [2000,3000) are SACKed.
+  sb.update([2000, 3000, 9000, 10000], 1000, 10000)
+  t.notOk(sb.isLost(3000, MSS), 'one range above: not lost to RFC 6675')
+  t.equal(sb.pipe(1000, 10000, 1000, MSS), 7000, 'without the mark both holes fill the pipe')
+  t.equal(sb.pipe(1000, 10000, 1000, MSS, 10000), 0, 'with it neither does')
+  t.equal(sb.pipe(1000, 10000, 1000, MSS, 2000), 6000, 'only holes starting below the mark')
+  const end = [0]
+  t.equal(sb.nextHole(1000, 2000, MSS, true, end), -1, 'rule 1 finds nothing without the mark')
+  t.equal(sb.nextHole(1000, 2000, MSS, true, end, 10000), 3000, 'with it, the run below the probe')
+  t.equal(end[0], 9000)
+})

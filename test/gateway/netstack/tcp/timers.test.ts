@@ -135,6 +135,33 @@ t.test('fast recovery tail loss probe: the ACK that would end recovery is lost; 
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
 })
 
+t.test('fast recovery tail loss probe: a lost run at the tail stops holding the pipe once the probe is SACKed, no RTO', async t => {
+  const f = new Fixture({ tailLossProbe: true, initialWindowSegments: 20 }, { sack: true, windowScale: 7 })
+  f.open()
+  f.conn.write(data(20 * MSS))
+  f.conn.flush(f.s.now)
+  t.equal(f.dataOf(f.s.take()).length, 20)
+  // Segment 0 and the whole run 5-19 are lost; 1-4 arrive and are SACKed: recovery.
+  for (let n = 2; n <= 5; n++) f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] })
+  t.equal(f.conn.inRecovery, true)
+  t.same(f.dataOf(f.s.take()), [[0, MSS]], 'segment 0 retransmitted')
+  // Its ACK: a partial ACK up to 5. The lost run (15 segments, nothing SACKed above it) is not
+  // "lost" to RFC 6675 and fills the reduced window: nothing more can be sent.
+  f.send({ ack: f.ackAt(5 * MSS) })
+  t.same(f.dataOf(f.s.take()), [], 'the pipe is full')
+  f.s.advance(20)
+  const [probe] = f.dataOf(f.s.take())
+  t.same(probe, [19 * MSS, MSS], 'the probe: the last segment again')
+  f.send({ ack: f.ackAt(5 * MSS), sackBlocks: [f.ackAt(19 * MSS), f.ackAt(20 * MSS)] })
+  t.equal(f.s.counter('tcp_events', 'probe_found_loss'), 1)
+  const resent = f.dataOf(f.s.take())
+  t.ok(resent.length >= 2, `the run below the probe is retransmitted at once (${resent.length} segments)`)
+  t.same(resent[0], [5 * MSS, MSS], 'from its start')
+  f.send({ ack: f.ackAt(20 * MSS) })
+  t.equal(f.conn.inRecovery, false)
+  t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
+})
+
 t.test('ESTABLISHED tail loss probe off: the same lost ACKs wait for the RTO', async t => {
   const f = new Fixture({ tailLossProbe: false }, { sack: true })
   f.open()
