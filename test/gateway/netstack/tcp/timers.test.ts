@@ -2,9 +2,9 @@
  * Timer expiry (timers.ts) on an injected clock: SYN and data retransmission with backoff,
  * zero-window probes, keepalive, user timeout, TIME-WAIT and the timeouts of stuck closing states.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Scripted, Recorder } from './harness.ts'
-import { Fixture, reach, data, PEER_PORT, PEER_ISS, MSS } from './fixture.ts'
+import { Fixture, reach, data, PEER_PORT, PEER_ISS, MSS, type PeerOptions } from './fixture.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN } from '../../../../proto/wire/tcp.ts'
 
 t.test('SYN-SENT timeout: SYN retransmitted with exponential backoff, then ETIMEDOUT', async t => {
@@ -112,16 +112,25 @@ t.test('ESTABLISHED tail loss probe: due after 2 ms on a sub-millisecond path', 
   t.same(f.dataOf(f.s.take()), [[2 * MSS, MSS]], 'the probe at 2 ms, not 10')
 })
 
-t.test('fast recovery tail loss probe: the ACK that would end recovery is lost; the probe brings it, no RTO', async t => {
-  const f = new Fixture({ tailLossProbe: true, initialWindowSegments: 10 }, { sack: true })
+/**
+ * `segments` sent at once (all in the initial window); segment 0 is lost and 1 .. `sackedThrough`
+ * - 1 arrive and are SACKed: recovery retransmits segment 0.
+ */
+function recoveryForSegment0 (t: Test, segments: number, sackedThrough: number, peer: PeerOptions = {}): Fixture {
+  const f = new Fixture({ tailLossProbe: true, initialWindowSegments: segments }, { sack: true, ...peer })
   f.open()
-  f.conn.write(data(10 * MSS))
+  f.conn.write(data(segments * MSS))
   f.conn.flush(f.s.now)
-  t.equal(f.dataOf(f.s.take()).length, 10)
-  // Segment 0 is lost; three SACKs start recovery, which retransmits it.
-  for (let n = 2; n <= 4; n++) f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] })
+  t.equal(f.dataOf(f.s.take()).length, segments)
+  for (let n = 2; n <= sackedThrough; n++) f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] })
   t.equal(f.conn.inRecovery, true)
   t.same(f.dataOf(f.s.take()), [[0, MSS]], 'segment 0 retransmitted')
+  return f
+}
+
+t.test('fast recovery tail loss probe: the ACK that would end recovery is lost; the probe brings it, no RTO', async t => {
+  // Segment 0 is lost; three SACKs start recovery, which retransmits it.
+  const f = recoveryForSegment0(t, 10, 4)
   // The retransmission arrives and the peer acknowledges everything; that ACK is lost.
   f.s.advance(19)
   t.same(f.s.take(), [], 'nothing before 2 SRTT')
@@ -136,15 +145,8 @@ t.test('fast recovery tail loss probe: the ACK that would end recovery is lost; 
 })
 
 t.test('fast recovery tail loss probe: a lost run at the tail stops holding the pipe once the probe is SACKed, no RTO', async t => {
-  const f = new Fixture({ tailLossProbe: true, initialWindowSegments: 20 }, { sack: true, windowScale: 7 })
-  f.open()
-  f.conn.write(data(20 * MSS))
-  f.conn.flush(f.s.now)
-  t.equal(f.dataOf(f.s.take()).length, 20)
   // Segment 0 and the whole run 5-19 are lost; 1-4 arrive and are SACKed: recovery.
-  for (let n = 2; n <= 5; n++) f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] })
-  t.equal(f.conn.inRecovery, true)
-  t.same(f.dataOf(f.s.take()), [[0, MSS]], 'segment 0 retransmitted')
+  const f = recoveryForSegment0(t, 20, 5, { windowScale: 7 })
   // Its ACK: a partial ACK up to 5. The lost run (15 segments, nothing SACKed above it) is not
   // "lost" to RFC 6675 and fills the reduced window: nothing more can be sent.
   f.send({ ack: f.ackAt(5 * MSS) })
