@@ -158,7 +158,7 @@ export function retransmitFirst (conn: TcpConnection, now: number, cause: string
  * RFC 8985 7.2: with data outstanding, a probe is due 2 SRTT (at least TLP_MIN_TIMEOUT; plus
  * TLP_DELAYED_ACK when one segment is out) after the last transmission or ACK, when that comes
  * before the retransmission timeout. One probe until an ACK of new data. Also in fast recovery
- * (RFC 8985 probes outside it only, as QUIC's PTO does not): when the ACK that would end a
+ * (RFC 8985 probes only outside it; QUIC's PTO has no such limit): when the ACK that would end a
  * recovery is lost, nothing else answers before the RTO, and with 1 % loss each way that was
  * most of the RTOs of a bulk transfer, 200 ms each.
  */
@@ -177,8 +177,8 @@ function armTailLossProbe (conn: TcpConnection, now: number): void {
  * in-order segment (Linux up to 40 ms, RFC 9293 up to 500), while a duplicate or out-of-order
  * one is answered at once (RFC 5681 4.2): when only the ACKs were lost, a new segment turned each
  * of them into a stall of the peer's delayed-ACK timer. The probe's ACK either acknowledges a
- * tail whose ACKs were lost, or SACKs the probe above a lost segment, which input.ts then treats
- * as a loss (probeShowsLoss).
+ * tail whose ACKs were lost, or SACKs the probe above lost segments, which input.ts then treats
+ * as lost (sackLossChecks).
  */
 export function tailLossProbe (conn: TcpConnection, now: number): void {
   conn.tlpAt = Infinity
