@@ -128,7 +128,7 @@ function recoveryForSegment0 (t: Test, segments: number, sackedThrough: number, 
   return f
 }
 
-t.test('fast recovery tail loss probe: the ACK that would end recovery is lost; the probe brings it, no RTO', async t => {
+t.test('ESTABLISHED fast recovery tail loss probe: the ACK that would end recovery is lost; the probe brings it, no RTO', async t => {
   // Segment 0 is lost; three SACKs start recovery, which retransmits it.
   const f = recoveryForSegment0(t, 10, 4)
   // The retransmission arrives and the peer acknowledges everything; that ACK is lost.
@@ -144,7 +144,7 @@ t.test('fast recovery tail loss probe: the ACK that would end recovery is lost; 
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
 })
 
-t.test('fast recovery tail loss probe: a lost run at the tail stops holding the pipe once the probe is SACKed, no RTO', async t => {
+t.test('ESTABLISHED fast recovery tail loss probe: a lost run at the tail stops holding the pipe once the probe is SACKed, no RTO', async t => {
   // Segment 0 and the whole run 5-19 are lost; 1-4 arrive and are SACKed: recovery.
   const f = recoveryForSegment0(t, 20, 5, { windowScale: 7 })
   // Its ACK: a partial ACK up to 5. The lost run (15 segments, nothing SACKed above it) is not
