@@ -475,29 +475,22 @@ function receiveTextAndFin (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
             conn.rcvNxt = seqAdd(conn.rcvNxt, chunk.length)
           }
           // RFC 5681 4.2: ACK at once when a segment fills (part of) a gap (its bytes are counted above).
-          ackOutOfOrder(conn, 0)
+          ackOwed(conn, conn.sack)
         }
         conn.host.adjustMemory(conn.reassembly.bytes - before)
       }
       // RFC 5681 4.2 / RFC 9293 3.8.6.3: ACK at least every second full-sized segment; else delay.
       // With batched input the ACK goes at the end of the batch, once for all its segments (as a
       // kernel with GRO does): the batch is what the host read in one go, well under a millisecond.
-      if (conn.ackPendingBytes >= 2 * conn.rcvMss) {
-        if (conn.host.batching && conn.ackPendingBytes < MAX_BATCHED_ACK_BYTES) {
-          if (!conn.ackAtBatchEnd) {
-            conn.ackAtBatchEnd = true
-            conn.host.defer(conn)
-          }
-        } else {
-          conn.ackNow = true
-        }
-      } else if (conn.delackAt === Infinity) conn.delackAt = now + conn.options.delayedAck
+      if (conn.ackPendingBytes >= 2 * conn.rcvMss) ackOwed(conn, true)
+      else if (conn.delackAt === Infinity) conn.delackAt = now + conn.options.delayedAck
     } else {
       const added = conn.reassembly.insert(seq, datagram.subarray(off, off + len))
       if (added < 0) c.dropped.inc('out_of_order_limit')
       else if (added > 0) conn.host.adjustMemory(added)
       // RFC 5681 4.2: an out-of-order segment is acknowledged at once (a duplicate ACK with SACK).
-      ackOutOfOrder(conn, len)
+      conn.ackPendingBytes += len
+      ackOwed(conn, conn.sack)
     }
   }
 
@@ -515,16 +508,17 @@ function receiveTextAndFin (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
 }
 
 /**
- * The ACK RFC 5681 4.2 wants at once for a segment that is out of order or fills a gap. With SACK
- * and batched input, "at once" is the end of the batch: one ACK whose first SACK block holds the
- * latest segment (RFC 2018 4) answers all the batch's segments, as a kernel's GRO and SACK
- * compression do. While holes are open nearly every segment is out of order; an ACK for each one
- * multiplied the ACKs of a lossy transfer ten times, each one encrypted and sent here and decrypted
- * and processed by the sender. Without SACK the sender counts duplicate ACKs, so each goes at once.
+ * An ACK is owed. With batched input it goes once, at the end of the batch (as a kernel's GRO
+ * does), unless 64 KiB are owed already or `mayWait` is false; else at once.
+ * For a segment out of order or filling a gap, RFC 5681 4.2's "at once" is the end of the batch
+ * when SACK is in use: one ACK whose first SACK block holds the latest segment (RFC 2018 4)
+ * answers all of the batch's segments, as SACK compression does. While holes are open nearly
+ * every segment is out of order; an ACK for each one multiplied the ACKs of a lossy transfer ten
+ * times, each one encrypted and sent here and decrypted and processed by the sender. Without
+ * SACK the sender counts duplicate ACKs, so each goes at once.
  */
-function ackOutOfOrder (conn: TcpConnection, len: number): void {
-  conn.ackPendingBytes += len
-  if (conn.sack && conn.host.batching && conn.ackPendingBytes < MAX_BATCHED_ACK_BYTES) {
+function ackOwed (conn: TcpConnection, mayWait: boolean): void {
+  if (mayWait && conn.host.batching && conn.ackPendingBytes < MAX_BATCHED_ACK_BYTES) {
     if (!conn.ackAtBatchEnd) {
       conn.ackAtBatchEnd = true
       conn.host.defer(conn)
