@@ -27,6 +27,7 @@ import { join } from 'node:path'
 import os from 'node:os'
 import net from 'node:net'
 import { onExitCleanup } from '../test/helpers/lab.ts'
+import { freePort } from '../test/helpers/ports.ts'
 import { LabProcess } from '../test/helpers/lab/process.ts'
 import { parseWrk, type SmallRequestStats } from './baseline/measure.ts'
 import { TRANSFER_OPTIONS, UsageError, exitOnBrokenPipe, numberOption, parseBenchArgs, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
@@ -86,14 +87,6 @@ async function cleanup (): Promise<void> {
   await Promise.all(servers.map(p => p.stop(3_000).catch(() => p.killSync())))
   rmSync(dir, { recursive: true, force: true })
   unregisterCleanup()
-}
-
-async function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)) })
-    s.on('error', reject)
-  })
 }
 
 /** Run a command to completion with a time limit; stdout as text. */

@@ -173,7 +173,23 @@ export class Edge {
     return this.manager
   }
 
+  /**
+   * Listen (HTTPS, then HTTP), then start managing certificates: ACME validation may come to these
+   * listeners as soon as an order is placed. If a listener cannot be opened, what was opened is
+   * closed again and the error is thrown.
+   */
   async start (): Promise<void> {
+    try {
+      await this.listen()
+      await this.manageCertificates()
+    } catch (err) {
+      await this.close(0)
+      throw err
+    }
+    this.logger.info({ https: this.httpsServer?.address(), http: this.httpServer?.address() ?? null, ca: this.caCertificatePath }, 'edge listening')
+  }
+
+  private async manageCertificates (): Promise<void> {
     const o = this.options
     const tlsDir = path.join(o.dataDir, 'tls')
     let issuer = o.issuer
@@ -190,7 +206,10 @@ export class Edge {
     })
     this.manager.setHostnames(this.routes.hostnames())
     this.manager.start()
+  }
 
+  private async listen (): Promise<void> {
+    const o = this.options
     this.httpsServer = this.createHttpsServer()
     o.tlsAlpnChallenges?.attach(this.httpsServer)
     const httpsAddress = o.https ?? {}
@@ -214,7 +233,6 @@ export class Edge {
       const httpAddress = o.http ?? {}
       await listen(server, httpAddress.host ?? '0.0.0.0', httpAddress.port ?? 80, this.logger)
     }
-    this.logger.info({ https: this.httpsServer.address(), http: this.httpServer?.address() ?? null, ca: this.caCertificatePath }, 'edge listening')
   }
 
   /** Replace the route table (atomically) and manage certificates for exactly its hostnames. */
@@ -264,7 +282,10 @@ export class Edge {
   private createHttpsServer (): HttpsServer {
     const o = this.options
     const sni = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
-      this.certificates.secureContext(servername).then(ctx => {
+      // Before the certificate manager is up (the moment between listen and its start), no name has one.
+      const manager = this.manager
+      if (manager === undefined) { cb(null, this.emptyContext()); return }
+      manager.secureContext(servername).then(ctx => {
         // No certificate for this name: an empty context makes OpenSSL fail the handshake with a
         // handshake_failure alert. There is no default certificate to fall back to.
         cb(null, ctx ?? this.emptyContext())

@@ -20,7 +20,7 @@ function statusJson (stateFile: string): any { // eslint-disable-line @typescrip
 t.test('API down at start, then the gateway restarted: the agent retries, connects, and traffic resumes by itself', async t => {
   const dir = tempDir(t)
   const dataDir = join(dir, 'service')
-  const ports: ServicePorts = { api: await freePort(), wg: await freePort(true), https: await freePort() }
+  const ports: ServicePorts = { api: await freePort(), wg: await freePort({ udp: true }), https: await freePort() }
   let service = await startService(t, dataDir, ports)
   const instance = await createInstance(service, 'faulty')
   t.equal(await service.proc.stop(), 0, 'service stopped')

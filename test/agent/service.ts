@@ -5,8 +5,6 @@
  */
 import type { Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
-import dgram from 'node:dgram'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -21,27 +19,7 @@ export function tempDir (t: Test, prefix = 'cc-agent-'): string {
   return dir
 }
 
-/** A TCP port free right now (and, for `udp`, a UDP port too: the same number). */
-export async function freePort (udp = false): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = createServer()
-      s.once('error', reject)
-      s.listen(0, '127.0.0.1', () => {
-        const p = (s.address() as { port: number }).port
-        s.close(() => { resolve(p) })
-      })
-    })
-    if (!udp) return port
-    const ok = await new Promise<boolean>(resolve => {
-      const u = dgram.createSocket('udp4')
-      u.once('error', () => { resolve(false) })
-      u.bind(port, '127.0.0.1', () => { u.close(() => { resolve(true) }) })
-    })
-    if (ok) return port
-  }
-  throw new Error('no free port')
-}
+export { freePort } from '../helpers/ports.ts'
 
 export class Proc {
   readonly child: ChildProcess

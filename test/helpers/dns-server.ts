@@ -11,29 +11,10 @@
 import type { Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createSocket, type Socket } from 'node:dgram'
-import { createServer } from 'node:net'
 import dnsPacket from 'dns-packet'
+import { freePort } from './ports.ts'
 
 const CHALLTESTSRV = 'pebble-challtestsrv'
-
-/** A port free for both UDP and TCP on 127.0.0.1 at this moment. */
-async function freePort (): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const udp = createSocket('udp4')
-    const port = await new Promise<number>((resolve, reject) => {
-      udp.once('error', reject)
-      udp.bind(0, '127.0.0.1', () => { resolve(udp.address().port) })
-    })
-    const tcpFree = await new Promise<boolean>(resolve => {
-      const tcp = createServer()
-      tcp.once('error', () => { resolve(false) })
-      tcp.listen(port, '127.0.0.1', () => { tcp.close(() => { resolve(true) }) })
-    })
-    await new Promise<void>(resolve => udp.close(() => { resolve() }))
-    if (tcpFree) return port
-  }
-  throw new Error('no free port')
-}
 
 function fqdn (name: string): string {
   return name.endsWith('.') ? name : `${name}.`
@@ -56,8 +37,8 @@ export class ChallTestSrv {
   }
 
   static async start (t: Test): Promise<ChallTestSrv> {
-    const dnsPort = await freePort()
-    const managementPort = await freePort()
+    const dnsPort = await freePort({ udp: true })
+    const managementPort = await freePort({ udp: true })
     const child = spawn(CHALLTESTSRV, [
       '-dns01', `127.0.0.1:${dnsPort}`, '-management', `127.0.0.1:${managementPort}`,
       '-http01', '', '-https01', '', '-tlsalpn01', '', '-defaultIPv4', '', '-defaultIPv6', '',

@@ -12,6 +12,7 @@ import https from 'node:https'
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { tempDir, type Teardown } from '../gateway/edge/helpers.ts'
+import { freePort } from './ports.ts'
 
 export interface PebbleOptions {
   /** Port pebble's VA uses for HTTP-01 (the edge's HTTP listener). */
@@ -36,17 +37,6 @@ export interface Pebble {
   /** Stop pebble only (the CA goes down); start() brings it back with a fresh state and root. */
   stop (): Promise<void>
   start (): Promise<void>
-}
-
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo
-      s.close(() => resolve(port))
-    })
-  })
 }
 
 async function waitForPort (port: number, child: ChildProcess, ms = 15_000): Promise<void> {

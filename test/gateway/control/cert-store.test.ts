@@ -20,7 +20,7 @@ import { ChalltestsrvDnsProvider } from '../../../gateway/edge/acme/dns-provider
 import { loadOrCreateAccountKey } from '../../../gateway/edge/acme/account.ts'
 import { CertStoreError } from '../../../gateway/edge/cert-store.ts'
 import { LocalCa } from '../../../gateway/edge/local-ca.ts'
-import { freePort } from '../../helpers/pebble.ts'
+import { freePort } from '../../helpers/ports.ts'
 import { validateConfig } from '../../../gateway/config/schema.ts'
 import { encodeKey, generatePrivateKey } from '../../../proto/noise/keys.ts'
 import type { CertificateStorePlane } from '../../../proto/rpc/index.ts'

@@ -21,6 +21,7 @@ import {
   type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type SnapshotPeer,
 } from '../../../proto/rpc/index.ts'
 import { repliesTo, startClient, until, type Client } from './harness.ts'
+import { freePort } from '../../helpers/ports.ts'
 
 const silent = pino({ level: 'silent' })
 
@@ -196,9 +197,7 @@ t.test('the last snapshot is stored and served by a gateway restarted while cont
   await first!.stop(0)
 
   // Second life: control unreachable (nothing listens on the URL's port).
-  const closed = await import('node:net').then(async net => await new Promise<number>(resolve => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => { resolve(p) }) })
-  }))
+  const closed = await freePort()
   const unreachable = new HttpControlPlane({ url: `http://127.0.0.1:${closed}`, secret: 'x'.repeat(43), requestTimeoutMs: 500 })
   await t.rejects(unreachable.watch(null), { code: 'SERVICE_UNAVAILABLE' }, 'control is really down')
   const started = Date.now()

@@ -3,6 +3,7 @@ import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { HttpControlPlane } from '../../../gateway/control/http-client.ts'
+import { freePort } from '../../helpers/ports.ts'
 import { RPC_PROTOCOL_VERSION, RpcError, type ConfigSnapshot } from '../../../proto/rpc/index.ts'
 
 const SECRET = 's'.repeat(43)
@@ -105,9 +106,7 @@ t.test('failures: control\'s code, else by status; bad bodies; network; timeouts
   setTimeout(() => { abort.abort() }, 50)
   t.equal(await pending, null, 'the caller\'s abort: null, not an error')
 
-  const closedPort = await new Promise<number>(resolve => {
-    const s = http.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as AddressInfo).port; s.close(() => { resolve(p) }) })
-  })
+  const closedPort = await freePort()
   const refused = await failure(new HttpControlPlane({ url: `http://127.0.0.1:${closedPort}`, secret: SECRET }).watch(null))
   t.equal(refused.code, 'SERVICE_UNAVAILABLE')
   t.match(refused.message, /unreachable: ECONNREFUSED/)

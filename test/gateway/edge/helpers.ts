@@ -62,8 +62,8 @@ export async function startEdge (t: Teardown, routes: Route[], options: Partial<
     ...options,
   })
   edge.updateRoutes(routes)
-  await edge.start()
   t.teardown(() => edge.close(0))
+  await edge.start()
   await edge.certificatesSettled()
   const { https: a, http: b } = edge.addresses()
   const ca = edge.caCertificatePath !== undefined ? fs.readFileSync(edge.caCertificatePath) : Buffer.alloc(0)

@@ -7,10 +7,14 @@ import t from 'tap'
 import tls from 'node:tls'
 import fs from 'node:fs'
 import path from 'node:path'
+import net from 'node:net'
 import { X509Certificate } from 'node:crypto'
+import pino from 'pino'
 import { startEdge, route, tempDir, request, type TestEdge } from './helpers.ts'
 import { LocalCa } from '../../../gateway/edge/local-ca.ts'
 import { FileCertStore } from '../../../gateway/edge/cert-store.ts'
+import { Edge, netConnector } from '../../../gateway/edge/index.ts'
+import { freePort } from '../../helpers/ports.ts'
 
 interface Handshake { ok: boolean, subjectAltName?: string, error?: string, alpn?: string | false | null }
 
@@ -141,3 +145,25 @@ function handshakePeer (te: TestEdge, servername: string): Promise<X509Certifica
     socket.on('error', reject)
   })
 }
+
+t.test('a listener port already taken: start() fails with EADDRINUSE and leaves nothing open or issued', async t => {
+  const [httpsPort, httpPort] = [await freePort(), await freePort()]
+  const blocker = net.createServer()
+  await new Promise<void>(resolve => blocker.listen(httpPort, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => blocker.close(() => resolve())))
+  const dataDir = tempDir(t)
+  const edge = new Edge({
+    dataDir,
+    logger: pino({ level: 'silent' }),
+    connector: netConnector,
+    https: { host: '127.0.0.1', port: httpsPort },
+    http: { host: '127.0.0.1', port: httpPort },
+  })
+  edge.updateRoutes([route('a', 9, ['a.example.test'])])
+  await t.rejects(edge.start(), { code: 'EADDRINUSE', port: httpPort })
+  t.same(edge.certificateStates(), [], 'no certificate manager was started')
+  t.notOk(fs.existsSync(path.join(dataDir, 'tls')), 'nothing issued or created in the data directory')
+  const again = net.createServer()
+  await t.resolves(new Promise<void>((resolve, reject) => { again.once('error', reject); again.listen(httpsPort, '127.0.0.1', resolve) }), 'the HTTPS port that did open was closed again')
+  await new Promise<void>(resolve => again.close(() => resolve()))
+})
