@@ -150,6 +150,7 @@ export class Edge {
     this.pool = new UpstreamPool({
       connector: options.connector,
       defaultMaxConnections: options.defaultMaxConnections ?? EDGE_DEFAULTS.defaultMaxConnections,
+      connectTimeoutMs: options.connectTimeoutMs ?? EDGE_DEFAULTS.connectTimeoutMs,
     })
     this.proxy = new ReverseProxy({
       routes: this.routes,
@@ -158,7 +159,6 @@ export class Edge {
       metrics: options.metrics,
       idleTimeoutMs: options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs,
       upstreamTimeoutMs: options.upstreamTimeoutMs ?? EDGE_DEFAULTS.upstreamTimeoutMs,
-      connectTimeoutMs: options.connectTimeoutMs ?? EDGE_DEFAULTS.connectTimeoutMs,
     })
     this.clientErrors = options.metrics?.family('edge_client_errors', 'Client connections refused before a request: TLS handshakes, malformed or oversized requests, header timeouts')
   }

@@ -2,7 +2,7 @@
  * The reverse proxy: Host -> route -> upstream over the instance's keep-alive pool, bodies
  * streamed both ways with backpressure (Readable.pipe; nothing buffers a whole body, nothing caps
  * its size). Timers, by phase:
- *   connect       connectTimeoutMs until the upstream connection is up            -> 502
+ *   connect       connectTimeoutMs until the upstream connection is up (the pool) -> 502
  *   first byte    upstreamTimeoutMs from the end of the request body to the
  *                 response headers (time-to-first-byte only)                      -> 504
  *   everything    idleTimeoutMs without a byte in either direction on the upstream
@@ -11,14 +11,14 @@
  */
 import http from 'node:http'
 import type http2 from 'node:http2'
-import type net from 'node:net'
 import type tls from 'node:tls'
-import type { Duplex } from 'node:stream'
+import type { Duplex, Readable } from 'node:stream'
+import type { Dispatcher } from 'undici'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { Metrics, CounterFamily } from '../metrics.ts'
 import type { Route, RouteTable } from './routes.ts'
-import type { UpstreamPool } from './upstream.ts'
+import { EdgeTimeout, type UpstreamPool } from './upstream.ts'
 import { downstreamResponseHeaders, plainIp, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
 import { pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
 
@@ -32,18 +32,8 @@ export interface ReverseProxyOptions {
   metrics?: Metrics
   idleTimeoutMs: number
   upstreamTimeoutMs: number
-  connectTimeoutMs: number
   /** Retry-After on 503 when an instance is at its connection cap (seconds). */
   retryAfterSeconds?: number
-}
-
-/** Why an upstream exchange was cut short by us. */
-class EdgeTimeout extends Error {
-  readonly code: 'CONNECT_TIMEOUT' | 'UPSTREAM_TIMEOUT' | 'IDLE_TIMEOUT'
-  constructor (code: EdgeTimeout['code']) {
-    super(code.toLowerCase().replace('_', ' '))
-    this.code = code
-  }
 }
 
 /** Request IDs: a per-process random prefix and a counter (unique, cheap, sortable per process). */
@@ -76,7 +66,6 @@ export class ReverseProxy {
   private readonly logger: Logger
   private readonly idleTimeoutMs: number
   private readonly upstreamTimeoutMs: number
-  private readonly connectTimeoutMs: number
   private readonly retryAfter: string
   private readonly requests: CounterFamily | undefined
   private readonly errors: CounterFamily | undefined
@@ -87,7 +76,6 @@ export class ReverseProxy {
     this.logger = options.logger
     this.idleTimeoutMs = options.idleTimeoutMs
     this.upstreamTimeoutMs = options.upstreamTimeoutMs
-    this.connectTimeoutMs = options.connectTimeoutMs
     this.retryAfter = String(options.retryAfterSeconds ?? 5)
     this.requests = options.metrics?.family('edge_requests', 'Requests answered by the edge, by status class')
     this.errors = options.metrics?.family('edge_errors', 'Edge requests that did not reach the origin or were cut, by reason')
@@ -173,111 +161,125 @@ export class ReverseProxy {
     if (!this.pool.tryAcquire(route)) { answer('busy', { 'retry-after': this.retryAfter }); return }
     slot = true
 
+    // `OPTIONS *` asks about the server as a whole (RFC 9110 9.3.7), and the HTTP client cannot
+    // send a target that is not a path: the edge answers it.
+    if (req.url === '*') {
+      status = 204
+      res.writeHead(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'x-request-id': requestId })
+      res.end()
+      return
+    }
     const headers = upstreamRequestHeaders(req.headers, { clientIp, host: hostHeader!, proto: 'https', requestId })
     const withBody = hasBody(req)
     const method = req.method ?? 'GET'
     const activeRoute = route
 
     const send = (attempt: number): void => {
-      let upstream: http.ClientRequest
-      try {
-        upstream = http.request({
-          agent: this.pool.agentFor(activeRoute),
-          host: activeRoute.tunnelIp,
-          port: activeRoute.port,
-          method,
-          path: req.url,
-          headers,
-          setHost: false,
-        })
-      } catch (err) {
-        failure = errorText(err)
-        answer('offline')
-        return
-      }
+      let controller: Dispatcher.DispatchController | undefined
+      let pendingAbort: Error | undefined
       let responded = false
       let upstreamComplete = false
-      let firstByteTimer: NodeJS.Timeout | undefined
-      const armFirstByte = (): void => {
-        if (responded || firstByteTimer !== undefined) return
-        firstByteTimer = setTimeout(() => upstream.destroy(new EdgeTimeout('UPSTREAM_TIMEOUT')), this.upstreamTimeoutMs)
+      let answered = false // we answered the client ourselves: later upstream errors are moot
+      let waitingForDrain = false
+      // One timer per phase: idle while the request body goes up, first byte (504) once it is
+      // all sent, idle again while the response comes down.
+      let timer: NodeJS.Timeout | undefined
+      const abort = (err: Error): void => {
+        if (controller !== undefined) controller.abort(err)
+        else pendingAbort = err
       }
-      const clearFirstByte = (): void => { clearTimeout(firstByteTimer) }
+      const arm = (code: EdgeTimeout['code'], ms: number): void => {
+        clearTimeout(timer)
+        timer = setTimeout(() => { abort(new EdgeTimeout(code)) }, ms)
+      }
+      const touch = (): void => { timer?.refresh() }
+      const disarm = (): void => { clearTimeout(timer); timer = undefined }
+      const armFirstByte = (): void => { if (!responded) arm('UPSTREAM_TIMEOUT', this.upstreamTimeoutMs) }
+      const resume = (): void => { waitingForDrain = false; controller?.resume() }
 
-      upstream.on('socket', socket => this.guardConnect(upstream, socket))
-      upstream.setTimeout(this.idleTimeoutMs, () => upstream.destroy(new EdgeTimeout('IDLE_TIMEOUT')))
-
-      upstream.on('error', err => {
-        clearFirstByte()
-        if (responded) { failure ??= errorText(err); res.destroy(); return }
-        // A pooled connection the origin closed just as we reused it: safe to retry once when
-        // the request had no body (nothing was consumed from the client).
-        if (!withBody && attempt === 0 && upstream.reusedSocket && isConnectionReset(err)) {
-          send(1)
-          return
-        }
-        failure = errorText(err)
-        const timedOut = err instanceof EdgeTimeout && err.code !== 'CONNECT_TIMEOUT'
-        answer(timedOut ? 'timeout' : 'offline')
-      })
-
-      upstream.on('response', upstreamRes => {
-        responded = true
-        clearFirstByte()
-        status = upstreamRes.statusCode ?? 502
-        const responseHeaders = downstreamResponseHeaders(upstreamRes.headers)
-        try {
-          if (req.httpVersionMajor >= 2) (res as http2.Http2ServerResponse).writeHead(status, responseHeaders)
-          else (res as http.ServerResponse).writeHead(status, upstreamRes.statusMessage, responseHeaders)
-        } catch (err) {
-          // A header the client side refuses (e.g. invalid in HTTP/2): the origin's fault.
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart: c => {
+          controller = c
+          if (pendingAbort !== undefined) c.abort(pendingAbort)
+        },
+        onResponseStart: (c, statusCode, upstreamHeaders, statusMessage) => {
+          if (statusCode < 200) return // 1xx informational: nothing to relay
+          responded = true
+          arm('IDLE_TIMEOUT', this.idleTimeoutMs)
+          status = statusCode
+          const responseHeaders = downstreamResponseHeaders(upstreamHeaders)
+          try {
+            if (req.httpVersionMajor >= 2) (res as http2.Http2ServerResponse).writeHead(status, responseHeaders)
+            else (res as http.ServerResponse).writeHead(status, statusMessage ?? '', responseHeaders)
+          } catch (err) {
+            // A header the client side refuses (e.g. invalid in HTTP/2): the origin's fault.
+            failure = errorText(err)
+            status = 0
+            answer('offline')
+            answered = true
+            c.abort(err instanceof Error ? err : new Error(String(err)))
+          }
+        },
+        onResponseData: (c, chunk) => {
+          bytesOut += chunk.length
+          touch()
+          if (!(res as NodeJS.WritableStream).write(chunk) && !waitingForDrain) {
+            waitingForDrain = true
+            c.pause()
+            res.once('drain', resume)
+          }
+        },
+        onResponseEnd: () => {
+          upstreamComplete = true
+          disarm()
+          res.end()
+        },
+        onResponseError: (_c, err) => {
+          disarm()
+          if (answered) return
+          // The origin's side failed mid-body: cut the client's response, never end it as complete.
+          if (responded) { failure ??= errorText(err); res.destroy(); return }
+          if (res.destroyed) return
+          // A pooled connection the origin closed just as we reused it: an idempotent request
+          // without a body may go once more (RFC 9110 9.2.2; nothing was taken from the client).
+          if (!withBody && attempt === 0 && idempotent(method) && isConnectionReset(err)) {
+            send(1)
+            return
+          }
           failure = errorText(err)
-          upstreamRes.destroy()
-          status = 0
-          answer('offline')
-          return
-        }
-        upstreamRes.once('end', () => { upstreamComplete = true })
-        // The origin's side failed mid-body: cut the client's response, never end it as complete.
-        const cut = (err?: Error): void => {
-          if (upstreamComplete) return
-          failure ??= err !== undefined ? errorText(err) : 'upstream closed mid-response'
-          upstream.destroy()
-          res.destroy()
-        }
-        upstreamRes.once('error', cut)
-        upstreamRes.once('close', () => cut())
-        // pipe(), not pipeline(): same backpressure without an AbortController per request.
-        upstreamRes.pipe(res as NodeJS.WritableStream)
-        upstreamRes.on('data', (chunk: Buffer) => { bytesOut += chunk.length })
-      })
+          const timedOut = err instanceof EdgeTimeout && err.code !== 'CONNECT_TIMEOUT'
+          answer(timedOut ? 'timeout' : 'offline')
+        },
+      }
 
       // The client went away before the exchange finished: stop the upstream side too.
-      res.once('close', () => { clearFirstByte(); if (!upstreamComplete) upstream.destroy() })
+      res.once('close', () => { disarm(); if (!upstreamComplete) abort(new Error('client closed')) })
 
-      if (!withBody) {
-        upstream.end()
+      if (withBody) {
+        arm('IDLE_TIMEOUT', this.idleTimeoutMs)
+        req.once('end', armFirstByte)
+        // A client that aborts its upload closes `res`, whose handler above aborts the upstream.
+        req.once('error', err => { if (!responded) failure ??= `client: ${errorText(err)}` })
+      } else {
         armFirstByte()
         if (attempt === 0) req.resume()
-        return
       }
-      req.once('end', armFirstByte)
-      // A client that aborts its upload closes `res`, whose handler above destroys the upstream.
-      req.once('error', err => { if (!responded) failure ??= `client: ${errorText(err)}` })
-      req.pipe(upstream)
-      req.on('data', (chunk: Buffer) => { bytesIn += chunk.length })
+      try {
+        this.pool.dispatcherFor(activeRoute).dispatch({
+          method,
+          path: req.url ?? '/',
+          headers: headers as Record<string, string | string[]>,
+          // Read by the client as it sends (backpressure); counted and keeping the idle timer up.
+          // (undici takes async iterables; its types list only streams)
+          body: withBody ? countedBody(req, chunk => { bytesIn += chunk.length; touch() }) as unknown as Readable : null,
+        }, handler)
+      } catch (err) {
+        disarm()
+        failure = errorText(err)
+        answer('offline')
+      }
     }
     send(0)
-  }
-
-  /** A connection that is not up within connectTimeoutMs fails the request (502). */
-  private guardConnect (upstream: http.ClientRequest, socket: net.Socket | Duplex): void {
-    if ((socket as net.Socket).connecting !== true) return
-    const timer = setTimeout(() => upstream.destroy(new EdgeTimeout('CONNECT_TIMEOUT')), this.connectTimeoutMs)
-    const clear = (): void => { clearTimeout(timer) }
-    socket.once('connect', clear)
-    socket.once('close', clear)
-    upstream.once('close', clear)
   }
 
   /** The 'upgrade' handler of the HTTPS server: WebSocket and other HTTP/1.1 upgrades. */
@@ -340,7 +342,6 @@ export class ReverseProxy {
       return
     }
     const firstByteTimer = setTimeout(() => upstream.destroy(new EdgeTimeout('UPSTREAM_TIMEOUT')), this.upstreamTimeoutMs)
-    upstream.on('socket', s => this.guardConnect(upstream, s))
     socket.once('close', () => { clearTimeout(firstByteTimer); upstream.destroy(); release(); log() })
 
     upstream.on('error', err => {
@@ -393,15 +394,28 @@ export class ReverseProxy {
   }
 }
 
+async function * countedBody (req: EdgeRequest, onChunk: (chunk: Buffer) => void): AsyncGenerator<Buffer> {
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    onChunk(chunk)
+    yield chunk
+  }
+}
+
 function rawHead (status: number, reason: string, fields: Iterable<[string, string]>): string {
   let head = `HTTP/1.1 ${status} ${reason.replace(/[\r\n]/g, '')}\r\n`
   for (const [name, value] of fields) head += `${name}: ${value}\r\n`
   return head + '\r\n'
 }
 
+/** The origin closed or reset the connection (undici reports a close before the response as UND_ERR_SOCKET). */
 function isConnectionReset (err: Error): boolean {
   const code = (err as NodeJS.ErrnoException).code
-  return code === 'ECONNRESET' || code === 'EPIPE'
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET'
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
+function idempotent (method: string): boolean {
+  return IDEMPOTENT.has(method)
 }
 
 function errorText (err: unknown): string {

@@ -2,11 +2,26 @@
  * Upstream connections: how the edge reaches an instance (UpstreamConnector: the netstack's TCP
  * connect to tunnelIp:port in production, net.connect in tests) and a keep-alive pool per
  * instance with a cap on concurrent connections.
+ *
+ * Requests go through an undici Pool per upstream (its HTTP/1.1 client costs about half of
+ * http.request's CPU per exchange, see the README's design notes); upgrades (WebSocket) through an
+ * http.Agent, whose 'upgrade' event hands over the raw connection. Both open connections with the
+ * same connector and connect timeout.
  */
 import http from 'node:http'
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
+import { Pool, type Dispatcher } from 'undici'
 import type { Route } from './routes.ts'
+
+/** Why an upstream exchange was cut short by us. */
+export class EdgeTimeout extends Error {
+  readonly code: 'CONNECT_TIMEOUT' | 'UPSTREAM_TIMEOUT' | 'IDLE_TIMEOUT'
+  constructor (code: EdgeTimeout['code']) {
+    super(code.toLowerCase().replace('_', ' '))
+    this.code = code
+  }
+}
 
 export interface UpstreamConnectOptions {
   host: string
@@ -39,11 +54,13 @@ export interface UpstreamPoolOptions {
    * timeout, so we rarely write to a connection the origin is closing.
    */
   freeSocketTimeoutMs?: number
+  /** A connection not up within this fails its request with EdgeTimeout CONNECT_TIMEOUT (default 15 s). */
+  connectTimeoutMs?: number
 }
 
 interface PoolEntry {
-  key: string
-  agent: http.Agent
+  agent?: http.Agent
+  dispatcher?: Pool
 }
 
 /** Key of an upstream: a changed tunnel address or port means a new pool. */
@@ -56,6 +73,7 @@ export class UpstreamPool {
   private readonly defaultMaxConnections: number
   private readonly maxFreeSockets: number
   private readonly freeSocketTimeoutMs: number
+  private readonly connectTimeoutMs: number
   private readonly entries = new Map<string, PoolEntry>()
   private readonly active = new Map<string, number>()
 
@@ -64,6 +82,7 @@ export class UpstreamPool {
     this.defaultMaxConnections = options.defaultMaxConnections ?? 256
     this.maxFreeSockets = options.maxFreeSockets ?? 32
     this.freeSocketTimeoutMs = options.freeSocketTimeoutMs ?? 30_000
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 15_000
   }
 
   capacity (route: Route): number {
@@ -97,11 +116,64 @@ export class UpstreamPool {
     return n
   }
 
-  /** The keep-alive agent for the route's upstream (maxSockets = the instance's cap). */
-  agentFor (route: Route): http.Agent {
+  private entryFor (route: Route): PoolEntry {
     const key = upstreamKey(route)
     let entry = this.entries.get(key)
     if (entry === undefined) {
+      entry = {}
+      this.entries.set(key, entry)
+    }
+    return entry
+  }
+
+  /** A new connection to the route's upstream, handed over once connected (or failed, or timed out). */
+  private connect (route: Route, callback: (err: Error | null, socket: Duplex | null) => void): void {
+    let socket: Duplex
+    try {
+      socket = this.connector.createConnection(route, { host: route.tunnelIp, port: route.port })
+    } catch (err) {
+      callback(err instanceof Error ? err : new Error(String(err)), null)
+      return
+    }
+    if ((socket as net.Socket).connecting !== true) { callback(null, socket); return }
+    const done = (err: Error | null): void => {
+      clearTimeout(timer)
+      socket.off('connect', onConnect)
+      socket.off('error', done)
+      if (err === null) { callback(null, socket); return }
+      socket.destroy()
+      callback(err, null)
+    }
+    const onConnect = (): void => { done(null) }
+    const timer = setTimeout(() => { done(new EdgeTimeout('CONNECT_TIMEOUT')) }, this.connectTimeoutMs)
+    socket.once('connect', onConnect)
+    socket.once('error', done)
+  }
+
+  /** The request dispatcher (undici Pool, one connection per exchange in flight) for the route's upstream. */
+  dispatcherFor (route: Route): Dispatcher {
+    const entry = this.entryFor(route)
+    if (entry.dispatcher === undefined) {
+      const host = net.isIPv6(route.tunnelIp) ? `[${route.tunnelIp}]` : route.tunnelIp
+      entry.dispatcher = new Pool(`http://${host}:${route.port}`, {
+        connections: this.capacity(route),
+        pipelining: 1,
+        // Idle connections are kept this long, or less when the origin's Keep-Alive says so.
+        keepAliveTimeout: this.freeSocketTimeoutMs,
+        keepAliveMaxTimeout: this.freeSocketTimeoutMs,
+        // The proxy runs its own first-byte and idle timers (they count upload time differently).
+        headersTimeout: 0,
+        bodyTimeout: 0,
+        connect: (_options, callback) => { this.connect(route, callback as (err: Error | null, socket: Duplex | null) => void) },
+      })
+    }
+    return entry.dispatcher
+  }
+
+  /** The keep-alive agent for upgrade requests to the route's upstream. */
+  agentFor (route: Route): http.Agent {
+    const entry = this.entryFor(route)
+    if (entry.agent === undefined) {
       const agent = new http.Agent({
         keepAlive: true,
         maxSockets: this.capacity(route),
@@ -112,12 +184,11 @@ export class UpstreamPool {
         // from its Host header and test it with net.isIP (two regular expressions per request).
         servername: '',
       } as http.AgentOptions)
-      const connector = this.connector
-      // http.Agent calls createConnection(options, oncreate); returning the socket is enough.
-      ;(agent as unknown as { createConnection: (o: net.NetConnectOpts) => Duplex }).createConnection =
-        () => connector.createConnection(route, { host: route.tunnelIp, port: route.port })
-      entry = { key, agent }
-      this.entries.set(key, entry)
+      // http.Agent calls createConnection(options, oncreate) and takes the socket returned, or
+      // the one given to oncreate.
+      ;(agent as unknown as { createConnection: (o: net.NetConnectOpts, oncreate: (err: Error | null, socket: Duplex | null) => void) => undefined }).createConnection =
+        (_o, oncreate) => { this.connect(route, oncreate); return undefined }
+      entry.agent = agent
     }
     return entry.agent
   }
@@ -131,13 +202,17 @@ export class UpstreamPool {
     for (const [key, entry] of this.entries) {
       if (keep.has(key)) continue
       this.entries.delete(key)
-      destroyFreeSockets(entry.agent)
+      if (entry.agent !== undefined) destroyFreeSockets(entry.agent)
+      entry.dispatcher?.close().catch(() => {})
     }
   }
 
   /** Close every pooled connection (in-flight ones included). */
   destroy (): void {
-    for (const entry of this.entries.values()) entry.agent.destroy()
+    for (const entry of this.entries.values()) {
+      entry.agent?.destroy()
+      entry.dispatcher?.destroy().catch(() => {})
+    }
     this.entries.clear()
   }
 }
