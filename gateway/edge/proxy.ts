@@ -9,7 +9,7 @@
  *                 connection ends the exchange; total time never does
  * Upgrade requests (WebSocket) are relayed as raw byte pipes after the origin's 101.
  */
-import http from 'node:http'
+import http, { type IncomingHttpHeaders } from 'node:http'
 import type http2 from 'node:http2'
 import type tls from 'node:tls'
 import type { Duplex, Readable } from 'node:stream'
@@ -62,13 +62,13 @@ export function connectionServername (req: EdgeRequest): string {
 
 export class ReverseProxy {
   private readonly routes: RouteTable
-  private readonly pool: UpstreamPool
-  private readonly logger: Logger
-  private readonly idleTimeoutMs: number
-  private readonly upstreamTimeoutMs: number
-  private readonly retryAfter: string
-  private readonly requests: CounterFamily | undefined
-  private readonly errors: CounterFamily | undefined
+  readonly pool: UpstreamPool
+  readonly logger: Logger
+  readonly idleTimeoutMs: number
+  readonly upstreamTimeoutMs: number
+  readonly retryAfter: string
+  readonly requests: CounterFamily | undefined
+  readonly errors: CounterFamily | undefined
 
   constructor (options: ReverseProxyOptions) {
     this.routes = options.routes
@@ -85,7 +85,7 @@ export class ReverseProxy {
    * Check the request against the route table and the connection's SNI. Returns the route, or the
    * page to answer with.
    */
-  private admit (req: EdgeRequest, hostHeader: string | undefined): { route: Route } | { page: EdgePage } {
+  admit (req: EdgeRequest, hostHeader: string | undefined): { route: Route } | { page: EdgePage } {
     const route = this.routes.lookup(hostHeader ?? '')
     if (route === undefined) return { page: 'unknown-host' }
     // RFC 9110 7.4 / RFC 9113 9.1.2: a request for an authority this connection's certificate was
@@ -101,185 +101,7 @@ export class ReverseProxy {
 
   /** The 'request' handler of the HTTPS server (HTTP/1.1 and HTTP/2 compat objects alike). */
   readonly handleRequest = (req: EdgeRequest, res: EdgeResponse): void => {
-    const started = performance.now()
-    const requestId = nextRequestId()
-    const hostHeader = req.headers[':authority'] as string | undefined ?? req.headers.host
-    const clientIp = plainIp(req.socket?.remoteAddress)
-    let status = 0
-    let bytesIn = 0
-    let bytesOut = 0
-    let failure: string | undefined
-    let route: Route | undefined = undefined
-    let slot = false
-
-    req.on('error', () => {}) // an aborted upload closes `res`, handled there
-    res.on('error', () => {})
-    res.once('close', () => {
-      if (slot && route !== undefined) this.pool.release(route)
-      slot = false
-      this.requests?.inc(`${Math.floor(status / 100)}xx`)
-      if (!this.logger.isLevelEnabled('info')) return
-      this.logger.info({
-        reqId: requestId,
-        method: req.method,
-        host: hostHeader,
-        path: (req.url ?? '').split('?', 1)[0],
-        status,
-        bytesIn,
-        bytesOut,
-        durationMs: Math.round(performance.now() - started),
-        instanceId: route?.instanceId,
-        client: clientIp,
-        proto: req.httpVersionMajor >= 2 ? 'h2' : 'http/1.1',
-        ...(failure !== undefined ? { error: failure } : {}),
-        ...(!res.writableFinished ? { aborted: true } : {}),
-      }, 'request')
-    })
-
-    const answer = (page: EdgePage, extra: Record<string, string> = {}): void => {
-      failure ??= page
-      this.errors?.inc(page)
-      if (res.headersSent) { status = status || 502; res.destroy(); return }
-      status = pageStatus(page)
-      const body = renderPage(page, { host: hostHeader, requestId })
-      // HTTP/1: a body we will not read makes the connection unusable for the next request.
-      if (req.httpVersionMajor < 2 && !req.complete) extra = { ...extra, connection: 'close' }
-      try {
-        res.writeHead(status, { ...pageHeaders(body, requestId), ...extra })
-        if (req.method === 'HEAD') res.end()
-        else res.end(body)
-      } catch {
-        res.destroy()
-      }
-      // Unread request bodies are discarded (HTTP/1 keeps the connection only if it can drain).
-      if (!req.readableEnded) req.resume()
-    }
-
-    const admitted = this.admit(req, hostHeader)
-    if ('page' in admitted) { answer(admitted.page); return }
-    route = admitted.route
-    if (!this.pool.tryAcquire(route)) { answer('busy', { 'retry-after': this.retryAfter }); return }
-    slot = true
-
-    // `OPTIONS *` asks about the server as a whole (RFC 9110 9.3.7), and the HTTP client cannot
-    // send a target that is not a path: the edge answers it.
-    if (req.url === '*') {
-      status = 204
-      res.writeHead(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'x-request-id': requestId })
-      res.end()
-      return
-    }
-    const headers = upstreamRequestHeaders(req.headers, { clientIp, host: hostHeader!, proto: 'https', requestId })
-    const withBody = hasBody(req)
-    const method = req.method ?? 'GET'
-    const activeRoute = route
-
-    const send = (attempt: number): void => {
-      let controller: Dispatcher.DispatchController | undefined
-      let pendingAbort: Error | undefined
-      let responded = false
-      let upstreamComplete = false
-      let answered = false // we answered the client ourselves: later upstream errors are moot
-      let waitingForDrain = false
-      // One timer per phase: idle while the request body goes up, first byte (504) once it is
-      // all sent, idle again while the response comes down.
-      let timer: NodeJS.Timeout | undefined
-      const abort = (err: Error): void => {
-        if (controller !== undefined) controller.abort(err)
-        else pendingAbort = err
-      }
-      const arm = (code: EdgeTimeout['code'], ms: number): void => {
-        clearTimeout(timer)
-        timer = setTimeout(() => { abort(new EdgeTimeout(code)) }, ms)
-      }
-      const touch = (): void => { timer?.refresh() }
-      const disarm = (): void => { clearTimeout(timer); timer = undefined }
-      const armFirstByte = (): void => { if (!responded) arm('UPSTREAM_TIMEOUT', this.upstreamTimeoutMs) }
-      const resume = (): void => { waitingForDrain = false; controller?.resume() }
-
-      const handler: Dispatcher.DispatchHandler = {
-        onRequestStart: c => {
-          controller = c
-          if (pendingAbort !== undefined) c.abort(pendingAbort)
-        },
-        onResponseStart: (c, statusCode, upstreamHeaders, statusMessage) => {
-          if (statusCode < 200) return // 1xx informational: nothing to relay
-          responded = true
-          arm('IDLE_TIMEOUT', this.idleTimeoutMs)
-          status = statusCode
-          const responseHeaders = downstreamResponseHeaders(upstreamHeaders)
-          try {
-            if (req.httpVersionMajor >= 2) (res as http2.Http2ServerResponse).writeHead(status, responseHeaders)
-            else (res as http.ServerResponse).writeHead(status, statusMessage ?? '', responseHeaders)
-          } catch (err) {
-            // A header the client side refuses (e.g. invalid in HTTP/2): the origin's fault.
-            failure = errorText(err)
-            status = 0
-            answer('offline')
-            answered = true
-            c.abort(err instanceof Error ? err : new Error(String(err)))
-          }
-        },
-        onResponseData: (c, chunk) => {
-          bytesOut += chunk.length
-          touch()
-          if (!(res as NodeJS.WritableStream).write(chunk) && !waitingForDrain) {
-            waitingForDrain = true
-            c.pause()
-            res.once('drain', resume)
-          }
-        },
-        onResponseEnd: () => {
-          upstreamComplete = true
-          disarm()
-          res.end()
-        },
-        onResponseError: (_c, err) => {
-          disarm()
-          if (answered) return
-          // The origin's side failed mid-body: cut the client's response, never end it as complete.
-          if (responded) { failure ??= errorText(err); res.destroy(); return }
-          if (res.destroyed) return
-          // A pooled connection the origin closed just as we reused it: an idempotent request
-          // without a body may go once more (RFC 9110 9.2.2; nothing was taken from the client).
-          if (!withBody && attempt === 0 && idempotent(method) && isConnectionReset(err)) {
-            send(1)
-            return
-          }
-          failure = errorText(err)
-          const timedOut = err instanceof EdgeTimeout && err.code !== 'CONNECT_TIMEOUT'
-          answer(timedOut ? 'timeout' : 'offline')
-        },
-      }
-
-      // The client went away before the exchange finished: stop the upstream side too.
-      res.once('close', () => { disarm(); if (!upstreamComplete) abort(new Error('client closed')) })
-
-      if (withBody) {
-        arm('IDLE_TIMEOUT', this.idleTimeoutMs)
-        req.once('end', armFirstByte)
-        // A client that aborts its upload closes `res`, whose handler above aborts the upstream.
-        req.once('error', err => { if (!responded) failure ??= `client: ${errorText(err)}` })
-      } else {
-        armFirstByte()
-        if (attempt === 0) req.resume()
-      }
-      try {
-        this.pool.dispatcherFor(activeRoute).dispatch({
-          method,
-          path: req.url ?? '/',
-          headers: headers as Record<string, string | string[]>,
-          // Read by the client as it sends (backpressure); counted and keeping the idle timer up.
-          // (undici takes async iterables; its types list only streams)
-          body: withBody ? countedBody(req, chunk => { bytesIn += chunk.length; touch() }) as unknown as Readable : null,
-        }, handler)
-      } catch (err) {
-        disarm()
-        failure = errorText(err)
-        answer('offline')
-      }
-    }
-    send(0)
+    new Exchange(this, req, res).start()
   }
 
   /** The 'upgrade' handler of the HTTPS server: WebSocket and other HTTP/1.1 upgrades. */
@@ -394,9 +216,270 @@ export class ReverseProxy {
   }
 }
 
-async function * countedBody (req: EdgeRequest, onChunk: (chunk: Buffer) => void): AsyncGenerator<Buffer> {
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    onChunk(chunk)
+/** Which deadline an exchange's watchdog enforces. */
+const enum Phase { Sending, Waiting, Receiving }
+
+/**
+ * One request relayed to the origin: the state of the exchange and its undici dispatch handler.
+ * A class rather than closures: one object per request, methods shared.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  private readonly started = performance.now()
+  private readonly requestId = nextRequestId()
+  private readonly hostHeader: string | undefined
+  private readonly clientIp: string
+  private status = 0
+  private bytesIn = 0
+  private bytesOut = 0
+  private failure: string | undefined
+  private route: Route | undefined
+  private slot = false
+  private withBody = false
+  private headers: Record<string, string | string[]> = {}
+  // Per attempt (a reset pooled connection may get a second one).
+  private attempt = 0
+  private controller: Dispatcher.DispatchController | undefined
+  private pendingAbort: Error | undefined
+  private responded = false
+  private upstreamComplete = false
+  private answered = false // we answered the client ourselves: later upstream errors are moot
+  private waitingForDrain = false
+  // One watchdog timer, re-armed lazily: idle while the request body goes up, first byte (504)
+  // once it is all sent, idle again while the response comes down.
+  private phase = Phase.Waiting
+  private phaseSince = 0
+  private lastActivity = 0
+  private watchdog: NodeJS.Timeout | undefined
+  private watchdogAt = 0
+
+  constructor (private readonly proxy: ReverseProxy, private readonly req: EdgeRequest, private readonly res: EdgeResponse) {
+    this.hostHeader = req.headers[':authority'] as string | undefined ?? req.headers.host
+    this.clientIp = plainIp(req.socket?.remoteAddress)
+  }
+
+  start (): void {
+    const { req, res, proxy } = this
+    req.on('error', noop) // an aborted upload closes `res`, handled there
+    res.on('error', noop)
+    res.once('close', () => { this.closed() })
+
+    const admitted = proxy.admit(req, this.hostHeader)
+    if ('page' in admitted) { this.answer(admitted.page); return }
+    const route = this.route = admitted.route
+    if (!proxy.pool.tryAcquire(route)) { this.answer('busy', { 'retry-after': proxy.retryAfter }); return }
+    this.slot = true
+    // `OPTIONS *` asks about the server as a whole (RFC 9110 9.3.7), and the HTTP client cannot
+    // send a target that is not a path: the edge answers it.
+    if (req.url === '*') {
+      this.status = 204
+      res.writeHead(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'x-request-id': this.requestId })
+      res.end()
+      return
+    }
+    this.headers = upstreamRequestHeaders(req.headers, { clientIp: this.clientIp, host: this.hostHeader!, proto: 'https', requestId: this.requestId }) as Record<string, string | string[]>
+    this.withBody = hasBody(req)
+    if (this.withBody) req.once('end', () => { this.requestSent() })
+    this.send()
+  }
+
+  private send (): void {
+    const { req } = this
+    this.controller = undefined
+    this.pendingAbort = undefined
+    this.responded = false
+    if (this.withBody) {
+      this.enter(Phase.Sending)
+    } else {
+      this.enter(Phase.Waiting)
+      if (this.attempt === 0) req.resume()
+    }
+    try {
+      this.proxy.pool.dispatcherFor(this.route!).dispatch({
+        method: req.method ?? 'GET',
+        path: req.url ?? '/',
+        headers: this.headers,
+        // Read as the client sends it (backpressure), counted, keeping the idle watchdog fed.
+        // (undici takes async iterables; its types list only streams.)
+        body: this.withBody ? countedBody(this) as unknown as Readable : null,
+      }, this)
+    } catch (err) {
+      this.disarm()
+      this.failure = errorText(err)
+      this.answer('offline')
+    }
+  }
+
+  /** A request body chunk went up. */
+  bodyChunk (chunk: Buffer): void {
+    this.bytesIn += chunk.length
+    this.lastActivity = performance.now()
+  }
+
+  private requestSent (): void {
+    if (!this.responded && this.phase === Phase.Sending) this.enter(Phase.Waiting)
+  }
+
+  private enter (phase: Phase): void {
+    const now = performance.now()
+    this.phase = phase
+    this.phaseSince = now
+    this.lastActivity = now
+    const at = now + (phase === Phase.Waiting ? this.proxy.upstreamTimeoutMs : this.proxy.idleTimeoutMs)
+    // A watchdog already due no later than this deadline checks it then; an earlier one is needed now.
+    if (this.watchdog !== undefined && this.watchdogAt <= at) return
+    this.arm(at - now, at)
+  }
+
+  private arm (ms: number, at: number): void {
+    clearTimeout(this.watchdog)
+    this.watchdogAt = at
+    this.watchdog = setTimeout(watchdogFired, ms, this)
+  }
+
+  private disarm (): void {
+    clearTimeout(this.watchdog)
+    this.watchdog = undefined
+  }
+
+  /** The watchdog's turn: abort if the phase's deadline has passed, else sleep until it. */
+  checkDeadline (): void {
+    this.watchdog = undefined
+    const waiting = this.phase === Phase.Waiting
+    const at = waiting ? this.phaseSince + this.proxy.upstreamTimeoutMs : this.lastActivity + this.proxy.idleTimeoutMs
+    const now = performance.now()
+    if (at > now) { this.arm(at - now, at); return }
+    this.abort(new EdgeTimeout(waiting ? 'UPSTREAM_TIMEOUT' : 'IDLE_TIMEOUT'))
+  }
+
+  private abort (err: Error): void {
+    if (this.controller !== undefined) this.controller.abort(err)
+    else this.pendingAbort = err
+  }
+
+  private resume (): void {
+    this.waitingForDrain = false
+    this.controller?.resume()
+  }
+
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.pendingAbort !== undefined) controller.abort(this.pendingAbort)
+  }
+
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, upstreamHeaders: IncomingHttpHeaders, statusMessage?: string): void {
+    if (statusCode < 200) return // 1xx informational: nothing to relay
+    const { req, res } = this
+    this.responded = true
+    this.enter(Phase.Receiving)
+    this.status = statusCode
+    const responseHeaders = downstreamResponseHeaders(upstreamHeaders)
+    try {
+      if (req.httpVersionMajor >= 2) (res as http2.Http2ServerResponse).writeHead(statusCode, responseHeaders)
+      else (res as http.ServerResponse).writeHead(statusCode, statusMessage ?? '', responseHeaders)
+    } catch (err) {
+      // A header the client side refuses (e.g. invalid in HTTP/2): the origin's fault.
+      this.failure = errorText(err)
+      this.status = 0
+      this.answer('offline')
+      this.answered = true
+      controller.abort(err instanceof Error ? err : new Error(String(err)))
+    }
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.bytesOut += chunk.length
+    this.lastActivity = performance.now()
+    if (!(this.res as NodeJS.WritableStream).write(chunk) && !this.waitingForDrain) {
+      this.waitingForDrain = true
+      controller.pause()
+      this.res.once('drain', () => { this.resume() })
+    }
+  }
+
+  onResponseEnd (): void {
+    this.upstreamComplete = true
+    this.disarm()
+    this.res.end()
+  }
+
+  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    this.disarm()
+    if (this.answered) return
+    // The origin's side failed mid-body: cut the client's response, never end it as complete.
+    if (this.responded) { this.failure ??= errorText(err); this.res.destroy(); return }
+    if (this.res.destroyed) return
+    // A pooled connection the origin closed just as we reused it: an idempotent request without
+    // a body may go once more (RFC 9110 9.2.2; nothing was taken from the client).
+    if (!this.withBody && this.attempt === 0 && idempotent(this.req.method ?? 'GET') && isConnectionReset(err)) {
+      this.attempt = 1
+      this.send()
+      return
+    }
+    this.failure = errorText(err)
+    this.answer(err instanceof EdgeTimeout && err.code !== 'CONNECT_TIMEOUT' ? 'timeout' : 'offline')
+  }
+
+  /** Answer with one of the edge's own pages (or cut the response if it has begun). */
+  private answer (page: EdgePage, extra: Record<string, string> = {}): void {
+    const { req, res } = this
+    this.failure ??= page
+    this.proxy.errors?.inc(page)
+    if (res.headersSent) { this.status = this.status || 502; res.destroy(); return }
+    this.status = pageStatus(page)
+    const body = renderPage(page, { host: this.hostHeader, requestId: this.requestId })
+    // HTTP/1: a body we will not read makes the connection unusable for the next request.
+    if (req.httpVersionMajor < 2 && !req.complete) extra = { ...extra, connection: 'close' }
+    try {
+      res.writeHead(this.status, { ...pageHeaders(body, this.requestId), ...extra })
+      if (req.method === 'HEAD') res.end()
+      else res.end(body)
+    } catch {
+      res.destroy()
+    }
+    // Unread request bodies are discarded (HTTP/1 keeps the connection only if it can drain).
+    if (!req.readableEnded) req.resume()
+  }
+
+  /** The client's response closed (finished or cut): stop the upstream side, free the slot, log. */
+  private closed (): void {
+    const { req, res, proxy } = this
+    this.disarm()
+    if (!this.upstreamComplete && this.slot) this.abort(new Error('client closed'))
+    if (this.slot) proxy.pool.release(this.route!)
+    this.slot = false
+    proxy.requests?.inc(`${Math.floor(this.status / 100)}xx`)
+    if (!proxy.logger.isLevelEnabled('info')) return
+    proxy.logger.info({
+      reqId: this.requestId,
+      method: req.method,
+      host: this.hostHeader,
+      path: (req.url ?? '').split('?', 1)[0],
+      status: this.status,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      durationMs: Math.round(performance.now() - this.started),
+      instanceId: this.route?.instanceId,
+      client: this.clientIp,
+      proto: req.httpVersionMajor >= 2 ? 'h2' : 'http/1.1',
+      ...(this.failure !== undefined ? { error: this.failure } : {}),
+      ...(!res.writableFinished ? { aborted: true } : {}),
+    }, 'request')
+  }
+
+  get request (): EdgeRequest {
+    return this.req
+  }
+}
+
+function noop (): void {}
+
+function watchdogFired (exchange: Exchange): void {
+  exchange.checkDeadline()
+}
+
+async function * countedBody (exchange: Exchange): AsyncGenerator<Buffer> {
+  for await (const chunk of exchange.request as AsyncIterable<Buffer>) {
+    exchange.bodyChunk(chunk)
     yield chunk
   }
 }
