@@ -313,9 +313,10 @@ export class Edge {
     limits.keepAliveTimeout = o.keepAliveTimeoutMs ?? EDGE_DEFAULTS.keepAliveTimeoutMs
     limits.maxHeaderSize = maxHeaderSize
     limits.connectionsCheckingInterval = o.connectionsCheckingIntervalMs ?? EDGE_DEFAULTS.connectionsCheckingIntervalMs
-    // Socket (HTTP/1.1) and session (HTTP/2) inactivity backstop; the proxy's own idle timer on the
-    // upstream side normally acts first.
-    server.setTimeout(o.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs)
+    // Socket (HTTP/1.1) and session (HTTP/2) inactivity backstop, a second later than the proxy's
+    // own idle deadline (whose watchdog may wake a few milliseconds after it): that one acts
+    // first, and the access log names the idle timeout.
+    server.setTimeout((o.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 1_000)
 
     server.on('secureConnection', (socket: tls.TLSSocket) => this.track(socket))
     server.on('request', this.proxy.handleRequest)

@@ -261,6 +261,47 @@ t.test('keep-alive pool: sequential requests reuse one upstream connection', asy
   t.equal(origin.connections(), 1)
 })
 
+/**
+ * A raw origin that answers the first request on each connection (keep-alive) and resets the
+ * connection when a second one arrives on it: the race of a pooled connection the origin is
+ * closing just as it is reused, made certain.
+ */
+async function oneShotOrigin (t: Parameters<typeof startOrigin>[0]): Promise<{ port: number, connections: () => number }> {
+  let connections = 0
+  const server = net.createServer(socket => {
+    connections++
+    let requests = 0
+    let buffered = ''
+    socket.on('error', () => {})
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('latin1')
+      while (buffered.includes('\r\n\r\n')) {
+        buffered = buffered.slice(buffered.indexOf('\r\n\r\n') + 4)
+        if (++requests > 1) { socket.resetAndDestroy(); return }
+        socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok')
+      }
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => server.close(() => resolve())))
+  return { port: (server.address() as net.AddressInfo).port, connections: () => connections }
+}
+
+t.test('a pooled connection reset on reuse: an idempotent request goes once more on a new one, others get 502', async t => {
+  const origin = await oneShotOrigin(t)
+  const te = await startEdge(t, [route('a', origin.port, ['a.example.test'])])
+  t.equal((await request(te, 'a.example.test', { path: '/first' })).status, 200)
+  const post = await request(te, 'a.example.test', { method: 'POST', path: '/second' })
+  t.equal(post.status, 502, 'a POST on the reset connection is not retried')
+  t.equal(origin.connections(), 1)
+  t.equal((await request(te, 'a.example.test', { path: '/third' })).status, 200, 'a new connection')
+  t.equal(origin.connections(), 2)
+  const again = await request(te, 'a.example.test', { path: '/fourth' })
+  t.equal(again.status, 200, 'a GET on the reset connection is retried')
+  t.equal(again.body.toString(), 'ok')
+  t.equal(origin.connections(), 3, 'the retry opened a third connection')
+})
+
 t.test('HTTP/2 clients: GET, POST, forwarding headers, 421 for another instance on the session', async t => {
   const origin = await echoOrigin(t)
   const te = await startEdge(t, [route('a', origin.port, ['a.example.test']), route('b', origin.port, ['b.example.test'])])
