@@ -1,12 +1,13 @@
 /**
  * The reverse proxy: Host -> route -> upstream over the instance's keep-alive pool, bodies
- * streamed both ways with backpressure (Readable.pipe; nothing buffers a whole body, nothing caps
- * its size). Timers, by phase:
+ * streamed both ways with backpressure (the request body read as undici sends it, the response
+ * written to the client with undici paused while the client's buffer is full; nothing buffers a
+ * whole body, nothing caps its size). Timers, by phase, one watchdog per exchange:
  *   connect       connectTimeoutMs until the upstream connection is up (the pool) -> 502
  *   first byte    upstreamTimeoutMs from the end of the request body to the
  *                 response headers (time-to-first-byte only)                      -> 504
- *   everything    idleTimeoutMs without a byte in either direction on the upstream
- *                 connection ends the exchange; total time never does
+ *   everything    idleTimeoutMs without a body byte in either direction ends the
+ *                 exchange; total time never does
  * Upgrade requests (WebSocket) are relayed as raw byte pipes after the origin's 101.
  */
 import http, { type IncomingHttpHeaders } from 'node:http'
