@@ -112,16 +112,36 @@ export async function measureHttp (lab: Lab, ns: string, targets: HttpTargets, o
     uploads.push(mbps)
   }
 
+  return {
+    download: { runsMBps: downloads, medianMBps: median(downloads) },
+    upload: { runsMBps: uploads, medianMBps: median(uploads) },
+    small: await measureSmall(lab, ns, targets.small, o),
+  }
+}
+
+/** One wrk run on `url` (the 1 KiB file) from namespace `ns`. */
+export async function measureSmall (lab: Lab, ns: string, url: string, o: Pick<MeasureOptions, 'wrkSeconds' | 'wrkConnections' | 'wrkThreads'>): Promise<SmallRequestStats> {
   const seconds = Math.min(Math.max(1, o.wrkSeconds ?? 10), 60)
   const connections = o.wrkConnections ?? 16
   // wrk does not verify certificates; names resolve through the namespace's hosts file (lab.hosts).
   const wrk = await lab.exec(ns, 'wrk', ['-t', String(o.wrkThreads ?? 1), '-c', String(connections), '-d', `${seconds}s`,
-    '--timeout', '5s', '--latency', targets.small], { timeoutMs: (seconds + 30) * 1000 })
+    '--timeout', '5s', '--latency', url], { timeoutMs: (seconds + 30) * 1000 })
   if (wrk.code !== 0) throw new Error(`wrk exit ${wrk.code}: ${wrk.stderr.trim()}`)
+  return parseWrk(wrk.stdout, connections, seconds)
+}
 
+/**
+ * Several wrk rounds of one side as one figure: the median of each measure across rounds (each
+ * percentile on its own), errors summed, the rounds kept.
+ */
+export function medianSmall (rounds: SmallRequestStats[]): SmallRequestStats & { rounds: SmallRequestStats[] } {
+  const of = (pick: (r: SmallRequestStats) => number): number => median(rounds.map(pick))
   return {
-    download: { runsMBps: downloads, medianMBps: median(downloads) },
-    upload: { runsMBps: uploads, medianMBps: median(uploads) },
-    small: parseWrk(wrk.stdout, connections, seconds),
+    requestsPerSecond: of(r => r.requestsPerSecond),
+    latencyMs: { p50: of(r => r.latencyMs.p50), p90: of(r => r.latencyMs.p90), p99: of(r => r.latencyMs.p99) },
+    errors: rounds.reduce((n, r) => n + r.errors, 0),
+    connections: rounds[0]!.connections,
+    seconds: rounds[0]!.seconds,
+    rounds,
   }
 }
