@@ -141,6 +141,7 @@ export class UpstreamPool {
       socket.off('connect', onConnect)
       socket.off('error', done)
       if (err === null) { callback(null, socket); return }
+      socket.on('error', () => {}) // nothing listens to this socket any more
       socket.destroy()
       callback(err, null)
     }
