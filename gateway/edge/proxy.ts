@@ -236,7 +236,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private route: Route | undefined
   private slot = false
   private withBody = false
-  private headers: Record<string, string | string[]> = {}
+  private headers: Record<string, string | string[]> | undefined
   // Per attempt (a reset pooled connection may get a second one).
   private attempt = 0
   private controller: Dispatcher.DispatchController | undefined
@@ -248,7 +248,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   // One watchdog timer, re-armed lazily: idle while the request body goes up, first byte (504)
   // once it is all sent, idle again while the response comes down.
   private phase = Phase.Waiting
-  private phaseSince = 0
   private lastActivity = 0
   private watchdog: NodeJS.Timeout | undefined
   private watchdogAt = 0
@@ -267,16 +266,16 @@ class Exchange implements Dispatcher.DispatchHandler {
     const admitted = proxy.admit(req, this.hostHeader)
     if ('page' in admitted) { this.answer(admitted.page); return }
     const route = this.route = admitted.route
-    if (!proxy.pool.tryAcquire(route)) { this.answer('busy', { 'retry-after': proxy.retryAfter }); return }
-    this.slot = true
     // `OPTIONS *` asks about the server as a whole (RFC 9110 9.3.7), and the HTTP client cannot
-    // send a target that is not a path: the edge answers it.
+    // send a target that is not a path: the edge answers it (no upstream slot taken).
     if (req.url === '*') {
       this.status = 204
       res.writeHead(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'x-request-id': this.requestId })
       res.end()
       return
     }
+    if (!proxy.pool.tryAcquire(route)) { this.answer('busy', { 'retry-after': proxy.retryAfter }); return }
+    this.slot = true
     this.headers = upstreamRequestHeaders(req.headers, { clientIp: this.clientIp, host: this.hostHeader!, proto: 'https', requestId: this.requestId }) as Record<string, string | string[]>
     this.withBody = hasBody(req)
     if (this.withBody) req.once('end', () => { this.requestSent() })
@@ -299,9 +298,9 @@ class Exchange implements Dispatcher.DispatchHandler {
         method: req.method ?? 'GET',
         path: req.url ?? '/',
         headers: this.headers,
-        // Read as the client sends it (backpressure), counted, keeping the idle watchdog fed.
-        // (undici takes async iterables; its types list only streams.)
-        body: this.withBody ? countedBody(this) as unknown as Readable : null,
+        // Read as the client sends it (backpressure). (undici takes async iterables; its types
+        // list only streams.)
+        body: this.withBody ? this.countedBody() as unknown as Readable : null,
       }, this)
     } catch (err) {
       this.disarm()
@@ -310,10 +309,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 
-  /** A request body chunk went up. */
-  bodyChunk (chunk: Buffer): void {
-    this.bytesIn += chunk.length
-    this.lastActivity = performance.now()
+  /** The request body as undici reads it: each chunk counted and keeping the idle watchdog fed. */
+  private async * countedBody (): AsyncGenerator<Buffer> {
+    for await (const chunk of this.req as AsyncIterable<Buffer>) {
+      this.bytesIn += chunk.length
+      this.lastActivity = performance.now()
+      yield chunk
+    }
   }
 
   private requestSent (): void {
@@ -323,7 +325,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   private enter (phase: Phase): void {
     const now = performance.now()
     this.phase = phase
-    this.phaseSince = now
     this.lastActivity = now
     const at = now + (phase === Phase.Waiting ? this.proxy.upstreamTimeoutMs : this.proxy.idleTimeoutMs)
     // A watchdog already due no later than this deadline checks it then; an earlier one is needed now.
@@ -346,7 +347,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   checkDeadline (): void {
     this.watchdog = undefined
     const waiting = this.phase === Phase.Waiting
-    const at = waiting ? this.phaseSince + this.proxy.upstreamTimeoutMs : this.lastActivity + this.proxy.idleTimeoutMs
+    // Waiting for the first byte, nothing moves: lastActivity is when the phase began.
+    const at = this.lastActivity + (waiting ? this.proxy.upstreamTimeoutMs : this.proxy.idleTimeoutMs)
     const now = performance.now()
     if (at > now) { this.arm(at - now, at); return }
     this.abort(new EdgeTimeout(waiting ? 'UPSTREAM_TIMEOUT' : 'IDLE_TIMEOUT'))
@@ -466,23 +468,12 @@ class Exchange implements Dispatcher.DispatchHandler {
       ...(!res.writableFinished ? { aborted: true } : {}),
     }, 'request')
   }
-
-  get request (): EdgeRequest {
-    return this.req
-  }
 }
 
 function noop (): void {}
 
 function watchdogFired (exchange: Exchange): void {
   exchange.checkDeadline()
-}
-
-async function * countedBody (exchange: Exchange): AsyncGenerator<Buffer> {
-  for await (const chunk of exchange.request as AsyncIterable<Buffer>) {
-    exchange.bodyChunk(chunk)
-    yield chunk
-  }
 }
 
 function rawHead (status: number, reason: string, fields: Iterable<[string, string]>): string {
