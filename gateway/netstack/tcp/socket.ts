@@ -9,6 +9,13 @@
  * the advertised window shrinks by what sits unread in this stream, and reopens as it is read.
  * destroy() before end() resets the connection (the peer sees ECONNRESET); after end() the
  * connection finishes its orderly close on its own.
+ *
+ * End of stream: the peer's FIN becomes the readable side's end only once everything before it
+ * has been read, and never inside the read() that takes the last bytes. A reader that takes the
+ * last chunk and then stops reading (undici's HTTP/1 parser pausing under backpressure) sees
+ * 'end' when it next reads, not while it is paused: undici 7 asserts that its parser is not
+ * paused when the socket ends (nodejs/undici#5360, fixed only in undici 8, which needs Node 22),
+ * and the failed assertion is an uncaught exception that ends the process.
  */
 import { Duplex } from 'node:stream'
 import type { ConnectionHandler, TcpConnection } from './connection.ts'
@@ -57,6 +64,9 @@ export class TcpSocket extends Duplex implements ConnectionHandler {
   private refed = false
   private noDelay: boolean | null = null
   private keepAlive: [boolean, number] | null = null
+  /** The peer's FIN arrived while bytes before it were still unread. */
+  private eofPending = false
+  private eofScheduled = false
 
   constructor (host: SocketHost, opts: TcpSocketOptions = {}) {
     super({
@@ -124,7 +134,7 @@ export class TcpSocket extends Duplex implements ConnectionHandler {
   }
 
   onEnd (): void {
-    this.push(null)
+    this.endOfStream()
   }
 
   onWritable (): void {
@@ -142,7 +152,14 @@ export class TcpSocket extends Duplex implements ConnectionHandler {
       cb(err ?? new TcpError('EPIPE', 'write', undefined, undefined))
     }
     if (err !== null) this.destroy(err)
-    else if (!this.destroyed) this.push(null)
+    else this.endOfStream()
+  }
+
+  /** The peer will send nothing more: end the readable side now if all is read, else once it is. */
+  private endOfStream (): void {
+    if (this.destroyed || this.readableEnded || this.eofPending) return
+    if (this.readableLength === 0) this.push(null)
+    else this.eofPending = true
   }
 
   unreadBytes (): number {
@@ -206,6 +223,25 @@ export class TcpSocket extends Duplex implements ConnectionHandler {
       this.host.afterCall()
     }
     callback()
+  }
+
+  override read (size?: number): any { // eslint-disable-line @typescript-eslint/no-explicit-any -- Readable's own signature
+    const chunk: unknown = super.read(size)
+    // The last bytes before a FIN were just taken: the end follows on a later turn, outside this
+    // read(), so that it reaches the reader only when it reads again.
+    if (this.eofPending && !this.eofScheduled && this.readableLength === 0) {
+      this.eofScheduled = true
+      process.nextTick(deliverPendingEof, this)
+    }
+    return chunk
+  }
+
+  /** @internal the deferred end of stream (see read()). */
+  deliverPendingEof (): void {
+    this.eofScheduled = false
+    if (this.destroyed || this.readableLength !== 0) return // unread bytes again: a later read() schedules it
+    this.eofPending = false
+    this.push(null)
   }
 
   override _read (): void {
@@ -324,4 +360,8 @@ export class TcpSocket extends Duplex implements ConnectionHandler {
       this.idleTimer = null
     }
   }
+}
+
+function deliverPendingEof (socket: TcpSocket): void {
+  socket.deliverPendingEof()
 }

@@ -217,3 +217,52 @@ t.test('http.request through an Agent, to an http.Server fed from our listen sid
   t.equal(upload.remote, '10.100.0.1', 'the server sees our tunnel address')
   t.ok(pair.metricsA.snapshot().tcp_connections_opened.active <= 2, 'keep-alive reused the connection')
 })
+
+t.test('CLOSE-WAIT end: a reader that stops after the last bytes sees end only when it reads again', async t => {
+  const pair = pairWithServer(s => { s.end('last bytes') })
+  t.teardown(() => pair.close())
+  const client = pair.a.connect({ host: B, port: 80 })
+  let ended = false
+  client.on('end', () => { ended = true })
+  // Wait until the data and the FIN are both in, unread.
+  await once(client, 'readable')
+  for (let i = 0; i < 50 && client.readableLength < 10; i++) await new Promise(resolve => setTimeout(resolve, 10))
+  const chunk = client.read() as Buffer | null
+  t.equal(chunk?.toString(), 'last bytes', 'the reader takes the last bytes')
+  // The reader now stops, as a paused HTTP parser does: several turns pass without 'end'.
+  for (let i = 0; i < 5; i++) await new Promise(resolve => setImmediate(resolve))
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.equal(ended, false, "no 'end' while the reader is not reading")
+  t.equal(client.read(), null, 'reading past the last byte')
+  await once(client, 'end')
+  t.pass("'end' once the reader reads again")
+})
+
+t.test('CLOSE-WAIT end: an undici HTTP/1 response paused on its last chunk completes when resumed (no assertion)', async t => {
+  const body = randomData(256 * 1024, 5)
+  // HTTP/1.0-style: no keep-alive, the body followed at once by the FIN.
+  const pair = pairWithServer(s => {
+    s.once('data', () => { s.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`), body])) })
+  })
+  t.teardown(() => pair.close())
+  const { Client } = await import('undici')
+  const client = new Client('http://10.100.0.2', { connect: (_opts, cb) => { const s = pair.a.connect({ host: B, port: 80 }); s.once('connect', () => cb(null, s)); s.once('error', err => cb(err, null)); return s } })
+  t.teardown(() => client.destroy())
+  const received: Buffer[] = []
+  const done = new Promise<void>((resolve, reject) => {
+    client.dispatch({ method: 'GET', path: '/', headers: {} }, {
+      onRequestStart () {},
+      onResponseStart () {},
+      // Pause on every chunk (a client that reads slower than the origin sends), resume a little later.
+      onResponseData (controller, chunk) {
+        received.push(chunk)
+        controller.pause()
+        setTimeout(() => { controller.resume() }, 5)
+      },
+      onResponseEnd () { resolve() },
+      onResponseError (_controller, err) { reject(err) },
+    })
+  })
+  await done
+  t.equal(sha256(Buffer.concat(received)), sha256(body), 'the whole body, byte-exact')
+})
