@@ -3,7 +3,7 @@
  * never tell whether an email has an account (see services/accounts.ts).
  */
 import type { Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import { MESSAGES, type LoginResponse, type RefreshResponse, type RegisterResponse, type VerifyEmailResponse } from '../../proto/api/auth.ts'
 import * as S from '../schemas.ts'
 import type { Services } from '../services/index.ts'
