@@ -14,7 +14,9 @@ t.test('framework errors in our shape', async t => {
 
   assertError(t, await h.request('GET', '/v1/no-such-route'), 'NOT_FOUND', 'unknown route')
   assertError(t, await h.request('GET', '/'), 'NOT_FOUND', 'root')
-  assertError(t, await h.request('DELETE', '/v1/auth/login'), 'NOT_FOUND', 'wrong method')
+  const wrongMethod = await h.request('DELETE', '/v1/auth/login')
+  assertError(t, wrongMethod, 'METHOD_NOT_ALLOWED', 'wrong method on a known path')
+  t.equal(wrongMethod.headers.allow, 'POST', 'Allow names the methods of the path (RFC 9110 15.5.6)')
   assertError(t, await h.request('POST', '/v1/auth/register', '{"name": "x",', { 'content-type': 'application/json' }), 'BAD_REQUEST', 'malformed JSON')
   assertError(t, await h.request('POST', '/v1/auth/register', '\u0000\u0001', { 'content-type': 'application/json' }), 'BAD_REQUEST', 'binary JSON')
   assertError(t, await h.request('POST', '/v1/auth/register', 'name=x', { 'content-type': 'application/x-www-form-urlencoded' }), 'UNSUPPORTED_MEDIA_TYPE', 'form body')
