@@ -36,7 +36,7 @@
  *   response validation on and a capturing mailer, and `inject` requests go through server.inject.
  */
 import Hapi, { type Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from './schemas.ts'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { API_PREFIX } from '../proto/api/index.ts'

@@ -37,8 +37,16 @@ export interface ControlConfig {
   /** argon2id cost; defaults are OWASP's minimum for argon2id: m=19 MiB, t=2, p=1. */
   argon2: { memoryKiB: number, timeCost: number, parallelism: number }
   rateLimits: {
+    /** Every /auth request, per client address. */
     authPerIp: RateLimitRule
-    authPerAccount: RateLimitRule
+    /** Failed sign-ins (wrong password, unknown account) per account and client address. */
+    loginFailuresPerAddress: RateLimitRule
+    /** Failed sign-ins per account from all addresses: the ceiling for distributed guessing. */
+    loginFailuresPerAccount: RateLimitRule
+    /** Mails one auth route may trigger per account (register, forgot-password, resend: one bucket each). */
+    mailPerAccount: RateLimitRule
+    /** Requests whose bearer token fails to authenticate, per client address. */
+    authFailuresPerIp: RateLimitRule
     perToken: RateLimitRule
     perIp: RateLimitRule
   }
@@ -134,7 +142,10 @@ const VARIABLES = {
   CC_ARGON2_TIME_COST: positiveInt.max(20).default(2),
   CC_ARGON2_PARALLELISM: positiveInt.max(16).default(1),
   CC_RATE_AUTH_PER_IP: rule.default('20/10'),
-  CC_RATE_AUTH_PER_ACCOUNT: rule.default('5/2'),
+  CC_RATE_LOGIN_FAILURES_PER_ADDRESS: rule.default('5/1'),
+  CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: rule.default('50/5'),
+  CC_RATE_MAIL_PER_ACCOUNT: rule.default('3/1'),
+  CC_RATE_AUTH_FAILURES_PER_IP: rule.default('20/10'),
   CC_RATE_PER_TOKEN: rule.default('120/120'),
   CC_RATE_PER_IP: rule.default('300/300'),
   CC_TRUST_PROXY_HOPS: Joi.number().integer().min(0).max(10).default(0),
@@ -167,6 +178,16 @@ const VARIABLES = {
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
 
+const RATE_VARIABLES = [
+  'CC_RATE_AUTH_PER_IP', 'CC_RATE_LOGIN_FAILURES_PER_ADDRESS', 'CC_RATE_LOGIN_FAILURES_PER_ACCOUNT', 'CC_RATE_MAIL_PER_ACCOUNT',
+  'CC_RATE_AUTH_FAILURES_PER_IP', 'CC_RATE_PER_TOKEN', 'CC_RATE_PER_IP',
+] as const
+
+/** Variables that no longer exist: refused, so a deployment does not silently lose a setting. */
+const RETIRED_VARIABLES: Record<string, string> = {
+  CC_RATE_AUTH_PER_ACCOUNT: 'replaced by CC_RATE_LOGIN_FAILURES_PER_ADDRESS, CC_RATE_LOGIN_FAILURES_PER_ACCOUNT and CC_RATE_MAIL_PER_ACCOUNT',
+}
+
 function parseRule (value: string): RateLimitRule {
   const [burst, perMinute] = value.split('/').map(Number)
   return { burst, perMinute }
@@ -185,6 +206,9 @@ export function describeVariables (): string {
  * prefix). Throws ConfigError naming the first bad variable.
  */
 export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig {
+  for (const [name, why] of Object.entries(RETIRED_VARIABLES)) {
+    if (env[name] !== undefined && env[name] !== '') throw new ConfigError(`${name}: no longer read, ${why} (unset it)`)
+  }
   const raw: Record<string, unknown> = {}
   for (const [name, schema] of Object.entries(VARIABLES)) {
     const input = env[name] === '' ? undefined : env[name]
@@ -196,7 +220,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
   }
   const v = raw as Raw
   const publicUrl = String(v.CC_PUBLIC_URL).replace(/\/+$/, '')
-  for (const name of ['CC_RATE_AUTH_PER_IP', 'CC_RATE_AUTH_PER_ACCOUNT', 'CC_RATE_PER_TOKEN', 'CC_RATE_PER_IP'] as const) {
+  for (const name of RATE_VARIABLES) {
     const r = parseRule(String(v[name]))
     if (r.burst < 1 || r.perMinute < 1) throw new ConfigError(`${name}: both numbers must be at least 1 (got "${String(v[name])}")`)
   }
@@ -237,7 +261,10 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     },
     rateLimits: {
       authPerIp: parseRule(v.CC_RATE_AUTH_PER_IP as string),
-      authPerAccount: parseRule(v.CC_RATE_AUTH_PER_ACCOUNT as string),
+      loginFailuresPerAddress: parseRule(v.CC_RATE_LOGIN_FAILURES_PER_ADDRESS as string),
+      loginFailuresPerAccount: parseRule(v.CC_RATE_LOGIN_FAILURES_PER_ACCOUNT as string),
+      mailPerAccount: parseRule(v.CC_RATE_MAIL_PER_ACCOUNT as string),
+      authFailuresPerIp: parseRule(v.CC_RATE_AUTH_FAILURES_PER_IP as string),
       perToken: parseRule(v.CC_RATE_PER_TOKEN as string),
       perIp: parseRule(v.CC_RATE_PER_IP as string),
     },

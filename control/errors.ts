@@ -6,7 +6,7 @@
  * except a lost database, which is SERVICE_UNAVAILABLE.
  */
 import Boom from '@hapi/boom'
-import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi'
+import type { Plugin, Request, ResponseToolkit, Server } from '@hapi/hapi'
 import type { ValidationError } from 'joi'
 import type { Server as HttpServer } from 'node:http'
 import type { Socket } from 'node:net'
@@ -97,6 +97,7 @@ const GENERIC_MESSAGES: Partial<Record<ErrorCode, string>> = {
   BAD_REQUEST: 'The request could not be understood',
   UNAUTHORIZED: 'Invalid or expired token',
   NOT_FOUND: 'Resource not found',
+  METHOD_NOT_ALLOWED: 'This method is not supported on this path',
   PAYLOAD_TOO_LARGE: 'The request body is too large',
   UNSUPPORTED_MEDIA_TYPE: 'Send the request body as application/json',
   INTERNAL_ERROR: 'Internal server error',
@@ -134,9 +135,34 @@ export function normalizeError (err: Boom.Boom): NormalizedError {
   return { status, body: errorBody(code, message), headers, unexpected: false }
 }
 
+/** Methods probed for a 405's Allow header; hapi answers HEAD wherever it has GET. */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+
+/** The methods routed at `path` (empty: the path is unknown). */
+export function allowedMethods (server: Server, path: string): string[] {
+  return METHODS.filter(method => server.match(method, path) !== null)
+}
+
 /**
- * Registers the onPreResponse extension (every response, including hapi's 404 for unknown routes)
- * and replaces Node's raw "400 Bad Request" for unparseable HTTP with our shape.
+ * hapi routes by method and path together, so a known path with an unrouted method lands on its
+ * not-found route. RFC 9110 15.5.6: such a request is 405 and MUST carry an Allow header.
+ */
+function methodNotAllowed (server: Server, request: Request): NormalizedError | undefined {
+  if ((request.route.method as string) !== '_special') return undefined // hapi's not-found route
+  const allow = allowedMethods(server, request.path)
+  if (allow.length === 0) return undefined
+  return {
+    status: 405,
+    body: errorBody('METHOD_NOT_ALLOWED', GENERIC_MESSAGES.METHOD_NOT_ALLOWED!, { allow }),
+    headers: { allow: allow.join(', ') },
+    unexpected: false,
+  }
+}
+
+/**
+ * Registers the onPreResponse extension (every response, including hapi's 404 for unknown routes
+ * and 405 for known paths with an unrouted method) and replaces Node's raw "400 Bad Request" for
+ * unparseable HTTP with our shape.
  */
 export const errorsPlugin: Plugin<void> = {
   name: 'cc-errors',
@@ -144,7 +170,8 @@ export const errorsPlugin: Plugin<void> = {
     server.ext('onPreResponse', (request: Request, h: ResponseToolkit) => {
       const response = request.response
       if (!Boom.isBoom(response)) return h.continue
-      const normalized = normalizeError(response)
+      let normalized = normalizeError(response)
+      if (normalized.status === 404) normalized = methodNotAllowed(server, request) ?? normalized
       if (normalized.unexpected) request.log(['error', 'internal'], response)
       else if (normalized.body.error.code === 'SERVICE_UNAVAILABLE') request.log(['warn', 'database'], response.message)
       const reply = h.response(normalized.body).code(normalized.status).type('application/json; charset=utf-8')

@@ -1,19 +1,40 @@
 /**
  * Rate limits on every route (spec "Security Considerations": rate limiting on all endpoints), as
- * token buckets (services/ratelimit.ts). Routes marked `app.rateLimit: 'auth'` (the public /auth
- * endpoints) are limited per client IP before anything else runs, and per account (the `email` of
- * the body) once the body is parsed. Every other route is limited per bearer (user or instance)
- * once its token is verified, or per IP when it carries no token. Over the limit: 429 RATE_LIMITED with Retry-After (RFC 6585 4).
+ * token buckets (services/ratelimit.ts). Over a limit: 429 RATE_LIMITED with Retry-After (RFC 6585 4).
+ *
+ * - Routes marked `app.rateLimit: 'auth'` (the public /auth endpoints): per client address, before
+ *   anything else runs.
+ * - Sign-in (`app.accountLimit: 'login'`): *failures* count, not attempts, per (account, address)
+ *   and, with a higher ceiling, per account from all addresses (distributed guessing). A sign-in
+ *   takes a token from both buckets and gets it back unless it fails with 401, so guesses from one
+ *   address never lock the owner out elsewhere until the ceiling is reached; a success also clears
+ *   its address's failures.
+ * - Routes that send mail to the account in the body (`app.accountLimit: 'mail'`): per account,
+ *   one bucket per route, so sign-in failures or sign-up attempts never hold back a password reset.
+ * - Every other route: per bearer (user or instance) once its token is verified; per address when
+ *   it carries no token or needs none. A request whose bearer fails (401) is counted against its
+ *   address, and an address over that limit is refused before its token is looked at.
  */
 import type { Plugin, Request } from '@hapi/hapi'
 import type { RateLimitRule } from './config.ts'
 import { apiError } from './errors.ts'
 import type { Services } from './services/index.ts'
 import { normalizeEmail } from './services/accounts.ts'
+import type { TakeResult } from './services/ratelimit.ts'
+
+type BucketRef = [key: string, rule: RateLimitRule]
 
 declare module '@hapi/hapi' {
   interface RequestApplicationState {
     clientIp?: string
+    /** The sign-in's failure buckets: their tokens come back unless it ends in 401. */
+    loginBuckets?: [address: BucketRef, account: BucketRef]
+    /** The bucket a failed bearer authentication of this request is charged to. */
+    authFailureBucket?: BucketRef
+  }
+  interface RouteOptionsApp {
+    /** Limits keyed on the `email` of the (validated) body, see above. */
+    accountLimit?: 'login' | 'mail'
   }
 }
 
@@ -27,36 +48,86 @@ export function clientIp (request: Request, trustProxyHops: number): string {
   return hops[hops.length - trustProxyHops] ?? hops[0] ?? peer
 }
 
+function rateLimited (result: TakeResult): Error {
+  return apiError('RATE_LIMITED', 'Too many requests, slow down', { retry_after: result.retryAfterSeconds }, { 'retry-after': String(result.retryAfterSeconds) })
+}
+
+function statusOf (response: Request['response']): number | undefined {
+  if (response === null || typeof response !== 'object') return undefined
+  if ('isBoom' in response && response.isBoom) return response.output.statusCode
+  return 'statusCode' in response ? response.statusCode : undefined
+}
+
 export const rateLimitPlugin: Plugin<Services> = {
   name: 'cc-ratelimit',
   register (server, services) {
     const limits = services.config.rateLimits
     const limiter = services.rateLimiter
 
-    function enforce (key: string, rule: RateLimitRule): void {
+    function enforce ([key, rule]: BucketRef): void {
       const result = limiter.take(key, rule)
-      if (!result.allowed) {
-        throw apiError('RATE_LIMITED', 'Too many requests, slow down', { retry_after: result.retryAfterSeconds }, { 'retry-after': String(result.retryAfterSeconds) })
-      }
+      if (!result.allowed) throw rateLimited(result)
     }
 
     server.ext('onPreAuth', (request, h) => {
       const ip = clientIp(request, services.config.trustProxyHops)
       request.app.clientIp = ip
-      if (request.route.settings.app?.rateLimit === 'auth') enforce(`auth-ip:${ip}`, limits.authPerIp)
-      else if (request.headers.authorization === undefined) enforce(`ip:${ip}`, limits.perIp)
+      if (request.route.settings.app?.rateLimit === 'auth') {
+        enforce([`auth-ip:${ip}`, limits.authPerIp])
+      } else if (request.headers.authorization === undefined || (request.route.settings.auth as unknown) === false) {
+        enforce([`ip:${ip}`, limits.perIp])
+      } else {
+        // Checked, not taken: only failures count, and a verified token has its own bucket below.
+        const bucket: BucketRef = [`auth-fail-ip:${ip}`, limits.authFailuresPerIp]
+        const result = limiter.peek(...bucket)
+        if (!result.allowed) throw rateLimited(result)
+        request.app.authFailureBucket = bucket
+      }
       return h.continue
     })
 
     server.ext('onPostAuth', (request, h) => {
-      if (request.route.settings.app?.rateLimit === 'auth') {
-        const email = (request.payload as { email?: unknown } | null)?.email
-        if (typeof email === 'string' && email.length <= 320) enforce(`auth-account:${normalizeEmail(email)}`, limits.authPerAccount)
-        return h.continue
-      }
+      if (request.route.settings.app?.rateLimit === 'auth') return h.continue
       // The bearer's identity: a user now; instance strategies put their id in credentials.app.
       const subject = request.auth.credentials?.user?.id ?? (request.auth.credentials?.app as { id?: string } | undefined)?.id
-      if (subject !== undefined) enforce(`token:${subject}`, limits.perToken)
+      if (subject !== undefined) enforce([`token:${subject}`, limits.perToken])
+      return h.continue
+    })
+
+    // After validation: the email is normalised and the body well formed.
+    server.ext('onPreHandler', (request, h) => {
+      const kind = request.route.settings.app?.accountLimit
+      const email = (request.payload as { email?: unknown } | null)?.email
+      if (kind === undefined || typeof email !== 'string') return h.continue
+      const account = normalizeEmail(email)
+      if (kind === 'mail') {
+        enforce([`mail:${request.route.path}:${account}`, limits.mailPerAccount])
+        return h.continue
+      }
+      const address: BucketRef = [`login-fail:${account}|${request.app.clientIp!}`, limits.loginFailuresPerAddress]
+      const everywhere: BucketRef = [`login-fail:${account}`, limits.loginFailuresPerAccount]
+      enforce(address)
+      try {
+        enforce(everywhere)
+      } catch (err) {
+        limiter.refund(...address)
+        throw err
+      }
+      request.app.loginBuckets = [address, everywhere]
+      return h.continue
+    })
+
+    server.ext('onPreResponse', (request, h) => {
+      const status = statusOf(request.response)
+      const login = request.app.loginBuckets
+      if (login !== undefined && status !== 401) {
+        const [address, everywhere] = login
+        if (status === 200) limiter.forget(address[0])
+        else limiter.refund(...address)
+        limiter.refund(...everywhere)
+      }
+      const bearer = request.app.authFailureBucket
+      if (bearer !== undefined && status === 401) limiter.charge(...bearer)
       return h.continue
     })
   },

@@ -1,10 +1,36 @@
 /**
  * joi pieces shared by routes: request fields (validated, normalised) and response shapes (used for
  * the OpenAPI document and, when `validateResponses` is on, checked on every response in tests).
+ *
+ * Routes import `Joi` from here, not from 'joi': its `string()` refuses control characters (C0
+ * including NUL, DEL, C1) and lone UTF-16 surrogates in every field, before trimming or any other
+ * rule, as 422 VALIDATION_ERROR. Such input has no legitimate use in a name, an id, a URL or a
+ * password, and it reaches the database (NUL is an error there), logs and mail. Passwords follow
+ * the same rule: any printable Unicode, no control characters.
  */
-import Joi from 'joi'
+import BaseJoi from 'joi'
 import { ERROR_CODES } from '../proto/api/errors.ts'
 import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from './services/passwords.ts'
+
+/** C0 (U+0000-U+001F), DEL and C1 (U+007F-U+009F): Unicode general category Cc. */
+const CONTROL_CHARACTER = /\p{Cc}/u
+/** With the u flag a surrogate matches only when it is not half of a pair. */
+const LONE_SURROGATE = /\p{Cs}/u
+
+export const Joi = BaseJoi.extend((joi: BaseJoi.Root): BaseJoi.Extension => ({
+  type: 'string',
+  base: joi.string(),
+  messages: {
+    'string.control': 'must not contain control characters',
+    'string.surrogate': 'must be valid Unicode text',
+  },
+  prepare (value: unknown, helpers) {
+    if (typeof value !== 'string') return undefined
+    if (CONTROL_CHARACTER.test(value)) return { value, errors: helpers.error('string.control') }
+    if (LONE_SURROGATE.test(value)) return { value, errors: helpers.error('string.surrogate') }
+    return undefined
+  },
+})) as BaseJoi.Root
 
 // Requests.
 

@@ -1,9 +1,10 @@
 /**
- * Spec "Public Endpoints (No Auth)": /v1/auth/*. All rate-limited per IP and per account. Answers
- * never tell whether an email has an account (see services/accounts.ts).
+ * Spec "Public Endpoints (No Auth)": /v1/auth/*. All rate-limited per IP; sign-in failures and the
+ * mails a route sends are limited per account too (control/ratelimit.ts). Answers never tell
+ * whether an email has an account (see services/accounts.ts).
  */
 import type { Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import { MESSAGES, type LoginResponse, type RefreshResponse, type RegisterResponse, type VerifyEmailResponse } from '../../proto/api/auth.ts'
 import * as S from '../schemas.ts'
 import type { Services } from '../services/index.ts'
@@ -32,12 +33,13 @@ export const authRoutes: Plugin<Services> = {
   register (server, services) {
     const { accounts, sessions, plans } = services
     const common = { auth: false as const, app: { rateLimit: 'auth' as const }, tags: ['auth'] }
+    const sendsMail = { ...common, app: { ...common.app, accountLimit: 'mail' as const } }
 
     server.route({
       method: 'POST',
       path: '/auth/register',
       options: {
-        ...common,
+        ...sendsMail,
         description: 'Create an account; a verification email is sent',
         notes: 'An email that already has an account gets the same 201 answer (its owner is notified by mail instead).',
         validate: {
@@ -67,6 +69,7 @@ export const authRoutes: Plugin<Services> = {
       path: '/auth/login',
       options: {
         ...common,
+        app: { ...common.app, accountLimit: 'login' as const },
         description: 'Sign in: access token (15 min) and refresh token (7 days)',
         validate: {
           // No length rule on a login password beyond the register bounds: a wrong one is just 401.
@@ -145,7 +148,7 @@ export const authRoutes: Plugin<Services> = {
       method: 'POST',
       path: '/auth/forgot-password',
       options: {
-        ...common,
+        ...sendsMail,
         description: 'Send a password reset email if the account exists (same answer either way)',
         validate: { payload: Joi.object({ email: S.email.required() }).label('ForgotPasswordRequest') },
         response: { status: { 200: S.message } },
@@ -212,7 +215,7 @@ export const authRoutes: Plugin<Services> = {
       method: 'POST',
       path: '/auth/resend-verification',
       options: {
-        ...common,
+        ...sendsMail,
         description: 'Send a new verification email if an unverified account exists (same answer either way)',
         validate: { payload: Joi.object({ email: S.email.required() }).label('ResendVerificationRequest') },
         response: { status: { 200: S.message } },

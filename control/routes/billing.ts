@@ -1,6 +1,6 @@
 /** Spec "Billing Endpoints": /v1/billing/*. Logic in services/billing.ts and services/stripe-webhook.ts. */
 import type { Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import type { CheckoutRequest, PortalRequest } from '../../proto/api/billing.ts'
 import * as S from '../schemas.ts'
 import type { Services } from '../services/index.ts'

@@ -1,6 +1,6 @@
 /** Spec "Custom Domain Endpoints": /v1/instances/{instance_id}/domains. Logic in services/domains.ts. */
 import type { Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import type { AddDomainRequest, ListDomainsResponse } from '../../proto/api/domains.ts'
 import * as S from '../schemas.ts'
 import type { Services } from '../services/index.ts'

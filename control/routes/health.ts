@@ -1,6 +1,6 @@
 /** `GET /health`: 200 when the database answers, else 503 SERVICE_UNAVAILABLE (spec "Health Checks"). */
 import type { Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import { ping } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import type { Services } from '../services/index.ts'

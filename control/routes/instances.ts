@@ -1,6 +1,6 @@
 /** Spec "Instance Management Endpoints": /v1/instances (access token). Logic in services/instances.ts. */
 import type { Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import type { CreateInstanceRequest, ListInstancesResponse, RegenerateTokenResponse, UpdateInstanceRequest } from '../../proto/api/instances.ts'
 import * as S from '../schemas.ts'
 import type { Services } from '../services/index.ts'

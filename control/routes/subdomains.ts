@@ -1,6 +1,6 @@
 /** Spec "Subdomain Endpoints": GET /v1/subdomains/check (access token). */
 import type { Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import type { SubdomainCheckResponse } from '../../proto/api/instances.ts'
 import type { Services } from '../services/index.ts'
 import { classifySubdomain, verdictMessage } from '../services/subdomains.ts'

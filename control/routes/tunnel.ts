@@ -3,7 +3,7 @@
  * called by the Erugo container. Logic in services/tunnel.ts; rate-limited per instance token.
  */
 import type { Plugin, Request } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import { HEARTBEAT_INTERVAL_SECONDS, type DisconnectResponse, type HeartbeatResponse } from '../../proto/api/tunnel.ts'
 import { INSTANCE_STRATEGY } from '../auth.ts'
 import type { Services } from '../services/index.ts'

@@ -1,6 +1,6 @@
 /** Spec "User Authenticated Endpoints": GET and PATCH /v1/user. */
 import type { Plugin } from '@hapi/hapi'
-import Joi from 'joi'
+import { Joi } from '../schemas.ts'
 import type { UpdateUserResponse, UserProfile } from '../../proto/api/user.ts'
 import { apiError } from '../errors.ts'
 import * as S from '../schemas.ts'

@@ -124,12 +124,12 @@ export class AccountService {
     }
 
     if (verifyToken !== undefined) {
-      this.#o.mailer.send(verificationMail(email, name, this.#verifyLink(verifyToken), Math.round(this.#o.verifyEmailTtlSeconds / 3600)))
+      this.#o.mailer.send(verificationMail(email, this.#verifyLink(verifyToken), Math.round(this.#o.verifyEmailTtlSeconds / 3600)))
     } else {
       const owner = await this.findByEmail(email)
       if (owner !== undefined) {
         const resetToken = await this.#createToken(this.#o.db, owner.id, 'reset_password', this.#o.resetPasswordTtlSeconds)
-        this.#o.mailer.send(existingAccountMail(owner.email, owner.name, this.#resetLink(resetToken)))
+        this.#o.mailer.send(existingAccountMail(owner.email, this.#resetLink(resetToken)))
       }
     }
     return created
@@ -151,7 +151,7 @@ export class AccountService {
     const user = await this.findByEmail(email)
     if (user === undefined || user.account_status !== 'pending_email_verification') return
     const token = await this.#createToken(this.#o.db, user.id, 'verify_email', this.#o.verifyEmailTtlSeconds)
-    this.#o.mailer.send(verificationMail(user.email, user.name, this.#verifyLink(token), Math.round(this.#o.verifyEmailTtlSeconds / 3600)))
+    this.#o.mailer.send(verificationMail(user.email, this.#verifyLink(token), Math.round(this.#o.verifyEmailTtlSeconds / 3600)))
   }
 
   /** The account for these credentials, or 401 with one message for every failure. */
@@ -168,7 +168,7 @@ export class AccountService {
     const user = await this.findByEmail(email)
     if (user === undefined) return
     const token = await this.#createToken(this.#o.db, user.id, 'reset_password', this.#o.resetPasswordTtlSeconds)
-    this.#o.mailer.send(passwordResetMail(user.email, user.name, this.#resetLink(token), Math.round(this.#o.resetPasswordTtlSeconds / 60)))
+    this.#o.mailer.send(passwordResetMail(user.email, this.#resetLink(token), Math.round(this.#o.resetPasswordTtlSeconds / 60)))
   }
 
   /** Sets the new password, spends every outstanding reset link and signs out every session. */
@@ -190,7 +190,7 @@ export class AccountService {
       await this.#o.sessions.revokeAllOf(userId, trx)
       return current
     })
-    this.#o.mailer.send(passwordChangedMail(user.email, user.name))
+    this.#o.mailer.send(passwordChangedMail(user.email))
   }
 
   async updateProfile (id: string, changes: { name?: string }): Promise<UserRow> {

@@ -81,40 +81,43 @@ export class Mailer {
   }
 }
 
-// Message texts. Plain text only: nothing to escape, nothing for a mail client to run.
+// Message texts. Plain text only: nothing to escape, nothing for a mail client to run. They carry
+// no user-chosen string (not even the display name): an account's name is set by whoever
+// registered it, who need not own the address, and text of theirs in our mail would read as ours
+// ("someone tried to sign up" to any address, with a link in the name). The greeting is generic.
 
-export function verificationMail (to: string, name: string, link: string, ttlHours: number): MailMessage {
+export function verificationMail (to: string, link: string, ttlHours: number): MailMessage {
   return {
     to,
     subject: 'Confirm your Erugo Cloud email address',
-    text: `Hello ${name},\n\nConfirm your email address to finish setting up your Erugo Cloud account:\n\n${link}\n\nThe link works once and expires in ${ttlHours} hours. If you did not sign up, ignore this message.\n`,
+    text: `Hello,\n\nConfirm your email address to finish setting up your Erugo Cloud account:\n\n${link}\n\nThe link works once and expires in ${ttlHours} hours. If you did not sign up, ignore this message.\n`,
     links: [link],
   }
 }
 
-export function existingAccountMail (to: string, name: string, resetLink: string): MailMessage {
+export function existingAccountMail (to: string, resetLink: string): MailMessage {
   return {
     to,
     subject: 'Someone tried to sign up with your email address',
-    text: `Hello ${name},\n\nSomeone tried to create an Erugo Cloud account with this email address, which already has an account. If it was you, sign in instead; if you forgot your password, reset it here:\n\n${resetLink}\n\nIf it was not you, no action is needed: nothing was changed.\n`,
+    text: `Hello,\n\nSomeone tried to create an Erugo Cloud account with this email address, which already has an account. If it was you, sign in instead; if you forgot your password, reset it here:\n\n${resetLink}\n\nIf it was not you, no action is needed: nothing was changed.\n`,
     links: [resetLink],
   }
 }
 
-export function passwordResetMail (to: string, name: string, link: string, ttlMinutes: number): MailMessage {
+export function passwordResetMail (to: string, link: string, ttlMinutes: number): MailMessage {
   return {
     to,
     subject: 'Reset your Erugo Cloud password',
-    text: `Hello ${name},\n\nA password reset was requested for your Erugo Cloud account. Choose a new password here:\n\n${link}\n\nThe link works once and expires in ${ttlMinutes} minutes. If you did not ask for this, ignore this message: your password is unchanged.\n`,
+    text: `Hello,\n\nA password reset was requested for your Erugo Cloud account. Choose a new password here:\n\n${link}\n\nThe link works once and expires in ${ttlMinutes} minutes. If you did not ask for this, ignore this message: your password is unchanged.\n`,
     links: [link],
   }
 }
 
-export function passwordChangedMail (to: string, name: string): MailMessage {
+export function passwordChangedMail (to: string): MailMessage {
   return {
     to,
     subject: 'Your Erugo Cloud password was changed',
-    text: `Hello ${name},\n\nThe password of your Erugo Cloud account was just reset and every signed-in session was signed out. If this was not you, reset your password now and contact support.\n`,
+    text: 'Hello,\n\nThe password of your Erugo Cloud account was just reset and every signed-in session was signed out. If this was not you, reset your password now and contact support.\n',
     links: [],
   }
 }

@@ -17,6 +17,13 @@ export interface TakeResult {
   retryAfterSeconds: number
 }
 
+const ALLOWED: TakeResult = Object.freeze({ allowed: true, retryAfterSeconds: 0 })
+
+function denied (bucket: Bucket, rule: RateLimitRule): TakeResult {
+  const ratePerMs = rule.perMinute / 60_000
+  return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / ratePerMs / 1000)) }
+}
+
 export class RateLimiter {
   readonly #buckets = new Map<string, Bucket>()
   readonly #now: () => number
@@ -32,24 +39,58 @@ export class RateLimiter {
     return this.#buckets.size
   }
 
+  /** Takes a token if there is one. */
   take (key: string, rule: RateLimitRule): TakeResult {
+    const bucket = this.#refilled(key, rule)
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1
+      return ALLOWED
+    }
+    return denied(bucket, rule)
+  }
+
+  /** Whether `take` would succeed, without taking anything (an unknown key stays unknown). */
+  peek (key: string, rule: RateLimitRule): TakeResult {
+    if (!this.#buckets.has(key)) return ALLOWED
+    const bucket = this.#refilled(key, rule)
+    return bucket.tokens >= 1 ? ALLOWED : denied(bucket, rule)
+  }
+
+  /**
+   * Counts an event already let through (a failure found after `peek`): takes a token even from an
+   * empty bucket, down to `-burst`, so failures that raced past the check extend the wait instead
+   * of going unpaid.
+   */
+  charge (key: string, rule: RateLimitRule): void {
+    const bucket = this.#refilled(key, rule)
+    bucket.tokens = Math.max(-rule.burst, bucket.tokens - 1)
+  }
+
+  /** Gives back a token taken for something that turned out not to count. */
+  refund (key: string, rule: RateLimitRule): void {
+    const bucket = this.#buckets.get(key)
+    if (bucket !== undefined) bucket.tokens = Math.min(rule.burst, bucket.tokens + 1)
+  }
+
+  /** Forgets a key: its bucket is full again. */
+  forget (key: string): void {
+    this.#buckets.delete(key)
+  }
+
+  /** The key's bucket, refilled up to now and moved to the most recently used end. */
+  #refilled (key: string, rule: RateLimitRule): Bucket {
     const now = this.#now()
-    const ratePerMs = rule.perMinute / 60_000
     let bucket = this.#buckets.get(key)
     if (bucket === undefined) {
       bucket = { tokens: rule.burst, updatedAt: now }
     } else {
       this.#buckets.delete(key) // re-inserted below: Map order becomes least-recently-used first
-      bucket.tokens = Math.min(rule.burst, bucket.tokens + Math.max(0, now - bucket.updatedAt) * ratePerMs)
+      bucket.tokens = Math.min(rule.burst, bucket.tokens + Math.max(0, now - bucket.updatedAt) * rule.perMinute / 60_000)
       bucket.updatedAt = now
     }
     this.#buckets.set(key, bucket)
     this.#evict(now)
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1
-      return { allowed: true, retryAfterSeconds: 0 }
-    }
-    return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / ratePerMs / 1000)) }
+    return bucket
   }
 
   #evict (now: number): void {

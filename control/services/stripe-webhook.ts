@@ -184,11 +184,11 @@ export class StripeWebhookProcessor {
         failed_at = greatest(p.failed_at, excluded.failed_at)`,
     [f.invoiceId, userId ?? null, f.subscriptionId, f.attemptCount, f.amountDue, f.currency, f.failedAt, f.nextAttemptAt])
     if (userId === undefined) return []
-    const user = await trx('users').where({ id: userId }).first('email', 'name') as { email: string, name: string } | undefined
+    const user = await trx('users').where({ id: userId }).first('email') as { email: string } | undefined
     if (user === undefined) return []
     const sub = f.subscriptionId === null ? undefined : await trx('billing_subscriptions').where({ id: f.subscriptionId }).first('plan') as { plan: string | null } | undefined
     this.#o.logger.info({ event: event.id, invoice: f.invoiceId, attempt: f.attemptCount, userId }, 'stripe payment failed')
-    return [paymentFailedMail(user.email, user.name, sub?.plan ?? 'paid', f.nextAttemptAt)]
+    return [paymentFailedMail(user.email, sub?.plan ?? 'paid', f.nextAttemptAt)]
   }
 
   /** The account behind a Stripe customer: our own link, else the user id we put in the metadata. */

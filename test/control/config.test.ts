@@ -16,6 +16,10 @@ t.test('defaults', async t => {
   t.equal(c.verifyEmailTtlSeconds, 86400)
   t.equal(c.resetPasswordTtlSeconds, 3600)
   t.same(c.rateLimits.authPerIp, { burst: 20, perMinute: 10 })
+  t.same(c.rateLimits.loginFailuresPerAddress, { burst: 5, perMinute: 1 })
+  t.same(c.rateLimits.loginFailuresPerAccount, { burst: 50, perMinute: 5 })
+  t.same(c.rateLimits.mailPerAccount, { burst: 3, perMinute: 1 })
+  t.same(c.rateLimits.authFailuresPerIp, { burst: 20, perMinute: 10 })
   t.equal(c.tunnel.statusWindowSeconds, 180, 'status window: REJECT_AFTER_TIME')
 })
 
@@ -56,6 +60,11 @@ t.test('a bad value: one line naming the variable', async t => {
     [{ CC_ACCESS_TOKEN_SECRET: 'short' }, 'CC_ACCESS_TOKEN_SECRET'],
     [{ CC_RATE_AUTH_PER_IP: 'lots' }, 'CC_RATE_AUTH_PER_IP'],
     [{ CC_RATE_AUTH_PER_IP: '0/5' }, 'CC_RATE_AUTH_PER_IP'],
+    [{ CC_RATE_LOGIN_FAILURES_PER_ADDRESS: '5' }, 'CC_RATE_LOGIN_FAILURES_PER_ADDRESS'],
+    [{ CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: '50/0' }, 'CC_RATE_LOGIN_FAILURES_PER_ACCOUNT'],
+    [{ CC_RATE_MAIL_PER_ACCOUNT: '-1/1' }, 'CC_RATE_MAIL_PER_ACCOUNT'],
+    [{ CC_RATE_AUTH_FAILURES_PER_IP: '1.5/2' }, 'CC_RATE_AUTH_FAILURES_PER_IP'],
+    [{ CC_RATE_AUTH_PER_ACCOUNT: '5/2' }, 'CC_RATE_AUTH_PER_ACCOUNT'],
     [{ CC_ARGON2_MEMORY_KIB: '1' }, 'CC_ARGON2_MEMORY_KIB'],
     [{ CC_LOG_LEVEL: 'loud' }, 'CC_LOG_LEVEL'],
     [{ CC_AUTO_MIGRATE: 'perhaps' }, 'CC_AUTO_MIGRATE'],
@@ -76,4 +85,6 @@ t.test('help lists every variable', async t => {
   const text = describeVariables()
   for (const name of ['CC_API_PORT', 'DATABASE_URL', 'CC_DATA_DIR', 'CC_SMTP_URL', 'CC_ARGON2_MEMORY_KIB']) t.match(text, name)
   t.match(text, 'CC_API_PORT (default 3000)')
+  for (const line of ['CC_RATE_LOGIN_FAILURES_PER_ADDRESS (default 5/1)', 'CC_RATE_LOGIN_FAILURES_PER_ACCOUNT (default 50/5)', 'CC_RATE_MAIL_PER_ACCOUNT (default 3/1)', 'CC_RATE_AUTH_FAILURES_PER_IP (default 20/10)']) t.match(text, line)
+  t.notMatch(text, 'CC_RATE_AUTH_PER_ACCOUNT', 'the retired variable is not offered')
 })

@@ -4,7 +4,7 @@ import { connect } from 'node:net'
 import Boom from '@hapi/boom'
 import { isDatabaseUnavailable, normalizeError } from '../../control/errors.ts'
 import { createDb } from '../../control/db/knex.ts'
-import { assertError, openTestDatabase, registration, startApp } from './harness.ts'
+import { assertError, bearer, openTestDatabase, registration, signUp, startApp } from './harness.ts'
 
 const db = await openTestDatabase(t, 'pglite')
 
@@ -14,7 +14,9 @@ t.test('framework errors in our shape', async t => {
 
   assertError(t, await h.request('GET', '/v1/no-such-route'), 'NOT_FOUND', 'unknown route')
   assertError(t, await h.request('GET', '/'), 'NOT_FOUND', 'root')
-  assertError(t, await h.request('DELETE', '/v1/auth/login'), 'NOT_FOUND', 'wrong method')
+  const wrongMethod = await h.request('DELETE', '/v1/auth/login')
+  assertError(t, wrongMethod, 'METHOD_NOT_ALLOWED', 'wrong method on a known path')
+  t.equal(wrongMethod.headers.allow, 'POST', 'Allow names the methods of the path (RFC 9110 15.5.6)')
   assertError(t, await h.request('POST', '/v1/auth/register', '{"name": "x",', { 'content-type': 'application/json' }), 'BAD_REQUEST', 'malformed JSON')
   assertError(t, await h.request('POST', '/v1/auth/register', '\u0000\u0001', { 'content-type': 'application/json' }), 'BAD_REQUEST', 'binary JSON')
   assertError(t, await h.request('POST', '/v1/auth/register', 'name=x', { 'content-type': 'application/x-www-form-urlencoded' }), 'UNSUPPORTED_MEDIA_TYPE', 'form body')
@@ -33,6 +35,29 @@ t.test('framework errors in our shape', async t => {
   const bug = await h.request('GET', '/v1/test-bug')
   assertError(t, bug, 'INTERNAL_ERROR', 'a real bug')
   t.notMatch(bug.raw, /hunter2|TypeError|stack/, 'no internals leak')
+})
+
+t.test('unrouted method on a known path: 405 with Allow; unknown paths and missing resources stay 404', async t => {
+  const h = await startApp(t, db)
+  const login = await signUp(h, 'methods@example.com')
+  const cases: Array<[string, string, string]> = [
+    ['PUT', '/v1/user', 'GET, HEAD, PATCH'],
+    ['DELETE', '/v1/user', 'GET, HEAD, PATCH'],
+    ['PUT', '/v1/instances/inst_0000000000000000000000', 'GET, HEAD, PATCH, DELETE'],
+    ['GET', '/v1/auth/login', 'POST'],
+    ['OPTIONS', '/v1/instances', 'GET, HEAD, POST'],
+    ['PATCH', '/health', 'GET, HEAD'],
+    ['PUT', '/v1/user/', 'GET, HEAD, PATCH'],
+  ]
+  for (const [method, path, allow] of cases) {
+    const res = await h.request(method, path, method === 'GET' || method === 'OPTIONS' ? undefined : {}, bearer(login.access_token))
+    assertError(t, res, 'METHOD_NOT_ALLOWED', `${method} ${path}`)
+    t.equal(res.headers.allow, allow, `${method} ${path}: Allow`)
+    t.same(res.body.error.details, { allow: allow.split(', ') }, `${method} ${path}: details`)
+  }
+  assertError(t, await h.request('PUT', '/v1/nothing-here', {}), 'NOT_FOUND', 'unknown path')
+  assertError(t, await h.request('GET', '/v1/instances/inst_0000000000000000000000', undefined, bearer(login.access_token)), 'NOT_FOUND', 'a missing resource on a routed method')
+  t.equal((await h.request('HEAD', '/v1/user', undefined, bearer(login.access_token))).status, 200, 'HEAD, as Allow says')
 })
 
 t.test('normalizeError', async t => {

@@ -2,7 +2,7 @@
 import t from 'tap'
 import type { Request } from '@hapi/hapi'
 import { clientIp } from '../../control/ratelimit.ts'
-import { assertError, bearer, openTestDatabase, signUp, startApp } from './harness.ts'
+import { assertError, bearer, openTestDatabase, PASSWORD, registration, signUp, startApp } from './harness.ts'
 
 const db = await openTestDatabase(t, 'pglite')
 
@@ -21,7 +21,7 @@ t.test('auth endpoints: per IP', async t => {
 })
 
 t.test('auth endpoints: per account across IPs', async t => {
-  const h = await startApp(t, db, { env: { CC_RATE_AUTH_PER_ACCOUNT: '2/1' } })
+  const h = await startApp(t, db, { env: { CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: '2/1' } })
   const attempt = async (ip: string, email: string): Promise<number> =>
     (await h.request('POST', '/v1/auth/login', { email, password: 'wrong password' }, { 'x-test-ip': ip })).status
   t.equal(await attempt('198.51.100.1', 'victim@example.com'), 401)
@@ -30,6 +30,116 @@ t.test('auth endpoints: per account across IPs', async t => {
   assertError(t, res, 'RATE_LIMITED', 'third guess at the same account from a third IP')
   t.ok(Number(res.headers['retry-after']) >= 1)
   t.equal(await attempt('198.51.100.3', 'other@example.com'), 401, 'other accounts unaffected')
+})
+
+/** The shipped defaults of the sign-in limits (the harness raises every limit). */
+const LOGIN_DEFAULTS = { CC_RATE_LOGIN_FAILURES_PER_ADDRESS: '5/1', CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: '50/5' }
+
+t.test('login: wrong passwords from one address do not lock the owner out elsewhere', async t => {
+  const h = await startApp(t, db, { env: LOGIN_DEFAULTS })
+  await signUp(h, 'owner@example.com')
+  const attacker = { 'x-test-ip': '203.0.113.66' }
+  const statuses: number[] = []
+  for (let i = 0; i < 20; i++) statuses.push((await h.request('POST', '/v1/auth/login', { email: 'owner@example.com', password: `guess number ${i}` }, attacker)).status)
+  t.same(statuses, [...Array(5).fill(401), ...Array(15).fill(429)], 'the guessing address is stopped after 5 failures')
+
+  const owner = await h.request('POST', '/v1/auth/login', { email: 'owner@example.com', password: PASSWORD }, { 'x-test-ip': '198.51.100.20' })
+  t.equal(owner.status, 200, 'the right password from another address signs in')
+  t.type(owner.body.access_token, 'string')
+
+  const stillBlocked = await h.request('POST', '/v1/auth/login', { email: 'owner@example.com', password: PASSWORD }, attacker)
+  assertError(t, stillBlocked, 'RATE_LIMITED', 'the guessing address stays blocked, even with the right password')
+  t.equal(stillBlocked.headers['retry-after'], '60', 'one more failure allowed per minute')
+
+  const reset = await h.request('POST', '/v1/auth/forgot-password', { email: 'owner@example.com' }, attacker)
+  t.equal(reset.status, 200, 'password reset is not held back by sign-in failures')
+  await h.services.mailer.drain()
+  t.equal(h.mail.to('owner@example.com').filter(m => /Reset/.test(m.subject)).length, 1, 'the reset mail leaves')
+})
+
+t.test('login: a success clears its address\'s failures, only failures count', async t => {
+  const h = await startApp(t, db, { env: LOGIN_DEFAULTS })
+  await signUp(h, 'typo@example.com')
+  const ip = { 'x-test-ip': '198.51.100.30' }
+  const login = async (password: string): Promise<number> => (await h.request('POST', '/v1/auth/login', { email: 'typo@example.com', password }, ip)).status
+  for (let i = 0; i < 4; i++) t.equal(await login('a typo'), 401)
+  for (let i = 0; i < 10; i++) t.equal(await login(PASSWORD), 200, `successful sign-in ${i + 1} is not counted`)
+  for (let i = 0; i < 5; i++) t.equal(await login('a typo'), 401, `failure ${i + 1} after a success: the earlier ones were forgotten`)
+  assertError(t, await h.request('POST', '/v1/auth/login', { email: 'typo@example.com', password: 'a typo' }, ip), 'RATE_LIMITED')
+})
+
+t.test('login: guessing from many addresses meets the per-account ceiling', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_LOGIN_FAILURES_PER_ADDRESS: '2/1', CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: '10/1' } })
+  await signUp(h, 'target@example.com')
+  await signUp(h, 'bystander@example.com')
+  const statuses: number[] = []
+  for (let i = 0; i < 8; i++) {
+    for (let j = 0; j < 2; j++) {
+      statuses.push((await h.request('POST', '/v1/auth/login', { email: 'target@example.com', password: `guess ${i}.${j}` }, { 'x-test-ip': `192.0.2.${i + 1}` })).status)
+    }
+  }
+  t.same(statuses, [...Array(10).fill(401), ...Array(6).fill(429)], '10 failures in all, then every address is refused')
+  const late = await h.request('POST', '/v1/auth/login', { email: 'target@example.com', password: 'guess 9' }, { 'x-test-ip': '192.0.2.99' })
+  assertError(t, late, 'RATE_LIMITED', 'a fresh address is refused too')
+  t.equal(late.headers['retry-after'], '60')
+  t.equal((await h.request('POST', '/v1/auth/login', { email: 'bystander@example.com', password: PASSWORD }, { 'x-test-ip': '192.0.2.1' })).status, 200, 'other accounts unaffected')
+  t.equal((await h.request('POST', '/v1/auth/forgot-password', { email: 'target@example.com' }, { 'x-test-ip': '192.0.2.1' })).status, 200, 'the owner can still reset the password')
+})
+
+t.test('mail routes: one bucket per account and route', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_MAIL_PER_ACCOUNT: '2/1' } })
+  const forgot = async (ip: string): Promise<number> => (await h.request('POST', '/v1/auth/forgot-password', { email: 'mailbox@example.com' }, { 'x-test-ip': ip })).status
+  t.equal(await forgot('198.51.100.41'), 200)
+  t.equal(await forgot('198.51.100.42'), 200)
+  const limited = await h.request('POST', '/v1/auth/forgot-password', { email: 'MailBox@example.com' }, { 'x-test-ip': '198.51.100.43' })
+  assertError(t, limited, 'RATE_LIMITED', 'third reset mail for one account, from any address')
+  t.equal(limited.headers['retry-after'], '60')
+  t.equal((await h.request('POST', '/v1/auth/resend-verification', { email: 'mailbox@example.com' })).status, 200, 'resend-verification has its own bucket')
+  t.equal((await h.request('POST', '/v1/auth/forgot-password', { email: 'other@example.com' })).status, 200, 'other accounts unaffected')
+
+  const h2 = await startApp(t, db, { env: { CC_RATE_MAIL_PER_ACCOUNT: '2/1', CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: '1/1' } })
+  for (let i = 0; i < 3; i++) await h2.request('POST', '/v1/auth/login', { email: 'mailbox@example.com', password: 'wrong password' }, { 'x-test-ip': `198.51.100.${50 + i}` })
+  for (let i = 0; i < 2; i++) await h2.request('POST', '/v1/auth/register', registration('mailbox@example.com'))
+  t.equal((await h2.request('POST', '/v1/auth/forgot-password', { email: 'mailbox@example.com' })).status, 200, 'sign-in failures and sign-ups leave the reset bucket alone')
+})
+
+t.test('bearer failures: limited per address before the token is looked up', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_AUTH_FAILURES_PER_IP: '5/1' } })
+  const login = await signUp(h, 'stale@example.com')
+  // A correctly signed token of a session that has ended: verifying it costs a database lookup.
+  await h.services.db('users').where({ email: 'stale@example.com' }).increment('session_version', 1)
+  let lookups = 0
+  const findById = h.services.accounts.findById.bind(h.services.accounts)
+  h.services.accounts.findById = async (...args) => { lookups++; return await findById(...args) }
+
+  const attacker = { 'x-test-ip': '203.0.113.99' }
+  const tokens = [login.access_token, 'garbage', 'eyJhbGciOiJub25lIn0.e30.', login.access_token, 'x'.repeat(300)]
+  for (const token of tokens) assertError(t, await h.request('GET', '/v1/user', undefined, { ...bearer(token), ...attacker }), 'UNAUTHORIZED')
+  t.equal(lookups, 2, 'the two well-signed tokens were looked up')
+  for (let i = 0; i < 20; i++) {
+    const res = await h.request(i % 2 === 0 ? 'GET' : 'POST', i % 2 === 0 ? '/v1/user' : '/v1/instances', undefined, { ...bearer(i % 3 === 0 ? login.access_token : `junk${i}`), ...attacker })
+    assertError(t, res, 'RATE_LIMITED', `request ${i + 6} from the failing address`)
+    t.equal(res.headers['retry-after'], '60')
+  }
+  t.equal(lookups, 2, 'no lookup once the address is over its limit')
+  assertError(t, await h.request('GET', '/v1/user', undefined, { authorization: 'Basic abc', ...attacker }), 'RATE_LIMITED', 'any Authorization header')
+
+  const other = { 'x-test-ip': '198.51.100.77' }
+  assertError(t, await h.request('GET', '/v1/user', undefined, { ...bearer('garbage'), ...other }), 'UNAUTHORIZED', 'another address is unaffected')
+  const fresh = await signUp(h, 'fresh@example.com')
+  t.equal((await h.request('GET', '/v1/user', undefined, { ...bearer(fresh.access_token), ...other })).status, 200)
+  for (let i = 0; i < 30; i++) {
+    if ((await h.request('GET', '/v1/user', undefined, { ...bearer(fresh.access_token), ...other })).status !== 200) t.fail(`valid request ${i} refused`)
+  }
+  t.pass('successful authentications are not counted')
+})
+
+t.test('public routes: an Authorization header does not escape the per-IP limit', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_PER_IP: '2/1' } })
+  const ip = { 'x-test-ip': '192.0.2.210', ...bearer('anything') }
+  t.equal((await h.request('GET', '/health', undefined, ip)).status, 200)
+  t.equal((await h.request('GET', '/v1/openapi.json', undefined, ip)).status, 200)
+  assertError(t, await h.request('GET', '/health', undefined, ip), 'RATE_LIMITED')
 })
 
 t.test('authenticated routes: per token; unauthenticated: per IP', async t => {

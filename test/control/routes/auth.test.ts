@@ -292,4 +292,31 @@ await forEachDatabase(t, async (t, db) => {
     now = new Date(now.getTime() + 3600_000 + 1000)
     assertError(t, await h.request('POST', '/v1/auth/reset-password', { token: tokenFromMail(mail), password: 'new password 1', password_confirmation: 'new password 1' }), 'VALIDATION_ERROR')
   })
+  t.test('mails carry no user-chosen text: a name with a link never reaches any mailbox', async t => {
+    const h = await startApp(t, db)
+    const lure = 'Prize! Claim at https://evil.example/claim now'
+    const crlf = await h.request('POST', '/v1/auth/register', registration('lure-crlf@example.com', { name: 'Ada\r\nSubject: urgent\r\n\r\nVisit https://evil.example/' }))
+    assertError(t, crlf, 'VALIDATION_ERROR', 'CR/LF in the name')
+    t.same(Object.keys(crlf.body.error.details.fields), ['name'])
+    t.equal((await mailsTo(h, 'lure-crlf@example.com', /./)).length, 0, 'no mail for the refused sign-up')
+
+    // Someone signs a victim's address up under a name that reads as an instruction.
+    t.equal((await h.request('POST', '/v1/auth/register', registration('lure-victim@example.com', { name: lure }))).status, 201)
+    t.equal((await h.request('POST', '/v1/auth/register', registration('lure-victim@example.com', { name: lure }))).status, 201, 'again: the owner is told')
+    t.equal((await h.request('POST', '/v1/auth/resend-verification', { email: 'lure-victim@example.com' })).status, 200)
+    t.equal((await h.request('POST', '/v1/auth/forgot-password', { email: 'lure-victim@example.com' })).status, 200)
+    const [reset] = await mailsTo(h, 'lure-victim@example.com', /Reset/)
+    t.equal((await h.request('POST', '/v1/auth/reset-password', { token: tokenFromMail(reset), password: 'new password 1', password_confirmation: 'new password 1' })).status, 200)
+    const mails = await mailsTo(h, 'lure-victim@example.com', /./)
+    t.same(mails.map(m => m.subject).sort(), [
+      'Confirm your Erugo Cloud email address', 'Confirm your Erugo Cloud email address', 'Reset your Erugo Cloud password',
+      'Someone tried to sign up with your email address', 'Your Erugo Cloud password was changed',
+    ], 'verification, resend, existing-account, reset and changed mails')
+    for (const mail of mails) {
+      t.notMatch(mail.text, /evil\.example|Prize|Claim/, `${mail.subject}: the name is not in the text`)
+      t.notMatch(mail.subject, /evil|Prize/, `${mail.subject}: nor in the subject`)
+      t.same(mail.links.filter(link => !link.startsWith('https://api.example.test/') && !link.startsWith('https://dashboard.example.test/')), [], `${mail.subject}: only our links`)
+      t.match(mail.text, /^Hello,\n/, `${mail.subject}: a generic greeting`)
+    }
+  })
 })
