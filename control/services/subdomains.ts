@@ -15,6 +15,10 @@ export const SUBDOMAIN_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 /**
  * Names our own services use or may use (API, dashboard, WireGuard endpoint, the CNAME target of
  * custom domains), mail and DNS conventions, and names that invite phishing of our users.
+ * Names that mail and web clients look up under a domain and trust are here too: whoever held
+ * them could publish keys or policy for the whole base domain (openpgpkey: OpenPGP WKD; mta-sts:
+ * RFC 8461; autoconfig/autodiscover: mail client set-up; wpad: proxy auto-discovery; isatap:
+ * RFC 5214). `_`-prefixed names (_dmarc, _acme-challenge, _mta-sts) never pass SUBDOMAIN_PATTERN.
  */
 export const RESERVED_SUBDOMAINS: ReadonlySet<string> = new Set([
   'www', 'api', 'dashboard', 'connect', 'tunnel', 'tunnels', 'mail', 'admin', 'administrator',
@@ -26,6 +30,7 @@ export const RESERVED_SUBDOMAINS: ReadonlySet<string> = new Set([
   'noreply', 'no-reply', 'smtp', 'imap', 'pop', 'pop3', 'mx', 'email', 'webmail', 'autodiscover',
   'autoconfig', 'ns', 'ns1', 'ns2', 'ns3', 'ns4', 'dns', 'ftp', 'sftp', 'ssh', 'git', 'acme',
   'erugo', 'cloud', 'localhost', 'local', 'test', 'dev', 'staging', 'demo', 'beta', 'example',
+  'openpgpkey', 'mta-sts', 'wpad', 'isatap',
 ])
 
 export type LabelVerdict = 'ok' | 'invalid' | 'reserved'

@@ -95,7 +95,7 @@ t.test('custom domains', async t => {
     t.test('add an apex domain: TXT ownership + A/AAAA instructions', async t => {
       const a = await domainApp(t, db, dns.server)
       const { user, instance } = await a.owner()
-      const apex = `apex${process.pid}x${++counter}.example`
+      const apex = `apex${process.pid}x${++counter}.com`
       const res = await a.h.request('POST', `/v1/instances/${instance.id}/domains`, { domain: apex }, bearer(user.token))
       t.equal(res.status, 201)
       const v = res.body.verification
@@ -112,6 +112,7 @@ t.test('custom domains', async t => {
       const bad = [
         '*.x.com', '1.2.3.4', '[2001:db8::1]', 'a..b', `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(58)}.com`,
         `${'a'.repeat(64)}.example.com`, 'pаypal.com', BASE_DOMAIN, `myfiles.${BASE_DOMAIN}`, 'co.uk', 'localhost', 'a_b.example.com', 'http://x.example.com/',
+        'nas.local', 'files.corp.internal', 'share.example', 'x.home.arpa', 'files.alt', 'other.test', 'x.onion', 'x.invalid', 'app.localhost',
       ]
       for (const domain of bad) {
         const res = await a.h.request('POST', `/v1/instances/${instance.id}/domains`, { domain }, bearer(user.token))
@@ -216,7 +217,7 @@ t.test('custom domains', async t => {
     t.test('verify an apex domain through TXT + A/AAAA', async t => {
       const a = await domainApp(t, db, dns.server)
       const { user, instance } = await a.owner()
-      const apex = `apexv${process.pid}x${++counter}.example`
+      const apex = `apexv${process.pid}x${++counter}.com`
       const added = await a.h.request('POST', `/v1/instances/${instance.id}/domains`, { domain: apex }, bearer(user.token))
       const verify = async (): Promise<Json> => (await a.h.request('POST', `/v1/instances/${instance.id}/domains/${apex}/verify`, undefined, bearer(user.token))).body
       t.same(await verify(), { domain: apex, status: 'pending_verification', error: `TXT record _erugo-verify.${apex} not found` })

@@ -53,13 +53,30 @@ await forEachDatabase(t, async (t, db) => {
   t.test('reserved names: not available, with suggestions', async t => {
     const h = await startInstanceApp(t, db)
     const user = await newUser(h)
-    for (const name of ['www', 'api', 'dashboard', 'connect', 'tunnel', 'mail', 'admin', 'Admin']) {
+    for (const name of ['www', 'api', 'dashboard', 'connect', 'tunnel', 'mail', 'admin', 'Admin', 'app', 'openpgpkey', 'mta-sts', 'autoconfig', 'autodiscover', 'wpad', 'isatap']) {
       const res = await h.request('GET', `/v1/subdomains/check?subdomain=${name}`, undefined, bearer(user.token))
       t.equal(res.status, 200, name)
       t.equal(res.body.subdomain, name.toLowerCase())
       t.equal(res.body.available, false, `${name} is reserved`)
       t.equal(res.body.suggestions.length, 3)
     }
+  })
+
+  t.test('names mail and web clients trust: an instance cannot take them', async t => {
+    const h = await startInstanceApp(t, db)
+    const user = await newUser(h)
+    for (const name of ['openpgpkey', 'mta-sts', 'autoconfig', 'autodiscover', 'wpad', 'isatap', 'app', 'api']) {
+      const res = await h.request('POST', '/v1/instances', { name: 'x', subdomain: name }, bearer(user.token))
+      assertError(t, res, 'VALIDATION_ERROR', name)
+      t.same(res.body.error.details.fields, { subdomain: ['is reserved'] }, `${name} is reserved`)
+    }
+    for (const name of ['_dmarc', '_acme-challenge', '_mta-sts', '_openpgpkey']) {
+      const create = await h.request('POST', '/v1/instances', { name: 'x', subdomain: name }, bearer(user.token))
+      assertError(t, create, 'VALIDATION_ERROR', name)
+      const check = await h.request('GET', `/v1/subdomains/check?subdomain=${name}`, undefined, bearer(user.token))
+      assertError(t, check, 'VALIDATION_ERROR', `check ${name}`)
+    }
+    t.same((await h.request('GET', '/v1/instances', undefined, bearer(user.token))).body.instances, [], 'none was created')
   })
 
   t.test('invalid labels -> 422 VALIDATION_ERROR on subdomain', async t => {
