@@ -23,7 +23,7 @@ import { toAddress, type IpamService } from './ipam.ts'
 import type { PlanService } from './plans.ts'
 import { classifySubdomain, normalizeSubdomain, verdictMessage, type SubdomainService } from './subdomains.ts'
 import type { InstanceClaims, TokenService } from './tokens.ts'
-import { bumpConfigVersion, instanceStatus, type CustomDomainSource, type GatewayInfo, type InstanceIdentity, type TunnelService, type TunnelStateRow } from './tunnel.ts'
+import { bumpConfigVersion, instanceStatus, suspendedReason, type CustomDomainSource, type GatewayInfo, type InstanceIdentity, type TunnelService, type TunnelStateRow } from './tunnel.ts'
 
 export interface InstanceRow extends TunnelStateRow {
   id: string
@@ -99,6 +99,7 @@ export class InstanceService {
       subdomain: row.subdomain,
       custom_domain: customDomain,
       status: instanceStatus(row, now, this.#o.tunnel.statusWindowSeconds),
+      suspended_reason: suspendedReason(row),
       tunnel_ip: formatIPv4(toAddress(row.address)),
       last_seen: row.last_seen === null ? null : isoSeconds(row.last_seen),
       created_at: isoSeconds(row.created_at),
@@ -124,8 +125,8 @@ export class InstanceService {
   async get (userId: string, instanceId: string): Promise<InstanceDetails> {
     const row = await this.#find(userId, instanceId)
     const custom = await this.#customDomain([row.id])
-    const { id, name, subdomain, custom_domain: customDomain, status, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt } = this.#summary(row, custom.get(row.id) ?? null, this.#o.now())
-    return { id, name, subdomain, full_domain: this.#o.tunnel.fullDomain(subdomain), custom_domain: customDomain, status, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt }
+    const { id, name, subdomain, custom_domain: customDomain, status, suspended_reason: reason, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt } = this.#summary(row, custom.get(row.id) ?? null, this.#o.now())
+    return { id, name, subdomain, full_domain: this.#o.tunnel.fullDomain(subdomain), custom_domain: customDomain, status, suspended_reason: reason, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt }
   }
 
   /** 422 for an invalid or reserved label (with suggestions for a reserved one). */

@@ -8,7 +8,7 @@ import {
 
 const CREATE_KEYS = ['credentials', 'instance']
 const CREATED_INSTANCE_KEYS = ['created_at', 'full_domain', 'id', 'name', 'status', 'subdomain', 'tunnel_ip']
-const SUMMARY_KEYS = ['created_at', 'custom_domain', 'id', 'last_seen', 'name', 'status', 'subdomain', 'tunnel_ip']
+const SUMMARY_KEYS = ['created_at', 'custom_domain', 'id', 'last_seen', 'name', 'status', 'subdomain', 'suspended_reason', 'tunnel_ip']
 const DETAIL_KEYS = [...SUMMARY_KEYS, 'full_domain'].sort()
 
 await forEachDatabase(t, async (t, db) => {
@@ -166,6 +166,7 @@ await forEachDatabase(t, async (t, db) => {
       subdomain: 'list-one',
       custom_domain: null,
       status: 'pending',
+      suspended_reason: null,
       tunnel_ip: first.tunnelIp,
       last_seen: null,
       created_at: '2026-03-01T12:00:00Z',
