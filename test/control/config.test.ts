@@ -26,6 +26,14 @@ t.test('CC_TUNNEL_STATUS_WINDOW: seconds, 1 to 3600', async t => {
   }
 })
 
+t.test('CC_SUBDOMAIN_QUARANTINE: seconds, default 30 days, 0 turns it off', async t => {
+  t.equal(loadConfig({}).subdomainQuarantineSeconds, 30 * 86400)
+  t.equal(loadConfig({ CC_SUBDOMAIN_QUARANTINE: '0' }).subdomainQuarantineSeconds, 0)
+  for (const bad of ['-1', '1.5', 'month']) {
+    t.throws(() => loadConfig({ CC_SUBDOMAIN_QUARANTINE: bad }), /^CC_SUBDOMAIN_QUARANTINE: /, bad)
+  }
+})
+
 t.test('values from the environment', async t => {
   const c = loadConfig({
     CC_API_PORT: '8081',
