@@ -102,6 +102,8 @@ export interface DnsConfig {
   recheckIntervalSeconds: number
   /** A verified domain whose record is gone keeps being served this long, then stops. */
   lapseGraceSeconds: number
+  /** A domain nobody verifies is dropped this long after it was added (or lapsed). */
+  pendingTtlSeconds: number
 }
 
 export class ConfigError extends Error {
@@ -166,6 +168,7 @@ const VARIABLES = {
   CC_DNS_GATEWAY_ADDRESSES: Joi.string(),
   CC_DOMAIN_RECHECK_INTERVAL: positiveInt.default(3600),
   CC_DOMAIN_LAPSE_GRACE: Joi.number().integer().min(0).default(72 * 3600),
+  CC_DOMAIN_PENDING_TTL: positiveInt.default(7 * 24 * 3600),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -317,5 +320,6 @@ function loadDns (v: Raw): DnsConfig {
     gatewayAddresses: gatewayAddresses.map(a => a.toLowerCase()),
     recheckIntervalSeconds: v.CC_DOMAIN_RECHECK_INTERVAL as number,
     lapseGraceSeconds: v.CC_DOMAIN_LAPSE_GRACE as number,
+    pendingTtlSeconds: v.CC_DOMAIN_PENDING_TTL as number,
   }
 }

@@ -105,6 +105,8 @@ export function createServices (deps: ServiceDeps): Services {
     baseDomain: config.baseDomain,
     recheckIntervalSeconds: config.dns.recheckIntervalSeconds,
     lapseGraceSeconds: config.dns.lapseGraceSeconds,
+    pendingTtlSeconds: config.dns.pendingTtlSeconds,
+    takeoverKey: deps.keys.instance,
     now,
     logger,
   })
