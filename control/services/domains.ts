@@ -408,7 +408,7 @@ export class DomainService implements CustomDomainSource {
       }
       const started = affected(await this.#o.db('custom_domains').where({ domain: row.domain, status: 'verified' }).whereNull('failing_since')
         .update({ failing_since: now, last_error: check.message, updated_at: now }))
-      if (row.failing_since === null && started > 0) await this.#mailOwner(row.user_id, owner => domainFailingMail(owner.email, owner.name, row.domain, check.message, deadline))
+      if (row.failing_since === null && started > 0) await this.#mailOwner(row.user_id, owner => domainFailingMail(owner.email, row.domain, check.message, deadline))
       else await this.#o.db('custom_domains').where({ domain: row.domain }).update({ last_error: check.message, updated_at: now })
     }
     return result
@@ -425,13 +425,13 @@ export class DomainService implements CustomDomainSource {
     })
     if (lapsed) {
       this.#o.logger.info({ domain: row.domain, reason }, 'custom domain no longer served: DNS record gone past the grace period')
-      await this.#mailOwner(row.user_id, owner => domainLapsedMail(owner.email, owner.name, row.domain, reason))
+      await this.#mailOwner(row.user_id, owner => domainLapsedMail(owner.email, row.domain, reason))
     }
     return lapsed
   }
 
-  async #mailOwner (userId: string, build: (owner: { email: string, name: string }) => MailMessage): Promise<void> {
-    const owner = await this.#o.db('users').where({ id: userId }).first('email', 'name') as { email: string, name: string } | undefined
+  async #mailOwner (userId: string, build: (owner: { email: string }) => MailMessage): Promise<void> {
+    const owner = await this.#o.db('users').where({ id: userId }).first('email') as { email: string } | undefined
     if (owner !== undefined) this.#o.mailer.send(build(owner))
   }
 }
@@ -447,20 +447,20 @@ function taken (domain: string): Error {
   return apiError('DOMAIN_ALREADY_EXISTS', 'This domain has already been added to an instance', { domain })
 }
 
-export function domainFailingMail (to: string, name: string, domain: string, reason: string, deadline: Date): MailMessage {
+export function domainFailingMail (to: string, domain: string, reason: string, deadline: Date): MailMessage {
   return {
     to,
     subject: `Check the DNS record of ${domain}`,
-    text: `Hello ${name},\n\nOur periodic check of ${domain} failed: ${reason}.\n\nThe domain keeps working until ${isoSeconds(deadline)}. If the DNS record is not back by then, we stop serving ${domain} and you will need to verify it again from your Erugo admin panel.\n`,
+    text: `Hello,\n\nOur periodic check of ${domain} failed: ${reason}.\n\nThe domain keeps working until ${isoSeconds(deadline)}. If the DNS record is not back by then, we stop serving ${domain} and you will need to verify it again from your Erugo admin panel.\n`,
     links: [],
   }
 }
 
-export function domainLapsedMail (to: string, name: string, domain: string, reason: string): MailMessage {
+export function domainLapsedMail (to: string, domain: string, reason: string): MailMessage {
   return {
     to,
     subject: `${domain} is no longer served`,
-    text: `Hello ${name},\n\nThe DNS record of ${domain} has not pointed at your Erugo instance for the whole grace period (${reason}), so we stopped serving it. Restore the record shown in your Erugo admin panel and verify the domain again to bring it back.\n`,
+    text: `Hello,\n\nThe DNS record of ${domain} has not pointed at your Erugo instance for the whole grace period (${reason}), so we stopped serving it. Restore the record shown in your Erugo admin panel and verify the domain again to bring it back.\n`,
     links: [],
   }
 }

@@ -388,6 +388,7 @@ t.test('custom domains', async t => {
       const token = (await a.h.request('POST', '/v1/auth/login', { email, password: 'correct horse battery' })).body.access_token
       t.match((await a.domains(token, instance.id))[0], { domain: name, status: 'pending_verification', ssl_status: 'none', error: 'CNAME record not found' })
       t.same((await mails()).filter(s => s.includes(name)), [`Check the DNS record of ${name}`, `${name} is no longer served`], 'owner mailed when it stopped')
+      t.ok(a.h.mail.to(email).filter(m => m.subject.includes(name)).every(m => m.text.startsWith('Hello,\n')), 'no user-chosen display name in domain mails')
 
       await dns.setCname(name, target)
       t.same((await a.h.request('POST', `/v1/instances/${instance.id}/domains/${name}/verify`, undefined, bearer(token))).body, { domain: name, status: 'verified', ssl_status: 'provisioning' }, 'verify again brings it back')
