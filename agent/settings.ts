@@ -185,7 +185,7 @@ function readToken (token: { value: unknown, source: string }, file: { value: un
       const mode = fstatSync(fd).mode & 0o777
       // The token is a bearer credential: group and others must not be able to read (or change) it.
       if ((mode & 0o077) !== 0) {
-        throw new SettingsError(source, `the token file ${path} has mode 0${mode.toString(8)}: group and others must have no access (chmod 600 ${path})`)
+        throw new SettingsError(source, `the token file ${path} has mode 0${mode.toString(8).padStart(3, '0')}: group and others must have no access (chmod 600 ${path})`)
       }
       text = readFileSync(fd, 'utf8').trim()
     } catch (err) {
