@@ -239,6 +239,7 @@ await forEachDatabase(t, async (t, db) => {
     const user = await newUser(h)
     plans.set(user.id, { plan: 'pro', status: 'active' })
     const kept = await mustCreate(t, h, user.token, 'keptinst')
+    clock.advance(1) // created later: the newer one is the one over the limit (not a tie broken by id)
     const over = await mustCreate(t, h, user.token, 'overinst')
     for (const inst of [kept, over]) {
       await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))
