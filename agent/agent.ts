@@ -285,8 +285,9 @@ export class Agent {
         backoff.reset()
         nextRecoveryAt = 0
         if (this.state.status !== 'connected' || this.state.last_error !== null) {
-          this.logger.info({ rttMs: Math.round(rtt) }, 'tunnel up: the gateway answers')
+          // Recorded first: whoever reads the log line finds the state file saying so.
           this.setStatus('connected', null)
+          this.logger.info({ rttMs: Math.round(rtt) }, 'tunnel up: the gateway answers')
         }
       } else if (heard !== null && heard > lastGood) {
         lastGood = heard
