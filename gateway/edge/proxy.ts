@@ -20,7 +20,7 @@ import type { Logger } from 'pino'
 import type { Metrics, CounterFamily } from '../metrics.ts'
 import type { Route, RouteTable } from './routes.ts'
 import { EdgeTimeout, type SlotGrant, type UpstreamPool } from './upstream.ts'
-import { downstreamResponseHeaders, plainIp, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
+import { downstreamResponseHeaders, plainIp, publicAuthority, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
 import { clientKey, UploadProgressWatch, type UploadInProgress } from './limits.ts'
 import { pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
 
@@ -174,7 +174,7 @@ export class ReverseProxy {
         port: route.port,
         method: req.method,
         path: req.url,
-        headers: upstreamRequestHeaders(req.headers, { clientIp, host: hostHeader!, proto: 'https', requestId }, true),
+        headers: upstreamRequestHeaders(req.headers, { clientIp, host: publicAuthority(hostHeader!, 'https'), proto: 'https', requestId }, true),
         setHost: false,
       })
     } catch (err) {
@@ -299,7 +299,7 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     if (grant !== 'granted') { this.answer(refusalPage(grant), { 'retry-after': proxy.retryAfter }); return }
     this.slot = true
     this.headers = upstreamRequestHeaders(req.headers, {
-      clientIp: this.clientIp, host: this.hostHeader!, proto: 'https', requestId: this.requestId,
+      clientIp: this.clientIp, host: publicAuthority(this.hostHeader!, 'https'), proto: 'https', requestId: this.requestId,
     }) as Record<string, string | string[]>
     this.withBody = hasBody(req)
     if (this.withBody) {
