@@ -127,6 +127,18 @@ export const EDGE_DEFAULTS = {
 
 type HttpsServer = https.Server | http2.Http2SecureServer
 
+/**
+ * TLS 1.2 suites: ECDHE with AEAD only (AES-GCM, ChaCha20-Poly1305; RFC 9325 4.2), for ECDSA and
+ * RSA certificates. No CBC (padding-oracle and Lucky13 history), no static RSA key exchange (no
+ * forward secrecy). TLS 1.3's suites are all AEAD.
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
+
 /** Server fields node reads per connection (also on an HTTP/2 server's HTTP/1.1 side). */
 interface Http1Limits {
   headersTimeout: number
@@ -313,6 +325,7 @@ export class Edge {
     const tlsOptions = {
       SNICallback: sni,
       minVersion: 'TLSv1.2',
+      ciphers: TLS_CIPHERS,
       // Node's default is 120 s: a connection that never finishes its handshake holds a socket that long.
       handshakeTimeout: this.limits.tlsHandshakeTimeoutMs,
     } satisfies tls.TlsOptions
