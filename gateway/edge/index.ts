@@ -1,8 +1,9 @@
 /**
  * The edge: public HTTPS (TLS by SNI) and HTTP listeners in front of the instances.
  *
- *   HTTPS client -> TLS, certificate by SNI (CertificateManager) -> Host -> RouteMap -> 421 unless
- *   the SNI names the same instance -> per-instance cap (503) -> UpstreamPool (keep-alive undici
+ *   HTTPS client -> connection cap per client address (limits.ts) -> TLS, certificate by SNI
+ *   (CertificateManager) -> Host -> RouteMap -> 421 unless the SNI names the same instance ->
+ *   per-instance cap (503), per-client share of it (429) -> UpstreamPool (keep-alive undici
  *   Pool per upstream, UpstreamConnector) -> response streamed back. HTTP/2 via ALPN, HTTP/1.1 upstream.
  *   HTTP client -> ACME HTTP-01 challenge (ChallengeResponder) or redirect to HTTPS.
  *
