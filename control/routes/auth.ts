@@ -6,6 +6,7 @@
 import type { Plugin, Request, ResponseToolkit } from '@hapi/hapi'
 import { Joi } from '../schemas.ts'
 import { MESSAGES, type LoginResponse, type RefreshResponse, type RegisterResponse, type VerifyEmailResponse } from '../../proto/api/auth.ts'
+import type { ErrorCode } from '../../proto/api/errors.ts'
 import { apiError, isApiError } from '../errors.ts'
 import * as S from '../schemas.ts'
 import type { Services } from '../services/index.ts'
@@ -36,6 +37,10 @@ const COOKIE_MODE_NOTE = 'With the request header `X-CC-Session: cookie` the ref
   '`cc_refresh` (HttpOnly; Secure; SameSite=Strict; Path=/v1/auth; Max-Age = the refresh token lifetime), for browser clients.'
 const COOKIE_SOURCE_NOTE = 'Without `refresh_token` in the body (no body, or `{}`) the token is taken from the `cc_refresh` cookie; ' +
   'the request must then carry an `Origin` header naming this server (its own origin or CC_PUBLIC_URL\'s), else 403 FORBIDDEN.'
+
+const VERIFY_ERRORS: ErrorCode[] = ['LINK_EXPIRED', 'LINK_ALREADY_USED', 'LINK_INVALID']
+const VERIFY_ERRORS_NOTE = 'A token that does not work is answered with its reason: 410 LINK_EXPIRED (past its lifetime: ask for a new ' +
+  'link with POST /v1/auth/resend-verification), 410 LINK_ALREADY_USED (spent), 400 LINK_INVALID (no such token).'
 
 /** Where a refresh or logout takes its token from; a cookie-sourced request must pass the Origin check. */
 function presentedToken (request: Request, services: Services): { token: string | undefined, fromCookie: boolean } {
@@ -248,9 +253,11 @@ export const authRoutes: Plugin<Services> = {
       path: '/auth/verify-email',
       options: {
         ...common,
-        description: 'Confirm an email address (the link in the verification email)',
+        description: 'Confirm an email address (the link in verification emails sent before the dashboard page existed)',
+        notes: VERIFY_ERRORS_NOTE,
         validate: { query: Joi.object({ token: S.mailToken.required() }) },
         response: { status: { 200: verifyResponse } },
+        plugins: { openapi: { errors: VERIFY_ERRORS } },
       },
       handler: async request => await verifyHandler((request.query as { token: string }).token),
     })
@@ -260,9 +267,11 @@ export const authRoutes: Plugin<Services> = {
       path: '/auth/verify-email',
       options: {
         ...common,
-        description: 'Confirm an email address with the token from the verification email',
+        description: 'Confirm an email address with the token from the verification email (the dashboard\'s /verify-email page)',
+        notes: VERIFY_ERRORS_NOTE,
         validate: { payload: Joi.object({ token: S.mailToken.required() }).label('VerifyEmailRequest') },
         response: { status: { 200: verifyResponse } },
+        plugins: { openapi: { errors: VERIFY_ERRORS } },
       },
       handler: async request => await verifyHandler((request.payload as { token: string }).token),
     })
