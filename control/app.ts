@@ -48,6 +48,7 @@ import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
 import { startBillingEnforcement } from './jobs/billing.ts'
 import { startDomainRecheck } from './jobs/domains.ts'
+import { adminRoutes } from './routes/admin.ts'
 import { authRoutes } from './routes/auth.ts'
 import { billingRoutes } from './routes/billing.ts'
 import { domainRoutes } from './routes/domains.ts'
@@ -71,7 +72,7 @@ declare module '@hapi/hapi' {
 }
 
 /** Route plugins mounted under /v1, one per spec section. */
-const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, domainRoutes, subdomainRoutes, tunnelRoutes]
+const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, domainRoutes, subdomainRoutes, tunnelRoutes, adminRoutes]
 
 export interface AppDeps {
   db: Db
@@ -118,6 +119,9 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
       payload: { maxBytes: config.maxBodyBytes, allow: ['application/json'] },
       response: { sample: deps.validateResponses === true ? 100 : 0, failAction: 'error', emptyStatusCode: 204 },
       security: { hsts: false, xframe: true, noSniff: true, referrer: 'no-referrer' },
+      // No hapi cookie parsing: a malformed cookie from another app on this host must not fail
+      // requests; the one cookie we read is parsed by control/session-cookie.ts.
+      state: { parse: false, failAction: 'ignore' },
     },
   })
   server.validator(Joi)
