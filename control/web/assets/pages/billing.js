@@ -97,10 +97,11 @@ export async function billing ({ main, signal }) {
   }
 
   let waiting = false
-  const waitForChange = (before, intervalSeconds) => {
+  // pollMs: the checkout answer's poll_interval, in milliseconds (the API's unit).
+  const waitForChange = (before, pollMs) => {
     if (waiting) return
     waiting = true
-    const ms = Number.isFinite(intervalSeconds) && intervalSeconds > 0 ? intervalSeconds * 1000 : DEFAULT_POLL_MS
+    const ms = Number.isFinite(pollMs) && pollMs > 0 ? pollMs : DEFAULT_POLL_MS
     const until = Date.now() + POLL_FOR_MS
     const tick = async () => {
       if (signal.aborted) return
@@ -128,7 +129,7 @@ export async function billing ({ main, signal }) {
       const { portal_url: url } = await api('POST', '/billing/portal', {})
       if (!tab.go(url)) clear(live).append(h('p', {}, 'Open the ', h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, 'billing portal'), '.'))
       else clear(live).append(h('p', {}, 'The billing portal opened in a new tab. This page updates when your plan changes.'))
-      waitForChange(subscription, DEFAULT_POLL_MS / 1000)
+      waitForChange(subscription, DEFAULT_POLL_MS)
     } catch (err) {
       tab.close()
       showAlert(alert, describeError(err))
