@@ -8,6 +8,7 @@
  *   control/auth.ts        `user` bearer strategy (default on every route), `app.verifiedEmail`
  *   control/ratelimit.ts   per-IP / per-account / per-token buckets, `app.rateLimit: 'auth'`
  *   control/routes/*.ts    one Hapi plugin per spec section; thin handlers, joi next to the route
+ *   control/routes/web.ts  the dashboard: control/web/ (static files) at the page paths and /assets
  *   control/services/*.ts  the logic; built once in services/index.ts and handed to every plugin
  *   control/db/            knex (Postgres or PGlite), migrate.ts, migrations/<timestamp>_<name>.ts
  *   proto/api/             the public contract: error codes and request/response types
@@ -36,6 +37,7 @@
  *   response validation on and a capturing mailer, and `inject` requests go through server.inject.
  */
 import Hapi, { type Plugin } from '@hapi/hapi'
+import Inert from '@hapi/inert'
 import { Joi } from './schemas.ts'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
@@ -53,10 +55,10 @@ import { billingRoutes } from './routes/billing.ts'
 import { domainRoutes } from './routes/domains.ts'
 import { healthRoutes } from './routes/health.ts'
 import { instanceRoutes } from './routes/instances.ts'
-import { pageRoutes } from './routes/pages.ts'
 import { subdomainRoutes } from './routes/subdomains.ts'
 import { tunnelRoutes } from './routes/tunnel.ts'
 import { userRoutes } from './routes/user.ts'
+import { webRoutes } from './routes/web.ts'
 import { createServices, type Services } from './services/index.ts'
 import { loadTokenKeys, type TokenKeys } from './services/keys.ts'
 import { Mailer, OutboxTransport, SmtpTransport, type MailTransport } from './services/mail.ts'
@@ -155,7 +157,8 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
   await server.register({ plugin: rateLimitPlugin, options: services })
   await server.register({ plugin: authPlugin, options: services })
   await server.register({ plugin: healthRoutes, options: services })
-  await server.register({ plugin: pageRoutes, options: services })
+  await server.register(Inert)
+  await server.register({ plugin: webRoutes, options: services })
   for (const plugin of ROUTE_PLUGINS) {
     await server.register({ plugin, options: services }, { routes: { prefix: API_PREFIX } })
   }
