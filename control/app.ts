@@ -120,6 +120,9 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
       payload: { maxBytes: config.maxBodyBytes, allow: ['application/json'] },
       response: { sample: deps.validateResponses === true ? 100 : 0, failAction: 'error', emptyStatusCode: 204 },
       security: { hsts: false, xframe: true, noSniff: true, referrer: 'no-referrer' },
+      // No hapi cookie parsing: a malformed cookie from another app on this host must not fail
+      // requests; the one cookie we read is parsed by control/session-cookie.ts.
+      state: { parse: false, failAction: 'ignore' },
     },
   })
   server.validator(Joi)

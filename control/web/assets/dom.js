@@ -1,4 +1,4 @@
-// Small DOM helpers: elements are built with createElement and textContent only (never innerHTML),
+// Small DOM helpers: elements are built with createElement and textContent only (no HTML parsing),
 // so nothing from the API or the address bar is ever parsed as markup.
 
 /** h('a', { href: '/x', class: 'btn', onclick: fn }, 'text', child) */

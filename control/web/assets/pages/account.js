@@ -104,7 +104,7 @@ export async function operator ({ main, signal }) {
   } catch (err) {
     if (signal.aborted) return
     if (err instanceof ApiError && err.code === 'FORBIDDEN') clear(body).append(h('p', { role: 'alert', class: 'alert alert-shown' }, 'This page is for operators. Ask an administrator to grant you the operator role.'))
-    else clear(body).append(errorState(err))
+    else clear(body).append(errorState(err, null, { notFound: 'The operator overview is not available on this server.' }))
     return
   }
   if (signal.aborted) return

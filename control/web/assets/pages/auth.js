@@ -54,12 +54,10 @@ export function checkEmail ({ main }) {
     h('p', {}, h('a', { href: '/sign-in' }, 'Sign in'))))
 }
 
-/** The API answers one error for a bad, expired or spent link; a reason in details is used when given. */
-function linkProblem (err) {
-  const reason = String(err?.details?.reason ?? '') + ' ' + String(err?.message ?? '')
-  if (/expired/i.test(reason) && !/invalid|already/i.test(reason)) return 'This link has expired'
-  if (/already used|used/i.test(reason) && !/invalid|expired/i.test(reason)) return 'This link was already used'
-  return 'This link is not valid'
+const LINK_PROBLEMS = {
+  LINK_EXPIRED: 'This link has expired',
+  LINK_ALREADY_USED: 'This link was already used',
+  LINK_INVALID: 'This link is not valid',
 }
 
 export async function verifyEmail ({ main, signal }) {
@@ -84,7 +82,10 @@ export async function verifyEmail ({ main, signal }) {
     clear(box).append(h('h1', {}, 'Email verified'), h('p', {}, 'Your address is confirmed. You can now create instances.'), h('p', {}, h('a', { href: '/sign-in', class: 'btn btn-primary' }, 'Sign in')))
   } catch (err) {
     if (signal.aborted) return
-    if (err instanceof ApiError && (err.code === 'VALIDATION_ERROR' || err.code === 'NOT_FOUND' || err.code === 'BAD_REQUEST')) failed(linkProblem(err))
+    if (err instanceof ApiError && err.code in LINK_PROBLEMS) {
+      failed(LINK_PROBLEMS[err.code], err.code === 'LINK_ALREADY_USED' ? 'Your address may be verified already: try to sign in. Otherwise ask for a new link.' : undefined)
+      if (err.code === 'LINK_ALREADY_USED') box.append(h('p', {}, h('a', { href: '/sign-in' }, 'Sign in')))
+    } else if (err instanceof ApiError && err.code === 'VALIDATION_ERROR') failed(LINK_PROBLEMS.LINK_INVALID)
     else {
       failed('This link is not valid', '')
       const alert = alertRegion()
@@ -134,7 +135,7 @@ export function resetPassword ({ main }) {
   session.mailToken = null
   const box = h('div', { class: 'narrow' })
   main.append(box)
-  const badLink = () => [`${linkProblem(null)}: it may have expired or been used already. `, h('a', { href: '/forgot-password' }, 'Ask for a new reset link'), '.']
+  const badLink = () => ['This link is not valid: it may have expired or been used already. ', h('a', { href: '/forgot-password' }, 'Ask for a new reset link'), '.']
   box.append(h('h1', {}, 'Choose a new password'))
   if (!token) {
     const alert = alertRegion()
@@ -152,7 +153,7 @@ export function resetPassword ({ main }) {
       try {
         await api('POST', '/auth/reset-password', { token, ...values }, { auth: false })
       } catch (err) {
-        if (err instanceof ApiError && err.code === 'VALIDATION_ERROR' && err.details?.fields?.token) {
+        if (err instanceof ApiError && ((err.code === 'VALIDATION_ERROR' && err.details?.fields?.token) || err.code in LINK_PROBLEMS)) {
           showAlert(ctx.alert, badLink())
           return
         }

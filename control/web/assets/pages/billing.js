@@ -53,7 +53,7 @@ export async function billing ({ main, signal }) {
         h('h2', {}, 'Current plan'),
         h('p', { class: 'plan-name' }, PLAN_NAMES[sub.plan] ?? sub.plan),
         h('dl', { class: 'facts' },
-          h('dt', {}, 'Instances'), h('dd', {}, `${used} of ${limits.instances} instance${limits.instances === 1 ? '' : 's'}`),
+          h('dt', {}, 'Instances'), h('dd', {}, `${used} of ${limits.instances} instances`),
           h('dt', {}, 'Custom domains'), h('dd', {}, limits.domains === 0 ? 'Not included' : `${limits.domains} per instance`),
           status ? [h('dt', {}, 'Subscription'), h('dd', {}, status)] : null,
           sub.current_period_end ? [h('dt', {}, sub.cancel_at_period_end ? 'Ends on' : 'Renews on'), h('dd', {}, formatDate(sub.current_period_end))] : null,
