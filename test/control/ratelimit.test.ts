@@ -166,3 +166,33 @@ t.test('client IP behind trusted proxies', async t => {
   t.equal(clientIp(fake('10.0.0.1', 'spoofed, 1.1.1.1, 10.0.0.2'), 2), '1.1.1.1', 'two proxies')
   t.equal(clientIp(fake('10.0.0.1'), 1), '10.0.0.1', 'header missing')
 })
+
+t.test('CC_TRUSTED_PROXIES: a client that is not a trusted peer cannot spoof X-Forwarded-For', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_AUTH_PER_IP: '2/1', CC_TRUSTED_PROXIES: '127.0.0.0/8,::1' } })
+  const forgot = async (peer: string, xff: string): Promise<number> =>
+    (await h.request('POST', '/v1/auth/forgot-password', { email: 'a@example.com' }, { 'x-test-ip': peer, 'x-forwarded-for': xff })).status
+  // A direct client: every request claims another address, all count against its own.
+  t.equal(await forgot('203.0.113.50', '198.51.100.1'), 200)
+  t.equal(await forgot('203.0.113.50', '198.51.100.2'), 200)
+  t.equal(await forgot('203.0.113.50', '198.51.100.3'), 429, 'limited on its socket address, whatever it claims')
+  // Through the trusted proxy (loopback, as the edge in `start`): the forwarded client counts.
+  t.equal(await forgot('127.0.0.1', '198.51.100.1'), 200)
+  t.equal(await forgot('127.0.0.1', '198.51.100.1'), 200)
+  t.equal(await forgot('127.0.0.1', '198.51.100.1'), 429, 'the forwarded client is limited')
+  t.equal(await forgot('127.0.0.1', '198.51.100.9'), 200, 'another client behind the same proxy is not')
+  // A client prepending a fake hop through the proxy: the hop the proxy saw is the client.
+  t.equal(await forgot('127.0.0.1', '198.51.100.9, 198.51.100.1'), 429, 'the rightmost untrusted hop, not the claimed one')
+})
+
+t.test('client IP with CC_TRUSTED_PROXIES: first untrusted hop from the right', async t => {
+  const { parseTrustedProxies } = await import('../../control/trusted-proxies.ts')
+  const trustedProxies = parseTrustedProxies('10.0.0.0/8, ::1, 192.0.2.7')
+  const trust = { trustProxyHops: 0, trustedProxies }
+  const fake = (remoteAddress: string, xff?: string): Request => ({ info: { remoteAddress }, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } }) as unknown as Request
+  t.equal(clientIp(fake('203.0.113.1', '1.1.1.1'), trust), '203.0.113.1', 'an untrusted peer: the header is ignored')
+  t.equal(clientIp(fake('10.1.2.3', 'spoofed, 1.1.1.1'), trust), '1.1.1.1', 'a trusted peer: its entry')
+  t.equal(clientIp(fake('::ffff:10.0.0.1', 'spoofed, 1.1.1.1, 10.0.0.2, 192.0.2.7'), trust), '1.1.1.1', 'trusted hops skipped (IPv4-mapped peer too)')
+  t.equal(clientIp(fake('::1', '10.0.0.9, 10.0.0.2'), trust), '10.0.0.9', 'all trusted: the leftmost')
+  t.equal(clientIp(fake('::1'), trust), '::1', 'header missing')
+  t.equal(clientIp(fake('192.0.2.8', '1.1.1.1'), trust), '192.0.2.8', 'a single address is not a network')
+})
