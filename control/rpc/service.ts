@@ -35,6 +35,8 @@ export interface RpcServiceOptions {
   logger: Logger
   /** The shared certificate store; unset: its endpoints answer NOT_FOUND. */
   certificates?: CertStoreService
+  /** CC_BASE_DOMAIN, sent in snapshots: the edge serves control's names under it. */
+  baseDomain?: string
 }
 
 export class RpcService implements ControlPlane, CertificateStorePlane {
@@ -143,6 +145,7 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
 
   async #gatewaySection (): Promise<SnapshotGateway> {
     const section: SnapshotGateway = { address: formatIPv4(this.#o.ipam.pool.gatewayAddress), listenPort: 0 }
+    if (this.#o.baseDomain !== undefined) section.baseDomain = this.#o.baseDomain
     const latest = await this.#o.registry.latest()
     try {
       const known = await this.#o.registry.current()
