@@ -50,6 +50,7 @@ import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
 import { startBillingEnforcement } from './jobs/billing.ts'
 import { startDomainRecheck } from './jobs/domains.ts'
+import { adminRoutes } from './routes/admin.ts'
 import { authRoutes } from './routes/auth.ts'
 import { billingRoutes } from './routes/billing.ts'
 import { domainRoutes } from './routes/domains.ts'
@@ -73,7 +74,7 @@ declare module '@hapi/hapi' {
 }
 
 /** Route plugins mounted under /v1, one per spec section. */
-const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, domainRoutes, subdomainRoutes, tunnelRoutes]
+const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, domainRoutes, subdomainRoutes, tunnelRoutes, adminRoutes]
 
 export interface AppDeps {
   db: Db

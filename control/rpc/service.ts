@@ -89,7 +89,7 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
     return await guard(async () => {
       const peers = await recordPeerReports(this.#o.db, report.peers, now)
       const certificates = await recordCertificateReports(this.#o.db, report.gatewayId, report.certificates, now)
-      await this.#o.registry.noteReport(report.gatewayId)
+      await this.#o.registry.noteReport(report.gatewayId, report.peers.length)
       return { peers, certificates }
     })
   }

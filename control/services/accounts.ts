@@ -16,6 +16,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AccountStatus, RegisterResponse } from '../../proto/api/auth.ts'
+import type { UserRole } from '../../proto/api/user.ts'
 import type { Db, Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { ID_PREFIX, newId } from '../ids.ts'
@@ -30,6 +31,7 @@ export interface UserRow {
   name: string
   password_hash: string
   account_status: AccountStatus
+  role: UserRole
   session_version: number
   created_at: Date
   updated_at: Date
