@@ -5,6 +5,7 @@
  */
 import type { Test } from 'tap'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import https from 'node:https'
 import { join } from 'node:path'
 import type { BrowserContext, Locator, Page } from 'playwright-core'
 import { launchBrowser, type TestBrowser } from '../helpers/browser.ts'
@@ -14,7 +15,7 @@ import { freePort } from '../helpers/ports.ts'
 import { delay, startService, tempDir, type Service } from '../agent/service.ts'
 
 /** Through the edge (`https://app.localhost:<https port>`), or control's own listener (a secure context too). */
-export const THROUGH_EDGE = false
+export const THROUGH_EDGE = true
 
 export const PASSWORD = 'correct horse battery staple'
 export const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -111,6 +112,30 @@ export async function cookieNamed (context: BrowserContext, name: string): Promi
   return (await context.cookies()).find(c => c.name === name)
 }
 
+
+export interface RawReply { status: number, headers: Record<string, string | string[] | undefined>, body: string }
+
+/**
+ * A request to the dashboard's origin from outside the browser (an attacker's page would send
+ * one like it). Through the edge: TLS to the HTTPS listener with SNI and Host app.localhost and
+ * only our CA trusted (node's resolver need not know *.localhost).
+ */
+export async function originRequest (w: World, method: string, path: string, headers: Record<string, string>, body?: string): Promise<RawReply> {
+  const url = new URL(path, w.base)
+  if (url.protocol === 'http:') {
+    const res = await fetch(url, { method, headers, body })
+    return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() }
+  }
+  return await new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port: w.service.httpsPort, servername: url.hostname, method, path: url.pathname + url.search, headers: { host: url.host, ...headers }, ca: w.service.ca, timeout: 15_000 }, res => {
+      let text = ''
+      res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk }).on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }) })
+    })
+    req.on('timeout', () => { req.destroy(new Error('timed out')) })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
 
 /** The service, its Stripe stand-in and DNS server, and a browser; all stopped by t.teardown. */
 export async function startDashboard (t: Test): Promise<World> {

@@ -8,11 +8,12 @@
 import t from 'tap'
 import { assertAccessible, requireBrowser } from '../helpers/browser.ts'
 import { json } from '../agent/service.ts'
-import { cookieNamed, CSP, heading, JWT, mailedLink, PASSWORD, signIn, startDashboard, THROUGH_EDGE, WRONG_PASSWORD } from './dashboard.ts'
+import { cookieNamed, CSP, heading, JWT, mailedLink, originRequest, PASSWORD, signIn, startDashboard, THROUGH_EDGE, WRONG_PASSWORD } from './dashboard.ts'
 
 if (requireBrowser(t)) {
   const w = await startDashboard(t)
   const { service, base, browser } = w
+  t.comment(`dashboard at ${base}`)
   const email = `grace-${process.pid}@example.com`
   const newPassword = 'a brand new passphrase 42'
 
@@ -92,10 +93,10 @@ if (requireBrowser(t)) {
     t.equal(await page.evaluate('document.cookie.includes("cc_refresh")'), false, 'script cannot read the cookie')
 
     // A cookie refresh from a foreign origin is refused, and it does not spend the cookie.
-    const foreign = await fetch(`${base}/v1/auth/refresh`, { method: 'POST', headers: { origin: 'https://evil.example', cookie: `cc_refresh=${refresh?.value ?? ''}`, 'x-cc-session': 'cookie', 'content-type': 'application/json' }, body: '{}' })
+    const foreign = await originRequest(w, 'POST', '/v1/auth/refresh', { origin: 'https://evil.example', cookie: `cc_refresh=${refresh?.value ?? ''}`, 'x-cc-session': 'cookie', 'content-type': 'application/json' }, '{}')
     t.equal(foreign.status, 403, 'refresh with a foreign Origin: 403')
-    t.equal((await foreign.json()).error?.code, 'FORBIDDEN')
-    t.equal(foreign.headers.get('set-cookie'), null, 'no cookie handed out')
+    t.equal(JSON.parse(foreign.body).error?.code, 'FORBIDDEN')
+    t.equal(foreign.headers['set-cookie'], undefined, 'no cookie handed out')
     await page.reload()
     await heading(t, page, 'Instances')
     t.pass('after a reload the cookie still signs the page in (same-origin refresh)')
