@@ -60,6 +60,10 @@ export const authRoutes: Plugin<Services> = {
   register (server, services) {
     const { accounts, sessions, plans } = services
     const common = { auth: false as const, app: { rateLimit: 'auth' as const }, tags: ['auth'] }
+    // Refresh and logout present a refresh token (nothing to guess): the ordinary per-address
+    // limit, not the sign-in one, so that every dashboard page load (a cookie refresh) does not
+    // spend the budget meant for password guesses.
+    const withSession = { ...common, app: { rateLimit: 'default' as const } }
     const sendsMail = { ...common, app: { ...common.app, accountLimit: 'mail' as const } }
 
     server.route({
@@ -135,7 +139,7 @@ export const authRoutes: Plugin<Services> = {
       method: 'POST',
       path: '/auth/refresh',
       options: {
-        ...common,
+        ...withSession,
         description: 'Exchange a refresh token for a new access token and a new refresh token',
         notes: `Refresh tokens rotate: store the returned refresh_token. Presenting a spent one revokes the whole sign-in. ${COOKIE_SOURCE_NOTE} ` +
           `A cookie-sourced refresh answers in cookie mode (the rotated token in the cookie, none in the body). ${COOKIE_MODE_NOTE}`,
@@ -172,7 +176,7 @@ export const authRoutes: Plugin<Services> = {
       method: 'POST',
       path: '/auth/logout',
       options: {
-        ...common,
+        ...withSession,
         description: 'Sign out: revoke the sign-in this refresh token belongs to',
         notes: `${COOKIE_SOURCE_NOTE} In cookie mode (cookie-sourced, or X-CC-Session: cookie) the answer also clears the cookie (Max-Age=0).`,
         validate: { payload: refreshOrCookieBody.label('LogoutRequest') },

@@ -20,6 +20,23 @@ t.test('auth endpoints: per IP', async t => {
   assertError(t, await h.request('POST', '/v1/auth/login', '{bad', { ...ip, 'content-type': 'application/json' }), 'RATE_LIMITED', 'limited before the body is even parsed')
 })
 
+t.test('auth endpoints: refresh and logout are outside the sign-in budget (a dashboard page load is a cookie refresh)', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_AUTH_PER_IP: '3/1', CC_RATE_PER_IP: '100/100' } })
+  const ip = { 'x-test-ip': '203.0.113.9' }
+  await signUp(h, 'reloader@example.com')
+  let refresh = (await h.request('POST', '/v1/auth/login', { email: 'reloader@example.com', password: PASSWORD }, ip)).body.refresh_token as string
+  for (let i = 0; i < 10; i++) {
+    const res = await h.request('POST', '/v1/auth/refresh', { refresh_token: refresh }, ip)
+    t.equal(res.status, 200, `refresh ${i + 1} of 10 from one address`)
+    refresh = res.body.refresh_token
+  }
+  t.equal((await h.request('POST', '/v1/auth/logout', { refresh_token: refresh }, ip)).status, 204, 'logout too')
+  const login = async (): Promise<Awaited<ReturnType<typeof h.request>>> => await h.request('POST', '/v1/auth/login', { email: 'reloader@example.com', password: PASSWORD }, ip)
+  t.equal((await login()).status, 200, 'the sign-in budget is untouched by them: 2 of 3 left')
+  t.equal((await login()).status, 200)
+  assertError(t, await login(), 'RATE_LIMITED', 'and it still holds for sign-in')
+})
+
 t.test('auth endpoints: per account across IPs', async t => {
   const h = await startApp(t, db, { env: { CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: '2/1' } })
   const attempt = async (ip: string, email: string): Promise<number> =>
