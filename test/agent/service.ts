@@ -102,9 +102,9 @@ function serviceEnv (dataDir: string, ports: Partial<ServicePorts>): NodeJS.Proc
   return env
 }
 
-/** `cloud-connect start`; resolves once its banner is printed. */
-export async function startService (t: Test, dataDir: string, ports: Partial<ServicePorts> = {}): Promise<Service> {
-  const proc = new Proc('start', ['start'], serviceEnv(dataDir, ports), t)
+/** `cloud-connect start`; resolves once its banner is printed. `env` adds or overrides variables. */
+export async function startService (t: Test, dataDir: string, ports: Partial<ServicePorts> = {}, env: NodeJS.ProcessEnv = {}): Promise<Service> {
+  const proc = new Proc('start', ['start'], { ...serviceEnv(dataDir, ports), ...env }, t)
   await proc.waitFor(/^ {2}Data /m, 120_000)
   const find = (re: RegExp): RegExpExecArray => {
     const m = re.exec(proc.output)
