@@ -19,7 +19,7 @@ import { Backoff } from './backoff.ts'
 import { EXIT_FAILURE, EXIT_KERNEL_UNAVAILABLE, EXIT_OK, EXIT_REFUSED, EXIT_TOKEN_REJECTED } from './exit-codes.ts'
 import type { AgentSettings } from './settings.ts'
 import { freshState, loadOrCreateState, writeState, type AgentState, type ConnectionStatus } from './state.ts'
-import { planFromConfig, TunnelConfigError, TunnelUnavailableError, type Tunnel, type TunnelMode, type TunnelPlan } from './tunnel.ts'
+import { checkRegistration, TunnelConfigError, TunnelUnavailableError, type Tunnel, type TunnelMode, type TunnelPlan } from './tunnel.ts'
 import type { RegisterTunnelResponse, TunnelStatusResponse } from '../proto/api/tunnel.ts'
 import { decodeKey } from '../proto/noise/keys.ts'
 
@@ -195,14 +195,16 @@ export class Agent {
       if (err instanceof ApiError && err.failure === 'key_in_use') await this.newKeyPair()
       throw err
     }
-    let plan: TunnelPlan
+    let checked: ReturnType<typeof checkRegistration>
     try {
-      plan = planFromConfig(response.tunnel_config)
+      // Every field checked before anything is kept or written; the state file gets our formatting.
+      checked = checkRegistration(response)
     } catch (err) {
       if (err instanceof TunnelConfigError) throw new FatalError(err.message, EXIT_REFUSED)
       throw err
     }
-    this.state.registration = { tunnel_config: response.tunnel_config, domains: response.domains, registered_at: new Date().toISOString() }
+    const { plan, registration } = checked
+    this.state.registration = { ...registration, registered_at: new Date().toISOString() }
     this.save()
     if (this.stopping) return
     const tunnel = this.tunnel ?? (this.tunnel = this.options.createTunnel(decodeKey(this.state.private_key)))
@@ -210,10 +212,11 @@ export class Agent {
       await tunnel.apply(plan)
     } catch (err) {
       if (err instanceof TunnelUnavailableError) throw new FatalError(err.message, EXIT_KERNEL_UNAVAILABLE)
+      if (err instanceof TunnelConfigError) throw new FatalError(err.message, EXIT_REFUSED)
       throw err
     }
     this.plan = plan
-    this.logger.info({ tunnelIp: plan.address, endpoint: `${plan.endpointHost}:${plan.endpointPort}`, subdomain: response.domains.subdomain }, 'registered; tunnel configured')
+    this.logger.info({ tunnelIp: plan.address, endpoint: formatHostPort(plan.endpointHost, plan.endpointPort), subdomain: registration.domains.subdomain }, 'registered; tunnel configured')
   }
 
   /** Another instance holds our public key (a copied state file): take a new key pair. */
@@ -282,8 +285,9 @@ export class Agent {
         backoff.reset()
         nextRecoveryAt = 0
         if (this.state.status !== 'connected' || this.state.last_error !== null) {
-          this.logger.info({ rttMs: Math.round(rtt) }, 'tunnel up: the gateway answers')
+          // Recorded first: whoever reads the log line finds the state file saying so.
           this.setStatus('connected', null)
+          this.logger.info({ rttMs: Math.round(rtt) }, 'tunnel up: the gateway answers')
         }
       } else if (heard !== null && heard > lastGood) {
         lastGood = heard

@@ -52,21 +52,31 @@ export interface ApiClientOptions {
   /** Per-request limit, ms. */
   timeoutMs?: number
   userAgent?: string
+  /** Default MAX_ANSWER_BYTES. */
+  maxAnswerBytes?: number
 }
 
 const DEFAULT_TIMEOUT_MS = 15_000
+/**
+ * Implementation limit: the largest answer read, bytes (the largest real one, GET /tunnel/status
+ * with many custom domains, is a few KiB). Reading stops at the limit; a larger 2xx answer is
+ * refused, a larger error answer is classified by its status alone.
+ */
+export const MAX_ANSWER_BYTES = 64 * 1024
 
 export class ApiClient {
   readonly baseUrl: string
   private readonly token: string
   private readonly timeoutMs: number
   private readonly userAgent: string
+  private readonly maxAnswerBytes: number
 
   constructor (options: ApiClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '')
     this.token = options.token
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
     this.userAgent = options.userAgent ?? 'erugo-cloud-connect-agent'
+    this.maxAnswerBytes = options.maxAnswerBytes ?? MAX_ANSWER_BYTES
   }
 
   /** `signal` (optional on every call) abandons the request, e.g. when the agent stops. */
@@ -91,20 +101,23 @@ export class ApiClient {
     const headers: Record<string, string> = { authorization: `Bearer ${this.token}`, accept: 'application/json', 'user-agent': this.userAgent }
     if (body !== undefined) headers['content-type'] = 'application/json'
     let res: Response
-    let text: string
+    let answer: { bytes: Buffer, tooLarge: boolean }
     try {
       res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: stop === undefined ? AbortSignal.timeout(this.timeoutMs) : AbortSignal.any([stop, AbortSignal.timeout(this.timeoutMs)]), redirect: 'error' })
-      text = await res.text()
+      answer = await readLimited(res, this.maxAnswerBytes)
     } catch (err) {
       throw new ApiError('unreachable', `cannot reach the API at ${this.baseUrl}: ${describeFetchError(err)}`)
     }
     let parsed: unknown
     try {
-      parsed = text === '' ? undefined : JSON.parse(text)
+      parsed = answer.bytes.length === 0 ? undefined : JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(answer.bytes))
     } catch {
       parsed = undefined
     }
     if (res.ok) {
+      if (answer.tooLarge) {
+        throw new ApiError('refused', `${method} ${path}: the answer is larger than ${this.maxAnswerBytes} bytes: is ${this.baseUrl} a Cloud Connect API?`, res.status)
+      }
       if (parsed === undefined || typeof parsed !== 'object' || parsed === null) {
         throw new ApiError('refused', `${method} ${path}: the answer is not JSON: is ${this.baseUrl} a Cloud Connect API?`, res.status)
       }
@@ -120,6 +133,34 @@ export class ApiClient {
     if (res.status === 429 || res.status >= 500) throw new ApiError('unavailable', `the API cannot answer now (${message})`, res.status, code, retryAfterMs)
     throw new ApiError('refused', `${method} ${url} answered ${res.status}${code === null ? '' : ` ${code}`}: ${message}`, res.status, code)
   }
+}
+
+/**
+ * The body, up to `limit` bytes: a declared Content-Length over it is not read at all, a stream
+ * that passes it is cancelled there. Never buffers more than `limit` plus one chunk.
+ */
+async function readLimited (res: Response, limit: number): Promise<{ bytes: Buffer, tooLarge: boolean }> {
+  if (res.body === null) return { bytes: Buffer.alloc(0), tooLarge: false }
+  const declared = Number(res.headers.get('content-length') ?? 0)
+  if (declared > limit) {
+    res.body.cancel().catch(() => {})
+    return { bytes: Buffer.alloc(0), tooLarge: true }
+  }
+  const reader = res.body.getReader()
+  const chunks: Uint8Array[] = []
+  let received = 0
+  // Ends at the stream's end, at the limit, or when the request's timeout aborts the read.
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    received += value.byteLength
+    if (received > limit) {
+      reader.cancel().catch(() => {})
+      return { bytes: Buffer.concat(chunks), tooLarge: true }
+    }
+    chunks.push(value)
+  }
+  return { bytes: Buffer.concat(chunks), tooLarge: false }
 }
 
 function parseRetryAfter (header: string | null): number | null {

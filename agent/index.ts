@@ -19,7 +19,7 @@ import { KernelTunnel } from './kernel.ts'
 import type { AgentSettings } from './settings.ts'
 import { loadOrCreateState, readState, writeState } from './state.ts'
 import { askRunningAgent, closeStatusServer, startStatusServer } from './status-server.ts'
-import { planFromConfig, type Tunnel } from './tunnel.ts'
+import { checkRegistration, type Tunnel } from './tunnel.ts'
 import { UserspaceTunnel } from './userspace.ts'
 import { decodeKey } from '../proto/noise/keys.ts'
 
@@ -29,7 +29,7 @@ export { Backoff } from './backoff.ts'
 export { runChecks, formatReport, type TestReport, type CheckStep } from './checks.ts'
 export * from './exit-codes.ts'
 export { loadSettings, describeSettings, settingFlags, SettingsError, type AgentSettings } from './settings.ts'
-export { planFromConfig, TunnelUnavailableError, type Tunnel, type TunnelPlan, type TunnelHealth } from './tunnel.ts'
+export { checkRegistration, planFromConfig, TunnelConfigError, TunnelUnavailableError, type Tunnel, type TunnelPlan, type TunnelHealth } from './tunnel.ts'
 export { UserspaceTunnel } from './userspace.ts'
 export { KernelTunnel, wgQuickConfig } from './kernel.ts'
 
@@ -143,8 +143,8 @@ export async function runTest (settings: AgentSettings, logger: Logger): Promise
     tunnel: async (): Promise<CheckedTunnel> => {
       const current = loadOrCreateState(settings.stateFile)
       const response = await api.register(current.public_key)
-      const plan = planFromConfig(response.tunnel_config)
-      current.registration = { tunnel_config: response.tunnel_config, domains: response.domains, registered_at: new Date().toISOString() }
+      const { plan, registration } = checkRegistration(response)
+      current.registration = { ...registration, registered_at: new Date().toISOString() }
       current.api_url = settings.apiUrl
       writeState(settings.stateFile, current)
       const tunnel = new UserspaceTunnel({ privateKey: decodeKey(current.private_key), target: settings.target, tunnelPorts: [], listenPort: 0, logger: logger.child({ module: 'test' }) })

@@ -9,10 +9,12 @@
  * `wg show <interface> dump`.
  */
 import { execFile } from 'node:child_process'
-import { rmSync, writeFileSync, chmodSync, mkdirSync, existsSync, accessSync, constants } from 'node:fs'
+import { rmSync, writeFileSync, chmodSync, mkdirSync, existsSync, accessSync, renameSync, constants } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { Logger } from 'pino'
 import { encodeKey } from '../proto/noise/keys.ts'
+import { formatIPv4 } from '../proto/wire/ipv4.ts'
+import { checkPlan, formatEndpoint } from './tunnel-config.ts'
 import { samePlan, TunnelUnavailableError, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
 
 export interface CommandResult { code: number, stdout: string, stderr: string }
@@ -27,22 +29,41 @@ export interface KernelTunnelOptions {
   run?: CommandRunner
 }
 
-/** The wg-quick configuration for a plan (wg-quick(8) format). */
+/**
+ * The wg-quick configuration for a plan (wg-quick(8) format). wg-quick runs `PostUp` and friends as
+ * root, so every value is parsed again and formatted here from typed values (a line break in any
+ * of them would add a line): TunnelConfigError before anything is written.
+ */
 export function wgQuickConfig (privateKey: Buffer, plan: TunnelPlan): string {
+  const checked = checkPlan(plan)
   const lines = [
     '# Written by cloud-connect agent (kernel mode) from POST /tunnel/register; rewritten on every registration.',
     '[Interface]',
     `PrivateKey = ${encodeKey(privateKey)}`,
-    `Address = ${plan.addressCidr.includes('/') ? plan.addressCidr : `${plan.addressCidr}/32`}`,
+    `Address = ${formatIPv4(checked.tunnelIp)}/32`,
     '',
     '[Peer]',
-    `PublicKey = ${plan.peerPublicKey}`,
-    `Endpoint = ${plan.endpointHost.includes(':') ? `[${plan.endpointHost}]` : plan.endpointHost}:${plan.endpointPort}`,
+    `PublicKey = ${encodeKey(checked.peerPublicKey)}`,
+    `Endpoint = ${formatEndpoint(checked.endpoint)}`,
     // Spec "Container Side" 4: the tunnel routes only to the cloud (the gateway's own address).
-    `AllowedIPs = ${plan.allowedIps}`,
+    `AllowedIPs = ${formatIPv4(checked.gatewayIp)}/32`,
   ]
-  if (plan.persistentKeepalive > 0) lines.push(`PersistentKeepalive = ${plan.persistentKeepalive}`)
+  if (checked.persistentKeepalive > 0) lines.push(`PersistentKeepalive = ${String(checked.persistentKeepalive)}`)
   return lines.join('\n') + '\n'
+}
+
+/** Temporary file (0600, created exclusively) and rename: wg-quick never reads half a file. */
+function writeConfigAtomically (path: string, text: string): void {
+  const temporary = `${path}.${process.pid}.tmp`
+  rmSync(temporary, { force: true })
+  try {
+    writeFileSync(temporary, text, { mode: 0o600, flag: 'wx' })
+    chmodSync(temporary, 0o600)
+    renameSync(temporary, path)
+  } catch (err) {
+    rmSync(temporary, { force: true })
+    throw err
+  }
 }
 
 const defaultRun: CommandRunner = async (cmd, args, env, timeoutMs = 30_000) => await new Promise(resolve => {
@@ -91,10 +112,11 @@ export class KernelTunnel implements Tunnel {
       const missing = REQUIRED_TOOLS.filter(t => !onPath(t))
       if (missing.length > 0) throw new TunnelUnavailableError(`kernel mode needs ${missing.join(', ')} (apk add wireguard-tools iproute2 iputils, or use --mode userspace)`)
     }
+    // Checked and formatted before the file is touched: a refused plan writes nothing.
+    const config = wgQuickConfig(this.options.privateKey, plan)
     const dir = dirname(this.configPath)
     if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 })
-    writeFileSync(this.configPath, wgQuickConfig(this.options.privateKey, plan), { mode: 0o600 })
-    chmodSync(this.configPath, 0o600)
+    writeConfigAtomically(this.configPath, config)
     // A new plan, or an interface left behind by a crash: start from nothing.
     await this.down(true)
     const result = await this.run('wg-quick', ['up', this.configPath], this.env())
@@ -117,8 +139,8 @@ export class KernelTunnel implements Tunnel {
     const plan = this.plan
     if (!this.up || plan === null) return
     // wg resolves the name again; the kernel (or wireguard-go) handshakes on the next packet.
-    const endpoint = `${plan.endpointHost.includes(':') ? `[${plan.endpointHost}]` : plan.endpointHost}:${plan.endpointPort}`
-    const result = await this.run('wg', ['set', this.interfaceName, 'peer', plan.peerPublicKey, 'endpoint', endpoint])
+    const checked = checkPlan(plan)
+    const result = await this.run('wg', ['set', this.interfaceName, 'peer', encodeKey(checked.peerPublicKey), 'endpoint', formatEndpoint(checked.endpoint)])
     if (result.code !== 0) throw new Error(`wg set failed: ${lastLine(result.stderr)}`)
   }
 

@@ -1,8 +1,9 @@
 /**
  * The agent's settings: flags first, then CC_ environment variables, then defaults; validated once.
- * A bad value raises SettingsError naming the flag or variable it came from (exit status 2).
+ * A bad value raises SettingsError naming the flag or variable it came from (exit status 2); so
+ * does a token file that group or others may access.
  */
-import { readFileSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import Joi from 'joi'
@@ -172,11 +173,26 @@ export function loadSettings (flags: Record<string, string | undefined>, env: No
 /** --token, then --token-file, then CC_INSTANCE_TOKEN, then CC_INSTANCE_TOKEN_FILE. */
 function readToken (token: { value: unknown, source: string }, file: { value: unknown, source: string }, flags: Record<string, string | undefined>): string | null {
   const fromFile = (path: string, source: string): string => {
-    let text: string
+    let fd: number
     try {
-      text = readFileSync(path, 'utf8').trim()
+      fd = openSync(path, 'r')
     } catch (err) {
       throw new SettingsError(source, `cannot read the token file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+    let text: string
+    try {
+      // The mode of the file actually opened (no window between a check and the read).
+      const mode = fstatSync(fd).mode & 0o777
+      // The token is a bearer credential: group and others must not be able to read (or change) it.
+      if ((mode & 0o077) !== 0) {
+        throw new SettingsError(source, `the token file ${path} has mode 0${mode.toString(8).padStart(3, '0')}: group and others must have no access (chmod 600 ${path})`)
+      }
+      text = readFileSync(fd, 'utf8').trim()
+    } catch (err) {
+      if (err instanceof SettingsError) throw err
+      throw new SettingsError(source, `cannot read the token file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    } finally {
+      closeSync(fd)
     }
     const checked = SETTINGS.token.schema.validate(text)
     if (checked.error !== undefined) throw new SettingsError(source, `the file ${path} does not hold an instance token`)

@@ -1,31 +1,14 @@
 /**
  * What the agent needs from a tunnel, whichever way it is built (userspace.ts: our WireGuard
- * device and TCP stack; kernel.ts: wg-quick / wireguard-go and the kernel's TCP), and the checked
- * form of the API's `tunnel_config` both are configured from.
+ * device and TCP stack; kernel.ts: wg-quick / wireguard-go and the kernel's TCP). Both are
+ * configured from a TunnelPlan, which only tunnel-config.ts makes from the API's answer.
  */
 import { lookup } from 'node:dns/promises'
-import { decodeKey } from '../proto/noise/keys.ts'
-import { formatIPv4, parseIPv4Prefix } from '../proto/wire/ipv4.ts'
-import type { TunnelConfig } from '../proto/api/tunnel.ts'
+import type { TunnelPlan } from './tunnel-config.ts'
+
+export { checkPlan, checkRegistration, planFromConfig, TunnelConfigError, type TunnelPlan } from './tunnel-config.ts'
 
 export type TunnelMode = 'userspace' | 'kernel'
-
-export interface TunnelPlan {
-  /** Our tunnel address, e.g. 10.100.0.42. */
-  address: string
-  /** `interface.address` as given, e.g. 10.100.0.42/32. */
-  addressCidr: string
-  /** The gateway's own tunnel address: the target of probes. */
-  gatewayAddress: string
-  /** What the tunnel routes (`peer.allowed_ips`). */
-  allowedIps: string
-  /** The gateway's WireGuard public key, base64. */
-  peerPublicKey: string
-  endpointHost: string
-  endpointPort: number
-  /** Seconds (0 = off). */
-  persistentKeepalive: number
-}
 
 export interface TunnelHealth {
   /** Wall-clock ms of the latest completed handshake, or null. */
@@ -53,66 +36,11 @@ export interface Tunnel {
   close (): Promise<void>
 }
 
-export class TunnelConfigError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'TunnelConfigError'
-  }
-}
-
 /** A mode that cannot run on this system (kernel mode without tools or privileges). */
 export class TunnelUnavailableError extends Error {
   constructor (message: string) {
     super(message)
     this.name = 'TunnelUnavailableError'
-  }
-}
-
-/** Checks the API's tunnel_config; throws TunnelConfigError naming the bad field. */
-export function planFromConfig (config: TunnelConfig): TunnelPlan {
-  const field = (name: string, ok: boolean): void => {
-    if (!ok) throw new TunnelConfigError(`the API's tunnel_config has an unusable ${name}`)
-  }
-  field('interface.address', typeof config?.interface?.address === 'string')
-  const [addressText, lengthText] = config.interface.address.split('/')
-  let address: string
-  try {
-    address = formatIPv4(parseIPv4Prefix(`${addressText}/32`).network)
-  } catch {
-    throw new TunnelConfigError('the API\'s tunnel_config has an unusable interface.address')
-  }
-  field('interface.address', lengthText === undefined || /^\d{1,2}$/.test(lengthText))
-  const peer = config.peer
-  field('peer', typeof peer === 'object' && peer !== null)
-  field('peer.public_key', typeof peer.public_key === 'string')
-  try {
-    decodeKey(peer.public_key)
-  } catch {
-    throw new TunnelConfigError('the API\'s tunnel_config has an unusable peer.public_key')
-  }
-  field('peer.allowed_ips', typeof peer.allowed_ips === 'string')
-  let gatewayAddress: string
-  try {
-    const prefix = parseIPv4Prefix(peer.allowed_ips.split(',')[0].trim())
-    // A /32 is the gateway itself; in a wider range the gateway is by convention its first host.
-    gatewayAddress = formatIPv4(prefix.prefixLength >= 31 ? prefix.network : (prefix.network + 1) >>> 0)
-  } catch {
-    throw new TunnelConfigError('the API\'s tunnel_config has an unusable peer.allowed_ips')
-  }
-  field('peer.endpoint', typeof peer.endpoint === 'string')
-  const endpoint = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(peer.endpoint)
-  field('peer.endpoint', endpoint !== null && Number(endpoint[3]) > 0 && Number(endpoint[3]) < 65536)
-  const keepalive = peer.persistent_keepalive ?? 0
-  field('peer.persistent_keepalive', Number.isInteger(keepalive) && keepalive >= 0 && keepalive <= 65535)
-  return {
-    address,
-    addressCidr: config.interface.address,
-    gatewayAddress,
-    allowedIps: peer.allowed_ips,
-    peerPublicKey: peer.public_key,
-    endpointHost: endpoint![1] ?? endpoint![2],
-    endpointPort: Number(endpoint![3]),
-    persistentKeepalive: keepalive,
   }
 }
 

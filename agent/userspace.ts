@@ -16,11 +16,10 @@ import { Device, type Peer } from '../gateway/wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from '../gateway/wireguard/udp.ts'
 import { IpLayer } from '../gateway/netstack/ip.ts'
 import { TcpStack } from '../gateway/netstack/tcp/index.ts'
-import { decodeKey } from '../proto/noise/keys.ts'
-import { IPPROTO_ICMP, IPPROTO_TCP, parseIPv4Address, parseIPv4Prefix } from '../proto/wire/ipv4.ts'
+import { IPPROTO_ICMP, IPPROTO_TCP, parseIPv4Address } from '../proto/wire/ipv4.ts'
 import { createForwarder, type ForwardTarget, type Forwarder } from './forward.ts'
 import { EchoProber } from './probe.ts'
-import { resolveEndpoint, samePlan, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
+import { checkPlan, resolveEndpoint, samePlan, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
 
 export interface UserspaceTunnelOptions {
   privateKey: Buffer
@@ -72,6 +71,8 @@ export class UserspaceTunnel implements Tunnel {
   async apply (plan: TunnelPlan): Promise<void> {
     if (this.closed) throw new Error('tunnel closed')
     if (samePlan(this.plan, plan) && this.shell !== null) return
+    // The same checks as the kernel mode's writer: the device gets typed values only.
+    const checked = checkPlan(plan)
     const resolved = await resolveEndpoint(plan.endpointHost)
     if (this.stack === null || this.stack.address !== plan.address) {
       this.teardownStack()
@@ -79,7 +80,7 @@ export class UserspaceTunnel implements Tunnel {
     } else {
       this.stack.prober.retarget(plan.gatewayAddress)
     }
-    const peerKey = decodeKey(plan.peerPublicKey)
+    const peerKey = checked.peerPublicKey
     if (this.peer !== null && !this.peer.publicKey.equals(peerKey)) {
       this.device.removePeer(this.peer.publicKey)
       this.peer = null
@@ -87,7 +88,7 @@ export class UserspaceTunnel implements Tunnel {
     this.endpoint = { address: resolved.address, port: plan.endpointPort }
     const peerOptions = {
       publicKey: peerKey,
-      allowedIPs: plan.allowedIps.split(',').map(p => parseIPv4Prefix(p.trim())),
+      allowedIPs: [{ network: checked.gatewayIp, prefixLength: 32, mask: 0xffffffff }],
       endpoint: this.endpoint,
       persistentKeepalive: plan.persistentKeepalive,
     }

@@ -58,6 +58,8 @@ export interface ControlConfig {
   logLevel: string
   /** Instances are served at <subdomain>.<baseDomain>. */
   baseDomain: string
+  /** A subdomain given up (rename, delete) stays reserved for its previous owner this long. */
+  subdomainQuarantineSeconds: number
   tunnel: {
     /** IPv4 prefix tunnel addresses come from; its first host is the gateway's own address. */
     pool: string
@@ -108,6 +110,8 @@ export interface DnsConfig {
   recheckIntervalSeconds: number
   /** A verified domain whose record is gone keeps being served this long, then stops. */
   lapseGraceSeconds: number
+  /** A domain nobody verifies is dropped this long after it was added (or lapsed). */
+  pendingTtlSeconds: number
 }
 
 export class ConfigError extends Error {
@@ -156,6 +160,7 @@ const VARIABLES = {
   CC_BASE_DOMAIN: Joi.string().hostname().lowercase().default('erugo.cloud'),
   CC_TUNNEL_POOL: Joi.string().pattern(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/).message('must be an IPv4 prefix such as 10.100.0.0/16').default('10.100.0.0/16'),
   CC_TUNNEL_IP_QUARANTINE: Joi.number().integer().min(0).default(24 * 3600),
+  CC_SUBDOMAIN_QUARANTINE: Joi.number().integer().min(0).default(30 * 24 * 3600),
   // Below ~150 s a live but idle tunnel reads disconnected between rekeys: lower it only for tests.
   CC_TUNNEL_STATUS_WINDOW: positiveInt.max(3600).default(180),
   CC_GATEWAY_PUBLIC_KEY: Joi.string().pattern(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/).message('must be a WireGuard public key (44 characters of base64)'),
@@ -174,6 +179,7 @@ const VARIABLES = {
   CC_DNS_GATEWAY_ADDRESSES: Joi.string(),
   CC_DOMAIN_RECHECK_INTERVAL: positiveInt.default(3600),
   CC_DOMAIN_LAPSE_GRACE: Joi.number().integer().min(0).default(72 * 3600),
+  CC_DOMAIN_PENDING_TTL: positiveInt.default(7 * 24 * 3600),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -274,6 +280,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     resetPasswordTtlSeconds: v.CC_RESET_PASSWORD_TTL as number,
     logLevel: v.CC_LOG_LEVEL as string,
     baseDomain,
+    subdomainQuarantineSeconds: v.CC_SUBDOMAIN_QUARANTINE as number,
     tunnel: { pool, ipQuarantineSeconds: v.CC_TUNNEL_IP_QUARANTINE as number, statusWindowSeconds: v.CC_TUNNEL_STATUS_WINDOW as number },
     gateway: {
       publicKey: v.CC_GATEWAY_PUBLIC_KEY as string | undefined,
@@ -340,5 +347,6 @@ function loadDns (v: Raw): DnsConfig {
     gatewayAddresses: gatewayAddresses.map(a => a.toLowerCase()),
     recheckIntervalSeconds: v.CC_DOMAIN_RECHECK_INTERVAL as number,
     lapseGraceSeconds: v.CC_DOMAIN_LAPSE_GRACE as number,
+    pendingTtlSeconds: v.CC_DOMAIN_PENDING_TTL as number,
   }
 }

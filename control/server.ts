@@ -7,6 +7,7 @@ import { createApp, type AppDeps, type ControlApp } from './app.ts'
 import type { ControlConfig } from './config.ts'
 import { createDb, type Db } from './db/knex.ts'
 import { migrateLatest } from './db/migrate.ts'
+import { makeDataDirectoryPrivate } from './db/private-files.ts'
 
 export interface RunningControl {
   app: ControlApp
@@ -15,7 +16,9 @@ export interface RunningControl {
   stop (graceMs?: number): Promise<void>
 }
 
+/** Also makes CC_DATA_DIR private (db/private-files.ts): it holds keys and mail even with Postgres. */
 export function openDatabase (config: ControlConfig, logger?: Logger): Db {
+  makeDataDirectoryPrivate(config.dataDir)
   return createDb(config.databaseUrl !== undefined ? { url: config.databaseUrl, logger } : { dataDir: config.dataDir, logger })
 }
 

@@ -169,6 +169,7 @@ export class Gateway {
       http: settings.httpListen === null ? false : { host: settings.httpListen.address, port: settings.httpListen.port },
       publicHttpsPort: settings.publicHttpsPort,
       wildcards: settings.wildcards,
+      limits: settings.limits,
       ...this.acmeOptions(settings),
     })
     edge.updateRoutes(this.routeList)

@@ -3,12 +3,12 @@
  * database in `<dataDir>/pglite` (or in memory) through the knex-pglite dialect. Same migrations,
  * same queries either way.
  */
-import type { PGlite } from '@electric-sql/pglite'
+import { PGlite } from '@electric-sql/pglite'
 import knexFactory, { type Knex } from 'knex'
 import ClientPGLite from 'knex-pglite'
-import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import { ensurePrivateDirectory, restrictTree, usePrivateUmask } from './private-files.ts'
 
 export type Db = Knex
 /** A knex instance or an open transaction: what services accept. */
@@ -72,18 +72,38 @@ export function createDb (options: DbOptions): Db {
       log: knexLog(options.logger),
     })
   }
-  let filename: string | undefined
-  if (options.dataDir !== undefined) {
-    mkdirSync(options.dataDir, { recursive: true })
-    filename = join(options.dataDir, 'pglite')
-  }
+  const pglite = options.pglite ?? (options.dataDir !== undefined ? openPrivatePglite(options.dataDir, options.logger) : undefined)
   return knexFactory({
     client: ClientPGLite,
-    // knex-pglite reads `pglite` or `filename` from the connection object (knex's type knows neither).
-    connection: (options.pglite !== undefined ? { pglite: options.pglite } : filename !== undefined ? { filename } : {}) as Knex.StaticConnectionConfig,
+    // knex-pglite reads `pglite` from the connection object (knex's type does not know it).
+    connection: (pglite !== undefined ? { pglite } : {}) as Knex.StaticConnectionConfig,
     acquireConnectionTimeout: 60_000,
     log: knexLog(options.logger),
   })
+}
+
+/**
+ * PGlite on disk in `<dataDir>/pglite`, readable by this user only (db/private-files.ts): the
+ * directories 0700 before PGlite writes, a private umask for what it creates later, and once it
+ * has opened the directory (initdb chmods its files 0666) group and other bits removed.
+ */
+function openPrivatePglite (dataDir: string, logger: Logger | undefined): PGlite {
+  const dir = join(dataDir, 'pglite')
+  ensurePrivateDirectory(dataDir)
+  ensurePrivateDirectory(dir)
+  usePrivateUmask()
+  const pglite = new PGlite(dir)
+  // Registered before knex-pglite awaits waitReady, so it runs before the first query.
+  // A failed open is reported by the first query; here only the modes.
+  pglite.waitReady.then(() => {
+    try {
+      const changed = restrictTree(dir)
+      if (changed > 0) logger?.debug({ dir, changed }, 'database files made private')
+    } catch (err) {
+      logger?.error({ dir, err }, 'cannot make the database files private')
+    }
+  }, () => {})
+  return pglite
 }
 
 /** One round trip; throws when the database is unreachable. */

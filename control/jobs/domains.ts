@@ -1,7 +1,8 @@
 /**
  * Periodic custom-domain re-verification (services/domains.ts recheckDue): every `intervalMs`,
  * batches of verified domains whose last check is older than CC_DOMAIN_RECHECK_INTERVAL are
- * looked up again. Safe with several control replicas (rows are claimed with SKIP LOCKED).
+ * looked up again, and pending domains older than CC_DOMAIN_PENDING_TTL are dropped. Safe with
+ * several control replicas (rows are claimed with SKIP LOCKED; the drop is one statement).
  */
 import type { Logger } from 'pino'
 import type { DomainService, RecheckResult } from '../services/domains.ts'
@@ -32,9 +33,11 @@ export function startDomainRecheck (options: DomainRecheckJobOptions): { stop ()
   const timer = setInterval(() => {
     if (running) return
     running = true
-    recheckDomains(options.domains).then(result => {
+    recheckDomains(options.domains).then(async result => {
       if (result.failing > 0 || result.lapsed > 0 || result.restored > 0) options.logger.info(result, 'custom domains re-checked')
-    }, err => {
+      const expired = await options.domains.expirePending()
+      if (expired > 0) options.logger.info({ expired }, 'unverified custom domains expired')
+    }).catch(err => {
       options.logger.warn({ err: (err as Error).message }, 'custom domain re-check failed')
     }).finally(() => { running = false })
   }, options.intervalMs ?? 60_000)

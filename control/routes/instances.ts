@@ -11,7 +11,10 @@ export const instanceId = Joi.string().pattern(/^inst_[0-9A-Za-z]{22}$/).example
 export const subdomainInput = Joi.string().trim().lowercase().min(1).max(SUBDOMAIN_MAX_LENGTH).pattern(SUBDOMAIN_PATTERN)
   .messages({ 'string.pattern.base': 'must be 1-63 characters of a-z, 0-9 and hyphens, not starting or ending with a hyphen' })
 const instanceName = Joi.string().trim().min(1).max(100)
-const status = Joi.string().valid('pending', 'connected', 'disconnected')
+const status = Joi.string().valid('pending', 'connected', 'disconnected', 'suspended')
+  .description('pending: no key registered or no handshake yet; connected/disconnected: what gateways saw; suspended: over the plan limit, not routed')
+export const suspendedReason = Joi.string().valid('plan_limit').allow(null)
+  .description('Why the instance is suspended (plan_limit: over the plan\'s instance limit); null when it is not')
 const ipv4 = Joi.string().ip({ version: ['ipv4'], cidr: 'forbidden' })
 const ipv4Cidr = Joi.string().ip({ version: ['ipv4'], cidr: 'required' })
 const fullDomain = Joi.string().hostname()
@@ -22,6 +25,7 @@ const summaryFields = {
   subdomain: Joi.string().required(),
   custom_domain: Joi.string().allow(null).required(),
   status: status.required(),
+  suspended_reason: suspendedReason.required(),
   tunnel_ip: ipv4.required(),
   last_seen: S.timestamp.allow(null).required(),
   created_at: S.timestamp.required(),

@@ -17,7 +17,7 @@ export const subdomainRoutes: Plugin<Services> = {
       path: '/subdomains/check',
       options: {
         description: 'Whether a subdomain is free; if not, free alternatives',
-        notes: 'A reserved name answers available: false with suggestions; a malformed one is 422.',
+        notes: 'A reserved name answers available: false with suggestions; a malformed one is 422. A subdomain given up by a rename or a delete stays unavailable to other accounts for the quarantine (CC_SUBDOMAIN_QUARANTINE); its previous owner sees it available.',
         tags: ['subdomains'],
         validate: { query: Joi.object({ subdomain: subdomainInput.required() }) },
         response: {
@@ -34,7 +34,7 @@ export const subdomainRoutes: Plugin<Services> = {
         const label = (request.query as { subdomain: string }).subdomain
         const verdict = classifySubdomain(label)
         if (verdict === 'invalid') throw apiError('VALIDATION_ERROR', 'The request data is invalid', { fields: { subdomain: [verdictMessage(verdict)] } })
-        const result = await subdomains.check(label)
+        const result = await subdomains.check(label, request.auth.credentials.user!.id)
         const body: SubdomainCheckResponse = result.available ? { subdomain: label, available: true } : { subdomain: label, available: false, suggestions: result.suggestions }
         return body
       },

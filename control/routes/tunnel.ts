@@ -8,9 +8,10 @@ import { HEARTBEAT_INTERVAL_SECONDS, type DisconnectResponse, type HeartbeatResp
 import { INSTANCE_STRATEGY } from '../auth.ts'
 import type { Services } from '../services/index.ts'
 import type { InstanceIdentity } from '../services/tunnel.ts'
+import { suspendedReason } from './instances.ts'
 
 const ipv4Cidr = Joi.string().ip({ version: ['ipv4'], cidr: 'required' })
-const status = Joi.string().valid('pending', 'connected', 'disconnected')
+const status = Joi.string().valid('pending', 'connected', 'disconnected', 'suspended')
 
 function identity (request: Request): InstanceIdentity {
   const app = request.auth.credentials.app!
@@ -105,8 +106,13 @@ export const tunnelRoutes: Plugin<Services> = {
           status: {
             200: Joi.object({
               tunnel_status: status.required(),
+              suspended_reason: suspendedReason.required(),
               domains: Joi.object({
-                subdomain: Joi.object({ domain: Joi.string().hostname().required(), status: Joi.string().valid('active', 'pending').required() }).required(),
+                subdomain: Joi.object({
+                  domain: Joi.string().hostname().required(),
+                  status: Joi.string().valid('active', 'pending', 'suspended').required()
+                    .description('active: routed by gateways; pending: no key registered (also right after a token regeneration); suspended: over the plan limit'),
+                }).required(),
                 custom_domains: Joi.array().items(Joi.object({ domain: Joi.string().required(), status: Joi.string().required(), ssl_status: Joi.string().required() })).required(),
               }).required(),
             }).label('TunnelStatus'),

@@ -4,7 +4,8 @@
  * an embedded set-up needs no configuration and keeps its secret across restarts.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { ensurePrivateDirectory } from '../db/private-files.ts'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 
@@ -23,7 +24,7 @@ export function loadGatewaySecret (configured: string | undefined, dataDir: stri
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
-  mkdirSync(dataDir, { recursive: true })
+  ensurePrivateDirectory(dataDir)
   const secret = randomBytes(32).toString('base64url')
   try {
     // 'wx': if another process created it first, use theirs.

@@ -14,7 +14,8 @@
  * - Time is control's clock (`now`), never a gateway's.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { ensurePrivateDirectory } from '../db/private-files.ts'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { StoredCertificate } from '../../proto/rpc/index.ts'
@@ -36,7 +37,7 @@ export function loadCertStoreKey (configured: string | undefined, dataDir: strin
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
-  mkdirSync(dataDir, { recursive: true })
+  ensurePrivateDirectory(dataDir)
   const key = randomBytes(32)
   try {
     // 'wx': if another process created it first, use theirs.

@@ -22,6 +22,14 @@ export interface NormalizedDomain {
   apex: boolean
 }
 
+/**
+ * Special-use names: never delegated in the public DNS, so nobody can prove control of one and no
+ * public CA issues for it. RFC 6761 6.2-6.5 (test, localhost, invalid, example), RFC 6762 (local),
+ * RFC 7686 (onion), RFC 8375 (home.arpa), RFC 9476 (alt), ICANN's 2024 reservation of internal.
+ * Checked after the base domain, so a test deployment on, say, erugo.test keeps its own reason.
+ */
+export const SPECIAL_USE_SUFFIXES: readonly string[] = ['test', 'localhost', 'invalid', 'example', 'local', 'onion', 'home.arpa', 'alt', 'internal']
+
 export class DomainNameError extends Error {
   constructor (reason: string) {
     super(reason)
@@ -104,6 +112,8 @@ export function normalizeDomain (input: string, baseDomain: string): NormalizedD
   }
   if (/^\d+$/.test(labels[labels.length - 1])) refuse('has an all-numeric top-level domain')
   if (ascii === baseDomain || ascii.endsWith(`.${baseDomain}`)) refuse(`is ${baseDomain} or a name below it: instances get those as subdomains`)
+  const specialUse = SPECIAL_USE_SUFFIXES.find(suffix => ascii === suffix || ascii.endsWith(`.${suffix}`))
+  if (specialUse !== undefined) refuse(`is under .${specialUse}, a special-use name that never resolves publicly (no certificate can be issued for it)`)
   const zone = getDomain(ascii, { allowPrivateDomains: true })
   if (zone === null) refuse('is a public suffix (such as co.uk), not a domain someone owns')
   return { domain: ascii, zone, relativeName: ascii === zone ? '@' : ascii.slice(0, -(zone.length + 1)), apex: ascii === zone }

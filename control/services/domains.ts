@@ -12,8 +12,14 @@
  *   bumps the gateway configuration version in the same transaction.
  * - ssl_status comes from what gateways report per hostname (certificate_states): `provisioning`
  *   once served until a certificate is reported active.
+ * - A claim nobody verifies does not hold a name forever: a pending domain expires after
+ *   CC_DOMAIN_PENDING_TTL (counted from its addition, or from its lapse), and while pending it is
+ *   taken over by any other account whose instance the DNS already points at (the CNAME to its
+ *   target, or the TXT record with that instance's takeover token). The 409 a claimant gets says
+ *   which record proves it; it never says who holds the claim.
  */
 import type { Knex } from 'knex'
+import { createHmac } from 'node:crypto'
 import type { Logger } from 'pino'
 import { getDomain } from 'tldts'
 import type { AddDomainResponse, DomainSummary, DomainVerification, DnsRecordInstruction, SslStatus, VerifyDomainResponse } from '../../proto/api/domains.ts'
@@ -36,6 +42,10 @@ export interface DomainServiceOptions {
   baseDomain: string
   recheckIntervalSeconds: number
   lapseGraceSeconds: number
+  /** A domain still pending this long after its addition (or lapse) is dropped. */
+  pendingTtlSeconds: number
+  /** Secret behind takeover tokens (HMAC key; any server-side secret, used with its own label). */
+  takeoverKey: Uint8Array
   now: () => Date
   logger: Logger
 }
@@ -81,6 +91,17 @@ export function sslStatusOf (routed: boolean, cert: CertificateRow | undefined, 
   return 'provisioning'
 }
 
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+/** Labels the HMAC input, so the key's other uses (JWT signatures over base64url text) never collide. */
+const TAKEOVER_LABEL = 'erugo custom-domain takeover\0'
+
+/** Thrown inside the add transaction when the name turns out to be held: answered after it. */
+class DomainHeldSignal extends Error {
+  constructor (readonly pendingElsewhere: boolean) {
+    super('domain held')
+  }
+}
+
 function isUniqueViolation (err: unknown): boolean {
   return (err as { code?: unknown }).code === '23505'
 }
@@ -104,6 +125,32 @@ export class DomainService implements CustomDomainSource {
       if (err instanceof DomainNameError) throw apiError('VALIDATION_ERROR', 'The request data is invalid', { fields: { domain: [err.message] } })
       throw err
     }
+  }
+
+  /**
+   * The TXT token by which `instanceId` proves control of `domain` to take over a pending claim:
+   * stable (the claimant must know it before adding), and only its owner is told it.
+   */
+  takeoverToken (instanceId: string, domain: string): string {
+    const mac = createHmac('sha256', this.#o.takeoverKey).update(`${TAKEOVER_LABEL}${instanceId}\0${domain}`).digest()
+    let out = ''
+    for (const byte of mac) out += BASE62[byte % 62]
+    return out
+  }
+
+  /** Where a pending domain's time starts: its lapse if it had been verified, else its addition. */
+  #pendingCutoff (): Date {
+    return new Date(this.#o.now().getTime() - this.#o.pendingTtlSeconds * 1000)
+  }
+
+  #expiredPending (db: Queryable): Knex.QueryBuilder {
+    return db('custom_domains').where({ status: 'pending_verification' })
+      .whereRaw('coalesce(lapse_notified_at, created_at) <= ?', [this.#pendingCutoff()])
+  }
+
+  /** Drops every expired pending domain (the periodic job); returns how many. */
+  async expirePending (): Promise<number> {
+    return affected(await this.#expiredPending(this.#o.db).delete())
   }
 
   /** A path parameter: a name that does not normalise cannot exist (404, not 422). */
@@ -162,13 +209,23 @@ export class DomainService implements CustomDomainSource {
 
   async add (userId: string, instanceId: string, input: string): Promise<AddDomainResponse> {
     const name = this.#normalize(input)
+    const kind = name.apex ? 'apex' as const : 'cname' as const
     const now = this.#o.now()
+    // A pending claim of another account: whether the DNS already names this instance is asked
+    // before the transaction (lookups take seconds; no row stays locked meanwhile).
+    const holder = await this.#o.db('custom_domains').where({ domain: name.domain }).first('user_id', 'status') as { user_id: string, status: string } | undefined
+    let takeover = false
+    if (holder !== undefined && holder.status === 'pending_verification' && holder.user_id !== userId) {
+      await this.#instance(this.#o.db, userId, instanceId)
+      const proof = await this.#o.dns.check({ domain: name.domain, apex: name.apex, token: this.takeoverToken(instanceId, name.domain), target: this.targetOf(instanceId) })
+      takeover = proof.ok
+    }
     const row = {
       domain: name.domain,
       instance_id: instanceId,
       user_id: userId,
-      kind: name.apex ? 'apex' as const : 'cname' as const,
-      verification_token: randomBase62(32),
+      kind,
+      verification_token: takeover ? this.takeoverToken(instanceId, name.domain) : randomBase62(32),
       status: 'pending_verification' as const,
       created_at: now,
       updated_at: now,
@@ -183,7 +240,14 @@ export class DomainService implements CustomDomainSource {
         if (instance.suspended_at !== null) {
           throw apiError('SUBSCRIPTION_REQUIRED', 'This instance is suspended: it is over your plan\'s instance limit', { plan: limits.plan, resource: 'instances' })
         }
-        if (await trx('custom_domains').where({ domain: name.domain }).first('domain') !== undefined) throw taken(name.domain)
+        await this.#expiredPending(trx).where({ domain: name.domain }).delete()
+        const current = await trx('custom_domains').where({ domain: name.domain }).forUpdate().first('user_id', 'status') as { user_id: string, status: string } | undefined
+        if (current !== undefined) {
+          const pendingElsewhere = current.status === 'pending_verification' && current.user_id !== userId
+          // The DNS names this instance: the unverified claim gives way (it was never served).
+          if (pendingElsewhere && takeover) await trx('custom_domains').where({ domain: name.domain, status: 'pending_verification' }).delete()
+          else throw new DomainHeldSignal(pendingElsewhere)
+        }
         const count = Number((await trx('custom_domains').where({ instance_id: instanceId }).count('* as n').first() as { n: string | number }).n)
         if (count >= limits.customDomainsPerInstance) {
           const n = limits.customDomainsPerInstance
@@ -192,10 +256,23 @@ export class DomainService implements CustomDomainSource {
         await trx('custom_domains').insert(row)
       })
     } catch (err) {
-      if (isUniqueViolation(err)) throw taken(name.domain)
+      if (err instanceof DomainHeldSignal) throw this.#held(name.domain, err.pendingElsewhere ? { instanceId, kind } : undefined)
+      if (isUniqueViolation(err)) throw this.#held(name.domain)
       throw err
     }
+    if (takeover) this.#o.logger.info({ domain: name.domain, instanceId }, 'pending custom domain taken over: its DNS names another account\'s instance')
     return { domain: row.domain, status: 'pending_verification', verification: this.verification(row) }
+  }
+
+  /**
+   * 409 for a name another instance holds. When the holder's claim is still pending and belongs
+   * to another account, `claimant` is told how to take it over: the records for its own instance.
+   * Nothing says which account holds it.
+   */
+  #held (domain: string, claimant?: { instanceId: string, kind: 'cname' | 'apex' }): Error {
+    if (claimant === undefined) return taken(domain)
+    const verification = this.verification({ domain, instance_id: claimant.instanceId, kind: claimant.kind, verification_token: this.takeoverToken(claimant.instanceId, domain) })
+    return apiError('DOMAIN_ALREADY_EXISTS', 'This domain has been added to another instance but not verified yet. To take it over, create the DNS record in details.verification, then add the domain again', { domain, verification })
   }
 
   async list (userId: string, instanceId: string): Promise<DomainSummary[]> {
@@ -331,7 +408,7 @@ export class DomainService implements CustomDomainSource {
       }
       const started = affected(await this.#o.db('custom_domains').where({ domain: row.domain, status: 'verified' }).whereNull('failing_since')
         .update({ failing_since: now, last_error: check.message, updated_at: now }))
-      if (row.failing_since === null && started > 0) await this.#mailOwner(row.user_id, owner => domainFailingMail(owner.email, owner.name, row.domain, check.message, deadline))
+      if (row.failing_since === null && started > 0) await this.#mailOwner(row.user_id, owner => domainFailingMail(owner.email, row.domain, check.message, deadline))
       else await this.#o.db('custom_domains').where({ domain: row.domain }).update({ last_error: check.message, updated_at: now })
     }
     return result
@@ -348,13 +425,13 @@ export class DomainService implements CustomDomainSource {
     })
     if (lapsed) {
       this.#o.logger.info({ domain: row.domain, reason }, 'custom domain no longer served: DNS record gone past the grace period')
-      await this.#mailOwner(row.user_id, owner => domainLapsedMail(owner.email, owner.name, row.domain, reason))
+      await this.#mailOwner(row.user_id, owner => domainLapsedMail(owner.email, row.domain, reason))
     }
     return lapsed
   }
 
-  async #mailOwner (userId: string, build: (owner: { email: string, name: string }) => MailMessage): Promise<void> {
-    const owner = await this.#o.db('users').where({ id: userId }).first('email', 'name') as { email: string, name: string } | undefined
+  async #mailOwner (userId: string, build: (owner: { email: string }) => MailMessage): Promise<void> {
+    const owner = await this.#o.db('users').where({ id: userId }).first('email') as { email: string } | undefined
     if (owner !== undefined) this.#o.mailer.send(build(owner))
   }
 }
@@ -370,20 +447,20 @@ function taken (domain: string): Error {
   return apiError('DOMAIN_ALREADY_EXISTS', 'This domain has already been added to an instance', { domain })
 }
 
-export function domainFailingMail (to: string, name: string, domain: string, reason: string, deadline: Date): MailMessage {
+export function domainFailingMail (to: string, domain: string, reason: string, deadline: Date): MailMessage {
   return {
     to,
     subject: `Check the DNS record of ${domain}`,
-    text: `Hello ${name},\n\nOur periodic check of ${domain} failed: ${reason}.\n\nThe domain keeps working until ${isoSeconds(deadline)}. If the DNS record is not back by then, we stop serving ${domain} and you will need to verify it again from your Erugo admin panel.\n`,
+    text: `Hello,\n\nOur periodic check of ${domain} failed: ${reason}.\n\nThe domain keeps working until ${isoSeconds(deadline)}. If the DNS record is not back by then, we stop serving ${domain} and you will need to verify it again from your Erugo admin panel.\n`,
     links: [],
   }
 }
 
-export function domainLapsedMail (to: string, name: string, domain: string, reason: string): MailMessage {
+export function domainLapsedMail (to: string, domain: string, reason: string): MailMessage {
   return {
     to,
     subject: `${domain} is no longer served`,
-    text: `Hello ${name},\n\nThe DNS record of ${domain} has not pointed at your Erugo instance for the whole grace period (${reason}), so we stopped serving it. Restore the record shown in your Erugo admin panel and verify the domain again to bring it back.\n`,
+    text: `Hello,\n\nThe DNS record of ${domain} has not pointed at your Erugo instance for the whole grace period (${reason}), so we stopped serving it. Restore the record shown in your Erugo admin panel and verify the domain again to bring it back.\n`,
     links: [],
   }
 }

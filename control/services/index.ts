@@ -105,6 +105,8 @@ export function createServices (deps: ServiceDeps): Services {
     baseDomain: config.baseDomain,
     recheckIntervalSeconds: config.dns.recheckIntervalSeconds,
     lapseGraceSeconds: config.dns.lapseGraceSeconds,
+    pendingTtlSeconds: config.dns.pendingTtlSeconds,
+    takeoverKey: deps.keys.instance,
     now,
     logger,
   })
@@ -112,7 +114,7 @@ export function createServices (deps: ServiceDeps): Services {
   const gateway = deps.gateway ?? new ConfiguredGateway(config.gateway.publicKey, config.gateway.endpoint)
   const customDomains = deps.customDomains ?? domains
   const ipam = new IpamService({ pool: new TunnelPool(config.tunnel.pool), quarantineSeconds: config.tunnel.ipQuarantineSeconds, now })
-  const subdomains = new SubdomainService(db, now)
+  const subdomains = new SubdomainService({ db, now, quarantineSeconds: config.subdomainQuarantineSeconds })
   const tunnel = new TunnelService({ db, ipam, gateway, customDomains, baseDomain: config.baseDomain, now, statusWindowSeconds: config.tunnel.statusWindowSeconds })
   const instances = new InstanceService({ db, ipam, subdomains, plans, tokens, tunnel, gateway, customDomains, now })
   return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains }

@@ -7,7 +7,9 @@
  * - Plan limits hold under concurrency: the create transaction locks the owner's user row, so two
  *   creates by one user count one after the other.
  * - A subdomain belongs to one instance: the unique index decides races; the loser gets 409
- *   SUBDOMAIN_TAKEN with suggestions that are free at that moment.
+ *   SUBDOMAIN_TAKEN with suggestions that are free at that moment. One given up by a rename or a
+ *   delete stays reserved for its owner for the quarantine (services/subdomains.ts): others get
+ *   the same 409, which does not say whose it is.
  * - An instance token works while its `jti` is the instance's `token_jti`: regeneration replaces
  *   it and deletion removes the row, so the old token fails on its very next use. Regeneration
  *   also forgets the registered WireGuard key: whoever held the old token may have registered it.
@@ -23,7 +25,7 @@ import { toAddress, type IpamService } from './ipam.ts'
 import type { PlanService } from './plans.ts'
 import { classifySubdomain, normalizeSubdomain, verdictMessage, type SubdomainService } from './subdomains.ts'
 import type { InstanceClaims, TokenService } from './tokens.ts'
-import { bumpConfigVersion, instanceStatus, type CustomDomainSource, type GatewayInfo, type InstanceIdentity, type TunnelService, type TunnelStateRow } from './tunnel.ts'
+import { bumpConfigVersion, instanceStatus, suspendedReason, type CustomDomainSource, type GatewayInfo, type InstanceIdentity, type TunnelService, type TunnelStateRow } from './tunnel.ts'
 
 export interface InstanceRow extends TunnelStateRow {
   id: string
@@ -99,6 +101,7 @@ export class InstanceService {
       subdomain: row.subdomain,
       custom_domain: customDomain,
       status: instanceStatus(row, now, this.#o.tunnel.statusWindowSeconds),
+      suspended_reason: suspendedReason(row),
       tunnel_ip: formatIPv4(toAddress(row.address)),
       last_seen: row.last_seen === null ? null : isoSeconds(row.last_seen),
       created_at: isoSeconds(row.created_at),
@@ -124,29 +127,29 @@ export class InstanceService {
   async get (userId: string, instanceId: string): Promise<InstanceDetails> {
     const row = await this.#find(userId, instanceId)
     const custom = await this.#customDomain([row.id])
-    const { id, name, subdomain, custom_domain: customDomain, status, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt } = this.#summary(row, custom.get(row.id) ?? null, this.#o.now())
-    return { id, name, subdomain, full_domain: this.#o.tunnel.fullDomain(subdomain), custom_domain: customDomain, status, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt }
+    const { id, name, subdomain, custom_domain: customDomain, status, suspended_reason: reason, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt } = this.#summary(row, custom.get(row.id) ?? null, this.#o.now())
+    return { id, name, subdomain, full_domain: this.#o.tunnel.fullDomain(subdomain), custom_domain: customDomain, status, suspended_reason: reason, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt }
   }
 
   /** 422 for an invalid or reserved label (with suggestions for a reserved one). */
-  async #usableSubdomain (value: string): Promise<string> {
+  async #usableSubdomain (value: string, userId: string): Promise<string> {
     const label = normalizeSubdomain(value)
     const verdict = classifySubdomain(label)
     if (verdict === 'ok') return label
     const details: Record<string, unknown> = { fields: { subdomain: [verdictMessage(verdict)] } }
-    if (verdict === 'reserved') details.suggestions = await this.#o.subdomains.suggestionsFor(label)
+    if (verdict === 'reserved') details.suggestions = await this.#o.subdomains.suggestionsFor(label, userId)
     throw apiError('VALIDATION_ERROR', 'The request data is invalid', details)
   }
 
-  async #taken (label: string): Promise<Error> {
-    return apiError('SUBDOMAIN_TAKEN', 'This subdomain is already in use', { subdomain: label, suggestions: await this.#o.subdomains.suggestionsFor(label) })
+  async #taken (label: string, userId: string): Promise<Error> {
+    return apiError('SUBDOMAIN_TAKEN', 'This subdomain is already in use', { subdomain: label, suggestions: await this.#o.subdomains.suggestionsFor(label, userId) })
   }
 
   async create (userId: string, input: { name: string, subdomain: string }): Promise<CreateInstanceResponse> {
-    const subdomain = await this.#usableSubdomain(input.subdomain)
+    const subdomain = await this.#usableSubdomain(input.subdomain, userId)
     const name = input.name.trim()
     const gateway = await this.#o.gateway.current()
-    if (!await this.#o.subdomains.isFree(subdomain)) throw await this.#taken(subdomain)
+    if (!await this.#o.subdomains.isFree(subdomain, userId)) throw await this.#taken(subdomain, userId)
 
     const id = newId(ID_PREFIX.instance)
     const token = await this.#o.tokens.signInstance(id, userId)
@@ -168,7 +171,7 @@ export class InstanceService {
         return leased
       })
     } catch (err) {
-      if (isUniqueViolation(err, SUBDOMAIN_CONSTRAINT)) throw await this.#taken(subdomain)
+      if (isUniqueViolation(err, SUBDOMAIN_CONSTRAINT)) throw await this.#taken(subdomain, userId)
       throw err
     }
 
@@ -196,7 +199,7 @@ export class InstanceService {
   }
 
   async update (userId: string, instanceId: string, changes: { name?: string, subdomain?: string }): Promise<UpdateInstanceResponse> {
-    const subdomain = changes.subdomain === undefined ? undefined : await this.#usableSubdomain(changes.subdomain)
+    const subdomain = changes.subdomain === undefined ? undefined : await this.#usableSubdomain(changes.subdomain, userId)
     if (!looksLikeId(ID_PREFIX.instance, instanceId)) throw notFound()
     let row: InstanceRow
     try {
@@ -207,25 +210,28 @@ export class InstanceService {
         const moving = subdomain !== undefined && subdomain !== current.subdomain
         if (moving) {
           // Suggestions are looked up after the transaction (PGlite has a single connection).
-          if (!await this.#o.subdomains.isFree(subdomain, trx)) throw new SubdomainTakenSignal()
+          if (!await this.#o.subdomains.isFree(subdomain, userId, trx)) throw new SubdomainTakenSignal()
           update.subdomain = subdomain
+          // Old links keep pointing at this owner, not at whoever would take the name next.
+          await this.#o.subdomains.release(trx, current.subdomain, userId)
         }
         await trx('instances').where({ id: current.id }).update(update)
         if (moving) await bumpConfigVersion(trx)
         return { ...current, ...update } as InstanceRow
       })
     } catch (err) {
-      if (subdomain !== undefined && (err instanceof SubdomainTakenSignal || isUniqueViolation(err, SUBDOMAIN_CONSTRAINT))) throw await this.#taken(subdomain)
+      if (subdomain !== undefined && (err instanceof SubdomainTakenSignal || isUniqueViolation(err, SUBDOMAIN_CONSTRAINT))) throw await this.#taken(subdomain, userId)
       throw err
     }
     return { id: row.id, name: row.name, subdomain: row.subdomain, full_domain: this.#o.tunnel.fullDomain(row.subdomain) }
   }
 
-  /** Deletes the instance: its token, key and subdomain stop working; its address enters quarantine. */
+  /** Deletes the instance: its token, key and subdomain stop working; its address and subdomain enter quarantine. */
   async remove (userId: string, instanceId: string): Promise<void> {
     await this.#o.db.transaction(async trx => {
       const current = await this.#find(userId, instanceId, trx, true)
       await this.#o.ipam.release(trx, current.id)
+      await this.#o.subdomains.release(trx, current.subdomain, userId)
       await trx('instances').where({ id: current.id }).delete()
       await bumpConfigVersion(trx)
     })

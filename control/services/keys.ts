@@ -4,7 +4,8 @@
  * generated once into `<dataDir>/token-keys.json` (mode 0600) and reused on every start.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { ensurePrivateDirectory } from '../db/private-files.ts'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 
@@ -47,7 +48,7 @@ export function loadTokenKeys (configured: KeySources, dataDir: string, logger?:
     }
   }
   if (changed) {
-    mkdirSync(dataDir, { recursive: true })
+    ensurePrivateDirectory(dataDir)
     writeFileSync(path, JSON.stringify(stored, null, 2) + '\n', { mode: 0o600 })
     logger?.info({ path }, 'generated token signing keys')
   }

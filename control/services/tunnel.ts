@@ -7,7 +7,7 @@
  * committed cannot register a key afterwards.
  */
 import type { Knex } from 'knex'
-import type { InstanceStatus } from '../../proto/api/instances.ts'
+import type { InstanceStatus, SuspendedReason } from '../../proto/api/instances.ts'
 import { PERSISTENT_KEEPALIVE_SECONDS, type DomainStatus, type RegisterTunnelResponse, type TunnelStatusResponse } from '../../proto/api/tunnel.ts'
 import { decodeKey, generatePrivateKey, x25519Backend } from '../../proto/noise/keys.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
@@ -73,6 +73,8 @@ export interface TunnelStateRow {
   last_handshake_at: Date | null
   /** When the container last said goodbye (POST /tunnel/disconnect). */
   disconnected_at: Date | null
+  /** Set while the instance is over its owner's plan limit (services/billing.ts): not routed. */
+  suspended_at: Date | null
 }
 
 /**
@@ -87,12 +89,14 @@ export const HANDSHAKE_FRESH_SECONDS = 180
 
 /**
  * The one place an instance's status is decided, from what the gateway saw, not from heartbeats
- * (a container can heartbeat over the API while its tunnel carries nothing). `pending`: no key
+ * (a container can heartbeat over the API while its tunnel carries nothing). `suspended`: over the
+ * plan limit, so no gateway has it as a peer, whatever the container says. `pending`: no key
  * registered (or the token was regenerated since), or registered but no handshake seen yet for it.
  * `connected`: a handshake within `windowSeconds` (HANDSHAKE_FRESH_SECONDS unless configured with
  * CC_TUNNEL_STATUS_WINDOW), newer than the container's last goodbye. `disconnected`: otherwise.
  */
 export function instanceStatus (row: TunnelStateRow, now: Date, windowSeconds = HANDSHAKE_FRESH_SECONDS): InstanceStatus {
+  if (row.suspended_at !== null) return 'suspended'
   if (row.public_key === null) return 'pending'
   if (row.last_handshake_at === null) return row.disconnected_at === null ? 'pending' : 'disconnected'
   const handshakeAt = new Date(row.last_handshake_at).getTime()
@@ -100,9 +104,19 @@ export function instanceStatus (row: TunnelStateRow, now: Date, windowSeconds = 
   return now.getTime() - handshakeAt <= windowSeconds * 1000 ? 'connected' : 'disconnected'
 }
 
-/** The subdomain's own status: served as soon as it exists (wildcard DNS); certificates come later. */
-export function subdomainStatus (_row: TunnelStateRow): DomainStatus {
-  return 'active'
+/**
+ * The subdomain's own status: gateways serve it while a key is registered and the instance is not
+ * suspended (listPeers). No key, as before registration or right after a token regeneration
+ * dropped the old one, means no gateway routes it yet.
+ */
+export function subdomainStatus (row: TunnelStateRow): DomainStatus {
+  if (row.suspended_at !== null) return 'suspended'
+  return row.public_key === null ? 'pending' : 'active'
+}
+
+/** Suspension has one cause today: the owner's plan allows fewer instances (services/billing.ts). */
+export function suspendedReason (row: Pick<TunnelStateRow, 'suspended_at'>): SuspendedReason | null {
+  return row.suspended_at === null ? null : 'plan_limit'
 }
 
 /** Raises the gateway configuration version; call inside the transaction that changes the peer set. */
@@ -341,11 +355,12 @@ export class TunnelService {
 
   async status (who: InstanceIdentity): Promise<TunnelStatusResponse> {
     const row = await this.#o.db('instances').where({ id: who.instanceId, token_jti: who.jti })
-      .first('subdomain', 'public_key', 'tunnel_state', 'last_seen', 'last_handshake_at', 'disconnected_at') as (TunnelStateRow & { subdomain: string }) | undefined
+      .first('subdomain', 'public_key', 'tunnel_state', 'last_seen', 'last_handshake_at', 'disconnected_at', 'suspended_at') as (TunnelStateRow & { subdomain: string }) | undefined
     if (row === undefined) throw unauthorized()
     const custom = (await this.#o.customDomains.domainsOf(this.#o.db, [who.instanceId])).get(who.instanceId) ?? []
     return {
       tunnel_status: instanceStatus(row, this.#o.now(), this.statusWindowSeconds),
+      suspended_reason: suspendedReason(row),
       domains: {
         subdomain: { domain: this.fullDomain(row.subdomain), status: subdomainStatus(row) },
         custom_domains: custom.map(d => ({ domain: d.domain, status: d.status, ssl_status: d.ssl_status })),

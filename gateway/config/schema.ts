@@ -28,7 +28,15 @@
  *       "directory": "https://...",          the CA's directory URL
  *       "email"?: "ops@example.com",         account contact
  *       "caBundle"?: "/path/roots.pem",      extra PEM roots to trust for the directory
- *       "challenges"?: ["http-01", "tls-alpn-01"] } }   in order of preference (default both)
+ *       "challenges"?: ["http-01", "tls-alpn-01"] },    in order of preference (default both)
+ *     "limits"?: {                           per-client fairness (gateway/edge/limits.ts; defaults shown)
+ *       "maxConnectionsPerClient": 256,      open connections per client address (IPv6: per /64)
+ *       "clientSlotShare": 0.25,             share of an instance's upstream slots one address may hold
+ *       "maxConcurrentStreams": 32,          HTTP/2 streams per connection
+ *       "tlsHandshakeTimeoutMs": 10000,      a TLS handshake not done by then is closed
+ *       "scarceSlotShare": 0.75,             above this share of an instance's slots in use ...
+ *       "minUploadBytesPerSecond": 1024,     ... a request body slower than this (0: never) ...
+ *       "uploadProgressWindowMs": 10000 } }  ... over this window is ended with 408
  * }
  */
 import { readFileSync } from 'node:fs'
@@ -37,6 +45,7 @@ import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
 import type { FaultConfig } from '../netstack/fault.ts'
 import { batchedUdpUnavailable, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
+import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
 
 export interface Endpoint { address: string, port: number }
 
@@ -66,6 +75,7 @@ export interface EdgeConfig {
   wildcards: string[]
   /** Absent: certificates from the local CA. */
   acme?: AcmeConfig
+  limits: EdgeLimits
 }
 
 export type AcmeChallengeType = 'http-01' | 'tls-alpn-01'
@@ -141,6 +151,17 @@ const listenHostPort = Joi.string().custom((value: string) => {
 
 const probability = Joi.number().min(0).max(1)
 
+/** The edge's fairness limits, one schema each (also used for their CC_EDGE_* variables). */
+export const EDGE_LIMIT_SCHEMAS: Record<keyof EdgeLimits, Joi.NumberSchema> = {
+  maxConnectionsPerClient: Joi.number().integer().min(1).max(1_000_000),
+  clientSlotShare: Joi.number().greater(0).max(1),
+  maxConcurrentStreams: Joi.number().integer().min(1).max(1_000),
+  tlsHandshakeTimeoutMs: Joi.number().integer().min(100).max(120_000),
+  scarceSlotShare: Joi.number().min(0).max(1),
+  minUploadBytesPerSecond: Joi.number().integer().min(0).max(1_000_000_000),
+  uploadProgressWindowMs: Joi.number().integer().min(100).max(600_000),
+}
+
 const hostname = Joi.string().max(253).hostname().pattern(/^[a-z0-9.-]+$/)
   .messages({ 'string.pattern.base': '{{#label}} must be a lower-case DNS name' })
 
@@ -190,6 +211,8 @@ const schema = Joi.object({
       caBundle: Joi.string().min(1),
       challenges: Joi.array().items(Joi.string().valid(...ACME_CHALLENGE_TYPES)).min(1).unique().default([...ACME_CHALLENGE_TYPES]),
     }),
+    limits: Joi.object(Object.fromEntries(Object.entries(EDGE_LIMIT_SCHEMAS).map(([name, schema]) =>
+      [name, schema.default(EDGE_LIMIT_DEFAULTS[name as keyof EdgeLimits])]))).default(),
   }),
 })
 
@@ -212,7 +235,7 @@ interface RawPeer {
   hostnames: string[], port: number, tunnelIp?: string, name?: string,
 }
 interface RawAcme { directory: string, email?: string, caBundle?: string, challenges: AcmeChallengeType[] }
-interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme }
+interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme, limits: EdgeLimits }
 interface RawConfig {
   privateKey: string, listenPort: number, listenAddress: string, udpIo: UdpIoSetting, address: string, metricsListen?: string,
   peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number }, edge?: RawEdge,
@@ -293,6 +316,7 @@ export function validateConfig (value: unknown): GatewayConfig {
           httpListen: raw.edge.httpListen === null ? null : parseEndpoint(raw.edge.httpListen, true),
           publicHttpsPort: raw.edge.publicHttpsPort,
           wildcards: raw.edge.wildcards,
+          limits: raw.edge.limits,
           ...(raw.edge.acme === undefined ? {} : { acme: acmeConfig(raw.edge.acme) }),
         },
   }

@@ -6,7 +6,8 @@
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import Joi from 'joi'
-import { ACME_CHALLENGE_TYPES, ConfigError, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
+import { ACME_CHALLENGE_TYPES, ConfigError, EDGE_LIMIT_SCHEMAS, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
+import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
 import { DNS_PROVIDERS } from '../edge/acme/dns-provider.ts'
 import { GATEWAY_KEY_FILE } from './keyfile.ts'
 import { UDP_IO_CHOICES, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
@@ -25,6 +26,8 @@ export interface GatewayEnv {
   httpPort: number | null
   publicHttpsPort: number | undefined
   wildcards: string[]
+  /** The edge's fairness limits set by CC_EDGE_* variables (the rest take the config's defaults). */
+  edgeLimits: Partial<EdgeLimits>
   /** Public host:port containers reach WireGuard on (told to control in hello); null: unknown. */
   endpoint: string | null
   gatewayId: string
@@ -53,6 +56,18 @@ export interface AcmeEnv {
 }
 
 const port = Joi.number().integer().min(0).max(65535)
+
+/** CC_EDGE_* variable of each edge limit (gateway/edge/limits.ts). */
+export const EDGE_LIMIT_VARIABLES: Record<keyof EdgeLimits, string> = {
+  maxConnectionsPerClient: 'CC_EDGE_MAX_CONNECTIONS_PER_CLIENT',
+  clientSlotShare: 'CC_EDGE_CLIENT_SLOT_SHARE',
+  maxConcurrentStreams: 'CC_EDGE_H2_MAX_STREAMS',
+  tlsHandshakeTimeoutMs: 'CC_EDGE_TLS_HANDSHAKE_TIMEOUT_MS',
+  scarceSlotShare: 'CC_EDGE_SLOTS_SCARCE_ABOVE',
+  minUploadBytesPerSecond: 'CC_EDGE_MIN_UPLOAD_RATE',
+  uploadProgressWindowMs: 'CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS',
+}
+const LIMIT_NAMES = Object.keys(EDGE_LIMIT_VARIABLES) as Array<keyof EdgeLimits>
 const VARIABLES = {
   CC_DATA_DIR: Joi.string().default('./data'),
   CC_WG_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
@@ -77,11 +92,14 @@ const VARIABLES = {
     .message(`must be a comma-separated list of ${ACME_CHALLENGE_TYPES.join(', ')}`).default(ACME_CHALLENGE_TYPES.join(',')),
   CC_ACME_DNS_PROVIDER: Joi.string().valid(...Object.keys(DNS_PROVIDERS)).messages({ 'any.only': `must be one of ${Object.keys(DNS_PROVIDERS).join(', ')}` }),
   CC_CERT_STORE: Joi.string().valid('control', 'file').messages({ 'any.only': 'must be control or file' }).default('control'),
+  // Left unset, a limit is not written to the config: its schema default applies (shown in --help).
+  ...Object.fromEntries(LIMIT_NAMES.map(name => [EDGE_LIMIT_VARIABLES[name], EDGE_LIMIT_SCHEMAS[name].description(`default ${EDGE_LIMIT_DEFAULTS[name]}`)])),
 } as const
 
 export function describeGatewayVariables (): string {
   const lines = Object.entries(VARIABLES).map(([name, schema]) => {
-    const d = (schema.describe() as { flags?: { default?: unknown } }).flags?.default
+    const flags = (schema.describe() as { flags?: { default?: unknown, description?: string } }).flags
+    const d = flags?.default ?? flags?.description?.replace(/^default /, '')
     return d === undefined ? `  ${name}` : `  ${name} (default ${String(d)})`
   })
   for (const [provider, definition] of Object.entries(DNS_PROVIDERS)) {
@@ -121,6 +139,8 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     httpPort: httpPort === 'off' ? null : Number(httpPort),
     publicHttpsPort: v.CC_PUBLIC_HTTPS_PORT as number | undefined,
     wildcards: v.CC_WILDCARDS === undefined ? [] : (v.CC_WILDCARDS as string).split(','),
+    edgeLimits: Object.fromEntries(LIMIT_NAMES.filter(name => v[EDGE_LIMIT_VARIABLES[name]] !== undefined)
+      .map(name => [name, v[EDGE_LIMIT_VARIABLES[name]] as number])),
     endpoint: endpoint ?? null,
     gatewayId: (v.CC_GATEWAY_ID as string | undefined) ?? defaultGatewayId(),
     metricsListen: v.CC_METRICS_LISTEN as string | undefined,
@@ -201,6 +221,7 @@ export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, add
       wildcards: settings.wildcards,
     }
     if (settings.publicHttpsPort !== undefined) edge.publicHttpsPort = settings.publicHttpsPort
+    if (Object.keys(settings.edgeLimits).length > 0) edge.limits = settings.edgeLimits
     if (settings.acme !== null) {
       // The DNS provider is not part of the config file's schema: Gateway.start receives it built.
       const { dns: _dns, ...acme } = settings.acme

@@ -51,7 +51,7 @@ export function withoutHopByHop (headers: IncomingHttpHeaders, upgrade = false, 
 export interface ForwardingFacts {
   /** The client's address as seen on the socket. */
   clientIp: string
-  /** The Host (or :authority) the client sent, as sent. */
+  /** The public authority (publicAuthority of the Host or :authority the client sent). */
   host: string
   /** 'https' at the TLS listener. */
   proto: 'https' | 'http'
@@ -75,6 +75,23 @@ export function upstreamRequestHeaders (headers: IncomingHttpHeaders, facts: For
 /** Response headers for the client: hop-by-hop removed (they are also illegal in HTTP/2). */
 export function downstreamResponseHeaders (headers: IncomingHttpHeaders): OutgoingHttpHeaders {
   return withoutHopByHop(headers)
+}
+
+/**
+ * A Host or :authority as a client would write it in a URL: lower case, no trailing dot, the port
+ * only when it is not the scheme's default (RFC 3986 6.2.3; RFC 9110 4.2.3: host comparison is
+ * case-insensitive). The origin builds absolute URLs from it (tusd's Location from
+ * X-Forwarded-Host). For a hostname normalizeHost accepted.
+ */
+export function publicAuthority (host: string, proto: 'https' | 'http'): string {
+  let name = host.trim().toLowerCase()
+  let port = ''
+  const colon = name.lastIndexOf(':')
+  if (colon !== -1) { port = name.slice(colon + 1); name = name.slice(0, colon) }
+  if (name.endsWith('.')) name = name.slice(0, -1)
+  if (port === '') return name
+  const n = Number(port)
+  return n === (proto === 'https' ? 443 : 80) ? name : `${name}:${n}`
 }
 
 /** `::ffff:1.2.3.4` -> `1.2.3.4`; other addresses unchanged. */

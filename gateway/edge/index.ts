@@ -1,8 +1,9 @@
 /**
  * The edge: public HTTPS (TLS by SNI) and HTTP listeners in front of the instances.
  *
- *   HTTPS client -> TLS, certificate by SNI (CertificateManager) -> Host -> RouteMap -> 421 unless
- *   the SNI names the same instance -> per-instance cap (503) -> UpstreamPool (keep-alive undici
+ *   HTTPS client -> connection cap per client address (limits.ts) -> TLS, certificate by SNI
+ *   (CertificateManager) -> Host -> RouteMap -> 421 unless the SNI names the same instance ->
+ *   per-instance cap (503), per-client share of it (429) -> UpstreamPool (keep-alive undici
  *   Pool per upstream, UpstreamConnector) -> response streamed back. HTTP/2 via ALPN, HTTP/1.1 upstream.
  *   HTTP client -> ACME HTTP-01 challenge (ChallengeResponder) or redirect to HTTPS.
  *
@@ -28,6 +29,9 @@
  *     keepAliveTimeoutMs?,              // default 30 000: idle client keep-alive connection
  *     maxHeaderSize?,                   // default 16 384 bytes -> 431
  *     defaultMaxConnections?,           // per instance when the route has no maxConnections (default 256)
+ *     limits?,                          // per-client fairness (limits.ts EDGE_LIMIT_DEFAULTS): connections
+ *                                       //   per address, share of an instance's slots, HTTP/2 streams,
+ *                                       //   TLS handshake timeout, minimum upload progress when slots are scarce
  *     now?,                             // clock for certificates (tests)
  *   })
  *   await edge.start()                  // opens the CA, binds the listeners, starts renewal scans
@@ -40,6 +44,7 @@
  *   await edge.close()                  // stop accepting; in-flight requests get graceMs (default 10 s)
  *   edge.certificates                   // the CertificateManager (after start)
  *   edge.pool.activeConnections(id)     // upstream connections in use for an instance
+ *   edge.connections.openConnections(a) // client connections open from an address (its /64 for IPv6)
  *
  * WebSocket: HTTP/1.1 Upgrade only (we do not advertise RFC 8441 extended CONNECT, so browsers open
  * an HTTP/1.1 connection for WebSockets while using HTTP/2 for the rest).
@@ -61,6 +66,7 @@ import { CertificateManager, type CertificateState } from './certificates.ts'
 import { FileCertStore, type CertStore } from './cert-store.ts'
 import { LocalCa } from './local-ca.ts'
 import type { Issuer } from './issuer.ts'
+import { ConnectionGate, EDGE_LIMIT_DEFAULTS, type EdgeLimits } from './limits.ts'
 
 export { RouteMap, normalizeHost, type Route, type RouteTable } from './routes.ts'
 export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
@@ -70,6 +76,7 @@ export { LocalCa, LEAF_LIFETIME_MS, CA_LIFETIME_MS } from './local-ca.ts'
 export { IssuerError, type Issuer, type IssuedCertificate } from './issuer.ts'
 export { ACME_CHALLENGE_PREFIX, noChallenges, type ChallengeResponder } from './http-listener.ts'
 export { ReverseProxy } from './proxy.ts'
+export { EDGE_LIMIT_DEFAULTS, clientKey, type EdgeLimits } from './limits.ts'
 
 export interface ListenAddress {
   host?: string
@@ -98,6 +105,8 @@ export interface EdgeOptions {
   keepAliveTimeoutMs?: number
   maxHeaderSize?: number
   defaultMaxConnections?: number
+  /** Per-client fairness limits; each absent field takes EDGE_LIMIT_DEFAULTS'. */
+  limits?: Partial<EdgeLimits>
   /** How often node checks headersTimeout on open connections (default 5 s; node's own is 30 s). */
   connectionsCheckingIntervalMs?: number
   now?: () => number
@@ -112,14 +121,24 @@ export const EDGE_DEFAULTS = {
   maxHeaderSize: 16_384,
   defaultMaxConnections: 256,
   connectionsCheckingIntervalMs: 5_000,
-  /** HTTP/2 streams a client may open at once on one connection. */
-  maxConcurrentStreams: 128,
   /** HTTP/2 receive windows: per stream, and per connection (the most one client can have in flight to us). */
   h2StreamWindow: 1 << 20,
   h2ConnectionWindow: 2 << 20,
 } as const
 
 type HttpsServer = https.Server | http2.Http2SecureServer
+
+/**
+ * TLS 1.2 suites: ECDHE with AEAD only (AES-GCM, ChaCha20-Poly1305; RFC 9325 4.2), for ECDSA and
+ * RSA certificates. No CBC (padding-oracle and Lucky13 history), no static RSA key exchange (no
+ * forward secrecy). TLS 1.3's suites are all AEAD.
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
 
 /** Server fields node reads per connection (also on an HTTP/2 server's HTTP/1.1 side). */
 interface Http1Limits {
@@ -134,6 +153,9 @@ export class Edge {
   readonly routes = new RouteMap()
   readonly pool: UpstreamPool
   readonly proxy: ReverseProxy
+  /** Open client connections per address, on both listeners. */
+  readonly connections: ConnectionGate
+  private readonly limits: EdgeLimits
   private readonly options: EdgeOptions
   private readonly logger: Logger
   private readonly clientErrors: CounterFamily | undefined
@@ -147,10 +169,12 @@ export class Edge {
   constructor (options: EdgeOptions) {
     this.options = options
     this.logger = options.logger
+    const limits = this.limits = { ...EDGE_LIMIT_DEFAULTS, ...options.limits }
     this.pool = new UpstreamPool({
       connector: options.connector,
       defaultMaxConnections: options.defaultMaxConnections ?? EDGE_DEFAULTS.defaultMaxConnections,
       connectTimeoutMs: options.connectTimeoutMs ?? EDGE_DEFAULTS.connectTimeoutMs,
+      clientSlotShare: limits.clientSlotShare,
     })
     this.proxy = new ReverseProxy({
       routes: this.routes,
@@ -159,8 +183,13 @@ export class Edge {
       metrics: options.metrics,
       idleTimeoutMs: options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs,
       upstreamTimeoutMs: options.upstreamTimeoutMs ?? EDGE_DEFAULTS.upstreamTimeoutMs,
+      slowUploads: { scarceSlotShare: limits.scarceSlotShare, minBytesPerSecond: limits.minUploadBytesPerSecond, windowMs: limits.uploadProgressWindowMs },
     })
-    this.clientErrors = options.metrics?.family('edge_client_errors', 'Client connections refused before a request: TLS handshakes, malformed or oversized requests, header timeouts')
+    this.clientErrors = options.metrics?.family('edge_client_errors', 'Client connections refused before a request: TLS handshakes, malformed or oversized requests, header timeouts, per-address connection cap')
+    this.connections = new ConnectionGate(limits.maxConnectionsPerClient, client => {
+      this.clientErrors?.inc('connection_cap')
+      this.logger.debug({ client }, 'connection refused: client address at its connection cap')
+    })
   }
 
   /** The local CA's certificate, for clients to trust (undefined when another issuer is used). */
@@ -212,6 +241,7 @@ export class Edge {
     const o = this.options
     this.httpsServer = this.createHttpsServer()
     o.tlsAlpnChallenges?.attach(this.httpsServer)
+    this.connections.attach(this.httpsServer) // outermost: counted before the ACME check and TLS
     const httpsAddress = o.https ?? {}
     await listen(this.httpsServer, httpsAddress.host ?? '0.0.0.0', httpsAddress.port ?? 443, this.logger)
 
@@ -229,6 +259,7 @@ export class Edge {
       }, createHttpHandler({ routes: this.routes, challenges: o.challenges ?? noChallenges, logger: this.logger, httpsPort }))
       server.on('connection', socket => this.track(socket))
       server.on('clientError', (err, socket) => this.onClientError(err, socket))
+      this.connections.attach(server)
       this.httpServer = server
       const httpAddress = o.http ?? {}
       await listen(server, httpAddress.host ?? '0.0.0.0', httpAddress.port ?? 80, this.logger)
@@ -292,14 +323,22 @@ export class Edge {
       }, err => cb(err instanceof Error ? err : new Error(String(err))))
     }
     const maxHeaderSize = o.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize
+    const tlsOptions = {
+      SNICallback: sni,
+      minVersion: 'TLSv1.2',
+      ciphers: TLS_CIPHERS,
+      // Node's default is 120 s: a connection that never finishes its handshake holds a socket that long.
+      handshakeTimeout: this.limits.tlsHandshakeTimeoutMs,
+    } satisfies tls.TlsOptions
     const server: HttpsServer = o.http2 === false
-      ? https.createServer({ SNICallback: sni, minVersion: 'TLSv1.2' })
+      ? https.createServer(tlsOptions)
       : http2.createSecureServer({
+        ...tlsOptions,
         allowHTTP1: true,
-        SNICallback: sni,
-        minVersion: 'TLSv1.2',
         settings: {
-          maxConcurrentStreams: EDGE_DEFAULTS.maxConcurrentStreams,
+          maxConcurrentStreams: this.limits.maxConcurrentStreams,
+          // The HTTP/1.1 limit for HTTP/2 too: node resets a stream whose header list is larger
+          // (RFC 9113 6.5.2, 10.5.1) with ENHANCE_YOUR_CALM.
           maxHeaderListSize: maxHeaderSize,
           // RFC 9113 6.9.2: the 64 KiB default window caps an upload at window/RTT.
           initialWindowSize: EDGE_DEFAULTS.h2StreamWindow,
@@ -323,6 +362,8 @@ export class Edge {
     server.on('upgrade', this.proxy.handleUpgrade)
     server.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket))
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      // With a listener here node leaves the socket open (a handshake timeout included): close it.
+      socket.destroy()
       this.clientErrors?.inc('tls_handshake')
       this.logger.debug({ err: err.message, servername: socket.servername, client: socket.remoteAddress }, 'TLS handshake failed')
     })

@@ -4,7 +4,7 @@
  */
 import { STATUS_CODES } from 'node:http'
 
-export type EdgePage = 'unknown-host' | 'offline' | 'timeout' | 'misdirected' | 'busy' | 'bad-request'
+export type EdgePage = 'unknown-host' | 'offline' | 'timeout' | 'misdirected' | 'busy' | 'client-busy' | 'slow-upload' | 'bad-request'
 
 interface PageText { status: number, title: string, message: string }
 
@@ -33,6 +33,17 @@ const PAGES: Record<EdgePage, PageText> = {
     status: 503,
     title: 'This Erugo instance is busy',
     message: 'Too many connections to this server are open at once. Try again in a moment.',
+  },
+  // RFC 6585 4: this client, not the server, is over a limit.
+  'client-busy': {
+    status: 429,
+    title: 'Too many requests from your address',
+    message: 'Your address has too many requests open to this server at once. Wait for some of them to finish, then try again.',
+  },
+  'slow-upload': {
+    status: 408,
+    title: 'Upload too slow',
+    message: 'The server is busy and this upload had stopped making progress, so it was ended to let others through. Try again in a moment.',
   },
   'bad-request': {
     status: 400,

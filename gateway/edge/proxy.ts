@@ -11,7 +11,7 @@
  * Upgrade requests (WebSocket) are relayed as raw byte pipes after the origin's 101.
  */
 import http, { type IncomingHttpHeaders } from 'node:http'
-import type http2 from 'node:http2'
+import http2 from 'node:http2'
 import type tls from 'node:tls'
 import type { Duplex, Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
@@ -19,8 +19,9 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { Metrics, CounterFamily } from '../metrics.ts'
 import type { Route, RouteTable } from './routes.ts'
-import { EdgeTimeout, type UpstreamPool } from './upstream.ts'
-import { downstreamResponseHeaders, plainIp, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
+import { EdgeTimeout, type SlotGrant, type UpstreamPool } from './upstream.ts'
+import { downstreamResponseHeaders, plainIp, publicAuthority, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
+import { clientKey, UploadProgressWatch, type UploadInProgress } from './limits.ts'
 import { pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
 
 export type EdgeRequest = http.IncomingMessage | http2.Http2ServerRequest
@@ -35,6 +36,12 @@ export interface ReverseProxyOptions {
   upstreamTimeoutMs: number
   /** Retry-After on 503 when an instance is at its connection cap (seconds). */
   retryAfterSeconds?: number
+  /**
+   * Minimum progress of request bodies while an instance's slots are scarce (limits.ts): above
+   * `scarceSlotShare` of its slots in use, a body slower than `minBytesPerSecond` over `windowMs`
+   * gets 408. Absent: no minimum.
+   */
+  slowUploads?: { scarceSlotShare: number, minBytesPerSecond: number, windowMs: number }
 }
 
 /** Request IDs: a per-process random prefix and a counter (unique, cheap, sortable per process). */
@@ -70,6 +77,8 @@ export class ReverseProxy {
   readonly retryAfter: string
   readonly requests: CounterFamily | undefined
   readonly errors: CounterFamily | undefined
+  readonly uploads: UploadProgressWatch | undefined
+  readonly scarceSlotShare: number
 
   constructor (options: ReverseProxyOptions) {
     this.routes = options.routes
@@ -80,6 +89,14 @@ export class ReverseProxy {
     this.retryAfter = String(options.retryAfterSeconds ?? 5)
     this.requests = options.metrics?.family('edge_requests', 'Requests answered by the edge, by status class')
     this.errors = options.metrics?.family('edge_errors', 'Edge requests that did not reach the origin or were cut, by reason')
+    const slow = options.slowUploads
+    this.uploads = slow === undefined ? undefined : new UploadProgressWatch(slow.minBytesPerSecond, slow.windowMs)
+    this.scarceSlotShare = slow?.scarceSlotShare ?? 1
+  }
+
+  /** More than scarceSlotShare of the instance's slots are in use. */
+  slotsScarce (route: Route): boolean {
+    return this.pool.activeConnections(route.instanceId) > this.pool.capacity(route) * this.scarceSlotShare
   }
 
   /**
@@ -111,6 +128,7 @@ export class ReverseProxy {
     const requestId = nextRequestId()
     const hostHeader = req.headers.host
     const clientIp = plainIp(req.socket.remoteAddress)
+    const client = clientKey(clientIp)
     let status = 0
     let bytesIn = 0
     let bytesOut = 0
@@ -143,9 +161,10 @@ export class ReverseProxy {
     const admitted = this.admit(req, hostHeader)
     if ('page' in admitted) { refuse(admitted.page); return }
     const route = admitted.route
-    if (!this.pool.tryAcquire(route)) { refuse('busy', { 'retry-after': this.retryAfter }); return }
+    const grant = this.pool.tryAcquire(route, client)
+    if (grant !== 'granted') { refuse(refusalPage(grant), { 'retry-after': this.retryAfter }); return }
     let released = false
-    const release = (): void => { if (!released) { released = true; this.pool.release(route) } }
+    const release = (): void => { if (!released) { released = true; this.pool.release(route, client) } }
 
     let upstream: http.ClientRequest
     try {
@@ -155,7 +174,7 @@ export class ReverseProxy {
         port: route.port,
         method: req.method,
         path: req.url,
-        headers: upstreamRequestHeaders(req.headers, { clientIp, host: hostHeader!, proto: 'https', requestId }, true),
+        headers: upstreamRequestHeaders(req.headers, { clientIp, host: publicAuthority(hostHeader!, 'https'), proto: 'https', requestId }, true),
         setHost: false,
       })
     } catch (err) {
@@ -224,11 +243,12 @@ const enum Phase { Sending, Waiting, Receiving }
  * One request relayed to the origin: the state of the exchange and its undici dispatch handler.
  * A class rather than closures: one object per request, methods shared.
  */
-class Exchange implements Dispatcher.DispatchHandler {
+class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private readonly started = performance.now()
   private readonly requestId = nextRequestId()
   private readonly hostHeader: string | undefined
   private readonly clientIp: string
+  private readonly client: string
   private status = 0
   private bytesIn = 0
   private bytesOut = 0
@@ -255,6 +275,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   constructor (private readonly proxy: ReverseProxy, private readonly req: EdgeRequest, private readonly res: EdgeResponse) {
     this.hostHeader = req.headers[':authority'] as string | undefined ?? req.headers.host
     this.clientIp = plainIp(req.socket?.remoteAddress)
+    this.client = clientKey(this.clientIp)
   }
 
   start (): void {
@@ -274,11 +295,17 @@ class Exchange implements Dispatcher.DispatchHandler {
       res.end()
       return
     }
-    if (!proxy.pool.tryAcquire(route)) { this.answer('busy', { 'retry-after': proxy.retryAfter }); return }
+    const grant = proxy.pool.tryAcquire(route, this.client)
+    if (grant !== 'granted') { this.answer(refusalPage(grant), { 'retry-after': proxy.retryAfter }); return }
     this.slot = true
-    this.headers = upstreamRequestHeaders(req.headers, { clientIp: this.clientIp, host: this.hostHeader!, proto: 'https', requestId: this.requestId }) as Record<string, string | string[]>
+    this.headers = upstreamRequestHeaders(req.headers, {
+      clientIp: this.clientIp, host: publicAuthority(this.hostHeader!, 'https'), proto: 'https', requestId: this.requestId,
+    }) as Record<string, string | string[]>
     this.withBody = hasBody(req)
-    if (this.withBody) req.once('end', () => { this.requestSent() })
+    if (this.withBody) {
+      req.once('end', () => { this.requestSent() })
+      proxy.uploads?.watch(this)
+    }
     this.send()
   }
 
@@ -319,7 +346,38 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   private requestSent (): void {
+    this.proxy.uploads?.unwatch(this)
+    // Not once the exchange is over or answered by us: an HTTP/2 request body also ends when its
+    // stream closes, and a first-byte deadline armed then would only hold the exchange for nothing.
+    if (!this.slot || this.answered) return
     if (!this.responded && this.phase === Phase.Sending) this.enter(Phase.Waiting)
+  }
+
+  bytesReceived (): number {
+    return this.bytesIn
+  }
+
+  /** Sending the body, no answer yet, the upstream request under way and nothing of the body left unread. */
+  waitingForClient (): boolean {
+    return this.phase === Phase.Sending && !this.responded && !this.answered && this.controller !== undefined && this.req.readableLength === 0
+  }
+
+  slotsScarce (): boolean {
+    return this.route !== undefined && this.proxy.slotsScarce(this.route)
+  }
+
+  /** The body stalled while slots are scarce: 408, and the slot goes back when the response closes. */
+  endSlowUpload (): void {
+    this.failure = 'slow upload while the instance\'s slots are scarce'
+    this.answered = true
+    this.answer('slow-upload')
+    // RFC 9113 8.1: after a complete response, RST_STREAM(NO_ERROR) tells the client to stop
+    // sending; without it the stream (and its slot) stays open until the client ends the body.
+    if (this.req.httpVersionMajor >= 2) {
+      const stream = (this.res as http2.Http2ServerResponse).stream
+      // The stream's own 'finish' (the compat response's waits for the stream to close).
+      stream.once('finish', () => { if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR) })
+    }
   }
 
   private enter (phase: Phase): void {
@@ -447,8 +505,9 @@ class Exchange implements Dispatcher.DispatchHandler {
   private closed (): void {
     const { req, res, proxy } = this
     this.disarm()
+    proxy.uploads?.unwatch(this)
     if (!this.upstreamComplete && this.slot) this.abort(new Error('client closed'))
-    if (this.slot) proxy.pool.release(this.route!)
+    if (this.slot) proxy.pool.release(this.route!, this.client)
     this.slot = false
     proxy.requests?.inc(`${Math.floor(this.status / 100)}xx`)
     if (!proxy.logger.isLevelEnabled('info')) return
@@ -471,6 +530,11 @@ class Exchange implements Dispatcher.DispatchHandler {
 }
 
 function noop (): void {}
+
+/** The page for a refused slot: the instance is full (503) or this client holds its share (429). */
+function refusalPage (grant: Exclude<SlotGrant, 'granted'>): EdgePage {
+  return grant === 'client-full' ? 'client-busy' : 'busy'
+}
 
 function watchdogFired (exchange: Exchange): void {
   exchange.checkDeadline()

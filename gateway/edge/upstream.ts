@@ -56,7 +56,15 @@ export interface UpstreamPoolOptions {
   freeSocketTimeoutMs?: number
   /** A connection not up within this fails its request with EdgeTimeout CONNECT_TIMEOUT (default 15 s). */
   connectTimeoutMs?: number
+  /** Share of an instance's slots one client address may hold (default 1: no per-client cap). */
+  clientSlotShare?: number
 }
+
+/** A client address may always hold this many of an instance's slots (or all, if it has fewer). */
+export const MIN_CLIENT_SLOTS = 8
+
+/** tryAcquire's answer: a slot, or which cap said no. */
+export type SlotGrant = 'granted' | 'instance-full' | 'client-full'
 
 interface PoolEntry {
   agent?: http.Agent
@@ -76,6 +84,9 @@ export class UpstreamPool {
   private readonly connectTimeoutMs: number
   private readonly entries = new Map<string, PoolEntry>()
   private readonly active = new Map<string, number>()
+  private readonly clientSlotShare: number
+  /** Slots held per instance and client address (key: instanceId NUL client). */
+  private readonly activeByClient = new Map<string, number>()
 
   constructor (options: UpstreamPoolOptions) {
     this.connector = options.connector
@@ -83,6 +94,7 @@ export class UpstreamPool {
     this.maxFreeSockets = options.maxFreeSockets ?? 32
     this.freeSocketTimeoutMs = options.freeSocketTimeoutMs ?? 30_000
     this.connectTimeoutMs = options.connectTimeoutMs ?? 15_000
+    this.clientSlotShare = options.clientSlotShare ?? 1
   }
 
   capacity (route: Route): number {
@@ -90,20 +102,43 @@ export class UpstreamPool {
   }
 
   /**
-   * Take one of the instance's connection slots; false when all are in use (the caller answers
-   * 503). Every true must be matched by one release().
+   * Slots one client address may hold at once on the route's instance: its share, but never fewer
+   * than MIN_CLIENT_SLOTS (a browser opens several requests at once), nor more than the instance has.
    */
-  tryAcquire (route: Route): boolean {
-    const n = this.active.get(route.instanceId) ?? 0
-    if (n >= this.capacity(route)) return false
-    this.active.set(route.instanceId, n + 1)
-    return true
+  clientCapacity (route: Route): number {
+    const capacity = this.capacity(route)
+    return Math.max(Math.floor(capacity * this.clientSlotShare), Math.min(capacity, MIN_CLIENT_SLOTS))
   }
 
-  release (route: Route): void {
+  /**
+   * Take one of the instance's connection slots for `client` (a limits.ts clientKey). Refused when
+   * all are in use, or when this client already holds its share (the caller answers 503 or 429).
+   * Every 'granted' must be matched by one release() with the same client.
+   */
+  tryAcquire (route: Route, client: string): SlotGrant {
+    const n = this.active.get(route.instanceId) ?? 0
+    if (n >= this.capacity(route)) return 'instance-full'
+    const key = `${route.instanceId}\u0000${client}`
+    const mine = this.activeByClient.get(key) ?? 0
+    if (mine >= this.clientCapacity(route)) return 'client-full'
+    this.active.set(route.instanceId, n + 1)
+    this.activeByClient.set(key, mine + 1)
+    return 'granted'
+  }
+
+  release (route: Route, client: string): void {
     const n = (this.active.get(route.instanceId) ?? 0) - 1
     if (n <= 0) this.active.delete(route.instanceId)
     else this.active.set(route.instanceId, n)
+    const key = `${route.instanceId}\u0000${client}`
+    const mine = (this.activeByClient.get(key) ?? 0) - 1
+    if (mine <= 0) this.activeByClient.delete(key)
+    else this.activeByClient.set(key, mine)
+  }
+
+  /** Slots `client` holds on the instance. */
+  clientConnections (instanceId: string, client: string): number {
+    return this.activeByClient.get(`${instanceId}\u0000${client}`) ?? 0
   }
 
   activeConnections (instanceId: string): number {

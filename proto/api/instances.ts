@@ -2,9 +2,13 @@
 
 /**
  * `pending` until the container registers its WireGuard key and a gateway sees its first handshake;
- * then `connected` while a gateway reports a recent handshake, else `disconnected`.
+ * then `connected` while a gateway reports a recent handshake, else `disconnected`. `suspended`
+ * whatever the tunnel does while the instance is over its owner's plan limit (not routed).
  */
-export type InstanceStatus = 'pending' | 'connected' | 'disconnected'
+export type InstanceStatus = 'pending' | 'connected' | 'disconnected' | 'suspended'
+
+/** Why an instance is suspended; null when it is not. `plan_limit`: over the owner's instance limit. */
+export type SuspendedReason = 'plan_limit'
 
 /** An item of GET /instances. */
 export interface InstanceSummary {
@@ -13,6 +17,7 @@ export interface InstanceSummary {
   subdomain: string
   custom_domain: string | null
   status: InstanceStatus
+  suspended_reason: SuspendedReason | null
   tunnel_ip: string
   /** Last sign of life of the tunnel (handshake or data seen by a gateway); null before the first. */
   last_seen: string | null

@@ -1,5 +1,5 @@
 /** Request and response bodies of the spec's "Instance Authenticated Endpoints": /v1/tunnel/*. */
-import type { InstanceStatus } from './instances.ts'
+import type { InstanceStatus, SuspendedReason } from './instances.ts'
 
 /** Seconds between heartbeats the server asks for. */
 export const HEARTBEAT_INTERVAL_SECONDS = 60
@@ -48,10 +48,16 @@ export interface DisconnectResponse {
   status: 'disconnected'
 }
 
-export type DomainStatus = 'active' | 'pending'
+/**
+ * The subdomain as gateways serve it: `active` while a key is registered and the instance is not
+ * suspended; `pending` before registration and after a token regeneration (the old key is gone
+ * until the container registers again); `suspended` over the plan limit.
+ */
+export type DomainStatus = 'active' | 'pending' | 'suspended'
 
 export interface TunnelStatusResponse {
   tunnel_status: InstanceStatus
+  suspended_reason: SuspendedReason | null
   domains: {
     subdomain: { domain: string, status: DomainStatus }
     custom_domains: Array<{ domain: string, status: string, ssl_status: string }>

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { ApiClient, ApiError } from '../../agent/api.ts'
+import { ApiClient, ApiError, MAX_ANSWER_BYTES } from '../../agent/api.ts'
 
 type Handler = (req: http.IncomingMessage, body: string, res: http.ServerResponse) => void
 
@@ -88,4 +88,68 @@ t.test('a stop signal abandons the request', async t => {
   const err = await client.register('PUB', stop.signal).catch((e: ApiError) => e)
   t.equal((err as ApiError).failure, 'unreachable')
   t.ok(Date.now() - started < 5_000)
+})
+
+t.test('answers over 64 KiB: a 2xx is refused without being read to the end, an error status is still classified', async t => {
+  let next: (res: http.ServerResponse) => void = () => {}
+  const base = await api(t, (_req, _body, res) => { next(res) })
+  const client = new ApiClient({ baseUrl: base, token: 'tok', timeoutMs: 10_000 })
+  const registered = { status: 'registered', tunnel_config: {}, domains: { subdomain: 'a.example', custom_domains: [] } }
+
+  // Exactly the limit is fine.
+  const exact = JSON.stringify({ ...registered, padding: '' })
+  const atLimit = JSON.stringify({ ...registered, padding: 'p'.repeat(MAX_ANSWER_BYTES - exact.length) })
+  t.equal(Buffer.byteLength(atLimit), MAX_ANSWER_BYTES)
+  next = res => { res.writeHead(200, { 'content-type': 'application/json' }).end(atLimit) }
+  t.match(await client.register('PUB'), { status: 'registered' })
+
+  // One byte more is not.
+  next = res => { res.writeHead(200, { 'content-type': 'application/json' }).end(`${atLimit} `) }
+  const over = await client.register('PUB').catch((e: unknown) => e as ApiError)
+  t.ok(over instanceof ApiError)
+  t.match(over, { failure: 'refused', status: 200, message: `POST /tunnel/register: the answer is larger than ${MAX_ANSWER_BYTES} bytes: is ${base} a Cloud Connect API?` })
+
+  // A declared length over the limit: refused at once, the body never waited for.
+  next = res => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(100 * 1024 * 1024) })
+    res.write('{"status":')
+  }
+  const started = Date.now()
+  t.match(await client.register('PUB').catch((e: unknown) => e), { failure: 'refused', message: /larger than 65536 bytes/ })
+  t.ok(Date.now() - started < 5_000, 'not held until the timeout')
+
+  // An error page over the limit still means "try again later".
+  next = res => { res.writeHead(503, { 'content-type': 'text/html' }).end(`<html>${'x'.repeat(200 * 1024)}</html>`) }
+  t.match(await client.register('PUB').catch((e: unknown) => e), { failure: 'unavailable', status: 503 })
+})
+
+t.test('an endless 2xx answer: reading stops at the limit and the connection is dropped', async t => {
+  const chunk = Buffer.alloc(64 * 1024, 0x20)
+  const CAP = 1024 // chunks: 64 MiB, far more than socket buffers hold
+  let written = 0
+  let finished: () => void = () => {}
+  const done = new Promise<void>(resolve => { finished = resolve })
+  const base = await api(t, (_req, _body, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.write('{"status":"registered","padding":"')
+    let closed = false
+    res.on('close', () => { closed = true })
+    const pump = (): void => {
+      while (!closed && written < CAP) {
+        written++
+        if (!res.write(chunk)) {
+          res.once('drain', pump)
+          return
+        }
+      }
+      finished()
+    }
+    res.on('close', () => { finished() })
+    pump()
+  })
+  const client = new ApiClient({ baseUrl: base, token: 'tok', timeoutMs: 20_000 })
+  const err = await client.register('PUB').catch((e: unknown) => e)
+  t.match(err, { failure: 'refused', message: /larger than 65536 bytes/ })
+  await done
+  t.ok(written < CAP, `the server stopped after ${written} of ${CAP} chunks: the client closed the connection`)
 })

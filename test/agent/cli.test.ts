@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CLI, ROOT, createInstance, freePort, startAgent, startService, tempDir } from './service.ts'
 import { startOrigin } from './origin.ts'
@@ -26,7 +26,7 @@ t.test('agent test: every step passes standalone and inside a running agent; a b
   const origin = await startOrigin(t)
   const target = `http://127.0.0.1:${origin.port}`
   const tokenFile = join(dir, 'token')
-  writeFileSync(tokenFile, instance.token)
+  writeFileSync(tokenFile, instance.token, { mode: 0o600 })
   const state = join(dir, 'agent.json')
   const common = ['--api', service.api, '--token-file', tokenFile, '--state', state, '--target', target, '--status-listen', '127.0.0.1:0']
 
@@ -83,6 +83,12 @@ t.test('agent status without any state; usage errors; --help', async t => {
   t.equal(badMode.status, 2)
   t.match(badMode.stderr, /^cloud-connect agent: --mode: /)
   t.equal(cli(['--bogus']).status, 2)
+  const openToken = join(dir, 'token')
+  writeFileSync(openToken, 'eyJ0eXAiOiJpbnN0YW5jZSJ9.e30.sig\n')
+  chmodSync(openToken, 0o644)
+  const readable = cli(['--token-file', openToken, '--state', join(dir, 'a.json'), '--status-listen', 'off'])
+  t.equal(readable.status, 2, 'a token file others can read: exit 2')
+  t.equal(readable.stderr, `cloud-connect agent: --token-file: the token file ${openToken} has mode 0644: group and others must have no access (chmod 600 ${openToken})\n`)
 
   const help = cli(['--help'])
   t.equal(help.status, 0)

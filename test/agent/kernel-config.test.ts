@@ -3,18 +3,18 @@
  * recording runner stands in for wg-quick, wg, ip and ping). The real thing runs in kernel.test.ts.
  */
 import t, { type Test } from 'tap'
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { KernelTunnel, wgQuickConfig, type CommandResult } from '../../agent/kernel.ts'
-import { planFromConfig, TunnelUnavailableError } from '../../agent/tunnel.ts'
+import { planFromConfig, TunnelConfigError, TunnelUnavailableError } from '../../agent/tunnel.ts'
 import { encodeKey, generatePrivateKey } from '../../proto/noise/keys.ts'
 
-// The spec's POST /tunnel/register example.
+// The spec's POST /tunnel/register example, allowed_ips as the API sends it (the gateway's /32).
 const PLAN = planFromConfig({
   interface: { address: '10.100.0.42/32' },
-  peer: { public_key: '1y8JgBgNarojHK12KYbAAy+7HqZq2HGsE0Qw24toBXo=', endpoint: 'connect.erugo.cloud:51820', allowed_ips: '10.100.0.0/24', persistent_keepalive: 25 },
+  peer: { public_key: '1y8JgBgNarojHK12KYbAAy+7HqZq2HGsE0Qw24toBXo=', endpoint: 'connect.erugo.cloud:51820', allowed_ips: '10.100.0.1/32', persistent_keepalive: 25 },
 })
 
 t.test('wgQuickConfig: the spec\'s tunnel_config in wg-quick(8) form', async t => {
@@ -28,7 +28,7 @@ t.test('wgQuickConfig: the spec\'s tunnel_config in wg-quick(8) form', async t =
     '[Peer]',
     'PublicKey = 1y8JgBgNarojHK12KYbAAy+7HqZq2HGsE0Qw24toBXo=',
     'Endpoint = connect.erugo.cloud:51820',
-    'AllowedIPs = 10.100.0.0/24',
+    'AllowedIPs = 10.100.0.1/32',
     'PersistentKeepalive = 25',
     '',
   ].join('\n'))
@@ -59,7 +59,7 @@ t.test('apply, probe, reconnect, close: the commands and the health they read', 
     if (cmd === 'ip' && args[1] === 'show') return { code: linkUp ? 0 : 1 }
     if (cmd === 'wg-quick') linkUp = args[0] === 'up'
     if (cmd === 'ping') return { stdout: '64 bytes from 10.100.0.1: icmp_seq=1 ttl=64 time=0.52 ms\n' }
-    if (cmd === 'wg' && args[2] === 'dump') return { stdout: `priv\tpub\t51820\toff\n${PLAN.peerPublicKey}\t(none)\t198.51.100.7:51820\t10.100.0.0/24\t1700000000\t1234\t5678\t25\n` }
+    if (cmd === 'wg' && args[2] === 'dump') return { stdout: `priv\tpub\t51820\toff\n${PLAN.peerPublicKey}\t(none)\t198.51.100.7:51820\t10.100.0.1/32\t1700000000\t1234\t5678\t25\n` }
     return {}
   })
   const config = join(dir, 'erugo-cc.conf')
@@ -90,4 +90,22 @@ t.test('without NET_ADMIN: TunnelUnavailableError with what to change', async t 
   const { tunnel } = recorder(t, cmd => cmd === 'wg-quick' ? { code: 1, stderr: '[#] ip link add erugo-cc type wireguard\nRTNETLINK answers: Operation not permitted\n' } : cmd === 'ip' ? { code: 1 } : {})
   await t.rejects(tunnel.apply(PLAN), new TunnelUnavailableError('kernel mode needs NET_ADMIN (docker: cap_add: [NET_ADMIN] and devices: [/dev/net/tun]); or use --mode userspace'))
   t.equal(await tunnel.probe(1_000), null, 'no probes when not up')
+})
+
+t.test('apply with a plan holding a line break or a wide route: TunnelConfigError, nothing written, nothing run', async t => {
+  const { tunnel, calls, dir } = recorder(t, () => ({}))
+  const tampered = [
+    { ...PLAN, allowedIps: '10.100.0.1/32,\nPostUp = touch /tmp/x' },
+    { ...PLAN, allowedIps: '0.0.0.0/0' },
+    { ...PLAN, endpointHost: 'connect.erugo.cloud:51820\nPostUp = touch /tmp/x\n#' },
+    { ...PLAN, addressCidr: '10.100.0.42/32\nPostUp = touch /tmp/x' },
+    { ...PLAN, peerPublicKey: `${PLAN.peerPublicKey}\nPostUp = touch /tmp/x` },
+  ]
+  for (const plan of tampered) await t.rejects(tunnel.apply(plan), TunnelConfigError, JSON.stringify(plan))
+  t.same(calls, [])
+  t.same(readdirSync(dir), [], 'no configuration, no temporary file')
+  await tunnel.apply(PLAN)
+  t.same(readdirSync(dir), ['erugo-cc.conf'], 'a good plan: the configuration only (renamed into place)')
+  await t.rejects(tunnel.apply({ ...PLAN, endpointPort: 51821, allowedIps: '0.0.0.0/0' }), TunnelConfigError)
+  t.match(readFileSync(join(dir, 'erugo-cc.conf'), 'utf8'), /^AllowedIPs = 10\.100\.0\.1\/32$/m, 'a refused plan leaves the last good file as it was')
 })

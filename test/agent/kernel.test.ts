@@ -7,7 +7,7 @@
  * Skips with the reason without root/tools; fails instead under CC_REQUIRE_INTEROP=1.
  */
 import t from 'tap'
-import { readFileSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
 import { ifName } from '../helpers/lab/netns.ts'
@@ -60,6 +60,7 @@ t.test('kernel mode: wg-quick (wireguard-go) tunnel, HTTPS to a web server in th
   await web.waitForOutput(/listening/, 30_000)
   const agentDir = join(lab.dir, 'agent')
   const tokenFile = lab.file('token', instance.token)
+  chmodSync(tokenFile, 0o600)
   const stateFile = join(agentDir, 'agent.json')
   const agent = lab.spawn(ctNs, 'agent', process.execPath, [CLI, 'agent', '--mode', 'kernel', '--api', api, '--token-file', tokenFile, '--state', stateFile, '--interface', iface, '--status-listen', '127.0.0.1:0', ...FAST], {
     cwd: ROOT,

@@ -1,16 +1,17 @@
 import t, { type Test } from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isLoopbackHost, loadSettings, SettingsError } from '../../agent/settings.ts'
 
 const TOKEN = 'eyJhbGciOiJIUzI1NiJ9.eyJpbnN0YW5jZSI6IngifQ.c2lnbmF0dXJl'
 
-function tokenFile (t: Test, text: string): string {
+function tokenFile (t: Test, text: string, mode = 0o600): string {
   const d = mkdtempSync(join(tmpdir(), 'cc-agent-settings-'))
   t.teardown(() => { rmSync(d, { recursive: true, force: true }) })
   const path = join(d, 'token')
   writeFileSync(path, text)
+  chmodSync(path, mode)
   return path
 }
 
@@ -41,6 +42,17 @@ t.test('token sources: flag, then file flag, then variables; files are trimmed',
   t.throws(() => loadSettings({}, {}, { requireToken: true }), /--token: no instance token/)
   t.throws(() => loadSettings({}, { CC_INSTANCE_TOKEN_FILE: '/nonexistent/token' }, { requireToken: true }), /^CC_INSTANCE_TOKEN_FILE: cannot read the token file \/nonexistent\/token: ENOENT/)
   t.throws(() => loadSettings({ 'token-file': tokenFile(t, 'not a token!') }, {}, { requireToken: true }), /--token-file: the file .* does not hold an instance token/)
+})
+
+t.test('a token file group or others can access is refused (exit 2) with its name and mode; 0600 and 0400 are read', async t => {
+  for (const mode of [0o644, 0o640, 0o604, 0o620, 0o602, 0o660, 0o666, 0o004, 0o070]) {
+    const path = tokenFile(t, TOKEN, mode)
+    const wanted = `the token file ${path} has mode 0${mode.toString(8).padStart(3, '0')}: group and others must have no access (chmod 600 ${path})`
+    t.throws(() => loadSettings({ 'token-file': path }, {}, { requireToken: true }), new SettingsError('--token-file', wanted), mode.toString(8))
+    t.throws(() => loadSettings({}, { CC_INSTANCE_TOKEN_FILE: path }, { requireToken: true }), new SettingsError('CC_INSTANCE_TOKEN_FILE', wanted))
+  }
+  t.throws(() => loadSettings({ 'token-file': tokenFile(t, TOKEN, 0o004) }, {}, { requireToken: true }), /has mode 0004: group and others must have no access/)
+  for (const mode of [0o600, 0o400]) t.equal(loadSettings({ 'token-file': tokenFile(t, TOKEN, mode) }, {}, { requireToken: true }).token, TOKEN, mode.toString(8))
 })
 
 t.test('bad values name their flag or variable', async t => {

@@ -30,6 +30,22 @@ t.test('CC_TUNNEL_STATUS_WINDOW: seconds, 1 to 3600', async t => {
   }
 })
 
+t.test('CC_SUBDOMAIN_QUARANTINE: seconds, default 30 days, 0 turns it off', async t => {
+  t.equal(loadConfig({}).subdomainQuarantineSeconds, 30 * 86400)
+  t.equal(loadConfig({ CC_SUBDOMAIN_QUARANTINE: '0' }).subdomainQuarantineSeconds, 0)
+  for (const bad of ['-1', '1.5', 'month']) {
+    t.throws(() => loadConfig({ CC_SUBDOMAIN_QUARANTINE: bad }), /^CC_SUBDOMAIN_QUARANTINE: /, bad)
+  }
+})
+
+t.test('CC_DOMAIN_PENDING_TTL: seconds, default 7 days', async t => {
+  t.equal(loadConfig({}).dns.pendingTtlSeconds, 7 * 86400)
+  t.equal(loadConfig({ CC_DOMAIN_PENDING_TTL: '3600' }).dns.pendingTtlSeconds, 3600)
+  for (const bad of ['0', '-1', 'week']) {
+    t.throws(() => loadConfig({ CC_DOMAIN_PENDING_TTL: bad }), /^CC_DOMAIN_PENDING_TTL: /, bad)
+  }
+})
+
 t.test('values from the environment', async t => {
   const c = loadConfig({
     CC_API_PORT: '8081',

@@ -30,3 +30,20 @@ t.test('GET /v1/openapi.json describes every route from its joi schemas', async 
   const verify = doc.paths['/v1/auth/verify-email'].get
   t.match(verify.parameters, [{ name: 'token', in: 'query', required: true }])
 })
+
+t.test('the documented instance states include suspended, with its reason', async t => {
+  const db = await openTestDatabase(t, 'pglite')
+  const h = await startApp(t, db)
+  const doc = (await h.request('GET', '/v1/openapi.json')).body
+  const list = doc.paths['/v1/instances'].get.responses['200'].content['application/json'].schema
+  const item = list.properties?.instances?.items ?? doc.components.schemas.InstanceSummary
+  const summary = item.$ref !== undefined ? doc.components.schemas[item.$ref.split('/').pop()] : item
+  t.ok(summary.properties.status.enum.includes('suspended'), 'InstanceSummary.status')
+  t.ok(summary.required.includes('suspended_reason'), 'InstanceSummary.suspended_reason')
+  t.ok(summary.properties.suspended_reason.enum.includes('plan_limit'))
+  const tunnel = doc.paths['/v1/tunnel/status'].get.responses['200'].content['application/json'].schema
+  const status = tunnel.$ref !== undefined ? doc.components.schemas[tunnel.$ref.split('/').pop()] : tunnel
+  t.ok(status.properties.tunnel_status.enum.includes('suspended'), 'TunnelStatus.tunnel_status')
+  t.ok(status.required.includes('suspended_reason'))
+  t.same([...status.properties.domains.properties.subdomain.properties.status.enum].sort(), ['active', 'pending', 'suspended'])
+})

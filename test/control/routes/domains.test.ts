@@ -95,7 +95,7 @@ t.test('custom domains', async t => {
     t.test('add an apex domain: TXT ownership + A/AAAA instructions', async t => {
       const a = await domainApp(t, db, dns.server)
       const { user, instance } = await a.owner()
-      const apex = `apex${process.pid}x${++counter}.example`
+      const apex = `apex${process.pid}x${++counter}.com`
       const res = await a.h.request('POST', `/v1/instances/${instance.id}/domains`, { domain: apex }, bearer(user.token))
       t.equal(res.status, 201)
       const v = res.body.verification
@@ -112,6 +112,7 @@ t.test('custom domains', async t => {
       const bad = [
         '*.x.com', '1.2.3.4', '[2001:db8::1]', 'a..b', `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(58)}.com`,
         `${'a'.repeat(64)}.example.com`, 'pаypal.com', BASE_DOMAIN, `myfiles.${BASE_DOMAIN}`, 'co.uk', 'localhost', 'a_b.example.com', 'http://x.example.com/',
+        'nas.local', 'files.corp.internal', 'share.example', 'x.home.arpa', 'files.alt', 'other.test', 'x.onion', 'x.invalid', 'app.localhost',
       ]
       for (const domain of bad) {
         const res = await a.h.request('POST', `/v1/instances/${instance.id}/domains`, { domain }, bearer(user.token))
@@ -149,14 +150,99 @@ t.test('custom domains', async t => {
       const second = await a.owner(BUSINESS)
       const name = fresh()
       t.equal((await a.h.request('POST', `/v1/instances/${first.instance.id}/domains`, { domain: name }, bearer(first.user.token))).status, 201)
-      for (const [who, domain] of [[first, name], [second, name], [second, `${name.toUpperCase()}.`]] as const) {
-        const res = await a.h.request('POST', `/v1/instances/${who.instance.id}/domains`, { domain }, bearer(who.user.token))
+      const again = await a.h.request('POST', `/v1/instances/${first.instance.id}/domains`, { domain: name }, bearer(first.user.token))
+      assertError(t, again, 'DOMAIN_ALREADY_EXISTS', 'its holder again')
+      t.same(again.body.error.details, { domain: name })
+      for (const domain of [name, `${name.toUpperCase()}.`]) {
+        const res = await a.h.request('POST', `/v1/instances/${second.instance.id}/domains`, { domain }, bearer(second.user.token))
         assertError(t, res, 'DOMAIN_ALREADY_EXISTS', domain)
-        t.same(res.body.error.details, { domain: name })
+        // Pending elsewhere: the claimant learns how to take it over, with its own instance's record.
+        t.same(Object.keys(res.body.error.details).sort(), ['domain', 'verification'])
+        t.equal(res.body.error.details.domain, name)
+        t.match(res.body.error.details.verification, { type: 'CNAME', value: `${second.instance.id}.tunnel.${BASE_DOMAIN}` })
+        for (const secret of [first.user.id, first.instance.id]) t.notMatch(res.raw, secret, 'nothing about the holder')
       }
       const race = fresh()
       const both = await Promise.all([first, second].map(async who => await a.h.request('POST', `/v1/instances/${who.instance.id}/domains`, { domain: race }, bearer(who.user.token))))
       t.same(both.map(r => r.status).sort(), [201, 409], 'concurrent adds of one name: one wins')
+    })
+
+    t.test('a pending claim is taken over by the account whose instance the CNAME names', async t => {
+      const a = await domainApp(t, db, dns.server)
+      const squatter = await a.owner()
+      const owner = await a.owner()
+      const name = fresh()
+      t.equal((await a.h.request('POST', `/v1/instances/${squatter.instance.id}/domains`, { domain: name }, bearer(squatter.user.token))).status, 201, 'claimed first, never verified')
+
+      const refused = await a.h.request('POST', `/v1/instances/${owner.instance.id}/domains`, { domain: name }, bearer(owner.user.token))
+      assertError(t, refused, 'DOMAIN_ALREADY_EXISTS', 'before the DNS record')
+      t.notMatch(refused.raw, squatter.user.id)
+      t.notMatch(refused.raw, squatter.instance.id, 'the 409 does not say whose claim it is')
+      const target = `${owner.instance.id}.tunnel.${BASE_DOMAIN}`
+      t.equal(refused.body.error.details.verification.value, target)
+
+      await dns.setCname(name, `${squatter.instance.id}.tunnel.${BASE_DOMAIN}`)
+      assertError(t, await a.h.request('POST', `/v1/instances/${owner.instance.id}/domains`, { domain: name }, bearer(owner.user.token)), 'DOMAIN_ALREADY_EXISTS', 'the DNS names the holder')
+
+      await dns.setCname(name, target)
+      const taken = await a.h.request('POST', `/v1/instances/${owner.instance.id}/domains`, { domain: name }, bearer(owner.user.token))
+      t.equal(taken.status, 201, 'the DNS names the claimant\'s instance: taken over')
+      t.same(await a.domains(squatter.user.token, squatter.instance.id), [], 'gone from the squatter\'s instance')
+      const verified = await a.h.request('POST', `/v1/instances/${owner.instance.id}/domains/${name}/verify`, undefined, bearer(owner.user.token))
+      t.same(verified.body, { domain: name, status: 'verified', ssl_status: 'provisioning' })
+      t.ok((await hostnamesOf(a.h, owner.instance.id)).includes(name), 'routed to the owner')
+
+      // A verified domain is not taken over by a second claim, whatever it says.
+      const third = await a.owner()
+      const late = await a.h.request('POST', `/v1/instances/${third.instance.id}/domains`, { domain: name }, bearer(third.user.token))
+      assertError(t, late, 'DOMAIN_ALREADY_EXISTS', 'verified')
+      t.same(late.body.error.details, { domain: name })
+      await dns.clearCname(name)
+    })
+
+    t.test('an apex pending claim is taken over with the claimant\'s TXT takeover token', async t => {
+      const a = await domainApp(t, db, dns.server)
+      const squatter = await a.owner()
+      const owner = await a.owner()
+      const apex = `apext${process.pid}x${++counter}.com`
+      t.equal((await a.h.request('POST', `/v1/instances/${squatter.instance.id}/domains`, { domain: apex }, bearer(squatter.user.token))).status, 201)
+      const refused = await a.h.request('POST', `/v1/instances/${owner.instance.id}/domains`, { domain: apex }, bearer(owner.user.token))
+      assertError(t, refused, 'DOMAIN_ALREADY_EXISTS')
+      const record = refused.body.error.details.verification
+      t.match(record, { type: 'TXT', name: '_erugo-verify', value: /^erugo-verify=[0-9A-Za-z]{32}$/ })
+      const asked = await a.h.request('POST', `/v1/instances/${owner.instance.id}/domains`, { domain: apex }, bearer(owner.user.token))
+      t.equal(asked.body.error.details.verification.value, record.value, 'the same token each time')
+      const otherClaimant = await a.owner()
+      const theirs = await a.h.request('POST', `/v1/instances/${otherClaimant.instance.id}/domains`, { domain: apex }, bearer(otherClaimant.user.token))
+      t.not(theirs.body.error.details.verification.value, record.value, 'each instance its own token')
+
+      await dns.setTxt(`_erugo-verify.${apex}`, record.value)
+      await dns.addA(apex, [GATEWAY_V4])
+      assertError(t, await a.h.request('POST', `/v1/instances/${otherClaimant.instance.id}/domains`, { domain: apex }, bearer(otherClaimant.user.token)), 'DOMAIN_ALREADY_EXISTS', 'another token does not count')
+      const taken = await a.h.request('POST', `/v1/instances/${owner.instance.id}/domains`, { domain: apex }, bearer(owner.user.token))
+      t.equal(taken.status, 201, 'taken over')
+      t.equal(taken.body.verification.value, record.value, 'the record already in place is the one to keep')
+      t.same(await a.domains(squatter.user.token, squatter.instance.id), [])
+      const verified = await a.h.request('POST', `/v1/instances/${owner.instance.id}/domains/${apex}/verify`, undefined, bearer(owner.user.token))
+      t.equal(verified.body.status, 'verified')
+      await dns.clearA(apex)
+    })
+
+    t.test('a pending domain expires after CC_DOMAIN_PENDING_TTL: free for anyone, dropped by the job', async t => {
+      const a = await domainApp(t, db, dns.server, { CC_DOMAIN_PENDING_TTL: '3600', CC_ACCESS_TOKEN_TTL: '86400' })
+      const squatter = await a.owner(BUSINESS)
+      const other = await a.owner()
+      const name = fresh()
+      const idle = fresh()
+      for (const domain of [name, idle]) t.equal((await a.h.request('POST', `/v1/instances/${squatter.instance.id}/domains`, { domain }, bearer(squatter.user.token))).status, 201)
+      a.clock.advance(3599)
+      assertError(t, await a.h.request('POST', `/v1/instances/${other.instance.id}/domains`, { domain: name }, bearer(other.user.token)), 'DOMAIN_ALREADY_EXISTS', 'before the end')
+      await a.h.services.domains.expirePending()
+      t.same((await a.domains(squatter.user.token, squatter.instance.id)).map(d => d.domain).sort(), [name, idle].sort(), 'the job leaves claims younger than the TTL')
+      a.clock.advance(1)
+      t.equal((await a.h.request('POST', `/v1/instances/${other.instance.id}/domains`, { domain: name }, bearer(other.user.token))).status, 201, 'expired: anyone may add it')
+      t.ok(await a.h.services.domains.expirePending() >= 1, 'the job drops the other expired claim (the database is shared with other tests)')
+      t.same(await a.domains(squatter.user.token, squatter.instance.id), [], 'both gone from the squatter')
     })
 
     t.test('another user\'s instance or domain: 404 everywhere', async t => {
@@ -216,7 +302,7 @@ t.test('custom domains', async t => {
     t.test('verify an apex domain through TXT + A/AAAA', async t => {
       const a = await domainApp(t, db, dns.server)
       const { user, instance } = await a.owner()
-      const apex = `apexv${process.pid}x${++counter}.example`
+      const apex = `apexv${process.pid}x${++counter}.com`
       const added = await a.h.request('POST', `/v1/instances/${instance.id}/domains`, { domain: apex }, bearer(user.token))
       const verify = async (): Promise<Json> => (await a.h.request('POST', `/v1/instances/${instance.id}/domains/${apex}/verify`, undefined, bearer(user.token))).body
       t.same(await verify(), { domain: apex, status: 'pending_verification', error: `TXT record _erugo-verify.${apex} not found` })
@@ -302,6 +388,7 @@ t.test('custom domains', async t => {
       const token = (await a.h.request('POST', '/v1/auth/login', { email, password: 'correct horse battery' })).body.access_token
       t.match((await a.domains(token, instance.id))[0], { domain: name, status: 'pending_verification', ssl_status: 'none', error: 'CNAME record not found' })
       t.same((await mails()).filter(s => s.includes(name)), [`Check the DNS record of ${name}`, `${name} is no longer served`], 'owner mailed when it stopped')
+      t.ok(a.h.mail.to(email).filter(m => m.subject.includes(name)).every(m => m.text.startsWith('Hello,\n')), 'no user-chosen display name in domain mails')
 
       await dns.setCname(name, target)
       t.same((await a.h.request('POST', `/v1/instances/${instance.id}/domains/${name}/verify`, undefined, bearer(token))).body, { domain: name, status: 'verified', ssl_status: 'provisioning' }, 'verify again brings it back')

@@ -8,7 +8,7 @@ import {
 
 const CREATE_KEYS = ['credentials', 'instance']
 const CREATED_INSTANCE_KEYS = ['created_at', 'full_domain', 'id', 'name', 'status', 'subdomain', 'tunnel_ip']
-const SUMMARY_KEYS = ['created_at', 'custom_domain', 'id', 'last_seen', 'name', 'status', 'subdomain', 'tunnel_ip']
+const SUMMARY_KEYS = ['created_at', 'custom_domain', 'id', 'last_seen', 'name', 'status', 'subdomain', 'suspended_reason', 'tunnel_ip']
 const DETAIL_KEYS = [...SUMMARY_KEYS, 'full_domain'].sort()
 
 await forEachDatabase(t, async (t, db) => {
@@ -166,6 +166,7 @@ await forEachDatabase(t, async (t, db) => {
       subdomain: 'list-one',
       custom_domain: null,
       status: 'pending',
+      suspended_reason: null,
       tunnel_ip: first.tunnelIp,
       last_seen: null,
       created_at: '2026-03-01T12:00:00Z',
@@ -230,7 +231,8 @@ await forEachDatabase(t, async (t, db) => {
     t.same(renamed.body, { id: inst.id, name: 'Production Server', subdomain: 'before', full_domain: `before.${BASE_DOMAIN}` })
     const moved = await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'Files' }, bearer(user.token))
     t.same(moved.body, { id: inst.id, name: 'Production Server', subdomain: 'files', full_domain: `files.${BASE_DOMAIN}` })
-    t.equal((await createInstance(h, (await newUser(h)).token, 'before')).status, 201, 'the old subdomain is free again')
+    assertError(t, await createInstance(h, (await newUser(h)).token, 'before'), 'SUBDOMAIN_TAKEN', 'the old subdomain stays its owner\'s for the quarantine')
+    t.equal((await h.request('GET', '/v1/subdomains/check?subdomain=before', undefined, bearer(user.token))).body.available, true, 'available to its owner')
     const same = await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'files', name: 'Same' }, bearer(user.token))
     t.equal(same.status, 200, 'keeping its own subdomain is fine')
     const taken = await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'occupied' }, bearer(user.token))

@@ -2,7 +2,7 @@
 import t from 'tap'
 import { suggestionCandidates } from '../../../control/services/subdomains.ts'
 import { assertError, bearer, forEachDatabase } from '../harness.ts'
-import { mustCreate, newUser, startInstanceApp } from './tunnel-fixtures.ts'
+import { Clock, createInstance, mustCreate, newUser, startInstanceApp } from './tunnel-fixtures.ts'
 
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 
@@ -53,13 +53,87 @@ await forEachDatabase(t, async (t, db) => {
   t.test('reserved names: not available, with suggestions', async t => {
     const h = await startInstanceApp(t, db)
     const user = await newUser(h)
-    for (const name of ['www', 'api', 'dashboard', 'connect', 'tunnel', 'mail', 'admin', 'Admin']) {
+    for (const name of ['www', 'api', 'dashboard', 'connect', 'tunnel', 'mail', 'admin', 'Admin', 'app', 'openpgpkey', 'mta-sts', 'autoconfig', 'autodiscover', 'wpad', 'isatap']) {
       const res = await h.request('GET', `/v1/subdomains/check?subdomain=${name}`, undefined, bearer(user.token))
       t.equal(res.status, 200, name)
       t.equal(res.body.subdomain, name.toLowerCase())
       t.equal(res.body.available, false, `${name} is reserved`)
       t.equal(res.body.suggestions.length, 3)
     }
+  })
+
+  t.test('names mail and web clients trust: an instance cannot take them', async t => {
+    const h = await startInstanceApp(t, db)
+    const user = await newUser(h)
+    for (const name of ['openpgpkey', 'mta-sts', 'autoconfig', 'autodiscover', 'wpad', 'isatap', 'app', 'api']) {
+      const res = await h.request('POST', '/v1/instances', { name: 'x', subdomain: name }, bearer(user.token))
+      assertError(t, res, 'VALIDATION_ERROR', name)
+      t.same(res.body.error.details.fields, { subdomain: ['is reserved'] }, `${name} is reserved`)
+    }
+    for (const name of ['_dmarc', '_acme-challenge', '_mta-sts', '_openpgpkey']) {
+      const create = await h.request('POST', '/v1/instances', { name: 'x', subdomain: name }, bearer(user.token))
+      assertError(t, create, 'VALIDATION_ERROR', name)
+      const check = await h.request('GET', `/v1/subdomains/check?subdomain=${name}`, undefined, bearer(user.token))
+      assertError(t, check, 'VALIDATION_ERROR', `check ${name}`)
+    }
+    t.same((await h.request('GET', '/v1/instances', undefined, bearer(user.token))).body.instances, [], 'none was created')
+  })
+
+  t.test('renamed away: the old subdomain stays its owner\'s for the quarantine; others get 409 and unavailable', async t => {
+    const clock = new Clock()
+    const h = await startInstanceApp(t, db, { clock, env: { CC_SUBDOMAIN_QUARANTINE: '3600', CC_ACCESS_TOKEN_TTL: '86400' } })
+    const owner = await newUser(h)
+    const stranger = await newUser(h)
+    const inst = await mustCreate(t, h, owner.token, 'sharedlinks')
+    const moved = await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'newhome' }, bearer(owner.token))
+    t.equal(moved.status, 200)
+
+    const check = await h.request('GET', '/v1/subdomains/check?subdomain=sharedlinks', undefined, bearer(stranger.token))
+    t.equal(check.body.available, false, 'unavailable to others right after the rename')
+    t.equal(check.body.suggestions.length, 3)
+    const grab = await createInstance(h, stranger.token, 'sharedlinks')
+    assertError(t, grab, 'SUBDOMAIN_TAKEN', 'create')
+    t.same(Object.keys(grab.body.error.details).sort(), ['subdomain', 'suggestions'], 'the 409 names nobody')
+    t.notMatch(grab.raw, owner.id)
+    const other = await mustCreate(t, h, stranger.token, 'strangerbox')
+    assertError(t, await h.request('PATCH', `/v1/instances/${other.id}`, { subdomain: 'sharedlinks' }, bearer(stranger.token)), 'SUBDOMAIN_TAKEN', 'rename onto it')
+
+    clock.advance(3599)
+    assertError(t, await createInstance(h, stranger.token, 'sharedlinks'), 'SUBDOMAIN_TAKEN', 'still held a second before the end')
+    t.same((await h.request('GET', '/v1/subdomains/check?subdomain=sharedlinks', undefined, bearer(owner.token))).body, { subdomain: 'sharedlinks', available: true }, 'available to its owner')
+    const back = await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'sharedlinks' }, bearer(owner.token))
+    t.equal(back.status, 200, 'the owner takes it back during the quarantine')
+    t.equal(back.body.subdomain, 'sharedlinks')
+    t.equal((await h.request('GET', '/v1/subdomains/check?subdomain=newhome', undefined, bearer(stranger.token))).body.available, false, 'and the name it left is quarantined in turn')
+  })
+
+  t.test('deleted: the subdomain is held for the quarantine, then free for anyone', async t => {
+    const clock = new Clock()
+    const h = await startInstanceApp(t, db, { clock, env: { CC_SUBDOMAIN_QUARANTINE: '7200', CC_ACCESS_TOKEN_TTL: '86400' } })
+    const owner = await newUser(h)
+    const stranger = await newUser(h)
+    const inst = await mustCreate(t, h, owner.token, 'gonebox')
+    t.equal((await h.request('DELETE', `/v1/instances/${inst.id}`, undefined, bearer(owner.token))).status, 204)
+
+    assertError(t, await createInstance(h, stranger.token, 'gonebox'), 'SUBDOMAIN_TAKEN', 'right after the delete')
+    t.equal((await h.request('GET', '/v1/subdomains/check?subdomain=gonebox', undefined, bearer(stranger.token))).body.available, false)
+    const taken = await createInstance(h, (await newUser(h)).token, 'popularname')
+    t.equal(taken.status, 201)
+    const suggestions = (await h.request('GET', '/v1/subdomains/check?subdomain=popularname', undefined, bearer(owner.token))).body.suggestions as string[]
+    t.notOk(suggestions.includes('gonebox'), 'never suggested to others either')
+
+    clock.advance(7200)
+    t.same((await h.request('GET', '/v1/subdomains/check?subdomain=gonebox', undefined, bearer(stranger.token))).body, { subdomain: 'gonebox', available: true }, 'free once the quarantine is over')
+    t.equal((await createInstance(h, stranger.token, 'gonebox')).status, 201)
+  })
+
+  t.test('deleted and re-created by the same owner during the quarantine', async t => {
+    const h = await startInstanceApp(t, db)
+    const owner = await newUser(h)
+    const inst = await mustCreate(t, h, owner.token, 'myshare')
+    await h.request('DELETE', `/v1/instances/${inst.id}`, undefined, bearer(owner.token))
+    t.equal((await createInstance(h, owner.token, 'myshare')).status, 201, 'default quarantine: the owner gets it back at once')
+    assertError(t, await createInstance(h, (await newUser(h)).token, 'myshare'), 'SUBDOMAIN_TAKEN', 'held by the new instance')
   })
 
   t.test('invalid labels -> 422 VALIDATION_ERROR on subdomain', async t => {

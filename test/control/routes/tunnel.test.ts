@@ -1,6 +1,8 @@
 /** Spec "Instance Authenticated Endpoints": /v1/tunnel/*, the instance token, and the gateway peer list. */
 import t from 'tap'
 import { SignJWT } from 'jose'
+import { enforcePlanLimits } from '../../../control/services/billing.ts'
+import type { Subscription } from '../../../control/services/plans.ts'
 import { assertError, bearer, forEachDatabase, type TestApp } from '../harness.ts'
 import { BASE_DOMAIN, Clock, GATEWAY_ENDPOINT, GATEWAY_KEY, mustCreate, newPublicKey, newUser, startInstanceApp } from './tunnel-fixtures.ts'
 
@@ -114,8 +116,9 @@ await forEachDatabase(t, async (t, db) => {
     const st = await h.request('GET', '/v1/tunnel/status', undefined, bearer(inst.token))
     t.same(st.body, {
       tunnel_status: 'pending',
-      domains: { subdomain: { domain: `beats.${BASE_DOMAIN}`, status: 'active' }, custom_domains: [] },
-    })
+      suspended_reason: null,
+      domains: { subdomain: { domain: `beats.${BASE_DOMAIN}`, status: 'pending' }, custom_domains: [] },
+    }, 'no key registered: no gateway routes the subdomain yet')
     const early = await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(inst.token))
     t.same(early.body, { status: 'ok', next_heartbeat_in: 60 })
     t.equal(await status(h, inst.token), 'pending', 'pending until a key is registered')
@@ -199,6 +202,72 @@ await forEachDatabase(t, async (t, db) => {
       }
     }
     t.equal(await status(h, victim.token), 'pending', 'the genuine token still works')
+  })
+
+  t.test('regenerate: the subdomain reads pending until the container registers a key again', async t => {
+    const clock = new Clock()
+    const h = await startInstanceApp(t, db, { clock })
+    const user = await newUser(h)
+    const inst = await mustCreate(t, h, user.token, 'regenstate')
+    await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))
+    await db('instances').where({ id: inst.id }).update({ last_handshake_at: new Date(clock.time) })
+    const before = await h.request('GET', '/v1/tunnel/status', undefined, bearer(inst.token))
+    t.same([before.body.tunnel_status, before.body.domains.subdomain.status], ['connected', 'active'], 'registered and seen: active')
+
+    const regen = await h.request('POST', `/v1/instances/${inst.id}/regenerate-token`, undefined, bearer(user.token))
+    t.equal(regen.status, 200)
+    const fresh = regen.body.instance_token as string
+    t.notOk((await h.services.tunnel.listPeers()).some(p => p.instanceId === inst.id), 'the old key is no longer a gateway peer')
+    const after = await h.request('GET', '/v1/tunnel/status', undefined, bearer(fresh))
+    t.same(after.body, {
+      tunnel_status: 'pending',
+      suspended_reason: null,
+      domains: { subdomain: { domain: `regenstate.${BASE_DOMAIN}`, status: 'pending' }, custom_domains: [] },
+    }, 'after the regeneration nothing routes the subdomain: pending, not active')
+    const listed = (await h.request('GET', '/v1/instances', undefined, bearer(user.token))).body.instances[0]
+    t.same([listed.status, listed.suspended_reason], ['pending', null], 'the dashboard agrees')
+
+    await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(fresh))
+    const again = await h.request('GET', '/v1/tunnel/status', undefined, bearer(fresh))
+    t.equal(again.body.domains.subdomain.status, 'active', 'a new registration routes it again')
+  })
+
+  t.test('suspended over the plan limit: list, get and tunnel/status say so, with the reason', async t => {
+    const clock = new Clock()
+    const plans = new Map<string, Subscription>()
+    const h = await startInstanceApp(t, db, { clock, plans })
+    const user = await newUser(h)
+    plans.set(user.id, { plan: 'pro', status: 'active' })
+    const kept = await mustCreate(t, h, user.token, 'keptinst')
+    clock.advance(1) // created later: the newer one is the one over the limit (not a tie broken by id)
+    const over = await mustCreate(t, h, user.token, 'overinst')
+    for (const inst of [kept, over]) {
+      await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))
+      await db('instances').where({ id: inst.id }).update({ last_handshake_at: new Date(clock.time) })
+    }
+    // The plan ends: Free allows one instance, the newer one is suspended (services/billing.ts).
+    plans.set(user.id, { plan: 'free', status: 'canceled' })
+    const result = await h.services.db.transaction(async trx => await enforcePlanLimits(trx, user.id, h.services.plans, clock.now()))
+    t.same(result.suspendedInstances, [over.id])
+    t.notOk((await h.services.tunnel.listPeers()).some(p => p.instanceId === over.id), 'not routed')
+
+    const list = (await h.request('GET', '/v1/instances', undefined, bearer(user.token))).body.instances as Array<Record<string, unknown>>
+    t.same(list.map(i => [i.subdomain, i.status, i.suspended_reason]), [['keptinst', 'connected', null], ['overinst', 'suspended', 'plan_limit']], 'GET /instances: suspended, not pending')
+    const one = await h.request('GET', `/v1/instances/${over.id}`, undefined, bearer(user.token))
+    t.same([one.body.status, one.body.suspended_reason], ['suspended', 'plan_limit'], 'GET /instances/{id}')
+    const tunnelStatus = await h.request('GET', '/v1/tunnel/status', undefined, bearer(over.token))
+    t.same(tunnelStatus.body, {
+      tunnel_status: 'suspended',
+      suspended_reason: 'plan_limit',
+      domains: { subdomain: { domain: `overinst.${BASE_DOMAIN}`, status: 'suspended' }, custom_domains: [] },
+    }, 'GET /tunnel/status: suspended, the subdomain not active')
+    const keptStatus = await h.request('GET', '/v1/tunnel/status', undefined, bearer(kept.token))
+    t.same([keptStatus.body.tunnel_status, keptStatus.body.suspended_reason, keptStatus.body.domains.subdomain.status], ['connected', null, 'active'], 'the instance within the limit is unaffected')
+
+    plans.set(user.id, { plan: 'pro', status: 'active' })
+    await h.services.db.transaction(async trx => await enforcePlanLimits(trx, user.id, h.services.plans, clock.now()))
+    const restored = await h.request('GET', '/v1/tunnel/status', undefined, bearer(over.token))
+    t.same([restored.body.tunnel_status, restored.body.suspended_reason, restored.body.domains.subdomain.status], ['connected', null, 'active'], 'restored: what the tunnel shows again')
   })
 
   t.test('regenerate: the old token fails on every endpoint the moment the call returns', async t => {

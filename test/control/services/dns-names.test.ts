@@ -23,6 +23,8 @@ t.test('normalised', async t => {
     ['x.github.io', 'x.github.io', '@', true], // private registry suffix: x.github.io is the zone
     [`${'a'.repeat(63)}.example.com`, `${'a'.repeat(63)}.example.com`, 'a'.repeat(63), false],
     [`${['a'.repeat(63), 'b'.repeat(63), 'c'.repeat(63), 'd'.repeat(57)].join('.')}.com`, `${['a'.repeat(63), 'b'.repeat(63), 'c'.repeat(63), 'd'.repeat(57)].join('.')}.com`, `${['a'.repeat(63), 'b'.repeat(63), 'c'.repeat(63)].join('.')}`, false], // 253 characters
+    ['nas.mylocal.com', 'nas.mylocal.com', 'nas', false], // special-use suffixes match whole labels only
+    ['test.example.com', 'test.example.com', 'test', false],
   ]
   for (const [input, domain, relativeName, apex] of cases) {
     const n = normalizeDomain(input, BASE)
@@ -75,6 +77,15 @@ t.test('refused, each with its reason', async t => {
     ['a\\b.com', /letters, digits, hyphens and dots/],
     ['share.example.com:443', /letters, digits, hyphens and dots/],
     ['share\u0000.example.com', /letters, digits, hyphens and dots/],
+    ['nas.local', /special-use/],
+    ['files.corp.internal', /special-use/],
+    ['duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion', /special-use/],
+    ['x.invalid', /special-use/],
+    ['share.example', /special-use/],
+    ['other.test', /special-use/], // .test, but not below the base domain erugo.test
+    ['app.localhost', /special-use/],
+    ['NAS.Home.Arpa.', /special-use/],
+    ['files.alt', /special-use/],
   ]
   for (const [input, reason] of cases) {
     t.throws(() => normalizeDomain(input, BASE), { name: 'DomainNameError' }, JSON.stringify(input))

@@ -14,6 +14,7 @@ import { StaticControlPlane, snapshotFromConfig } from '../../../gateway/control
 import { SnapshotStore } from '../../../gateway/control/store.ts'
 import { ConfigError, validateConfig } from '../../../gateway/config/schema.ts'
 import type { PeerStatus } from '../../../gateway/wireguard/device.ts'
+import { EDGE_LIMIT_DEFAULTS } from '../../../gateway/edge/limits.ts'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../../proto/noise/keys.ts'
 import { RPC_PROTOCOL_VERSION, type ConfigSnapshot, type SnapshotPeer } from '../../../proto/rpc/index.ts'
 import { formatIPv4, parseIPv4Address } from '../../../proto/wire/ipv4.ts'
@@ -99,7 +100,7 @@ t.test('static config -> snapshot keeps every field of the file', async t => {
   }), 'peers[1].hostnames[0]', 'a hostname routed twice')
   t.equal(failingField({ privateKey: pk, edge: { httpsListen: '127.0.0.1:0' } }), 'edge.dataDir', 'an edge needs a data dir')
   const withEdge = validateConfig({ privateKey: gatewayPrivate.toString('base64'), edge: { dataDir: '/tmp/x', httpsListen: '127.0.0.1:0', httpListen: null } })
-  t.same(withEdge.edge, { dataDir: '/tmp/x', httpsListen: { address: '127.0.0.1', port: 0 }, httpListen: null, publicHttpsPort: undefined, wildcards: [] })
+  t.same(withEdge.edge, { dataDir: '/tmp/x', httpsListen: { address: '127.0.0.1', port: 0 }, httpListen: null, publicHttpsPort: undefined, wildcards: [], limits: EDGE_LIMIT_DEFAULTS }, 'absent limits take their defaults')
   t.equal(validateConfig({ privateKey: gatewayPrivate.toString('base64') }).edge, null, 'no edge unless asked')
 })
 

@@ -78,3 +78,52 @@ t.test('--help lists every provider setting', async t => {
     for (const variable of Object.keys(definition.settings)) t.match(help, `${variable} (CC_ACME_DNS_PROVIDER=${provider}:`)
   }
 })
+
+t.test('CC_EDGE_* limits: defaults from the config schema, set ones carried into the edge config', async t => {
+  const key = encodeKey(generatePrivateKey())
+  const defaults = validateConfig(gatewayConfigFrom(loadGatewayEnv({ CC_DATA_DIR: dir }), key, '10.100.0.1')).edge?.limits
+  t.same(defaults, {
+    maxConnectionsPerClient: 256, clientSlotShare: 0.25, maxConcurrentStreams: 32, tlsHandshakeTimeoutMs: 10_000,
+    scarceSlotShare: 0.75, minUploadBytesPerSecond: 1_024, uploadProgressWindowMs: 10_000,
+  })
+  const env = loadGatewayEnv({
+    CC_DATA_DIR: dir, CC_EDGE_MAX_CONNECTIONS_PER_CLIENT: '64', CC_EDGE_CLIENT_SLOT_SHARE: '0.5', CC_EDGE_H2_MAX_STREAMS: '16',
+    CC_EDGE_TLS_HANDSHAKE_TIMEOUT_MS: '5000', CC_EDGE_SLOTS_SCARCE_ABOVE: '0.9', CC_EDGE_MIN_UPLOAD_RATE: '0', CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS: '30000',
+  })
+  t.same(validateConfig(gatewayConfigFrom(env, key, '10.100.0.1')).edge?.limits, {
+    maxConnectionsPerClient: 64, clientSlotShare: 0.5, maxConcurrentStreams: 16, tlsHandshakeTimeoutMs: 5_000,
+    scarceSlotShare: 0.9, minUploadBytesPerSecond: 0, uploadProgressWindowMs: 30_000,
+  })
+  const only = validateConfig(gatewayConfigFrom(loadGatewayEnv({ CC_DATA_DIR: dir, CC_EDGE_H2_MAX_STREAMS: '8' }), key, '10.100.0.1')).edge?.limits
+  t.equal(only?.maxConcurrentStreams, 8)
+  t.equal(only?.clientSlotShare, 0.25, 'the others keep their defaults')
+  const help = describeGatewayVariables()
+  t.match(help, 'CC_EDGE_CLIENT_SLOT_SHARE (default 0.25)')
+  t.match(help, 'CC_EDGE_TLS_HANDSHAKE_TIMEOUT_MS (default 10000)')
+})
+
+t.test('a bad CC_EDGE_* limit stops start-up with one line naming the variable', async t => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ CC_EDGE_CLIENT_SLOT_SHARE: '2' }, 'CC_EDGE_CLIENT_SLOT_SHARE: must be less than or equal to 1 (got "2")'],
+    [{ CC_EDGE_CLIENT_SLOT_SHARE: '0' }, 'CC_EDGE_CLIENT_SLOT_SHARE: must be greater than 0 (got "0")'],
+    [{ CC_EDGE_MAX_CONNECTIONS_PER_CLIENT: 'lots' }, 'CC_EDGE_MAX_CONNECTIONS_PER_CLIENT: must be a number (got "lots")'],
+    [{ CC_EDGE_H2_MAX_STREAMS: '0' }, 'CC_EDGE_H2_MAX_STREAMS: must be greater than or equal to 1 (got "0")'],
+    [{ CC_EDGE_TLS_HANDSHAKE_TIMEOUT_MS: '1.5' }, 'CC_EDGE_TLS_HANDSHAKE_TIMEOUT_MS: must be an integer (got "1.5")'],
+    [{ CC_EDGE_SLOTS_SCARCE_ABOVE: '-1' }, 'CC_EDGE_SLOTS_SCARCE_ABOVE: must be greater than or equal to 0 (got "-1")'],
+    [{ CC_EDGE_MIN_UPLOAD_RATE: '-5' }, 'CC_EDGE_MIN_UPLOAD_RATE: must be greater than or equal to 0 (got "-5")'],
+    [{ CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS: '10' }, 'CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS: must be greater than or equal to 100 (got "10")'],
+  ]
+  for (const [env, message] of cases) {
+    const err = configError({ CC_DATA_DIR: dir, ...env })
+    t.equal(err.message, message)
+    t.equal(err.field, Object.keys(env)[0])
+  }
+})
+
+t.test('a bad edge.limits field in the static config is named by its path', async t => {
+  const raw = gatewayConfigFrom(loadGatewayEnv({ CC_DATA_DIR: dir }), encodeKey(generatePrivateKey()), '10.100.0.1') as { edge: Record<string, unknown> }
+  raw.edge.limits = { clientSlotShare: 1.5 }
+  t.throws(() => validateConfig(raw), { name: 'ConfigError', field: 'edge.limits.clientSlotShare', message: 'edge.limits.clientSlotShare: must be less than or equal to 1' })
+  raw.edge.limits = { maxConnectionsPerClient: 10, slotShare: 0.5 }
+  t.throws(() => validateConfig(raw), { field: 'edge.limits.slotShare', message: /is not allowed/ })
+})

@@ -136,3 +136,26 @@ t.test('an HTTP/2 header block over the limit is refused for that stream only', 
   t.ok(outcome === 'reset' || outcome === 'status 431', outcome)
   await normalRequestWorks(t, te)
 })
+
+t.test('HTTP/2 headers get the HTTP/1.1 limit: 20 KiB refused, just under 16 KiB passed on', async t => {
+  const seen: number[] = []
+  const { port } = await startOrigin(t, (req, res) => { seen.push(String(req.headers['x-big'] ?? '').length); res.end('fine') })
+  const te = await startEdge(t, [route('a', port, ['a.example.test'])])
+  const session = http2.connect(`https://a.example.test:${te.port}`, { ca: te.ca, lookup: loopbackLookup } as http2.SecureClientSessionOptions)
+  t.teardown(() => session.close())
+  await new Promise(resolve => session.once('remoteSettings', resolve))
+  t.equal(session.remoteSettings.maxHeaderListSize, 16_384, 'the limit is announced in SETTINGS')
+  const send = (size: number): Promise<string> => new Promise(resolve => {
+    const st = session.request({ ':path': '/', 'x-big': 'a'.repeat(size) })
+    st.on('response', h => resolve(`status ${h[':status']}`))
+    st.on('error', () => resolve('reset'))
+    st.on('close', () => resolve('reset'))
+    st.resume()
+  })
+  const over = await send(20 * 1024)
+  t.ok(over === 'reset' || over === 'status 431', `20 KiB: ${over}`)
+  // RFC 9113 6.5.2: each field counts name + value + 32; the pseudo-headers take a little too.
+  t.equal(await send(16 * 1024 - 300), 'status 200', 'just under 16 KiB: served')
+  t.same(seen, [16 * 1024 - 300], 'only the request within the limit reached the origin')
+  t.equal(await send(10), 'status 200', 'the session is still usable')
+})

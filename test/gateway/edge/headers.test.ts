@@ -1,5 +1,5 @@
 import t from 'tap'
-import { upstreamRequestHeaders, downstreamResponseHeaders, forwardedElement, plainIp, withoutHopByHop } from '../../../gateway/edge/headers.ts'
+import { upstreamRequestHeaders, downstreamResponseHeaders, forwardedElement, plainIp, publicAuthority, withoutHopByHop } from '../../../gateway/edge/headers.ts'
 
 const facts = { clientIp: '203.0.113.7', host: 'share.example.com', proto: 'https' as const, requestId: 'r1' }
 
@@ -53,4 +53,13 @@ t.test('IPv4-mapped client addresses are shown as IPv4', async t => {
 t.test('response headers lose hop-by-hop fields and keep the rest (Location untouched)', async t => {
   const out = downstreamResponseHeaders({ connection: 'close', 'transfer-encoding': 'chunked', location: 'https://share.example.com/files/abc', 'tus-resumable': '1.0.0', 'set-cookie': ['a=1', 'b=2'] })
   t.same(out, { location: 'https://share.example.com/files/abc', 'tus-resumable': '1.0.0', 'set-cookie': ['a=1', 'b=2'] })
+})
+
+t.test('the public authority is what a client would put in a URL', async t => {
+  t.equal(publicAuthority('MyFiles.Example.COM.:443', 'https'), 'myfiles.example.com')
+  t.equal(publicAuthority('myfiles.example.com', 'https'), 'myfiles.example.com')
+  t.equal(publicAuthority('Share.Example.com:8443', 'https'), 'share.example.com:8443')
+  t.equal(publicAuthority('share.example.com.:0443', 'https'), 'share.example.com', 'leading zeros: still the default port')
+  t.equal(publicAuthority('share.example.com:80', 'http'), 'share.example.com')
+  t.equal(publicAuthority('share.example.com:80', 'https'), 'share.example.com:80')
 })

@@ -105,6 +105,30 @@ t.test('forwarding headers are set by the edge and client copies replaced', asyn
   t.not(h['x-request-id'], 'mine')
 })
 
+t.test('the origin gets the public authority: lower case, no trailing dot, no default port (HTTP/1.1 and HTTP/2)', async t => {
+  const origin = await echoOrigin(t)
+  const te = await startEdge(t, [route('a', origin.port, ['myfiles.example.com'])])
+  const seen = (): http.IncomingHttpHeaders => origin.seen.at(-1)!.headers
+  const r = await request(te, 'myfiles.example.com', { headers: { host: 'MyFiles.Example.COM.:443' } })
+  t.equal(r.status, 200)
+  t.equal(seen().host, 'myfiles.example.com')
+  t.equal(seen()['x-forwarded-host'], 'myfiles.example.com', 'what tusd builds its Location URLs from')
+  t.equal(seen().forwarded, 'for=127.0.0.1;host=myfiles.example.com;proto=https')
+  await request(te, 'myfiles.example.com', { headers: { host: 'MYFILES.example.com.:8443' } })
+  t.equal(seen()['x-forwarded-host'], 'myfiles.example.com:8443', 'another port is part of the URL')
+  const session = http2.connect(`https://myfiles.example.com:${te.port}`, { ca: te.ca, lookup: loopbackLookup } as http2.SecureClientSessionOptions)
+  t.teardown(() => session.close())
+  const status = await new Promise<number>((resolve, reject) => {
+    const stream = session.request({ ':path': '/h2', ':authority': 'MyFiles.Example.COM.:443' })
+    stream.on('response', h => resolve(Number(h[':status'])))
+    stream.on('error', reject)
+    stream.resume()
+  })
+  t.equal(status, 200)
+  t.equal(seen().host, 'myfiles.example.com', ':authority canonicalised the same way')
+  t.equal(seen()['x-forwarded-host'], 'myfiles.example.com')
+})
+
 t.test('hop-by-hop headers are removed in both directions', async t => {
   const origin = await echoOrigin(t)
   const te = await startEdge(t, [route('a', origin.port, ['a.example.test'])])

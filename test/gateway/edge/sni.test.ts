@@ -63,6 +63,39 @@ t.test('ALPN offers h2 and http/1.1', async t => {
   t.not(r.alpn, 'h2', 'http2: false never negotiates h2')
 })
 
+/** A TLS 1.2 handshake offering only `ciphers` (OpenSSL names): the suite agreed on, or the error. */
+function tls12Handshake (te: TestEdge, ciphers: string): Promise<string> {
+  return new Promise(resolve => {
+    const socket = tls.connect({ host: '127.0.0.1', port: te.port, ca: te.ca, servername: 'a.example.test', maxVersion: 'TLSv1.2', ciphers }, () => {
+      resolve(socket.getCipher().standardName)
+      socket.destroy()
+    })
+    socket.on('error', err => resolve(`failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`))
+  })
+}
+
+t.test('TLS 1.2 offers ECDHE with AEAD suites only: a CBC-only client fails the handshake', async t => {
+  const te = await startEdge(t, [route('a', 9, ['a.example.test'])], { http: false })
+  // The local CA issues ECDSA P-256 keys: the ECDHE-ECDSA suites are the ones that can agree.
+  t.equal(new X509Certificate((await handshakePeer(te, 'a.example.test')).raw).publicKey.asymmetricKeyType, 'ec')
+  for (const cbc of ['ECDHE-ECDSA-AES128-SHA256', 'ECDHE-ECDSA-AES256-SHA384', 'ECDHE-ECDSA-AES128-SHA', 'AES128-SHA']) {
+    t.match(await tls12Handshake(te, cbc), /^failed: .*HANDSHAKE_FAILURE/, `${cbc} refused`)
+  }
+  t.equal(await tls12Handshake(te, 'ECDHE-ECDSA-AES128-GCM-SHA256'), 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256')
+  t.equal(await tls12Handshake(te, 'ECDHE-ECDSA-AES256-GCM-SHA384'), 'TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384')
+  t.equal(await tls12Handshake(te, 'ECDHE-ECDSA-CHACHA20-POLY1305'), 'TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256')
+  t.equal(await tls12Handshake(te, 'ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-GCM-SHA256'), 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256',
+    'a client offering both gets the AEAD suite')
+  const tls13 = await new Promise<string>(resolve => {
+    const socket = tls.connect({ host: '127.0.0.1', port: te.port, ca: te.ca, servername: 'a.example.test', minVersion: 'TLSv1.3' }, () => {
+      resolve(`${socket.getProtocol() ?? ''} ${socket.getCipher().standardName}`)
+      socket.destroy()
+    })
+    socket.on('error', err => resolve(`failed: ${err.message}`))
+  })
+  t.match(tls13, /^TLSv1\.3 TLS_(AES_\d+_GCM|CHACHA20_POLY1305)_SHA\d+$/, 'TLS 1.3 still works')
+})
+
 t.test('wildcard selection: exact certificate first, then the one-label wildcard', async t => {
   const dataDir = tempDir(t)
   // Put certificates in place before start, as an ACME DNS-01 issuer or an operator would.

@@ -61,7 +61,7 @@ t.test('custom domain: verified -> ssl_status provisioning -> active, the certif
   const registered = await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(instance.token))
   t.equal(registered.status, 200)
 
-  const domain = `files${process.pid}x${randomBytes(3).toString('hex')}.example`
+  const domain = `files${process.pid}x${randomBytes(3).toString('hex')}.com`
   const added = await h.request('POST', `/v1/instances/${instance.id}/domains`, { domain }, bearer(user.token))
   t.equal(added.status, 201, added.raw)
   const list = async (): Promise<{ status: string, ssl_status: string }> =>

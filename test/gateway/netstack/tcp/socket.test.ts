@@ -246,7 +246,7 @@ t.test('CLOSE-WAIT end: an undici HTTP/1 response paused on its last chunk compl
   })
   t.teardown(() => pair.close())
   const { Client } = await import('undici')
-  const client = new Client('http://10.100.0.2', { connect: (_opts, cb) => { const s = pair.a.connect({ host: B, port: 80 }); s.once('connect', () => cb(null, s)); s.once('error', err => cb(err, null)); return s } })
+  const client = new Client('http://10.100.0.2', { connect: (_opts, cb) => { const s = pair.a.connect({ host: B, port: 80 }); s.once('connect', () => cb(null, s as unknown as import('node:net').Socket)); s.once('error', err => cb(err, null)); return s } })
   t.teardown(() => client.destroy())
   const received: Buffer[] = []
   const done = new Promise<void>((resolve, reject) => {
