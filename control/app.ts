@@ -8,6 +8,7 @@
  *   control/auth.ts        `user` bearer strategy (default on every route), `app.verifiedEmail`
  *   control/ratelimit.ts   per-IP / per-account / per-token buckets, `app.rateLimit: 'auth'`
  *   control/routes/*.ts    one Hapi plugin per spec section; thin handlers, joi next to the route
+ *   control/routes/web.ts  the dashboard: control/web/ (static files) at the page paths and /assets
  *   control/services/*.ts  the logic; built once in services/index.ts and handed to every plugin
  *   control/db/            knex (Postgres or PGlite), migrate.ts, migrations/<timestamp>_<name>.ts
  *   proto/api/             the public contract: error codes and request/response types
@@ -36,6 +37,7 @@
  *   response validation on and a capturing mailer, and `inject` requests go through server.inject.
  */
 import Hapi, { type Plugin } from '@hapi/hapi'
+import Inert from '@hapi/inert'
 import { Joi } from './schemas.ts'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
@@ -48,15 +50,16 @@ import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
 import { startBillingEnforcement } from './jobs/billing.ts'
 import { startDomainRecheck } from './jobs/domains.ts'
+import { adminRoutes } from './routes/admin.ts'
 import { authRoutes } from './routes/auth.ts'
 import { billingRoutes } from './routes/billing.ts'
 import { domainRoutes } from './routes/domains.ts'
 import { healthRoutes } from './routes/health.ts'
 import { instanceRoutes } from './routes/instances.ts'
-import { pageRoutes } from './routes/pages.ts'
 import { subdomainRoutes } from './routes/subdomains.ts'
 import { tunnelRoutes } from './routes/tunnel.ts'
 import { userRoutes } from './routes/user.ts'
+import { webRoutes } from './routes/web.ts'
 import { createServices, type Services } from './services/index.ts'
 import { loadTokenKeys, type TokenKeys } from './services/keys.ts'
 import { Mailer, OutboxTransport, SmtpTransport, type MailTransport } from './services/mail.ts'
@@ -71,7 +74,7 @@ declare module '@hapi/hapi' {
 }
 
 /** Route plugins mounted under /v1, one per spec section. */
-const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, domainRoutes, subdomainRoutes, tunnelRoutes]
+const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, domainRoutes, subdomainRoutes, tunnelRoutes, adminRoutes]
 
 export interface AppDeps {
   db: Db
@@ -118,6 +121,9 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
       payload: { maxBytes: config.maxBodyBytes, allow: ['application/json'] },
       response: { sample: deps.validateResponses === true ? 100 : 0, failAction: 'error', emptyStatusCode: 204 },
       security: { hsts: false, xframe: true, noSniff: true, referrer: 'no-referrer' },
+      // No hapi cookie parsing: a malformed cookie from another app on this host must not fail
+      // requests; the one cookie we read is parsed by control/session-cookie.ts.
+      state: { parse: false, failAction: 'ignore' },
     },
   })
   server.validator(Joi)
@@ -155,7 +161,8 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
   await server.register({ plugin: rateLimitPlugin, options: services })
   await server.register({ plugin: authPlugin, options: services })
   await server.register({ plugin: healthRoutes, options: services })
-  await server.register({ plugin: pageRoutes, options: services })
+  await server.register(Inert)
+  await server.register({ plugin: webRoutes, options: services })
   for (const plugin of ROUTE_PLUGINS) {
     await server.register({ plugin, options: services }, { routes: { prefix: API_PREFIX } })
   }

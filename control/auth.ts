@@ -4,7 +4,8 @@
  * access token, and its session version must match the account's (a password reset ends every
  * session at once, not 15 minutes later). Any failure is 401 UNAUTHORIZED in the contract's shape.
  *
- * Routes that need a verified email set `options.app.verifiedEmail: true`.
+ * Routes that need a verified email set `options.app.verifiedEmail: true`; operator routes set
+ * `options.app.adminOnly: true` (users.role 'admin', granted with `cloud-connect admin grant`).
  *
  * The `instance` strategy (routes say `auth: 'instance'`) takes an instance token instead: it must
  * verify as one and still be the instance's current token (services/instances.ts `authenticate`).
@@ -15,6 +16,7 @@
  */
 import type { Plugin, Request, ResponseToolkit, ServerAuthSchemeObject } from '@hapi/hapi'
 import type { AccountStatus } from '../proto/api/auth.ts'
+import type { UserRole } from '../proto/api/user.ts'
 import { apiError, isApiError } from './errors.ts'
 import type { Services } from './services/index.ts'
 import { MAX_TOKEN_LENGTH } from './services/tokens.ts'
@@ -25,6 +27,7 @@ declare module '@hapi/hapi' {
     email: string
     name: string
     accountStatus: AccountStatus
+    role: UserRole
   }
   interface AppCredentials {
     /** `<instanceId>.<jti>`: the rate limiter's key, one bucket per token. */
@@ -36,6 +39,8 @@ declare module '@hapi/hapi' {
   interface RouteOptionsApp {
     /** Refuse accounts whose email is not verified yet (403 FORBIDDEN). */
     verifiedEmail?: boolean
+    /** Refuse accounts without the admin role (403 FORBIDDEN). */
+    adminOnly?: boolean
     /** Which rate limit applies; default: per token when authenticated, else per IP. */
     rateLimit?: 'auth' | 'default'
     /** Instance routes: 'handler' when the handler itself checks the token is current (see above). */
@@ -74,7 +79,7 @@ function userScheme (services: Services): ServerAuthSchemeObject {
         throw apiError('UNAUTHORIZED', 'Invalid or expired token', {}, { 'www-authenticate': 'Bearer error="invalid_token"' })
       }
       return h.authenticated({
-        credentials: { user: { id: user.id, email: user.email, name: user.name, accountStatus: user.account_status } },
+        credentials: { user: { id: user.id, email: user.email, name: user.name, accountStatus: user.account_status, role: user.role } },
       })
     },
   }
@@ -110,6 +115,10 @@ export const authPlugin: Plugin<Services> = {
     server.ext('onPostAuth', (request, h) => {
       if (request.route.settings.app?.verifiedEmail === true && request.auth.credentials?.user?.accountStatus !== 'active') {
         throw apiError('FORBIDDEN', 'Verify your email address first: follow the link in the verification email', { account_status: request.auth.credentials?.user?.accountStatus })
+      }
+      // The role as stored now (read with the token check above), so a revoke applies at once.
+      if (request.route.settings.app?.adminOnly === true && request.auth.credentials?.user?.role !== 'admin') {
+        throw apiError('FORBIDDEN', 'This needs an administrator account')
       }
       return h.continue
     })

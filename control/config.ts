@@ -4,6 +4,7 @@
  */
 import Joi from 'joi'
 import { parseIPv4Address, parseIPv4Prefix } from '../proto/wire/ipv4.ts'
+import { parseTrustedProxies, type ProxyMatcher } from './trusted-proxies.ts'
 
 export interface RateLimitRule {
   /** Bucket size: how many requests may arrive at once. */
@@ -52,6 +53,8 @@ export interface ControlConfig {
   }
   /** Number of reverse proxies in front of us whose X-Forwarded-For we believe. */
   trustProxyHops: number
+  /** CC_TRUSTED_PROXIES: peers whose X-Forwarded-For is read (trusted-proxies.ts); null: none. */
+  trustedProxies: ProxyMatcher | null
   maxBodyBytes: number
   verifyEmailTtlSeconds: number
   resetPasswordTtlSeconds: number
@@ -153,6 +156,7 @@ const VARIABLES = {
   CC_RATE_PER_TOKEN: rule.default('120/120'),
   CC_RATE_PER_IP: rule.default('300/300'),
   CC_TRUST_PROXY_HOPS: Joi.number().integer().min(0).max(10).default(0),
+  CC_TRUSTED_PROXIES: Joi.string().max(4096),
   CC_MAX_BODY_BYTES: positiveInt.max(64 * 1024 * 1024).default(1024 * 1024),
   CC_VERIFY_EMAIL_TTL: positiveInt.default(24 * 3600),
   CC_RESET_PASSWORD_TTL: positiveInt.default(3600),
@@ -192,6 +196,17 @@ const RATE_VARIABLES = [
 /** Variables that no longer exist: refused, so a deployment does not silently lose a setting. */
 const RETIRED_VARIABLES: Record<string, string> = {
   CC_RATE_AUTH_PER_ACCOUNT: 'replaced by CC_RATE_LOGIN_FAILURES_PER_ADDRESS, CC_RATE_LOGIN_FAILURES_PER_ACCOUNT and CC_RATE_MAIL_PER_ACCOUNT',
+}
+
+function loadTrustedProxies (v: Raw): ProxyMatcher | null {
+  const list = v.CC_TRUSTED_PROXIES as string | undefined
+  if (list === undefined) return null
+  if ((v.CC_TRUST_PROXY_HOPS as number) > 0) throw new ConfigError('CC_TRUSTED_PROXIES: set it or CC_TRUST_PROXY_HOPS, not both')
+  try {
+    return parseTrustedProxies(list)
+  } catch (err) {
+    throw new ConfigError(`CC_TRUSTED_PROXIES: ${(err as Error).message} (got ${JSON.stringify(list)})`)
+  }
 }
 
 function parseRule (value: string): RateLimitRule {
@@ -240,6 +255,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     throw new ConfigError(`CC_TUNNEL_POOL: must be an IPv4 network /8 to /30 with no host bits set (got "${pool}")`)
   }
   const baseDomain = v.CC_BASE_DOMAIN as string
+  const trustedProxies = loadTrustedProxies(v)
   const billing = loadBilling(v, publicUrl)
   const dns = loadDns(v)
   return {
@@ -275,6 +291,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
       perIp: parseRule(v.CC_RATE_PER_IP as string),
     },
     trustProxyHops: v.CC_TRUST_PROXY_HOPS as number,
+    trustedProxies,
     maxBodyBytes: v.CC_MAX_BODY_BYTES as number,
     verifyEmailTtlSeconds: v.CC_VERIFY_EMAIL_TTL as number,
     resetPasswordTtlSeconds: v.CC_RESET_PASSWORD_TTL as number,

@@ -16,7 +16,8 @@
  *   address, and an address over that limit is refused before its token is looked at.
  */
 import type { Plugin, Request } from '@hapi/hapi'
-import type { RateLimitRule } from './config.ts'
+import type { ControlConfig, RateLimitRule } from './config.ts'
+import { clientFromChain } from './trusted-proxies.ts'
 import { apiError } from './errors.ts'
 import type { Services } from './services/index.ts'
 import { normalizeEmail } from './services/accounts.ts'
@@ -38,9 +39,18 @@ declare module '@hapi/hapi' {
   }
 }
 
-/** The client address: the socket peer, or with N trusted proxies the Nth X-Forwarded-For entry from the right. */
-export function clientIp (request: Request, trustProxyHops: number): string {
+/**
+ * The client address: the socket peer; with CC_TRUSTED_PROXIES, the first untrusted X-Forwarded-For
+ * entry from the right when the peer is a trusted proxy; with N trusted hops
+ * (CC_TRUST_PROXY_HOPS), the Nth entry from the right.
+ */
+export function clientIp (request: Request, trust: number | Pick<ControlConfig, 'trustProxyHops' | 'trustedProxies'>): string {
   const peer = request.info.remoteAddress
+  const trustProxyHops = typeof trust === 'number' ? trust : trust.trustProxyHops
+  if (typeof trust !== 'number' && trust.trustedProxies !== null) {
+    const header = request.headers['x-forwarded-for']
+    return clientFromChain(peer, typeof header === 'string' ? header : undefined, trust.trustedProxies)
+  }
   if (trustProxyHops === 0) return peer
   const header = request.headers['x-forwarded-for']
   if (typeof header !== 'string') return peer
@@ -70,7 +80,7 @@ export const rateLimitPlugin: Plugin<Services> = {
     }
 
     server.ext('onPreAuth', (request, h) => {
-      const ip = clientIp(request, services.config.trustProxyHops)
+      const ip = clientIp(request, services.config)
       request.app.clientIp = ip
       if (request.route.settings.app?.rateLimit === 'auth') {
         enforce([`auth-ip:${ip}`, limits.authPerIp])

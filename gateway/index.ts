@@ -8,7 +8,8 @@
  *   HTTPS client -> Edge (TLS by SNI, Host -> route) -> TcpStack.connect(tunnelIp:port) -> peer
  *
  * Peers and routes come from the control plane as snapshots (applySnapshot, driven by
- * gateway/control's ControlClient); the config file's own peers are the first snapshot.
+ * gateway/control's ControlClient); the config file's own peers are the first snapshot. A snapshot
+ * naming the base domain also routes app.<base> and api.<base> to control (controlOrigin).
  */
 import http from 'node:http'
 import path from 'node:path'
@@ -18,7 +19,7 @@ import { Device, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from './wireguard/udp.ts'
 import { IpLayer } from './netstack/ip.ts'
 import { TcpStack, type TcpSocket } from './netstack/tcp/index.ts'
-import { Edge, FileCertStore, type CertStore, type EdgeOptions } from './edge/index.ts'
+import { Edge, FileCertStore, controlRoute, type CertStore, type EdgeOptions, type Route as EdgeRoute } from './edge/index.ts'
 import { AcmeIssuer } from './edge/acme/acme-issuer.ts'
 import { HttpChallenges, type ChallengeSolver } from './edge/acme/challenges.ts'
 import { DnsChallenges, type DnsProvider } from './edge/acme/dns-provider.ts'
@@ -56,6 +57,11 @@ export interface GatewayStartOptions {
   certStore?: CertStore
   /** With `edge.acme`: DNS-01 through this provider (wildcards), after the configured challenges. */
   dnsProvider?: DnsProvider
+  /**
+   * Control's API listener, where the edge sends app.<base> and api.<base> (plain HTTP over kernel
+   * TCP). Unset: those names answer a 503 page (once the snapshot names the base domain).
+   */
+  controlOrigin?: { host: string, port: number }
 }
 
 export interface ApplyResult {
@@ -82,6 +88,8 @@ export class Gateway {
   private httpServer: http.Server | null = null
   private routeList: Route[] = []
   private instanceIds = new Map<string, string>()
+  /** Control's CC_BASE_DOMAIN from the last snapshot that named one. */
+  private baseDomain: string | undefined
   private addressWarnedFor = ''
   private readonly startOptions: GatewayStartOptions
 
@@ -172,7 +180,7 @@ export class Gateway {
       limits: settings.limits,
       ...this.acmeOptions(settings),
     })
-    edge.updateRoutes(this.routeList)
+    edge.updateRoutes(this.edgeRoutes())
     this.edge = edge
     await edge.start()
     if (settings.acme !== undefined) this.logger.info({ directory: settings.acme.directory, challenges: settings.acme.challenges }, 'certificates from ACME')
@@ -261,12 +269,19 @@ export class Gateway {
     const counts = this.reloadPeers(plan.peers)
     this.routeList = plan.routes
     this.instanceIds = plan.instanceIds
-    this.edge?.updateRoutes(plan.routes)
+    if (snapshot.gateway.baseDomain !== undefined) this.baseDomain = snapshot.gateway.baseDomain
+    this.edge?.updateRoutes(this.edgeRoutes())
     this.configVersion = snapshot.version
     return { ...counts, routes: plan.routes.length, rejected: plan.rejected.length }
   }
 
   get routes (): readonly Route[] { return this.routeList }
+
+  /** The edge's routes: control's first (a peer can never take its names), then the peers'. */
+  private edgeRoutes (): EdgeRoute[] {
+    if (this.baseDomain === undefined) return this.routeList
+    return [controlRoute(this.baseDomain, this.startOptions.controlOrigin ?? null), ...this.routeList]
+  }
 
   instanceIdOf (publicKey: string): string | undefined {
     return this.instanceIds.get(publicKey)

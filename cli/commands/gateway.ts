@@ -64,8 +64,11 @@ peers). Its peers come from one of two control planes:
   contact, CC_ACME_CA_BUNDLE a PEM file of extra roots to trust for the directory, and
   CC_ACME_CHALLENGES the challenge types in order of preference; CC_ACME_DNS_PROVIDER adds DNS-01
   (wildcards). ACME certificates, the account key and issuance locks are kept by control and shared
-  with its other gateways (CC_CERT_STORE=file keeps them in CC_DATA_DIR/tls instead). Settings
-  (environment):
+  with its other gateways (CC_CERT_STORE=file keeps them in CC_DATA_DIR/tls instead).
+  The edge serves control's own names, app.<base domain> (dashboard) and api.<base domain> (API),
+  the base domain coming from control: CC_CONTROL_PUBLIC_ORIGIN is where it proxies them, an
+  http:// origin of control's API listener (e.g. http://control:8080); unset, they answer 503 and
+  one warning is logged. Settings (environment):
 
 {{VARIABLES}}
 

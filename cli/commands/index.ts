@@ -16,5 +16,6 @@ export const commands: Record<string, Command> = {
   gateway: lazy('run the userspace WireGuard gateway and HTTPS edge (--config FILE or --control URL)', async () => await import('./gateway.ts')),
   control: lazy('run the control API (CC_API_PORT, default 3000) and the gateway RPC listener (CC_RPC_PORT, default 8081)', async () => await import('./control.ts')),
   migrate: lazy('apply, roll back or list control database migrations (up|down|status)', async () => await import('./migrate.ts')),
+  admin: lazy('grant or revoke the administrator role of an account (admin grant|revoke EMAIL)', async () => await import('./admin.ts')),
   agent: lazy('container side: connect this Erugo container to Cloud Connect (run | status | test)', async () => await import('./agent.ts')),
 }

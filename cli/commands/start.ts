@@ -21,7 +21,9 @@ const HELP = `Usage: cloud-connect start [--log-level LEVEL]
 
 Runs the control API and the gateway together on this machine (what 'npm start' does):
 
-  control API      http://localhost:CC_API_PORT/v1 (default 8080), embedded database in CC_DATA_DIR
+  dashboard, API   https://app.CC_BASE_DOMAIN:CC_HTTPS_PORT/ and https://api.CC_BASE_DOMAIN:CC_HTTPS_PORT/v1
+                   through the edge (HSTS), proxied to the control API's own listener
+  control API      http://localhost:CC_API_PORT/v1 (default 8080, direct), embedded database in CC_DATA_DIR
   WireGuard        UDP CC_WG_PORT (default 51820); key generated once into CC_DATA_DIR/gateway.key
   HTTPS / HTTP     CC_HTTPS_PORT (8443) / CC_HTTP_PORT (8000): https://<subdomain>.CC_BASE_DOMAIN
                    with certificates from a local CA (CC_DATA_DIR/tls/local-ca/ca.crt), or from
@@ -30,8 +32,11 @@ Runs the control API and the gateway together on this machine (what 'npm start' 
   mail             written to CC_DATA_DIR/outbox unless CC_SMTP_URL is set
 
 Defaults differ from 'cloud-connect control' where one machine needs it: CC_BASE_DOMAIN=localhost,
-CC_API_PORT=8080, CC_PUBLIC_URL=http://localhost:<API port>, and the gateway endpoint handed to
-containers is localhost:<WireGuard port> (set CC_GATEWAY_ENDPOINT to a name they can reach).
+CC_API_PORT=8080, CC_PUBLIC_URL=https://app.<base domain>:<HTTPS port> (no port for 443;
+http://localhost:<API port> with CC_EDGE=0), CC_TRUSTED_PROXIES=127.0.0.0/8,::1 (the edge reaches
+control over loopback; not set when CC_TRUST_PROXY_HOPS is), CC_CONTROL_PUBLIC_ORIGIN=control's own
+API listener, and the gateway endpoint handed to containers is localhost:<WireGuard port> (set
+CC_GATEWAY_ENDPOINT to a name they can reach).
 A bad value stops start-up with one line naming the variable (exit status 2).
 
 Options:
@@ -48,16 +53,36 @@ Gateway settings:
 
 /** What `start` assumes when the environment says nothing. */
 function startDefaults (env: NodeJS.ProcessEnv): Record<string, string> {
-  const apiPort = env.CC_API_PORT ?? '8080'
-  const baseDomain = env.CC_BASE_DOMAIN ?? 'localhost'
-  const wgPort = env.CC_WG_PORT ?? '51820'
-  return {
+  const set = (name: string): string | undefined => env[name] === '' ? undefined : env[name]
+  const apiPort = set('CC_API_PORT') ?? '8080'
+  const baseDomain = set('CC_BASE_DOMAIN') ?? 'localhost'
+  const wgPort = set('CC_WG_PORT') ?? '51820'
+  const edge = !['0', 'false'].includes((set('CC_EDGE') ?? '1').toLowerCase())
+  const httpsPort = set('CC_PUBLIC_HTTPS_PORT') ?? set('CC_HTTPS_PORT') ?? '8443'
+  const defaults: Record<string, string> = {
     CC_DATA_DIR: './data',
     CC_BASE_DOMAIN: baseDomain,
     CC_API_PORT: apiPort,
-    CC_PUBLIC_URL: `http://localhost:${apiPort === '0' ? '8080' : apiPort}`,
+    // Mail links open the dashboard through the edge (a port chosen at bind time is not known yet).
+    // (Bad values fall back to the direct URL: their own variable's check then names them.)
+    CC_PUBLIC_URL: edge && /^[A-Za-z0-9.-]+$/.test(baseDomain) && /^\d{1,5}$/.test(httpsPort)
+      ? `https://app.${baseDomain.toLowerCase()}${httpsPort === '443' ? '' : `:${httpsPort === '0' ? '8443' : httpsPort}`}`
+      : `http://localhost:${apiPort === '0' ? '8080' : apiPort}`,
     CC_GATEWAY_ENDPOINT: `${baseDomain === 'localhost' ? 'localhost' : `connect.${baseDomain}`}:${wgPort === '0' ? '51820' : wgPort}`,
   }
+  // The edge's connections to control come from loopback (controlOrigin): their X-Forwarded-For
+  // is believed, nobody else's.
+  if (Number(set('CC_TRUST_PROXY_HOPS') ?? '0') === 0) defaults.CC_TRUSTED_PROXIES = LOOPBACK
+  return defaults
+}
+
+const LOOPBACK = '127.0.0.0/8,::1'
+
+/** Where the edge reaches control's API listener in this process: loopback unless it listens elsewhere only. */
+function ownControlOrigin (apiHost: string, port: number): { host: string, port: number } {
+  if (['0.0.0.0', '', 'localhost'].includes(apiHost)) return { host: '127.0.0.1', port }
+  if (apiHost === '::') return { host: '::1', port }
+  return { host: apiHost, port }
 }
 
 interface StartConfig {
@@ -113,7 +138,9 @@ export async function run (argv: string[]): Promise<void> {
   }
   let gateway: RunningGateway | null
   try {
-    gateway = await startGatewayWithControl({ plane: plane.rpc, settings: config.gateway, logger, store: null, reportIntervalMs: config.rpc.reportIntervalMs })
+    // app.<base> and api.<base> go to this process's own API listener unless the operator says otherwise.
+    const settings = config.gateway.controlOrigin !== null ? config.gateway : { ...config.gateway, controlOrigin: ownControlOrigin(control.apiHost, Number(plane.app.info.port)) }
+    gateway = await startGatewayWithControl({ plane: plane.rpc, settings, logger, store: null, reportIntervalMs: config.rpc.reportIntervalMs })
   } catch (err) {
     await plane.stop(0)
     const e = err as NodeJS.ErrnoException
@@ -152,7 +179,11 @@ function printBanner (control: ControlConfig, plane: RunningControlPlane, runnin
   const dataDir = isAbsolute(control.dataDir) ? control.dataDir : resolve(control.dataDir)
   const httpsPort = status.edge === null ? null : Number(status.edge.https.slice(status.edge.https.lastIndexOf(':') + 1))
   const httpPort = status.edge?.http == null ? null : Number(status.edge.http.slice(status.edge.http.lastIndexOf(':') + 1))
+  const publicHttpsPort = settings.publicHttpsPort ?? httpsPort
+  const throughEdge = (label: string): string | null => publicHttpsPort === null ? null : `https://${label}.${control.baseDomain}${publicHttpsPort === 443 ? '' : `:${publicHttpsPort}`}`
   const facts = {
+    dashboard: throughEdge('app') === null ? null : `${throughEdge('app')!}/`,
+    apiHttps: throughEdge('api') === null ? null : `${throughEdge('api')!}/v1`,
     api: `http://${apiHost}:${apiPort}/v1`,
     health: `http://${apiHost}:${apiPort}/health`,
     wireguardEndpoint: `${endpointHost}:${wgPort}`,
@@ -168,7 +199,9 @@ function printBanner (control: ControlConfig, plane: RunningControlPlane, runnin
   const lines = [
     '',
     'Erugo Cloud Connect is running (control + gateway, one process)',
-    `  API              ${facts.api}   (health: ${facts.health})`,
+    facts.dashboard === null ? null : `  Dashboard        ${facts.dashboard}`,
+    facts.apiHttps === null ? null : `  API              ${facts.apiHttps}`,
+    `  API              ${facts.api}   (direct, without TLS; health: ${facts.health})`,
     `  WireGuard        ${facts.wireguardEndpoint}   public key ${facts.wireguardPublicKey}`,
     facts.https === null ? '  HTTPS            off (CC_EDGE=0)' : `  HTTPS            ${facts.https}${facts.http === null ? '' : `   (HTTP ${facts.http} redirects)`}`,
     facts.caCertificate === null ? null : `  CA certificate   ${facts.caCertificate}   (trust it to browse without warnings)`,

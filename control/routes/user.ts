@@ -28,6 +28,7 @@ export const userRoutes: Plugin<Services> = {
               subscription_plan: S.subscriptionPlan.required(),
               created_at: S.timestamp.required(),
               account_status: S.accountStatus.required(),
+              role: Joi.string().valid('user', 'admin').required().description('`admin`: may read GET /v1/admin/overview'),
             }).label('UserProfile'),
           },
         },
@@ -44,6 +45,7 @@ export const userRoutes: Plugin<Services> = {
           subscription_plan: sub.plan,
           created_at: isoSeconds(user.created_at),
           account_status: user.account_status,
+          role: user.role,
         }
         return body
       },

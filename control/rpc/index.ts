@@ -80,6 +80,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       now,
       logger: logger.child({ module: 'rpc' }),
       certificates,
+      baseDomain: config.baseDomain,
     })
     await app.start()
     logger.info({ url: app.info.uri, database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')

@@ -70,8 +70,9 @@ export class GatewayRegistry implements GatewayInfo {
     this.#cached = null
   }
 
-  async noteReport (gatewayId: string): Promise<void> {
-    await this.#o.db('gateways').where({ id: gatewayId }).update({ report_at: this.#o.now() })
+  /** A report arrived: its time and how many peers it carried (the operator overview shows both). */
+  async noteReport (gatewayId: string, peerCount: number): Promise<void> {
+    await this.#o.db('gateways').where({ id: gatewayId }).update({ report_at: this.#o.now(), report_peers: peerCount })
   }
 }
 

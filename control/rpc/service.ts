@@ -35,6 +35,8 @@ export interface RpcServiceOptions {
   logger: Logger
   /** The shared certificate store; unset: its endpoints answer NOT_FOUND. */
   certificates?: CertStoreService
+  /** CC_BASE_DOMAIN, sent in snapshots: the edge serves control's names under it. */
+  baseDomain?: string
 }
 
 export class RpcService implements ControlPlane, CertificateStorePlane {
@@ -87,7 +89,7 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
     return await guard(async () => {
       const peers = await recordPeerReports(this.#o.db, report.peers, now)
       const certificates = await recordCertificateReports(this.#o.db, report.gatewayId, report.certificates, now)
-      await this.#o.registry.noteReport(report.gatewayId)
+      await this.#o.registry.noteReport(report.gatewayId, report.peers.length)
       return { peers, certificates }
     })
   }
@@ -143,6 +145,7 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
 
   async #gatewaySection (): Promise<SnapshotGateway> {
     const section: SnapshotGateway = { address: formatIPv4(this.#o.ipam.pool.gatewayAddress), listenPort: 0 }
+    if (this.#o.baseDomain !== undefined) section.baseDomain = this.#o.baseDomain
     const latest = await this.#o.registry.latest()
     try {
       const known = await this.#o.registry.current()

@@ -16,6 +16,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AccountStatus, RegisterResponse } from '../../proto/api/auth.ts'
+import type { UserRole } from '../../proto/api/user.ts'
 import type { Db, Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { ID_PREFIX, newId } from '../ids.ts'
@@ -30,6 +31,7 @@ export interface UserRow {
   name: string
   password_hash: string
   account_status: AccountStatus
+  role: UserRole
   session_version: number
   created_at: Date
   updated_at: Date
@@ -69,6 +71,15 @@ function hashToken (token: string): string {
 
 function invalidToken (): Error {
   return apiError('VALIDATION_ERROR', 'The link is invalid, expired or already used', { fields: { token: ['is invalid, expired or already used'] } })
+}
+
+/** Why a mail token did not work; the verification page tells the three apart. */
+type TokenFailure = 'unknown' | 'used' | 'expired'
+
+function verifyLinkError (why: TokenFailure): Error {
+  if (why === 'expired') return apiError('LINK_EXPIRED', 'This verification link has expired: request a new one')
+  if (why === 'used') return apiError('LINK_ALREADY_USED', 'This verification link was already used')
+  return apiError('LINK_INVALID', 'This verification link is not valid')
 }
 
 function isUniqueViolation (err: unknown): boolean {
@@ -139,7 +150,7 @@ export class AccountService {
   async verifyEmail (token: string): Promise<AccountStatus> {
     return await this.#o.db.transaction(async trx => {
       const userId = await this.#consumeToken(trx, token, 'verify_email')
-      if (userId === undefined) throw invalidToken()
+      if (userId === undefined) throw verifyLinkError(await this.#whyUnusable(trx, token, 'verify_email'))
       const now = this.#now()
       await trx('users').where({ id: userId, account_status: 'pending_email_verification' })
         .update({ account_status: 'active', email_verified_at: now, updated_at: now })
@@ -201,8 +212,9 @@ export class AccountService {
     return row
   }
 
+  /** The dashboard's page, which posts the token to POST /v1/auth/verify-email. */
   #verifyLink (token: string): string {
-    return `${this.#o.publicUrl}/v1/auth/verify-email?token=${encodeURIComponent(token)}`
+    return `${this.#o.publicUrl}/verify-email?token=${encodeURIComponent(token)}`
   }
 
   #resetLink (token: string): string {
@@ -223,6 +235,14 @@ export class AccountService {
       created_at: now,
     })
     return token
+  }
+
+  /** After #consumeToken refused `token`: whether it never existed, was spent, or ran out. */
+  async #whyUnusable (db: Queryable, token: string, purpose: TokenPurpose): Promise<TokenFailure> {
+    if (token.length === 0 || token.length > 256) return 'unknown'
+    const row = await db('account_tokens').where({ token_hash: hashToken(token), purpose }).first('used_at', 'expires_at') as { used_at: Date | null, expires_at: Date } | undefined
+    if (row === undefined) return 'unknown'
+    return row.used_at !== null ? 'used' : 'expired'
   }
 
   /** Marks the token used if it is unused and unexpired, in one statement: single use under races. */

@@ -15,6 +15,7 @@ import { InstanceService } from './instances.ts'
 import { IpamService, TunnelPool } from './ipam.ts'
 import type { TokenKeys } from './keys.ts'
 import { Mailer } from './mail.ts'
+import { OperatorService } from './operator.ts'
 import { PasswordHasher } from './passwords.ts'
 import { PlanService, type SubscriptionSource } from './plans.ts'
 import { RateLimiter } from './ratelimit.ts'
@@ -46,6 +47,7 @@ export interface Services {
   webhooks: StripeWebhookProcessor
   dns: DnsVerifier
   domains: DomainService
+  operator: OperatorService
 }
 
 export interface ServiceDeps {
@@ -117,5 +119,6 @@ export function createServices (deps: ServiceDeps): Services {
   const subdomains = new SubdomainService({ db, now, quarantineSeconds: config.subdomainQuarantineSeconds })
   const tunnel = new TunnelService({ db, ipam, gateway, customDomains, baseDomain: config.baseDomain, now, statusWindowSeconds: config.tunnel.statusWindowSeconds })
   const instances = new InstanceService({ db, ipam, subdomains, plans, tokens, tunnel, gateway, customDomains, now })
-  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains }
+  const operator = new OperatorService({ db, now, statusWindowSeconds: config.tunnel.statusWindowSeconds })
+  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator }
 }

@@ -14,6 +14,8 @@ export interface IssuedTokens {
   accessToken: string
   refreshToken: string
   expiresIn: number
+  /** Lifetime of the refresh token in seconds (the cookie's Max-Age). */
+  refreshExpiresIn: number
 }
 
 export interface SessionUser {
@@ -41,7 +43,7 @@ export class SessionService {
     const refresh = await this.#tokens.signRefresh(user.id, familyId)
     await db('refresh_tokens').insert({ jti: refresh.jti, family_id: familyId, user_id: user.id, expires_at: refresh.expiresAt, created_at: this.#now() })
     const accessToken = await this.#tokens.signAccess(user.id, user.session_version)
-    return { accessToken, refreshToken: refresh.token, expiresIn: this.#tokens.accessTtlSeconds }
+    return { accessToken, refreshToken: refresh.token, expiresIn: this.#tokens.accessTtlSeconds, refreshExpiresIn: this.#tokens.refreshTtlSeconds }
   }
 
   /** Spends `refreshToken` and returns its successor; 401 for anything not currently valid. */
@@ -75,6 +77,7 @@ export class SessionService {
     await this.#db('refresh_tokens').where({ family_id: claims.familyId, user_id: claims.userId }).whereNull('revoked_at').update({ revoked_at: this.#now() })
   }
 
+  /** Sign-out everywhere (and on password reset): no refresh token of the account works any more. */
   async revokeAllOf (userId: string, db: Queryable = this.#db): Promise<void> {
     await db('refresh_tokens').where({ user_id: userId }).whereNull('revoked_at').update({ revoked_at: this.#now() })
   }

@@ -77,6 +77,19 @@ function metadataUserId (value: unknown): string | undefined {
   return typeof id === 'string' ? id : undefined
 }
 
+/**
+ * One line for the operator: knex prefixes a database error with its SQL (and bindings could hold
+ * customer data), so only the driver's own message after the last " - " is kept.
+ */
+function failureSummary (err: unknown): string {
+  const raw = err instanceof Error ? err.message : String(err)
+  const sqlState = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : undefined
+  const text = sqlState !== undefined && raw.includes(' - ') ? raw.slice(raw.lastIndexOf(' - ') + 3) : raw
+  const line = text.replace(/[\u0000-\u001f\u007f-\u009f]+/g, ' ').trim().slice(0, 300)
+  const summary = sqlState !== undefined ? `${sqlState}: ${line}` : line
+  return summary === '' ? 'unknown error' : summary
+}
+
 export class StripeWebhookProcessor {
   readonly #o: StripeWebhookOptions
 
@@ -93,17 +106,41 @@ export class StripeWebhookProcessor {
     }
     if (await this.#o.db('stripe_events').where({ id: event.id }).first('id') !== undefined) return { received: true, duplicate: true }
 
-    const prepared = await this.#prepare(stripe, event)
-    const outcome = await this.#o.db.transaction(async (trx): Promise<Outcome> => {
-      const now = this.#o.now()
-      const inserted = await trx('stripe_events').insert({ id: event.id, type: event.type, created: event.created, processed_at: now }).onConflict('id').ignore().returning('id') as unknown[]
-      if (inserted.length === 0) return { duplicate: true, mail: [] }
-      return { duplicate: false, mail: await this.#apply(trx, event, prepared, now) }
-    })
+    let prepared: Prepared
+    let outcome: Outcome
+    try {
+      prepared = await this.#prepare(stripe, event)
+      outcome = await this.#o.db.transaction(async (trx): Promise<Outcome> => {
+        const now = this.#o.now()
+        const inserted = await trx('stripe_events').insert({ id: event.id, type: event.type, created: event.created, processed_at: now }).onConflict('id').ignore().returning('id') as unknown[]
+        if (inserted.length === 0) return { duplicate: true, mail: [] }
+        const mail = await this.#apply(trx, event, prepared, now)
+        await trx('stripe_webhook_failures').where({ event_id: event.id }).whereNull('resolved_at').update({ resolved_at: now })
+        return { duplicate: false, mail }
+      })
+    } catch (err) {
+      await this.#recordFailure(event, err)
+      throw err
+    }
     // After the commit: a mail never goes out for an effect that was rolled back.
     for (const message of outcome.mail) this.#o.mailer.send(message)
     if (!outcome.duplicate && prepared.kind === 'ignore') this.#o.logger.debug({ event: event.id, type: event.type, why: prepared.why }, 'stripe event ignored')
     return { received: true, duplicate: outcome.duplicate }
+  }
+
+  /** Best effort (the database may be what failed): the operator overview lists these. */
+  async #recordFailure (event: StripeEvent, err: unknown): Promise<void> {
+    const now = this.#o.now()
+    const message = failureSummary(err)
+    try {
+      await this.#o.db.raw(`
+        insert into stripe_webhook_failures as f (event_id, event_type, attempts, last_error, first_failed_at, last_failed_at)
+        values (?, ?, 1, ?, ?, ?)
+        on conflict (event_id) do update set attempts = f.attempts + 1, last_error = excluded.last_error, last_failed_at = excluded.last_failed_at, resolved_at = null`,
+      [event.id.slice(0, 255), event.type.slice(0, 255), message, now, now])
+    } catch (recordErr) {
+      this.#o.logger.warn({ event: event.id, err: recordErr }, 'stripe webhook failure not recorded')
+    }
   }
 
   async #prepare (stripe: StripeClient, event: StripeEvent): Promise<Prepared> {

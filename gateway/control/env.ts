@@ -36,6 +36,11 @@ export interface GatewayEnv {
   secret: string | undefined
   keyFile: string
   snapshotFile: string
+  /**
+   * Control's API listener as the edge reaches it (CC_CONTROL_PUBLIC_ORIGIN): app.<base> and
+   * api.<base> are proxied there. null: not set (those names answer 503).
+   */
+  controlOrigin: { host: string, port: number } | null
   /** Certificates from this ACME CA instead of the local CA; null: local CA. */
   acme: AcmeEnv | null
   /**
@@ -83,6 +88,7 @@ const VARIABLES = {
   CC_GATEWAY_ID: Joi.string().max(128).pattern(/^[A-Za-z0-9._:-]+$/).message('must be letters, digits and . _ : - (at most 128)'),
   CC_METRICS_LISTEN: Joi.string().pattern(/^(?:[0-9.]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/).message('must be address:port, e.g. 127.0.0.1:9091'),
   CC_CONTROL_URL: Joi.string().uri({ scheme: ['http', 'https'] }),
+  CC_CONTROL_PUBLIC_ORIGIN: Joi.string().uri({ scheme: ['http'] }).message('must be an http:// origin of control\'s API listener, e.g. http://control:8080'),
   CC_GATEWAY_SECRET: Joi.string().pattern(/^[A-Za-z0-9_-]{43,512}$/).message('must be base64url of at least 32 bytes'),
   CC_GATEWAY_KEY_FILE: Joi.string(),
   CC_ACME_DIRECTORY: Joi.string().uri({ scheme: ['https'] }).message('must be an https:// URL of an ACME directory'),
@@ -126,6 +132,7 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     if (p < 1 || p > 65535) throw new ConfigError('CC_GATEWAY_ENDPOINT', `port out of range (got "${endpoint}")`)
   }
   const dataDir = v.CC_DATA_DIR as string
+  const controlOrigin = controlOriginFrom(v.CC_CONTROL_PUBLIC_ORIGIN as string | undefined)
   const acme = acmeFrom(v, env)
   const httpPort = v.CC_HTTP_PORT
   return {
@@ -148,9 +155,21 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     secret: v.CC_GATEWAY_SECRET as string | undefined,
     keyFile: (v.CC_GATEWAY_KEY_FILE as string | undefined) ?? join(dataDir, GATEWAY_KEY_FILE),
     snapshotFile: join(dataDir, 'gateway-snapshot.json'),
+    controlOrigin,
     acme,
     certStore: v.CC_CERT_STORE as 'control' | 'file',
   }
+}
+
+/** http://host[:port] with nothing after it (the edge sends the request's own path). */
+function controlOriginFrom (value: string | undefined): GatewayEnv['controlOrigin'] {
+  if (value === undefined) return null
+  const url = new URL(value)
+  if (url.username !== '' || url.password !== '' || (url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '') {
+    throw new ConfigError('CC_CONTROL_PUBLIC_ORIGIN', `must be an origin only, http://host:port, without path, query or credentials (got ${JSON.stringify(value)})`)
+  }
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname
+  return { host, port: url.port === '' ? 80 : Number(url.port) }
 }
 
 function acmeFrom (v: Record<string, unknown>, env: NodeJS.ProcessEnv): AcmeEnv | null {

@@ -68,6 +68,7 @@ export async function startGatewayWithControl (options: GatewayRunOptions): Prom
   const config = validateConfig(gatewayConfigFrom(settings, privateKey, first.snapshot.gateway.address))
   const startOptions = acmeStartOptions(plane, settings, logger)
   if (options.certStore !== undefined) startOptions.certStore = options.certStore
+  if (settings.controlOrigin !== null) startOptions.controlOrigin = settings.controlOrigin
   const gateway = await Gateway.start(config, logger, options.metrics, startOptions)
   const client = new ControlClient({
     plane,

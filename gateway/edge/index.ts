@@ -7,6 +7,10 @@
  *   Pool per upstream, UpstreamConnector) -> response streamed back. HTTP/2 via ALPN, HTTP/1.1 upstream.
  *   HTTP client -> ACME HTTP-01 challenge (ChallengeResponder) or redirect to HTTPS.
  *
+ * Control's route (routes.ts controlRoute: app.<base>, api.<base>) goes the same way, except that
+ * its upstream is control's API listener over kernel TCP (controlConnector), it has no slot caps,
+ * and its responses carry HSTS; without a configured origin it answers a 503 page.
+ *
  * API (what the gateway wiring uses):
  *
  *   const edge = new Edge({
@@ -14,6 +18,7 @@
  *     logger,                           // pino; one 'request' line per request at info
  *     connector,                        // UpstreamConnector: { createConnection(route, {host, port}) }
  *                                       //   gateway: (r, o) => tcp.createConnection({ host: o.host, port: o.port })
+ *     controlConnector?,                // how control's route is reached (default netConnector)
  *     metrics?,                         // gateway/metrics.ts: edge_requests, edge_errors, edge_client_errors
  *     https?: { host?, port? },         // default 0.0.0.0:443
  *     http?: { host?, port? } | false,  // default 0.0.0.0:80; false: no plain listener
@@ -68,14 +73,14 @@ import { LocalCa } from './local-ca.ts'
 import type { Issuer } from './issuer.ts'
 import { ConnectionGate, EDGE_LIMIT_DEFAULTS, type EdgeLimits } from './limits.ts'
 
-export { RouteMap, normalizeHost, type Route, type RouteTable } from './routes.ts'
+export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
 export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
 export { CertificateManager, type CertificateState, type CertificateStatus, type CertificateSource } from './certificates.ts'
 export { FileCertStore, CertStoreError, type CertStore, type CertificateRecord } from './cert-store.ts'
 export { LocalCa, LEAF_LIFETIME_MS, CA_LIFETIME_MS } from './local-ca.ts'
 export { IssuerError, type Issuer, type IssuedCertificate } from './issuer.ts'
 export { ACME_CHALLENGE_PREFIX, noChallenges, type ChallengeResponder } from './http-listener.ts'
-export { ReverseProxy } from './proxy.ts'
+export { ReverseProxy, CONTROL_HSTS } from './proxy.ts'
 export { EDGE_LIMIT_DEFAULTS, clientKey, type EdgeLimits } from './limits.ts'
 
 export interface ListenAddress {
@@ -87,6 +92,8 @@ export interface EdgeOptions {
   dataDir: string
   logger: Logger
   connector: UpstreamConnector
+  /** How control's route is reached (default netConnector: kernel TCP). */
+  controlConnector?: UpstreamConnector
   metrics?: Metrics
   https?: ListenAddress
   http?: ListenAddress | false
@@ -172,6 +179,7 @@ export class Edge {
     const limits = this.limits = { ...EDGE_LIMIT_DEFAULTS, ...options.limits }
     this.pool = new UpstreamPool({
       connector: options.connector,
+      controlConnector: options.controlConnector,
       defaultMaxConnections: options.defaultMaxConnections ?? EDGE_DEFAULTS.defaultMaxConnections,
       connectTimeoutMs: options.connectTimeoutMs ?? EDGE_DEFAULTS.connectTimeoutMs,
       clientSlotShare: limits.clientSlotShare,

@@ -5,6 +5,7 @@
 import { STATUS_CODES } from 'node:http'
 
 export type EdgePage = 'unknown-host' | 'offline' | 'timeout' | 'misdirected' | 'busy' | 'client-busy' | 'slow-upload' | 'bad-request'
+  | 'control-unconfigured' | 'control-offline' | 'control-timeout'
 
 interface PageText { status: number, title: string, message: string }
 
@@ -50,6 +51,27 @@ const PAGES: Record<EdgePage, PageText> = {
     title: 'Bad request',
     message: 'The request could not be understood.',
   },
+  // Control's names (app.<base>, api.<base>): the dashboard and API, not an instance.
+  'control-unconfigured': {
+    status: 503,
+    title: 'Cloud Connect is not available here',
+    message: 'This gateway has not been told where the Cloud Connect service runs, so the dashboard and API cannot be reached through it. The operator has been notified in the gateway\'s log.',
+  },
+  'control-offline': {
+    status: 502,
+    title: 'Cloud Connect is unavailable',
+    message: 'The Cloud Connect service is not reachable right now. Try again in a few minutes.',
+  },
+  'control-timeout': {
+    status: 504,
+    title: 'Cloud Connect did not answer',
+    message: 'The Cloud Connect service accepted the request but did not start answering in time. Try again in a few minutes.',
+  },
+}
+
+/** The page a request for control's route gets instead of an instance's. */
+export function controlPage (page: EdgePage): EdgePage {
+  return page === 'offline' ? 'control-offline' : page === 'timeout' ? 'control-timeout' : page
 }
 
 export function pageStatus (page: EdgePage): number {

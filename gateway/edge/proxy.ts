@@ -22,7 +22,13 @@ import type { Route, RouteTable } from './routes.ts'
 import { EdgeTimeout, type SlotGrant, type UpstreamPool } from './upstream.ts'
 import { downstreamResponseHeaders, plainIp, publicAuthority, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
 import { clientKey, UploadProgressWatch, type UploadInProgress } from './limits.ts'
-import { pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
+import { controlPage, pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
+
+/**
+ * RFC 6797 6.1: on control's names (dashboard and API) browsers must use HTTPS for a year. Sent
+ * over TLS only (RFC 6797 7.2: never on plain HTTP, where the listener redirects).
+ */
+export const CONTROL_HSTS = 'max-age=31536000'
 
 export type EdgeRequest = http.IncomingMessage | http2.Http2ServerRequest
 export type EdgeResponse = http.ServerResponse | http2.Http2ServerResponse
@@ -79,6 +85,7 @@ export class ReverseProxy {
   readonly errors: CounterFamily | undefined
   readonly uploads: UploadProgressWatch | undefined
   readonly scarceSlotShare: number
+  private controlUnconfiguredWarned = false
 
   constructor (options: ReverseProxyOptions) {
     this.routes = options.routes
@@ -94,26 +101,34 @@ export class ReverseProxy {
     this.scarceSlotShare = slow?.scarceSlotShare ?? 1
   }
 
-  /** More than scarceSlotShare of the instance's slots are in use. */
+  /** More than scarceSlotShare of the instance's slots are in use (never for control's route: it has no slot cap). */
   slotsScarce (route: Route): boolean {
-    return this.pool.activeConnections(route.instanceId) > this.pool.capacity(route) * this.scarceSlotShare
+    return route.control !== true && this.pool.activeConnections(route.instanceId) > this.pool.capacity(route) * this.scarceSlotShare
   }
 
   /**
    * Check the request against the route table and the connection's SNI. Returns the route, or the
-   * page to answer with.
+   * page to answer with (and whether the Host names control's route: its pages carry HSTS).
    */
-  admit (req: EdgeRequest, hostHeader: string | undefined): { route: Route } | { page: EdgePage } {
+  admit (req: EdgeRequest, hostHeader: string | undefined): { route: Route } | { page: EdgePage, control: boolean } {
     const route = this.routes.lookup(hostHeader ?? '')
-    if (route === undefined) return { page: 'unknown-host' }
+    if (route === undefined) return { page: 'unknown-host', control: false }
+    const control = route.control === true
     // RFC 9110 7.4 / RFC 9113 9.1.2: a request for an authority this connection's certificate was
     // not chosen for gets 421. Here: the SNI must name the same instance as the Host header, so a
     // connection opened for instance A can never carry requests to instance B.
     const sniRoute = this.routes.lookup(connectionServername(req))
-    if (sniRoute === undefined || sniRoute.instanceId !== route.instanceId) return { page: 'misdirected' }
+    if (sniRoute === undefined || sniRoute.instanceId !== route.instanceId) return { page: 'misdirected', control }
     const target = req.url ?? ''
     // RFC 9112 3.2: origin-form (or '*' for OPTIONS). Absolute-form is for forward proxies.
-    if (!target.startsWith('/') && !(target === '*' && req.method === 'OPTIONS')) return { page: 'bad-request' }
+    if (!target.startsWith('/') && !(target === '*' && req.method === 'OPTIONS')) return { page: 'bad-request', control }
+    if (control && route.tunnelIp === '') {
+      if (!this.controlUnconfiguredWarned) {
+        this.controlUnconfiguredWarned = true
+        this.logger.warn({ hostnames: route.hostnames }, 'a request for control\'s names arrived but control\'s address is not configured: set CC_CONTROL_PUBLIC_ORIGIN (e.g. http://control:8080); answering 503')
+      }
+      return { page: 'control-unconfigured', control }
+    }
     return { route }
   }
 
@@ -147,7 +162,10 @@ export class ReverseProxy {
         client: clientIp, proto: 'http/1.1', ...(failure !== undefined ? { error: failure } : {}),
       }, 'request')
     }
-    const refuse = (page: EdgePage, extra: Record<string, string> = {}): void => {
+    let control = false
+    const refuse = (refused: EdgePage, extra: Record<string, string> = {}): void => {
+      const page = control ? controlPage(refused) : refused
+      if (control) extra = { ...extra, 'strict-transport-security': CONTROL_HSTS }
       failure ??= page
       this.errors?.inc(page)
       status = pageStatus(page)
@@ -159,8 +177,9 @@ export class ReverseProxy {
     }
 
     const admitted = this.admit(req, hostHeader)
-    if ('page' in admitted) { refuse(admitted.page); return }
+    if ('page' in admitted) { control = admitted.control; refuse(admitted.page); return }
     const route = admitted.route
+    control = route.control === true
     const grant = this.pool.tryAcquire(route, client)
     if (grant !== 'granted') { refuse(refusalPage(grant), { 'retry-after': this.retryAfter }); return }
     let released = false
@@ -224,6 +243,7 @@ export class ReverseProxy {
       const fields = Object.entries(withoutHopByHop(upstreamRes.headers))
         .flatMap(([k, v]) => Array.isArray(v) ? v.map(x => [k, x] as [string, string]) : [[k, String(v)] as [string, string]])
       fields.push(['connection', 'close'])
+      if (control) fields.push(['strict-transport-security', CONTROL_HSTS])
       socket.write(rawHead(status, upstreamRes.statusMessage ?? '', fields))
       upstreamRes.on('data', (c: Buffer) => { bytesOut += c.length })
       upstreamRes.pipe(socket) // ends the socket after the body (Connection: close)
@@ -254,6 +274,8 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private bytesOut = 0
   private failure: string | undefined
   private route: Route | undefined
+  /** The Host names control's route: HSTS on every answer, control's wording on edge pages. */
+  private control = false
   private slot = false
   private withBody = false
   private headers: Record<string, string | string[]> | undefined
@@ -285,13 +307,14 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     res.once('close', () => { this.closed() })
 
     const admitted = proxy.admit(req, this.hostHeader)
-    if ('page' in admitted) { this.answer(admitted.page); return }
+    if ('page' in admitted) { this.control = admitted.control; this.answer(admitted.page); return }
     const route = this.route = admitted.route
+    this.control = route.control === true
     // `OPTIONS *` asks about the server as a whole (RFC 9110 9.3.7), and the HTTP client cannot
     // send a target that is not a path: the edge answers it (no upstream slot taken).
     if (req.url === '*') {
       this.status = 204
-      res.writeHead(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'x-request-id': this.requestId })
+      res.writeHead(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'x-request-id': this.requestId, ...(this.control ? { 'strict-transport-security': CONTROL_HSTS } : {}) })
       res.end()
       return
     }
@@ -434,6 +457,7 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     this.enter(Phase.Receiving)
     this.status = statusCode
     const responseHeaders = downstreamResponseHeaders(upstreamHeaders)
+    if (this.control) responseHeaders['strict-transport-security'] = CONTROL_HSTS
     try {
       if (req.httpVersionMajor >= 2) (res as http2.Http2ServerResponse).writeHead(statusCode, responseHeaders)
       else (res as http.ServerResponse).writeHead(statusCode, statusMessage ?? '', responseHeaders)
@@ -481,8 +505,10 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   }
 
   /** Answer with one of the edge's own pages (or cut the response if it has begun). */
-  private answer (page: EdgePage, extra: Record<string, string> = {}): void {
+  private answer (refused: EdgePage, extra: Record<string, string> = {}): void {
     const { req, res } = this
+    const page = this.control ? controlPage(refused) : refused
+    if (this.control) extra = { ...extra, 'strict-transport-security': CONTROL_HSTS }
     this.failure ??= page
     this.proxy.errors?.inc(page)
     if (res.headersSent) { this.status = this.status || 502; res.destroy(); return }

@@ -14,6 +14,30 @@ export interface Route {
   hostnames: string[]
   /** Cap on concurrent upstream connections to this instance (the edge default when absent). */
   maxConnections?: number
+  /**
+   * Control's own route (controlRoute): reached over ordinary TCP, not the tunnel, without the
+   * per-instance slot limits, answered with HSTS. `tunnelIp` '' means its origin is not configured.
+   */
+  control?: true
+}
+
+/** The reserved names of the base domain served by control: the dashboard and the API. */
+export const CONTROL_LABELS = ['app', 'api'] as const
+/** Never a valid instance id (proto/rpc ids are [A-Za-z0-9._:-]). */
+export const CONTROL_ROUTE_ID = '#control'
+
+/**
+ * The route of `app.<baseDomain>` and `api.<baseDomain>` to control's API listener at `origin`
+ * (null: not configured; requests get a 503 page).
+ */
+export function controlRoute (baseDomain: string, origin: { host: string, port: number } | null): Route {
+  return {
+    instanceId: CONTROL_ROUTE_ID,
+    tunnelIp: origin?.host ?? '',
+    port: origin?.port ?? 0,
+    hostnames: CONTROL_LABELS.map(label => `${label}.${baseDomain}`),
+    control: true,
+  }
 }
 
 export interface RouteTable {

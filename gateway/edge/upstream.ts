@@ -45,6 +45,8 @@ export const netConnector: UpstreamConnector = {
 
 export interface UpstreamPoolOptions {
   connector: UpstreamConnector
+  /** How control's route (Route.control) is reached (default netConnector: kernel TCP). */
+  controlConnector?: UpstreamConnector
   /** Cap per instance when the route has none (default 256). */
   defaultMaxConnections?: number
   /** Idle keep-alive connections kept per instance (default 32). */
@@ -78,6 +80,7 @@ function upstreamKey (route: Route): string {
 
 export class UpstreamPool {
   private readonly connector: UpstreamConnector
+  private readonly controlConnector: UpstreamConnector
   private readonly defaultMaxConnections: number
   private readonly maxFreeSockets: number
   private readonly freeSocketTimeoutMs: number
@@ -90,6 +93,7 @@ export class UpstreamPool {
 
   constructor (options: UpstreamPoolOptions) {
     this.connector = options.connector
+    this.controlConnector = options.controlConnector ?? netConnector
     this.defaultMaxConnections = options.defaultMaxConnections ?? 256
     this.maxFreeSockets = options.maxFreeSockets ?? 32
     this.freeSocketTimeoutMs = options.freeSocketTimeoutMs ?? 30_000
@@ -117,10 +121,14 @@ export class UpstreamPool {
    */
   tryAcquire (route: Route, client: string): SlotGrant {
     const n = this.active.get(route.instanceId) ?? 0
-    if (n >= this.capacity(route)) return 'instance-full'
     const key = `${route.instanceId}\u0000${client}`
     const mine = this.activeByClient.get(key) ?? 0
-    if (mine >= this.clientCapacity(route)) return 'client-full'
+    // Control's route is counted (close() waits for it) but not capped: control has its own
+    // rate limits, and the per-client connection cap still applies at the listener.
+    if (route.control !== true) {
+      if (n >= this.capacity(route)) return 'instance-full'
+      if (mine >= this.clientCapacity(route)) return 'client-full'
+    }
     this.active.set(route.instanceId, n + 1)
     this.activeByClient.set(key, mine + 1)
     return 'granted'
@@ -165,7 +173,8 @@ export class UpstreamPool {
   private connect (route: Route, callback: (err: Error | null, socket: Duplex | null) => void): void {
     let socket: Duplex
     try {
-      socket = this.connector.createConnection(route, { host: route.tunnelIp, port: route.port })
+      const connector = route.control === true ? this.controlConnector : this.connector
+      socket = connector.createConnection(route, { host: route.tunnelIp, port: route.port })
     } catch (err) {
       callback(err instanceof Error ? err : new Error(String(err)), null)
       return
@@ -192,7 +201,8 @@ export class UpstreamPool {
     if (entry.dispatcher === undefined) {
       const host = net.isIPv6(route.tunnelIp) ? `[${route.tunnelIp}]` : route.tunnelIp
       entry.dispatcher = new Pool(`http://${host}:${route.port}`, {
-        connections: this.capacity(route),
+        // Control's route has no slot cap: undici must not queue its requests behind one either.
+        connections: route.control === true ? null : this.capacity(route),
         pipelining: 1,
         // Idle connections are kept this long, or less when the origin's Keep-Alive says so.
         keepAliveTimeout: this.freeSocketTimeoutMs,
@@ -212,7 +222,7 @@ export class UpstreamPool {
     if (entry.agent === undefined) {
       const agent = new http.Agent({
         keepAlive: true,
-        maxSockets: this.capacity(route),
+        maxSockets: route.control === true ? Infinity : this.capacity(route),
         maxFreeSockets: Math.min(this.maxFreeSockets, this.capacity(route)),
         timeout: this.freeSocketTimeoutMs,
         scheduling: 'lifo', // reuse the warmest connection; idle ones age out

@@ -42,14 +42,16 @@ export interface LoginUser {
 
 export interface LoginResponse {
   access_token: string
-  refresh_token: string
+  /** Absent when the request asked for cookie mode (`X-CC-Session: cookie`): then in the cc_refresh cookie. */
+  refresh_token?: string
   token_type: 'Bearer'
   expires_in: number
   user: LoginUser
 }
 
+/** Browser clients in cookie mode send no body (or `{}`): the token comes from the cc_refresh cookie. */
 export interface RefreshRequest {
-  refresh_token: string
+  refresh_token?: string
 }
 
 /**
@@ -60,12 +62,13 @@ export interface RefreshRequest {
 export interface RefreshResponse {
   access_token: string
   expires_in: number
-  refresh_token: string
+  /** Absent in cookie mode (see LoginResponse). */
+  refresh_token?: string
   token_type: 'Bearer'
 }
 
 export interface LogoutRequest {
-  refresh_token: string
+  refresh_token?: string
 }
 
 export interface ForgotPasswordRequest {

@@ -32,6 +32,12 @@ export const ERROR_STATUS = {
   WEBHOOK_SIGNATURE_INVALID: 400,
   /** Stripe refused or could not be reached. */
   BILLING_PROVIDER_ERROR: 502,
+  /** POST|GET /auth/verify-email: the link's token is past its lifetime (a new one can be requested). */
+  LINK_EXPIRED: 410,
+  /** POST|GET /auth/verify-email: the link's token was already spent. */
+  LINK_ALREADY_USED: 410,
+  /** POST|GET /auth/verify-email: no such token (mistyped, truncated or made up). */
+  LINK_INVALID: 400,
   INTERNAL_ERROR: 500,
   SERVICE_UNAVAILABLE: 503,
 } as const

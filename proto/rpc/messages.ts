@@ -55,6 +55,8 @@ export interface SnapshotGateway {
   publicKey?: string
   /** host:port containers send WireGuard to, when known. */
   endpoint?: string
+  /** Control's CC_BASE_DOMAIN: the edge routes app.<baseDomain> and api.<baseDomain> to control. */
+  baseDomain?: string
 }
 
 /** One WireGuard peer and the hostnames routed to it. */

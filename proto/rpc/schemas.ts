@@ -47,6 +47,7 @@ const snapshotSchema = Joi.object({
     listenPort: Joi.number().integer().min(0).max(65535).required(),
     publicKey: key,
     endpoint: hostPort,
+    baseDomain: hostname,
   }).required(),
   peers: Joi.array().max(MAX_PEERS).items(Joi.object({
     instanceId: id.required(),

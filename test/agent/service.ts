@@ -82,7 +82,7 @@ export interface Service {
   dataDir: string
 }
 
-function serviceEnv (dataDir: string, ports: Partial<ServicePorts>): NodeJS.ProcessEnv {
+function serviceEnv (dataDir: string, ports: Partial<ServicePorts>, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     CC_DATA_DIR: dataDir,
@@ -99,12 +99,12 @@ function serviceEnv (dataDir: string, ports: Partial<ServicePorts>): NodeJS.Proc
     CC_REPORT_INTERVAL: '0.5',
   }
   for (const name of ['DATABASE_URL', 'CC_BASE_DOMAIN', 'CC_PUBLIC_URL', 'CC_GATEWAY_ENDPOINT', 'CC_GATEWAY_PUBLIC_KEY', 'CC_SMTP_URL']) delete env[name]
-  return env
+  return { ...env, ...extra }
 }
 
-/** `cloud-connect start`; resolves once its banner is printed. `env` adds or overrides variables. */
+/** `cloud-connect start`; resolves once its banner is printed. `env` adds settings (Stripe, DNS, CC_PUBLIC_URL). */
 export async function startService (t: Test, dataDir: string, ports: Partial<ServicePorts> = {}, env: NodeJS.ProcessEnv = {}): Promise<Service> {
-  const proc = new Proc('start', ['start'], { ...serviceEnv(dataDir, ports), ...env }, t)
+  const proc = new Proc('start', ['start'], serviceEnv(dataDir, ports, env), t)
   await proc.waitFor(/^ {2}Data /m, 120_000)
   const find = (re: RegExp): RegExpExecArray => {
     const m = re.exec(proc.output)

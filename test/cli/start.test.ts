@@ -10,6 +10,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -204,6 +205,80 @@ t.test('start: prints its facts, serves the API, carries a container\'s HTTPS, s
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'clean exit on SIGTERM')
   t.match(output.text, /"msg":"stopped"/)
+})
+
+/** A TCP port free on loopback right now. */
+async function freePort (): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise<void>(resolve => server.close(() => { resolve() }))
+  return port
+}
+
+/** GET through the edge: TLS to 127.0.0.1 for `hostname`, trusting only `ca`. */
+async function edgeGet (port: number, hostname: string, path: string, ca: string): Promise<{ status: number, headers: http.IncomingHttpHeaders, body: string }> {
+  return await new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port, servername: hostname, path, headers: { host: `${hostname}:${port}` }, ca, timeout: 10_000 }, res => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { body += c })
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, body }) })
+    })
+    req.on('timeout', () => { req.destroy(new Error('timeout')) })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+t.test('start: the dashboard and API names reach control through the edge, with the CA and HSTS', async t => {
+  const dataDir = tempDir(t)
+  const httpsPort = await freePort()
+  const child = spawn(process.execPath, [CLI, 'start'], { cwd: ROOT, env: { ...baseEnv(dataDir), CC_HTTPS_PORT: String(httpsPort) }, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const output = { text: '' }
+  child.stdout!.setEncoding('utf8')
+  child.stdout!.on('data', (chunk: string) => { output.text += chunk })
+  child.stderr!.on('data', (chunk: Buffer) => { output.text += chunk.toString() })
+  const exited = new Promise<number | null>(resolve => { child.on('exit', code => { resolve(code) }) })
+  const banner = await waitForBanner(child, output)
+  t.equal(banner.https, httpsPort)
+  t.match(output.text, new RegExp(`^ {2}Dashboard +https://app\\.localhost:${httpsPort}/$`, 'm'), 'the banner names the dashboard')
+  t.match(output.text, new RegExp(`^ {2}API +https://api\\.localhost:${httpsPort}/v1$`, 'm'), 'and the API through the edge')
+  t.match(output.text, /^ {2}API +http:\/\/127\.0\.0\.1:\d+\/v1 +\(direct/m, 'the direct API line is kept, marked as direct')
+  const ca = readFileSync(banner.ca, 'utf8')
+
+  // The control route comes with the first snapshot: poll briefly.
+  let health: { status: number, headers: http.IncomingHttpHeaders, body: string } | null = null
+  for (let i = 0; i < 40 && health?.status !== 200; i++) {
+    health = await edgeGet(httpsPort, 'app.localhost', '/health', ca).catch(() => null)
+    if (health?.status !== 200) await new Promise(resolve => setTimeout(resolve, 250))
+  }
+  t.equal(health?.status, 200, 'https://app.localhost/health through the edge')
+  t.same(JSON.parse(health?.body ?? '{}'), { status: 'ok', database: 'ok' })
+  t.equal(health?.headers['strict-transport-security'], 'max-age=31536000')
+  const openapi = await edgeGet(httpsPort, 'api.localhost', '/v1/openapi.json', ca)
+  t.equal(openapi.status, 200, 'https://api.localhost/v1/openapi.json through the edge')
+  t.equal(openapi.headers['strict-transport-security'], 'max-age=31536000')
+  t.ok(JSON.parse(openapi.body).openapi, 'the OpenAPI document')
+  const appApi = await edgeGet(httpsPort, 'app.localhost', '/v1/openapi.json', ca)
+  t.equal(appApi.status, 200, 'the API on the dashboard\'s origin too')
+
+  // Mail links point at the dashboard's origin (CC_PUBLIC_URL's default in start).
+  const email = `front-${process.pid}@example.com`
+  const password = 'correct horse battery'
+  const reg = await json(`${banner.api}/v1/auth/register`, 'POST', { name: 'Front Test', email, password, password_confirmation: password, accept_terms: true, accept_privacy: true, accept_marketing: false, erugo_version: '1.0.0' })
+  t.equal(reg.status, 201)
+  let mail = ''
+  for (let i = 0; i < 100 && mail === ''; i++) {
+    const files = existsSync(banner.outbox) ? readdirSync(banner.outbox) : []
+    mail = files.map(f => readFileSync(join(banner.outbox, f), 'utf8')).find(text => text.includes('verify-email?token=')) ?? ''
+    if (mail === '') await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  t.match(mail, new RegExp(`https://app\\.localhost:${httpsPort}/\\S*verify-email\\?token=`), 'the verification link opens the dashboard\'s origin')
+
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'clean exit on SIGTERM')
 })
 
 t.test('start: a bad setting stops it with one line naming the variable', async t => {

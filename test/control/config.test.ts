@@ -84,6 +84,9 @@ t.test('a bad value: one line naming the variable', async t => {
     [{ CC_ARGON2_MEMORY_KIB: '1' }, 'CC_ARGON2_MEMORY_KIB'],
     [{ CC_LOG_LEVEL: 'loud' }, 'CC_LOG_LEVEL'],
     [{ CC_AUTO_MIGRATE: 'perhaps' }, 'CC_AUTO_MIGRATE'],
+    [{ CC_TRUSTED_PROXIES: '127.0.0.1,proxy.local' }, 'CC_TRUSTED_PROXIES'],
+    [{ CC_TRUSTED_PROXIES: '10.0.0.0/33' }, 'CC_TRUSTED_PROXIES'],
+    [{ CC_TRUSTED_PROXIES: '127.0.0.1', CC_TRUST_PROXY_HOPS: '1' }, 'CC_TRUSTED_PROXIES'],
   ]
   for (const [env, name] of cases) {
     try {

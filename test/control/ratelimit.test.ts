@@ -20,6 +20,23 @@ t.test('auth endpoints: per IP', async t => {
   assertError(t, await h.request('POST', '/v1/auth/login', '{bad', { ...ip, 'content-type': 'application/json' }), 'RATE_LIMITED', 'limited before the body is even parsed')
 })
 
+t.test('auth endpoints: refresh and logout are outside the sign-in budget (a dashboard page load is a cookie refresh)', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_AUTH_PER_IP: '3/1', CC_RATE_PER_IP: '100/100' } })
+  const ip = { 'x-test-ip': '203.0.113.9' }
+  await signUp(h, 'reloader@example.com')
+  let refresh = (await h.request('POST', '/v1/auth/login', { email: 'reloader@example.com', password: PASSWORD }, ip)).body.refresh_token as string
+  for (let i = 0; i < 10; i++) {
+    const res = await h.request('POST', '/v1/auth/refresh', { refresh_token: refresh }, ip)
+    t.equal(res.status, 200, `refresh ${i + 1} of 10 from one address`)
+    refresh = res.body.refresh_token
+  }
+  t.equal((await h.request('POST', '/v1/auth/logout', { refresh_token: refresh }, ip)).status, 204, 'logout too')
+  const login = async (): Promise<Awaited<ReturnType<typeof h.request>>> => await h.request('POST', '/v1/auth/login', { email: 'reloader@example.com', password: PASSWORD }, ip)
+  t.equal((await login()).status, 200, 'the sign-in budget is untouched by them: 2 of 3 left')
+  t.equal((await login()).status, 200)
+  assertError(t, await login(), 'RATE_LIMITED', 'and it still holds for sign-in')
+})
+
 t.test('auth endpoints: per account across IPs', async t => {
   const h = await startApp(t, db, { env: { CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: '2/1' } })
   const attempt = async (ip: string, email: string): Promise<number> =>
@@ -165,4 +182,34 @@ t.test('client IP behind trusted proxies', async t => {
   t.equal(clientIp(fake('10.0.0.1', 'spoofed, 1.1.1.1'), 1), '1.1.1.1', 'one proxy: its appended entry')
   t.equal(clientIp(fake('10.0.0.1', 'spoofed, 1.1.1.1, 10.0.0.2'), 2), '1.1.1.1', 'two proxies')
   t.equal(clientIp(fake('10.0.0.1'), 1), '10.0.0.1', 'header missing')
+})
+
+t.test('CC_TRUSTED_PROXIES: a client that is not a trusted peer cannot spoof X-Forwarded-For', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_AUTH_PER_IP: '2/1', CC_TRUSTED_PROXIES: '127.0.0.0/8,::1' } })
+  const forgot = async (peer: string, xff: string): Promise<number> =>
+    (await h.request('POST', '/v1/auth/forgot-password', { email: 'a@example.com' }, { 'x-test-ip': peer, 'x-forwarded-for': xff })).status
+  // A direct client: every request claims another address, all count against its own.
+  t.equal(await forgot('203.0.113.50', '198.51.100.1'), 200)
+  t.equal(await forgot('203.0.113.50', '198.51.100.2'), 200)
+  t.equal(await forgot('203.0.113.50', '198.51.100.3'), 429, 'limited on its socket address, whatever it claims')
+  // Through the trusted proxy (loopback, as the edge in `start`): the forwarded client counts.
+  t.equal(await forgot('127.0.0.1', '198.51.100.1'), 200)
+  t.equal(await forgot('127.0.0.1', '198.51.100.1'), 200)
+  t.equal(await forgot('127.0.0.1', '198.51.100.1'), 429, 'the forwarded client is limited')
+  t.equal(await forgot('127.0.0.1', '198.51.100.9'), 200, 'another client behind the same proxy is not')
+  // A client prepending a fake hop through the proxy: the hop the proxy saw is the client.
+  t.equal(await forgot('127.0.0.1', '198.51.100.9, 198.51.100.1'), 429, 'the rightmost untrusted hop, not the claimed one')
+})
+
+t.test('client IP with CC_TRUSTED_PROXIES: first untrusted hop from the right', async t => {
+  const { parseTrustedProxies } = await import('../../control/trusted-proxies.ts')
+  const trustedProxies = parseTrustedProxies('10.0.0.0/8, ::1, 192.0.2.7')
+  const trust = { trustProxyHops: 0, trustedProxies }
+  const fake = (remoteAddress: string, xff?: string): Request => ({ info: { remoteAddress }, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } }) as unknown as Request
+  t.equal(clientIp(fake('203.0.113.1', '1.1.1.1'), trust), '203.0.113.1', 'an untrusted peer: the header is ignored')
+  t.equal(clientIp(fake('10.1.2.3', 'spoofed, 1.1.1.1'), trust), '1.1.1.1', 'a trusted peer: its entry')
+  t.equal(clientIp(fake('::ffff:10.0.0.1', 'spoofed, 1.1.1.1, 10.0.0.2, 192.0.2.7'), trust), '1.1.1.1', 'trusted hops skipped (IPv4-mapped peer too)')
+  t.equal(clientIp(fake('::1', '10.0.0.9, 10.0.0.2'), trust), '10.0.0.9', 'all trusted: the leftmost')
+  t.equal(clientIp(fake('::1'), trust), '::1', 'header missing')
+  t.equal(clientIp(fake('192.0.2.8', '1.1.1.1'), trust), '192.0.2.8', 'a single address is not a network')
 })

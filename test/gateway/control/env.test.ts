@@ -127,3 +127,16 @@ t.test('a bad edge.limits field in the static config is named by its path', asyn
   raw.edge.limits = { maxConnectionsPerClient: 10, slotShare: 0.5 }
   t.throws(() => validateConfig(raw), { field: 'edge.limits.slotShare', message: /is not allowed/ })
 })
+
+t.test('CC_CONTROL_PUBLIC_ORIGIN: control\'s API listener for app.<base> and api.<base>', async t => {
+  t.equal(loadGatewayEnv({ CC_DATA_DIR: dir }).controlOrigin, null, 'unset: none')
+  t.same(loadGatewayEnv({ CC_DATA_DIR: dir, CC_CONTROL_PUBLIC_ORIGIN: 'http://control:8080' }).controlOrigin, { host: 'control', port: 8080 })
+  t.same(loadGatewayEnv({ CC_DATA_DIR: dir, CC_CONTROL_PUBLIC_ORIGIN: 'http://[::1]:8080/' }).controlOrigin, { host: '::1', port: 8080 })
+  t.same(loadGatewayEnv({ CC_DATA_DIR: dir, CC_CONTROL_PUBLIC_ORIGIN: 'http://10.0.0.5' }).controlOrigin, { host: '10.0.0.5', port: 80 })
+  for (const bad of ['https://control:8080', 'control:8080', 'http://control:8080/v1', 'http://u:p@control:8080', 'http://control:8080/?x=1']) {
+    const err = configError({ CC_DATA_DIR: dir, CC_CONTROL_PUBLIC_ORIGIN: bad })
+    t.equal(err.field, 'CC_CONTROL_PUBLIC_ORIGIN', bad)
+    t.notMatch(err.message, /\n/, 'one line')
+  }
+  t.match(describeGatewayVariables(), /CC_CONTROL_PUBLIC_ORIGIN/, 'listed in --help')
+})
