@@ -4,6 +4,10 @@
  *
  *   POST /upload            -> {"bytes":N,"sha256":"..."} of the request body
  *   GET  /download?bytes=N&seed=S  -> N bytes of keystream(S)
+ *   GET  /download-close?bytes=N&seed=S -> the same as python's http.server sends a file: an
+ *                           HTTP/1.0 response with Content-Length and Connection: close, the
+ *                           body, then FIN right behind the last byte
+ *   GET  /ws (Upgrade: websocket) -> a WebSocket that echoes every message
  *   anything else           -> "hello <method> <url> host=<host> proto=<x-forwarded-proto>"
  */
 import type { Test } from 'tap'
@@ -12,6 +16,7 @@ import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
+import { WebSocketServer } from 'ws'
 
 const CHUNK = 1 << 20
 
@@ -55,6 +60,15 @@ export async function startOrigin (t: Test): Promise<Origin> {
       sha256Of(req).then(r => { res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(r)) }, () => { res.destroy() })
       return
     }
+    if (req.method === 'GET' && url.pathname === '/download-close') {
+      // Written on the socket itself, as an HTTP/1.0 server would: end() sends the FIN at once.
+      const bytes = Number(url.searchParams.get('bytes'))
+      const socket = req.socket
+      socket.on('error', () => {})
+      socket.write(`HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ${bytes}\r\nConnection: close\r\n\r\n`)
+      keystream(url.searchParams.get('seed') ?? '', bytes).pipe(socket)
+      return
+    }
     if (req.method === 'GET' && url.pathname === '/download') {
       const bytes = Number(url.searchParams.get('bytes'))
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(bytes) })
@@ -64,8 +78,19 @@ export async function startOrigin (t: Test): Promise<Origin> {
     req.resume()
     res.writeHead(200, { 'content-type': 'text/plain' }).end(`hello ${req.method ?? ''} ${req.url ?? ''} host=${req.headers.host ?? ''} proto=${String(req.headers['x-forwarded-proto'])}\n`)
   })
+  const wss = new WebSocketServer({ noServer: true })
+  server.on('upgrade', (req, socket, head) => {
+    requests.push(`UPGRADE ${req.url ?? ''}`)
+    socket.on('error', () => {})
+    wss.handleUpgrade(req, socket, head, ws => {
+      ws.on('error', () => {})
+      ws.on('message', (data, isBinary) => { ws.send(data, { binary: isBinary }) })
+    })
+  })
   await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
   t.teardown(async () => {
+    for (const ws of wss.clients) ws.terminate()
+    wss.close()
     server.closeAllConnections()
     await new Promise(resolve => { server.close(resolve) })
   })
