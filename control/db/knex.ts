@@ -106,7 +106,26 @@ function openPrivatePglite (dataDir: string, logger: Logger | undefined): PGlite
   return pglite
 }
 
-/** One round trip; throws when the database is unreachable. */
+/**
+ * One round trip; throws when the database is unreachable. Pooled connections whose backends were
+ * terminated (a database restart, `pg_terminate_backend`) can each fail one query before the pool
+ * learns they are gone and discards them, so a lost connection is retried, at most once per pooled
+ * connection, before the database counts as down. Refused connects and pool timeouts fail at once.
+ */
 export async function ping (db: Db): Promise<void> {
-  await db.raw('select 1')
+  const poolMax = (db.client as { pool?: { max?: number } }).pool?.max ?? 1
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await db.raw('select 1')
+      return
+    } catch (err) {
+      if (attempt >= poolMax || !isLostConnection(err)) throw err
+    }
+  }
+}
+
+function isLostConnection (err: unknown): boolean {
+  const { code, message } = err as { code?: unknown, message?: unknown }
+  // 57P01 admin_shutdown, 57P02 crash_shutdown: the server ended this session.
+  return code === '57P01' || code === '57P02' || (typeof message === 'string' && message.includes('Connection terminated'))
 }

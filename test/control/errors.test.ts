@@ -13,7 +13,8 @@ t.test('framework errors in our shape', async t => {
   h.app.route({ method: 'GET', path: '/v1/test-bug', options: { auth: false }, handler: () => { throw new TypeError('a bug with a secret: hunter2') } })
 
   assertError(t, await h.request('GET', '/v1/no-such-route'), 'NOT_FOUND', 'unknown route')
-  assertError(t, await h.request('GET', '/'), 'NOT_FOUND', 'root')
+  assertError(t, await h.request('GET', '/no-such-page'), 'NOT_FOUND', 'unknown path outside the API')
+  assertError(t, await h.request('GET', '/assets/no-such.js'), 'NOT_FOUND', 'unknown dashboard asset')
   const wrongMethod = await h.request('DELETE', '/v1/auth/login')
   assertError(t, wrongMethod, 'METHOD_NOT_ALLOWED', 'wrong method on a known path')
   t.equal(wrongMethod.headers.allow, 'POST', 'Allow names the methods of the path (RFC 9110 15.5.6)')

@@ -136,6 +136,7 @@ t.test('control + gateway --control on Postgres: the flow, then RPC faults', asy
     await renewHandshake(lab, gwNs, METRICS, peerA)
     await renewHandshake(lab, gwNs, METRICS, peerB)
     await waitForTunnelStatus(apiFrom(nsA), instA.token, 'connected', 5000)
+    await waitForTunnelStatus(apiFrom(nsB), instB.token, 'connected', 5000)
     for (const [token, subdomain] of [[access, 'alpha'], [accessB, 'bravo']]) {
       const listed = await api.ok('GET', '/v1/instances', 200, { token })
       t.match(listed.instances, [{ subdomain, status: 'connected' }], `${subdomain}: connected`)
