@@ -11,18 +11,35 @@ export interface RegisterTunnelRequest {
   public_key: string
 }
 
+/** One gateway as a container's WireGuard peer. */
+export interface TunnelPeer {
+  public_key: string
+  endpoint: string
+  /** The gateway's own tunnel address `/32` only (see WireGuardCredentials.allowed_ips). */
+  allowed_ips: string
+  persistent_keepalive: number
+}
+
+/** A fleet gateway placed for this instance: `primary` first, then `backup`. */
+export interface TunnelFleetPeer extends TunnelPeer {
+  gateway_id: string
+  role: 'primary' | 'backup'
+  region: string | null
+}
+
 export interface TunnelConfig {
   interface: {
-    /** `<tunnel_ip>/32`. */
+    /** `<tunnel_ip>/32`: the same address on every gateway. */
     address: string
   }
-  peer: {
-    public_key: string
-    endpoint: string
-    /** The gateway's own tunnel address `/32` only (see WireGuardCredentials.allowed_ips). */
-    allowed_ips: string
-    persistent_keepalive: number
-  }
+  /** The primary gateway (the spec's field; equal to `peers[0]` without the fleet fields). */
+  peer: TunnelPeer
+  /**
+   * Every gateway placed for the instance, primary first: a container keeps a tunnel to each
+   * (userspace: one WireGuard peer per gateway; wg-quick: one [Peer] per gateway). Absent from
+   * control planes older than the fleet: then `peer` is the only gateway.
+   */
+  peers?: TunnelFleetPeer[]
 }
 
 export interface RegisterTunnelResponse {
@@ -42,6 +59,12 @@ export interface HeartbeatRequest {
 export interface HeartbeatResponse {
   status: 'ok'
   next_heartbeat_in: number
+  /**
+   * The gateways placed for the instance now (as `tunnel_config.peers`): after a gateway is lost
+   * and the instance re-placed, the container adds and removes peers from here without registering
+   * again.
+   */
+  peers?: TunnelFleetPeer[]
 }
 
 export interface DisconnectResponse {

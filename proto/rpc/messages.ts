@@ -2,7 +2,8 @@
  * The control <-> gateway contract: what a gateway asks for (the configuration snapshot), what it
  * tells control about itself (hello) and what it observes (reports). Types and constants only.
  *
- *   gateway -> control  GET  /internal/v1/config?since=VERSION   long-poll: ConfigSnapshot or 204
+ *   gateway -> control  GET  /internal/v1/config?since=VERSION&gateway=ID
+ *                                                                 long-poll: ConfigSnapshot or 204
  *   gateway -> control  POST /internal/v1/hello                   GatewayHello -> HelloReply
  *   gateway -> control  POST /internal/v1/reports                 GatewayReport -> ReportReply
  *   gateway -> control  POST /internal/v1/certificates/{get,put,delete,list,lock,unlock}
@@ -34,6 +35,8 @@ export const DEFAULT_REPORT_INTERVAL_MS = 5_000
 
 // Limits: a message past these is refused rather than processed.
 export const MAX_PEERS = 100_000
+/** Gateways in one fleet. */
+export const MAX_FLEET_GATEWAYS = 256
 export const MAX_HOSTNAMES_PER_PEER = 64
 export const MAX_CERTIFICATES = 200_000
 export const MAX_ID_LENGTH = 128
@@ -81,11 +84,42 @@ export interface SnapshotPeer {
   presharedKey?: string
 }
 
-/** The full desired state; `version` changes whenever the peer set or their hostnames change. */
+/** Another gateway of the fleet, as the relay client reaches it (gateway/edge relay). */
+export interface FleetGateway {
+  /** Its CC_GATEWAY_ID. */
+  id: string
+  /** `https://host:port` of its relay listener. */
+  relayUrl: string
+  /** Lower-case hex SHA-256 of its relay certificate (DER): pinned, and the client certificate it presents. */
+  relayFingerprint: string
+  region?: string | null
+}
+
+/**
+ * A routed instance and the gateways that hold a live session with it (a WireGuard handshake within
+ * the session window), freshest first. Any gateway can serve `hostnames`: directly when it holds a
+ * session itself, else relayed to one of `gateways`.
+ */
+export interface SnapshotRoute {
+  instanceId: string
+  hostnames: string[]
+  gateways: string[]
+}
+
+/**
+ * The full desired state; `version` changes whenever the peer set, their hostnames, the fleet or
+ * the routes change. With `?gateway=ID` control answers for that gateway: its own tunnel address,
+ * only the peers placed on it, and the fleet and routes. Without it (one gateway, old gateways):
+ * every peer, and no fleet or routes.
+ */
 export interface ConfigSnapshot {
   version: number
   gateway: SnapshotGateway
   peers: SnapshotPeer[]
+  /** The fleet's live gateways (fresh reports) with a relay listener, this one included. */
+  fleet?: FleetGateway[]
+  /** Every instance with at least one routed hostname. */
+  routes?: SnapshotRoute[]
 }
 
 /** A gateway introduces itself (at start and after every reconnect). */
@@ -101,6 +135,12 @@ export interface GatewayHello {
   listenPort: number
   /** Software version, for the operator. */
   software?: string
+  /** CC_GATEWAY_REGION: placement prefers a container's own region. */
+  region?: string | null
+  /** `https://host:port` of its relay listener (CC_RELAY_URL, or CC_GATEWAY_ENDPOINT's host and CC_RELAY_PORT); null: none. */
+  relayUrl?: string | null
+  /** Lower-case hex SHA-256 of its relay certificate (DER); null when it has no relay listener. */
+  relayFingerprint?: string | null
 }
 
 export interface HelloReply {

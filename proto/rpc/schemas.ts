@@ -8,7 +8,7 @@
 import Joi from 'joi'
 import { RpcError } from './errors.ts'
 import {
-  MAX_CERTIFICATE_PEM_BYTES, MAX_CERTIFICATES, MAX_HOLDER_LENGTH, MAX_HOSTNAMES_PER_PEER, MAX_ID_LENGTH, MAX_LOCK_TTL_MS, MAX_PEERS,
+  MAX_CERTIFICATE_PEM_BYTES, MAX_CERTIFICATES, MAX_FLEET_GATEWAYS, MAX_HOLDER_LENGTH, MAX_HOSTNAMES_PER_PEER, MAX_ID_LENGTH, MAX_LOCK_TTL_MS, MAX_PEERS,
   MAX_PRIVATE_KEY_PEM_BYTES, MIN_LOCK_TTL_MS,
   type CertificateGetReply, type CertificateLockReply, type CertificateLockRequest, type CertificateNameRequest, type CertificatePutRequest,
   type CertificateUnlockRequest, type ConfigSnapshot, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply,
@@ -40,6 +40,14 @@ const time = Joi.string().isoDate().max(64)
 const count = Joi.number().integer().min(0).max(Number.MAX_SAFE_INTEGER)
 const protocol = Joi.number().integer().min(0).max(0xffff).required()
 
+/** A region name (CC_GATEWAY_REGION, a container's region). */
+const region = Joi.string().max(64).pattern(/^[a-z0-9][a-z0-9._-]*$/).messages({ 'string.pattern.base': '{{#label}} must be lower-case letters, digits and . _ -' })
+/** `https://host:port` with nothing after it. */
+const relayUrl = Joi.string().max(300).uri({ scheme: ['https'] }).pattern(/^https:\/\/(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/)
+  .messages({ 'string.pattern.base': '{{#label}} must be https://host:port' })
+/** Lower-case hex SHA-256. */
+const fingerprint = Joi.string().pattern(/^[0-9a-f]{64}$/).messages({ 'string.pattern.base': '{{#label}} must be a lower-case hex SHA-256' })
+
 const snapshotSchema = Joi.object({
   version: count.required(),
   gateway: Joi.object({
@@ -60,6 +68,17 @@ const snapshotSchema = Joi.object({
     persistentKeepalive: Joi.number().integer().min(0).max(65535),
     presharedKey: key,
   })).required(),
+  fleet: Joi.array().max(MAX_FLEET_GATEWAYS).items(Joi.object({
+    id: id.required(),
+    relayUrl: relayUrl.required(),
+    relayFingerprint: fingerprint.required(),
+    region: region.allow(null),
+  })),
+  routes: Joi.array().max(MAX_PEERS).items(Joi.object({
+    instanceId: id.required(),
+    hostnames: Joi.array().max(MAX_HOSTNAMES_PER_PEER).items(hostname).required(),
+    gateways: Joi.array().max(MAX_FLEET_GATEWAYS).items(id).required(),
+  })),
 })
 
 const helloSchema = Joi.object({
@@ -69,6 +88,9 @@ const helloSchema = Joi.object({
   endpoint: hostPort.allow(null).required(),
   listenPort: Joi.number().integer().min(0).max(65535).required(),
   software: Joi.string().max(100),
+  region: region.allow(null),
+  relayUrl: relayUrl.allow(null),
+  relayFingerprint: fingerprint.allow(null),
 })
 
 const helloReplySchema = Joi.object({
