@@ -138,9 +138,14 @@ export function normalizeError (err: Boom.Boom): NormalizedError {
 /** Methods probed for a 405's Allow header; hapi answers HEAD wherever it has GET. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
-/** The methods routed at `path` (empty: the path is unknown). */
+/** The methods routed at `path` (empty: the path is unknown, or one the router cannot match at all). */
 export function allowedMethods (server: Server, path: string): string[] {
-  return METHODS.filter(method => server.match(method, path) !== null)
+  try {
+    return METHODS.filter(method => server.match(method, path) !== null)
+  } catch {
+    // server.match asserts on paths its router refuses (a bad percent-encoding, invalid UTF-8).
+    return []
+  }
 }
 
 /**
