@@ -16,17 +16,16 @@
  * namespace through a Unix-socket relay (PostgresRelay). Without the URL the test is skipped with
  * the reason (failed under CC_REQUIRE_INTEROP=1), like the lab itself.
  */
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import pg from 'pg'
 import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
 import { writeGeneratedFile } from '../helpers/lab/generator.ts'
 import {
-  ApiClient, connectPeer, createInstance, downloadSha256, gatewayStatus, httpsArgs, httpsCurlExit, httpsFetch, logLine, PostgresRelay, renewHandshake, serviceEnv,
+  ApiClient, connectPeer, createInstance, downloadSha256, freshDatabase, gatewayStatus, httpsArgs, httpsCurlExit, httpsFetch, logLine, PostgresRelay, renewHandshake, serviceEnv,
   signUp, startControl, startGatewayProcess, startOrigin, twoContainerLab, uploadGenerated, waitForHttps, waitForTunnelStatus, wsEcho,
   type ControlProcess, type GatewayProcess,
 } from '../helpers/lab/e2e.ts'
@@ -41,22 +40,6 @@ const METRICS = '127.0.0.1:9091'
 const SECRET = randomBytes(32).toString('base64url')
 const STATUS_WINDOW_S = 10
 const FILE_BYTES = 10_000_000
-
-/** A fresh database on the server of `url`; dropped by the teardown. */
-async function freshDatabase (t: Test, url: string): Promise<string> {
-  const name = `cc_e2e_${process.pid}_${randomBytes(3).toString('hex')}`
-  const admin = new pg.Client({ connectionString: url })
-  await admin.connect()
-  try { await admin.query(`create database ${name}`) } finally { await admin.end() }
-  t.teardown(async () => {
-    const c = new pg.Client({ connectionString: url })
-    await c.connect()
-    try { await c.query(`drop database if exists ${name} with (force)`) } finally { await c.end() }
-  })
-  const u = new URL(url)
-  u.pathname = `/${name}`
-  return u.toString()
-}
 
 t.test('control + gateway --control on Postgres: the flow, then RPC faults', async t => {
   if (!requireLab(t, ['nginx', 'bash', 'sha256sum'])) return

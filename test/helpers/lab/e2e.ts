@@ -11,6 +11,7 @@
  *   const peer = await connectPeer(lab, peerNs, new ApiClient(lab, peerNs, apiFromPeer), inst.token)
  *   await startOrigin(lab, peerNs, filesDir)
  */
+import { randomBytes } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
@@ -19,6 +20,8 @@ import { REPO_ROOT } from './gateway.ts'
 import { StopWaiting, runOk, waitUntil, type ExecResult, type LabProcess } from './process.ts'
 import type { WireguardGo } from './wireguard-go.ts'
 import type { RawOptions, RawResult } from './e2e-tools.ts'
+import pg from 'pg'
+import type { Test } from 'tap'
 
 export type { RawOptions, RawResult } from './e2e-tools.ts'
 
@@ -269,9 +272,9 @@ export function httpsArgs (host: string, port: number, path: string, ca: string,
 export interface Fetched { status: number, body: string, headers: string }
 
 /** One HTTPS request with curl inside `ns` (status, body, response headers). */
-export async function httpsFetch (lab: Lab, ns: string, host: string, port: number, path: string, ca: string, extra: string[] = [], maxTimeS = 30): Promise<Fetched> {
+export async function httpsFetch (lab: Lab, ns: string, host: string, port: number, path: string, ca: string, extra: string[] = [], maxTimeS = 30, address = '127.0.0.1'): Promise<Fetched> {
   // Headers on stdout before the body (-D /dev/stderr crashes this curl inside `ip netns exec`).
-  const r = await lab.curl(ns, ['-sS', '--max-time', String(maxTimeS), '-D', '-', '-w', '\n%{http_code}', ...extra, ...httpsArgs(host, port, path, ca)], { timeoutMs: (maxTimeS + 10) * 1000 })
+  const r = await lab.curl(ns, ['-sS', '--max-time', String(maxTimeS), '-D', '-', '-w', '\n%{http_code}', ...extra, ...httpsArgs(host, port, path, ca, address)], { timeoutMs: (maxTimeS + 10) * 1000 })
   if (r.code !== 0) throw new Error(`curl https://${host}:${port}${path}: exit ${r.code ?? r.signal}: ${r.stderr.slice(-500)}`)
   let rest = r.stdout
   let headers = ''
@@ -429,4 +432,20 @@ export class PostgresRelay {
     for (const s of this.sockets) s.destroy()
     await new Promise<void>(resolve => this.server.close(() => { resolve() }))
   }
+}
+
+/** A fresh database on the server of `url`; dropped by the teardown. */
+export async function freshDatabase (t: Test, url: string): Promise<string> {
+  const name = `cc_e2e_${process.pid}_${randomBytes(3).toString('hex')}`
+  const admin = new pg.Client({ connectionString: url })
+  await admin.connect()
+  try { await admin.query(`create database ${name}`) } finally { await admin.end() }
+  t.teardown(async () => {
+    const c = new pg.Client({ connectionString: url })
+    await c.connect()
+    try { await c.query(`drop database if exists ${name} with (force)`) } finally { await c.end() }
+  })
+  const u = new URL(url)
+  u.pathname = `/${name}`
+  return u.toString()
 }
