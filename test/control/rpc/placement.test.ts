@@ -124,6 +124,13 @@ await eachDatabase(t, async (t, kind) => {
       t.ok(Math.abs((totals.get(id) ?? 0) - 20) <= 1, `${id}: ${totals.get(id)} placements in all`)
     }
 
+    const operator = await newUser(f.h, 'operator')
+    await f.h.services.db('users').where({ id: operator.id }).update({ role: 'admin' })
+    const overview = await f.h.request('GET', '/v1/admin/overview', undefined, bearer(operator.token))
+    t.equal(overview.status, 200, overview.raw)
+    t.same(overview.body.gateways.map((g: { id: string, placed_instances: number, alive: boolean, region: string | null }) => [g.id, g.placed_instances, g.alive, g.region]).sort(),
+      GATEWAYS.map(id => [id, totals.get(id), true, null]), 'the operator overview counts each gateway\'s placements')
+
     const gatewayIps = new Set([await gatewayAddress(f, 'gw-a'), await gatewayAddress(f, 'gw-b'), await gatewayAddress(f, 'gw-c')])
     for (const inst of instances) t.notOk(gatewayIps.has(inst.tunnelIp), `${inst.tunnelIp} is no gateway's`)
     const first = instances[0]
