@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino'
 import {
-  RPC_PROTOCOL_VERSION, RpcError, validateCertificateLock, validateCertificateName, validateCertificatePut, validateCertificateUnlock,
+  MAX_FLEET_GATEWAYS, RPC_PROTOCOL_VERSION, RpcError, validateCertificateLock, validateCertificateName, validateCertificatePut, validateCertificateUnlock,
   validateHello, validateReport,
   type CertificateLockReply, type CertificateLockRequest, type CertificateStorePlane, type CertificateUnlockRequest, type ConfigSnapshot,
   type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type SnapshotGateway, type StoredCertificate,
@@ -191,13 +191,13 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
         .pluck('instance_id') as string[])
       const sessions = await liveSessions(trx)
       const fleetRows = await trx('gateways').where({ alive: true }).whereNotNull('relay_url').whereNotNull('relay_fingerprint')
-        .orderBy('id').select('id', 'relay_url', 'relay_fingerprint', 'region') as Array<{ id: string, relay_url: string, relay_fingerprint: string, region: string | null }>
+        .orderBy('id').limit(MAX_FLEET_GATEWAYS).select('id', 'relay_url', 'relay_fingerprint', 'region') as Array<{ id: string, relay_url: string, relay_fingerprint: string, region: string | null }>
       return {
         version,
         gateway,
         peers: all.filter(p => placed.has(p.instanceId)),
         fleet: fleetRows.map(g => ({ id: g.id, relayUrl: g.relay_url, relayFingerprint: g.relay_fingerprint, region: g.region })),
-        routes: all.map(p => ({ instanceId: p.instanceId, hostnames: p.hostnames, gateways: sessions.get(p.instanceId) ?? [] })),
+        routes: all.map(p => ({ instanceId: p.instanceId, hostnames: p.hostnames, gateways: (sessions.get(p.instanceId) ?? []).slice(0, MAX_FLEET_GATEWAYS) })),
       }
     }, { isolationLevel: 'repeatable read' })
   }

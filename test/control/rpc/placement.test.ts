@@ -287,6 +287,23 @@ await eachDatabase(t, async (t, kind) => {
     t.ok(lapsed.routes?.every(r => r.gateways.length === 0), 'no live session left after the session window')
   })
 
+  t.test('region: a placement for a region prefers its gateways, then the least loaded', async t => {
+    const f = await startFleet(t, kind)
+    for (const id of GATEWAYS) {
+      const key = newPublicKey()
+      f.keys.set(id, key)
+      await f.h.rpc.hello(hello(key, { gatewayId: id, endpoint: `${id}.example.test:51820`, region: id === 'gw-a' ? 'us' : 'eu' }))
+    }
+    const instances = await createInstances(t, f, 4, 'region')
+    const placement = f.h.registry.placement
+    await f.h.services.db('placements').delete()
+    const placed = []
+    for (const inst of instances) placed.push(await placement.place(f.h.services.db, inst.id, 'eu'))
+    t.same(placed.map(p => [p?.primary_gateway, p?.backup_gateway]), [['gw-b', 'gw-c'], ['gw-c', 'gw-b'], ['gw-b', 'gw-c'], ['gw-c', 'gw-b']], 'both in the region while it has two alive')
+    const body = await register(f, instances[0])
+    t.same(body.tunnel_config.peers.map((p: { region: string | null }) => p.region), ['eu', 'eu'], 'peers carry their region')
+  })
+
   t.test('gateway addresses are never handed to instances, even in a small pool', async t => {
     const f = await startFleet(t, kind, { CC_TUNNEL_POOL: '10.9.0.0/29' })
     for (const id of GATEWAYS) await sayHello(f, id)
@@ -299,5 +316,14 @@ await eachDatabase(t, async (t, kind) => {
       else t.equal(res.status, 503, 'the pool is full once the three free hosts are used')
     }
     t.same(got.sort(), ['10.9.0.2', '10.9.0.3', '10.9.0.4'])
+  })
+
+  t.test('gateways saying hello at the same moment get distinct addresses, one of them the first host', async t => {
+    const f = await startFleet(t, kind)
+    const ids = Array.from({ length: 6 }, (_, i) => `gw-${i}`)
+    await Promise.all(ids.map(async id => { await sayHello(f, id) }))
+    const addresses = await Promise.all(ids.map(async id => await gatewayAddress(f, id)))
+    t.equal(new Set(addresses).size, ids.length, `distinct: ${addresses.join(' ')}`)
+    t.same([...addresses].sort(), ['10.100.0.1', '10.100.255.250', '10.100.255.251', '10.100.255.252', '10.100.255.253', '10.100.255.254'].sort(), 'the first host, then from the top down without gaps')
   })
 })
