@@ -17,8 +17,9 @@ CC_AUTO_MIGRATE=0. Without CC_SMTP_URL, mail is written to CC_DATA_DIR/outbox.
 Gateways connect to the internal RPC listener on CC_RPC_HOST:CC_RPC_PORT (default 127.0.0.1:8081)
 with the gateway secret: CC_GATEWAY_SECRET, or the one generated into CC_DATA_DIR/gateway-secret.
 Run a gateway against it with: cloud-connect gateway --control http://HOST:8081 --secret SECRET
-The gateway key and endpoint handed to containers are those of the gateway that said hello last;
-until one has, CC_GATEWAY_PUBLIC_KEY and CC_GATEWAY_ENDPOINT.
+Each instance is placed on two alive gateways (primary and backup; one while only one is alive);
+containers are told both. Until a gateway has said hello, CC_GATEWAY_PUBLIC_KEY and
+CC_GATEWAY_ENDPOINT.
 
 Environment:
 `

@@ -15,6 +15,9 @@ const overview = Joi.object({
     hello_at: S.timestamp.required(),
     last_report_at: nullableTimestamp.required().description('Latest report; null: none since its hello'),
     peer_count: Joi.number().integer().min(0).allow(null).required().description('WireGuard peers in the latest report'),
+    region: Joi.string().allow(null).required().description('CC_GATEWAY_REGION (null: none)'),
+    alive: Joi.boolean().required().description('A hello or report within the alive window (3 report intervals, at least 15 s), as last published'),
+    placed_instances: Joi.number().integer().min(0).required().description('Instances placed on it, as primary or backup'),
   }).label('AdminGateway')).required().description(`Newest hello first, at most ${ADMIN_LIMITS.gateways}`),
   instances: Joi.array().max(ADMIN_LIMITS.instances).items(Joi.object({
     id: Joi.string().required(),

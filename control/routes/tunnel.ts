@@ -11,6 +11,23 @@ import type { InstanceIdentity } from '../services/tunnel.ts'
 import { suspendedReason } from './instances.ts'
 
 const ipv4Cidr = Joi.string().ip({ version: ['ipv4'], cidr: 'required' })
+
+const tunnelPeer = {
+  public_key: Joi.string().required(),
+  endpoint: Joi.string().required(),
+  allowed_ips: ipv4Cidr.required(),
+  persistent_keepalive: Joi.number().integer().required(),
+}
+
+/** One gateway placed for the instance (proto/api/tunnel.ts TunnelFleetPeer). */
+const fleetPeers = Joi.array().items(Joi.object({
+  gateway_id: Joi.string().required().description('The gateway\'s CC_GATEWAY_ID'),
+  role: Joi.string().valid('primary', 'backup').required(),
+  region: Joi.string().allow(null).required().description('CC_GATEWAY_REGION of the gateway, null when it names none'),
+  ...tunnelPeer,
+  allowed_ips: ipv4Cidr.required().description('That gateway\'s own tunnel address /32: the container routes nothing else to it'),
+}).label('TunnelFleetPeer'))
+  .description('Every gateway placed for the instance, primary first, then the backup: keep a WireGuard peer (wg-quick: one [Peer]) for each. Absent when control knows no fleet (configured gateway only)')
 const status = Joi.string().valid('pending', 'connected', 'disconnected', 'suspended')
 
 function identity (request: Request): InstanceIdentity {
@@ -30,7 +47,7 @@ export const tunnelRoutes: Plugin<Services> = {
       options: {
         ...common,
         description: 'Register (or replace) the instance\'s WireGuard public key and get the tunnel configuration',
-        notes: 'peer.allowed_ips is the gateway\'s own /32: the container routes nothing else into the tunnel.',
+        notes: 'peer.allowed_ips is the gateway\'s own /32: the container routes nothing else into the tunnel. peer is the primary gateway; peers lists every gateway placed for the instance (primary, then backup), each with its own address in allowed_ips, while the container keeps its one tunnel address on all of them.',
         plugins: { openapi: { errors: ['KEY_IN_USE'] } },
         validate: { payload: Joi.object({ public_key: Joi.string().max(64).required() }).label('RegisterTunnelRequest') },
         response: {
@@ -39,12 +56,8 @@ export const tunnelRoutes: Plugin<Services> = {
               status: Joi.string().valid('registered').required(),
               tunnel_config: Joi.object({
                 interface: Joi.object({ address: ipv4Cidr.required() }).required(),
-                peer: Joi.object({
-                  public_key: Joi.string().required(),
-                  endpoint: Joi.string().required(),
-                  allowed_ips: ipv4Cidr.required(),
-                  persistent_keepalive: Joi.number().integer().required(),
-                }).required(),
+                peer: Joi.object(tunnelPeer).required().description('The primary gateway (peers[0] without the fleet fields)'),
+                peers: fleetPeers,
               }).required(),
               domains: Joi.object({
                 subdomain: Joi.string().hostname().required(),
@@ -65,18 +78,22 @@ export const tunnelRoutes: Plugin<Services> = {
       options: {
         ...common,
         description: 'The container is alive; call again after next_heartbeat_in seconds',
+        notes: 'peers: the gateways placed for the instance now, as tunnel_config.peers of the registration. After a gateway is lost and the instance re-placed, the container adds and removes peers from here without registering again.',
         // The heartbeat's update is conditional on the token id: it is the revocation check.
         app: { instanceTokenCheck: 'handler' },
         validate: { payload: Joi.object({ timestamp: Joi.string().isoDate().max(64).required() }).label('HeartbeatRequest') },
         response: {
           status: {
-            200: Joi.object({ status: Joi.string().valid('ok').required(), next_heartbeat_in: Joi.number().integer().required() }).label('HeartbeatResponse'),
+            200: Joi.object({ status: Joi.string().valid('ok').required(), next_heartbeat_in: Joi.number().integer().required(), peers: fleetPeers }).label('HeartbeatResponse'),
           },
         },
       },
       async handler (request) {
-        await tunnel.heartbeat(identity(request))
+        const who = identity(request)
+        await tunnel.heartbeat(who)
         const body: HeartbeatResponse = { status: 'ok', next_heartbeat_in: HEARTBEAT_INTERVAL_SECONDS }
+        const peers = await tunnel.placedPeers(who.instanceId)
+        if (peers !== undefined) body.peers = peers
         return body
       },
     })

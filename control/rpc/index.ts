@@ -4,8 +4,9 @@
  * housekeeping job. Used by `cloud-connect control` (listener on) and `cloud-connect start`
  * (listener off: the in-process gateway calls the service directly).
  *
- * The gateway's public key and endpoint handed to containers come from the GatewayRegistry: the
- * newest gateway hello, else configuration. The service also keeps the certificate store gateways
+ * The gateways handed to containers come from the GatewayRegistry: the two an instance is placed
+ * on (rpc/placement.ts), else the newest gateway hello, else configuration. A periodic sweep
+ * (jobs/fleet.ts) keeps placements on alive gateways and publishes which sessions are live. The service also keeps the certificate store gateways
  * share (services/cert-store.ts; its key from CC_CERT_STORE_KEY or generated into the data dir).
  */
 import type { Logger } from 'pino'
@@ -13,10 +14,12 @@ import { createApp, type AppDeps, type ControlApp } from '../app.ts'
 import type { ControlConfig } from '../config.ts'
 import type { Db } from '../db/knex.ts'
 import { migrateLatest } from '../db/migrate.ts'
+import { startFleetSweep } from '../jobs/fleet.ts'
 import { startSweep } from '../jobs/sweep.ts'
 import { openDatabase } from '../server.ts'
 import type { Services } from '../services/index.ts'
 import { CertStoreService, loadCertStoreKey } from '../services/cert-store.ts'
+import { IpamService, TunnelPool } from '../services/ipam.ts'
 import { ConfiguredGateway } from '../services/tunnel.ts'
 import type { RpcConfig } from './config.ts'
 import { GatewayRegistry } from './registry.ts'
@@ -63,8 +66,10 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
     }
     const registry = new GatewayRegistry({
       db,
+      ipam: new IpamService({ pool: new TunnelPool(config.tunnel.pool), quarantineSeconds: config.tunnel.ipQuarantineSeconds, now }),
       fallback: new ConfiguredGateway(config.gateway.publicKey, config.gateway.endpoint),
       configuredEndpoint: config.gateway.endpoint,
+      reportIntervalMs: options.rpc.reportIntervalMs,
       now,
     })
     app = await createApp(config, { db, logger, gateway: registry, ...options.extra })
@@ -90,6 +95,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       logger.info({ url: rpcServer.url }, 'gateway RPC listening')
     }
     const sweep = startSweep({ db, tunnel: services.tunnel, logger: logger.child({ module: 'jobs' }), now })
+    const fleetSweep = startFleetSweep({ rpc, intervalMs: options.rpc.reportIntervalMs, logger: logger.child({ module: 'jobs' }) })
     const started = app
     const listener = rpcServer
     return {
@@ -101,6 +107,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       rpcServer: listener,
       async stop (graceMs = 10_000) {
         sweep.stop()
+        fleetSweep.stop()
         rpc.close()
         if (listener !== null) await listener.close(Math.min(graceMs, 2_000))
         await started.stop({ timeout: graceMs })

@@ -4,7 +4,9 @@
  * by accident. Plain node:http: the long-poll needs nothing more, and a client that goes away ends
  * its wait at once.
  *
- *   GET  /internal/v1/config?since=N  200 ConfigSnapshot | 204 nothing new within the wait
+ *   GET  /internal/v1/config?since=N&gateway=ID
+ *                                     200 ConfigSnapshot | 204 nothing new within the wait; with
+ *                                     gateway=: that gateway's snapshot (service.ts snapshot)
  *   POST /internal/v1/hello           200 HelloReply
  *   POST /internal/v1/reports         200 ReportReply
  *   POST /internal/v1/certificates/{get,put,delete,list,lock,unlock}   the shared certificate store
@@ -17,7 +19,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import {
-  RPC_PATHS, RpcError,
+  MAX_ID_LENGTH, RPC_PATHS, RpcError,
   type CertificateDeleteReply, type CertificateGetReply, type CertificateListReply, type CertificateLockRequest, type CertificateNameRequest,
   type CertificatePutReply, type CertificatePutRequest, type CertificateUnlockReply, type CertificateUnlockRequest, type GatewayHello, type GatewayReport,
 } from '../../proto/rpc/index.ts'
@@ -108,12 +110,13 @@ export class RpcServer {
   async config (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     req.resume()
     const since = parseSince(url.searchParams.get('since'))
+    const gatewayId = parseGatewayId(url.searchParams.get('gateway'))
     // The wait ends early when the gateway hangs up.
     const abort = new AbortController()
     const onClose = (): void => { if (!res.writableFinished) abort.abort() }
     res.once('close', onClose)
     try {
-      const snapshot = await this.#o.service.watch(since, abort.signal)
+      const snapshot = await this.#o.service.watch(since, abort.signal, gatewayId)
       if (res.destroyed) return
       if (snapshot === null) {
         res.writeHead(204, { 'cache-control': 'no-store' }).end()
@@ -192,6 +195,13 @@ function parseSince (value: string | null): number | null {
   if (value === null || value === '') return null
   if (!/^\d{1,15}$/.test(value)) throw new RpcError('VALIDATION_ERROR', 'since must be a configuration version (a non-negative integer)', { field: 'since' })
   return Number(value)
+}
+
+/** A CC_GATEWAY_ID as hello accepts it (proto/rpc/schemas.ts); absent or empty: none. */
+function parseGatewayId (value: string | null): string | undefined {
+  if (value === null || value === '') return undefined
+  if (value.length > MAX_ID_LENGTH || !/^[A-Za-z0-9._:-]+$/.test(value)) throw new RpcError('VALIDATION_ERROR', 'gateway must be a gateway id (A-Z a-z 0-9 . _ : -)', { field: 'gateway' })
+  return value
 }
 
 async function readJson (req: http.IncomingMessage, maxBytes: number): Promise<unknown> {

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino'
 import {
-  RPC_PROTOCOL_VERSION, RpcError, validateCertificateLock, validateCertificateName, validateCertificatePut, validateCertificateUnlock,
+  MAX_FLEET_GATEWAYS, RPC_PROTOCOL_VERSION, RpcError, validateCertificateLock, validateCertificateName, validateCertificatePut, validateCertificateUnlock,
   validateHello, validateReport,
   type CertificateLockReply, type CertificateLockRequest, type CertificateStorePlane, type CertificateUnlockRequest, type ConfigSnapshot,
   type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type SnapshotGateway, type StoredCertificate,
@@ -16,9 +16,12 @@ import type { Db } from '../db/knex.ts'
 import { isDatabaseUnavailable } from '../errors.ts'
 import { CertStoreKeyError, type CertStoreService } from '../services/cert-store.ts'
 import type { IpamService } from '../services/ipam.ts'
-import type { TunnelService } from '../services/tunnel.ts'
-import type { GatewayRegistry } from './registry.ts'
+import { toAddress } from '../services/ipam.ts'
+import { bumpConfigVersion, type TunnelService } from '../services/tunnel.ts'
+import type { SweepResult } from './placement.ts'
+import { withPort, type GatewayRegistry } from './registry.ts'
 import { recordCertificateReports, recordPeerReports } from './reports.ts'
+import { liveSessions, recordSessions } from './sessions.ts'
 import { VersionWatcher } from './watcher.ts'
 
 export interface RpcServiceOptions {
@@ -50,15 +53,22 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
 
   get waitMs (): number { return this.#o.waitMs }
 
-  /** The current configuration: every registered peer with its hostnames. */
-  async snapshot (): Promise<ConfigSnapshot> {
+  /**
+   * The current configuration. Without `gatewayId`: every registered peer with its hostnames (one
+   * gateway, or one older than the fleet). With it: that gateway's own address, only the peers
+   * placed on it, the fleet and the routes (fleetSnapshot). SERVICE_UNAVAILABLE for a gateway that
+   * has not said hello (it says hello and asks again).
+   */
+  async snapshot (gatewayId?: string): Promise<ConfigSnapshot> {
     return await guard(async () => {
+      if (gatewayId !== undefined) return await this.#fleetSnapshot(gatewayId)
       const { version, peers } = await this.#o.tunnel.configSnapshot()
       return { version, gateway: await this.#gatewaySection(), peers }
     })
   }
 
-  async watch (since: number | null, signal?: AbortSignal): Promise<ConfigSnapshot | null> {
+  /** ControlPlane.watch, for gateway `gatewayId` when given (the `gateway=` query). */
+  async watch (since: number | null, signal?: AbortSignal, gatewayId?: string): Promise<ConfigSnapshot | null> {
     if (since !== null) {
       const version = await guard(async () => await this.#o.tunnel.configVersion())
       if (version === since) {
@@ -66,14 +76,25 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
         if (!changed) return null
       }
     }
-    return await this.snapshot()
+    return await this.snapshot(gatewayId)
+  }
+
+  /**
+   * Placement and liveness housekeeping (placement.ts sweep); wakes waiting long-polls when it
+   * changed anything. Runs periodically (startFleetSweep) and from tests with their own clock.
+   */
+  async sweep (): Promise<SweepResult> {
+    const result = await guard(async () => await this.#o.registry.placement.sweep())
+    if (result.version !== null) this.watcher.poke()
+    return result
   }
 
   async hello (message: GatewayHello): Promise<HelloReply> {
     const hello = validateHello(message)
     checkProtocol(hello.protocol)
-    await guard(async () => { await this.#o.registry.record(hello) })
-    this.#o.logger.info({ gatewayId: hello.gatewayId, publicKey: hello.publicKey, endpoint: hello.endpoint, listenPort: hello.listenPort }, 'gateway hello')
+    const address = await guard(async () => await this.#o.registry.record(hello))
+    this.watcher.poke()
+    this.#o.logger.info({ gatewayId: hello.gatewayId, publicKey: hello.publicKey, endpoint: hello.endpoint, listenPort: hello.listenPort, region: hello.region, relayUrl: hello.relayUrl, address: formatIPv4(address) }, 'gateway hello')
     return {
       protocol: RPC_PROTOCOL_VERSION,
       gatewayId: hello.gatewayId,
@@ -86,12 +107,20 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
     const report = validateReport(message)
     checkProtocol(report.protocol)
     const now = this.#o.now()
-    return await guard(async () => {
+    const reply = await guard(async () => {
       const peers = await recordPeerReports(this.#o.db, report.peers, now)
       const certificates = await recordCertificateReports(this.#o.db, report.gatewayId, report.certificates, now)
-      await this.#o.registry.noteReport(report.gatewayId, report.peers.length)
-      return { peers, certificates }
+      const changed = await this.#o.db.transaction(async trx => {
+        await this.#o.registry.noteReport(report.gatewayId, report.peers.length, trx)
+        const freshSince = new Date(now.getTime() - this.#o.tunnel.statusWindowSeconds * 1000)
+        const live = await recordSessions(trx, report.gatewayId, report.peers, now, freshSince)
+        if (live) await bumpConfigVersion(trx)
+        return live
+      })
+      return { reply: { peers, certificates }, changed }
     })
+    if (reply.changed) this.watcher.poke()
+    return reply.reply
   }
 
   async getCertificate (name: string): Promise<StoredCertificate | null> {
@@ -141,6 +170,36 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
   /** Ends every pending watch (they answer "nothing new"). */
   close (): void {
     this.watcher.close()
+  }
+
+  /** One repeatable-read transaction: the version describes exactly what is read. */
+  async #fleetSnapshot (gatewayId: string): Promise<ConfigSnapshot> {
+    return await this.#o.db.transaction(async trx => {
+      const version = await this.#o.tunnel.configVersion(trx)
+      const row = await this.#o.registry.find(trx, gatewayId)
+      if (row === undefined || row.tunnel_address === null) throw new RpcError('SERVICE_UNAVAILABLE', `no hello from gateway ${gatewayId} yet: say hello first`, { gatewayId })
+      const gateway: SnapshotGateway = {
+        address: formatIPv4(toAddress(row.tunnel_address)),
+        listenPort: row.listen_port,
+        publicKey: row.public_key,
+        endpoint: row.endpoint ?? withPort(this.#o.registry.configuredEndpoint, row.listen_port),
+      }
+      if (this.#o.baseDomain !== undefined) gateway.baseDomain = this.#o.baseDomain
+      const all = await this.#o.tunnel.listPeers(trx)
+      const placed = new Set(await trx('placements')
+        .where({ primary_gateway: gatewayId }).orWhere({ backup_gateway: gatewayId })
+        .pluck('instance_id') as string[])
+      const sessions = await liveSessions(trx)
+      const fleetRows = await trx('gateways').where({ alive: true }).whereNotNull('relay_url').whereNotNull('relay_fingerprint')
+        .orderBy('id').limit(MAX_FLEET_GATEWAYS).select('id', 'relay_url', 'relay_fingerprint', 'region') as Array<{ id: string, relay_url: string, relay_fingerprint: string, region: string | null }>
+      return {
+        version,
+        gateway,
+        peers: all.filter(p => placed.has(p.instanceId)),
+        fleet: fleetRows.map(g => ({ id: g.id, relayUrl: g.relay_url, relayFingerprint: g.relay_fingerprint, region: g.region })),
+        routes: all.map(p => ({ instanceId: p.instanceId, hostnames: p.hostnames, gateways: (sessions.get(p.instanceId) ?? []).slice(0, MAX_FLEET_GATEWAYS) })),
+      }
+    }, { isolationLevel: 'repeatable read' })
   }
 
   async #gatewaySection (): Promise<SnapshotGateway> {

@@ -16,6 +16,7 @@
  */
 import type { Knex } from 'knex'
 import type { CreateInstanceResponse, InstanceDetails, InstanceSummary, UpdateInstanceResponse } from '../../proto/api/instances.ts'
+import type { TunnelFleetPeer } from '../../proto/api/tunnel.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { Db, Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
@@ -155,6 +156,7 @@ export class InstanceService {
     const token = await this.#o.tokens.signInstance(id, userId)
     const now = this.#o.now()
     let address: number
+    let primary: TunnelFleetPeer | undefined
     try {
       address = await this.#o.db.transaction(async trx => {
         // Serialises this user's creates: the count below cannot go stale before commit.
@@ -168,6 +170,7 @@ export class InstanceService {
         await trx('instances').insert({ id, user_id: userId, name, subdomain, token_jti: token.jti, tunnel_state: 'pending', created_at: now, updated_at: now })
         const leased = await this.#o.ipam.allocate(trx, id)
         await bumpConfigVersion(trx)
+        primary = (await this.#o.gateway.placedPeers?.(trx, id))?.[0]
         return leased
       })
     } catch (err) {
@@ -189,10 +192,10 @@ export class InstanceService {
       credentials: {
         instance_token: token.token,
         wireguard: {
-          server_public_key: gateway.publicKey,
-          server_endpoint: gateway.endpoint,
+          server_public_key: primary?.public_key ?? gateway.publicKey,
+          server_endpoint: primary?.endpoint ?? gateway.endpoint,
           client_ip: `${tunnelIp}/32`,
-          allowed_ips: this.#o.tunnel.allowedIps,
+          allowed_ips: primary?.allowed_ips ?? this.#o.tunnel.allowedIps,
         },
       },
     }

@@ -1,7 +1,9 @@
 /**
  * Tunnel address management. Every instance holds one IPv4 address from the pool (CC_TUNNEL_POOL,
- * default 10.100.0.0/16): never the network or broadcast address, never the first host, which is
- * the gateway's own tunnel address.
+ * default 10.100.0.0/16): never the network or broadcast address, never a gateway's address. The
+ * first gateway has the pool's first host (so do existing containers' AllowedIPs); later gateways
+ * take addresses from the top of the pool downward (allocateGateway), held in tunnel_ips rows with
+ * `gateway_id`, which instance allocation never claims.
  *
  * Allocation is race-free without a global lock:
  *   1. Never-used addresses first, in order, from a database sequence (nextval never hands the same
@@ -127,7 +129,7 @@ export class IpamService {
       select g.a as address
         from generate_series(?::bigint, ?::bigint) as g(a)
         left join tunnel_ips t on t.address = g.a
-       where t.address is null or (t.instance_id is null and (t.released_at is null or t.released_at <= ?))
+       where t.address is null or (t.instance_id is null and t.gateway_id is null and (t.released_at is null or t.released_at <= ?))
        order by t.released_at nulls first, g.a
        limit ?`, [this.pool.firstAllocatable, this.pool.lastAllocatable, cutoff, spread ? FALLBACK_BATCH : 1])
     const rows = result.rows as Array<{ address: string | number }>
@@ -141,8 +143,63 @@ export class IpamService {
       insert into tunnel_ips (address, instance_id, assigned_at, released_at) values (?, ?, ?, null)
       on conflict (address) do update
          set instance_id = excluded.instance_id, assigned_at = excluded.assigned_at, released_at = null
-       where tunnel_ips.instance_id is null and (tunnel_ips.released_at is null or tunnel_ips.released_at <= ?)
+       where tunnel_ips.instance_id is null and tunnel_ips.gateway_id is null and (tunnel_ips.released_at is null or tunnel_ips.released_at <= ?)
       returning address`, [address, instanceId, now, cutoff])
     return (result.rows as unknown[]).length === 1
+  }
+
+  /**
+   * The tunnel address of gateway `gatewayId` (a `gateways` row): the one it has, else the pool's
+   * first host when no gateway holds it, else the highest free address out of quarantine. Safe
+   * against concurrent hellos (unique indexes decide; the loser takes the next candidate).
+   */
+  async allocateGateway (db: Queryable, gatewayId: string): Promise<number> {
+    const now = this.#now()
+    const cutoff = new Date(now.getTime() - this.#quarantineMs)
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const held = await db('gateways').where({ id: gatewayId }).first('tunnel_address') as { tunnel_address: string | number | null } | undefined
+      if (held === undefined) throw new Error(`gateway ${gatewayId} is not recorded`)
+      if (held.tunnel_address !== null) return toAddress(held.tunnel_address)
+      try {
+        const firstTaken = await db('gateways').where({ tunnel_address: this.pool.gatewayAddress }).first('id')
+        if (firstTaken === undefined) {
+          await db('gateways').where({ id: gatewayId }).whereNull('tunnel_address').update({ tunnel_address: this.pool.gatewayAddress })
+          continue
+        }
+        const candidate = await this.#highestFree(db, cutoff)
+        if (candidate === undefined) break
+        const claimed = await db.raw(`
+          insert into tunnel_ips (address, gateway_id, assigned_at, released_at) values (?, ?, ?, null)
+          on conflict (address) do update
+             set gateway_id = excluded.gateway_id, assigned_at = excluded.assigned_at, released_at = null
+           where tunnel_ips.instance_id is null and tunnel_ips.gateway_id is null and (tunnel_ips.released_at is null or tunnel_ips.released_at <= ?)
+          returning address`, [candidate, gatewayId, now, cutoff])
+        if ((claimed.rows as unknown[]).length === 1) {
+          await db('gateways').where({ id: gatewayId }).whereNull('tunnel_address').update({ tunnel_address: candidate })
+        }
+      } catch (err) {
+        // Another hello took the same address first (or this gateway's own concurrent hello did).
+        if ((err as { code?: unknown }).code !== '23505') throw err
+      }
+    }
+    throw new Error('no tunnel address is free for a gateway')
+  }
+
+  /** Gateway addresses (every gateway that has one), for checks and the operator. */
+  async gatewayAddresses (db: Queryable): Promise<Map<string, number>> {
+    const rows = await db('gateways').whereNotNull('tunnel_address').select('id', 'tunnel_address') as Array<{ id: string, tunnel_address: string | number }>
+    return new Map(rows.map(r => [r.id, toAddress(r.tunnel_address)]))
+  }
+
+  async #highestFree (db: Queryable, cutoff: Date): Promise<number | undefined> {
+    const result = await db.raw(`
+      select g.a as address
+        from generate_series(?::bigint, ?::bigint, -1) as g(a)
+        left join tunnel_ips t on t.address = g.a
+       where t.address is null or (t.instance_id is null and t.gateway_id is null and (t.released_at is null or t.released_at <= ?))
+       order by g.a desc
+       limit 1`, [this.pool.lastAllocatable, this.pool.firstAllocatable, cutoff])
+    const rows = result.rows as Array<{ address: string | number }>
+    return rows.length === 0 ? undefined : toAddress(rows[0].address)
   }
 }

@@ -8,7 +8,7 @@
  */
 import type { Knex } from 'knex'
 import type { InstanceStatus, SuspendedReason } from '../../proto/api/instances.ts'
-import { PERSISTENT_KEEPALIVE_SECONDS, type DomainStatus, type RegisterTunnelResponse, type TunnelStatusResponse } from '../../proto/api/tunnel.ts'
+import { PERSISTENT_KEEPALIVE_SECONDS, type DomainStatus, type RegisterTunnelResponse, type TunnelFleetPeer, type TunnelPeer, type TunnelStatusResponse } from '../../proto/api/tunnel.ts'
 import { decodeKey, generatePrivateKey, x25519Backend } from '../../proto/noise/keys.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { Db, Queryable } from '../db/knex.ts'
@@ -30,6 +30,12 @@ export interface GatewayEndpoint {
  */
 export interface GatewayInfo {
   current (): Promise<GatewayEndpoint>
+  /**
+   * Fleet-aware sources (control/rpc GatewayRegistry): the gateways the instance is placed on,
+   * primary first, placing it when it has none yet; [] when no gateway is alive to place it on.
+   * Without this method (configuration only) there is one gateway and no `peers` list.
+   */
+  placedPeers? (db: Queryable, instanceId: string): Promise<TunnelFleetPeer[]>
 }
 
 export class ConfiguredGateway implements GatewayInfo {
@@ -247,7 +253,7 @@ export class TunnelService {
     const gateway = await this.#o.gateway.current()
     validatePeerKey(publicKey, gateway.publicKey)
     const now = this.#o.now()
-    let row: { subdomain: string, address: string | number }
+    let row: { subdomain: string, address: string | number, peers: TunnelFleetPeer[] | undefined }
     try {
       row = await this.#o.db.transaction(async trx => {
         const current = await trx('instances').where({ id: who.instanceId, token_jti: who.jti }).forUpdate().first('public_key', 'subdomain', 'suspended_at') as { public_key: string | null, subdomain: string, suspended_at: Date | null } | undefined
@@ -256,6 +262,8 @@ export class TunnelService {
         if (current.suspended_at !== null) {
           throw apiError('SUBSCRIPTION_REQUIRED', 'This instance is suspended: it is over your plan\'s instance limit. Upgrade the plan or delete another instance', { reason: 'instance_suspended' })
         }
+        const peers = await this.#o.gateway.placedPeers?.(trx, who.instanceId)
+        for (const peer of peers ?? []) if (peer.public_key === publicKey) throw invalidKey('is the gateway\'s own key')
         if (current.public_key !== publicKey) {
           const holder = await trx('instances').where({ public_key: publicKey }).first('id')
           if (holder !== undefined) throw keyInUse()
@@ -272,26 +280,35 @@ export class TunnelService {
         if (current.public_key !== publicKey) await bumpConfigVersion(trx)
         const address = await this.#o.ipam.addressOf(trx, who.instanceId)
         if (address === undefined) throw new Error(`instance ${who.instanceId} has no tunnel address`)
-        return { subdomain: current.subdomain, address }
+        return { subdomain: current.subdomain, address, peers }
       })
     } catch (err) {
       if (isUniqueViolation(err, 'instances_public_key_unique')) throw keyInUse()
       throw err
     }
     const custom = (await this.#o.customDomains.domainsOf(this.#o.db, [who.instanceId])).get(who.instanceId) ?? []
+    const primary = row.peers?.[0]
+    const peer: TunnelPeer = primary === undefined
+      ? { public_key: gateway.publicKey, endpoint: gateway.endpoint, allowed_ips: this.allowedIps, persistent_keepalive: PERSISTENT_KEEPALIVE_SECONDS }
+      : { public_key: primary.public_key, endpoint: primary.endpoint, allowed_ips: primary.allowed_ips, persistent_keepalive: primary.persistent_keepalive }
     return {
       status: 'registered',
       tunnel_config: {
         interface: { address: `${formatIPv4(toAddress(row.address))}/32` },
-        peer: {
-          public_key: gateway.publicKey,
-          endpoint: gateway.endpoint,
-          allowed_ips: this.allowedIps,
-          persistent_keepalive: PERSISTENT_KEEPALIVE_SECONDS,
-        },
+        peer,
+        ...(row.peers !== undefined && row.peers.length > 0 ? { peers: row.peers } : {}),
       },
       domains: { subdomain: this.fullDomain(row.subdomain), custom_domains: custom.filter(d => d.routed).map(d => d.domain) },
     }
+  }
+
+  /**
+   * The gateways the instance is placed on now, primary first (the heartbeat's `peers`); undefined
+   * without a fleet-aware gateway source or while no gateway is alive.
+   */
+  async placedPeers (instanceId: string): Promise<TunnelFleetPeer[] | undefined> {
+    const peers = await this.#o.gateway.placedPeers?.(this.#o.db, instanceId)
+    return peers === undefined || peers.length === 0 ? undefined : peers
   }
 
   /**

@@ -28,6 +28,12 @@ export interface AdminGateway {
   last_report_at: string | null
   /** Peers in the latest report (null: none yet). */
   peer_count: number | null
+  /** CC_GATEWAY_REGION (null: none). */
+  region: string | null
+  /** Alive as control last published it (a hello or report within the alive window). */
+  alive: boolean
+  /** Instances placed on it, as primary or backup. */
+  placed_instances: number
 }
 
 export interface AdminInstance {

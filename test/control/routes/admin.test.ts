@@ -86,7 +86,7 @@ await forEachDatabase(t, async (t, db) => {
 
     await db('gateways').insert({ id: 'gw-1', public_key: 'k', endpoint: 'connect.example.test:51820', listen_port: 51820, protocol: 1, software: 'test', hello_at: now })
     const { GatewayRegistry } = await import('../../../control/rpc/registry.ts')
-    const registry = new GatewayRegistry({ db, fallback: h.services.gateway, configuredEndpoint: 'connect.example.test:51820', now: b.clock.now })
+    const registry = new GatewayRegistry({ db, ipam: h.services.ipam, fallback: h.services.gateway, configuredEndpoint: 'connect.example.test:51820', now: b.clock.now })
     await registry.noteReport('gw-1', 3)
     const day = 24 * 3600_000
     await db('certificate_states').insert([

@@ -7,6 +7,7 @@ import { GatewayRegistry } from '../../../control/rpc/registry.ts'
 import { RpcServer } from '../../../control/rpc/server.ts'
 import { RpcService } from '../../../control/rpc/service.ts'
 import type { CertStoreService } from '../../../control/services/cert-store.ts'
+import { IpamService, TunnelPool } from '../../../control/services/ipam.ts'
 import { ConfiguredGateway } from '../../../control/services/tunnel.ts'
 import { RPC_PROTOCOL_VERSION, type GatewayHello, type GatewayReport, type PeerReport } from '../../../proto/rpc/index.ts'
 import { startApp, type TestApp } from '../harness.ts'
@@ -41,6 +42,8 @@ export async function startRpc (t: Test, db: Db, options: RpcHarnessOptions = {}
   const configuredKey = options.configuredKey === undefined ? GATEWAY_KEY : options.configuredKey
   const registry = new GatewayRegistry({
     db,
+    ipam: new IpamService({ pool: new TunnelPool(options.env?.CC_TUNNEL_POOL ?? '10.100.0.0/16'), quarantineSeconds: 86_400, now }),
+    reportIntervalMs: 5_000,
     fallback: new ConfiguredGateway(configuredKey ?? undefined, GATEWAY_ENDPOINT),
     configuredEndpoint: GATEWAY_ENDPOINT,
     now,
