@@ -77,7 +77,7 @@ export const webRoutes: Plugin<Services> = {
       server.route({
         method: 'GET',
         path,
-        options: { auth: false, description: 'Dashboard page (the shell; the browser renders the page)', tags: ['web'], plugins: { openapi: { hidden: true } } },
+        options: { auth: false, app: { rateLimit: 'static' }, description: 'Dashboard page (the shell; the browser renders the page)', tags: ['web'], plugins: { openapi: { hidden: true } } },
         handler: (_request, h) => h.file(SHELL, { confine: WEB_DIR, etagMethod: false })
           .type('text/html; charset=utf-8')
           .header('cache-control', 'no-store'),
@@ -87,7 +87,7 @@ export const webRoutes: Plugin<Services> = {
     server.route({
       method: 'GET',
       path: '/assets/{file*}',
-      options: { auth: false, description: 'Dashboard scripts and styles', tags: ['web'], plugins: { openapi: { hidden: true } } },
+      options: { auth: false, app: { rateLimit: 'static' }, description: 'Dashboard scripts and styles', tags: ['web'], plugins: { openapi: { hidden: true } } },
       handler (request, h) {
         const file = assets.get(request.params.file as string)
         if (file === undefined) throw apiError('NOT_FOUND', 'Resource not found')
