@@ -140,8 +140,8 @@ export async function originRequest (w: World, method: string, path: string, hea
   })
 }
 
-/** The service, its Stripe stand-in and DNS server, and a browser; all stopped by t.teardown. */
-export async function startDashboard (t: Test): Promise<World> {
+/** The service, its Stripe stand-in and DNS server, and a browser; all stopped by t.teardown. `extra`: more settings. */
+export async function startDashboard (t: Test, extra: NodeJS.ProcessEnv = {}): Promise<World> {
   const dir = tempDir(t, 'cc-web-')
   const stripe = await StripeFake.start(t)
   const dns = await TinyDns.start(t)
@@ -156,6 +156,7 @@ export async function startDashboard (t: Test): Promise<World> {
     // Every full page load spends one /v1/auth request (the cookie refresh) and all of the tests'
     // browsing comes from one address: the default 20/10 would throttle the tests, not a person.
     CC_RATE_AUTH_PER_IP: '200/100',
+    ...extra,
   }
   const service = await startService(t, join(dir, 'service'), ports, env)
   const browser = await launchBrowser(t, { ca: service.ca })
