@@ -72,6 +72,18 @@ export const webRoutes: Plugin<Services> = {
     const assets = listAssets()
     // Runs after the errors plugin has shaped a failure, so its fresh response gets the headers too.
     server.ext('onPreResponse', withSecurityHeaders, { sandbox: 'plugin', after: ['cc-errors'] })
+    // A browser opening a mistyped dashboard address gets the shell (which says "Page not found"
+    // in words) with a 404, not the API's JSON; API clients and /v1 keep the JSON error.
+    server.ext('onPreResponse', (request, h) => {
+      const response = request.response
+      if (!Boom.isBoom(response) || response.output.statusCode !== 404 || (request.route.method as string) !== '_special') return h.continue
+      if (request.method !== 'get' || request.path === '/v1' || request.path.startsWith('/v1/') || request.path.startsWith('/assets/')) return h.continue
+      const accept = request.headers.accept
+      if (typeof accept !== 'string' || !/\btext\/html\b/i.test(accept)) return h.continue
+      const page = h.file(SHELL, { confine: WEB_DIR, etagMethod: false }).type('text/html; charset=utf-8').header('cache-control', 'no-store').code(404)
+      for (const [name, value] of Object.entries(SECURITY_HEADERS)) page.header(name, value)
+      return page
+    }, { before: ['cc-errors'] })
 
     for (const path of PAGE_PATHS) {
       server.route({

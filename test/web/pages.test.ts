@@ -249,7 +249,7 @@ if (requireBrowser(t)) {
     for (const c of [here.context, there.context, again.context]) await c.close()
   })
 
-  t.test('instance settings: rename and move, the heading and public URL follow; a missing instance says so', async t => {
+  t.test('instance settings: rename and move, the heading and public URL follow; a missing instance and a mistyped address say so', async t => {
     const email = fresh('settings')
     const token = await verifiedAccount(t, w, email)
     const created = await json(`${w.service.api}/instances`, 'POST', { name: 'Before', subdomain: `before-${process.pid}` }, token)
@@ -271,6 +271,10 @@ if (requireBrowser(t)) {
     await page.goto(`${w.base}/instances/inst_doesnotexist0000000000`)
     await heading(t, page, 'Instance not found')
     t.match(await page.getByRole('alert').first().innerText(), /does not exist/, 'in words')
+    const typo = await page.goto(`${w.base}/no/such/page`)
+    t.equal(typo?.status(), 404, 'a mistyped address answers 404')
+    await heading(t, page, 'Page not found')
+    await assertAccessible(t, page, 'page not found')
     await context.close()
   })
 
