@@ -41,8 +41,8 @@ declare module '@hapi/hapi' {
     verifiedEmail?: boolean
     /** Refuse accounts without the admin role (403 FORBIDDEN). */
     adminOnly?: boolean
-    /** Which rate limit applies; default: per token when authenticated, else per IP. */
-    rateLimit?: 'auth' | 'default'
+    /** Which rate limit applies; default: per token when authenticated, else per IP. 'static': the dashboard's files. */
+    rateLimit?: 'auth' | 'default' | 'static'
     /** Instance routes: 'handler' when the handler itself checks the token is current (see above). */
     instanceTokenCheck?: 'lookup' | 'handler'
   }

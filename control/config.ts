@@ -50,6 +50,8 @@ export interface ControlConfig {
     authFailuresPerIp: RateLimitRule
     perToken: RateLimitRule
     perIp: RateLimitRule
+    /** The dashboard's page shells and files, per client address (a page load asks for a dozen). */
+    staticPerIp: RateLimitRule
   }
   /** Number of reverse proxies in front of us whose X-Forwarded-For we believe. */
   trustProxyHops: number
@@ -155,6 +157,7 @@ const VARIABLES = {
   CC_RATE_AUTH_FAILURES_PER_IP: rule.default('20/10'),
   CC_RATE_PER_TOKEN: rule.default('120/120'),
   CC_RATE_PER_IP: rule.default('300/300'),
+  CC_RATE_STATIC_PER_IP: rule.default('2000/1000'),
   CC_TRUST_PROXY_HOPS: Joi.number().integer().min(0).max(10).default(0),
   CC_TRUSTED_PROXIES: Joi.string().max(4096),
   CC_MAX_BODY_BYTES: positiveInt.max(64 * 1024 * 1024).default(1024 * 1024),
@@ -190,7 +193,7 @@ type Raw = { [K in keyof typeof VARIABLES]: unknown }
 
 const RATE_VARIABLES = [
   'CC_RATE_AUTH_PER_IP', 'CC_RATE_LOGIN_FAILURES_PER_ADDRESS', 'CC_RATE_LOGIN_FAILURES_PER_ACCOUNT', 'CC_RATE_MAIL_PER_ACCOUNT',
-  'CC_RATE_AUTH_FAILURES_PER_IP', 'CC_RATE_PER_TOKEN', 'CC_RATE_PER_IP',
+  'CC_RATE_AUTH_FAILURES_PER_IP', 'CC_RATE_PER_TOKEN', 'CC_RATE_PER_IP', 'CC_RATE_STATIC_PER_IP',
 ] as const
 
 /** Variables that no longer exist: refused, so a deployment does not silently lose a setting. */
@@ -289,6 +292,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
       authFailuresPerIp: parseRule(v.CC_RATE_AUTH_FAILURES_PER_IP as string),
       perToken: parseRule(v.CC_RATE_PER_TOKEN as string),
       perIp: parseRule(v.CC_RATE_PER_IP as string),
+      staticPerIp: parseRule(v.CC_RATE_STATIC_PER_IP as string),
     },
     trustProxyHops: v.CC_TRUST_PROXY_HOPS as number,
     trustedProxies,

@@ -11,6 +11,8 @@
  *   its address's failures.
  * - Routes that send mail to the account in the body (`app.accountLimit: 'mail'`): per account,
  *   one bucket per route, so sign-in failures or sign-up attempts never hold back a password reset.
+ * - The dashboard's page shells and files (`app.rateLimit: 'static'`): their own, larger per-address
+ *   bucket, so loading pages never spends the API's (a page load asks for a dozen files).
  * - Every other route: per bearer (user or instance) once its token is verified; per address when
  *   it carries no token or needs none. A request whose bearer fails (401) is counted against its
  *   address, and an address over that limit is refused before its token is looked at.
@@ -82,8 +84,11 @@ export const rateLimitPlugin: Plugin<Services> = {
     server.ext('onPreAuth', (request, h) => {
       const ip = clientIp(request, services.config)
       request.app.clientIp = ip
-      if (request.route.settings.app?.rateLimit === 'auth') {
+      const kind = request.route.settings.app?.rateLimit
+      if (kind === 'auth') {
         enforce([`auth-ip:${ip}`, limits.authPerIp])
+      } else if (kind === 'static') {
+        enforce([`static-ip:${ip}`, limits.staticPerIp])
       } else if (request.headers.authorization === undefined || (request.route.settings.auth as unknown) === false) {
         enforce([`ip:${ip}`, limits.perIp])
       } else {
@@ -97,7 +102,7 @@ export const rateLimitPlugin: Plugin<Services> = {
     })
 
     server.ext('onPostAuth', (request, h) => {
-      if (request.route.settings.app?.rateLimit === 'auth') return h.continue
+      if (request.route.settings.app?.rateLimit === 'auth' || request.route.settings.app?.rateLimit === 'static') return h.continue
       // The bearer's identity: a user now; instance strategies put their id in credentials.app.
       const subject = request.auth.credentials?.user?.id ?? (request.auth.credentials?.app as { id?: string } | undefined)?.id
       if (subject !== undefined) enforce([`token:${subject}`, limits.perToken])

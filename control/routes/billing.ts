@@ -4,6 +4,7 @@ import { Joi } from '../schemas.ts'
 import type { CheckoutRequest, PortalRequest } from '../../proto/api/billing.ts'
 import * as S from '../schemas.ts'
 import type { Services } from '../services/index.ts'
+import { plansBody } from '../services/plans.ts'
 
 const tags = ['billing']
 
@@ -13,6 +14,11 @@ const checkoutResponse = Joi.object({
   poll_interval: Joi.number().integer().min(1).required(),
 }).label('CheckoutResponse')
 
+const planLimits = {
+  instances: Joi.number().integer().min(0).required().description('Instances the plan allows'),
+  custom_domains_per_instance: Joi.number().integer().min(0).required().description('Custom domains the plan allows on each instance; 0: none'),
+}
+
 const subscriptionResponse = Joi.object({
   status: S.subscriptionStatus.required(),
   plan: S.subscriptionPlan.required(),
@@ -20,7 +26,17 @@ const subscriptionResponse = Joi.object({
   current_period_end: S.timestamp.allow(null).required(),
   cancel_at_period_end: Joi.boolean().required(),
   payment_method: Joi.object({ brand: Joi.string().required(), last4: Joi.string().required() }).allow(null).required(),
+  limits: Joi.object(planLimits).required().label('PlanLimits').description('What `plan` allows (an addition to the spec\'s body)'),
+  usage: Joi.object({
+    instances: Joi.number().integer().min(0).required().description('The account\'s instances, suspended ones included (what limits.instances counts)'),
+    custom_domains: Joi.number().integer().min(0).required().description('Custom domains across all instances, pending verification included'),
+    custom_domains_max_per_instance: Joi.number().integer().min(0).required().description('The most custom domains any one instance has (what limits.custom_domains_per_instance counts)'),
+  }).required().label('PlanUsage').description('What the account holds now, counted as the limits count it (an addition to the spec\'s body)'),
 }).label('Subscription')
+
+const plansResponse = Joi.object({
+  plans: Joi.array().items(Joi.object({ plan: S.subscriptionPlan.required(), ...planLimits }).label('Plan')).required().description('Every plan, cheapest first'),
+}).label('Plans')
 
 /** Stripe events are small; a cap well above them keeps a flood of junk cheap. */
 const WEBHOOK_MAX_BYTES = 512 * 1024
@@ -51,12 +67,26 @@ export const billingRoutes: Plugin<Services> = {
       method: 'GET',
       path: '/billing/subscription',
       options: {
-        description: 'The plan in force and its subscription (the free plan when there is none)',
+        description: 'The plan in force and its subscription (the free plan when there is none), with its limits and the account\'s usage',
         tags,
         response: { status: { 200: subscriptionResponse } },
       },
       async handler (request) {
         return await billing.subscription(request.auth.credentials.user!.id)
+      },
+    })
+
+    server.route({
+      method: 'GET',
+      path: '/billing/plans',
+      options: {
+        description: 'Every plan and its limits (spec "Subscription Plans"), cheapest first',
+        notes: 'The limits the server enforces: creating an instance or custom domain beyond them answers 403 LIMIT_EXCEEDED (or SUBSCRIPTION_REQUIRED for custom domains on a plan without any).',
+        tags,
+        response: { status: { 200: plansResponse } },
+      },
+      handler () {
+        return plansBody()
       },
     })
 

@@ -72,12 +72,24 @@ export const webRoutes: Plugin<Services> = {
     const assets = listAssets()
     // Runs after the errors plugin has shaped a failure, so its fresh response gets the headers too.
     server.ext('onPreResponse', withSecurityHeaders, { sandbox: 'plugin', after: ['cc-errors'] })
+    // A browser opening a mistyped dashboard address gets the shell (which says "Page not found"
+    // in words) with a 404, not the API's JSON; API clients and /v1 keep the JSON error.
+    server.ext('onPreResponse', (request, h) => {
+      const response = request.response
+      if (!Boom.isBoom(response) || response.output.statusCode !== 404 || (request.route.method as string) !== '_special') return h.continue
+      if (request.method !== 'get' || request.path === '/v1' || request.path.startsWith('/v1/') || request.path.startsWith('/assets/')) return h.continue
+      const accept = request.headers.accept
+      if (typeof accept !== 'string' || !/\btext\/html\b/i.test(accept)) return h.continue
+      const page = h.file(SHELL, { confine: WEB_DIR, etagMethod: false }).type('text/html; charset=utf-8').header('cache-control', 'no-store').code(404)
+      for (const [name, value] of Object.entries(SECURITY_HEADERS)) page.header(name, value)
+      return page
+    }, { before: ['cc-errors'] })
 
     for (const path of PAGE_PATHS) {
       server.route({
         method: 'GET',
         path,
-        options: { auth: false, description: 'Dashboard page (the shell; the browser renders the page)', tags: ['web'], plugins: { openapi: { hidden: true } } },
+        options: { auth: false, app: { rateLimit: 'static' }, description: 'Dashboard page (the shell; the browser renders the page)', tags: ['web'], plugins: { openapi: { hidden: true } } },
         handler: (_request, h) => h.file(SHELL, { confine: WEB_DIR, etagMethod: false })
           .type('text/html; charset=utf-8')
           .header('cache-control', 'no-store'),
@@ -87,7 +99,7 @@ export const webRoutes: Plugin<Services> = {
     server.route({
       method: 'GET',
       path: '/assets/{file*}',
-      options: { auth: false, description: 'Dashboard scripts and styles', tags: ['web'], plugins: { openapi: { hidden: true } } },
+      options: { auth: false, app: { rateLimit: 'static' }, description: 'Dashboard scripts and styles', tags: ['web'], plugins: { openapi: { hidden: true } } },
       handler (request, h) {
         const file = assets.get(request.params.file as string)
         if (file === undefined) throw apiError('NOT_FOUND', 'Resource not found')

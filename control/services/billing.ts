@@ -20,7 +20,7 @@ import type { Db, Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { isoSeconds } from '../time.ts'
 import type { MailMessage } from './mail.ts'
-import { type PlanService, type Subscription, type SubscriptionSource } from './plans.ts'
+import { limitsBody, planUsage, type PlanService, type Subscription, type SubscriptionSource } from './plans.ts'
 import type { PaymentMethodCard, StripeClient, StripeSubscription } from './stripe-client.ts'
 import { bumpConfigVersion } from './tunnel.ts'
 
@@ -279,9 +279,10 @@ export class BillingService {
     return entitlementOf(await subscriptionRows(db, userId), this.#o.now(), this.#o.config.pastDueGraceSeconds)
   }
 
-  /** GET /billing/subscription: the plan in force, Free when there is none (also without Stripe). */
+  /** GET /billing/subscription: the plan in force, Free when there is none (also without Stripe), its limits and usage. */
   async subscription (userId: string): Promise<SubscriptionResponse> {
     const { plan, status, row } = await this.entitlement(userId)
+    const usage = await planUsage(this.#o.db, userId)
     return {
       status,
       plan,
@@ -289,6 +290,8 @@ export class BillingService {
       current_period_end: row?.current_period_end == null ? null : isoSeconds(row.current_period_end),
       cancel_at_period_end: row?.cancel_at_period_end ?? false,
       payment_method: row?.payment_method_brand == null || row.payment_method_last4 == null ? null : { brand: row.payment_method_brand, last4: row.payment_method_last4 },
+      limits: limitsBody(plan),
+      usage,
     }
   }
 

@@ -3,6 +3,7 @@
  * from a SubscriptionSource; until billing lands every account is on Free with status `none`.
  * Billing replaces the source, nothing else changes.
  */
+import type { PlanLimitsBody, PlansResponse, PlanUsage } from '../../proto/api/billing.ts'
 import type { SubscriptionPlan, SubscriptionStatus } from '../../proto/api/user.ts'
 import type { Queryable } from '../db/knex.ts'
 
@@ -16,6 +17,28 @@ export const PLAN_LIMITS: Record<SubscriptionPlan, PlanLimits> = {
   free: { instances: 1, customDomainsPerInstance: 0 },
   pro: { instances: 3, customDomainsPerInstance: 1 },
   business: { instances: 10, customDomainsPerInstance: 5 },
+}
+
+/** A plan's limits as the API publishes them. */
+export function limitsBody (plan: SubscriptionPlan): PlanLimitsBody {
+  return { instances: PLAN_LIMITS[plan].instances, custom_domains_per_instance: PLAN_LIMITS[plan].customDomainsPerInstance }
+}
+
+/** GET /billing/plans: the table above, cheapest first. */
+export function plansBody (): PlansResponse {
+  return { plans: (['free', 'pro', 'business'] as const).map(plan => ({ plan, ...limitsBody(plan) })) }
+}
+
+/** What `userId` holds, counted the way instance and domain creation count it against the limits. */
+export async function planUsage (db: Queryable, userId: string): Promise<PlanUsage> {
+  const instances = await db('instances').where({ user_id: userId }).count('* as n').first() as { n: string | number }
+  const domains = await db('custom_domains').where({ user_id: userId }).groupBy('instance_id').select('instance_id').count('* as n') as Array<{ n: string | number }>
+  const counts = domains.map(row => Number(row.n))
+  return {
+    instances: Number(instances.n),
+    custom_domains: counts.reduce((sum, n) => sum + n, 0),
+    custom_domains_max_per_instance: counts.reduce((max, n) => Math.max(max, n), 0),
+  }
 }
 
 export interface Subscription {

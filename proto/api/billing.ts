@@ -22,6 +22,22 @@ export interface PaymentMethodSummary {
   last4: string
 }
 
+/** What a plan allows (spec "Subscription Plans"). */
+export interface PlanLimitsBody {
+  instances: number
+  /** 0: the plan has no custom domains. */
+  custom_domains_per_instance: number
+}
+
+/** What the account holds now, counted as the limits count it (suspended ones included). */
+export interface PlanUsage {
+  instances: number
+  /** Across all of the account's instances, pending verification included. */
+  custom_domains: number
+  /** The most any one instance has (the per-instance limit applies to this). */
+  custom_domains_max_per_instance: number
+}
+
 export interface SubscriptionResponse {
   /** `none` on the Free plan (never subscribed). */
   status: SubscriptionStatus
@@ -31,6 +47,14 @@ export interface SubscriptionResponse {
   current_period_end: string | null
   cancel_at_period_end: boolean
   payment_method: PaymentMethodSummary | null
+  /** Additions to the spec's body: the limits of `plan` and what the account uses of them. */
+  limits: PlanLimitsBody
+  usage: PlanUsage
+}
+
+/** GET /billing/plans: every plan and its limits, cheapest first. */
+export interface PlansResponse {
+  plans: Array<{ plan: SubscriptionPlan } & PlanLimitsBody>
 }
 
 export interface PortalRequest {

@@ -82,7 +82,8 @@ export interface Service {
   dataDir: string
 }
 
-function serviceEnv (dataDir: string, ports: Partial<ServicePorts>, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+/** The environment `cloud-connect start` gets from these helpers (also for CLI commands on its data). */
+export function serviceEnv (dataDir: string, ports: Partial<ServicePorts>, extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     CC_DATA_DIR: dataDir,

@@ -113,6 +113,7 @@ export function testConfig (t: Test, env: Record<string, string> = {}): ControlC
     CC_RATE_AUTH_FAILURES_PER_IP: '100000/100000',
     CC_RATE_PER_TOKEN: '100000/100000',
     CC_RATE_PER_IP: '100000/100000',
+    CC_RATE_STATIC_PER_IP: '100000/100000',
     CC_LOG_LEVEL: 'silent',
     ...env,
   })

@@ -47,3 +47,21 @@ t.test('the documented instance states include suspended, with its reason', asyn
   t.ok(status.required.includes('suspended_reason'))
   t.same([...status.properties.domains.properties.subdomain.properties.status.enum].sort(), ['active', 'pending', 'suspended'])
 })
+
+t.test('the subscription documents its limits and usage; the plans route its table', async t => {
+  const db = await openTestDatabase(t, 'pglite')
+  const h = await startApp(t, db)
+  const doc = (await h.request('GET', '/v1/openapi.json')).body
+  const deref = (schema: { $ref?: string }): any => schema.$ref !== undefined ? doc.components.schemas[schema.$ref.split('/').pop()!] : schema // eslint-disable-line @typescript-eslint/no-explicit-any
+  const sub = deref(doc.paths['/v1/billing/subscription'].get.responses['200'].content['application/json'].schema)
+  t.ok(sub.required.includes('limits') && sub.required.includes('usage'), `Subscription requires limits and usage: ${String(sub.required)}`)
+  t.same(deref(sub.properties.limits).required.sort(), ['custom_domains_per_instance', 'instances'])
+  t.same(deref(sub.properties.usage).required.sort(), ['custom_domains', 'custom_domains_max_per_instance', 'instances'])
+  t.ok(deref(sub.properties.usage).properties.instances.description, 'usage.instances says what it counts')
+  const plans = doc.paths['/v1/billing/plans'].get
+  t.same(plans.security, [{ bearer: [] }])
+  const body = deref(plans.responses['200'].content['application/json'].schema)
+  const item = deref(body.properties.plans.items)
+  t.same(item.required.sort(), ['custom_domains_per_instance', 'instances', 'plan'])
+  t.same([...item.properties.plan.enum].sort(), ['business', 'free', 'pro'])
+})

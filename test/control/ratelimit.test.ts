@@ -176,6 +176,23 @@ t.test('authenticated routes: per token; unauthenticated: per IP', async t => {
   assertError(t, await h.request('GET', '/health', undefined, ip), 'RATE_LIMITED', 'per IP without a token')
 })
 
+t.test('dashboard pages and files: their own per-address bucket, so page loads never spend the API\'s', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_PER_IP: '3/1', CC_RATE_STATIC_PER_IP: '30/1' } })
+  const ip = { 'x-test-ip': '203.0.113.40' }
+  // Ten page loads' worth of shells and files (a real load asks for a dozen files).
+  for (let i = 0; i < 10; i++) {
+    t.equal((await h.request('GET', '/sign-in', undefined, ip)).status, 200, `shell ${i + 1}`)
+    t.equal((await h.request('GET', '/assets/app.js', undefined, ip)).status, 200, `file ${i + 1}`)
+  }
+  for (let i = 0; i < 3; i++) t.equal((await h.request('GET', '/health', undefined, ip)).status, 200, `API request ${i + 1} of 3 still allowed`)
+  assertError(t, await h.request('GET', '/health', undefined, ip), 'RATE_LIMITED', 'the API\'s per-address limit is its own')
+  for (let i = 0; i < 10; i++) t.equal((await h.request('GET', '/assets/app.css', undefined, ip)).status, 200, `file ${i + 11}, with the API bucket empty`)
+  const limited = await h.request('GET', '/assets/app.js', undefined, ip)
+  assertError(t, limited, 'RATE_LIMITED', 'past CC_RATE_STATIC_PER_IP')
+  t.ok(Number(limited.headers['retry-after']) > 0, 'with Retry-After')
+  t.equal((await h.request('GET', '/assets/app.js', undefined, { 'x-test-ip': '203.0.113.41' })).status, 200, 'another address is unaffected')
+})
+
 t.test('client IP behind trusted proxies', async t => {
   const fake = (remoteAddress: string, xff?: string): Request => ({ info: { remoteAddress }, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } }) as unknown as Request
   t.equal(clientIp(fake('10.0.0.1', '1.1.1.1'), 0), '10.0.0.1', 'no trusted proxy: the header is ignored')

@@ -12,7 +12,7 @@ import { launchBrowser, type TestBrowser } from '../helpers/browser.ts'
 import { TinyDns } from '../helpers/dns-server.ts'
 import { StripeFake } from '../helpers/stripe-fake.ts'
 import { freePort } from '../helpers/ports.ts'
-import { delay, startService, tempDir, type Service } from '../agent/service.ts'
+import { delay, Proc, serviceEnv, startService, tempDir, type Service, type ServicePorts } from '../agent/service.ts'
 
 /** Through the edge (`https://app.localhost:<https port>`), or control's own listener (a secure context too). */
 export const THROUGH_EDGE = true
@@ -32,6 +32,9 @@ export interface World {
   stripe: StripeFake
   dns: TinyDns
   dir: string
+  /** What `start` was given, for a restart on the same data and ports. */
+  ports: Partial<ServicePorts>
+  env: NodeJS.ProcessEnv
 }
 
 /** The newest mail to `email` carrying a `<base>/<page>?token=` link not seen before; the link. */
@@ -137,14 +140,14 @@ export async function originRequest (w: World, method: string, path: string, hea
   })
 }
 
-/** The service, its Stripe stand-in and DNS server, and a browser; all stopped by t.teardown. */
-export async function startDashboard (t: Test): Promise<World> {
+/** The service, its Stripe stand-in and DNS server, and a browser; all stopped by t.teardown. `extra`: more settings. */
+export async function startDashboard (t: Test, extra: NodeJS.ProcessEnv = {}): Promise<World> {
   const dir = tempDir(t, 'cc-web-')
   const stripe = await StripeFake.start(t)
   const dns = await TinyDns.start(t)
   const ports = { api: await freePort(), https: await freePort() }
   const base = THROUGH_EDGE ? `https://app.localhost:${ports.https}` : `http://localhost:${ports.api}`
-  const service = await startService(t, join(dir, 'service'), ports, {
+  const env: NodeJS.ProcessEnv = {
     ...stripe.env(),
     CC_PUBLIC_URL: base,
     CC_DNS_RESOLVERS: dns.server,
@@ -153,7 +156,24 @@ export async function startDashboard (t: Test): Promise<World> {
     // Every full page load spends one /v1/auth request (the cookie refresh) and all of the tests'
     // browsing comes from one address: the default 20/10 would throttle the tests, not a person.
     CC_RATE_AUTH_PER_IP: '200/100',
-  })
+    ...extra,
+  }
+  const service = await startService(t, join(dir, 'service'), ports, env)
   const browser = await launchBrowser(t, { ca: service.ca })
-  return { service, base, browser, stripe, dns, dir, mails: new Set() }
+  return { service, base, browser, stripe, dns, dir, mails: new Set(), ports, env }
+}
+
+/**
+ * `cloud-connect <args>` on the service's data while the service is stopped (the embedded
+ * database serves one process at a time), then `start` again on the same data and ports: the
+ * browser's cookies and trusted CA stay valid. Returns the command's output; fails on a non-zero exit.
+ */
+export async function withServiceStopped (t: Test, w: World, args: string[]): Promise<string> {
+  const stopped = await w.service.proc.stop()
+  if (stopped !== 0) throw new Error(`start exited ${String(stopped)} on SIGTERM:\n${w.service.proc.output.slice(-2000)}`)
+  const cli = new Proc(args.join(' '), args, serviceEnv(w.service.dataDir, w.ports, w.env), t)
+  const code = await Promise.race([cli.exited, delay(60_000).then(() => 'timeout')])
+  if (code !== 0) throw new Error(`cloud-connect ${args.join(' ')}: exit ${String(code)}:\n${cli.output}`)
+  w.service = await startService(t, w.service.dataDir, w.ports, w.env)
+  return cli.output
 }

@@ -86,9 +86,13 @@ function renderPage (controller, route, params) {
   renderNav()
   clear(main)
   const ctx = { main, params, signal: controller.signal, navigate, loadUser }
-  const focusHeading = () => {
+  const focusHeading = ({ unlessMoved = false } = {}) => {
     const heading = main.querySelector('h1')
     document.title = heading ? `${heading.textContent} - Erugo Cloud` : 'Erugo Cloud'
+    // Once loaded, only if focus was lost (its element replaced): someone who started tabbing
+    // while the page loaded keeps their place.
+    const active = document.activeElement
+    if (unlessMoved && active !== null && active !== document.body) return
     if (heading && session.focusOnRender) {
       heading.tabIndex = -1
       heading.focus({ preventScroll: true })
@@ -98,7 +102,7 @@ function renderPage (controller, route, params) {
     if (controller.signal.aborted) return
     main.append(h('p', { role: 'alert', class: 'alert alert-shown' }, `This page could not be shown: ${err?.message ?? err}`))
   }).finally(() => {
-    if (!controller.signal.aborted) focusHeading()
+    if (!controller.signal.aborted) focusHeading({ unlessMoved: true })
   })
   // The heading exists synchronously on every page; set the title and focus right away too.
   focusHeading()

@@ -4,7 +4,9 @@
  */
 import t from 'tap'
 import { assertError, bearer, forEachDatabase, signUp, startApp } from '../harness.ts'
+import { TinyDns } from '../../helpers/dns-server.ts'
 import { deliver, newUser, startBillingApp, subscribe, subscriptionOf } from './billing-fixtures.ts'
+import { createInstance } from './tunnel-fixtures.ts'
 
 const PUBLIC_URL = 'https://api.example.test' // testConfig's CC_PUBLIC_URL
 
@@ -22,7 +24,16 @@ await forEachDatabase(t, async (t, db) => {
     assertError(t, hook, 'BILLING_NOT_CONFIGURED', 'webhook')
     const sub = await h.request('GET', '/v1/billing/subscription', undefined, auth)
     t.equal(sub.status, 200)
-    t.same(sub.body, { status: 'none', plan: 'free', current_period_start: null, current_period_end: null, cancel_at_period_end: false, payment_method: null })
+    t.same(sub.body, {
+      status: 'none',
+      plan: 'free',
+      current_period_start: null,
+      current_period_end: null,
+      cancel_at_period_end: false,
+      payment_method: null,
+      limits: { instances: 1, custom_domains_per_instance: 0 },
+      usage: { instances: 0, custom_domains: 0, custom_domains_max_per_instance: 0 },
+    })
     t.match(login.user, { subscription_status: 'none', subscription_plan: 'free' }, 'login reports Free')
   })
 
@@ -105,9 +116,79 @@ await forEachDatabase(t, async (t, db) => {
       current_period_end: new Date((start + 30 * 86400) * 1000).toISOString().replace('.000', ''),
       cancel_at_period_end: false,
       payment_method: { brand: 'visa', last4: '4242' },
+      limits: { instances: 10, custom_domains_per_instance: 5 },
+      usage: { instances: 0, custom_domains: 0, custom_domains_max_per_instance: 0 },
     })
     const profile = await b.h.request('GET', '/v1/user', undefined, bearer(user.token))
     t.match(profile.body, { subscription_status: 'active', subscription_plan: 'business' }, 'GET /user reports the real subscription')
+  })
+
+  t.test('plans: the spec\'s table, as the server enforces it', async t => {
+    const b = await startBillingApp(t, db)
+    assertError(t, await b.h.request('GET', '/v1/billing/plans'), 'UNAUTHORIZED', 'without a token')
+    const user = await newUser(b.h, 'plans')
+    const res = await b.h.request('GET', '/v1/billing/plans', undefined, bearer(user.token))
+    t.equal(res.status, 200)
+    t.same(res.body, {
+      plans: [
+        { plan: 'free', instances: 1, custom_domains_per_instance: 0 },
+        { plan: 'pro', instances: 3, custom_domains_per_instance: 1 },
+        { plan: 'business', instances: 10, custom_domains_per_instance: 5 },
+      ],
+    })
+  })
+
+  t.test('subscription: limits and usage count what instance and domain creation count', async t => {
+    const dns = await TinyDns.start(t)
+    const b = await startBillingApp(t, db, { env: { CC_DNS_RESOLVERS: dns.server, CC_DNS_TIMEOUT_MS: '300', CC_DNS_TRIES: '1' } })
+    const user = await newUser(b.h, 'usage')
+    const other = await newUser(b.h, 'usage-other')
+    const plans = (await b.h.request('GET', '/v1/billing/plans', undefined, bearer(user.token))).body.plans as Array<{ plan: string, instances: number, custom_domains_per_instance: number }>
+    const published = (plan: string): { instances: number, custom_domains_per_instance: number } => {
+      const { instances, custom_domains_per_instance: perInstance } = plans.find(p => p.plan === plan)!
+      return { instances, custom_domains_per_instance: perInstance }
+    }
+    const tag = `u${process.pid}x${Date.now() % 100000}`
+    let made = 0
+    const create = async (token: string) => await createInstance(b.h, token, `${tag}-${++made}`)
+
+    let sub = await subscriptionOf(b, user.token)
+    t.same(sub.limits, published('free'), 'Free: the published limits')
+    t.same(sub.usage, { instances: 0, custom_domains: 0, custom_domains_max_per_instance: 0 })
+    const first = await create(user.token)
+    t.equal(first.status, 201)
+    t.equal((await create(other.token)).status, 201, 'another account\'s instance')
+    sub = await subscriptionOf(b, user.token)
+    t.same(sub.usage, { instances: 1, custom_domains: 0, custom_domains_max_per_instance: 0 }, 'one instance; the other account\'s is not counted')
+    const refused = await create(user.token)
+    assertError(t, refused, 'LIMIT_EXCEEDED', `instance ${sub.usage.instances + 1} on Free`)
+    t.equal(refused.body.error.details.limit, sub.limits.instances, 'refused exactly at limits.instances')
+
+    await subscribe(t, b, user.token, 'business')
+    sub = await subscriptionOf(b, user.token)
+    t.same(sub.limits, published('business'), 'Business: the published limits')
+    const ids = [first.body.instance.id as string]
+    while (sub.usage.instances < sub.limits.instances && made < 20) {
+      const res = await create(user.token)
+      t.equal(res.status, 201, `instance ${sub.usage.instances + 1} of ${sub.limits.instances}`)
+      ids.push(res.body.instance.id)
+      sub = await subscriptionOf(b, user.token)
+    }
+    t.equal(sub.usage.instances, 10, 'usage counts every instance')
+    assertError(t, await create(user.token), 'LIMIT_EXCEEDED', 'one past limits.instances')
+
+    const addDomain = async (instanceId: string, n: number) => await b.h.request('POST', `/v1/instances/${instanceId}/domains`, { domain: `d${n}.${tag}.example.com` }, bearer(user.token))
+    let domains = 0
+    while (sub.usage.custom_domains_max_per_instance < sub.limits.custom_domains_per_instance && domains < 10) {
+      t.equal((await addDomain(ids[0], ++domains)).status, 201, `domain ${domains} on the first instance`)
+      sub = await subscriptionOf(b, user.token)
+    }
+    t.equal(sub.usage.custom_domains_max_per_instance, 5)
+    assertError(t, await addDomain(ids[0], ++domains), 'LIMIT_EXCEEDED', 'one past limits.custom_domains_per_instance')
+    t.equal((await addDomain(ids[1], ++domains)).status, 201, 'a domain on the second instance')
+    sub = await subscriptionOf(b, user.token)
+    t.same(sub.usage, { instances: 10, custom_domains: 6, custom_domains_max_per_instance: 5 }, 'domains counted across instances and per instance')
+    t.same((await subscriptionOf(b, other.token)).usage, { instances: 1, custom_domains: 0, custom_domains_max_per_instance: 0 }, 'the other account\'s usage is its own')
   })
 
   t.test('portal: return_url only from the allow-list', async t => {

@@ -147,4 +147,19 @@ await forEachDatabase(t, async (t, db) => {
     assertError(t, await h.request('GET', '/nope'), 'NOT_FOUND')
     assertError(t, await h.request('GET', '/instances/a/b'), 'NOT_FOUND')
   })
+
+  t.test('unknown path opened by a browser (Accept: text/html): the shell with 404, strict headers; the API keeps JSON', async t => {
+    const browser = { accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8' }
+    for (const url of ['/nope', '/instances/a/b', '/sign-in/extra', '/typo?x=<script>']) {
+      const res = await h.request('GET', url, undefined, browser)
+      t.equal(res.status, 404, `${url}: 404`)
+      t.match(res.headers['content-type'], /^text\/html; charset=utf-8/, `${url}: HTML`)
+      t.equal(res.raw, SHELL, `${url}: the shell (it says "Page not found")`)
+      t.equal(res.headers['cache-control'], 'no-store', `${url}: not stored`)
+      assertSecurityHeaders(t, res, url)
+    }
+    for (const url of ['/v1/nope', '/v1', '/assets/nope.js']) assertError(t, await h.request('GET', url, undefined, browser), 'NOT_FOUND', `${url}: JSON even for a browser`)
+    assertError(t, await h.request('POST', '/nope', {}, browser), 'NOT_FOUND', 'POST: JSON')
+    assertError(t, await h.request('GET', '/nope', undefined, { accept: 'application/json' }), 'NOT_FOUND', 'an API client: JSON')
+  })
 })

@@ -4,7 +4,7 @@ import { api, isSignedIn } from '../api.js'
 import { clear, formatDate, h } from '../dom.js'
 import { alertRegion, describeError, showAlert } from '../forms.js'
 import { session } from '../session.js'
-import { errorState, loading, PLAN_LIMITS, PLAN_NAMES } from './common.js'
+import { errorState, limitWords, loading, PLAN_NAMES } from './common.js'
 
 /** The spec's Checkout flow polls every 3 s; we stop after 30 minutes. */
 const DEFAULT_POLL_MS = 3000
@@ -41,39 +41,50 @@ export async function billing ({ main, signal }) {
   main.append(alert, live, body)
   let subscription
 
-  const usageOf = async () => (await api('GET', '/instances')).instances.length
+  // Every plan's limits, from the API (GET /billing/plans); they do not change while the page is open.
+  let plans = []
 
-  const draw = (sub, used) => {
+  const draw = sub => {
     subscription = sub
-    const limits = PLAN_LIMITS[sub.plan] ?? { instances: 0, domains: 0 }
+    const { limits, usage } = sub
     const status = STATUS_TEXT[sub.status]
     const paid = sub.plan !== 'free'
+    const domains = limits.custom_domains_per_instance === 0
+      ? 'Not included'
+      : `${usage.custom_domains} in use, up to ${limits.custom_domains_per_instance} per instance`
     clear(body).append(
       h('section', { class: 'card' },
         h('h2', {}, 'Current plan'),
         h('p', { class: 'plan-name' }, PLAN_NAMES[sub.plan] ?? sub.plan),
         h('dl', { class: 'facts' },
-          h('dt', {}, 'Instances'), h('dd', {}, `${used} of ${limits.instances} instances`),
-          h('dt', {}, 'Custom domains'), h('dd', {}, limits.domains === 0 ? 'Not included' : `${limits.domains} per instance`),
+          h('dt', {}, 'Instances'), h('dd', {}, `${usage.instances} of ${limits.instances} instances`),
+          h('dt', {}, 'Custom domains'), h('dd', {}, domains),
           status ? [h('dt', {}, 'Subscription'), h('dd', {}, status)] : null,
           sub.current_period_end ? [h('dt', {}, sub.cancel_at_period_end ? 'Ends on' : 'Renews on'), h('dd', {}, formatDate(sub.current_period_end))] : null,
-          sub.payment_method ? [h('dt', {}, 'Payment method'), h('dd', {}, `${sub.payment_method.brand} ending in ${sub.payment_method.last4}`)] : null)),
+          sub.payment_method ? [h('dt', {}, 'Payment method'), h('dd', {}, `${sub.payment_method.brand} ending in ${sub.payment_method.last4}`)] : null),
+        usage.instances > limits.instances
+          ? h('p', { class: 'note' }, `You have more instances than your plan allows: the newest ${usage.instances - limits.instances} ${usage.instances - limits.instances === 1 ? 'is' : 'are'} suspended (not served) until you upgrade or delete some.`)
+          : null),
       h('section', { class: 'card' },
         h('h2', {}, 'Plans'),
         h('ul', { class: 'plans' },
-          ['free', 'pro', 'business'].map(plan => h('li', { class: plan === sub.plan ? 'plan current' : 'plan' },
-            h('h3', {}, PLAN_NAMES[plan], plan === sub.plan ? ' (your plan)' : ''),
-            h('p', {}, `${PLAN_LIMITS[plan].instances} instance${PLAN_LIMITS[plan].instances === 1 ? '' : 's'}`),
-            h('p', {}, PLAN_LIMITS[plan].domains === 0 ? 'No custom domains' : `${PLAN_LIMITS[plan].domains} custom domain${PLAN_LIMITS[plan].domains === 1 ? '' : 's'} per instance`),
-            plan !== 'free' && !paid ? h('button', { type: 'button', class: 'btn btn-primary', onclick: () => subscribe(plan) }, `Subscribe to ${PLAN_NAMES[plan]}`) : null))),
+          plans.map(({ plan, ...planLimits }) => {
+            const words = limitWords(planLimits)
+            return h('li', { class: plan === sub.plan ? 'plan current' : 'plan' },
+              h('h3', {}, PLAN_NAMES[plan] ?? plan, plan === sub.plan ? ' (your plan)' : ''),
+              h('p', {}, words.instances),
+              h('p', {}, words.domains),
+              plan !== 'free' && !paid ? h('button', { type: 'button', class: 'btn btn-primary', onclick: () => subscribe(plan) }, `Subscribe to ${PLAN_NAMES[plan] ?? plan}`) : null)
+          })),
         paid || sub.status !== 'none'
           ? h('p', {}, h('button', { type: 'button', class: 'btn', onclick: manage }, 'Manage billing'), ' ', h('span', { class: 'muted' }, 'Change plan, payment method, invoices or cancel, in the Stripe portal.'))
           : null))
   }
 
   const load = async () => {
-    const [sub, used] = await Promise.all([api('GET', '/billing/subscription'), usageOf()])
-    if (!signal.aborted) draw(sub, used)
+    const [sub, catalogue] = await Promise.all([api('GET', '/billing/subscription'), api('GET', '/billing/plans')])
+    plans = catalogue.plans
+    if (!signal.aborted) draw(sub)
     return sub
   }
 
@@ -110,7 +121,7 @@ export async function billing ({ main, signal }) {
         if (signal.aborted) return
         if (sub.plan !== before.plan || sub.status !== before.status) {
           waiting = false
-          draw(sub, await usageOf())
+          draw(sub)
           clear(live).append(h('p', { class: 'ok' }, `You are now on the ${PLAN_NAMES[sub.plan] ?? sub.plan} plan.`))
           if (session.user) session.user.subscription_plan = sub.plan
           return

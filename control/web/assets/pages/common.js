@@ -1,16 +1,25 @@
 // Pieces several pages share: status words, loading and error states, polling, addresses.
-import { ApiError } from '../api.js'
+import { api, ApiError } from '../api.js'
 import { h } from '../dom.js'
 import { describeError } from '../forms.js'
 
 export const STATUS_WORDS = { connected: 'Connected', disconnected: 'Disconnected', pending: 'Pending', suspended: 'Suspended' }
 export const PLAN_NAMES = { free: 'Free', pro: 'Pro', business: 'Business' }
 
-/**
- * The plans' limits as the server's control/services/plans.ts sets them (the API does not
- * publish them yet): instances per account, custom domains per instance.
- */
-export const PLAN_LIMITS = { free: { instances: 1, domains: 0 }, pro: { instances: 3, domains: 1 }, business: { instances: 10, domains: 5 } }
+/** "3 instances", "1 custom domain per instance": what `limits` (the API's PlanLimits) allow. */
+export function limitWords (limits) {
+  const n = limits.instances
+  const d = limits.custom_domains_per_instance
+  return {
+    instances: `${n} instance${n === 1 ? '' : 's'}`,
+    domains: d === 0 ? 'No custom domains' : `${d} custom domain${d === 1 ? '' : 's'} per instance`,
+  }
+}
+
+/** The plan in force with its limits and usage (GET /billing/subscription); null when it cannot be had. */
+export async function subscriptionOrNull () {
+  try { return await api('GET', '/billing/subscription') } catch { return null }
+}
 
 export function statusBadge (status) {
   return h('span', { class: `badge badge-${status}` }, STATUS_WORDS[status] ?? status)

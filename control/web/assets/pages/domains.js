@@ -2,7 +2,7 @@
 import { api, ApiError } from '../api.js'
 import { clear, copyButton, formatDate, h, uniqueId } from '../dom.js'
 import { createForm, describeError, showAlert } from '../forms.js'
-import { errorState, loading } from './common.js'
+import { errorState, loading, PLAN_NAMES, subscriptionOrNull } from './common.js'
 
 const DOMAIN_STATUS = {
   pending_verification: 'Waiting for DNS records',
@@ -82,10 +82,23 @@ function domainCard (instanceId, domain, reload) {
 export function domainsSection ({ instanceId, signal }) {
   const path = `/instances/${encodeURIComponent(instanceId)}/domains`
   const list = h('div', {}, loading('Loading custom domains…'))
+  const room = h('p', { class: 'muted' })
+  // The plan's per-instance limit from the API (once); the count from this instance's list.
+  const plan = subscriptionOrNull()
+  const drawRoom = async count => {
+    const sub = await plan
+    if (sub === null || signal.aborted) return
+    const allowed = sub.limits.custom_domains_per_instance
+    const name = PLAN_NAMES[sub.plan] ?? sub.plan
+    clear(room)
+    if (allowed === 0) room.append(`Your ${name} plan has no custom domains: they come with a paid plan, on the `, h('a', { href: '/billing' }, 'Billing'), ' page.')
+    else room.append(`${count} of ${allowed} custom domain${allowed === 1 ? '' : 's'} on this instance (${name} plan).`)
+  }
   const load = async () => {
     try {
       const { domains } = await api('GET', path)
       if (signal.aborted) return
+      drawRoom(domains.length)
       clear(list)
       if (domains.length === 0) list.append(h('p', { class: 'muted' }, 'No custom domains yet. Add one to serve this instance on your own address.'))
       for (const domain of domains) list.append(domainCard(instanceId, domain, load))
@@ -109,6 +122,7 @@ export function domainsSection ({ instanceId, signal }) {
   load()
   return h('section', { class: 'card' },
     h('h2', {}, 'Custom domains'),
+    room,
     add.form,
     list)
 }

@@ -3,7 +3,7 @@ import { api, ApiError } from '../api.js'
 import { clear, h, timeAgo } from '../dom.js'
 import { createForm, showAlert } from '../forms.js'
 import { session } from '../session.js'
-import { errorState, loading, poll, statusBadge } from './common.js'
+import { errorState, loading, PLAN_NAMES, poll, statusBadge, subscriptionOrNull } from './common.js'
 
 const STATUS_REFRESH_MS = 5000
 /** The list answer has no full_domain; one detail call tells the base domain. */
@@ -23,11 +23,22 @@ export function addressOf (instance) {
 
 export async function instanceList ({ main, signal }) {
   main.append(h('div', { class: 'page-head' }, h('h1', {}, 'Instances'), h('a', { href: '/instances/new', class: 'btn btn-primary' }, 'New instance')))
+  const usage = h('p', { class: 'muted usage' })
   const body = h('div', {}, loading('Loading instances…'))
-  main.append(body)
+  main.append(usage, body)
   let shown = ''
+  // The plan's limits from the API (once per visit); the count from the list, which refreshes.
+  let plan = null
+
+  const drawUsage = count => {
+    if (plan === null) return
+    const { instances: allowed } = plan.limits
+    clear(usage).append(`${count} of ${allowed} instances on the ${PLAN_NAMES[plan.plan] ?? plan.plan} plan.`)
+    if (count >= allowed) usage.append(' To add more, upgrade on the ', h('a', { href: '/billing' }, 'Billing'), ' page.')
+  }
 
   const draw = instances => {
+    drawUsage(instances.length)
     const key = JSON.stringify(instances.map(i => [i.id, i.name, i.subdomain, i.status, i.last_seen, i.tunnel_ip, i.custom_domain]))
     if (key === shown) {
       // Only the "ago" texts move.
@@ -56,6 +67,7 @@ export async function instanceList ({ main, signal }) {
   }
 
   const load = async () => {
+    if (plan === null) plan = await subscriptionOrNull()
     const { instances } = await api('GET', '/instances')
     try { await learnBaseDomain(instances) } catch { /* addresses fall back to the subdomain */ }
     if (!signal.aborted) draw(instances)
@@ -134,8 +146,18 @@ export function newInstance ({ main, signal, navigate }) {
   })
   signal.addEventListener('abort', () => clearTimeout(timer))
 
+  // Says up front when the plan has no room (the API refuses with 403 LIMIT_EXCEEDED, shown in the form's alert).
+  const room = h('p', { class: 'note', hidden: true })
+  subscriptionOrNull().then(sub => {
+    if (signal.aborted || sub === null || sub.usage.instances < sub.limits.instances) return
+    const n = sub.limits.instances
+    room.append(`Your ${PLAN_NAMES[sub.plan] ?? sub.plan} plan allows ${n} instance${n === 1 ? '' : 's'} and you have ${sub.usage.instances}: to create another, upgrade on the `, h('a', { href: '/billing' }, 'Billing'), ' page or delete an instance.')
+    room.hidden = false
+  })
+
   main.append(h('div', { class: 'narrow' },
     h('p', {}, h('a', { href: '/instances' }, '← Instances')),
     h('h1', {}, 'New instance'),
+    room,
     form.form))
 }
