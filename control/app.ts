@@ -64,7 +64,7 @@ import { createServices, type Services } from './services/index.ts'
 import { loadTokenKeys, type TokenKeys } from './services/keys.ts'
 import { Mailer, OutboxTransport, SmtpTransport, type MailTransport } from './services/mail.ts'
 import type { SubscriptionSource } from './services/plans.ts'
-import type { RateLimiter } from './services/ratelimit.ts'
+import type { RateLimitStore } from './services/ratelimit.ts'
 import type { GatewayInfo } from './services/tunnel.ts'
 
 declare module '@hapi/hapi' {
@@ -84,7 +84,7 @@ export interface AppDeps {
   /** Default: from config, else generated into dataDir. */
   keys?: TokenKeys
   now?: () => Date
-  rateLimiter?: RateLimiter
+  rateLimiter?: RateLimitStore
   subscriptions?: SubscriptionSource
   /** Where the gateway's key and endpoint come from; default: configuration (control/rpc feeds the real one). */
   gateway?: GatewayInfo

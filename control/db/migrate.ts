@@ -6,6 +6,7 @@ import type { Knex } from 'knex'
 import { readdirSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { join } from 'node:path'
+import { isPostgres } from './knex.ts'
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url))
 const FILE_PATTERN = /^\d{14}_[a-z0-9_]+\.ts$/
@@ -68,11 +69,6 @@ async function underMigrationLock<T> (db: Knex, body: () => Promise<T>): Promise
 
 /** First key of the two-key advisory locks control takes (any fixed number; "CC" in ASCII). */
 export const MIGRATION_LOCK_CLASS = 0x4343
-
-/** Whether `db` talks to a Postgres server (as opposed to the embedded PGlite). */
-export function isPostgres (db: Knex): boolean {
-  return (db.client as { config?: { client?: unknown } }).config?.client === 'pg'
-}
 
 export interface MigrationStatus {
   applied: string[]
