@@ -50,6 +50,7 @@ import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
 import { startBillingEnforcement } from './jobs/billing.ts'
 import { startDomainRecheck } from './jobs/domains.ts'
+import { startPeriodicJob } from './jobs/periodic.ts'
 import { adminRoutes } from './routes/admin.ts'
 import { authRoutes } from './routes/auth.ts'
 import { billingRoutes } from './routes/billing.ts'
@@ -64,7 +65,8 @@ import { createServices, type Services } from './services/index.ts'
 import { loadTokenKeys, type TokenKeys } from './services/keys.ts'
 import { Mailer, OutboxTransport, SmtpTransport, type MailTransport } from './services/mail.ts'
 import type { SubscriptionSource } from './services/plans.ts'
-import type { RateLimiter } from './services/ratelimit.ts'
+import type { RateLimitStore } from './services/ratelimit.ts'
+import { PostgresRateLimiter } from './services/ratelimit-postgres.ts'
 import type { GatewayInfo } from './services/tunnel.ts'
 
 declare module '@hapi/hapi' {
@@ -84,7 +86,7 @@ export interface AppDeps {
   /** Default: from config, else generated into dataDir. */
   keys?: TokenKeys
   now?: () => Date
-  rateLimiter?: RateLimiter
+  rateLimiter?: RateLimitStore
   subscriptions?: SubscriptionSource
   /** Where the gateway's key and endpoint come from; default: configuration (control/rpc feeds the real one). */
   gateway?: GatewayInfo
@@ -146,11 +148,16 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
   server.ext('onPostStop', async () => { await services.mailer.drain() })
   // Periodic work runs while the server is started (not after initialize() alone, as in tests).
   let jobs: Array<{ stop (): void }> = []
+  const jobLogger = logger.child({ module: 'jobs' })
   server.ext('onPostStart', () => {
     jobs = [
-      startDomainRecheck({ domains: services.domains, logger: logger.child({ module: 'jobs' }) }),
-      startBillingEnforcement({ billing: services.billing, logger: logger.child({ module: 'jobs' }) }),
+      startDomainRecheck({ db: services.db, domains: services.domains, logger: jobLogger }),
+      startBillingEnforcement({ db: services.db, billing: services.billing, logger: jobLogger }),
     ]
+    const limiter = services.rateLimiter
+    if (limiter instanceof PostgresRateLimiter) {
+      jobs.push(startPeriodicJob({ name: 'rate-limit-sweep', db: services.db, intervalMs: 10 * 60_000, logger: jobLogger, run: async () => { await limiter.sweep() } }))
+    }
   })
   server.ext('onPreStop', () => {
     for (const job of jobs) job.stop()

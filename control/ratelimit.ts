@@ -1,6 +1,7 @@
 /**
  * Rate limits on every route (spec "Security Considerations": rate limiting on all endpoints), as
- * token buckets (services/ratelimit.ts). Over a limit: 429 RATE_LIMITED with Retry-After (RFC 6585 4).
+ * token buckets (services/ratelimit.ts; on Postgres shared by every control replica,
+ * services/ratelimit-postgres.ts). Over a limit: 429 RATE_LIMITED with Retry-After (RFC 6585 4).
  *
  * - Routes marked `app.rateLimit: 'auth'` (the public /auth endpoints): per client address, before
  *   anything else runs.
@@ -76,73 +77,73 @@ export const rateLimitPlugin: Plugin<Services> = {
     const limits = services.config.rateLimits
     const limiter = services.rateLimiter
 
-    function enforce ([key, rule]: BucketRef): void {
-      const result = limiter.take(key, rule)
+    async function enforce ([key, rule]: BucketRef): Promise<void> {
+      const result = await limiter.take(key, rule)
       if (!result.allowed) throw rateLimited(result)
     }
 
-    server.ext('onPreAuth', (request, h) => {
+    server.ext('onPreAuth', async (request, h) => {
       const ip = clientIp(request, services.config)
       request.app.clientIp = ip
       const kind = request.route.settings.app?.rateLimit
       if (kind === 'auth') {
-        enforce([`auth-ip:${ip}`, limits.authPerIp])
+        await enforce([`auth-ip:${ip}`, limits.authPerIp])
       } else if (kind === 'static') {
-        enforce([`static-ip:${ip}`, limits.staticPerIp])
+        await enforce([`static-ip:${ip}`, limits.staticPerIp])
       } else if (request.headers.authorization === undefined || (request.route.settings.auth as unknown) === false) {
-        enforce([`ip:${ip}`, limits.perIp])
+        await enforce([`ip:${ip}`, limits.perIp])
       } else {
         // Checked, not taken: only failures count, and a verified token has its own bucket below.
         const bucket: BucketRef = [`auth-fail-ip:${ip}`, limits.authFailuresPerIp]
-        const result = limiter.peek(...bucket)
+        const result = await limiter.peek(...bucket)
         if (!result.allowed) throw rateLimited(result)
         request.app.authFailureBucket = bucket
       }
       return h.continue
     })
 
-    server.ext('onPostAuth', (request, h) => {
+    server.ext('onPostAuth', async (request, h) => {
       if (request.route.settings.app?.rateLimit === 'auth' || request.route.settings.app?.rateLimit === 'static') return h.continue
       // The bearer's identity: a user now; instance strategies put their id in credentials.app.
       const subject = request.auth.credentials?.user?.id ?? (request.auth.credentials?.app as { id?: string } | undefined)?.id
-      if (subject !== undefined) enforce([`token:${subject}`, limits.perToken])
+      if (subject !== undefined) await enforce([`token:${subject}`, limits.perToken])
       return h.continue
     })
 
     // After validation: the email is normalised and the body well formed.
-    server.ext('onPreHandler', (request, h) => {
+    server.ext('onPreHandler', async (request, h) => {
       const kind = request.route.settings.app?.accountLimit
       const email = (request.payload as { email?: unknown } | null)?.email
       if (kind === undefined || typeof email !== 'string') return h.continue
       const account = normalizeEmail(email)
       if (kind === 'mail') {
-        enforce([`mail:${request.route.path}:${account}`, limits.mailPerAccount])
+        await enforce([`mail:${request.route.path}:${account}`, limits.mailPerAccount])
         return h.continue
       }
       const address: BucketRef = [`login-fail:${account}|${request.app.clientIp!}`, limits.loginFailuresPerAddress]
       const everywhere: BucketRef = [`login-fail:${account}`, limits.loginFailuresPerAccount]
-      enforce(address)
+      await enforce(address)
       try {
-        enforce(everywhere)
+        await enforce(everywhere)
       } catch (err) {
-        limiter.refund(...address)
+        await limiter.refund(...address)
         throw err
       }
       request.app.loginBuckets = [address, everywhere]
       return h.continue
     })
 
-    server.ext('onPreResponse', (request, h) => {
+    server.ext('onPreResponse', async (request, h) => {
       const status = statusOf(request.response)
       const login = request.app.loginBuckets
       if (login !== undefined && status !== 401) {
         const [address, everywhere] = login
-        if (status === 200) limiter.forget(address[0])
-        else limiter.refund(...address)
-        limiter.refund(...everywhere)
+        if (status === 200) await limiter.forget(address[0])
+        else await limiter.refund(...address)
+        await limiter.refund(...everywhere)
       }
       const bearer = request.app.authFailureBucket
-      if (bearer !== undefined && status === 401) limiter.charge(...bearer)
+      if (bearer !== undefined && status === 401) await limiter.charge(...bearer)
       return h.continue
     })
   },

@@ -82,6 +82,11 @@ export function createDb (options: DbOptions): Db {
   })
 }
 
+/** Whether `db` talks to a Postgres server (as opposed to the embedded PGlite, one process only). */
+export function isPostgres (db: Knex): boolean {
+  return (db.client as { config?: { client?: unknown } }).config?.client === 'pg'
+}
+
 /**
  * PGlite on disk in `<dataDir>/pglite`, readable by this user only (db/private-files.ts): the
  * directories 0700 before PGlite writes, a private umask for what it creates later, and once it

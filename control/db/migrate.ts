@@ -6,6 +6,7 @@ import type { Knex } from 'knex'
 import { readdirSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { join } from 'node:path'
+import { isPostgres } from './knex.ts'
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url))
 const FILE_PATTERN = /^\d{14}_[a-z0-9_]+\.ts$/
@@ -30,15 +31,44 @@ const config: Knex.MigratorConfig = { migrationSource: source }
 
 /** Applies every pending migration; returns the names applied. */
 export async function migrateLatest (db: Knex): Promise<string[]> {
-  const [, applied] = await db.migrate.latest(config) as [number, string[]]
-  return applied
+  return await underMigrationLock(db, async () => {
+    const [, applied] = await db.migrate.latest(config) as [number, string[]]
+    return applied
+  })
 }
 
 /** Rolls back the last batch; returns the names rolled back. */
 export async function migrateRollback (db: Knex, all = false): Promise<string[]> {
-  const [, rolledBack] = await db.migrate.rollback(config, all) as [number, string[]]
-  return rolledBack
+  return await underMigrationLock(db, async () => {
+    const [, rolledBack] = await db.migrate.rollback(config, all) as [number, string[]]
+    return rolledBack
+  })
 }
+
+/**
+ * Several control replicas starting at once on an empty database would race inside knex (its own
+ * lock table is created with a check-then-create, so the loser fails with "relation
+ * knex_migrations_lock already exists"). On Postgres the whole run is serialised by a session
+ * advisory lock held on a dedicated connection, keyed on the schema; whoever comes second finds
+ * nothing pending. PGlite is one process: no lock needed.
+ */
+async function underMigrationLock<T> (db: Knex, body: () => Promise<T>): Promise<T> {
+  if (!isPostgres(db)) return await body()
+  const connection = await db.client.acquireConnection() as unknown
+  try {
+    await db.raw('select pg_advisory_lock(?, hashtext(current_schema()))', [MIGRATION_LOCK_CLASS]).connection(connection)
+    try {
+      return await body()
+    } finally {
+      await db.raw('select pg_advisory_unlock(?, hashtext(current_schema()))', [MIGRATION_LOCK_CLASS]).connection(connection)
+    }
+  } finally {
+    await db.client.releaseConnection(connection)
+  }
+}
+
+/** First key of the two-key advisory locks control takes (any fixed number; "CC" in ASCII). */
+export const MIGRATION_LOCK_CLASS = 0x4343
 
 export interface MigrationStatus {
   applied: string[]

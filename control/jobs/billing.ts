@@ -1,13 +1,16 @@
 /**
  * Periodic plan enforcement (services/billing.ts enforceDue): a past_due subscription's grace
  * period runs out with no webhook to say so, and room can appear when an owner deletes an
- * instance; both are picked up here. Also forgets old webhook event ids. Idempotent and safe
- * with several control replicas.
+ * instance; both are picked up here. Also forgets old webhook event ids. Idempotent, and run
+ * once per period across control replicas (jobs/periodic.ts).
  */
 import type { Logger } from 'pino'
+import type { Db } from '../db/knex.ts'
 import type { BillingService } from '../services/billing.ts'
+import { startPeriodicJob } from './periodic.ts'
 
 export interface BillingJobOptions {
+  db: Db
   billing: BillingService
   logger: Logger
   /** Default 5 minutes. */
@@ -15,14 +18,14 @@ export interface BillingJobOptions {
 }
 
 export function startBillingEnforcement (options: BillingJobOptions): { stop (): void } {
-  let running = false
-  const timer = setInterval(() => {
-    if (running) return
-    running = true
-    options.billing.enforceDue().then(async () => await options.billing.pruneEvents()).catch(err => {
-      options.logger.warn({ err: (err as Error).message }, 'plan enforcement pass failed')
-    }).finally(() => { running = false })
-  }, options.intervalMs ?? 5 * 60_000)
-  timer.unref()
-  return { stop () { clearInterval(timer) } }
+  return startPeriodicJob({
+    name: 'billing-enforcement',
+    db: options.db,
+    intervalMs: options.intervalMs ?? 5 * 60_000,
+    logger: options.logger,
+    run: async () => {
+      await options.billing.enforceDue()
+      await options.billing.pruneEvents()
+    },
+  })
 }

@@ -1,13 +1,17 @@
 /**
  * Periodic custom-domain re-verification (services/domains.ts recheckDue): every `intervalMs`,
  * batches of verified domains whose last check is older than CC_DOMAIN_RECHECK_INTERVAL are
- * looked up again, and pending domains older than CC_DOMAIN_PENDING_TTL are dropped. Safe with
- * several control replicas (rows are claimed with SKIP LOCKED; the drop is one statement).
+ * looked up again, and pending domains older than CC_DOMAIN_PENDING_TTL are dropped. Run once per
+ * period across control replicas (jobs/periodic.ts); a pass is safe even when two overlap (rows
+ * are claimed with SKIP LOCKED; the drop is one statement).
  */
 import type { Logger } from 'pino'
+import type { Db } from '../db/knex.ts'
 import type { DomainService, RecheckResult } from '../services/domains.ts'
+import { startPeriodicJob } from './periodic.ts'
 
 export interface DomainRecheckJobOptions {
+  db: Db
   domains: DomainService
   logger: Logger
   /** How often to look for due domains; default 60 s (each domain is re-checked once per interval). */
@@ -29,18 +33,16 @@ export async function recheckDomains (domains: DomainService, maxBatches = 50): 
 }
 
 export function startDomainRecheck (options: DomainRecheckJobOptions): { stop (): void } {
-  let running = false
-  const timer = setInterval(() => {
-    if (running) return
-    running = true
-    recheckDomains(options.domains).then(async result => {
+  return startPeriodicJob({
+    name: 'domain-recheck',
+    db: options.db,
+    intervalMs: options.intervalMs ?? 60_000,
+    logger: options.logger,
+    run: async () => {
+      const result = await recheckDomains(options.domains)
       if (result.failing > 0 || result.lapsed > 0 || result.restored > 0) options.logger.info(result, 'custom domains re-checked')
       const expired = await options.domains.expirePending()
       if (expired > 0) options.logger.info({ expired }, 'unverified custom domains expired')
-    }).catch(err => {
-      options.logger.warn({ err: (err as Error).message }, 'custom domain re-check failed')
-    }).finally(() => { running = false })
-  }, options.intervalMs ?? 60_000)
-  timer.unref()
-  return { stop () { clearInterval(timer) } }
+    },
+  })
 }

@@ -7,6 +7,7 @@
 import type { Logger } from 'pino'
 import type { Db } from '../db/knex.ts'
 import type { TunnelService } from '../services/tunnel.ts'
+import { startPeriodicJob } from './periodic.ts'
 
 export interface SweepOptions {
   db: Db
@@ -21,7 +22,7 @@ export interface SweepOptions {
 
 export interface SweepResult { certificates: number, gateways: number }
 
-/** One pass; safe to run from several control replicas at once. */
+/** One pass; safe to run from several control replicas at once (startSweep runs it once per period). */
 export async function sweepReports (options: SweepOptions): Promise<SweepResult> {
   const { db } = options
   const served = new Set((await options.tunnel.listPeers()).flatMap(p => p.hostnames))
@@ -49,18 +50,16 @@ function affected (result: unknown): number {
   return r?.rowCount ?? r?.affectedRows ?? 0
 }
 
-/** Runs sweepReports every intervalMs (first run after one interval); stop() ends it. */
+/** Runs sweepReports every intervalMs (first run after one interval), once per period across replicas; stop() ends it. */
 export function startSweep (options: SweepOptions): { stop (): void } {
-  let running = false
-  const timer = setInterval(() => {
-    if (running) return
-    running = true
-    sweepReports(options).then(result => {
+  return startPeriodicJob({
+    name: 'report-sweep',
+    db: options.db,
+    intervalMs: options.intervalMs ?? 10 * 60_000,
+    logger: options.logger,
+    run: async () => {
+      const result = await sweepReports(options)
       if (result.certificates > 0 || result.gateways > 0) options.logger.info(result, 'swept stale gateway reports')
-    }, err => {
-      options.logger.warn({ err: (err as Error).message }, 'sweeping gateway reports failed')
-    }).finally(() => { running = false })
-  }, options.intervalMs ?? 10 * 60_000)
-  timer.unref()
-  return { stop () { clearInterval(timer) } }
+    },
+  })
 }

@@ -14,6 +14,7 @@ import { createApp, type AppDeps, type ControlApp } from '../app.ts'
 import type { ControlConfig } from '../config.ts'
 import type { Db } from '../db/knex.ts'
 import { migrateLatest } from '../db/migrate.ts'
+import { CONFIG_CHANNEL, NotificationListener } from '../db/notify.ts'
 import { startFleetSweep } from '../jobs/fleet.ts'
 import { startSweep } from '../jobs/sweep.ts'
 import { openDatabase } from '../server.ts'
@@ -40,6 +41,8 @@ export interface RunningControlPlane {
   rpc: RpcService
   /** The internal listener, when started. */
   rpcServer: RpcServer | null
+  /** On Postgres: the LISTEN connection that wakes long-polls on any replica's change. */
+  configListener: NotificationListener | null
   /** Stops the RPC listener, the API (in-flight requests get `graceMs`), jobs, then the database. */
   stop (graceMs?: number): Promise<void>
 }
@@ -51,6 +54,8 @@ export interface ControlPlaneOptions {
   listen: boolean
   logger: Logger
   extra?: Partial<AppDeps>
+  /** The long-poll's version rereads (RpcServiceOptions pollMs / listeningPollMs; tests). */
+  watchPolling?: { pollMs?: number, listeningPollMs?: number }
 }
 
 export async function startControlPlane (options: ControlPlaneOptions): Promise<RunningControlPlane> {
@@ -59,6 +64,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
   const db = openDatabase(config)
   let app: ControlApp | null = null
   let rpcServer: RpcServer | null = null
+  let configListener: NotificationListener | null = null
   try {
     if (config.autoMigrate) {
       const applied = await migrateLatest(db)
@@ -86,7 +92,18 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       logger: logger.child({ module: 'rpc' }),
       certificates,
       baseDomain: config.baseDomain,
+      ...options.watchPolling,
     })
+    if (config.databaseUrl !== undefined) {
+      configListener = new NotificationListener({
+        url: config.databaseUrl,
+        channel: CONFIG_CHANNEL,
+        onNotify: () => { rpc.watcher.poke() },
+        onListening: listening => { rpc.watcher.listening = listening },
+        logger: logger.child({ module: 'rpc' }),
+      })
+      configListener.start()
+    }
     await app.start()
     logger.info({ url: app.info.uri, database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')
     if (options.listen) {
@@ -95,9 +112,10 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       logger.info({ url: rpcServer.url }, 'gateway RPC listening')
     }
     const sweep = startSweep({ db, tunnel: services.tunnel, logger: logger.child({ module: 'jobs' }), now })
-    const fleetSweep = startFleetSweep({ rpc, intervalMs: options.rpc.reportIntervalMs, logger: logger.child({ module: 'jobs' }) })
+    const fleetSweep = startFleetSweep({ db, rpc, intervalMs: options.rpc.reportIntervalMs, logger: logger.child({ module: 'jobs' }) })
     const started = app
     const listener = rpcServer
+    const changes = configListener
     return {
       app: started,
       db,
@@ -105,9 +123,11 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       registry,
       rpc,
       rpcServer: listener,
+      configListener: changes,
       async stop (graceMs = 10_000) {
         sweep.stop()
         fleetSweep.stop()
+        await changes?.close()
         rpc.close()
         if (listener !== null) await listener.close(Math.min(graceMs, 2_000))
         await started.stop({ timeout: graceMs })
@@ -115,6 +135,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       },
     }
   } catch (err) {
+    await configListener?.close()
     if (rpcServer !== null) await rpcServer.close(0)
     if (app !== null) await app.stop({ timeout: 0 })
     await db.destroy()

@@ -34,6 +34,8 @@ export interface RpcServiceOptions {
   reportIntervalMs: number
   /** How often a waiting watch() rereads the configuration version (default 250 ms). */
   pollMs?: number
+  /** The same while change notifications arrive (db/notify.ts; default 5 s, a safety net). */
+  listeningPollMs?: number
   now: () => Date
   logger: Logger
   /** The shared certificate store; unset: its endpoints answer NOT_FOUND. */
@@ -48,7 +50,7 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
 
   constructor (options: RpcServiceOptions) {
     this.#o = options
-    this.watcher = new VersionWatcher(async () => await options.tunnel.configVersion(), { pollMs: options.pollMs, logger: options.logger })
+    this.watcher = new VersionWatcher(async () => await options.tunnel.configVersion(), { pollMs: options.pollMs, listeningPollMs: options.listeningPollMs, logger: options.logger })
   }
 
   get waitMs (): number { return this.#o.waitMs }

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino'
 import type { ControlConfig } from '../config.ts'
-import type { Db } from '../db/knex.ts'
+import { isPostgres, type Db } from '../db/knex.ts'
 import { AccountService } from './accounts.ts'
 import { billingSubscriptionSource, BillingService } from './billing.ts'
 import { DnsVerifier } from './dns.ts'
@@ -18,7 +18,9 @@ import { Mailer } from './mail.ts'
 import { OperatorService } from './operator.ts'
 import { PasswordHasher } from './passwords.ts'
 import { PlanService, type SubscriptionSource } from './plans.ts'
-import { RateLimiter } from './ratelimit.ts'
+import { RateLimiter, type RateLimitStore } from './ratelimit.ts'
+import { PostgresRateLimiter } from './ratelimit-postgres.ts'
+
 import { SessionService } from './sessions.ts'
 import { StripeClient } from './stripe-client.ts'
 import { StripeWebhookProcessor } from './stripe-webhook.ts'
@@ -37,7 +39,7 @@ export interface Services {
   accounts: AccountService
   plans: PlanService
   mailer: Mailer
-  rateLimiter: RateLimiter
+  rateLimiter: RateLimitStore
   gateway: GatewayInfo
   ipam: IpamService
   subdomains: SubdomainService
@@ -58,7 +60,8 @@ export interface ServiceDeps {
   mailer: Mailer
   now?: () => Date
   subscriptions?: SubscriptionSource
-  rateLimiter?: RateLimiter
+  /** Default: shared buckets in the database on Postgres, this process's own on PGlite. */
+  rateLimiter?: RateLimitStore
   /** Default: the key and endpoint from configuration. */
   gateway?: GatewayInfo
   /** Default: the DomainService. */
@@ -112,7 +115,9 @@ export function createServices (deps: ServiceDeps): Services {
     now,
     logger,
   })
-  const rateLimiter = deps.rateLimiter ?? new RateLimiter({ now: () => now().getTime() })
+  const rateLimiter = deps.rateLimiter ?? (isPostgres(db)
+    ? new PostgresRateLimiter({ db, now: () => now().getTime(), logger: logger.child({ module: 'ratelimit' }) })
+    : new RateLimiter({ now: () => now().getTime() }))
   const gateway = deps.gateway ?? new ConfiguredGateway(config.gateway.publicKey, config.gateway.endpoint)
   const customDomains = deps.customDomains ?? domains
   const ipam = new IpamService({ pool: new TunnelPool(config.tunnel.pool), quarantineSeconds: config.tunnel.ipQuarantineSeconds, now })

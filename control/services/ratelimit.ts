@@ -1,8 +1,10 @@
 /**
  * In-memory token buckets keyed by string ("ip:1.2.3.4", "account:a@b.c", "token:usr_..."). A
  * bucket holds at most `burst` tokens and refills at `perMinute`; a request takes one. State is
- * per process (a fleet behind a balancer multiplies the limits by its size) and bounded: full
- * buckets carry no information and are dropped, and past `maxKeys` the oldest keys go first.
+ * per process and bounded: full buckets carry no information and are dropped, and past `maxKeys`
+ * the oldest keys go first. On Postgres, control uses the same buckets kept in the database
+ * (services/ratelimit-postgres.ts), so replicas limit as one; this one serves PGlite (a single
+ * process by construction) and stands in while the database is unreachable.
  */
 import type { RateLimitRule } from '../config.ts'
 
@@ -17,6 +19,20 @@ export interface TakeResult {
   retryAfterSeconds: number
 }
 
+/** The limiter the rate-limit plugin uses: these buckets in memory, or shared ones in Postgres. */
+export interface RateLimitStore {
+  /** Takes a token if there is one. */
+  take: (key: string, rule: RateLimitRule) => TakeResult | Promise<TakeResult>
+  /** Whether `take` would succeed, without taking anything. */
+  peek: (key: string, rule: RateLimitRule) => TakeResult | Promise<TakeResult>
+  /** Counts an event already let through, down to -burst. */
+  charge: (key: string, rule: RateLimitRule) => void | Promise<void>
+  /** Gives back a token taken for something that turned out not to count. */
+  refund: (key: string, rule: RateLimitRule) => void | Promise<void>
+  /** Forgets a key: its bucket is full again. */
+  forget: (key: string) => void | Promise<void>
+}
+
 const ALLOWED: TakeResult = Object.freeze({ allowed: true, retryAfterSeconds: 0 })
 
 function denied (bucket: Bucket, rule: RateLimitRule): TakeResult {
@@ -24,7 +40,7 @@ function denied (bucket: Bucket, rule: RateLimitRule): TakeResult {
   return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / ratePerMs / 1000)) }
 }
 
-export class RateLimiter {
+export class RateLimiter implements RateLimitStore {
   readonly #buckets = new Map<string, Bucket>()
   readonly #now: () => number
   readonly #maxKeys: number

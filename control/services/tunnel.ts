@@ -14,6 +14,7 @@ import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { Db, Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { toAddress, type IpamService } from './ipam.ts'
+import { notifyConfigChanged } from '../db/notify.ts'
 
 /** What a container needs to know about the gateway it connects to. */
 export interface GatewayEndpoint {
@@ -128,6 +129,7 @@ export function suspendedReason (row: Pick<TunnelStateRow, 'suspended_at'>): Sus
 /** Raises the gateway configuration version; call inside the transaction that changes the peer set. */
 export async function bumpConfigVersion (db: Queryable): Promise<number> {
   const rows = await db('gateway_config').where({ id: 1 }).increment('version', 1).returning('version') as Array<{ version: string | number }>
+  await notifyConfigChanged(db) // delivered to every replica's long-polls at commit (db/notify.ts)
   return Number(rows[0].version)
 }
 

@@ -242,3 +242,40 @@ export async function signUp (h: TestApp, email: string, options: { verify?: boo
 export function bearer (token: string): Record<string, string> {
   return { authorization: `Bearer ${token}` }
 }
+
+const NO_POSTGRES = 'CC_TEST_DATABASE_URL is not set: control replicas need a real Postgres server (e.g. postgres://cc:cc@127.0.0.1:5432/cc_test)'
+
+/**
+ * A subtest that gets an empty Postgres schema of its own and a DATABASE_URL selecting it
+ * (search_path in the connection's startup options), for starting control apps or processes as
+ * replicas on one database. Without CC_TEST_DATABASE_URL it is skipped with the reason (with
+ * CC_REQUIRE_INTEROP=1 it fails instead). The schema is dropped at teardown.
+ */
+export async function postgresReplicaTest (t: Test, name: string, body: (t: Test, database: { url: string, schema: string }) => Promise<void>): Promise<void> {
+  if (TEST_DATABASE_URL === undefined) {
+    if (REQUIRE_INTEROP) t.fail(`${name}: ${NO_POSTGRES} and CC_REQUIRE_INTEROP=1`)
+    else await t.test(name, { skip: NO_POSTGRES }, async () => {})
+    return
+  }
+  const baseUrl = TEST_DATABASE_URL
+  await t.test(name, async t => {
+    const schema = freshSchemaName()
+    const admin = knexFactory({ client: 'pg', connection: baseUrl, pool: { min: 0, max: 1 } })
+    try {
+      await admin.raw(`create schema "${schema}"`)
+    } finally {
+      await admin.destroy()
+    }
+    t.teardown(async () => {
+      const dropper = knexFactory({ client: 'pg', connection: baseUrl, pool: { min: 0, max: 1 } })
+      try {
+        await dropper.raw(`drop schema if exists "${schema}" cascade`)
+      } finally {
+        await dropper.destroy()
+      }
+    })
+    const url = new URL(baseUrl)
+    url.searchParams.set('options', `-c search_path=${schema}`)
+    await body(t, { url: url.toString(), schema })
+  })
+}
