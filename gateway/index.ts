@@ -19,17 +19,18 @@ import { Device, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from './wireguard/udp.ts'
 import { IpLayer } from './netstack/ip.ts'
 import { TcpStack, type TcpSocket } from './netstack/tcp/index.ts'
-import { Edge, FileCertStore, controlRoute, type CertStore, type EdgeOptions, type Route as EdgeRoute } from './edge/index.ts'
+import { Edge, FileCertStore, controlRoute, loadOrCreateRelayIdentity, type CertStore, type EdgeOptions, type RelayIdentity, type Route as EdgeRoute } from './edge/index.ts'
 import { AcmeIssuer } from './edge/acme/acme-issuer.ts'
 import { HttpChallenges, type ChallengeSolver } from './edge/acme/challenges.ts'
 import { DnsChallenges, type DnsProvider } from './edge/acme/dns-provider.ts'
 import { TlsAlpnChallenges } from './edge/acme/tls-alpn.ts'
-import { planSnapshot, type Route } from './control/apply.ts'
+import { planSnapshot, withFleetRoutes, type Route } from './control/apply.ts'
 import { snapshotFromConfig } from './control/static-file.ts'
 import type { GatewayConfig, PeerConfig } from './config/schema.ts'
 import { encodeKey } from '../proto/noise/index.ts'
 import { IPPROTO_TCP, formatIPv4 } from '../proto/wire/ipv4.ts'
-import type { CertificateReport, ConfigSnapshot } from '../proto/rpc/index.ts'
+import type { CertificateReport, ConfigSnapshot, FleetGateway } from '../proto/rpc/index.ts'
+import { REJECT_AFTER_TIME } from '../proto/noise/constants.ts'
 import type { FaultStats } from './netstack/fault.ts'
 import type { SocketStats, UdpIo } from './wireguard/socket.ts'
 
@@ -49,6 +50,8 @@ export interface GatewayStatus {
   configVersion: number | null
   routes: number
   edge: { https: string, http: string | null } | null
+  /** The relay listener and its certificate's fingerprint (null without one). */
+  relay: { listen: string, fingerprint: string, fleet: number } | null
 }
 
 /** What a config file cannot say: built by the caller (gateway/control/run.ts). */
@@ -87,7 +90,14 @@ export class Gateway {
   private listenText = ''
   private httpServer: http.Server | null = null
   private routeList: Route[] = []
+  /** The edge's instance routes: the local ones plus the fleet's relay-only ones. */
+  private fleetRouteList: Route[] = []
+  private fleet: FleetGateway[] = []
   private instanceIds = new Map<string, string>()
+  /** Instance id -> its peer's public key (base64), for session liveness. */
+  private peerKeys = new Map<string, string>()
+  /** The relay listener's key and certificate (with `edge.relayListen`), after start. */
+  relayIdentity: RelayIdentity | null = null
   /** Control's CC_BASE_DOMAIN from the last snapshot that named one. */
   private baseDomain: string | undefined
   private addressWarnedFor = ''
@@ -131,9 +141,24 @@ export class Gateway {
     this.tcp = new TcpStack({ localAddress: config.address, ip: this.ip, metrics, logger: logger.child({ module: 'tcp' }) })
     this.ip.register(IPPROTO_TCP, this.tcp)
     for (const peer of config.peers) this.device.addPeer(peer)
-    const plan = planSnapshot(snapshotFromConfig(config, 0), { publicKey: config.publicKey, address: config.address })
-    this.routeList = plan.routes
-    this.instanceIds = plan.instanceIds
+    const initial = snapshotFromConfig(config, 0)
+    const plan = planSnapshot(initial, { publicKey: config.publicKey, address: config.address })
+    this.setRoutes(plan.routes, plan.instanceIds, initial)
+  }
+
+  private setRoutes (routes: Route[], instanceIds: Map<string, string>, snapshot: ConfigSnapshot): void {
+    this.routeList = routes
+    this.instanceIds = instanceIds
+    this.peerKeys = new Map([...instanceIds].map(([key, id]) => [id, key]))
+    this.fleetRouteList = withFleetRoutes(routes, snapshot.routes)
+    this.fleet = snapshot.fleet ?? []
+  }
+
+  /** The instance's peer here completed a handshake within REJECT_AFTER_TIME (paper 6.1): its session is live. */
+  sessionLive (instanceId: string): boolean {
+    const key = this.peerKeys.get(instanceId)
+    const at = key === undefined ? null : this.device.peer(key)?.lastHandshakeAt ?? null
+    return at !== null && monotonicNow() - at < REJECT_AFTER_TIME
   }
 
   /** Builds the gateway and binds its sockets (UDP, then the optional metrics HTTP server). */
@@ -167,6 +192,8 @@ export class Gateway {
 
   private async startEdge (settings: NonNullable<GatewayConfig['edge']>): Promise<void> {
     const tcp = this.tcp
+    if (settings.relayListen !== undefined) this.relayIdentity = await loadOrCreateRelayIdentity(settings.dataDir)
+    const identity = this.relayIdentity
     const edge = new Edge({
       dataDir: settings.dataDir,
       logger: this.logger.child({ module: 'edge' }),
@@ -179,8 +206,12 @@ export class Gateway {
       wildcards: settings.wildcards,
       limits: settings.limits,
       ...this.acmeOptions(settings),
+      ...(identity === null || settings.relayListen === undefined
+        ? {}
+        : { relay: { listen: { host: settings.relayListen.address, port: settings.relayListen.port }, identity, sessionLive: route => this.sessionLive(route.instanceId) } }),
     })
     edge.updateRoutes(this.edgeRoutes())
+    edge.updateFleet(this.fleet)
     this.edge = edge
     await edge.start()
     if (settings.acme !== undefined) this.logger.info({ directory: settings.acme.directory, challenges: settings.acme.challenges }, 'certificates from ACME')
@@ -267,9 +298,9 @@ export class Gateway {
     if (plan.rejected.length > 0) this.logger.warn({ rejected: plan.rejected }, 'peers dropped from the configuration')
     if (plan.duplicateHostnames.length > 0) this.logger.warn({ hostnames: plan.duplicateHostnames }, 'hostnames claimed by more than one peer: first kept')
     const counts = this.reloadPeers(plan.peers)
-    this.routeList = plan.routes
-    this.instanceIds = plan.instanceIds
+    this.setRoutes(plan.routes, plan.instanceIds, snapshot)
     if (snapshot.gateway.baseDomain !== undefined) this.baseDomain = snapshot.gateway.baseDomain
+    this.edge?.updateFleet(this.fleet)
     this.edge?.updateRoutes(this.edgeRoutes())
     this.configVersion = snapshot.version
     return { ...counts, routes: plan.routes.length, rejected: plan.rejected.length }
@@ -279,8 +310,8 @@ export class Gateway {
 
   /** The edge's routes: control's first (a peer can never take its names), then the peers'. */
   private edgeRoutes (): EdgeRoute[] {
-    if (this.baseDomain === undefined) return this.routeList
-    return [controlRoute(this.baseDomain, this.startOptions.controlOrigin ?? null), ...this.routeList]
+    if (this.baseDomain === undefined) return this.fleetRouteList
+    return [controlRoute(this.baseDomain, this.startOptions.controlOrigin ?? null), ...this.fleetRouteList]
   }
 
   instanceIdOf (publicKey: string): string | undefined {
@@ -325,7 +356,14 @@ export class Gateway {
       configVersion: this.configVersion,
       routes: this.routeList.length,
       edge,
+      relay: this.relayStatus(),
     }
+  }
+
+  private relayStatus (): GatewayStatus['relay'] {
+    const address = this.edge?.relayAddress() ?? null
+    if (address === null || this.relayIdentity === null) return null
+    return { listen: formatEndpoint(address.address, address.port), fingerprint: this.relayIdentity.fingerprint, fleet: this.fleet.length }
   }
 
   private edgeAddresses (): { https: string, http: string | null } | null {

@@ -36,7 +36,13 @@
  *       "tlsHandshakeTimeoutMs": 10000,      a TLS handshake not done by then is closed
  *       "scarceSlotShare": 0.75,             above this share of an instance's slots in use ...
  *       "minUploadBytesPerSecond": 1024,     ... a request body slower than this (0: never) ...
- *       "uploadProgressWindowMs": 10000 } }  ... over this window is ended with 408
+ *       "uploadProgressWindowMs": 10000 },   ... over this window is ended with 408
+ *     "relayListen"?: "0.0.0.0:8444" },     fleet relay listener (TLS, client certificates pinned);
+ *                                            its key and certificate: <dataDir>/relay
+ *   "fleet"?: [{ "id", "relayUrl": "https://host:port", "relayFingerprint": "<sha-256 hex>" }],
+ *                                            gateways relayed to and accepted from (this one included)
+ *   "routes"?: [{ "instanceId", "hostnames": [...], "gateways": ["gw-a"] }]
+ *                                            instances and the gateways holding their sessions
  * }
  */
 import { readFileSync } from 'node:fs'
@@ -46,6 +52,7 @@ import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv
 import type { FaultConfig } from '../netstack/fault.ts'
 import { batchedUdpUnavailable, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
 import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
+import type { FleetGateway, SnapshotRoute } from '../../proto/rpc/index.ts'
 
 export interface Endpoint { address: string, port: number }
 
@@ -76,6 +83,8 @@ export interface EdgeConfig {
   /** Absent: certificates from the local CA. */
   acme?: AcmeConfig
   limits: EdgeLimits
+  /** Fleet relay listener; absent: none (and no relaying). */
+  relayListen?: Endpoint
 }
 
 export type AcmeChallengeType = 'http-01' | 'tls-alpn-01'
@@ -110,6 +119,9 @@ export interface GatewayConfig {
   dos: DosConfig
   testing: { rekeyAfterTimeMs?: number }
   edge: EdgeConfig | null
+  /** The snapshot's fleet and routes for a static config (two gateways without control). */
+  fleet: FleetGateway[]
+  routes: SnapshotRoute[]
 }
 
 /** A configuration problem: `field` is the JSON path (e.g. "peers[1].publicKey"). */
@@ -165,6 +177,8 @@ export const EDGE_LIMIT_SCHEMAS: Record<keyof EdgeLimits, Joi.NumberSchema> = {
 const hostname = Joi.string().max(253).hostname().pattern(/^[a-z0-9.-]+$/)
   .messages({ 'string.pattern.base': '{{#label}} must be a lower-case DNS name' })
 
+const gatewayId = Joi.string().max(128).pattern(/^[A-Za-z0-9._:-]+$/)
+
 const schema = Joi.object({
   privateKey: key.required(),
   listenPort: Joi.number().integer().min(0).max(65535).default(51820),
@@ -213,7 +227,20 @@ const schema = Joi.object({
     }),
     limits: Joi.object(Object.fromEntries(Object.entries(EDGE_LIMIT_SCHEMAS).map(([name, schema]) =>
       [name, schema.default(EDGE_LIMIT_DEFAULTS[name as keyof EdgeLimits])]))).default(),
+    relayListen: listenHostPort,
   }),
+  fleet: Joi.array().max(256).items(Joi.object({
+    id: gatewayId.required(),
+    relayUrl: Joi.string().max(300).pattern(/^https:\/\/(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/).required()
+      .messages({ 'string.pattern.base': '{{#label}} must be https://host:port' }),
+    relayFingerprint: Joi.string().pattern(/^[0-9a-f]{64}$/).required().messages({ 'string.pattern.base': '{{#label}} must be a lower-case hex SHA-256' }),
+    region: Joi.string().max(64).pattern(/^[a-z0-9][a-z0-9._-]*$/).allow(null),
+  })).default([]),
+  routes: Joi.array().items(Joi.object({
+    instanceId: gatewayId.required(),
+    hostnames: Joi.array().items(hostname).max(64).required(),
+    gateways: Joi.array().items(gatewayId).max(256).required(),
+  })).default([]),
 })
 
 /** "198.18.0.2:51820" or "[fd00::1]:51820" -> Endpoint. Throws on anything else. */
@@ -235,10 +262,11 @@ interface RawPeer {
   hostnames: string[], port: number, tunnelIp?: string, name?: string,
 }
 interface RawAcme { directory: string, email?: string, caBundle?: string, challenges: AcmeChallengeType[] }
-interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme, limits: EdgeLimits }
+interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme, limits: EdgeLimits, relayListen?: string }
 interface RawConfig {
   privateKey: string, listenPort: number, listenAddress: string, udpIo: UdpIoSetting, address: string, metricsListen?: string,
   peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number }, edge?: RawEdge,
+  fleet: FleetGateway[], routes: SnapshotRoute[],
 }
 
 /** Validates a parsed JSON value; throws ConfigError naming the first bad field. */
@@ -318,7 +346,10 @@ export function validateConfig (value: unknown): GatewayConfig {
           wildcards: raw.edge.wildcards,
           limits: raw.edge.limits,
           ...(raw.edge.acme === undefined ? {} : { acme: acmeConfig(raw.edge.acme) }),
+          ...(raw.edge.relayListen === undefined ? {} : { relayListen: parseEndpoint(raw.edge.relayListen, true) }),
         },
+    fleet: raw.fleet,
+    routes: raw.routes,
   }
 }
 

@@ -9,7 +9,7 @@
  * stays with the first peer.
  */
 import { decodeKey } from '../../proto/noise/keys.ts'
-import type { ConfigSnapshot, SnapshotPeer } from '../../proto/rpc/index.ts'
+import type { ConfigSnapshot, SnapshotPeer, SnapshotRoute } from '../../proto/rpc/index.ts'
 import { formatIPv4, parseIPv4Address, parseIPv4Prefix, prefixContains, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
 import { parseEndpoint, type PeerConfig } from '../config/schema.ts'
 
@@ -19,6 +19,10 @@ export interface Route {
   tunnelIp: string
   port: number
   hostnames: string[]
+  /** Fleet: gateways holding a live session with the instance, freshest first. */
+  relayVia?: string[]
+  /** Fleet: no peer here; reachable only through the relay (tunnelIp ''). */
+  remote?: true
 }
 
 export interface RejectedPeer {
@@ -87,6 +91,31 @@ export function planSnapshot (snapshot: ConfigSnapshot, self: GatewayIdentity): 
     plan.routes.push({ instanceId: p.instanceId, tunnelIp: p.tunnelIp, port: p.port, hostnames: routed })
   }
   return plan
+}
+
+/**
+ * The edge's routes in a fleet: each local route with the gateways the snapshot's routes name for
+ * its instance, then a relay-only route for every instance with no peer here (its hostnames not
+ * already routed locally). Without snapshot routes: the local routes unchanged.
+ */
+export function withFleetRoutes (local: readonly Route[], fleetRoutes: readonly SnapshotRoute[] | undefined): Route[] {
+  if (fleetRoutes === undefined || fleetRoutes.length === 0) return [...local]
+  const byInstance = new Map(fleetRoutes.map(r => [r.instanceId, r]))
+  const routed = new Set<string>()
+  const out: Route[] = local.map(r => {
+    for (const h of r.hostnames) routed.add(h)
+    const fleet = byInstance.get(r.instanceId)
+    return fleet === undefined ? r : { ...r, relayVia: fleet.gateways }
+  })
+  const localIds = new Set(local.map(r => r.instanceId))
+  for (const r of fleetRoutes) {
+    if (localIds.has(r.instanceId)) continue
+    const hostnames = r.hostnames.filter(h => !routed.has(h))
+    if (hostnames.length === 0) continue
+    for (const h of hostnames) routed.add(h)
+    out.push({ instanceId: r.instanceId, tunnelIp: '', port: 0, hostnames, relayVia: r.gateways, remote: true })
+  }
+  return out
 }
 
 function endpointOf (p: SnapshotPeer): PeerConfig['endpoint'] {

@@ -32,7 +32,16 @@ export interface GatewayEnv {
   endpoint: string | null
   gatewayId: string
   metricsListen: string | undefined
+  /** The first of controlUrls (CC_CONTROL_URL as given: a comma-separated list is kept whole). */
   controlUrl: string | undefined
+  /** CC_CONTROL_URL's replicas, tried in turn. */
+  controlUrls: string[]
+  /** CC_GATEWAY_REGION; null: none. */
+  region: string | null
+  /** The fleet relay listener's port (CC_RELAY_PORT); null: no relay listener and no relaying. */
+  relayPort: number | null
+  /** Where the other gateways reach the relay listener (CC_RELAY_URL or the endpoint's host); null without one. */
+  relayUrl: string | null
   secret: string | undefined
   keyFile: string
   snapshotFile: string
@@ -87,7 +96,16 @@ const VARIABLES = {
   CC_GATEWAY_ENDPOINT: Joi.string().pattern(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/).message('must be host:port'),
   CC_GATEWAY_ID: Joi.string().max(128).pattern(/^[A-Za-z0-9._:-]+$/).message('must be letters, digits and . _ : - (at most 128)'),
   CC_METRICS_LISTEN: Joi.string().pattern(/^(?:[0-9.]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/).message('must be address:port, e.g. 127.0.0.1:9091'),
-  CC_CONTROL_URL: Joi.string().uri({ scheme: ['http', 'https'] }),
+  CC_CONTROL_URL: Joi.string().custom((value: string) => {
+    const urls = value.split(',').map(u => u.trim())
+    for (const url of urls) {
+      if (Joi.string().uri({ scheme: ['http', 'https'] }).validate(url).error !== undefined) throw new Error('invalid')
+    }
+    return value
+  }).messages({ 'any.custom': 'must be an http(s) URL of control\'s RPC listener, or a comma-separated list of them' }),
+  CC_GATEWAY_REGION: Joi.string().max(64).pattern(/^[a-z0-9][a-z0-9._-]*$/).message('must be lower-case letters, digits and . _ - (at most 64)'),
+  CC_RELAY_PORT: port.min(1),
+  CC_RELAY_URL: Joi.string().max(300).pattern(/^https:\/\/(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/).message('must be https://host:port'),
   CC_CONTROL_PUBLIC_ORIGIN: Joi.string().uri({ scheme: ['http'] }).message('must be an http:// origin of control\'s API listener, e.g. http://control:8080'),
   CC_GATEWAY_SECRET: Joi.string().pattern(/^[A-Za-z0-9_-]{43,512}$/).message('must be base64url of at least 32 bytes'),
   CC_GATEWAY_KEY_FILE: Joi.string(),
@@ -131,6 +149,7 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     const p = Number(endpoint.slice(endpoint.lastIndexOf(':') + 1))
     if (p < 1 || p > 65535) throw new ConfigError('CC_GATEWAY_ENDPOINT', `port out of range (got "${endpoint}")`)
   }
+  const relay = relayFrom(v, endpoint)
   const dataDir = v.CC_DATA_DIR as string
   const controlOrigin = controlOriginFrom(v.CC_CONTROL_PUBLIC_ORIGIN as string | undefined)
   const acme = acmeFrom(v, env)
@@ -152,6 +171,10 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     gatewayId: (v.CC_GATEWAY_ID as string | undefined) ?? defaultGatewayId(),
     metricsListen: v.CC_METRICS_LISTEN as string | undefined,
     controlUrl: v.CC_CONTROL_URL as string | undefined,
+    controlUrls: v.CC_CONTROL_URL === undefined ? [] : (v.CC_CONTROL_URL as string).split(',').map(u => u.trim()),
+    region: (v.CC_GATEWAY_REGION as string | undefined) ?? null,
+    relayPort: relay.port,
+    relayUrl: relay.url,
     secret: v.CC_GATEWAY_SECRET as string | undefined,
     keyFile: (v.CC_GATEWAY_KEY_FILE as string | undefined) ?? join(dataDir, GATEWAY_KEY_FILE),
     snapshotFile: join(dataDir, 'gateway-snapshot.json'),
@@ -159,6 +182,26 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     acme,
     certStore: v.CC_CERT_STORE as 'control' | 'file',
   }
+}
+
+/** The relay listener's port and advertised URL (default: https://<CC_GATEWAY_ENDPOINT's host>:<CC_RELAY_PORT>). */
+function relayFrom (v: Record<string, unknown>, endpoint: string | undefined): { port: number | null, url: string | null } {
+  const port = v.CC_RELAY_PORT as number | undefined
+  const url = v.CC_RELAY_URL as string | undefined
+  if (port === undefined) {
+    if (url !== undefined) throw new ConfigError('CC_RELAY_URL', 'needs CC_RELAY_PORT (the relay listener it advertises)')
+    return { port: null, url: null }
+  }
+  if (v.CC_EDGE === false) throw new ConfigError('CC_RELAY_PORT', 'needs the edge (CC_EDGE=1): relayed requests are served by it')
+  if (url !== undefined) {
+    const p = Number(url.slice(url.lastIndexOf(':') + 1))
+    if (p < 1 || p > 65535) throw new ConfigError('CC_RELAY_URL', `port out of range (got "${url}")`)
+    return { port, url }
+  }
+  if (endpoint === undefined) {
+    throw new ConfigError('CC_RELAY_URL', 'is needed when CC_RELAY_PORT is set and CC_GATEWAY_ENDPOINT is not (https://host:port where the other gateways reach this one)')
+  }
+  return { port, url: `https://${endpoint.slice(0, endpoint.lastIndexOf(':'))}:${port}` }
 }
 
 /** http://host[:port] with nothing after it (the edge sends the request's own path). */
@@ -241,6 +284,7 @@ export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, add
     }
     if (settings.publicHttpsPort !== undefined) edge.publicHttpsPort = settings.publicHttpsPort
     if (Object.keys(settings.edgeLimits).length > 0) edge.limits = settings.edgeLimits
+    if (settings.relayPort !== null) edge.relayListen = host(settings.edgeHost, settings.relayPort)
     if (settings.acme !== null) {
       // The DNS provider is not part of the config file's schema: Gateway.start receives it built.
       const { dns: _dns, ...acme } = settings.acme

@@ -3,6 +3,10 @@
  * `cloud-connect control` on its internal RPC listener (`--control URL --secret ...`). Every failure is an RpcError: network trouble and
  * timeouts are SERVICE_UNAVAILABLE (retryable); HTTP errors carry control's code. Retrying and
  * backoff are the ControlClient's business, not this class's.
+ *
+ * Control replicas: `url` may be a comma-separated list. Each request goes to the replica that
+ * answered last; when it cannot be reached (network error, timeout, 502/503/504) the others are
+ * tried in turn within the same call, and the first that answers becomes the current one.
  */
 import {
   RPC_PATHS, RpcError, isRpcErrorCode, validateCertificateGetReply, validateCertificateLockReply, validateHelloReply, validateReportReply,
@@ -12,8 +16,10 @@ import {
 } from '../../proto/rpc/index.ts'
 
 export interface HttpControlPlaneOptions {
-  /** Base URL of control's RPC listener, e.g. http://10.0.0.5:8081 */
+  /** Base URL of control's RPC listener, e.g. http://10.0.0.5:8081, or a comma-separated list of replicas. */
   url: string
+  /** Sent as `gateway=ID` on the config long-poll: control answers with this gateway's snapshot. */
+  gatewayId?: string
   secret: string
   /** Limit for hello and report requests (default 15 s). */
   requestTimeoutMs?: number
@@ -22,22 +28,32 @@ export interface HttpControlPlaneOptions {
 }
 
 export class HttpControlPlane implements ControlPlane, CertificateStorePlane {
-  readonly #base: string
+  readonly #bases: string[]
+  /** Index of the replica that answered last. */
+  #current = 0
+  /** This gateway's id for the config long-poll (settable: the gateway's settings name it). */
+  gatewayId: string | undefined
   readonly #secret: string
   readonly #requestTimeoutMs: number
   readonly #watchTimeoutMs: number
 
   constructor (options: HttpControlPlaneOptions) {
-    const url = new URL(options.url)
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`control URL must be http(s): ${options.url}`)
-    this.#base = url.href.replace(/\/+$/, '')
+    this.#bases = options.url.split(',').map(text => {
+      const url = new URL(text.trim())
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`control URL must be http(s): ${text}`)
+      return url.href.replace(/\/+$/, '')
+    })
+    this.gatewayId = options.gatewayId
     this.#secret = options.secret
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 15_000
     this.#watchTimeoutMs = options.watchTimeoutMs ?? 90_000
   }
 
   async watch (since: number | null, signal?: AbortSignal): Promise<ConfigSnapshot | null> {
-    const query = since === null ? '' : `?since=${since}`
+    const params = new URLSearchParams()
+    if (since !== null) params.set('since', String(since))
+    if (this.gatewayId !== undefined) params.set('gateway', this.gatewayId)
+    const query = params.size === 0 ? '' : `?${params.toString()}`
     const res = await this.#request('GET', RPC_PATHS.config + query, undefined, this.#watchTimeoutMs, signal)
     if (res === null || res.status === 204 || res.status === 304) return null
     return validateSnapshot(await readJson(res))
@@ -87,13 +103,35 @@ export class HttpControlPlane implements ControlPlane, CertificateStorePlane {
     return await readJson(res)
   }
 
-  /** The response when 2xx; null when `signal` (the caller's) aborted; RpcError otherwise. */
+  /** The replica control URLs, current one first (for logs). */
+  get urls (): string[] {
+    return [...this.#bases.slice(this.#current), ...this.#bases.slice(0, this.#current)]
+  }
+
+  /** #requestTo each replica in turn from the current one, until one answers. */
   async #request (method: string, path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<Response | null> {
+    let lastError: unknown
+    for (let i = 0; i < this.#bases.length; i++) {
+      const index = (this.#current + i) % this.#bases.length
+      try {
+        const res = await this.#requestTo(this.#bases[index], method, path, body, timeoutMs, signal)
+        this.#current = index
+        return res
+      } catch (err) {
+        if (!(err instanceof RpcError) || !unreachable(err)) { this.#current = index; throw err }
+        lastError = err
+      }
+    }
+    throw lastError
+  }
+
+  /** The response when 2xx; null when `signal` (the caller's) aborted; RpcError otherwise. */
+  async #requestTo (base: string, method: string, path: string, body: unknown, timeoutMs: number, signal?: AbortSignal): Promise<Response | null> {
     const timeout = AbortSignal.timeout(timeoutMs)
     const combined = signal === undefined ? timeout : AbortSignal.any([signal, timeout])
     let res: Response
     try {
-      res = await fetch(this.#base + path, {
+      res = await fetch(base + path, {
         method,
         headers: {
           authorization: `Bearer ${this.#secret}`,
@@ -120,6 +158,12 @@ export class HttpControlPlane implements ControlPlane, CertificateStorePlane {
     }
     throw new RpcError(isRpcErrorCode(code) ? code : codeForStatus(res.status), message, { status: res.status })
   }
+}
+
+/** The replica could not be reached or is down: another may answer. */
+function unreachable (err: RpcError): boolean {
+  const status = (err.details as { status?: number } | undefined)?.status
+  return err.code === 'SERVICE_UNAVAILABLE' && (status === undefined || status === 502 || status === 503 || status === 504)
 }
 
 async function readJson (res: Response): Promise<unknown> {

@@ -15,6 +15,7 @@ import { Gateway, type GatewayStartOptions } from '../index.ts'
 import { createDnsProvider } from '../edge/acme/dns-provider.ts'
 import type { CertStore } from '../edge/cert-store.ts'
 import { ControlCertStore, hasCertificateStore } from './cert-store.ts'
+import { HttpControlPlane } from './http-client.ts'
 import type { Metrics } from '../metrics.ts'
 import { ControlClient, initialSnapshot, type BackoffOptions } from './client.ts'
 import { gatewayConfigFrom, type GatewayEnv } from './env.ts'
@@ -63,6 +64,8 @@ export function acmeStartOptions (plane: ControlPlane, settings: GatewayEnv, log
 export async function startGatewayWithControl (options: GatewayRunOptions): Promise<RunningGateway | null> {
   const { plane, settings, logger } = options
   const privateKey = loadOrCreateKey(settings.keyFile, logger)
+  // The long-poll names this gateway: control answers with its own peers, fleet and routes.
+  if (plane instanceof HttpControlPlane && plane.gatewayId === undefined) plane.gatewayId = settings.gatewayId
   const first = await initialSnapshot(plane, options.store, logger.child({ module: 'control' }), options.signal, options.backoff)
   if (first === null) return null
   const config = validateConfig(gatewayConfigFrom(settings, privateKey, first.snapshot.gateway.address))
@@ -82,6 +85,9 @@ export async function startGatewayWithControl (options: GatewayRunOptions): Prom
       endpoint: settings.endpoint,
       listenPort: Number(gateway.listen.slice(gateway.listen.lastIndexOf(':') + 1)),
       ...(options.software === undefined ? {} : { software: options.software }),
+      region: settings.region,
+      relayUrl: gateway.relayIdentity === null ? null : settings.relayUrl,
+      relayFingerprint: gateway.relayIdentity?.fingerprint ?? null,
     },
     reportIntervalMs: options.reportIntervalMs,
     backoff: options.backoff,

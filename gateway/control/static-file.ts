@@ -28,6 +28,8 @@ export function snapshotFromConfig (config: GatewayConfig, version: number): Con
       if (p.presharedKey !== null) peer.presharedKey = p.presharedKey.toString('base64')
       return peer
     }),
+    ...(config.fleet.length > 0 ? { fleet: config.fleet } : {}),
+    ...(config.routes.length > 0 ? { routes: config.routes } : {}),
   }
 }
 

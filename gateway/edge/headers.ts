@@ -14,6 +14,9 @@ const EDGE_SET = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-h
 /** Edge-set headers, and Expect: we answered any `Expect: 100-continue` ourselves. */
 const NOT_FORWARDED = new Set([...EDGE_SET, 'expect', 'host'])
 
+/** Relayed requests: the Expect we answered, and Host (set from the authority). */
+const RELAY_NOT_FORWARDED = new Set(['expect', 'host'])
+
 const NONE: string[] = []
 
 /** Names listed in Connection headers (RFC 9110 7.6.1: each names a hop-by-hop field). */
@@ -70,6 +73,26 @@ export function upstreamRequestHeaders (headers: IncomingHttpHeaders, facts: For
   out.forwarded = forwardedElement(facts)
   out['x-request-id'] = facts.requestId
   return out
+}
+
+/**
+ * Request headers of a request another gateway of the fleet relayed to us: hop-by-hop removed, the
+ * forwarding headers that gateway set passed through unchanged (exactly once: it replaced the
+ * client's), Host kept.
+ */
+export function relayedRequestHeaders (headers: IncomingHttpHeaders, upgrade = false): OutgoingHttpHeaders {
+  const out = withoutHopByHop(headers, upgrade, RELAY_NOT_FORWARDED)
+  const authority = (headers[':authority'] as string | undefined) ?? headers.host
+  if (authority !== undefined) out.host = authority
+  return out
+}
+
+/** The client address a relaying gateway wrote in X-Forwarded-For (it set exactly one). */
+export function relayedClientIp (headers: IncomingHttpHeaders): string | undefined {
+  const value = headers['x-forwarded-for']
+  const text = Array.isArray(value) ? value[0] : value
+  const first = text?.split(',', 1)[0].trim()
+  return first === undefined || first === '' ? undefined : first
 }
 
 /** Response headers for the client: hop-by-hop removed (they are also illegal in HTTP/2). */

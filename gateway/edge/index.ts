@@ -72,6 +72,9 @@ import { FileCertStore, type CertStore } from './cert-store.ts'
 import { LocalCa } from './local-ca.ts'
 import type { Issuer } from './issuer.ts'
 import { ConnectionGate, EDGE_LIMIT_DEFAULTS, type EdgeLimits } from './limits.ts'
+import { RelayClient, RelayFleet, RelayListener } from './relay.ts'
+import type { RelayIdentity } from './relay-identity.ts'
+import type { FleetGateway } from '../../proto/rpc/index.ts'
 
 export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
 export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
@@ -82,6 +85,8 @@ export { IssuerError, type Issuer, type IssuedCertificate } from './issuer.ts'
 export { ACME_CHALLENGE_PREFIX, noChallenges, type ChallengeResponder } from './http-listener.ts'
 export { ReverseProxy, CONTROL_HSTS } from './proxy.ts'
 export { EDGE_LIMIT_DEFAULTS, clientKey, type EdgeLimits } from './limits.ts'
+export { RelayClient, RelayFleet, RelayListener, RelayError, connectPinned, type RelayTarget } from './relay.ts'
+export { loadOrCreateRelayIdentity, certificateFingerprint, type RelayIdentity } from './relay-identity.ts'
 
 export interface ListenAddress {
   host?: string
@@ -117,6 +122,12 @@ export interface EdgeOptions {
   /** How often node checks headersTimeout on open connections (default 5 s; node's own is 30 s). */
   connectionsCheckingIntervalMs?: number
   now?: () => number
+  /**
+   * Fleet relay (relay.ts): the listener other gateways relay to, this gateway's identity, and
+   * whether a route's local peer has a live session (else requests are relayed when a gateway of
+   * the fleet has one). Absent: no relay either way.
+   */
+  relay?: { listen: ListenAddress, identity: RelayIdentity, sessionLive: (route: Route) => boolean }
 }
 
 export const EDGE_DEFAULTS = {
@@ -172,6 +183,9 @@ export class Edge {
   private httpServer: http.Server | undefined
   private readonly sockets = new Set<net.Socket>()
   private noCertificate: tls.SecureContext | undefined
+  /** Fleet relay: the client side (routing) and the listener; null without `relay`. */
+  readonly relay: RelayClient | null = null
+  private relayListener: RelayListener | undefined
 
   constructor (options: EdgeOptions) {
     this.options = options
@@ -184,7 +198,7 @@ export class Edge {
       connectTimeoutMs: options.connectTimeoutMs ?? EDGE_DEFAULTS.connectTimeoutMs,
       clientSlotShare: limits.clientSlotShare,
     })
-    this.proxy = new ReverseProxy({
+    const proxyOptions = {
       routes: this.routes,
       pool: this.pool,
       logger: options.logger,
@@ -192,7 +206,28 @@ export class Edge {
       idleTimeoutMs: options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs,
       upstreamTimeoutMs: options.upstreamTimeoutMs ?? EDGE_DEFAULTS.upstreamTimeoutMs,
       slowUploads: { scarceSlotShare: limits.scarceSlotShare, minBytesPerSecond: limits.minUploadBytesPerSecond, windowMs: limits.uploadProgressWindowMs },
-    })
+    }
+    if (options.relay !== undefined) {
+      const fleet = new RelayFleet(options.relay.identity)
+      this.relay = new RelayClient({ fleet, sessionLive: options.relay.sessionLive, connectTimeoutMs: options.connectTimeoutMs ?? EDGE_DEFAULTS.connectTimeoutMs })
+      const relayed = new ReverseProxy({ ...proxyOptions, logger: options.logger.child({ relay: 'in' }), relayed: true })
+      this.relayListener = new RelayListener({
+        fleet,
+        handleRequest: relayed.handleRequest,
+        handleUpgrade: relayed.handleUpgrade,
+        logger: options.logger,
+        metrics: options.metrics,
+        idleTimeoutMs: proxyOptions.idleTimeoutMs,
+        handshakeTimeoutMs: limits.tlsHandshakeTimeoutMs,
+        headersTimeoutMs: options.headersTimeoutMs ?? EDGE_DEFAULTS.headersTimeoutMs,
+        keepAliveTimeoutMs: options.keepAliveTimeoutMs ?? EDGE_DEFAULTS.keepAliveTimeoutMs,
+        maxHeaderSize: options.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize,
+        // Streams of many clients share one relay connection: the instance's slot caps bound them.
+        maxConcurrentStreams: 1_000,
+        h2StreamWindow: EDGE_DEFAULTS.h2StreamWindow,
+      })
+    }
+    this.proxy = new ReverseProxy({ ...proxyOptions, ...(this.relay === null ? {} : { relay: this.relay }) })
     this.clientErrors = options.metrics?.family('edge_client_errors', 'Client connections refused before a request: TLS handshakes, malformed or oversized requests, header timeouts, per-address connection cap')
     this.connections = new ConnectionGate(limits.maxConnectionsPerClient, client => {
       this.clientErrors?.inc('connection_cap')
@@ -272,6 +307,19 @@ export class Edge {
       const httpAddress = o.http ?? {}
       await listen(server, httpAddress.host ?? '0.0.0.0', httpAddress.port ?? 80, this.logger)
     }
+    if (this.relayListener !== undefined) await this.relayListener.listen(o.relay!.listen.host ?? '0.0.0.0', o.relay!.listen.port ?? 0)
+  }
+
+  /** Fleet: the gateways requests may be relayed to and relay connections accepted from (each snapshot). */
+  updateFleet (fleet: readonly FleetGateway[]): void {
+    if (this.relay === null) return
+    this.relay.fleet.update(fleet)
+    this.relay.retain()
+  }
+
+  /** The relay listener's address (null without one). */
+  relayAddress (): net.AddressInfo | null {
+    return this.relayListener?.address() ?? null
   }
 
   /** Replace the route table (atomically) and manage certificates for exactly its hostnames. */
@@ -305,10 +353,13 @@ export class Edge {
     const closing = [this.httpsServer, this.httpServer]
       .filter((s): s is HttpsServer | http.Server => s !== undefined && s.listening)
       .map(s => new Promise<void>(resolve => s.close(() => resolve())))
+    if (this.relayListener !== undefined) closing.push(this.relayListener.stopAccepting())
     const deadline = Date.now() + graceMs
     // In-flight exchanges may finish; idle keep-alive connections are not waited for.
     while (this.pool.totalActive() > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
     for (const socket of this.sockets) socket.destroy()
+    this.relayListener?.destroyConnections()
+    this.relay?.destroy()
     this.pool.destroy()
     await Promise.all(closing)
   }

@@ -20,7 +20,8 @@ import type { Logger } from 'pino'
 import type { Metrics, CounterFamily } from '../metrics.ts'
 import type { Route, RouteTable } from './routes.ts'
 import { EdgeTimeout, type SlotGrant, type UpstreamPool } from './upstream.ts'
-import { downstreamResponseHeaders, plainIp, publicAuthority, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
+import { downstreamResponseHeaders, plainIp, publicAuthority, relayedClientIp, relayedRequestHeaders, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
+import type { RelayClient, RelayTarget } from './relay.ts'
 import { clientKey, UploadProgressWatch, type UploadInProgress } from './limits.ts'
 import { controlPage, pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
 
@@ -48,6 +49,13 @@ export interface ReverseProxyOptions {
    * gets 408. Absent: no minimum.
    */
   slowUploads?: { scarceSlotShare: number, minBytesPerSecond: number, windowMs: number }
+  /** Fleet: where a request without a live local session is relayed (relay.ts). */
+  relay?: RelayClient
+  /**
+   * The relay listener's proxy: requests another gateway relayed here. They go into the local
+   * tunnel only (never relayed again), with the forwarding headers that gateway set.
+   */
+  relayed?: boolean
 }
 
 /** Request IDs: a per-process random prefix and a counter (unique, cheap, sortable per process). */
@@ -85,6 +93,8 @@ export class ReverseProxy {
   readonly errors: CounterFamily | undefined
   readonly uploads: UploadProgressWatch | undefined
   readonly scarceSlotShare: number
+  readonly relayed: boolean
+  private readonly relay: RelayClient | undefined
   private controlUnconfiguredWarned = false
 
   constructor (options: ReverseProxyOptions) {
@@ -99,6 +109,19 @@ export class ReverseProxy {
     const slow = options.slowUploads
     this.uploads = slow === undefined ? undefined : new UploadProgressWatch(slow.minBytesPerSecond, slow.windowMs)
     this.scarceSlotShare = slow?.scarceSlotShare ?? 1
+    this.relayed = options.relayed === true
+    this.relay = this.relayed ? undefined : options.relay
+  }
+
+  /** Relay or direct (null) for an admitted route. A relayed request is never relayed again. */
+  relayTarget (route: Route): RelayTarget | null {
+    return this.relay?.targetFor(route) ?? null
+  }
+
+  /** The client's address: the socket's, or for a relayed request the one its first gateway saw. */
+  clientIpOf (req: EdgeRequest): string {
+    const direct = plainIp(req.socket?.remoteAddress)
+    return this.relayed ? relayedClientIp(req.headers) ?? direct : direct
   }
 
   /** More than scarceSlotShare of the instance's slots are in use (never for control's route: it has no slot cap). */
@@ -114,6 +137,13 @@ export class ReverseProxy {
     const route = this.routes.lookup(hostHeader ?? '')
     if (route === undefined) return { page: 'unknown-host', control: false }
     const control = route.control === true
+    if (this.relayed) {
+      // The relay's SNI names no instance; the fleet member that sent this checked Host and SNI.
+      // Control's names are each gateway's own business; a route without a local peer ends here.
+      if (control) return { page: 'unknown-host', control: false }
+      if (route.remote === true) return { page: 'offline', control: false }
+      return { route }
+    }
     // RFC 9110 7.4 / RFC 9113 9.1.2: a request for an authority this connection's certificate was
     // not chosen for gets 421. Here: the SNI must name the same instance as the Host header, so a
     // connection opened for instance A can never carry requests to instance B.
@@ -140,9 +170,9 @@ export class ReverseProxy {
   /** The 'upgrade' handler of the HTTPS server: WebSocket and other HTTP/1.1 upgrades. */
   readonly handleUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
     const started = performance.now()
-    const requestId = nextRequestId()
+    const requestId = this.relayed ? relayedRequestId(req) : nextRequestId()
     const hostHeader = req.headers.host
-    const clientIp = plainIp(req.socket.remoteAddress)
+    const clientIp = this.clientIpOf(req)
     const client = clientKey(clientIp)
     let status = 0
     let bytesIn = 0
@@ -159,7 +189,7 @@ export class ReverseProxy {
       this.logger.info({
         reqId: requestId, method: req.method, host: hostHeader, path: (req.url ?? '').split('?', 1)[0], status,
         bytesIn, bytesOut, durationMs: Math.round(performance.now() - started), upgrade: req.headers.upgrade,
-        client: clientIp, proto: 'http/1.1', ...(failure !== undefined ? { error: failure } : {}),
+        client: clientIp, proto: 'http/1.1', ...(this.relayed ? { relayed: true } : {}), ...(failure !== undefined ? { error: failure } : {}),
       }, 'request')
     }
     let control = false
@@ -184,16 +214,20 @@ export class ReverseProxy {
     if (grant !== 'granted') { refuse(refusalPage(grant), { 'retry-after': this.retryAfter }); return }
     let released = false
     const release = (): void => { if (!released) { released = true; this.pool.release(route, client) } }
+    const target = this.relayTarget(route)
+    if (target === null && route.remote === true) { release(); refuse('offline'); return }
 
     let upstream: http.ClientRequest
     try {
       upstream = http.request({
-        agent: this.pool.agentFor(route),
+        agent: target?.agent ?? this.pool.agentFor(route),
         host: route.tunnelIp,
         port: route.port,
         method: req.method,
         path: req.url,
-        headers: upstreamRequestHeaders(req.headers, { clientIp, host: publicAuthority(hostHeader!, 'https'), proto: 'https', requestId }, true),
+        headers: this.relayed
+          ? relayedRequestHeaders(req.headers, true)
+          : upstreamRequestHeaders(req.headers, { clientIp, host: publicAuthority(hostHeader!, 'https'), proto: 'https', requestId }, true),
         setHost: false,
       })
     } catch (err) {
@@ -265,7 +299,7 @@ const enum Phase { Sending, Waiting, Receiving }
  */
 class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private readonly started = performance.now()
-  private readonly requestId = nextRequestId()
+  private readonly requestId: string
   private readonly hostHeader: string | undefined
   private readonly clientIp: string
   private readonly client: string
@@ -274,6 +308,8 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private bytesOut = 0
   private failure: string | undefined
   private route: Route | undefined
+  /** Fleet: the gateway this exchange is relayed to (undefined: direct). */
+  private target: RelayTarget | undefined
   /** The Host names control's route: HSTS on every answer, control's wording on edge pages. */
   private control = false
   private slot = false
@@ -295,8 +331,9 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private watchdogAt = 0
 
   constructor (private readonly proxy: ReverseProxy, private readonly req: EdgeRequest, private readonly res: EdgeResponse) {
+    this.requestId = proxy.relayed ? relayedRequestId(req) : nextRequestId()
     this.hostHeader = req.headers[':authority'] as string | undefined ?? req.headers.host
-    this.clientIp = plainIp(req.socket?.remoteAddress)
+    this.clientIp = proxy.clientIpOf(req)
     this.client = clientKey(this.clientIp)
   }
 
@@ -321,9 +358,13 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     const grant = proxy.pool.tryAcquire(route, this.client)
     if (grant !== 'granted') { this.answer(refusalPage(grant), { 'retry-after': proxy.retryAfter }); return }
     this.slot = true
-    this.headers = upstreamRequestHeaders(req.headers, {
-      clientIp: this.clientIp, host: publicAuthority(this.hostHeader!, 'https'), proto: 'https', requestId: this.requestId,
-    }) as Record<string, string | string[]>
+    this.target = proxy.relayTarget(route) ?? undefined
+    if (this.target === undefined && route.remote === true) { this.answer('offline'); return }
+    this.headers = (proxy.relayed
+      ? relayedRequestHeaders(req.headers)
+      : upstreamRequestHeaders(req.headers, {
+        clientIp: this.clientIp, host: publicAuthority(this.hostHeader!, 'https'), proto: 'https', requestId: this.requestId,
+      })) as Record<string, string | string[]>
     this.withBody = hasBody(req)
     if (this.withBody) {
       req.once('end', () => { this.requestSent() })
@@ -344,7 +385,8 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
       if (this.attempt === 0) req.resume()
     }
     try {
-      this.proxy.pool.dispatcherFor(this.route!).dispatch({
+      const dispatcher = this.target?.dispatcher ?? this.proxy.pool.dispatcherFor(this.route!)
+      dispatcher.dispatch({
         method: req.method ?? 'GET',
         path: req.url ?? '/',
         headers: this.headers,
@@ -549,6 +591,8 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
       instanceId: this.route?.instanceId,
       client: this.clientIp,
       proto: req.httpVersionMajor >= 2 ? 'h2' : 'http/1.1',
+      ...(this.target !== undefined ? { relay: this.target.gateway.id } : {}),
+      ...(proxy.relayed ? { relayed: true } : {}),
       ...(this.failure !== undefined ? { error: this.failure } : {}),
       ...(!res.writableFinished ? { aborted: true } : {}),
     }, 'request')
@@ -556,6 +600,12 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
 }
 
 function noop (): void {}
+
+/** A relayed request keeps the id its first gateway gave it (one id across the fleet's logs). */
+function relayedRequestId (req: EdgeRequest): string {
+  const id = req.headers['x-request-id']
+  return typeof id === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(id) ? id : nextRequestId()
+}
 
 /** The page for a refused slot: the instance is full (503) or this client holds its share (429). */
 function refusalPage (grant: Exclude<SlotGrant, 'granted'>): EdgePage {

@@ -19,6 +19,13 @@ export interface Route {
    * per-instance slot limits, answered with HSTS. `tunnelIp` '' means its origin is not configured.
    */
   control?: true
+  /**
+   * Fleet: gateways holding a live session with the instance, freshest first (snapshot routes).
+   * Without a live local session the edge relays to the first of them in the fleet.
+   */
+  relayVia?: readonly string[]
+  /** Fleet: no local peer; reachable only through the relay (tunnelIp is ''). */
+  remote?: true
 }
 
 /** The reserved names of the base domain served by control: the dashboard and the API. */

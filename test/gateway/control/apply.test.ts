@@ -7,7 +7,7 @@ import t from 'tap'
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { planSnapshot } from '../../../gateway/control/apply.ts'
+import { planSnapshot, withFleetRoutes } from '../../../gateway/control/apply.ts'
 import { ControlClient } from '../../../gateway/control/client.ts'
 import { ReportBuilder } from '../../../gateway/control/reporter.ts'
 import { StaticControlPlane, snapshotFromConfig } from '../../../gateway/control/static-file.ts'
@@ -189,4 +189,18 @@ t.test('SnapshotStore: atomic 0600 file; invalid contents are ignored', async t 
   t.equal(store.load(), null, 'invalid: ignored')
   writeFileSync(store.path, 'not json')
   t.equal(store.load(), null)
+})
+
+t.test('fleet routes: local routes gain their relay gateways, instances without a peer here become relay-only routes', async t => {
+  const local = [{ instanceId: 'i1', tunnelIp: '10.100.0.2', port: 80, hostnames: ['a.example.com'] }]
+  t.same(withFleetRoutes(local, undefined), local, 'no routes in the snapshot: unchanged')
+  const out = withFleetRoutes(local, [
+    { instanceId: 'i1', hostnames: ['a.example.com'], gateways: ['gw-b', 'gw-a'] },
+    { instanceId: 'i2', hostnames: ['b.example.com', 'a.example.com'], gateways: ['gw-b'] },
+    { instanceId: 'i3', hostnames: ['a.example.com'], gateways: ['gw-c'] },
+  ])
+  t.same(out, [
+    { instanceId: 'i1', tunnelIp: '10.100.0.2', port: 80, hostnames: ['a.example.com'], relayVia: ['gw-b', 'gw-a'] },
+    { instanceId: 'i2', tunnelIp: '', port: 0, hostnames: ['b.example.com'], relayVia: ['gw-b'], remote: true },
+  ], 'a hostname routed locally is never taken by a relay-only route')
 })

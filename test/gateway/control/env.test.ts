@@ -140,3 +140,56 @@ t.test('CC_CONTROL_PUBLIC_ORIGIN: control\'s API listener for app.<base> and api
   }
   t.match(describeGatewayVariables(), /CC_CONTROL_PUBLIC_ORIGIN/, 'listed in --help')
 })
+
+t.test('fleet settings: region, relay port and URL (defaulting to the endpoint\'s host), control replicas', async t => {
+  const none = loadGatewayEnv({ CC_DATA_DIR: dir })
+  t.same([none.region, none.relayPort, none.relayUrl, none.controlUrls], [null, null, null, []], 'unset: no region, no relay listener')
+  t.notOk('relayListen' in (gatewayConfigFrom(none, encodeKey(generatePrivateKey()), '10.100.0.1').edge as object), 'no relay listener in the gateway config')
+
+  const fleet = loadGatewayEnv({ CC_DATA_DIR: dir, CC_GATEWAY_REGION: 'eu-west', CC_RELAY_PORT: '8444', CC_GATEWAY_ENDPOINT: 'gw1.example.com:51820', CC_CONTROL_URL: 'http://c1:8081, http://c2:8081' })
+  t.equal(fleet.region, 'eu-west')
+  t.equal(fleet.relayPort, 8444)
+  t.equal(fleet.relayUrl, 'https://gw1.example.com:8444', 'https://<host of CC_GATEWAY_ENDPOINT>:<CC_RELAY_PORT>')
+  t.same(fleet.controlUrls, ['http://c1:8081', 'http://c2:8081'])
+  const config = validateConfig(gatewayConfigFrom(fleet, encodeKey(generatePrivateKey()), '10.100.0.1'))
+  t.same(config.edge?.relayListen, { address: '0.0.0.0', port: 8444 }, 'the relay listens on the edge host')
+
+  t.equal(loadGatewayEnv({ CC_DATA_DIR: dir, CC_RELAY_PORT: '8444', CC_GATEWAY_ENDPOINT: '[2001:db8::1]:51820' }).relayUrl, 'https://[2001:db8::1]:8444')
+  t.equal(loadGatewayEnv({ CC_DATA_DIR: dir, CC_RELAY_PORT: '8444', CC_RELAY_URL: 'https://relay.gw1.example.com:443' }).relayUrl, 'https://relay.gw1.example.com:443', 'CC_RELAY_URL wins')
+  t.match(describeGatewayVariables(), /CC_RELAY_PORT\n/)
+  t.match(describeGatewayVariables(), /CC_RELAY_URL\n/)
+  t.match(describeGatewayVariables(), /CC_GATEWAY_REGION\n/)
+})
+
+t.test('a bad fleet setting stops start-up with one line naming the variable', async t => {
+  const cases: Array<[Record<string, string>, string, RegExp]> = [
+    [{ CC_GATEWAY_REGION: 'EU West' }, 'CC_GATEWAY_REGION', /lower-case/],
+    [{ CC_RELAY_PORT: '0' }, 'CC_RELAY_PORT', /greater than or equal to 1/],
+    [{ CC_RELAY_PORT: '70000' }, 'CC_RELAY_PORT', /less than or equal to 65535/],
+    [{ CC_RELAY_PORT: 'https' }, 'CC_RELAY_PORT', /must be a number/],
+    [{ CC_RELAY_PORT: '8444' }, 'CC_RELAY_URL', /CC_GATEWAY_ENDPOINT/],
+    [{ CC_RELAY_URL: 'https://gw1.example.com:8444' }, 'CC_RELAY_URL', /needs CC_RELAY_PORT/],
+    [{ CC_RELAY_PORT: '8444', CC_RELAY_URL: 'http://gw1.example.com:8444' }, 'CC_RELAY_URL', /https:\/\/host:port/],
+    [{ CC_RELAY_PORT: '8444', CC_RELAY_URL: 'https://gw1.example.com:8444/relay' }, 'CC_RELAY_URL', /https:\/\/host:port/],
+    [{ CC_RELAY_PORT: '8444', CC_RELAY_URL: 'https://gw1.example.com:99999' }, 'CC_RELAY_URL', /port out of range/],
+    [{ CC_RELAY_PORT: '8444', CC_GATEWAY_ENDPOINT: 'gw1:51820', CC_EDGE: '0' }, 'CC_RELAY_PORT', /needs the edge/],
+    [{ CC_CONTROL_URL: 'http://c1:8081,ftp://c2' }, 'CC_CONTROL_URL', /comma-separated list/],
+    [{ CC_CONTROL_URL: 'http://c1:8081,' }, 'CC_CONTROL_URL', /comma-separated list/],
+  ]
+  for (const [env, field, message] of cases) {
+    const err = configError({ CC_DATA_DIR: dir, ...env })
+    t.equal(err.field, field, JSON.stringify(env))
+    t.match(err.message, message)
+    t.notMatch(err.message, /\n/, 'one line')
+  }
+})
+
+t.test('a bad fleet or routes entry in the static config is named by its path', async t => {
+  const raw = gatewayConfigFrom(loadGatewayEnv({ CC_DATA_DIR: dir }), encodeKey(generatePrivateKey()), '10.100.0.1')
+  const fingerprint = 'a'.repeat(64)
+  t.same(validateConfig({ ...raw, fleet: [{ id: 'gw-a', relayUrl: 'https://127.0.0.1:8444', relayFingerprint: fingerprint }] }).fleet[0].id, 'gw-a')
+  t.throws(() => validateConfig({ ...raw, fleet: [{ id: 'gw-a', relayUrl: 'https://127.0.0.1:8444', relayFingerprint: 'A'.repeat(64) }] }), { name: 'ConfigError', field: 'fleet[0].relayFingerprint' })
+  t.throws(() => validateConfig({ ...raw, fleet: [{ id: 'gw-a', relayUrl: 'http://127.0.0.1:8444', relayFingerprint: fingerprint }] }), { name: 'ConfigError', field: 'fleet[0].relayUrl' })
+  t.throws(() => validateConfig({ ...raw, routes: [{ instanceId: 'i1', hostnames: ['Files.Example.com'], gateways: [] }] }), { name: 'ConfigError', field: 'routes[0].hostnames[0]' })
+  t.throws(() => validateConfig({ ...raw, routes: [{ instanceId: 'i1', hostnames: [] }] }), { name: 'ConfigError', field: 'routes[0].gateways' })
+})

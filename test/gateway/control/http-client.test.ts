@@ -112,3 +112,30 @@ t.test('failures: control\'s code, else by status; bad bodies; network; timeouts
   t.match(refused.message, /unreachable: ECONNREFUSED/)
   t.throws(() => new HttpControlPlane({ url: 'ftp://control.example', secret: SECRET }), TypeError)
 })
+
+t.test('control replicas: a comma-separated list is tried in turn, the one that answered stays current; gateway=ID on the long-poll', async t => {
+  const down = `http://127.0.0.1:${await freePort()}`
+  let unavailable = false
+  const first = await serve(t, (_req, res) => { if (unavailable) reply(res, 503, { error: { code: 'SERVICE_UNAVAILABLE', message: 'draining' } }); else reply(res, 200, SNAPSHOT) })
+  const second = await serve(t, (_req, res) => { reply(res, 200, SNAPSHOT) })
+  const plane = new HttpControlPlane({ url: `${down},${first.url},${second.url}`, secret: SECRET, gatewayId: 'gw-1' })
+  t.same(await plane.watch(3), SNAPSHOT, 'the unreachable replica is skipped')
+  t.same(first.seen.map(s => s.url), ['/internal/v1/config?since=3&gateway=gw-1'])
+  await plane.watch(null)
+  t.equal(first.seen.length, 2, 'the replica that answered is asked first next time')
+  t.equal(first.seen[1].url, '/internal/v1/config?gateway=gw-1')
+  unavailable = true
+  t.same(await plane.watch(4), SNAPSHOT, 'a 503 moves on to the next replica')
+  t.equal(second.seen.length, 1)
+  unavailable = false
+  await plane.watch(4)
+  t.equal(second.seen.length, 2, 'and that one stays current')
+
+  const refused = await serve(t, (_req, res) => { reply(res, 401, { error: { code: 'UNAUTHORIZED', message: 'bad secret' } }) })
+  const strict = new HttpControlPlane({ url: `${refused.url},${second.url}`, secret: SECRET })
+  t.equal((await failure(strict.watch(null))).code, 'UNAUTHORIZED', 'a refusal is an answer: not retried elsewhere')
+  t.equal(second.seen.length, 2)
+
+  const none = new HttpControlPlane({ url: `${down},http://127.0.0.1:${await freePort()}`, secret: SECRET })
+  t.equal((await failure(none.watch(null))).code, 'SERVICE_UNAVAILABLE', 'none answers: retryable (the gateway keeps serving its snapshot)')
+})

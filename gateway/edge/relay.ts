@@ -1,0 +1,322 @@
+/**
+ * The relay between gateways of a fleet: a gateway without a live session with an instance sends
+ * the request to one that has it, over mutually authenticated TLS (both ends pin the SHA-256
+ * fingerprints control lists in the snapshot's `fleet`; no CA is involved).
+ *
+ *   RelayFleet     the current fleet (from each snapshot) and which gateway a route relays to
+ *   RelayClient    per fleet gateway: an undici Pool (requests) and an http.Agent (upgrades) whose
+ *                  connections are TLS 1.3 with our certificate, the server's fingerprint pinned
+ *   RelayListener  the TLS listener (CC_RELAY_PORT): client certificate required and looked up in
+ *                  the fleet, then HTTP/1.1 or HTTP/2 by ALPN, served by a ReverseProxy in relayed
+ *                  mode (into the local tunnel only, forwarding headers passed through)
+ *
+ * Edge routing (fleet design): a local peer with a live session -> direct; else the first gateway
+ * of the route's `relayVia` that is in the fleet (not this one) -> relay; else direct (today's
+ * path and its error pages).
+ */
+import http from 'node:http'
+import http2 from 'node:http2'
+import net from 'node:net'
+import tls from 'node:tls'
+import type { Duplex } from 'node:stream'
+import { Pool, type Dispatcher } from 'undici'
+import type { Logger } from 'pino'
+import type { FleetGateway } from '../../proto/rpc/index.ts'
+import type { CounterFamily, Metrics } from '../metrics.ts'
+import { certificateFingerprint, type RelayIdentity } from './relay-identity.ts'
+import type { Route } from './routes.ts'
+import { EdgeTimeout } from './upstream.ts'
+
+/** A relay connection refused by us: the peer's certificate is not the one the fleet pins. */
+export class RelayError extends Error {
+  readonly code: 'RELAY_FINGERPRINT_MISMATCH' | 'RELAY_NO_CERTIFICATE'
+  constructor (code: RelayError['code'], message: string) {
+    super(message)
+    this.name = 'RelayError'
+    this.code = code
+  }
+}
+
+/** Both ends are ours: TLS 1.3 only (RFC 8446), client certificates in the main handshake. */
+const RELAY_TLS_VERSION = 'TLSv1.3'
+
+/** The fingerprint of the certificate the other end presented ('' when none). */
+function peerFingerprint (socket: tls.TLSSocket): string {
+  const certificate = socket.getPeerX509Certificate()
+  return certificate === undefined ? '' : certificateFingerprint(certificate.raw)
+}
+
+export class RelayFleet {
+  readonly identity: RelayIdentity
+  #byId = new Map<string, FleetGateway>()
+  #fingerprints = new Set<string>()
+
+  constructor (identity: RelayIdentity) {
+    this.identity = identity
+  }
+
+  /** Replaces the fleet (each snapshot). */
+  update (fleet: readonly FleetGateway[]): void {
+    this.#byId = new Map(fleet.map(g => [g.id, g]))
+    this.#fingerprints = new Set(fleet.map(g => g.relayFingerprint))
+  }
+
+  gateways (): FleetGateway[] {
+    return [...this.#byId.values()]
+  }
+
+  /** A client certificate the relay listener accepts: one of the fleet's. */
+  admits (fingerprint: string): boolean {
+    return fingerprint !== '' && this.#fingerprints.has(fingerprint)
+  }
+
+  /** The first of `gatewayIds` in the fleet that is not this gateway (known by its fingerprint). */
+  pick (gatewayIds: readonly string[]): FleetGateway | null {
+    for (const id of gatewayIds) {
+      const g = this.#byId.get(id)
+      if (g !== undefined && g.relayFingerprint !== this.identity.fingerprint) return g
+    }
+    return null
+  }
+}
+
+/** Where a relayed request goes: the gateway and its connections. */
+export interface RelayTarget {
+  gateway: FleetGateway
+  dispatcher: Dispatcher
+  agent: http.Agent
+}
+
+export interface RelayClientOptions {
+  fleet: RelayFleet
+  /** The local peer of a route has a live WireGuard session (a handshake within REJECT_AFTER_TIME). */
+  sessionLive: (route: Route) => boolean
+  connectTimeoutMs: number
+  /** How long an idle relay connection is kept (default 30 s). */
+  keepAliveMs?: number
+}
+
+interface RelayEntry extends RelayTarget {
+  key: string
+}
+
+function entryKey (g: FleetGateway): string {
+  return `${g.id}\u0000${g.relayUrl}\u0000${g.relayFingerprint}`
+}
+
+export class RelayClient {
+  readonly fleet: RelayFleet
+  readonly #o: RelayClientOptions
+  readonly #entries = new Map<string, RelayEntry>()
+
+  constructor (options: RelayClientOptions) {
+    this.fleet = options.fleet
+    this.#o = options
+  }
+
+  /** Where a request for `route` goes: null = direct (into the local tunnel, or its error page). */
+  targetFor (route: Route): RelayTarget | null {
+    if (route.control === true) return null
+    if (route.remote !== true && this.#o.sessionLive(route)) return null
+    const gateway = this.fleet.pick(route.relayVia ?? [])
+    return gateway === null ? null : this.#entryFor(gateway)
+  }
+
+  #entryFor (gateway: FleetGateway): RelayEntry {
+    const key = entryKey(gateway)
+    let entry = this.#entries.get(key)
+    if (entry !== undefined) return entry
+    const connect = (callback: (err: Error | null, socket: Duplex | null) => void): void => {
+      connectPinned(gateway, this.fleet.identity, this.#o.connectTimeoutMs, callback)
+    }
+    const keepAliveMs = this.#o.keepAliveMs ?? 30_000
+    const dispatcher = new Pool(new URL(gateway.relayUrl).origin, {
+      // The instance's slot caps apply before a request gets here; none again per relay.
+      connections: null,
+      pipelining: 1,
+      keepAliveTimeout: keepAliveMs,
+      keepAliveMaxTimeout: keepAliveMs,
+      // The proxy runs its own first-byte and idle timers.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+      connect: (_options, callback) => { connect(callback as (err: Error | null, socket: Duplex | null) => void) },
+    })
+    const agent = new http.Agent({ keepAlive: true, timeout: keepAliveMs, scheduling: 'lifo', servername: '' } as http.AgentOptions)
+    ;(agent as unknown as { createConnection: (o: unknown, oncreate: (err: Error | null, socket: Duplex | null) => void) => undefined }).createConnection =
+      (_o, oncreate) => { connect(oncreate); return undefined }
+    entry = { key, gateway, dispatcher, agent }
+    this.#entries.set(key, entry)
+    return entry
+  }
+
+  /** Closes the connections to gateways that left the fleet (or changed address or certificate). */
+  retain (): void {
+    const keep = new Set(this.fleet.gateways().map(entryKey))
+    for (const [key, entry] of this.#entries) {
+      if (keep.has(key)) continue
+      this.#entries.delete(key)
+      entry.agent.destroy()
+      entry.dispatcher.close().catch(() => {})
+    }
+  }
+
+  destroy (): void {
+    for (const entry of this.#entries.values()) {
+      entry.agent.destroy()
+      entry.dispatcher.destroy().catch(() => {})
+    }
+    this.#entries.clear()
+  }
+}
+
+/**
+ * A TLS connection to `gateway`'s relay listener presenting our certificate, handed over only once
+ * the server's certificate has the pinned fingerprint (nothing is written before that).
+ */
+export function connectPinned (gateway: FleetGateway, identity: RelayIdentity, timeoutMs: number, callback: (err: Error | null, socket: Duplex | null) => void): void {
+  const url = new URL(gateway.relayUrl)
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname
+  const socket = tls.connect({
+    host,
+    port: Number(url.port),
+    ...(net.isIP(host) === 0 ? { servername: host } : {}),
+    key: identity.privateKeyPem,
+    cert: identity.certificatePem,
+    // The chain is not checked (self-signed); the fingerprint below is the authentication.
+    rejectUnauthorized: false,
+    minVersion: RELAY_TLS_VERSION,
+    ALPNProtocols: ['http/1.1'],
+  })
+  socket.setNoDelay(true)
+  let settled = false
+  const done = (err: Error | null): void => {
+    if (settled) return
+    settled = true
+    clearTimeout(timer)
+    socket.off('secureConnect', onSecure)
+    socket.off('error', done)
+    if (err === null) { callback(null, socket); return }
+    socket.on('error', () => {})
+    socket.destroy()
+    callback(err, null)
+  }
+  const onSecure = (): void => {
+    const presented = peerFingerprint(socket)
+    if (presented !== gateway.relayFingerprint) {
+      done(new RelayError('RELAY_FINGERPRINT_MISMATCH', `relay ${gateway.id} at ${gateway.relayUrl} presented certificate ${presented || '(none)'}, expected ${gateway.relayFingerprint}`))
+      return
+    }
+    done(null)
+  }
+  const timer = setTimeout(() => { done(new EdgeTimeout('CONNECT_TIMEOUT')) }, timeoutMs)
+  socket.once('secureConnect', onSecure)
+  socket.once('error', done)
+}
+
+export interface RelayListenerOptions {
+  fleet: RelayFleet
+  /** Serves admitted requests (a ReverseProxy in relayed mode). */
+  handleRequest: (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void
+  handleUpgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void
+  logger: Logger
+  metrics?: Metrics
+  /** No byte either way for this long closes a connection (the proxy's own idle deadline acts first). */
+  idleTimeoutMs: number
+  handshakeTimeoutMs: number
+  headersTimeoutMs: number
+  keepAliveTimeoutMs: number
+  maxHeaderSize: number
+  maxConcurrentStreams: number
+  h2StreamWindow: number
+}
+
+export class RelayListener {
+  readonly #o: RelayListenerOptions
+  readonly #tls: tls.Server
+  readonly #http1: http.Server
+  readonly #http2: http2.Http2Server
+  readonly #sockets = new Set<tls.TLSSocket>()
+  readonly #refused: CounterFamily | undefined
+
+  constructor (options: RelayListenerOptions) {
+    this.#o = options
+    const identity = options.fleet.identity
+    this.#refused = options.metrics?.family('relay_refused', 'Relay connections refused: TLS handshakes, client certificates not in the fleet')
+    this.#tls = tls.createServer({
+      key: identity.privateKeyPem,
+      cert: identity.certificatePem,
+      // Required, but checked against the fleet's fingerprints below, not against a CA.
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: RELAY_TLS_VERSION,
+      ALPNProtocols: ['h2', 'http/1.1'],
+      handshakeTimeout: options.handshakeTimeoutMs,
+    })
+    this.#http1 = http.createServer({
+      maxHeaderSize: options.maxHeaderSize,
+      requestTimeout: 0, // never a total-time limit: idle time alone ends transfers
+      headersTimeout: options.headersTimeoutMs,
+      keepAliveTimeout: options.keepAliveTimeoutMs,
+    })
+    this.#http2 = http2.createServer({
+      settings: { maxConcurrentStreams: options.maxConcurrentStreams, maxHeaderListSize: options.maxHeaderSize, initialWindowSize: options.h2StreamWindow },
+    })
+    for (const server of [this.#http1, this.#http2]) {
+      server.setTimeout(options.idleTimeoutMs + 1_000)
+      server.on('request', options.handleRequest)
+    }
+    this.#http1.on('upgrade', options.handleUpgrade)
+    this.#http1.on('clientError', (err: Error, socket: Duplex) => {
+      options.logger.debug({ err: err.message }, 'relay client error')
+      socket.destroy()
+    })
+    this.#http2.on('session', (session: http2.ServerHttp2Session) => { session.on('error', () => {}) })
+    this.#tls.on('secureConnection', socket => { this.#admit(socket) })
+    this.#tls.on('tlsClientError', (err, socket) => {
+      socket.destroy()
+      this.#refused?.inc('tls_handshake')
+      options.logger.debug({ err: err.message, client: socket.remoteAddress }, 'relay TLS handshake failed')
+    })
+  }
+
+  #admit (socket: tls.TLSSocket): void {
+    socket.on('error', () => {})
+    const fingerprint = peerFingerprint(socket)
+    if (!this.#o.fleet.admits(fingerprint)) {
+      this.#refused?.inc(fingerprint === '' ? 'no_certificate' : 'unknown_certificate')
+      this.#o.logger.warn({ client: socket.remoteAddress, fingerprint: fingerprint || null }, 'relay connection refused: client certificate not in the fleet')
+      socket.destroy()
+      return
+    }
+    this.#sockets.add(socket)
+    socket.once('close', () => this.#sockets.delete(socket))
+    if (socket.alpnProtocol === 'h2') this.#http2.emit('connection', socket)
+    else this.#http1.emit('connection', socket)
+  }
+
+  async listen (host: string, port: number): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.#tls.once('error', reject)
+      this.#tls.listen({ host, port }, () => {
+        this.#tls.off('error', reject)
+        this.#tls.on('error', err => this.#o.logger.error({ err }, 'relay listener error'))
+        resolve()
+      })
+    })
+    this.#o.logger.info({ relay: this.#tls.address(), fingerprint: this.#o.fleet.identity.fingerprint }, 'relay listening')
+  }
+
+  address (): net.AddressInfo {
+    return this.#tls.address() as net.AddressInfo
+  }
+
+  /** Stops accepting; open connections stay until destroyConnections (the edge's grace period). */
+  async stopAccepting (): Promise<void> {
+    if (!this.#tls.listening) return
+    await new Promise<void>(resolve => this.#tls.close(() => resolve()))
+  }
+
+  destroyConnections (): void {
+    for (const socket of this.#sockets) socket.destroy()
+  }
+}

@@ -1,0 +1,213 @@
+/**
+ * The fleet relay between two edges on loopback (gateway/edge/relay.ts): B holds no session for
+ * the instance and relays to A, whose relay listener serves it into its "tunnel" (a loopback
+ * origin here; test/gateway/fleet.test.ts runs the real tunnel). Mutual TLS by pinned
+ * fingerprints, forwarding headers once, never relayed twice, WebSocket, HTTP/2 on the listener.
+ */
+import t from 'tap'
+import http from 'node:http'
+import http2 from 'node:http2'
+import https from 'node:https'
+import tls from 'node:tls'
+import { once } from 'node:events'
+import WebSocket, { WebSocketServer } from 'ws'
+import type { FleetGateway } from '../../../proto/rpc/index.ts'
+import { connectPinned, loadOrCreateRelayIdentity, RelayError, type RelayIdentity, type Route } from '../../../gateway/edge/index.ts'
+import { loopbackLookup, request, route, startEdge, startOrigin, tempDir, type TestEdge } from './helpers.ts'
+
+const HOST = 'files.example.test'
+const LOOP = 'loop.example.test'
+
+interface Seen { xff: Array<string | string[] | undefined>, forwarded: Array<string | string[] | undefined>, host: Array<string | undefined> }
+
+async function origin (t: Parameters<typeof startOrigin>[0]): Promise<{ port: number, seen: Seen, server: http.Server }> {
+  const seen: Seen = { xff: [], forwarded: [], host: [] }
+  const { server, port } = await startOrigin(t, (req, res) => {
+    seen.xff.push(req.headers['x-forwarded-for'])
+    seen.forwarded.push(req.headers.forwarded)
+    seen.host.push(req.headers.host)
+    let n = 0
+    req.on('data', (c: Buffer) => { n += c.length })
+    req.on('end', () => { res.end(JSON.stringify({ path: req.url, bytes: n, rawHeaders: req.rawHeaders })) })
+  })
+  return { port, seen, server }
+}
+
+function fleetEntry (id: string, te: TestEdge, identity: RelayIdentity): FleetGateway {
+  return { id, relayUrl: `https://127.0.0.1:${te.edge.relayAddress()!.port}`, relayFingerprint: identity.fingerprint }
+}
+
+interface Pair { a: TestEdge, b: TestEdge, idA: RelayIdentity, idB: RelayIdentity, fleet: FleetGateway[], live: { a: boolean, b: boolean } }
+
+/** A serves the instance (its origin at `port`); B has only the fleet route naming A. */
+async function pair (t: Parameters<typeof startEdge>[0], port: number, extra: { aRoutes?: Route[], bRoutes?: Route[] } = {}): Promise<Pair> {
+  const idA = await loadOrCreateRelayIdentity(tempDir(t))
+  const idB = await loadOrCreateRelayIdentity(tempDir(t))
+  const live = { a: true, b: false }
+  const a = await startEdge(t, [route('inst', port, [HOST], { relayVia: ['gw-a'] }), ...extra.aRoutes ?? []], {
+    relay: { listen: { host: '127.0.0.1', port: 0 }, identity: idA, sessionLive: () => live.a },
+  })
+  const b = await startEdge(t, [{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-a'], remote: true }, ...extra.bRoutes ?? []], {
+    relay: { listen: { host: '127.0.0.1', port: 0 }, identity: idB, sessionLive: () => live.b },
+  })
+  const fleet = [fleetEntry('gw-a', a, idA), fleetEntry('gw-b', b, idB)]
+  a.edge.updateFleet(fleet)
+  b.edge.updateFleet(fleet)
+  return { a, b, idA, idB, fleet, live }
+}
+
+/** A request straight to a relay listener, presenting `identity`'s certificate (or none). */
+function relayRequest (te: TestEdge, identity: RelayIdentity | null, host: string): Promise<{ status: number, body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      host: '127.0.0.1',
+      port: te.edge.relayAddress()!.port,
+      path: '/direct',
+      headers: { host, 'x-forwarded-for': '198.51.100.7' },
+      rejectUnauthorized: false,
+      ...(identity === null ? {} : { key: identity.privateKeyPem, cert: identity.certificatePem }),
+      agent: false,
+    }, res => {
+      let body = ''
+      res.on('data', (c: Buffer) => { body += c.toString() })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+const relayedLines = (te: TestEdge): Array<Record<string, unknown>> => te.lines.filter(l => l.msg === 'request' && l.relayed === true)
+
+t.test('a gateway without a session relays to the fleet gateway that has one: forwarding headers exactly once', async t => {
+  const o = await origin(t)
+  const { a, b } = await pair(t, o.port)
+  const res = await request(b, HOST, { path: '/hello', headers: { 'x-forwarded-for': '203.0.113.9', forwarded: 'for=203.0.113.9' }, method: 'POST', body: 'x'.repeat(1000) })
+  t.equal(res.status, 200)
+  t.same(JSON.parse(res.body.toString()).bytes, 1000)
+  t.same(o.seen.xff, ['127.0.0.1'], 'X-Forwarded-For: the address B saw, once (the client\'s claim dropped)')
+  t.same(o.seen.forwarded, [`for=127.0.0.1;host="${HOST}:${b.port}";proto=https`], 'Forwarded: once, as B set it')
+  const raw = JSON.parse(res.body.toString()).rawHeaders as string[]
+  t.equal(raw.filter((_, i) => i % 2 === 0 && raw[i].toLowerCase() === 'x-forwarded-for').length, 1, 'one X-Forwarded-For field')
+  t.equal(o.seen.host[0], `${HOST}:${b.port}`, 'Host kept')
+  const bLine = b.lines.find(l => l.msg === 'request')
+  t.equal(bLine?.relay, 'gw-a', 'B logs the relay target')
+  t.equal(relayedLines(a).length, 1, 'A served it from its relay listener')
+  t.equal(relayedLines(a)[0].reqId, bLine?.reqId, 'one request id across both gateways')
+})
+
+t.test('relay listener: a known client certificate is served, an unknown one or none is refused', async t => {
+  const o = await origin(t)
+  const { a, idB } = await pair(t, o.port)
+  const served = await relayRequest(a, idB, HOST)
+  t.equal(served.status, 200, 'B\'s certificate (in the fleet) is served')
+  t.same(o.seen.xff, ['198.51.100.7'], 'the relaying gateway\'s X-Forwarded-For passes through unchanged')
+
+  const stranger = await loadOrCreateRelayIdentity(tempDir(t))
+  await t.rejects(relayRequest(a, stranger, HOST), 'a certificate not in the fleet: the connection is closed')
+  await t.rejects(relayRequest(a, null, HOST), 'no client certificate: closed')
+  t.equal(o.seen.xff.length, 1, 'neither reached the origin')
+  t.equal(a.edge.relayAddress() !== null, true)
+})
+
+t.test('relay listener speaks HTTP/2 by ALPN', async t => {
+  const o = await origin(t)
+  const { a, idB } = await pair(t, o.port)
+  const session = http2.connect(`https://127.0.0.1:${a.edge.relayAddress()!.port}`, { key: idB.privateKeyPem, cert: idB.certificatePem, rejectUnauthorized: false })
+  t.teardown(() => session.close())
+  session.on('error', () => {})
+  const stream = session.request({ ':path': '/h2', ':authority': HOST, 'x-forwarded-for': '198.51.100.8' })
+  const [headers] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
+  let body = ''
+  stream.on('data', (c: Buffer) => { body += c.toString() })
+  await once(stream, 'end')
+  t.equal(headers[':status'], 200)
+  t.equal(JSON.parse(body).path, '/h2')
+  t.same(o.seen.xff, ['198.51.100.8'])
+  t.equal(o.seen.host[0], HOST, ':authority becomes Host')
+  t.equal((session.socket as tls.TLSSocket).alpnProtocol, 'h2')
+})
+
+t.test('relay client: a server whose certificate is not the pinned one is refused before any request', async t => {
+  const o = await origin(t)
+  const { a, b, idA, fleet } = await pair(t, o.port)
+  const wrong = { ...fleet[0], relayFingerprint: 'f'.repeat(64) }
+  const err = await new Promise<Error | null>(resolve => { connectPinned(wrong, idA, 5_000, e => resolve(e)) })
+  t.ok(err instanceof RelayError)
+  t.equal((err as RelayError).code, 'RELAY_FINGERPRINT_MISMATCH')
+
+  b.edge.updateFleet([wrong, fleet[1]])
+  const res = await request(b, HOST)
+  t.equal(res.status, 502, 'B answers the offline page')
+  t.equal(o.seen.xff.length, 0, 'nothing reached the origin')
+  t.equal(relayedLines(a).length, 0, 'A never saw a request')
+  b.edge.updateFleet(fleet)
+  t.equal((await request(b, HOST)).status, 200, 'the right pin again: served')
+})
+
+t.test('a relayed request is never relayed again: A without the instance answers the direct-path error', async t => {
+  const o = await origin(t)
+  const closed = await startOrigin(t, () => {})
+  const closedPort = closed.port
+  await new Promise<void>(resolve => { closed.server.close(() => resolve()) })
+  const { a, b, live } = await pair(t, o.port, {
+    // A: a peer with no live session (its port refuses), and a route known only from the fleet.
+    aRoutes: [route('dead', closedPort, ['dead.example.test'], { relayVia: ['gw-b'] }), { instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-b'], remote: true }],
+    bRoutes: [{ instanceId: 'dead', tunnelIp: '', port: 0, hostnames: ['dead.example.test'], relayVia: ['gw-a'], remote: true }, { instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-a'], remote: true }],
+  })
+  live.a = false
+  const loop = await request(b, LOOP)
+  t.equal(loop.status, 502, 'no peer anywhere: the offline page')
+  t.equal(relayedLines(a).length, 1, 'A got it once')
+  t.equal(relayedLines(b).length, 0, 'and did not send it back to B')
+
+  const dead = await request(b, 'dead.example.test')
+  t.equal(dead.status, 502, 'A\'s peer without a session: the direct path\'s error, not a relay back')
+  t.equal(relayedLines(b).length, 0)
+  t.equal(relayedLines(a).length, 2)
+})
+
+t.test('edge routing: a live local session goes direct, a lapsed one is relayed, no fleet gateway means direct', async t => {
+  const o = await origin(t)
+  const local = await origin(t)
+  const { a, b, live } = await pair(t, o.port)
+  // B gets its own peer for the instance (the same hostname, a different origin).
+  b.edge.updateRoutes([route('inst', local.port, [HOST], { relayVia: ['gw-b', 'gw-a'] })])
+  live.b = true
+  t.equal((await request(b, HOST)).status, 200)
+  t.equal(local.seen.xff.length, 1, 'live session: direct')
+  t.equal(o.seen.xff.length, 0)
+  live.b = false
+  t.equal((await request(b, HOST)).status, 200)
+  t.equal(o.seen.xff.length, 1, 'no session: relayed to gw-a (gw-b is this gateway)')
+  b.edge.updateRoutes([route('inst', local.port, [HOST], { relayVia: ['gw-b', 'gw-gone'] })])
+  t.equal((await request(b, HOST)).status, 200)
+  t.equal(local.seen.xff.length, 2, 'no other fleet gateway holds it: direct, as before the fleet')
+  t.equal(relayedLines(a).length, 1)
+})
+
+t.test('WebSocket through the relay', async t => {
+  const { server, port } = await startOrigin(t, (_req, res) => { res.end() })
+  const wss = new WebSocketServer({ server })
+  let xff: string | string[] | undefined
+  wss.on('connection', (ws, req) => {
+    xff = req.headers['x-forwarded-for']
+    ws.on('message', (data: Buffer) => ws.send(Buffer.concat([Buffer.from('echo:'), data])))
+  })
+  t.teardown(() => { wss.close() })
+  const { a, b } = await pair(t, port)
+  const ws = new WebSocket(`wss://${HOST}:${b.port}/socket`, { ca: b.ca, lookup: loopbackLookup } as WebSocket.ClientOptions)
+  await once(ws, 'open')
+  const messages: string[] = []
+  ws.on('message', (d: Buffer) => messages.push(d.toString()))
+  for (let i = 0; i < 5; i++) ws.send(`m${i}`)
+  const deadline = Date.now() + 5_000
+  while (messages.length < 5 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+  t.same(messages, ['echo:m0', 'echo:m1', 'echo:m2', 'echo:m3', 'echo:m4'])
+  t.equal(xff, '127.0.0.1', 'X-Forwarded-For once on the upgrade')
+  ws.close()
+  await once(ws, 'close')
+  const deadline2 = Date.now() + 5_000
+  while (relayedLines(a).length < 1 && Date.now() < deadline2) await new Promise(resolve => setTimeout(resolve, 10))
+  t.equal(relayedLines(a)[0]?.status, 101, 'A served the upgrade from its relay listener')
+})
