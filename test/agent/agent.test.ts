@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { pino } from 'pino'
 import { Agent } from '../../agent/agent.ts'
 import { loadSettings } from '../../agent/settings.ts'
-import type { Tunnel, TunnelHealth, TunnelPlan } from '../../agent/tunnel.ts'
+import type { GatewayHealth, Tunnel, TunnelHealth, TunnelPlan } from '../../agent/tunnel.ts'
 import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 
 const GATEWAY_KEY = encodeKey(publicKeyFromPrivate(generatePrivateKey()))
@@ -67,6 +67,7 @@ class FakeTunnel implements Tunnel {
   }
 
   health (): TunnelHealth { return { lastHandshakeAt: Date.now(), lastReceiveAt: null, endpoint: '127.0.0.1:51820', rxBytes: 0, txBytes: 0 } }
+  gateways (): GatewayHealth[] { return [] }
   async close (): Promise<void> { this.log.push('close') }
 }
 
