@@ -12,6 +12,10 @@
  *    instead of looping: only a new token can help;
  *  - 402 (suspended instance): state `error`, retried at the longest backoff (an upgrade fixes it);
  *  - 409 KEY_IN_USE: a new key pair, registered at once.
+ *
+ * Fleet: every gateway placed for the instance is probed on its own. The tunnel is `connected`
+ * while any of them answers; one that stays silent gets a fresh handshake (its peer only, the
+ * others untouched); a heartbeat answering another set of gateways adds and removes peers.
  */
 import type { Logger } from 'pino'
 import { ApiClient, ApiError } from './api.ts'
@@ -19,25 +23,46 @@ import { Backoff } from './backoff.ts'
 import { EXIT_FAILURE, EXIT_KERNEL_UNAVAILABLE, EXIT_OK, EXIT_REFUSED, EXIT_TOKEN_REJECTED } from './exit-codes.ts'
 import type { AgentSettings } from './settings.ts'
 import { freshState, loadOrCreateState, writeState, type AgentState, type ConnectionStatus } from './state.ts'
-import { checkRegistration, TunnelConfigError, TunnelUnavailableError, type Tunnel, type TunnelMode, type TunnelPlan } from './tunnel.ts'
-import type { RegisterTunnelResponse, TunnelStatusResponse } from '../proto/api/tunnel.ts'
+import { checkGatewayList, checkPlan, checkRegistration, planGateways, planWithGateways, samePlan, TunnelConfigError, TunnelUnavailableError, type Tunnel, type TunnelMode, type TunnelPlan } from './tunnel.ts'
+import { formatTunnelConfig, type GatewayRole } from './tunnel-config.ts'
+import type { HeartbeatResponse, RegisterTunnelResponse, TunnelConfig, TunnelStatusResponse } from '../proto/api/tunnel.ts'
 import { decodeKey } from '../proto/noise/keys.ts'
+
+/** One gateway in the status report. */
+export interface GatewayStatus {
+  /** The fleet's gateway id (null: an older control plane's single gateway). */
+  id: string | null
+  role: GatewayRole
+  region: string | null
+  endpoint: string
+  public_key: string
+  /** The gateway's tunnel address. */
+  address: string
+  last_handshake_at: string | null
+  /** It answered a round trip within the dead-after window. */
+  connected: boolean
+}
 
 /** What `agent status --json` and the status endpoint print (the spec's cloud_connect_* settings). */
 export interface StatusReport {
+  /** `connected`: the tunnel is up through at least one gateway (see `gateways`). */
   status: ConnectionStatus
   last_error: string | null
   subdomain: string | null
   custom_domains: string[]
   public_key: string | null
   tunnel_ip: string | null
+  /** The primary gateway's endpoint. */
   gateway_endpoint: string | null
+  /** Every gateway placed for the instance, primary first. */
+  gateways: GatewayStatus[]
   mode: TunnelMode | null
   /** Whether an agent process is running (false: read from the state file). */
   running: boolean
   pid: number | null
   /** When `status` last changed. */
   since: string
+  /** The latest handshake with any gateway. */
   last_handshake_at: string | null
   /** The tunnel status as the cloud last reported it (GET /tunnel/status). */
   cloud_status: string | null
@@ -82,6 +107,10 @@ export class Agent {
   private fatal: FatalError | null = null
   private heartbeatLoop: Promise<void> | null = null
   private running = false
+  /** Wall-clock ms of each gateway's latest answered probe, by public key. */
+  private readonly answeredAt = new Map<string, number>()
+  /** Applies one at a time (registration, recovery and heartbeats all reconfigure the tunnel). */
+  private applying: Promise<void> = Promise.resolve()
 
   constructor (options: AgentOptions) {
     this.options = options
@@ -142,6 +171,22 @@ export class Agent {
 
   report (): StatusReport {
     const health = this.tunnel?.health() ?? null
+    const now = Date.now()
+    const live = new Map((this.tunnel?.gateways() ?? []).map(g => [g.publicKey, g]))
+    const gateways: GatewayStatus[] = this.plan === null ? [] : planGateways(this.plan).map(g => {
+      const handshake = live.get(g.peerPublicKey)?.lastHandshakeAt ?? null
+      const answered = this.answeredAt.get(g.peerPublicKey)
+      return {
+        id: g.gatewayId,
+        role: g.role,
+        region: g.region,
+        endpoint: formatHostPort(g.endpointHost, g.endpointPort),
+        public_key: g.peerPublicKey,
+        address: g.gatewayAddress,
+        last_handshake_at: handshake === null ? null : new Date(handshake).toISOString(),
+        connected: answered !== undefined && now - answered <= this.settings.deadAfterMs,
+      }
+    })
     const reg = this.state.registration
     const activeCustom = this.cloudStatus?.domains.custom_domains.filter(d => d.status === 'active').map(d => d.domain)
     return {
@@ -152,6 +197,7 @@ export class Agent {
       public_key: this.state.public_key,
       tunnel_ip: this.plan?.address ?? null,
       gateway_endpoint: reg?.tunnel_config.peer.endpoint ?? null,
+      gateways,
       mode: this.settings.mode,
       running: this.running,
       pid: process.pid,
@@ -207,16 +253,61 @@ export class Agent {
     this.state.registration = { ...registration, registered_at: new Date().toISOString() }
     this.save()
     if (this.stopping) return
-    const tunnel = this.tunnel ?? (this.tunnel = this.options.createTunnel(decodeKey(this.state.private_key)))
     try {
-      await tunnel.apply(plan)
+      await this.applyPlan(plan)
     } catch (err) {
       if (err instanceof TunnelUnavailableError) throw new FatalError(err.message, EXIT_KERNEL_UNAVAILABLE)
       if (err instanceof TunnelConfigError) throw new FatalError(err.message, EXIT_REFUSED)
       throw err
     }
-    this.plan = plan
     this.logger.info({ tunnelIp: plan.address, endpoint: formatHostPort(plan.endpointHost, plan.endpointPort), subdomain: registration.domains.subdomain }, 'registered; tunnel configured')
+  }
+
+  /** Configures the tunnel for `plan`, after any apply still running. */
+  private async applyPlan (plan: TunnelPlan): Promise<void> {
+    const run = this.applying.then(async () => {
+      if (this.stopping) return
+      const tunnel = this.tunnel ?? (this.tunnel = this.options.createTunnel(decodeKey(this.state.private_key)))
+      await tunnel.apply(plan)
+      this.plan = plan
+      const keys = new Set(planGateways(plan).map(g => g.peerPublicKey))
+      for (const key of this.answeredAt.keys()) if (!keys.has(key)) this.answeredAt.delete(key)
+    })
+    this.applying = run.catch(() => {})
+    await run
+  }
+
+  /**
+   * A heartbeat's `peers`: the gateways placed for the instance now. Another set than the tunnel's
+   * is applied in place (new gateways added, vanished ones removed, the rest untouched). A list
+   * that fails the checks is logged and ignored: the tunnel stays as it is.
+   */
+  private async followPlacement (beat: HeartbeatResponse): Promise<void> {
+    const current = this.plan
+    if (beat.peers === undefined || beat.peers === null || current === null || this.tunnel === null) return
+    let next: TunnelPlan
+    try {
+      next = planWithGateways(current, checkGatewayList(beat.peers, checkPlan(current).tunnelIp))
+    } catch (err) {
+      if (!(err instanceof TunnelConfigError)) throw err
+      this.logger.warn({ field: err.field }, `ignoring the heartbeat's gateways: ${err.message}`)
+      return
+    }
+    if (samePlan(current, next)) return
+    const before = new Set(planGateways(current).map(g => g.gatewayId ?? g.peerPublicKey))
+    const after = planGateways(next).map(g => g.gatewayId ?? g.peerPublicKey)
+    try {
+      await this.applyPlan(next)
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'could not apply the heartbeat\'s gateways; keeping the tunnel as it is')
+      return
+    }
+    const reg = this.state.registration
+    if (reg !== null) {
+      reg.tunnel_config = formatTunnelConfig(checkPlan(next)) satisfies TunnelConfig
+      this.save()
+    }
+    this.logger.info({ added: after.filter(g => !before.has(g)), removed: [...before].filter(g => !after.includes(g)), gateways: after }, 'gateways changed: tunnel reconfigured')
   }
 
   /** Another instance holds our public key (a copied state file): take a new key pair. */
@@ -265,29 +356,54 @@ export class Agent {
   // ---- connected ----
 
   /**
-   * Probes the gateway every probe interval. Answers keep the state `connected`; silence past
-   * deadAfterMs makes it `connecting` and starts a recovery, repeated with backoff.
+   * Probes every gateway each probe interval. Any answer keeps the state `connected`; one gateway
+   * silent past deadAfterMs while another answers gets a fresh handshake of its own; all silent
+   * past deadAfterMs makes the state `connecting` and starts a recovery, repeated with backoff.
    */
   private async supervise (): Promise<void> {
     const backoff = this.backoff()
     let lastGood = Date.now()
     let nextRecoveryAt = 0
+    /** Per gateway: since when it is silent to us, and when to nudge it again. */
+    const silentSince = new Map<string, number>()
+    const nextNudgeAt = new Map<string, number>()
     const probeTimeout = Math.min(this.settings.probeIntervalMs, PROBE_TIMEOUT_MAX_MS)
     while (!this.stopping && this.fatal === null) {
       const started = Date.now()
       const tunnel = this.tunnel
-      const rtt = tunnel === null ? null : await tunnel.probe(probeTimeout)
+      const gateways = this.plan === null ? [] : planGateways(this.plan)
+      const rtts = tunnel === null ? [] : await Promise.all(gateways.map(async g => await tunnel.probe(probeTimeout, g.gatewayAddress)))
       if (this.stopping || this.fatal !== null) break
       const now = Date.now()
       const heard = tunnel?.health().lastReceiveAt ?? null
-      if (rtt !== null) {
+      const answered = rtts.filter(r => r !== null)
+      for (let i = 0; i < rtts.length; i++) {
+        const key = gateways[i].peerPublicKey
+        if (rtts[i] !== null) {
+          this.answeredAt.set(key, now)
+          silentSince.delete(key)
+          nextNudgeAt.delete(key)
+        } else if (!silentSince.has(key)) {
+          silentSince.set(key, this.answeredAt.get(key) ?? started)
+        }
+      }
+      for (const key of silentSince.keys()) if (!gateways.some(g => g.peerPublicKey === key)) silentSince.delete(key)
+      if (answered.length > 0) {
         lastGood = now
         backoff.reset()
         nextRecoveryAt = 0
         if (this.state.status !== 'connected' || this.state.last_error !== null) {
           // Recorded first: whoever reads the log line finds the state file saying so.
           this.setStatus('connected', null)
-          this.logger.info({ rttMs: Math.round(rtt) }, 'tunnel up: the gateway answers')
+          this.logger.info({ rttMs: Math.round(Math.min(...answered)) }, 'tunnel up: the gateway answers')
+        }
+        // The others carry the tunnel; a silent one gets its own fresh handshake now and then.
+        for (const g of gateways) {
+          const since = silentSince.get(g.peerPublicKey)
+          if (since === undefined || now - since <= this.settings.deadAfterMs || now < (nextNudgeAt.get(g.peerPublicKey) ?? 0)) continue
+          nextNudgeAt.set(g.peerPublicKey, now + this.settings.deadAfterMs)
+          this.logger.warn({ gateway: g.gatewayId ?? g.peerPublicKey, silentForSeconds: Math.round((now - since) / 1000) }, 'no answer from one gateway: fresh handshake with it; the others carry the tunnel')
+          await tunnel?.reconnect(g.peerPublicKey).catch((err: unknown) => { this.logger.warn({ err: (err as Error).message }, 'reconnect failed') })
         }
       } else if (heard !== null && heard > lastGood) {
         lastGood = heard
@@ -332,6 +448,7 @@ export class Agent {
         const beat = await this.api.heartbeat(new Date(), this.stopController.signal)
         wait = clamp(beat.next_heartbeat_in * 1000, HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS)
         backoff.reset()
+        await this.followPlacement(beat)
         this.cloudStatus = await this.api.status(this.stopController.signal).catch(() => this.cloudStatus)
       } catch (err) {
         if (this.stopping) return

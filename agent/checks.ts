@@ -7,12 +7,15 @@
  *   udp     a WireGuard handshake with the gateway completes (outbound UDP allowed)
  *   tunnel  a round trip through the tunnel to the gateway's tunnel address
  *   target  the local web server accepts connections (userspace mode)
+ *
+ * `udp` and `tunnel` run for every gateway placed for the instance (each step names its gateway):
+ * a backup that cannot be reached fails the test even while the primary carries the traffic.
  */
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { ApiError, type ApiClient } from './api.ts'
 import type { ForwardTarget } from './forward.ts'
-import type { Tunnel, TunnelPlan } from './tunnel.ts'
+import { planGateways, type GatewayPlan, type Tunnel, type TunnelPlan } from './tunnel.ts'
 
 export type StepName = 'api' | 'token' | 'udp' | 'tunnel' | 'target'
 export type StepResult = 'pass' | 'fail' | 'skip'
@@ -22,6 +25,8 @@ export interface CheckStep {
   title: string
   result: StepResult
   message: string
+  /** For `udp` and `tunnel`: the gateway checked (its id, or its endpoint without one). */
+  gateway?: string
 }
 
 export interface TestReport {
@@ -101,18 +106,12 @@ export async function runChecks (ctx: CheckContext): Promise<TestReport> {
   }
   try {
     if (checked !== null) {
-      const endpoint = `${checked.plan.endpointHost}:${checked.plan.endpointPort}`
-      const handshakeAt = await waitForHandshake(checked.tunnel, ctx.handshakeTimeoutMs ?? 10_000)
-      if (handshakeAt !== null) {
-        const resolved = checked.tunnel.health().endpoint
-        add('udp', 'pass', `WireGuard handshake with the gateway at ${endpoint}${resolved === null ? '' : ` (${resolved})`} ${ago(handshakeAt)}`)
-        let rtt: number | null = null
-        for (let i = 0; i < 3 && rtt === null; i++) rtt = await checked.tunnel.probe(2_000)
-        if (rtt !== null) add('tunnel', 'pass', `the gateway's tunnel address ${checked.plan.gatewayAddress} answered through the tunnel in ${ms(rtt)}`)
-        else add('tunnel', 'fail', `the handshake worked but ${checked.plan.gatewayAddress} did not answer through the tunnel: the gateway may be overloaded; try again`)
-      } else {
-        add('udp', 'fail', `no WireGuard handshake with the gateway at ${endpoint} within ${Math.round((ctx.handshakeTimeoutMs ?? 10_000) / 1000)} s: outbound UDP to port ${checked.plan.endpointPort} is probably blocked by a firewall`)
-        add('tunnel', 'skip', 'needs a handshake')
+      const tunnel = checked.tunnel
+      const gateways = planGateways(checked.plan)
+      const results = await Promise.all(gateways.map(async g => await checkGateway(tunnel, g, ctx.handshakeTimeoutMs ?? 10_000)))
+      for (let i = 0; i < gateways.length; i++) {
+        const gateway = gateways.length > 1 || gateways[i].gatewayId !== null ? gatewayName(gateways[i]) : undefined
+        for (const [step, result, message] of results[i]) steps.push({ step, title: TITLES[step], result, message, ...(gateway === undefined ? {} : { gateway }) })
       }
     } else {
       add('tunnel', 'skip', 'needs a tunnel')
@@ -129,17 +128,50 @@ export async function runChecks (ctx: CheckContext): Promise<TestReport> {
   return { ok: steps.every(s => s.result === 'pass'), token_rejected: tokenRejected, steps }
 }
 
-/** The latest handshake if it is fresh; otherwise nudges the tunnel with probes and waits for one. */
-async function waitForHandshake (tunnel: Tunnel, timeoutMs: number): Promise<number | null> {
+function gatewayName (g: GatewayPlan): string {
+  const where = formatEndpoint(g)
+  return g.gatewayId === null ? where : `${g.gatewayId} (${g.role}, ${where})`
+}
+
+function formatEndpoint (g: GatewayPlan): string {
+  return g.endpointHost.includes(':') ? `[${g.endpointHost}]:${g.endpointPort}` : `${g.endpointHost}:${g.endpointPort}`
+}
+
+/** The udp and tunnel steps for one gateway. */
+async function checkGateway (tunnel: Tunnel, g: GatewayPlan, timeoutMs: number): Promise<Array<[StepName, StepResult, string]>> {
+  const endpoint = formatEndpoint(g)
+  const which = g.gatewayId === null ? 'the gateway' : `gateway ${g.gatewayId} (${g.role})`
+  const handshakeAt = await waitForHandshake(tunnel, g, timeoutMs)
+  if (handshakeAt === null) {
+    return [
+      ['udp', 'fail', `no WireGuard handshake with ${which} at ${endpoint} within ${Math.round(timeoutMs / 1000)} s: outbound UDP to port ${g.endpointPort} is probably blocked by a firewall${g.gatewayId === null ? '' : ', or that gateway is down'}`],
+      ['tunnel', 'skip', 'needs a handshake'],
+    ]
+  }
+  const resolved = gatewayHealth(tunnel, g)?.endpoint ?? null
+  const steps: Array<[StepName, StepResult, string]> = [['udp', 'pass', `WireGuard handshake with ${which} at ${endpoint}${resolved === null ? '' : ` (${resolved})`} ${ago(handshakeAt)}`]]
+  let rtt: number | null = null
+  for (let i = 0; i < 3 && rtt === null; i++) rtt = await tunnel.probe(2_000, g.gatewayAddress)
+  if (rtt !== null) steps.push(['tunnel', 'pass', `${which === 'the gateway' ? 'the gateway\'s' : `${which}'s`} tunnel address ${g.gatewayAddress} answered through the tunnel in ${ms(rtt)}`])
+  else steps.push(['tunnel', 'fail', `the handshake worked but ${g.gatewayAddress} did not answer through the tunnel: the gateway may be overloaded; try again`])
+  return steps
+}
+
+function gatewayHealth (tunnel: Tunnel, g: GatewayPlan): { lastHandshakeAt: number | null, endpoint: string | null } | undefined {
+  return tunnel.gateways().find(h => h.publicKey === g.peerPublicKey)
+}
+
+/** The gateway's latest handshake if it is fresh; otherwise nudges it with probes and waits for one. */
+async function waitForHandshake (tunnel: Tunnel, g: GatewayPlan, timeoutMs: number): Promise<number | null> {
   const fresh = (): number | null => {
-    const at = tunnel.health().lastHandshakeAt
+    const at = gatewayHealth(tunnel, g)?.lastHandshakeAt ?? null
     return at !== null && Date.now() - at < HANDSHAKE_FRESH_MS ? at : null
   }
   const deadline = Date.now() + timeoutMs
   let at = fresh()
   while (at === null && Date.now() < deadline) {
     const started = Date.now()
-    await tunnel.probe(Math.min(1_000, Math.max(1, deadline - Date.now())))
+    await tunnel.probe(Math.min(1_000, Math.max(1, deadline - Date.now())), g.gatewayAddress)
     at = fresh()
     // A probe that could not even be sent returns at once: do not spin.
     if (at === null && Date.now() - started < 100) await new Promise(resolve => setTimeout(resolve, 200))
@@ -171,8 +203,9 @@ function ago (at: number): string {
 
 /** Plain-text rendering: one line per step. */
 export function formatReport (report: TestReport): string {
-  const width = Math.max(...report.steps.map(s => s.title.length))
-  const lines = report.steps.map(s => `${s.result.toUpperCase().padEnd(4)}  ${s.title.padEnd(width)}  ${s.message}`)
+  const title = (s: CheckStep): string => s.gateway === undefined ? s.title : `${s.title} [${s.gateway}]`
+  const width = Math.max(...report.steps.map(s => title(s).length))
+  const lines = report.steps.map(s => `${s.result.toUpperCase().padEnd(4)}  ${title(s).padEnd(width)}  ${s.message}`)
   lines.push('', report.ok ? 'All checks passed.' : 'Some checks failed: see FAIL above.')
   return lines.join('\n') + '\n'
 }

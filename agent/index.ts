@@ -11,7 +11,7 @@ import process from 'node:process'
 import type http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
-import { Agent, formatHostPort, type StatusReport } from './agent.ts'
+import { Agent, formatHostPort, type GatewayStatus, type StatusReport } from './agent.ts'
 import { ApiClient } from './api.ts'
 import { runChecks, type CheckedTunnel, type TestReport } from './checks.ts'
 import { EXIT_FAILURE } from './exit-codes.ts'
@@ -22,8 +22,9 @@ import { askRunningAgent, closeStatusServer, startStatusServer } from './status-
 import { checkRegistration, type Tunnel } from './tunnel.ts'
 import { UserspaceTunnel } from './userspace.ts'
 import { decodeKey } from '../proto/noise/keys.ts'
+import type { TunnelConfig } from '../proto/api/tunnel.ts'
 
-export { Agent, FatalError, type StatusReport } from './agent.ts'
+export { Agent, FatalError, type GatewayStatus, type StatusReport } from './agent.ts'
 export { ApiClient, ApiError, type ApiFailure } from './api.ts'
 export { Backoff } from './backoff.ts'
 export { runChecks, formatReport, type TestReport, type CheckStep } from './checks.ts'
@@ -31,7 +32,7 @@ export * from './exit-codes.ts'
 export { loadSettings, describeSettings, settingFlags, SettingsError, type AgentSettings } from './settings.ts'
 export { checkRegistration, planFromConfig, TunnelConfigError, TunnelUnavailableError, type Tunnel, type TunnelPlan, type TunnelHealth } from './tunnel.ts'
 export { UserspaceTunnel } from './userspace.ts'
-export { KernelTunnel, wgQuickConfig } from './kernel.ts'
+export { KernelTunnel, wgQuickConfig, wgSyncConfig } from './kernel.ts'
 
 export function createTunnel (settings: AgentSettings, privateKey: Buffer, logger: Logger): Tunnel {
   if (settings.mode === 'kernel') {
@@ -112,6 +113,7 @@ export async function readStatus (settings: AgentSettings): Promise<StatusReport
     public_key: state?.public_key ?? null,
     tunnel_ip: reg === null ? null : reg.tunnel_config.interface.address.split('/')[0],
     gateway_endpoint: reg?.tunnel_config.peer.endpoint ?? null,
+    gateways: reg === null ? [] : savedGateways(reg.tunnel_config),
     mode: state?.mode ?? null,
     running: alive,
     pid: alive ? state.pid : null,
@@ -157,6 +159,32 @@ export async function runTest (settings: AgentSettings, logger: Logger): Promise
       return { tunnel, plan, release: async () => { await tunnel.close() } }
     },
   })
+}
+
+/** The gateways the state file names (`peers`, or the one `peer` of an older control plane); none known to be connected. */
+function savedGateways (config: TunnelConfig): GatewayStatus[] {
+  // The state file is ours, but may have been edited by hand: anything odd shows no gateways.
+  try {
+    return gatewaysOf(config)
+  } catch {
+    return []
+  }
+}
+
+function gatewaysOf (config: TunnelConfig): GatewayStatus[] {
+  const peers = Array.isArray(config.peers) && config.peers.length > 0
+    ? config.peers
+    : [{ ...config.peer, gateway_id: null, role: 'primary' as const, region: null }]
+  return peers.map(p => ({
+    id: p.gateway_id,
+    role: p.role,
+    region: p.region ?? null,
+    endpoint: p.endpoint,
+    public_key: p.public_key,
+    address: p.allowed_ips.split('/')[0],
+    last_handshake_at: null,
+    connected: false,
+  }))
 }
 
 function processAlive (pid: number): boolean {

@@ -16,7 +16,7 @@ const PAYLOAD = Buffer.from('erugo-cloud-connect-probe')
 export class EchoProber implements IpHandler {
   private readonly ident = randomInt(1, 0xffff)
   private seq = 0
-  private readonly waiting = new Map<number, { sentAt: number, resolve: (rtt: number | null) => void, timer: NodeJS.Timeout }>()
+  private readonly waiting = new Map<number, { sentAt: number, destination: number, resolve: (rtt: number | null) => void, timer: NodeJS.Timeout }>()
   /** Replies that matched nothing (late, or not ours); counted, never thrown. */
   stray = 0
 
@@ -26,20 +26,24 @@ export class EchoProber implements IpHandler {
     this.destination = destination
   }
 
-  /** Sends one echo request; resolves with the round-trip time in ms, or null after `timeoutMs`. */
-  async probe (timeoutMs: number): Promise<number | null> {
+  /**
+   * Sends one echo request to `destination` (default: the one given at construction); resolves
+   * with the round-trip time in ms, or null after `timeoutMs`.
+   */
+  async probe (timeoutMs: number, destination = this.destination): Promise<number | null> {
     const seq = this.seq = (this.seq + 1) & 0xffff
+    const dst = parseIPv4Address(destination)
     const echo = { type: ICMP_ECHO_REQUEST, ident: this.ident, seq, payload: PAYLOAD } as const
     const payloadLen = icmpEchoLength(echo)
     const packet = Buffer.allocUnsafe(IPV4_MIN_HEADER_LEN + payloadLen)
-    emitIPv4({ src: parseIPv4Address(this.source), dst: parseIPv4Address(this.destination), protocol: IPPROTO_ICMP, ttl: DEFAULT_TTL, payloadLen, ident: seq, dontFragment: true }, packet, 0)
+    emitIPv4({ src: parseIPv4Address(this.source), dst, protocol: IPPROTO_ICMP, ttl: DEFAULT_TTL, payloadLen, ident: seq, dontFragment: true }, packet, 0)
     emitIcmpEcho(echo, packet, IPV4_MIN_HEADER_LEN)
     return await new Promise(resolve => {
       const timer = setTimeout(() => {
         this.waiting.delete(seq)
         resolve(null)
       }, timeoutMs)
-      this.waiting.set(seq, { sentAt: performance.now(), resolve, timer })
+      this.waiting.set(seq, { sentAt: performance.now(), destination: dst, resolve, timer })
       this.send(packet)
     })
   }
@@ -54,7 +58,8 @@ export class EchoProber implements IpHandler {
       throw err
     }
     const pending = reply.type === ICMP_ECHO_REPLY && reply.ident === this.ident ? this.waiting.get(reply.seq) : undefined
-    if (pending === undefined) { this.stray++; return }
+    // RFC 792: the reply comes from the address the request went to; another gateway's is not an answer.
+    if (pending === undefined || pending.destination !== ip.src) { this.stray++; return }
     this.waiting.delete(reply.seq)
     clearTimeout(pending.timer)
     pending.resolve(performance.now() - pending.sentAt)

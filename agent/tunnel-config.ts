@@ -11,6 +11,12 @@
  *   peer.public_key            canonical base64 of 32 bytes (44 characters, as `wg pubkey` prints)
  *   peer.endpoint              host:port; host an RFC 1123 name, a dotted-quad IPv4 or a bracketed IPv6
  *   peer.persistent_keepalive  an integer 0-65535 (absent: 0, off)
+ *   peers                      absent (an older control plane: `peer` is the only gateway), or a
+ *                              list of 1-MAX_GATEWAYS gateways, primary first, each a `peer` plus
+ *                              gateway_id (1-128 of A-Z a-z 0-9 . _ : -), role (`primary` first,
+ *                              `backup` after), region (null or lower-case); public keys, allowed
+ *                              IPs and ids all distinct; `peers[0]` is `peer`
+ * The heartbeat's `peers` is checked the same way (checkGatewayList).
  * No string anywhere in tunnel_config may hold a control character; other keys are ignored (they
  * never reach a file).
  */
@@ -34,12 +40,41 @@ export type EndpointHost =
   /** Eight 16-bit groups. */
   | { kind: 'ipv6', groups: number[] }
 
-/** tunnel_config as typed values. */
+export type GatewayRole = 'primary' | 'backup'
+
+/** One gateway as typed values. */
+export interface CheckedGateway {
+  /** null: an older control plane's single `peer` (no fleet identity). */
+  gatewayId: string | null
+  role: GatewayRole
+  region: string | null
+  gatewayIp: number
+  peerPublicKey: Buffer
+  endpoint: { host: EndpointHost, port: number }
+  persistentKeepalive: number
+}
+
+/** tunnel_config as typed values; the top-level peer fields are the primary's (`gateways[0]`). */
 export interface CheckedTunnelConfig {
   tunnelIp: number
   gatewayIp: number
   peerPublicKey: Buffer
   endpoint: { host: EndpointHost, port: number }
+  persistentKeepalive: number
+  /** Every gateway, primary first (at least one). */
+  gateways: CheckedGateway[]
+}
+
+/** One gateway of a plan; every string formatted by this file. */
+export interface GatewayPlan {
+  gatewayId: string | null
+  role: GatewayRole
+  region: string | null
+  gatewayAddress: string
+  allowedIps: string
+  peerPublicKey: string
+  endpointHost: string
+  endpointPort: number
   persistentKeepalive: number
 }
 
@@ -60,7 +95,21 @@ export interface TunnelPlan {
   endpointPort: number
   /** Seconds (0 = off). */
   persistentKeepalive: number
+  /** The primary's fleet id (absent or null: an older control plane's single peer). */
+  gatewayId?: string | null
+  region?: string | null
+  /** The gateways after the primary, each kept as its own WireGuard peer (absent: none). */
+  backups?: GatewayPlan[]
 }
+
+/**
+ * Implementation limit: gateways per container. Control places two (primary and backup); a few
+ * more leave room for a re-placement in flight, and the bound keeps a hostile list from making
+ * the agent open tunnels to many hosts.
+ */
+export const MAX_GATEWAYS = 8
+const GATEWAY_ID = /^[A-Za-z0-9._:-]{1,128}$/
+const REGION = /^[a-z0-9][a-z0-9._-]{0,63}$/
 
 /** Nesting deeper than this is not a tunnel_config (and the walk below stays bounded). */
 const MAX_DEPTH = 8
@@ -87,52 +136,166 @@ export function parseTunnelConfig (config: unknown): CheckedTunnelConfig {
   refuseControlCharacters(config, '', 0)
   const iface = config.interface
   if (!isRecord(iface)) throw new TunnelConfigError('interface', 'not a JSON object')
-  const peer = config.peer
-  if (!isRecord(peer)) throw new TunnelConfigError('peer', 'not a JSON object')
-
   const tunnelIp = parseHostPrefix(iface.address, 'interface.address', 'one IPv4 address with /32')
-  const gatewayIp = parseHostPrefix(peer.allowed_ips, 'peer.allowed_ips', 'the gateway\'s single address with /32 (nothing wider, one entry)')
-  if (gatewayIp === tunnelIp) throw new TunnelConfigError('peer.allowed_ips', 'the gateway\'s address is our own interface.address')
+  const primary = parsePeer(config.peer, 'peer', tunnelIp)
+  let gateways: CheckedGateway[] = [{ gatewayId: null, role: 'primary', region: null, ...primary }]
+  // Older control planes send no `peers`: then `peer` is the only gateway.
+  if (config.peers !== undefined && config.peers !== null) {
+    gateways = parseGatewayList(config.peers, 'peers', tunnelIp)
+    // The spec's `peer` is the primary: a list that disagrees with it is not one answer.
+    if (!gateways[0].peerPublicKey.equals(primary.peerPublicKey) || gateways[0].gatewayIp !== primary.gatewayIp) {
+      throw new TunnelConfigError('peers[0]', 'is not the same gateway as peer')
+    }
+  }
+  const first = gateways[0]
+  return { tunnelIp, gatewayIp: first.gatewayIp, peerPublicKey: first.peerPublicKey, endpoint: first.endpoint, persistentKeepalive: first.persistentKeepalive, gateways }
+}
 
-  if (typeof peer.public_key !== 'string') throw new TunnelConfigError('peer.public_key', 'not a string')
+/**
+ * A `peers` list (tunnel_config.peers, or the heartbeat's): 1-MAX_GATEWAYS gateways, primary
+ * first, keys, addresses and ids distinct. Throws TunnelConfigError naming the field.
+ */
+export function checkGatewayList (value: unknown, tunnelIp: number, field = 'peers'): CheckedGateway[] {
+  refuseControlCharacters(value, field, 1)
+  return parseGatewayList(value, field, tunnelIp)
+}
+
+function parseGatewayList (value: unknown, field: string, tunnelIp: number): CheckedGateway[] {
+  if (!Array.isArray(value)) throw new TunnelConfigError(field, 'not a list')
+  if (value.length === 0) throw new TunnelConfigError(field, 'is empty')
+  if (value.length > MAX_GATEWAYS) throw new TunnelConfigError(field, `lists ${value.length} gateways (at most ${MAX_GATEWAYS})`)
+  const gateways: CheckedGateway[] = []
+  const keys = new Set<string>()
+  const addresses = new Set<number>()
+  const ids = new Set<string>()
+  for (let i = 0; i < value.length; i++) {
+    const at = `${field}[${i}]`
+    const entry: unknown = value[i]
+    if (!isRecord(entry)) throw new TunnelConfigError(at, 'not a JSON object')
+    const peer = parsePeer(entry, at, tunnelIp)
+    const id = entry.gateway_id
+    if (typeof id !== 'string' || !GATEWAY_ID.test(id)) throw new TunnelConfigError(`${at}.gateway_id`, `must be 1-128 of A-Z a-z 0-9 . _ : -${shown(id)}`)
+    const role = entry.role
+    const expectedRole: GatewayRole = i === 0 ? 'primary' : 'backup'
+    if (role !== expectedRole) throw new TunnelConfigError(`${at}.role`, `must be "${expectedRole}" (the primary first, then backups)${shown(role)}`)
+    const region = entry.region === undefined ? null : entry.region
+    if (region !== null && (typeof region !== 'string' || !REGION.test(region))) throw new TunnelConfigError(`${at}.region`, `must be null or a lower-case region name${shown(region)}`)
+    const key = peer.peerPublicKey.toString('base64')
+    if (keys.has(key)) throw new TunnelConfigError(`${at}.public_key`, 'the same gateway key is listed twice')
+    // Two peers with one allowed IP: WireGuard's cryptokey routing would give it to only one.
+    if (addresses.has(peer.gatewayIp)) throw new TunnelConfigError(`${at}.allowed_ips`, 'the same gateway address is listed twice')
+    if (ids.has(id)) throw new TunnelConfigError(`${at}.gateway_id`, 'the same gateway id is listed twice')
+    keys.add(key)
+    addresses.add(peer.gatewayIp)
+    ids.add(id)
+    gateways.push({ gatewayId: id, role: expectedRole, region, ...peer })
+  }
+  return gateways
+}
+
+type CheckedPeer = Pick<CheckedGateway, 'gatewayIp' | 'peerPublicKey' | 'endpoint' | 'persistentKeepalive'>
+
+function parsePeer (peer: unknown, field: string, tunnelIp: number): CheckedPeer {
+  if (!isRecord(peer)) throw new TunnelConfigError(field, 'not a JSON object')
+  const gatewayIp = parseHostPrefix(peer.allowed_ips, `${field}.allowed_ips`, 'the gateway\'s single address with /32 (nothing wider, one entry)')
+  if (gatewayIp === tunnelIp) throw new TunnelConfigError(`${field}.allowed_ips`, 'the gateway\'s address is our own interface.address')
+
+  if (typeof peer.public_key !== 'string') throw new TunnelConfigError(`${field}.public_key`, 'not a string')
   let peerPublicKey: Buffer
   try {
     peerPublicKey = decodeKey(peer.public_key)
   } catch {
-    throw new TunnelConfigError('peer.public_key', `must be ${KEY_LEN} bytes in canonical base64 (44 characters)`)
+    throw new TunnelConfigError(`${field}.public_key`, `must be ${KEY_LEN} bytes in canonical base64 (44 characters)`)
   }
 
-  const endpoint = parseEndpoint(peer.endpoint)
+  const endpoint = parseEndpoint(peer.endpoint, `${field}.endpoint`)
 
   const keepalive = peer.persistent_keepalive === undefined ? 0 : peer.persistent_keepalive
   if (typeof keepalive !== 'number' || !Number.isInteger(keepalive) || keepalive < 0 || keepalive > 65535) {
-    throw new TunnelConfigError('peer.persistent_keepalive', `must be an integer 0-65535${shown(keepalive)}`)
+    throw new TunnelConfigError(`${field}.persistent_keepalive`, `must be an integer 0-65535${shown(keepalive)}`)
   }
-  return { tunnelIp, gatewayIp, peerPublicKey, endpoint, persistentKeepalive: keepalive }
+  return { gatewayIp, peerPublicKey, endpoint, persistentKeepalive: keepalive }
 }
 
 export function formatPlan (c: CheckedTunnelConfig): TunnelPlan {
   const address = formatIPv4(c.tunnelIp)
-  const gatewayAddress = formatIPv4(c.gatewayIp)
-  return {
+  const [primary, ...backups] = c.gateways.map(formatGateway)
+  const plan: TunnelPlan = {
     address,
     addressCidr: `${address}/32`,
+    gatewayAddress: primary.gatewayAddress,
+    allowedIps: primary.allowedIps,
+    peerPublicKey: primary.peerPublicKey,
+    endpointHost: primary.endpointHost,
+    endpointPort: primary.endpointPort,
+    persistentKeepalive: primary.persistentKeepalive,
+  }
+  // An older control plane's answer keeps the plan it always had.
+  if (primary.gatewayId !== null) {
+    plan.gatewayId = primary.gatewayId
+    plan.region = primary.region
+    plan.backups = backups
+  }
+  return plan
+}
+
+function formatGateway (g: CheckedGateway): GatewayPlan {
+  const gatewayAddress = formatIPv4(g.gatewayIp)
+  return {
+    gatewayId: g.gatewayId,
+    role: g.role,
+    region: g.region,
     gatewayAddress,
     allowedIps: `${gatewayAddress}/32`,
-    peerPublicKey: encodeKey(c.peerPublicKey),
-    endpointHost: formatHost(c.endpoint.host),
-    endpointPort: c.endpoint.port,
-    persistentKeepalive: c.persistentKeepalive,
+    peerPublicKey: encodeKey(g.peerPublicKey),
+    endpointHost: formatHost(g.endpoint.host),
+    endpointPort: g.endpoint.port,
+    persistentKeepalive: g.persistentKeepalive,
   }
+}
+
+/** Every gateway of a plan, primary first. */
+export function planGateways (plan: TunnelPlan): GatewayPlan[] {
+  const primary: GatewayPlan = {
+    gatewayId: plan.gatewayId ?? null,
+    role: 'primary',
+    region: plan.region ?? null,
+    gatewayAddress: plan.gatewayAddress,
+    allowedIps: plan.allowedIps,
+    peerPublicKey: plan.peerPublicKey,
+    endpointHost: plan.endpointHost,
+    endpointPort: plan.endpointPort,
+    persistentKeepalive: plan.persistentKeepalive,
+  }
+  return [primary, ...(plan.backups ?? [])]
+}
+
+/** The plan for the same tunnel address with another set of gateways (a heartbeat's `peers`). */
+export function planWithGateways (plan: TunnelPlan, gateways: CheckedGateway[]): TunnelPlan {
+  const checked = checkPlan(plan)
+  const first = gateways[0]
+  return formatPlan({ tunnelIp: checked.tunnelIp, gatewayIp: first.gatewayIp, peerPublicKey: first.peerPublicKey, endpoint: first.endpoint, persistentKeepalive: first.persistentKeepalive, gateways })
 }
 
 /** The canonical tunnel_config (what the state file keeps): only the known fields, re-formatted. */
 export function formatTunnelConfig (c: CheckedTunnelConfig): TunnelConfig {
   const plan = formatPlan(c)
-  return {
+  const config: TunnelConfig = {
     interface: { address: plan.addressCidr },
     peer: { public_key: plan.peerPublicKey, endpoint: formatEndpoint(c.endpoint), allowed_ips: plan.allowedIps, persistent_keepalive: plan.persistentKeepalive },
   }
+  if (c.gateways[0].gatewayId !== null) {
+    config.peers = c.gateways.map(g => ({
+      gateway_id: g.gatewayId!,
+      role: g.role,
+      region: g.region,
+      public_key: encodeKey(g.peerPublicKey),
+      endpoint: formatEndpoint(g.endpoint),
+      allowed_ips: `${formatIPv4(g.gatewayIp)}/32`,
+      persistent_keepalive: g.persistentKeepalive,
+    }))
+  }
+  return config
 }
 
 /**
@@ -140,14 +303,24 @@ export function formatTunnelConfig (c: CheckedTunnelConfig): TunnelConfig {
  * reach a file unchecked). Throws TunnelConfigError.
  */
 export function checkPlan (plan: TunnelPlan): CheckedTunnelConfig {
-  const host = plan.endpointHost.includes(':') ? `[${plan.endpointHost}]` : plan.endpointHost
+  const gateways = planGateways(plan)
+  const peerOf = (g: GatewayPlan): Record<string, unknown> => {
+    const host = g.endpointHost.includes(':') ? `[${g.endpointHost}]` : g.endpointHost
+    return { public_key: g.peerPublicKey, endpoint: `${host}:${String(g.endpointPort)}`, allowed_ips: g.allowedIps, persistent_keepalive: g.persistentKeepalive }
+  }
+  const fleet = gateways.some(g => g.gatewayId !== null)
+  if (!fleet && gateways.length > 1) throw new TunnelConfigError('peers', 'more than one gateway needs gateway ids')
   const checked = parseTunnelConfig({
     interface: { address: plan.addressCidr },
-    peer: { public_key: plan.peerPublicKey, endpoint: `${host}:${String(plan.endpointPort)}`, allowed_ips: plan.allowedIps, persistent_keepalive: plan.persistentKeepalive },
+    peer: peerOf(gateways[0]),
+    ...(fleet ? { peers: gateways.map(g => ({ ...peerOf(g), gateway_id: g.gatewayId, role: g.role, region: g.region })) } : {}),
   })
   const again = formatPlan(checked)
   if (again.address !== plan.address) throw new TunnelConfigError('interface.address', 'the plan\'s address and address/32 differ')
-  if (again.gatewayAddress !== plan.gatewayAddress) throw new TunnelConfigError('peer.allowed_ips', 'the plan\'s gateway address and allowed IPs differ')
+  const formatted = planGateways(again)
+  for (let i = 0; i < gateways.length; i++) {
+    if (formatted[i].gatewayAddress !== gateways[i].gatewayAddress) throw new TunnelConfigError(i === 0 ? 'peer.allowed_ips' : `peers[${i}].allowed_ips`, 'the plan\'s gateway address and allowed IPs differ')
+  }
   return checked
 }
 
@@ -193,8 +366,7 @@ function specialPurpose (address: number): string | null {
   return null
 }
 
-function parseEndpoint (value: unknown): { host: EndpointHost, port: number } {
-  const field = 'peer.endpoint'
+function parseEndpoint (value: unknown, field: string): { host: EndpointHost, port: number } {
   if (typeof value !== 'string') throw new TunnelConfigError(field, 'not a string')
   const expected = `must be host:port (an RFC 1123 name, an IPv4 address or a bracketed IPv6 address; port 1-65535)${shown(value)}`
   const m = /^(?:\[([0-9A-Fa-f:.]{2,45})\]|([A-Za-z0-9.-]{1,253})):([0-9]{1,5})$/.exec(value)

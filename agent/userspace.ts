@@ -9,17 +9,24 @@
  *
  * The device, IP layer and TCP stack live as long as the tunnel address does, so a reconnect
  * (new UDP socket, endpoint resolved again, fresh handshake) keeps open connections.
+ *
+ * Every gateway placed for the instance is one peer of the one device, its allowed IPs that
+ * gateway's own address/32: the stack answers each gateway through the peer it came from
+ * (cryptokey routing by destination), so losing one gateway leaves the others' connections alone.
+ * A new plan adds and removes peers; a gateway that stays keeps its peer and sessions untouched.
  */
 import type { Logger } from 'pino'
 import { Metrics } from '../gateway/metrics.ts'
 import { Device, type Peer } from '../gateway/wireguard/device.ts'
+import type { PeerOptions } from '../gateway/wireguard/peer.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from '../gateway/wireguard/udp.ts'
 import { IpLayer } from '../gateway/netstack/ip.ts'
 import { TcpStack } from '../gateway/netstack/tcp/index.ts'
 import { IPPROTO_ICMP, IPPROTO_TCP, parseIPv4Address } from '../proto/wire/ipv4.ts'
 import { createForwarder, type ForwardTarget, type Forwarder } from './forward.ts'
 import { EchoProber } from './probe.ts'
-import { checkPlan, resolveEndpoint, samePlan, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
+import { checkPlan, combinedHealth, planGateways, resolveEndpoint, sameGateway, samePlan, type GatewayHealth, type GatewayPlan, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
+import type { CheckedGateway } from './tunnel-config.ts'
 
 export interface UserspaceTunnelOptions {
   privateKey: Buffer
@@ -34,6 +41,14 @@ export interface UserspaceTunnelOptions {
 
 interface Stack { address: string, ip: IpLayer, tcp: TcpStack, prober: EchoProber }
 
+/** One gateway's peer on the device. */
+interface GatewayLink {
+  plan: GatewayPlan
+  peer: Peer
+  rxSeen: number
+  rxSeenAt: number | null
+}
+
 export class UserspaceTunnel implements Tunnel {
   readonly mode = 'userspace' as const
   readonly metrics: Metrics
@@ -45,10 +60,10 @@ export class UserspaceTunnel implements Tunnel {
   private shellFamily: 4 | 6 | null = null
   private stack: Stack | null = null
   private plan: TunnelPlan | null = null
-  private peer: Peer | null = null
-  private endpoint: { address: string, port: number } | null = null
-  private rxSeen = 0
-  private rxSeenAt: number | null = null
+  /** By the gateway's public key (base64), in plan order. */
+  private links = new Map<string, GatewayLink>()
+  /** Gateways of the plan whose endpoint did not resolve: retried on reconnect and the next apply. */
+  private unresolved: GatewayPlan[] = []
   private closed = false
 
   constructor (options: UserspaceTunnelOptions) {
@@ -70,69 +85,138 @@ export class UserspaceTunnel implements Tunnel {
 
   async apply (plan: TunnelPlan): Promise<void> {
     if (this.closed) throw new Error('tunnel closed')
-    if (samePlan(this.plan, plan) && this.shell !== null) return
+    if (samePlan(this.plan, plan) && this.shell !== null && this.unresolved.length === 0) return
     // The same checks as the kernel mode's writer: the device gets typed values only.
     const checked = checkPlan(plan)
-    const resolved = await resolveEndpoint(plan.endpointHost)
+    const wanted = planGateways(plan)
+    const resolved = await Promise.all(wanted.map(async g => await resolveEndpoint(g.endpointHost).catch((err: unknown) => err as Error)))
+    if (this.closed) throw new Error('tunnel closed')
+    const usable = wanted.filter((_, i) => !(resolved[i] instanceof Error))
+    if (usable.length === 0) throw resolved[0] as Error
     if (this.stack === null || this.stack.address !== plan.address) {
       this.teardownStack()
       this.stack = this.buildStack(plan)
     } else {
       this.stack.prober.retarget(plan.gatewayAddress)
     }
-    const peerKey = checked.peerPublicKey
-    if (this.peer !== null && !this.peer.publicKey.equals(peerKey)) {
-      this.device.removePeer(this.peer.publicKey)
-      this.peer = null
+    // The socket's family follows the first gateway that resolved (gateways of one fleet share one).
+    const family = (resolved.find(r => !(r instanceof Error)) as { family: 4 | 6 }).family
+    const keep = new Set(usable.map(g => g.peerPublicKey))
+    // Removed first: a new gateway may take over a vanished one's address.
+    for (const [key, link] of this.links) {
+      if (keep.has(key)) continue
+      this.device.removePeer(link.peer.publicKey)
+      this.links.delete(key)
+      this.logger.info({ gateway: link.plan.gatewayId ?? key, endpoint: `${link.plan.endpointHost}:${link.plan.endpointPort}` }, 'gateway removed from the tunnel')
     }
-    this.endpoint = { address: resolved.address, port: plan.endpointPort }
-    const peerOptions = {
-      publicKey: peerKey,
-      allowedIPs: [{ network: checked.gatewayIp, prefixLength: 32, mask: 0xffffffff }],
-      endpoint: this.endpoint,
-      persistentKeepalive: plan.persistentKeepalive,
+    const links = new Map<string, GatewayLink>()
+    const added: GatewayLink[] = []
+    this.unresolved = []
+    for (let i = 0; i < wanted.length; i++) {
+      const gateway = wanted[i]
+      const address = resolved[i]
+      if (address instanceof Error) {
+        this.unresolved.push(gateway)
+        this.logger.warn({ gateway: gateway.gatewayId ?? gateway.peerPublicKey, host: gateway.endpointHost, err: address.message }, 'cannot resolve a gateway\'s endpoint; the others carry the tunnel')
+        continue
+      }
+      const typed = checked.gateways[i]
+      const existing = this.links.get(gateway.peerPublicKey)
+      const endpoint = { address: address.address, port: gateway.endpointPort }
+      if (existing !== undefined) {
+        // Unchanged: its sessions and timers stay exactly as they are.
+        if (!sameGateway(existing.plan, gateway)) this.device.updatePeer(this.peerOptions(typed, existing.plan.endpointHost === gateway.endpointHost && existing.plan.endpointPort === gateway.endpointPort ? null : endpoint))
+        existing.plan = gateway
+        links.set(gateway.peerPublicKey, existing)
+      } else {
+        const link: GatewayLink = { plan: gateway, peer: this.device.addPeer(this.peerOptions(typed, endpoint)), rxSeen: 0, rxSeenAt: null }
+        links.set(gateway.peerPublicKey, link)
+        added.push(link)
+      }
     }
-    this.peer = this.peer === null ? this.device.addPeer(peerOptions) : this.device.updatePeer(peerOptions)
-    if (this.shell === null || this.shellFamily !== resolved.family) await this.newShell(resolved.family)
+    this.links = links
+    if (this.shell === null || this.shellFamily !== family) await this.newShell(family)
     this.plan = plan
-    this.logger.info({ address: plan.address, endpoint: `${resolved.address}:${plan.endpointPort}`, gateway: plan.peerPublicKey }, 'userspace tunnel configured')
-    this.startHandshake()
+    for (const link of added) {
+      this.logger.info({ address: plan.address, gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, role: link.plan.role, endpoint: link.peer.endpoint === null ? null : `${link.peer.endpoint.address}:${link.peer.endpoint.port}` }, 'userspace tunnel: gateway added')
+      this.startHandshake(link)
+    }
   }
 
-  async reconnect (): Promise<void> {
+  async reconnect (gatewayPublicKey?: string): Promise<void> {
     const plan = this.plan
-    if (plan === null || this.closed || this.peer === null) return
-    const resolved = await resolveEndpoint(plan.endpointHost)
-    this.endpoint = { address: resolved.address, port: plan.endpointPort }
-    this.peer.endpoint = this.endpoint
-    await this.newShell(resolved.family)
-    this.logger.info({ endpoint: `${resolved.address}:${plan.endpointPort}` }, 'new UDP socket and fresh handshake')
-    // Whatever the old session was, the gateway may not know it (restart) or us (new path).
-    this.device.zeroKeyMaterial(this.peer)
-    this.startHandshake()
+    if (plan === null || this.closed) return
+    if (this.unresolved.length > 0) {
+      // A gateway whose name did not resolve before: the whole plan again.
+      await this.apply(plan).catch((err: unknown) => { this.logger.warn({ err: (err as Error).message }, 'gateways still unresolved') })
+    }
+    const links = gatewayPublicKey === undefined ? [...this.links.values()] : [this.links.get(gatewayPublicKey)].filter(l => l !== undefined)
+    if (links.length === 0) return
+    for (const link of links) {
+      try {
+        const resolved = await resolveEndpoint(link.plan.endpointHost)
+        link.peer.endpoint = { address: resolved.address, port: link.plan.endpointPort }
+      } catch (err) {
+        this.logger.warn({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, err: (err as Error).message }, 'cannot resolve the gateway\'s endpoint again; keeping the last address')
+      }
+    }
+    // A new source socket only when every gateway is silent: the others keep the path they have.
+    if (gatewayPublicKey === undefined) await this.newShell(this.shellFamily ?? 4)
+    for (const link of links) {
+      this.logger.info({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, endpoint: link.peer.endpoint === null ? null : `${link.peer.endpoint.address}:${link.peer.endpoint.port}` }, 'fresh handshake')
+      // Whatever the old session was, the gateway may not know it (restart) or us (new path).
+      this.device.zeroKeyMaterial(link.peer)
+      this.startHandshake(link)
+    }
   }
 
-  async probe (timeoutMs: number): Promise<number | null> {
-    if (this.stack === null || this.shell === null) return null
-    return await this.stack.prober.probe(timeoutMs)
+  async probe (timeoutMs: number, gatewayAddress?: string): Promise<number | null> {
+    const stack = this.stack
+    if (stack === null || this.shell === null) return null
+    if (gatewayAddress !== undefined) return await stack.prober.probe(timeoutMs, gatewayAddress)
+    const addresses = [...this.links.values()].map(l => l.plan.gatewayAddress)
+    if (addresses.length === 0) return null
+    // The first answer from any gateway; null once all have timed out.
+    return await new Promise(resolve => {
+      let left = addresses.length
+      for (const address of addresses) {
+        void stack.prober.probe(timeoutMs, address).then(rtt => {
+          left--
+          if (rtt !== null) resolve(rtt)
+          else if (left === 0) resolve(null)
+        })
+      }
+    })
   }
 
   health (): TunnelHealth {
-    const peer = this.peer
-    if (peer === null) return { lastHandshakeAt: null, lastReceiveAt: null, endpoint: null, rxBytes: 0, txBytes: 0 }
-    // The device counts what it receives; a change since the last look means the gateway spoke.
-    if (peer.rxPackets !== this.rxSeen) {
-      this.rxSeen = peer.rxPackets
-      this.rxSeenAt = Date.now()
-    }
-    const status = this.device.peerStatus(peer, monotonicNow())
-    return {
-      lastHandshakeAt: status.lastHandshakeAt,
-      lastReceiveAt: this.rxSeenAt,
-      endpoint: status.endpoint,
-      rxBytes: status.rxBytes,
-      txBytes: status.txBytes,
-    }
+    return combinedHealth(this.gateways())
+  }
+
+  gateways (): GatewayHealth[] {
+    const now = monotonicNow()
+    return [...this.links.values()].map(link => {
+      const peer = link.peer
+      // The device counts what it receives; a change since the last look means the gateway spoke.
+      if (peer.rxPackets !== link.rxSeen) {
+        link.rxSeen = peer.rxPackets
+        link.rxSeenAt = Date.now()
+      }
+      const status = this.device.peerStatus(peer, now)
+      return {
+        gatewayId: link.plan.gatewayId,
+        role: link.plan.role,
+        region: link.plan.region,
+        publicKey: link.plan.peerPublicKey,
+        gatewayAddress: link.plan.gatewayAddress,
+        configuredEndpoint: formatHostPort(link.plan.endpointHost, link.plan.endpointPort),
+        lastHandshakeAt: status.lastHandshakeAt,
+        lastReceiveAt: link.rxSeenAt,
+        endpoint: status.endpoint,
+        rxBytes: status.rxBytes,
+        txBytes: status.txBytes,
+      }
+    })
   }
 
   /** Tunnel connections being forwarded now. */
@@ -144,11 +228,20 @@ export class UserspaceTunnel implements Tunnel {
     if (this.closed) return
     this.closed = true
     this.teardownStack()
-    if (this.peer !== null) this.device.removePeer(this.peer.publicKey)
-    this.peer = null
+    for (const link of this.links.values()) this.device.removePeer(link.peer.publicKey)
+    this.links.clear()
     const shell = this.shell
     this.shell = null
     await shell?.close()
+  }
+
+  private peerOptions (gateway: CheckedGateway, endpoint: { address: string, port: number } | null): PeerOptions {
+    return {
+      publicKey: gateway.peerPublicKey,
+      allowedIPs: [{ network: gateway.gatewayIp, prefixLength: 32, mask: 0xffffffff }],
+      endpoint,
+      persistentKeepalive: gateway.persistentKeepalive,
+    }
   }
 
   private buildStack (plan: TunnelPlan): Stack {
@@ -191,9 +284,13 @@ export class UserspaceTunnel implements Tunnel {
   }
 
   /** An initiation now (not after REKEY_TIMEOUT): a probe queued behind it arms the shell's timer. */
-  private startHandshake (): void {
-    if (this.peer === null || this.stack === null) return
-    if (this.peer.current === null) this.peer.lastSentHandshakeAt = -Infinity
-    void this.stack.prober.probe(1_000)
+  private startHandshake (link: GatewayLink): void {
+    if (this.stack === null) return
+    if (link.peer.current === null) link.peer.lastSentHandshakeAt = -Infinity
+    void this.stack.prober.probe(1_000, link.plan.gatewayAddress)
   }
+}
+
+function formatHostPort (host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }

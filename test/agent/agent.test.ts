@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { pino } from 'pino'
 import { Agent } from '../../agent/agent.ts'
 import { loadSettings } from '../../agent/settings.ts'
-import type { Tunnel, TunnelHealth, TunnelPlan } from '../../agent/tunnel.ts'
+import type { GatewayHealth, Tunnel, TunnelHealth, TunnelPlan } from '../../agent/tunnel.ts'
 import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 
 const GATEWAY_KEY = encodeKey(publicKeyFromPrivate(generatePrivateKey()))
@@ -58,15 +58,23 @@ const STATUS_WITHOUT_DOMAINS: Reply = { status: 200, body: { tunnel_status: 'con
 class FakeTunnel implements Tunnel {
   readonly mode = 'userspace' as const
   alive = true
+  /** Gateway addresses that do not answer. */
+  readonly dead = new Set<string>()
+  readonly plans: TunnelPlan[] = []
   constructor (readonly key: string, readonly log: string[]) {}
-  async apply (plan: TunnelPlan): Promise<void> { this.log.push(`apply ${plan.address}`) }
-  async reconnect (): Promise<void> { this.log.push('reconnect') }
-  async probe (): Promise<number | null> {
+  async apply (plan: TunnelPlan): Promise<void> {
+    this.log.push(`apply ${plan.address}`)
+    this.plans.push(plan)
+  }
+
+  async reconnect (gatewayPublicKey?: string): Promise<void> { this.log.push(gatewayPublicKey === undefined ? 'reconnect' : `reconnect ${gatewayPublicKey}`) }
+  async probe (_timeoutMs: number, gatewayAddress?: string): Promise<number | null> {
     await new Promise(resolve => setTimeout(resolve, 5))
-    return this.alive ? 1 : null
+    return this.alive && (gatewayAddress === undefined || !this.dead.has(gatewayAddress)) ? 1 : null
   }
 
   health (): TunnelHealth { return { lastHandshakeAt: Date.now(), lastReceiveAt: null, endpoint: '127.0.0.1:51820', rxBytes: 0, txBytes: 0 } }
+  gateways (): GatewayHealth[] { return [] }
   async close (): Promise<void> { this.log.push('close') }
 }
 
@@ -184,4 +192,56 @@ t.test('an unusable tunnel_config is refused for good (exit 4)', async t => {
   const { agent } = setup(t, api.url)
   t.equal(await agent.run(), 4)
   t.match(agent.report(), { status: 'error', last_error: /peer\.endpoint/ })
+})
+
+const KEY_B = encodeKey(publicKeyFromPrivate(generatePrivateKey()))
+const KEY_C = encodeKey(publicKeyFromPrivate(generatePrivateKey()))
+const PEER_A = { gateway_id: 'gw-a', role: 'primary', region: null, ...REGISTERED.tunnel_config.peer }
+const PEER_B = { gateway_id: 'gw-b', role: 'backup', region: null, public_key: KEY_B, endpoint: '127.0.0.1:51821', allowed_ips: '10.100.255.254/32', persistent_keepalive: 25 }
+const PEER_C = { gateway_id: 'gw-c', role: 'backup', region: null, public_key: KEY_C, endpoint: '127.0.0.1:51822', allowed_ips: '10.100.255.253/32', persistent_keepalive: 25 }
+const FLEET_REGISTERED = { ...REGISTERED, tunnel_config: { ...REGISTERED.tunnel_config, peers: [PEER_A, PEER_B] } }
+
+t.test('two gateways: status lists both; one silent stays connected with that gateway down and a fresh handshake for it only; the heartbeat\'s new set is applied, a hostile one ignored', async t => {
+  let heartbeatPeers: unknown = [PEER_A, PEER_B]
+  const api = await fakeApi(t, path => path === '/tunnel/register'
+    ? { status: 200, body: FLEET_REGISTERED }
+    : path === '/tunnel/heartbeat' ? { status: 200, body: { status: 'ok', next_heartbeat_in: 5, peers: heartbeatPeers } } : ok(path))
+  const { agent, log, tunnels, stateFile } = setup(t, api.url)
+  const done = agent.run()
+  await until('connected', () => agent.report().status === 'connected')
+  await until('both gateways answer', () => agent.report().gateways.every(g => g.connected))
+  t.match(agent.report().gateways, [
+    { id: 'gw-a', role: 'primary', endpoint: '127.0.0.1:51820', address: '10.100.0.1', public_key: GATEWAY_KEY, connected: true },
+    { id: 'gw-b', role: 'backup', endpoint: '127.0.0.1:51821', address: '10.100.255.254', public_key: KEY_B, connected: true },
+  ])
+
+  tunnels[0].dead.add('10.100.0.1')
+  await until('gw-a down', () => agent.report().gateways[0].connected === false)
+  await until('a fresh handshake for gw-a', () => log.includes(`reconnect ${GATEWAY_KEY}`))
+  const report = agent.report()
+  t.equal(report.status, 'connected', 'the tunnel is up through the other gateway')
+  t.equal(report.last_error, null)
+  t.equal(report.gateways[1].connected, true)
+  t.notOk(log.includes('reconnect'), 'no full reconnect while a gateway answers')
+  t.equal(api.calls.filter(c => c.startsWith('/tunnel/register')).length, 1, 'no new registration')
+
+  // A hostile heartbeat (a gateway that would route everything) changes nothing.
+  heartbeatPeers = [{ ...PEER_A, allowed_ips: '0.0.0.0/0' }]
+  const heartbeats = api.calls.filter(c => c === '/tunnel/heartbeat').length
+  await until('a heartbeat with the hostile set', () => api.calls.filter(c => c === '/tunnel/heartbeat').length > heartbeats, 15_000)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(tunnels[0].plans.length, 1, 'not applied')
+  t.same(agent.report().gateways.map(g => g.id), ['gw-a', 'gw-b'])
+
+  // Re-placed: gw-a gone, gw-b primary, gw-c backup.
+  heartbeatPeers = [{ ...PEER_B, role: 'primary' }, PEER_C]
+  await until('the new set applied', () => tunnels[0].plans.length === 2, 15_000)
+  t.same(agent.report().gateways.map(g => [g.id, g.role]), [['gw-b', 'primary'], ['gw-c', 'backup']])
+  t.equal(agent.report().gateway_endpoint, '127.0.0.1:51821', 'gateway_endpoint is the new primary\'s')
+  const saved = JSON.parse(readFileSync(stateFile, 'utf8'))
+  t.same(saved.registration.tunnel_config.peers.map((p: { gateway_id: string }) => p.gateway_id), ['gw-b', 'gw-c'], 'the state file follows')
+  t.equal(saved.registration.tunnel_config.peer.public_key, KEY_B)
+  await until('gw-c answers', () => agent.report().gateways[1].connected)
+  agent.stop()
+  t.equal(await done, 0)
 })

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
-import { KernelTunnel, wgQuickConfig, type CommandResult } from '../../agent/kernel.ts'
+import { KernelTunnel, wgQuickConfig, wgSyncConfig, type CommandResult } from '../../agent/kernel.ts'
 import { planFromConfig, TunnelConfigError, TunnelUnavailableError } from '../../agent/tunnel.ts'
 import { encodeKey, generatePrivateKey } from '../../proto/noise/keys.ts'
 
@@ -108,4 +108,81 @@ t.test('apply with a plan holding a line break or a wide route: TunnelConfigErro
   t.same(readdirSync(dir), ['erugo-cc.conf'], 'a good plan: the configuration only (renamed into place)')
   await t.rejects(tunnel.apply({ ...PLAN, endpointPort: 51821, allowedIps: '0.0.0.0/0' }), TunnelConfigError)
   t.match(readFileSync(join(dir, 'erugo-cc.conf'), 'utf8'), /^AllowedIPs = 10\.100\.0\.1\/32$/m, 'a refused plan leaves the last good file as it was')
+})
+
+const KEY_B = 'HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw='
+const KEY_C = 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg='
+function fleet (gateways: Array<[string, string, string, string]>): typeof PLAN {
+  const peers = gateways.map(([id, key, endpoint, address], i) => ({ gateway_id: id, role: i === 0 ? 'primary' : 'backup', region: null, public_key: key, endpoint, allowed_ips: `${address}/32`, persistent_keepalive: 25 }))
+  const { gateway_id: _, role: _r, region: _g, ...peer } = peers[0]
+  return planFromConfig({ interface: { address: '10.100.0.42/32' }, peer, peers })
+}
+const GW_A: [string, string, string, string] = ['gw-a', '1y8JgBgNarojHK12KYbAAy+7HqZq2HGsE0Qw24toBXo=', 'connect.erugo.cloud:51820', '10.100.0.1']
+const GW_B: [string, string, string, string] = ['gw-b', KEY_B, 'gw-b.erugo.cloud:51820', '10.100.255.254']
+const GW_C: [string, string, string, string] = ['gw-c', KEY_C, '192.0.2.9:51820', '10.100.255.253']
+
+t.test('wgQuickConfig: one [Peer] per gateway, each limited to that gateway\'s address', async t => {
+  const key = generatePrivateKey()
+  const text = wgQuickConfig(key, fleet([GW_A, GW_B]))
+  t.equal(text.match(/^\[Peer\]$/gm)?.length, 2)
+  t.match(text, /PublicKey = 1y8JgBgNarojHK12KYbAAy\+7HqZq2HGsE0Qw24toBXo=\nEndpoint = connect\.erugo\.cloud:51820\nAllowedIPs = 10\.100\.0\.1\/32\n/)
+  t.match(text, /PublicKey = HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=\nEndpoint = gw-b\.erugo\.cloud:51820\nAllowedIPs = 10\.100\.255\.254\/32\n/)
+  t.equal(text.match(/^AllowedIPs = /gm)?.length, 2, 'nothing wider, one line each')
+  const sync = wgSyncConfig(key, fleet([GW_A, GW_B]))
+  t.notMatch(sync, /Address/, 'the wg(8) form has no wg-quick keys')
+  t.equal(sync.match(/^\[Peer\]$/gm)?.length, 2)
+})
+
+t.test('a new set of gateways for the same address: wg syncconf and a route per added or removed gateway; no down and up', async t => {
+  let linkUp = false
+  let syncText = ''
+  const { tunnel, calls, dir } = recorder(t, (cmd, args) => {
+    if (cmd === 'ip' && args[1] === 'show') return { code: linkUp ? 0 : 1 }
+    if (cmd === 'wg-quick') linkUp = args[0] === 'up'
+    if (cmd === 'wg' && args[0] === 'syncconf') syncText = readFileSync(args[2], 'utf8')
+    if (cmd === 'wg' && args[2] === 'dump') return { stdout: `priv\tpub\t51820\toff\n${GW_A[1]}\t(none)\t198.51.100.7:51820\t10.100.0.1/32\t1700000000\t1234\t5678\t25\n${KEY_B}\t(none)\t198.51.100.8:51820\t10.100.255.254/32\t0\t0\t148\t25\n` }
+    if (cmd === 'ping') return args[args.length - 1] === '10.100.0.1' ? { stdout: 'time=0.4 ms\n' } : { code: 1 }
+    return {}
+  })
+  const config = join(dir, 'erugo-cc.conf')
+  await tunnel.apply(fleet([GW_A, GW_B]))
+  t.same(calls, ['ip link show dev erugo-cc', `wg-quick up ${config}`])
+  t.equal(await tunnel.probe(1_000, '10.100.255.254'), null, 'one gateway silent')
+  t.equal(await tunnel.probe(1_000), 0.4, 'the tunnel answers through the other')
+  t.match(tunnel.gateways(), [
+    { gatewayId: 'gw-a', role: 'primary', lastHandshakeAt: 1_700_000_000_000, endpoint: '198.51.100.7:51820', rxBytes: 1234 },
+    { gatewayId: 'gw-b', role: 'backup', lastHandshakeAt: null, endpoint: '198.51.100.8:51820', rxBytes: 0 },
+  ])
+
+  calls.length = 0
+  await tunnel.apply(fleet([GW_A, GW_C]))
+  t.same(calls, [
+    `wg syncconf erugo-cc ${config}.sync`,
+    'ip -4 route replace 10.100.255.253/32 dev erugo-cc',
+    'ip -4 route del 10.100.255.254/32 dev erugo-cc',
+  ], 'peers synced in place: gw-a untouched, gw-b out, gw-c in')
+  t.match(syncText, /PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nEndpoint = 192\.0\.2\.9:51820\nAllowedIPs = 10\.100\.255\.253\/32/)
+  t.notMatch(syncText, new RegExp(KEY_B.replace(/[+/=]/g, '\\$&')))
+  t.notOk(existsSync(`${config}.sync`), 'the sync file (it holds the private key) is removed')
+  t.match(readFileSync(config, 'utf8'), /AllowedIPs = 10\.100\.255\.253\/32/, 'the wg-quick file says the same for the next start')
+  t.same(tunnel.gateways().map(g => g.gatewayId), ['gw-a', 'gw-c'])
+
+  calls.length = 0
+  await tunnel.reconnect(KEY_C)
+  t.same(calls, [`wg set erugo-cc peer ${KEY_C} endpoint 192.0.2.9:51820`], 'a fresh path to one gateway only')
+})
+
+t.test('wg syncconf failing: the interface is brought up again from the new file', async t => {
+  let linkUp = false
+  const { tunnel, calls, dir } = recorder(t, (cmd, args) => {
+    if (cmd === 'ip' && args[1] === 'show') return { code: linkUp ? 0 : 1 }
+    if (cmd === 'wg-quick') linkUp = args[0] === 'up'
+    if (cmd === 'wg' && args[0] === 'syncconf') return { code: 1, stderr: 'Unable to modify interface: Protocol not supported' }
+    return {}
+  })
+  const config = join(dir, 'erugo-cc.conf')
+  await tunnel.apply(fleet([GW_A, GW_B]))
+  calls.length = 0
+  await tunnel.apply(fleet([GW_A]))
+  t.same(calls, [`wg syncconf erugo-cc ${config}.sync`, 'ip link show dev erugo-cc', `wg-quick down ${config}`, `wg-quick up ${config}`])
 })

@@ -4,7 +4,7 @@
  * hostile-api.test.ts.
  */
 import t from 'tap'
-import { checkPlan, checkRegistration, formatTunnelConfig, parseTunnelConfig, planFromConfig, TunnelConfigError } from '../../agent/tunnel-config.ts'
+import { checkGatewayList, checkPlan, checkRegistration, formatTunnelConfig, MAX_GATEWAYS, parseTunnelConfig, planFromConfig, planGateways, planWithGateways, TunnelConfigError } from '../../agent/tunnel-config.ts'
 import { wgQuickConfig } from '../../agent/kernel.ts'
 import { generatePrivateKey } from '../../proto/noise/keys.ts'
 
@@ -165,5 +165,140 @@ t.test('a plan not made by planFromConfig is checked again before it is written'
   for (const [change, field] of tampered) {
     t.throws(() => checkPlan({ ...plan, ...change }), { name: 'TunnelConfigError', field }, JSON.stringify(change))
     t.throws(() => wgQuickConfig(key, { ...plan, ...change }), { name: 'TunnelConfigError', field })
+  }
+})
+
+// ---- the fleet: tunnel_config.peers and the heartbeat's peers ----
+
+const KEY_B = 'HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw='
+const KEY_C = 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg='
+const PRIMARY = { gateway_id: 'gw-a', role: 'primary', region: 'eu-west', ...GOOD.peer }
+const BACKUP = { gateway_id: 'gw-b', role: 'backup', region: null, public_key: KEY_B, endpoint: 'gw-b.erugo.cloud:51820', allowed_ips: '10.100.255.254/32', persistent_keepalive: 25 }
+const FLEET = { ...GOOD, peers: [PRIMARY, BACKUP] }
+
+function withGateway (index: number, field: string, value: unknown): unknown {
+  const peers: Array<Record<string, unknown>> = [{ ...PRIMARY }, { ...BACKUP }]
+  if (value === undefined) delete peers[index][field]
+  else peers[index][field] = value
+  return { ...GOOD, peers }
+}
+
+t.test('peers: every gateway as a plan, primary first; the state file keeps the list in our formatting', async t => {
+  const plan = planFromConfig({ ...FLEET, peers: [{ ...PRIMARY, PostUp: 'x' }, { ...BACKUP, endpoint: 'GW-B.erugo.cloud:51820' }] })
+  t.equal(plan.gatewayAddress, '10.100.0.1', 'the top-level fields are the primary\'s')
+  t.equal(plan.gatewayId, 'gw-a')
+  t.same(planGateways(plan).map(g => [g.gatewayId, g.role, g.region, g.gatewayAddress, g.allowedIps, g.peerPublicKey, g.endpointHost]), [
+    ['gw-a', 'primary', 'eu-west', '10.100.0.1', '10.100.0.1/32', KEY, 'connect.erugo.cloud'],
+    ['gw-b', 'backup', null, '10.100.255.254', '10.100.255.254/32', KEY_B, 'gw-b.erugo.cloud'],
+  ])
+  t.same(formatTunnelConfig(parseTunnelConfig(FLEET)).peers, [
+    { gateway_id: 'gw-a', role: 'primary', region: 'eu-west', public_key: KEY, endpoint: 'connect.erugo.cloud:51820', allowed_ips: '10.100.0.1/32', persistent_keepalive: 25 },
+    { gateway_id: 'gw-b', role: 'backup', region: null, public_key: KEY_B, endpoint: 'gw-b.erugo.cloud:51820', allowed_ips: '10.100.255.254/32', persistent_keepalive: 25 },
+  ])
+  t.same(checkPlan(plan).gateways.length, 2, 'a fleet plan passes the writers\' check')
+  t.equal(planGateways(planFromConfig({ ...FLEET, peers: [{ ...PRIMARY, region: undefined }] })).length, 1, 'one gateway in peers')
+  t.equal(planGateways(planFromConfig(FLEET)).length, 2)
+})
+
+t.test('an older control plane sends only peer: that is the only gateway, and the plan is what it always was', async t => {
+  const plan = planFromConfig(GOOD)
+  t.same(planGateways(plan).map(g => [g.gatewayId, g.role, g.peerPublicKey]), [[null, 'primary', KEY]])
+  t.equal(plan.backups, undefined)
+  t.equal(formatTunnelConfig(parseTunnelConfig(GOOD)).peers, undefined, 'no peers invented for the state file')
+  t.equal(planGateways(planFromConfig({ ...GOOD, peers: null })).length, 1, 'null is absent')
+})
+
+t.test('peers: each gateway\'s fields are checked like peer\'s, named by index', async t => {
+  const cases: Array<[unknown, string]> = [
+    [withGateway(1, 'allowed_ips', '0.0.0.0/0'), 'peers[1].allowed_ips'],
+    [withGateway(1, 'allowed_ips', '10.100.0.0/16'), 'peers[1].allowed_ips'],
+    [withGateway(1, 'allowed_ips', '10.100.0.42/32'), 'peers[1].allowed_ips'],
+    [withGateway(1, 'allowed_ips', '169.254.169.254/32'), 'peers[1].allowed_ips'],
+    [withGateway(1, 'allowed_ips', `10.100.255.254/32\n${INJECTED}`), 'peers[1].allowed_ips'],
+    [withGateway(1, 'public_key', `${KEY_B}\n${INJECTED}`), 'peers[1].public_key'],
+    [withGateway(1, 'public_key', 'nope'), 'peers[1].public_key'],
+    [withGateway(1, 'endpoint', 'gw-b.erugo.cloud:51820\nPostUp = x'), 'peers[1].endpoint'],
+    [withGateway(1, 'endpoint', '[::]:51820'), 'peers[1].endpoint'],
+    [withGateway(1, 'persistent_keepalive', -1), 'peers[1].persistent_keepalive'],
+    [withGateway(1, 'gateway_id', undefined), 'peers[1].gateway_id'],
+    [withGateway(1, 'gateway_id', ''), 'peers[1].gateway_id'],
+    [withGateway(1, 'gateway_id', 'gw b'), 'peers[1].gateway_id'],
+    [withGateway(1, 'gateway_id', 'x'.repeat(129)), 'peers[1].gateway_id'],
+    [withGateway(1, 'gateway_id', 7), 'peers[1].gateway_id'],
+    [withGateway(1, 'region', 'EU'), 'peers[1].region'],
+    [withGateway(1, 'region', 'eu/west'), 'peers[1].region'],
+    [withGateway(1, 'region', 3), 'peers[1].region'],
+    [withGateway(1, 'role', 'primary'), 'peers[1].role'],
+    [withGateway(1, 'role', 'Backup'), 'peers[1].role'],
+    [withGateway(0, 'role', 'backup'), 'peers[0].role'],
+    [withGateway(0, 'role', undefined), 'peers[0].role'],
+    [{ ...FLEET, peers: [PRIMARY, 'gw-b'] }, 'peers[1]'],
+    [{ ...FLEET, peers: [PRIMARY, [BACKUP]] }, 'peers[1]'],
+  ]
+  for (const [config, field] of cases) t.equal(refusedField(config), field, JSON.stringify(config).slice(-80))
+})
+
+t.test('peers: keys, addresses and ids distinct; one list, 1 to MAX_GATEWAYS long; peers[0] is peer', async t => {
+  const many = Array.from({ length: MAX_GATEWAYS + 1 }, (_, i) => ({ ...BACKUP, gateway_id: `gw-${i}`, role: i === 0 ? 'primary' : 'backup', public_key: i === 0 ? KEY : Buffer.alloc(32, i).toString('base64'), allowed_ips: i === 0 ? '10.100.0.1/32' : `10.100.255.${i}/32` }))
+  const cases: Array<[unknown, string]> = [
+    [withGateway(1, 'public_key', KEY), 'peers[1].public_key'],
+    [withGateway(1, 'allowed_ips', '10.100.0.1/32'), 'peers[1].allowed_ips'],
+    [withGateway(1, 'gateway_id', 'gw-a'), 'peers[1].gateway_id'],
+    [{ ...FLEET, peers: [] }, 'peers'],
+    [{ ...FLEET, peers: {} }, 'peers'],
+    [{ ...FLEET, peers: 'gw-a' }, 'peers'],
+    [{ ...FLEET, peers: many }, 'peers'],
+    // The spec's peer and the list must describe the same primary.
+    [{ ...FLEET, peers: [{ ...BACKUP, role: 'primary' }, { ...PRIMARY, role: 'backup' }] }, 'peers[0]'],
+    [{ ...FLEET, peer: { ...GOOD.peer, allowed_ips: '10.100.0.9/32' } }, 'peers[0]'],
+    // A control character in a gateway refuses the lot.
+    [withGateway(1, 'note', 'a\u0000b'), 'peers[1].note'],
+  ]
+  for (const [config, field] of cases) t.equal(refusedField(config), field, field)
+  t.equal(planGateways(planFromConfig({ ...FLEET, peers: many.slice(0, MAX_GATEWAYS) })).length, MAX_GATEWAYS, 'MAX_GATEWAYS is accepted')
+})
+
+t.test('the heartbeat\'s peers: checked the same way against our tunnel address, then a plan for the same address', async t => {
+  const plan = planFromConfig(FLEET)
+  const tunnelIp = checkPlan(plan).tunnelIp
+  const third = { gateway_id: 'gw-c', role: 'backup', region: null, public_key: KEY_C, endpoint: '192.0.2.9:51820', allowed_ips: '10.100.255.253/32', persistent_keepalive: 25 }
+  const next = planWithGateways(plan, checkGatewayList([PRIMARY, third], tunnelIp))
+  t.equal(next.address, '10.100.0.42', 'the same tunnel address')
+  t.same(planGateways(next).map(g => g.gatewayId), ['gw-a', 'gw-c'])
+  const promoted = planWithGateways(plan, checkGatewayList([{ ...BACKUP, role: 'primary' }], tunnelIp))
+  t.equal(promoted.peerPublicKey, KEY_B, 'a new primary moves into the top-level fields')
+  t.equal(promoted.gatewayAddress, '10.100.255.254')
+  const refused = (value: unknown): string | null => {
+    try {
+      checkGatewayList(value, tunnelIp)
+      return null
+    } catch (err) {
+      if (!(err instanceof TunnelConfigError)) throw err
+      return err.field
+    }
+  }
+  t.equal(refused([{ ...PRIMARY, allowed_ips: '10.100.0.42/32' }]), 'peers[0].allowed_ips', 'our own address as a gateway\'s')
+  t.equal(refused([{ ...PRIMARY, allowed_ips: '0.0.0.0/0' }]), 'peers[0].allowed_ips')
+  t.equal(refused([PRIMARY, { ...BACKUP, endpoint: `x:1\n${INJECTED}` }]), 'peers[1].endpoint')
+  t.equal(refused([]), 'peers')
+  t.equal(refused(null), 'peers')
+  t.equal(refused([PRIMARY, PRIMARY]), 'peers[1].role')
+  t.equal(refused([PRIMARY, { ...BACKUP, public_key: KEY }]), 'peers[1].public_key')
+})
+
+t.test('a fleet plan not made by planFromConfig is checked again, each gateway', async t => {
+  const plan = planFromConfig(FLEET)
+  const key = generatePrivateKey()
+  const backup = planGateways(plan)[1]
+  const tampered: Array<[unknown, string]> = [
+    [{ ...plan, backups: [{ ...backup, allowedIps: '0.0.0.0/0' }] }, 'peers[1].allowed_ips'],
+    [{ ...plan, backups: [{ ...backup, endpointHost: `gw-b\n${INJECTED}` }] }, 'peers[1].endpoint'],
+    [{ ...plan, backups: [{ ...backup, peerPublicKey: KEY }] }, 'peers[1].public_key'],
+    [{ ...plan, backups: [{ ...backup, gatewayId: null }] }, 'peers[1].gateway_id'],
+    [{ ...plan, gatewayId: undefined, backups: [{ ...backup, gatewayId: null }] }, 'peers'],
+  ]
+  for (const [change, field] of tampered) {
+    t.throws(() => checkPlan(change as typeof plan), { name: 'TunnelConfigError', field }, field)
+    t.throws(() => wgQuickConfig(key, change as typeof plan), { name: 'TunnelConfigError', field })
   }
 })

@@ -20,11 +20,11 @@ import { planFromConfig } from '../../agent/tunnel.ts'
 
 const logger = pino({ level: 'silent' })
 
-async function fakeGateway (t: Test, agentPublicKey: Buffer): Promise<{ publicKey: string, port: number, device: Device, tcp: TcpStack }> {
+async function fakeGateway (t: Test, agentPublicKey: Buffer, address = '10.100.0.1'): Promise<{ publicKey: string, port: number, device: Device, tcp: TcpStack, shell: UdpShell }> {
   const key = generatePrivateKey()
   const metrics = new Metrics()
   const shell = new UdpShell({ listenAddress: '127.0.0.1', listenPort: 0 })
-  const ip = new IpLayer({ address: parseIPv4Address('10.100.0.1'), metrics, send: d => { shell.sendPacket(d) } })
+  const ip = new IpLayer({ address: parseIPv4Address(address), metrics, send: d => { shell.sendPacket(d) } })
   const device = new Device({
     privateKey: key,
     metrics,
@@ -34,13 +34,13 @@ async function fakeGateway (t: Test, agentPublicKey: Buffer): Promise<{ publicKe
   shell.attach(device)
   const { port } = await shell.listen()
   device.addPeer({ publicKey: agentPublicKey, allowedIPs: [parseIPv4Prefix('10.100.0.2/32')] })
-  const tcp = new TcpStack({ localAddress: '10.100.0.1', ip, metrics })
+  const tcp = new TcpStack({ localAddress: address, ip, metrics })
   ip.register(IPPROTO_TCP, tcp)
   t.teardown(async () => {
     tcp.close()
     await shell.close()
   })
-  return { publicKey: encodeKey(publicKeyFromPrivate(key)), port, device, tcp }
+  return { publicKey: encodeKey(publicKeyFromPrivate(key)), port, device, tcp, shell }
 }
 
 async function echoServer (t: Test): Promise<number> {
@@ -125,4 +125,101 @@ t.test('a target that refuses: the gateway\'s connection is reset at once', asyn
   })
   t.equal(err?.code, 'ECONNRESET', 'reset, so the edge can answer 502 at once')
   t.equal(tunnel.metrics.snapshot().agent_forward?.target_refused, 1, 'counted')
+})
+
+function fleetPlan (gateways: Array<{ id: string, publicKey: string, port: number, address: string }>): ReturnType<typeof planFromConfig> {
+  const peers = gateways.map((g, i) => ({ gateway_id: g.id, role: i === 0 ? 'primary' : 'backup', region: null, public_key: g.publicKey, endpoint: `127.0.0.1:${g.port}`, allowed_ips: `${g.address}/32`, persistent_keepalive: 25 }))
+  const { gateway_id: _, role: _r, region: _g, ...peer } = peers[0]
+  return planFromConfig({ interface: { address: '10.100.0.2/32' }, peer, peers })
+}
+
+/** A server that sends `bytes` of a pattern on every connection, then FIN. */
+async function patternServer (t: Test, bytes: number): Promise<number> {
+  const server = net.createServer(socket => {
+    socket.on('error', () => {})
+    socket.end(pattern(bytes))
+  })
+  await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
+  t.teardown(() => { server.close() })
+  return (server.address() as AddressInfo).port
+}
+
+function pattern (bytes: number): Buffer {
+  const b = Buffer.alloc(bytes)
+  for (let i = 0; i < bytes; i++) b[i] = (i * 13 + (i >> 9)) & 0xff
+  return b
+}
+
+/** Opens a connection from the gateway's stack and stops reading after the first data, until release(). */
+function heldRead (tcp: TcpStack): { done: Promise<Buffer>, received: () => number, release: () => void } {
+  const chunks: Buffer[] = []
+  let received = 0
+  let held = true
+  const socket = tcp.connect({ host: '10.100.0.2', port: 80 })
+  const done = new Promise<Buffer>((resolve, reject) => {
+    socket.on('data', (c: Buffer) => {
+      chunks.push(c)
+      received += c.length
+      if (held) socket.pause()
+    })
+    socket.on('end', () => { resolve(Buffer.concat(chunks)) })
+    socket.on('error', reject)
+    socket.end()
+  })
+  return { done, received: () => received, release: () => { held = false; socket.resume() } }
+}
+
+async function answers (tunnel: UserspaceTunnel, address: string): Promise<boolean> {
+  for (let i = 0; i < 10; i++) if (await tunnel.probe(500, address) !== null) return true
+  return false
+}
+
+t.test('two gateways: one peer each on one device; losing one leaves the other\'s connection whole; a new set adds and removes without touching the one that stays', async t => {
+  const agentKey = generatePrivateKey()
+  const agentPublic = publicKeyFromPrivate(agentKey)
+  const a = await fakeGateway(t, agentPublic, '10.100.0.1')
+  const b = await fakeGateway(t, agentPublic, '10.100.255.254')
+  const c = await fakeGateway(t, agentPublic, '10.100.255.253')
+  const BYTES = 2 * 1024 * 1024
+  const targetPort = await patternServer(t, BYTES)
+  const tunnel = new UserspaceTunnel({ privateKey: agentKey, target: { host: '127.0.0.1', port: targetPort }, tunnelPorts: [80], listenPort: 0, logger })
+  t.teardown(async () => { await tunnel.close() })
+
+  const gwA = { id: 'gw-a', publicKey: a.publicKey, port: a.port, address: '10.100.0.1' }
+  const gwB = { id: 'gw-b', publicKey: b.publicKey, port: b.port, address: '10.100.255.254' }
+  const gwC = { id: 'gw-c', publicKey: c.publicKey, port: c.port, address: '10.100.255.253' }
+  await tunnel.apply(fleetPlan([gwA, gwB]))
+  t.ok(await answers(tunnel, '10.100.0.1'), 'gateway A answers through its own peer')
+  t.ok(await answers(tunnel, '10.100.255.254'), 'gateway B answers through its own peer')
+  t.same(tunnel.gateways().map(g => [g.gatewayId, g.role, g.gatewayAddress]), [['gw-a', 'primary', '10.100.0.1'], ['gw-b', 'backup', '10.100.255.254']])
+  t.ok(tunnel.gateways().every(g => g.lastHandshakeAt !== null), 'a handshake with each')
+  t.ok((await new Promise<Buffer>((resolve, reject) => {
+    const s = a.tcp.connect({ host: '10.100.0.2', port: 80 })
+    const got: Buffer[] = []
+    s.on('data', (x: Buffer) => got.push(x)).on('end', () => { resolve(Buffer.concat(got)) }).on('error', reject)
+    s.end()
+  })).equals(pattern(BYTES)), 'a connection from gateway A reaches the target and comes back through A')
+
+  // A slow download through B; then gateway A dies (its socket closes: nothing more from it).
+  const throughB = heldRead(b.tcp)
+  await new Promise(resolve => setTimeout(resolve, 200))
+  t.ok(throughB.received() > 0, 'the download through B is under way')
+  const bPeer = tunnel.gateways().find(g => g.gatewayId === 'gw-b')!
+  await a.shell.close()
+  t.notOk(await tunnel.probe(300, '10.100.0.1'), 'gateway A is gone')
+  t.ok(await tunnel.probe(1_000) !== null, 'the tunnel still answers through another gateway')
+
+  // A heartbeat's new set: A removed, C added, B (now primary) untouched.
+  const bSessionBefore = [...b.device.peers.values()][0].current
+  t.ok(throughB.received() < BYTES, 'the download through B is still under way when the set changes')
+  await tunnel.apply(fleetPlan([gwB, gwC]))
+  t.same(tunnel.gateways().map(g => [g.gatewayId, g.role]), [['gw-b', 'primary'], ['gw-c', 'backup']])
+  t.ok(await answers(tunnel, '10.100.255.253'), 'gateway C, added, answers')
+  t.equal([...b.device.peers.values()][0].current, bSessionBefore, 'B kept its session: no new handshake for the gateway that stayed')
+  t.ok(tunnel.gateways().find(g => g.gatewayId === 'gw-b')!.lastHandshakeAt === bPeer.lastHandshakeAt, 'the same handshake on our side')
+  throughB.release()
+  const body = await throughB.done
+  t.equal(body.length, BYTES)
+  t.ok(body.equals(pattern(BYTES)), 'the download through B completes byte-exact across A\'s loss and the new set')
+  t.equal(await tunnel.probe(300, '10.100.0.1'), null, 'no peer for A any more')
 })
