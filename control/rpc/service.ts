@@ -184,8 +184,10 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
         address: formatIPv4(toAddress(row.tunnel_address)),
         listenPort: row.listen_port,
         publicKey: row.public_key,
-        endpoint: row.endpoint ?? withPort(this.#o.registry.configuredEndpoint, row.listen_port),
       }
+      // Port 0: the gateway introduced itself before binding (gateway/control/run.ts); its own
+      // hello with the bound port follows.
+      if (row.endpoint !== null || row.listen_port !== 0) gateway.endpoint = row.endpoint ?? withPort(this.#o.registry.configuredEndpoint, row.listen_port)
       if (this.#o.baseDomain !== undefined) gateway.baseDomain = this.#o.baseDomain
       const all = await this.#o.tunnel.listPeers(trx)
       const placed = new Set(await trx('placements')

@@ -224,10 +224,11 @@ class Outage {
 
 /**
  * The snapshot to start from: the stored one when there is one (serve at once, catch up later),
- * else the first one control gives, retried with backoff until it answers or `signal` aborts
- * (then null).
+ * else the first one control gives (after `hello`, when given), retried with backoff until it
+ * answers or `signal` aborts (then null).
  */
-export async function initialSnapshot (plane: ControlPlane, store: SnapshotStore | null, logger: Logger, signal?: AbortSignal, backoff: BackoffOptions = {}): Promise<{ snapshot: ConfigSnapshot, source: 'stored' | 'control' } | null> {
+export async function initialSnapshot (plane: ControlPlane, store: SnapshotStore | null, logger: Logger, signal?: AbortSignal, backoff: BackoffOptions = {},
+  hello?: GatewayHello): Promise<{ snapshot: ConfigSnapshot, source: 'stored' | 'control' } | null> {
   const stored = store?.load() ?? null
   if (stored !== null) {
     logger.info({ version: stored.version, peers: stored.peers.length, path: store!.path }, 'serving the stored configuration until control answers')
@@ -237,6 +238,8 @@ export async function initialSnapshot (plane: ControlPlane, store: SnapshotStore
   const aborted = (): boolean => signal?.aborted === true
   while (!aborted()) {
     try {
+      // Each attempt introduces the gateway first (a fleet control answers only gateways it knows).
+      if (hello !== undefined) await plane.hello(hello)
       const snapshot = await plane.watch(null, signal)
       if (snapshot !== null) {
         outage.over()

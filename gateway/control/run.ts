@@ -9,10 +9,12 @@
  * offers none; a configured CC_ACME_DNS_PROVIDER adds DNS-01.
  */
 import type { Logger } from 'pino'
-import { RPC_PROTOCOL_VERSION, type ControlPlane } from '../../proto/rpc/index.ts'
+import { RPC_PROTOCOL_VERSION, type ControlPlane, type GatewayHello } from '../../proto/rpc/index.ts'
+import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { validateConfig } from '../config/schema.ts'
 import { Gateway, type GatewayStartOptions } from '../index.ts'
 import { createDnsProvider } from '../edge/acme/dns-provider.ts'
+import { loadOrCreateRelayIdentity } from '../edge/relay-identity.ts'
 import type { CertStore } from '../edge/cert-store.ts'
 import { ControlCertStore, hasCertificateStore } from './cert-store.ts'
 import { HttpControlPlane } from './http-client.ts'
@@ -66,7 +68,21 @@ export async function startGatewayWithControl (options: GatewayRunOptions): Prom
   const privateKey = loadOrCreateKey(settings.keyFile, logger)
   // The long-poll names this gateway: control answers with its own peers, fleet and routes.
   if (plane instanceof HttpControlPlane && plane.gatewayId === undefined) plane.gatewayId = settings.gatewayId
-  const first = await initialSnapshot(plane, options.store, logger.child({ module: 'control' }), options.signal, options.backoff)
+  // Control allocates this gateway's tunnel address at its first hello and answers the config
+  // long-poll only for gateways it has heard from: introduce it before asking for a first snapshot.
+  const relayIdentity = settings.relayPort === null ? null : await loadOrCreateRelayIdentity(settings.dataDir)
+  const earlyHello: GatewayHello = {
+    protocol: RPC_PROTOCOL_VERSION,
+    gatewayId: settings.gatewayId,
+    publicKey: publicKeyFromPrivate(decodeKey(privateKey)).toString('base64'),
+    endpoint: settings.endpoint,
+    listenPort: settings.wgPort,
+    ...(options.software === undefined ? {} : { software: options.software }),
+    region: settings.region,
+    relayUrl: relayIdentity === null ? null : settings.relayUrl,
+    relayFingerprint: relayIdentity?.fingerprint ?? null,
+  }
+  const first = await initialSnapshot(plane, options.store, logger.child({ module: 'control' }), options.signal, options.backoff, earlyHello)
   if (first === null) return null
   const config = validateConfig(gatewayConfigFrom(settings, privateKey, first.snapshot.gateway.address))
   const startOptions = acmeStartOptions(plane, settings, logger)
