@@ -94,6 +94,13 @@ export interface RelayClientOptions {
   connectTimeoutMs: number
   /** How long an idle relay connection is kept (default 30 s). */
   keepAliveMs?: number
+  /**
+   * After a failed connect, how long a gateway is passed over while another holds the session
+   * (default 5 s): a gateway that died is skipped at once, before control's sweep drops it from
+   * the routes.
+   */
+  unreachableMs?: number
+  now?: () => number
 }
 
 interface RelayEntry extends RelayTarget {
@@ -108,17 +115,33 @@ export class RelayClient {
   readonly fleet: RelayFleet
   readonly #o: RelayClientOptions
   readonly #entries = new Map<string, RelayEntry>()
+  /** Gateway id -> until when it is passed over (its last connect failed). */
+  readonly #unreachable = new Map<string, number>()
 
   constructor (options: RelayClientOptions) {
     this.fleet = options.fleet
     this.#o = options
   }
 
+  /** Gateways currently passed over after a failed connect (ids). */
+  get unreachable (): string[] {
+    const now = this.#now()
+    return [...this.#unreachable].filter(([, until]) => until > now).map(([id]) => id)
+  }
+
+  #now (): number {
+    return (this.#o.now ?? Date.now)()
+  }
+
   /** Where a request for `route` goes: null = direct (into the local tunnel, or its error page). */
   targetFor (route: Route): RelayTarget | null {
     if (route.control === true) return null
     if (route.remote !== true && this.#o.sessionLive(route)) return null
-    const gateway = this.fleet.pick(route.relayVia ?? [])
+    const holders = route.relayVia ?? []
+    const now = this.#now()
+    const reachable = holders.filter(id => (this.#unreachable.get(id) ?? 0) <= now)
+    // Every holder failed lately: try them anyway (one may be back) rather than answer at once.
+    const gateway = this.fleet.pick(reachable) ?? this.fleet.pick(holders)
     return gateway === null ? null : this.#entryFor(gateway)
   }
 
@@ -127,7 +150,11 @@ export class RelayClient {
     let entry = this.#entries.get(key)
     if (entry !== undefined) return entry
     const connect = (callback: (err: Error | null, socket: Duplex | null) => void): void => {
-      connectPinned(gateway, this.fleet.identity, this.#o.connectTimeoutMs, callback)
+      connectPinned(gateway, this.fleet.identity, this.#o.connectTimeoutMs, (err, socket) => {
+        if (err !== null) this.#unreachable.set(gateway.id, this.#now() + (this.#o.unreachableMs ?? 5_000))
+        else this.#unreachable.delete(gateway.id)
+        callback(err, socket)
+      })
     }
     const keepAliveMs = this.#o.keepAliveMs ?? 30_000
     const dispatcher = new Pool(new URL(gateway.relayUrl).origin, {

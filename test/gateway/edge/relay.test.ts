@@ -186,6 +186,25 @@ t.test('edge routing: a live local session goes direct, a lapsed one is relayed,
   t.equal(relayedLines(a).length, 1)
 })
 
+t.test('a session holder that stopped answering is passed over: the next request goes to another holder', async t => {
+  const o = await origin(t)
+  const closed = await startOrigin(t, () => {})
+  const closedPort = closed.port
+  await new Promise<void>(resolve => { closed.server.close(() => resolve()) })
+  const { a, b, fleet } = await pair(t, o.port)
+  // gw-dead (killed: its relay port refuses) is listed first, as a gateway that died would be
+  // until control's sweep drops it.
+  const idDead = await loadOrCreateRelayIdentity(tempDir(t))
+  const dead: FleetGateway = { id: 'gw-dead', relayUrl: `https://127.0.0.1:${closedPort}`, relayFingerprint: idDead.fingerprint }
+  b.edge.updateFleet([dead, ...fleet])
+  b.edge.updateRoutes([{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-dead', 'gw-a'], remote: true }])
+  const first = await request(b, HOST)
+  t.equal(first.status, 502, 'the request that met the dead gateway: the offline page')
+  t.equal((await request(b, HOST)).status, 200, 'the next one: relayed to gw-a')
+  t.equal((await request(b, HOST)).status, 200, 'and the one after')
+  t.equal(relayedLines(a).length, 2, 'gw-a served both')
+})
+
 t.test('WebSocket through the relay', async t => {
   const { server, port } = await startOrigin(t, (_req, res) => { res.end() })
   const wss = new WebSocketServer({ server })
