@@ -132,7 +132,8 @@ async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, nu
   return flat
 }
 
-function writeRandomFile (path: string, bytes: number): void {
+/** `bytes` of random data in 1 MiB blocks (the same block repeated: cheap to write, not compressible). */
+export function writeRandomFile (path: string, bytes: number): void {
   const fd = openSync(path, 'w')
   try {
     const block = randomBytes(1 << 20)

@@ -435,7 +435,7 @@ export class PostgresRelay {
 }
 
 /** A fresh database on the server of `url`; dropped by the teardown. */
-export async function freshDatabase (t: Test, url: string): Promise<string> {
+export async function freshDatabase (t: Pick<Test, 'teardown'>, url: string): Promise<string> {
   const name = `cc_e2e_${process.pid}_${randomBytes(3).toString('hex')}`
   const admin = new pg.Client({ connectionString: url })
   await admin.connect()
