@@ -16,6 +16,7 @@ import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import type { Issuer, IssuedCertificate } from './issuer.ts'
 import { keyMatchesCertificate } from './cert-store.ts'
+import { publishPemPair, readPemPair, type PemPair, type PemPairFiles } from './pem-pair.ts'
 
 const crypto = webcrypto as unknown as Crypto
 const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const
@@ -71,8 +72,9 @@ export class LocalCa implements Issuer {
     const certPath = path.join(dir, 'ca.crt')
     const keyPath = path.join(dir, 'ca.key')
     await fs.mkdir(dir, { recursive: true, mode: 0o700 })
-    let pair = await readPair(certPath, keyPath)
-    if (pair === undefined) pair = await createCa(certPath, keyPath, options.now ?? Date.now)
+    const files: PemPairFiles = { certPath, keyPath, what: 'the CA', makeError: message => new LocalCaError(message) }
+    let pair = await readPemPair(files)
+    if (pair === undefined) pair = await createCa(files, options.now ?? Date.now)
     if (!keyMatchesCertificate(pair.certificatePem, pair.privateKeyPem)) {
       throw new LocalCaError(`${certPath} and ${keyPath} do not belong together; move both away to create a new CA`)
     }
@@ -112,27 +114,8 @@ export class LocalCa implements Issuer {
   }
 }
 
-async function readPair (certPath: string, keyPath: string): Promise<{ certificatePem: string, privateKeyPem: string } | undefined> {
-  // Another process may be between writing the key and the certificate: give it a moment.
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const [cert, key] = await Promise.all([readOptional(certPath), readOptional(keyPath)])
-    if (cert !== undefined && key !== undefined) return { certificatePem: cert, privateKeyPem: key }
-    if (cert === undefined && key === undefined) return undefined
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new LocalCaError(`only one of ${certPath} and ${keyPath} exists; restore the other or move both away`)
-}
 
-async function readOptional (file: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(file, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-}
-
-async function createCa (certPath: string, keyPath: string, now: () => number): Promise<{ certificatePem: string, privateKeyPem: string }> {
+async function createCa (files: PemPairFiles, now: () => number): Promise<PemPair> {
   const keys = await crypto.subtle.generateKey(EC_P256, true, ['sign', 'verify'])
   const t = now()
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
@@ -151,26 +134,7 @@ async function createCa (certPath: string, keyPath: string, now: () => number): 
   }, crypto)
   const certificatePem = ca.toString('pem') + '\n'
   const privateKeyPem = await exportPkcs8(keys.privateKey)
-  const suffix = randomBytes(6).toString('hex')
-  const tmpKey = `${keyPath}.${suffix}.tmp`
-  const tmpCert = `${certPath}.${suffix}.tmp`
-  await fs.writeFile(tmpKey, privateKeyPem, { mode: 0o600, flag: 'wx' })
-  await fs.chmod(tmpKey, 0o600)
-  await fs.writeFile(tmpCert, certificatePem, { mode: 0o644, flag: 'wx' })
-  await fs.chmod(tmpCert, 0o644)
-  try {
-    // link() fails if the key exists: two processes starting at once agree on the first CA.
-    await fs.link(tmpKey, keyPath)
-  } catch (err) {
-    await Promise.all([fs.rm(tmpKey, { force: true }), fs.rm(tmpCert, { force: true })])
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    const theirs = await readPair(certPath, keyPath)
-    if (theirs === undefined) throw new LocalCaError(`${keyPath} vanished while creating the CA`)
-    return theirs
-  }
-  await fs.rm(tmpKey, { force: true })
-  await fs.rename(tmpCert, certPath)
-  return { certificatePem, privateKeyPem }
+  return await publishPemPair(files, { certificatePem, privateKeyPem })
 }
 
 function serialNumber (): string {

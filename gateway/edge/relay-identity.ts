@@ -11,6 +11,7 @@ import { createHash, randomBytes, webcrypto, X509Certificate } from 'node:crypto
 import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import { keyMatchesCertificate } from './cert-store.ts'
+import { publishPemPair, readPemPair, type PemPair, type PemPairFiles } from './pem-pair.ts'
 
 const crypto = webcrypto as unknown as Crypto
 const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const
@@ -48,8 +49,9 @@ export async function loadOrCreateRelayIdentity (dataDir: string): Promise<Relay
   const keyPath = path.join(dir, RELAY_KEY_FILE)
   const certPath = path.join(dir, RELAY_CERTIFICATE_FILE)
   await fs.mkdir(dir, { recursive: true, mode: 0o700 })
-  let pair = await readPair(certPath, keyPath)
-  if (pair === undefined) pair = await createPair(certPath, keyPath)
+  const files: PemPairFiles = { certPath, keyPath, what: 'the relay identity', makeError: message => new RelayIdentityError(message) }
+  let pair = await readPemPair(files)
+  if (pair === undefined) pair = await createPair(files)
   if (!keyMatchesCertificate(pair.certificatePem, pair.privateKeyPem)) {
     throw new RelayIdentityError(`${certPath} and ${keyPath} do not belong together; move both away to create a new relay identity`)
   }
@@ -58,27 +60,7 @@ export async function loadOrCreateRelayIdentity (dataDir: string): Promise<Relay
   return { ...pair, fingerprint: certificateFingerprint(pair.certificatePem) }
 }
 
-async function readPair (certPath: string, keyPath: string): Promise<{ certificatePem: string, privateKeyPem: string } | undefined> {
-  // Another process may be between writing the key and the certificate: give it a moment.
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const [cert, key] = await Promise.all([readOptional(certPath), readOptional(keyPath)])
-    if (cert !== undefined && key !== undefined) return { certificatePem: cert, privateKeyPem: key }
-    if (cert === undefined && key === undefined) return undefined
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new RelayIdentityError(`only one of ${certPath} and ${keyPath} exists; restore the other or move both away`)
-}
-
-async function readOptional (file: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(file, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-}
-
-async function createPair (certPath: string, keyPath: string): Promise<{ certificatePem: string, privateKeyPem: string }> {
+async function createPair (files: PemPairFiles): Promise<PemPair> {
   const keys = await crypto.subtle.generateKey(EC_P256, true, ['sign', 'verify'])
   const now = Date.now()
   const serial = randomBytes(16)
@@ -98,23 +80,5 @@ async function createPair (certPath: string, keyPath: string): Promise<{ certifi
   }, crypto)
   const certificatePem = certificate.toString('pem') + '\n'
   const privateKeyPem = x509.PemConverter.encode(Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey)), 'PRIVATE KEY') + '\n'
-  const suffix = randomBytes(6).toString('hex')
-  const tmpKey = `${keyPath}.${suffix}.tmp`
-  const tmpCert = `${certPath}.${suffix}.tmp`
-  await fs.writeFile(tmpKey, privateKeyPem, { mode: 0o600, flag: 'wx' })
-  await fs.chmod(tmpKey, 0o600)
-  await fs.writeFile(tmpCert, certificatePem, { mode: 0o644, flag: 'wx' })
-  try {
-    // link() fails if the key exists: two processes starting at once agree on the first identity.
-    await fs.link(tmpKey, keyPath)
-  } catch (err) {
-    await Promise.all([fs.rm(tmpKey, { force: true }), fs.rm(tmpCert, { force: true })])
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    const theirs = await readPair(certPath, keyPath)
-    if (theirs === undefined) throw new RelayIdentityError(`${keyPath} vanished while creating the relay identity`)
-    return theirs
-  }
-  await fs.rm(tmpKey, { force: true })
-  await fs.rename(tmpCert, certPath)
-  return { certificatePem, privateKeyPem }
+  return await publishPemPair(files, { certificatePem, privateKeyPem })
 }

@@ -28,20 +28,15 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
 import { writeGeneratedFile } from '../helpers/lab/generator.ts'
-import { createInstance, downloadSha256, httpsArgs, httpsFetch, PASSWORD, signUp, startControl, startGatewayProcess, uploadGenerated, wsEcho } from '../helpers/lab/e2e.ts'
+import { createInstance, downloadSha256, httpsArgs, httpsFetch, PASSWORD, requirePostgres, signUp, startControl, startGatewayProcess, uploadGenerated, wsEcho } from '../helpers/lab/e2e.ts'
 import { agentContainer, FLEET_BASE_DOMAIN as BASE_DOMAIN, FLEET_GATEWAY_IDS as GATEWAYS, FLEET_HTTPS_PORT as HTTPS_PORT, startFleet, wireguardGoContainer, type FleetPeer } from '../helpers/lab/fleet.ts'
 
-const DATABASE_URL = process.env.CC_TEST_DATABASE_URL
 const FILE_BYTES = 100_000_000
 
 t.test('two control replicas and three gateways on one Postgres: relays, failover, shared state', async t => {
   if (!requireLab(t, ['nginx', 'bash', 'sha256sum'])) return
-  if (DATABASE_URL === undefined) {
-    const reason = 'CC_TEST_DATABASE_URL is not set: this test needs a real Postgres (e.g. postgres://cc:cc@127.0.0.1:5432/cc_test)'
-    if (process.env.CC_REQUIRE_INTEROP === '1') t.fail(`${reason} and CC_REQUIRE_INTEROP=1`)
-    else t.plan(0, reason)
-    return
-  }
+  const DATABASE_URL = requirePostgres(t)
+  if (DATABASE_URL === undefined) return
   const lab = await Lab.create(t)
   const fleet = await startFleet(lab, t, DATABASE_URL, { CC_RATE_LOGIN_FAILURES_PER_ADDRESS: '6/1' })
   t.pass('two control replicas and three gateways came up together on an empty database')

@@ -25,12 +25,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
 import { writeGeneratedFile } from '../helpers/lab/generator.ts'
 import {
-  ApiClient, connectPeer, createInstance, downloadSha256, freshDatabase, gatewayStatus, httpsArgs, httpsCurlExit, httpsFetch, logLine, PostgresRelay, renewHandshake, serviceEnv,
+  ApiClient, connectPeer, createInstance, downloadSha256, freshDatabase, gatewayStatus, httpsArgs, httpsCurlExit, httpsFetch, logLine, PostgresRelay, requirePostgres, renewHandshake, serviceEnv,
   signUp, startControl, startGatewayProcess, startOrigin, twoContainerLab, uploadGenerated, waitForHttps, waitForTunnelStatus, wsEcho,
   type ControlProcess, type GatewayProcess,
 } from '../helpers/lab/e2e.ts'
 
-const DATABASE_URL = process.env.CC_TEST_DATABASE_URL
 const BASE_DOMAIN = 'cc.test'
 const API_PORT = 8080
 const RPC = '127.0.0.1:8081'
@@ -43,12 +42,8 @@ const FILE_BYTES = 10_000_000
 
 t.test('control + gateway --control on Postgres: the flow, then RPC faults', async t => {
   if (!requireLab(t, ['nginx', 'bash', 'sha256sum'])) return
-  if (DATABASE_URL === undefined) {
-    const reason = 'CC_TEST_DATABASE_URL is not set: this test needs a real Postgres (e.g. postgres://cc:cc@127.0.0.1:5432/cc_test)'
-    if (process.env.CC_REQUIRE_INTEROP === '1') t.fail(`${reason} and CC_REQUIRE_INTEROP=1`)
-    else t.plan(0, reason)
-    return
-  }
+  const DATABASE_URL = requirePostgres(t)
+  if (DATABASE_URL === undefined) return
   const lab = await Lab.create(t)
   const { gwNs, nsA, nsB, publicIp } = await twoContainerLab(lab)
 
