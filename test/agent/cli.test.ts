@@ -39,7 +39,9 @@ t.test('agent test: every step passes standalone and inside a running agent; a b
   const text = cli(['test', ...common])
   t.equal(text.status, 0)
   t.match(text.stdout, /^PASS {2}API reachable +the API at http:\/\/127\.0\.0\.1:\d+\/v1 answered in \d+ ms$/m)
-  t.match(text.stdout, /^PASS {2}Round trip through the tunnel +the gateway's tunnel address 10\.\d+\.\d+\.\d+ answered through the tunnel in \d+ ms$/m)
+  // One line per placed gateway, named by its id and role (here the one gateway of `start`).
+  t.match(text.stdout, /^PASS {2}Gateway reachable over UDP \[gw-\S+ \(primary, [^\]]+\)\] +WireGuard handshake with gateway gw-\S+ \(primary\) at /m)
+  t.match(text.stdout, /^PASS {2}Round trip through the tunnel \[gw-\S+ \(primary, [^\]]+\)\] +gateway gw-\S+ \(primary\)'s tunnel address 10\.\d+\.\d+\.\d+ answered through the tunnel in \d+ ms$/m)
   t.match(text.stdout, /All checks passed\.\n$/)
 
   // With a running agent, `test` asks it (its status endpoint is recorded in the state file).
