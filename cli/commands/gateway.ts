@@ -19,6 +19,7 @@ import { encodeKey } from '../../proto/noise/index.ts'
 
 const HELP = `Usage: cloud-connect gateway --config FILE [--log-level LEVEL]
        cloud-connect gateway --control URL [--secret SECRET] [--log-level LEVEL]
+       cloud-connect gateway drain|undrain GATEWAY_ID   (see cloud-connect gateway drain --help)
 
 Runs the userspace WireGuard gateway (and, when configured, the HTTPS/HTTP edge in front of the
 peers). Its peers come from one of two control planes:
@@ -87,6 +88,11 @@ Signals: SIGINT/SIGTERM stop cleanly. A bad setting stops the program with one l
 interface Flags { config?: string, control?: string, secret?: string, 'log-level'?: string, help?: boolean }
 
 export async function run (argv: string[]): Promise<void> {
+  // Imported only here: the gateway itself never loads control's database code.
+  if (argv[0] === 'drain' || argv[0] === 'undrain') {
+    await (await import('./gateway-drain.ts')).run(argv)
+    return
+  }
   let values: Flags
   try {
     ({ values } = parseArgs({

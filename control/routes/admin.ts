@@ -17,6 +17,7 @@ const overview = Joi.object({
     peer_count: Joi.number().integer().min(0).allow(null).required().description('WireGuard peers in the latest report'),
     region: Joi.string().allow(null).required().description('CC_GATEWAY_REGION (null: none)'),
     alive: Joi.boolean().required().description('A hello or report within the alive window (3 report intervals, at least 15 s), as last published'),
+    draining: Joi.boolean().required().description('Set by `cloud-connect gateway drain`: takes no new placements, its instances are moved to other gateways'),
     placed_instances: Joi.number().integer().min(0).required().description('Instances placed on it, as primary or backup'),
   }).label('AdminGateway')).required().description(`Newest hello first, at most ${ADMIN_LIMITS.gateways}`),
   instances: Joi.array().max(ADMIN_LIMITS.instances).items(Joi.object({

@@ -13,6 +13,12 @@
  * the session window): a tunnel that is healthy is never moved. A missing backup is filled when a
  * second gateway is alive, which is how a returning gateway takes placements; nothing moves back.
  *
+ * A draining gateway (`cloud-connect gateway drain`) is alive but takes no new placements, and the
+ * sweep moves its slots as for a gateway that is not alive, with one difference: its session stays
+ * fresh while it runs, so a slot on it is kept only while the instance has no fresh session on an
+ * eligible gateway of its placement. The container gets the replacement as its other peer, connects
+ * to it, and the next sweep lets go of the draining one: no tunnel is cut before its successor is up.
+ *
  * The sweep also publishes what snapshots show: gateways.alive and gateway_sessions.live change
  * only here and on hello/report (sessions.ts), each time with a configuration version bump.
  */
@@ -43,6 +49,8 @@ export interface GatewayLoad {
   region: string | null
   primaries: number
   total: number
+  /** Alive but draining: keeps what is placed on it for now, takes nothing new. */
+  draining: boolean
 }
 
 export interface SweepResult {
@@ -95,14 +103,14 @@ export class PlacementService {
   /** Alive gateways (by their hello and report times, now) with their loads, by id. */
   async aliveGateways (db: Queryable = this.#o.db): Promise<GatewayLoad[]> {
     const rows = await db.raw(`
-      select g.id, g.region,
+      select g.id, g.region, g.draining,
              (select count(*) from placements p where p.primary_gateway = g.id) as primaries,
              (select count(*) from placements p where p.primary_gateway = g.id or p.backup_gateway = g.id) as total
         from gateways g
        where greatest(g.hello_at, coalesce(g.report_at, g.hello_at)) >= ? and g.tunnel_address is not null
        order by g.id`, [this.#aliveSince()])
-    return (rows.rows as Array<{ id: string, region: string | null, primaries: string | number, total: string | number }>)
-      .map(r => ({ id: r.id, region: r.region, primaries: Number(r.primaries), total: Number(r.total) }))
+    return (rows.rows as Array<{ id: string, region: string | null, draining: boolean, primaries: string | number, total: string | number }>)
+      .map(r => ({ id: r.id, region: r.region, draining: r.draining, primaries: Number(r.primaries), total: Number(r.total) }))
   }
 
   async placementOf (db: Queryable, instanceId: string): Promise<PlacementRow | undefined> {
@@ -164,15 +172,17 @@ export class PlacementService {
 
   async #replace (db: Queryable): Promise<number> {
     const alive = await this.aliveGateways(db)
-    if (alive.length === 0) return 0
     const aliveIds = new Set(alive.map(g => g.id))
+    // Eligible: alive and not draining, the gateways a slot may move to.
+    const eligibleIds = new Set(alive.filter(g => !g.draining).map(g => g.id))
+    if (eligibleIds.size === 0) return 0
     const now = this.#o.now()
-    // Placements touching a gateway that is not alive, or lacking a backup while two gateways are alive.
+    // Placements touching a gateway that is not eligible, or lacking a backup while two gateways are eligible.
     const stale = await db('placements as p')
       .where(q => {
-        void q.whereNotIn('p.primary_gateway', [...aliveIds])
-          .orWhere(q2 => { void q2.whereNotNull('p.backup_gateway').whereNotIn('p.backup_gateway', [...aliveIds]) })
-        if (alive.length >= 2) void q.orWhereNull('p.backup_gateway')
+        void q.whereNotIn('p.primary_gateway', [...eligibleIds])
+          .orWhere(q2 => { void q2.whereNotNull('p.backup_gateway').whereNotIn('p.backup_gateway', [...eligibleIds]) })
+        if (eligibleIds.size >= 2) void q.orWhereNull('p.backup_gateway')
       })
       .orderBy('p.instance_id')
       .select('p.*') as PlacementRow[]
@@ -180,8 +190,12 @@ export class PlacementService {
     let changed = 0
     for (const p of stale) {
       const pinned = fresh.get(p.instance_id) ?? new Set<string>()
-      // A slot stays where it is while its gateway is alive or the instance's session there is fresh.
-      const keep = (id: string | null): id is string => id !== null && (aliveIds.has(id) || pinned.has(id))
+      // A fresh session on an eligible gateway of this placement: the container can do without the others.
+      const liveOnEligible = [p.primary_gateway, p.backup_gateway].some(id => id !== null && eligibleIds.has(id) && pinned.has(id))
+      // A slot stays where it is while its gateway is eligible or the instance's session there is
+      // fresh; on a draining gateway, only until a fresh session exists on an eligible one too.
+      const keep = (id: string | null): id is string => id !== null &&
+        (eligibleIds.has(id) || (pinned.has(id) && !(aliveIds.has(id) && liveOnEligible)))
       let primary: string | null = keep(p.primary_gateway) ? p.primary_gateway : null
       let backup: string | null = keep(p.backup_gateway) ? p.backup_gateway : null
       if (primary === null && backup !== null && aliveIds.has(backup)) {
@@ -239,11 +253,11 @@ export class PlacementService {
 
 /**
  * Primary: fewest primaries (then fewest placements); backup: fewest placements (then fewest
- * primaries); a gateway in `region` first; ids break ties. `backupOnly`: the backup choice when
+ * primaries); a gateway in `region` first; ids break ties; a draining gateway never. `backupOnly`: the backup choice when
  * the primary is fixed already (it is among `taken`).
  */
 function choose (alive: GatewayLoad[], region: string | null, taken: Set<string>): { primary?: GatewayLoad, backup?: GatewayLoad, backupOnly?: GatewayLoad } {
-  const free = alive.filter(g => !taken.has(g.id))
+  const free = alive.filter(g => !taken.has(g.id) && !g.draining)
   const inRegion = (g: GatewayLoad): number => region !== null && g.region === region ? 0 : 1
   const byPrimary = [...free].sort((a, b) => inRegion(a) - inRegion(b) || a.primaries - b.primaries || a.total - b.total || cmp(a.id, b.id))
   const byTotal = (pool: GatewayLoad[]): GatewayLoad[] => [...pool].sort((a, b) => inRegion(a) - inRegion(b) || a.total - b.total || a.primaries - b.primaries || cmp(a.id, b.id))
@@ -295,4 +309,13 @@ export async function publishSessionLiveness (db: Queryable, freshSince: Date, g
      where s.instance_id = v.instance_id and s.gateway_id = v.gateway_id and s.live <> v.live
     returning s.instance_id`, [freshSince, gatewayId, gatewayId])
   return (result.rows as unknown[]).length
+}
+
+/**
+ * Marks a gateway draining (or not); false when no gateway has that id. Snapshots do not change;
+ * placements follow at the next fleet sweep (one report interval).
+ */
+export async function setGatewayDraining (db: Queryable, gatewayId: string, draining: boolean): Promise<boolean> {
+  const updated = await db('gateways').where({ id: gatewayId }).update({ draining })
+  return Number(updated) > 0
 }

@@ -34,7 +34,7 @@ export class OperatorService {
     const now = this.#now()
     const [gateways, instances, signups, paying, cancellations, failures, certificates] = await Promise.all([
       db('gateways').orderBy([{ column: 'hello_at', order: 'desc' }, { column: 'id' }]).limit(ADMIN_LIMITS.gateways)
-        .select('id', 'endpoint', 'software', 'hello_at', 'report_at', 'report_peers', 'region', 'alive',
+        .select('id', 'endpoint', 'software', 'hello_at', 'report_at', 'report_peers', 'region', 'alive', 'draining',
           db.raw('(select count(*) from placements p where p.primary_gateway = gateways.id or p.backup_gateway = gateways.id) as placed')),
       db('instances as i').join('users as u', 'u.id', 'i.user_id')
         .orderBy([{ column: 'i.created_at', order: 'desc' }, { column: 'i.id' }]).limit(ADMIN_LIMITS.instances)
@@ -59,7 +59,7 @@ export class OperatorService {
     return {
       gateways: gateways.map(g => ({
         id: g.id, endpoint: g.endpoint, software: g.software, hello_at: iso(g.hello_at)!, last_report_at: iso(g.report_at), peer_count: g.report_peers,
-        region: g.region, alive: g.alive, placed_instances: Number(g.placed),
+        region: g.region, alive: g.alive, draining: g.draining, placed_instances: Number(g.placed),
       })),
       instances: instances.map(i => ({
         id: i.id,

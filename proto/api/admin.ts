@@ -32,6 +32,8 @@ export interface AdminGateway {
   region: string | null
   /** Alive as control last published it (a hello or report within the alive window). */
   alive: boolean
+  /** `cloud-connect gateway drain`: no new placements; its instances move to other gateways. */
+  draining: boolean
   /** Instances placed on it, as primary or backup. */
   placed_instances: number
 }

@@ -1,0 +1,145 @@
+/**
+ * Draining a fleet gateway (`cloud-connect gateway drain`, rpc/placement.ts): it takes no new
+ * placements, the sweep moves its instances to eligible gateways, but an instance whose only fresh
+ * session is on the draining gateway keeps that slot until its session exists on the replacement;
+ * undrain makes it eligible again without anything moving back. Hellos and reports go through the
+ * RPC service; time is a fake clock.
+ */
+import t, { type Test } from 'tap'
+import { bearer, openTestDatabase, REQUIRE_INTEROP, TEST_DATABASE_URL, type DatabaseKind } from '../harness.ts'
+import { setGatewayDraining } from '../../../control/rpc/placement.ts'
+import { Clock, mustCreate, newPublicKey, newUser } from '../routes/tunnel-fixtures.ts'
+import { hello, peerReport, report, startRpc, type RpcHarness } from './fixtures.ts'
+
+const GATEWAYS = ['gw-a', 'gw-b', 'gw-c']
+const HEARTBEAT = { timestamp: '2026-03-01T12:00:00Z' }
+
+interface Instance { id: string, token: string, key: string }
+interface Placement { instance_id: string, primary_gateway: string, backup_gateway: string | null }
+interface Fleet { h: RpcHarness, clock: Clock }
+
+async function startFleet (t: Test, kind: DatabaseKind): Promise<Fleet> {
+  const db = await openTestDatabase(t, kind)
+  const clock = new Clock()
+  const h = await startRpc(t, db, { clock, deps: { subscriptions: async () => ({ plan: 'business', status: 'active' }) } })
+  for (const id of GATEWAYS) {
+    await h.rpc.hello(hello(newPublicKey(), { gatewayId: id, endpoint: `${id}.example.test:51820`, listenPort: 51820, relayUrl: `https://${id}.example.test:8443`, relayFingerprint: 'ab'.repeat(32) }))
+  }
+  return { h, clock }
+}
+
+/** Creates `n` instances (ten per business-plan user) and registers a key for each. */
+async function createInstances (t: Test, f: Fleet, n: number, label: string): Promise<Instance[]> {
+  const out: Instance[] = []
+  let user = ''
+  for (let i = 0; i < n; i++) {
+    if (i % 10 === 0) user = (await newUser(f.h, `${label}${i}`)).token
+    const inst = await mustCreate(t, f.h, user, `${label}-${i}`)
+    const key = newPublicKey()
+    const res = await f.h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
+    t.equal(res.status, 200, `register ${label}-${i}`)
+    out.push({ id: inst.id, token: inst.token, key })
+  }
+  return out
+}
+
+async function placements (f: Fleet): Promise<Map<string, Placement>> {
+  const rows = await f.h.services.db('placements').select('instance_id', 'primary_gateway', 'backup_gateway') as Placement[]
+  return new Map(rows.map(r => [r.instance_id, r]))
+}
+
+function slots (p: Placement): string[] {
+  return [p.primary_gateway, p.backup_gateway].filter((id): id is string => id !== null)
+}
+
+function placedOn (all: Map<string, Placement>, instances: Instance[], gateway: string): Instance[] {
+  return instances.filter(i => slots(all.get(i.id)!).includes(gateway))
+}
+
+/** Gateway `id` reports a fresh handshake for each instance in `fresh`, none for the others. */
+async function reportFrom (f: Fleet, id: string, fresh: Instance[], silent: Instance[] = []): Promise<void> {
+  await f.h.rpc.report(report([
+    ...fresh.map(i => peerReport(i.key, f.clock.now(), { instanceId: i.id })),
+    ...silent.map(i => peerReport(i.key, null, { instanceId: i.id })),
+  ], { gatewayId: id }))
+}
+
+async function eachDatabase (t: Test, body: (t: Test, kind: DatabaseKind) => Promise<void>): Promise<void> {
+  await t.test('pglite', async t => { await body(t, 'pglite') })
+  if (TEST_DATABASE_URL === undefined) {
+    const reason = 'CC_TEST_DATABASE_URL is not set: the Postgres leg needs a real server'
+    if (REQUIRE_INTEROP) t.fail(`postgres: ${reason} and CC_REQUIRE_INTEROP=1`)
+    else await t.test('postgres', { skip: reason }, async () => {})
+    return
+  }
+  await t.test('postgres', async t => { await body(t, 'postgres') })
+}
+
+await eachDatabase(t, async (t, kind) => {
+  t.test('draining gateway sweep: new placements avoid it, instances move once their other tunnel is up', async t => {
+    const f = await startFleet(t, kind)
+    const instances = await createInstances(t, f, 12, 'drain')
+    const before = await placements(f)
+    const onC = placedOn(before, instances, 'gw-c')
+    t.ok(onC.length >= 7, `gw-c carries ${onC.length}`)
+    // Two instances on gw-c have their only fresh session there; the others have one on both gateways.
+    const lonely = onC.slice(0, 2)
+    for (const id of ['gw-a', 'gw-b']) {
+      const mine = placedOn(before, instances, id)
+      await reportFrom(f, id, mine.filter(i => !lonely.includes(i)), mine.filter(i => lonely.includes(i)))
+    }
+    await reportFrom(f, 'gw-c', onC)
+    t.equal((await f.h.rpc.sweep()).placements, 0, 'before the drain nothing moves')
+
+    t.equal(await setGatewayDraining(f.h.services.db, 'gw-c', true), true, 'gw-c is known')
+    t.equal(await setGatewayDraining(f.h.services.db, 'gw-nobody', true), false, 'an unknown id is reported')
+
+    const operator = await newUser(f.h, 'operator')
+    await f.h.services.db('users').where({ id: operator.id }).update({ role: 'admin' })
+    const overview = await f.h.request('GET', '/v1/admin/overview', undefined, bearer(operator.token))
+    t.equal(overview.status, 200, overview.raw)
+    t.same(overview.body.gateways.map((g: { id: string, draining: boolean, alive: boolean }) => [g.id, g.draining, g.alive]).sort(),
+      [['gw-a', false, true], ['gw-b', false, true], ['gw-c', true, true]], 'the operator overview shows the draining gateway, still alive')
+
+    const fresh = await createInstances(t, f, 4, 'afterdrain')
+    const placedAfter = await placements(f)
+    for (const inst of fresh) t.notOk(slots(placedAfter.get(inst.id)!).includes('gw-c'), 'a new placement avoids the draining gateway')
+
+    const swept = await f.h.rpc.sweep()
+    t.equal(swept.placements, onC.length - lonely.length, 'the sweep moved every instance with a tunnel elsewhere')
+    const after = await placements(f)
+    for (const inst of instances) {
+      const was = before.get(inst.id)!
+      const now = after.get(inst.id)!
+      if (lonely.includes(inst)) {
+        t.same(now, was, 'only fresh session on gw-c: the slot is kept')
+      } else if (onC.includes(inst)) {
+        t.same(slots(now).sort(), ['gw-a', 'gw-b'], 'moved off gw-c onto the two eligible gateways')
+        const other = slots(was).find(id => id !== 'gw-c')!
+        t.equal(now.primary_gateway, other, 'the gateway it already has a tunnel to is its primary')
+      } else {
+        t.same(now, was, 'instances not on gw-c stay')
+      }
+    }
+    const beat = await f.h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(onC[onC.length - 1].token))
+    t.same((beat.body.peers as Array<{ gateway_id: string }>).map(p => p.gateway_id).sort(), ['gw-a', 'gw-b'], 'the heartbeat tells the container')
+    t.equal((await f.h.rpc.sweep()).placements, 0, 'a second sweep changes nothing while the lonely sessions are still only on gw-c')
+
+    // The lonely instances' tunnels to their other gateway come up: now they move too.
+    f.clock.advance(5)
+    for (const id of ['gw-a', 'gw-b']) await reportFrom(f, id, placedOn(after, instances, id))
+    await reportFrom(f, 'gw-c', lonely)
+    t.equal((await f.h.rpc.sweep()).placements, lonely.length, 'the lonely ones move once their replacement has a session')
+    const drained = await placements(f)
+    t.same(placedOn(drained, [...instances, ...fresh], 'gw-c'), [], 'nothing left on gw-c')
+    for (const inst of lonely) t.equal(drained.get(inst.id)!.primary_gateway, slots(before.get(inst.id)!).find(id => id !== 'gw-c'), 'primary: the gateway whose session came up')
+
+    // Undrain: eligible again, nothing flaps back, new instances go to it.
+    t.equal(await setGatewayDraining(f.h.services.db, 'gw-c', false), true)
+    t.equal((await f.h.rpc.sweep()).placements, 0, 'nothing moves back')
+    t.same(await placements(f), drained)
+    const returning = await createInstances(t, f, 3, 'undrained')
+    const last = await placements(f)
+    for (const inst of returning) t.equal(last.get(inst.id)!.primary_gateway, 'gw-c', 'the empty, undrained gateway is the new primary')
+  })
+})
