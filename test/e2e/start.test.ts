@@ -78,10 +78,14 @@ t.test('cloud-connect start: sign-up to a container served over HTTPS, then offl
   // The container, from its own namespace: own key, register, configure wireguard-go from the answer.
   const peerApi = new ApiClient(lab, peerNs, `http://${link.a.ip}:${API_PORT}`)
   const peer = await connectPeer(lab, peerApi, inst.token)
+  const gatewayPeer = { public_key: svc.publicKey, endpoint: `${link.a.ip}:${WG_PORT}`, allowed_ips: '10.100.0.1/32', persistent_keepalive: 25 }
   t.same(peer.config, {
     interface: { address: `${inst.tunnelIp}/32` },
-    peer: { public_key: svc.publicKey, endpoint: `${link.a.ip}:${WG_PORT}`, allowed_ips: '10.100.0.1/32', persistent_keepalive: 25 },
+    peer: gatewayPeer,
+    // The fleet's list: here the one gateway of `start`, as the primary.
+    peers: [{ ...gatewayPeer, gateway_id: peer.config.peers?.[0]?.gateway_id, role: 'primary', region: null }],
   }, 'tunnel_config: everything wireguard-go needs')
+  t.match(peer.config.peers?.[0]?.gateway_id, /^[A-Za-z0-9._:-]+$/, 'the gateway named by its id')
   t.same(peer.domains, { subdomain: `myfiles.${BASE_DOMAIN}`, custom_domains: [] })
   await startOrigin(lab, peerNs, files, { keepaliveSeconds: 5 })
 

@@ -198,6 +198,7 @@ export async function createInstance (api: ApiClient, access: string, subdomain:
 export interface TunnelConfigReply {
   interface: { address: string }
   peer: { public_key: string, endpoint: string, allowed_ips: string, persistent_keepalive: number }
+  peers?: Array<{ gateway_id: string, role: string, region: string | null, public_key: string, endpoint: string, allowed_ips: string, persistent_keepalive: number }>
 }
 
 export interface ConnectedPeer { wg: WireguardGo, privateKey: string, publicKey: string, config: TunnelConfigReply, domains: { subdomain: string, custom_domains: string[] } }
