@@ -54,7 +54,7 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
     writeFileSync(join(filesDir, 'whoami.txt'), 'origin\n')
 
     process.stderr.write('starting two control replicas and three gateways\n')
-    const fleet = await startFleet(lab, owner, o.databaseUrl, { CC_LOG_LEVEL: 'warn' })
+    const fleet = await startFleet(lab, owner, o.databaseUrl)
     const access = await signUp(fleet.apis[0], fleet.outbox, 'bench@example.com')
     const instance = await createInstance(fleet.apis[0], access, 'bench')
     const container = await wireguardGoContainer(lab, fleet, 'origin', instance.token, filesDir)
