@@ -15,7 +15,7 @@
  */
 import type { Logger } from 'pino'
 import {
-  READY_CERTIFICATE_EXPIRY_DAYS, READY_COMPONENTS, READY_GATEWAY_RETIRED_AFTER_SECONDS, READY_WEBHOOK_FAILURE_WINDOW_SECONDS,
+  GATEWAY_LISTENER_COMPONENTS, READY_CERTIFICATE_EXPIRY_DAYS, READY_COMPONENTS, READY_GATEWAY_RETIRED_AFTER_SECONDS, READY_WEBHOOK_FAILURE_WINDOW_SECONDS,
   type ComponentReadiness, type ComponentStatus, type Readiness, type ReadyComponent,
 } from '../../proto/api/health.ts'
 import { ping, type Db } from '../db/knex.ts'
@@ -46,6 +46,7 @@ export const CHECK_TIMEOUT_MS = 3_000
 /** Names listed in a detail at most; the rest are counted. */
 const NAMES_SHOWN = 5
 const DAY_MS = 24 * 3600 * 1000
+const COMPONENT_ORDER: readonly ReadyComponent[] = [...READY_COMPONENTS, ...GATEWAY_LISTENER_COMPONENTS]
 
 function listed (names: string[], total: number): string {
   const more = total - names.length
@@ -85,7 +86,7 @@ export class ReadinessService {
     const results = await Promise.all(names.map(async name => await this.#checkOne(name, this.#probes.get(name)!)))
     const components: Readiness['components'] = {}
     for (const [i, name] of names.entries()) components[name] = results[i]
-    const order = (n: ReadyComponent): number => { const i = (READY_COMPONENTS as readonly string[]).indexOf(n); return i === -1 ? READY_COMPONENTS.length : i }
+    const order = (n: ReadyComponent): number => COMPONENT_ORDER.indexOf(n)
     const failing = names.filter(n => components[n]!.status === 'failing').sort((a, b) => order(a) - order(b))
     return { status: failing.length === 0 ? 'ready' : 'not_ready', failing, components }
   }

@@ -22,7 +22,7 @@ export interface ComponentReadiness {
 
 export interface Readiness {
   status: 'ready' | 'not_ready'
-  /** Components that are `failing`, in READY_COMPONENTS order. */
+  /** Components that are `failing`, in READY_COMPONENTS then GATEWAY_LISTENER_COMPONENTS order. */
   failing: ReadyComponent[]
   components: Partial<Record<ReadyComponent, ComponentReadiness>>
 }
