@@ -128,6 +128,19 @@ await forEachDatabase(t, async (t, db) => {
     t.equal(res.body.components.database.status, 'ok')
   })
 
+  t.test('the OpenAPI document describes /ready', async t => {
+    const h = await startApp(t, db)
+    const doc = (await h.request('GET', '/v1/openapi.json')).body
+    const get = doc.paths['/ready']?.get
+    t.ok(get, '/ready is in the document')
+    const schema = get.responses['200'].content['application/json'].schema
+    t.same(schema.required?.sort(), ['components', 'failing', 'status'])
+    t.same(schema.properties.status.enum, ['ready', 'not_ready'])
+    t.same(schema.properties.components.properties.database.properties.status.enum, ['ok', 'failing', 'not_configured'])
+    t.ok(get.responses['503'], 'the 503 is documented')
+    t.match(get.description, /503 SERVICE_UNAVAILABLE/)
+  })
+
   t.test('an RPC listener no gateway has said hello to: not ready', async t => {
     await Promise.all([db('gateways').del(), db('certificate_states').del()]) // left by the test above
     const h = await startApp(t, db, { deps: { readiness: { reportIntervalMs: 5_000, gatewayListener: true } } })
