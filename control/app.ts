@@ -61,7 +61,7 @@ import { subdomainRoutes } from './routes/subdomains.ts'
 import { tunnelRoutes } from './routes/tunnel.ts'
 import { userRoutes } from './routes/user.ts'
 import { webRoutes } from './routes/web.ts'
-import { createServices, type Services } from './services/index.ts'
+import { createServices, type ReadinessDeps, type Services } from './services/index.ts'
 import { loadTokenKeys, type TokenKeys } from './services/keys.ts'
 import { Mailer, OutboxTransport, SmtpTransport, type MailTransport } from './services/mail.ts'
 import type { SubscriptionSource } from './services/plans.ts'
@@ -92,6 +92,8 @@ export interface AppDeps {
   gateway?: GatewayInfo
   /** Check every response against its route's joi schema (tests). */
   validateResponses?: boolean
+  /** What /ready expects of gateways (control/rpc passes its report interval and listener). */
+  readiness?: ReadinessDeps
 }
 
 export type ControlApp = Hapi.Server
@@ -109,6 +111,7 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
     rateLimiter: deps.rateLimiter,
     subscriptions: deps.subscriptions,
     gateway: deps.gateway,
+    readiness: deps.readiness,
   })
 
   const server = Hapi.server({

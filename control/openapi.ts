@@ -56,7 +56,7 @@ function errorStatusesOf (route: RequestRoute): number[] {
 
 export function buildOpenApi (server: Server, title = 'Erugo Cloud Connect API', version = '1'): JsonSchema {
   const paths: Record<string, Record<string, unknown>> = {}
-  const routes = server.table().filter(r => r.path.startsWith('/v1/') || r.path === '/health')
+  const routes = server.table().filter(r => r.path.startsWith('/v1/') || r.path === '/health' || r.path === '/ready')
   for (const route of routes.sort((a, b) => a.path.localeCompare(b.path))) {
     if (route.settings.plugins && (route.settings.plugins as { openapi?: { hidden?: boolean } }).openapi?.hidden === true) continue
     const v = route.settings.validate ?? {}

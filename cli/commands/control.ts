@@ -10,7 +10,7 @@ import { CliError } from '../errors.ts'
 
 const HELP = `Usage: cloud-connect control
 
-Serves the control API (/v1, /health) on CC_API_HOST:CC_API_PORT. Without DATABASE_URL the data
+Serves the control API (/v1, /health, /ready) on CC_API_HOST:CC_API_PORT. Without DATABASE_URL the data
 lives in an embedded database under CC_DATA_DIR. Pending migrations are applied at start unless
 CC_AUTO_MIGRATE=0. Without CC_SMTP_URL, mail is written to CC_DATA_DIR/outbox.
 

@@ -13,6 +13,8 @@ import { ConfigError as GatewayConfigError } from '../../gateway/config/schema.t
 import { describeGatewayVariables, loadGatewayEnv, type GatewayEnv } from '../../gateway/control/env.ts'
 import { loadOrCreateKey } from '../../gateway/control/keyfile.ts'
 import { startGatewayWithControl, type RunningGateway } from '../../gateway/control/run.ts'
+import type { Gateway } from '../../gateway/index.ts'
+import type { ReadinessService } from '../../control/services/readiness.ts'
 import { decodeKey, encodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { CliError } from '../errors.ts'
 import { createLogger, parseLogLevel } from '../log.ts'
@@ -148,6 +150,7 @@ export async function run (argv: string[]): Promise<void> {
   }
   if (gateway === null) throw new CliError('the gateway could not get its configuration')
   const running = gateway
+  addGatewayReadiness(plane.services.readiness, running.gateway)
   printBanner(control, plane, running, config.gateway, logger)
 
   await new Promise<void>(resolveStop => {
@@ -169,6 +172,23 @@ export async function run (argv: string[]): Promise<void> {
   })
 }
 
+/** /ready also reports this process's gateway: its WireGuard socket and, with the edge on, its HTTPS listener. */
+export function addGatewayReadiness (readiness: ReadinessService, gateway: Gateway): void {
+  readiness.addProbe('wireguard', () => gateway.shell.open
+    ? { status: 'ok', detail: `UDP socket bound on ${gateway.listen}` }
+    : { status: 'failing', detail: `the UDP socket on ${gateway.listen} is closed` })
+  const edge = gateway.edge
+  if (edge === null) {
+    readiness.addProbe('https', () => ({ status: 'not_configured', detail: 'the edge is off (CC_EDGE=0)' }))
+    return
+  }
+  const where = edge.addresses().https
+  const shown = where.family === 'IPv6' ? `[${where.address}]:${where.port}` : `${where.address}:${where.port}`
+  readiness.addProbe('https', () => edge.httpsListening
+    ? { status: 'ok', detail: `listening on ${shown}` }
+    : { status: 'failing', detail: `the HTTPS listener on ${shown} is closed` })
+}
+
 function printBanner (control: ControlConfig, plane: RunningControlPlane, running: RunningGateway, settings: GatewayEnv, logger: Logger): void {
   const { gateway } = running
   const status = gateway.status()
@@ -186,6 +206,7 @@ function printBanner (control: ControlConfig, plane: RunningControlPlane, runnin
     apiHttps: throughEdge('api') === null ? null : `${throughEdge('api')!}/v1`,
     api: `http://${apiHost}:${apiPort}/v1`,
     health: `http://${apiHost}:${apiPort}/health`,
+    ready: `http://${apiHost}:${apiPort}/ready`,
     wireguardEndpoint: `${endpointHost}:${wgPort}`,
     wireguardPublicKey: status.publicKey,
     https: httpsPort === null ? null : `https://<subdomain>.${control.baseDomain}:${httpsPort}`,
@@ -201,7 +222,7 @@ function printBanner (control: ControlConfig, plane: RunningControlPlane, runnin
     'Erugo Cloud Connect is running (control + gateway, one process)',
     facts.dashboard === null ? null : `  Dashboard        ${facts.dashboard}`,
     facts.apiHttps === null ? null : `  API              ${facts.apiHttps}`,
-    `  API              ${facts.api}   (direct, without TLS; health: ${facts.health})`,
+    `  API              ${facts.api}   (direct, without TLS; health: ${facts.health}, ready: ${facts.ready})`,
     `  WireGuard        ${facts.wireguardEndpoint}   public key ${facts.wireguardPublicKey}`,
     facts.https === null ? '  HTTPS            off (CC_EDGE=0)' : `  HTTPS            ${facts.https}${facts.http === null ? '' : `   (HTTP ${facts.http} redirects)`}`,
     facts.caCertificate === null ? null : `  CA certificate   ${facts.caCertificate}   (trust it to browse without warnings)`,

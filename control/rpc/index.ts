@@ -78,7 +78,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       reportIntervalMs: options.rpc.reportIntervalMs,
       now,
     })
-    app = await createApp(config, { db, logger, gateway: registry, ...options.extra })
+    app = await createApp(config, { db, logger, gateway: registry, readiness: { reportIntervalMs: options.rpc.reportIntervalMs, gatewayListener: options.listen }, ...options.extra })
     const services = app.app.services
     const certificates = new CertStoreService({ db, key: loadCertStoreKey(options.rpc.certStoreKey, config.dataDir, logger), now })
     const rpc = new RpcService({

@@ -7,6 +7,7 @@
 import type { Logger } from 'pino'
 import type { ControlConfig } from '../config.ts'
 import { isPostgres, type Db } from '../db/knex.ts'
+import { aliveWindowMs } from '../rpc/placement.ts'
 import { AccountService } from './accounts.ts'
 import { billingSubscriptionSource, BillingService } from './billing.ts'
 import { DnsVerifier } from './dns.ts'
@@ -18,6 +19,7 @@ import { Mailer } from './mail.ts'
 import { OperatorService } from './operator.ts'
 import { PasswordHasher } from './passwords.ts'
 import { PlanService, type SubscriptionSource } from './plans.ts'
+import { ReadinessService } from './readiness.ts'
 import { RateLimiter, type RateLimitStore } from './ratelimit.ts'
 import { PostgresRateLimiter } from './ratelimit-postgres.ts'
 
@@ -50,6 +52,7 @@ export interface Services {
   dns: DnsVerifier
   domains: DomainService
   operator: OperatorService
+  readiness: ReadinessService
 }
 
 export interface ServiceDeps {
@@ -70,7 +73,17 @@ export interface ServiceDeps {
   stripe?: StripeClient
   /** Default: node's resolver over config.dns. */
   dns?: DnsVerifier
+  /** What /ready expects of gateways; default: no RPC listener, CC_REPORT_INTERVAL's default of 5 s. */
+  readiness?: ReadinessDeps
 }
+
+export interface ReadinessDeps {
+  reportIntervalMs: number
+  /** Control serves the RPC listener gateways say hello to. */
+  gatewayListener: boolean
+}
+
+const DEFAULT_REPORT_INTERVAL_MS = 5_000
 
 export function createServices (deps: ServiceDeps): Services {
   const now = deps.now ?? (() => new Date())
@@ -125,5 +138,13 @@ export function createServices (deps: ServiceDeps): Services {
   const tunnel = new TunnelService({ db, ipam, gateway, customDomains, baseDomain: config.baseDomain, now, statusWindowSeconds: config.tunnel.statusWindowSeconds })
   const instances = new InstanceService({ db, ipam, subdomains, plans, tokens, tunnel, gateway, customDomains, now })
   const operator = new OperatorService({ db, now, statusWindowSeconds: config.tunnel.statusWindowSeconds })
-  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator }
+  const readiness = new ReadinessService({
+    db,
+    now,
+    logger: logger.child({ module: 'readiness' }),
+    stripeConfigured: stripe !== undefined,
+    gatewayAliveWindowMs: aliveWindowMs(deps.readiness?.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS),
+    gatewayListener: deps.readiness?.gatewayListener ?? false,
+  })
+  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator, readiness }
 }

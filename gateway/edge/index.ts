@@ -339,6 +339,11 @@ export class Edge {
     await this.manager?.settled()
   }
 
+  /** The HTTPS listener accepts connections (readiness checks read this). */
+  get httpsListening (): boolean {
+    return this.httpsServer?.listening === true
+  }
+
   addresses (): { https: net.AddressInfo, http: net.AddressInfo | null } {
     if (this.httpsServer === undefined) throw new Error('Edge.start() has not run')
     return {

@@ -43,6 +43,7 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
   private timer: NodeJS.Timeout | null = null
   private armedFor = Infinity
   private closed = false
+  private bound = false
   private readonly inbound: FaultInjector<Datagram>
   private readonly outbound: FaultInjector<Datagram>
   private faultsOn = false
@@ -70,8 +71,14 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
     if (this.device === null) throw new Error('attach a device before listen()')
     const bound = await this.socket.bind(this.options.listenAddress, this.options.listenPort, this.options.socketBufferBytes ?? DEFAULT_SOCKET_BUFFER)
     this.logger?.info({ io: this.socket.io, ...bound }, 'WireGuard UDP socket bound')
+    this.bound = true
     this.schedule()
     return bound
+  }
+
+  /** Bound and not closed: datagrams are received (readiness checks read this). */
+  get open (): boolean {
+    return this.bound && !this.closed
   }
 
   /** Replaces the fault settings of both directions (null = none). */

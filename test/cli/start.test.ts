@@ -1,6 +1,6 @@
 /**
  * `cloud-connect start` as a user runs it (spawned, temp CC_DATA_DIR, free ports): it prints the
- * API URL, WireGuard endpoint and key, CA certificate and outbox; /health answers; an account can
+ * API URL, WireGuard endpoint and key, CA certificate and outbox; /health and /ready answer; an account can
  * register, verify (link from the outbox) and log in; an instance's container connects over
  * WireGuard and its web server answers HTTPS requests through the edge and the userspace TCP
  * stack; SIGTERM stops it cleanly. Bad settings stop it with one line naming the variable.
@@ -155,6 +155,10 @@ t.test('start: prints its facts, serves the API, carries a container\'s HTTPS, s
   const health = await json(`${banner.api}/health`)
   t.equal(health.status, 200)
   t.same(health.body, { status: 'ok', database: 'ok' })
+  t.match(output.text, new RegExp(`health: ${banner.api}/health, ready: ${banner.api}/ready\\)`), 'the banner prints both URLs')
+  const ready = await json(`${banner.api}/ready`)
+  t.equal(ready.status, 200, JSON.stringify(ready.body))
+  t.match(ready.body.components, { database: { status: 'ok' }, gateways: { status: 'ok' }, wireguard: { status: 'ok' }, https: { status: 'ok' }, stripe_webhooks: { status: 'not_configured' } })
 
   // Register, verify through the outbox, log in.
   const email = `start-${process.pid}@example.com`
