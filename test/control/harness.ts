@@ -21,8 +21,8 @@ import type { Services } from '../../control/services/index.ts'
 import type { MailMessage, MailTransport } from '../../control/services/mail.ts'
 import { ERROR_CODES, ERROR_STATUS, type ErrorCode } from '../../proto/api/errors.ts'
 
-export const TEST_DATABASE_URL = process.env.CC_TEST_DATABASE_URL
-export const REQUIRE_INTEROP = process.env.CC_REQUIRE_INTEROP === '1'
+import { postgresOrSkip, REQUIRE_INTEROP, TEST_DATABASE_URL } from '../helpers/postgres.ts'
+export { REQUIRE_INTEROP, TEST_DATABASE_URL }
 
 export type DatabaseKind = 'pglite' | 'postgres'
 
@@ -84,16 +84,16 @@ export async function openTestDatabase (t: Test, kind: DatabaseKind, options: { 
   return db
 }
 
+/** Runs `body` once per available kind of database, each in its own subtest. */
+export async function forEachDatabaseKind (t: Test, body: (t: Test, kind: DatabaseKind) => Promise<void>): Promise<void> {
+  await t.test('pglite', async t => { await body(t, 'pglite') })
+  if (await postgresOrSkip(t, 'postgres', 'the Postgres leg needs a real server') === undefined) return
+  await t.test('postgres', async t => { await body(t, 'postgres') })
+}
+
 /** Runs `body` once per available database, each in its own subtest. */
 export async function forEachDatabase (t: Test, body: (t: Test, db: Db, kind: DatabaseKind) => Promise<void>): Promise<void> {
-  await t.test('pglite', async t => { await body(t, await openTestDatabase(t, 'pglite'), 'pglite') })
-  if (TEST_DATABASE_URL === undefined) {
-    const reason = 'CC_TEST_DATABASE_URL is not set: the Postgres leg needs a real server (e.g. postgres://cc:cc@127.0.0.1:5432/cc_test)'
-    if (REQUIRE_INTEROP) t.fail(`postgres: ${reason} and CC_REQUIRE_INTEROP=1`)
-    else await t.test('postgres', { skip: reason }, async () => {})
-    return
-  }
-  await t.test('postgres', async t => { await body(t, await openTestDatabase(t, 'postgres'), 'postgres') })
+  await forEachDatabaseKind(t, async (t, kind) => { await body(t, await openTestDatabase(t, kind), kind) })
 }
 
 /** Cheap argon2, limits far above what tests send, a private data dir. */
@@ -243,8 +243,6 @@ export function bearer (token: string): Record<string, string> {
   return { authorization: `Bearer ${token}` }
 }
 
-const NO_POSTGRES = 'CC_TEST_DATABASE_URL is not set: control replicas need a real Postgres server (e.g. postgres://cc:cc@127.0.0.1:5432/cc_test)'
-
 /**
  * A subtest that gets an empty Postgres schema of its own and a DATABASE_URL selecting it
  * (search_path in the connection's startup options), for starting control apps or processes as
@@ -252,12 +250,8 @@ const NO_POSTGRES = 'CC_TEST_DATABASE_URL is not set: control replicas need a re
  * CC_REQUIRE_INTEROP=1 it fails instead). The schema is dropped at teardown.
  */
 export async function postgresReplicaTest (t: Test, name: string, body: (t: Test, database: { url: string, schema: string }) => Promise<void>): Promise<void> {
-  if (TEST_DATABASE_URL === undefined) {
-    if (REQUIRE_INTEROP) t.fail(`${name}: ${NO_POSTGRES} and CC_REQUIRE_INTEROP=1`)
-    else await t.test(name, { skip: NO_POSTGRES }, async () => {})
-    return
-  }
-  const baseUrl = TEST_DATABASE_URL
+  const baseUrl = await postgresOrSkip(t, name, 'control replicas need a real Postgres server')
+  if (baseUrl === undefined) return
   await t.test(name, async t => {
     const schema = freshSchemaName()
     const admin = knexFactory({ client: 'pg', connection: baseUrl, pool: { min: 0, max: 1 } })

@@ -5,15 +5,12 @@ import pino from 'pino'
 import type { RateLimitRule } from '../../control/config.ts'
 import { RateLimiter } from '../../control/services/ratelimit.ts'
 import { PostgresRateLimiter } from '../../control/services/ratelimit-postgres.ts'
-import { assertError, openTestDatabase, REQUIRE_INTEROP, signUp, startApp, TEST_DATABASE_URL } from './harness.ts'
+import { assertError, openTestDatabase, signUp, startApp } from './harness.ts'
+import { postgresOrSkip } from '../helpers/postgres.ts'
 
 const silent = pino({ level: 'silent' })
 
-if (TEST_DATABASE_URL === undefined) {
-  const reason = 'CC_TEST_DATABASE_URL is not set: shared rate limits need a real Postgres server'
-  if (REQUIRE_INTEROP) t.fail(`${reason} and CC_REQUIRE_INTEROP=1`)
-  else t.test('shared rate limits', { skip: reason }, async () => {})
-} else {
+if (await postgresOrSkip(t, 'shared rate limits', 'shared rate limits need a real Postgres server') !== undefined) {
   const LOGIN_DEFAULTS = { CC_RATE_LOGIN_FAILURES_PER_ADDRESS: '5/1', CC_RATE_LOGIN_FAILURES_PER_ACCOUNT: '50/5' }
 
   t.test('two replicas failed logins from one address alternate replicas -> limited at the single-replica count', async t => {

@@ -22,10 +22,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { postgresOrSkip } from '../helpers/postgres.ts'
 import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
 import { writeGeneratedFile } from '../helpers/lab/generator.ts'
 import {
-  ApiClient, connectPeer, createInstance, downloadSha256, freshDatabase, gatewayStatus, httpsArgs, httpsCurlExit, httpsFetch, logLine, PostgresRelay, requirePostgres, renewHandshake, serviceEnv,
+  ApiClient, connectPeer, createInstance, downloadSha256, freshDatabase, gatewayStatus, httpsArgs, httpsCurlExit, httpsFetch, logLine, PostgresRelay, renewHandshake, serviceEnv,
   signUp, startControl, startGatewayProcess, startOrigin, twoContainerLab, uploadGenerated, waitForHttps, waitForTunnelStatus, wsEcho,
   type ControlProcess, type GatewayProcess,
 } from '../helpers/lab/e2e.ts'
@@ -42,7 +43,7 @@ const FILE_BYTES = 10_000_000
 
 t.test('control + gateway --control on Postgres: the flow, then RPC faults', async t => {
   if (!requireLab(t, ['nginx', 'bash', 'sha256sum'])) return
-  const DATABASE_URL = requirePostgres(t)
+  const DATABASE_URL = await postgresOrSkip(t, 'postgres', 'this test needs a real Postgres')
   if (DATABASE_URL === undefined) return
   const lab = await Lab.create(t)
   const { gwNs, nsA, nsB, publicIp } = await twoContainerLab(lab)

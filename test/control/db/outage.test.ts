@@ -1,44 +1,11 @@
 // Database outages under load (real Postgres only): requests during the outage get 503
 // SERVICE_UNAVAILABLE in the spec's shape, never a 500, and the API recovers without a restart.
 import t, { type Test } from 'tap'
-import { createServer, connect, type Server, type Socket } from 'node:net'
+import { OutageRelay } from '../../helpers/outage-relay.ts'
+import { postgresOrSkip } from '../../helpers/postgres.ts'
 import knexFactory from 'knex'
-import { assertError, bearer, openTestDatabase, REQUIRE_INTEROP, signUp, startApp, TEST_DATABASE_URL, type Reply, type TestApp } from '../harness.ts'
+import { assertError, bearer, openTestDatabase, signUp, startApp, type Reply, type TestApp } from '../harness.ts'
 
-/** A TCP relay in front of Postgres that can drop every connection and refuse new ones. */
-class Relay {
-  readonly #target: { host: string, port: number }
-  #server: Server | undefined
-  readonly #sockets = new Set<Socket>()
-  port = 0
-
-  constructor (target: { host: string, port: number }) {
-    this.#target = target
-  }
-
-  async up (): Promise<void> {
-    const server = createServer(client => {
-      const upstream = connect(this.#target.port, this.#target.host)
-      for (const s of [client, upstream]) {
-        this.#sockets.add(s)
-        s.on('close', () => this.#sockets.delete(s))
-        s.on('error', () => { client.destroy(); upstream.destroy() })
-      }
-      client.pipe(upstream).pipe(client)
-    })
-    await new Promise<void>(resolve => server.listen(this.port, '127.0.0.1', resolve))
-    this.port = (server.address() as { port: number }).port
-    this.#server = server
-  }
-
-  /** Like a Postgres crash: established connections reset, new ones refused. */
-  async down (): Promise<void> {
-    const server = this.#server
-    this.#server = undefined
-    for (const s of this.#sockets) s.resetAndDestroy()
-    if (server !== undefined) await new Promise<void>(resolve => server.close(() => resolve()))
-  }
-}
 
 function assertOkOr503 (t: Test, res: Reply, label: string): void {
   if (res.status === 503) assertError(t, res, 'SERVICE_UNAVAILABLE', label)
@@ -79,7 +46,7 @@ async function run (url: string): Promise<void> {
   const target = new URL(url)
 
   t.test('Postgres goes away and comes back', async t => {
-    const relay = new Relay({ host: target.hostname, port: Number(target.port || 5432) })
+    const relay = new OutageRelay({ host: target.hostname, port: Number(target.port || 5432) })
     await relay.up()
     t.teardown(() => relay.down())
     const viaRelay = new URL(url)
@@ -143,10 +110,5 @@ async function run (url: string): Promise<void> {
   })
 }
 
-if (TEST_DATABASE_URL === undefined) {
-  const reason = 'CC_TEST_DATABASE_URL is not set: outage tests need a real Postgres server'
-  if (REQUIRE_INTEROP) t.fail(`${reason} and CC_REQUIRE_INTEROP=1`)
-  else t.pass(`skipped: ${reason}`, { skip: reason })
-} else {
-  await run(TEST_DATABASE_URL)
-}
+const url = await postgresOrSkip(t, 'database outages', 'outage tests need a real Postgres server')
+if (url !== undefined) await run(url)

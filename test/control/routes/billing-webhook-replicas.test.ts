@@ -1,15 +1,12 @@
 // Stripe webhooks with two control replicas on one Postgres (behind a balancer Stripe's retries
 // and duplicates land on either): each event is applied, and its mail sent, once in all.
 import t from 'tap'
-import { openTestDatabase, REQUIRE_INTEROP, startApp, TEST_DATABASE_URL } from '../harness.ts'
+import { openTestDatabase, startApp } from '../harness.ts'
+import { postgresOrSkip } from '../../helpers/postgres.ts'
 import { deliver, startBillingApp, subscribe, type BillingHarness } from './billing-fixtures.ts'
 import { BASE_DOMAIN, GATEWAY_ENDPOINT, GATEWAY_KEY, newUser } from './tunnel-fixtures.ts'
 
-if (TEST_DATABASE_URL === undefined) {
-  const reason = 'CC_TEST_DATABASE_URL is not set: replicas need a real Postgres server'
-  if (REQUIRE_INTEROP) t.fail(`${reason} and CC_REQUIRE_INTEROP=1`)
-  else t.test('webhooks on two replicas', { skip: reason }, async () => {})
-} else {
+if (await postgresOrSkip(t, 'webhooks on two replicas', 'replicas need a real Postgres server') !== undefined) {
   t.test('one event delivered to both replicas at the same moment -> processed once, one mail', async t => {
     const db = await openTestDatabase(t, 'postgres')
     const a = await startBillingApp(t, db)

@@ -1,11 +1,12 @@
 // GET /ready against the real app: each component turns failing with its reason and the answer
 // turns 503 naming it; Stripe and gateway RPC being off is not a failure.
 import t, { type Test } from 'tap'
-import { createServer, connect, type Server, type Socket } from 'node:net'
+import { OutageRelay } from '../../helpers/outage-relay.ts'
+import { postgresOrSkip } from '../../helpers/postgres.ts'
 import type { Db } from '../../../control/db/knex.ts'
 import { GatewayRegistry } from '../../../control/rpc/registry.ts'
 import { recordCertificateReports } from '../../../control/rpc/reports.ts'
-import { assertError, forEachDatabase, openTestDatabase, startApp, TEST_DATABASE_URL, type Reply, type TestApp } from '../harness.ts'
+import { assertError, forEachDatabase, openTestDatabase, startApp, type Reply, type TestApp } from '../harness.ts'
 import { deliver, startBillingApp, subscribe, type BillingHarness } from './billing-fixtures.ts'
 import { newUser } from './tunnel-fixtures.ts'
 
@@ -158,43 +159,12 @@ t.test('the embedded database closed: not ready, naming the database', async t =
   t.equal(res.body.error.details.failing[0], 'database', 'the database first')
 })
 
-/** A TCP relay in front of Postgres that can drop every connection and refuse new ones. */
-class Relay {
-  readonly #target: { host: string, port: number }
-  #server: Server | undefined
-  readonly #sockets = new Set<Socket>()
-  port = 0
 
-  constructor (target: { host: string, port: number }) { this.#target = target }
-
-  async up (): Promise<void> {
-    const server = createServer(client => {
-      const upstream = connect(this.#target.port, this.#target.host)
-      for (const s of [client, upstream]) {
-        this.#sockets.add(s)
-        s.on('close', () => this.#sockets.delete(s))
-        s.on('error', () => { client.destroy(); upstream.destroy() })
-      }
-      client.pipe(upstream).pipe(client)
-    })
-    await new Promise<void>(resolve => server.listen(this.port, '127.0.0.1', resolve))
-    this.port = (server.address() as { port: number }).port
-    this.#server = server
-  }
-
-  async down (): Promise<void> {
-    const server = this.#server
-    this.#server = undefined
-    for (const s of this.#sockets) s.resetAndDestroy()
-    if (server !== undefined) await new Promise<void>(resolve => server.close(() => resolve()))
-  }
-}
-
-if (TEST_DATABASE_URL !== undefined) {
-  const url = TEST_DATABASE_URL
+const url = await postgresOrSkip(t, 'Postgres outage', 'a database outage needs a real Postgres server')
+if (url !== undefined) {
   t.test('Postgres goes away: not ready naming the database; back: ready again', async t => {
     const target = new URL(url)
-    const relay = new Relay({ host: target.hostname, port: Number(target.port || 5432) })
+    const relay = new OutageRelay({ host: target.hostname, port: Number(target.port || 5432) })
     await relay.up()
     t.teardown(() => relay.down())
     const viaRelay = new URL(url)

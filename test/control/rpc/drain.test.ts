@@ -6,7 +6,7 @@
  * RPC service; time is a fake clock.
  */
 import t, { type Test } from 'tap'
-import { bearer, openTestDatabase, REQUIRE_INTEROP, TEST_DATABASE_URL, type DatabaseKind } from '../harness.ts'
+import { bearer, forEachDatabaseKind, openTestDatabase, type DatabaseKind } from '../harness.ts'
 import { setGatewayDraining } from '../../../control/rpc/placement.ts'
 import { Clock, mustCreate, newPublicKey, newUser } from '../routes/tunnel-fixtures.ts'
 import { hello, peerReport, report, startRpc, type RpcHarness } from './fixtures.ts'
@@ -64,18 +64,7 @@ async function reportFrom (f: Fleet, id: string, fresh: Instance[], silent: Inst
   ], { gatewayId: id }))
 }
 
-async function eachDatabase (t: Test, body: (t: Test, kind: DatabaseKind) => Promise<void>): Promise<void> {
-  await t.test('pglite', async t => { await body(t, 'pglite') })
-  if (TEST_DATABASE_URL === undefined) {
-    const reason = 'CC_TEST_DATABASE_URL is not set: the Postgres leg needs a real server'
-    if (REQUIRE_INTEROP) t.fail(`postgres: ${reason} and CC_REQUIRE_INTEROP=1`)
-    else await t.test('postgres', { skip: reason }, async () => {})
-    return
-  }
-  await t.test('postgres', async t => { await body(t, 'postgres') })
-}
-
-await eachDatabase(t, async (t, kind) => {
+await forEachDatabaseKind(t, async (t, kind) => {
   t.test('draining gateway sweep: new placements avoid it, instances move once their other tunnel is up', async t => {
     const f = await startFleet(t, kind)
     const instances = await createInstances(t, f, 12, 'drain')

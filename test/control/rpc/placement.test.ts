@@ -9,7 +9,7 @@ import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { RPC_PATHS, validateSnapshot, type ConfigSnapshot } from '../../../proto/rpc/index.ts'
 import { formatIPv4 } from '../../../proto/wire/ipv4.ts'
-import { bearer, openTestDatabase, REQUIRE_INTEROP, TEST_DATABASE_URL, type DatabaseKind } from '../harness.ts'
+import { bearer, forEachDatabaseKind, openTestDatabase, type DatabaseKind } from '../harness.ts'
 import { Clock, mustCreate, newPublicKey, newUser } from '../routes/tunnel-fixtures.ts'
 import { hello, peerReport, report, startRpc, type RpcHarness } from './fixtures.ts'
 
@@ -87,18 +87,7 @@ async function snapshotOf (t: Test, f: Fleet, gateway?: string): Promise<ConfigS
   return validateSnapshot(await res.json())
 }
 
-async function eachDatabase (t: Test, body: (t: Test, kind: DatabaseKind) => Promise<void>): Promise<void> {
-  await t.test('pglite', async t => { await body(t, 'pglite') })
-  if (TEST_DATABASE_URL === undefined) {
-    const reason = 'CC_TEST_DATABASE_URL is not set: the Postgres leg needs a real server'
-    if (REQUIRE_INTEROP) t.fail(`postgres: ${reason} and CC_REQUIRE_INTEROP=1`)
-    else await t.test('postgres', { skip: reason }, async () => {})
-    return
-  }
-  await t.test('postgres', async t => { await body(t, 'postgres') })
-}
-
-await eachDatabase(t, async (t, kind) => {
+await forEachDatabaseKind(t, async (t, kind) => {
   t.test('three gateways, 30 instances: primaries 10/10/10, a different backup each, gateway addresses apart', async t => {
     const f = await startFleet(t, kind)
     for (const id of GATEWAYS) await sayHello(f, id)

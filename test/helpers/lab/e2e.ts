@@ -450,16 +450,3 @@ export async function freshDatabase (t: Pick<Test, 'teardown'>, url: string): Pr
   u.pathname = `/${name}`
   return u.toString()
 }
-
-/**
- * The Postgres these tests run on (CC_TEST_DATABASE_URL), or undefined after skipping `t` with the
- * reason (a failure under CC_REQUIRE_INTEROP=1, like the lab itself).
- */
-export function requirePostgres (t: Pick<Test, 'fail' | 'plan'>): string | undefined {
-  const url = process.env.CC_TEST_DATABASE_URL
-  if (url !== undefined) return url
-  const reason = 'CC_TEST_DATABASE_URL is not set: this test needs a real Postgres (e.g. postgres://cc:cc@127.0.0.1:5432/cc_test)'
-  if (process.env.CC_REQUIRE_INTEROP === '1') t.fail(`${reason} and CC_REQUIRE_INTEROP=1`)
-  else t.plan(0, reason)
-  return undefined
-}
