@@ -11,9 +11,11 @@
 import type { CertificateReport, PeerReport } from '../../proto/rpc/index.ts'
 import type { Queryable } from '../db/knex.ts'
 
-const CHUNK = 500
+/** Rows per statement when reports are written. */
+export const CHUNK = 500
 
-function clampToNow (iso: string | null | undefined, now: Date): Date | null {
+/** A gateway's time, never later than control's `now` (a gateway clock ahead must not make a handshake fresh for longer). */
+export function clampToNow (iso: string | null | undefined, now: Date): Date | null {
   if (iso === null || iso === undefined) return null
   const t = Date.parse(iso)
   if (!Number.isFinite(t)) return null

@@ -9,15 +9,7 @@
 import type { PeerReport } from '../../proto/rpc/index.ts'
 import type { Queryable } from '../db/knex.ts'
 import { publishSessionLiveness } from './placement.ts'
-
-const CHUNK = 500
-
-function clampToNow (iso: string | null | undefined, now: Date): Date | null {
-  if (iso === null || iso === undefined) return null
-  const t = Date.parse(iso)
-  if (!Number.isFinite(t)) return null
-  return t > now.getTime() ? now : new Date(t)
-}
+import { CHUNK, clampToNow } from './reports.ts'
 
 /**
  * Stores the handshakes of `gatewayId`'s report (newest wins per instance and key), marks the
