@@ -75,6 +75,7 @@ import { ConnectionGate, EDGE_LIMIT_DEFAULTS, type EdgeLimits } from './limits.t
 import { RelayClient, RelayFleet, RelayListener } from './relay.ts'
 import type { RelayIdentity } from './relay-identity.ts'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
+import { PASSTHROUGH_ALPN, encodePreamble, readServerName } from './passthrough.ts'
 
 export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
 export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
@@ -127,7 +128,17 @@ export interface EdgeOptions {
    * whether a route's local peer has a live session (else requests are relayed when a gateway of
    * the fleet has one). Absent: no relay either way.
    */
-  relay?: { listen: ListenAddress, identity: RelayIdentity, sessionLive: (route: Route) => boolean }
+  relay?: {
+    listen: ListenAddress
+    identity: RelayIdentity
+    sessionLive: (route: Route) => boolean
+    /**
+     * Pass clients' TLS through to the holder (passthrough.ts; default true). It needs every
+     * gateway to hold the certificates of every name (the fleet's shared certificate store);
+     * false relays per request after terminating TLS here.
+     */
+    passthrough?: boolean
+  }
 }
 
 export const EDGE_DEFAULTS = {
@@ -186,6 +197,9 @@ export class Edge {
   /** Fleet relay: the client side (routing) and the listener; null without `relay`. */
   readonly relay: RelayClient | null = null
   private relayListener: RelayListener | undefined
+  /** Node's own TLS 'connection' listener of the HTTPS server (passthrough connections go straight to it). */
+  private tlsConnection: ((socket: Duplex) => void) | undefined
+  private passthroughCount: CounterFamily | undefined
 
   constructor (options: EdgeOptions) {
     this.options = options
@@ -215,6 +229,7 @@ export class Edge {
         fleet,
         handleRequest: relayed.handleRequest,
         handleUpgrade: relayed.handleUpgrade,
+        handlePassthrough: socket => { this.acceptPassthrough(socket) },
         logger: options.logger,
         metrics: options.metrics,
         idleTimeoutMs: proxyOptions.idleTimeoutMs,
@@ -283,6 +298,10 @@ export class Edge {
   private async listen (): Promise<void> {
     const o = this.options
     this.httpsServer = this.createHttpsServer()
+    const server = this.httpsServer
+    const [tlsConnection] = server.listeners('connection') as Array<(socket: Duplex) => void>
+    this.tlsConnection = socket => { tlsConnection.call(server, socket) }
+    this.attachPassthrough(this.httpsServer)
     o.tlsAlpnChallenges?.attach(this.httpsServer)
     this.connections.attach(this.httpsServer) // outermost: counted before the ACME check and TLS
     const httpsAddress = o.https ?? {}
@@ -308,6 +327,89 @@ export class Edge {
       await listen(server, httpAddress.host ?? '0.0.0.0', httpAddress.port ?? 80, this.logger)
     }
     if (this.relayListener !== undefined) await this.relayListener.listen(o.relay!.listen.host ?? '0.0.0.0', o.relay!.listen.port ?? 0)
+  }
+
+  /**
+   * Fleet: a connection whose ClientHello names a route that relays is passed through, raw, to a
+   * gateway holding the instance's session (passthrough.ts); every other connection, and one whose
+   * holder cannot be reached, is served here. Nothing is inspected while the fleet has no other gateway.
+   */
+  private attachPassthrough (server: net.Server): void {
+    const relay = this.relay
+    if (relay === null || this.options.relay?.passthrough === false) return
+    this.passthroughCount = this.options.metrics?.family('relay_passthrough', 'Client TLS connections passed through between gateways: out (to the holder), in (from another gateway), fallback (holder unreachable, served here)')
+    const original = server.listeners('connection') as Array<(socket: net.Socket) => void>
+    server.removeAllListeners('connection')
+    const handOn = (socket: net.Socket): void => { for (const listener of original) listener.call(server, socket) }
+    server.on('connection', (socket: net.Socket) => {
+      if (!relay.fleet.hasOthers) { handOn(socket); return }
+      let buffered: Buffer = Buffer.alloc(0)
+      const onError = (): void => { socket.destroy() }
+      const stop = (): void => {
+        clearTimeout(timer)
+        socket.off('data', onData)
+        socket.off('error', onError)
+        socket.pause()
+        if (buffered.length > 0) socket.unshift(buffered)
+      }
+      const onData = (chunk: Buffer): void => {
+        buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
+        const hello = readServerName(buffered)
+        if (!hello.done) return
+        stop()
+        const route = hello.servername === null ? undefined : this.routes.lookup(hello.servername)
+        const target = route === undefined ? null : relay.targetFor(route)
+        if (target === null) { handOn(socket); return }
+        this.passThrough(socket, target.gateway, handOn)
+      }
+      // A client that sends no ClientHello is closed like a TLS handshake that times out.
+      const timer = setTimeout(() => {
+        stop()
+        this.clientErrors?.inc('tls_handshake')
+        socket.destroy()
+      }, this.limits.tlsHandshakeTimeoutMs)
+      socket.on('data', onData)
+      socket.on('error', onError)
+    })
+  }
+
+  /** Pipes `socket` (its ClientHello unread) to `gateway` in a passthrough relay connection; if that fails, serves it here. */
+  private passThrough (socket: net.Socket, gateway: FleetGateway, serveHere: (socket: net.Socket) => void): void {
+    const relay = this.relay!
+    const client = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
+    socket.on('error', () => {})
+    relay.connect(gateway, PASSTHROUGH_ALPN, (err, upstream) => {
+      if (err !== null || upstream === null) {
+        this.passthroughCount?.inc('fallback')
+        this.logger.warn({ gateway: gateway.id, err: err?.message, client: client.address }, 'relay passthrough: holder unreachable, serving here')
+        if (socket.destroyed) return
+        serveHere(socket)
+        return
+      }
+      if (socket.destroyed) { upstream.destroy(); return }
+      this.passthroughCount?.inc('out')
+      this.track(socket)
+      upstream.on('error', () => {})
+      const close = (): void => { socket.destroy(); upstream.destroy() }
+      socket.once('close', close)
+      upstream.once('close', close)
+      // The holder's edge runs the idle deadline of the client's exchanges; this only frees a pair
+      // whose other end vanished without a word.
+      const idle = (this.options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 2_000
+      socket.setTimeout(idle, close)
+      upstream.setTimeout(idle, close)
+      upstream.write(encodePreamble(client))
+      socket.pipe(upstream)
+      upstream.pipe(socket)
+      socket.resume()
+    })
+  }
+
+  /** A client's TLS another gateway passed through to us: served as if it had connected here. */
+  private acceptPassthrough (socket: tls.TLSSocket): void {
+    if (this.tlsConnection === undefined || this.httpsServer?.listening !== true) { socket.destroy(); return }
+    this.passthroughCount?.inc('in')
+    this.tlsConnection(socket)
   }
 
   /** Fleet: the gateways requests may be relayed to and relay connections accepted from (each snapshot). */

@@ -22,6 +22,7 @@ import type { Route, RouteTable } from './routes.ts'
 import { EdgeTimeout, type SlotGrant, type UpstreamPool } from './upstream.ts'
 import { downstreamResponseHeaders, plainIp, publicAuthority, relayedClientIp, relayedRequestHeaders, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
 import type { RelayClient, RelayTarget } from './relay.ts'
+import { passthroughClient } from './passthrough.ts'
 import { clientKey, UploadProgressWatch, type UploadInProgress } from './limits.ts'
 import { controlPage, pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
 
@@ -113,14 +114,21 @@ export class ReverseProxy {
     this.relay = this.relayed ? undefined : options.relay
   }
 
-  /** Relay or direct (null) for an admitted route. A relayed request is never relayed again. */
-  relayTarget (route: Route): RelayTarget | null {
-    return this.relay?.targetFor(route) ?? null
+  /**
+   * Relay or direct (null) for an admitted route. A relayed request is never relayed again, nor
+   * one whose connection another gateway passed through to us (passthrough.ts).
+   */
+  relayTarget (route: Route, req: EdgeRequest): RelayTarget | null {
+    if (this.relay === undefined || passthroughClient(req.socket) !== undefined) return null
+    return this.relay.targetFor(route)
   }
 
-  /** The client's address: the socket's, or for a relayed request the one its first gateway saw. */
+  /**
+   * The client's address: the socket's; for a connection passed through by another gateway, the
+   * one that gateway saw; for a relayed request, the one its first gateway put in the headers.
+   */
   clientIpOf (req: EdgeRequest): string {
-    const direct = plainIp(req.socket?.remoteAddress)
+    const direct = plainIp(passthroughClient(req.socket) ?? req.socket?.remoteAddress)
     return this.relayed ? relayedClientIp(req.headers) ?? direct : direct
   }
 
@@ -214,7 +222,7 @@ export class ReverseProxy {
     if (grant !== 'granted') { refuse(refusalPage(grant), { 'retry-after': this.retryAfter }); return }
     let released = false
     const release = (): void => { if (!released) { released = true; this.pool.release(route, client) } }
-    const target = this.relayTarget(route)
+    const target = this.relayTarget(route, req)
     if (target === null && route.remote === true) { release(); refuse('offline'); return }
 
     let upstream: http.ClientRequest
@@ -358,7 +366,7 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     const grant = proxy.pool.tryAcquire(route, this.client)
     if (grant !== 'granted') { this.answer(refusalPage(grant), { 'retry-after': proxy.retryAfter }); return }
     this.slot = true
-    this.target = proxy.relayTarget(route) ?? undefined
+    this.target = proxy.relayTarget(route, req) ?? undefined
     if (this.target === undefined && route.remote === true) { this.answer('offline'); return }
     this.headers = (proxy.relayed
       ? relayedRequestHeaders(req.headers)

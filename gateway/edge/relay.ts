@@ -26,6 +26,7 @@ import type { CounterFamily, Metrics } from '../metrics.ts'
 import { certificateFingerprint, type RelayIdentity } from './relay-identity.ts'
 import type { Route } from './routes.ts'
 import { EdgeTimeout } from './upstream.ts'
+import { PASSTHROUGH_ALPN, markPassthrough, readPreamble } from './passthrough.ts'
 
 /** A relay connection refused by us: the peer's certificate is not the one the fleet pins. */
 export class RelayError extends Error {
@@ -50,6 +51,7 @@ export class RelayFleet {
   readonly identity: RelayIdentity
   #byId = new Map<string, FleetGateway>()
   #fingerprints = new Set<string>()
+  #others = false
 
   constructor (identity: RelayIdentity) {
     this.identity = identity
@@ -59,6 +61,12 @@ export class RelayFleet {
   update (fleet: readonly FleetGateway[]): void {
     this.#byId = new Map(fleet.map(g => [g.id, g]))
     this.#fingerprints = new Set(fleet.map(g => g.relayFingerprint))
+    this.#others = fleet.some(g => g.relayFingerprint !== this.identity.fingerprint)
+  }
+
+  /** The fleet has a gateway other than this one (else nothing is ever relayed). */
+  get hasOthers (): boolean {
+    return this.#others
   }
 
   gateways (): FleetGateway[] {
@@ -145,16 +153,21 @@ export class RelayClient {
     return gateway === null ? null : this.#entryFor(gateway)
   }
 
+  /** A relay connection to `gateway` (ALPN `alpn`); a failed connect passes the gateway over for a while. */
+  connect (gateway: FleetGateway, alpn: string, callback: (err: Error | null, socket: tls.TLSSocket | null) => void): void {
+    connectPinned(gateway, this.fleet.identity, this.#o.connectTimeoutMs, (err, socket) => {
+      if (err !== null) this.#unreachable.set(gateway.id, this.#now() + (this.#o.unreachableMs ?? 5_000))
+      else this.#unreachable.delete(gateway.id)
+      callback(err, socket)
+    }, alpn)
+  }
+
   #entryFor (gateway: FleetGateway): RelayEntry {
     const key = entryKey(gateway)
     let entry = this.#entries.get(key)
     if (entry !== undefined) return entry
     const connect = (callback: (err: Error | null, socket: Duplex | null) => void): void => {
-      connectPinned(gateway, this.fleet.identity, this.#o.connectTimeoutMs, (err, socket) => {
-        if (err !== null) this.#unreachable.set(gateway.id, this.#now() + (this.#o.unreachableMs ?? 5_000))
-        else this.#unreachable.delete(gateway.id)
-        callback(err, socket)
-      })
+      this.connect(gateway, 'http/1.1', callback)
     }
     const keepAliveMs = this.#o.keepAliveMs ?? 30_000
     const dispatcher = new Pool(new URL(gateway.relayUrl).origin, {
@@ -200,7 +213,7 @@ export class RelayClient {
  * A TLS connection to `gateway`'s relay listener presenting our certificate, handed over only once
  * the server's certificate has the pinned fingerprint (nothing is written before that).
  */
-export function connectPinned (gateway: FleetGateway, identity: RelayIdentity, timeoutMs: number, callback: (err: Error | null, socket: Duplex | null) => void): void {
+export function connectPinned (gateway: FleetGateway, identity: RelayIdentity, timeoutMs: number, callback: (err: Error | null, socket: tls.TLSSocket | null) => void, alpn = 'http/1.1'): void {
   const url = new URL(gateway.relayUrl)
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname
   const socket = tls.connect({
@@ -212,7 +225,7 @@ export function connectPinned (gateway: FleetGateway, identity: RelayIdentity, t
     // The chain is not checked (self-signed); the fingerprint below is the authentication.
     rejectUnauthorized: false,
     minVersion: RELAY_TLS_VERSION,
-    ALPNProtocols: ['http/1.1'],
+    ALPNProtocols: [alpn],
   })
   socket.setNoDelay(true)
   let settled = false
@@ -245,6 +258,8 @@ export interface RelayListenerOptions {
   /** Serves admitted requests (a ReverseProxy in relayed mode). */
   handleRequest: (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void
   handleUpgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void
+  /** A client's raw TLS passed through by another gateway (passthrough.ts), its preamble read and the socket marked. */
+  handlePassthrough?: (socket: tls.TLSSocket) => void
   logger: Logger
   metrics?: Metrics
   /** No byte either way for this long closes a connection (the proxy's own idle deadline acts first). */
@@ -276,7 +291,7 @@ export class RelayListener {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: RELAY_TLS_VERSION,
-      ALPNProtocols: ['h2', 'http/1.1'],
+      ALPNProtocols: [...(options.handlePassthrough === undefined ? [] : [PASSTHROUGH_ALPN]), 'h2', 'http/1.1'],
       handshakeTimeout: options.handshakeTimeoutMs,
     })
     this.#http1 = http.createServer({
@@ -317,6 +332,21 @@ export class RelayListener {
     }
     this.#sockets.add(socket)
     socket.once('close', () => this.#sockets.delete(socket))
+    if (socket.alpnProtocol === PASSTHROUGH_ALPN && this.#o.handlePassthrough !== undefined) {
+      const handle = this.#o.handlePassthrough
+      readPreamble(socket, this.#o.handshakeTimeoutMs, (err, client, rest) => {
+        if (err !== null) {
+          this.#refused?.inc('passthrough_preamble')
+          this.#o.logger.warn({ err: err.message, gateway: socket.remoteAddress }, 'relay passthrough refused')
+          socket.destroy()
+          return
+        }
+        if (rest !== undefined && rest.length > 0) socket.unshift(rest)
+        markPassthrough(socket, client!)
+        handle(socket)
+      })
+      return
+    }
     if (socket.alpnProtocol === 'h2') this.#http2.emit('connection', socket)
     else this.#http1.emit('connection', socket)
   }

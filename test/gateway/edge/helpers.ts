@@ -96,6 +96,8 @@ export interface RequestOptions {
   /** TLS servername; defaults to `host`. */
   servername?: string
   agent?: https.Agent | false
+  /** The client's own address (a loopback one other than 127.0.0.1 tells it apart from a gateway's). */
+  localAddress?: string
 }
 
 /** One HTTPS request to the edge for `host`, trusting only the edge's CA. */
@@ -108,6 +110,7 @@ export function request (te: TestEdge, host: string, options: RequestOptions = {
       path: options.path ?? '/',
       headers: options.headers,
       ca: te.ca,
+      ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
       servername: options.servername ?? host,
       lookup: loopbackLookup,
       agent: options.agent ?? false,

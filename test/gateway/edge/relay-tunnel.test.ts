@@ -2,7 +2,9 @@
  * Two real gateways and a real tunnel on loopback, no root needed: A holds the WireGuard session
  * with the instance (a third Gateway acting as the container, its HTTP origin on its own userspace
  * TCP); B has no peer and learns the fleet and routes from a snapshot. Everything through B is
- * relayed to A: HTTP/1.1, HTTP/2, WebSocket, 100 MB each way byte-exact, X-Forwarded-For once.
+ * relayed to A, B passing the client's TLS through (A terminates it with its certificate; the
+ * client trusts both gateways' CAs, as a fleet's shared certificates would be trusted): HTTP/1.1,
+ * HTTP/2, WebSocket, 100 MB each way byte-exact, X-Forwarded-For once with the client's address.
  */
 import t from 'tap'
 import fs from 'node:fs'
@@ -95,10 +97,12 @@ t.test('gateway B without a session relays to gateway A over the real tunnel', a
   await gwB.edge!.certificatesSettled()
   t.ok(gwB.edge!.certificateStates().some(c => c.hostname === HOST && c.status === 'active'), 'B has a certificate for a name only in the fleet routes')
 
-  const ca = fs.readFileSync(gwB.edge!.caCertificatePath!)
+  const ca = [fs.readFileSync(gwA.edge!.caCertificatePath!), fs.readFileSync(gwB.edge!.caCertificatePath!)]
+  // The client's own address, distinct from the one B's relay connections come from (127.0.0.1).
+  const localAddress = '127.0.0.9'
   const port = gwB.edge!.addresses().https.port
   const get = (path: string, options: https.RequestOptions = {}): Promise<{ status: number, body: Buffer }> => new Promise((resolve, reject) => {
-    const req = https.request({ host: HOST, port, path, ca, lookup: loopbackLookup, agent: false, ...options }, res => {
+    const req = https.request({ host: HOST, port, path, ca, localAddress, lookup: loopbackLookup, agent: false, ...options }, res => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
@@ -111,11 +115,13 @@ t.test('gateway B without a session relays to gateway A over the real tunnel', a
     const res = await get('/one', { headers: { 'x-forwarded-for': '203.0.113.1' } })
     t.equal(res.status, 200)
     t.equal(res.body.toString(), 'hello /one')
-    t.same(seen.at(-1), '127.0.0.1', 'the address B saw, once')
+    t.same(seen.at(-1), localAddress, 'the client\'s address, once')
+    t.ok(gwB.metrics.family('relay_passthrough', '').get('out') >= 1, 'B passed the connection through')
+    t.ok(gwA.metrics.family('relay_passthrough', '').get('in') >= 1, 'A took it from the relay')
   })
 
   await t.test('HTTP/2', async t => {
-    const session = http2.connect(`https://${HOST}:${port}`, { ca, lookup: loopbackLookup } as http2.SecureClientSessionOptions)
+    const session = http2.connect(`https://${HOST}:${port}`, { ca, localAddress, lookup: loopbackLookup } as http2.SecureClientSessionOptions)
     t.teardown(() => session.close())
     const stream = session.request({ ':path': '/two' })
     const [headers] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
@@ -124,10 +130,11 @@ t.test('gateway B without a session relays to gateway A over the real tunnel', a
     await once(stream, 'end')
     t.equal(headers[':status'], 200)
     t.equal(body, 'hello /two')
+    t.same(seen.at(-1), localAddress, 'HTTP/2: the client\'s address, once')
   })
 
   await t.test('WebSocket', async t => {
-    const ws = new WebSocket(`wss://${HOST}:${port}/ws`, { ca, lookup: loopbackLookup } as WebSocket.ClientOptions)
+    const ws = new WebSocket(`wss://${HOST}:${port}/ws`, { ca, localAddress, lookup: loopbackLookup } as WebSocket.ClientOptions)
     await once(ws, 'open')
     ws.send('ping')
     const [reply] = await once(ws, 'message') as [Buffer]
@@ -141,7 +148,7 @@ t.test('gateway B without a session relays to gateway A over the real tunnel', a
     const digest = expected.digest('hex')
 
     const down = await new Promise<{ status: number, sha: string, bytes: number }>((resolve, reject) => {
-      const req = https.request({ host: HOST, port, path: '/blocks/100', ca, lookup: loopbackLookup, agent: false }, res => {
+      const req = https.request({ host: HOST, port, path: '/blocks/100', ca, localAddress, lookup: loopbackLookup, agent: false }, res => {
         const hash = createHash('sha256')
         let bytes = 0
         res.on('data', (c: Buffer) => { bytes += c.length; hash.update(c) })
@@ -156,7 +163,7 @@ t.test('gateway B without a session relays to gateway A over the real tunnel', a
     t.equal(down.sha, digest, 'download byte-exact')
 
     const up = await new Promise<{ status: number, body: string }>((resolve, reject) => {
-      const req = https.request({ host: HOST, port, path: '/upload', method: 'PUT', ca, lookup: loopbackLookup, agent: false, headers: { 'content-length': 100 * MB } }, res => {
+      const req = https.request({ host: HOST, port, path: '/upload', method: 'PUT', ca, localAddress, lookup: loopbackLookup, agent: false, headers: { 'content-length': 100 * MB } }, res => {
         let body = ''
         res.on('data', (c: Buffer) => { body += c.toString() })
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
@@ -176,5 +183,5 @@ t.test('gateway B without a session relays to gateway A over the real tunnel', a
     t.equal(up.body, digest, 'upload byte-exact')
   })
 
-  t.ok(seen.every(v => v === '127.0.0.1'), 'every request reached the origin with one X-Forwarded-For')
+  t.ok(seen.every(v => v === localAddress), 'every request reached the origin with one X-Forwarded-For, the client\'s')
 })

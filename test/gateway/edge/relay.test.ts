@@ -9,11 +9,15 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
 import tls from 'node:tls'
+import net from 'node:net'
+import { Duplex } from 'node:stream'
 import { once } from 'node:events'
 import WebSocket, { WebSocketServer } from 'ws'
 import type { FleetGateway } from '../../../proto/rpc/index.ts'
 import { connectPinned, loadOrCreateRelayIdentity, RelayError, type RelayIdentity, type Route } from '../../../gateway/edge/index.ts'
-import { loopbackLookup, request, route, startEdge, startOrigin, tempDir, type TestEdge } from './helpers.ts'
+import { PASSTHROUGH_ALPN } from '../../../gateway/edge/passthrough.ts'
+import { Metrics } from '../../../gateway/metrics.ts'
+import { loopbackLookup, request, route, startEdge, startOrigin, tempDir, waitFor, type RequestOptions, type TestEdge } from './helpers.ts'
 
 const HOST = 'files.example.test'
 const LOOP = 'loop.example.test'
@@ -37,23 +41,29 @@ function fleetEntry (id: string, te: TestEdge, identity: RelayIdentity): FleetGa
   return { id, relayUrl: `https://127.0.0.1:${te.edge.relayAddress()!.port}`, relayFingerprint: identity.fingerprint }
 }
 
-interface Pair { a: TestEdge, b: TestEdge, idA: RelayIdentity, idB: RelayIdentity, fleet: FleetGateway[], live: { a: boolean, b: boolean } }
+interface Pair { a: TestEdge, b: TestEdge, idA: RelayIdentity, idB: RelayIdentity, fleet: FleetGateway[], live: { a: boolean, b: boolean }, metrics: { a: Metrics, b: Metrics } }
 
-/** A serves the instance (its origin at `port`); B has only the fleet route naming A. */
-async function pair (t: Parameters<typeof startEdge>[0], port: number, extra: { aRoutes?: Route[], bRoutes?: Route[] } = {}): Promise<Pair> {
+/**
+ * A serves the instance (its origin at `port`); B has only the fleet route naming A. B relays per
+ * request (TLS ends at B) unless `passthrough`: then B passes clients' TLS through to A.
+ */
+async function pair (t: Parameters<typeof startEdge>[0], port: number, extra: { aRoutes?: Route[], bRoutes?: Route[], passthrough?: boolean } = {}): Promise<Pair> {
   const idA = await loadOrCreateRelayIdentity(tempDir(t))
   const idB = await loadOrCreateRelayIdentity(tempDir(t))
   const live = { a: true, b: false }
+  const metrics = { a: new Metrics(), b: new Metrics() }
   const a = await startEdge(t, [route('inst', port, [HOST], { relayVia: ['gw-a'] }), ...extra.aRoutes ?? []], {
+    metrics: metrics.a,
     relay: { listen: { host: '127.0.0.1', port: 0 }, identity: idA, sessionLive: () => live.a },
   })
   const b = await startEdge(t, [{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-a'], remote: true }, ...extra.bRoutes ?? []], {
-    relay: { listen: { host: '127.0.0.1', port: 0 }, identity: idB, sessionLive: () => live.b },
+    metrics: metrics.b,
+    relay: { listen: { host: '127.0.0.1', port: 0 }, identity: idB, sessionLive: () => live.b, passthrough: extra.passthrough === true },
   })
   const fleet = [fleetEntry('gw-a', a, idA), fleetEntry('gw-b', b, idB)]
   a.edge.updateFleet(fleet)
   b.edge.updateFleet(fleet)
-  return { a, b, idA, idB, fleet, live }
+  return { a, b, idA, idB, fleet, live, metrics }
 }
 
 /** A request straight to a relay listener, presenting `identity`'s certificate (or none). */
@@ -229,4 +239,136 @@ t.test('WebSocket through the relay', async t => {
   const deadline2 = Date.now() + 5_000
   while (relayedLines(a).length < 1 && Date.now() < deadline2) await new Promise(resolve => setTimeout(resolve, 10))
   t.equal(relayedLines(a)[0]?.status, 101, 'A served the upgrade from its relay listener')
+})
+
+// TLS passthrough (gateway/edge/passthrough.ts): B does not terminate the client's TLS; A does,
+// with its own certificate (the client trusts both gateways' CAs, as it trusts a fleet's shared
+// certificates).
+
+const CLIENT = '127.0.0.9'
+const passthroughCount = (m: Metrics, what: string): number => m.family('relay_passthrough', '').get(what)
+const requestLines = (te: TestEdge): Array<Record<string, unknown>> => te.lines.filter(l => l.msg === 'request')
+
+/** A request to B trusting both CAs, from CLIENT. */
+function viaB (p: Pair, host: string, options: RequestOptions = {}): ReturnType<typeof request> {
+  return request({ ...p.b, ca: Buffer.concat([p.a.ca, p.b.ca]) }, host, { localAddress: CLIENT, ...options })
+}
+
+t.test('passthrough: B hands the client\'s TLS to A, which serves it with the client\'s address; B terminates nothing', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { passthrough: true })
+  const res = await viaB(p, HOST, { path: '/hello', method: 'POST', body: 'x'.repeat(1000), headers: { 'x-forwarded-for': '203.0.113.9', forwarded: 'for=203.0.113.9' } })
+  t.equal(res.status, 200)
+  t.equal(JSON.parse(res.body.toString()).bytes, 1000)
+  t.same(o.seen.xff, [CLIENT], 'X-Forwarded-For: the client\'s address (from B\'s preamble), once; the client\'s claim dropped')
+  t.same(o.seen.forwarded, [`for=${CLIENT};host="${HOST}:${p.b.port}";proto=https`], 'Forwarded once')
+  t.equal(requestLines(p.b).length, 0, 'B saw no request: TLS never ended there')
+  t.equal(requestLines(p.a)[0]?.client, CLIENT, 'A logs the client\'s address')
+  t.equal(passthroughCount(p.metrics.b, 'out'), 1)
+  t.equal(passthroughCount(p.metrics.a, 'in'), 1)
+
+  // HTTP/2 by the client's ALPN with A.
+  const session = http2.connect(`https://${HOST}:${p.b.port}`, { ca: [p.a.ca, p.b.ca], localAddress: CLIENT, lookup: loopbackLookup } as http2.SecureClientSessionOptions)
+  t.teardown(() => session.close())
+  const stream = session.request({ ':path': '/h2' })
+  const [headers] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
+  stream.resume()
+  await once(stream, 'end')
+  t.equal(headers[':status'], 200)
+  t.equal(o.seen.xff.at(-1), CLIENT, 'HTTP/2: the client\'s address')
+})
+
+t.test('passthrough: a ClientHello that comes a byte at a time is still read and passed through', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { passthrough: true })
+  const raw = net.connect({ host: '127.0.0.1', port: p.b.port, localAddress: CLIENT })
+  t.teardown(() => raw.destroy())
+  await once(raw, 'connect')
+  const trickle = new Duplex({
+    write (chunk: Buffer, _encoding, callback) {
+      let i = 0
+      const step = (): void => {
+        if (i >= chunk.length) { callback(); return }
+        raw.write(chunk.subarray(i, i + 1))
+        i++
+        setImmediate(step)
+      }
+      step()
+    },
+    read () {},
+  })
+  raw.on('data', (d: Buffer) => trickle.push(d))
+  raw.on('end', () => trickle.push(null))
+  const res = await new Promise<number>((resolve, reject) => {
+    const req = https.request({ host: HOST, port: p.b.port, path: '/slow', createConnection: () => tls.connect({ socket: trickle, servername: HOST, ca: [p.a.ca, p.b.ca] }) }, r => { r.resume(); r.on('end', () => resolve(r.statusCode ?? 0)) })
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(res, 200)
+  t.equal(passthroughCount(p.metrics.b, 'out'), 1, 'passed through')
+  t.same(o.seen.xff, [CLIENT])
+})
+
+t.test('passthrough: a name B does not relay, or no TLS at all, is served by B itself', async t => {
+  const o = await origin(t)
+  const local = await origin(t)
+  const p = await pair(t, o.port, { passthrough: true, bRoutes: [route('mine', local.port, ['mine.example.test'])] })
+  t.equal((await request(p.b, 'mine.example.test')).status, 200, 'B\'s own instance: TLS ends at B')
+  t.equal(local.seen.xff.length, 1)
+  const plain = net.connect({ host: '127.0.0.1', port: p.b.port })
+  plain.on('error', () => {})
+  plain.end('GET / HTTP/1.1\r\nhost: files.example.test\r\n\r\n')
+  await once(plain, 'close')
+  t.equal(passthroughCount(p.metrics.b, 'out'), 0, 'nothing passed through')
+  t.equal(passthroughCount(p.metrics.a, 'in'), 0)
+  t.equal(o.seen.xff.length, 0)
+})
+
+t.test('passthrough: a holder that cannot be reached: B serves the connection itself and relays the request to the next holder', async t => {
+  const o = await origin(t)
+  const closed = await startOrigin(t, () => {})
+  const closedPort = closed.port
+  await new Promise<void>(resolve => { closed.server.close(() => resolve()) })
+  const p = await pair(t, o.port, { passthrough: true })
+  const idDead = await loadOrCreateRelayIdentity(tempDir(t))
+  p.b.edge.updateFleet([{ id: 'gw-dead', relayUrl: `https://127.0.0.1:${closedPort}`, relayFingerprint: idDead.fingerprint }, ...p.fleet])
+  p.b.edge.updateRoutes([{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-dead', 'gw-a'], remote: true }])
+  const first = await viaB(p, HOST)
+  t.equal(first.status, 200, 'the connection that met the dead holder is served by B, its request relayed to gw-a')
+  t.equal(passthroughCount(p.metrics.b, 'fallback'), 1)
+  t.equal(relayedLines(p.a).length, 1, 'relayed per request')
+  t.equal((await viaB(p, HOST)).status, 200, 'the next connection goes straight to gw-a')
+  t.equal(passthroughCount(p.metrics.b, 'out'), 1)
+  t.same(o.seen.xff, [CLIENT, CLIENT], 'the client\'s address both ways')
+})
+
+t.test('passthrough: a connection passed through is never passed on or relayed again', async t => {
+  const o = await origin(t)
+  // A believes B holds the instance, B believes A does: a loop, were anything sent twice.
+  const p = await pair(t, o.port, {
+    passthrough: true,
+    aRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-b'], remote: true }],
+    bRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-a'], remote: true }],
+  })
+  const res = await viaB(p, LOOP)
+  t.equal(res.status, 502, 'A has no session: the offline page')
+  t.equal(passthroughCount(p.metrics.a, 'in'), 1, 'A got it once')
+  t.equal(passthroughCount(p.metrics.a, 'out'), 0, 'and did not pass it back')
+  t.equal(relayedLines(p.b).length, 0, 'nor relayed the request to B')
+  t.equal(passthroughCount(p.metrics.b, 'in'), 0)
+})
+
+t.test('relay listener: a passthrough connection with a malformed preamble is refused and counted', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { passthrough: true })
+  const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+    connectPinned(p.fleet[0], p.idB, 5_000, (err, s) => { if (err !== null) reject(err); else resolve(s!) }, PASSTHROUGH_ALPN)
+  })
+  t.equal(socket.alpnProtocol, PASSTHROUGH_ALPN)
+  socket.on('error', () => {})
+  socket.write(Buffer.from([0xff, 0xff, 0x00]))
+  await once(socket, 'close')
+  t.ok(await waitFor(() => p.metrics.a.family('relay_refused', '').get('passthrough_preamble') === 1), 'counted')
+  t.equal(passthroughCount(p.metrics.a, 'in'), 0)
+  t.equal(o.seen.xff.length, 0)
 })

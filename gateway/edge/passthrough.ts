@@ -1,0 +1,172 @@
+/**
+ * TLS passthrough between gateways of a fleet. A gateway without a live session with an instance
+ * does not terminate the client's TLS at all: it reads the ClientHello's server name, and when
+ * that name's route relays (RelayClient.targetFor), it pipes the client's raw bytes to a gateway
+ * holding the session, inside a relay connection (mutually authenticated TLS 1.3, ALPN
+ * PASSTHROUGH_ALPN). That gateway terminates the client's TLS itself and serves the requests as
+ * if the client had come to it, so a relayed request costs the first gateway a byte copy instead
+ * of a second TLS termination and HTTP exchange.
+ *
+ *   client --TLS--> gateway A (SNI read, bytes piped) ==relay TLS==> gateway B (client TLS ends) --> tunnel
+ *
+ * The relay connection starts with a preamble naming the client's address (B's limits, logs and
+ * forwarding headers use it; only fleet members can send one). A connection that arrived by
+ * passthrough is never relayed again. When the holder cannot be reached, A serves the connection
+ * itself (its proxy then relays per request, or answers the error page).
+ */
+import type net from 'node:net'
+import type { Duplex } from 'node:stream'
+
+/** ALPN protocol of a relay connection carrying one client's raw TLS (our own identifier). */
+export const PASSTHROUGH_ALPN = 'cc-tls-passthrough/1'
+
+/** The most ClientHello bytes read before giving up on finding a server name (then: served locally). */
+export const MAX_CLIENT_HELLO = 16 * 1024 + 5
+
+/** Preamble: 2-byte length, then JSON `{ "client": address, "port": number }`. */
+const MAX_PREAMBLE = 512
+
+const CLIENT = Symbol('cc.passthroughClient')
+
+type Marked = { [CLIENT]?: string }
+
+export type ServerNameResult =
+  | { done: false }
+  | { done: true, servername: string | null }
+
+/**
+ * The server_name (RFC 6066 3) of a TLS ClientHello at the start of `data`, which may span several
+ * records (RFC 8446 5.1). `done: false` while more bytes are needed; `servername: null` when the
+ * bytes are not a ClientHello or name no host.
+ */
+export function readServerName (data: Buffer): ServerNameResult {
+  const NONE: ServerNameResult = { done: true, servername: null }
+  // Not a ClientHello, or one claiming more than the limit: known from the first record's start.
+  if (data.length >= 9 && data[0] === 22 && data.readUInt16BE(3) >= 4) {
+    if (data[5] !== 1 || 4 + data.readUIntBE(6, 3) > MAX_CLIENT_HELLO) return NONE
+  }
+  // Reassemble handshake bytes from consecutive handshake records.
+  const chunks: Buffer[] = []
+  let have = 0
+  let need = -1
+  let offset = 0
+  while (need === -1 || have < need) {
+    if (data.length < offset + 5) return data.length >= MAX_CLIENT_HELLO ? NONE : { done: false }
+    if (data[offset] !== 22) return NONE // not a handshake record
+    if (data[offset + 1] !== 3) return NONE
+    const length = data.readUInt16BE(offset + 3)
+    if (length === 0 || length > 16_384) return NONE
+    if (data.length < offset + 5 + length) return data.length >= MAX_CLIENT_HELLO ? NONE : { done: false }
+    chunks.push(data.subarray(offset + 5, offset + 5 + length))
+    have += length
+    offset += 5 + length
+    if (need === -1) {
+      const first = Buffer.concat(chunks)
+      if (first.length < 4) continue
+      if (first[0] !== 1) return NONE // not a ClientHello
+      need = 4 + first.readUIntBE(1, 3)
+      if (need > MAX_CLIENT_HELLO) return NONE
+    }
+  }
+  return { done: true, servername: serverNameOf(Buffer.concat(chunks).subarray(4, need)) }
+}
+
+/** The host_name in a ClientHello body (after the 4-byte handshake header), or null. */
+function serverNameOf (hello: Buffer): string | null {
+  let p = 2 + 32 // legacy_version, random
+  const skip = (lengthBytes: number): boolean => {
+    if (p + lengthBytes > hello.length) return false
+    p += lengthBytes + hello.readUIntBE(p, lengthBytes)
+    return p <= hello.length
+  }
+  if (!skip(1) || !skip(2) || !skip(1)) return null // session id, cipher suites, compression
+  if (p + 2 > hello.length) return null
+  const end = p + 2 + hello.readUInt16BE(p)
+  p += 2
+  if (end > hello.length) return null
+  while (p + 4 <= end) {
+    const type = hello.readUInt16BE(p)
+    const length = hello.readUInt16BE(p + 2)
+    p += 4
+    if (p + length > end) return null
+    if (type === 0) {
+      // ServerNameList: 2-byte length, then entries of type(1) length(2) name.
+      let q = p + 2
+      const listEnd = Math.min(p + 2 + (length >= 2 ? hello.readUInt16BE(p) : 0), p + length)
+      while (q + 3 <= listEnd) {
+        const nameType = hello[q]
+        const nameLength = hello.readUInt16BE(q + 1)
+        q += 3
+        if (q + nameLength > listEnd) return null
+        if (nameType === 0) {
+          const name = hello.toString('latin1', q, q + nameLength)
+          return /^[\x21-\x7e]+$/.test(name) ? name.toLowerCase() : null
+        }
+        q += nameLength
+      }
+      return null
+    }
+    p += length
+  }
+  return null
+}
+
+/** The preamble a relaying gateway writes first on a passthrough connection. */
+export function encodePreamble (client: { address: string, port: number }): Buffer {
+  const body = Buffer.from(JSON.stringify({ client: client.address, port: client.port }))
+  const head = Buffer.alloc(2)
+  head.writeUInt16BE(body.length)
+  return Buffer.concat([head, body])
+}
+
+/**
+ * Reads the preamble from a passthrough connection: calls back with the client's address and the
+ * bytes that followed it (the client's TLS), or an error (malformed, too long, or `timeoutMs`
+ * without it).
+ */
+export function readPreamble (socket: Duplex, timeoutMs: number, callback: (err: Error | null, client?: string, rest?: Buffer) => void): void {
+  let buffered: Buffer = Buffer.alloc(0)
+  let settled = false
+  const finish = (err: Error | null, client?: string, rest?: Buffer): void => {
+    if (settled) return
+    settled = true
+    clearTimeout(timer)
+    socket.off('data', onData)
+    socket.off('end', onEnd)
+    if (err === null) socket.pause()
+    callback(err, client, rest)
+  }
+  const onEnd = (): void => { finish(new Error('relay passthrough closed before its preamble')) }
+  const onData = (chunk: Buffer): void => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
+    if (buffered.length < 2) return
+    const length = buffered.readUInt16BE(0)
+    if (length === 0 || length > MAX_PREAMBLE) { finish(new Error('relay passthrough preamble malformed')); return }
+    if (buffered.length < 2 + length) return
+    let client: unknown
+    try { client = (JSON.parse(buffered.toString('utf8', 2, 2 + length)) as { client?: unknown }).client } catch { client = undefined }
+    if (typeof client !== 'string' || client.length === 0 || client.length > 64) { finish(new Error('relay passthrough preamble malformed')); return }
+    finish(null, client, buffered.subarray(2 + length))
+  }
+  const timer = setTimeout(() => { finish(new Error('relay passthrough preamble timed out')) }, timeoutMs)
+  socket.on('data', onData)
+  socket.once('end', onEnd)
+}
+
+/** Marks a connection as arrived by passthrough from `client` (before TLS is layered on it). */
+export function markPassthrough (socket: Duplex, client: string): void {
+  (socket as unknown as Marked)[CLIENT] = client
+}
+
+/**
+ * The client address of a connection that arrived by passthrough, else undefined. `socket` is the
+ * TLS socket a request came on (or an HTTP/2 request's socket proxy); the mark is on the relay
+ * connection beneath it (node's TLSSocket keeps the stream it wraps as `_parent`).
+ */
+export function passthroughClient (socket: net.Socket | Duplex | undefined | null): string | undefined {
+  if (socket === undefined || socket === null) return undefined
+  const own = (socket as unknown as Marked)[CLIENT]
+  if (own !== undefined) return own
+  const parent = (socket as unknown as { _parent?: Marked | null })._parent
+  return parent?.[CLIENT]
+}
