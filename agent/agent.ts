@@ -117,7 +117,7 @@ export class Agent {
     this.settings = options.settings
     this.logger = options.logger
     if (options.settings.token === null) throw new Error('the agent needs an instance token')
-    this.api = new ApiClient({ baseUrl: options.settings.apiUrl, token: options.settings.token })
+    this.api = new ApiClient({ baseUrl: options.settings.apiUrl, token: options.settings.token, region: options.settings.region })
     this.state = loadOrCreateState(this.settings.stateFile, (reason, movedTo) => {
       this.logger.warn({ reason, movedTo }, 'state file unusable: moved aside, starting with a new key pair')
     })

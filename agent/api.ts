@@ -4,7 +4,7 @@
  * whether retrying can help: a network error, a timeout, 429 or 5xx can; a rejected token cannot.
  */
 import type {
-  DisconnectResponse, HeartbeatResponse, RegisterTunnelResponse, TunnelStatusResponse,
+  DisconnectResponse, HeartbeatResponse, RegisterTunnelRequest, RegisterTunnelResponse, TunnelStatusResponse,
 } from '../proto/api/tunnel.ts'
 
 export type ApiFailure =
@@ -54,6 +54,8 @@ export interface ApiClientOptions {
   userAgent?: string
   /** Default MAX_ANSWER_BYTES. */
   maxAnswerBytes?: number
+  /** Sent with every registration (CC_AGENT_REGION); null or absent: none. */
+  region?: string | null
 }
 
 const DEFAULT_TIMEOUT_MS = 15_000
@@ -70,6 +72,7 @@ export class ApiClient {
   private readonly timeoutMs: number
   private readonly userAgent: string
   private readonly maxAnswerBytes: number
+  private readonly region: string | null
 
   constructor (options: ApiClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '')
@@ -77,11 +80,13 @@ export class ApiClient {
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
     this.userAgent = options.userAgent ?? 'erugo-cloud-connect-agent'
     this.maxAnswerBytes = options.maxAnswerBytes ?? MAX_ANSWER_BYTES
+    this.region = options.region ?? null
   }
 
   /** `signal` (optional on every call) abandons the request, e.g. when the agent stops. */
   async register (publicKey: string, signal?: AbortSignal): Promise<RegisterTunnelResponse> {
-    return await this.call<RegisterTunnelResponse>('POST', '/tunnel/register', { public_key: publicKey }, signal)
+    const body: RegisterTunnelRequest = this.region === null ? { public_key: publicKey } : { public_key: publicKey, region: this.region }
+    return await this.call<RegisterTunnelResponse>('POST', '/tunnel/register', body, signal)
   }
 
   async heartbeat (now = new Date(), signal?: AbortSignal): Promise<HeartbeatResponse> {

@@ -138,7 +138,7 @@ export async function runTest (settings: AgentSettings, logger: Logger): Promise
       if (report !== null) return report
     }
   }
-  const api = new ApiClient({ baseUrl: settings.apiUrl, token: settings.token! })
+  const api = new ApiClient({ baseUrl: settings.apiUrl, token: settings.token!, region: settings.region })
   return await runChecks({
     api,
     target: settings.mode === 'userspace' ? settings.target : null,

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import Joi from 'joi'
 import { parseTarget, type ForwardTarget } from './forward.ts'
 import type { TunnelMode } from './tunnel.ts'
+import { REGION_NAME } from '../proto/api/tunnel.ts'
 
 export class SettingsError extends Error {
   constructor (readonly source: string, message: string) {
@@ -35,6 +36,8 @@ export interface AgentSettings {
   backoffInitialMs: number
   backoffMaxMs: number
   logLevel: string | undefined
+  /** Where the container runs (CC_AGENT_REGION): placement prefers gateways of this region; null: none. */
+  region: string | null
 }
 
 interface Setting {
@@ -63,6 +66,7 @@ export const SETTINGS = {
   deadAfter: { flag: '--dead-after', env: 'CC_AGENT_DEAD_AFTER', schema: seconds.default(35), help: 'seconds without an answer before reconnecting' },
   backoffInitial: { flag: '--backoff-initial', env: 'CC_AGENT_BACKOFF_INITIAL', schema: seconds.default(1), help: 'first retry delay ceiling, seconds' },
   backoffMax: { flag: '--backoff-max', env: 'CC_AGENT_BACKOFF_MAX', schema: seconds.default(60), help: 'longest retry delay, seconds' },
+  region: { flag: '--region', env: 'CC_AGENT_REGION', schema: Joi.string().pattern(REGION_NAME).message('must be lower-case letters, digits and . _ - (at most 64), like a gateway\'s CC_GATEWAY_REGION'), help: 'the region this container runs in: gateways of that region are preferred' },
   logLevel: { flag: '--log-level', env: 'CC_LOG_LEVEL', schema: Joi.string(), help: 'fatal, error, warn, info, debug, trace, silent' },
 } satisfies Record<string, Setting>
 
@@ -167,6 +171,7 @@ export function loadSettings (flags: Record<string, string | undefined>, env: No
     backoffInitialMs,
     backoffMaxMs,
     logLevel: value('logLevel').value as string | undefined,
+    region: (value('region').value as string | undefined) ?? null,
   }
 }
 

@@ -22,7 +22,7 @@
  */
 import { decodeKey, encodeKey, KEY_LEN } from '../proto/noise/keys.ts'
 import { formatIPv4, parseIPv4Address } from '../proto/wire/ipv4.ts'
-import type { RegisterTunnelResponse, TunnelConfig } from '../proto/api/tunnel.ts'
+import { REGION_NAME, type RegisterTunnelResponse, type TunnelConfig } from '../proto/api/tunnel.ts'
 
 export class TunnelConfigError extends Error {
   /** The offending field, e.g. `peer.allowed_ips`. */
@@ -109,7 +109,6 @@ export interface TunnelPlan {
  */
 export const MAX_GATEWAYS = 8
 const GATEWAY_ID = /^[A-Za-z0-9._:-]{1,128}$/
-const REGION = /^[a-z0-9][a-z0-9._-]{0,63}$/
 
 /** Nesting deeper than this is not a tunnel_config (and the walk below stays bounded). */
 const MAX_DEPTH = 8
@@ -179,7 +178,7 @@ function parseGatewayList (value: unknown, field: string, tunnelIp: number): Che
     const expectedRole: GatewayRole = i === 0 ? 'primary' : 'backup'
     if (role !== expectedRole) throw new TunnelConfigError(`${at}.role`, `must be "${expectedRole}" (the primary first, then backups)${shown(role)}`)
     const region = entry.region === undefined ? null : entry.region
-    if (region !== null && (typeof region !== 'string' || !REGION.test(region))) throw new TunnelConfigError(`${at}.region`, `must be null or a lower-case region name${shown(region)}`)
+    if (region !== null && (typeof region !== 'string' || !REGION_NAME.test(region))) throw new TunnelConfigError(`${at}.region`, `must be null or a lower-case region name${shown(region)}`)
     const key = peer.peerPublicKey.toString('base64')
     if (keys.has(key)) throw new TunnelConfigError(`${at}.public_key`, 'the same gateway key is listed twice')
     // Two peers with one allowed IP: WireGuard's cryptokey routing would give it to only one.

@@ -4,7 +4,7 @@
  */
 import type { Plugin, Request } from '@hapi/hapi'
 import { Joi } from '../schemas.ts'
-import { HEARTBEAT_INTERVAL_SECONDS, type DisconnectResponse, type HeartbeatResponse } from '../../proto/api/tunnel.ts'
+import { HEARTBEAT_INTERVAL_SECONDS, REGION_NAME, type DisconnectResponse, type HeartbeatResponse, type RegisterTunnelRequest } from '../../proto/api/tunnel.ts'
 import { INSTANCE_STRATEGY } from '../auth.ts'
 import type { Services } from '../services/index.ts'
 import type { InstanceIdentity } from '../services/tunnel.ts'
@@ -49,7 +49,13 @@ export const tunnelRoutes: Plugin<Services> = {
         description: 'Register (or replace) the instance\'s WireGuard public key and get the tunnel configuration',
         notes: 'peer.allowed_ips is the gateway\'s own /32: the container routes nothing else into the tunnel. peer is the primary gateway; peers lists every gateway placed for the instance (primary, then backup), each with its own address in allowed_ips, while the container keeps its one tunnel address on all of them.',
         plugins: { openapi: { errors: ['KEY_IN_USE'] } },
-        validate: { payload: Joi.object({ public_key: Joi.string().max(64).required() }).label('RegisterTunnelRequest') },
+        validate: {
+          payload: Joi.object({
+            public_key: Joi.string().max(64).required(),
+            region: Joi.string().pattern(REGION_NAME).allow(null).messages({ 'string.pattern.base': '"region" must be lower-case letters, digits and . _ - (at most 64)' })
+              .description('Where the container runs (the agent\'s CC_AGENT_REGION): placement prefers gateways of this region. Omitted or null: no preference.'),
+          }).label('RegisterTunnelRequest'),
+        },
         response: {
           status: {
             200: Joi.object({
@@ -68,7 +74,8 @@ export const tunnelRoutes: Plugin<Services> = {
         },
       },
       async handler (request) {
-        return await tunnel.register(identity(request), (request.payload as { public_key: string }).public_key)
+        const payload = request.payload as RegisterTunnelRequest
+        return await tunnel.register(identity(request), payload.public_key, payload.region ?? null)
       },
     })
 

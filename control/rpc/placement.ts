@@ -123,7 +123,7 @@ export class PlacementService {
    */
   async place (db: Queryable, instanceId: string, region: string | null = null): Promise<PlacementRow | undefined> {
     const existing = await this.placementOf(db, instanceId)
-    if (existing !== undefined) return existing
+    if (existing !== undefined) return region === null ? existing : await this.#toRegion(db, existing, region)
     const choice = choose(await this.aliveGateways(db), region, new Set())
     if (choice.primary === undefined) return undefined
     const row: PlacementRow = { instance_id: instanceId, primary_gateway: choice.primary.id, backup_gateway: choice.backup?.id ?? null, placed_at: this.#o.now() }
@@ -179,13 +179,14 @@ export class PlacementService {
     const now = this.#o.now()
     // Placements touching a gateway that is not eligible, or lacking a backup while two gateways are eligible.
     const stale = await db('placements as p')
+      .leftJoin('instances as i', 'i.id', 'p.instance_id')
       .where(q => {
         void q.whereNotIn('p.primary_gateway', [...eligibleIds])
           .orWhere(q2 => { void q2.whereNotNull('p.backup_gateway').whereNotIn('p.backup_gateway', [...eligibleIds]) })
         if (eligibleIds.size >= 2) void q.orWhereNull('p.backup_gateway')
       })
       .orderBy('p.instance_id')
-      .select('p.*') as PlacementRow[]
+      .select('p.*', 'i.region') as Array<PlacementRow & { region: string | null }>
     const fresh = await this.#freshSessions(db, stale.map(p => p.instance_id))
     let changed = 0
     for (const p of stale) {
@@ -204,12 +205,12 @@ export class PlacementService {
         backup = null
       }
       const taken = new Set([primary, backup].filter((id): id is string => id !== null))
-      const choice = choose(alive, null, taken)
+      const choice = choose(alive, p.region, taken)
       if (primary === null) {
         primary = choice.primary?.id ?? null
         if (primary !== null) taken.add(primary)
       }
-      if (backup === null) backup = choose(alive, null, taken).backupOnly?.id ?? null
+      if (backup === null) backup = choose(alive, p.region, taken).backupOnly?.id ?? null
       if (primary === null) continue
       if (primary === p.primary_gateway && backup === p.backup_gateway) continue
       await db('placements').where({ instance_id: p.instance_id }).update({ primary_gateway: primary, backup_gateway: backup, placed_at: now })
@@ -218,9 +219,9 @@ export class PlacementService {
       changed++
     }
     // Instances placed nowhere yet (created before the fleet, or while no gateway was alive).
-    const unplaced = await db('instances as i').leftJoin('placements as p', 'p.instance_id', 'i.id').whereNull('p.instance_id').orderBy('i.id').pluck('i.id') as string[]
-    for (const instanceId of unplaced) {
-      const choice = choose(alive, null, new Set())
+    const unplaced = await db('instances as i').leftJoin('placements as p', 'p.instance_id', 'i.id').whereNull('p.instance_id').orderBy('i.id').select('i.id', 'i.region') as Array<{ id: string, region: string | null }>
+    for (const { id: instanceId, region } of unplaced) {
+      const choice = choose(alive, region, new Set())
       if (choice.primary === undefined) break
       const row = { instance_id: instanceId, primary_gateway: choice.primary.id, backup_gateway: choice.backup?.id ?? null, placed_at: now }
       const inserted = await db('placements').insert(row).onConflict('instance_id').ignore().returning('instance_id') as unknown[]
@@ -229,6 +230,25 @@ export class PlacementService {
       changed++
     }
     return changed
+  }
+
+  /**
+   * A container that names its region at registration: an instance placed (at creation, before
+   * anyone knew) outside that region moves to it when a gateway there is alive and takes
+   * placements, unless a tunnel of the instance is live: a healthy tunnel is never moved.
+   */
+  async #toRegion (db: Queryable, p: PlacementRow, region: string): Promise<PlacementRow> {
+    const alive = await this.aliveGateways(db)
+    if (alive.find(g => g.id === p.primary_gateway)?.region === region) return p
+    if (!alive.some(g => g.region === region && !g.draining)) return p
+    if ((await this.#freshSessions(db, [p.instance_id])).get(p.instance_id) !== undefined) return p
+    account(alive, p, -1)
+    const choice = choose(alive, region, new Set())
+    if (choice.primary === undefined) return p
+    const row: PlacementRow = { instance_id: p.instance_id, primary_gateway: choice.primary.id, backup_gateway: choice.backup?.id ?? null, placed_at: this.#o.now() }
+    await db('placements').where({ instance_id: p.instance_id }).update({ primary_gateway: row.primary_gateway, backup_gateway: row.backup_gateway, placed_at: row.placed_at })
+    await bumpConfigVersion(db)
+    return row
   }
 
   /** Per instance, the gateways where its current key had a handshake within the session window. */

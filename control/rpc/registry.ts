@@ -120,8 +120,8 @@ export class GatewayRegistry implements GatewayInfo {
   }
 
   /** The instance's gateways, primary first, placing it when it has no placement yet; [] when no gateway is alive. */
-  async placedPeers (db: Queryable, instanceId: string): Promise<TunnelFleetPeer[]> {
-    const placement = await this.placement.place(db, instanceId)
+  async placedPeers (db: Queryable, instanceId: string, region: string | null = null): Promise<TunnelFleetPeer[]> {
+    const placement = await this.placement.place(db, instanceId, region)
     return await this.placement.fleetPeers(db, placement)
   }
 }

@@ -36,7 +36,7 @@ export interface GatewayInfo {
    * primary first, placing it when it has none yet; [] when no gateway is alive to place it on.
    * Without this method (configuration only) there is one gateway and no `peers` list.
    */
-  placedPeers? (db: Queryable, instanceId: string): Promise<TunnelFleetPeer[]>
+  placedPeers? (db: Queryable, instanceId: string, region?: string | null): Promise<TunnelFleetPeer[]>
 }
 
 export class ConfiguredGateway implements GatewayInfo {
@@ -251,7 +251,8 @@ export class TunnelService {
    * Registers (or replaces) the instance's WireGuard key. 422 for an unusable key, 409 KEY_IN_USE
    * when another instance has it, 401 when the token stopped being current meanwhile.
    */
-  async register (who: InstanceIdentity, publicKey: string): Promise<RegisterTunnelResponse> {
+  /** `region`: the container's (or null); kept for placements made later, never moving a placed instance. */
+  async register (who: InstanceIdentity, publicKey: string, region: string | null = null): Promise<RegisterTunnelResponse> {
     const gateway = await this.#o.gateway.current()
     validatePeerKey(publicKey, gateway.publicKey)
     const now = this.#o.now()
@@ -264,7 +265,8 @@ export class TunnelService {
         if (current.suspended_at !== null) {
           throw apiError('SUBSCRIPTION_REQUIRED', 'This instance is suspended: it is over your plan\'s instance limit. Upgrade the plan or delete another instance', { reason: 'instance_suspended' })
         }
-        const peers = await this.#o.gateway.placedPeers?.(trx, who.instanceId)
+        await trx('instances').where({ id: who.instanceId }).update({ region })
+        const peers = await this.#o.gateway.placedPeers?.(trx, who.instanceId, region)
         for (const peer of peers ?? []) if (peer.public_key === publicKey) throw invalidKey('is the gateway\'s own key')
         if (current.public_key !== publicKey) {
           const holder = await trx('instances').where({ public_key: publicKey }).first('id')

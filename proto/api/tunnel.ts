@@ -6,9 +6,17 @@ export const HEARTBEAT_INTERVAL_SECONDS = 60
 /** WireGuard persistent keepalive the server asks for: keeps NAT mappings open (wg(8) suggests 25). */
 export const PERSISTENT_KEEPALIVE_SECONDS = 25
 
+/** A region name: a gateway's CC_GATEWAY_REGION, a container's CC_AGENT_REGION. */
+export const REGION_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/
+
 export interface RegisterTunnelRequest {
   /** The container's WireGuard public key: 44 characters of canonical base64 (`wg pubkey`). */
   public_key: string
+  /**
+   * Where the container runs (REGION_NAME), when it says: its first placement prefers gateways of
+   * that region, and so does a re-placement. Null or absent: no preference, as before.
+   */
+  region?: string | null
 }
 
 /** One gateway as a container's WireGuard peer. */

@@ -38,6 +38,9 @@ t.test('requests carry the bearer token and the spec\'s bodies', async t => {
     'POST /v1/tunnel/disconnect Bearer tok {}',
     'GET /v1/tunnel/status Bearer tok ',
   ])
+  const regional = new ApiClient({ baseUrl: base, token: 'tok', region: 'eu-west' })
+  await regional.register('PUB')
+  t.equal(seen.at(-1), 'POST /v1/tunnel/register Bearer tok {"public_key":"PUB","region":"eu-west"}', 'the container\'s region with the registration')
 })
 
 t.test('failures are classified: what a retry can fix and what it cannot', async t => {

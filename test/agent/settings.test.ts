@@ -29,7 +29,10 @@ t.test('defaults', async t => {
     interfaceName: 'erugo-cc',
     probeIntervalMs: 10_000,
     deadAfterMs: 35_000,
+    region: null,
   })
+  t.equal(loadSettings({}, { CC_INSTANCE_TOKEN: TOKEN, CC_AGENT_REGION: 'eu-west' }, { requireToken: true }).region, 'eu-west')
+  t.equal(loadSettings({ region: 'us' }, { CC_INSTANCE_TOKEN: TOKEN, CC_AGENT_REGION: 'eu-west' }, { requireToken: true }).region, 'us', 'the flag wins')
   t.equal(loadSettings({}, { CC_INSTANCE_TOKEN: TOKEN, CC_DATA_DIR: '/var/lib/cc' }, { requireToken: true }).stateFile, '/var/lib/cc/agent.json')
 })
 
@@ -70,6 +73,7 @@ t.test('bad values name their flag or variable', async t => {
     [{ interface: 'much-too-long-interface' }, env, /^--interface: /],
     [{ 'probe-interval': '10', 'dead-after': '5' }, env, /^--dead-after: must be at least the probe interval/],
     [{}, { ...env, CC_AGENT_PROBE_INTERVAL: 'often' }, /^CC_AGENT_PROBE_INTERVAL: /],
+    [{}, { ...env, CC_AGENT_REGION: 'EU West' }, /^CC_AGENT_REGION: must be lower-case letters/],
   ]
   for (const [flags, e, pattern] of cases) {
     t.throws(() => loadSettings(flags, e, { requireToken: true }), pattern, JSON.stringify(flags) + JSON.stringify(e))

@@ -293,6 +293,48 @@ await forEachDatabaseKind(t, async (t, kind) => {
     t.same(body.tunnel_config.peers.map((p: { region: string | null }) => p.region), ['eu', 'eu'], 'peers carry their region')
   })
 
+  t.test('region at registration: an instance placed elsewhere moves to the container\'s region unless its tunnel is live; re-placement keeps the region', async t => {
+    const f = await startFleet(t, kind)
+    const regions: Record<string, string> = { 'gw-a': 'us', 'gw-b': 'eu', 'gw-c': 'eu' }
+    for (const id of GATEWAYS) {
+      const key = newPublicKey()
+      f.keys.set(id, key)
+      await f.h.rpc.hello(hello(key, { gatewayId: id, endpoint: `${id}.example.test:51820`, region: regions[id] }))
+    }
+    const instances = await createInstances(t, f, 6, 'regreg')
+    const before = await placements(f)
+    const inUs = instances.filter(i => before.get(i.id)!.primary_gateway === 'gw-a')
+    t.ok(inUs.length >= 2, 'creation (no region known) put some primaries in us')
+    const [moving, healthy] = inUs
+
+    // `healthy` has a live tunnel on gw-a: it stays, whatever region its container names.
+    await register(f, healthy)
+    await reportFrom(f, 'gw-a', [healthy], f.clock.now())
+    const kept = await f.h.request('POST', '/v1/tunnel/register', { public_key: healthy.key, region: 'eu' }, bearer(healthy.token))
+    t.equal(kept.status, 200, kept.raw)
+    t.equal(kept.body.tunnel_config.peers[0].gateway_id, 'gw-a', 'a live tunnel is never moved')
+
+    const moved = await f.h.request('POST', '/v1/tunnel/register', { public_key: moving.key, region: 'eu' }, bearer(moving.token))
+    t.equal(moved.status, 200, moved.raw)
+    t.same(moved.body.tunnel_config.peers.map((p: { region: string | null }) => p.region), ['eu', 'eu'], 'no live tunnel: primary and backup in the container\'s region')
+    const row = await f.h.services.db('instances').where({ id: moving.id }).first('region') as { region: string | null }
+    t.equal(row.region, 'eu', 'the region is kept for later placements')
+
+    // Its primary stops reporting: the sweep re-places it within the region.
+    const primary = moved.body.tunnel_config.peers[0].gateway_id as string
+    f.clock.advance(600)
+    for (const id of GATEWAYS.filter(g => g !== primary)) { await sayHello(f, id); await reportFrom(f, id, [], f.clock.now()) }
+    await f.h.rpc.sweep()
+    const after = (await placements(f)).get(moving.id)!
+    t.equal(regions[after.primary_gateway], 'eu', `re-placed in eu (${after.primary_gateway})`)
+    t.not(after.primary_gateway, primary)
+
+    const bad = await f.h.request('POST', '/v1/tunnel/register', { public_key: moving.key, region: 'EU West' }, bearer(moving.token))
+    t.equal(bad.status, 422, 'a malformed region: 422')
+    t.equal(bad.body.error.code, 'VALIDATION_ERROR')
+    t.ok(Array.isArray(bad.body.error.details.fields?.region), 'details.fields.region')
+  })
+
   t.test('gateway addresses are never handed to instances, even in a small pool', async t => {
     const f = await startFleet(t, kind, { CC_TUNNEL_POOL: '10.9.0.0/29' })
     for (const id of GATEWAYS) await sayHello(f, id)
