@@ -107,6 +107,7 @@ if (requireBrowser(t)) {
     t.ok(await gatewayRows.count() >= 2, `the gateway of start is listed: ${await gatewayRows.nth(1).innerText()}`)
     const gatewayColumns = await section('Gateways').getByRole('columnheader').allInnerTexts()
     t.ok(gatewayColumns.some(c => /last report/i.test(c)) && gatewayColumns.some(c => /peer/i.test(c)), `gateways show their last report and peer count: ${gatewayColumns.join(', ')}`)
+    t.ok(['Region', 'Alive', 'Draining', 'Placed instances'].every(c => gatewayColumns.includes(c)), `and their region, liveness, draining and placements: ${gatewayColumns.join(', ')}`)
     const signups = section('Recent sign-ups').getByRole('table')
     for (const email of [admin, plain]) await signups.getByRole('row').filter({ hasText: email }).first().waitFor()
     t.pass('both sign-ups are listed')
