@@ -1,8 +1,9 @@
 /**
  * End to end, the fleet on real Postgres: two `cloud-connect control` replicas and three
  * `cloud-connect gateway --control URL,URL` processes, all started at the same moment on an empty
- * database, in namespaces of their own; a container with the userspace agent and one with stock
- * wireguard-go keep a tunnel to each gateway placed for them. Then:
+ * database, in namespaces of their own; a container with the userspace agent, one with the agent in
+ * kernel mode (wg-quick, a [Peer] per gateway) and one with stock wireguard-go keep a tunnel to
+ * each gateway placed for them. Then:
  *
  *   - every routed hostname answers through every gateway (directly, or relayed by a gateway that
  *     holds no session); 100 MB each way byte-exact and a WebSocket through a relayed path; the
@@ -18,6 +19,7 @@
  *     | ctl: control x2 (API :8080/:8090, RPC :8081/:8091)
  *     | gw1, gw2, gw3: gateway (WireGuard :51820, HTTPS :8443, relay :8444)
  *     | ca: userspace agent + origin      | cb: wireguard-go (a [Peer] per gateway) + origin
+ *     | cd: kernel-mode agent (wg-quick) + origin
  *
  * Without root, the lab tools or CC_TEST_DATABASE_URL the test is skipped with the reason (failed
  * under CC_REQUIRE_INTEROP=1).
@@ -35,7 +37,7 @@ import { agentContainer, FLEET_BASE_DOMAIN as BASE_DOMAIN, FLEET_GATEWAY_IDS as 
 const FILE_BYTES = 100_000_000
 
 t.test('two control replicas and three gateways on one Postgres: relays, failover, shared state', async t => {
-  if (!requireLab(t, ['nginx', 'bash', 'sha256sum'])) return
+  if (!requireLab(t, ['nginx', 'bash', 'sha256sum', 'wg-quick'])) return
   const DATABASE_URL = await postgresOrSkip(t, 'postgres', 'this test needs a real Postgres')
   if (DATABASE_URL === undefined) return
   const lab = await Lab.create(t)
@@ -46,11 +48,12 @@ t.test('two control replicas and three gateways on one Postgres: relays, failove
   const through = fleet.addressOf
 
   const files = existsSync('/dev/shm') ? join('/dev/shm', `cc-e2e-fleet-${lab.runId}`) : join(lab.dir, 'files')
-  for (const who of ['a', 'b']) mkdirSync(join(files, who), { recursive: true })
+  for (const who of ['a', 'b', 'd']) mkdirSync(join(files, who), { recursive: true })
   t.teardown(() => { rmSync(files, { recursive: true, force: true }) })
   const fileSha = writeGeneratedFile(join(files, 'a', 'file.bin'), FILE_BYTES, 31)
   writeFileSync(join(files, 'a', 'whoami.txt'), 'container A\n')
   writeFileSync(join(files, 'b', 'whoami.txt'), 'container B\n')
+  writeFileSync(join(files, 'd', 'whoami.txt'), 'container D\n')
 
   const accessA = await signUp(api, fleet.outbox, 'fleet-a@example.com')
   const accessB = await signUp(api, fleet.outbox, 'fleet-b@example.com')
@@ -67,10 +70,27 @@ t.test('two control replicas and three gateways on one Postgres: relays, failove
   t.not(b.peers[0].allowed_ips, b.peers[1].allowed_ips, 'each gateway has its own tunnel address')
   const agent = a.agent
 
+  // Container D: the agent in kernel mode, one wg-quick [Peer] per placed gateway.
+  const accessD = await signUp(api, fleet.outbox, 'fleet-d@example.com')
+  const instD = await createInstance(api, accessD, 'delta')
+  const d = await agentContainer(lab, fleet, 'cd', instD.token, join(files, 'd'), 'kernel')
+  t.teardown(() => { rmSync(`/var/run/wireguard/${d.kernel!.iface}.sock`, { force: true }) })
+  const kernelConfig = readFileSync(d.kernel!.configPath, 'utf8')
+  const allowed = [...kernelConfig.matchAll(/^AllowedIPs = (\S+)$/gm)].map(m => m[1])
+  t.equal((kernelConfig.match(/^\[Peer\]$/gm) ?? []).length, 2, 'kernel mode: a [Peer] per placed gateway')
+  t.ok(allowed.length === 2 && allowed[0] !== allowed[1] && allowed.every(a => /^10\.\d+\.\d+\.\d+\/32$/.test(a)), `each limited to its gateway's own address: ${allowed.join(', ')}`)
+  const handshakes = await waitUntil('both kernel-mode tunnels handshaken', async () => {
+    const shown = await lab.exec(d.ns, 'wg', ['show', d.kernel!.iface, 'latest-handshakes'])
+    const times = shown.stdout.trim().split('\n').map(l => Number(l.split('\t')[1]))
+    return times.length === 2 && times.every(n => n > 0) ? times : undefined
+  }, 30_000, 250)
+  t.equal(handshakes.length, 2, 'wg shows a handshake with each gateway')
+
   const regA = JSON.parse(readFileSync(a.stateFile, 'utf8')) as { registration?: { tunnel_config?: { peers?: FleetPeer[] } } }
   const placedA = (regA.registration?.tunnel_config?.peers ?? []).map(p => p.gateway_id)
   t.equal(placedA.length, 2, `two gateways placed for A: ${placedA.join(', ')}`)
-  const hosts = { alpha: `alpha.${BASE_DOMAIN}`, bravo: `bravo.${BASE_DOMAIN}` }
+  const hosts = { alpha: `alpha.${BASE_DOMAIN}`, bravo: `bravo.${BASE_DOMAIN}`, delta: `delta.${BASE_DOMAIN}` }
+  const whoami: Record<string, string> = { alpha: 'container A\n', bravo: 'container B\n', delta: 'container D\n' }
 
   await t.test('every routed hostname answers through every gateway', async t => {
     for (const [name, host] of Object.entries(hosts)) {
@@ -79,7 +99,7 @@ t.test('two control replicas and three gateways on one Postgres: relays, failove
           const r = await httpsFetch(lab, net, host, HTTPS_PORT, '/whoami.txt', bundle, [], 10, through(id))
           return r.status === 200 ? r : false
         }, 45_000, 250)
-        t.equal(got.body, name === 'alpha' ? 'container A\n' : 'container B\n', `${host} through ${id}`)
+        t.equal(got.body, whoami[name], `${host} through ${id}`)
       }
     }
   })
@@ -112,6 +132,13 @@ t.test('two control replicas and three gateways on one Postgres: relays, failove
       }
       const seconds = (Date.now() - killedAt) / 1000
       t.pass(`both survivors serve A ${seconds.toFixed(1)} s after kill -9 of ${primary}`)
+      for (const id of survivors) {
+        await waitUntil(`${hosts.delta} (kernel mode) through ${id} after the kill`, async () => {
+          const r = await httpsFetch(lab, net, hosts.delta, HTTPS_PORT, '/whoami.txt', bundle, [], 3, through(id))
+          return r.status === 200 && r.body === 'container D\n'
+        }, Math.max(1_000, 10_000 - (Date.now() - killedAt)), 200)
+      }
+      t.pass(`and D (kernel mode) ${((Date.now() - killedAt) / 1000).toFixed(1)} s after`)
       t.equal(agent.output().split('\n').filter(l => l.includes('registered; tunnel configured')).length, registrationsBefore, 'the agent did not register again')
       const listed = await api.ok('GET', '/v1/instances', 200, { token: accessA })
       t.equal(listed.instances[0].status, 'connected', 'status stays connected')

@@ -18,6 +18,7 @@ import type { Lab } from '../lab.ts'
 import { runOk } from './process.ts'
 import { REPO_ROOT } from './gateway.ts'
 import type { LabProcess } from './process.ts'
+import { ifName } from './netns.ts'
 import {
   ApiClient, CLI, freshDatabase, logLine, PostgresRelay, serviceEnv, startControl, startGatewayProcess, startOrigin,
   type ControlProcess, type GatewayProcess,
@@ -143,13 +144,22 @@ export async function startFleet (lab: Lab, owner: Teardown, databaseUrl: string
   }
 }
 
-export interface AgentContainer { ns: string, agent: LabProcess, stateFile: string }
+export interface AgentContainer {
+  ns: string
+  agent: LabProcess
+  stateFile: string
+  /** Kernel mode: the WireGuard interface and the wg-quick configuration the agent wrote. */
+  kernel?: { iface: string, configPath: string }
+}
+
+let kernelInterfaces = 0
 
 /**
- * A container running the userspace agent with `token` in front of an origin serving `root`;
- * resolves once the agent says the tunnel is up.
+ * A container running the agent with `token` in front of an origin serving `root`; resolves once
+ * the agent says the tunnel is up. Userspace mode by default; `kernel`: wg-quick (over
+ * wireguard-go where the kernel has no WireGuard), the origin reached on the tunnel address.
  */
-export async function agentContainer (lab: Lab, fleet: Fleet, role: string, token: string, root: string): Promise<AgentContainer> {
+export async function agentContainer (lab: Lab, fleet: Fleet, role: string, token: string, root: string, mode: 'userspace' | 'kernel' = 'userspace'): Promise<AgentContainer> {
   const ns = await lab.namespace(role)
   const link = await lab.link(fleet.net, ns)
   await runOk('ip', ['-n', ns, 'route', 'add', 'default', 'via', link.a.ip])
@@ -159,10 +169,12 @@ export async function agentContainer (lab: Lab, fleet: Fleet, role: string, toke
   const tokenFile = join(dir, 'token')
   writeFileSync(tokenFile, token, { mode: 0o600 })
   const stateFile = join(dir, 'agent.json')
+  const iface = mode === 'kernel' ? ifName(lab.runId, 'k', kernelInterfaces++) : ''
+  const modeArgs = mode === 'kernel' ? ['--mode', 'kernel', '--interface', iface, '--status-listen', 'off'] : ['--target', 'http://127.0.0.1:80']
   const agent = lab.spawn(ns, `agent ${role}`, process.execPath, [CLI, 'agent', 'run', '--api', `${fleet.apis[0].base.replace(/\/$/, '')}/v1`, '--token-file', tokenFile,
-    '--state', stateFile, '--target', 'http://127.0.0.1:80'], { cwd: REPO_ROOT, env: serviceEnv({ CC_AGENT_ALLOW_HTTP: '1' }) })
+    '--state', stateFile, ...modeArgs], { cwd: REPO_ROOT, env: serviceEnv({ CC_AGENT_ALLOW_HTTP: '1' }) })
   await logLine(agent, 'tunnel up: the gateway answers', 60_000)
-  return { ns, agent, stateFile }
+  return { ns, agent, stateFile, ...(mode === 'kernel' ? { kernel: { iface, configPath: join(dir, `${iface}.conf`) } } : {}) }
 }
 
 export interface WireguardGoContainer { ns: string, peers: FleetPeer[], reply: { tunnel_config: { interface: { address: string }, peer: Record<string, unknown>, peers: FleetPeer[] } } }
