@@ -230,3 +230,15 @@ t.test('WebSocket through the relay', async t => {
   while (relayedLines(a).length < 1 && Date.now() < deadline2) await new Promise(resolve => setTimeout(resolve, 10))
   t.equal(relayedLines(a)[0]?.status, 101, 'A served the upgrade from its relay listener')
 })
+
+t.test('a relayed request is the instance\'s traffic once: on the gateway the client reached, not on the one it was relayed to', async t => {
+  const o = await origin(t)
+  const { a, b } = await pair(t, o.port)
+  const res = await request(b, HOST, { method: 'PUT', path: '/file?sig=abc', body: 'z'.repeat(300) })
+  t.equal(res.status, 200)
+  t.equal(relayedLines(a).length, 1, 'A served it')
+  const atB = b.edge.traffic.take()
+  t.same(atB.accessLog.map(e => [e.instanceId, e.method, e.path, e.status, e.bytesIn, e.bytesOut]), [['inst', 'PUT', '/file', 200, 300, res.body.length]])
+  t.same(atB.usage.map(u => u.requests), [1])
+  t.same(a.edge.traffic.take(), { usage: [], accessLog: [], accessLogDropped: 0 }, 'A records nothing for the relayed request')
+})
