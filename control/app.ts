@@ -51,6 +51,7 @@ import { rateLimitPlugin } from './ratelimit.ts'
 import { startBillingEnforcement } from './jobs/billing.ts'
 import { startDomainRecheck } from './jobs/domains.ts'
 import { startPeriodicJob } from './jobs/periodic.ts'
+import { startTrafficRetention } from './jobs/traffic.ts'
 import { adminRoutes } from './routes/admin.ts'
 import { authRoutes } from './routes/auth.ts'
 import { billingRoutes } from './routes/billing.ts'
@@ -58,6 +59,7 @@ import { domainRoutes } from './routes/domains.ts'
 import { healthRoutes } from './routes/health.ts'
 import { instanceRoutes } from './routes/instances.ts'
 import { subdomainRoutes } from './routes/subdomains.ts'
+import { usageRoutes } from './routes/usage.ts'
 import { tunnelRoutes } from './routes/tunnel.ts'
 import { userRoutes } from './routes/user.ts'
 import { webRoutes } from './routes/web.ts'
@@ -76,7 +78,7 @@ declare module '@hapi/hapi' {
 }
 
 /** Route plugins mounted under /v1, one per spec section. */
-const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, domainRoutes, subdomainRoutes, tunnelRoutes, adminRoutes]
+const ROUTE_PLUGINS: Array<Plugin<Services>> = [authRoutes, userRoutes, billingRoutes, instanceRoutes, usageRoutes, domainRoutes, subdomainRoutes, tunnelRoutes, adminRoutes]
 
 export interface AppDeps {
   db: Db
@@ -156,6 +158,7 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
     jobs = [
       startDomainRecheck({ db: services.db, domains: services.domains, logger: jobLogger }),
       startBillingEnforcement({ db: services.db, billing: services.billing, logger: jobLogger }),
+      startTrafficRetention({ db: services.db, usage: services.usage, logger: jobLogger }),
     ]
     const limiter = services.rateLimiter
     if (limiter instanceof PostgresRateLimiter) {

@@ -82,6 +82,17 @@ export interface ControlConfig {
   }
   billing: BillingConfig
   dns: DnsConfig
+  traffic: TrafficConfig
+}
+
+/** Per-instance usage and access log (services/usage.ts). */
+export interface TrafficConfig {
+  /** Hourly usage rows older than this are pruned. */
+  usageRetentionDays: number
+  /** Access-log rows older than this are pruned. */
+  accessLogRetentionDays: number
+  /** Store client addresses whole; false (default): truncated to /24 (IPv4) or /48 (IPv6) before storing. */
+  accessLogFullAddresses: boolean
 }
 
 /** Stripe account settings; all four values or none (then billing is off: everyone is on Free). */
@@ -187,6 +198,9 @@ const VARIABLES = {
   CC_DOMAIN_RECHECK_INTERVAL: positiveInt.default(3600),
   CC_DOMAIN_LAPSE_GRACE: Joi.number().integer().min(0).default(72 * 3600),
   CC_DOMAIN_PENDING_TTL: positiveInt.default(7 * 24 * 3600),
+  CC_USAGE_RETENTION_DAYS: positiveInt.max(3650).default(90),
+  CC_ACCESS_LOG_RETENTION_DAYS: positiveInt.max(365).default(7),
+  CC_ACCESS_LOG_FULL_ADDRESSES: Joi.boolean().truthy('1').falsy('0').default(false),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -309,6 +323,11 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     },
     billing,
     dns,
+    traffic: {
+      usageRetentionDays: v.CC_USAGE_RETENTION_DAYS as number,
+      accessLogRetentionDays: v.CC_ACCESS_LOG_RETENTION_DAYS as number,
+      accessLogFullAddresses: v.CC_ACCESS_LOG_FULL_ADDRESSES as boolean,
+    },
   }
 }
 

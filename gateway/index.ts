@@ -24,6 +24,7 @@ import { AcmeIssuer } from './edge/acme/acme-issuer.ts'
 import { HttpChallenges, type ChallengeSolver } from './edge/acme/challenges.ts'
 import { DnsChallenges, type DnsProvider } from './edge/acme/dns-provider.ts'
 import { TlsAlpnChallenges } from './edge/acme/tls-alpn.ts'
+import type { TrafficBatch } from './edge/traffic.ts'
 import { planSnapshot, withFleetRoutes, type Route } from './control/apply.ts'
 import { snapshotFromConfig } from './control/static-file.ts'
 import type { GatewayConfig, PeerConfig } from './config/schema.ts'
@@ -333,6 +334,16 @@ export class Gateway {
       if (c.nextAttemptAt !== undefined) report.nextRetryAt = c.nextAttemptAt
       return report
     })
+  }
+
+  /** The edge's per-instance traffic since the last report (null without an edge). */
+  takeTraffic (): TrafficBatch | null {
+    return this.edge?.traffic.take() ?? null
+  }
+
+  /** A batch the report could not deliver: kept for the next one. */
+  restoreTraffic (batch: TrafficBatch): void {
+    this.edge?.traffic.restore(batch)
   }
 
   /** A TCP connection through the tunnel to a peer's address (what the edge's upstreams use). */

@@ -92,6 +92,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       logger: logger.child({ module: 'rpc' }),
       certificates,
       baseDomain: config.baseDomain,
+      usage: services.usage,
       ...options.watchPolling,
     })
     if (config.databaseUrl !== undefined) {

@@ -15,6 +15,7 @@ import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { Db } from '../db/knex.ts'
 import { isDatabaseUnavailable } from '../errors.ts'
 import { CertStoreKeyError, type CertStoreService } from '../services/cert-store.ts'
+import type { UsageService } from '../services/usage.ts'
 import type { IpamService } from '../services/ipam.ts'
 import { toAddress } from '../services/ipam.ts'
 import { bumpConfigVersion, type TunnelService } from '../services/tunnel.ts'
@@ -42,6 +43,8 @@ export interface RpcServiceOptions {
   certificates?: CertStoreService
   /** CC_BASE_DOMAIN, sent in snapshots: the edge serves control's names under it. */
   baseDomain?: string
+  /** Stores reported per-instance usage and access log; unset: they are dropped. */
+  usage?: UsageService
 }
 
 export class RpcService implements ControlPlane, CertificateStorePlane {
@@ -117,11 +120,16 @@ export class RpcService implements ControlPlane, CertificateStorePlane {
         const freshSince = new Date(now.getTime() - this.#o.tunnel.statusWindowSeconds * 1000)
         const live = await recordSessions(trx, report.gatewayId, report.peers, now, freshSince)
         if (live) await bumpConfigVersion(trx)
+        // In the same transaction: a report that fails is sent again whole, and must not count twice.
+        await this.#o.usage?.record(trx, report.usage ?? [], report.accessLog ?? [], now)
         return live
       })
       return { reply: { peers, certificates }, changed }
     })
     if (reply.changed) this.watcher.poke()
+    if (report.accessLogDropped !== undefined && report.accessLogDropped > 0) {
+      this.#o.logger.warn({ gatewayId: report.gatewayId, dropped: report.accessLogDropped }, 'a gateway dropped access-log entries it could not report in time')
+    }
     return reply.reply
   }
 

@@ -28,6 +28,7 @@ import { StripeClient } from './stripe-client.ts'
 import { StripeWebhookProcessor } from './stripe-webhook.ts'
 import { SubdomainService } from './subdomains.ts'
 import { TokenService } from './tokens.ts'
+import { UsageService } from './usage.ts'
 import { ConfiguredGateway, TunnelService, type CustomDomainSource, type GatewayInfo } from './tunnel.ts'
 
 export interface Services {
@@ -53,6 +54,7 @@ export interface Services {
   domains: DomainService
   operator: OperatorService
   readiness: ReadinessService
+  usage: UsageService
 }
 
 export interface ServiceDeps {
@@ -146,5 +148,6 @@ export function createServices (deps: ServiceDeps): Services {
     gatewayAliveWindowMs: aliveWindowMs(deps.readiness?.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS),
     gatewayListener: deps.readiness?.gatewayListener ?? false,
   })
-  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator, readiness }
+  const usage = new UsageService({ db, config: config.traffic, now })
+  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator, readiness, usage }
 }

@@ -4,15 +4,18 @@
  *   watch loop   long-poll for the next snapshot, apply it, persist it; on failure back off
  *                (exponential with jitter, capped) and keep serving the last snapshot
  *   report loop  hello (again after any failure: control may have restarted), then a report every
- *                reportIntervalMs: per-peer handshake/endpoint/bytes and certificate states
+ *                reportIntervalMs: per-peer handshake/endpoint/bytes, certificate states and the
+ *                edge's per-instance usage and access log (given back to the edge when the report
+ *                fails, so the next one carries it)
  *
  * Nothing here throws out of a loop: failures are logged (once per outage, then sparsely) and
  * retried. close() ends both loops at once, aborting a pending long-poll.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import { RpcError, type CertificateReport, type ConfigSnapshot, type ControlPlane, type GatewayHello } from '../../proto/rpc/index.ts'
+import { RpcError, type CertificateReport, type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport } from '../../proto/rpc/index.ts'
 import type { PeerStatus } from '../wireguard/device.ts'
+import type { TrafficBatch } from '../edge/traffic.ts'
 import { ReportBuilder } from './reporter.ts'
 import type { SnapshotStore } from './store.ts'
 
@@ -23,6 +26,10 @@ export interface ControlTarget {
   peerStatuses (): PeerStatus[]
   certificateReports (): CertificateReport[]
   instanceIdOf (publicKey: string): string | undefined
+  /** The edge's traffic since the last report (none without an edge). */
+  takeTraffic? (): TrafficBatch | null
+  /** A batch whose report failed: kept for the next report. */
+  restoreTraffic? (batch: TrafficBatch): void
 }
 
 export interface BackoffOptions {
@@ -154,15 +161,27 @@ export class ControlClient {
           continue
         }
       }
+      const target = this.#o.target
+      let traffic: TrafficBatch | null = null
       try {
-        const target = this.#o.target
         const report = builder.build(target.peerStatuses(), key => target.instanceIdOf(key), target.certificateReports(), Date.now())
-        if (report.full || report.peers.length > 0 || report.certificates.length > 0) {
+        traffic = target.takeTraffic?.() ?? null
+        if (traffic !== null) withTraffic(report, traffic)
+        if (report.full || report.peers.length > 0 || report.certificates.length > 0 || report.usage !== undefined || report.accessLog !== undefined || report.accessLogDropped !== undefined) {
           await this.#o.plane.report(report)
           builder.acknowledge(report)
         }
+        traffic = null
         reportOutage.over()
       } catch (err) {
+        if (traffic !== null) {
+          // A report control refuses as such would be refused again: drop its traffic, keep reporting.
+          if (err instanceof RpcError && (err.code === 'VALIDATION_ERROR' || err.code === 'PAYLOAD_TOO_LARGE')) {
+            this.#o.logger.warn({ err: err.message, usage: traffic.usage.length, accessLog: traffic.accessLog.length }, 'control refused a report: its traffic records are dropped')
+          } else {
+            target.restoreTraffic?.(traffic)
+          }
+        }
         if (signal.aborted) break
         reportOutage.fail(err)
         this.#helloNeeded = true
@@ -186,6 +205,13 @@ export class ControlClient {
     const base = Math.min(max, initial * 2 ** Math.min(30, failures - 1))
     return Math.round(base * (0.75 + random() * 0.5))
   }
+}
+
+/** Adds the non-empty parts of `traffic` to `report` (absent fields keep an older control's view unchanged). */
+function withTraffic (report: GatewayReport, traffic: TrafficBatch): void {
+  if (traffic.usage.length > 0) report.usage = traffic.usage
+  if (traffic.accessLog.length > 0) report.accessLog = traffic.accessLog
+  if (traffic.accessLogDropped > 0) report.accessLogDropped = traffic.accessLogDropped
 }
 
 /** Logs the start and end of an outage, and every 10th failure in between; returns the backoff. */

@@ -66,6 +66,7 @@ import type { Metrics, CounterFamily } from '../metrics.ts'
 import { RouteMap, type Route } from './routes.ts'
 import { UpstreamPool, type UpstreamConnector } from './upstream.ts'
 import { ReverseProxy } from './proxy.ts'
+import { TrafficRecorder } from './traffic.ts'
 import { createHttpHandler, noChallenges, type ChallengeResponder } from './http-listener.ts'
 import { CertificateManager, type CertificateState } from './certificates.ts'
 import { FileCertStore, type CertStore } from './cert-store.ts'
@@ -182,6 +183,8 @@ export class Edge {
   readonly routes = new RouteMap()
   readonly pool: UpstreamPool
   readonly proxy: ReverseProxy
+  /** Per-instance usage and access log, taken by each report to control (bounded while none is). */
+  readonly traffic = new TrafficRecorder()
   /** Open client connections per address, on both listeners. */
   readonly connections: ConnectionGate
   private readonly limits: EdgeLimits
@@ -220,6 +223,7 @@ export class Edge {
       idleTimeoutMs: options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs,
       upstreamTimeoutMs: options.upstreamTimeoutMs ?? EDGE_DEFAULTS.upstreamTimeoutMs,
       slowUploads: { scarceSlotShare: limits.scarceSlotShare, minBytesPerSecond: limits.minUploadBytesPerSecond, windowMs: limits.uploadProgressWindowMs },
+      traffic: this.traffic,
     }
     if (options.relay !== undefined) {
       const fleet = new RelayFleet(options.relay.identity)

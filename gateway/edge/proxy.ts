@@ -25,6 +25,7 @@ import type { RelayClient, RelayTarget } from './relay.ts'
 import { passthroughClient } from './passthrough.ts'
 import { clientKey, UploadProgressWatch, type UploadInProgress } from './limits.ts'
 import { controlPage, pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
+import type { TrafficRecorder } from './traffic.ts'
 
 /**
  * RFC 6797 6.1: on control's names (dashboard and API) browsers must use HTTPS for a year. Sent
@@ -57,6 +58,11 @@ export interface ReverseProxyOptions {
    * tunnel only (never relayed again), with the forwarding headers that gateway set.
    */
   relayed?: boolean
+  /**
+   * Per-instance usage and access log (traffic.ts). Recorded where the client's request entered
+   * the fleet: a relayed proxy records nothing (its first gateway did), nor does control's route.
+   */
+  traffic?: TrafficRecorder
 }
 
 /** Request IDs: a per-process random prefix and a counter (unique, cheap, sortable per process). */
@@ -95,6 +101,7 @@ export class ReverseProxy {
   readonly uploads: UploadProgressWatch | undefined
   readonly scarceSlotShare: number
   readonly relayed: boolean
+  readonly traffic: TrafficRecorder | undefined
   private readonly relay: RelayClient | undefined
   private controlUnconfiguredWarned = false
 
@@ -112,6 +119,7 @@ export class ReverseProxy {
     this.scarceSlotShare = slow?.scarceSlotShare ?? 1
     this.relayed = options.relayed === true
     this.relay = this.relayed ? undefined : options.relay
+    this.traffic = this.relayed ? undefined : options.traffic
   }
 
   /**
@@ -130,6 +138,12 @@ export class ReverseProxy {
   clientIpOf (req: EdgeRequest): string {
     const direct = plainIp(passthroughClient(req.socket) ?? req.socket?.remoteAddress)
     return this.relayed ? relayedClientIp(req.headers) ?? direct : direct
+  }
+
+  /** Adds a finished request to its instance's usage and access log (not control's, not relayed ones). */
+  recordTraffic (route: Route | undefined, request: { startedAt: number, method: string | undefined, target: string | undefined, status: number, bytesIn: number, bytesOut: number, durationMs: number, client: string }): void {
+    if (this.traffic === undefined || route === undefined || route.control === true) return
+    this.traffic.record({ ...request, instanceId: route.instanceId, method: request.method ?? 'GET', target: request.target ?? '' })
   }
 
   /** More than scarceSlotShare of the instance's slots are in use (never for control's route: it has no slot cap). */
@@ -178,6 +192,7 @@ export class ReverseProxy {
   /** The 'upgrade' handler of the HTTPS server: WebSocket and other HTTP/1.1 upgrades. */
   readonly handleUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
     const started = performance.now()
+    const startedAt = Date.now()
     const requestId = this.relayed ? relayedRequestId(req) : nextRequestId()
     const hostHeader = req.headers.host
     const clientIp = this.clientIpOf(req)
@@ -187,16 +202,19 @@ export class ReverseProxy {
     let bytesOut = 0
     let failure: string | undefined
     let logged = false
+    let recordedRoute: Route | undefined
     socket.on('error', () => {})
 
     const log = (): void => {
       if (logged) return
       logged = true
       this.requests?.inc(`${Math.floor(status / 100)}xx`)
+      const durationMs = performance.now() - started
+      this.recordTraffic(recordedRoute, { startedAt, method: req.method, target: req.url, status, bytesIn, bytesOut, durationMs, client: clientIp })
       if (!this.logger.isLevelEnabled('info')) return
       this.logger.info({
         reqId: requestId, method: req.method, host: hostHeader, path: (req.url ?? '').split('?', 1)[0], status,
-        bytesIn, bytesOut, durationMs: Math.round(performance.now() - started), upgrade: req.headers.upgrade,
+        bytesIn, bytesOut, durationMs: Math.round(durationMs), upgrade: req.headers.upgrade,
         client: clientIp, proto: 'http/1.1', ...(this.relayed ? { relayed: true } : {}), ...(failure !== undefined ? { error: failure } : {}),
       }, 'request')
     }
@@ -216,7 +234,7 @@ export class ReverseProxy {
 
     const admitted = this.admit(req, hostHeader)
     if ('page' in admitted) { control = admitted.control; refuse(admitted.page); return }
-    const route = admitted.route
+    const route = recordedRoute = admitted.route
     control = route.control === true
     const grant = this.pool.tryAcquire(route, client)
     if (grant !== 'granted') { refuse(refusalPage(grant), { 'retry-after': this.retryAfter }); return }
@@ -307,6 +325,7 @@ const enum Phase { Sending, Waiting, Receiving }
  */
 class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private readonly started = performance.now()
+  private readonly startedAt = Date.now()
   private readonly requestId: string
   private readonly hostHeader: string | undefined
   private readonly clientIp: string
@@ -586,6 +605,10 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     if (this.slot) proxy.pool.release(this.route!, this.client)
     this.slot = false
     proxy.requests?.inc(`${Math.floor(this.status / 100)}xx`)
+    const durationMs = performance.now() - this.started
+    proxy.recordTraffic(this.route, {
+      startedAt: this.startedAt, method: req.method, target: req.url, status: this.status, bytesIn: this.bytesIn, bytesOut: this.bytesOut, durationMs, client: this.clientIp,
+    })
     if (!proxy.logger.isLevelEnabled('info')) return
     proxy.logger.info({
       reqId: this.requestId,
@@ -595,7 +618,7 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
       status: this.status,
       bytesIn: this.bytesIn,
       bytesOut: this.bytesOut,
-      durationMs: Math.round(performance.now() - this.started),
+      durationMs: Math.round(durationMs),
       instanceId: this.route?.instanceId,
       client: this.clientIp,
       proto: req.httpVersionMajor >= 2 ? 'h2' : 'http/1.1',

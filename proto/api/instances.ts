@@ -84,6 +84,48 @@ export interface RegenerateTokenResponse {
   instance_token: string
 }
 
+/** One hour of an instance's edge traffic (bytes are request and response bodies). */
+export interface UsageBucket {
+  /** Start of the hour, RFC 3339 UTC. */
+  hour: string
+  bytes_in: number
+  bytes_out: number
+  requests: number
+}
+
+/** GET /instances/{instance_id}/usage?from=&to= : hours with traffic, oldest first, and their sums. */
+export interface InstanceUsageResponse {
+  instance_id: string
+  /** The range asked for (from inclusive, to exclusive), as the server read it. */
+  from: string
+  to: string
+  buckets: UsageBucket[]
+  totals: { bytes_in: number, bytes_out: number, requests: number }
+}
+
+/** One request the edge answered for the instance. Never the query string or headers. */
+export interface AccessLogEntry {
+  /** When the request began (RFC 3339 UTC, milliseconds). */
+  at: string
+  method: string
+  /** The path without the query string. */
+  path: string
+  /** 0: the client left before a status was sent. */
+  status: number
+  bytes_in: number
+  bytes_out: number
+  duration_ms: number
+  /** The client's address, truncated to its /24 (IPv4) or /48 (IPv6) unless the operator keeps full addresses. */
+  client: string | null
+}
+
+/** GET /instances/{instance_id}/access-log?limit=&cursor= : newest first. */
+export interface AccessLogResponse {
+  entries: AccessLogEntry[]
+  /** Pass as `cursor` for the next (older) page; null on the last page. */
+  next_cursor: string | null
+}
+
 /** GET /subdomains/check?subdomain=... */
 export interface SubdomainCheckResponse {
   subdomain: string

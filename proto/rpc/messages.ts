@@ -47,6 +47,12 @@ export const MAX_HOLDER_LENGTH = 200
 /** Lock lifetimes control accepts (ms). */
 export const MIN_LOCK_TTL_MS = 100
 export const MAX_LOCK_TTL_MS = 86_400_000
+/** Instance-hours of traffic in one report (gateway/edge/traffic.ts keeps at most this many). */
+export const MAX_USAGE_BUCKETS = 10_000
+/** Access-log entries in one report (the gateway's buffer holds at most this many). */
+export const MAX_ACCESS_LOG_ENTRIES = 10_000
+/** A logged path is cut to this many characters. */
+export const MAX_ACCESS_LOG_PATH = 1024
 
 /** The gateway's own settings as control sees them. */
 export interface SnapshotGateway {
@@ -177,6 +183,36 @@ export interface CertificateReport {
   nextRetryAt?: string
 }
 
+/**
+ * Edge traffic of one instance in one hour since the last accepted report (to be added to what
+ * control holds). A request counts in the hour it began; bytes are request and response bodies.
+ */
+export interface UsageReport {
+  instanceId: string
+  /** Start of the hour (RFC 3339, minutes and seconds zero). */
+  hour: string
+  bytesIn: number
+  bytesOut: number
+  requests: number
+}
+
+/** One request the edge answered for an instance. Never the query string, never headers. */
+export interface AccessLogReport {
+  instanceId: string
+  /** When the request began. */
+  at: string
+  method: string
+  /** The request target's path, without the query (at most MAX_ACCESS_LOG_PATH characters). */
+  path: string
+  /** 0: the client went away before any status was sent. */
+  status: number
+  bytesIn: number
+  bytesOut: number
+  durationMs: number
+  /** The client's address as the edge saw it (control truncates it before storing). */
+  client: string
+}
+
 export interface GatewayReport {
   protocol: number
   gatewayId: string
@@ -185,6 +221,11 @@ export interface GatewayReport {
   full: boolean
   peers: PeerReport[]
   certificates: CertificateReport[]
+  // Optional (no protocol bump): an older gateway sends none, an older control drops them.
+  usage?: UsageReport[]
+  accessLog?: AccessLogReport[]
+  /** Access-log entries the gateway's buffer dropped (oldest first) since the last accepted report. */
+  accessLogDropped?: number
 }
 
 export interface ReportReply {

@@ -8,7 +8,7 @@
 import Joi from 'joi'
 import { RpcError } from './errors.ts'
 import {
-  MAX_CERTIFICATE_PEM_BYTES, MAX_CERTIFICATES, MAX_FLEET_GATEWAYS, MAX_HOLDER_LENGTH, MAX_HOSTNAMES_PER_PEER, MAX_ID_LENGTH, MAX_LOCK_TTL_MS, MAX_PEERS,
+  MAX_ACCESS_LOG_ENTRIES, MAX_ACCESS_LOG_PATH, MAX_CERTIFICATE_PEM_BYTES, MAX_CERTIFICATES, MAX_USAGE_BUCKETS, MAX_FLEET_GATEWAYS, MAX_HOLDER_LENGTH, MAX_HOSTNAMES_PER_PEER, MAX_ID_LENGTH, MAX_LOCK_TTL_MS, MAX_PEERS,
   MAX_PRIVATE_KEY_PEM_BYTES, MIN_LOCK_TTL_MS,
   type CertificateGetReply, type CertificateLockReply, type CertificateLockRequest, type CertificateNameRequest, type CertificatePutRequest,
   type CertificateUnlockRequest, type ConfigSnapshot, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply,
@@ -122,6 +122,25 @@ const reportSchema = Joi.object({
     lastError: Joi.string().max(2000),
     nextRetryAt: time,
   })).required(),
+  usage: Joi.array().max(MAX_USAGE_BUCKETS).items(Joi.object({
+    instanceId: id.required(),
+    hour: time.required(),
+    bytesIn: count.required(),
+    bytesOut: count.required(),
+    requests: count.required(),
+  })),
+  accessLog: Joi.array().max(MAX_ACCESS_LOG_ENTRIES).items(Joi.object({
+    instanceId: id.required(),
+    at: time.required(),
+    method: Joi.string().max(32).pattern(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/).required(),
+    path: Joi.string().max(MAX_ACCESS_LOG_PATH).allow('').required(),
+    status: Joi.number().integer().min(0).max(999).required(),
+    bytesIn: count.required(),
+    bytesOut: count.required(),
+    durationMs: count.required(),
+    client: Joi.string().max(64).allow('').required(),
+  })),
+  accessLogDropped: count,
 })
 
 const reportReplySchema = Joi.object({ peers: count.required(), certificates: count.required() })

@@ -107,3 +107,12 @@ t.test('help lists every variable', async t => {
   for (const line of ['CC_RATE_LOGIN_FAILURES_PER_ADDRESS (default 5/1)', 'CC_RATE_LOGIN_FAILURES_PER_ACCOUNT (default 50/5)', 'CC_RATE_MAIL_PER_ACCOUNT (default 3/1)', 'CC_RATE_AUTH_FAILURES_PER_IP (default 20/10)']) t.match(text, line)
   t.notMatch(text, 'CC_RATE_AUTH_PER_ACCOUNT', 'the retired variable is not offered')
 })
+
+t.test('traffic retention and client addresses: days, defaults 90 and 7, addresses truncated unless opted out', async t => {
+  t.same(loadConfig({}).traffic, { usageRetentionDays: 90, accessLogRetentionDays: 7, accessLogFullAddresses: false })
+  t.same(loadConfig({ CC_USAGE_RETENTION_DAYS: '30', CC_ACCESS_LOG_RETENTION_DAYS: '1', CC_ACCESS_LOG_FULL_ADDRESSES: 'true' }).traffic,
+    { usageRetentionDays: 30, accessLogRetentionDays: 1, accessLogFullAddresses: true })
+  for (const [name, bad] of [['CC_USAGE_RETENTION_DAYS', '0'], ['CC_USAGE_RETENTION_DAYS', 'forever'], ['CC_ACCESS_LOG_RETENTION_DAYS', '-1'], ['CC_ACCESS_LOG_RETENTION_DAYS', '366'], ['CC_ACCESS_LOG_FULL_ADDRESSES', 'maybe']]) {
+    t.throws(() => loadConfig({ [name]: bad }), new RegExp(`^${name}: `), `${name}=${bad}`)
+  }
+})

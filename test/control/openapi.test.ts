@@ -65,3 +65,23 @@ t.test('the subscription documents its limits and usage; the plans route its tab
   t.same(item.required.sort(), ['custom_domains_per_instance', 'instances', 'plan'])
   t.same([...item.properties.plan.enum].sort(), ['business', 'free', 'pro'])
 })
+
+t.test('the usage and access-log routes are documented with their parameters and bodies', async t => {
+  const db = await openTestDatabase(t, 'pglite')
+  const h = await startApp(t, db)
+  const doc = (await h.request('GET', '/v1/openapi.json')).body
+  const deref = (schema: { $ref?: string }): any => schema.$ref !== undefined ? doc.components.schemas[schema.$ref.split('/').pop()!] : schema // eslint-disable-line @typescript-eslint/no-explicit-any
+  const usage = doc.paths['/v1/instances/{instance_id}/usage'].get
+  t.same(usage.security, [{ bearer: [] }])
+  t.same(usage.parameters.map((p: { name: string }) => p.name).sort(), ['from', 'instance_id', 'to'])
+  for (const status of ['200', '401', '404', '422']) t.ok(usage.responses[status], `usage ${status}`)
+  const usageBody = deref(usage.responses['200'].content['application/json'].schema)
+  t.same(usageBody.required.sort(), ['buckets', 'from', 'instance_id', 'to', 'totals'])
+  t.same(deref(usageBody.properties.buckets.items).required.sort(), ['bytes_in', 'bytes_out', 'hour', 'requests'])
+  const log = doc.paths['/v1/instances/{instance_id}/access-log'].get
+  t.same(log.parameters.map((p: { name: string }) => p.name).sort(), ['cursor', 'instance_id', 'limit'])
+  for (const status of ['200', '401', '404', '422']) t.ok(log.responses[status], `access-log ${status}`)
+  const logBody = deref(log.responses['200'].content['application/json'].schema)
+  t.same(logBody.required.sort(), ['entries', 'next_cursor'])
+  t.same(deref(logBody.properties.entries.items).required.sort(), ['at', 'bytes_in', 'bytes_out', 'client', 'duration_ms', 'method', 'path', 'status'])
+})

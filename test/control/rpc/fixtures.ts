@@ -63,6 +63,7 @@ export async function startRpc (t: Test, db: Db, options: RpcHarnessOptions = {}
     now,
     logger: pino({ level: 'silent' }),
     certificates: options.certificates,
+    usage: h.services.usage,
   })
   t.teardown(() => { rpc.close() })
   let server: RpcServer | null = null

@@ -10,7 +10,8 @@ import { join } from 'node:path'
 import { pino } from 'pino'
 import { Gateway } from '../../../gateway/index.ts'
 import { validateConfig } from '../../../gateway/config/schema.ts'
-import { ControlClient } from '../../../gateway/control/client.ts'
+import { ControlClient, type ControlTarget } from '../../../gateway/control/client.ts'
+import { TrafficRecorder } from '../../../gateway/edge/traffic.ts'
 import { loadGatewayEnv } from '../../../gateway/control/env.ts'
 import { HttpControlPlane } from '../../../gateway/control/http-client.ts'
 import { startGatewayWithControl } from '../../../gateway/control/run.ts'
@@ -219,4 +220,67 @@ t.test('the last snapshot is stored and served by a gateway restarted while cont
   setTimeout(() => { abort.abort() }, 300)
   const none = await startGatewayWithControl({ plane: unreachable, settings: { ...settings, wgPort: 0 }, logger: silent, store, signal: abort.signal, backoff: { initialMs: 50, maxMs: 100 } })
   t.equal(none, null, 'nothing to serve: waits for control')
+})
+
+/** A target with no peers whose edge traffic is a real TrafficRecorder. */
+function trafficTarget (traffic: TrafficRecorder): ControlTarget {
+  return {
+    applySnapshot: () => ({}),
+    peerStatuses: () => [],
+    certificateReports: () => [],
+    instanceIdOf: () => undefined,
+    takeTraffic: () => traffic.take(),
+    restoreTraffic: batch => { traffic.restore(batch) },
+  }
+}
+
+const TRAFFIC_HELLO: GatewayHello = { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw-traffic', publicKey: 'A'.repeat(43) + '=', endpoint: null, listenPort: 1 }
+
+function visit (traffic: TrafficRecorder, path: string, bytesOut: number): void {
+  traffic.record({ instanceId: 'inst-t', startedAt: Date.now(), method: 'GET', target: path, status: 200, bytesIn: 0, bytesOut, durationMs: 1, client: '127.0.0.1' })
+}
+
+t.test('traffic of reports that failed while control was down reaches control once it is back, each request once', async t => {
+  const plane = new MemoryPlane()
+  const traffic = new TrafficRecorder()
+  const client = new ControlClient({ plane, target: trafficTarget(traffic), logger: silent, hello: TRAFFIC_HELLO, reportIntervalMs: 20, backoff: { initialMs: 10, maxMs: 20 } })
+  client.start()
+  t.teardown(() => client.close())
+  await until('first report', () => plane.reports.length > 0)
+  visit(traffic, '/one', 10)
+  await until('the first request reported', () => plane.reports.some(r => r.accessLog !== undefined))
+  plane.down = true
+  const before = plane.reports.length
+  visit(traffic, '/two', 20)
+  visit(traffic, '/three', 30)
+  await new Promise(resolve => setTimeout(resolve, 200))
+  t.equal(plane.reports.length, before, 'nothing accepted while down')
+  plane.down = false
+  await until('reported after the outage', () => plane.reports.flatMap(r => r.accessLog ?? []).length === 3)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  const log = plane.reports.flatMap(r => r.accessLog ?? [])
+  t.same(log.map(e => e.path), ['/one', '/two', '/three'], 'each request once, in order')
+  const usage = plane.reports.flatMap(r => r.usage ?? [])
+  t.equal(usage.reduce((n, u) => n + u.requests, 0), 3)
+  t.equal(usage.reduce((n, u) => n + u.bytesOut, 0), 60)
+})
+
+t.test('traffic of a report control refuses as invalid is dropped, and later reports go through', async t => {
+  const plane = new MemoryPlane()
+  let refuse = true
+  const report = plane.report.bind(plane)
+  plane.report = async r => {
+    if (refuse && r.accessLog !== undefined) throw new RpcError('VALIDATION_ERROR', 'report: accessLog[0].path: too long')
+    return await report(r)
+  }
+  const traffic = new TrafficRecorder()
+  const client = new ControlClient({ plane, target: trafficTarget(traffic), logger: silent, hello: TRAFFIC_HELLO, reportIntervalMs: 20, backoff: { initialMs: 10, maxMs: 20 } })
+  client.start()
+  t.teardown(() => client.close())
+  visit(traffic, '/refused', 1)
+  await new Promise(resolve => setTimeout(resolve, 150))
+  refuse = false
+  visit(traffic, '/accepted', 2)
+  await until('the later request reported', () => plane.reports.some(r => r.accessLog !== undefined))
+  t.same(plane.reports.flatMap(r => r.accessLog ?? []).map(e => e.path), ['/accepted'])
 })

@@ -241,6 +241,18 @@ t.test('WebSocket through the relay', async t => {
   t.equal(relayedLines(a)[0]?.status, 101, 'A served the upgrade from its relay listener')
 })
 
+t.test('a relayed request is the instance\'s traffic once: on the gateway the client reached, not on the one it was relayed to', async t => {
+  const o = await origin(t)
+  const { a, b } = await pair(t, o.port)
+  const res = await request(b, HOST, { method: 'PUT', path: '/file?sig=abc', body: 'z'.repeat(300) })
+  t.equal(res.status, 200)
+  t.equal(relayedLines(a).length, 1, 'A served it')
+  const atB = b.edge.traffic.take()
+  t.same(atB.accessLog.map(e => [e.instanceId, e.method, e.path, e.status, e.bytesIn, e.bytesOut]), [['inst', 'PUT', '/file', 200, 300, res.body.length]])
+  t.same(atB.usage.map(u => u.requests), [1])
+  t.same(a.edge.traffic.take(), { usage: [], accessLog: [], accessLogDropped: 0 }, 'A records nothing for the relayed request')
+})
+
 // TLS passthrough (gateway/edge/passthrough.ts): B does not terminate the client's TLS; A does,
 // with its own certificate (the client trusts both gateways' CAs, as it trusts a fleet's shared
 // certificates).
@@ -276,6 +288,9 @@ t.test('passthrough: B hands the client\'s TLS to A, which serves it with the cl
   await once(stream, 'end')
   t.equal(headers[':status'], 200)
   t.equal(o.seen.xff.at(-1), CLIENT, 'HTTP/2: the client\'s address')
+  t.same(p.b.edge.traffic.take().accessLog, [], 'B records no traffic for what it passed through')
+  const atA = p.a.edge.traffic.take().accessLog
+  t.same(atA.map(e => [e.path, e.status]), [['/hello', 200], ['/h2', 200]], 'A records it once')
 })
 
 t.test('passthrough: a ClientHello that comes a byte at a time is still read and passed through', async t => {
