@@ -82,6 +82,21 @@ export interface ControlConfig {
   }
   billing: BillingConfig
   dns: DnsConfig
+  alerts: AlertsConfig
+}
+
+/** Owner mails and the operator webhook (services/instance-alerts.ts, services/operator-events.ts). */
+export interface AlertsConfig {
+  /** An instance offline this long gets its owner one mail; also the least time between two mails. */
+  offlineAfterSeconds: number
+  /** How often the alert job looks (once per period across replicas). */
+  intervalSeconds: number
+  /** A hostname whose certificate issuance has failed this long raises `certificate.failing`. */
+  certificateFailingAfterSeconds: number
+  /** Where operator events are POSTed; undefined: not sent. */
+  operatorWebhookUrl: string | undefined
+  /** Per delivery attempt. */
+  operatorWebhookTimeoutMs: number
 }
 
 /** Stripe account settings; all four values or none (then billing is off: everyone is on Free). */
@@ -187,6 +202,11 @@ const VARIABLES = {
   CC_DOMAIN_RECHECK_INTERVAL: positiveInt.default(3600),
   CC_DOMAIN_LAPSE_GRACE: Joi.number().integer().min(0).default(72 * 3600),
   CC_DOMAIN_PENDING_TTL: positiveInt.default(7 * 24 * 3600),
+  CC_ALERT_OFFLINE_AFTER: positiveInt.max(7 * 24 * 3600).default(300),
+  CC_ALERT_INTERVAL: positiveInt.max(3600).default(60),
+  CC_ALERT_CERTIFICATE_FAILING_AFTER: positiveInt.max(30 * 24 * 3600).default(3600),
+  CC_OPERATOR_WEBHOOK_URL: Joi.string().uri({ scheme: ['http', 'https'] }),
+  CC_OPERATOR_WEBHOOK_TIMEOUT_MS: positiveInt.max(60_000).default(5000),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -309,6 +329,13 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     },
     billing,
     dns,
+    alerts: {
+      offlineAfterSeconds: v.CC_ALERT_OFFLINE_AFTER as number,
+      intervalSeconds: v.CC_ALERT_INTERVAL as number,
+      certificateFailingAfterSeconds: v.CC_ALERT_CERTIFICATE_FAILING_AFTER as number,
+      operatorWebhookUrl: v.CC_OPERATOR_WEBHOOK_URL as string | undefined,
+      operatorWebhookTimeoutMs: v.CC_OPERATOR_WEBHOOK_TIMEOUT_MS as number,
+    },
   }
 }
 

@@ -12,11 +12,13 @@ import { AccountService } from './accounts.ts'
 import { billingSubscriptionSource, BillingService } from './billing.ts'
 import { DnsVerifier } from './dns.ts'
 import { DomainService } from './domains.ts'
+import { InstanceAlertService } from './instance-alerts.ts'
 import { InstanceService } from './instances.ts'
 import { IpamService, TunnelPool } from './ipam.ts'
 import type { TokenKeys } from './keys.ts'
 import { Mailer } from './mail.ts'
 import { OperatorService } from './operator.ts'
+import { OperatorEventService, OperatorWebhook } from './operator-events.ts'
 import { PasswordHasher } from './passwords.ts'
 import { PlanService, type SubscriptionSource } from './plans.ts'
 import { ReadinessService } from './readiness.ts'
@@ -53,6 +55,10 @@ export interface Services {
   domains: DomainService
   operator: OperatorService
   readiness: ReadinessService
+  instanceAlerts: InstanceAlertService
+  /** Undefined without CC_OPERATOR_WEBHOOK_URL. */
+  operatorWebhook: OperatorWebhook | undefined
+  operatorEvents: OperatorEventService | undefined
 }
 
 export interface ServiceDeps {
@@ -146,5 +152,28 @@ export function createServices (deps: ServiceDeps): Services {
     gatewayAliveWindowMs: aliveWindowMs(deps.readiness?.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS),
     gatewayListener: deps.readiness?.gatewayListener ?? false,
   })
-  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator, readiness }
+  const alertLogger = logger.child({ module: 'alerts' })
+  const instanceAlerts = new InstanceAlertService({
+    db,
+    mailer,
+    now,
+    logger: alertLogger,
+    offlineAfterSeconds: config.alerts.offlineAfterSeconds,
+    statusWindowSeconds: config.tunnel.statusWindowSeconds,
+    publicUrl: config.publicUrl,
+    fullDomain: subdomain => tunnel.fullDomain(subdomain),
+  })
+  const webhookUrl = config.alerts.operatorWebhookUrl
+  const operatorWebhook = webhookUrl === undefined ? undefined : new OperatorWebhook({ url: webhookUrl, timeoutMs: config.alerts.operatorWebhookTimeoutMs, logger: alertLogger })
+  const operatorEvents = operatorWebhook === undefined
+    ? undefined
+    : new OperatorEventService({
+      db,
+      webhook: operatorWebhook,
+      now,
+      logger: alertLogger,
+      gatewayAliveWindowMs: aliveWindowMs(deps.readiness?.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS),
+      certificateFailingAfterMs: config.alerts.certificateFailingAfterSeconds * 1000,
+    })
+  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator, readiness, instanceAlerts, operatorWebhook, operatorEvents }
 }
