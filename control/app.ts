@@ -69,6 +69,7 @@ import type { SubscriptionSource } from './services/plans.ts'
 import type { RateLimitStore } from './services/ratelimit.ts'
 import { PostgresRateLimiter } from './services/ratelimit-postgres.ts'
 import type { GatewayInfo } from './services/tunnel.ts'
+import { moduleLogger } from '../proto/log.ts'
 
 declare module '@hapi/hapi' {
   interface ServerApplicationState {
@@ -152,7 +153,7 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
   server.ext('onPostStop', async () => { await services.mailer.drain(); await services.operatorWebhook?.drain() })
   // Periodic work runs while the server is started (not after initialize() alone, as in tests).
   let jobs: Array<{ stop (): void }> = []
-  const jobLogger = logger.child({ module: 'jobs' })
+  const jobLogger = moduleLogger(logger, 'jobs')
   server.ext('onPostStart', () => {
     jobs = [
       startDomainRecheck({ db: services.db, domains: services.domains, logger: jobLogger }),

@@ -31,6 +31,7 @@ import { StripeWebhookProcessor } from './stripe-webhook.ts'
 import { SubdomainService } from './subdomains.ts'
 import { TokenService } from './tokens.ts'
 import { ConfiguredGateway, TunnelService, type CustomDomainSource, type GatewayInfo } from './tunnel.ts'
+import { moduleLogger } from '../../proto/log.ts'
 
 export interface Services {
   db: Db
@@ -117,7 +118,7 @@ export function createServices (deps: ServiceDeps): Services {
   })
   // Plans come from Stripe's subscriptions (billing.ts) unless a test supplies its own source.
   const plans = new PlanService(db, deps.subscriptions ?? billingSubscriptionSource(config.billing.pastDueGraceSeconds, now))
-  const stripe = deps.stripe ?? (config.billing.stripe === undefined ? undefined : new StripeClient(config.billing.stripe, logger.child({ module: 'stripe' })))
+  const stripe = deps.stripe ?? (config.billing.stripe === undefined ? undefined : new StripeClient(config.billing.stripe, moduleLogger(logger, 'stripe')))
   const billing = new BillingService({ db, config: config.billing, publicUrl: config.publicUrl, plans, stripe, now, logger })
   const webhooks = new StripeWebhookProcessor({ db, stripe, config: config.billing, plans, mailer, now, logger })
   const dns = deps.dns ?? new DnsVerifier({ servers: config.dns.resolvers, timeoutMs: config.dns.timeoutMs, tries: config.dns.tries, gatewayAddresses: config.dns.gatewayAddresses })
@@ -135,7 +136,7 @@ export function createServices (deps: ServiceDeps): Services {
     logger,
   })
   const rateLimiter = deps.rateLimiter ?? (isPostgres(db)
-    ? new PostgresRateLimiter({ db, now: () => now().getTime(), logger: logger.child({ module: 'ratelimit' }) })
+    ? new PostgresRateLimiter({ db, now: () => now().getTime(), logger: moduleLogger(logger, 'ratelimit') })
     : new RateLimiter({ now: () => now().getTime() }))
   const gateway = deps.gateway ?? new ConfiguredGateway(config.gateway.publicKey, config.gateway.endpoint)
   const customDomains = deps.customDomains ?? domains
@@ -147,12 +148,12 @@ export function createServices (deps: ServiceDeps): Services {
   const readiness = new ReadinessService({
     db,
     now,
-    logger: logger.child({ module: 'readiness' }),
+    logger: moduleLogger(logger, 'readiness'),
     stripeConfigured: stripe !== undefined,
     gatewayAliveWindowMs: aliveWindowMs(deps.readiness?.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS),
     gatewayListener: deps.readiness?.gatewayListener ?? false,
   })
-  const alertLogger = logger.child({ module: 'alerts' })
+  const alertLogger = moduleLogger(logger, 'alerts')
   const instanceAlerts = new InstanceAlertService({
     db,
     mailer,
