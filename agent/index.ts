@@ -23,6 +23,7 @@ import { checkRegistration, type Tunnel } from './tunnel.ts'
 import { UserspaceTunnel } from './userspace.ts'
 import { decodeKey } from '../proto/noise/keys.ts'
 import type { TunnelConfig } from '../proto/api/tunnel.ts'
+import { moduleLogger } from '../proto/log.ts'
 
 export { Agent, FatalError, type GatewayStatus, type StatusReport } from './agent.ts'
 export { ApiClient, ApiError, type ApiFailure } from './api.ts'
@@ -36,9 +37,9 @@ export { KernelTunnel, wgQuickConfig, wgSyncConfig } from './kernel.ts'
 
 export function createTunnel (settings: AgentSettings, privateKey: Buffer, logger: Logger): Tunnel {
   if (settings.mode === 'kernel') {
-    return new KernelTunnel({ privateKey, interfaceName: settings.interfaceName, stateFile: settings.stateFile, logger: logger.child({ module: 'kernel' }) })
+    return new KernelTunnel({ privateKey, interfaceName: settings.interfaceName, stateFile: settings.stateFile, logger: moduleLogger(logger, 'kernel') })
   }
-  return new UserspaceTunnel({ privateKey, target: settings.target, tunnelPorts: settings.tunnelPorts, listenPort: settings.listenPort, logger: logger.child({ module: 'userspace' }) })
+  return new UserspaceTunnel({ privateKey, target: settings.target, tunnelPorts: settings.tunnelPorts, listenPort: settings.listenPort, logger: moduleLogger(logger, 'userspace') })
 }
 
 export interface Signals {
@@ -149,7 +150,7 @@ export async function runTest (settings: AgentSettings, logger: Logger): Promise
       current.registration = { ...registration, registered_at: new Date().toISOString() }
       current.api_url = settings.apiUrl
       writeState(settings.stateFile, current)
-      const tunnel = new UserspaceTunnel({ privateKey: decodeKey(current.private_key), target: settings.target, tunnelPorts: [], listenPort: 0, logger: logger.child({ module: 'test' }) })
+      const tunnel = new UserspaceTunnel({ privateKey: decodeKey(current.private_key), target: settings.target, tunnelPorts: [], listenPort: 0, logger: moduleLogger(logger, 'test') })
       try {
         await tunnel.apply(plan)
       } catch (err) {

@@ -27,6 +27,7 @@ import { createForwarder, type ForwardTarget, type Forwarder } from './forward.t
 import { EchoProber } from './probe.ts'
 import { checkPlan, combinedHealth, planGateways, resolveEndpoint, sameGateway, samePlan, type GatewayHealth, type GatewayPlan, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
 import type { CheckedGateway } from './tunnel-config.ts'
+import { moduleLogger } from '../proto/log.ts'
 
 export interface UserspaceTunnelOptions {
   privateKey: Buffer
@@ -73,14 +74,14 @@ export class UserspaceTunnel implements Tunnel {
     this.device = new Device({
       privateKey: options.privateKey,
       metrics: this.metrics,
-      logger: this.logger.child({ module: 'wireguard' }),
+      logger: moduleLogger(this.logger, 'wireguard'),
       wallClockOffset: wallClockOffset(),
       io: {
         sendDatagram: (datagram, address, port) => { this.shell?.sendDatagram(datagram, address, port) },
         deliverPacket: (packet, _peer, now) => { this.stack?.ip.input(packet, now) },
       },
     })
-    this.forwarder = createForwarder(options.target, this.metrics.family('agent_forward', 'Tunnel connections spliced to the local target, by outcome'), this.logger.child({ module: 'forward' }))
+    this.forwarder = createForwarder(options.target, this.metrics.family('agent_forward', 'Tunnel connections spliced to the local target, by outcome'), moduleLogger(this.logger, 'forward'))
   }
 
   async apply (plan: TunnelPlan): Promise<void> {
@@ -250,9 +251,9 @@ export class UserspaceTunnel implements Tunnel {
       address: parseIPv4Address(plan.address),
       metrics: this.metrics,
       send: datagram => { this.shell?.sendPacket(datagram) },
-      logger: logger.child({ module: 'ip' }),
+      logger: moduleLogger(logger, 'ip'),
     })
-    const tcp = new TcpStack({ localAddress: plan.address, ip, metrics: this.metrics, logger: logger.child({ module: 'tcp' }) })
+    const tcp = new TcpStack({ localAddress: plan.address, ip, metrics: this.metrics, logger: moduleLogger(logger, 'tcp') })
     ip.register(IPPROTO_TCP, tcp)
     const prober = new EchoProber(datagram => { ip.send(datagram) }, plan.address, plan.gatewayAddress)
     ip.register(IPPROTO_ICMP, prober)
@@ -276,7 +277,7 @@ export class UserspaceTunnel implements Tunnel {
     this.shell = null
     // A fixed local port must be free before the new socket binds it.
     await old?.close()
-    const shell = new UdpShell({ listenAddress: family === 6 ? '::' : '0.0.0.0', listenPort: this.options.listenPort, logger: this.logger.child({ module: 'udp' }) })
+    const shell = new UdpShell({ listenAddress: family === 6 ? '::' : '0.0.0.0', listenPort: this.options.listenPort, logger: moduleLogger(this.logger, 'udp') })
     shell.attach(this.device)
     await shell.listen()
     this.shell = shell

@@ -48,6 +48,7 @@ import type { Db } from './db/knex.ts'
 import { errorsPlugin, failValidation } from './errors.ts'
 import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
+import { startAlerts } from './jobs/alerts.ts'
 import { startBillingEnforcement } from './jobs/billing.ts'
 import { startDomainRecheck } from './jobs/domains.ts'
 import { startPeriodicJob } from './jobs/periodic.ts'
@@ -70,6 +71,7 @@ import type { SubscriptionSource } from './services/plans.ts'
 import type { RateLimitStore } from './services/ratelimit.ts'
 import { PostgresRateLimiter } from './services/ratelimit-postgres.ts'
 import type { GatewayInfo } from './services/tunnel.ts'
+import { moduleLogger } from '../proto/log.ts'
 
 declare module '@hapi/hapi' {
   interface ServerApplicationState {
@@ -150,15 +152,16 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
     const status = 'statusCode' in request.response ? request.response.statusCode : undefined
     logger.debug({ method: request.method, path: request.path, status, ms: Date.now() - request.info.received }, 'request')
   })
-  server.ext('onPostStop', async () => { await services.mailer.drain() })
+  server.ext('onPostStop', async () => { await services.mailer.drain(); await services.operatorWebhook?.drain() })
   // Periodic work runs while the server is started (not after initialize() alone, as in tests).
   let jobs: Array<{ stop (): void }> = []
-  const jobLogger = logger.child({ module: 'jobs' })
+  const jobLogger = moduleLogger(logger, 'jobs')
   server.ext('onPostStart', () => {
     jobs = [
       startDomainRecheck({ db: services.db, domains: services.domains, logger: jobLogger }),
       startBillingEnforcement({ db: services.db, billing: services.billing, logger: jobLogger }),
       startTrafficRetention({ db: services.db, usage: services.usage, logger: jobLogger }),
+      startAlerts({ db: services.db, instanceAlerts: services.instanceAlerts, operatorEvents: services.operatorEvents, logger: jobLogger, intervalMs: config.alerts.intervalSeconds * 1000 }),
     ]
     const limiter = services.rateLimiter
     if (limiter instanceof PostgresRateLimiter) {

@@ -83,6 +83,7 @@ export interface ControlConfig {
   billing: BillingConfig
   dns: DnsConfig
   traffic: TrafficConfig
+  alerts: AlertsConfig
 }
 
 /** Per-instance usage and access log (services/usage.ts). */
@@ -93,6 +94,20 @@ export interface TrafficConfig {
   accessLogRetentionDays: number
   /** Store client addresses whole; false (default): truncated to /24 (IPv4) or /48 (IPv6) before storing. */
   accessLogFullAddresses: boolean
+}
+
+/** Owner mails and the operator webhook (services/instance-alerts.ts, services/operator-events.ts). */
+export interface AlertsConfig {
+  /** An instance offline this long gets its owner one mail; also the least time between two mails. */
+  offlineAfterSeconds: number
+  /** How often the alert job looks (once per period across replicas). */
+  intervalSeconds: number
+  /** A hostname whose certificate issuance has failed this long raises `certificate.failing`. */
+  certificateFailingAfterSeconds: number
+  /** Where operator events are POSTed; undefined: not sent. */
+  operatorWebhookUrl: string | undefined
+  /** Per delivery attempt. */
+  operatorWebhookTimeoutMs: number
 }
 
 /** Stripe account settings; all four values or none (then billing is off: everyone is on Free). */
@@ -201,6 +216,11 @@ const VARIABLES = {
   CC_USAGE_RETENTION_DAYS: positiveInt.max(3650).default(90),
   CC_ACCESS_LOG_RETENTION_DAYS: positiveInt.max(365).default(7),
   CC_ACCESS_LOG_FULL_ADDRESSES: Joi.boolean().truthy('1').falsy('0').default(false),
+  CC_ALERT_OFFLINE_AFTER: positiveInt.max(7 * 24 * 3600).default(300),
+  CC_ALERT_INTERVAL: positiveInt.max(3600).default(60),
+  CC_ALERT_CERTIFICATE_FAILING_AFTER: positiveInt.max(30 * 24 * 3600).default(3600),
+  CC_OPERATOR_WEBHOOK_URL: Joi.string().uri({ scheme: ['http', 'https'] }),
+  CC_OPERATOR_WEBHOOK_TIMEOUT_MS: positiveInt.max(60_000).default(5000),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -327,6 +347,13 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
       usageRetentionDays: v.CC_USAGE_RETENTION_DAYS as number,
       accessLogRetentionDays: v.CC_ACCESS_LOG_RETENTION_DAYS as number,
       accessLogFullAddresses: v.CC_ACCESS_LOG_FULL_ADDRESSES as boolean,
+    },
+    alerts: {
+      offlineAfterSeconds: v.CC_ALERT_OFFLINE_AFTER as number,
+      intervalSeconds: v.CC_ALERT_INTERVAL as number,
+      certificateFailingAfterSeconds: v.CC_ALERT_CERTIFICATE_FAILING_AFTER as number,
+      operatorWebhookUrl: v.CC_OPERATOR_WEBHOOK_URL as string | undefined,
+      operatorWebhookTimeoutMs: v.CC_OPERATOR_WEBHOOK_TIMEOUT_MS as number,
     },
   }
 }

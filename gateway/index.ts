@@ -34,6 +34,7 @@ import type { CertificateReport, ConfigSnapshot, FleetGateway } from '../proto/r
 import { REJECT_AFTER_TIME } from '../proto/noise/constants.ts'
 import type { FaultStats } from './netstack/fault.ts'
 import type { SocketStats, UdpIo } from './wireguard/socket.ts'
+import { moduleLogger } from '../proto/log.ts'
 
 export interface GatewayStatus {
   publicKey: string
@@ -114,20 +115,20 @@ export class Gateway {
       listenPort: config.listenPort,
       io: config.udpIo,
       faults: config.faults,
-      logger: logger.child({ module: 'udp' }),
+      logger: moduleLogger(logger, 'udp'),
     })
     this.ip = new IpLayer({
       address: config.address,
       metrics,
       send: datagram => { this.shell.sendPacket(datagram) },
-      logger: logger.child({ module: 'ip' }),
+      logger: moduleLogger(logger, 'ip'),
     })
     const shell = this.shell
     const ip = this.ip
     this.device = new Device({
       privateKey: config.privateKey,
       metrics,
-      logger: logger.child({ module: 'wireguard' }),
+      logger: moduleLogger(logger, 'wireguard'),
       wallClockOffset: wallClockOffset(),
       underLoadHandshakesPerSecond: config.dos.underLoadHandshakesPerSecond,
       rateLimitPerSecond: config.dos.rateLimitPerSecond,
@@ -139,7 +140,7 @@ export class Gateway {
       },
     })
     this.shell.attach(this.device)
-    this.tcp = new TcpStack({ localAddress: config.address, ip: this.ip, metrics, logger: logger.child({ module: 'tcp' }) })
+    this.tcp = new TcpStack({ localAddress: config.address, ip: this.ip, metrics, logger: moduleLogger(logger, 'tcp') })
     this.ip.register(IPPROTO_TCP, this.tcp)
     for (const peer of config.peers) this.device.addPeer(peer)
     const initial = snapshotFromConfig(config, 0)
@@ -197,7 +198,7 @@ export class Gateway {
     const identity = this.relayIdentity
     const edge = new Edge({
       dataDir: settings.dataDir,
-      logger: this.logger.child({ module: 'edge' }),
+      logger: moduleLogger(this.logger, 'edge'),
       metrics: this.metrics,
       // Upstream = the peer's tunnel address through our own TCP stack.
       connector: { createConnection: (_route, o) => tcp.connect({ host: o.host, port: o.port, noDelay: true }) },
@@ -245,7 +246,7 @@ export class Gateway {
       caBundlePem: acme.caBundlePem,
       store: options.certStore!,
       solvers,
-      logger: this.logger.child({ module: 'acme' }),
+      logger: moduleLogger(this.logger, 'acme'),
     })
     return options
   }

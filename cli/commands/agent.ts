@@ -5,7 +5,6 @@
  *   agent test [--json]   each step of the connection checked, with a verdict per step
  */
 import { parseArgs } from 'node:util'
-import { pino } from 'pino'
 import {
   describeSettings, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, EXIT_TOKEN_REJECTED, EXIT_USAGE, formatReport,
   loadSettings, readStatus, runAgent, runTest, settingFlags, SettingsError, type AgentSettings, type StatusReport,
@@ -83,7 +82,7 @@ export async function run (argv: string[]): Promise<void> {
     return
   }
   // test: logs go to stderr so that --json output stays parseable.
-  const logger = createLogger({ level: settings.logLevel === undefined ? 'warn' : level, name: 'cloud-connect-agent', destination: pino.destination({ dest: 2, sync: true }) })
+  const logger = createLogger({ level: settings.logLevel === undefined ? 'warn' : level, name: 'cloud-connect-agent', fd: 2 })
   const report = await runTest(settings, logger)
   process.stdout.write(values.json === true ? JSON.stringify(report) + '\n' : formatReport(report))
   process.exitCode = report.ok ? EXIT_OK : report.token_rejected ? EXIT_TOKEN_REJECTED : EXIT_FAILURE

@@ -3,10 +3,10 @@
  * 3000), and the internal RPC listener gateways call (CC_RPC_HOST:CC_RPC_PORT, default
  * 127.0.0.1:8081), with its housekeeping job.
  */
-import pino from 'pino'
 import { ConfigError, describeVariables, loadConfig, type ControlConfig } from '../../control/config.ts'
 import { describeRpcVariables, loadRpcConfig, startControlPlane, type RpcConfig } from '../../control/rpc/index.ts'
 import { CliError } from '../errors.ts'
+import { createLogger, parseLogLevel } from '../log.ts'
 
 const HELP = `Usage: cloud-connect control
 
@@ -50,7 +50,7 @@ export async function run (argv: string[]): Promise<void> {
   if (argv.length > 0) throw new CliError(`unexpected argument '${argv[0]}' (see --help)`, 2)
   const config = configOrExit()
   const rpc = rpcConfigOrExit()
-  const logger = pino({ level: config.logLevel })
+  const logger = createLogger({ level: parseLogLevel(config.logLevel) })
   let running
   try {
     running = await startControlPlane({ config, rpc, listen: true, logger })

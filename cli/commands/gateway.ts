@@ -16,6 +16,7 @@ import { startGatewayWithControl } from '../../gateway/control/run.ts'
 import { StaticControlPlane } from '../../gateway/control/static-file.ts'
 import { SnapshotStore } from '../../gateway/control/store.ts'
 import { encodeKey } from '../../proto/noise/index.ts'
+import { moduleLogger } from '../../proto/log.ts'
 
 const HELP = `Usage: cloud-connect gateway --config FILE [--log-level LEVEL]
        cloud-connect gateway --control URL [--secret SECRET] [--log-level LEVEL]
@@ -192,7 +193,7 @@ async function runStatic (path: string, logger: Logger): Promise<void> {
   const client = new ControlClient({
     plane,
     target: gateway,
-    logger: logger.child({ module: 'control' }),
+    logger: moduleLogger(logger, 'control'),
     onApplied: (snapshot, result) => { if (snapshot.version > 1) logger.info(result as object, 'peers reloaded') },
   })
   client.start()

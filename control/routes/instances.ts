@@ -31,8 +31,12 @@ const summaryFields = {
   created_at: S.timestamp.required(),
 }
 
+const offlineAlert = Joi.boolean().description('Mail the owner when the instance has been offline for the alert threshold (CC_ALERT_OFFLINE_AFTER, default 5 minutes), and once when it is back; default true')
+const alertsChange = Joi.object({ offline: offlineAlert }).min(1).label('InstanceAlertsChange')
+const alerts = Joi.object({ offline: offlineAlert.required() }).label('InstanceAlerts')
+
 const instanceSummary = Joi.object(summaryFields).label('InstanceSummary')
-const instanceDetails = Joi.object({ ...summaryFields, full_domain: fullDomain.required() }).label('Instance')
+const instanceDetails = Joi.object({ ...summaryFields, full_domain: fullDomain.required(), alerts: alerts.required() }).label('Instance')
 
 const createResponse = Joi.object({
   instance: Joi.object({
@@ -116,16 +120,16 @@ export const instanceRoutes: Plugin<Services> = {
       method: 'PATCH',
       path: '/instances/{instance_id}',
       options: {
-        description: 'Rename an instance or move it to another subdomain',
+        description: 'Rename an instance, move it to another subdomain, or choose its alerts',
         tags,
         plugins: { openapi: { errors: ['NOT_FOUND', 'SUBDOMAIN_TAKEN'] } },
         validate: {
           params,
-          payload: Joi.object({ name: instanceName, subdomain: subdomainInput }).min(1).label('UpdateInstanceRequest'),
+          payload: Joi.object({ name: instanceName, subdomain: subdomainInput, alerts: alertsChange }).min(1).label('UpdateInstanceRequest'),
         },
         response: {
           status: {
-            200: Joi.object({ id: instanceId.required(), name: Joi.string().required(), subdomain: Joi.string().required(), full_domain: fullDomain.required() }).label('UpdateInstanceResponse'),
+            200: Joi.object({ id: instanceId.required(), name: Joi.string().required(), subdomain: Joi.string().required(), full_domain: fullDomain.required(), alerts: alerts.required() }).label('UpdateInstanceResponse'),
           },
         },
       },

@@ -27,6 +27,7 @@ import { GatewayRegistry } from './registry.ts'
 import { loadGatewaySecret } from './secret.ts'
 import { RpcServer } from './server.ts'
 import { RpcService } from './service.ts'
+import { moduleLogger } from '../../proto/log.ts'
 
 export { RpcService } from './service.ts'
 export { RpcServer } from './server.ts'
@@ -89,7 +90,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       waitMs: options.rpc.waitMs,
       reportIntervalMs: options.rpc.reportIntervalMs,
       now,
-      logger: logger.child({ module: 'rpc' }),
+      logger: moduleLogger(logger, 'rpc'),
       certificates,
       baseDomain: config.baseDomain,
       usage: services.usage,
@@ -101,7 +102,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
         channel: CONFIG_CHANNEL,
         onNotify: () => { rpc.watcher.poke() },
         onListening: listening => { rpc.watcher.listening = listening },
-        logger: logger.child({ module: 'rpc' }),
+        logger: moduleLogger(logger, 'rpc'),
       })
       configListener.start()
     }
@@ -109,11 +110,11 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
     logger.info({ url: app.info.uri, database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')
     if (options.listen) {
       const secret = loadGatewaySecret(options.rpc.secret, config.dataDir, logger)
-      rpcServer = await RpcServer.start({ service: rpc, secret, host: options.rpc.host, port: options.rpc.port, logger: logger.child({ module: 'rpc' }) })
+      rpcServer = await RpcServer.start({ service: rpc, secret, host: options.rpc.host, port: options.rpc.port, logger: moduleLogger(logger, 'rpc') })
       logger.info({ url: rpcServer.url }, 'gateway RPC listening')
     }
-    const sweep = startSweep({ db, tunnel: services.tunnel, logger: logger.child({ module: 'jobs' }), now })
-    const fleetSweep = startFleetSweep({ db, rpc, intervalMs: options.rpc.reportIntervalMs, logger: logger.child({ module: 'jobs' }) })
+    const sweep = startSweep({ db, tunnel: services.tunnel, logger: moduleLogger(logger, 'jobs'), now })
+    const fleetSweep = startFleetSweep({ db, rpc, intervalMs: options.rpc.reportIntervalMs, logger: moduleLogger(logger, 'jobs') })
     const started = app
     const listener = rpcServer
     const changes = configListener

@@ -12,11 +12,13 @@ import { AccountService } from './accounts.ts'
 import { billingSubscriptionSource, BillingService } from './billing.ts'
 import { DnsVerifier } from './dns.ts'
 import { DomainService } from './domains.ts'
+import { InstanceAlertService } from './instance-alerts.ts'
 import { InstanceService } from './instances.ts'
 import { IpamService, TunnelPool } from './ipam.ts'
 import type { TokenKeys } from './keys.ts'
 import { Mailer } from './mail.ts'
 import { OperatorService } from './operator.ts'
+import { OperatorEventService, OperatorWebhook } from './operator-events.ts'
 import { PasswordHasher } from './passwords.ts'
 import { PlanService, type SubscriptionSource } from './plans.ts'
 import { ReadinessService } from './readiness.ts'
@@ -30,6 +32,7 @@ import { SubdomainService } from './subdomains.ts'
 import { TokenService } from './tokens.ts'
 import { UsageService } from './usage.ts'
 import { ConfiguredGateway, TunnelService, type CustomDomainSource, type GatewayInfo } from './tunnel.ts'
+import { moduleLogger } from '../../proto/log.ts'
 
 export interface Services {
   db: Db
@@ -55,6 +58,10 @@ export interface Services {
   operator: OperatorService
   readiness: ReadinessService
   usage: UsageService
+  instanceAlerts: InstanceAlertService
+  /** Undefined without CC_OPERATOR_WEBHOOK_URL. */
+  operatorWebhook: OperatorWebhook | undefined
+  operatorEvents: OperatorEventService | undefined
 }
 
 export interface ServiceDeps {
@@ -113,7 +120,7 @@ export function createServices (deps: ServiceDeps): Services {
   })
   // Plans come from Stripe's subscriptions (billing.ts) unless a test supplies its own source.
   const plans = new PlanService(db, deps.subscriptions ?? billingSubscriptionSource(config.billing.pastDueGraceSeconds, now))
-  const stripe = deps.stripe ?? (config.billing.stripe === undefined ? undefined : new StripeClient(config.billing.stripe, logger.child({ module: 'stripe' })))
+  const stripe = deps.stripe ?? (config.billing.stripe === undefined ? undefined : new StripeClient(config.billing.stripe, moduleLogger(logger, 'stripe')))
   const billing = new BillingService({ db, config: config.billing, publicUrl: config.publicUrl, plans, stripe, now, logger })
   const webhooks = new StripeWebhookProcessor({ db, stripe, config: config.billing, plans, mailer, now, logger })
   const dns = deps.dns ?? new DnsVerifier({ servers: config.dns.resolvers, timeoutMs: config.dns.timeoutMs, tries: config.dns.tries, gatewayAddresses: config.dns.gatewayAddresses })
@@ -131,7 +138,7 @@ export function createServices (deps: ServiceDeps): Services {
     logger,
   })
   const rateLimiter = deps.rateLimiter ?? (isPostgres(db)
-    ? new PostgresRateLimiter({ db, now: () => now().getTime(), logger: logger.child({ module: 'ratelimit' }) })
+    ? new PostgresRateLimiter({ db, now: () => now().getTime(), logger: moduleLogger(logger, 'ratelimit') })
     : new RateLimiter({ now: () => now().getTime() }))
   const gateway = deps.gateway ?? new ConfiguredGateway(config.gateway.publicKey, config.gateway.endpoint)
   const customDomains = deps.customDomains ?? domains
@@ -143,11 +150,34 @@ export function createServices (deps: ServiceDeps): Services {
   const readiness = new ReadinessService({
     db,
     now,
-    logger: logger.child({ module: 'readiness' }),
+    logger: moduleLogger(logger, 'readiness'),
     stripeConfigured: stripe !== undefined,
     gatewayAliveWindowMs: aliveWindowMs(deps.readiness?.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS),
     gatewayListener: deps.readiness?.gatewayListener ?? false,
   })
   const usage = new UsageService({ db, config: config.traffic, now })
-  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator, readiness, usage }
+  const alertLogger = moduleLogger(logger, 'alerts')
+  const instanceAlerts = new InstanceAlertService({
+    db,
+    mailer,
+    now,
+    logger: alertLogger,
+    offlineAfterSeconds: config.alerts.offlineAfterSeconds,
+    statusWindowSeconds: config.tunnel.statusWindowSeconds,
+    publicUrl: config.publicUrl,
+    fullDomain: subdomain => tunnel.fullDomain(subdomain),
+  })
+  const webhookUrl = config.alerts.operatorWebhookUrl
+  const operatorWebhook = webhookUrl === undefined ? undefined : new OperatorWebhook({ url: webhookUrl, timeoutMs: config.alerts.operatorWebhookTimeoutMs, logger: alertLogger })
+  const operatorEvents = operatorWebhook === undefined
+    ? undefined
+    : new OperatorEventService({
+      db,
+      webhook: operatorWebhook,
+      now,
+      logger: alertLogger,
+      gatewayAliveWindowMs: aliveWindowMs(deps.readiness?.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS),
+      certificateFailingAfterMs: config.alerts.certificateFailingAfterSeconds * 1000,
+    })
+  return { db, config, logger, now, tokens, passwords, sessions, accounts, plans, mailer, rateLimiter, gateway, ipam, subdomains, tunnel, instances, billing, webhooks, dns, domains, operator, readiness, instanceAlerts, operatorWebhook, operatorEvents, usage }
 }

@@ -15,7 +15,7 @@
  *   also forgets the registered WireGuard key: whoever held the old token may have registered it.
  */
 import type { Knex } from 'knex'
-import type { CreateInstanceResponse, InstanceDetails, InstanceSummary, UpdateInstanceResponse } from '../../proto/api/instances.ts'
+import type { CreateInstanceResponse, InstanceDetails, InstanceSummary, UpdateInstanceRequest, UpdateInstanceResponse } from '../../proto/api/instances.ts'
 import type { TunnelFleetPeer } from '../../proto/api/tunnel.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { Db, Queryable } from '../db/knex.ts'
@@ -35,6 +35,8 @@ export interface InstanceRow extends TunnelStateRow {
   subdomain: string
   token_jti: string
   registered_at: Date | null
+  /** The owner gets offline and back-online mails (services/instance-alerts.ts). */
+  alerts_offline: boolean
   created_at: Date
   updated_at: Date
   /** Joined from tunnel_ips. */
@@ -129,7 +131,7 @@ export class InstanceService {
     const row = await this.#find(userId, instanceId)
     const custom = await this.#customDomain([row.id])
     const { id, name, subdomain, custom_domain: customDomain, status, suspended_reason: reason, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt } = this.#summary(row, custom.get(row.id) ?? null, this.#o.now())
-    return { id, name, subdomain, full_domain: this.#o.tunnel.fullDomain(subdomain), custom_domain: customDomain, status, suspended_reason: reason, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt }
+    return { id, name, subdomain, full_domain: this.#o.tunnel.fullDomain(subdomain), custom_domain: customDomain, status, suspended_reason: reason, tunnel_ip: tunnelIp, last_seen: lastSeen, created_at: createdAt, alerts: { offline: row.alerts_offline } }
   }
 
   /** 422 for an invalid or reserved label (with suggestions for a reserved one). */
@@ -201,7 +203,7 @@ export class InstanceService {
     }
   }
 
-  async update (userId: string, instanceId: string, changes: { name?: string, subdomain?: string }): Promise<UpdateInstanceResponse> {
+  async update (userId: string, instanceId: string, changes: UpdateInstanceRequest): Promise<UpdateInstanceResponse> {
     const subdomain = changes.subdomain === undefined ? undefined : await this.#usableSubdomain(changes.subdomain, userId)
     if (!looksLikeId(ID_PREFIX.instance, instanceId)) throw notFound()
     let row: InstanceRow
@@ -210,6 +212,11 @@ export class InstanceService {
         const current = await this.#find(userId, instanceId, trx, true)
         const update: Record<string, unknown> = { updated_at: this.#o.now() }
         if (changes.name !== undefined) update.name = changes.name.trim()
+        if (changes.alerts?.offline !== undefined) {
+          update.alerts_offline = changes.alerts.offline
+          // Off means no mail at all, not even the back-online one for an outage already mailed.
+          if (!changes.alerts.offline) update.offline_alerted_at = null
+        }
         const moving = subdomain !== undefined && subdomain !== current.subdomain
         if (moving) {
           // Suggestions are looked up after the transaction (PGlite has a single connection).
@@ -226,7 +233,7 @@ export class InstanceService {
       if (subdomain !== undefined && (err instanceof SubdomainTakenSignal || isUniqueViolation(err, SUBDOMAIN_CONSTRAINT))) throw await this.#taken(subdomain, userId)
       throw err
     }
-    return { id: row.id, name: row.name, subdomain: row.subdomain, full_domain: this.#o.tunnel.fullDomain(row.subdomain) }
+    return { id: row.id, name: row.name, subdomain: row.subdomain, full_domain: this.#o.tunnel.fullDomain(row.subdomain), alerts: { offline: row.alerts_offline } }
   }
 
   /** Deletes the instance: its token, key and subdomain stop working; its address and subdomain enter quarantine. */

@@ -121,3 +121,23 @@ export function passwordChangedMail (to: string): MailMessage {
     links: [],
   }
 }
+
+// The alert mails name the instance by its full domain (a label we validated), not by its name.
+
+export function instanceOfflineMail (to: string, fullDomain: string, link: string, offlineSince: Date): MailMessage {
+  return {
+    to,
+    subject: `Your Erugo Cloud instance ${fullDomain} is offline`,
+    text: `Hello,\n\nYour Erugo Cloud instance ${fullDomain} has been offline since ${offlineSince.toISOString().replace(/\.\d{3}Z$/, 'Z')}: its tunnel has not reached our gateway since then, so its address does not answer.\n\nCheck that the container is running and can reach the internet. You will get one more mail when it is back online.\n\nInstance page (alerts can be turned off there):\n${link}\n`,
+    links: [link],
+  }
+}
+
+export function instanceBackOnlineMail (to: string, fullDomain: string, link: string): MailMessage {
+  return {
+    to,
+    subject: `Your Erugo Cloud instance ${fullDomain} is back online`,
+    text: `Hello,\n\nYour Erugo Cloud instance ${fullDomain} is connected again and its address answers.\n\nInstance page:\n${link}\n`,
+    links: [link],
+  }
+}

@@ -119,7 +119,7 @@ export class ControlCertStore implements CertStore {
     try {
       const released = await this.#call(`unlock ${name}`, async () => await this.#plane.unlockCertificate({ name, holder: this.holder }))
       // Not released: it expired and another holder took it over; nothing of ours to free.
-      if (!released) this.#logger?.warn({ name, holder: this.holder }, 'certificate lock had expired before it was released')
+      if (!released) this.#logger?.warn({ hostname: name, holder: this.holder }, 'certificate lock had expired before it was released')
     } finally {
       this.#held.delete(name)
       hold.release()

@@ -23,6 +23,7 @@ import { ControlClient, initialSnapshot, type BackoffOptions } from './client.ts
 import { gatewayConfigFrom, type GatewayEnv } from './env.ts'
 import { loadOrCreateKey } from './keyfile.ts'
 import type { SnapshotStore } from './store.ts'
+import { moduleLogger } from '../../proto/log.ts'
 
 export interface RunningGateway {
   gateway: Gateway
@@ -54,7 +55,7 @@ export function acmeStartOptions (plane: ControlPlane, settings: GatewayEnv, log
   const options: GatewayStartOptions = {}
   if (settings.certStore === 'control') {
     if (hasCertificateStore(plane)) {
-      options.certStore = new ControlCertStore({ plane, gatewayId: settings.gatewayId, logger: logger.child({ module: 'cert-store' }) })
+      options.certStore = new ControlCertStore({ plane, gatewayId: settings.gatewayId, logger: moduleLogger(logger, 'cert-store') })
     } else {
       logger.warn('the control plane keeps no certificate store: ACME certificates stay in this gateway\'s data dir')
     }
@@ -82,7 +83,7 @@ export async function startGatewayWithControl (options: GatewayRunOptions): Prom
     relayUrl: relayIdentity === null ? null : settings.relayUrl,
     relayFingerprint: relayIdentity?.fingerprint ?? null,
   }
-  const first = await initialSnapshot(plane, options.store, logger.child({ module: 'control' }), options.signal, options.backoff, earlyHello)
+  const first = await initialSnapshot(plane, options.store, moduleLogger(logger, 'control'), options.signal, options.backoff, earlyHello)
   if (first === null) return null
   const config = validateConfig(gatewayConfigFrom(settings, privateKey, first.snapshot.gateway.address))
   const startOptions = acmeStartOptions(plane, settings, logger)
@@ -92,7 +93,7 @@ export async function startGatewayWithControl (options: GatewayRunOptions): Prom
   const client = new ControlClient({
     plane,
     target: gateway,
-    logger: logger.child({ module: 'control' }),
+    logger: moduleLogger(logger, 'control'),
     store: options.store,
     hello: {
       protocol: RPC_PROTOCOL_VERSION,

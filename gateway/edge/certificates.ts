@@ -254,9 +254,9 @@ export class CertificateManager implements CertificateSource {
           if (!keyMatchesCertificate(record.certificatePem, record.privateKeyPem)) throw new IssuerError('KEY_MISMATCH', 'issued certificate does not match its key', false)
           await this.store.put(record)
           this.install(entry, record)
-          this.logger.info({ name, issuer: this.issuer.id, notAfter: new Date(entry.loaded!.notAfter).toISOString() }, 'certificate obtained')
+          this.logger.info({ hostname: name, issuer: this.issuer.id, notAfter: new Date(entry.loaded!.notAfter).toISOString() }, 'certificate obtained')
         } finally {
-          await this.store.unlock(name).catch(err => { this.logger.warn({ name, err }, 'certificate lock release failed') })
+          await this.store.unlock(name).catch(err => { this.logger.warn({ hostname: name, err }, 'certificate lock release failed') })
         }
       })
       entry.failures = 0
@@ -270,7 +270,7 @@ export class CertificateManager implements CertificateSource {
       const backoff = this.retryDelaysMs[Math.min(entry.failures, this.retryDelaysMs.length) - 1] ?? 0
       const delay = Math.max(backoff, err instanceof IssuerError ? err.retryAfterMs ?? 0 : 0)
       entry.nextAttemptAt = this.now() + delay
-      this.logger.warn({ name, err, failures: entry.failures, retryInMs: entry.noRetry ? null : delay }, 'certificate not obtained')
+      this.logger.warn({ hostname: name, err, failures: entry.failures, retryInMs: entry.noRetry ? null : delay }, 'certificate not obtained')
     }
   }
 
@@ -285,7 +285,7 @@ export class CertificateManager implements CertificateSource {
       const context = tls.createSecureContext({ key: record.privateKeyPem, cert: record.certificatePem })
       entry.loaded = { name: entry.name, context, ...v, issuer: record.issuer }
     } catch (err) {
-      this.logger.warn({ name: entry.name, err }, 'stored certificate unusable; obtaining a new one')
+      this.logger.warn({ hostname: entry.name, err }, 'stored certificate unusable; obtaining a new one')
     }
   }
 }

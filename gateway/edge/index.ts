@@ -77,6 +77,7 @@ import { RelayClient, RelayFleet, RelayListener } from './relay.ts'
 import type { RelayIdentity } from './relay-identity.ts'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
 import { PASSTHROUGH_ALPN, encodePreamble, readServerName } from './passthrough.ts'
+import { childLogger, moduleLogger } from '../../proto/log.ts'
 
 export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
 export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
@@ -228,7 +229,7 @@ export class Edge {
     if (options.relay !== undefined) {
       const fleet = new RelayFleet(options.relay.identity)
       this.relay = new RelayClient({ fleet, sessionLive: options.relay.sessionLive, connectTimeoutMs: options.connectTimeoutMs ?? EDGE_DEFAULTS.connectTimeoutMs })
-      const relayed = new ReverseProxy({ ...proxyOptions, logger: options.logger.child({ relay: 'in' }), relayed: true })
+      const relayed = new ReverseProxy({ ...proxyOptions, logger: childLogger(options.logger, { relay: 'in' }), relayed: true })
       this.relayListener = new RelayListener({
         fleet,
         handleRequest: relayed.handleRequest,
@@ -291,7 +292,7 @@ export class Edge {
     this.manager = new CertificateManager({
       store: o.certStore ?? new FileCertStore({ directory: tlsDir, now: o.now }),
       issuer,
-      logger: this.logger.child({ module: 'certificates' }),
+      logger: moduleLogger(this.logger, 'certificates'),
       wildcards: o.wildcards,
       now: o.now,
     })

@@ -349,6 +349,7 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private responded = false
   private upstreamComplete = false
   private answered = false // we answered the client ourselves: later upstream errors are moot
+  private cutByEdge = false // the edge destroyed the response: a close then is not the client's
   private waitingForDrain = false
   // One watchdog timer, re-armed lazily: idle while the request body goes up, first byte (504)
   // once it is all sent, idle again while the response comes down.
@@ -560,7 +561,7 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     this.disarm()
     if (this.answered) return
     // The origin's side failed mid-body: cut the client's response, never end it as complete.
-    if (this.responded) { this.failure ??= errorText(err); this.res.destroy(); return }
+    if (this.responded) { this.failure ??= errorText(err); this.cutByEdge = true; this.res.destroy(); return }
     if (this.res.destroyed) return
     // A pooled connection the origin closed just as we reused it: an idempotent request without
     // a body may go once more (RFC 9110 9.2.2; nothing was taken from the client).
@@ -580,7 +581,7 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     if (this.control) extra = { ...extra, 'strict-transport-security': CONTROL_HSTS }
     this.failure ??= page
     this.proxy.errors?.inc(page)
-    if (res.headersSent) { this.status = this.status || 502; res.destroy(); return }
+    if (res.headersSent) { this.status = this.status || 502; this.cutByEdge = true; res.destroy(); return }
     this.status = pageStatus(page)
     const body = renderPage(page, { host: this.hostHeader, requestId: this.requestId })
     // HTTP/1: a body we will not read makes the connection unusable for the next request.
@@ -590,6 +591,7 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
       if (req.method === 'HEAD') res.end()
       else res.end(body)
     } catch {
+      this.cutByEdge = true
       res.destroy()
     }
     // Unread request bodies are discarded (HTTP/1 keeps the connection only if it can drain).
@@ -599,11 +601,15 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   /** The client's response closed (finished or cut): stop the upstream side, free the slot, log. */
   private closed (): void {
     const { req, res, proxy } = this
+    // The client left before the whole response was sent: nginx's 499, not the origin's status.
+    const cancelled = !res.writableFinished && !this.cutByEdge
     this.disarm()
     proxy.uploads?.unwatch(this)
     if (!this.upstreamComplete && this.slot) this.abort(new Error('client closed'))
     if (this.slot) proxy.pool.release(this.route!, this.client)
     this.slot = false
+    const upstreamStatus = this.status
+    if (cancelled) this.status = 499
     proxy.requests?.inc(`${Math.floor(this.status / 100)}xx`)
     const durationMs = performance.now() - this.started
     proxy.recordTraffic(this.route, {
@@ -624,8 +630,9 @@ class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
       proto: req.httpVersionMajor >= 2 ? 'h2' : 'http/1.1',
       ...(this.target !== undefined ? { relay: this.target.gateway.id } : {}),
       ...(proxy.relayed ? { relayed: true } : {}),
-      ...(this.failure !== undefined ? { error: this.failure } : {}),
-      ...(!res.writableFinished ? { aborted: true } : {}),
+      ...(this.failure !== undefined && !cancelled ? { error: this.failure } : {}),
+      ...(cancelled ? { cancelled: true, ...(upstreamStatus !== 0 ? { upstreamStatus } : {}) } : {}),
+      ...(!res.writableFinished && !cancelled ? { aborted: true } : {}),
     }, 'request')
   }
 }

@@ -28,9 +28,16 @@ export interface ListInstancesResponse {
   instances: InstanceSummary[]
 }
 
+/** Which alerts the owner gets for an instance. */
+export interface InstanceAlerts {
+  /** A mail when the instance has been offline for CC_ALERT_OFFLINE_AFTER, and one when it is back. */
+  offline: boolean
+}
+
 /** GET /instances/{instance_id}. */
 export interface InstanceDetails extends InstanceSummary {
   full_domain: string
+  alerts: InstanceAlerts
 }
 
 export interface CreateInstanceRequest {
@@ -71,6 +78,7 @@ export interface CreateInstanceResponse {
 export interface UpdateInstanceRequest {
   name?: string
   subdomain?: string
+  alerts?: Partial<InstanceAlerts>
 }
 
 export interface UpdateInstanceResponse {
@@ -78,6 +86,7 @@ export interface UpdateInstanceResponse {
   name: string
   subdomain: string
   full_domain: string
+  alerts: InstanceAlerts
 }
 
 export interface RegenerateTokenResponse {

@@ -20,6 +20,7 @@ import { Device } from '../../gateway/wireguard/device.ts'
 import { UdpShell, wallClockOffset } from '../../gateway/wireguard/udp.ts'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { IPPROTO_TCP, parseIPv4, parseIPv4Prefix } from '../../proto/wire/ipv4.ts'
+import { parseLogLines } from '../helpers/strict-json.ts'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../..')
 const CLI = join(ROOT, 'bin/cloud-connect.js')
@@ -209,6 +210,13 @@ t.test('start: prints its facts, serves the API, carries a container\'s HTTPS, s
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'clean exit on SIGTERM')
   t.match(output.text, /"msg":"stopped"/)
+
+  // Every log record of the run, read strictly: JSON.parse would hide a repeated key.
+  const { records, bad } = parseLogLines(output.text.split('\n').filter(line => line.startsWith('{')).join('\n'))
+  t.same(bad, [], 'no record with a repeated key or broken JSON')
+  t.ok(records.length > 20, `${records.length} records read`)
+  t.ok(records.some(r => typeof r.module === 'string' && r.module.includes('/')), 'nested modules logged as one joined path')
+  t.ok(records.some(r => r.msg === 'request' && r.path === '/shares' && r.status === 200), 'the proxied request among them')
 })
 
 /** A TCP port free on loopback right now. */

@@ -46,6 +46,16 @@ t.test('CC_DOMAIN_PENDING_TTL: seconds, default 7 days', async t => {
   }
 })
 
+t.test('alert settings: defaults, bounds, the webhook URL', async t => {
+  const d = loadConfig({})
+  t.same(d.alerts, { offlineAfterSeconds: 300, intervalSeconds: 60, certificateFailingAfterSeconds: 3600, operatorWebhookUrl: undefined, operatorWebhookTimeoutMs: 5000 })
+  const set = loadConfig({ CC_ALERT_OFFLINE_AFTER: '60', CC_ALERT_INTERVAL: '5', CC_ALERT_CERTIFICATE_FAILING_AFTER: '600', CC_OPERATOR_WEBHOOK_URL: 'https://ops.example.test/hooks/cc', CC_OPERATOR_WEBHOOK_TIMEOUT_MS: '2000' })
+  t.same(set.alerts, { offlineAfterSeconds: 60, intervalSeconds: 5, certificateFailingAfterSeconds: 600, operatorWebhookUrl: 'https://ops.example.test/hooks/cc', operatorWebhookTimeoutMs: 2000 })
+  for (const [name, bad] of [['CC_ALERT_OFFLINE_AFTER', '0'], ['CC_ALERT_OFFLINE_AFTER', 'soon'], ['CC_ALERT_INTERVAL', '3601'], ['CC_ALERT_CERTIFICATE_FAILING_AFTER', '-1'], ['CC_OPERATOR_WEBHOOK_URL', 'ftp://ops.example.test/'], ['CC_OPERATOR_WEBHOOK_URL', 'not a url'], ['CC_OPERATOR_WEBHOOK_TIMEOUT_MS', '0']]) {
+    t.throws(() => loadConfig({ [name]: bad }), new RegExp(`^${name}: `), `${name}=${bad}`)
+  }
+})
+
 t.test('values from the environment', async t => {
   const c = loadConfig({
     CC_API_PORT: '8081',

@@ -110,7 +110,7 @@ export class AcmeIssuer implements Issuer {
     const client = await this.client()
     this.ordersPlaced++
     const order = await client.createOrder({ identifiers: [{ type: 'dns', value: name }] })
-    this.logger.info({ name, order: order.url }, 'ACME order placed')
+    this.logger.info({ hostname: name, order: order.url }, 'ACME order placed')
     const authorizations = await client.getAuthorizations(order)
     for (const authz of authorizations) {
       if (authz.status === 'valid') continue // reused authorization (RFC 8555 7.1.4)

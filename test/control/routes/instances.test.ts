@@ -9,7 +9,7 @@ import {
 const CREATE_KEYS = ['credentials', 'instance']
 const CREATED_INSTANCE_KEYS = ['created_at', 'full_domain', 'id', 'name', 'status', 'subdomain', 'tunnel_ip']
 const SUMMARY_KEYS = ['created_at', 'custom_domain', 'id', 'last_seen', 'name', 'status', 'subdomain', 'suspended_reason', 'tunnel_ip']
-const DETAIL_KEYS = [...SUMMARY_KEYS, 'full_domain'].sort()
+const DETAIL_KEYS = [...SUMMARY_KEYS, 'alerts', 'full_domain'].sort()
 
 await forEachDatabase(t, async (t, db) => {
   t.test('create: 201 with the spec body and working credentials', async t => {
@@ -220,6 +220,27 @@ await forEachDatabase(t, async (t, db) => {
     t.equal((await h.request('GET', '/v1/tunnel/status', undefined, bearer(inst.token))).status, 200, 'token untouched')
   })
 
+  t.test('patch alerts.offline: the owner turns offline mails off and on; bad values refused', async t => {
+    const h = await startInstanceApp(t, db)
+    const user = await newUser(h)
+    const inst = await mustCreate(t, h, user.token, 'alerting')
+    t.same((await h.request('GET', `/v1/instances/${inst.id}`, undefined, bearer(user.token))).body.alerts, { offline: true }, 'on by default')
+    const off = await h.request('PATCH', `/v1/instances/${inst.id}`, { alerts: { offline: false } }, bearer(user.token))
+    t.equal(off.status, 200)
+    t.same(off.body, { id: inst.id, name: 'My Erugo Server', subdomain: 'alerting', full_domain: `alerting.${BASE_DOMAIN}`, alerts: { offline: false } })
+    t.same((await h.request('GET', `/v1/instances/${inst.id}`, undefined, bearer(user.token))).body.alerts, { offline: false })
+    t.equal((await db('instances').where({ id: inst.id }).first()).alerts_offline, false, 'stored')
+    const on = await h.request('PATCH', `/v1/instances/${inst.id}`, { alerts: { offline: true }, name: 'Renamed' }, bearer(user.token))
+    t.same(on.body.alerts, { offline: true })
+    t.equal(on.body.name, 'Renamed', 'with other changes in one request')
+    assertError(t, await h.request('PATCH', `/v1/instances/${inst.id}`, { alerts: {} }, bearer(user.token)), 'VALIDATION_ERROR', 'empty alerts')
+    assertError(t, await h.request('PATCH', `/v1/instances/${inst.id}`, { alerts: { offline: 'sometimes' } }, bearer(user.token)), 'VALIDATION_ERROR', 'not a boolean')
+    assertError(t, await h.request('PATCH', `/v1/instances/${inst.id}`, { alerts: { sms: true } }, bearer(user.token)), 'VALIDATION_ERROR', 'unknown alert')
+    const other = await newUser(h)
+    assertError(t, await h.request('PATCH', `/v1/instances/${inst.id}`, { alerts: { offline: false } }, bearer(other.token)), 'NOT_FOUND', 'another user')
+    t.equal((await db('instances').where({ id: inst.id }).first()).alerts_offline, true, 'untouched by the refused requests')
+  })
+
   t.test('patch: rename, move subdomain, same rules, spec shape', async t => {
     const h = await startInstanceApp(t, db)
     const user = await newUser(h)
@@ -228,9 +249,9 @@ await forEachDatabase(t, async (t, db) => {
     await mustCreate(t, h, other.token, 'occupied')
     const renamed = await h.request('PATCH', `/v1/instances/${inst.id}`, { name: ' Production Server ' }, bearer(user.token))
     t.equal(renamed.status, 200)
-    t.same(renamed.body, { id: inst.id, name: 'Production Server', subdomain: 'before', full_domain: `before.${BASE_DOMAIN}` })
+    t.same(renamed.body, { id: inst.id, name: 'Production Server', subdomain: 'before', full_domain: `before.${BASE_DOMAIN}`, alerts: { offline: true } })
     const moved = await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'Files' }, bearer(user.token))
-    t.same(moved.body, { id: inst.id, name: 'Production Server', subdomain: 'files', full_domain: `files.${BASE_DOMAIN}` })
+    t.same(moved.body, { id: inst.id, name: 'Production Server', subdomain: 'files', full_domain: `files.${BASE_DOMAIN}`, alerts: { offline: true } })
     assertError(t, await createInstance(h, (await newUser(h)).token, 'before'), 'SUBDOMAIN_TAKEN', 'the old subdomain stays its owner\'s for the quarantine')
     t.equal((await h.request('GET', '/v1/subdomains/check?subdomain=before', undefined, bearer(user.token))).body.available, true, 'available to its owner')
     const same = await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'files', name: 'Same' }, bearer(user.token))

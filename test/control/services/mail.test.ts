@@ -1,40 +1,14 @@
 // Mail over real SMTP (a local smtp-server): the verification and reset links work once and only once.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { SMTPServer } from 'smtp-server'
 import pino from 'pino'
 import { createApp } from '../../../control/app.ts'
 import { Mailer, OutboxTransport } from '../../../control/services/mail.ts'
 import { forEachDatabase, PASSWORD, registration, testConfig } from '../harness.ts'
+import { decodeQuotedPrintable, startSmtp, type CapturedMail } from '../../helpers/smtp.ts'
 
-interface Captured { from: string, to: string[], raw: string }
-
-/** RFC 2045 6.7 quoted-printable: soft line breaks and =XX escapes. */
-function decodeQuotedPrintable (text: string): string {
-  return Buffer.from(text.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1').toString('utf8')
-}
-
-async function startSmtp (t: Test): Promise<{ port: number, messages: Captured[] }> {
-  const messages: Captured[] = []
-  const server = new SMTPServer({
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    logger: false,
-    onData (stream, session, callback) {
-      const chunks: Buffer[] = []
-      stream.on('data', (c: Buffer) => chunks.push(c))
-      stream.on('end', () => {
-        messages.push({ from: session.envelope.mailFrom === false ? '' : session.envelope.mailFrom.address, to: session.envelope.rcptTo.map(r => r.address), raw: Buffer.concat(chunks).toString('latin1') })
-        callback()
-      })
-    },
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>(resolve => server.close(() => resolve())))
-  return { port: (server.server.address() as { port: number }).port, messages }
-}
-
-function linkIn (message: Captured, pattern: RegExp): URL {
+function linkIn (message: CapturedMail, pattern: RegExp): URL {
   const body = decodeQuotedPrintable(message.raw)
   const match = pattern.exec(body)
   if (match === null) throw new Error(`no link matching ${pattern} in:\n${body}`)
