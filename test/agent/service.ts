@@ -118,7 +118,8 @@ export async function startService (t: Test, dataDir: string, ports: Partial<Ser
     wgPort: Number(find(/^ {2}WireGuard +localhost:(\d+) /m)[1]),
     httpsPort: Number(find(/^ {2}HTTPS +https:\/\/<subdomain>\.localhost:(\d+)/m)[1]),
     ca: readFileSync(find(/^ {2}CA certificate +(\S+)/m)[1], 'utf8'),
-    outbox: find(/^ {2}Mail outbox +(\S+)$/m)[1],
+    // Empty when mail goes through CC_SMTP_URL.
+    outbox: /^ {2}Mail outbox +(\S+)$/m.exec(proc.output)?.[1] ?? '',
     dataDir,
   }
 }
@@ -143,16 +144,19 @@ export interface Instance {
 
 let accounts = 0
 
-/** Registers and verifies an account (link from the outbox), logs in and creates an instance. */
-export async function createInstance (service: Service, subdomain: string): Promise<Instance> {
+/**
+ * Registers and verifies an account (link from the outbox, or from `mails()` when the service
+ * sends over SMTP), logs in and creates an instance.
+ */
+export async function createInstance (service: Service, subdomain: string, mails?: () => string[]): Promise<Instance> {
   const email = `agent-${process.pid}-${accounts++}@example.com`
   const password = 'correct horse battery'
   const reg = await json(`${service.api}/auth/register`, 'POST', { name: 'Agent Test', email, password, password_confirmation: password, accept_terms: true, accept_privacy: true, accept_marketing: false, erugo_version: '1.0.0' })
   if (reg.status !== 201) throw new Error(`register: ${reg.status} ${JSON.stringify(reg.body)}`)
   let verify: string | undefined
   for (let i = 0; i < 200 && verify === undefined; i++) {
-    for (const f of existsSync(service.outbox) ? readdirSync(service.outbox) : []) {
-      const text = readFileSync(join(service.outbox, f), 'utf8')
+    const texts = mails?.() ?? (existsSync(service.outbox) ? readdirSync(service.outbox) : []).map(f => readFileSync(join(service.outbox, f), 'utf8'))
+    for (const text of texts) {
       if (text.includes(email)) verify ??= /verify-email\?token=([^\s&]+)/.exec(text)?.[1]
     }
     if (verify === undefined) await delay(50)
