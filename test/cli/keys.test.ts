@@ -3,6 +3,7 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { requireWg } from '../helpers/require.ts'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../..')
 const CLI = join(ROOT, 'bin/cloud-connect.js')
@@ -10,10 +11,6 @@ const CLI = join(ROOT, 'bin/cloud-connect.js')
 function cli (args: string[], input?: string): { code: number | null, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { input, encoding: 'utf8', cwd: ROOT, timeout: 30_000 })
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
-}
-
-function wgAvailable (): boolean {
-  return spawnSync('wg', ['--version'], { encoding: 'utf8' }).status === 0
 }
 
 t.test('keygen prints a clamped 32-byte key in wg format', async t => {
@@ -36,7 +33,8 @@ t.test('pubkey: RFC 7748 section 6.1 test vector (Alice)', async t => {
   t.equal(r.stdout, `${pub}\n`)
 })
 
-t.test('keygen | pubkey matches wg pubkey', { skip: wgAvailable() ? false : 'wg (wireguard-tools) is not installed' }, async t => {
+t.test('keygen | pubkey matches wg pubkey', async t => {
+  if (!requireWg(t)) return
   for (let i = 0; i < 3; i++) {
     const priv = cli(['keygen']).stdout
     const ours = cli(['pubkey'], priv)

@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from 'playwright-core'
 import { onPath } from './lab.ts'
+import { unavailable } from './require.ts'
 
 export const CHROMIUM = process.env.CC_CHROMIUM ?? '/usr/bin/chromium'
 export const DOCS = resolve(fileURLToPath(import.meta.url), '../../../docs')
@@ -41,13 +42,7 @@ export function browserMissing (): string | null {
 export function requireBrowser (t: Test): boolean {
   const reason = browserMissing()
   if (reason === null) return true
-  if (process.env.CC_REQUIRE_INTEROP === '1') {
-    t.fail(`browser required (CC_REQUIRE_INTEROP=1) but unavailable: ${reason}`)
-  } else {
-    t.comment(`browser unavailable: ${reason}`)
-    t.plan(0, `browser unavailable: ${reason}`)
-  }
-  return false
+  return unavailable(t, 'browser', reason)
 }
 
 /** What went wrong inside pages: uncaught errors and Content-Security-Policy refusals. */

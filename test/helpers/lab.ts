@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { LabProcess, run, type ExecOptions, type ExecResult } from './lab/process.ts'
+import { unavailable } from './require.ts'
 import {
   addNetns, addVeth, claimRun, deleteNetns, deleteNetnsSync, ifName, inNetns, netnsName, newRunId,
   releaseRun, sweepStaleLabs, writeNetnsHosts, type VethEnd,
@@ -89,13 +90,7 @@ export function requireLab (t: LabTest, extra: string[] = []): boolean {
     if (missing.length > 0) reason = `missing tools: ${missing.join(', ')}`
   }
   if (reason === null) return true
-  if (process.env.CC_REQUIRE_INTEROP === '1') {
-    t.fail(`lab required (CC_REQUIRE_INTEROP=1) but unavailable: ${reason}`)
-  } else {
-    t.comment(`lab unavailable: ${reason}`)
-    t.plan(0, `lab unavailable: ${reason}`)
-  }
-  return false
+  return unavailable(t, 'lab', reason)
 }
 
 const liveLabs = new Set<Lab>()

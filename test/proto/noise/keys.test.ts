@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process'
 import {
   KeyError, KEY_LEN, decodeKey, encodeKey, generatePrivateKey, nodeX25519, publicKeyFromPrivate, sodiumX25519,
 } from '../../../proto/noise/keys.ts'
+import { requireWg } from '../../helpers/require.ts'
 
 const hex = (s: string): Buffer => Buffer.from(s, 'hex')
 
@@ -75,11 +76,7 @@ for (const backend of [sodiumX25519, nodeX25519]) {
 }
 
 t.test('interop with wg genkey / wg pubkey', async t => {
-  const probe = spawnSync('wg', ['--version'], { encoding: 'utf8' })
-  if (probe.error !== undefined || probe.status !== 0) {
-    t.comment(`skipped: wg (wireguard-tools) is not installed: ${probe.error?.message ?? probe.stderr}`)
-    return
-  }
+  if (!requireWg(t)) return
   for (let i = 0; i < 5; i++) {
     const ours = generatePrivateKey()
     const pub = spawnSync('wg', ['pubkey'], { input: encodeKey(ours) + '\n', encoding: 'utf8' })
