@@ -19,6 +19,7 @@ import { dirname, join } from 'node:path'
 import type { Logger } from 'pino'
 import { encodeKey } from '../proto/noise/keys.ts'
 import { formatIPv4 } from '../proto/wire/ipv4.ts'
+import { formatHostPort } from '../proto/net/address.ts'
 import { checkPlan, formatEndpoint, type CheckedTunnelConfig } from './tunnel-config.ts'
 import { combinedHealth, planGateways, samePlan, TunnelUnavailableError, type GatewayHealth, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
 
@@ -155,7 +156,7 @@ export class KernelTunnel implements Tunnel {
     }
     this.up = true
     this.plan = plan
-    this.logger.info({ interface: this.interfaceName, address: plan.addressCidr, endpoint: `${plan.endpointHost}:${plan.endpointPort}` }, 'WireGuard interface up')
+    this.logger.info({ interface: this.interfaceName, address: plan.addressCidr, endpoint: formatHostPort(plan.endpointHost, plan.endpointPort) }, 'WireGuard interface up')
   }
 
   /**
@@ -236,7 +237,7 @@ export class KernelTunnel implements Tunnel {
       region: g.region,
       publicKey: g.peerPublicKey,
       gatewayAddress: g.gatewayAddress,
-      configuredEndpoint: g.endpointHost.includes(':') ? `[${g.endpointHost}]:${g.endpointPort}` : `${g.endpointHost}:${g.endpointPort}`,
+      configuredEndpoint: formatHostPort(g.endpointHost, g.endpointPort),
       ...(this.peerHealth.get(g.peerPublicKey) ?? { lastHandshakeAt: null, lastReceiveAt: null, endpoint: null, rxBytes: 0, txBytes: 0 }),
     }))
   }

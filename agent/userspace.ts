@@ -23,6 +23,7 @@ import { UdpShell, monotonicNow, wallClockOffset } from '../gateway/wireguard/ud
 import { IpLayer } from '../gateway/netstack/ip.ts'
 import { TcpStack } from '../gateway/netstack/tcp/index.ts'
 import { IPPROTO_ICMP, IPPROTO_TCP, parseIPv4Address } from '../proto/wire/ipv4.ts'
+import { formatHostPort } from '../proto/net/address.ts'
 import { createForwarder, type ForwardTarget, type Forwarder } from './forward.ts'
 import { EchoProber } from './probe.ts'
 import { checkPlan, combinedHealth, planGateways, resolveEndpoint, sameGateway, samePlan, type GatewayHealth, type GatewayPlan, type Tunnel, type TunnelHealth, type TunnelPlan } from './tunnel.ts'
@@ -100,15 +101,15 @@ export class UserspaceTunnel implements Tunnel {
     } else {
       this.stack.prober.retarget(plan.gatewayAddress)
     }
-    // The socket's family follows the first gateway that resolved (gateways of one fleet share one).
-    const family = (resolved.find(r => !(r instanceof Error)) as { family: 4 | 6 }).family
+    // IPv4 gateways only: an IPv4 socket. Any IPv6 gateway: a dual-stack IPv6 socket, which reaches both.
+    const family = resolved.some(r => !(r instanceof Error) && r.family === 6) ? 6 : 4
     const keep = new Set(usable.map(g => g.peerPublicKey))
     // Removed first: a new gateway may take over a vanished one's address.
     for (const [key, link] of this.links) {
       if (keep.has(key)) continue
       this.device.removePeer(link.peer.publicKey)
       this.links.delete(key)
-      this.logger.info({ gateway: link.plan.gatewayId ?? key, endpoint: `${link.plan.endpointHost}:${link.plan.endpointPort}` }, 'gateway removed from the tunnel')
+      this.logger.info({ gateway: link.plan.gatewayId ?? key, endpoint: formatHostPort(link.plan.endpointHost, link.plan.endpointPort) }, 'gateway removed from the tunnel')
     }
     const links = new Map<string, GatewayLink>()
     const added: GatewayLink[] = []
@@ -139,7 +140,7 @@ export class UserspaceTunnel implements Tunnel {
     if (this.shell === null || this.shellFamily !== family) await this.newShell(family)
     this.plan = plan
     for (const link of added) {
-      this.logger.info({ address: plan.address, gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, role: link.plan.role, endpoint: link.peer.endpoint === null ? null : `${link.peer.endpoint.address}:${link.peer.endpoint.port}` }, 'userspace tunnel: gateway added')
+      this.logger.info({ address: plan.address, gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, role: link.plan.role, endpoint: link.peer.endpoint === null ? null : formatHostPort(link.peer.endpoint.address, link.peer.endpoint.port) }, 'userspace tunnel: gateway added')
       this.startHandshake(link)
     }
   }
@@ -164,7 +165,7 @@ export class UserspaceTunnel implements Tunnel {
     // A new source socket only when every gateway is silent: the others keep the path they have.
     if (gatewayPublicKey === undefined) await this.newShell(this.shellFamily ?? 4)
     for (const link of links) {
-      this.logger.info({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, endpoint: link.peer.endpoint === null ? null : `${link.peer.endpoint.address}:${link.peer.endpoint.port}` }, 'fresh handshake')
+      this.logger.info({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, endpoint: link.peer.endpoint === null ? null : formatHostPort(link.peer.endpoint.address, link.peer.endpoint.port) }, 'fresh handshake')
       // Whatever the old session was, the gateway may not know it (restart) or us (new path).
       this.device.zeroKeyMaterial(link.peer)
       this.startHandshake(link)
@@ -290,8 +291,4 @@ export class UserspaceTunnel implements Tunnel {
     if (link.peer.current === null) link.peer.lastSentHandshakeAt = -Infinity
     void this.stack.prober.probe(1_000, link.plan.gatewayAddress)
   }
-}
-
-function formatHostPort (host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }

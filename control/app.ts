@@ -46,6 +46,7 @@ import { authPlugin } from './auth.ts'
 import type { ControlConfig } from './config.ts'
 import type { Db } from './db/knex.ts'
 import { errorsPlugin, failValidation } from './errors.ts'
+import { apiListenHost } from './listen-host.ts'
 import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
 import { startAlerts } from './jobs/alerts.ts'
@@ -119,7 +120,7 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
   })
 
   const server = Hapi.server({
-    host: config.apiHost,
+    host: await apiListenHost(config.apiHost, logger),
     port: config.apiPort,
     router: { stripTrailingSlash: true },
     routes: {

@@ -4,6 +4,7 @@
  */
 import Joi from 'joi'
 import { parseIPv4Address, parseIPv4Prefix } from '../proto/wire/ipv4.ts'
+import { BRACKETED_IPV6, DUAL_STACK_ANY } from '../proto/net/address.ts'
 import { parseTrustedProxies, type ProxyMatcher } from './trusted-proxies.ts'
 
 export interface RateLimitRule {
@@ -158,7 +159,7 @@ const positiveInt = Joi.number().integer().min(1)
 
 /** Each variable: its joi rule and default (string form, as it would appear in the environment). */
 const VARIABLES = {
-  CC_API_HOST: Joi.string().hostname().default('0.0.0.0'),
+  CC_API_HOST: Joi.string().replace(BRACKETED_IPV6, '$1').hostname().default(DUAL_STACK_ANY),
   CC_API_PORT: Joi.number().integer().min(0).max(65535).default(3000),
   DATABASE_URL: Joi.string().uri({ scheme: ['postgres', 'postgresql'] }),
   CC_DATA_DIR: Joi.string().default('./data'),

@@ -21,6 +21,7 @@
 import type { Plugin, Request } from '@hapi/hapi'
 import type { ControlConfig, RateLimitRule } from './config.ts'
 import { clientFromChain } from './trusted-proxies.ts'
+import { clientPrefix, plainAddress } from '../proto/net/address.ts'
 import { apiError } from './errors.ts'
 import type { Services } from './services/index.ts'
 import { normalizeEmail } from './services/accounts.ts'
@@ -31,6 +32,8 @@ type BucketRef = [key: string, rule: RateLimitRule]
 declare module '@hapi/hapi' {
   interface RequestApplicationState {
     clientIp?: string
+    /** What the client's per-address buckets are keyed by: its IPv4 address or its IPv6 /64. */
+    clientKey?: string
     /** The sign-in's failure buckets: their tokens come back unless it ends in 401. */
     loginBuckets?: [address: BucketRef, account: BucketRef]
     /** The bucket a failed bearer authentication of this request is charged to. */
@@ -48,7 +51,12 @@ declare module '@hapi/hapi' {
  * (CC_TRUST_PROXY_HOPS), the Nth entry from the right.
  */
 export function clientIp (request: Request, trust: number | Pick<ControlConfig, 'trustProxyHops' | 'trustedProxies'>): string {
-  const peer = request.info.remoteAddress
+  return plainAddress(forwardedClient(request, trust))
+}
+
+function forwardedClient (request: Request, trust: number | Pick<ControlConfig, 'trustProxyHops' | 'trustedProxies'>): string {
+  // The dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d.
+  const peer = plainAddress(request.info.remoteAddress)
   const trustProxyHops = typeof trust === 'number' ? trust : trust.trustProxyHops
   if (typeof trust !== 'number' && trust.trustedProxies !== null) {
     const header = request.headers['x-forwarded-for']
@@ -83,8 +91,10 @@ export const rateLimitPlugin: Plugin<Services> = {
     }
 
     server.ext('onPreAuth', async (request, h) => {
-      const ip = clientIp(request, services.config)
-      request.app.clientIp = ip
+      request.app.clientIp = clientIp(request, services.config)
+      // An IPv6 client holds a whole /64: counted as one, or it would get 2^64 budgets.
+      const ip = clientPrefix(request.app.clientIp)
+      request.app.clientKey = ip
       const kind = request.route.settings.app?.rateLimit
       if (kind === 'auth') {
         await enforce([`auth-ip:${ip}`, limits.authPerIp])
@@ -120,7 +130,7 @@ export const rateLimitPlugin: Plugin<Services> = {
         await enforce([`mail:${request.route.path}:${account}`, limits.mailPerAccount])
         return h.continue
       }
-      const address: BucketRef = [`login-fail:${account}|${request.app.clientIp!}`, limits.loginFailuresPerAddress]
+      const address: BucketRef = [`login-fail:${account}|${request.app.clientKey!}`, limits.loginFailuresPerAddress]
       const everywhere: BucketRef = [`login-fail:${account}`, limits.loginFailuresPerAccount]
       await enforce(address)
       try {

@@ -8,6 +8,7 @@ import type { ControlConfig } from './config.ts'
 import { createDb, type Db } from './db/knex.ts'
 import { migrateLatest } from './db/migrate.ts'
 import { makeDataDirectoryPrivate } from './db/private-files.ts'
+import { listeningUrl } from './listen-host.ts'
 
 export interface RunningControl {
   app: ControlApp
@@ -31,7 +32,7 @@ export async function startControl (config: ControlConfig, logger: Logger, extra
     }
     const app = await createApp(config, { db, logger, ...extra })
     await app.start()
-    logger.info({ url: app.info.uri, database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')
+    logger.info({ url: listeningUrl(app.info), database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')
     return {
       app,
       db,

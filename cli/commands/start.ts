@@ -82,8 +82,8 @@ const LOOPBACK = '127.0.0.0/8,::1'
 
 /** Where the edge reaches control's API listener in this process: loopback unless it listens elsewhere only. */
 function ownControlOrigin (apiHost: string, port: number): { host: string, port: number } {
-  if (['0.0.0.0', '', 'localhost'].includes(apiHost)) return { host: '127.0.0.1', port }
-  if (apiHost === '::') return { host: '::1', port }
+  // `::` is dual-stack, or 0.0.0.0 on a host without IPv6: 127.0.0.1 reaches it either way.
+  if (['0.0.0.0', '::', '', 'localhost'].includes(apiHost)) return { host: '127.0.0.1', port }
   return { host: apiHost, port }
 }
 

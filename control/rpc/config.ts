@@ -2,7 +2,8 @@
  * Settings of the internal RPC listener that gateways call, from the environment (validated once;
  * a bad value raises ConfigError naming the variable, like control/config.ts).
  *
- *   CC_RPC_HOST         bind address (default 127.0.0.1: expose it deliberately)
+ *   CC_RPC_HOST         bind address (default 127.0.0.1: expose it deliberately; `::` or `[::]` for
+ *                       every address, IPv4 and IPv6)
  *   CC_RPC_PORT         port (default 8081; 0 = any free port)
  *   CC_GATEWAY_SECRET   shared secret, base64url >= 43 chars; unset: generated into CC_DATA_DIR
  *   CC_RPC_WAIT         seconds a config long-poll waits for a change (default 30)
@@ -11,6 +12,7 @@
  *                       unset: generated into CC_DATA_DIR (services/cert-store.ts)
  */
 import Joi from 'joi'
+import { BRACKETED_IPV6 } from '../../proto/net/address.ts'
 import { ConfigError } from '../config.ts'
 import { CERT_STORE_KEY_PATTERN } from '../services/cert-store.ts'
 import { GATEWAY_SECRET_PATTERN } from './secret.ts'
@@ -27,7 +29,7 @@ export interface RpcConfig {
 }
 
 const VARIABLES = {
-  CC_RPC_HOST: Joi.string().hostname().default('127.0.0.1'),
+  CC_RPC_HOST: Joi.string().replace(BRACKETED_IPV6, '$1').hostname().default('127.0.0.1'),
   CC_RPC_PORT: Joi.number().integer().min(0).max(65535).default(8081),
   CC_GATEWAY_SECRET: Joi.string().pattern(GATEWAY_SECRET_PATTERN).message('must be base64url of at least 32 bytes (43+ characters of A-Z a-z 0-9 - _)'),
   // At most 60 s: gateways give a long-poll 90 s before they count control as unreachable.

@@ -28,6 +28,7 @@ import { loadGatewaySecret } from './secret.ts'
 import { RpcServer } from './server.ts'
 import { RpcService } from './service.ts'
 import { moduleLogger } from '../../proto/log.ts'
+import { listeningUrl } from '../listen-host.ts'
 
 export { RpcService } from './service.ts'
 export { RpcServer } from './server.ts'
@@ -107,7 +108,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       configListener.start()
     }
     await app.start()
-    logger.info({ url: app.info.uri, database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')
+    logger.info({ url: listeningUrl(app.info), database: config.databaseUrl !== undefined ? 'postgres' : 'pglite' }, 'control API listening')
     if (options.listen) {
       const secret = loadGatewaySecret(options.rpc.secret, config.dataDir, logger)
       rpcServer = await RpcServer.start({ service: rpc, secret, host: options.rpc.host, port: options.rpc.port, logger: moduleLogger(logger, 'rpc') })

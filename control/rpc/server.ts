@@ -23,6 +23,7 @@ import {
   type CertificateDeleteReply, type CertificateGetReply, type CertificateListReply, type CertificateLockRequest, type CertificateNameRequest,
   type CertificatePutReply, type CertificatePutRequest, type CertificateUnlockReply, type CertificateUnlockRequest, type GatewayHello, type GatewayReport,
 } from '../../proto/rpc/index.ts'
+import { bindDualStack } from '../../proto/net/address.ts'
 import { bearerSecret, secretMatches } from './secret.ts'
 import type { RpcService } from './service.ts'
 
@@ -49,13 +50,13 @@ export class RpcServer {
 
   static async start (options: RpcServerOptions): Promise<RpcServer> {
     const rpc = new RpcServer(options)
-    await new Promise<void>((resolve, reject) => {
+    await bindDualStack(options.host, async host => await new Promise<void>((resolve, reject) => {
       rpc.server.once('error', reject)
-      rpc.server.listen(options.port, options.host, () => {
+      rpc.server.listen(options.port, host, () => {
         rpc.server.off('error', reject)
         resolve()
       })
-    })
+    }), err => options.logger.warn({ listener: 'rpc', err: err.message }, 'no IPv6 on this host: listening on 0.0.0.0 (IPv4 only)'))
     return rpc
   }
 

@@ -5,7 +5,8 @@
  * {
  *   "privateKey": "<wg genkey>",            required
  *   "listenPort": 51820,                     UDP port (default 51820; 0 = any free port)
- *   "listenAddress": "0.0.0.0",              UDP bind address (IPv4 or IPv6 literal)
+ *   "listenAddress": "::",                   UDP bind address (IPv4 or IPv6 literal; "::" is dual-stack,
+ *                                            0.0.0.0 where the host has no IPv6)
  *   "udpIo": "auto",                         UDP socket: "batched" (recvmmsg/sendmmsg/GSO, Linux),
  *                                            "dgram" (node:dgram), "auto" (batched where built)
  *   "address": "10.100.0.1",                 the gateway's tunnel address (a "/len" suffix is accepted)
@@ -21,7 +22,7 @@
  *   "testing"?: { "rekeyAfterTimeMs" },     TEST ONLY: shortens REKEY_AFTER_TIME so sessions rotate fast
  *   "edge"?: {                               HTTPS/HTTP listeners in front of the peers (off when absent)
  *     "dataDir": "./data",                   TLS material: <dataDir>/tls (local CA, certificates)
- *     "httpsListen": "0.0.0.0:443", "httpListen": "0.0.0.0:80" (null: none),
+ *     "httpsListen": "[::]:443", "httpListen": "[::]:80" (null: none; [::] is dual-stack),
  *     "publicHttpsPort"?: 443,               port written in HTTP->HTTPS redirects
  *     "wildcards"?: ["*.example.com"],       wildcard certificates to use for matching hostnames
  *     "acme"?: {                             certificates from an ACME CA instead of the local CA
@@ -37,7 +38,7 @@
  *       "scarceSlotShare": 0.75,             above this share of an instance's slots in use ...
  *       "minUploadBytesPerSecond": 1024,     ... a request body slower than this (0: never) ...
  *       "uploadProgressWindowMs": 10000 },   ... over this window is ended with 408
- *     "relayListen"?: "0.0.0.0:8444" },     fleet relay listener (TLS, client certificates pinned);
+ *     "relayListen"?: "[::]:8444" },        fleet relay listener (TLS, client certificates pinned);
  *                                            its key and certificate: <dataDir>/relay
  *   "fleet"?: [{ "id", "relayUrl": "https://host:port", "relayFingerprint": "<sha-256 hex>" }],
  *                                            gateways relayed to and accepted from (this one included)
@@ -48,6 +49,7 @@
 import { readFileSync } from 'node:fs'
 import Joi from 'joi'
 import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
+import { BRACKETED_IPV6, DUAL_STACK_ANY, formatHostPort } from '../../proto/net/address.ts'
 import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
 import type { FaultConfig } from '../netstack/fault.ts'
 import { batchedUdpUnavailable, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
@@ -182,7 +184,7 @@ const gatewayId = Joi.string().max(128).pattern(/^[A-Za-z0-9._:-]+$/)
 const schema = Joi.object({
   privateKey: key.required(),
   listenPort: Joi.number().integer().min(0).max(65535).default(51820),
-  listenAddress: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
+  listenAddress: Joi.string().replace(BRACKETED_IPV6, '$1').ip({ cidr: 'forbidden' }).default(DUAL_STACK_ANY),
   udpIo: Joi.string().valid(...UDP_IO_SETTINGS).default('auto'),
   address: ipv4.default('10.100.0.1'),
   metricsListen: listenHostPort,
@@ -215,8 +217,8 @@ const schema = Joi.object({
   }).default({}),
   edge: Joi.object({
     dataDir: Joi.string().min(1).required(),
-    httpsListen: listenHostPort.default('0.0.0.0:443'),
-    httpListen: listenHostPort.allow(null).default('0.0.0.0:80'),
+    httpsListen: listenHostPort.default(formatHostPort(DUAL_STACK_ANY, 443)),
+    httpListen: listenHostPort.allow(null).default(formatHostPort(DUAL_STACK_ANY, 80)),
     publicHttpsPort: Joi.number().integer().min(1).max(65535),
     wildcards: Joi.array().items(Joi.string().max(253).pattern(/^\*\.[a-z0-9.-]+$/)).default([]),
     acme: Joi.object({

@@ -11,6 +11,7 @@ import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
 import { DNS_PROVIDERS } from '../edge/acme/dns-provider.ts'
 import { GATEWAY_KEY_FILE } from './keyfile.ts'
 import { UDP_IO_CHOICES, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
+import { BRACKETED_IPV6, DUAL_STACK_ANY, formatHostPort } from '../../proto/net/address.ts'
 
 export interface GatewayEnv {
   dataDir: string
@@ -84,11 +85,11 @@ export const EDGE_LIMIT_VARIABLES: Record<keyof EdgeLimits, string> = {
 const LIMIT_NAMES = Object.keys(EDGE_LIMIT_VARIABLES) as Array<keyof EdgeLimits>
 const VARIABLES = {
   CC_DATA_DIR: Joi.string().default('./data'),
-  CC_WG_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
+  CC_WG_HOST: Joi.string().replace(BRACKETED_IPV6, '$1').ip({ cidr: 'forbidden' }).default(DUAL_STACK_ANY),
   CC_WG_PORT: port.default(51820),
   CC_WG_UDP_IO: Joi.string().valid(...UDP_IO_SETTINGS).messages({ 'any.only': `must be ${UDP_IO_CHOICES}` }).default('auto'),
   CC_EDGE: Joi.boolean().truthy('1').falsy('0').default(true),
-  CC_EDGE_HOST: Joi.string().ip({ cidr: 'forbidden' }).default('0.0.0.0'),
+  CC_EDGE_HOST: Joi.string().replace(BRACKETED_IPV6, '$1').ip({ cidr: 'forbidden' }).default(DUAL_STACK_ANY),
   CC_HTTPS_PORT: port.default(8443),
   CC_HTTP_PORT: Joi.alternatives(port, Joi.string().valid('off')).default(8000),
   CC_PUBLIC_HTTPS_PORT: port.min(1),
@@ -266,7 +267,7 @@ function defaultGatewayId (): string {
 
 /** The raw gateway config (gateway/config/schema.ts validateConfig input) for these settings. */
 export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, address: string): Record<string, unknown> {
-  const host = (h: string, p: number): string => h.includes(':') ? `[${h}]:${p}` : `${h}:${p}`
+  const host = formatHostPort
   const raw: Record<string, unknown> = {
     privateKey,
     listenAddress: settings.wgHost,

@@ -20,8 +20,8 @@
  *                                       //   gateway: (r, o) => tcp.createConnection({ host: o.host, port: o.port })
  *     controlConnector?,                // how control's route is reached (default netConnector)
  *     metrics?,                         // gateway/metrics.ts: edge_requests, edge_errors, edge_client_errors
- *     https?: { host?, port? },         // default 0.0.0.0:443
- *     http?: { host?, port? } | false,  // default 0.0.0.0:80; false: no plain listener
+ *     https?: { host?, port? },         // default [::]:443 (dual-stack; 0.0.0.0 on a host without IPv6)
+ *     http?: { host?, port? } | false,  // default [::]:80; false: no plain listener
  *     publicHttpsPort?,                 // port written in redirects (default: the HTTPS listen port, or 443)
  *     issuer?, certStore?, wildcards?,  // default: LocalCa + FileCertStore; wildcards like '*.erugo.cloud'
  *     challenges?,                      // ChallengeResponder for /.well-known/acme-challenge/ (default: 404)
@@ -78,6 +78,7 @@ import type { RelayIdentity } from './relay-identity.ts'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
 import { PASSTHROUGH_ALPN, encodePreamble, readServerName } from './passthrough.ts'
 import { childLogger, moduleLogger } from '../../proto/log.ts'
+import { bindDualStack, DUAL_STACK_ANY, plainAddress } from '../../proto/net/address.ts'
 
 export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
 export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
@@ -310,7 +311,7 @@ export class Edge {
     o.tlsAlpnChallenges?.attach(this.httpsServer)
     this.connections.attach(this.httpsServer) // outermost: counted before the ACME check and TLS
     const httpsAddress = o.https ?? {}
-    await listen(this.httpsServer, httpsAddress.host ?? '0.0.0.0', httpsAddress.port ?? 443, this.logger)
+    await listen(this.httpsServer, httpsAddress.host ?? DUAL_STACK_ANY, httpsAddress.port ?? 443, this.logger, 'HTTPS')
 
     if (o.http !== false) {
       const httpsPort = o.publicHttpsPort ?? ((httpsAddress.port ?? 443) === 0 ? (this.httpsServer.address() as net.AddressInfo).port : httpsAddress.port ?? 443)
@@ -329,9 +330,13 @@ export class Edge {
       this.connections.attach(server)
       this.httpServer = server
       const httpAddress = o.http ?? {}
-      await listen(server, httpAddress.host ?? '0.0.0.0', httpAddress.port ?? 80, this.logger)
+      await listen(server, httpAddress.host ?? DUAL_STACK_ANY, httpAddress.port ?? 80, this.logger, 'HTTP')
     }
-    if (this.relayListener !== undefined) await this.relayListener.listen(o.relay!.listen.host ?? '0.0.0.0', o.relay!.listen.port ?? 0)
+    const relay = this.relayListener
+    if (relay !== undefined) {
+      const port = o.relay!.listen.port ?? 0
+      await bindDualStack(o.relay!.listen.host ?? DUAL_STACK_ANY, async host => { await relay.listen(host, port) }, err => noIpv6(this.logger, 'relay', port, err))
+    }
   }
 
   /**
@@ -536,7 +541,7 @@ export class Edge {
       // With a listener here node leaves the socket open (a handshake timeout included): close it.
       socket.destroy()
       this.clientErrors?.inc('tls_handshake')
-      this.logger.debug({ err: err.message, servername: socket.servername, client: socket.remoteAddress }, 'TLS handshake failed')
+      this.logger.debug({ err: err.message, servername: socket.servername, client: socket.remoteAddress === undefined ? null : plainAddress(socket.remoteAddress) }, 'TLS handshake failed')
     })
     if (o.http2 !== false) {
       server.on('session', (session: http2.ServerHttp2Session) => {
@@ -569,15 +574,20 @@ export class Edge {
   }
 }
 
-function listen (server: net.Server, host: string, port: number, logger: Logger): Promise<void> {
-  return new Promise((resolve, reject) => {
+/** Binds `server`; `::` (dual-stack) falls back to 0.0.0.0, with a warning, on a host without IPv6. */
+async function listen (server: net.Server, host: string, port: number, logger: Logger, listener: string): Promise<void> {
+  await bindDualStack(host, async h => await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => { reject(err) }
     server.once('error', onError)
-    server.listen({ host, port }, () => {
+    server.listen({ host: h, port }, () => {
       server.off('error', onError)
-      // After binding, a listener error (EMFILE on accept, ...) is logged, never thrown.
-      server.on('error', err => logger.error({ err }, 'edge listener error'))
       resolve()
     })
-  })
+  }), err => noIpv6(logger, listener, port, err))
+  // After binding, a listener error (EMFILE on accept, ...) is logged, never thrown.
+  server.on('error', err => logger.error({ err }, 'edge listener error'))
+}
+
+function noIpv6 (logger: Logger, listener: string, port: number, err: Error): void {
+  logger.warn({ listener, port, err: err.message }, 'no IPv6 on this host: listening on 0.0.0.0 (IPv4 only)')
 }

@@ -22,6 +22,7 @@ import type { Duplex } from 'node:stream'
 import { Pool, type Dispatcher } from 'undici'
 import type { Logger } from 'pino'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
+import { plainAddress } from '../../proto/net/address.ts'
 import type { CounterFamily, Metrics } from '../metrics.ts'
 import { certificateFingerprint, type RelayIdentity } from './relay-identity.ts'
 import type { Route } from './routes.ts'
@@ -317,7 +318,7 @@ export class RelayListener {
     this.#tls.on('tlsClientError', (err, socket) => {
       socket.destroy()
       this.#refused?.inc('tls_handshake')
-      options.logger.debug({ err: err.message, client: socket.remoteAddress }, 'relay TLS handshake failed')
+      options.logger.debug({ err: err.message, client: socket.remoteAddress === undefined ? null : plainAddress(socket.remoteAddress) }, 'relay TLS handshake failed')
     })
   }
 
@@ -326,7 +327,7 @@ export class RelayListener {
     const fingerprint = peerFingerprint(socket)
     if (!this.#o.fleet.admits(fingerprint)) {
       this.#refused?.inc(fingerprint === '' ? 'no_certificate' : 'unknown_certificate')
-      this.#o.logger.warn({ client: socket.remoteAddress, fingerprint: fingerprint || null }, 'relay connection refused: client certificate not in the fleet')
+      this.#o.logger.warn({ client: socket.remoteAddress === undefined ? null : plainAddress(socket.remoteAddress), fingerprint: fingerprint || null }, 'relay connection refused: client certificate not in the fleet')
       socket.destroy()
       return
     }

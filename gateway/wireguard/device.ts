@@ -19,6 +19,7 @@ import {
 } from '../../proto/wire/wireguard.ts'
 import { WireError } from '../../proto/wire/errors.ts'
 import { formatIPv4, ipv4Destination } from '../../proto/wire/ipv4.ts'
+import { addressBytes, clientPrefix, formatHostPort } from '../../proto/net/address.ts'
 import type { CounterFamily, Metrics } from '../metrics.ts'
 import { AllowedIps } from './allowed-ips.ts'
 import { IndexTable, cryptoRandomUint32, type RandomUint32 } from './index-table.ts'
@@ -355,7 +356,8 @@ export class Device implements TimerHost {
         this.rejected.inc('cookie_sent')
         return
       }
-      if (!this.rateLimiter.allow(address, now)) {
+      // An IPv6 sender is limited by its /64, as wireguard-go does: one host holds a whole prefix.
+      if (!this.rateLimiter.allow(clientPrefix(address), now)) {
         this.rejected.inc('ratelimit')
         return
       }
@@ -379,13 +381,21 @@ export class Device implements TimerHost {
   }
 }
 
-/** A stable byte encoding of the sender address for cookies (paper 5.4.7: IP address and port). */
-function sourceBytes (address: string, port: number): Buffer {
-  return Buffer.from(`${address}/${port}`, 'latin1')
+/**
+ * The sender for cookies (paper 5.4.7: its external IP address and UDP port): the address's bytes
+ * (4 for IPv4, a mapped address included; 16 for IPv6) and the port, so one sender has one form.
+ */
+export function sourceBytes (address: string, port: number): Buffer {
+  const ip = addressBytes(address)
+  if (ip === null) return Buffer.from(`${address}/${port}`, 'latin1')
+  const out = Buffer.alloc(ip.length + 2)
+  out.set(ip)
+  out.writeUInt16BE(port, ip.length)
+  return out
 }
 
 export function formatEndpoint (address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`
+  return formatHostPort(address, port)
 }
 
 export { Peer }

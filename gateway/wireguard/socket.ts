@@ -9,11 +9,12 @@
  * - `dgram`: node:dgram, everywhere (and the fallback when the module is not built).
  * Both hand the receiver a Buffer it may keep and modify (the data path decrypts in place and the TCP
  * stack keeps views of it) with the sender's address and port, and count failed sends rather than
- * throw. An IPv4 sender on a dual-stack IPv6 socket is "198.18.0.2" for the batched socket and
- * "::ffff:198.18.0.2" for node:dgram; either form is accepted back as a destination.
+ * throw. A socket bound to an IPv6 address is dual-stack: an IPv4 sender is reported as plain IPv4
+ * ("198.18.0.2", never "::ffff:198.18.0.2") by both, and both take either form as a destination.
  */
 import dgram from 'node:dgram'
 import { createRequire } from 'node:module'
+import { mappedAddress, plainAddress } from '../../proto/net/address.ts'
 
 export type UdpIo = 'batched' | 'dgram'
 
@@ -96,6 +97,7 @@ class DgramSocket implements DatagramSocket {
   readonly io = 'dgram' as const
   sendErrors = 0
   private socket: dgram.Socket | null = null
+  private ipv6 = false
   private readonly onDatagram: OnDatagram
   private readonly onError: OnSocketError
 
@@ -105,15 +107,23 @@ class DgramSocket implements DatagramSocket {
   }
 
   async bind (address: string, port: number, bufferBytes: number): Promise<{ address: string, port: number }> {
-    const socket = dgram.createSocket({ type: address.includes(':') ? 'udp6' : 'udp4', reuseAddr: false })
-    this.socket = socket
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject)
-      socket.bind(port, address, () => {
-        socket.off('error', reject)
-        resolve()
+    const ipv6 = address.includes(':')
+    const socket = dgram.createSocket({ type: ipv6 ? 'udp6' : 'udp4', reuseAddr: false, ipv6Only: false })
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject)
+        socket.bind(port, address, () => {
+          socket.off('error', reject)
+          resolve()
+        })
       })
-    })
+    } catch (err) {
+      // Closed, so bind may be called again (the IPv4 fallback of a host without IPv6).
+      try { socket.close() } catch { /* never bound */ }
+      throw err
+    }
+    this.socket = socket
+    this.ipv6 = ipv6
     try {
       socket.setRecvBufferSize(bufferBytes)
       socket.setSendBufferSize(bufferBytes)
@@ -130,7 +140,8 @@ class DgramSocket implements DatagramSocket {
   }
 
   send (datagram: Buffer, address: string, port: number): void {
-    this.socket?.send(datagram, port, address, this.onSent)
+    // An IPv6 socket reaches an IPv4 peer only through its mapped address (RFC 4291 2.5.5.2).
+    this.socket?.send(datagram, port, this.ipv6 ? mappedAddress(address) : address, this.onSent)
   }
 
   async close (): Promise<void> {
@@ -151,7 +162,7 @@ class DgramSocket implements DatagramSocket {
   }
 
   private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
-    this.onDatagram(msg, rinfo.address, rinfo.port)
+    this.onDatagram(msg, this.ipv6 ? plainAddress(rinfo.address) : rinfo.address, rinfo.port)
   }
 }
 

@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import type { Device, DeviceIo } from './device.ts'
 import { FaultInjector, type FaultConfig, type FaultStats } from '../netstack/fault.ts'
 import { createDatagramSocket, type DatagramSocket, type SocketStats, type UdpIo, type UdpIoSetting } from './socket.ts'
+import { bindDualStack } from '../../proto/net/address.ts'
 
 export interface UdpShellOptions {
   listenAddress: string
@@ -66,10 +67,12 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
     this.device = device
   }
 
-  /** Binds the socket; resolves with the bound address. */
+  /** Binds the socket (`::` falls back to 0.0.0.0 on a host without IPv6); resolves with the bound address. */
   async listen (): Promise<{ address: string, port: number }> {
     if (this.device === null) throw new Error('attach a device before listen()')
-    const bound = await this.socket.bind(this.options.listenAddress, this.options.listenPort, this.options.socketBufferBytes ?? DEFAULT_SOCKET_BUFFER)
+    const bufferBytes = this.options.socketBufferBytes ?? DEFAULT_SOCKET_BUFFER
+    const bound = await bindDualStack(this.options.listenAddress, async host => await this.socket.bind(host, this.options.listenPort, bufferBytes),
+      err => this.logger?.warn({ err: err.message, port: this.options.listenPort }, 'no IPv6 on this host: the WireGuard UDP socket listens on 0.0.0.0 (IPv4 only)'))
     this.logger?.info({ io: this.socket.io, ...bound }, 'WireGuard UDP socket bound')
     this.bound = true
     this.schedule()

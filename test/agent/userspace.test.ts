@@ -20,10 +20,10 @@ import { planFromConfig } from '../../agent/tunnel.ts'
 
 const logger = pino({ level: 'silent' })
 
-async function fakeGateway (t: Test, agentPublicKey: Buffer, address = '10.100.0.1'): Promise<{ publicKey: string, port: number, device: Device, tcp: TcpStack, shell: UdpShell }> {
+async function fakeGateway (t: Test, agentPublicKey: Buffer, address = '10.100.0.1', listenAddress = '127.0.0.1'): Promise<{ publicKey: string, port: number, device: Device, tcp: TcpStack, shell: UdpShell }> {
   const key = generatePrivateKey()
   const metrics = new Metrics()
-  const shell = new UdpShell({ listenAddress: '127.0.0.1', listenPort: 0 })
+  const shell = new UdpShell({ listenAddress, listenPort: 0 })
   const ip = new IpLayer({ address: parseIPv4Address(address), metrics, send: d => { shell.sendPacket(d) } })
   const device = new Device({
     privateKey: key,
@@ -53,10 +53,10 @@ async function echoServer (t: Test): Promise<number> {
   return (server.address() as AddressInfo).port
 }
 
-function plan (gatewayKey: string, port: number): ReturnType<typeof planFromConfig> {
+function plan (gatewayKey: string, port: number, host = '127.0.0.1'): ReturnType<typeof planFromConfig> {
   return planFromConfig({
     interface: { address: '10.100.0.2/32' },
-    peer: { public_key: gatewayKey, endpoint: `127.0.0.1:${port}`, allowed_ips: '10.100.0.1/32', persistent_keepalive: 25 },
+    peer: { public_key: gatewayKey, endpoint: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`, allowed_ips: '10.100.0.1/32', persistent_keepalive: 25 },
   })
 }
 
@@ -103,6 +103,38 @@ t.test('handshake, probes, forwarding both ways with half-close, roaming on reco
 
   await tunnel.close()
   t.equal(await tunnel.probe(200), null, 'no probes after close')
+})
+
+t.test('a gateway endpoint written [::1]:port: the tunnel runs over IPv6 and reports it bracketed', async t => {
+  const agentKey = generatePrivateKey()
+  const gw = await fakeGateway(t, publicKeyFromPrivate(agentKey), '10.100.0.1', '::')
+  const targetPort = await echoServer(t)
+  const tunnel = new UserspaceTunnel({ privateKey: agentKey, target: { host: '127.0.0.1', port: targetPort }, tunnelPorts: [80], listenPort: 0, logger })
+  t.teardown(async () => { await tunnel.close() })
+  await tunnel.apply(plan(gw.publicKey, gw.port, '::1'))
+  let rtt: number | null = null
+  for (let i = 0; i < 10 && rtt === null; i++) rtt = await tunnel.probe(1_000)
+  t.ok(rtt !== null, 'the gateway answers through the tunnel')
+  t.equal(tunnel.health().endpoint, `[::1]:${gw.port}`, 'the agent reports the IPv6 endpoint in brackets')
+  t.equal(tunnel.gateways()[0]!.configuredEndpoint, `[::1]:${gw.port}`)
+  const peer = [...gw.device.peers.values()][0]
+  t.equal(peer.endpoint!.address, '::1', 'the gateway sees an IPv6 peer')
+  t.ok((await roundTrip(gw.tcp, Buffer.from('over IPv6'))).equals(Buffer.from('over IPv6')), 'a connection through the tunnel')
+})
+
+t.test('an IPv4 agent on a dual-stack gateway socket is reported as plain IPv4', async t => {
+  const agentKey = generatePrivateKey()
+  const gw = await fakeGateway(t, publicKeyFromPrivate(agentKey), '10.100.0.1', '::')
+  const tunnel = new UserspaceTunnel({ privateKey: agentKey, target: { host: '127.0.0.1', port: await echoServer(t) }, tunnelPorts: [80], listenPort: 0, logger })
+  t.teardown(async () => { await tunnel.close() })
+  await tunnel.apply(plan(gw.publicKey, gw.port, '127.0.0.1'))
+  let rtt: number | null = null
+  for (let i = 0; i < 10 && rtt === null; i++) rtt = await tunnel.probe(1_000)
+  t.ok(rtt !== null, 'the gateway answers through the tunnel')
+  const peer = [...gw.device.peers.values()][0]
+  const status = gw.device.peerStatus(peer, 0)
+  t.match(status.endpoint, /^127\.0\.0\.1:\d+$/, `the gateway reports 127.0.0.1, not ::ffff:127.0.0.1 (${String(status.endpoint)})`)
+  t.ok((await roundTrip(gw.tcp, Buffer.from('over IPv4'))).equals(Buffer.from('over IPv4')), 'a connection through the tunnel')
 })
 
 t.test('a target that refuses: the gateway\'s connection is reset at once', async t => {

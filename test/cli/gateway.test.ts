@@ -34,7 +34,9 @@ function writeConfig (name: string, value: unknown): string {
 t.test('validateConfig: defaults and parsed values', async t => {
   const c = validateConfig({ privateKey: gatewayKey, peers: [{ publicKey: peerA, allowedIPs: ['10.100.0.2/32'], endpoint: '198.18.0.2:51820', persistentKeepalive: 25 }] })
   t.equal(c.listenPort, 51820)
-  t.equal(c.listenAddress, '0.0.0.0')
+  t.equal(c.listenAddress, '::', 'dual-stack by default')
+  t.equal(validateConfig({ privateKey: gatewayKey, listenAddress: '[::1]' }).listenAddress, '::1', 'IPv6 with or without brackets')
+  t.same(validateConfig({ privateKey: gatewayKey, peers: [{ publicKey: peerA, allowedIPs: ['10.100.0.2/32'], endpoint: '[2001:db8::2]:51820' }] }).peers[0].endpoint, { address: '2001:db8::2', port: 51820 }, 'an IPv6 peer endpoint')
   t.equal(c.address, 0x0a640001, 'default tunnel address 10.100.0.1')
   t.equal(c.metricsListen, null)
   t.same(c.peers[0].endpoint, { address: '198.18.0.2', port: 51820 })

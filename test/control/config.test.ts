@@ -4,7 +4,7 @@ import { ConfigError, describeVariables, loadConfig } from '../../control/config
 t.test('defaults', async t => {
   const c = loadConfig({})
   t.equal(c.apiPort, 3000)
-  t.equal(c.apiHost, '0.0.0.0')
+  t.equal(c.apiHost, '::', 'dual-stack: IPv4 and IPv6 clients')
   t.equal(c.databaseUrl, undefined)
   t.equal(c.dataDir, './data')
   t.equal(c.autoMigrate, true)
@@ -21,6 +21,17 @@ t.test('defaults', async t => {
   t.same(c.rateLimits.mailPerAccount, { burst: 3, perMinute: 1 })
   t.same(c.rateLimits.authFailuresPerIp, { burst: 20, perMinute: 10 })
   t.equal(c.tunnel.statusWindowSeconds, 180, 'status window: REJECT_AFTER_TIME')
+})
+
+t.test('CC_API_HOST: a name, an IPv4 or IPv6 address, IPv6 with or without brackets', async t => {
+  t.equal(loadConfig({ CC_API_HOST: '[::]' }).apiHost, '::')
+  t.equal(loadConfig({ CC_API_HOST: '[::1]' }).apiHost, '::1')
+  t.equal(loadConfig({ CC_API_HOST: '2001:db8::1' }).apiHost, '2001:db8::1')
+  t.equal(loadConfig({ CC_API_HOST: '0.0.0.0' }).apiHost, '0.0.0.0')
+  t.equal(loadConfig({ CC_API_HOST: 'localhost' }).apiHost, 'localhost')
+  for (const bad of ['[::1', '[::1]:3000', '[localhost]', 'not a host!']) {
+    t.throws(() => loadConfig({ CC_API_HOST: bad }), /^CC_API_HOST: /, bad)
+  }
 })
 
 t.test('CC_TUNNEL_STATUS_WINDOW: seconds, 1 to 3600', async t => {

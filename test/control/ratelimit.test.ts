@@ -20,6 +20,17 @@ t.test('auth endpoints: per IP', async t => {
   assertError(t, await h.request('POST', '/v1/auth/login', '{bad', { ...ip, 'content-type': 'application/json' }), 'RATE_LIMITED', 'limited before the body is even parsed')
 })
 
+t.test('auth endpoints: an IPv6 client is limited by its /64, an IPv4 client whatever form the dual-stack socket gives it', async t => {
+  const h = await startApp(t, db, { env: { CC_RATE_AUTH_PER_IP: '3/1' } })
+  const forgot = async (ip: string): Promise<Awaited<ReturnType<typeof h.request>>> =>
+    await h.request('POST', '/v1/auth/forgot-password', { email: 'someone@example.com' }, { 'x-test-ip': ip })
+  for (const ip of ['2001:db8:0:1::1', '2001:db8:0:1::2', '2001:db8:0:1:ffff::3']) t.equal((await forgot(ip)).status, 200, ip)
+  assertError(t, await forgot('2001:db8:0:1:abcd::9'), 'RATE_LIMITED', 'a fourth address of the same /64 shares its budget')
+  t.equal((await forgot('2001:db8:0:2::1')).status, 200, 'another /64 is another client')
+  for (const ip of ['198.51.100.20', '::ffff:198.51.100.20', '198.51.100.20']) t.equal((await forgot(ip)).status, 200, ip)
+  assertError(t, await forgot('::ffff:198.51.100.20'), 'RATE_LIMITED', 'an IPv4 client and its mapped form are one client')
+})
+
 t.test('auth endpoints: refresh and logout are outside the sign-in budget (a dashboard page load is a cookie refresh)', async t => {
   const h = await startApp(t, db, { env: { CC_RATE_AUTH_PER_IP: '3/1', CC_RATE_PER_IP: '100/100' } })
   const ip = { 'x-test-ip': '203.0.113.9' }
@@ -72,6 +83,16 @@ t.test('login: wrong passwords from one address do not lock the owner out elsewh
   t.equal(reset.status, 200, 'password reset is not held back by sign-in failures')
   await h.services.mailer.drain()
   t.equal(h.mail.to('owner@example.com').filter(m => /Reset/.test(m.subject)).length, 1, 'the reset mail leaves')
+})
+
+t.test('login: failures from one IPv6 /64 count as one address', async t => {
+  const h = await startApp(t, db, { env: LOGIN_DEFAULTS })
+  await signUp(h, 'six@example.com')
+  const guess = async (ip: string, i: number): Promise<number> =>
+    (await h.request('POST', '/v1/auth/login', { email: 'six@example.com', password: `guess number ${i}` }, { 'x-test-ip': ip })).status
+  const statuses: number[] = []
+  for (let i = 0; i < 8; i++) statuses.push(await guess(`2001:db8:66::${(i + 1).toString(16)}`, i))
+  t.same(statuses, [401, 401, 401, 401, 401, 429, 429, 429], 'five guesses per /64, however many addresses it uses')
 })
 
 t.test('login: a success clears its address\'s failures, only failures count', async t => {

@@ -21,7 +21,7 @@ import { execFileSync } from 'node:child_process'
 import { LabProcess, run, type ExecOptions, type ExecResult } from './lab/process.ts'
 import { unavailable } from './require.ts'
 import {
-  addNetns, addVeth, claimRun, deleteNetns, deleteNetnsSync, ifName, inNetns, netnsName, newRunId,
+  addNetns, addVeth, addVethIpv6, claimRun, deleteNetns, deleteNetnsSync, ifName, inNetns, netnsName, newRunId,
   releaseRun, sweepStaleLabs, writeNetnsHosts, type VethEnd,
 } from './lab/netns.ts'
 import { WireguardGo, type WireguardGoOptions } from './lab/wireguard-go.ts'
@@ -187,10 +187,14 @@ export class Lab {
     writeNetnsHosts(ns, entries)
   }
 
-  /** A veth pair between two lab namespaces: `a` gets 198.18.x.1/30, `b` 198.18.x.2/30. */
-  async link (nsA: string, nsB: string): Promise<LinkEnds> {
+  /**
+   * A veth pair between two lab namespaces: `a` gets 198.18.x.1/30, `b` 198.18.x.2/30; with
+   * `ipv6`, also fd00:198:18:x::1/64 and ::2/64 (`ip6` of each end).
+   */
+  async link (nsA: string, nsB: string, options: { ipv6?: boolean } = {}): Promise<LinkEnds> {
     const n = this.links++
     const [a, b] = await addVeth(nsA, ifName(this.runId, 'v', 2 * n), nsB, ifName(this.runId, 'v', 2 * n + 1), n)
+    if (options.ipv6 === true) await addVethIpv6(a, b, n)
     return { a, b }
   }
 

@@ -85,7 +85,8 @@ static void throw_errno (napi_env env, const char *what, int err)
     napi_value msg, code, error;
     napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
     napi_create_error(env, NULL, msg, &error);
-    const char *name = err == EADDRINUSE ? "EADDRINUSE" : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL" : err == EACCES ? "EACCES" : "EIO";
+    const char *name = err == EADDRINUSE ? "EADDRINUSE" : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL" : err == EACCES ? "EACCES" :
+        err == EAFNOSUPPORT ? "EAFNOSUPPORT" : "EIO";
     napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
     napi_set_named_property(env, error, "code", code);
     napi_throw(env, error);

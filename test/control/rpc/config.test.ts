@@ -12,9 +12,12 @@ t.test('loadRpcConfig: defaults bind loopback; each bad variable is named, a sec
   const secret = 'a'.repeat(43)
   const certStoreKey = 'k'.repeat(43)
   t.strictSame(loadRpcConfig({ CC_RPC_HOST: '0.0.0.0', CC_RPC_PORT: '0', CC_GATEWAY_SECRET: secret, CC_RPC_WAIT: '0.5', CC_REPORT_INTERVAL: '1', CC_CERT_STORE_KEY: certStoreKey }), { host: '0.0.0.0', port: 0, secret, waitMs: 500, reportIntervalMs: 1_000, certStoreKey })
+  t.equal(loadRpcConfig({ CC_RPC_HOST: '[::1]' }).host, '::1', 'IPv6 in brackets')
+  t.equal(loadRpcConfig({ CC_RPC_HOST: '::' }).host, '::', 'every address, IPv4 and IPv6')
   const cases: Array<[Record<string, string>, string]> = [
     [{ CC_RPC_PORT: '65536' }, 'CC_RPC_PORT'],
     [{ CC_RPC_HOST: 'not a host!' }, 'CC_RPC_HOST'],
+    [{ CC_RPC_HOST: '[::1]:8081' }, 'CC_RPC_HOST'],
     [{ CC_RPC_WAIT: '61' }, 'CC_RPC_WAIT'],
     [{ CC_REPORT_INTERVAL: '0' }, 'CC_REPORT_INTERVAL'],
     [{ CC_GATEWAY_SECRET: 'too-short-secret' }, 'CC_GATEWAY_SECRET'],

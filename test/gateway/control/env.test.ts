@@ -141,6 +141,25 @@ t.test('CC_CONTROL_PUBLIC_ORIGIN: control\'s API listener for app.<base> and api
   t.match(describeGatewayVariables(), /CC_CONTROL_PUBLIC_ORIGIN/, 'listed in --help')
 })
 
+t.test('listeners default to dual-stack [::]; host settings take IPv6 with or without brackets', async t => {
+  const defaults = loadGatewayEnv({ CC_DATA_DIR: dir })
+  t.equal(defaults.wgHost, '::')
+  t.equal(defaults.edgeHost, '::')
+  const config = validateConfig(gatewayConfigFrom(defaults, encodeKey(generatePrivateKey()), '10.100.0.1'))
+  t.equal(config.listenAddress, '::', 'WireGuard UDP on ::')
+  t.same(config.edge?.httpsListen, { address: '::', port: 8443 })
+  t.same(config.edge?.httpListen, { address: '::', port: 8000 })
+  const set = loadGatewayEnv({ CC_DATA_DIR: dir, CC_WG_HOST: '[::1]', CC_EDGE_HOST: '[2001:db8::1]', CC_METRICS_LISTEN: '[::1]:9091', CC_GATEWAY_ENDPOINT: '[2001:db8::1]:51820' })
+  t.same([set.wgHost, set.edgeHost, set.metricsListen, set.endpoint], ['::1', '2001:db8::1', '[::1]:9091', '[2001:db8::1]:51820'])
+  const written = validateConfig(gatewayConfigFrom(set, encodeKey(generatePrivateKey()), '10.100.0.1'))
+  t.same(written.edge?.httpsListen, { address: '2001:db8::1', port: 8443 }, 'written back as [addr]:port')
+  t.same(written.metricsListen, { address: '::1', port: 9091 })
+  t.equal(loadGatewayEnv({ CC_DATA_DIR: dir, CC_WG_HOST: '0.0.0.0' }).wgHost, '0.0.0.0', 'IPv4 only on request')
+  for (const [name, bad] of [['CC_WG_HOST', '[::1'], ['CC_EDGE_HOST', '[::]:443'], ['CC_METRICS_LISTEN', '[::1]'], ['CC_GATEWAY_ENDPOINT', '2001:db8::1:51820']]) {
+    t.match(configError({ CC_DATA_DIR: dir, [name]: bad }).message, new RegExp(`^${name}: `), `${name}=${bad}`)
+  }
+})
+
 t.test('fleet settings: region, relay port and URL (defaulting to the endpoint\'s host), control replicas', async t => {
   const none = loadGatewayEnv({ CC_DATA_DIR: dir })
   t.same([none.region, none.relayPort, none.relayUrl, none.controlUrls], [null, null, null, []], 'unset: no region, no relay listener')
@@ -152,7 +171,7 @@ t.test('fleet settings: region, relay port and URL (defaulting to the endpoint\'
   t.equal(fleet.relayUrl, 'https://gw1.example.com:8444', 'https://<host of CC_GATEWAY_ENDPOINT>:<CC_RELAY_PORT>')
   t.same(fleet.controlUrls, ['http://c1:8081', 'http://c2:8081'])
   const config = validateConfig(gatewayConfigFrom(fleet, encodeKey(generatePrivateKey()), '10.100.0.1'))
-  t.same(config.edge?.relayListen, { address: '0.0.0.0', port: 8444 }, 'the relay listens on the edge host')
+  t.same(config.edge?.relayListen, { address: '::', port: 8444 }, 'the relay listens on the edge host')
 
   t.equal(loadGatewayEnv({ CC_DATA_DIR: dir, CC_RELAY_PORT: '8444', CC_GATEWAY_ENDPOINT: '[2001:db8::1]:51820' }).relayUrl, 'https://[2001:db8::1]:8444')
   t.equal(loadGatewayEnv({ CC_DATA_DIR: dir, CC_RELAY_PORT: '8444', CC_RELAY_URL: 'https://relay.gw1.example.com:443' }).relayUrl, 'https://relay.gw1.example.com:443', 'CC_RELAY_URL wins')

@@ -59,6 +59,58 @@ t.test('under load: a cookie is bound to the source address', async t => {
   t.equal(gw.metrics.snapshot().wg_messages_sent.response ?? 0, 0)
 })
 
+t.test('under load: a cookie names the sender, not the text of its address', async t => {
+  const { net, gw } = pair({ gateway: { underLoadHandshakesPerSecond: 0 } })
+  establish(net)
+  net.filter = () => null
+  net.advance(6_000)
+  const withMac2 = net.sentBy('client', MESSAGE_INITIATION)[1].datagram
+  // The cookie went to 198.18.0.2; a dual-stack socket may show the same sender as ::ffff:198.18.0.2.
+  gw.device.receive(Buffer.from(withMac2), '::ffff:198.18.0.2', 40000, net.now)
+  t.equal(gw.metrics.snapshot().wg_handshakes_rejected.cookie_sent, 1, 'the mapped form is the same sender: no new cookie')
+  t.equal(gw.metrics.snapshot().wg_messages_sent.response, 1, 'processed')
+  gw.device.receive(Buffer.from(withMac2), '198.18.0.2', 40001, net.now)
+  t.equal(gw.metrics.snapshot().wg_handshakes_rejected.cookie_sent, 2, 'another port is another sender (paper 5.4.7)')
+})
+
+t.test('under load: an IPv6 peer does the cookie dance and completes its handshake', async t => {
+  const { net, gw } = pair({ gateway: { underLoadHandshakesPerSecond: 0 } })
+  addClient(net, 'six', '2001:db8::2', 40000, '10.100.0.3')
+  establish(net, 'six', '10.100.0.3')
+  t.equal(net.sentBy('gateway', MESSAGE_COOKIE_REPLY).length, 1, 'a cookie reply to the IPv6 sender')
+  net.advance(6_000)
+  t.equal(gw.metrics.snapshot().wg_handshakes_completed.responder, 1, 'its mac2 retry is accepted')
+  const six = [...gw.device.peers.values()].find(p => p.endpoint !== null)!
+  t.equal(gw.device.peerStatus(six, net.now).endpoint, '[2001:db8::2]:40000', 'its endpoint, bracketed')
+  const withMac2 = Buffer.from(net.sentBy('six', MESSAGE_INITIATION)[1].datagram)
+  gw.device.receive(withMac2, '2001:db8::3', 40000, net.now)
+  t.equal(gw.metrics.snapshot().wg_handshakes_rejected.cookie_sent, 2, 'a cookie is bound to the whole IPv6 address')
+})
+
+t.test('under load: IPv6 senders are rate limited per /64', async t => {
+  const { net, gw } = pair({ gateway: { underLoadHandshakesPerSecond: 0 } })
+  addClient(net, 'six1', '2001:db8:0:1::2', 40000, '10.100.0.3')
+  addClient(net, 'six2', '2001:db8:0:1::3', 40000, '10.100.0.4')
+  addClient(net, 'other', '2001:db8:0:2::2', 40000, '10.100.0.5')
+  establish(net, 'six1', '10.100.0.3')
+  establish(net, 'six2', '10.100.0.4')
+  establish(net, 'other', '10.100.0.5')
+  t.equal(net.sentBy('gateway', MESSAGE_COOKIE_REPLY).length, 3, 'each sender has its cookie')
+  net.filter = () => null // the retries with mac2 are held back and fed in below, all at one instant
+  net.advance(6_000)
+  const retry = (name: string): Buffer => Buffer.from(net.sentBy(name, MESSAGE_INITIATION)[1].datagram)
+  const rejected = (): Record<string, number> => gw.metrics.snapshot().wg_handshakes_rejected
+  const v1 = retry('six1')
+  for (let i = 0; i < 5; i++) gw.device.receive(Buffer.from(v1), '2001:db8:0:1::2', 40000, net.now)
+  t.equal(rejected().ratelimit ?? 0, 0, 'a burst of 5 for the first address')
+  gw.device.receive(retry('six2'), '2001:db8:0:1::3', 40000, net.now)
+  t.equal(rejected().ratelimit, 1, 'another address of the same /64 shares its bucket')
+  const responses = gw.metrics.snapshot().wg_messages_sent.response
+  gw.device.receive(retry('other'), '2001:db8:0:2::2', 40000, net.now)
+  t.equal(rejected().ratelimit, 1, 'another /64 is not limited')
+  t.equal(gw.metrics.snapshot().wg_messages_sent.response, responses + 1, 'and is answered')
+})
+
 t.test('under load: per-IP rate limit of 20/s with a burst of 5', async t => {
   const { net, gw } = pair({ gateway: { underLoadHandshakesPerSecond: 0 } })
   establish(net)

@@ -16,6 +16,10 @@ export interface GatewayPeerConfig {
   endpoint?: string
   /** seconds */
   persistentKeepalive?: number
+  /** HTTPS hostnames the edge routes to this peer, its upstream port and label. */
+  hostnames?: string[]
+  port?: number
+  name?: string
 }
 
 /** The static configuration file of `cloud-connect gateway --config FILE`. */

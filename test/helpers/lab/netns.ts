@@ -121,7 +121,7 @@ export function deleteNetnsSync (name: string): void {
   try { execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore', timeout: 10_000 }) } catch { /* best effort at exit */ }
 }
 
-export interface VethEnd { ns: string; ifname: string; ip: string; cidr: string }
+export interface VethEnd { ns: string; ifname: string; ip: string; cidr: string; ip6?: string }
 
 /**
  * A veth pair between two lab namespaces, addressed 198.18.x.y/30 (RFC 2544 benchmarking range):
@@ -142,6 +142,19 @@ export async function addVeth (nsA: string, ifA: string, nsB: string, ifB: strin
     await runOk('ip', ['-n', end.ns, 'link', 'set', end.ifname, 'up'])
   }
   return [a, b]
+}
+
+/**
+ * Gives both ends of link n an IPv6 ULA address (RFC 4193) as well: fd00:198:18:<n>::1/64 on side
+ * a, ::2 on side b, without duplicate address detection (nodad) so they are usable at once.
+ */
+export async function addVethIpv6 (a: VethEnd, b: VethEnd, n: number): Promise<void> {
+  if (!Number.isInteger(n) || n < 0 || n >= 65536) throw new Error(`link number out of range: ${n}`)
+  // Written as the kernel and node print them (RFC 5952: no zero group before ::).
+  const prefix = n === 0 ? 'fd00:198:18:' : `fd00:198:18:${n.toString(16)}:`
+  a.ip6 = `${prefix}:1`
+  b.ip6 = `${prefix}:2`
+  for (const end of [a, b]) await runOk('ip', ['-n', end.ns, '-6', 'addr', 'add', `${end.ip6!}/64`, 'dev', end.ifname, 'nodad'])
 }
 
 function ownerAlive (runId: string): boolean | null {
