@@ -82,6 +82,8 @@ export interface ControlConfig {
   }
   billing: BillingConfig
   dns: DnsConfig
+  /** CC_METRICS_LISTEN: where GET /metrics (Prometheus) is served; null: nowhere. */
+  metricsListen: { host: string, port: number } | null
 }
 
 /** Stripe account settings; all four values or none (then billing is off: everyone is on Free). */
@@ -187,6 +189,7 @@ const VARIABLES = {
   CC_DOMAIN_RECHECK_INTERVAL: positiveInt.default(3600),
   CC_DOMAIN_LAPSE_GRACE: Joi.number().integer().min(0).default(72 * 3600),
   CC_DOMAIN_PENDING_TTL: positiveInt.default(7 * 24 * 3600),
+  CC_METRICS_LISTEN: Joi.string().pattern(/^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/).message('must be address:port, e.g. 127.0.0.1:9091 or [::1]:9091'),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -309,7 +312,19 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     },
     billing,
     dns,
+    metricsListen: loadMetricsListen(v.CC_METRICS_LISTEN as string | undefined),
   }
+}
+
+function loadMetricsListen (value: string | undefined): ControlConfig['metricsListen'] {
+  if (value === undefined) return null
+  const colon = value.lastIndexOf(':')
+  const host = value.slice(0, colon).replace(/^\[(.*)\]$/, '$1')
+  const port = Number(value.slice(colon + 1))
+  if (port > 65535 || Joi.string().ip({ cidr: 'forbidden' }).validate(host).error !== undefined) {
+    throw new ConfigError(`CC_METRICS_LISTEN: must be address:port with an IP address and a port up to 65535 (got ${JSON.stringify(value)})`)
+  }
+  return { host, port }
 }
 
 function list (value: unknown): string[] {

@@ -7,7 +7,10 @@
  * prom-client collector that copies the map at scrape time. Gauges that are facts of the moment
  * (peers, active tunnels) are computed at scrape time too; histograms are prom-client's own.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { sharedCounter } from '../proto/metrics.ts'
+
+export { exposition } from '../proto/metrics.ts'
 
 export const PREFIX = 'cc_'
 
@@ -115,30 +118,4 @@ export class Metrics {
   sharedCounter<L extends string> (spec: { name: string, help: string, labelNames: readonly L[] }): Counter<L> {
     return sharedCounter(this.registry, spec)
   }
-}
-
-export function sharedCounter<L extends string> (registry: Registry, spec: { name: string, help: string, labelNames: readonly L[] }): Counter<L> {
-  const existing = registry.getSingleMetric(spec.name) as Counter<L> | undefined
-  return existing ?? new Counter<L>({ name: spec.name, help: spec.help, labelNames: [...spec.labelNames], registers: [registry] })
-}
-
-let processRegistry: Registry | null = null
-
-/**
- * Node's own metrics (event-loop lag, heap, GC, CPU), once per process however many listeners
- * serve them: prom-client's collectors install observers that are never removed.
- */
-export function processMetrics (): Registry {
-  if (processRegistry === null) {
-    processRegistry = new Registry()
-    // Unprefixed (process_*, nodejs_*): the names Node.js dashboards already know.
-    collectDefaultMetrics({ register: processRegistry })
-  }
-  return processRegistry
-}
-
-/** The Prometheus text exposition of `registry` plus the process metrics. */
-export async function exposition (registry: Registry): Promise<{ contentType: string, text: string }> {
-  const merged = Registry.merge([processMetrics(), registry])
-  return { contentType: merged.contentType, text: await merged.metrics() }
 }
