@@ -14,10 +14,10 @@
  * CC_REQUIRE_INTEROP=1.
  */
 import t, { type Test } from 'tap'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
+import { Lab, REPO_ROOT, requireLab, run, waitUntil } from '../helpers/lab.ts'
 import { ApiClient, PASSWORD, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, twoContainerLab } from '../helpers/lab/e2e.ts'
 import { startPrometheus, type Prometheus } from '../helpers/lab/prometheus.ts'
 import { StripeFake } from '../helpers/stripe-fake.ts'
@@ -142,4 +142,17 @@ t.test('cloud-connect start scraped by Prometheus: API latency, tunnels, failed 
   t.equal(await settle(prom, 'sum(cc_api_request_duration_seconds_count{route="/v1/instances/{instance_id}",method="DELETE",status_class="2xx"})', v => v === 1), 1, 'the DELETE under its route template')
   t.ok(await prom.scalar('nodejs_eventloop_lag_seconds{job="cloud-connect"}') !== undefined, 'process metrics scraped')
   t.ok(svc.process.running, 'the service is still running')
+
+  // The files in docker/: the scrape config is valid, and every dashboard query runs and finds its metrics here.
+  const check = await run('promtool', ['check', 'config', join(REPO_ROOT, 'docker/prometheus.yml')], { timeoutMs: 30_000 })
+  t.equal(check.code, 0, `promtool check config docker/prometheus.yml: ${check.stdout}${check.stderr}`)
+  const dashboard = JSON.parse(readFileSync(join(REPO_ROOT, 'docker/grafana/cloud-connect.json'), 'utf8')) as { panels: Array<{ title: string, targets?: Array<{ expr: string }> }> }
+  for (const panel of dashboard.panels) {
+    for (const target of panel.targets ?? []) {
+      const expr = target.expr.replaceAll('$__rate_interval', '1m').replaceAll('$job', '.*')
+      const names = [...new Set(expr.match(/\b(?:cc|nodejs|process)_[a-z0-9_]+/g) ?? [])]
+      for (const name of names) t.ok((await prom.query(`count(${name})`)).length > 0, `${panel.title}: ${name} scraped`)
+      await prom.query(expr) // throws unless Prometheus accepts it
+    }
+  }
 })
