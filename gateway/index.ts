@@ -394,6 +394,8 @@ export class Gateway {
 
   /** Prometheus text: this gateway's registry (counter families, gauges, histograms) and the process metrics. */
   async prometheus (): Promise<{ contentType: string, text: string }> {
+    // Lapsed tunnels first, so this scrape's duration histogram already holds them.
+    activeTunnels(this.device, monotonicNow())
     return await exposition(this.metrics.registry)
   }
 
