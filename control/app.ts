@@ -41,12 +41,14 @@ import Inert from '@hapi/inert'
 import { Joi } from './schemas.ts'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
 import { API_PREFIX } from '../proto/api/index.ts'
 import { authPlugin } from './auth.ts'
 import type { ControlConfig } from './config.ts'
 import type { Db } from './db/knex.ts'
 import { errorsPlugin, failValidation } from './errors.ts'
 import { apiListenHost } from './listen-host.ts'
+import { ControlMetrics, metricsPlugin } from './metrics.ts'
 import { openApiRoutes } from './openapi.ts'
 import { rateLimitPlugin } from './ratelimit.ts'
 import { startAlerts } from './jobs/alerts.ts'
@@ -77,6 +79,7 @@ import { moduleLogger } from '../proto/log.ts'
 declare module '@hapi/hapi' {
   interface ServerApplicationState {
     services: Services
+    metrics: ControlMetrics
   }
 }
 
@@ -99,6 +102,8 @@ export interface AppDeps {
   validateResponses?: boolean
   /** What /ready expects of gateways (control/rpc passes its report interval and listener). */
   readiness?: ReadinessDeps
+  /** Prometheus metrics: the registry to add them to (`start` shares the gateway's), the business query's cache time. */
+  metrics?: { registry?: Registry, businessCacheMs?: number }
 }
 
 export type ControlApp = Hapi.Server
@@ -138,6 +143,13 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
   })
   server.validator(Joi)
   server.app.services = services
+  server.app.metrics = new ControlMetrics({
+    db: services.db,
+    now: services.now,
+    pastDueGraceSeconds: config.billing.pastDueGraceSeconds,
+    logger: logger.child({ module: 'metrics' }),
+    ...deps.metrics,
+  })
 
   server.events.on('log', (event, tags) => {
     if (tags.error === true) logger.error({ err: event.error ?? event.data, tags: event.tags }, 'control error')
@@ -175,6 +187,7 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
   })
 
   await server.register({ plugin: errorsPlugin })
+  await server.register({ plugin: metricsPlugin, options: server.app.metrics })
   await server.register({ plugin: rateLimitPlugin, options: services })
   await server.register({ plugin: authPlugin, options: services })
   await server.register({ plugin: healthRoutes, options: services })

@@ -85,6 +85,8 @@ export interface ControlConfig {
   dns: DnsConfig
   traffic: TrafficConfig
   alerts: AlertsConfig
+  /** CC_METRICS_LISTEN: where GET /metrics (Prometheus) is served; null: nowhere. */
+  metricsListen: { host: string, port: number } | null
 }
 
 /** Per-instance usage and access log (services/usage.ts). */
@@ -222,6 +224,7 @@ const VARIABLES = {
   CC_ALERT_CERTIFICATE_FAILING_AFTER: positiveInt.max(30 * 24 * 3600).default(3600),
   CC_OPERATOR_WEBHOOK_URL: Joi.string().uri({ scheme: ['http', 'https'] }),
   CC_OPERATOR_WEBHOOK_TIMEOUT_MS: positiveInt.max(60_000).default(5000),
+  CC_METRICS_LISTEN: Joi.string().pattern(/^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/).message('must be address:port, e.g. 127.0.0.1:9091 or [::1]:9091'),
 } as const
 
 type Raw = { [K in keyof typeof VARIABLES]: unknown }
@@ -356,7 +359,19 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
       operatorWebhookUrl: v.CC_OPERATOR_WEBHOOK_URL as string | undefined,
       operatorWebhookTimeoutMs: v.CC_OPERATOR_WEBHOOK_TIMEOUT_MS as number,
     },
+    metricsListen: loadMetricsListen(v.CC_METRICS_LISTEN as string | undefined),
   }
+}
+
+function loadMetricsListen (value: string | undefined): ControlConfig['metricsListen'] {
+  if (value === undefined) return null
+  const colon = value.lastIndexOf(':')
+  const host = value.slice(0, colon).replace(/^\[(.*)\]$/, '$1')
+  const port = Number(value.slice(colon + 1))
+  if (port > 65535 || Joi.string().ip({ cidr: 'forbidden' }).validate(host).error !== undefined) {
+    throw new ConfigError(`CC_METRICS_LISTEN: must be address:port with an IP address and a port up to 65535 (got ${JSON.stringify(value)})`)
+  }
+  return { host, port }
 }
 
 function list (value: unknown): string[] {

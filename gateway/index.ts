@@ -14,8 +14,8 @@
 import http from 'node:http'
 import path from 'node:path'
 import type { Logger } from 'pino'
-import { Metrics } from './metrics.ts'
-import { Device, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
+import { Metrics, exposition } from './metrics.ts'
+import { Device, activeTunnels, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from './wireguard/udp.ts'
 import { IpLayer } from './netstack/ip.ts'
 import { TcpStack, type TcpSocket } from './netstack/tcp/index.ts'
@@ -143,6 +143,7 @@ export class Gateway {
     this.tcp = new TcpStack({ localAddress: config.address, ip: this.ip, metrics, logger: moduleLogger(logger, 'tcp') })
     this.ip.register(IPPROTO_TCP, this.tcp)
     for (const peer of config.peers) this.device.addPeer(peer)
+    this.registerGauges()
     const initial = snapshotFromConfig(config, 0)
     const plan = planSnapshot(initial, { publicKey: config.publicKey, address: config.address })
     this.setRoutes(plan.routes, plan.instanceIds, initial)
@@ -266,7 +267,7 @@ export class Gateway {
     let added = 0; let updated = 0; let removed = 0
     for (const peer of [...this.device.peers.values()]) {
       if (!wanted.has(peer.name)) {
-        this.device.removePeer(peer.publicKey)
+        this.device.removePeer(peer.publicKey, monotonicNow())
         removed++
       }
     }
@@ -387,24 +388,27 @@ export class Gateway {
     }
   }
 
-  /** Prometheus text: every counter family, plus per-peer gauges. */
-  prometheus (): string {
-    const now = monotonicNow()
-    const lines = [this.metrics.toPrometheus().trimEnd()]
-    const gauges: Array<[string, string, (s: PeerStatus) => number]> = [
+  /** Scrape-time gauges: per-peer counters, configured peers, live tunnels. */
+  private registerGauges (): void {
+    const perPeer: Array<[string, string, (s: PeerStatus) => number]> = [
       ['cc_wg_peer_rx_bytes', 'Bytes received from the peer', s => s.rxBytes],
       ['cc_wg_peer_tx_bytes', 'Bytes sent to the peer', s => s.txBytes],
       ['cc_wg_peer_rx_packets', 'Datagrams received from the peer', s => s.rxPackets],
       ['cc_wg_peer_tx_packets', 'Datagrams sent to the peer', s => s.txPackets],
       ['cc_wg_peer_last_handshake_seconds', 'Unix time of the last handshake (0 = never)', s => (s.lastHandshakeAt ?? 0) / 1000],
     ]
-    const statuses = [...this.device.peers.values()].map(p => this.device.peerStatus(p, now))
-    for (const [name, help, value] of gauges) {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`)
-      for (const s of statuses) lines.push(`${name}{peer="${s.publicKey}"} ${value(s)}`)
+    for (const [name, help, value] of perPeer) {
+      this.metrics.gauge(name, help, ['peer'], () => this.peerStatuses().map(s => [{ peer: s.publicKey }, value(s)]))
     }
-    lines.push('# HELP cc_wg_peers Configured peers', '# TYPE cc_wg_peers gauge', `cc_wg_peers ${statuses.length}`)
-    return lines.join('\n') + '\n'
+    this.metrics.gauge('cc_wg_peers', 'Configured peers', [], () => this.device.peers.size)
+    this.metrics.gauge('cc_tunnels_active', 'Tunnels with a handshake within the last 180 s (REJECT_AFTER_TIME)', [], () => activeTunnels(this.device, monotonicNow()))
+  }
+
+  /** Prometheus text: this gateway's registry (counter families, gauges, histograms) and the process metrics. */
+  async prometheus (): Promise<{ contentType: string, text: string }> {
+    // Lapsed tunnels first, so this scrape's duration histogram already holds them.
+    activeTunnels(this.device, monotonicNow())
+    return await exposition(this.metrics.registry)
   }
 
   /** Stops the edge (in-flight requests get `graceMs`), the metrics server, TCP and the UDP socket. */
@@ -430,18 +434,21 @@ async function serveStatus (gw: Gateway, address: string, port: number): Promise
       res.writeHead(405, { allow: 'GET' }).end()
       return
     }
-    try {
+    const answer = async (): Promise<void> => {
       if (path === '/metrics') {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(gw.prometheus())
+        const { contentType, text } = await gw.prometheus()
+        res.writeHead(200, { 'content-type': contentType }).end(text)
       } else if (path === '/status') {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(gw.status()))
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
       }
-    } catch (err) {
-      gw.logger.error({ err }, 'status request failed')
-      res.writeHead(500).end()
     }
+    answer().catch(err => {
+      gw.logger.error({ err }, 'status request failed')
+      if (!res.headersSent) res.writeHead(500)
+      res.end()
+    })
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

@@ -7,6 +7,7 @@
 import { isAbsolute, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Logger } from 'pino'
+import { Registry } from 'prom-client'
 import { ConfigError as ControlConfigError, describeVariables, loadConfig, type ControlConfig } from '../../control/config.ts'
 import { describeRpcVariables, loadRpcConfig, startControlPlane, type RpcConfig, type RunningControlPlane } from '../../control/rpc/index.ts'
 import { ConfigError as GatewayConfigError } from '../../gateway/config/schema.ts'
@@ -14,6 +15,7 @@ import { describeGatewayVariables, loadGatewayEnv, type GatewayEnv } from '../..
 import { loadOrCreateKey } from '../../gateway/control/keyfile.ts'
 import { startGatewayWithControl, type RunningGateway } from '../../gateway/control/run.ts'
 import type { Gateway } from '../../gateway/index.ts'
+import { Metrics } from '../../gateway/metrics.ts'
 import type { ReadinessService } from '../../control/services/readiness.ts'
 import { decodeKey, encodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { CliError } from '../errors.ts'
@@ -132,9 +134,11 @@ export async function run (argv: string[]): Promise<void> {
   const publicKey = encodeKey(publicKeyFromPrivate(decodeKey(privateKey)))
   const control = { ...config.control, gateway: { ...config.control.gateway, publicKey } }
 
+  // One registry for both: the gateway's CC_METRICS_LISTEN serves control's metrics too.
+  const registry = new Registry()
   let plane: RunningControlPlane
   try {
-    plane = await startControlPlane({ config: control, rpc: config.rpc, listen: false, logger })
+    plane = await startControlPlane({ config: control, rpc: config.rpc, listen: false, logger, extra: { metrics: { registry } } })
   } catch (err) {
     throw new CliError(`cannot start the control API: ${(err as Error).message}`)
   }
@@ -142,7 +146,7 @@ export async function run (argv: string[]): Promise<void> {
   try {
     // app.<base> and api.<base> go to this process's own API listener unless the operator says otherwise.
     const settings = config.gateway.controlOrigin !== null ? config.gateway : { ...config.gateway, controlOrigin: ownControlOrigin(control.apiHost, Number(plane.app.info.port)) }
-    gateway = await startGatewayWithControl({ plane: plane.rpc, settings, logger, store: null, reportIntervalMs: config.rpc.reportIntervalMs })
+    gateway = await startGatewayWithControl({ plane: plane.rpc, settings, logger, store: null, reportIntervalMs: config.rpc.reportIntervalMs, metrics: new Metrics({ registry }) })
   } catch (err) {
     await plane.stop(0)
     const e = err as NodeJS.ErrnoException
@@ -214,6 +218,7 @@ function printBanner (control: ControlConfig, plane: RunningControlPlane, runnin
     caCertificate: gateway.edge?.caCertificatePath ?? null,
     acmeDirectory: gateway.edge === null ? null : settings.acme?.directory ?? null,
     mailOutbox: control.smtpUrl === undefined ? join(dataDir, 'outbox') : null,
+    metrics: gateway.metricsListen === null ? null : `http://${gateway.metricsListen}/metrics`,
     dataDir,
   }
   logger.info(facts, 'cloud-connect ready')
@@ -228,6 +233,7 @@ function printBanner (control: ControlConfig, plane: RunningControlPlane, runnin
     facts.caCertificate === null ? null : `  CA certificate   ${facts.caCertificate}   (trust it to browse without warnings)`,
     facts.acmeDirectory === null ? null : `  Certificates     ACME ${facts.acmeDirectory}`,
     facts.mailOutbox === null ? '  Mail             sent through CC_SMTP_URL' : `  Mail outbox      ${facts.mailOutbox}`,
+    facts.metrics === null ? null : `  Metrics          ${facts.metrics}   (Prometheus: control and gateway)`,
     `  Data             ${facts.dataDir}`,
     '',
   ].filter((l): l is string => l !== null)

@@ -9,6 +9,7 @@
  * (jobs/fleet.ts) keeps placements on alive gateways and publishes which sessions are live. The service also keeps the certificate store gateways
  * share (services/cert-store.ts; its key from CC_CERT_STORE_KEY or generated into the data dir).
  */
+import type http from 'node:http'
 import type { Logger } from 'pino'
 import { createApp, type AppDeps, type ControlApp } from '../app.ts'
 import type { ControlConfig } from '../config.ts'
@@ -17,6 +18,7 @@ import { migrateLatest } from '../db/migrate.ts'
 import { CONFIG_CHANNEL, NotificationListener } from '../db/notify.ts'
 import { startFleetSweep } from '../jobs/fleet.ts'
 import { startSweep } from '../jobs/sweep.ts'
+import { boundAddress, serveMetrics } from '../metrics.ts'
 import { openDatabase } from '../server.ts'
 import type { Services } from '../services/index.ts'
 import { CertStoreService, loadCertStoreKey } from '../services/cert-store.ts'
@@ -45,6 +47,8 @@ export interface RunningControlPlane {
   rpcServer: RpcServer | null
   /** On Postgres: the LISTEN connection that wakes long-polls on any replica's change. */
   configListener: NotificationListener | null
+  /** CC_METRICS_LISTEN's GET /metrics, when started (with `listen`; under `start` the gateway serves it). */
+  metricsServer: http.Server | null
   /** Stops the RPC listener, the API (in-flight requests get `graceMs`), jobs, then the database. */
   stop (graceMs?: number): Promise<void>
 }
@@ -67,6 +71,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
   let app: ControlApp | null = null
   let rpcServer: RpcServer | null = null
   let configListener: NotificationListener | null = null
+  let metricsServer: http.Server | null = null
   try {
     if (config.autoMigrate) {
       const applied = await migrateLatest(db)
@@ -113,12 +118,17 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       const secret = loadGatewaySecret(options.rpc.secret, config.dataDir, logger)
       rpcServer = await RpcServer.start({ service: rpc, secret, host: options.rpc.host, port: options.rpc.port, logger: moduleLogger(logger, 'rpc') })
       logger.info({ url: rpcServer.url }, 'gateway RPC listening')
+      if (config.metricsListen !== null) {
+        metricsServer = await serveMetrics(app.app.metrics.registry, config.metricsListen, logger.child({ module: 'metrics' }))
+        logger.info({ url: `http://${boundAddress(metricsServer)}/metrics` }, 'metrics listening')
+      }
     }
     const sweep = startSweep({ db, tunnel: services.tunnel, logger: moduleLogger(logger, 'jobs'), now })
     const fleetSweep = startFleetSweep({ db, rpc, intervalMs: options.rpc.reportIntervalMs, logger: moduleLogger(logger, 'jobs') })
     const started = app
     const listener = rpcServer
     const changes = configListener
+    const metrics = metricsServer
     return {
       app: started,
       db,
@@ -127,7 +137,9 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       rpc,
       rpcServer: listener,
       configListener: changes,
+      metricsServer: metrics,
       async stop (graceMs = 10_000) {
+        if (metrics !== null) await closeServer(metrics)
         sweep.stop()
         fleetSweep.stop()
         await changes?.close()
@@ -138,10 +150,16 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       },
     }
   } catch (err) {
+    if (metricsServer !== null) await closeServer(metricsServer)
     await configListener?.close()
     if (rpcServer !== null) await rpcServer.close(0)
     if (app !== null) await app.stop({ timeout: 0 })
     await db.destroy()
     throw err
   }
+}
+
+async function closeServer (server: http.Server): Promise<void> {
+  server.closeAllConnections()
+  await new Promise<void>(resolve => { server.close(() => { resolve() }) })
 }

@@ -124,6 +124,8 @@ export interface SubscriptionSnapshot {
   cancelAtPeriodEnd: boolean
   canceledAt: Date | null
   endedAt: Date | null
+  /** Stripe's start_date (else created): when the subscription began. */
+  startedAt: Date | null
   paymentMethod: PaymentMethodCard | null
   /** The event the snapshot came with: its `created` (seconds) and id order snapshots. */
   event: { id: string, created: number }
@@ -150,6 +152,7 @@ export function snapshotOf (sub: StripeSubscription, prices: { pro: string, busi
     cancelAtPeriodEnd: sub.cancel_at_period_end === true,
     canceledAt: fromSeconds(sub.canceled_at),
     endedAt: fromSeconds(sub.ended_at),
+    startedAt: fromSeconds(sub.start_date ?? sub.created),
     paymentMethod,
     event,
   }
@@ -163,8 +166,8 @@ export async function storeSnapshot (db: Queryable, userId: string, snap: Subscr
   const result = await db.raw(`
     insert into billing_subscriptions as s (id, user_id, customer_id, status, plan, price_id, current_period_start, current_period_end,
       cancel_at_period_end, canceled_at, ended_at, payment_method_id, payment_method_brand, payment_method_last4,
-      version_ended, version_created, version_rank, version_event, updated_at)
-    values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      version_ended, version_created, version_rank, version_event, updated_at, started_at)
+    values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     on conflict (id) do update set
       user_id = excluded.user_id, customer_id = excluded.customer_id, status = excluded.status, plan = excluded.plan,
       price_id = excluded.price_id, current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
@@ -172,13 +175,13 @@ export async function storeSnapshot (db: Queryable, userId: string, snap: Subscr
       payment_method_id = excluded.payment_method_id, payment_method_brand = excluded.payment_method_brand,
       payment_method_last4 = excluded.payment_method_last4, version_ended = excluded.version_ended,
       version_created = excluded.version_created, version_rank = excluded.version_rank, version_event = excluded.version_event,
-      updated_at = excluded.updated_at
+      updated_at = excluded.updated_at, started_at = coalesce(excluded.started_at, s.started_at)
     where (excluded.version_ended, excluded.version_created, excluded.version_rank, excluded.version_event)
         > (s.version_ended, s.version_created, s.version_rank, s.version_event)
     returning id`, [
     snap.id, userId, snap.customerId, snap.status, snap.plan, snap.priceId, snap.periodStart, snap.periodEnd,
     snap.cancelAtPeriodEnd, snap.canceledAt, snap.endedAt, snap.paymentMethod?.id ?? null, snap.paymentMethod?.brand ?? null, snap.paymentMethod?.last4 ?? null,
-    ENDED.has(snap.status), snap.event.created, STATUS_RANK[snap.status] ?? 0, snap.event.id, now,
+    ENDED.has(snap.status), snap.event.created, STATUS_RANK[snap.status] ?? 0, snap.event.id, now, snap.startedAt,
   ]) as { rows: unknown[] }
   return result.rows.length > 0
 }

@@ -155,6 +155,7 @@ function confirmNext (dev: Device, peer: Peer, now: number): void {
   peer.previous = peer.current
   peer.current = peer.next
   peer.next = null
+  dev.tunnels.handshake(peer, now)
   timersHandshakeComplete(peer, now)
   dev.completed.inc('responder')
   dev.logger?.debug({ peer: peer.name }, 'handshake completed as responder')

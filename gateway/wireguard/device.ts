@@ -21,12 +21,14 @@ import { WireError } from '../../proto/wire/errors.ts'
 import { formatIPv4, ipv4Destination } from '../../proto/wire/ipv4.ts'
 import { addressBytes, clientPrefix, formatHostPort } from '../../proto/net/address.ts'
 import type { CounterFamily, Metrics } from '../metrics.ts'
+import { TUNNEL_FAILED_ATTEMPTS, type TunnelFailureReason } from '../../proto/metrics.ts'
 import { AllowedIps } from './allowed-ips.ts'
 import { IndexTable, cryptoRandomUint32, type RandomUint32 } from './index-table.ts'
 import type { IndexEntry } from './keypair.ts'
 import { Peer, type PeerOptions } from './peer.ts'
 import { RateLimiter } from './ratelimiter.ts'
 import { expireTimers, type TimerHost } from './timers.ts'
+import { TunnelLifetimes } from './tunnels.ts'
 import {
   RATELIMIT_BURST, RATELIMIT_GC_INTERVAL, RATELIMIT_PACKETS_PER_SECOND, UNDER_LOAD_AFTER_TIME,
   UNDER_LOAD_HANDSHAKES_PER_SECOND, MAX_STAGED_PACKETS,
@@ -98,6 +100,8 @@ export class Device implements TimerHost {
   readonly completed: CounterFamily
   readonly sent: CounterFamily
   readonly received: CounterFamily
+  /** Tunnel durations for the cc_tunnel_connection_duration_seconds histogram. */
+  readonly tunnels: TunnelLifetimes
 
   private readonly underLoadThreshold: number
   private loadWindowStart = -Infinity
@@ -127,6 +131,10 @@ export class Device implements TimerHost {
     this.completed = m.family('wg_handshakes_completed', 'WireGuard handshakes completed, by our role')
     this.sent = m.family('wg_messages_sent', 'WireGuard messages sent, by type')
     this.received = m.family('wg_messages_received', 'Authenticated WireGuard messages received, by type')
+    const failed = m.sharedCounter(TUNNEL_FAILED_ATTEMPTS)
+    this.rejected.mirror((reason, by) => { failed.inc({ reason: FAILED_ATTEMPT_REASON[reason] ?? 'handshake_rejected' }, by) })
+    const durations = m.histogram('cc_tunnel_connection_duration_seconds', 'Tunnel lifetimes: from the first handshake to REJECT_AFTER_TIME without one, or to the peer\'s removal', TUNNEL_DURATION_BUCKETS)
+    this.tunnels = new TunnelLifetimes(seconds => { durations.observe(seconds) })
   }
 
   get publicKey (): Buffer { return this.identity.publicKey }
@@ -158,9 +166,11 @@ export class Device implements TimerHost {
     return peer
   }
 
-  removePeer (publicKey: Buffer): boolean {
+  /** `now` ends the peer's tunnel for the duration histogram (default: at its lapse). */
+  removePeer (publicKey: Buffer, now = Infinity): boolean {
     const peer = this.peers.get(publicKey.toString('base64'))
     if (peer === undefined) return false
+    this.tunnels.removed(peer, now)
     this.zeroKeyMaterial(peer)
     peer.timers.clear()
     this.allowedIps.removeOwner(peer)
@@ -379,6 +389,27 @@ export class Device implements TimerHost {
     this.loadWindowCount++
     if (this.loadWindowCount > this.underLoadThreshold) this.underLoadUntil = now + UNDER_LOAD_AFTER_TIME
   }
+}
+
+/** wg_handshakes_rejected reasons as failed connection attempts (anything else: handshake_rejected). */
+const FAILED_ATTEMPT_REASON: Record<string, TunnelFailureReason> = {
+  mac1: 'invalid_mac',
+  unknown_peer: 'unknown_key',
+  cookie_sent: 'cookie_under_load',
+  ratelimit: 'cookie_under_load',
+}
+
+/** Seconds: a minute to a week. */
+const TUNNEL_DURATION_BUCKETS = [60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600, 3 * 24 * 3600, 7 * 24 * 3600]
+
+/** Peers with a live tunnel (a handshake within REJECT_AFTER_TIME); ends the lapsed ones' tunnels. */
+export function activeTunnels (device: Device, now: number): number {
+  let live = 0
+  for (const peer of device.peers.values()) {
+    device.tunnels.lapse(peer, now)
+    if (TunnelLifetimes.live(peer, now)) live++
+  }
+  return live
 }
 
 /**

@@ -133,6 +133,7 @@ export function receiveResponse (dev: Device, message: Buffer, address: string, 
   timersAnyAuthenticatedPacketReceived(peer)
   beginSession(dev, peer, keypair)
   timersSessionDerived(dev, peer, now)
+  dev.tunnels.handshake(peer, now)
   timersHandshakeComplete(peer, now)
   dev.completed.inc('initiator')
   dev.logger?.debug({ peer: peer.name }, 'handshake completed as initiator')

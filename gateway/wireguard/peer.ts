@@ -47,6 +47,8 @@ export class Peer {
   txPackets = 0
   /** Monotonic ms of the last completed handshake, or null. */
   lastHandshakeAt: number | null = null
+  /** Monotonic ms of the first handshake of the tunnel now up, or null (tunnels.ts). */
+  tunnelSince: number | null = null
 
   constructor (options: PeerOptions) {
     this.publicKey = Buffer.from(options.publicKey)

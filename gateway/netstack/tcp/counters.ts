@@ -22,7 +22,7 @@ export class TcpCounters {
     this.segments = metrics.family('tcp_segments', 'TCP segments received (in) and sent (out)')
     this.retransmits = metrics.family('tcp_retransmits', 'TCP segments retransmitted, by cause')
     this.events = metrics.family('tcp_events', 'TCP protocol events')
-    this.connections = metrics.family('tcp_connections', 'TCP connections currently in each state (gauge)')
+    this.connections = metrics.family('tcp_connections', 'TCP connections currently in each state', 'gauge')
     this.opened = metrics.family('tcp_connections_opened', 'TCP connections opened, active or passive')
     this.closed = metrics.family('tcp_connections_closed', 'TCP connections closed, by reason')
     for (const name of STATE_NAMES) if (name !== 'LISTEN') this.connections.inc(name, 0)

@@ -1,5 +1,6 @@
 /** Shared set-up for the billing tests: the app pointed at the Stripe fake, on a settable clock. */
 import type { Test } from 'tap'
+import type { AppDeps } from '../../../control/app.ts'
 import type { Db } from '../../../control/db/knex.ts'
 import { StripeFake } from '../../helpers/stripe-fake.ts'
 import { bearer, PASSWORD, startApp, type Reply, type TestApp } from '../harness.ts'
@@ -15,12 +16,12 @@ export interface BillingHarness {
   seconds (): number
 }
 
-export async function startBillingApp (t: Test, db: Db, options: { env?: Record<string, string>, clock?: Clock } = {}): Promise<BillingHarness> {
+export async function startBillingApp (t: Test, db: Db, options: { env?: Record<string, string>, clock?: Clock, deps?: Partial<AppDeps> } = {}): Promise<BillingHarness> {
   const fake = await StripeFake.start(t)
   const clock = options.clock ?? new Clock()
   const h = await startApp(t, db, {
     env: { CC_GATEWAY_PUBLIC_KEY: GATEWAY_KEY, CC_GATEWAY_ENDPOINT: GATEWAY_ENDPOINT, CC_BASE_DOMAIN: BASE_DOMAIN, ...fake.env(), ...options.env },
-    deps: { now: clock.now },
+    deps: { now: clock.now, ...options.deps },
   })
   return { h, fake, clock, seconds: () => Math.floor(clock.time / 1000) }
 }
