@@ -1,4 +1,5 @@
 import tseslint from 'typescript-eslint'
+import layering from './eslint.layering.js'
 
 export default tseslint.config(
   { ignores: ['node_modules/**', 'data/**', '.tap/**', 'bench/out/**'] },
@@ -10,5 +11,10 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
       eqeqeq: ['error', 'always', { null: 'ignore' }],
     },
+  },
+  {
+    files: ['proto/**/*.ts', 'gateway/**/*.ts', 'control/**/*.ts', 'agent/**/*.ts'],
+    plugins: { layering },
+    rules: { 'layering/imports': 'error' },
   },
 )

@@ -5,7 +5,6 @@
  */
 import type { Plugin } from '@hapi/hapi'
 import { Joi } from '../schemas.ts'
-import { ping } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import type { Services } from '../services/index.ts'
 import { GATEWAY_LISTENER_COMPONENTS, READY_COMPONENTS } from '../../proto/api/health.ts'
@@ -38,7 +37,7 @@ export const healthRoutes: Plugin<Services> = {
       },
       async handler () {
         try {
-          await ping(services.db)
+          await services.readiness.live()
         } catch (err) {
           services.logger.warn({ err: (err as Error).message }, 'health: database unreachable')
           throw apiError('SERVICE_UNAVAILABLE', 'Database unreachable', { database: 'unreachable' }, { 'retry-after': '5' })

@@ -71,6 +71,11 @@ export class ReadinessService {
     this.#probes.set('certificates', async () => await this.#certificates())
   }
 
+  /** Liveness (GET /health): the database answers; throws when it does not. */
+  async live (): Promise<void> {
+    await ping(this.#o.db)
+  }
+
   /** Adds (or replaces) a component's check, e.g. the in-process gateway's listeners. */
   addProbe (name: ReadyComponent, probe: Probe): void {
     this.#probes.set(name, probe)
