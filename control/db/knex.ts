@@ -83,6 +83,12 @@ export function createDb (options: DbOptions): Db {
 }
 
 /** Whether `db` talks to a Postgres server (as opposed to the embedded PGlite, one process only). */
+/** A unique-constraint violation (SQLSTATE 23505, Postgres and PGlite alike), of `constraint` when named. */
+export function isUniqueViolation (err: unknown, constraint?: string): boolean {
+  const e = err as { code?: unknown, constraint?: unknown }
+  return e.code === '23505' && (constraint === undefined || e.constraint === constraint)
+}
+
 export function isPostgres (db: Knex): boolean {
   return (db.client as { config?: { client?: unknown } }).config?.client === 'pg'
 }

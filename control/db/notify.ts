@@ -11,11 +11,21 @@ import pg from 'pg'
 import type { Logger } from 'pino'
 import { isPostgres, type Queryable } from './knex.ts'
 
-/** The channel of gateway configuration version bumps (services/tunnel.ts bumpConfigVersion). */
+/** The channel of gateway configuration version bumps (bumpConfigVersion). */
 export const CONFIG_CHANNEL = 'cc_config_version'
 
 export async function notifyConfigChanged (db: Queryable): Promise<void> {
   if (isPostgres(db)) await db.raw('select pg_notify(?, current_schema())', [CONFIG_CHANNEL])
+}
+
+/**
+ * Raises the gateway configuration version; call inside the transaction that changes the peer set.
+ * Every replica's long-polls hear of it at commit.
+ */
+export async function bumpConfigVersion (db: Queryable): Promise<number> {
+  const rows = await db('gateway_config').where({ id: 1 }).increment('version', 1).returning('version') as Array<{ version: string | number }>
+  await notifyConfigChanged(db)
+  return Number(rows[0].version)
 }
 
 export interface NotificationListenerOptions {

@@ -27,7 +27,8 @@ import { PERSISTENT_KEEPALIVE_SECONDS } from '../../proto/api/tunnel.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { Db, Queryable } from '../db/knex.ts'
 import { toAddress } from '../services/ipam.ts'
-import { bumpConfigVersion, HANDSHAKE_FRESH_SECONDS } from '../services/tunnel.ts'
+import { HANDSHAKE_FRESH_SECONDS } from '../services/tunnel.ts'
+import { bumpConfigVersion } from '../db/notify.ts'
 
 /** The shortest alive window, whatever the report interval. */
 export const MIN_ALIVE_WINDOW_MS = 15_000

@@ -17,7 +17,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AccountStatus, RegisterResponse } from '../../proto/api/auth.ts'
 import type { UserRole } from '../../proto/api/user.ts'
-import type { Db, Queryable } from '../db/knex.ts'
+import { isUniqueViolation, type Db, type Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { ID_PREFIX, newId } from '../ids.ts'
 import { isoSeconds } from '../time.ts'
@@ -80,10 +80,6 @@ function verifyLinkError (why: TokenFailure): Error {
   if (why === 'expired') return apiError('LINK_EXPIRED', 'This verification link has expired: request a new one')
   if (why === 'used') return apiError('LINK_ALREADY_USED', 'This verification link was already used')
   return apiError('LINK_INVALID', 'This verification link is not valid')
-}
-
-function isUniqueViolation (err: unknown): boolean {
-  return (err as { code?: unknown }).code === '23505'
 }
 
 export class AccountService {

@@ -22,7 +22,7 @@ import { isoSeconds } from '../time.ts'
 import type { MailMessage } from './mail.ts'
 import { limitsBody, planUsage, type PlanService, type Subscription, type SubscriptionSource } from './plans.ts'
 import type { PaymentMethodCard, StripeClient, StripeSubscription } from './stripe-client.ts'
-import { bumpConfigVersion } from './tunnel.ts'
+import { bumpConfigVersion } from '../db/notify.ts'
 
 /** How long processed webhook event ids are kept (Stripe retries for up to three days). */
 export const EVENT_RETENTION_DAYS = 30

@@ -23,7 +23,7 @@ import { createHmac } from 'node:crypto'
 import type { Logger } from 'pino'
 import { getDomain } from 'tldts'
 import type { AddDomainResponse, DomainSummary, DomainVerification, DnsRecordInstruction, SslStatus, VerifyDomainResponse } from '../../proto/api/domains.ts'
-import type { Db, Queryable } from '../db/knex.ts'
+import { isUniqueViolation, type Db, type Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { ID_PREFIX, looksLikeId, randomBase62 } from '../ids.ts'
 import { isoSeconds } from '../time.ts'
@@ -32,7 +32,8 @@ import { OWNERSHIP_LABEL, OWNERSHIP_PREFIX, type DnsCheck, type DnsVerifier } fr
 import { DomainNameError, normalizeDomain } from './dns-names.ts'
 import type { MailMessage, Mailer } from './mail.ts'
 import type { PlanService } from './plans.ts'
-import { bumpConfigVersion, type CustomDomainEntry, type CustomDomainSource } from './tunnel.ts'
+import type { CustomDomainEntry, CustomDomainSource } from './tunnel.ts'
+import { bumpConfigVersion } from '../db/notify.ts'
 
 export interface DomainServiceOptions {
   db: Db
@@ -100,10 +101,6 @@ class DomainHeldSignal extends Error {
   constructor (readonly pendingElsewhere: boolean) {
     super('domain held')
   }
-}
-
-function isUniqueViolation (err: unknown): boolean {
-  return (err as { code?: unknown }).code === '23505'
 }
 
 export class DomainService implements CustomDomainSource {

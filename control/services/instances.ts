@@ -18,7 +18,7 @@ import type { Knex } from 'knex'
 import type { CreateInstanceResponse, InstanceDetails, InstanceSummary, UpdateInstanceRequest, UpdateInstanceResponse } from '../../proto/api/instances.ts'
 import type { TunnelFleetPeer } from '../../proto/api/tunnel.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
-import type { Db, Queryable } from '../db/knex.ts'
+import { isUniqueViolation, type Db, type Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { ID_PREFIX, looksLikeId, newId } from '../ids.ts'
 import { isoSeconds } from '../time.ts'
@@ -26,7 +26,8 @@ import { toAddress, type IpamService } from './ipam.ts'
 import type { PlanService } from './plans.ts'
 import { classifySubdomain, normalizeSubdomain, verdictMessage, type SubdomainService } from './subdomains.ts'
 import type { InstanceClaims, TokenService } from './tokens.ts'
-import { bumpConfigVersion, instanceStatus, suspendedReason, type CustomDomainSource, type GatewayInfo, type InstanceIdentity, type TunnelService, type TunnelStateRow } from './tunnel.ts'
+import { bumpConfigVersion } from '../db/notify.ts'
+import { instanceStatus, suspendedReason, type CustomDomainSource, type GatewayInfo, type InstanceIdentity, type TunnelService, type TunnelStateRow } from './tunnel.ts'
 
 export interface InstanceRow extends TunnelStateRow {
   id: string
@@ -57,11 +58,6 @@ export interface InstanceServiceOptions {
 
 function notFound (): Error {
   return apiError('NOT_FOUND', 'Instance not found')
-}
-
-function isUniqueViolation (err: unknown, constraint: string): boolean {
-  const e = err as { code?: unknown, constraint?: unknown }
-  return e.code === '23505' && e.constraint === constraint
 }
 
 const SUBDOMAIN_CONSTRAINT = 'instances_subdomain_unique'

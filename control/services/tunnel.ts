@@ -11,10 +11,10 @@ import type { InstanceStatus, SuspendedReason } from '../../proto/api/instances.
 import { PERSISTENT_KEEPALIVE_SECONDS, type DomainStatus, type RegisterTunnelResponse, type TunnelFleetPeer, type TunnelPeer, type TunnelStatusResponse } from '../../proto/api/tunnel.ts'
 import { decodeKey, generatePrivateKey, x25519Backend } from '../../proto/noise/keys.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
-import type { Db, Queryable } from '../db/knex.ts'
+import { isUniqueViolation, type Db, type Queryable } from '../db/knex.ts'
 import { apiError } from '../errors.ts'
 import { toAddress, type IpamService } from './ipam.ts'
-import { notifyConfigChanged } from '../db/notify.ts'
+import { bumpConfigVersion } from '../db/notify.ts'
 
 /** What a container needs to know about the gateway it connects to. */
 export interface GatewayEndpoint {
@@ -126,13 +126,6 @@ export function suspendedReason (row: Pick<TunnelStateRow, 'suspended_at'>): Sus
   return row.suspended_at === null ? null : 'plan_limit'
 }
 
-/** Raises the gateway configuration version; call inside the transaction that changes the peer set. */
-export async function bumpConfigVersion (db: Queryable): Promise<number> {
-  const rows = await db('gateway_config').where({ id: 1 }).increment('version', 1).returning('version') as Array<{ version: string | number }>
-  await notifyConfigChanged(db) // delivered to every replica's long-polls at commit (db/notify.ts)
-  return Number(rows[0].version)
-}
-
 /** One WireGuard peer as gateways need it (the DESIGN's config snapshot entry). */
 export interface PeerEntry {
   instanceId: string
@@ -172,11 +165,6 @@ export interface TunnelServiceOptions {
   now: () => Date
   /** instanceStatus window; default HANDSHAKE_FRESH_SECONDS. */
   statusWindowSeconds?: number
-}
-
-function isUniqueViolation (err: unknown, constraint: string): boolean {
-  const e = err as { code?: unknown, constraint?: unknown }
-  return e.code === '23505' && e.constraint === constraint
 }
 
 function unauthorized (): Error {
