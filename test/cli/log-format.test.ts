@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseLogLines } from '../helpers/strict-json.ts'
+import { serviceEnv } from '../agent/service.ts'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../..')
 const CLI = join(ROOT, 'bin/cloud-connect.js')
@@ -19,25 +20,8 @@ const ANSI = /\x1b\[[0-9;]*[A-Za-z]/g
 function env (t: Test, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const dataDir = mkdtempSync(join(tmpdir(), 'cc-logfmt-'))
   t.teardown(() => { rmSync(dataDir, { recursive: true, force: true }) })
-  const out: NodeJS.ProcessEnv = {
-    ...process.env,
-    CC_DATA_DIR: dataDir,
-    CC_API_HOST: '127.0.0.1',
-    CC_API_PORT: '0',
-    CC_HTTP_PORT: '0',
-    CC_HTTPS_PORT: '0',
-    CC_WG_PORT: '0',
-    CC_EDGE_HOST: '127.0.0.1',
-    CC_WG_HOST: '127.0.0.1',
-    CC_ARGON2_MEMORY_KIB: '64',
-    CC_ARGON2_TIME_COST: '1',
-    CC_LOG_LEVEL: 'info',
-    TERM: 'xterm',
-    ...extra,
-  }
-  for (const name of ['DATABASE_URL', 'CC_BASE_DOMAIN', 'CC_PUBLIC_URL', 'CC_GATEWAY_ENDPOINT', 'CC_GATEWAY_PUBLIC_KEY', 'CC_SMTP_URL', 'CC_LOG_FORMAT']) {
-    if (!(name in extra)) delete out[name]
-  }
+  const out = serviceEnv(dataDir, {}, { TERM: 'xterm', ...extra })
+  if (!('CC_LOG_FORMAT' in extra)) delete out.CC_LOG_FORMAT
   return out
 }
 
