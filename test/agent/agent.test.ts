@@ -5,6 +5,7 @@
  * order of a graceful stop (tunnel down first, then disconnect).
  */
 import t, { type Test } from 'tap'
+import { until } from '../helpers/until.ts'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
@@ -97,13 +98,6 @@ function setup (t: Test, api: string): { agent: Agent, log: string[], tunnels: F
   return { agent, log, tunnels, stateFile }
 }
 
-async function until (what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
-}
 
 t.test('KEY_IN_USE: a new key pair, registered at once; heartbeats follow next_heartbeat_in; stop: tunnel down, then disconnect', async t => {
   let registers = 0
@@ -115,7 +109,7 @@ t.test('KEY_IN_USE: a new key pair, registered at once; heartbeats follow next_h
   const { agent, log, tunnels, stateFile } = setup(t, api.url)
   const firstKey = agent.report().public_key!
   const done = agent.run()
-  await until('connected', () => agent.report().status === 'connected')
+  await until('connected', () => agent.report().status === 'connected', 20_000)
   const secondKey = agent.report().public_key!
   t.not(secondKey, firstKey, 'a new key pair')
   t.same(api.calls.slice(0, 2), [`/tunnel/register ${firstKey}`, `/tunnel/register ${secondKey}`])
@@ -145,11 +139,11 @@ t.test('402: state error with the message, retried until it clears', async t => 
   const api = await fakeApi(t, path => path === '/tunnel/register' && suspended ? fail(402, 'SUBSCRIPTION_REQUIRED') : ok(path))
   const { agent } = setup(t, api.url)
   const done = agent.run()
-  await until('error', () => agent.report().status === 'error')
+  await until('error', () => agent.report().status === 'error', 20_000)
   t.match(agent.report().last_error, /SUBSCRIPTION_REQUIRED message/)
-  await until('two more attempts', () => api.calls.filter(c => c.startsWith('/tunnel/register')).length >= 3)
+  await until('two more attempts', () => api.calls.filter(c => c.startsWith('/tunnel/register')).length >= 3, 20_000)
   suspended = false
-  await until('connected', () => agent.report().status === 'connected')
+  await until('connected', () => agent.report().status === 'connected', 20_000)
   t.equal(agent.report().last_error, null)
   agent.stop()
   t.equal(await done, 0)
@@ -160,8 +154,8 @@ t.test('401 on a heartbeat: exit 3, state error, tunnel down, no disconnect call
   const api = await fakeApi(t, path => revoked && path !== '/tunnel/register' ? fail(401, 'UNAUTHORIZED') : ok(path))
   const { agent, log, stateFile } = setup(t, api.url)
   const done = agent.run()
-  await until('connected', () => agent.report().status === 'connected')
-  await until('first heartbeat', () => api.calls.includes('/tunnel/heartbeat'))
+  await until('connected', () => agent.report().status === 'connected', 20_000)
+  await until('first heartbeat', () => api.calls.includes('/tunnel/heartbeat'), 20_000)
   revoked = true
   t.equal(await done, 3)
   const state = JSON.parse(readFileSync(stateFile, 'utf8'))
@@ -175,14 +169,14 @@ t.test('a silent tunnel: connecting, register again, reconnect; answers make it 
   const api = await fakeApi(t, path => ok(path))
   const { agent, log, tunnels } = setup(t, api.url)
   const done = agent.run()
-  await until('connected', () => agent.report().status === 'connected')
+  await until('connected', () => agent.report().status === 'connected', 20_000)
   tunnels[0].alive = false
-  await until('connecting', () => agent.report().status === 'connecting')
+  await until('connecting', () => agent.report().status === 'connecting', 20_000)
   t.match(agent.report().last_error, /no answer from the gateway/)
-  await until('reconnect', () => log.includes('reconnect'))
+  await until('reconnect', () => log.includes('reconnect'), 20_000)
   t.ok(api.calls.filter(c => c.startsWith('/tunnel/register')).length >= 2, 'registered again')
   tunnels[0].alive = true
-  await until('connected again', () => agent.report().status === 'connected')
+  await until('connected again', () => agent.report().status === 'connected', 20_000)
   agent.stop()
   t.equal(await done, 0)
 })
@@ -208,16 +202,16 @@ t.test('two gateways: status lists both; one silent stays connected with that ga
     : path === '/tunnel/heartbeat' ? { status: 200, body: { status: 'ok', next_heartbeat_in: 5, peers: heartbeatPeers } } : ok(path))
   const { agent, log, tunnels, stateFile } = setup(t, api.url)
   const done = agent.run()
-  await until('connected', () => agent.report().status === 'connected')
-  await until('both gateways answer', () => agent.report().gateways.every(g => g.connected))
+  await until('connected', () => agent.report().status === 'connected', 20_000)
+  await until('both gateways answer', () => agent.report().gateways.every(g => g.connected), 20_000)
   t.match(agent.report().gateways, [
     { id: 'gw-a', role: 'primary', endpoint: '127.0.0.1:51820', address: '10.100.0.1', public_key: GATEWAY_KEY, connected: true },
     { id: 'gw-b', role: 'backup', endpoint: '127.0.0.1:51821', address: '10.100.255.254', public_key: KEY_B, connected: true },
   ])
 
   tunnels[0].dead.add('10.100.0.1')
-  await until('gw-a down', () => agent.report().gateways[0].connected === false)
-  await until('a fresh handshake for gw-a', () => log.includes(`reconnect ${GATEWAY_KEY}`))
+  await until('gw-a down', () => agent.report().gateways[0].connected === false, 20_000)
+  await until('a fresh handshake for gw-a', () => log.includes(`reconnect ${GATEWAY_KEY}`), 20_000)
   const report = agent.report()
   t.equal(report.status, 'connected', 'the tunnel is up through the other gateway')
   t.equal(report.last_error, null)
@@ -241,7 +235,7 @@ t.test('two gateways: status lists both; one silent stays connected with that ga
   const saved = JSON.parse(readFileSync(stateFile, 'utf8'))
   t.same(saved.registration.tunnel_config.peers.map((p: { gateway_id: string }) => p.gateway_id), ['gw-b', 'gw-c'], 'the state file follows')
   t.equal(saved.registration.tunnel_config.peer.public_key, KEY_B)
-  await until('gw-c answers', () => agent.report().gateways[1].connected)
+  await until('gw-c answers', () => agent.report().gateways[1].connected, 20_000)
   agent.stop()
   t.equal(await done, 0)
 })

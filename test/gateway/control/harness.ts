@@ -69,11 +69,4 @@ export function repliesTo (client: Client, seq: number): number {
   return client.replies.filter(r => r[9] === 1 && r[20] === 0 && r.readUInt16BE(26) === seq).length
 }
 
-export async function until (what: string, check: () => boolean | Promise<boolean>, ms = 5_000): Promise<number> {
-  const start = Date.now()
-  while (!await check()) {
-    if (Date.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
-  return Date.now() - start
-}
+export { until } from '../../helpers/until.ts'

@@ -7,6 +7,7 @@
  * follows it to IPv6 (roaming, paper 2.1). Both UDP socket implementations.
  */
 import t from 'tap'
+import { until } from '../../helpers/until.ts'
 import fs from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
@@ -35,13 +36,6 @@ function lookupTo (address: string): net.LookupFunction {
   }) as unknown as net.LookupFunction
 }
 
-async function until (what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
-}
 
 const kinds: UdpIo[] = ['dgram']
 if (batchedUdpUnavailable === null) kinds.push('batched')
@@ -94,7 +88,7 @@ for (const io of kinds) {
     })
     const endpoint = (): string | null => gw.status().peers.find(p => p.publicKey === container.publicKey)?.endpoint ?? null
 
-    await until('the tunnel over IPv4', () => gw.sessionLive('inst'))
+    await until('the tunnel over IPv4', () => gw.sessionLive('inst'), 10_000)
     t.match(endpoint(), new RegExp(`^127\\.0\\.0\\.1:\\d+$`), `an IPv4 peer on the dual-stack socket is reported as plain IPv4 (${String(endpoint())})`)
 
     const v4 = await get('127.0.0.1', '/over-ipv4')
@@ -116,7 +110,7 @@ for (const io of kinds) {
     const gwC6 = await Gateway.start(validateConfig({ ...containerRaw, peers: [containerPeer(`[::1]:${wgPort}`)] }), silent)
     t.teardown(() => gwC6.close(0))
     gwC6.tcp.listen(80, socket => { socket.on('error', () => {}); origin.emit('connection', socket) })
-    await until('the gateway to follow the container to IPv6', () => endpoint()?.startsWith('[::1]:') === true)
+    await until('the gateway to follow the container to IPv6', () => endpoint()?.startsWith('[::1]:') === true, 10_000)
     t.match(endpoint(), /^\[::1\]:\d+$/, `the container's endpoint is now IPv6 (${String(endpoint())})`)
     const after = await get('::1', '/after-roaming')
     t.same(after, { status: 200, body: 'hello /after-roaming' }, 'requests reach the instance over the IPv6 tunnel')
