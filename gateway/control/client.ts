@@ -88,22 +88,28 @@ export class ControlClient {
   }
 
   #apply (snapshot: ConfigSnapshot, source: string): boolean {
+    let result: unknown
     try {
-      const result = this.#o.target.applySnapshot(snapshot)
-      this.#version = snapshot.version
-      this.applied++
-      this.#o.logger.info({ version: snapshot.version, peers: snapshot.peers.length, source, result }, 'configuration applied')
-      this.#o.onApplied?.(snapshot, result, source)
+      result = this.#o.target.applySnapshot(snapshot)
     } catch (err) {
       this.#o.logger.error({ err, version: snapshot.version }, 'applying the configuration failed')
       return false
     }
+    this.#version = snapshot.version
+    this.applied++
+    // Stored before it is announced: whoever sees "configuration applied" finds it on disk too.
     if (this.#o.store != null && source !== 'stored') {
       try {
         this.#o.store.save(snapshot)
       } catch (err) {
         this.#o.logger.warn({ err: (err as Error).message, path: this.#o.store.path }, 'cannot store the snapshot')
       }
+    }
+    this.#o.logger.info({ version: snapshot.version, peers: snapshot.peers.length, source, result }, 'configuration applied')
+    try {
+      this.#o.onApplied?.(snapshot, result, source)
+    } catch (err) {
+      this.#o.logger.error({ err, version: snapshot.version }, 'after applying the configuration')
     }
     return true
   }
