@@ -293,6 +293,7 @@ export class Edge {
       issuer,
       logger: this.logger.child({ module: 'certificates' }),
       wildcards: o.wildcards,
+      contextCacheSize: this.limits.tlsContextCache,
       now: o.now,
     })
     this.manager.setHostnames(this.routes.hostnames())
