@@ -123,6 +123,8 @@ export class CertificateManager implements CertificateSource {
   /** Context builds in progress, by certificate name (concurrent handshakes share one). */
   private readonly building = new Map<string, Promise<tls.SecureContext | undefined>>()
   private managed = new Map<string, ManagedName>()
+  /** The store's names (list()), taken once per update or scan: names not in it need no read of their own. */
+  private listing: Promise<Set<string> | undefined> | undefined
   private timer: NodeJS.Timeout | undefined
 
   constructor (options: CertificateManagerOptions) {
@@ -158,6 +160,7 @@ export class CertificateManager implements CertificateSource {
     for (const name of names) next.set(name, this.managed.get(name) ?? { name, storeRead: false, urgent: false, failures: 0, noRetry: false })
     for (const name of this.managed.keys()) if (!next.has(name)) this.contexts.delete(name)
     this.managed = next
+    this.listing = undefined
     for (const entry of next.values()) this.kick(entry)
   }
 
@@ -175,6 +178,7 @@ export class CertificateManager implements CertificateSource {
 
   /** One maintenance pass: obtain what is missing, renew what is due, retry failures whose wait is over. */
   async maintain (): Promise<void> {
+    this.listing = undefined
     for (const entry of this.managed.values()) this.kick(entry)
     await this.settled()
   }
@@ -227,7 +231,7 @@ export class CertificateManager implements CertificateSource {
    * nothing is stored and an issuance is on its way, that issuance moved to the front and waited for.
    */
   private async ready (entry: ManagedName): Promise<void> {
-    if (entry.certificate === undefined) await this.readStored(entry)
+    if (entry.certificate === undefined && !entry.storeRead) await this.readStored(entry)
     if (entry.certificate !== undefined || entry.inFlight === undefined) return
     entry.urgent = true
     this.reads.promote(entry.name)
@@ -297,6 +301,15 @@ export class CertificateManager implements CertificateSource {
     entry.inFlight = this.obtain(entry).finally(() => { entry.inFlight = undefined })
   }
 
+  /** The store's names, or undefined when it cannot list them now (every name is then read). */
+  private async storedNames (): Promise<Set<string> | undefined> {
+    this.listing ??= this.store.list().then(names => new Set(names), err => {
+      this.logger.warn({ err }, 'certificate store listing failed; reading names one by one')
+      return undefined
+    })
+    return await this.listing
+  }
+
   /** Read what the store holds for `entry` (one read at a time per name); keeps its validity only. */
   private async readStored (entry: ManagedName): Promise<void> {
     entry.reading ??= (async () => {
@@ -315,7 +328,13 @@ export class CertificateManager implements CertificateSource {
     const { name } = entry
     try {
       if (entry.certificate === undefined) {
-        await this.reads.run(name, entry.urgent, async () => { if (entry.certificate === undefined) await this.readStored(entry) })
+        // One listing instead of a failed read per name never stored (10,000 new names at start).
+        const listed = entry.storeRead ? undefined : await this.storedNames()
+        if (listed !== undefined && !listed.has(name)) {
+          entry.storeRead = true
+        } else {
+          await this.reads.run(name, entry.urgent, async () => { if (entry.certificate === undefined) await this.readStored(entry) })
+        }
         if (entry.certificate !== undefined && !this.isDue(entry.certificate)) return
       }
       // A hostname under a managed wildcard is served by the wildcard: no certificate of its own.
