@@ -37,7 +37,8 @@
  *       "tlsHandshakeTimeoutMs": 10000,      a TLS handshake not done by then is closed
  *       "scarceSlotShare": 0.75,             above this share of an instance's slots in use ...
  *       "minUploadBytesPerSecond": 1024,     ... a request body slower than this (0: never) ...
- *       "uploadProgressWindowMs": 10000 },   ... over this window is ended with 408
+ *       "uploadProgressWindowMs": 10000,     ... over this window is ended with 408
+ *       "tlsContextCache": 1000 },           TLS contexts kept in memory (least recently used evicted)
  *     "relayListen"?: "[::]:8444" },        fleet relay listener (TLS, client certificates pinned);
  *                                            its key and certificate: <dataDir>/relay
  *   "fleet"?: [{ "id", "relayUrl": "https://host:port", "relayFingerprint": "<sha-256 hex>" }],
@@ -174,6 +175,7 @@ export const EDGE_LIMIT_SCHEMAS: Record<keyof EdgeLimits, Joi.NumberSchema> = {
   scarceSlotShare: Joi.number().min(0).max(1),
   minUploadBytesPerSecond: Joi.number().integer().min(0).max(1_000_000_000),
   uploadProgressWindowMs: Joi.number().integer().min(100).max(600_000),
+  tlsContextCache: Joi.number().integer().min(1).max(1_000_000),
 }
 
 const hostname = Joi.string().max(253).hostname().pattern(/^[a-z0-9.-]+$/)

@@ -81,6 +81,7 @@ export const EDGE_LIMIT_VARIABLES: Record<keyof EdgeLimits, string> = {
   scarceSlotShare: 'CC_EDGE_SLOTS_SCARCE_ABOVE',
   minUploadBytesPerSecond: 'CC_EDGE_MIN_UPLOAD_RATE',
   uploadProgressWindowMs: 'CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS',
+  tlsContextCache: 'CC_TLS_CONTEXT_CACHE',
 }
 const LIMIT_NAMES = Object.keys(EDGE_LIMIT_VARIABLES) as Array<keyof EdgeLimits>
 const VARIABLES = {

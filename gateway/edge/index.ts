@@ -295,9 +295,10 @@ export class Edge {
       issuer,
       logger: moduleLogger(this.logger, 'certificates'),
       wildcards: o.wildcards,
+      contextCacheSize: this.limits.tlsContextCache,
       now: o.now,
     })
-    this.manager.setHostnames(this.routes.hostnames())
+    this.manager.setHostnames(this.routes.hostnames(), this.localWildcards())
     this.manager.start()
   }
 
@@ -440,7 +441,20 @@ export class Edge {
     if (conflicts.length > 0) this.logger.warn({ conflicts }, 'hostnames claimed by more than one route: first kept')
     if (invalid.length > 0) this.logger.warn({ invalid }, 'invalid hostnames in routes: ignored')
     this.pool.retain(this.routes.routes())
-    this.manager?.setHostnames(this.routes.hostnames())
+    this.manager?.setHostnames(this.routes.hostnames(), this.localWildcards())
+  }
+
+  /**
+   * With the local CA, one certificate `*.<base>` serves every instance subdomain instead of one
+   * each (the base domain is the one control's route names). Not for a one-label base such as
+   * `localhost`: clients refuse a wildcard directly under a top-level name (node checkServerIdentity, browsers).
+   */
+  private localWildcards (): string[] {
+    if (this.localCa === undefined) return []
+    const control = this.routes.routes().find(r => r.control === true)
+    const first = control?.hostnames[0]
+    const base = first === undefined ? '' : first.slice(first.indexOf('.') + 1)
+    return base.includes('.') ? [`*.${base}`] : []
   }
 
   certificateStates (): CertificateState[] {

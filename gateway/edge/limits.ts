@@ -12,6 +12,8 @@
  *                that arrived slower than minUploadBytesPerSecond over the last
  *                uploadProgressWindowMs is ended with 408 to free its slot; below that share it is
  *                left alone
+ *   contexts     at most tlsContextCache TLS contexts in memory (certificates.ts): a name whose
+ *                context was evicted has it rebuilt from the certificate store on its next handshake
  *
  * A client address is an IPv4 address or an IPv6 /64: one subscriber gets a whole /64, so a count
  * per IPv6 address would be no limit at all.
@@ -26,6 +28,7 @@ export const EDGE_LIMIT_DEFAULTS = {
   scarceSlotShare: 0.75,
   minUploadBytesPerSecond: 1_024,
   uploadProgressWindowMs: 10_000,
+  tlsContextCache: 1_000,
 } as const
 
 export type EdgeLimits = { -readonly [K in keyof typeof EDGE_LIMIT_DEFAULTS]: number }

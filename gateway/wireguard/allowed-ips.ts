@@ -9,6 +9,8 @@ interface LengthTable<T> { prefixLength: number, mask: number, entries: Map<numb
 
 export class AllowedIps<T> {
   private tables: LengthTable<T>[] = []
+  /** Each owner's prefixes: removeOwner and prefixesOf cost the owner's few, not the whole table's. */
+  private readonly owned = new Map<T, Array<{ table: LengthTable<T>, network: number }>>()
 
   /** Inserts or moves a prefix to `owner` (as `wg set ... allowed-ips`: the latest insert wins). */
   insert (prefix: IPv4Prefix, owner: T): void {
@@ -18,7 +20,19 @@ export class AllowedIps<T> {
       this.tables.push(table)
       this.tables.sort((a, b) => b.prefixLength - a.prefixLength)
     }
-    table.entries.set((prefix.network & prefix.mask) >>> 0, owner)
+    const network = (prefix.network & prefix.mask) >>> 0
+    const previous = table.entries.get(network)
+    if (previous === owner) return
+    if (previous !== undefined) {
+      const theirs = this.owned.get(previous) ?? []
+      const i = theirs.findIndex(p => p.table === table && p.network === network)
+      if (i !== -1) theirs.splice(i, 1)
+      if (theirs.length === 0) this.owned.delete(previous)
+    }
+    table.entries.set(network, owner)
+    let mine = this.owned.get(owner)
+    if (mine === undefined) this.owned.set(owner, mine = [])
+    mine.push({ table, network })
   }
 
   /** Owner of the longest prefix containing `address`, or undefined. */
@@ -34,18 +48,17 @@ export class AllowedIps<T> {
 
   /** Removes every prefix owned by `owner`. */
   removeOwner (owner: T): void {
-    for (const t of this.tables) {
-      for (const [network, o] of t.entries) if (o === owner) t.entries.delete(network)
-    }
-    this.tables = this.tables.filter(t => t.entries.size > 0)
+    const mine = this.owned.get(owner)
+    if (mine === undefined) return
+    this.owned.delete(owner)
+    for (const { table, network } of mine) table.entries.delete(network)
+    if (mine.some(p => p.table.entries.size === 0)) this.tables = this.tables.filter(t => t.entries.size > 0)
   }
 
-  /** Prefixes owned by `owner`, as "a.b.c.d/len" strings. */
+  /** Prefixes owned by `owner`, longest first. */
   prefixesOf (owner: T): Array<{ network: number, prefixLength: number }> {
-    const out: Array<{ network: number, prefixLength: number }> = []
-    for (const t of this.tables) {
-      for (const [network, o] of t.entries) if (o === owner) out.push({ network, prefixLength: t.prefixLength })
-    }
-    return out
+    return (this.owned.get(owner) ?? [])
+      .map(p => ({ network: p.network, prefixLength: p.table.prefixLength }))
+      .sort((a, b) => b.prefixLength - a.prefixLength)
   }
 }

@@ -84,15 +84,16 @@ t.test('CC_EDGE_* limits: defaults from the config schema, set ones carried into
   const defaults = validateConfig(gatewayConfigFrom(loadGatewayEnv({ CC_DATA_DIR: dir }), key, '10.100.0.1')).edge?.limits
   t.same(defaults, {
     maxConnectionsPerClient: 256, clientSlotShare: 0.25, maxConcurrentStreams: 32, tlsHandshakeTimeoutMs: 10_000,
-    scarceSlotShare: 0.75, minUploadBytesPerSecond: 1_024, uploadProgressWindowMs: 10_000,
+    scarceSlotShare: 0.75, minUploadBytesPerSecond: 1_024, uploadProgressWindowMs: 10_000, tlsContextCache: 1_000,
   })
   const env = loadGatewayEnv({
     CC_DATA_DIR: dir, CC_EDGE_MAX_CONNECTIONS_PER_CLIENT: '64', CC_EDGE_CLIENT_SLOT_SHARE: '0.5', CC_EDGE_H2_MAX_STREAMS: '16',
     CC_EDGE_TLS_HANDSHAKE_TIMEOUT_MS: '5000', CC_EDGE_SLOTS_SCARCE_ABOVE: '0.9', CC_EDGE_MIN_UPLOAD_RATE: '0', CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS: '30000',
+    CC_TLS_CONTEXT_CACHE: '50',
   })
   t.same(validateConfig(gatewayConfigFrom(env, key, '10.100.0.1')).edge?.limits, {
     maxConnectionsPerClient: 64, clientSlotShare: 0.5, maxConcurrentStreams: 16, tlsHandshakeTimeoutMs: 5_000,
-    scarceSlotShare: 0.9, minUploadBytesPerSecond: 0, uploadProgressWindowMs: 30_000,
+    scarceSlotShare: 0.9, minUploadBytesPerSecond: 0, uploadProgressWindowMs: 30_000, tlsContextCache: 50,
   })
   const only = validateConfig(gatewayConfigFrom(loadGatewayEnv({ CC_DATA_DIR: dir, CC_EDGE_H2_MAX_STREAMS: '8' }), key, '10.100.0.1')).edge?.limits
   t.equal(only?.maxConcurrentStreams, 8)
@@ -100,6 +101,7 @@ t.test('CC_EDGE_* limits: defaults from the config schema, set ones carried into
   const help = describeGatewayVariables()
   t.match(help, 'CC_EDGE_CLIENT_SLOT_SHARE (default 0.25)')
   t.match(help, 'CC_EDGE_TLS_HANDSHAKE_TIMEOUT_MS (default 10000)')
+  t.match(help, 'CC_TLS_CONTEXT_CACHE (default 1000)')
 })
 
 t.test('a bad CC_EDGE_* limit stops start-up with one line naming the variable', async t => {
@@ -112,6 +114,7 @@ t.test('a bad CC_EDGE_* limit stops start-up with one line naming the variable',
     [{ CC_EDGE_SLOTS_SCARCE_ABOVE: '-1' }, 'CC_EDGE_SLOTS_SCARCE_ABOVE: must be greater than or equal to 0 (got "-1")'],
     [{ CC_EDGE_MIN_UPLOAD_RATE: '-5' }, 'CC_EDGE_MIN_UPLOAD_RATE: must be greater than or equal to 0 (got "-5")'],
     [{ CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS: '10' }, 'CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS: must be greater than or equal to 100 (got "10")'],
+    [{ CC_TLS_CONTEXT_CACHE: '0' }, 'CC_TLS_CONTEXT_CACHE: must be greater than or equal to 1 (got "0")'],
   ]
   for (const [env, message] of cases) {
     const err = configError({ CC_DATA_DIR: dir, ...env })
