@@ -80,6 +80,8 @@ export const EDGE_LIMIT_VARIABLES: Record<keyof EdgeLimits, string> = {
   scarceSlotShare: 'CC_EDGE_SLOTS_SCARCE_ABOVE',
   minUploadBytesPerSecond: 'CC_EDGE_MIN_UPLOAD_RATE',
   uploadProgressWindowMs: 'CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS',
+  wireguardStreamsPerClient: 'CC_EDGE_WG_STREAMS_PER_CLIENT',
+  wireguardStreamIdleMs: 'CC_EDGE_WG_STREAM_IDLE_MS',
 }
 const LIMIT_NAMES = Object.keys(EDGE_LIMIT_VARIABLES) as Array<keyof EdgeLimits>
 const VARIABLES = {

@@ -12,6 +12,8 @@
  *                that arrived slower than minUploadBytesPerSecond over the last
  *                uploadProgressWindowMs is ended with 408 to free its slot; below that share it is
  *                left alone
+ *   wireguard    at most wireguardStreamsPerClient WireGuard-over-TLS streams per client address,
+ *                each closed after wireguardStreamIdleMs without a frame
  *
  * A client address is an IPv4 address or an IPv6 /64: one subscriber gets a whole /64, so a count
  * per IPv6 address would be no limit at all.
@@ -26,6 +28,10 @@ export const EDGE_LIMIT_DEFAULTS = {
   scarceSlotShare: 0.75,
   minUploadBytesPerSecond: 1_024,
   uploadProgressWindowMs: 10_000,
+  /** WireGuard over TLS (wg-over-tls.ts): open tunnel streams per client address. */
+  wireguardStreamsPerClient: 8,
+  /** ... and how long one may stay silent (longer than a session's REJECT_AFTER_TIME, 180 s). */
+  wireguardStreamIdleMs: 185_000,
 } as const
 
 export type EdgeLimits = { -readonly [K in keyof typeof EDGE_LIMIT_DEFAULTS]: number }
