@@ -237,6 +237,7 @@ export class KernelTunnel implements Tunnel {
       publicKey: g.peerPublicKey,
       gatewayAddress: g.gatewayAddress,
       configuredEndpoint: g.endpointHost.includes(':') ? `[${g.endpointHost}]:${g.endpointPort}` : `${g.endpointHost}:${g.endpointPort}`,
+      transport: 'udp' as const, // wg-quick speaks UDP only
       ...(this.peerHealth.get(g.peerPublicKey) ?? { lastHandshakeAt: null, lastReceiveAt: null, endpoint: null, rxBytes: 0, txBytes: 0 }),
     }))
   }

@@ -146,3 +146,27 @@ async function exchangeHead (socket: net.Socket, request: string, timeoutMs: num
     socket.write(request)
   })
 }
+
+/** How the userspace tunnel picks and changes its transport (settings CC_AGENT_TRANSPORT and friends). */
+export interface TransportOptions {
+  /** auto: UDP, TLS when no handshake completes over UDP, UDP again when a probe succeeds. */
+  setting: TransportSetting
+  /** auto: how long UDP gets to complete a handshake before TLS is tried. */
+  fallbackAfterMs: number
+  /** auto, on TLS: how often a handshake is tried over UDP. */
+  udpProbeIntervalMs: number
+  /** The gateway's HTTPS port (its host is the gateway's endpoint host). */
+  tlsPort: number
+  /** SNI for the TLS connection (a name the gateway has a certificate for: api.<base>); null: the endpoint host. */
+  serverName: string | null
+  /** The proxy for a host (default: HTTPS_PROXY / https_proxy unless NO_PROXY names it). */
+  proxyFor?: (host: string) => string | null
+}
+
+export const TRANSPORT_DEFAULTS: TransportOptions = {
+  setting: 'auto',
+  fallbackAfterMs: 5_000,
+  udpProbeIntervalMs: 300_000,
+  tlsPort: 443,
+  serverName: null,
+}

@@ -153,6 +153,11 @@ export class StreamEndpoints {
     return stream !== undefined && !stream.socket.destroyed
   }
 
+  /** Closes the stream of one endpoint, if open. */
+  closeEndpoint (address: string, port: number): void {
+    this.streams.get(`${address}/${port}`)?.socket.destroy()
+  }
+
   /** Closes every stream; later ones are refused. */
   close (): void {
     this.closed = true

@@ -104,6 +104,11 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
     this.onDatagram(message, address, port)
   }
 
+  /** Re-arms the timer after the device was driven from outside (an initiation sent directly). */
+  wake (): void {
+    if (!this.closed && this.device !== null) this.schedule()
+  }
+
   /** An IP packet from the stack: encrypt and route it now. */
   sendPacket (packet: Buffer): void {
     if (this.closed || this.device === null) return
