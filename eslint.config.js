@@ -15,6 +15,13 @@ export default tseslint.config(
   {
     files: ['proto/**/*.ts', 'gateway/**/*.ts', 'control/**/*.ts', 'agent/**/*.ts'],
     plugins: { layering },
-    rules: { 'layering/imports': 'error' },
+    rules: {
+      'layering/imports': 'error',
+      // pino repeats a bound key in every record: nested modules go through proto/log.ts moduleLogger.
+      'no-restricted-syntax': ['error', {
+        selector: "CallExpression[callee.property.name='child'] > ObjectExpression > Property[key.name='module']",
+        message: 'use moduleLogger(parent, name) from proto/log.ts: a second `module` binding repeats the key in every record',
+      }],
+    },
   },
 )

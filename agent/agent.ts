@@ -41,6 +41,8 @@ export interface GatewayStatus {
   last_handshake_at: string | null
   /** It answered a round trip within the dead-after window. */
   connected: boolean
+  /** What carries the tunnel to it: udp, or tls (WireGuard over TLS to its HTTPS port); null: not known yet. */
+  transport: 'udp' | 'tls' | null
 }
 
 /** What `agent status --json` and the status endpoint print (the spec's cloud_connect_* settings). */
@@ -57,6 +59,8 @@ export interface StatusReport {
   /** Every gateway placed for the instance, primary first. */
   gateways: GatewayStatus[]
   mode: TunnelMode | null
+  /** What carries the tunnel (the first gateway's): udp, or tls when UDP is blocked; null before a tunnel. */
+  transport: 'udp' | 'tls' | null
   /** Whether an agent process is running (false: read from the state file). */
   running: boolean
   pid: number | null
@@ -185,6 +189,7 @@ export class Agent {
         address: g.gatewayAddress,
         last_handshake_at: handshake === null ? null : new Date(handshake).toISOString(),
         connected: answered !== undefined && now - answered <= this.settings.deadAfterMs,
+        transport: live.get(g.peerPublicKey)?.transport ?? null,
       }
     })
     const reg = this.state.registration
@@ -199,6 +204,7 @@ export class Agent {
       gateway_endpoint: reg?.tunnel_config.peer.endpoint ?? null,
       gateways,
       mode: this.settings.mode,
+      transport: gateways.find(g => g.connected)?.transport ?? gateways[0]?.transport ?? null,
       running: this.running,
       pid: process.pid,
       since: this.state.since,

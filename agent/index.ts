@@ -39,7 +39,7 @@ export function createTunnel (settings: AgentSettings, privateKey: Buffer, logge
   if (settings.mode === 'kernel') {
     return new KernelTunnel({ privateKey, interfaceName: settings.interfaceName, stateFile: settings.stateFile, logger: moduleLogger(logger, 'kernel') })
   }
-  return new UserspaceTunnel({ privateKey, target: settings.target, tunnelPorts: settings.tunnelPorts, listenPort: settings.listenPort, logger: moduleLogger(logger, 'userspace') })
+  return new UserspaceTunnel({ privateKey, target: settings.target, tunnelPorts: settings.tunnelPorts, listenPort: settings.listenPort, transport: settings.transport, logger: moduleLogger(logger, 'userspace') })
 }
 
 export interface Signals {
@@ -116,6 +116,7 @@ export async function readStatus (settings: AgentSettings): Promise<StatusReport
     gateway_endpoint: reg?.tunnel_config.peer.endpoint ?? null,
     gateways: reg === null ? [] : savedGateways(reg.tunnel_config),
     mode: state?.mode ?? null,
+    transport: null,
     running: alive,
     pid: alive ? state.pid : null,
     since: state?.since ?? new Date().toISOString(),
@@ -185,6 +186,7 @@ function gatewaysOf (config: TunnelConfig): GatewayStatus[] {
     address: p.allowed_ips.split('/')[0],
     last_handshake_at: null,
     connected: false,
+    transport: null,
   }))
 }
 

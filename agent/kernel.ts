@@ -238,6 +238,7 @@ export class KernelTunnel implements Tunnel {
       publicKey: g.peerPublicKey,
       gatewayAddress: g.gatewayAddress,
       configuredEndpoint: formatHostPort(g.endpointHost, g.endpointPort),
+      transport: 'udp' as const, // wg-quick speaks UDP only
       ...(this.peerHealth.get(g.peerPublicKey) ?? { lastHandshakeAt: null, lastReceiveAt: null, endpoint: null, rxBytes: 0, txBytes: 0 }),
     }))
   }

@@ -10,6 +10,7 @@ import Joi from 'joi'
 import { parseTarget, type ForwardTarget } from './forward.ts'
 import type { TunnelMode } from './tunnel.ts'
 import { REGION_NAME } from '../proto/api/tunnel.ts'
+import { TRANSPORT_SETTINGS, type TransportOptions, type TransportSetting } from './transport.ts'
 
 export class SettingsError extends Error {
   constructor (readonly source: string, message: string) {
@@ -38,6 +39,8 @@ export interface AgentSettings {
   logLevel: string | undefined
   /** Where the container runs (CC_AGENT_REGION): placement prefers gateways of this region; null: none. */
   region: string | null
+  /** Userspace: UDP, TLS, or UDP with TLS as fallback (CC_AGENT_TRANSPORT and the CC_AGENT_TLS_* / UDP probe settings). */
+  transport: TransportOptions
 }
 
 interface Setting {
@@ -66,6 +69,11 @@ export const SETTINGS = {
   deadAfter: { flag: '--dead-after', env: 'CC_AGENT_DEAD_AFTER', schema: seconds.default(35), help: 'seconds without an answer before reconnecting' },
   backoffInitial: { flag: '--backoff-initial', env: 'CC_AGENT_BACKOFF_INITIAL', schema: seconds.default(1), help: 'first retry delay ceiling, seconds' },
   backoffMax: { flag: '--backoff-max', env: 'CC_AGENT_BACKOFF_MAX', schema: seconds.default(60), help: 'longest retry delay, seconds' },
+  transport: { flag: '--transport', env: 'CC_AGENT_TRANSPORT', schema: Joi.string().valid(...TRANSPORT_SETTINGS).default('auto'), help: 'userspace: auto (UDP, WireGuard over TLS when UDP gets no answer), udp or tls' },
+  tlsFallbackAfter: { flag: '--tls-fallback-after', env: 'CC_AGENT_TLS_FALLBACK_AFTER', schema: seconds.default(5), help: 'userspace, auto: seconds UDP gets to complete a handshake before TLS is tried' },
+  udpProbeInterval: { flag: '--udp-probe-interval', env: 'CC_AGENT_UDP_PROBE_INTERVAL', schema: seconds.default(300), help: 'userspace, auto: seconds between UDP handshake attempts while on TLS' },
+  tlsPort: { flag: '--tls-port', env: 'CC_AGENT_TLS_PORT', schema: port.min(1).default(443), help: 'userspace: the gateways\' HTTPS port for WireGuard over TLS' },
+  tlsServerName: { flag: '--tls-server-name', env: 'CC_AGENT_TLS_SERVER_NAME', schema: Joi.string().hostname(), help: 'userspace: TLS server name for WireGuard over TLS (default: the API URL\'s host)' },
   region: { flag: '--region', env: 'CC_AGENT_REGION', schema: Joi.string().pattern(REGION_NAME).message('must be lower-case letters, digits and . _ - (at most 64), like a gateway\'s CC_GATEWAY_REGION'), help: 'the region this container runs in: gateways of that region are preferred' },
   logLevel: { flag: '--log-level', env: 'CC_LOG_LEVEL', schema: Joi.string(), help: 'fatal, error, warn, info, debug, trace, silent' },
 } satisfies Record<string, Setting>
@@ -168,6 +176,14 @@ export function loadSettings (flags: Record<string, string | undefined>, env: No
     interfaceName: value('interfaceName').value as string,
     probeIntervalMs,
     deadAfterMs,
+    transport: {
+      setting: value('transport').value as TransportSetting,
+      fallbackAfterMs: (value('tlsFallbackAfter').value as number) * 1000,
+      udpProbeIntervalMs: (value('udpProbeInterval').value as number) * 1000,
+      tlsPort: value('tlsPort').value as number,
+      // The API's name: a gateway has a certificate for api.<base> (an IP literal is no SNI).
+      serverName: (value('tlsServerName').value as string | undefined) ?? (isIP(apiHost) === 0 ? apiHost : null),
+    },
     backoffInitialMs,
     backoffMaxMs,
     logLevel: value('logLevel').value as string | undefined,

@@ -31,6 +31,8 @@ export interface GatewayHealth extends TunnelHealth {
   gatewayAddress: string
   /** The endpoint as configured, `host:port`. */
   configuredEndpoint: string
+  /** What carries the tunnel now: UDP, or WireGuard over TLS to the gateway's HTTPS port. */
+  transport: 'udp' | 'tls'
 }
 
 export interface Tunnel {

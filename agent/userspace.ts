@@ -14,12 +14,24 @@
  * gateway's own address/32: the stack answers each gateway through the peer it came from
  * (cryptokey routing by destination), so losing one gateway leaves the others' connections alone.
  * A new plan adds and removes peers; a gateway that stays keeps its peer and sessions untouched.
+ *
+ * Transport (CC_AGENT_TRANSPORT, transport.ts): UDP first; when no handshake completes over UDP
+ * within fallbackAfterMs, the same device talks to the gateway over TLS on its HTTPS port (a
+ * stream endpoint, gateway/wireguard/streams.ts). While on TLS, every udpProbeIntervalMs one
+ * handshake initiation goes over UDP instead: if the gateway's response comes back over UDP, the
+ * device's roaming (paper 2.1) has already moved the peer there, on both sides, and TCP inside the
+ * tunnel sees nothing of it; if not, the next initiation goes over TLS again.
  */
 import type { Logger } from 'pino'
 import { Metrics } from '../gateway/metrics.ts'
 import { Device, type Peer } from '../gateway/wireguard/device.ts'
 import type { PeerOptions } from '../gateway/wireguard/peer.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from '../gateway/wireguard/udp.ts'
+import { StreamEndpoints, isStreamAddress } from '../gateway/wireguard/streams.ts'
+import type { Endpoint } from '../gateway/wireguard/peer.ts'
+import { MESSAGE_INITIATION } from '../proto/wire/wireguard.ts'
+import { REKEY_TIMEOUT } from '../proto/noise/constants.ts'
+import { TRANSPORT_DEFAULTS, connectStream, proxyFromEnv, type TransportOptions } from './transport.ts'
 import { IpLayer } from '../gateway/netstack/ip.ts'
 import { TcpStack } from '../gateway/netstack/tcp/index.ts'
 import { IPPROTO_ICMP, IPPROTO_TCP, parseIPv4Address } from '../proto/wire/ipv4.ts'
@@ -39,7 +51,12 @@ export interface UserspaceTunnelOptions {
   listenPort: number
   logger: Logger
   metrics?: Metrics
+  /** UDP, TLS, or UDP with TLS as fallback (default: auto, TRANSPORT_DEFAULTS). */
+  transport?: Partial<TransportOptions>
 }
+
+/** How often the transport of each gateway is looked at. */
+const TRANSPORT_CHECK_MS = 500
 
 interface Stack { address: string, ip: IpLayer, tcp: TcpStack, prober: EchoProber }
 
@@ -49,6 +66,18 @@ interface GatewayLink {
   peer: Peer
   rxSeen: number
   rxSeenAt: number | null
+  /** The gateway's UDP endpoint (resolved). */
+  udpEndpoint: Endpoint | null
+  /** Monotonic ms since UDP has been tried without a completed handshake (reset by reconnect). */
+  udpSince: number
+  /** The TLS stream's endpoint while one is open (address `tls:...`). */
+  stream: Endpoint | null
+  connecting: boolean
+  tlsRetryAt: number
+  nextUdpProbeAt: number
+  /** While a UDP probe runs, initiations go over UDP. */
+  probeUntil: number
+  transport: 'udp' | 'tls'
 }
 
 export class UserspaceTunnel implements Tunnel {
@@ -67,18 +96,31 @@ export class UserspaceTunnel implements Tunnel {
   /** Gateways of the plan whose endpoint did not resolve: retried on reconnect and the next apply. */
   private unresolved: GatewayPlan[] = []
   private closed = false
+  private readonly transport: TransportOptions
+  private readonly streams: StreamEndpoints
+  private readonly transportTimer: NodeJS.Timeout
 
   constructor (options: UserspaceTunnelOptions) {
     this.options = options
     this.logger = options.logger
     this.metrics = options.metrics ?? new Metrics()
+    this.transport = { ...TRANSPORT_DEFAULTS, ...options.transport }
+    this.streams = new StreamEndpoints({
+      metrics: this.metrics,
+      logger: moduleLogger(this.logger, 'wg-stream'),
+      receive: (message, address, port) => { this.shell?.receiveFrom(message, address, port) },
+      // One stream per gateway, each silent at most a keepalive interval: no cap, no idle limit of note.
+      limits: { maxPerClient: 1_000, idleTimeoutMs: 3_600_000 },
+    })
+    this.transportTimer = setInterval(() => { this.checkTransports() }, TRANSPORT_CHECK_MS)
+    this.transportTimer.unref()
     this.device = new Device({
       privateKey: options.privateKey,
       metrics: this.metrics,
       logger: moduleLogger(this.logger, 'wireguard'),
       wallClockOffset: wallClockOffset(),
       io: {
-        sendDatagram: (datagram, address, port) => { this.shell?.sendDatagram(datagram, address, port) },
+        sendDatagram: (datagram, address, port) => { this.sendDatagram(datagram, address, port) },
         deliverPacket: (packet, _peer, now) => { this.stack?.ip.input(packet, now) },
       },
     })
@@ -107,6 +149,7 @@ export class UserspaceTunnel implements Tunnel {
     // Removed first: a new gateway may take over a vanished one's address.
     for (const [key, link] of this.links) {
       if (keep.has(key)) continue
+      this.dropStream(link)
       this.device.removePeer(link.peer.publicKey)
       this.links.delete(key)
       this.logger.info({ gateway: link.plan.gatewayId ?? key, endpoint: formatHostPort(link.plan.endpointHost, link.plan.endpointPort) }, 'gateway removed from the tunnel')
@@ -127,11 +170,15 @@ export class UserspaceTunnel implements Tunnel {
       const endpoint = { address: address.address, port: gateway.endpointPort }
       if (existing !== undefined) {
         // Unchanged: its sessions and timers stay exactly as they are.
+        existing.udpEndpoint = endpoint
         if (!sameGateway(existing.plan, gateway)) this.device.updatePeer(this.peerOptions(typed, existing.plan.endpointHost === gateway.endpointHost && existing.plan.endpointPort === gateway.endpointPort ? null : endpoint))
         existing.plan = gateway
         links.set(gateway.peerPublicKey, existing)
       } else {
-        const link: GatewayLink = { plan: gateway, peer: this.device.addPeer(this.peerOptions(typed, endpoint)), rxSeen: 0, rxSeenAt: null }
+        const link: GatewayLink = {
+          plan: gateway, peer: this.device.addPeer(this.peerOptions(typed, endpoint)), rxSeen: 0, rxSeenAt: null,
+          udpEndpoint: endpoint, udpSince: monotonicNow(), stream: null, connecting: false, tlsRetryAt: 0, nextUdpProbeAt: Infinity, probeUntil: 0, transport: 'udp',
+        }
         links.set(gateway.peerPublicKey, link)
         added.push(link)
       }
@@ -157,7 +204,8 @@ export class UserspaceTunnel implements Tunnel {
     for (const link of links) {
       try {
         const resolved = await resolveEndpoint(link.plan.endpointHost)
-        link.peer.endpoint = { address: resolved.address, port: link.plan.endpointPort }
+        link.udpEndpoint = { address: resolved.address, port: link.plan.endpointPort }
+        link.peer.endpoint = link.udpEndpoint
       } catch (err) {
         this.logger.warn({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, err: (err as Error).message }, 'cannot resolve the gateway\'s endpoint again; keeping the last address')
       }
@@ -168,6 +216,9 @@ export class UserspaceTunnel implements Tunnel {
       this.logger.info({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, endpoint: link.peer.endpoint === null ? null : formatHostPort(link.peer.endpoint.address, link.peer.endpoint.port) }, 'fresh handshake')
       // Whatever the old session was, the gateway may not know it (restart) or us (new path).
       this.device.zeroKeyMaterial(link.peer)
+      // UDP first again; TLS after fallbackAfterMs if it still does not answer.
+      this.dropStream(link)
+      link.udpSince = monotonicNow()
       this.startHandshake(link)
     }
   }
@@ -215,6 +266,7 @@ export class UserspaceTunnel implements Tunnel {
         lastHandshakeAt: status.lastHandshakeAt,
         lastReceiveAt: link.rxSeenAt,
         endpoint: status.endpoint,
+        transport: link.transport,
         rxBytes: status.rxBytes,
         txBytes: status.txBytes,
       }
@@ -229,6 +281,8 @@ export class UserspaceTunnel implements Tunnel {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    clearInterval(this.transportTimer)
+    this.streams.close()
     this.teardownStack()
     for (const link of this.links.values()) this.device.removePeer(link.peer.publicKey)
     this.links.clear()
@@ -290,5 +344,107 @@ export class UserspaceTunnel implements Tunnel {
     if (this.stack === null) return
     if (link.peer.current === null) link.peer.lastSentHandshakeAt = -Infinity
     void this.stack.prober.probe(1_000, link.plan.gatewayAddress)
+  }
+
+  /** The transport of the first gateway (the primary when it is up), for the status. */
+  get currentTransport (): 'udp' | 'tls' {
+    return [...this.links.values()][0]?.transport ?? 'udp'
+  }
+
+  /** DeviceIo.sendDatagram: a stream endpoint's messages go over its stream, except a probe's initiation (over UDP). */
+  private sendDatagram (datagram: Buffer, address: string, port: number): void {
+    if (!isStreamAddress(address)) {
+      this.shell?.sendDatagram(datagram, address, port)
+      return
+    }
+    if (datagram[0] === MESSAGE_INITIATION) {
+      for (const link of this.links.values()) {
+        if (link.stream?.address === address && link.stream.port === port && link.probeUntil > monotonicNow() && link.udpEndpoint !== null) {
+          this.shell?.sendDatagram(datagram, link.udpEndpoint.address, link.udpEndpoint.port)
+          return
+        }
+      }
+    }
+    this.streams.send(datagram, address, port)
+  }
+
+  /** Every TRANSPORT_CHECK_MS: fall back to TLS, reopen a lost stream, probe UDP, notice a move. */
+  private checkTransports (): void {
+    if (this.closed || this.shell === null) return
+    const now = monotonicNow()
+    const t = this.transport
+    for (const link of this.links.values()) {
+      const peer = link.peer
+      const onStream = peer.endpoint !== null && isStreamAddress(peer.endpoint.address)
+      const was = link.transport
+      link.transport = onStream ? 'tls' : 'udp'
+      if (was === 'tls' && link.transport === 'udp') {
+        this.logger.info({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey }, 'UDP works again: the tunnel is back on UDP')
+        link.udpSince = now
+        // Frames still in flight on the stream are delivered before it goes.
+        const stream = link.stream
+        link.stream = null
+        if (stream !== null) setTimeout(() => { this.streams.closeEndpoint(stream.address, stream.port) }, 5_000).unref()
+      }
+      if (t.setting === 'udp' || link.connecting) continue
+      if (link.transport === 'udp') {
+        const lastGood = Math.max(link.udpSince, peer.lastHandshakeAt ?? -Infinity)
+        const usable = peer.current !== null && peer.lastHandshakeAt !== null && now - peer.lastHandshakeAt < 180_000
+        if (t.setting === 'tls' || (!usable && now - lastGood >= t.fallbackAfterMs)) {
+          if (now >= link.tlsRetryAt) void this.openStream(link)
+        }
+        continue
+      }
+      if (link.stream === null || !this.streams.has(link.stream.address, link.stream.port)) {
+        if (now >= link.tlsRetryAt) void this.openStream(link)
+        continue
+      }
+      if (t.setting === 'auto' && now >= link.nextUdpProbeAt && link.udpEndpoint !== null) {
+        link.nextUdpProbeAt = now + t.udpProbeIntervalMs
+        // One initiation over UDP (sendDatagram routes it while probeUntil lasts).
+        link.probeUntil = now + REKEY_TIMEOUT - 500
+        peer.lastSentHandshakeAt = -Infinity
+        this.device.sendInitiation(peer, now, false)
+        this.shell.wake()
+        this.logger.debug({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey }, 'probing UDP')
+      }
+    }
+  }
+
+  /** Opens the TLS stream to the gateway's HTTPS port and moves the peer's endpoint onto it. */
+  private async openStream (link: GatewayLink): Promise<void> {
+    const t = this.transport
+    link.connecting = true
+    const host = link.plan.endpointHost
+    const proxy = (t.proxyFor ?? proxyFromEnv)(host)
+    const address = proxy === null ? (link.udpEndpoint?.address ?? host) : host
+    try {
+      const socket = await connectStream({ host: address, port: t.tlsPort, servername: t.serverName ?? host, proxy, timeoutMs: 10_000 })
+      if (this.closed || this.links.get(link.plan.peerPublicKey) !== link) { socket.destroy(); return }
+      const endpoint = this.streams.accept(socket, { address, port: t.tlsPort })
+      if (endpoint === null) return
+      link.stream = { address: endpoint, port: t.tlsPort }
+      link.peer.endpoint = link.stream
+      link.transport = 'tls'
+      link.nextUdpProbeAt = monotonicNow() + t.udpProbeIntervalMs
+      this.logger.info({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, tls: `${address}:${t.tlsPort}`, proxy: proxy === null ? null : new URL(proxy.includes('://') ? proxy : `http://${proxy}`).host }, 'UDP gets no answer: the tunnel goes over TLS')
+      const now = monotonicNow()
+      link.peer.lastSentHandshakeAt = -Infinity
+      this.device.sendInitiation(link.peer, now, false)
+      this.shell?.wake()
+    } catch (err) {
+      link.tlsRetryAt = monotonicNow() + 5_000
+      this.logger.warn({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, err: (err as Error).message }, 'WireGuard over TLS failed; retrying')
+    } finally {
+      link.connecting = false
+    }
+  }
+
+  private dropStream (link: GatewayLink): void {
+    const stream = link.stream
+    link.stream = null
+    if (stream !== null) this.streams.closeEndpoint(stream.address, stream.port)
+    if (link.peer.endpoint !== null && isStreamAddress(link.peer.endpoint.address) && link.udpEndpoint !== null) link.peer.endpoint = link.udpEndpoint
+    link.transport = 'udp'
   }
 }

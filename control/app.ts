@@ -147,7 +147,7 @@ export async function createApp (config: ControlConfig, deps: AppDeps): Promise<
     db: services.db,
     now: services.now,
     pastDueGraceSeconds: config.billing.pastDueGraceSeconds,
-    logger: logger.child({ module: 'metrics' }),
+    logger: moduleLogger(logger, 'metrics'),
     ...deps.metrics,
   })
 

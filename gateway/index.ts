@@ -17,6 +17,7 @@ import type { Logger } from 'pino'
 import { Metrics, exposition } from './metrics.ts'
 import { Device, activeTunnels, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from './wireguard/udp.ts'
+import { StreamEndpoints, isStreamAddress } from './wireguard/streams.ts'
 import { IpLayer } from './netstack/ip.ts'
 import { TcpStack, type TcpSocket } from './netstack/tcp/index.ts'
 import { Edge, FileCertStore, controlRoute, loadOrCreateRelayIdentity, type CertStore, type EdgeOptions, type RelayIdentity, type Route as EdgeRoute } from './edge/index.ts'
@@ -48,6 +49,8 @@ export interface GatewayStatus {
   faults: { inbound: FaultStats, outbound: FaultStats } | null
   /** The WireGuard socket: which implementation, datagrams it could not send, and (batched) its system calls. */
   udp: { io: UdpIo, sendErrors: number, stats: SocketStats | null }
+  /** Open WireGuard-over-TLS streams. */
+  streams: number
   /** Version of the control-plane snapshot being served (null: only the config file's peers). */
   configVersion: number | null
   routes: number
@@ -85,6 +88,8 @@ export class Gateway {
   readonly ip: IpLayer
   readonly shell: UdpShell
   readonly tcp: TcpStack
+  /** WireGuard over TLS on the edge's HTTPS port (wireguard/streams.ts): peers whose UDP is blocked. */
+  readonly streams: StreamEndpoints
   /** The HTTPS/HTTP edge, when the config has an `edge` block. */
   edge: Edge | null = null
   configVersion: number | null = null
@@ -125,6 +130,13 @@ export class Gateway {
     })
     const shell = this.shell
     const ip = this.ip
+    const limits = config.edge?.limits
+    const streams = this.streams = new StreamEndpoints({
+      metrics,
+      logger: moduleLogger(logger, 'wg-stream'),
+      receive: (message, address, port) => { shell.receiveFrom(message, address, port) },
+      ...(limits === undefined ? {} : { limits: { maxPerClient: limits.wireguardStreamsPerClient, idleTimeoutMs: limits.wireguardStreamIdleMs } }),
+    })
     this.device = new Device({
       privateKey: config.privateKey,
       metrics,
@@ -135,7 +147,10 @@ export class Gateway {
       rateLimitBurst: config.dos.rateLimitBurst,
       testingRekeyAfterTime: config.testing.rekeyAfterTimeMs,
       io: {
-        sendDatagram (datagram, address, port) { shell.sendDatagram(datagram, address, port) },
+        sendDatagram (datagram, address, port) {
+          if (isStreamAddress(address)) streams.send(datagram, address, port)
+          else shell.sendDatagram(datagram, address, port)
+        },
         deliverPacket (packet, _peer, now) { ip.input(packet, now) },
       },
     })
@@ -208,6 +223,7 @@ export class Gateway {
       publicHttpsPort: settings.publicHttpsPort,
       wildcards: settings.wildcards,
       limits: settings.limits,
+      wireguardStreams: (socket, remote) => { this.streams.accept(socket, remote) },
       ...this.acmeOptions(settings),
       ...(identity === null || settings.relayListen === undefined
         ? {}
@@ -366,6 +382,7 @@ export class Gateway {
       counters: this.metrics.snapshot(),
       faults: this.shell.faultStats(),
       udp: { io: this.shell.io, sendErrors: this.shell.sendErrors, stats: this.shell.socketStats() },
+      streams: this.streams.size,
       configVersion: this.configVersion,
       routes: this.routeList.length,
       edge,
@@ -416,6 +433,7 @@ export class Gateway {
     const edge = this.edge
     this.edge = null
     if (edge !== null) await edge.close(graceMs)
+    this.streams.close()
     this.tcp.close()
     const server = this.httpServer
     this.httpServer = null

@@ -119,7 +119,7 @@ export async function startControlPlane (options: ControlPlaneOptions): Promise<
       rpcServer = await RpcServer.start({ service: rpc, secret, host: options.rpc.host, port: options.rpc.port, logger: moduleLogger(logger, 'rpc') })
       logger.info({ url: rpcServer.url }, 'gateway RPC listening')
       if (config.metricsListen !== null) {
-        metricsServer = await serveMetrics(app.app.metrics.registry, config.metricsListen, logger.child({ module: 'metrics' }))
+        metricsServer = await serveMetrics(app.app.metrics.registry, config.metricsListen, moduleLogger(logger, 'metrics'))
         logger.info({ url: `http://${boundAddress(metricsServer)}/metrics` }, 'metrics listening')
       }
     }

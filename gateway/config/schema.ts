@@ -38,7 +38,9 @@
  *       "scarceSlotShare": 0.75,             above this share of an instance's slots in use ...
  *       "minUploadBytesPerSecond": 1024,     ... a request body slower than this (0: never) ...
  *       "uploadProgressWindowMs": 10000,     ... over this window is ended with 408
- *       "tlsContextCache": 1000 },           TLS contexts kept in memory (least recently used evicted)
+ *       "tlsContextCache": 1000,             TLS contexts kept in memory (least recently used evicted)
+ *       "wireguardStreamsPerClient": 8,      WireGuard-over-TLS streams per client address (0: none accepted)
+ *       "wireguardStreamIdleMs": 185000 },   a WireGuard stream silent this long is closed
  *     "relayListen"?: "[::]:8444" },        fleet relay listener (TLS, client certificates pinned);
  *                                            its key and certificate: <dataDir>/relay
  *   "fleet"?: [{ "id", "relayUrl": "https://host:port", "relayFingerprint": "<sha-256 hex>" }],
@@ -176,6 +178,8 @@ export const EDGE_LIMIT_SCHEMAS: Record<keyof EdgeLimits, Joi.NumberSchema> = {
   minUploadBytesPerSecond: Joi.number().integer().min(0).max(1_000_000_000),
   uploadProgressWindowMs: Joi.number().integer().min(100).max(600_000),
   tlsContextCache: Joi.number().integer().min(1).max(1_000_000),
+  wireguardStreamsPerClient: Joi.number().integer().min(0).max(10_000),
+  wireguardStreamIdleMs: Joi.number().integer().min(1_000).max(3_600_000),
 }
 
 const hostname = Joi.string().max(253).hostname().pattern(/^[a-z0-9.-]+$/)

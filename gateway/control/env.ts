@@ -82,6 +82,8 @@ export const EDGE_LIMIT_VARIABLES: Record<keyof EdgeLimits, string> = {
   minUploadBytesPerSecond: 'CC_EDGE_MIN_UPLOAD_RATE',
   uploadProgressWindowMs: 'CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS',
   tlsContextCache: 'CC_TLS_CONTEXT_CACHE',
+  wireguardStreamsPerClient: 'CC_EDGE_WG_STREAMS_PER_CLIENT',
+  wireguardStreamIdleMs: 'CC_EDGE_WG_STREAM_IDLE_MS',
 }
 const LIMIT_NAMES = Object.keys(EDGE_LIMIT_VARIABLES) as Array<keyof EdgeLimits>
 const VARIABLES = {

@@ -51,7 +51,8 @@ export class ReportBuilder {
         publicKey: p.publicKey,
         lastHandshakeAt: p.lastHandshakeAt === null ? null : new Date(p.lastHandshakeAt).toISOString(),
         lastRxAt: o.lastRxAt === null ? null : new Date(o.lastRxAt).toISOString(),
-        endpoint: p.endpoint,
+        // A peer on WireGuard over TLS is reported by its address alone, as control's host:port expects.
+        endpoint: p.endpoint?.startsWith('tls:') === true ? p.endpoint.slice(4) : p.endpoint,
         rxBytes: p.rxBytes,
         txBytes: p.txBytes,
       }

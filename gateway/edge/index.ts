@@ -79,6 +79,7 @@ import type { FleetGateway } from '../../proto/rpc/index.ts'
 import { PASSTHROUGH_ALPN, encodePreamble, readServerName } from './passthrough.ts'
 import { childLogger, moduleLogger } from '../../proto/log.ts'
 import { bindDualStack, DUAL_STACK_ANY, plainAddress } from '../../proto/net/address.ts'
+import { acceptWireGuardUpgrade, attachWireGuardAlpn, isWireGuardUpgrade, type StreamHandler } from './wg-over-tls.ts'
 
 export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
 export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
@@ -142,6 +143,12 @@ export interface EdgeOptions {
      */
     passthrough?: boolean
   }
+  /**
+   * WireGuard over TLS (wg-over-tls.ts): connections that negotiate the ALPN protocol
+   * `cc-wireguard/1`, and HTTP/1.1 upgrades on the control route's reserved path, go here as
+   * streams of framed WireGuard messages. Absent: neither is accepted.
+   */
+  wireguardStreams?: StreamHandler
 }
 
 export const EDGE_DEFAULTS = {
@@ -549,7 +556,15 @@ export class Edge {
 
     server.on('secureConnection', (socket: tls.TLSSocket) => this.track(socket))
     server.on('request', this.proxy.handleRequest)
-    server.on('upgrade', this.proxy.handleUpgrade)
+    const streams = o.wireguardStreams
+    if (streams === undefined) server.on('upgrade', this.proxy.handleUpgrade)
+    else {
+      attachWireGuardAlpn(server, streams)
+      server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (isWireGuardUpgrade(req) && this.routes.lookup(req.headers.host ?? '')?.control === true) acceptWireGuardUpgrade(req, socket, head, streams)
+        else this.proxy.handleUpgrade(req, socket, head)
+      })
+    }
     server.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket))
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       // With a listener here node leaves the socket open (a handshake timeout included): close it.

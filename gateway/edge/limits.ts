@@ -14,6 +14,8 @@
  *                left alone
  *   contexts     at most tlsContextCache TLS contexts in memory (certificates.ts): a name whose
  *                context was evicted has it rebuilt from the certificate store on its next handshake
+ *   wireguard    at most wireguardStreamsPerClient WireGuard-over-TLS streams per client address,
+ *                each closed after wireguardStreamIdleMs without a frame
  *
  * A client address is an IPv4 address or an IPv6 /64: one subscriber gets a whole /64, so a count
  * per IPv6 address would be no limit at all.
@@ -29,6 +31,10 @@ export const EDGE_LIMIT_DEFAULTS = {
   minUploadBytesPerSecond: 1_024,
   uploadProgressWindowMs: 10_000,
   tlsContextCache: 1_000,
+  /** WireGuard over TLS (wg-over-tls.ts): open tunnel streams per client address. */
+  wireguardStreamsPerClient: 8,
+  /** ... and how long one may stay silent (longer than a session's REJECT_AFTER_TIME, 180 s). */
+  wireguardStreamIdleMs: 185_000,
 } as const
 
 export type EdgeLimits = { -readonly [K in keyof typeof EDGE_LIMIT_DEFAULTS]: number }

@@ -426,6 +426,8 @@ export function sourceBytes (address: string, port: number): Buffer {
 }
 
 export function formatEndpoint (address: string, port: number): string {
+  // A stream endpoint (streams.ts) shows its transport: tls:198.18.0.2:40122.
+  if (address.startsWith('tls:')) return `tls:${formatEndpoint(address.slice(4), port)}`
   return formatHostPort(address, port)
 }
 

@@ -102,6 +102,16 @@ export class UdpShell implements Pick<DeviceIo, 'sendDatagram'> {
     else this.socket.send(datagram, address, port)
   }
 
+  /** A message that came another way (a stream endpoint, streams.ts): handled as a datagram from there. */
+  receiveFrom (message: Buffer, address: string, port: number): void {
+    this.onDatagram(message, address, port)
+  }
+
+  /** Re-arms the timer after the device was driven from outside (an initiation sent directly). */
+  wake (): void {
+    if (!this.closed && this.device !== null) this.schedule()
+  }
+
   /** An IP packet from the stack: encrypt and route it now. */
   sendPacket (packet: Buffer): void {
     if (this.closed || this.device === null) return

@@ -16,7 +16,7 @@ import { ConfigError, validateConfig } from '../../../gateway/config/schema.ts'
 import type { PeerStatus } from '../../../gateway/wireguard/device.ts'
 import { EDGE_LIMIT_DEFAULTS } from '../../../gateway/edge/limits.ts'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../../proto/noise/keys.ts'
-import { RPC_PROTOCOL_VERSION, type ConfigSnapshot, type SnapshotPeer } from '../../../proto/rpc/index.ts'
+import { RPC_PROTOCOL_VERSION, validateReport, type ConfigSnapshot, type SnapshotPeer } from '../../../proto/rpc/index.ts'
 import { formatIPv4, parseIPv4Address } from '../../../proto/wire/ipv4.ts'
 
 const gatewayPrivate = generatePrivateKey()
@@ -203,4 +203,13 @@ t.test('fleet routes: local routes gain their relay gateways, instances without 
     { instanceId: 'i1', tunnelIp: '10.100.0.2', port: 80, hostnames: ['a.example.com'], relayVia: ['gw-b', 'gw-a'] },
     { instanceId: 'i2', tunnelIp: '', port: 0, hostnames: ['b.example.com'], relayVia: ['gw-b'], remote: true },
   ], 'a hostname routed locally is never taken by a relay-only route')
+})
+
+t.test('ReportBuilder: a peer on WireGuard over TLS is reported by its address, which control\'s schema accepts', async t => {
+  const a = key()
+  const builder = new ReportBuilder('gw', 4)
+  const report = builder.build([{ ...status(a, 0), endpoint: 'tls:198.18.0.2:40122' }, { ...status(key(), 0), endpoint: 'tls:[2001:db8::2]:443' }], () => undefined, [], 1_000)
+  t.same(report.peers.map(p => p.endpoint), ['198.18.0.2:40122', '[2001:db8::2]:443'])
+  t.doesNotThrow(() => validateReport(report))
+  t.throws(() => validateReport({ ...report, peers: [{ ...report.peers[0]!, endpoint: 'tls:198.18.0.2:40122' }] }), 'the prefixed form would have been refused')
 })

@@ -85,15 +85,18 @@ t.test('CC_EDGE_* limits: defaults from the config schema, set ones carried into
   t.same(defaults, {
     maxConnectionsPerClient: 256, clientSlotShare: 0.25, maxConcurrentStreams: 32, tlsHandshakeTimeoutMs: 10_000,
     scarceSlotShare: 0.75, minUploadBytesPerSecond: 1_024, uploadProgressWindowMs: 10_000, tlsContextCache: 1_000,
+    wireguardStreamsPerClient: 8, wireguardStreamIdleMs: 185_000,
   })
   const env = loadGatewayEnv({
     CC_DATA_DIR: dir, CC_EDGE_MAX_CONNECTIONS_PER_CLIENT: '64', CC_EDGE_CLIENT_SLOT_SHARE: '0.5', CC_EDGE_H2_MAX_STREAMS: '16',
     CC_EDGE_TLS_HANDSHAKE_TIMEOUT_MS: '5000', CC_EDGE_SLOTS_SCARCE_ABOVE: '0.9', CC_EDGE_MIN_UPLOAD_RATE: '0', CC_EDGE_UPLOAD_PROGRESS_WINDOW_MS: '30000',
     CC_TLS_CONTEXT_CACHE: '50',
+    CC_EDGE_WG_STREAMS_PER_CLIENT: '2', CC_EDGE_WG_STREAM_IDLE_MS: '60000',
   })
   t.same(validateConfig(gatewayConfigFrom(env, key, '10.100.0.1')).edge?.limits, {
     maxConnectionsPerClient: 64, clientSlotShare: 0.5, maxConcurrentStreams: 16, tlsHandshakeTimeoutMs: 5_000,
     scarceSlotShare: 0.9, minUploadBytesPerSecond: 0, uploadProgressWindowMs: 30_000, tlsContextCache: 50,
+    wireguardStreamsPerClient: 2, wireguardStreamIdleMs: 60_000,
   })
   const only = validateConfig(gatewayConfigFrom(loadGatewayEnv({ CC_DATA_DIR: dir, CC_EDGE_H2_MAX_STREAMS: '8' }), key, '10.100.0.1')).edge?.limits
   t.equal(only?.maxConcurrentStreams, 8)
