@@ -20,7 +20,8 @@
 import type { Logger } from 'pino'
 import { ApiClient, ApiError } from './api.ts'
 import { Backoff } from './backoff.ts'
-import { EXIT_FAILURE, EXIT_KERNEL_UNAVAILABLE, EXIT_OK, EXIT_REFUSED, EXIT_TOKEN_REJECTED } from './exit-codes.ts'
+import { EXIT_FAILURE, EXIT_KERNEL_UNAVAILABLE, EXIT_OK, EXIT_REFUSED, EXIT_TOKEN_REJECTED, EXIT_UDP_BLOCKED } from './exit-codes.ts'
+import { proxyFromEnv, tryStream } from './transport.ts'
 import type { AgentSettings } from './settings.ts'
 import { freshState, loadOrCreateState, writeState, type AgentState, type ConnectionStatus } from './state.ts'
 import { checkGatewayList, checkPlan, checkRegistration, planGateways, planWithGateways, samePlan, TunnelConfigError, TunnelUnavailableError, type Tunnel, type TunnelMode, type TunnelPlan } from './tunnel.ts'
@@ -374,6 +375,8 @@ export class Agent {
     const silentSince = new Map<string, number>()
     const nextNudgeAt = new Map<string, number>()
     const probeTimeout = Math.min(this.settings.probeIntervalMs, PROBE_TIMEOUT_MAX_MS)
+    const supervisedSince = Date.now()
+    let udpChecked = this.settings.mode !== 'kernel'
     while (!this.stopping && this.fatal === null) {
       const started = Date.now()
       const tunnel = this.tunnel
@@ -394,6 +397,10 @@ export class Agent {
         }
       }
       for (const key of silentSince.keys()) if (!gateways.some(g => g.peerPublicKey === key)) silentSince.delete(key)
+      if (!udpChecked && answered.length === 0 && this.answeredAt.size === 0 && now - supervisedSince >= this.settings.transport.fallbackAfterMs) {
+        udpChecked = true
+        await this.refuseBlockedUdp(gateways)
+      }
       if (answered.length > 0) {
         lastGood = now
         backoff.reset()
@@ -422,6 +429,27 @@ export class Agent {
         nextRecoveryAt = Date.now() + Math.max(this.settings.deadAfterMs, backoff.next())
       }
       await sleep(this.settings.probeIntervalMs - (Date.now() - started), this.stopController.signal)
+    }
+  }
+
+  /**
+   * Kernel mode, before the first answer: no handshake over UDP, yet a gateway's HTTPS port takes
+   * WireGuard over TLS. Then UDP is blocked on the way, and wg-quick cannot do anything else: stop
+   * with EXIT_UDP_BLOCKED and say so. When TLS does not work either, the gateway may just be away:
+   * keep trying as usual.
+   */
+  private async refuseBlockedUdp (gateways: ReturnType<typeof planGateways>): Promise<void> {
+    const health = this.tunnel?.health()
+    if (health === undefined || health.lastHandshakeAt !== null) return
+    const t = this.settings.transport
+    for (const g of gateways) {
+      const proxy = (t.proxyFor ?? proxyFromEnv)(g.endpointHost)
+      const tls = await tryStream({ host: g.endpointHost, port: t.tlsPort, servername: t.serverName ?? g.endpointHost, proxy, timeoutMs: 5_000 })
+      if (!tls.ok || this.tunnel?.health().lastHandshakeAt !== null) continue
+      const seconds = Math.round(t.fallbackAfterMs / 100) / 10
+      throw new FatalError(`UDP to the gateway seems blocked: no WireGuard handshake with ${formatHostPort(g.endpointHost, g.endpointPort)} over UDP in ${seconds} s, ` +
+        `while its HTTPS port ${t.tlsPort} answers. Kernel mode (wg-quick) speaks UDP only: run the agent with --mode userspace, ` +
+        'which carries the tunnel over TLS on the HTTPS port when UDP is blocked', EXIT_UDP_BLOCKED)
     }
   }
 

@@ -4,20 +4,25 @@
  *
  *   api     the API answers at all (network, URL, TLS)
  *   token   the instance token is accepted
- *   udp     a WireGuard handshake with the gateway completes (outbound UDP allowed)
+ *   udp     a WireGuard handshake with the gateway completes over UDP (outbound UDP allowed)
+ *   tls_alpn     WireGuard over TLS: the gateway's HTTPS port takes the ALPN protocol cc-wireguard/1
+ *   tls_upgrade  WireGuard over TLS: the gateway's HTTPS port takes the HTTP/1.1 upgrade
  *   tunnel  a round trip through the tunnel to the gateway's tunnel address
  *   target  the local web server accepts connections (userspace mode)
  *
  * `udp` and `tunnel` run for every gateway placed for the instance (each step names its gateway):
  * a backup that cannot be reached fails the test even while the primary carries the traffic.
+ * The transports (udp, tls_alpn, tls_upgrade) each say whether they work; in userspace mode one
+ * that works is enough for the gateway, in kernel mode (wg-quick) it must be UDP.
  */
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { ApiError, type ApiClient } from './api.ts'
 import type { ForwardTarget } from './forward.ts'
 import { planGateways, type GatewayPlan, type Tunnel, type TunnelPlan } from './tunnel.ts'
+import { proxyFromEnv, tryStream } from './transport.ts'
 
-export type StepName = 'api' | 'token' | 'udp' | 'tunnel' | 'target'
+export type StepName = 'api' | 'token' | 'udp' | 'tls_alpn' | 'tls_upgrade' | 'tunnel' | 'target'
 export type StepResult = 'pass' | 'fail' | 'skip'
 
 export interface CheckStep {
@@ -49,12 +54,18 @@ export interface CheckContext {
   tunnel: () => Promise<CheckedTunnel>
   target: ForwardTarget | null
   handshakeTimeoutMs?: number
+  /** WireGuard over TLS to each gateway's HTTPS port; absent: not checked (and UDP is required). */
+  tls?: { port: number, serverName: string | null, proxyFor?: (host: string) => string | null, timeoutMs?: number, udpRequired: boolean }
 }
+
+const TRANSPORT_STEPS: ReadonlySet<StepName> = new Set(['udp', 'tls_alpn', 'tls_upgrade'])
 
 const TITLES: Record<StepName, string> = {
   api: 'API reachable',
   token: 'Instance token valid',
   udp: 'Gateway reachable over UDP',
+  tls_alpn: 'WireGuard over TLS (ALPN)',
+  tls_upgrade: 'WireGuard over TLS (HTTP upgrade)',
   tunnel: 'Round trip through the tunnel',
   target: 'Local web server',
 }
@@ -108,7 +119,10 @@ export async function runChecks (ctx: CheckContext): Promise<TestReport> {
     if (checked !== null) {
       const tunnel = checked.tunnel
       const gateways = planGateways(checked.plan)
-      const results = await Promise.all(gateways.map(async g => await checkGateway(tunnel, g, ctx.handshakeTimeoutMs ?? 10_000)))
+      const results = await Promise.all(gateways.map(async g => {
+        const [steps, tls] = await Promise.all([checkGateway(tunnel, g, ctx.handshakeTimeoutMs ?? 10_000), checkTls(g, ctx.tls)])
+        return [steps[0], ...tls, ...steps.slice(1)]
+      }))
       for (let i = 0; i < gateways.length; i++) {
         const gateway = gateways.length > 1 || gateways[i].gatewayId !== null ? gatewayName(gateways[i]) : undefined
         for (const [step, result, message] of results[i]) steps.push({ step, title: TITLES[step], result, message, ...(gateway === undefined ? {} : { gateway }) })
@@ -125,7 +139,11 @@ export async function runChecks (ctx: CheckContext): Promise<TestReport> {
     if (await canConnect(ctx.target, 3_000)) add('target', 'pass', `${where} accepts connections`)
     else add('target', 'fail', `nothing accepts connections at ${where}: is Erugo's web server running there?`)
   }
-  return { ok: steps.every(s => s.result === 'pass'), token_rejected: tokenRejected, steps }
+  // A transport that fails is tolerated while another of its gateway works (userspace mode; in
+  // kernel mode UDP is the only one wg-quick has).
+  const tolerated = (s: CheckStep): boolean => ctx.tls !== undefined && TRANSPORT_STEPS.has(s.step) && !(s.step === 'udp' && ctx.tls.udpRequired) &&
+    steps.some(o => o.gateway === s.gateway && TRANSPORT_STEPS.has(o.step) && o.result === 'pass')
+  return { ok: steps.every(s => s.result === 'pass' || (s.result === 'fail' && tolerated(s))), token_rejected: tokenRejected, steps }
 }
 
 function gatewayName (g: GatewayPlan): string {
@@ -135,6 +153,23 @@ function gatewayName (g: GatewayPlan): string {
 
 function formatEndpoint (g: GatewayPlan): string {
   return g.endpointHost.includes(':') ? `[${g.endpointHost}]:${g.endpointPort}` : `${g.endpointHost}:${g.endpointPort}`
+}
+
+/** The tls_alpn and tls_upgrade steps for one gateway (none without `tls`). */
+async function checkTls (g: GatewayPlan, tls: CheckContext['tls']): Promise<Array<[StepName, StepResult, string]>> {
+  if (tls === undefined) return []
+  const proxy = (tls.proxyFor ?? proxyFromEnv)(g.endpointHost)
+  const where = `${g.endpointHost.includes(':') ? `[${g.endpointHost}]` : g.endpointHost}:${tls.port}${proxy === null ? '' : ` through the proxy ${proxyHost(proxy)}`}`
+  const options = { host: g.endpointHost, port: tls.port, servername: tls.serverName ?? g.endpointHost, proxy, timeoutMs: tls.timeoutMs ?? 5_000 }
+  const [alpn, upgrade] = await Promise.all([tryStream({ ...options, via: 'alpn' }), tryStream({ ...options, via: 'upgrade' })])
+  return [
+    ['tls_alpn', alpn.ok ? 'pass' : 'fail', alpn.ok ? `${where} takes WireGuard over TLS (ALPN cc-wireguard/1)` : alpn.error],
+    ['tls_upgrade', upgrade.ok ? 'pass' : 'fail', upgrade.ok ? `${where} takes WireGuard over TLS (HTTP/1.1 upgrade)` : upgrade.error],
+  ]
+}
+
+function proxyHost (proxy: string): string {
+  try { return new URL(proxy.includes('://') ? proxy : `http://${proxy}`).host } catch { return 'from HTTPS_PROXY' }
 }
 
 /** The udp and tunnel steps for one gateway. */
@@ -148,8 +183,11 @@ async function checkGateway (tunnel: Tunnel, g: GatewayPlan, timeoutMs: number):
       ['tunnel', 'skip', 'needs a handshake'],
     ]
   }
-  const resolved = gatewayHealth(tunnel, g)?.endpoint ?? null
-  const steps: Array<[StepName, StepResult, string]> = [['udp', 'pass', `WireGuard handshake with ${which} at ${endpoint}${resolved === null ? '' : ` (${resolved})`} ${ago(handshakeAt)}`]]
+  const health = gatewayHealth(tunnel, g)
+  const resolved = health?.endpoint ?? null
+  const steps: Array<[StepName, StepResult, string]> = health?.transport === 'tls'
+    ? [['udp', 'fail', `no answer from ${which} at ${endpoint} over UDP: the tunnel runs over WireGuard over TLS`]]
+    : [['udp', 'pass', `WireGuard handshake with ${which} at ${endpoint}${resolved === null ? '' : ` (${resolved})`} ${ago(handshakeAt)}`]]
   let rtt: number | null = null
   for (let i = 0; i < 3 && rtt === null; i++) rtt = await tunnel.probe(2_000, g.gatewayAddress)
   if (rtt !== null) steps.push(['tunnel', 'pass', `${which === 'the gateway' ? 'the gateway\'s' : `${which}'s`} tunnel address ${g.gatewayAddress} answered through the tunnel in ${ms(rtt)}`])
@@ -157,7 +195,7 @@ async function checkGateway (tunnel: Tunnel, g: GatewayPlan, timeoutMs: number):
   return steps
 }
 
-function gatewayHealth (tunnel: Tunnel, g: GatewayPlan): { lastHandshakeAt: number | null, endpoint: string | null } | undefined {
+function gatewayHealth (tunnel: Tunnel, g: GatewayPlan): { lastHandshakeAt: number | null, endpoint: string | null, transport: 'udp' | 'tls' } | undefined {
   return tunnel.gateways().find(h => h.publicKey === g.peerPublicKey)
 }
 

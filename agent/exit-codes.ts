@@ -18,6 +18,11 @@ export const EXIT_TOKEN_REJECTED = 3
 export const EXIT_REFUSED = 4
 /** Kernel mode cannot work here: WireGuard tools missing or no NET_ADMIN. */
 export const EXIT_KERNEL_UNAVAILABLE = 5
+/**
+ * Kernel mode, UDP blocked: no handshake over UDP within CC_AGENT_TLS_FALLBACK_AFTER while the
+ * gateway's HTTPS port answers. wg-quick speaks UDP only; userspace mode carries the tunnel over TLS.
+ */
+export const EXIT_UDP_BLOCKED = 6
 
 export const EXIT_CODES_HELP = `Exit status:
   0  stopped by SIGTERM/SIGINT (the API was told: disconnect); test: every check passed
@@ -26,4 +31,6 @@ export const EXIT_CODES_HELP = `Exit status:
   3  the API rejected the instance token (regenerated or instance deleted): state error, no retry
   4  the API refused the tunnel for good (wrong API URL, oversized answer, a tunnel_config field
      that fails its check: nothing is written)
-  5  kernel mode unavailable (WireGuard tools missing, no NET_ADMIN)`
+  5  kernel mode unavailable (WireGuard tools missing, no NET_ADMIN)
+  6  kernel mode: UDP to the gateway seems blocked (no handshake within --tls-fallback-after while
+     its HTTPS port answers); wg-quick speaks UDP only: use --mode userspace (WireGuard over TLS)`

@@ -47,6 +47,12 @@ export interface Signals {
   off (signal: 'SIGTERM' | 'SIGINT', handler: () => void): void
 }
 
+/** What `agent test` tries besides UDP: WireGuard over TLS to each gateway's HTTPS port, as the agent would. */
+function checkTransports (settings: AgentSettings): NonNullable<Parameters<typeof runChecks>[0]['tls']> {
+  const t = settings.transport
+  return { port: t.tlsPort, serverName: t.serverName, ...(t.proxyFor === undefined ? {} : { proxyFor: t.proxyFor }), udpRequired: settings.mode === 'kernel' }
+}
+
 /** Runs the agent until SIGTERM/SIGINT or a fatal error; resolves with the exit status. */
 export async function runAgent (settings: AgentSettings, logger: Logger, signals: Signals = process): Promise<number> {
   let agent: Agent | null = null
@@ -68,6 +74,7 @@ export async function runAgent (settings: AgentSettings, logger: Logger, signals
               return { ...current, release: async () => {} }
             },
             target: settings.mode === 'userspace' ? settings.target : null,
+    tls: checkTransports(settings),
           })
         },
       }, logger)
@@ -144,6 +151,7 @@ export async function runTest (settings: AgentSettings, logger: Logger): Promise
   return await runChecks({
     api,
     target: settings.mode === 'userspace' ? settings.target : null,
+    tls: checkTransports(settings),
     tunnel: async (): Promise<CheckedTunnel> => {
       const current = loadOrCreateState(settings.stateFile)
       const response = await api.register(current.public_key)
@@ -151,7 +159,7 @@ export async function runTest (settings: AgentSettings, logger: Logger): Promise
       current.registration = { ...registration, registered_at: new Date().toISOString() }
       current.api_url = settings.apiUrl
       writeState(settings.stateFile, current)
-      const tunnel = new UserspaceTunnel({ privateKey: decodeKey(current.private_key), target: settings.target, tunnelPorts: [], listenPort: 0, logger: moduleLogger(logger, 'test') })
+      const tunnel = new UserspaceTunnel({ privateKey: decodeKey(current.private_key), target: settings.target, tunnelPorts: [], listenPort: 0, transport: { setting: 'udp' }, logger: moduleLogger(logger, 'test') })
       try {
         await tunnel.apply(plan)
       } catch (err) {

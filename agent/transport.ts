@@ -170,3 +170,14 @@ export const TRANSPORT_DEFAULTS: TransportOptions = {
   tlsPort: 443,
   serverName: null,
 }
+
+/** Whether a stream to the gateway's HTTPS port opens (`via` ALPN or upgrade); the error's message when not. */
+export async function tryStream (options: StreamConnectOptions): Promise<{ ok: true } | { ok: false, error: string }> {
+  try {
+    const socket = await connectStream(options)
+    socket.destroy()
+    return { ok: true }
+  } catch (err) {
+    return { ok: false, error: (err as Error).message }
+  }
+}

@@ -216,9 +216,12 @@ export class UserspaceTunnel implements Tunnel {
       this.logger.info({ gateway: link.plan.gatewayId ?? link.plan.peerPublicKey, endpoint: link.peer.endpoint === null ? null : formatHostPort(link.peer.endpoint.address, link.peer.endpoint.port) }, 'fresh handshake')
       // Whatever the old session was, the gateway may not know it (restart) or us (new path).
       this.device.zeroKeyMaterial(link.peer)
-      // UDP first again; TLS after fallbackAfterMs if it still does not answer.
+      // UDP first again; TLS after fallbackAfterMs if it still does not answer. A link whose UDP
+      // has not answered since its clock started keeps that clock: a reconnect sooner than
+      // fallbackAfterMs (a short CC_AGENT_DEAD_AFTER) must not keep it off TLS for ever.
+      const udpAnswered = link.peer.lastHandshakeAt !== null && link.peer.lastHandshakeAt >= link.udpSince
+      if (link.transport === 'tls' || udpAnswered) link.udpSince = monotonicNow()
       this.dropStream(link)
-      link.udpSince = monotonicNow()
       this.startHandshake(link)
     }
   }

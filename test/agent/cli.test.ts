@@ -30,26 +30,38 @@ t.test('agent test: every step passes standalone and inside a running agent; a b
   const state = join(dir, 'agent.json')
   const common = ['--api', service.api, '--token-file', tokenFile, '--state', state, '--target', target, '--status-listen', '127.0.0.1:0']
 
-  const standalone = cli(['test', '--json', ...common])
+  // WireGuard over TLS is tried on the service's HTTPS port, named as its API (api.<base>).
+  const tls = { CC_AGENT_TLS_PORT: String(service.httpsPort), CC_AGENT_TLS_SERVER_NAME: 'api.localhost' }
+  const standalone = cli(['test', '--json', ...common], tls)
   t.equal(standalone.status, 0, standalone.stdout + standalone.stderr)
   const report = JSON.parse(standalone.stdout)
-  t.same(steps(report), { api: 'pass', token: 'pass', udp: 'pass', tunnel: 'pass', target: 'pass' })
+  t.same(steps(report), { api: 'pass', token: 'pass', udp: 'pass', tls_alpn: 'pass', tls_upgrade: 'pass', tunnel: 'pass', target: 'pass' })
   t.match(report.steps.find((s: { step: string }) => s.step === 'token').message, /checked\.localhost/)
 
-  const text = cli(['test', ...common])
+  const text = cli(['test', ...common], tls)
   t.equal(text.status, 0)
   t.match(text.stdout, /^PASS {2}API reachable +the API at http:\/\/127\.0\.0\.1:\d+\/v1 answered in \d+ ms$/m)
   // One line per placed gateway, named by its id and role (here the one gateway of `start`).
   t.match(text.stdout, /^PASS {2}Gateway reachable over UDP \[gw-\S+ \(primary, [^\]]+\)\] +WireGuard handshake with gateway gw-\S+ \(primary\) at /m)
   t.match(text.stdout, /^PASS {2}Round trip through the tunnel \[gw-\S+ \(primary, [^\]]+\)\] +gateway gw-\S+ \(primary\)'s tunnel address 10\.\d+\.\d+\.\d+ answered through the tunnel in \d+ ms$/m)
+  t.match(text.stdout, new RegExp(`^PASS {2}WireGuard over TLS \\(ALPN\\) \\[gw-\\S+ \\(primary, [^\\]]+\\)\\] +localhost:${service.httpsPort} takes WireGuard over TLS \\(ALPN cc-wireguard/1\\)$`, 'm'))
+  t.match(text.stdout, /^PASS {2}WireGuard over TLS \(HTTP upgrade\) \[gw-\S+ \(primary, [^\]]+\)\] +localhost:\d+ takes WireGuard over TLS \(HTTP\/1\.1 upgrade\)$/m)
   t.match(text.stdout, /All checks passed\.\n$/)
 
+  // Nothing on the TLS port: both TLS transports fail with the reason; UDP works, so the test passes.
+  const noTls = cli(['test', '--json', ...common], { ...tls, CC_AGENT_TLS_PORT: String(await freePort()) })
+  t.equal(noTls.status, 0, noTls.stdout + noTls.stderr)
+  const noTlsReport = JSON.parse(noTls.stdout)
+  t.same(steps(noTlsReport), { api: 'pass', token: 'pass', udp: 'pass', tls_alpn: 'fail', tls_upgrade: 'fail', tunnel: 'pass', target: 'pass' })
+  t.match(noTlsReport.steps.find((s: { step: string }) => s.step === 'tls_alpn').message, /ECONNREFUSED/)
+  t.equal(noTlsReport.ok, true, 'one working transport is enough in userspace mode')
+
   // With a running agent, `test` asks it (its status endpoint is recorded in the state file).
-  const agent = startAgent(t, { api: service.api, token: instance.token, dir, target })
+  const agent = startAgent(t, { api: service.api, token: instance.token, dir, target, env: tls })
   await agent.waitFor(/"msg":"tunnel up: the gateway answers"/, 90_000)
-  const inside = cli(['test', '--json', ...common])
+  const inside = cli(['test', '--json', ...common], tls)
   t.equal(inside.status, 0, inside.stdout + inside.stderr)
-  t.same(steps(JSON.parse(inside.stdout)), { api: 'pass', token: 'pass', udp: 'pass', tunnel: 'pass', target: 'pass' })
+  t.same(steps(JSON.parse(inside.stdout)), { api: 'pass', token: 'pass', udp: 'pass', tls_alpn: 'pass', tls_upgrade: 'pass', tunnel: 'pass', target: 'pass' }, 'the running agent checks its transports too')
   t.equal(await agent.stop(), 0)
 
   // A wrong token: exit 3, the token step says what to do, the tunnel steps are skipped.
