@@ -40,7 +40,9 @@ async function domainApp (t: Parameters<typeof startInstanceApp>[0], db: Paramet
   const h = await startInstanceApp(t, db, {
     clock,
     plans,
-    env: { CC_DNS_RESOLVERS: resolver, CC_DNS_GATEWAY_ADDRESSES: `${GATEWAY_V4},${GATEWAY_V6}`, CC_DNS_TIMEOUT_MS: '300', CC_DNS_TRIES: '1', ...env },
+    // 1.5 s: the local DNS servers answer in milliseconds, but not always on a machine at full load;
+    // the timeout cases wait for it (TinyDns never answers them).
+    env: { CC_DNS_RESOLVERS: resolver, CC_DNS_GATEWAY_ADDRESSES: `${GATEWAY_V4},${GATEWAY_V6}`, CC_DNS_TIMEOUT_MS: '1500', CC_DNS_TRIES: '1', ...env },
   })
   return {
     h,
