@@ -100,7 +100,7 @@ t.test('configuration: all of Stripe or none', async t => {
   for (const missing of Object.keys(full)) {
     const env: Record<string, string> = { ...base, ...full }
     delete env[missing]
-    t.throws(() => loadConfig(env), new ConfigError(`${missing}: required when ${Object.keys(full).filter(k => k !== missing).join(', ')} are set (billing needs all of ${Object.keys(full).join(', ')})`), `without ${missing}`)
+    t.throws(() => loadConfig(env), new ConfigError(missing, `required when ${Object.keys(full).filter(k => k !== missing).join(', ')} are set (billing needs all of ${Object.keys(full).join(', ')})`), `without ${missing}`)
   }
   t.throws(() => loadConfig({ ...base, ...full, CC_STRIPE_SECRET_KEY: 'pk_live_x' }), /CC_STRIPE_SECRET_KEY: must be a Stripe secret key/)
   t.throws(() => loadConfig({ ...base, ...full, CC_STRIPE_PRICE_PRO: 'pro' }), /CC_STRIPE_PRICE_PRO: must be a Stripe price id/)
