@@ -1,7 +1,9 @@
-/** services/billing.ts pure parts: entitlement, status mapping, return URL allow-list; billing configuration. */
+/** Billing pure parts: entitlement and status mapping (services/entitlements.ts), the return URL allow-list (services/return-urls.ts); billing configuration. */
 import t from 'tap'
 import { ConfigError, loadConfig } from '../../../control/config.ts'
-import { entitlementOf, isAllowedReturnUrl, reportedStatus, type SubscriptionRow } from '../../../control/services/billing.ts'
+import { entitlementOf, reportedStatus } from '../../../control/services/entitlements.ts'
+import { isAllowedReturnUrl } from '../../../control/services/return-urls.ts'
+import type { SubscriptionRow } from '../../../control/services/subscriptions.ts'
 
 const NOW = new Date('2026-03-10T00:00:00Z')
 const DAY = 86400_000
