@@ -7,14 +7,16 @@ import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import Joi from 'joi'
+import { checkSetting, ConfigError } from '../proto/config-env.ts'
 import { parseTarget, type ForwardTarget } from './forward.ts'
 import type { TunnelMode } from './tunnel.ts'
 import { REGION_NAME } from '../proto/api/tunnel.ts'
 import { TRANSPORT_SETTINGS, type TransportOptions, type TransportSetting } from './transport.ts'
 
-export class SettingsError extends Error {
+/** A bad flag or variable: a ConfigError whose field is where the value came from. */
+export class SettingsError extends ConfigError {
   constructor (readonly source: string, message: string) {
-    super(`${source}: ${message}`)
+    super(source, message)
     this.name = 'SettingsError'
   }
 }
@@ -113,12 +115,7 @@ export function loadSettings (flags: Record<string, string | undefined>, env: No
     const fromEnv = env[s.env]
     const raw = fromFlag ?? (fromEnv === '' ? undefined : fromEnv)
     const source = fromFlag !== undefined ? s.flag : s.env
-    const checked = s.schema.validate(raw, { errors: { wrap: { label: false } } })
-    if (checked.error !== undefined) {
-      const shown = name === 'token' ? '' : ` (got ${JSON.stringify(raw)})`
-      throw new SettingsError(source, `${checked.error.message.replace(/^"?value"? /, '')}${shown}`)
-    }
-    return { value: checked.value, source }
+    return { value: checkSetting(s.schema, raw, source, name === 'token', SettingsError), source }
   }
   const api = value('api')
   const apiUrl = (api.value as string).replace(/\/+$/, '')

@@ -6,6 +6,7 @@ import Joi from 'joi'
 import { parseIPv4Address, parseIPv4Prefix } from '../proto/wire/ipv4.ts'
 import { BRACKETED_IPV6, DUAL_STACK_ANY } from '../proto/net/address.ts'
 import { parseTrustedProxies, type ProxyMatcher } from './trusted-proxies.ts'
+import { ConfigError, describeEnv, loadEnv } from '../proto/config-env.ts'
 
 export interface RateLimitRule {
   /** Bucket size: how many requests may arrive at once. */
@@ -148,12 +149,7 @@ export interface DnsConfig {
   pendingTtlSeconds: number
 }
 
-export class ConfigError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'ConfigError'
-  }
-}
+export { ConfigError }
 
 const secret = Joi.string().pattern(/^[A-Za-z0-9_-]{43,}$/).message('must be base64url of at least 32 bytes')
 const rule = Joi.string().pattern(/^\d+\/\d+$/).message('must be BURST/PER_MINUTE, e.g. 10/5')
@@ -242,11 +238,11 @@ const RETIRED_VARIABLES: Record<string, string> = {
 function loadTrustedProxies (v: Raw): ProxyMatcher | null {
   const list = v.CC_TRUSTED_PROXIES as string | undefined
   if (list === undefined) return null
-  if ((v.CC_TRUST_PROXY_HOPS as number) > 0) throw new ConfigError('CC_TRUSTED_PROXIES: set it or CC_TRUST_PROXY_HOPS, not both')
+  if ((v.CC_TRUST_PROXY_HOPS as number) > 0) throw new ConfigError('CC_TRUSTED_PROXIES', 'set it or CC_TRUST_PROXY_HOPS, not both')
   try {
     return parseTrustedProxies(list)
   } catch (err) {
-    throw new ConfigError(`CC_TRUSTED_PROXIES: ${(err as Error).message} (got ${JSON.stringify(list)})`)
+    throw new ConfigError('CC_TRUSTED_PROXIES', `${(err as Error).message} (got ${JSON.stringify(list)})`)
   }
 }
 
@@ -257,10 +253,7 @@ function parseRule (value: string): RateLimitRule {
 
 /** The documented variables and their defaults, for `--help` output. */
 export function describeVariables (): string {
-  return Object.entries(VARIABLES).map(([name, schema]) => {
-    const d = (schema.describe() as { flags?: { default?: unknown } }).flags?.default
-    return d === undefined ? `  ${name}` : `  ${name} (default ${String(d)})`
-  }).join('\n')
+  return describeEnv(VARIABLES).join('\n')
 }
 
 /**
@@ -269,22 +262,14 @@ export function describeVariables (): string {
  */
 export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig {
   for (const [name, why] of Object.entries(RETIRED_VARIABLES)) {
-    if (env[name] !== undefined && env[name] !== '') throw new ConfigError(`${name}: no longer read, ${why} (unset it)`)
+    if (env[name] !== undefined && env[name] !== '') throw new ConfigError(name, `no longer read, ${why} (unset it)`)
   }
-  const raw: Record<string, unknown> = {}
-  for (const [name, schema] of Object.entries(VARIABLES)) {
-    const input = env[name] === '' ? undefined : env[name]
-    const { value, error } = (schema as Joi.Schema).validate(input, { errors: { wrap: { label: false } } })
-    if (error !== undefined) {
-      throw new ConfigError(`${name}: ${error.message.replace(/^value /, '')} (got ${JSON.stringify(input)})`)
-    }
-    raw[name] = value
-  }
+  const raw = loadEnv(VARIABLES, env)
   const v = raw as Raw
   const publicUrl = String(v.CC_PUBLIC_URL).replace(/\/+$/, '')
   for (const name of RATE_VARIABLES) {
     const r = parseRule(String(v[name]))
-    if (r.burst < 1 || r.perMinute < 1) throw new ConfigError(`${name}: both numbers must be at least 1 (got "${String(v[name])}")`)
+    if (r.burst < 1 || r.perMinute < 1) throw new ConfigError(name, `both numbers must be at least 1 (got "${String(v[name])}")`)
   }
   const pool = String(v.CC_TUNNEL_POOL)
   try {
@@ -293,7 +278,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): ControlConfig
     // Network, gateway, at least one instance and broadcast: /30 is the smallest usable pool.
     if (prefix.prefixLength < 8 || prefix.prefixLength > 30) throw new Error('prefix length')
   } catch {
-    throw new ConfigError(`CC_TUNNEL_POOL: must be an IPv4 network /8 to /30 with no host bits set (got "${pool}")`)
+    throw new ConfigError('CC_TUNNEL_POOL', `must be an IPv4 network /8 to /30 with no host bits set (got "${pool}")`)
   }
   const baseDomain = v.CC_BASE_DOMAIN as string
   const trustedProxies = loadTrustedProxies(v)
@@ -369,7 +354,7 @@ function loadMetricsListen (value: string | undefined): ControlConfig['metricsLi
   const host = value.slice(0, colon).replace(/^\[(.*)\]$/, '$1')
   const port = Number(value.slice(colon + 1))
   if (port > 65535 || Joi.string().ip({ cidr: 'forbidden' }).validate(host).error !== undefined) {
-    throw new ConfigError(`CC_METRICS_LISTEN: must be address:port with an IP address and a port up to 65535 (got ${JSON.stringify(value)})`)
+    throw new ConfigError('CC_METRICS_LISTEN', `must be address:port with an IP address and a port up to 65535 (got ${JSON.stringify(value)})`)
   }
   return { host, port }
 }
@@ -384,14 +369,14 @@ function loadBilling (v: Raw, publicUrl: string): BillingConfig {
   const set = STRIPE_VARIABLES.filter(name => v[name] !== undefined)
   if (set.length > 0 && set.length < STRIPE_VARIABLES.length) {
     const missing = STRIPE_VARIABLES.find(name => v[name] === undefined)!
-    throw new ConfigError(`${missing}: required when ${set.join(', ')} ${set.length === 1 ? 'is' : 'are'} set (billing needs all of ${STRIPE_VARIABLES.join(', ')})`)
+    throw new ConfigError(missing, `required when ${set.join(', ')} ${set.length === 1 ? 'is' : 'are'} set (billing needs all of ${STRIPE_VARIABLES.join(', ')})`)
   }
   const portalReturnUrls = list(v.CC_BILLING_PORTAL_RETURN_URLS)
   for (const url of portalReturnUrls) {
     let parsed: URL | undefined
     try { parsed = new URL(url) } catch {}
     if (parsed === undefined || !['http:', 'https:'].includes(parsed.protocol) || parsed.username !== '' || parsed.password !== '') {
-      throw new ConfigError(`CC_BILLING_PORTAL_RETURN_URLS: each entry must be an http(s) URL without credentials (got ${JSON.stringify(url)})`)
+      throw new ConfigError('CC_BILLING_PORTAL_RETURN_URLS', `each entry must be an http(s) URL without credentials (got ${JSON.stringify(url)})`)
     }
   }
   return {
@@ -415,12 +400,12 @@ const RESOLVER = /^(\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?|[0-9A-Fa-f:]+|\[[0-9A-Fa-f:
 function loadDns (v: Raw): DnsConfig {
   const resolvers = list(v.CC_DNS_RESOLVERS)
   for (const r of resolvers) {
-    if (!RESOLVER.test(r)) throw new ConfigError(`CC_DNS_RESOLVERS: each entry must be an IP address, optionally with :port (got ${JSON.stringify(r)})`)
+    if (!RESOLVER.test(r)) throw new ConfigError('CC_DNS_RESOLVERS', `each entry must be an IP address, optionally with :port (got ${JSON.stringify(r)})`)
   }
   const gatewayAddresses = list(v.CC_DNS_GATEWAY_ADDRESSES)
   for (const a of gatewayAddresses) {
     if (Joi.string().ip({ cidr: 'forbidden' }).validate(a).error !== undefined) {
-      throw new ConfigError(`CC_DNS_GATEWAY_ADDRESSES: each entry must be an IPv4 or IPv6 address (got ${JSON.stringify(a)})`)
+      throw new ConfigError('CC_DNS_GATEWAY_ADDRESSES', `each entry must be an IPv4 or IPv6 address (got ${JSON.stringify(a)})`)
     }
   }
   return {

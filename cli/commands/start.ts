@@ -8,9 +8,9 @@ import { isAbsolute, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Logger } from 'pino'
 import { Registry } from 'prom-client'
-import { ConfigError as ControlConfigError, describeVariables, loadConfig, type ControlConfig } from '../../control/config.ts'
+import { describeVariables, loadConfig, type ControlConfig } from '../../control/config.ts'
 import { describeRpcVariables, loadRpcConfig, startControlPlane, type RpcConfig, type RunningControlPlane } from '../../control/rpc/index.ts'
-import { ConfigError as GatewayConfigError } from '../../gateway/config/schema.ts'
+import { ConfigError } from '../../proto/config-env.ts'
 import { describeGatewayVariables, loadGatewayEnv, type GatewayEnv } from '../../gateway/control/env.ts'
 import { loadOrCreateKey } from '../../gateway/control/keyfile.ts'
 import { startGatewayWithControl, type RunningGateway } from '../../gateway/control/run.ts'
@@ -104,7 +104,7 @@ function loadStartConfig (env: NodeJS.ProcessEnv): StartConfig {
     // Only the gateway announces a public endpoint when the operator set one.
     return { control: loadConfig(merged), rpc: loadRpcConfig(merged), gateway }
   } catch (err) {
-    if (err instanceof ControlConfigError || err instanceof GatewayConfigError) throw new CliError(err.message, 2)
+    if (err instanceof ConfigError) throw new CliError(err.message, 2)
     throw err
   }
 }

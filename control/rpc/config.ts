@@ -13,7 +13,7 @@
  */
 import Joi from 'joi'
 import { BRACKETED_IPV6 } from '../../proto/net/address.ts'
-import { ConfigError } from '../config.ts'
+import { describeEnv, loadEnv } from '../../proto/config-env.ts'
 import { CERT_STORE_KEY_PATTERN } from '../services/cert-store.ts'
 import { GATEWAY_SECRET_PATTERN } from './secret.ts'
 
@@ -42,23 +42,11 @@ const VARIABLES = {
 const SECRET_VARIABLES = new Set(['CC_GATEWAY_SECRET', 'CC_CERT_STORE_KEY'])
 
 export function describeRpcVariables (): string {
-  return Object.entries(VARIABLES).map(([name, schema]) => {
-    const d = (schema.describe() as { flags?: { default?: unknown } }).flags?.default
-    return d === undefined ? `  ${name}` : `  ${name} (default ${String(d)})`
-  }).join('\n')
+  return describeEnv(VARIABLES).join('\n')
 }
 
 export function loadRpcConfig (env: NodeJS.ProcessEnv = process.env): RpcConfig {
-  const v: Record<string, unknown> = {}
-  for (const [name, schema] of Object.entries(VARIABLES)) {
-    const input = env[name] === '' ? undefined : env[name]
-    const { value, error } = (schema as Joi.Schema).validate(input, { errors: { wrap: { label: false } } })
-    if (error !== undefined) {
-      const shown = SECRET_VARIABLES.has(name) ? '' : ` (got ${JSON.stringify(input)})`
-      throw new ConfigError(`${name}: ${error.message.replace(/^value /, '')}${shown}`)
-    }
-    v[name] = value
-  }
+  const v = loadEnv(VARIABLES, env, { secret: SECRET_VARIABLES })
   return {
     host: v.CC_RPC_HOST as string,
     port: v.CC_RPC_PORT as number,

@@ -80,7 +80,7 @@ export interface TunnelStateRow {
   last_handshake_at: Date | null
   /** When the container last said goodbye (POST /tunnel/disconnect). */
   disconnected_at: Date | null
-  /** Set while the instance is over its owner's plan limit (services/billing.ts): not routed. */
+  /** Set while the instance is over its owner's plan limit (services/plan-enforcement.ts): not routed. */
   suspended_at: Date | null
 }
 
@@ -121,7 +121,7 @@ export function subdomainStatus (row: TunnelStateRow): DomainStatus {
   return row.public_key === null ? 'pending' : 'active'
 }
 
-/** Suspension has one cause today: the owner's plan allows fewer instances (services/billing.ts). */
+/** Suspension has one cause today: the owner's plan allows fewer instances (services/plan-enforcement.ts). */
 export function suspendedReason (row: Pick<TunnelStateRow, 'suspended_at'>): SuspendedReason | null {
   return row.suspended_at === null ? null : 'plan_limit'
 }
@@ -249,7 +249,7 @@ export class TunnelService {
       row = await this.#o.db.transaction(async trx => {
         const current = await trx('instances').where({ id: who.instanceId, token_jti: who.jti }).forUpdate().first('public_key', 'subdomain', 'suspended_at') as { public_key: string | null, subdomain: string, suspended_at: Date | null } | undefined
         if (current === undefined) throw unauthorized()
-        // Over the owner's plan limit (services/billing.ts): kept, but not routed until the plan allows it.
+        // Over the owner's plan limit (services/plan-enforcement.ts): kept, but not routed until the plan allows it.
         if (current.suspended_at !== null) {
           throw apiError('SUBSCRIPTION_REQUIRED', 'This instance is suspended: it is over your plan\'s instance limit. Upgrade the plan or delete another instance', { reason: 'instance_suspended' })
         }

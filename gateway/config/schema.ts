@@ -51,6 +51,7 @@
  */
 import { readFileSync } from 'node:fs'
 import Joi from 'joi'
+import { ConfigError } from '../../proto/config-env.ts'
 import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { BRACKETED_IPV6, DUAL_STACK_ANY, formatHostPort } from '../../proto/net/address.ts'
 import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
@@ -130,14 +131,7 @@ export interface GatewayConfig {
 }
 
 /** A configuration problem: `field` is the JSON path (e.g. "peers[1].publicKey"). */
-export class ConfigError extends Error {
-  readonly field: string
-  constructor (field: string, message: string) {
-    super(field === '' ? message : `${field}: ${message}`)
-    this.name = 'ConfigError'
-    this.field = field
-  }
-}
+export { ConfigError }
 
 const key = Joi.string().custom((value: string) => {
   decodeKey(value)

@@ -6,7 +6,8 @@
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import Joi from 'joi'
-import { ACME_CHALLENGE_TYPES, ConfigError, EDGE_LIMIT_SCHEMAS, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
+import { ConfigError, describeEnv, loadEnv, reason } from '../../proto/config-env.ts'
+import { ACME_CHALLENGE_TYPES, EDGE_LIMIT_SCHEMAS, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
 import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
 import { DNS_PROVIDERS } from '../edge/acme/dns-provider.ts'
 import { GATEWAY_KEY_FILE } from './keyfile.ts'
@@ -125,11 +126,7 @@ const VARIABLES = {
 } as const
 
 export function describeGatewayVariables (): string {
-  const lines = Object.entries(VARIABLES).map(([name, schema]) => {
-    const flags = (schema.describe() as { flags?: { default?: unknown, description?: string } }).flags
-    const d = flags?.default ?? flags?.description?.replace(/^default /, '')
-    return d === undefined ? `  ${name}` : `  ${name} (default ${String(d)})`
-  })
+  const lines = describeEnv(VARIABLES)
   for (const [provider, definition] of Object.entries(DNS_PROVIDERS)) {
     for (const name of Object.keys(definition.settings)) lines.push(`  ${name} (CC_ACME_DNS_PROVIDER=${provider}: ${definition.summary})`)
   }
@@ -138,16 +135,7 @@ export function describeGatewayVariables (): string {
 
 /** `defaults` fill variables the environment leaves unset (e.g. `start`'s choices). */
 export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: Record<string, string> = {}): GatewayEnv {
-  const v: Record<string, unknown> = {}
-  for (const [name, schema] of Object.entries(VARIABLES)) {
-    const raw = env[name] === undefined || env[name] === '' ? defaults[name] : env[name]
-    const { value, error } = (schema as Joi.Schema).validate(raw, { errors: { wrap: { label: false } } })
-    if (error !== undefined) {
-      const shown = name === 'CC_GATEWAY_SECRET' ? '' : ` (got ${JSON.stringify(raw)})`
-      throw new ConfigError(name, `${error.message.replace(/^value /, '').replace(/^"value" /, '')}${shown}`)
-    }
-    v[name] = value
-  }
+  const v = loadEnv(VARIABLES, env, { secret: ['CC_GATEWAY_SECRET'], defaults })
   const endpoint = v.CC_GATEWAY_ENDPOINT as string | undefined
   if (endpoint !== undefined) {
     const p = Number(endpoint.slice(endpoint.lastIndexOf(':') + 1))
@@ -254,7 +242,7 @@ function dnsFrom (provider: string | undefined, env: NodeJS.ProcessEnv): AcmeEnv
       }
       const { value, error } = schema.validate(raw, { errors: { wrap: { label: false } } })
       if (error !== undefined) {
-        const detail = error.details[0]?.type === 'any.required' ? `required by CC_ACME_DNS_PROVIDER=${name}` : error.message.replace(/^value /, '').replace(/^"value" /, '')
+        const detail = error.details[0]?.type === 'any.required' ? `required by CC_ACME_DNS_PROVIDER=${name}` : reason(error)
         throw new ConfigError(variable, `${detail}${raw === undefined ? '' : ` (got ${JSON.stringify(raw)})`}`)
       }
       if (value !== undefined) settings[variable] = String(value)

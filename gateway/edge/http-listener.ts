@@ -8,7 +8,7 @@ import type { Logger } from 'pino'
 import type { RouteTable } from './routes.ts'
 import { normalizeHost } from './routes.ts'
 import { pageHeaders, renderPage } from './pages.ts'
-import { nextRequestId } from './proxy.ts'
+import { nextRequestId } from './exchange.ts'
 import { plainIp } from './headers.ts'
 
 /**

@@ -62,24 +62,24 @@ import path from 'node:path'
 import type net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import type { Metrics, CounterFamily } from '../metrics.ts'
+import type { CounterFamily } from '../metrics.ts'
 import { RouteMap, type Route } from './routes.ts'
-import { UpstreamPool, type UpstreamConnector } from './upstream.ts'
+import { UpstreamPool } from './upstream.ts'
 import { ReverseProxy } from './proxy.ts'
 import { TrafficRecorder } from './traffic.ts'
-import { createHttpHandler, noChallenges, type ChallengeResponder } from './http-listener.ts'
+import { createHttpHandler, noChallenges } from './http-listener.ts'
 import { CertificateManager, type CertificateState } from './certificates.ts'
-import { FileCertStore, type CertStore } from './cert-store.ts'
+import { FileCertStore } from './cert-store.ts'
 import { LocalCa } from './local-ca.ts'
-import type { Issuer } from './issuer.ts'
 import { ConnectionGate, EDGE_LIMIT_DEFAULTS, type EdgeLimits } from './limits.ts'
 import { RelayClient, RelayFleet, RelayListener } from './relay.ts'
-import type { RelayIdentity } from './relay-identity.ts'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
 import { PASSTHROUGH_ALPN, encodePreamble, readServerName } from './passthrough.ts'
 import { childLogger, moduleLogger } from '../../proto/log.ts'
 import { bindDualStack, DUAL_STACK_ANY, plainAddress } from '../../proto/net/address.ts'
-import { acceptWireGuardUpgrade, attachWireGuardAlpn, isWireGuardUpgrade, type StreamHandler } from './wg-over-tls.ts'
+import { EDGE_DEFAULTS, TLS_CIPHERS, type EdgeOptions } from './options.ts'
+import { listen, noIpv6 } from './bind.ts'
+import { acceptWireGuardUpgrade, attachWireGuardAlpn, isWireGuardUpgrade } from './wg-over-tls.ts'
 
 export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
 export { UpstreamPool, netConnector, type UpstreamConnector, type UpstreamConnectOptions } from './upstream.ts'
@@ -88,96 +88,14 @@ export { FileCertStore, CertStoreError, type CertStore, type CertificateRecord }
 export { LocalCa, LEAF_LIFETIME_MS, CA_LIFETIME_MS } from './local-ca.ts'
 export { IssuerError, type Issuer, type IssuedCertificate } from './issuer.ts'
 export { ACME_CHALLENGE_PREFIX, noChallenges, type ChallengeResponder } from './http-listener.ts'
-export { ReverseProxy, CONTROL_HSTS } from './proxy.ts'
+export { ReverseProxy } from './proxy.ts'
+export { CONTROL_HSTS } from './exchange.ts'
 export { EDGE_LIMIT_DEFAULTS, clientKey, type EdgeLimits } from './limits.ts'
 export { RelayClient, RelayFleet, RelayListener, RelayError, connectPinned, type RelayTarget } from './relay.ts'
 export { loadOrCreateRelayIdentity, certificateFingerprint, type RelayIdentity } from './relay-identity.ts'
-
-export interface ListenAddress {
-  host?: string
-  port?: number
-}
-
-export interface EdgeOptions {
-  dataDir: string
-  logger: Logger
-  connector: UpstreamConnector
-  /** How control's route is reached (default netConnector: kernel TCP). */
-  controlConnector?: UpstreamConnector
-  metrics?: Metrics
-  https?: ListenAddress
-  http?: ListenAddress | false
-  publicHttpsPort?: number
-  issuer?: Issuer
-  certStore?: CertStore
-  wildcards?: string[]
-  challenges?: ChallengeResponder
-  /** ACME TLS-ALPN-01 (acme/tls-alpn.ts): put in front of the HTTPS listener's connections. */
-  tlsAlpnChallenges?: { attach (server: net.Server): void }
-  http2?: boolean
-  idleTimeoutMs?: number
-  upstreamTimeoutMs?: number
-  connectTimeoutMs?: number
-  headersTimeoutMs?: number
-  keepAliveTimeoutMs?: number
-  maxHeaderSize?: number
-  defaultMaxConnections?: number
-  /** Per-client fairness limits; each absent field takes EDGE_LIMIT_DEFAULTS'. */
-  limits?: Partial<EdgeLimits>
-  /** How often node checks headersTimeout on open connections (default 5 s; node's own is 30 s). */
-  connectionsCheckingIntervalMs?: number
-  now?: () => number
-  /**
-   * Fleet relay (relay.ts): the listener other gateways relay to, this gateway's identity, and
-   * whether a route's local peer has a live session (else requests are relayed when a gateway of
-   * the fleet has one). Absent: no relay either way.
-   */
-  relay?: {
-    listen: ListenAddress
-    identity: RelayIdentity
-    sessionLive: (route: Route) => boolean
-    /**
-     * Pass clients' TLS through to the holder (passthrough.ts; default true). It needs every
-     * gateway to hold the certificates of every name (the fleet's shared certificate store);
-     * false relays per request after terminating TLS here.
-     */
-    passthrough?: boolean
-  }
-  /**
-   * WireGuard over TLS (wg-over-tls.ts): connections that negotiate the ALPN protocol
-   * `cc-wireguard/1`, and HTTP/1.1 upgrades on the control route's reserved path, go here as
-   * streams of framed WireGuard messages. Absent: neither is accepted.
-   */
-  wireguardStreams?: StreamHandler
-}
-
-export const EDGE_DEFAULTS = {
-  idleTimeoutMs: 300_000,
-  upstreamTimeoutMs: 120_000,
-  connectTimeoutMs: 15_000,
-  headersTimeoutMs: 60_000,
-  keepAliveTimeoutMs: 30_000,
-  maxHeaderSize: 16_384,
-  defaultMaxConnections: 256,
-  connectionsCheckingIntervalMs: 5_000,
-  /** HTTP/2 receive windows: per stream, and per connection (the most one client can have in flight to us). */
-  h2StreamWindow: 1 << 20,
-  h2ConnectionWindow: 2 << 20,
-} as const
+export { EDGE_DEFAULTS, TLS_CIPHERS, type EdgeOptions, type ListenAddress } from './options.ts'
 
 type HttpsServer = https.Server | http2.Http2SecureServer
-
-/**
- * TLS 1.2 suites: ECDHE with AEAD only (AES-GCM, ChaCha20-Poly1305; RFC 9325 4.2), for ECDSA and
- * RSA certificates. No CBC (padding-oracle and Lucky13 history), no static RSA key exchange (no
- * forward secrecy). TLS 1.3's suites are all AEAD.
- */
-export const TLS_CIPHERS = [
-  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
-  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256',
-  'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384',
-  'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
-].join(':')
 
 /** Server fields node reads per connection (also on an HTTP/2 server's HTTP/1.1 side). */
 interface Http1Limits {
@@ -601,22 +519,4 @@ export class Edge {
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`)
     setTimeout(() => socket.destroy(), 1_000).unref()
   }
-}
-
-/** Binds `server`; `::` (dual-stack) falls back to 0.0.0.0, with a warning, on a host without IPv6. */
-async function listen (server: net.Server, host: string, port: number, logger: Logger, listener: string): Promise<void> {
-  await bindDualStack(host, async h => await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => { reject(err) }
-    server.once('error', onError)
-    server.listen({ host: h, port }, () => {
-      server.off('error', onError)
-      resolve()
-    })
-  }), err => noIpv6(logger, listener, port, err))
-  // After binding, a listener error (EMFILE on accept, ...) is logged, never thrown.
-  server.on('error', err => logger.error({ err }, 'edge listener error'))
-}
-
-function noIpv6 (logger: Logger, listener: string, port: number, err: Error): void {
-  logger.warn({ listener, port, err: err.message }, 'no IPv6 on this host: listening on 0.0.0.0 (IPv4 only)')
 }

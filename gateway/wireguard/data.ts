@@ -8,6 +8,9 @@ import {
   KEEPALIVE_TIMEOUT, REKEY_TIMEOUT,
 } from '../../proto/noise/index.ts'
 import { ipv4Source, IPV4_MIN_HEADER_LEN } from '../../proto/wire/ipv4.ts'
+import {
+  MESSAGE_TRANSPORT_CONTENT_OFFSET as CONTENT, MESSAGE_TRANSPORT_COUNTER_OFFSET, MESSAGE_TRANSPORT_RECEIVER_OFFSET,
+} from '../../proto/wire/wireguard.ts'
 import type { Device } from './device.ts'
 import type { Keypair } from './keypair.ts'
 import type { Peer } from './peer.ts'
@@ -16,9 +19,6 @@ import {
   timersDataReceived, timersDataSent, timersHandshakeComplete,
 } from './timers.ts'
 
-const OFF_RECEIVER = 4
-const OFF_COUNTER = 8
-const HEADER_LEN = 16
 const KEEPALIVE = Buffer.alloc(0)
 
 /** Paper 6.1: keys are not used past REJECT_AFTER_TIME or REJECT_AFTER_MESSAGES. */
@@ -94,7 +94,7 @@ function keepKeyFreshReceiving (dev: Device, peer: Peer, now: number): void {
 
 /** A transport message (size and type already checked). */
 export function receiveTransport (dev: Device, message: Buffer, address: string, port: number, now: number): void {
-  const entry = dev.indexTable.get(message.readUInt32LE(OFF_RECEIVER))
+  const entry = dev.indexTable.get(message.readUInt32LE(MESSAGE_TRANSPORT_RECEIVER_OFFSET))
   if (entry === undefined || entry.kind !== 'keypair') {
     dev.dropped.inc('unknown_index')
     return
@@ -105,8 +105,8 @@ export function receiveTransport (dev: Device, message: Buffer, address: string,
     dev.dropped.inc('key_expired')
     return
   }
-  const counter = message.readBigUInt64LE(OFF_COUNTER)
-  // The padded plaintext is then message[HEADER_LEN, HEADER_LEN + length): no views until delivery.
+  const counter = message.readBigUInt64LE(MESSAGE_TRANSPORT_COUNTER_OFFSET)
+  // The padded plaintext is then message[CONTENT, CONTENT + length): no views until delivery.
   const length = openTransportMessage(dev.aead, keypair.receiveKey, counter, message)
   if (length < 0) {
     dev.dropped.inc('decrypt')
@@ -131,16 +131,16 @@ export function receiveTransport (dev: Device, message: Buffer, address: string,
   dev.received.inc('data')
   timersDataReceived(dev, peer, now)
 
-  if (length < IPV4_MIN_HEADER_LEN || message[HEADER_LEN]! >> 4 !== 4) {
+  if (length < IPV4_MIN_HEADER_LEN || message[CONTENT]! >> 4 !== 4) {
     dev.dropped.inc('rx_not_ipv4')
     return
   }
-  const totalLength = message.readUInt16BE(HEADER_LEN + 2)
+  const totalLength = message.readUInt16BE(CONTENT + 2)
   if (totalLength < IPV4_MIN_HEADER_LEN || totalLength > length) {
     dev.dropped.inc('rx_bad_length')
     return
   }
-  const packet = message.subarray(HEADER_LEN, HEADER_LEN + totalLength)
+  const packet = message.subarray(CONTENT, CONTENT + totalLength)
   // Cryptokey routing (paper 2): the inner source must be one of this peer's allowed IPs.
   if (dev.allowedIps.lookup(ipv4Source(packet)) !== peer) {
     dev.dropped.inc('allowed_ips')

@@ -15,7 +15,7 @@ import {
   publicKeyFromPrivate, REKEY_AFTER_TIME, REKEY_TIMEOUT_JITTER_MAX,
 } from '../../proto/noise/index.ts'
 import {
-  messageType, MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, MESSAGE_TRANSPORT,
+  messageType, MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, MESSAGE_TRANSPORT, MESSAGE_HANDSHAKE_SENDER_OFFSET,
 } from '../../proto/wire/wireguard.ts'
 import { WireError } from '../../proto/wire/errors.ts'
 import { formatIPv4, ipv4Destination } from '../../proto/wire/ipv4.ts'
@@ -359,8 +359,7 @@ export class Device implements TimerHost {
     if (this.underLoad(now)) {
       const source = sourceBytes(address, port)
       if (!this.cookieChecker.verifyMac2(datagram, source, now)) {
-        // Sender index sits at offset 4 of both initiation and response.
-        const reply = this.cookieChecker.createReply(datagram, datagram.readUInt32LE(4), source, now)
+        const reply = this.cookieChecker.createReply(datagram, datagram.readUInt32LE(MESSAGE_HANDSHAKE_SENDER_OFFSET), source, now)
         this.io.sendDatagram(reply, address, port)
         this.sent.inc('cookie_reply')
         this.rejected.inc('cookie_sent')

@@ -7,6 +7,7 @@ import {
   createInitiation, consumeInitiation, createResponse, consumeResponse, compareTai64n,
   HANDSHAKE_INITIATION_RATE, REKEY_TIMEOUT,
 } from '../../proto/noise/index.ts'
+import { MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET, MESSAGE_RESPONSE_RECEIVER_OFFSET } from '../../proto/wire/wireguard.ts'
 import type { Device } from './device.ts'
 import { Keypair, PendingHandshake } from './keypair.ts'
 import type { Peer } from './peer.ts'
@@ -15,10 +16,6 @@ import {
   timersHandshakeComplete, timersHandshakeInitiated, timersSessionDerived,
 } from './timers.ts'
 import { sendKeepalive } from './data.ts'
-
-// Offsets shared by the handshake messages (paper 5.4.2, 5.4.3, 5.4.7).
-const OFF_RESPONSE_RECEIVER = 8
-const OFF_COOKIE_RECEIVER = 4
 
 /**
  * Sends a handshake initiation to the peer's endpoint. `isRetry` continues the current series
@@ -110,7 +107,7 @@ export function receiveInitiation (dev: Device, message: Buffer, address: string
 
 /** A response that passed the DoS gate: it must answer our initiation in flight. */
 export function receiveResponse (dev: Device, message: Buffer, address: string, port: number, now: number): void {
-  const entry = dev.indexTable.get(message.readUInt32LE(OFF_RESPONSE_RECEIVER))
+  const entry = dev.indexTable.get(message.readUInt32LE(MESSAGE_RESPONSE_RECEIVER_OFFSET))
   if (entry === undefined || entry.kind !== 'handshake' || entry.state === null) {
     dev.rejected.inc('unknown_index')
     return
@@ -143,7 +140,7 @@ export function receiveResponse (dev: Device, message: Buffer, address: string, 
 
 /** A cookie reply (paper 5.4.7) to one of our messages: remember the cookie for mac2. */
 export function receiveCookieReply (dev: Device, message: Buffer, now: number): void {
-  const entry = dev.indexTable.get(message.readUInt32LE(OFF_COOKIE_RECEIVER))
+  const entry = dev.indexTable.get(message.readUInt32LE(MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET))
   if (entry === undefined) {
     dev.dropped.inc('cookie_unknown_index')
     return

@@ -9,7 +9,8 @@
  * each complete message on and stops at the first bad frame, naming why; the caller counts that and
  * closes the stream (a stream cannot resynchronise after a bad length).
  */
-import { messageType } from '../../proto/wire/wireguard.ts'
+import { messageType, MESSAGE_TRANSPORT_HEADER_SIZE } from '../../proto/wire/wireguard.ts'
+import { AEAD_TAG_LEN } from '../../proto/noise/constants.ts'
 import { WireError } from '../../proto/wire/errors.ts'
 
 /** Bytes of the length prefix. */
@@ -18,7 +19,7 @@ export const FRAME_HEADER_SIZE = 2
  * Our limit on one framed message: a transport message (16-byte header, 16-byte tag) around a
  * 9216-byte packet, beyond any MTU a peer of ours uses. Longer lengths are refused as oversized.
  */
-export const MAX_STREAM_MESSAGE_SIZE = 16 + 9216 + 16
+export const MAX_STREAM_MESSAGE_SIZE = MESSAGE_TRANSPORT_HEADER_SIZE + 9216 + AEAD_TAG_LEN
 
 /** Why a stream was given up (the label it is counted under). */
 export type FrameError = 'frame_empty' | 'frame_oversized' | 'malformed'

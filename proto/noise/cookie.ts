@@ -6,16 +6,15 @@
  * Time is always the caller's monotonic `now` in milliseconds.
  */
 import { randomBytes } from 'node:crypto'
-import { COOKIE_LEN, COOKIE_NONCE_LEN, COOKIE_REFRESH_TIME, AEAD_TAG_LEN, KEY_LEN, MAC_LEN } from './constants.ts'
+import { COOKIE_LEN, COOKIE_REFRESH_TIME, AEAD_TAG_LEN, KEY_LEN, MAC_LEN } from './constants.ts'
 import { cookieKey, mac, mac1Key, mac1Of, verifyMac2, writeMac1, writeMac2 } from './mac.ts'
 import { sodium } from './sodium.ts'
+import {
+  MESSAGE_COOKIE_REPLY, MESSAGE_COOKIE_REPLY_COOKIE_OFFSET, MESSAGE_COOKIE_REPLY_NONCE_OFFSET,
+  MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET, MESSAGE_COOKIE_REPLY_SIZE, MESSAGE_TYPE_OFFSET,
+} from '../wire/wireguard.ts'
 
-// Cookie reply layout (paper 5.4.7): type, reserved, receiver, nonce (24), encrypted cookie (16 + 16).
-const TYPE_COOKIE_REPLY = 3
-const COOKIE_REPLY_SIZE = 64
-const OFF_RECEIVER = 4
-const OFF_NONCE = 8
-const OFF_COOKIE = OFF_NONCE + COOKIE_NONCE_LEN
+// Cookie reply (paper 5.4.7): type, reserved, receiver, nonce (24), encrypted cookie (16 + 16).
 const ENCRYPTED_COOKIE_LEN = COOKIE_LEN + AEAD_TAG_LEN
 
 export class CookieChecker {
@@ -35,13 +34,13 @@ export class CookieChecker {
    */
   createReply (message: Uint8Array, receiverIndex: number, source: Uint8Array, now: number): Buffer {
     const cookie = mac(this.secret(now), source) // tau = MAC(R_m, A_m')
-    const reply = Buffer.alloc(COOKIE_REPLY_SIZE)
-    reply[0] = TYPE_COOKIE_REPLY
-    reply.writeUInt32LE(receiverIndex >>> 0, OFF_RECEIVER)
-    const nonce = reply.subarray(OFF_NONCE, OFF_COOKIE)
+    const reply = Buffer.alloc(MESSAGE_COOKIE_REPLY_SIZE)
+    reply[MESSAGE_TYPE_OFFSET] = MESSAGE_COOKIE_REPLY
+    reply.writeUInt32LE(receiverIndex >>> 0, MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET)
+    const nonce = reply.subarray(MESSAGE_COOKIE_REPLY_NONCE_OFFSET, MESSAGE_COOKIE_REPLY_COOKIE_OFFSET)
     sodium.randombytes_buf(nonce)
     sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-      reply.subarray(OFF_COOKIE, OFF_COOKIE + ENCRYPTED_COOKIE_LEN), cookie, mac1Of(message), null, nonce, this.encryptionKey,
+      reply.subarray(MESSAGE_COOKIE_REPLY_COOKIE_OFFSET, MESSAGE_COOKIE_REPLY_COOKIE_OFFSET + ENCRYPTED_COOKIE_LEN), cookie, mac1Of(message), null, nonce, this.encryptionKey,
     )
     return reply
   }
@@ -80,12 +79,12 @@ export class CookieGenerator {
 
   /** Decrypts a 64-byte cookie reply with the mac1 of our last sent message as AD; false if it does not authenticate. */
   consumeReply (reply: Uint8Array, now: number): boolean {
-    if (!this.hasLastMac1 || reply.length !== COOKIE_REPLY_SIZE || reply[0] !== TYPE_COOKIE_REPLY) return false
+    if (!this.hasLastMac1 || reply.length !== MESSAGE_COOKIE_REPLY_SIZE || reply[MESSAGE_TYPE_OFFSET] !== MESSAGE_COOKIE_REPLY) return false
     const cookie = Buffer.alloc(COOKIE_LEN)
     try {
       sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        cookie, null, reply.subarray(OFF_COOKIE, OFF_COOKIE + ENCRYPTED_COOKIE_LEN), this.lastMac1,
-        reply.subarray(OFF_NONCE, OFF_COOKIE), this.encryptionKey,
+        cookie, null, reply.subarray(MESSAGE_COOKIE_REPLY_COOKIE_OFFSET, MESSAGE_COOKIE_REPLY_COOKIE_OFFSET + ENCRYPTED_COOKIE_LEN), this.lastMac1,
+        reply.subarray(MESSAGE_COOKIE_REPLY_NONCE_OFFSET, MESSAGE_COOKIE_REPLY_COOKIE_OFFSET), this.encryptionKey,
       )
     } catch {
       return false

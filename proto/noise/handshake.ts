@@ -10,6 +10,11 @@ import { KeyError, type KeyPair, x25519Backend } from './keys.ts'
 import { messageALength, messageBLength, readMessageA, readMessageB, writeMessageA, writeMessageB } from './ikpsk2.ts'
 import { type SymmetricState, split } from './symmetric.ts'
 import { TAI64N_LEN, tai64n } from './tai64n.ts'
+import {
+  MESSAGE_INITIATION, MESSAGE_INITIATION_EPHEMERAL_OFFSET, MESSAGE_INITIATION_SENDER_OFFSET, MESSAGE_INITIATION_SIZE,
+  MESSAGE_RESPONSE, MESSAGE_RESPONSE_EPHEMERAL_OFFSET, MESSAGE_RESPONSE_RECEIVER_OFFSET, MESSAGE_RESPONSE_SENDER_OFFSET,
+  MESSAGE_RESPONSE_SIZE, MESSAGE_TYPE_OFFSET,
+} from '../wire/wireguard.ts'
 
 export interface StaticIdentity { privateKey: Buffer; publicKey: Buffer }
 
@@ -45,15 +50,9 @@ export interface ConsumedInitiation {
   handshake: ResponderHandshake
 }
 
-// Message layout offsets (paper 5.4.2, 5.4.3).
-const TYPE_INITIATION = 1
-const TYPE_RESPONSE = 2
-const INITIATION_SIZE = 148
-const RESPONSE_SIZE = 92
-const OFF_SENDER = 4
-const OFF_RECEIVER = 8
-const INITIATION_NOISE_OFFSET = 8
-const RESPONSE_NOISE_OFFSET = 12
+// The Noise part of each message starts at its ephemeral key (paper 5.4.2, 5.4.3).
+const INITIATION_NOISE_OFFSET = MESSAGE_INITIATION_EPHEMERAL_OFFSET
+const RESPONSE_NOISE_OFFSET = MESSAGE_RESPONSE_EPHEMERAL_OFFSET
 const INITIATION_NOISE_LEN = messageALength(TAI64N_LEN) // 32 + 48 + 28 = 108
 const RESPONSE_NOISE_LEN = messageBLength(0) // 32 + 16 = 48
 
@@ -100,9 +99,9 @@ export function createInitiation (
 ): { message: Buffer; handshake: InitiatorHandshake } {
   const state = initialState(remoteStatic)
   const ephemeral = x25519Backend().generateKeyPair()
-  const message = Buffer.alloc(INITIATION_SIZE)
-  message[0] = TYPE_INITIATION
-  message.writeUInt32LE(localIndex >>> 0, OFF_SENDER)
+  const message = Buffer.alloc(MESSAGE_INITIATION_SIZE)
+  message[MESSAGE_TYPE_OFFSET] = MESSAGE_INITIATION
+  message.writeUInt32LE(localIndex >>> 0, MESSAGE_INITIATION_SENDER_OFFSET)
   if (!writeMessageA(state, ephemeral, local, remoteStatic, tai64n(wallClockMs), message, INITIATION_NOISE_OFFSET)) {
     throw new KeyError('remote static key is a low-order point', 'key_low_order')
   }
@@ -114,12 +113,12 @@ export function createInitiation (
 
 /** Decrypts an initiation addressed to `local` (mac1 already checked by the caller). null on any failure. */
 export function consumeInitiation (local: StaticIdentity, message: Uint8Array): ConsumedInitiation | null {
-  if (message.length !== INITIATION_SIZE || message[0] !== TYPE_INITIATION) return null
+  if (message.length !== MESSAGE_INITIATION_SIZE || message[MESSAGE_TYPE_OFFSET] !== MESSAGE_INITIATION) return null
   const state = initialState(local.publicKey)
   const noise = message.subarray(INITIATION_NOISE_OFFSET, INITIATION_NOISE_OFFSET + INITIATION_NOISE_LEN)
   const content = readMessageA(state, local, noise, staticStaticOf(local))
   if (content === null) return null
-  const remoteIndex = readU32LE(message, OFF_SENDER)
+  const remoteIndex = readU32LE(message, MESSAGE_INITIATION_SENDER_OFFSET)
   return {
     remoteStatic: content.remoteStatic,
     timestamp: content.payload,
@@ -134,10 +133,10 @@ export function createResponse (
 ): { message: Buffer; keys: SessionKeys } {
   const state: SymmetricState = { ...handshake.state }
   const ephemeral = x25519Backend().generateKeyPair()
-  const message = Buffer.alloc(RESPONSE_SIZE)
-  message[0] = TYPE_RESPONSE
-  message.writeUInt32LE(localIndex >>> 0, OFF_SENDER)
-  message.writeUInt32LE(handshake.remoteIndex, OFF_RECEIVER)
+  const message = Buffer.alloc(MESSAGE_RESPONSE_SIZE)
+  message[MESSAGE_TYPE_OFFSET] = MESSAGE_RESPONSE
+  message.writeUInt32LE(localIndex >>> 0, MESSAGE_RESPONSE_SENDER_OFFSET)
+  message.writeUInt32LE(handshake.remoteIndex, MESSAGE_RESPONSE_RECEIVER_OFFSET)
   // consumeInitiation already refused low-order ephemeral and static keys, so this cannot fail.
   if (!writeMessageB(state, ephemeral, handshake.remoteEphemeral, handshake.remoteStatic, psk ?? ZERO_PSK, EMPTY, message, RESPONSE_NOISE_OFFSET)) {
     throw new KeyError('initiator key is a low-order point', 'key_low_order')
@@ -157,8 +156,8 @@ export function createResponse (
 
 /** Initiator consumes a response addressed to its handshake (receiver index = our index); null on failure. */
 export function consumeResponse (handshake: InitiatorHandshake, local: StaticIdentity, message: Uint8Array): SessionKeys | null {
-  if (message.length !== RESPONSE_SIZE || message[0] !== TYPE_RESPONSE) return null
-  if (readU32LE(message, OFF_RECEIVER) !== handshake.localIndex) return null
+  if (message.length !== MESSAGE_RESPONSE_SIZE || message[MESSAGE_TYPE_OFFSET] !== MESSAGE_RESPONSE) return null
+  if (readU32LE(message, MESSAGE_RESPONSE_RECEIVER_OFFSET) !== handshake.localIndex) return null
   const state: SymmetricState = { ...handshake.state }
   const noise = message.subarray(RESPONSE_NOISE_OFFSET, RESPONSE_NOISE_OFFSET + RESPONSE_NOISE_LEN)
   if (readMessageB(state, handshake.ephemeral, local, handshake.psk, noise) === null) return null
@@ -167,7 +166,7 @@ export function consumeResponse (handshake: InitiatorHandshake, local: StaticIde
     sendKey: initiatorToResponder,
     receiveKey: responderToInitiator,
     localIndex: handshake.localIndex,
-    remoteIndex: readU32LE(message, OFF_SENDER),
+    remoteIndex: readU32LE(message, MESSAGE_RESPONSE_SENDER_OFFSET),
     isInitiator: true,
   }
 }

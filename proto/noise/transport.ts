@@ -8,6 +8,10 @@ import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { AEAD_TAG_LEN, PADDING_MULTIPLE } from './constants.ts'
 import { nativeAead } from './native-aead.ts'
 import { aeadDecrypt, aeadEncrypt } from './sodium.ts'
+import {
+  MESSAGE_TRANSPORT, MESSAGE_TRANSPORT_COUNTER_OFFSET, MESSAGE_TRANSPORT_HEADER_SIZE as HEADER_LEN,
+  MESSAGE_TRANSPORT_RECEIVER_OFFSET,
+} from '../wire/wireguard.ts'
 
 export interface AeadBackend {
   readonly name: string
@@ -98,12 +102,6 @@ export const nodeAead: AeadBackend = (() => {
  */
 export const defaultAead: AeadBackend = nativeAead ?? sodiumAead
 
-// Transport message layout (paper 5.4.6).
-const TYPE_TRANSPORT = 4
-const OFF_RECEIVER = 4
-const OFF_COUNTER = 8
-const HEADER_LEN = 16
-
 /** Length of `n` plaintext bytes after padding to 16 (paper 5.4.6: keepalives stay empty). */
 export function paddedLength (n: number): number {
   return (n + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
@@ -136,9 +134,9 @@ export function sealTransportInto (
   if (packet.buffer !== out.buffer || packet.byteOffset !== out.byteOffset + body) out.set(packet, body)
   if (aead.sealMessage !== undefined) return aead.sealMessage(key, receiverIndex >>> 0, counter, out, offset, packet.length)
   if (padded !== packet.length) out.fill(0, body + packet.length, body + padded)
-  out.writeUInt32LE(TYPE_TRANSPORT, offset) // type and three reserved zero bytes
-  out.writeUInt32LE(receiverIndex >>> 0, offset + OFF_RECEIVER)
-  out.writeBigUInt64LE(counter, offset + OFF_COUNTER)
+  out.writeUInt32LE(MESSAGE_TRANSPORT, offset) // type and three reserved zero bytes
+  out.writeUInt32LE(receiverIndex >>> 0, offset + MESSAGE_TRANSPORT_RECEIVER_OFFSET)
+  out.writeBigUInt64LE(counter, offset + MESSAGE_TRANSPORT_COUNTER_OFFSET)
   aead.seal(key, counter, out.subarray(body, body + padded), out, body)
   return length
 }

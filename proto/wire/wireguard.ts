@@ -25,30 +25,39 @@ const MAC_LEN = 16
 const NONCE_LEN = 24
 const TIMESTAMP_LEN = 12
 
-// Initiation offsets.
-const INIT_OFF_SENDER = 4
-const INIT_OFF_EPHEMERAL = 8
-const INIT_OFF_STATIC = INIT_OFF_EPHEMERAL + KEY_LEN // 40
-const INIT_OFF_TIMESTAMP = INIT_OFF_STATIC + KEY_LEN + TAG_LEN // 88
-const INIT_OFF_MAC1 = INIT_OFF_TIMESTAMP + TIMESTAMP_LEN + TAG_LEN // 116
-const INIT_OFF_MAC2 = INIT_OFF_MAC1 + MAC_LEN // 132
+// The layout, one place for the codec and the data path (wireguard-go's MessageTransportOffset*).
+/** Every message: type (1 byte), three reserved zero bytes. */
+export const MESSAGE_TYPE_OFFSET = 0
 
-// Response offsets.
-const RESP_OFF_SENDER = 4
-const RESP_OFF_RECEIVER = 8
-const RESP_OFF_EPHEMERAL = 12
-const RESP_OFF_EMPTY = RESP_OFF_EPHEMERAL + KEY_LEN // 44
-const RESP_OFF_MAC1 = RESP_OFF_EMPTY + TAG_LEN // 60
-const RESP_OFF_MAC2 = RESP_OFF_MAC1 + MAC_LEN // 76
+// Initiation (paper 5.4.2).
+export const MESSAGE_INITIATION_SENDER_OFFSET = 4
+export const MESSAGE_INITIATION_EPHEMERAL_OFFSET = 8
+export const MESSAGE_INITIATION_STATIC_OFFSET = MESSAGE_INITIATION_EPHEMERAL_OFFSET + KEY_LEN // 40
+export const MESSAGE_INITIATION_TIMESTAMP_OFFSET = MESSAGE_INITIATION_STATIC_OFFSET + KEY_LEN + TAG_LEN // 88
+export const MESSAGE_INITIATION_MAC1_OFFSET = MESSAGE_INITIATION_TIMESTAMP_OFFSET + TIMESTAMP_LEN + TAG_LEN // 116
+export const MESSAGE_INITIATION_MAC2_OFFSET = MESSAGE_INITIATION_MAC1_OFFSET + MAC_LEN // 132
 
-// Cookie reply offsets.
-const COOKIE_OFF_RECEIVER = 4
-const COOKIE_OFF_NONCE = 8
-const COOKIE_OFF_COOKIE = COOKIE_OFF_NONCE + NONCE_LEN // 32
+// Response (paper 5.4.3).
+export const MESSAGE_RESPONSE_SENDER_OFFSET = 4
+export const MESSAGE_RESPONSE_RECEIVER_OFFSET = 8
+export const MESSAGE_RESPONSE_EPHEMERAL_OFFSET = 12
+export const MESSAGE_RESPONSE_EMPTY_OFFSET = MESSAGE_RESPONSE_EPHEMERAL_OFFSET + KEY_LEN // 44
+export const MESSAGE_RESPONSE_MAC1_OFFSET = MESSAGE_RESPONSE_EMPTY_OFFSET + TAG_LEN // 60
+export const MESSAGE_RESPONSE_MAC2_OFFSET = MESSAGE_RESPONSE_MAC1_OFFSET + MAC_LEN // 76
 
-// Transport offsets.
-const TRANSPORT_OFF_RECEIVER = 4
-const TRANSPORT_OFF_COUNTER = 8
+/** The sender index of a handshake message: the same offset in an initiation and a response. */
+export const MESSAGE_HANDSHAKE_SENDER_OFFSET = MESSAGE_INITIATION_SENDER_OFFSET
+
+// Cookie reply (paper 5.4.7).
+export const MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET = 4
+export const MESSAGE_COOKIE_REPLY_NONCE_OFFSET = 8
+export const MESSAGE_COOKIE_REPLY_COOKIE_OFFSET = MESSAGE_COOKIE_REPLY_NONCE_OFFSET + NONCE_LEN // 32
+
+// Transport (paper 5.4.6).
+export const MESSAGE_TRANSPORT_RECEIVER_OFFSET = 4
+export const MESSAGE_TRANSPORT_COUNTER_OFFSET = 8
+/** The encrypted packet and its tag start right after the header. */
+export const MESSAGE_TRANSPORT_CONTENT_OFFSET = MESSAGE_TRANSPORT_HEADER_SIZE
 
 export interface InitiationRepr {
   senderIndex: number
@@ -103,7 +112,7 @@ function copyField (buf: Uint8Array, off: number, len: number): Buffer {
 export function messageType (datagram: Uint8Array): number {
   const len = datagram.length
   if (len < 4) throw new WireError('wg_short', 'shorter than a WireGuard message header')
-  const type = datagram[0]
+  const type = datagram[MESSAGE_TYPE_OFFSET]
   if (datagram[1] !== 0 || datagram[2] !== 0 || datagram[3] !== 0) throw new WireError('wg_reserved', 'reserved bytes are not zero')
   switch (type) {
     case MESSAGE_INITIATION:
@@ -146,12 +155,12 @@ function writeHeader (buf: Uint8Array, offset: number, type: number): void {
 export function parseInitiation (buf: Uint8Array): InitiationRepr {
   expectType(buf, MESSAGE_INITIATION)
   return {
-    senderIndex: readU32LE(buf, INIT_OFF_SENDER),
-    ephemeral: copyField(buf, INIT_OFF_EPHEMERAL, KEY_LEN),
-    encryptedStatic: copyField(buf, INIT_OFF_STATIC, KEY_LEN + TAG_LEN),
-    encryptedTimestamp: copyField(buf, INIT_OFF_TIMESTAMP, TIMESTAMP_LEN + TAG_LEN),
-    mac1: copyField(buf, INIT_OFF_MAC1, MAC_LEN),
-    mac2: copyField(buf, INIT_OFF_MAC2, MAC_LEN),
+    senderIndex: readU32LE(buf, MESSAGE_INITIATION_SENDER_OFFSET),
+    ephemeral: copyField(buf, MESSAGE_INITIATION_EPHEMERAL_OFFSET, KEY_LEN),
+    encryptedStatic: copyField(buf, MESSAGE_INITIATION_STATIC_OFFSET, KEY_LEN + TAG_LEN),
+    encryptedTimestamp: copyField(buf, MESSAGE_INITIATION_TIMESTAMP_OFFSET, TIMESTAMP_LEN + TAG_LEN),
+    mac1: copyField(buf, MESSAGE_INITIATION_MAC1_OFFSET, MAC_LEN),
+    mac2: copyField(buf, MESSAGE_INITIATION_MAC2_OFFSET, MAC_LEN),
   }
 }
 
@@ -164,24 +173,24 @@ export function emitInitiation (repr: InitiationRepr, buf: Uint8Array, offset = 
   checkField(repr.mac1, MAC_LEN, 'mac1')
   checkField(repr.mac2, MAC_LEN, 'mac2')
   writeHeader(buf, offset, MESSAGE_INITIATION)
-  writeU32LE(buf, offset + INIT_OFF_SENDER, repr.senderIndex)
-  buf.set(repr.ephemeral, offset + INIT_OFF_EPHEMERAL)
-  buf.set(repr.encryptedStatic, offset + INIT_OFF_STATIC)
-  buf.set(repr.encryptedTimestamp, offset + INIT_OFF_TIMESTAMP)
-  buf.set(repr.mac1, offset + INIT_OFF_MAC1)
-  buf.set(repr.mac2, offset + INIT_OFF_MAC2)
+  writeU32LE(buf, offset + MESSAGE_INITIATION_SENDER_OFFSET, repr.senderIndex)
+  buf.set(repr.ephemeral, offset + MESSAGE_INITIATION_EPHEMERAL_OFFSET)
+  buf.set(repr.encryptedStatic, offset + MESSAGE_INITIATION_STATIC_OFFSET)
+  buf.set(repr.encryptedTimestamp, offset + MESSAGE_INITIATION_TIMESTAMP_OFFSET)
+  buf.set(repr.mac1, offset + MESSAGE_INITIATION_MAC1_OFFSET)
+  buf.set(repr.mac2, offset + MESSAGE_INITIATION_MAC2_OFFSET)
   return MESSAGE_INITIATION_SIZE
 }
 
 export function parseResponse (buf: Uint8Array): ResponseRepr {
   expectType(buf, MESSAGE_RESPONSE)
   return {
-    senderIndex: readU32LE(buf, RESP_OFF_SENDER),
-    receiverIndex: readU32LE(buf, RESP_OFF_RECEIVER),
-    ephemeral: copyField(buf, RESP_OFF_EPHEMERAL, KEY_LEN),
-    encryptedNothing: copyField(buf, RESP_OFF_EMPTY, TAG_LEN),
-    mac1: copyField(buf, RESP_OFF_MAC1, MAC_LEN),
-    mac2: copyField(buf, RESP_OFF_MAC2, MAC_LEN),
+    senderIndex: readU32LE(buf, MESSAGE_RESPONSE_SENDER_OFFSET),
+    receiverIndex: readU32LE(buf, MESSAGE_RESPONSE_RECEIVER_OFFSET),
+    ephemeral: copyField(buf, MESSAGE_RESPONSE_EPHEMERAL_OFFSET, KEY_LEN),
+    encryptedNothing: copyField(buf, MESSAGE_RESPONSE_EMPTY_OFFSET, TAG_LEN),
+    mac1: copyField(buf, MESSAGE_RESPONSE_MAC1_OFFSET, MAC_LEN),
+    mac2: copyField(buf, MESSAGE_RESPONSE_MAC2_OFFSET, MAC_LEN),
   }
 }
 
@@ -193,21 +202,21 @@ export function emitResponse (repr: ResponseRepr, buf: Uint8Array, offset = 0): 
   checkField(repr.mac1, MAC_LEN, 'mac1')
   checkField(repr.mac2, MAC_LEN, 'mac2')
   writeHeader(buf, offset, MESSAGE_RESPONSE)
-  writeU32LE(buf, offset + RESP_OFF_SENDER, repr.senderIndex)
-  writeU32LE(buf, offset + RESP_OFF_RECEIVER, repr.receiverIndex)
-  buf.set(repr.ephemeral, offset + RESP_OFF_EPHEMERAL)
-  buf.set(repr.encryptedNothing, offset + RESP_OFF_EMPTY)
-  buf.set(repr.mac1, offset + RESP_OFF_MAC1)
-  buf.set(repr.mac2, offset + RESP_OFF_MAC2)
+  writeU32LE(buf, offset + MESSAGE_RESPONSE_SENDER_OFFSET, repr.senderIndex)
+  writeU32LE(buf, offset + MESSAGE_RESPONSE_RECEIVER_OFFSET, repr.receiverIndex)
+  buf.set(repr.ephemeral, offset + MESSAGE_RESPONSE_EPHEMERAL_OFFSET)
+  buf.set(repr.encryptedNothing, offset + MESSAGE_RESPONSE_EMPTY_OFFSET)
+  buf.set(repr.mac1, offset + MESSAGE_RESPONSE_MAC1_OFFSET)
+  buf.set(repr.mac2, offset + MESSAGE_RESPONSE_MAC2_OFFSET)
   return MESSAGE_RESPONSE_SIZE
 }
 
 export function parseCookieReply (buf: Uint8Array): CookieReplyRepr {
   expectType(buf, MESSAGE_COOKIE_REPLY)
   return {
-    receiverIndex: readU32LE(buf, COOKIE_OFF_RECEIVER),
-    nonce: copyField(buf, COOKIE_OFF_NONCE, NONCE_LEN),
-    encryptedCookie: copyField(buf, COOKIE_OFF_COOKIE, MAC_LEN + TAG_LEN),
+    receiverIndex: readU32LE(buf, MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET),
+    nonce: copyField(buf, MESSAGE_COOKIE_REPLY_NONCE_OFFSET, NONCE_LEN),
+    encryptedCookie: copyField(buf, MESSAGE_COOKIE_REPLY_COOKIE_OFFSET, MAC_LEN + TAG_LEN),
   }
 }
 
@@ -217,19 +226,19 @@ export function emitCookieReply (repr: CookieReplyRepr, buf: Uint8Array, offset 
   checkField(repr.nonce, NONCE_LEN, 'nonce')
   checkField(repr.encryptedCookie, MAC_LEN + TAG_LEN, 'encryptedCookie')
   writeHeader(buf, offset, MESSAGE_COOKIE_REPLY)
-  writeU32LE(buf, offset + COOKIE_OFF_RECEIVER, repr.receiverIndex)
-  buf.set(repr.nonce, offset + COOKIE_OFF_NONCE)
-  buf.set(repr.encryptedCookie, offset + COOKIE_OFF_COOKIE)
+  writeU32LE(buf, offset + MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET, repr.receiverIndex)
+  buf.set(repr.nonce, offset + MESSAGE_COOKIE_REPLY_NONCE_OFFSET)
+  buf.set(repr.encryptedCookie, offset + MESSAGE_COOKIE_REPLY_COOKIE_OFFSET)
   return MESSAGE_COOKIE_REPLY_SIZE
 }
 
 /** Reads the transport header; the payload is datagram.subarray(MESSAGE_TRANSPORT_HEADER_SIZE), never copied. */
 export function parseTransportHeader (datagram: Uint8Array): TransportHeader {
   expectType(datagram, MESSAGE_TRANSPORT)
-  const lo = readU32LE(datagram, TRANSPORT_OFF_COUNTER)
-  const hi = readU32LE(datagram, TRANSPORT_OFF_COUNTER + 4)
+  const lo = readU32LE(datagram, MESSAGE_TRANSPORT_COUNTER_OFFSET)
+  const hi = readU32LE(datagram, MESSAGE_TRANSPORT_COUNTER_OFFSET + 4)
   return {
-    receiverIndex: readU32LE(datagram, TRANSPORT_OFF_RECEIVER),
+    receiverIndex: readU32LE(datagram, MESSAGE_TRANSPORT_RECEIVER_OFFSET),
     counter: hi === 0 ? BigInt(lo) : (BigInt(hi) << 32n) | BigInt(lo),
   }
 }
@@ -238,9 +247,9 @@ export function parseTransportHeader (datagram: Uint8Array): TransportHeader {
 export function emitTransportHeader (header: TransportHeader, buf: Uint8Array, offset = 0): number {
   checkBuffer(buf, offset, MESSAGE_TRANSPORT_HEADER_SIZE)
   writeHeader(buf, offset, MESSAGE_TRANSPORT)
-  writeU32LE(buf, offset + TRANSPORT_OFF_RECEIVER, header.receiverIndex)
-  writeU32LE(buf, offset + TRANSPORT_OFF_COUNTER, Number(header.counter & 0xffffffffn))
-  writeU32LE(buf, offset + TRANSPORT_OFF_COUNTER + 4, Number(header.counter >> 32n))
+  writeU32LE(buf, offset + MESSAGE_TRANSPORT_RECEIVER_OFFSET, header.receiverIndex)
+  writeU32LE(buf, offset + MESSAGE_TRANSPORT_COUNTER_OFFSET, Number(header.counter & 0xffffffffn))
+  writeU32LE(buf, offset + MESSAGE_TRANSPORT_COUNTER_OFFSET + 4, Number(header.counter >> 32n))
   return MESSAGE_TRANSPORT_HEADER_SIZE
 }
 
@@ -249,8 +258,8 @@ export function emitTransportHeader (header: TransportHeader, buf: Uint8Array, o
  * Call after messageType(); throws WireError `wg_type` for an initiation (it has no receiver).
  */
 export function receiverIndexOf (datagram: Uint8Array): number {
-  const type = datagram.length >= 12 ? datagram[0] : 0
-  if (type === MESSAGE_RESPONSE) return readU32LE(datagram, RESP_OFF_RECEIVER)
-  if (type === MESSAGE_TRANSPORT || type === MESSAGE_COOKIE_REPLY) return readU32LE(datagram, TRANSPORT_OFF_RECEIVER)
+  const type = datagram.length >= 12 ? datagram[MESSAGE_TYPE_OFFSET] : 0
+  if (type === MESSAGE_RESPONSE) return readU32LE(datagram, MESSAGE_RESPONSE_RECEIVER_OFFSET)
+  if (type === MESSAGE_TRANSPORT || type === MESSAGE_COOKIE_REPLY) return readU32LE(datagram, MESSAGE_TRANSPORT_RECEIVER_OFFSET)
   throw new WireError('wg_type', 'message has no receiver index')
 }

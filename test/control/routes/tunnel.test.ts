@@ -1,7 +1,7 @@
 /** Spec "Instance Authenticated Endpoints": /v1/tunnel/*, the instance token, and the gateway peer list. */
 import t from 'tap'
 import { SignJWT } from 'jose'
-import { enforcePlanLimits } from '../../../control/services/billing.ts'
+import { enforcePlanLimits } from '../../../control/services/plan-enforcement.ts'
 import type { Subscription } from '../../../control/services/plans.ts'
 import { assertError, bearer, forEachDatabase, type TestApp } from '../harness.ts'
 import { BASE_DOMAIN, Clock, GATEWAY_ENDPOINT, GATEWAY_KEY, mustCreate, newPublicKey, newUser, startInstanceApp } from './tunnel-fixtures.ts'
@@ -245,7 +245,7 @@ await forEachDatabase(t, async (t, db) => {
       await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))
       await db('instances').where({ id: inst.id }).update({ last_handshake_at: new Date(clock.time) })
     }
-    // The plan ends: Free allows one instance, the newer one is suspended (services/billing.ts).
+    // The plan ends: Free allows one instance, the newer one is suspended (services/plan-enforcement.ts).
     plans.set(user.id, { plan: 'free', status: 'canceled' })
     const result = await h.services.db.transaction(async trx => await enforcePlanLimits(trx, user.id, h.services.plans, clock.now()))
     t.same(result.suspendedInstances, [over.id])

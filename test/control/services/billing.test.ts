@@ -1,7 +1,9 @@
-/** services/billing.ts pure parts: entitlement, status mapping, return URL allow-list; billing configuration. */
+/** Billing pure parts: entitlement and status mapping (services/entitlements.ts), the return URL allow-list (services/return-urls.ts); billing configuration. */
 import t from 'tap'
 import { ConfigError, loadConfig } from '../../../control/config.ts'
-import { entitlementOf, isAllowedReturnUrl, reportedStatus, type SubscriptionRow } from '../../../control/services/billing.ts'
+import { entitlementOf, reportedStatus } from '../../../control/services/entitlements.ts'
+import { isAllowedReturnUrl } from '../../../control/services/return-urls.ts'
+import type { SubscriptionRow } from '../../../control/services/subscriptions.ts'
 
 const NOW = new Date('2026-03-10T00:00:00Z')
 const DAY = 86400_000
@@ -100,7 +102,7 @@ t.test('configuration: all of Stripe or none', async t => {
   for (const missing of Object.keys(full)) {
     const env: Record<string, string> = { ...base, ...full }
     delete env[missing]
-    t.throws(() => loadConfig(env), new ConfigError(`${missing}: required when ${Object.keys(full).filter(k => k !== missing).join(', ')} are set (billing needs all of ${Object.keys(full).join(', ')})`), `without ${missing}`)
+    t.throws(() => loadConfig(env), new ConfigError(missing, `required when ${Object.keys(full).filter(k => k !== missing).join(', ')} are set (billing needs all of ${Object.keys(full).join(', ')})`), `without ${missing}`)
   }
   t.throws(() => loadConfig({ ...base, ...full, CC_STRIPE_SECRET_KEY: 'pk_live_x' }), /CC_STRIPE_SECRET_KEY: must be a Stripe secret key/)
   t.throws(() => loadConfig({ ...base, ...full, CC_STRIPE_PRICE_PRO: 'pro' }), /CC_STRIPE_PRICE_PRO: must be a Stripe price id/)

@@ -1,0 +1,96 @@
+/** The edge's options and defaults (the Edge of index.ts takes them). */
+import type net from 'node:net'
+import type { Logger } from 'pino'
+import type { Metrics } from '../metrics.ts'
+import type { Route } from './routes.ts'
+import type { UpstreamConnector } from './upstream.ts'
+import type { ChallengeResponder } from './http-listener.ts'
+import type { CertStore } from './cert-store.ts'
+import type { Issuer } from './issuer.ts'
+import type { EdgeLimits } from './limits.ts'
+import type { RelayIdentity } from './relay-identity.ts'
+import type { StreamHandler } from './wg-over-tls.ts'
+
+export interface ListenAddress {
+  host?: string
+  port?: number
+}
+
+export interface EdgeOptions {
+  dataDir: string
+  logger: Logger
+  connector: UpstreamConnector
+  /** How control's route is reached (default netConnector: kernel TCP). */
+  controlConnector?: UpstreamConnector
+  metrics?: Metrics
+  https?: ListenAddress
+  http?: ListenAddress | false
+  publicHttpsPort?: number
+  issuer?: Issuer
+  certStore?: CertStore
+  wildcards?: string[]
+  challenges?: ChallengeResponder
+  /** ACME TLS-ALPN-01 (acme/tls-alpn.ts): put in front of the HTTPS listener's connections. */
+  tlsAlpnChallenges?: { attach (server: net.Server): void }
+  http2?: boolean
+  idleTimeoutMs?: number
+  upstreamTimeoutMs?: number
+  connectTimeoutMs?: number
+  headersTimeoutMs?: number
+  keepAliveTimeoutMs?: number
+  maxHeaderSize?: number
+  defaultMaxConnections?: number
+  /** Per-client fairness limits; each absent field takes EDGE_LIMIT_DEFAULTS'. */
+  limits?: Partial<EdgeLimits>
+  /** How often node checks headersTimeout on open connections (default 5 s; node's own is 30 s). */
+  connectionsCheckingIntervalMs?: number
+  now?: () => number
+  /**
+   * Fleet relay (relay.ts): the listener other gateways relay to, this gateway's identity, and
+   * whether a route's local peer has a live session (else requests are relayed when a gateway of
+   * the fleet has one). Absent: no relay either way.
+   */
+  relay?: {
+    listen: ListenAddress
+    identity: RelayIdentity
+    sessionLive: (route: Route) => boolean
+    /**
+     * Pass clients' TLS through to the holder (passthrough.ts; default true). It needs every
+     * gateway to hold the certificates of every name (the fleet's shared certificate store);
+     * false relays per request after terminating TLS here.
+     */
+    passthrough?: boolean
+  }
+  /**
+   * WireGuard over TLS (wg-over-tls.ts): connections that negotiate the ALPN protocol
+   * `cc-wireguard/1`, and HTTP/1.1 upgrades on the control route's reserved path, go here as
+   * streams of framed WireGuard messages. Absent: neither is accepted.
+   */
+  wireguardStreams?: StreamHandler
+}
+
+export const EDGE_DEFAULTS = {
+  idleTimeoutMs: 300_000,
+  upstreamTimeoutMs: 120_000,
+  connectTimeoutMs: 15_000,
+  headersTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 30_000,
+  maxHeaderSize: 16_384,
+  defaultMaxConnections: 256,
+  connectionsCheckingIntervalMs: 5_000,
+  /** HTTP/2 receive windows: per stream, and per connection (the most one client can have in flight to us). */
+  h2StreamWindow: 1 << 20,
+  h2ConnectionWindow: 2 << 20,
+} as const
+
+/**
+ * TLS 1.2 suites: ECDHE with AEAD only (AES-GCM, ChaCha20-Poly1305; RFC 9325 4.2), for ECDSA and
+ * RSA certificates. No CBC (padding-oracle and Lucky13 history), no static RSA key exchange (no
+ * forward secrecy). TLS 1.3's suites are all AEAD.
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
