@@ -5,9 +5,10 @@
  * a hundred (at most 100) upgraded to a WebSocket. Measured: gateway RSS per held connection, and
  * p50/p99 of small GETs on 8 other connections with none held and then with C held.
  *
- * The edge closes an HTTP/1.1 connection idle for keepAliveTimeoutMs (30 s), so after all are open
- * every held connection sends one GET (100 at a time) just before RSS and latency are taken; the
- * held count is checked again after the latency run. Client addresses are spread over 127.3.0.0/16,
+ * The edge closes an HTTP/1.1 connection idle for keepAliveTimeoutMs (30 s): while they are being
+ * opened, a held connection idle for KEEP_HELD_MS sends one GET, and after all are open every one
+ * sends one (100 at a time) just before RSS and latency are taken; the held count is checked again
+ * after the latency run. Client addresses are spread over 127.3.0.0/16,
  * at most 200 connections each, under the edge's per-client connection cap (256).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -33,6 +34,8 @@ const MEASURE_CONNECTIONS = 8
 const PER_CLIENT_ADDRESS = 200
 const OPEN_PARALLEL = 100
 const REQUEST_TIMEOUT_MS = 30_000
+/** Under the edge's 30 s keep-alive timeout, with room for a slow round. */
+const KEEP_HELD_MS = 10_000
 
 export interface ConnectionsRun {
   count: number
@@ -54,8 +57,12 @@ export class HttpsConnection {
   private buffer = ''
   private pending: { resolve: (status: number) => void, reject: (err: Error) => void } | null = null
   private upgraded = false
+  /** performance.now() of the last answer. */
+  lastAnswerAt = performance.now()
   get isWebSocket (): boolean { return this.upgraded }
   closed = false
+  /** Idle ms before the close, for the report of connections that closed. */
+  idleAtClose = 0
 
   private constructor (readonly socket: tls.TLSSocket, readonly servername: string) {
     socket.setEncoding('latin1')
@@ -63,6 +70,7 @@ export class HttpsConnection {
     socket.on('error', () => {})
     socket.on('close', () => {
       this.closed = true
+      this.idleAtClose = Math.round(performance.now() - this.lastAnswerAt)
       this.pending?.reject(new Error('connection closed'))
       this.pending = null
     })
@@ -128,6 +136,7 @@ export class HttpsConnection {
     this.buffer = this.buffer.slice(end + 4 + length)
     const p = this.pending
     this.pending = null
+    this.lastAnswerAt = performance.now()
     p.resolve(status)
   }
 }
@@ -231,7 +240,8 @@ export async function measureConnections (count: number, tunnels: number, timeou
     const { httpsPort, hosts } = setup
     const pid = setup.gateway.child.pid!
     for (let i = 0; i < MEASURE_CONNECTIONS; i++) measure.push(await HttpsConnection.open(httpsPort, hosts[i % hosts.length]))
-    await latencies(measure, Math.min(requests, 500)) // warm-up: pools, JIT
+    await latencies(measure, requests) // warm-up: pools, JIT
+    await sleep(2_000)
     const baseline = await latencies(measure, requests)
     global.gc?.()
     await sleep(1_000)
@@ -239,6 +249,14 @@ export async function measureConnections (count: number, tunnels: number, timeou
 
     const websockets = Math.min(100, Math.floor(count / 100))
     const openStarted = performance.now()
+    let opening = true
+    const keeper = (async () => {
+      while (opening) {
+        await sleep(1_000)
+        const due = [...measure, ...held].filter(c => !c.isWebSocket && !c.closed && performance.now() - c.lastAnswerAt > KEEP_HELD_MS)
+        await inParallel(due, OPEN_PARALLEL, async c => { await c.get().catch(() => {}) })
+      }
+    })()
     await inParallel(Array.from({ length: count }, (_, i) => i), OPEN_PARALLEL, async i => {
       const host = hosts[i % hosts.length]
       const c = await HttpsConnection.open(httpsPort, host, clientAddress(i))
@@ -246,9 +264,16 @@ export async function measureConnections (count: number, tunnels: number, timeou
       const status = i < websockets ? await c.upgrade() : await c.get()
       if (status !== (i < websockets ? 101 : 200)) throw new Error(`held connection ${i}: ${status}`)
     })
+    opening = false
+    await keeper
     const openS = round2((performance.now() - openStarted) / 1000)
     // Within the edge's keep-alive timeout again, just before measuring.
-    await inParallel(held.filter(c => !c.isWebSocket), OPEN_PARALLEL, async c => { await c.get() })
+    const closedBeforeMeasure = held.filter(c => c.closed).length
+    if (closedBeforeMeasure > 0) {
+      const idle = held.filter(c => c.closed).map(c => c.idleAtClose).sort((a, b) => a - b)
+      throw new Error(`${closedBeforeMeasure} held connections were closed while opening the others (idle ms at close: min ${idle[0]}, median ${idle[idle.length >> 1]}, max ${idle.at(-1)})`)
+    }
+    await inParallel([...measure, ...held].filter(c => !c.isWebSocket), OPEN_PARALLEL, async c => { await c.get() })
     await sleep(1_000)
     const rssHeldMB = memoryMB(pid).rss
     const during = await latencies(measure, requests)

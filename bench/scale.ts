@@ -193,6 +193,7 @@ export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults
       process.stderr.write(`${curve}: ${count}\n`)
       if (curve === 'restart') {
         restart.push(await measureRestart(count, o.timeoutS))
+        process.stderr.write(`  ${JSON.stringify(restart.at(-1))}\n`)
       } else if (curve === 'connections') {
         const fds = openFilesLimit()
         if (count + SPARE_FDS > fds) {
@@ -202,6 +203,7 @@ export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults
           continue
         }
         connections.push(await measureConnections(count, Math.min(o.tunnels ?? 100, count), o.timeoutS, o.requests ?? 2000))
+        process.stderr.write(`  ${JSON.stringify(connections.at(-1))}\n`)
       } else {
         runs.push(await measureRun(curve, count, o))
       }
