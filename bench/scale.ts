@@ -9,42 +9,57 @@
  *                     the process is idle again (issuance done); CPU seconds spent; RSS once idle;
  *                     size of the data directory
  *   idle peers        N peers without hostnames (same edge, no routes): RSS once idle
+ *   restart           N peers driven by bench/wg-peers.ts (real handshakes, ICMP echo through the
+ *                     tunnel), then SIGKILL and start again: seconds until every peer passes again
+ *                     (bench/scale-restart.ts)
+ *   connections       N HTTPS keep-alive connections (1 % WebSockets) held over --tunnels tunnels
+ *                     to bench/scale-origin.ts: RSS per connection, small-request p50/p99 with and
+ *                     without them (bench/scale-connections.ts)
  *
  * Per-item figures are against N = 0 of the same curve; "net of peers" subtracts the idle-peer
  * curve's RSS at the same N, leaving what a hostname and its certificate cost.
  *
- *   node bin/run-ts.js bench/scale.ts [--counts 1,100,1000,10000] [--curves hostnames,peers]
- *                                    [--names custom|wildcard] [--timeout-s 900]
+ *   node bin/run-ts.js bench/scale.ts [--counts 1,100,1000,10000] [--curves hostnames,peers,restart,connections]
+ *                                    [--names custom|wildcard] [--tunnels 100] [--requests 2000] [--timeout-s 900]
  *
  * Bounded: every gateway run has a time limit, and each is stopped (SIGTERM, then SIGKILL) and its
  * directory removed before the next; Ctrl-C stops the running one.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, readdirSync, lstatSync, rmSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
-import tls from 'node:tls'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
-import { join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { onExitCleanup } from '../test/helpers/lab.ts'
 import { exitOnBrokenPipe, isMain, numberOption, parseBenchArgs, round2, UsageError } from './baseline/cli.ts'
 import { generatePrivateKey, encodeKey } from '../proto/noise/index.ts'
+import { measureRestart, type RestartRun } from './scale-restart.ts'
+import { measureConnections, type ConnectionsRun } from './scale-connections.ts'
+import { accepts, cpuSeconds, diskUsage, exited, failure, freePort, httpsAnswers, memoryMB, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../..')
-const CLI = join(ROOT, 'bin/cloud-connect.js')
 const BASE = 'scale.test'
-const CLOCK_TICKS = 100
 /** Idle: less than this much CPU (share of one core) for IDLE_SECONDS in a row. */
 const IDLE_CPU_SHARE = 0.03
 const IDLE_SECONDS = 3
 
-export type Curve = 'hostnames' | 'peers'
+export type Curve = 'hostnames' | 'peers' | 'restart' | 'connections'
+const CURVES: readonly Curve[] = ['hostnames', 'peers', 'restart', 'connections']
+/** File descriptors the bench process needs besides the held connections. */
+const SPARE_FDS = 500
 /** custom: every hostname its own certificate; wildcard: hostnames under a configured `*.<base>`. */
 export type NameMode = 'custom' | 'wildcard'
 
-export interface ScaleBenchOptions { counts: number[], curves: Curve[], names: NameMode, timeoutS: number, contextCache?: number }
+export interface ScaleBenchOptions {
+  counts: number[]
+  curves: Curve[]
+  names: NameMode
+  timeoutS: number
+  contextCache?: number
+  /** Tunnels the connections curve spreads its connections over. */
+  tunnels?: number
+  /** Small requests per latency measurement of the connections curve. */
+  requests?: number
+}
 
 export interface ScaleRun {
   curve: Curve
@@ -69,19 +84,10 @@ export interface ScaleResults {
   runs: ScaleRun[]
   /** Per item against N = 0 of the same curve, for N >= 100. */
   perItem: Array<{ curve: Curve, count: number, rssKB: number, rssNetOfPeersKB: number | null, diskKB: number }>
-}
-
-interface Gateway { child: ChildProcess, dir: string, httpsPort: number, output: string[] }
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
+  restart: RestartRun[]
+  connections: ConnectionsRun[]
+  /** Levels not measured, and why. */
+  skipped: Array<{ curve: Curve, count: number, reason: string }>
 }
 
 function hostnameOf (i: number, names: NameMode): string {
@@ -113,96 +119,6 @@ function writeConfig (dir: string, curve: Curve, count: number, o: ScaleBenchOpt
   const file = join(dir, 'gateway.json')
   writeFileSync(file, JSON.stringify(config))
   return file
-}
-
-function startGateway (dir: string, configFile: string, httpsPort: number): Gateway {
-  const child = spawn(process.execPath, [CLI, 'gateway', '--config', configFile, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir })
-  const output: string[] = []
-  const keep = (chunk: Buffer): void => {
-    output.push(chunk.toString())
-    if (output.length > 50) output.shift()
-  }
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
-  return { child, dir, httpsPort, output }
-}
-
-async function stopGateway (g: Gateway): Promise<void> {
-  if (g.child.exitCode === null && g.child.signalCode === null) {
-    const exited = new Promise(resolve => g.child.once('exit', resolve))
-    g.child.kill('SIGTERM')
-    const killer = setTimeout(() => g.child.kill('SIGKILL'), 10_000)
-    await exited
-    clearTimeout(killer)
-  }
-}
-
-/** utime + stime of `pid` in seconds. */
-function cpuSeconds (pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
-}
-
-function memoryMB (pid: number): { rss: number, peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN)
-  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 }
-}
-
-/** Bytes the directory takes on disk (allocated blocks) and how many certificates it holds. */
-function diskUsage (dir: string): { bytes: number, certificates: number } {
-  let bytes = 0
-  let certificates = 0
-  const walk = (p: string): void => {
-    let st
-    try { st = lstatSync(p) } catch { return }
-    bytes += st.blocks * 512
-    if (!st.isDirectory()) {
-      if (p.endsWith('certificate.pem')) certificates++
-      return
-    }
-    let entries: string[] = []
-    try { entries = readdirSync(p) } catch { return }
-    for (const e of entries) walk(join(p, e))
-  }
-  walk(dir)
-  return { bytes, certificates }
-}
-
-function exited (g: Gateway): boolean {
-  return g.child.exitCode !== null || g.child.signalCode !== null
-}
-
-function failure (g: Gateway, what: string): Error {
-  return new Error(`${what}; gateway output:\n${g.output.join('').slice(-4000)}`)
-}
-
-async function accepts (port: number): Promise<boolean> {
-  return await new Promise(resolve => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true) })
-    s.once('error', () => resolve(false))
-    s.setTimeout(1_000, () => { s.destroy(); resolve(false) })
-  })
-}
-
-/** One HTTPS request with SNI `servername` and an unrouted Host: true when an HTTP status line comes back. */
-async function httpsAnswers (port: number, servername: string): Promise<boolean> {
-  return await new Promise(resolve => {
-    let text = ''
-    const done = (ok: boolean): void => { socket.destroy(); resolve(ok) }
-    const socket = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => {
-      socket.write('GET / HTTP/1.1\r\nhost: unrouted.invalid\r\nconnection: close\r\n\r\n')
-    })
-    socket.setEncoding('utf8')
-    socket.on('data', (chunk: string) => {
-      text += chunk
-      if (/^HTTP\/1\.1 \d{3} /.test(text)) done(true)
-    })
-    socket.once('error', () => done(false))
-    socket.once('close', () => done(false))
-    socket.setTimeout(15_000, () => done(false))
-  })
 }
 
 async function measureRun (curve: Curve, count: number, o: ScaleBenchOptions): Promise<ScaleRun> {
@@ -268,11 +184,29 @@ async function measureRun (curve: Curve, count: number, o: ScaleBenchOptions): P
 export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults> {
   const loadStart = loadavg().map(round2)
   const runs: ScaleRun[] = []
+  const restart: RestartRun[] = []
+  const connections: ConnectionsRun[] = []
+  const skipped: ScaleResults['skipped'] = []
   const counts = [0, ...o.counts.filter(n => n > 0)]
   for (const curve of o.curves) {
-    for (const count of counts) {
+    for (const count of curve === 'restart' || curve === 'connections' ? counts.filter(n => n > 0) : counts) {
       process.stderr.write(`${curve}: ${count}\n`)
-      runs.push(await measureRun(curve, count, o))
+      if (curve === 'restart') {
+        restart.push(await measureRestart(count, o.timeoutS))
+        process.stderr.write(`  ${JSON.stringify(restart.at(-1))}\n`)
+      } else if (curve === 'connections') {
+        const fds = openFilesLimit()
+        if (count + SPARE_FDS > fds) {
+          const reason = `needs ${count + SPARE_FDS} file descriptors, ulimit -n is ${fds} (raise it with ulimit -n before the run)`
+          process.stderr.write(`  skipped: ${reason}\n`)
+          skipped.push({ curve, count, reason })
+          continue
+        }
+        connections.push(await measureConnections(count, Math.min(o.tunnels ?? 100, count), o.timeoutS, o.requests ?? 2000))
+        process.stderr.write(`  ${JSON.stringify(connections.at(-1))}\n`)
+      } else {
+        runs.push(await measureRun(curve, count, o))
+      }
     }
   }
   const find = (curve: Curve, count: number): ScaleRun | undefined => runs.find(r => r.curve === curve && r.count === count)
@@ -293,12 +227,21 @@ export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults
     names: o.names,
     runs,
     perItem,
+    restart,
+    connections,
+    skipped,
   }
+}
+
+/** The soft limit on open files of this process (/proc/self/limits). */
+function openFilesLimit (): number {
+  const line = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1]
+  return line === undefined || line === 'unlimited' ? Infinity : Number(line)
 }
 
 /** The short table for a terminal (and bench/RESULTS.md). */
 export function scaleTable (r: ScaleResults): string {
-  const lines = [
+  const lines = r.runs.length === 0 ? [] : [
     '| curve | N | listening s | first answer s | idle s | CPU s | RSS MB | RSS/item KB | net of peers KB | disk MB | disk/item KB | certificates |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
@@ -307,6 +250,21 @@ export function scaleTable (r: ScaleResults): string {
     lines.push(`| ${run.curve} | ${run.count} | ${run.listeningS} | ${run.firstAnswerS ?? '-'} | ${run.idleS} | ${run.cpuS} | ${run.rssMB} | ` +
       `${per?.rssKB ?? '-'} | ${per?.rssNetOfPeersKB ?? '-'} | ${run.diskMB} | ${per?.diskKB ?? '-'} | ${run.certificates} |`)
   }
+  if (r.restart.length > 0) {
+    lines.push('', '| restart N | first up s | RSS up MB | listening s | first s | p50 s | p99 s | all s | passed | initiations | cookie replies | gateway CPU s | peers CPU s |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for (const x of r.restart) {
+      lines.push(`| ${x.count} | ${x.firstUpMs === null ? '-' : round2(x.firstUpMs / 1000)} | ${x.rssUpMB} | ${x.restartListeningS ?? '-'} | ${x.restartFirstS ?? '-'} | ` +
+        `${x.restartP50S ?? '-'} | ${x.restartP99S ?? '-'} | ${x.restartAllS ?? '-'} | ${x.passed} | ${x.initiations} | ${x.cookieReplies} | ${x.restartCpuS} | ${x.peersCpuS} |`)
+    }
+  }
+  if (r.connections.length > 0) {
+    lines.push('', '| connections N | tunnels | WebSockets | held at end | open s | RSS before MB | RSS held MB | KB/conn | p50 / p99 ms none | p50 / p99 ms held | p99 ratio |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for (const x of r.connections) {
+      lines.push(`| ${x.count} | ${x.tunnels} | ${x.websockets} | ${x.heldAtEnd} | ${x.openS} | ${x.rssBeforeMB} | ${x.rssHeldMB} | ${x.rssPerConnectionKB} | ` +
+        `${x.baseline.p50Ms} / ${x.baseline.p99Ms} | ${x.held.p50Ms} / ${x.held.p99Ms} | ${x.p99Ratio} |`)
+    }
+  }
+  for (const x of r.skipped) lines.push(`skipped ${x.curve} ${x.count}: ${x.reason}`)
   return lines.join('\n') + '\n'
 }
 
@@ -315,12 +273,17 @@ const SPEC = {
   about: `Routed hostnames and idle peers at growing counts, one gateway process per point
 (cloud-connect gateway --config FILE on loopback, certificates from the local CA, no traffic):
 start-up to the first HTTPS answer, CPU, RSS and data-directory size, per item against N = 0.
+restart: N WireGuard peers (bench/wg-peers.ts), SIGKILL and start: time until all pass again.
+connections: N held HTTPS keep-alive connections over --tunnels tunnels: RSS per connection,
+small-request p50/p99 with and without them.
 JSON on stdout, a table on stderr. Needs nothing but this machine.`,
   options: {
     counts: { type: 'string', default: '1,100,1000,10000', value: 'N,N', help: 'peer counts, each 1-20000, at most 6' },
-    curves: { type: 'string', default: 'hostnames,peers', value: 'LIST', help: 'hostnames, peers or both' },
+    curves: { type: 'string', default: 'hostnames,peers', value: 'LIST', help: 'any of hostnames, peers, restart, connections' },
     names: { type: 'string', default: 'custom', value: 'MODE', help: 'custom (a certificate per hostname) or wildcard (hostnames under a configured *.scale.test)' },
     'context-cache': { type: 'string', value: 'N', help: 'edge.limits.tlsContextCache for the gateway (default: its own default)' },
+    tunnels: { type: 'string', default: '100', value: 'N', help: 'tunnels the connections curve uses, 1-1000' },
+    requests: { type: 'string', default: '2000', value: 'N', help: 'small requests per latency measurement, 100-100000' },
     'timeout-s': { type: 'string', default: '900', value: 'S', help: 'limit for one gateway run, 10-3600' },
   },
 } as const
@@ -331,13 +294,15 @@ if (isMain(import.meta.url)) {
     const counts = values.counts.split(',').map(c => numberOption('counts', c, 1, 20_000))
     if (counts.length > 6) throw new UsageError('--counts takes at most 6 values')
     const curves = values.curves.split(',')
-    if (curves.length === 0 || curves.some(c => c !== 'hostnames' && c !== 'peers')) throw new UsageError('--curves must be hostnames, peers or both')
+    if (curves.length === 0 || curves.some(c => !(CURVES as readonly string[]).includes(c))) throw new UsageError(`--curves takes ${CURVES.join(', ')}`)
     if (values.names !== 'custom' && values.names !== 'wildcard') throw new UsageError('--names must be custom or wildcard')
     return {
       counts,
       curves: [...new Set(curves)] as Curve[],
       names: values.names,
       timeoutS: numberOption('timeout-s', values['timeout-s'], 10, 3600),
+      tunnels: numberOption('tunnels', values.tunnels, 1, 1000),
+      requests: numberOption('requests', values.requests, 100, 100_000),
       ...(values['context-cache'] === undefined ? {} : { contextCache: numberOption('context-cache', values['context-cache'], 1, 1_000_000) }),
     }
   })

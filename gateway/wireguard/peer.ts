@@ -23,7 +23,8 @@ export class Peer {
   presharedKey: Buffer | null
   persistentKeepaliveMs: number
   endpoint: Endpoint | null
-  readonly cookieGenerator: CookieGenerator
+  /** Built when first needed: a peer that never handshakes keeps none (three keys and a MAC buffer). */
+  private cookies: CookieGenerator | null = null
 
   // Sessions (paper 6.1; wireguard-go keypairs.previous/current/next).
   previous: Keypair | null = null
@@ -56,7 +57,12 @@ export class Peer {
     this.presharedKey = options.presharedKey ?? null
     this.endpoint = options.endpoint ?? null
     this.persistentKeepaliveMs = (options.persistentKeepalive ?? 0) * 1000
-    this.cookieGenerator = new CookieGenerator(this.publicKey)
+  }
+
+  /** Macs for the messages we send this peer and the cookie it last gave us (paper 5.4.4, 5.4.7). */
+  get cookieGenerator (): CookieGenerator {
+    this.cookies ??= new CookieGenerator(this.publicKey)
+    return this.cookies
   }
 
   /** Roaming (paper 2.1): the endpoint follows the latest authenticated packet. */

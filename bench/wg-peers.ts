@@ -1,0 +1,235 @@
+/**
+ * Many WireGuard peers in one process, for bench/scale.ts and its tests: each peer has its own key
+ * and its own UDP socket on its own loopback address (127.1.x.y, so the gateway's per-source rate
+ * limit under load sees one peer per address, as on the Internet), handshakes as initiator and pings
+ * the gateway's tunnel address through the tunnel (ICMP echo, RFC 792). A peer "passes" when the
+ * echo reply comes back decrypted.
+ *
+ * Timers follow wireguard-go (paper 6.4): an unanswered initiation is sent again, freshly built,
+ * after REKEY_TIMEOUT plus up to REKEY_TIMEOUT_JITTER_MAX; a cookie reply is kept and used on that
+ * retransmission (paper 5.4.7), not answered at once. An unanswered ping is sent again after 1 s.
+ *
+ * Driven over stdin/stdout, one JSON line each way:
+ *   in:  {"command":"up"}    every peer starts a new handshake now; answered when all passed or at
+ *                            the limit: {"event":"up","passed","peers","firstMs","allMs",...}
+ *   in:  {"command":"exit"}
+ *   argv[2]: a JSON file (or the JSON itself): {"target":"127.0.0.1:51820","serverPublicKey":"b64","gatewayAddress":"10.100.0.1",
+ *             "peers":[{"privateKey":"b64","address":"10.64.0.1"}],"limitMs":60000,"spreadMs":0}
+ * Bounded: each "up" ends by `limitMs` (<= 600 s); the process exits when stdin closes.
+ */
+import { createSocket, type Socket } from 'node:dgram'
+import { randomInt } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
+import { pathToFileURL } from 'node:url'
+import { resolve } from 'node:path'
+import {
+  CookieGenerator, createInitiation, consumeResponse, decodeKey, defaultAead, openTransportMessage, publicKeyFromPrivate,
+  REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, sealTransport, type InitiatorHandshake, type SessionKeys, type StaticIdentity,
+} from '../proto/noise/index.ts'
+import { emitIPv4, formatIPv4, IPPROTO_ICMP, IPV4_MIN_HEADER_LEN, parseIPv4, parseIPv4Address } from '../proto/wire/ipv4.ts'
+import { emitIcmpEcho, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, icmpEchoLength, parseIcmpEcho } from '../proto/wire/icmp.ts'
+
+export interface PeersOptions {
+  target: string
+  serverPublicKey: string
+  gatewayAddress: string
+  peers: Array<{ privateKey: string, address: string }>
+  limitMs?: number
+  /** Spread the first initiations of an "up" evenly over this many ms (0: all at once). */
+  spreadMs?: number
+}
+
+export interface UpResult {
+  event: 'up'
+  peers: number
+  passed: number
+  handshaken: number
+  /** From the command to the first / last peer passing (null if none / not all). */
+  firstMs: number | null
+  allMs: number | null
+  /** From the command until this share of peers passed. */
+  p50Ms: number | null
+  p99Ms: number | null
+  initiations: number
+  cookieReplies: number
+  pings: number
+  /** CPU this process spent on the "up" (the peers' side of every handshake). */
+  cpuS: number
+}
+
+const TYPE_RESPONSE = 2
+const TYPE_COOKIE_REPLY = 3
+const TYPE_TRANSPORT = 4
+const PING_RETRY_MS = 1_000
+const TICK_MS = 50
+
+interface SimPeer {
+  identity: StaticIdentity
+  address: number
+  socket: Socket
+  cookies: CookieGenerator
+  localIndex: number
+  handshake: InitiatorHandshake | null
+  keys: SessionKeys | null
+  sendCounter: bigint
+  nextAt: number
+  passedAt: number | null
+}
+
+/** Loopback source address of peer i: 127.1.0.1 upwards (never 127.0.0.x). */
+function sourceAddress (i: number): string {
+  const n = i + 1
+  return `127.${1 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`
+}
+
+export async function startPeers (o: PeersOptions): Promise<{ up: () => Promise<UpResult>, close: () => void }> {
+  const colon = o.target.lastIndexOf(':')
+  const host = o.target.slice(0, colon)
+  const port = Number(o.target.slice(colon + 1))
+  const serverKey = decodeKey(o.serverPublicKey)
+  const gateway = parseIPv4Address(o.gatewayAddress)
+  const limitMs = Math.min(Math.max(1_000, o.limitMs ?? 60_000), 600_000)
+  const byIndex = new Map<number, SimPeer>()
+  const peers: SimPeer[] = []
+  const stats = { initiations: 0, cookieReplies: 0, pings: 0 }
+  let startedAt = 0
+
+  const ping = (p: SimPeer, now: number): void => {
+    const echo = { type: ICMP_ECHO_REQUEST, ident: p.localIndex & 0xffff, seq: Number(p.sendCounter & 0xffffn), payload: Buffer.alloc(8) } as const
+    const packet = Buffer.alloc(IPV4_MIN_HEADER_LEN + icmpEchoLength(echo))
+    emitIPv4({ src: p.address, dst: gateway, protocol: IPPROTO_ICMP, ttl: 64, payloadLen: icmpEchoLength(echo), ident: 0, dontFragment: false }, packet, 0)
+    emitIcmpEcho(echo, packet, IPV4_MIN_HEADER_LEN)
+    p.socket.send(sealTransport(defaultAead, p.keys!.sendKey, p.keys!.remoteIndex, p.sendCounter++, packet), port, host)
+    stats.pings++
+    p.nextAt = now + PING_RETRY_MS
+  }
+
+  const initiate = (p: SimPeer, now: number): void => {
+    if (p.handshake !== null) byIndex.delete(p.handshake.localIndex)
+    p.localIndex = randomInt(2 ** 32 - 1)
+    const { message, handshake } = createInitiation(p.identity, serverKey, null, p.localIndex, Date.now())
+    p.cookies.addMacs(message, now)
+    p.handshake = handshake
+    p.keys = null
+    byIndex.set(p.localIndex, p)
+    p.socket.send(message, port, host)
+    stats.initiations++
+    p.nextAt = now + REKEY_TIMEOUT + randomInt(REKEY_TIMEOUT_JITTER_MAX)
+  }
+
+  const onMessage = (p: SimPeer) => (msg: Buffer): void => {
+    if (startedAt === 0 || msg.length < 8) return
+    const now = performance.now()
+    const type = msg.readUInt32LE(0)
+    if (type === TYPE_COOKIE_REPLY && msg.length === 64) {
+      if (p.handshake !== null && msg.readUInt32LE(4) === p.handshake.localIndex && p.cookies.consumeReply(msg, now)) stats.cookieReplies++
+    } else if (type === TYPE_RESPONSE && msg.length === 92 && p.handshake !== null && p.keys === null) {
+      const keys = consumeResponse(p.handshake, p.identity, msg)
+      if (keys === null) return
+      p.keys = keys
+      ping(p, now) // also confirms the session to the responder (paper 5.4.6)
+    } else if (type === TYPE_TRANSPORT && p.keys !== null && p.passedAt === null && msg.readUInt32LE(4) === p.keys.localIndex) {
+      const n = openTransportMessage(defaultAead, p.keys.receiveKey, msg.readBigUInt64LE(8), msg)
+      if (n < IPV4_MIN_HEADER_LEN) return // keepalive or forged
+      try {
+        const packet = msg.subarray(16, 16 + n)
+        const ip = parseIPv4(packet)
+        if (ip.protocol !== IPPROTO_ICMP || ip.src !== gateway) return
+        const echo = parseIcmpEcho(packet.subarray(ip.headerLen, ip.headerLen + ip.payloadLen))
+        if (echo.type === ICMP_ECHO_REPLY && echo.ident === (p.localIndex & 0xffff)) p.passedAt = now - startedAt
+      } catch { /* not an echo reply */ }
+    }
+  }
+
+  for (let i = 0; i < o.peers.length; i++) {
+    const privateKey = decodeKey(o.peers[i].privateKey)
+    const socket = createSocket('udp4')
+    socket.on('error', () => { /* best effort: a lost datagram is retransmitted by the timers */ })
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject)
+      socket.bind(0, sourceAddress(i), () => { socket.off('error', reject); resolve() })
+    })
+    const p: SimPeer = {
+      identity: { privateKey, publicKey: publicKeyFromPrivate(privateKey) },
+      address: parseIPv4Address(o.peers[i].address),
+      socket,
+      cookies: new CookieGenerator(serverKey),
+      localIndex: 0,
+      handshake: null,
+      keys: null,
+      sendCounter: 0n,
+      nextAt: Infinity,
+      passedAt: null,
+    }
+    socket.on('message', onMessage(p))
+    peers.push(p)
+  }
+
+  const up = async (): Promise<UpResult> => {
+    startedAt = performance.now()
+    const cpuAtStart = process.cpuUsage()
+    const spreadMs = Math.max(0, o.spreadMs ?? 0)
+    for (const [i, p] of peers.entries()) {
+      p.handshake = null
+      p.keys = null
+      p.passedAt = null
+      p.nextAt = startedAt + (peers.length > 1 ? spreadMs * i / (peers.length - 1) : 0)
+    }
+    let passed = 0
+    while (passed < peers.length && performance.now() - startedAt < limitMs) {
+      const now = performance.now()
+      passed = 0
+      let sentThisTick = 0
+      for (const p of peers) {
+        if (p.passedAt !== null) { passed++; continue }
+        // At most 1000 sends per tick, so replies are read between bursts.
+        if (p.nextAt > now || sentThisTick >= 1000) continue
+        sentThisTick++
+        if (p.keys !== null) ping(p, now)
+        else initiate(p, now)
+      }
+      await new Promise(resolve => setTimeout(resolve, sentThisTick >= 1000 ? 0 : TICK_MS))
+    }
+    const times = peers.map(p => p.passedAt).filter((t): t is number => t !== null).sort((a, b) => a - b)
+    const at = (q: number): number | null => times.length === peers.length && times.length > 0
+      ? Math.round(times[Math.min(times.length - 1, Math.ceil(q * times.length) - 1)])
+      : null
+    const result: UpResult = {
+      event: 'up',
+      peers: peers.length,
+      passed: times.length,
+      handshaken: peers.filter(p => p.keys !== null).length,
+      firstMs: times.length > 0 ? Math.round(times[0]) : null,
+      allMs: at(1),
+      p50Ms: at(0.5),
+      p99Ms: at(0.99),
+      ...stats,
+      cpuS: Math.round((() => { const u = process.cpuUsage(cpuAtStart); return (u.user + u.system) / 1e4 })()) / 100,
+    }
+    stats.initiations = stats.cookieReplies = stats.pings = 0
+    startedAt = 0
+    return result
+  }
+
+  return { up, close: () => { for (const p of peers) p.socket.close() } }
+}
+
+/** The tunnel address of peer i, outside a gateway at 10.100.0.1. */
+export function peerTunnelAddress (i: number): string {
+  return formatIPv4(((10 << 24) + (64 << 16) + i + 1) >>> 0)
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const arg = process.argv[2] ?? '{}'
+  const sim = await startPeers(JSON.parse(arg.startsWith('{') ? arg : readFileSync(arg, 'utf8')) as PeersOptions)
+  process.stdout.write(JSON.stringify({ event: 'ready' }) + '\n')
+  const lines = createInterface({ input: process.stdin })
+  for await (const line of lines) {
+    const { command } = JSON.parse(line) as { command: string }
+    if (command === 'up') process.stdout.write(JSON.stringify(await sim.up()) + '\n')
+    else break
+  }
+  sim.close()
+  process.exit(0)
+}
