@@ -7,52 +7,17 @@
  * Skips with the reason without root/tools; fails instead under CC_REQUIRE_INTEROP=1.
  */
 import t from 'tap'
-import { chmodSync, rmSync } from 'node:fs'
+import { chmodSync } from 'node:fs'
 import { join } from 'node:path'
-import { Lab, requireLab } from '../helpers/lab.ts'
-import { ifName } from '../helpers/lab/netns.ts'
+import { requireLab } from '../helpers/lab.ts'
+import { API_PORT, HTTPS_PORT, startKernelLab } from './kernel-lab.ts'
 import { CLI, FAST, ROOT } from './service.ts'
 import { EXIT_UDP_BLOCKED } from '../../agent/exit-codes.ts'
 
-const API_PORT = 8080
-const WG_PORT = 51820
-const HTTPS_PORT = 8443
 
 t.test('kernel mode with UDP dropped: says UDP is blocked, suggests --mode userspace, exits 6', async t => {
   if (!requireLab(t, ['wg-quick', 'nft'])) return
-  const lab = await Lab.create(t)
-  const gwNs = await lab.namespace('gw')
-  const ctNs = await lab.namespace('ct')
-  const { a: gwEnd } = await lab.link(gwNs, ctNs)
-  const iface = ifName(lab.runId, 'k', 0)
-  t.teardown(() => { rmSync(`/var/run/wireguard/${iface}.sock`, { force: true }) })
-
-  const dataDir = join(lab.dir, 'service')
-  const env: NodeJS.ProcessEnv = { ...process.env }
-  for (const name of Object.keys(env)) if (name.startsWith('CC_') || name === 'DATABASE_URL' || /^(https?|no)_proxy$/i.test(name)) delete env[name]
-  const service = lab.spawn(gwNs, 'start', process.execPath, [CLI, 'start'], {
-    cwd: ROOT,
-    env: {
-      ...env,
-      CC_DATA_DIR: dataDir,
-      CC_BASE_DOMAIN: 'cc.test',
-      CC_API_HOST: '0.0.0.0',
-      CC_API_PORT: String(API_PORT),
-      CC_HTTP_PORT: '0',
-      CC_HTTPS_PORT: String(HTTPS_PORT),
-      CC_EDGE_HOST: '0.0.0.0',
-      CC_WG_HOST: '0.0.0.0',
-      CC_WG_PORT: String(WG_PORT),
-      CC_GATEWAY_ENDPOINT: `${gwEnd.ip}:${WG_PORT}`,
-      CC_ARGON2_MEMORY_KIB: '64',
-      CC_ARGON2_TIME_COST: '1',
-      CC_REPORT_INTERVAL: '0.5',
-    },
-  })
-  await service.waitForOutput(/^ {2}Data /m, 120_000)
-  const provisioned = await lab.exec(gwNs, process.execPath, ['--import', 'tsx', join(ROOT, 'test/agent/provision.ts'), `http://127.0.0.1:${API_PORT}/v1`, join(dataDir, 'outbox'), 'kernelblocked'], { cwd: ROOT, timeoutMs: 120_000 })
-  t.equal(provisioned.code, 0, provisioned.stderr)
-  const instance = JSON.parse(provisioned.stdout) as { token: string }
+  const { lab, ctNs, gwIp, iface, env, instance } = await startKernelLab(t, 'kernelblocked', { CC_BASE_DOMAIN: 'cc.test', CC_EDGE_HOST: '0.0.0.0' })
 
   for (const args of [
     ['add', 'table', 'inet', 'cc'],
@@ -66,7 +31,7 @@ t.test('kernel mode with UDP dropped: says UDP is blocked, suggests --mode users
   const tokenFile = lab.file('token', instance.token)
   chmodSync(tokenFile, 0o600)
   const startedAt = Date.now()
-  const agent = lab.spawn(ctNs, 'agent', process.execPath, [CLI, 'agent', '--mode', 'kernel', '--api', `http://${gwEnd.ip}:${API_PORT}/v1`, '--token-file', tokenFile,
+  const agent = lab.spawn(ctNs, 'agent', process.execPath, [CLI, 'agent', '--mode', 'kernel', '--api', `http://${gwIp}:${API_PORT}/v1`, '--token-file', tokenFile,
     '--state', join(lab.dir, 'agent', 'agent.json'), '--interface', iface, '--status-listen', '127.0.0.1:0', ...FAST], {
     cwd: ROOT,
     env: { ...env, CC_AGENT_ALLOW_HTTP: '1', CC_AGENT_TLS_PORT: String(HTTPS_PORT), CC_AGENT_TLS_SERVER_NAME: 'api.cc.test', CC_AGENT_TLS_FALLBACK_AFTER: '3' },

@@ -7,53 +7,18 @@
  * Skips with the reason without root/tools; fails instead under CC_REQUIRE_INTEROP=1.
  */
 import t from 'tap'
-import { chmodSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { Lab, requireLab, waitUntil } from '../helpers/lab.ts'
-import { ifName } from '../helpers/lab/netns.ts'
+import { requireLab, waitUntil } from '../helpers/lab.ts'
 import { CLI, FAST, ROOT } from './service.ts'
+import { API_PORT, HTTPS_PORT, startKernelLab } from './kernel-lab.ts'
 
-const API_PORT = 8080
-const WG_PORT = 51820
-const HTTPS_PORT = 8443
 
 t.test('kernel mode: wg-quick (wireguard-go) tunnel, HTTPS to a web server in the container namespace, SIGTERM disconnects', async t => {
   if (!requireLab(t, ['wg-quick'])) return
-  const lab = await Lab.create(t)
-  const gwNs = await lab.namespace('gw')
-  const ctNs = await lab.namespace('ct')
-  const { a: gwEnd } = await lab.link(gwNs, ctNs)
-  const iface = ifName(lab.runId, 'k', 0)
-  t.teardown(() => { rmSync(`/var/run/wireguard/${iface}.sock`, { force: true }) })
-
-  const dataDir = join(lab.dir, 'service')
-  const env: NodeJS.ProcessEnv = { ...process.env }
-  for (const name of ['DATABASE_URL', 'CC_BASE_DOMAIN', 'CC_PUBLIC_URL', 'CC_GATEWAY_PUBLIC_KEY', 'CC_SMTP_URL']) delete env[name]
-  const service = lab.spawn(gwNs, 'start', process.execPath, [CLI, 'start'], {
-    cwd: ROOT,
-    env: {
-      ...env,
-      CC_DATA_DIR: dataDir,
-      CC_API_HOST: '0.0.0.0',
-      CC_API_PORT: String(API_PORT),
-      CC_HTTP_PORT: '0',
-      CC_HTTPS_PORT: String(HTTPS_PORT),
-      CC_EDGE_HOST: '127.0.0.1',
-      CC_WG_HOST: '0.0.0.0',
-      CC_WG_PORT: String(WG_PORT),
-      CC_GATEWAY_ENDPOINT: `${gwEnd.ip}:${WG_PORT}`,
-      CC_ARGON2_MEMORY_KIB: '64',
-      CC_ARGON2_TIME_COST: '1',
-      CC_REPORT_INTERVAL: '0.5',
-    },
-  })
-  await service.waitForOutput(/^ {2}Data /m, 120_000)
+  const { lab, gwNs, ctNs, gwIp, iface, service, instance } = await startKernelLab(t, 'kernelbox')
   const ca = /^ {2}CA certificate +(\S+)/m.exec(service.output())![1]
-  const api = `http://${gwEnd.ip}:${API_PORT}/v1`
-
-  const provisioned = await lab.exec(gwNs, process.execPath, ['--import', 'tsx', join(ROOT, 'test/agent/provision.ts'), `http://127.0.0.1:${API_PORT}/v1`, join(dataDir, 'outbox'), 'kernelbox'], { cwd: ROOT, timeoutMs: 120_000 })
-  t.equal(provisioned.code, 0, provisioned.stderr)
-  const instance = JSON.parse(provisioned.stdout) as { token: string, tunnelIp: string, hostname: string }
+  const api = `http://${gwIp}:${API_PORT}/v1`
 
   // The container: a web server on every address, port 80 (as Erugo's Caddy), and the agent.
   const web = lab.spawn(ctNs, 'web', process.execPath, ['-e', "require('http').createServer((q, s) => s.end('hello kernel ' + q.url + ' host=' + q.headers.host + '\\n')).listen(80, '0.0.0.0', () => console.log('listening'))"])
