@@ -8,14 +8,12 @@
 import t, { type Test } from 'tap'
 import { bearer, forEachDatabaseKind, openTestDatabase, type DatabaseKind } from '../harness.ts'
 import { setGatewayDraining } from '../../../control/rpc/placement.ts'
-import { Clock, mustCreate, newPublicKey, newUser } from '../routes/tunnel-fixtures.ts'
-import { hello, peerReport, report, startRpc, type RpcHarness } from './fixtures.ts'
+import { Clock, newPublicKey, newUser } from '../routes/tunnel-fixtures.ts'
+import { createInstances, hello, peerReport, placements, report, startRpc, type FleetInstance as Instance, type PlacementEntry as Placement, type RpcHarness } from './fixtures.ts'
 
 const GATEWAYS = ['gw-a', 'gw-b', 'gw-c']
 const HEARTBEAT = { timestamp: '2026-03-01T12:00:00Z' }
 
-interface Instance { id: string, token: string, key: string }
-interface Placement { instance_id: string, primary_gateway: string, backup_gateway: string | null }
 interface Fleet { h: RpcHarness, clock: Clock }
 
 async function startFleet (t: Test, kind: DatabaseKind): Promise<Fleet> {
@@ -26,26 +24,6 @@ async function startFleet (t: Test, kind: DatabaseKind): Promise<Fleet> {
     await h.rpc.hello(hello(newPublicKey(), { gatewayId: id, endpoint: `${id}.example.test:51820`, listenPort: 51820, relayUrl: `https://${id}.example.test:8443`, relayFingerprint: 'ab'.repeat(32) }))
   }
   return { h, clock }
-}
-
-/** Creates `n` instances (ten per business-plan user) and registers a key for each. */
-async function createInstances (t: Test, f: Fleet, n: number, label: string): Promise<Instance[]> {
-  const out: Instance[] = []
-  let user = ''
-  for (let i = 0; i < n; i++) {
-    if (i % 10 === 0) user = (await newUser(f.h, `${label}${i}`)).token
-    const inst = await mustCreate(t, f.h, user, `${label}-${i}`)
-    const key = newPublicKey()
-    const res = await f.h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
-    t.equal(res.status, 200, `register ${label}-${i}`)
-    out.push({ id: inst.id, token: inst.token, key })
-  }
-  return out
-}
-
-async function placements (f: Fleet): Promise<Map<string, Placement>> {
-  const rows = await f.h.services.db('placements').select('instance_id', 'primary_gateway', 'backup_gateway') as Placement[]
-  return new Map(rows.map(r => [r.instance_id, r]))
 }
 
 function slots (p: Placement): string[] {
@@ -67,8 +45,8 @@ async function reportFrom (f: Fleet, id: string, fresh: Instance[], silent: Inst
 await forEachDatabaseKind(t, async (t, kind) => {
   t.test('draining gateway sweep: new placements avoid it, instances move once their other tunnel is up', async t => {
     const f = await startFleet(t, kind)
-    const instances = await createInstances(t, f, 12, 'drain')
-    const before = await placements(f)
+    const instances = await createInstances(t, f.h, 12, 'drain', { register: true })
+    const before = await placements(f.h)
     const onC = placedOn(before, instances, 'gw-c')
     t.ok(onC.length >= 7, `gw-c carries ${onC.length}`)
     // Two instances on gw-c have their only fresh session there; the others have one on both gateways.
@@ -90,13 +68,13 @@ await forEachDatabaseKind(t, async (t, kind) => {
     t.same(overview.body.gateways.map((g: { id: string, draining: boolean, alive: boolean }) => [g.id, g.draining, g.alive]).sort(),
       [['gw-a', false, true], ['gw-b', false, true], ['gw-c', true, true]], 'the operator overview shows the draining gateway, still alive')
 
-    const fresh = await createInstances(t, f, 4, 'afterdrain')
-    const placedAfter = await placements(f)
+    const fresh = await createInstances(t, f.h, 4, 'afterdrain', { register: true })
+    const placedAfter = await placements(f.h)
     for (const inst of fresh) t.notOk(slots(placedAfter.get(inst.id)!).includes('gw-c'), 'a new placement avoids the draining gateway')
 
     const swept = await f.h.rpc.sweep()
     t.equal(swept.placements, onC.length - lonely.length, 'the sweep moved every instance with a tunnel elsewhere')
-    const after = await placements(f)
+    const after = await placements(f.h)
     for (const inst of instances) {
       const was = before.get(inst.id)!
       const now = after.get(inst.id)!
@@ -119,16 +97,16 @@ await forEachDatabaseKind(t, async (t, kind) => {
     for (const id of ['gw-a', 'gw-b']) await reportFrom(f, id, placedOn(after, instances, id))
     await reportFrom(f, 'gw-c', lonely)
     t.equal((await f.h.rpc.sweep()).placements, lonely.length, 'the lonely ones move once their replacement has a session')
-    const drained = await placements(f)
+    const drained = await placements(f.h)
     t.same(placedOn(drained, [...instances, ...fresh], 'gw-c'), [], 'nothing left on gw-c')
     for (const inst of lonely) t.equal(drained.get(inst.id)!.primary_gateway, slots(before.get(inst.id)!).find(id => id !== 'gw-c'), 'primary: the gateway whose session came up')
 
     // Undrain: eligible again, nothing flaps back, new instances go to it.
     t.equal(await setGatewayDraining(f.h.services.db, 'gw-c', false), true)
     t.equal((await f.h.rpc.sweep()).placements, 0, 'nothing moves back')
-    t.same(await placements(f), drained)
-    const returning = await createInstances(t, f, 3, 'undrained')
-    const last = await placements(f)
+    t.same(await placements(f.h), drained)
+    const returning = await createInstances(t, f.h, 3, 'undrained', { register: true })
+    const last = await placements(f.h)
     for (const inst of returning) t.equal(last.get(inst.id)!.primary_gateway, 'gw-c', 'the empty, undrained gateway is the new primary')
   })
 })

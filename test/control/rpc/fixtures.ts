@@ -10,8 +10,8 @@ import type { CertStoreService } from '../../../control/services/cert-store.ts'
 import { IpamService, TunnelPool } from '../../../control/services/ipam.ts'
 import { ConfiguredGateway } from '../../../control/services/tunnel.ts'
 import { RPC_PROTOCOL_VERSION, type GatewayHello, type GatewayReport, type PeerReport } from '../../../proto/rpc/index.ts'
-import { startApp, type TestApp } from '../harness.ts'
-import { BASE_DOMAIN, Clock, GATEWAY_ENDPOINT, GATEWAY_KEY } from '../routes/tunnel-fixtures.ts'
+import { bearer, startApp, type TestApp } from '../harness.ts'
+import { BASE_DOMAIN, Clock, GATEWAY_ENDPOINT, GATEWAY_KEY, mustCreate, newPublicKey, newUser } from '../routes/tunnel-fixtures.ts'
 
 export const SECRET = 'test-gateway-secret-0123456789-abcdefghijklmnopq'
 
@@ -97,4 +97,35 @@ export function report (peers: PeerReport[], extra: Partial<GatewayReport> = {})
 
 export function peerReport (publicKey: string, lastHandshakeAt: Date | null, extra: Partial<PeerReport> = {}): PeerReport {
   return { publicKey, lastHandshakeAt: lastHandshakeAt === null ? null : lastHandshakeAt.toISOString(), endpoint: '198.18.0.2:51820', rxBytes: 1000, txBytes: 2000, ...extra }
+}
+
+/** An instance made by createInstances, with the WireGuard key made for it. */
+export interface FleetInstance { id: string, token: string, tunnelIp: string, key: string, body: any } // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/**
+ * Creates `n` instances (ten per business-plan user), each with a fresh public key; with
+ * `register`, the key is registered through POST /v1/tunnel/register.
+ */
+export async function createInstances (t: Test, h: TestApp, n: number, label: string, options: { register?: boolean } = {}): Promise<FleetInstance[]> {
+  const out: FleetInstance[] = []
+  let user = ''
+  for (let i = 0; i < n; i++) {
+    if (i % 10 === 0) user = (await newUser(h, `${label}${i}`)).token
+    const inst = await mustCreate(t, h, user, `${label}-${i}`)
+    const key = newPublicKey()
+    if (options.register === true) {
+      const res = await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
+      t.equal(res.status, 200, `register ${label}-${i}`)
+    }
+    out.push({ ...inst, key })
+  }
+  return out
+}
+
+export interface PlacementEntry { instance_id: string, primary_gateway: string, backup_gateway: string | null }
+
+/** Every placement, by instance id. */
+export async function placements (h: TestApp): Promise<Map<string, PlacementEntry>> {
+  const rows = await h.services.db('placements').select('instance_id', 'primary_gateway', 'backup_gateway') as PlacementEntry[]
+  return new Map(rows.map(r => [r.instance_id, r]))
 }

@@ -10,14 +10,12 @@ import { createHash } from 'node:crypto'
 import { RPC_PATHS, validateSnapshot, type ConfigSnapshot } from '../../../proto/rpc/index.ts'
 import { formatIPv4 } from '../../../proto/wire/ipv4.ts'
 import { bearer, forEachDatabaseKind, openTestDatabase, type DatabaseKind } from '../harness.ts'
-import { Clock, mustCreate, newPublicKey, newUser } from '../routes/tunnel-fixtures.ts'
-import { hello, peerReport, report, startRpc, type RpcHarness } from './fixtures.ts'
+import { Clock, newPublicKey, newUser } from '../routes/tunnel-fixtures.ts'
+import { createInstances, hello, peerReport, placements, report, startRpc, type FleetInstance as Instance, type PlacementEntry as Placement, type RpcHarness } from './fixtures.ts'
 
 const GATEWAYS = ['gw-a', 'gw-b', 'gw-c']
 const HEARTBEAT = { timestamp: '2026-03-01T12:00:00Z' }
 
-interface Instance { id: string, token: string, tunnelIp: string, key: string, body: any } // eslint-disable-line @typescript-eslint/no-explicit-any
-interface Placement { instance_id: string, primary_gateway: string, backup_gateway: string | null }
 
 const fingerprint = (id: string): string => createHash('sha256').update(id).digest('hex')
 
@@ -41,27 +39,10 @@ async function sayHello (f: Fleet, id: string): Promise<void> {
   await f.h.rpc.hello(hello(key, { gatewayId: id, endpoint: `${id}.example.test:51820`, listenPort: 51820, relayUrl: `https://${id}.example.test:8443`, relayFingerprint: fingerprint(id) }))
 }
 
-/** Creates `n` instances (ten per business-plan user) and registers a key for each. */
-async function createInstances (t: Test, f: Fleet, n: number, label: string): Promise<Instance[]> {
-  const out: Instance[] = []
-  let user = ''
-  for (let i = 0; i < n; i++) {
-    if (i % 10 === 0) user = (await newUser(f.h, `${label}${i}`)).token
-    const inst = await mustCreate(t, f.h, user, `${label}-${i}`)
-    out.push({ ...inst, key: newPublicKey() })
-  }
-  return out
-}
-
 async function register (f: Fleet, inst: Instance): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const res = await f.h.request('POST', '/v1/tunnel/register', { public_key: inst.key }, bearer(inst.token))
   if (res.status !== 200) throw new Error(`register: ${res.status} ${res.raw}`)
   return res.body
-}
-
-async function placements (f: Fleet): Promise<Map<string, Placement>> {
-  const rows = await f.h.services.db('placements').select('instance_id', 'primary_gateway', 'backup_gateway') as Placement[]
-  return new Map(rows.map(r => [r.instance_id, r]))
 }
 
 async function gatewayAddress (f: Fleet, id: string): Promise<string> {
@@ -97,8 +78,8 @@ await forEachDatabaseKind(t, async (t, kind) => {
     await sayHello(f, 'gw-b')
     t.equal(await gatewayAddress(f, 'gw-b'), '10.100.255.254', 'a gateway keeps its address across hellos')
 
-    const instances = await createInstances(t, f, 30, 'even')
-    const all = await placements(f)
+    const instances = await createInstances(t, f.h, 30, 'even')
+    const all = await placements(f.h)
     t.equal(all.size, 30, 'every instance placed at creation')
     const primaries = new Map<string, number>()
     const totals = new Map<string, number>()
@@ -132,8 +113,8 @@ await forEachDatabaseKind(t, async (t, kind) => {
   t.test('register and heartbeat answer every placed gateway, primary first, each with its own address', async t => {
     const f = await startFleet(t, kind)
     for (const id of GATEWAYS) await sayHello(f, id)
-    const [inst] = await createInstances(t, f, 1, 'peers')
-    const p = (await placements(f)).get(inst.id)!
+    const [inst] = await createInstances(t, f.h, 1, 'peers')
+    const p = (await placements(f.h)).get(inst.id)!
     const body = await register(f, inst)
     const peers = body.tunnel_config.peers as Array<Record<string, unknown>>
     t.same(peers.map(x => [x.gateway_id, x.role]), [[p.primary_gateway, 'primary'], [p.backup_gateway, 'backup']])
@@ -162,9 +143,9 @@ await forEachDatabaseKind(t, async (t, kind) => {
   t.test('a gateway that stops reporting: its instances move to live gateways, except those with a fresh session there', async t => {
     const f = await startFleet(t, kind)
     for (const id of GATEWAYS) await sayHello(f, id)
-    const instances = await createInstances(t, f, 30, 'failover')
+    const instances = await createInstances(t, f.h, 30, 'failover')
     for (const inst of instances) await register(f, inst)
-    const before = await placements(f)
+    const before = await placements(f.h)
     const onC = placedOn(before, instances, 'gw-c')
     t.ok(onC.length >= 19, `gw-c carries ${onC.length}`)
     const pinned = onC.slice(0, 5)
@@ -179,7 +160,7 @@ await forEachDatabaseKind(t, async (t, kind) => {
     const swept = await f.h.rpc.sweep()
     t.equal(swept.gateways, 1, 'gw-c is no longer alive')
     t.ok(await f.h.services.tunnel.configVersion() > versionBefore, 'the version moved')
-    const after = await placements(f)
+    const after = await placements(f.h)
     for (const inst of instances) {
       const was = before.get(inst.id)!
       const now = after.get(inst.id)!
@@ -203,7 +184,7 @@ await forEachDatabaseKind(t, async (t, kind) => {
     f.clock.advance(170)
     for (const id of ['gw-a', 'gw-b']) await reportFrom(f, id, placedOn(before, instances, id), f.clock.now())
     await f.h.rpc.sweep()
-    const later = await placements(f)
+    const later = await placements(f.h)
     t.equal(placedOn(later, instances, 'gw-c').length, 0, 'nothing left on gw-c once its sessions are stale')
     const beat = await f.h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(pinned[0].token))
     t.notOk((beat.body.peers as Array<{ gateway_id: string }>).some(p => p.gateway_id === 'gw-c'), 'the heartbeat tells the container')
@@ -214,9 +195,9 @@ await forEachDatabaseKind(t, async (t, kind) => {
     await reportFrom(f, 'gw-c', [], f.clock.now())
     const settled = await f.h.rpc.sweep()
     t.equal(settled.placements, 0, 'no placement moves back')
-    t.same(await placements(f), later)
-    const fresh = await createInstances(t, f, 6, 'returning')
-    const newer = await placements(f)
+    t.same(await placements(f.h), later)
+    const fresh = await createInstances(t, f.h, 6, 'returning')
+    const newer = await placements(f.h)
     t.same([...newer.entries()].filter(([id]) => later.has(id)), [...later.entries()], 'old placements untouched')
     for (const inst of fresh) t.equal(newer.get(inst.id)!.primary_gateway, 'gw-c', 'the least loaded, returning gateway is the new primary')
   })
@@ -224,9 +205,9 @@ await forEachDatabaseKind(t, async (t, kind) => {
   t.test('snapshots per gateway: its address, its placed peers, the fleet and the routes with live session holders', async t => {
     const f = await startFleet(t, kind)
     for (const id of GATEWAYS) await sayHello(f, id)
-    const instances = await createInstances(t, f, 9, 'snap')
+    const instances = await createInstances(t, f.h, 9, 'snap')
     for (const inst of instances) await register(f, inst)
-    const all = await placements(f)
+    const all = await placements(f.h)
     const t0 = f.clock.now()
     // Each gateway saw a handshake from every instance placed on it; gw-b's are the newer.
     await reportFrom(f, 'gw-a', placedOn(all, instances, 'gw-a'), new Date(t0.getTime() - 10_000))
@@ -283,7 +264,7 @@ await forEachDatabaseKind(t, async (t, kind) => {
       f.keys.set(id, key)
       await f.h.rpc.hello(hello(key, { gatewayId: id, endpoint: `${id}.example.test:51820`, region: id === 'gw-a' ? 'us' : 'eu' }))
     }
-    const instances = await createInstances(t, f, 4, 'region')
+    const instances = await createInstances(t, f.h, 4, 'region')
     const placement = f.h.registry.placement
     await f.h.services.db('placements').delete()
     const placed = []
@@ -301,8 +282,8 @@ await forEachDatabaseKind(t, async (t, kind) => {
       f.keys.set(id, key)
       await f.h.rpc.hello(hello(key, { gatewayId: id, endpoint: `${id}.example.test:51820`, region: regions[id] }))
     }
-    const instances = await createInstances(t, f, 6, 'regreg')
-    const before = await placements(f)
+    const instances = await createInstances(t, f.h, 6, 'regreg')
+    const before = await placements(f.h)
     const inUs = instances.filter(i => before.get(i.id)!.primary_gateway === 'gw-a')
     t.ok(inUs.length >= 2, 'creation (no region known) put some primaries in us')
     const [moving, healthy] = inUs
@@ -325,7 +306,7 @@ await forEachDatabaseKind(t, async (t, kind) => {
     f.clock.advance(600)
     for (const id of GATEWAYS.filter(g => g !== primary)) { await sayHello(f, id); await reportFrom(f, id, [], f.clock.now()) }
     await f.h.rpc.sweep()
-    const after = (await placements(f)).get(moving.id)!
+    const after = (await placements(f.h)).get(moving.id)!
     t.equal(regions[after.primary_gateway], 'eu', `re-placed in eu (${after.primary_gateway})`)
     t.not(after.primary_gateway, primary)
 
