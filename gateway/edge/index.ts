@@ -75,6 +75,7 @@ import { ConnectionGate, EDGE_LIMIT_DEFAULTS, type EdgeLimits } from './limits.t
 import { RelayClient, RelayFleet, RelayListener } from './relay.ts'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
 import { PASSTHROUGH_ALPN, encodePreamble, readServerName } from './passthrough.ts'
+import { intercept } from './intercept.ts'
 import { childLogger, moduleLogger } from '../../proto/log.ts'
 import { bindDualStack, DUAL_STACK_ANY, plainAddress } from '../../proto/net/address.ts'
 import { EDGE_DEFAULTS, TLS_CIPHERS, type EdgeOptions } from './options.ts'
@@ -274,10 +275,7 @@ export class Edge {
     const relay = this.relay
     if (relay === null || this.options.relay?.passthrough === false) return
     this.passthroughCount = this.options.metrics?.family('relay_passthrough', 'Client TLS connections passed through between gateways: out (to the holder), in (from another gateway), fallback (holder unreachable, served here)')
-    const original = server.listeners('connection') as Array<(socket: net.Socket) => void>
-    server.removeAllListeners('connection')
-    const handOn = (socket: net.Socket): void => { for (const listener of original) listener.call(server, socket) }
-    server.on('connection', (socket: net.Socket) => {
+    intercept<net.Socket>(server, 'connection', (socket, handOn) => {
       if (!relay.fleet.hasOthers) { handOn(socket); return }
       let buffered: Buffer = Buffer.alloc(0)
       const onError = (): void => { socket.destroy() }

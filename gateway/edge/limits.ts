@@ -21,6 +21,7 @@
  * per IPv6 address would be no limit at all.
  */
 import type net from 'node:net'
+import { intercept } from './intercept.ts'
 
 export const EDGE_LIMIT_DEFAULTS = {
   maxConnectionsPerClient: 256,
@@ -89,11 +90,9 @@ export class ConnectionGate {
 
   /** Put the gate in front of `server`'s connection handling (once, after every other 'connection' listener is on). */
   attach (server: net.Server): void {
-    const original = server.listeners('connection') as Array<(socket: net.Socket) => void>
-    server.removeAllListeners('connection')
-    server.on('connection', (socket: net.Socket) => {
+    intercept<net.Socket>(server, 'connection', (socket, handOn) => {
       if (!this.admit(socket)) { socket.on('error', () => {}); socket.destroy(); return }
-      for (const listener of original) listener.call(server, socket)
+      handOn(socket)
     })
   }
 }

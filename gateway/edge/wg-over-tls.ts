@@ -19,6 +19,7 @@ import type http from 'node:http'
 import type net from 'node:net'
 import type tls from 'node:tls'
 import type { Duplex } from 'node:stream'
+import { intercept } from './intercept.ts'
 
 /** The ALPN protocol ID of WireGuard over TLS (RFC 7301 3.1: opaque, not a registered ID). */
 export const WIREGUARD_ALPN = 'cc-wireguard/1'
@@ -35,14 +36,12 @@ export function attachWireGuardAlpn (server: tls.Server, onStream: StreamHandler
   const existing = decodeAlpnList(holder.ALPNProtocols)
   // The wire form (RFC 7301 3.1: length-prefixed names) the server hands each connection.
   if (!existing.includes(WIREGUARD_ALPN)) holder.ALPNProtocols = encodeAlpnList([...existing, WIREGUARD_ALPN])
-  const original = server.listeners('secureConnection') as Array<(socket: tls.TLSSocket) => void>
-  server.removeAllListeners('secureConnection')
-  server.on('secureConnection', (socket: tls.TLSSocket) => {
+  intercept<tls.TLSSocket>(server, 'secureConnection', (socket, handOn) => {
     if (socket.alpnProtocol === WIREGUARD_ALPN) {
       onStream(socket, { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 })
       return
     }
-    for (const listener of original) listener.call(server, socket)
+    handOn(socket)
   })
 }
 

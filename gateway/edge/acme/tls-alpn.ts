@@ -10,6 +10,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import * as acme from 'acme-client'
 import type { ChallengeSolver } from './challenges.ts'
+import { intercept } from '../intercept.ts'
 
 /** RFC 8737 4: the ALPN protocol ID, as it appears on the wire in the ClientHello. */
 const ACME_TLS_1 = Buffer.from('acme-tls/1')
@@ -42,10 +43,7 @@ export class TlsAlpnChallenges implements ChallengeSolver {
 
   /** Put the challenge check in front of `server`'s connection handling (call once, before listen). */
   attach (server: net.Server): void {
-    const original = server.listeners('connection') as Array<(socket: net.Socket) => void>
-    server.removeAllListeners('connection')
-    const handOn = (socket: net.Socket): void => { for (const listener of original) listener.call(server, socket) }
-    server.on('connection', (socket: net.Socket) => {
+    intercept<net.Socket>(server, 'connection', (socket, handOn) => {
       if (this.contexts.size === 0) { handOn(socket); return }
       socket.once('error', () => socket.destroy())
       socket.once('data', (first: Buffer) => {
