@@ -29,6 +29,7 @@ import type { Db, Queryable } from '../db/knex.ts'
 import { toAddress } from '../services/ipam.ts'
 import { HANDSHAKE_FRESH_SECONDS } from '../services/tunnel.ts'
 import { bumpConfigVersion } from '../db/notify.ts'
+import { lastHeardSql } from '../db/gateways.ts'
 
 /** The shortest alive window, whatever the report interval. */
 export const MIN_ALIVE_WINDOW_MS = 15_000
@@ -108,7 +109,7 @@ export class PlacementService {
              (select count(*) from placements p where p.primary_gateway = g.id) as primaries,
              (select count(*) from placements p where p.primary_gateway = g.id or p.backup_gateway = g.id) as total
         from gateways g
-       where greatest(g.hello_at, coalesce(g.report_at, g.hello_at)) >= ? and g.tunnel_address is not null
+       where ${lastHeardSql('g')} >= ? and g.tunnel_address is not null
        order by g.id`, [this.#aliveSince()])
     return (rows.rows as Array<{ id: string, region: string | null, draining: boolean, primaries: string | number, total: string | number }>)
       .map(r => ({ id: r.id, region: r.region, draining: r.draining, primaries: Number(r.primaries), total: Number(r.total) }))
@@ -309,7 +310,7 @@ export function withPort (hostPort: string, port: number): string {
 export async function publishGatewayLiveness (db: Queryable, aliveSince: Date): Promise<number> {
   const result = await db.raw(`
     update gateways set alive = not alive
-     where alive <> (greatest(hello_at, coalesce(report_at, hello_at)) >= ?)
+     where alive <> (${lastHeardSql()} >= ?)
     returning id`, [aliveSince])
   return (result.rows as unknown[]).length
 }

@@ -22,6 +22,7 @@ import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { READY_GATEWAY_RETIRED_AFTER_SECONDS, READY_WEBHOOK_FAILURE_WINDOW_SECONDS } from '../../proto/api/health.ts'
 import type { Db } from '../db/knex.ts'
+import { lastHeardSql } from '../db/gateways.ts'
 import { isoSeconds } from '../time.ts'
 
 export type OperatorEventName =
@@ -204,7 +205,7 @@ export class OperatorEventService {
     const { db } = this.#o
     const aliveSince = new Date(now.getTime() - this.#o.gatewayAliveWindowMs)
     const retiredBefore = new Date(now.getTime() - READY_GATEWAY_RETIRED_AFTER_SECONDS * 1000)
-    const lastHeard = 'greatest(hello_at, coalesce(report_at, hello_at))'
+    const lastHeard = lastHeardSql()
     const stopped = await db('gateways')
       .whereRaw(`${lastHeard} < ?`, [aliveSince]).whereRaw(`${lastHeard} >= ?`, [retiredBefore])
       .orderBy('id').limit(CHECK_LIMIT)

@@ -19,6 +19,7 @@ import {
   type ComponentReadiness, type ComponentStatus, type Readiness, type ReadyComponent,
 } from '../../proto/api/health.ts'
 import { ping, type Db } from '../db/knex.ts'
+import { lastHeardSql } from '../db/gateways.ts'
 import { isoSeconds } from '../time.ts'
 
 export interface Check {
@@ -121,7 +122,7 @@ export class ReadinessService {
     const now = this.#o.now().getTime()
     const aliveSince = new Date(now - windowMs)
     const retiredBefore = new Date(now - READY_GATEWAY_RETIRED_AFTER_SECONDS * 1000)
-    const lastHeard = 'greatest(hello_at, coalesce(report_at, hello_at))'
+    const lastHeard = lastHeardSql()
     const [counts] = await db('gateways').select(
       db.raw('count(*) as total'),
       db.raw(`count(*) filter (where ${lastHeard} >= ?) as reporting`, [aliveSince]),
