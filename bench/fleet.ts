@@ -2,10 +2,13 @@
  * The fleet's relayed path against its direct path, one run: two control replicas and three
  * gateways on one Postgres (test/helpers/lab/fleet.ts), a container with stock wireguard-go and
  * nginx placed on two of the gateways. The same HTTPS requests go to a gateway holding the
- * container's session (direct) and to the third gateway, which relays them to it. Then `kill -9`
- * of the container's primary gateway and the time until the survivors answer again.
+ * container's session (direct) and to the third gateway, which relays them to it, in each relay
+ * mode (CC_RELAY_MODE; the third gateway is restarted to change it). Phases alternate within each
+ * round (direct, then each mode), so that the ratios of a round share the machine's load of the
+ * moment; the medians over rounds are reported. Then `kill -9` of the container's primary gateway
+ * and the time until the survivors answer again.
  *
- *   node bin/run-ts.js bench/fleet.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 8]
+ *   node bin/run-ts.js bench/fleet.ts [--size-mb 100] [--runs 3] [--modes stream,passthrough] [--wrk-seconds 10] [--wrk-connections 8]
  *   node bin/run-ts.js bench/fleet.ts --help
  *
  * Needs root, wireguard-go, wireguard-tools, nginx, curl, wrk and a Postgres server
@@ -20,19 +23,47 @@ import { Lab, labMissing, onExitCleanup, runOk, waitUntil } from '../test/helper
 import { createInstance, httpsFetch, signUp } from '../test/helpers/lab/e2e.ts'
 import { FLEET_BASE_DOMAIN, FLEET_GATEWAY_IDS, FLEET_HTTPS_PORT, startFleet, wireguardGoContainer } from '../test/helpers/lab/fleet.ts'
 import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
-import { measureHttp, type HttpResults } from './baseline/measure.ts'
+import { measureHttp, median, type HttpResults } from './baseline/measure.ts'
 import { writeRandomFile } from './e2e.ts'
+import { startGatewayProcess } from '../test/helpers/lab/e2e.ts'
+import { RELAY_MODES, type RelayMode } from '../gateway/edge/options.ts'
 
-export interface FleetBenchOptions { sizeMB: number, runs: number, wrkSeconds: number, wrkConnections: number, databaseUrl: string }
+export interface FleetBenchOptions { sizeMB: number, runs: number, modes: RelayMode[], wrkSeconds: number, wrkConnections: number, databaseUrl: string }
+
+/** relayed / direct for each figure (latency: direct / relayed, so that higher is better everywhere). */
+export interface Ratio { downloadMBps: number, uploadMBps: number, requestsPerSecond: number, p99: number }
+
+/** One phase: one transfer each way and one wrk run, and the load average when it ended. */
+export interface Phase { download: number, upload: number, requestsPerSecond: number, p50: number, p99: number, load1: number }
 
 export interface FleetBenchResults {
   date: string
   machine: { cpus: number, model: string, loadStart: number[], loadEnd: number[] }
-  direct: HttpResults & { via: string }
-  relayed: HttpResults & { via: string }
-  /** relayed / direct for each figure (latency: direct / relayed, so that higher is better everywhere). */
-  ratio: { downloadMBps: number, uploadMBps: number, requestsPerSecond: number, p99: number }
+  direct: { via: string }
+  relayed: { via: string }
+  /** Each round: the direct phase, then one phase per relay mode, and each mode's ratios to that round's direct phase. */
+  rounds: Array<{ direct: Phase, relayed: Partial<Record<RelayMode, Phase>>, ratio: Partial<Record<RelayMode, Ratio>> }>
+  /** Medians over the rounds: of each phase's figures, and of the per-round ratios. */
+  median: { direct: Phase, relayed: Partial<Record<RelayMode, Phase>>, ratio: Partial<Record<RelayMode, Ratio>> }
   failover: { killed: string, secondsToFirstAnswer: Record<string, number> }
+}
+
+function phaseOf (r: HttpResults): Phase {
+  return { download: r.download.medianMBps, upload: r.upload.medianMBps, requestsPerSecond: r.small.requestsPerSecond, p50: r.small.latencyMs.p50, p99: r.small.latencyMs.p99, load1: round2(loadavg()[0]) }
+}
+
+function ratioOf (relayed: Phase, direct: Phase): Ratio {
+  return {
+    downloadMBps: round2(relayed.download / direct.download),
+    uploadMBps: round2(relayed.upload / direct.upload),
+    requestsPerSecond: round2(relayed.requestsPerSecond / direct.requestsPerSecond),
+    p99: round2(direct.p99 / relayed.p99),
+  }
+}
+
+function medianOf<T extends object> (rows: T[]): T {
+  const keys = Object.keys(rows[0]) as Array<keyof T>
+  return Object.fromEntries(keys.map(k => [k, median(rows.map(r => r[k] as number))])) as T
 }
 
 const SMALL_BYTES = 1024
@@ -76,11 +107,37 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
     const relayNs = await client('crelay', relayVia)
     const base = `https://${host}:${FLEET_HTTPS_PORT}`
     const targets = { download: `${base}/bulk.bin`, upload: `${base}/upload`, small: `${base}/small.bin` }
-    const measure = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, curlArgs: ['--cacert', fleet.caBundle], transferTimeoutS: 300 }
-    process.stderr.write(`direct through ${placed[0]}\n`)
-    const direct = await measureHttp(lab, directNs, targets, measure)
-    process.stderr.write(`relayed through ${relayVia} to the session's gateway\n`)
-    const relayed = await measureHttp(lab, relayNs, targets, measure)
+    const measure = { bulkFile, bulkBytes, runs: 1, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, curlArgs: ['--cacert', fleet.caBundle], transferTimeoutS: 300 }
+    // The relaying gateway runs one mode at a time: restarted with CC_RELAY_MODE to change it.
+    const relayIndex = FLEET_GATEWAY_IDS.indexOf(relayVia)
+    let currentMode: RelayMode = 'stream'
+    const useMode = async (mode: RelayMode): Promise<void> => {
+      if (mode === currentMode) return
+      fleet.gateways[relayIndex].process.killSync()
+      fleet.gateways[relayIndex] = await startGatewayProcess(lab, fleet.gws[relayIndex].ns, fleet.controlUrls, { ...fleet.gatewayEnv(relayIndex), CC_RELAY_MODE: mode })
+      currentMode = mode
+      await waitUntil(`${host} through ${relayVia} in mode ${mode}`, async () => (await httpsFetch(lab, relayNs, host, FLEET_HTTPS_PORT, '/whoami.txt', fleet.caBundle, [], 5, fleet.addressOf(relayVia)).catch(() => null))?.status === 200, 60_000, 250)
+    }
+    const rounds: FleetBenchResults['rounds'] = []
+    for (let round = 1; round <= o.runs; round++) {
+      process.stderr.write(`round ${round}: direct through ${placed[0]}\n`)
+      const direct = phaseOf(await measureHttp(lab, directNs, targets, measure))
+      const relayed: Partial<Record<RelayMode, Phase>> = {}
+      const ratio: Partial<Record<RelayMode, Ratio>> = {}
+      for (const mode of o.modes) {
+        await useMode(mode)
+        process.stderr.write(`round ${round}: relayed (${mode}) through ${relayVia} to the session's gateway\n`)
+        relayed[mode] = phaseOf(await measureHttp(lab, relayNs, targets, measure))
+        ratio[mode] = ratioOf(relayed[mode], direct)
+      }
+      rounds.push({ direct, relayed, ratio })
+      process.stderr.write(`round ${round}: ${JSON.stringify({ direct, relayed, ratio })}\n`)
+    }
+    const medians: FleetBenchResults['median'] = {
+      direct: medianOf(rounds.map(r => r.direct)),
+      relayed: Object.fromEntries(o.modes.map(m => [m, medianOf(rounds.map(r => r.relayed[m]!))])),
+      ratio: Object.fromEntries(o.modes.map(m => [m, medianOf(rounds.map(r => r.ratio[m]!))])),
+    }
 
     process.stderr.write(`kill -9 of ${placed[0]}\n`)
     const killedAt = Date.now()
@@ -97,14 +154,10 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
     return {
       date: new Date().toISOString(),
       machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', loadStart, loadEnd: loadavg().map(round2) },
-      direct: { ...direct, via: placed[0] },
-      relayed: { ...relayed, via: `${relayVia} -> session holder` },
-      ratio: {
-        downloadMBps: round2(relayed.download.medianMBps / direct.download.medianMBps),
-        uploadMBps: round2(relayed.upload.medianMBps / direct.upload.medianMBps),
-        requestsPerSecond: round2(relayed.small.requestsPerSecond / direct.small.requestsPerSecond),
-        p99: round2(direct.small.latencyMs.p99 / relayed.small.latencyMs.p99),
-      },
+      direct: { via: placed[0] },
+      relayed: { via: `${relayVia} -> session holder` },
+      rounds,
+      median: medians,
       failover: { killed: placed[0], secondsToFirstAnswer },
     }
   } finally {
@@ -118,23 +171,35 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
 const SPEC = {
   name: 'bench/fleet.ts',
   about: `The fleet: HTTPS through a gateway holding the container's session (direct) against the same
-requests through a gateway that relays them to it, in one run (goal: relayed >= 0.7x direct); then
-kill -9 of the container's primary gateway and the seconds until each survivor answers (goal <= 10 s).
-JSON on stdout.
+requests through a gateway that relays them to it, in each relay mode, phases alternating within
+each of --runs rounds (one transfer each way and one wrk run per phase); per-round ratios and
+their medians (goal: relayed >= 0.7x direct). Then kill -9 of the container's primary gateway and
+the seconds until each survivor answers (goal <= 10 s). JSON on stdout.
 
 Needs root (network namespaces), wireguard-go, wireguard-tools, nginx, curl, wrk and Postgres
 (CC_TEST_DATABASE_URL or --database; a fresh database is created and dropped).`,
   options: {
     ...TRANSFER_OPTIONS,
+    runs: { type: 'string', default: '3', value: 'N', help: 'rounds (direct, then each mode), 1-10' },
+    modes: { type: 'string', default: 'stream,passthrough', value: 'LIST', help: `relay modes to measure, comma-separated: ${RELAY_MODES.join(', ')}` },
     ...wrkOptions(8),
     database: { type: 'string', value: 'URL', help: 'postgres:// URL of a server to create the throw-away database on (default: CC_TEST_DATABASE_URL)' },
   },
 } as const
 
+function modesOption (value: string | undefined): RelayMode[] {
+  const modes = (value ?? 'stream,passthrough').split(',')
+  for (const m of modes) {
+    if (!(RELAY_MODES as readonly string[]).includes(m)) throw new Error(`--modes: ${m} is not one of ${RELAY_MODES.join(', ')}`)
+  }
+  return modes as RelayMode[]
+}
+
 if (isMain(import.meta.url)) {
   exitOnBrokenPipe()
   const options = parseBenchArgs(SPEC, (values): FleetBenchOptions => ({
     ...transferValues(values),
+    modes: modesOption(values.modes as string | undefined),
     ...wrkValues(values),
     databaseUrl: (values.database as string | undefined) ?? process.env.CC_TEST_DATABASE_URL ?? '',
   }))
