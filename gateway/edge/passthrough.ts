@@ -1,18 +1,20 @@
 /**
- * TLS passthrough between gateways of a fleet. A gateway without a live session with an instance
- * does not terminate the client's TLS at all: it reads the ClientHello's server name, and when
- * that name's route relays (RelayClient.targetFor), it pipes the client's raw bytes to a gateway
- * holding the session, inside a relay connection (mutually authenticated TLS 1.3, ALPN
- * PASSTHROUGH_ALPN). That gateway terminates the client's TLS itself and serves the requests as
- * if the client had come to it, so a relayed request costs the first gateway a byte copy instead
- * of a second TLS termination and HTTP exchange.
+ * Whole client connections relayed between gateways of a fleet (edge/index.ts attachRelayOut). A
+ * gateway without a live session with an instance reads the ClientHello's server name, and when
+ * that name's route relays (RelayClient.targetFor), the connection goes to a gateway holding the
+ * session inside a relay connection (mutually authenticated TLS 1.3), in one of two ways:
  *
+ *   stream (STREAM_ALPN, the default):
+ *   client --TLS--> gateway A (client TLS ends, plaintext piped) ==relay TLS==> gateway B (HTTP) --> tunnel
+ *   passthrough (PASSTHROUGH_ALPN):
  *   client --TLS--> gateway A (SNI read, bytes piped) ==relay TLS==> gateway B (client TLS ends) --> tunnel
  *
- * The relay connection starts with a preamble naming the client's address (B's limits, logs and
- * forwarding headers use it; only fleet members can send one). A connection that arrived by
- * passthrough is never relayed again. When the holder cannot be reached, A serves the connection
- * itself (its proxy then relays per request, or answers the error page).
+ * Either way A parses no HTTP, and B serves the requests as if the client had come to it. The
+ * relay connection starts with a preamble naming the client's address (B's limits, logs and
+ * forwarding headers use it; only fleet members can send one), and for a stream the ALPN protocol
+ * and server name the client chose. A connection that arrived this way is never relayed again.
+ * When the holder cannot be reached, A serves the connection itself (its proxy then relays per
+ * request, or answers the error page).
  */
 import type net from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -184,15 +186,16 @@ export function readPreamble (socket: Duplex, timeoutMs: number, callback: (err:
   socket.once('end', onEnd)
 }
 
-/** Marks a connection as arrived by passthrough from `client` (before TLS is layered on it). */
+/** Marks a relay connection as carrying `client`'s connection (before TLS or HTTP is layered on it). */
 export function markPassthrough (socket: Duplex, client: string): void {
   (socket as unknown as Marked)[CLIENT] = client
 }
 
 /**
- * The client address of a connection that arrived by passthrough, else undefined. `socket` is the
- * TLS socket a request came on (or an HTTP/2 request's socket proxy); the mark is on the relay
- * connection beneath it (node's TLSSocket keeps the stream it wraps as `_parent`).
+ * The client address of a connection that arrived from another gateway (stream or passthrough),
+ * else undefined. `socket` is the socket a request came on (or an HTTP/2 request's socket proxy):
+ * the relay connection itself for a stream; for a passthrough the client's TLS socket, the mark
+ * being on the relay connection beneath it (node's TLSSocket keeps the stream it wraps as `_parent`).
  */
 export function passthroughClient (socket: net.Socket | Duplex | undefined | null): string | undefined {
   if (socket === undefined || socket === null) return undefined

@@ -7,8 +7,9 @@
  *   RelayClient    per fleet gateway: an undici Pool (requests) and an http.Agent (upgrades) whose
  *                  connections are TLS 1.3 with our certificate, the server's fingerprint pinned
  *   RelayListener  the TLS listener (CC_RELAY_PORT): client certificate required and looked up in
- *                  the fleet, then HTTP/1.1 or HTTP/2 by ALPN, served by a ReverseProxy in relayed
- *                  mode (into the local tunnel only, forwarding headers passed through)
+ *                  the fleet, then by ALPN: HTTP/1.1 or HTTP/2 served by a ReverseProxy in relayed
+ *                  mode (into the local tunnel only, forwarding headers passed through), or a whole
+ *                  client connection after its preamble (passthrough.ts: stream or passthrough)
  *
  * Edge routing (fleet design): a local peer with a live session -> direct; else the first gateway
  * of the route's `relayVia` that is in the fleet (not this one) -> relay; else direct (today's
