@@ -15,7 +15,7 @@
  * (CC_TEST_DATABASE_URL or --database; a fresh database is created and dropped). Bounded: every
  * transfer and wrk run has a time limit; the lab is torn down at the end (or on Ctrl-C).
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -23,7 +23,7 @@ import { Lab, labMissing, onExitCleanup, runOk, waitUntil } from '../test/helper
 import { createInstance, httpsFetch, signUp } from '../test/helpers/lab/e2e.ts'
 import { FLEET_BASE_DOMAIN, FLEET_GATEWAY_IDS, FLEET_HTTPS_PORT, startFleet, wireguardGoContainer } from '../test/helpers/lab/fleet.ts'
 import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
-import { measureHttp, median, type HttpResults } from './baseline/measure.ts'
+import { curlTransfer, measureSmall, median, sha256File } from './baseline/measure.ts'
 import { writeRandomFile } from './e2e.ts'
 import { startGatewayProcess } from '../test/helpers/lab/e2e.ts'
 import { RELAY_MODES, type RelayMode } from '../gateway/edge/options.ts'
@@ -33,8 +33,43 @@ export interface FleetBenchOptions { sizeMB: number, runs: number, modes: RelayM
 /** relayed / direct for each figure (latency: direct / relayed, so that higher is better everywhere). */
 export interface Ratio { downloadMBps: number, uploadMBps: number, requestsPerSecond: number, p99: number }
 
-/** One phase: one transfer each way and one wrk run, and the load average when it ended. */
-export interface Phase { download: number, upload: number, requestsPerSecond: number, p50: number, p99: number, load1: number }
+/**
+ * One phase: one transfer each way and one wrk run, the load average when it ended, and the CPU
+ * seconds the session holders (both placed gateways) and the relaying gateway spent on each part (user + system of the
+ * process and its children, from /proc: a cost that shared cores distort far less than a rate).
+ */
+export interface Phase {
+  download: number, upload: number, requestsPerSecond: number, p50: number, p99: number, load1: number
+  cpu: { holder: CpuParts, relay: CpuParts }
+}
+/** CPU seconds per 100 MB downloaded and uploaded, and per 1,000 small requests. */
+export interface CpuParts { download: number, upload: number, perThousandRequests: number }
+
+const TICKS_PER_SECOND = 100
+
+/** CPU seconds used so far by `pid` and every live process below it (and its reaped children). */
+function cpuSeconds (pid: number): number {
+  const children = new Map<number, number[]>()
+  const ticks = new Map<number, number>()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let stat: string
+    try { stat = readFileSync(`/proc/${entry}/stat`, 'utf8') } catch { continue }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const id = Number(entry)
+    const parent = Number(fields[1])
+    children.set(parent, [...children.get(parent) ?? [], id])
+    ticks.set(id, Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]))
+  }
+  let total = 0
+  const stack = [pid]
+  for (let guard = 0; stack.length > 0 && guard < 10_000; guard++) {
+    const id = stack.pop()!
+    total += ticks.get(id) ?? 0
+    stack.push(...children.get(id) ?? [])
+  }
+  return total / TICKS_PER_SECOND
+}
 
 export interface FleetBenchResults {
   date: string
@@ -48,9 +83,6 @@ export interface FleetBenchResults {
   failover: { killed: string, secondsToFirstAnswer: Record<string, number> }
 }
 
-function phaseOf (r: HttpResults): Phase {
-  return { download: r.download.medianMBps, upload: r.upload.medianMBps, requestsPerSecond: r.small.requestsPerSecond, p50: r.small.latencyMs.p50, p99: r.small.latencyMs.p99, load1: round2(loadavg()[0]) }
-}
 
 function ratioOf (relayed: Phase, direct: Phase): Ratio {
   return {
@@ -63,7 +95,7 @@ function ratioOf (relayed: Phase, direct: Phase): Ratio {
 
 function medianOf<T extends object> (rows: T[]): T {
   const keys = Object.keys(rows[0]) as Array<keyof T>
-  return Object.fromEntries(keys.map(k => [k, median(rows.map(r => r[k] as number))])) as T
+  return Object.fromEntries(keys.map(k => [k, typeof rows[0][k] === 'object' ? medianOf(rows.map(r => r[k] as object)) : median(rows.map(r => r[k] as number))])) as T
 }
 
 const SMALL_BYTES = 1024
@@ -107,9 +139,45 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
     const relayNs = await client('crelay', relayVia)
     const base = `https://${host}:${FLEET_HTTPS_PORT}`
     const targets = { download: `${base}/bulk.bin`, upload: `${base}/upload`, small: `${base}/small.bin` }
-    const measure = { bulkFile, bulkBytes, runs: 1, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, curlArgs: ['--cacert', fleet.caBundle], transferTimeoutS: 300 }
-    // The relaying gateway runs one mode at a time: restarted with CC_RELAY_MODE to change it.
+    const curlArgs = ['--cacert', fleet.caBundle]
     const relayIndex = FLEET_GATEWAY_IDS.indexOf(relayVia)
+    const expectedHash = await sha256File(bulkFile)
+    const holderIndexes = placed.map(id => FLEET_GATEWAY_IDS.indexOf(id))
+    const per100MB = 100e6 / bulkBytes
+    /** One transfer each way and one wrk run from `ns`, with the CPU the holder and the relaying gateway spent on each. */
+    const phase = async (ns: string): Promise<Phase> => {
+      // Both placed gateways: the relaying one may pick either holder.
+      const cpu = (): [number, number] => [
+        holderIndexes.reduce((sum, i) => sum + cpuSeconds(fleet.gateways[i].process.pid), 0),
+        cpuSeconds(fleet.gateways[relayIndex].process.pid),
+      ]
+      const spent = (before: [number, number], scale: number): [number, number] => { const now = cpu(); return [round2((now[0] - before[0]) * scale), round2((now[1] - before[1]) * scale)] }
+      let mark = cpu()
+      const down = await curlTransfer(lab, ns, [...curlArgs, '-o', '/dev/null', targets.download], bulkBytes, 'download', 300)
+      const downCpu = spent(mark, per100MB)
+      mark = cpu()
+      const up = await curlTransfer(lab, ns, [...curlArgs, '-T', bulkFile, targets.upload], bulkBytes, 'upload', 300)
+      const upCpu = spent(mark, per100MB)
+      const sink = JSON.parse(up.body) as { bytes: number, sha256: string }
+      if (sink.bytes !== bulkBytes || sink.sha256 !== expectedHash) throw new Error(`upload corrupted: sink got ${up.body}`)
+      mark = cpu()
+      const small = await measureSmall(lab, ns, targets.small, { wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections })
+      const requests = Math.max(1, small.requestsPerSecond * small.seconds)
+      const smallCpu = spent(mark, 1000 / requests)
+      return {
+        download: down.mbps,
+        upload: up.mbps,
+        requestsPerSecond: small.requestsPerSecond,
+        p50: small.latencyMs.p50,
+        p99: small.latencyMs.p99,
+        load1: round2(loadavg()[0]),
+        cpu: {
+          holder: { download: downCpu[0], upload: upCpu[0], perThousandRequests: smallCpu[0] },
+          relay: { download: downCpu[1], upload: upCpu[1], perThousandRequests: smallCpu[1] },
+        },
+      }
+    }
+    // The relaying gateway runs one mode at a time: restarted with CC_RELAY_MODE to change it.
     let currentMode: RelayMode = 'stream'
     const useMode = async (mode: RelayMode): Promise<void> => {
       if (mode === currentMode) return
@@ -121,13 +189,13 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
     const rounds: FleetBenchResults['rounds'] = []
     for (let round = 1; round <= o.runs; round++) {
       process.stderr.write(`round ${round}: direct through ${placed[0]}\n`)
-      const direct = phaseOf(await measureHttp(lab, directNs, targets, measure))
+      const direct = await phase(directNs)
       const relayed: Partial<Record<RelayMode, Phase>> = {}
       const ratio: Partial<Record<RelayMode, Ratio>> = {}
       for (const mode of o.modes) {
         await useMode(mode)
         process.stderr.write(`round ${round}: relayed (${mode}) through ${relayVia} to the session's gateway\n`)
-        relayed[mode] = phaseOf(await measureHttp(lab, relayNs, targets, measure))
+        relayed[mode] = await phase(relayNs)
         ratio[mode] = ratioOf(relayed[mode], direct)
       }
       rounds.push({ direct, relayed, ratio })
