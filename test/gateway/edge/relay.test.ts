@@ -520,6 +520,37 @@ t.test('stream: a connection piped to A is never passed on or relayed again', as
   t.equal(streamCount(p.metrics.b, 'in'), 0)
 })
 
+t.test('stream: a client whose TLS handshake with B fails takes its relay connection to A down with it', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { mode: 'stream' })
+  // A real ClientHello for HOST (so B opens the relay connection), then bytes that are no TLS record.
+  const hello = await new Promise<Buffer>(resolve => {
+    const capture = net.createServer(s => { s.once('data', (d: Buffer) => { resolve(d); s.destroy() }) })
+    capture.listen(0, '127.0.0.1', () => {
+      const c = tls.connect({ port: (capture.address() as net.AddressInfo).port, host: '127.0.0.1', servername: HOST })
+      c.on('error', () => { capture.close() })
+    })
+  })
+  const raw = net.connect({ host: '127.0.0.1', port: p.b.port, localAddress: CLIENT })
+  raw.on('error', () => {})
+  raw.resume()
+  const closed = once(raw, 'close')
+  t.teardown(() => raw.destroy())
+  await once(raw, 'connect')
+  raw.write(hello)
+  // B reads the server name, opens the relay connection to A, then answers the ClientHello.
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal(p.metrics.a.family('relay_refused', '').get('stream_preamble'), 0, 'nothing refused at A yet')
+  const startedAt = Date.now()
+  raw.write(Buffer.from('not a TLS record at all\r\n\r\n'))
+  await Promise.race([closed, new Promise(resolve => setTimeout(resolve, 5_000))])
+  t.ok(await waitFor(() => p.metrics.b.family('edge_client_errors', '').get('tls_handshake') === 1, 3_000), 'B counted the failed handshake')
+  t.ok(await waitFor(() => p.metrics.a.family('relay_refused', '').get('stream_preamble') === 1, 3_000), 'A saw the relay connection close before any preamble')
+  t.ok(Date.now() - startedAt < 5_000, 'at once, not after A\'s 10 s preamble timeout')
+  t.equal(streamCount(p.metrics.a, 'in'), 0)
+  t.equal(o.seen.xff.length, 0)
+})
+
 /** A relay connection to A's listener as B, negotiating `alpn`. */
 async function relayConnection (p: Pair, alpn: string): Promise<tls.TLSSocket> {
   const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
