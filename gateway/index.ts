@@ -227,7 +227,7 @@ export class Gateway {
       ...this.acmeOptions(settings),
       ...(identity === null || settings.relayListen === undefined
         ? {}
-        : { relay: { listen: { host: settings.relayListen.address, port: settings.relayListen.port }, identity, sessionLive: route => this.sessionLive(route.instanceId) } }),
+        : { relay: { listen: { host: settings.relayListen.address, port: settings.relayListen.port }, identity, sessionLive: route => this.sessionLive(route.instanceId), mode: settings.relayMode } }),
     })
     edge.updateRoutes(this.edgeRoutes())
     edge.updateFleet(this.fleet)

@@ -65,7 +65,7 @@ export async function sha256File (path: string): Promise<string> {
 }
 
 /** One curl transfer; returns MB/s from curl's own byte count and total time. */
-async function curlTransfer (lab: Lab, ns: string, args: string[], expectBytes: number, what: string, timeoutS: number): Promise<{ mbps: number; body: string }> {
+export async function curlTransfer (lab: Lab, ns: string, args: string[], expectBytes: number, what: string, timeoutS: number): Promise<{ mbps: number; body: string }> {
   const r = await lab.curl(ns, ['-sS', '--fail', '--max-time', String(timeoutS), ...args,
     '-w', '\n%{size_download} %{size_upload} %{time_total}'], { timeoutMs: (timeoutS + 10) * 1000 })
   if (r.code !== 0) throw new Error(`${what}: curl exit ${r.code}: ${r.stderr.trim()}`)

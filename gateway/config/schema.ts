@@ -41,8 +41,10 @@
  *       "tlsContextCache": 1000,             TLS contexts kept in memory (least recently used evicted)
  *       "wireguardStreamsPerClient": 8,      WireGuard-over-TLS streams per client address (0: none accepted)
  *       "wireguardStreamIdleMs": 185000 },   a WireGuard stream silent this long is closed
- *     "relayListen"?: "[::]:8444" },        fleet relay listener (TLS, client certificates pinned);
+ *     "relayListen"?: "[::]:8444",          fleet relay listener (TLS, client certificates pinned);
  *                                            its key and certificate: <dataDir>/relay
+ *     "relayMode": "stream" },               how a connection goes to a gateway holding its session:
+ *                                            stream | passthrough | request (gateway/edge/options.ts)
  *   "fleet"?: [{ "id", "relayUrl": "https://host:port", "relayFingerprint": "<sha-256 hex>" }],
  *                                            gateways relayed to and accepted from (this one included)
  *   "routes"?: [{ "instanceId", "hostnames": [...], "gateways": ["gw-a"] }]
@@ -58,6 +60,7 @@ import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv
 import type { FaultConfig } from '../netstack/fault.ts'
 import { batchedUdpUnavailable, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
 import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
+import { RELAY_MODES, type RelayMode } from '../edge/options.ts'
 import type { FleetGateway, SnapshotRoute } from '../../proto/rpc/index.ts'
 
 export interface Endpoint { address: string, port: number }
@@ -91,6 +94,7 @@ export interface EdgeConfig {
   limits: EdgeLimits
   /** Fleet relay listener; absent: none (and no relaying). */
   relayListen?: Endpoint
+  relayMode: RelayMode
 }
 
 export type AcmeChallengeType = 'http-01' | 'tls-alpn-01'
@@ -230,6 +234,7 @@ const schema = Joi.object({
     limits: Joi.object(Object.fromEntries(Object.entries(EDGE_LIMIT_SCHEMAS).map(([name, schema]) =>
       [name, schema.default(EDGE_LIMIT_DEFAULTS[name as keyof EdgeLimits])]))).default(),
     relayListen: listenHostPort,
+    relayMode: Joi.string().valid(...RELAY_MODES).default('stream'),
   }),
   fleet: Joi.array().max(256).items(Joi.object({
     id: gatewayId.required(),
@@ -264,7 +269,7 @@ interface RawPeer {
   hostnames: string[], port: number, tunnelIp?: string, name?: string,
 }
 interface RawAcme { directory: string, email?: string, caBundle?: string, challenges: AcmeChallengeType[] }
-interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme, limits: EdgeLimits, relayListen?: string }
+interface RawEdge { dataDir: string, httpsListen: string, httpListen: string | null, publicHttpsPort?: number, wildcards: string[], acme?: RawAcme, limits: EdgeLimits, relayListen?: string, relayMode: RelayMode }
 interface RawConfig {
   privateKey: string, listenPort: number, listenAddress: string, udpIo: UdpIoSetting, address: string, metricsListen?: string,
   peers: RawPeer[], faults?: FaultConfig, dos: DosConfig, testing: { rekeyAfterTimeMs?: number }, edge?: RawEdge,
@@ -349,6 +354,7 @@ export function validateConfig (value: unknown): GatewayConfig {
           limits: raw.edge.limits,
           ...(raw.edge.acme === undefined ? {} : { acme: acmeConfig(raw.edge.acme) }),
           ...(raw.edge.relayListen === undefined ? {} : { relayListen: parseEndpoint(raw.edge.relayListen, true) }),
+          relayMode: raw.edge.relayMode,
         },
     fleet: raw.fleet,
     routes: raw.routes,

@@ -9,6 +9,7 @@ import Joi from 'joi'
 import { ConfigError, describeEnv, loadEnv, reason } from '../../proto/config-env.ts'
 import { ACME_CHALLENGE_TYPES, EDGE_LIMIT_SCHEMAS, readCaBundle, type AcmeChallengeType } from '../config/schema.ts'
 import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
+import { RELAY_MODES, type RelayMode } from '../edge/options.ts'
 import { DNS_PROVIDERS } from '../edge/acme/dns-provider.ts'
 import { GATEWAY_KEY_FILE } from './keyfile.ts'
 import { UDP_IO_CHOICES, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
@@ -44,6 +45,8 @@ export interface GatewayEnv {
   relayPort: number | null
   /** Where the other gateways reach the relay listener (CC_RELAY_URL or the endpoint's host); null without one. */
   relayUrl: string | null
+  /** How a client connection goes to a gateway holding its instance's session (CC_RELAY_MODE). */
+  relayMode: RelayMode
   secret: string | undefined
   keyFile: string
   snapshotFile: string
@@ -110,6 +113,7 @@ const VARIABLES = {
   }).messages({ 'any.custom': 'must be an http(s) URL of control\'s RPC listener, or a comma-separated list of them' }),
   CC_GATEWAY_REGION: Joi.string().max(64).pattern(/^[a-z0-9][a-z0-9._-]*$/).message('must be lower-case letters, digits and . _ - (at most 64)'),
   CC_RELAY_PORT: port.min(1),
+  CC_RELAY_MODE: Joi.string().valid(...RELAY_MODES).messages({ 'any.only': `must be one of ${RELAY_MODES.join(', ')}` }).default('stream'),
   CC_RELAY_URL: Joi.string().max(300).pattern(/^https:\/\/(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/).message('must be https://host:port'),
   CC_CONTROL_PUBLIC_ORIGIN: Joi.string().uri({ scheme: ['http'] }).message('must be an http:// origin of control\'s API listener, e.g. http://control:8080'),
   CC_GATEWAY_SECRET: Joi.string().pattern(/^[A-Za-z0-9_-]{43,512}$/).message('must be base64url of at least 32 bytes'),
@@ -167,6 +171,7 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     region: (v.CC_GATEWAY_REGION as string | undefined) ?? null,
     relayPort: relay.port,
     relayUrl: relay.url,
+    relayMode: v.CC_RELAY_MODE as RelayMode,
     secret: v.CC_GATEWAY_SECRET as string | undefined,
     keyFile: (v.CC_GATEWAY_KEY_FILE as string | undefined) ?? join(dataDir, GATEWAY_KEY_FILE),
     snapshotFile: join(dataDir, 'gateway-snapshot.json'),
@@ -277,6 +282,7 @@ export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, add
     if (settings.publicHttpsPort !== undefined) edge.publicHttpsPort = settings.publicHttpsPort
     if (Object.keys(settings.edgeLimits).length > 0) edge.limits = settings.edgeLimits
     if (settings.relayPort !== null) edge.relayListen = host(settings.edgeHost, settings.relayPort)
+    edge.relayMode = settings.relayMode
     if (settings.acme !== null) {
       // The DNS provider is not part of the config file's schema: Gateway.start receives it built.
       const { dns: _dns, ...acme } = settings.acme

@@ -74,7 +74,7 @@ import { LocalCa } from './local-ca.ts'
 import { ConnectionGate, EDGE_LIMIT_DEFAULTS, type EdgeLimits } from './limits.ts'
 import { RelayClient, RelayFleet, RelayListener } from './relay.ts'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
-import { PASSTHROUGH_ALPN, encodePreamble, readServerName } from './passthrough.ts'
+import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble, readServerName, type Preamble } from './passthrough.ts'
 import { intercept } from './intercept.ts'
 import { childLogger, moduleLogger } from '../../proto/log.ts'
 import { bindDualStack, DUAL_STACK_ANY, plainAddress } from '../../proto/net/address.ts'
@@ -131,6 +131,14 @@ export class Edge {
   /** Node's own TLS 'connection' listener of the HTTPS server (passthrough connections go straight to it). */
   private tlsConnection: ((socket: Duplex) => void) | undefined
   private passthroughCount: CounterFamily | undefined
+  private streamCount: CounterFamily | undefined
+  /** Stream relaying, out: the client's TLS ends here (same certificates and limits as the HTTPS listener). */
+  private streamTls: tls.Server | undefined
+  /** Stream relaying, out: the relay connection waiting for each client's TLS handshake (by the client's socket). */
+  private readonly streamUpstreams = new WeakMap<object, tls.TLSSocket>()
+  /** Stream relaying, in: the client's plaintext HTTP/1.1 and HTTP/2, served by the edge's own proxy. */
+  private streamHttp1: http.Server | undefined
+  private streamHttp2: http2.Http2Server | undefined
 
   constructor (options: EdgeOptions) {
     this.options = options
@@ -162,6 +170,7 @@ export class Edge {
         handleRequest: relayed.handleRequest,
         handleUpgrade: relayed.handleUpgrade,
         handlePassthrough: socket => { this.acceptPassthrough(socket) },
+        handleStream: (socket, preamble) => { this.acceptStream(socket, preamble) },
         logger: options.logger,
         metrics: options.metrics,
         idleTimeoutMs: proxyOptions.idleTimeoutMs,
@@ -234,7 +243,8 @@ export class Edge {
     const server = this.httpsServer
     const [tlsConnection] = server.listeners('connection') as Array<(socket: Duplex) => void>
     this.tlsConnection = socket => { tlsConnection.call(server, socket) }
-    this.attachPassthrough(this.httpsServer)
+    this.attachRelayOut(this.httpsServer)
+    this.createStreamServers()
     o.tlsAlpnChallenges?.attach(this.httpsServer)
     this.connections.attach(this.httpsServer) // outermost: counted before the ACME check and TLS
     const httpsAddress = o.https ?? {}
@@ -267,14 +277,20 @@ export class Edge {
   }
 
   /**
-   * Fleet: a connection whose ClientHello names a route that relays is passed through, raw, to a
-   * gateway holding the instance's session (passthrough.ts); every other connection, and one whose
-   * holder cannot be reached, is served here. Nothing is inspected while the fleet has no other gateway.
+   * Fleet: a connection whose ClientHello names a route that relays goes to a gateway holding the
+   * instance's session, whole: in mode 'stream' its TLS ends here and the plaintext is piped to the
+   * holder (streamOut); in mode 'passthrough' its raw TLS is (passThrough). Every other connection,
+   * and one whose holder cannot be reached, is served here (mode 'request': all of them, each
+   * request relayed by the proxy). Nothing is inspected while the fleet has no other gateway.
    */
-  private attachPassthrough (server: net.Server): void {
+  private attachRelayOut (server: net.Server): void {
     const relay = this.relay
-    if (relay === null || this.options.relay?.passthrough === false) return
+    const mode = this.options.relay?.mode ?? 'stream'
+    if (relay === null) return
     this.passthroughCount = this.options.metrics?.family('relay_passthrough', 'Client TLS connections passed through between gateways: out (to the holder), in (from another gateway), fallback (holder unreachable, served here)')
+    this.streamCount = this.options.metrics?.family('relay_stream', 'Client connections whose TLS ended on one gateway and whose plaintext was piped to the holder: out (to the holder), in (from another gateway), fallback (holder unreachable, served here)')
+    if (mode === 'request') return
+    if (mode === 'stream') this.streamTls = this.createStreamTls()
     intercept<net.Socket>(server, 'connection', (socket, handOn) => {
       if (!relay.fleet.hasOthers) { handOn(socket); return }
       let buffered: Buffer = Buffer.alloc(0)
@@ -294,7 +310,8 @@ export class Edge {
         const route = hello.servername === null ? undefined : this.routes.lookup(hello.servername)
         const target = route === undefined ? null : relay.targetFor(route)
         if (target === null) { handOn(socket); return }
-        this.passThrough(socket, target.gateway, handOn)
+        if (mode === 'stream') this.streamOut(socket, target.gateway, handOn)
+        else this.passThrough(socket, target.gateway, handOn)
       }
       // A client that sends no ClientHello is closed like a TLS handshake that times out.
       const timer = setTimeout(() => {
@@ -310,12 +327,12 @@ export class Edge {
   /** Pipes `socket` (its ClientHello unread) to `gateway` in a passthrough relay connection; if that fails, serves it here. */
   private passThrough (socket: net.Socket, gateway: FleetGateway, serveHere: (socket: net.Socket) => void): void {
     const relay = this.relay!
-    const client = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
+    const client = { client: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
     socket.on('error', () => {})
     relay.connect(gateway, PASSTHROUGH_ALPN, (err, upstream) => {
       if (err !== null || upstream === null) {
         this.passthroughCount?.inc('fallback')
-        this.logger.warn({ gateway: gateway.id, err: err?.message, client: client.address }, 'relay passthrough: holder unreachable, serving here')
+        this.logger.warn({ gateway: gateway.id, err: err?.message, client: client.client }, 'relay passthrough: holder unreachable, serving here')
         if (socket.destroyed) return
         serveHere(socket)
         return
@@ -337,6 +354,115 @@ export class Edge {
       upstream.pipe(socket)
       socket.resume()
     })
+  }
+
+  /**
+   * Pipes `socket` (its ClientHello unread) to `gateway` as a stream: the relay connection first,
+   * then the client's TLS handshake here, then the preamble and the plaintext both ways. If the
+   * relay connection fails, the socket is served here.
+   */
+  private streamOut (socket: net.Socket, gateway: FleetGateway, serveHere: (socket: net.Socket) => void): void {
+    const relay = this.relay!
+    socket.on('error', () => {})
+    relay.connect(gateway, STREAM_ALPN, (err, upstream) => {
+      if (err !== null || upstream === null) {
+        this.streamCount?.inc('fallback')
+        this.logger.warn({ gateway: gateway.id, err: err?.message, client: socket.remoteAddress }, 'relay stream: holder unreachable, serving here')
+        if (socket.destroyed) return
+        serveHere(socket)
+        return
+      }
+      if (socket.destroyed) { upstream.destroy(); return }
+      this.track(socket)
+      upstream.on('error', () => {})
+      const close = (): void => { socket.destroy(); upstream.destroy() }
+      socket.once('close', close)
+      upstream.once('close', close)
+      this.streamUpstreams.set(socket, upstream)
+      // Until the handshake ends, the TLS server's handshake timeout bounds the wait.
+      this.streamTls!.emit('connection', socket)
+    })
+  }
+
+  /** A client's TLS handshake for a stream ended here: the preamble, then the plaintext both ways. */
+  private streamSecured (client: tls.TLSSocket): void {
+    const raw = (client as unknown as { _parent?: object })._parent
+    const upstream = raw === undefined ? undefined : this.streamUpstreams.get(raw)
+    if (upstream === undefined || upstream.destroyed) { client.destroy(); return }
+    client.on('error', () => {})
+    client.once('close', () => upstream.destroy())
+    upstream.once('close', () => client.destroy())
+    const address = (raw as net.Socket).remoteAddress ?? ''
+    const port = (raw as net.Socket).remotePort ?? 0
+    const servername = typeof client.servername === 'string' ? client.servername : ''
+    upstream.write(encodePreamble({ client: address, port, alpn: client.alpnProtocol === 'h2' ? 'h2' : 'http/1.1', servername }))
+    // The holder's edge runs the idle deadline of the client's exchanges; this only frees a pair
+    // whose other end vanished without a word.
+    const idle = (this.options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 2_000
+    client.setTimeout(idle, () => client.destroy())
+    upstream.setTimeout(idle, () => upstream.destroy())
+    client.pipe(upstream)
+    upstream.pipe(client)
+    this.streamCount?.inc('out')
+  }
+
+  /** The TLS server that ends the TLS of clients whose connections are relayed as streams. */
+  private createStreamTls (): tls.Server {
+    const server = tls.createServer({
+      ...this.tlsServerOptions(),
+      ALPNProtocols: this.options.http2 === false ? ['http/1.1'] : ['h2', 'http/1.1'],
+    })
+    server.on('secureConnection', socket => { this.streamSecured(socket) })
+    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      socket.destroy()
+      this.clientErrors?.inc('tls_handshake')
+      this.logger.debug({ err: err.message, servername: socket.servername }, 'TLS handshake failed')
+    })
+    return server
+  }
+
+  /**
+   * The servers a stream from another gateway is handed to (HTTP/1.1 or HTTP/2 by the client's
+   * ALPN): the HTTPS listener's limits and handlers, over the relay connection instead of TLS.
+   */
+  private createStreamServers (): void {
+    if (this.relay === null) return
+    const h1 = http.createServer()
+    const h2 = http2.createServer({ settings: this.h2Settings() })
+    this.applyHttp1Limits(h1)
+    this.applyHttp1Limits(h2)
+    for (const server of [h1, h2]) {
+      server.setTimeout((this.options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 1_000)
+      server.on('request', this.proxy.handleRequest)
+    }
+    h1.on('upgrade', this.proxy.handleUpgrade)
+    h1.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket))
+    this.watchSessions(h2)
+    this.streamHttp1 = h1
+    this.streamHttp2 = h2
+  }
+
+  /**
+   * A client's connection another gateway relays to us as a stream: served as if the client had
+   * connected here, by the edge's own proxy (into the local tunnel only: the socket is marked).
+   */
+  private acceptStream (socket: tls.TLSSocket, preamble: Preamble): void {
+    if (this.streamHttp1 === undefined || this.streamHttp2 === undefined || this.httpsServer?.listening !== true) { socket.destroy(); return }
+    this.streamCount?.inc('in')
+    // The relay connection now stands for the client's: requests on it are checked against the
+    // client's server name (proxy.ts connectionServername; RFC 9110 7.4).
+    ;(socket as unknown as { servername: string }).servername = preamble.servername!
+    if (preamble.alpn === 'h2') {
+      // The HTTP/2 session takes bytes already read from the socket itself.
+      this.streamHttp2.emit('connection', socket)
+      return
+    }
+    // The HTTP/1.1 server reads the socket natively and would not see the bytes that came with the
+    // preamble: they go to its parser first, then the socket flows again.
+    const pending = socket.read() as Buffer | null
+    this.streamHttp1.emit('connection', socket)
+    if (pending !== null) socket.emit('data', pending)
+    socket.resume()
   }
 
   /** A client's TLS another gateway passed through to us: served as if it had connected here. */
@@ -423,8 +549,8 @@ export class Edge {
     socket.once('close', () => this.sockets.delete(socket))
   }
 
-  private createHttpsServer (): HttpsServer {
-    const o = this.options
+  /** TLS of the HTTPS listener (and of clients whose connections are relayed as streams): certificates by SNI. */
+  private tlsServerOptions (): tls.TlsOptions {
     const sni = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
       // Before the certificate manager is up (the moment between listen and its start), no name has one.
       const manager = this.manager
@@ -435,36 +561,59 @@ export class Edge {
         cb(null, ctx ?? this.emptyContext())
       }, err => cb(err instanceof Error ? err : new Error(String(err))))
     }
-    const maxHeaderSize = o.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize
-    const tlsOptions = {
+    return {
       SNICallback: sni,
       minVersion: 'TLSv1.2',
       ciphers: TLS_CIPHERS,
       // Node's default is 120 s: a connection that never finishes its handshake holds a socket that long.
       handshakeTimeout: this.limits.tlsHandshakeTimeoutMs,
-    } satisfies tls.TlsOptions
-    const server: HttpsServer = o.http2 === false
-      ? https.createServer(tlsOptions)
-      : http2.createSecureServer({
-        ...tlsOptions,
-        allowHTTP1: true,
-        settings: {
-          maxConcurrentStreams: this.limits.maxConcurrentStreams,
-          // The HTTP/1.1 limit for HTTP/2 too: node resets a stream whose header list is larger
-          // (RFC 9113 6.5.2, 10.5.1) with ENHANCE_YOUR_CALM.
-          maxHeaderListSize: maxHeaderSize,
-          // RFC 9113 6.9.2: the 64 KiB default window caps an upload at window/RTT.
-          initialWindowSize: EDGE_DEFAULTS.h2StreamWindow,
-        },
-      })
-    // HTTP/1.1 limits: set as fields because http2's allowHTTP1 path reads them from the server
-    // object but does not take them as options.
+    }
+  }
+
+  private h2Settings (): http2.Settings {
+    return {
+      maxConcurrentStreams: this.limits.maxConcurrentStreams,
+      // The HTTP/1.1 limit for HTTP/2 too: node resets a stream whose header list is larger
+      // (RFC 9113 6.5.2, 10.5.1) with ENHANCE_YOUR_CALM.
+      maxHeaderListSize: this.options.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize,
+      // RFC 9113 6.9.2: the 64 KiB default window caps an upload at window/RTT.
+      initialWindowSize: EDGE_DEFAULTS.h2StreamWindow,
+    }
+  }
+
+  /**
+   * HTTP/1.1 limits: set as fields because http2's allowHTTP1 path reads them from the server
+   * object but does not take them as options.
+   */
+  private applyHttp1Limits (server: http.Server | HttpsServer | http2.Http2Server): void {
+    const o = this.options
     const limits = server as unknown as Http1Limits
     limits.requestTimeout = 0 // never a total-time limit: idle time alone ends transfers
     limits.headersTimeout = o.headersTimeoutMs ?? EDGE_DEFAULTS.headersTimeoutMs
     limits.keepAliveTimeout = o.keepAliveTimeoutMs ?? EDGE_DEFAULTS.keepAliveTimeoutMs
-    limits.maxHeaderSize = maxHeaderSize
+    limits.maxHeaderSize = o.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize
     limits.connectionsCheckingInterval = o.connectionsCheckingIntervalMs ?? EDGE_DEFAULTS.connectionsCheckingIntervalMs
+  }
+
+  /** HTTP/2 sessions: errors counted, the connection window raised. */
+  private watchSessions (server: http2.Http2SecureServer | http2.Http2Server): void {
+    server.on('session', (session: http2.ServerHttp2Session) => {
+      session.on('error', () => {}) // reported through sessionError
+      session.once('localSettings', () => { try { session.setLocalWindowSize(EDGE_DEFAULTS.h2ConnectionWindow) } catch { /* closed meanwhile */ } })
+    })
+    server.on('sessionError', (err: Error) => {
+      this.clientErrors?.inc('h2_session')
+      this.logger.debug({ err: err.message }, 'HTTP/2 session error')
+    })
+  }
+
+  private createHttpsServer (): HttpsServer {
+    const o = this.options
+    const tlsOptions = this.tlsServerOptions()
+    const server: HttpsServer = o.http2 === false
+      ? https.createServer(tlsOptions)
+      : http2.createSecureServer({ ...tlsOptions, allowHTTP1: true, settings: this.h2Settings() })
+    this.applyHttp1Limits(server)
     // Socket (HTTP/1.1) and session (HTTP/2) inactivity backstop, a second later than the proxy's
     // own idle deadline (whose watchdog may wake a few milliseconds after it): that one acts
     // first, and the access log names the idle timeout.
@@ -488,16 +637,7 @@ export class Edge {
       this.clientErrors?.inc('tls_handshake')
       this.logger.debug({ err: err.message, servername: socket.servername, client: socket.remoteAddress === undefined ? null : plainAddress(socket.remoteAddress) }, 'TLS handshake failed')
     })
-    if (o.http2 !== false) {
-      server.on('session', (session: http2.ServerHttp2Session) => {
-        session.on('error', () => {}) // reported through sessionError
-        session.once('localSettings', () => { try { session.setLocalWindowSize(EDGE_DEFAULTS.h2ConnectionWindow) } catch { /* closed meanwhile */ } })
-      })
-      server.on('sessionError', (err: Error) => {
-        this.clientErrors?.inc('h2_session')
-        this.logger.debug({ err: err.message }, 'HTTP/2 session error')
-      })
-    }
+    if (o.http2 !== false) this.watchSessions(server as http2.Http2SecureServer)
     return server
   }
 

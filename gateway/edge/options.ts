@@ -55,11 +55,13 @@ export interface EdgeOptions {
     identity: RelayIdentity
     sessionLive: (route: Route) => boolean
     /**
-     * Pass clients' TLS through to the holder (passthrough.ts; default true). It needs every
-     * gateway to hold the certificates of every name (the fleet's shared certificate store);
-     * false relays per request after terminating TLS here.
+     * How a client connection for an instance whose session another gateway holds goes there:
+     * 'stream' (default): its TLS ends here and the plaintext is piped to the holder, whose edge
+     * serves it; 'passthrough': its raw TLS is piped to the holder, which ends it; 'request': its
+     * TLS ends here and each request is relayed over HTTP. The first two need every gateway to
+     * hold the certificates of every name (the fleet's shared certificate store).
      */
-    passthrough?: boolean
+    mode?: RelayMode
   }
   /**
    * WireGuard over TLS (wg-over-tls.ts): connections that negotiate the ALPN protocol
@@ -68,6 +70,9 @@ export interface EdgeOptions {
    */
   wireguardStreams?: StreamHandler
 }
+
+export const RELAY_MODES = ['stream', 'passthrough', 'request'] as const
+export type RelayMode = typeof RELAY_MODES[number]
 
 export const EDGE_DEFAULTS = {
   idleTimeoutMs: 300_000,

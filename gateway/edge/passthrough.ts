@@ -1,18 +1,20 @@
 /**
- * TLS passthrough between gateways of a fleet. A gateway without a live session with an instance
- * does not terminate the client's TLS at all: it reads the ClientHello's server name, and when
- * that name's route relays (RelayClient.targetFor), it pipes the client's raw bytes to a gateway
- * holding the session, inside a relay connection (mutually authenticated TLS 1.3, ALPN
- * PASSTHROUGH_ALPN). That gateway terminates the client's TLS itself and serves the requests as
- * if the client had come to it, so a relayed request costs the first gateway a byte copy instead
- * of a second TLS termination and HTTP exchange.
+ * Whole client connections relayed between gateways of a fleet (edge/index.ts attachRelayOut). A
+ * gateway without a live session with an instance reads the ClientHello's server name, and when
+ * that name's route relays (RelayClient.targetFor), the connection goes to a gateway holding the
+ * session inside a relay connection (mutually authenticated TLS 1.3), in one of two ways:
  *
+ *   stream (STREAM_ALPN, the default):
+ *   client --TLS--> gateway A (client TLS ends, plaintext piped) ==relay TLS==> gateway B (HTTP) --> tunnel
+ *   passthrough (PASSTHROUGH_ALPN):
  *   client --TLS--> gateway A (SNI read, bytes piped) ==relay TLS==> gateway B (client TLS ends) --> tunnel
  *
- * The relay connection starts with a preamble naming the client's address (B's limits, logs and
- * forwarding headers use it; only fleet members can send one). A connection that arrived by
- * passthrough is never relayed again. When the holder cannot be reached, A serves the connection
- * itself (its proxy then relays per request, or answers the error page).
+ * Either way A parses no HTTP, and B serves the requests as if the client had come to it. The
+ * relay connection starts with a preamble naming the client's address (B's limits, logs and
+ * forwarding headers use it; only fleet members can send one), and for a stream the ALPN protocol
+ * and server name the client chose. A connection that arrived this way is never relayed again.
+ * When the holder cannot be reached, A serves the connection itself (its proxy then relays per
+ * request, or answers the error page).
  */
 import type net from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -20,10 +22,16 @@ import type { Duplex } from 'node:stream'
 /** ALPN protocol of a relay connection carrying one client's raw TLS (our own identifier). */
 export const PASSTHROUGH_ALPN = 'cc-tls-passthrough/1'
 
+/**
+ * ALPN protocol of a relay connection carrying one client's decrypted stream (our own identifier):
+ * the relaying gateway terminated the client's TLS and pipes the plaintext HTTP/1.1 or HTTP/2.
+ */
+export const STREAM_ALPN = 'cc-relay-stream/1'
+
 /** The most ClientHello bytes read before giving up on finding a server name (then: served locally). */
 export const MAX_CLIENT_HELLO = 16 * 1024 + 5
 
-/** Preamble: 2-byte length, then JSON `{ "client": address, "port": number }`. */
+/** The longest preamble accepted (2-byte length, then JSON; see Preamble). */
 const MAX_PREAMBLE = 512
 
 const CLIENT = Symbol('cc.passthroughClient')
@@ -111,57 +119,83 @@ function serverNameOf (hello: Buffer): string | null {
   return null
 }
 
-/** The preamble a relaying gateway writes first on a passthrough connection. */
-export function encodePreamble (client: { address: string, port: number }): Buffer {
-  const body = Buffer.from(JSON.stringify({ client: client.address, port: client.port }))
+/**
+ * What a relaying gateway writes first on a relay connection that carries one client's connection:
+ * the client's address and port; on a stream (STREAM_ALPN) also the ALPN protocol the client
+ * negotiated with the relaying gateway and the server name it asked for (the holder checks Host
+ * against it, RFC 9110 7.4).
+ */
+export interface Preamble {
+  client: string
+  port: number
+  alpn?: 'h2' | 'http/1.1'
+  servername?: string
+}
+
+/** Encodes a preamble: 2-byte length, then JSON. */
+export function encodePreamble (preamble: Preamble): Buffer {
+  const body = Buffer.from(JSON.stringify(preamble))
   const head = Buffer.alloc(2)
   head.writeUInt16BE(body.length)
   return Buffer.concat([head, body])
 }
 
+/** The preamble in `json`, or null when it is not one (a field of the wrong type or size). */
+function parsePreamble (json: string): Preamble | null {
+  let value: unknown
+  try { value = JSON.parse(json) } catch { return null }
+  if (typeof value !== 'object' || value === null) return null
+  const { client, port, alpn, servername } = value as Record<string, unknown>
+  if (typeof client !== 'string' || client.length === 0 || client.length > 64) return null
+  if (port !== undefined && (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)) return null
+  if (alpn !== undefined && alpn !== 'h2' && alpn !== 'http/1.1') return null
+  if (servername !== undefined && (typeof servername !== 'string' || !/^[\x21-\x7e]{1,253}$/.test(servername))) return null
+  return { client, port: (port as number | undefined) ?? 0, ...(alpn === undefined ? {} : { alpn }), ...(servername === undefined ? {} : { servername: servername as string }) }
+}
+
 /**
- * Reads the preamble from a passthrough connection: calls back with the client's address and the
- * bytes that followed it (the client's TLS), or an error (malformed, too long, or `timeoutMs`
- * without it).
+ * Reads the preamble from a relay connection: calls back with it and the bytes that followed it
+ * (the client's), or an error (malformed, too long, or `timeoutMs` without it). The socket is left
+ * paused.
  */
-export function readPreamble (socket: Duplex, timeoutMs: number, callback: (err: Error | null, client?: string, rest?: Buffer) => void): void {
+export function readPreamble (socket: Duplex, timeoutMs: number, callback: (err: Error | null, preamble?: Preamble, rest?: Buffer) => void): void {
   let buffered: Buffer = Buffer.alloc(0)
   let settled = false
-  const finish = (err: Error | null, client?: string, rest?: Buffer): void => {
+  const finish = (err: Error | null, preamble?: Preamble, rest?: Buffer): void => {
     if (settled) return
     settled = true
     clearTimeout(timer)
     socket.off('data', onData)
     socket.off('end', onEnd)
     if (err === null) socket.pause()
-    callback(err, client, rest)
+    callback(err, preamble, rest)
   }
-  const onEnd = (): void => { finish(new Error('relay passthrough closed before its preamble')) }
+  const onEnd = (): void => { finish(new Error('relay connection closed before its preamble')) }
   const onData = (chunk: Buffer): void => {
     buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
     if (buffered.length < 2) return
     const length = buffered.readUInt16BE(0)
-    if (length === 0 || length > MAX_PREAMBLE) { finish(new Error('relay passthrough preamble malformed')); return }
+    if (length === 0 || length > MAX_PREAMBLE) { finish(new Error('relay preamble malformed')); return }
     if (buffered.length < 2 + length) return
-    let client: unknown
-    try { client = (JSON.parse(buffered.toString('utf8', 2, 2 + length)) as { client?: unknown }).client } catch { client = undefined }
-    if (typeof client !== 'string' || client.length === 0 || client.length > 64) { finish(new Error('relay passthrough preamble malformed')); return }
-    finish(null, client, buffered.subarray(2 + length))
+    const preamble = parsePreamble(buffered.toString('utf8', 2, 2 + length))
+    if (preamble === null) { finish(new Error('relay preamble malformed')); return }
+    finish(null, preamble, buffered.subarray(2 + length))
   }
-  const timer = setTimeout(() => { finish(new Error('relay passthrough preamble timed out')) }, timeoutMs)
+  const timer = setTimeout(() => { finish(new Error('relay preamble timed out')) }, timeoutMs)
   socket.on('data', onData)
   socket.once('end', onEnd)
 }
 
-/** Marks a connection as arrived by passthrough from `client` (before TLS is layered on it). */
+/** Marks a relay connection as carrying `client`'s connection (before TLS or HTTP is layered on it). */
 export function markPassthrough (socket: Duplex, client: string): void {
   (socket as unknown as Marked)[CLIENT] = client
 }
 
 /**
- * The client address of a connection that arrived by passthrough, else undefined. `socket` is the
- * TLS socket a request came on (or an HTTP/2 request's socket proxy); the mark is on the relay
- * connection beneath it (node's TLSSocket keeps the stream it wraps as `_parent`).
+ * The client address of a connection that arrived from another gateway (stream or passthrough),
+ * else undefined. `socket` is the socket a request came on (or an HTTP/2 request's socket proxy):
+ * the relay connection itself for a stream; for a passthrough the client's TLS socket, the mark
+ * being on the relay connection beneath it (node's TLSSocket keeps the stream it wraps as `_parent`).
  */
 export function passthroughClient (socket: net.Socket | Duplex | undefined | null): string | undefined {
   if (socket === undefined || socket === null) return undefined

@@ -7,8 +7,9 @@
  *   RelayClient    per fleet gateway: an undici Pool (requests) and an http.Agent (upgrades) whose
  *                  connections are TLS 1.3 with our certificate, the server's fingerprint pinned
  *   RelayListener  the TLS listener (CC_RELAY_PORT): client certificate required and looked up in
- *                  the fleet, then HTTP/1.1 or HTTP/2 by ALPN, served by a ReverseProxy in relayed
- *                  mode (into the local tunnel only, forwarding headers passed through)
+ *                  the fleet, then by ALPN: HTTP/1.1 or HTTP/2 served by a ReverseProxy in relayed
+ *                  mode (into the local tunnel only, forwarding headers passed through), or a whole
+ *                  client connection after its preamble (passthrough.ts: stream or passthrough)
  *
  * Edge routing (fleet design): a local peer with a live session -> direct; else the first gateway
  * of the route's `relayVia` that is in the fleet (not this one) -> relay; else direct (today's
@@ -27,7 +28,7 @@ import type { CounterFamily, Metrics } from '../metrics.ts'
 import { certificateFingerprint, type RelayIdentity } from './relay-identity.ts'
 import type { Route } from './routes.ts'
 import { EdgeTimeout } from './upstream.ts'
-import { PASSTHROUGH_ALPN, markPassthrough, readPreamble } from './passthrough.ts'
+import { PASSTHROUGH_ALPN, STREAM_ALPN, markPassthrough, readPreamble, type Preamble } from './passthrough.ts'
 
 /** A relay connection refused by us: the peer's certificate is not the one the fleet pins. */
 export class RelayError extends Error {
@@ -261,6 +262,11 @@ export interface RelayListenerOptions {
   handleUpgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void
   /** A client's raw TLS passed through by another gateway (passthrough.ts), its preamble read and the socket marked. */
   handlePassthrough?: (socket: tls.TLSSocket) => void
+  /**
+   * A client's decrypted HTTP/1.1 or HTTP/2 another gateway pipes to us (its TLS ended there), the
+   * preamble read (with `alpn` and `servername`), the bytes after it unread and the socket marked.
+   */
+  handleStream?: (socket: tls.TLSSocket, preamble: Preamble) => void
   logger: Logger
   metrics?: Metrics
   /** No byte either way for this long closes a connection (the proxy's own idle deadline acts first). */
@@ -284,7 +290,7 @@ export class RelayListener {
   constructor (options: RelayListenerOptions) {
     this.#o = options
     const identity = options.fleet.identity
-    this.#refused = options.metrics?.family('relay_refused', 'Relay connections refused: TLS handshakes, client certificates not in the fleet')
+    this.#refused = options.metrics?.family('relay_refused', 'Relay connections refused: TLS handshakes, client certificates not in the fleet, malformed or late preambles')
     this.#tls = tls.createServer({
       key: identity.privateKeyPem,
       cert: identity.certificatePem,
@@ -292,7 +298,11 @@ export class RelayListener {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: RELAY_TLS_VERSION,
-      ALPNProtocols: [...(options.handlePassthrough === undefined ? [] : [PASSTHROUGH_ALPN]), 'h2', 'http/1.1'],
+      ALPNProtocols: [
+        ...(options.handleStream === undefined ? [] : [STREAM_ALPN]),
+        ...(options.handlePassthrough === undefined ? [] : [PASSTHROUGH_ALPN]),
+        'h2', 'http/1.1',
+      ],
       handshakeTimeout: options.handshakeTimeoutMs,
     })
     this.#http1 = http.createServer({
@@ -333,18 +343,24 @@ export class RelayListener {
     }
     this.#sockets.add(socket)
     socket.once('close', () => this.#sockets.delete(socket))
-    if (socket.alpnProtocol === PASSTHROUGH_ALPN && this.#o.handlePassthrough !== undefined) {
-      const handle = this.#o.handlePassthrough
-      readPreamble(socket, this.#o.handshakeTimeoutMs, (err, client, rest) => {
+    const stream = socket.alpnProtocol === STREAM_ALPN ? this.#o.handleStream : undefined
+    const passthrough = socket.alpnProtocol === PASSTHROUGH_ALPN ? this.#o.handlePassthrough : undefined
+    if (stream !== undefined || passthrough !== undefined) {
+      const what = stream !== undefined ? 'stream' : 'passthrough'
+      readPreamble(socket, this.#o.handshakeTimeoutMs, (err, preamble, rest) => {
+        // A stream must name the client's ALPN protocol and server name; a passthrough names neither.
+        if (err === null && (preamble!.alpn === undefined) !== (stream === undefined)) err = new Error('relay preamble malformed')
+        if (err === null && (preamble!.servername === undefined) !== (stream === undefined)) err = new Error('relay preamble malformed')
         if (err !== null) {
-          this.#refused?.inc('passthrough_preamble')
-          this.#o.logger.warn({ err: err.message, gateway: socket.remoteAddress }, 'relay passthrough refused')
+          this.#refused?.inc(`${what}_preamble`)
+          this.#o.logger.warn({ err: err.message, gateway: socket.remoteAddress }, `relay ${what} refused`)
           socket.destroy()
           return
         }
         if (rest !== undefined && rest.length > 0) socket.unshift(rest)
-        markPassthrough(socket, client!)
-        handle(socket)
+        markPassthrough(socket, preamble!.client)
+        if (stream !== undefined) stream(socket, preamble!)
+        else passthrough!(socket)
       })
       return
     }

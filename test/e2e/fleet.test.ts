@@ -114,6 +114,10 @@ t.test('two control replicas and three gateways on one Postgres: relays, failove
     t.equal(up.sink.bytes, FILE_BYTES)
     const ws = await wsEcho(lab, net, `wss://${hosts.alpha}:${HTTPS_PORT}/ws`, bundle, through(relayGateway))
     t.ok(ws.ok, `WebSocket echo through the relay: ${JSON.stringify(ws)}`)
+    // All of it went the default way: the client's TLS ended at the relaying gateway, the plaintext piped.
+    const metrics = await lab.curl(fleet.gws[GATEWAYS.indexOf(relayGateway)].ns, ['-sS', '--fail', '--max-time', '5', 'http://127.0.0.1:9091/metrics'], { timeoutMs: 10_000 })
+    const out = /^cc_relay_stream\{reason="out"\} (\d+)/m.exec(metrics.stdout)
+    t.ok(Number(out?.[1] ?? 0) >= 3, `${relayGateway} piped the connections as streams (relay_stream out: ${out?.[1] ?? 'none'})`)
   })
 
   await t.test('kill -9 of the primary: the survivors answer within 10 s, no new registration, status stays connected', async t => {

@@ -178,11 +178,15 @@ t.test('fleet settings: region, relay port and URL (defaulting to the endpoint\'
   t.same(fleet.controlUrls, ['http://c1:8081', 'http://c2:8081'])
   const config = validateConfig(gatewayConfigFrom(fleet, encodeKey(generatePrivateKey()), '10.100.0.1'))
   t.same(config.edge?.relayListen, { address: '::', port: 8444 }, 'the relay listens on the edge host')
+  t.equal(config.edge?.relayMode, 'stream', 'relayed connections are streams unless CC_RELAY_MODE says otherwise')
+  const passthrough = loadGatewayEnv({ CC_DATA_DIR: dir, CC_RELAY_PORT: '8444', CC_GATEWAY_ENDPOINT: 'gw1.example.com:51820', CC_RELAY_MODE: 'passthrough' })
+  t.equal(validateConfig(gatewayConfigFrom(passthrough, encodeKey(generatePrivateKey()), '10.100.0.1')).edge?.relayMode, 'passthrough')
 
   t.equal(loadGatewayEnv({ CC_DATA_DIR: dir, CC_RELAY_PORT: '8444', CC_GATEWAY_ENDPOINT: '[2001:db8::1]:51820' }).relayUrl, 'https://[2001:db8::1]:8444')
   t.equal(loadGatewayEnv({ CC_DATA_DIR: dir, CC_RELAY_PORT: '8444', CC_RELAY_URL: 'https://relay.gw1.example.com:443' }).relayUrl, 'https://relay.gw1.example.com:443', 'CC_RELAY_URL wins')
   t.match(describeGatewayVariables(), /CC_RELAY_PORT\n/)
   t.match(describeGatewayVariables(), /CC_RELAY_URL\n/)
+  t.match(describeGatewayVariables(), /CC_RELAY_MODE/)
   t.match(describeGatewayVariables(), /CC_GATEWAY_REGION\n/)
 })
 
@@ -200,6 +204,7 @@ t.test('a bad fleet setting stops start-up with one line naming the variable', a
     [{ CC_RELAY_PORT: '8444', CC_GATEWAY_ENDPOINT: 'gw1:51820', CC_EDGE: '0' }, 'CC_RELAY_PORT', /needs the edge/],
     [{ CC_CONTROL_URL: 'http://c1:8081,ftp://c2' }, 'CC_CONTROL_URL', /comma-separated list/],
     [{ CC_CONTROL_URL: 'http://c1:8081,' }, 'CC_CONTROL_URL', /comma-separated list/],
+    [{ CC_RELAY_MODE: 'tunnel' }, 'CC_RELAY_MODE', /must be one of stream, passthrough, request/],
   ]
   for (const [env, field, message] of cases) {
     const err = configError({ CC_DATA_DIR: dir, ...env })

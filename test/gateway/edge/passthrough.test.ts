@@ -8,7 +8,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { once } from 'node:events'
 import { PassThrough } from 'node:stream'
-import { MAX_CLIENT_HELLO, encodePreamble, readPreamble, readServerName } from '../../../gateway/edge/passthrough.ts'
+import { MAX_CLIENT_HELLO, encodePreamble, readPreamble, readServerName, type Preamble } from '../../../gateway/edge/passthrough.ts'
 
 /** The first flight a TLS client sends for `options`, captured by a loopback listener. */
 async function clientHello (options: tls.ConnectionOptions): Promise<Buffer> {
@@ -82,18 +82,33 @@ t.test('a ClientHello that claims more than the limit is not waited for', async 
 
 t.test('the preamble round-trips, leaving what follows it; a bad one is an error', async t => {
   const stream = new PassThrough()
-  const result = new Promise<{ err: Error | null, client?: string, rest?: Buffer }>(resolve => {
-    readPreamble(stream, 1_000, (err, client, rest) => resolve({ err, client, rest }))
+  const result = new Promise<{ err: Error | null, preamble?: Preamble, rest?: Buffer }>(resolve => {
+    readPreamble(stream, 1_000, (err, preamble, rest) => resolve({ err, preamble, rest }))
   })
-  const preamble = encodePreamble({ address: '2001:db8::7', port: 443 })
+  const preamble = encodePreamble({ client: '2001:db8::7', port: 443 })
   stream.write(preamble.subarray(0, 3))
   stream.write(Buffer.concat([preamble.subarray(3), Buffer.from('tls bytes')]))
   const ok = await result
   t.equal(ok.err, null)
-  t.equal(ok.client, '2001:db8::7')
+  t.same(ok.preamble, { client: '2001:db8::7', port: 443 })
   t.equal(ok.rest?.toString(), 'tls bytes')
 
-  for (const [name, bytes] of [['zero length', Buffer.from([0, 0])], ['too long', Buffer.from([0x7f, 0xff])], ['not JSON', Buffer.from([0, 3, 0x41, 0x42, 0x43])], ['no client', Buffer.from([0, 2, 0x7b, 0x7d])]] as const) {
+  const json = (value: unknown): Buffer => {
+    const body = Buffer.from(JSON.stringify(value))
+    return Buffer.concat([Buffer.from([body.length >> 8, body.length & 0xff]), body])
+  }
+  const bad = [
+    ['zero length', Buffer.from([0, 0])],
+    ['too long', Buffer.from([0x7f, 0xff])],
+    ['longer than 512 bytes', json({ client: '192.0.2.1', servername: `${'a'.repeat(250)}.${'b'.repeat(250)}.example` })],
+    ['not JSON', Buffer.from([0, 3, 0x41, 0x42, 0x43])],
+    ['no client', Buffer.from([0, 2, 0x7b, 0x7d])],
+    ['not an object', json('192.0.2.1')],
+    ['a port out of range', json({ client: '192.0.2.1', port: 70000 })],
+    ['an unknown ALPN protocol', json({ client: '192.0.2.1', port: 1, alpn: 'spdy/3', servername: 'a.example' })],
+    ['a server name with a space', json({ client: '192.0.2.1', port: 1, alpn: 'h2', servername: 'a b.example' })],
+  ] as const
+  for (const [name, bytes] of bad) {
     const s = new PassThrough()
     const got = new Promise<Error | null>(resolve => { readPreamble(s, 1_000, err => resolve(err)) })
     s.write(bytes)
@@ -102,4 +117,11 @@ t.test('the preamble round-trips, leaving what follows it; a bad one is an error
   const silent = new PassThrough()
   const timedOut = await new Promise<Error | null>(resolve => { readPreamble(silent, 50, err => resolve(err)) })
   t.match(timedOut?.message, /timed out/)
+})
+
+t.test('a stream preamble carries the ALPN protocol and the server name', async t => {
+  const stream = new PassThrough()
+  const result = new Promise<Preamble | undefined>(resolve => { readPreamble(stream, 1_000, (_err, preamble) => resolve(preamble)) })
+  stream.write(encodePreamble({ client: '198.51.100.9', port: 50123, alpn: 'h2', servername: 'files.example.test' }))
+  t.same(await result, { client: '198.51.100.9', port: 50123, alpn: 'h2', servername: 'files.example.test' })
 })

@@ -15,7 +15,9 @@ import { once } from 'node:events'
 import WebSocket, { WebSocketServer } from 'ws'
 import type { FleetGateway } from '../../../proto/rpc/index.ts'
 import { connectPinned, loadOrCreateRelayIdentity, RelayError, type RelayIdentity, type Route } from '../../../gateway/edge/index.ts'
-import { PASSTHROUGH_ALPN } from '../../../gateway/edge/passthrough.ts'
+import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble } from '../../../gateway/edge/passthrough.ts'
+import type { RelayMode } from '../../../gateway/edge/options.ts'
+import { createHash, randomBytes } from 'node:crypto'
 import { Metrics } from '../../../gateway/metrics.ts'
 import { loopbackLookup, request, route, startEdge, startOrigin, tempDir, waitFor, type RequestOptions, type TestEdge } from './helpers.ts'
 
@@ -45,20 +47,22 @@ interface Pair { a: TestEdge, b: TestEdge, idA: RelayIdentity, idB: RelayIdentit
 
 /**
  * A serves the instance (its origin at `port`); B has only the fleet route naming A. B relays per
- * request (TLS ends at B) unless `passthrough`: then B passes clients' TLS through to A.
+ * request (TLS ends at B, `mode` 'request', the default here) or by connection ('passthrough': B
+ * passes clients' TLS through to A; 'stream': B ends it and pipes the plaintext to A).
  */
-async function pair (t: Parameters<typeof startEdge>[0], port: number, extra: { aRoutes?: Route[], bRoutes?: Route[], passthrough?: boolean } = {}): Promise<Pair> {
+async function pair (t: Parameters<typeof startEdge>[0], port: number, extra: { aRoutes?: Route[], bRoutes?: Route[], mode?: RelayMode, aHandshakeTimeoutMs?: number } = {}): Promise<Pair> {
   const idA = await loadOrCreateRelayIdentity(tempDir(t))
   const idB = await loadOrCreateRelayIdentity(tempDir(t))
   const live = { a: true, b: false }
   const metrics = { a: new Metrics(), b: new Metrics() }
   const a = await startEdge(t, [route('inst', port, [HOST], { relayVia: ['gw-a'] }), ...extra.aRoutes ?? []], {
     metrics: metrics.a,
+    ...(extra.aHandshakeTimeoutMs === undefined ? {} : { limits: { tlsHandshakeTimeoutMs: extra.aHandshakeTimeoutMs } }),
     relay: { listen: { host: '127.0.0.1', port: 0 }, identity: idA, sessionLive: () => live.a },
   })
   const b = await startEdge(t, [{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-a'], remote: true }, ...extra.bRoutes ?? []], {
     metrics: metrics.b,
-    relay: { listen: { host: '127.0.0.1', port: 0 }, identity: idB, sessionLive: () => live.b, passthrough: extra.passthrough === true },
+    relay: { listen: { host: '127.0.0.1', port: 0 }, identity: idB, sessionLive: () => live.b, mode: extra.mode ?? 'request' },
   })
   const fleet = [fleetEntry('gw-a', a, idA), fleetEntry('gw-b', b, idB)]
   a.edge.updateFleet(fleet)
@@ -268,7 +272,7 @@ function viaB (p: Pair, host: string, options: RequestOptions = {}): ReturnType<
 
 t.test('passthrough: B hands the client\'s TLS to A, which serves it with the client\'s address; B terminates nothing', async t => {
   const o = await origin(t)
-  const p = await pair(t, o.port, { passthrough: true })
+  const p = await pair(t, o.port, { mode: 'passthrough' })
   const res = await viaB(p, HOST, { path: '/hello', method: 'POST', body: 'x'.repeat(1000), headers: { 'x-forwarded-for': '203.0.113.9', forwarded: 'for=203.0.113.9' } })
   t.equal(res.status, 200)
   t.equal(JSON.parse(res.body.toString()).bytes, 1000)
@@ -295,7 +299,7 @@ t.test('passthrough: B hands the client\'s TLS to A, which serves it with the cl
 
 t.test('passthrough: a ClientHello that comes a byte at a time is still read and passed through', async t => {
   const o = await origin(t)
-  const p = await pair(t, o.port, { passthrough: true })
+  const p = await pair(t, o.port, { mode: 'passthrough' })
   const raw = net.connect({ host: '127.0.0.1', port: p.b.port, localAddress: CLIENT })
   t.teardown(() => raw.destroy())
   await once(raw, 'connect')
@@ -327,7 +331,7 @@ t.test('passthrough: a ClientHello that comes a byte at a time is still read and
 t.test('passthrough: a name B does not relay, or no TLS at all, is served by B itself', async t => {
   const o = await origin(t)
   const local = await origin(t)
-  const p = await pair(t, o.port, { passthrough: true, bRoutes: [route('mine', local.port, ['mine.example.test'])] })
+  const p = await pair(t, o.port, { mode: 'passthrough', bRoutes: [route('mine', local.port, ['mine.example.test'])] })
   t.equal((await request(p.b, 'mine.example.test')).status, 200, 'B\'s own instance: TLS ends at B')
   t.equal(local.seen.xff.length, 1)
   const plain = net.connect({ host: '127.0.0.1', port: p.b.port })
@@ -344,7 +348,7 @@ t.test('passthrough: a holder that cannot be reached: B serves the connection it
   const closed = await startOrigin(t, () => {})
   const closedPort = closed.port
   await new Promise<void>(resolve => { closed.server.close(() => resolve()) })
-  const p = await pair(t, o.port, { passthrough: true })
+  const p = await pair(t, o.port, { mode: 'passthrough' })
   const idDead = await loadOrCreateRelayIdentity(tempDir(t))
   p.b.edge.updateFleet([{ id: 'gw-dead', relayUrl: `https://127.0.0.1:${closedPort}`, relayFingerprint: idDead.fingerprint }, ...p.fleet])
   p.b.edge.updateRoutes([{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-dead', 'gw-a'], remote: true }])
@@ -361,7 +365,7 @@ t.test('passthrough: a connection passed through is never passed on or relayed a
   const o = await origin(t)
   // A believes B holds the instance, B believes A does: a loop, were anything sent twice.
   const p = await pair(t, o.port, {
-    passthrough: true,
+    mode: 'passthrough',
     aRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-b'], remote: true }],
     bRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-a'], remote: true }],
   })
@@ -375,7 +379,7 @@ t.test('passthrough: a connection passed through is never passed on or relayed a
 
 t.test('relay listener: a passthrough connection with a malformed preamble is refused and counted', async t => {
   const o = await origin(t)
-  const p = await pair(t, o.port, { passthrough: true })
+  const p = await pair(t, o.port, { mode: 'passthrough' })
   const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
     connectPinned(p.fleet[0], p.idB, 5_000, (err, s) => { if (err !== null) reject(err); else resolve(s!) }, PASSTHROUGH_ALPN)
   })
@@ -386,4 +390,211 @@ t.test('relay listener: a passthrough connection with a malformed preamble is re
   t.ok(await waitFor(() => p.metrics.a.family('relay_refused', '').get('passthrough_preamble') === 1), 'counted')
   t.equal(passthroughCount(p.metrics.a, 'in'), 0)
   t.equal(o.seen.xff.length, 0)
+})
+
+// Stream relaying (the default mode): B ends the client's TLS with the fleet's certificates and
+// pipes the plaintext to A inside the relay connection; A's edge serves it as its own client's.
+
+const streamCount = (m: Metrics, what: string): number => m.family('relay_stream', '').get(what)
+
+t.test('stream: B ends the client\'s TLS and pipes the plaintext to A, which serves it with the client\'s address', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { mode: 'stream' })
+  const res = await viaB(p, HOST, { path: '/hello', method: 'POST', body: 'x'.repeat(1000), headers: { 'x-forwarded-for': '203.0.113.9', forwarded: 'for=203.0.113.9' } })
+  t.equal(res.status, 200)
+  t.equal(JSON.parse(res.body.toString()).bytes, 1000)
+  t.same(o.seen.xff, [CLIENT], 'X-Forwarded-For: the client\'s address (from B\'s preamble), once; the client\'s claim dropped')
+  t.same(o.seen.forwarded, [`for=${CLIENT};host="${HOST}:${p.b.port}";proto=https`], 'Forwarded once')
+  t.equal(requestLines(p.b).length, 0, 'B logged no request: it only piped bytes')
+  t.equal(requestLines(p.a)[0]?.client, CLIENT, 'A logs the client\'s address')
+  t.equal(relayedLines(p.a).length, 0, 'not a per-request relay')
+  t.equal(streamCount(p.metrics.b, 'out'), 1)
+  t.equal(streamCount(p.metrics.a, 'in'), 1)
+  t.equal(passthroughCount(p.metrics.b, 'out'), 0, 'nothing passed through raw')
+
+  // HTTP/2 by the client's ALPN with B, spoken to A's edge.
+  const session = http2.connect(`https://${HOST}:${p.b.port}`, { ca: [p.b.ca], localAddress: CLIENT, lookup: loopbackLookup } as http2.SecureClientSessionOptions)
+  t.teardown(() => session.close())
+  const stream = session.request({ ':path': '/h2', ':method': 'POST' })
+  stream.end('y'.repeat(70_000))
+  const [headers] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
+  let body = ''
+  stream.on('data', (c: Buffer) => { body += c.toString() })
+  await once(stream, 'end')
+  t.equal(headers[':status'], 200)
+  t.equal(JSON.parse(body).bytes, 70_000)
+  t.equal((session.socket as tls.TLSSocket).alpnProtocol, 'h2')
+  t.equal(o.seen.xff.at(-1), CLIENT, 'HTTP/2: the client\'s address')
+  t.equal(streamCount(p.metrics.a, 'in'), 2)
+  t.same(p.b.edge.traffic.take().accessLog, [], 'B records no traffic for what it piped')
+  const atA = p.a.edge.traffic.take().accessLog
+  t.same(atA.map(e => [e.path, e.status]), [['/hello', 200], ['/h2', 200]], 'A records it once')
+})
+
+t.test('stream: 20 MB each way byte-exact, keep-alive requests on one connection', async t => {
+  const size = 20 * 1024 * 1024
+  const blob = randomBytes(size)
+  const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+  const { port } = await startOrigin(t, (req, res) => {
+    if (req.method === 'GET') { res.end(blob); return }
+    const hash = createHash('sha256')
+    let n = 0
+    req.on('data', (c: Buffer) => { hash.update(c); n += c.length })
+    req.on('end', () => { res.end(JSON.stringify({ bytes: n, sha256: hash.digest('hex') })) })
+  })
+  const p = await pair(t, port, { mode: 'stream' })
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const down = await viaB(p, HOST, { path: '/blob', agent })
+  t.equal(down.status, 200)
+  t.equal(down.body.length, size)
+  t.equal(digest(down.body), digest(blob), 'download byte-exact')
+  const up = await viaB(p, HOST, { path: '/sink', method: 'PUT', body: blob, agent })
+  t.same(JSON.parse(up.body.toString()), { bytes: size, sha256: digest(blob) }, 'upload byte-exact')
+  t.equal(streamCount(p.metrics.b, 'out'), 1, 'both on one relayed connection')
+})
+
+t.test('stream: a request for another name than the connection\'s server name gets 421 at A', async t => {
+  const o = await origin(t)
+  const other = await origin(t)
+  const p = await pair(t, o.port, { mode: 'stream', aRoutes: [route('other', other.port, ['other.example.test'])] })
+  const res = await viaB(p, HOST, { headers: { host: 'other.example.test' } })
+  t.equal(res.status, 421, 'the client\'s SNI (from the preamble) names another instance')
+  t.equal(streamCount(p.metrics.a, 'in'), 1)
+  t.equal(other.seen.xff.length + o.seen.xff.length, 0, 'no origin reached')
+})
+
+t.test('stream: WebSocket through B to A, with the client\'s address', async t => {
+  const { server, port } = await startOrigin(t, (_req, res) => { res.end() })
+  const wss = new WebSocketServer({ server })
+  let xff: string | string[] | undefined
+  wss.on('connection', (ws, req) => {
+    xff = req.headers['x-forwarded-for']
+    ws.on('message', (data: Buffer) => ws.send(Buffer.concat([Buffer.from('echo:'), data])))
+  })
+  t.teardown(() => { wss.close() })
+  const p = await pair(t, port, { mode: 'stream' })
+  const ws = new WebSocket(`wss://${HOST}:${p.b.port}/socket`, { ca: p.b.ca, lookup: loopbackLookup, localAddress: CLIENT } as WebSocket.ClientOptions)
+  await once(ws, 'open')
+  const messages: string[] = []
+  ws.on('message', (d: Buffer) => messages.push(d.toString()))
+  for (let i = 0; i < 5; i++) ws.send(`m${i}`)
+  t.ok(await waitFor(() => messages.length === 5), 'five echoes')
+  t.same(messages, ['echo:m0', 'echo:m1', 'echo:m2', 'echo:m3', 'echo:m4'])
+  t.equal(xff, CLIENT, 'X-Forwarded-For once on the upgrade: the client\'s address')
+  t.equal(streamCount(p.metrics.a, 'in'), 1)
+  ws.close()
+  await once(ws, 'close')
+  t.ok(await waitFor(() => requestLines(p.a).some(l => l.status === 101)), 'A served the upgrade with its own proxy')
+})
+
+t.test('stream: a holder that cannot be reached: B serves the connection itself and relays the request to the next holder', async t => {
+  const o = await origin(t)
+  const closed = await startOrigin(t, () => {})
+  const closedPort = closed.port
+  await new Promise<void>(resolve => { closed.server.close(() => resolve()) })
+  const p = await pair(t, o.port, { mode: 'stream' })
+  const idDead = await loadOrCreateRelayIdentity(tempDir(t))
+  p.b.edge.updateFleet([{ id: 'gw-dead', relayUrl: `https://127.0.0.1:${closedPort}`, relayFingerprint: idDead.fingerprint }, ...p.fleet])
+  p.b.edge.updateRoutes([{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-dead', 'gw-a'], remote: true }])
+  const first = await viaB(p, HOST)
+  t.equal(first.status, 200, 'the connection that met the dead holder is served by B, its request relayed to gw-a')
+  t.equal(streamCount(p.metrics.b, 'fallback'), 1)
+  t.equal(relayedLines(p.a).length, 1, 'relayed per request')
+  t.equal((await viaB(p, HOST)).status, 200, 'the next connection goes straight to gw-a')
+  t.equal(streamCount(p.metrics.b, 'out'), 1)
+  t.same(o.seen.xff, [CLIENT, CLIENT], 'the client\'s address both ways')
+})
+
+t.test('stream: a connection piped to A is never passed on or relayed again', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, {
+    mode: 'stream',
+    aRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-b'], remote: true }],
+    bRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-a'], remote: true }],
+  })
+  const res = await viaB(p, LOOP)
+  t.equal(res.status, 502, 'A has no session: the offline page')
+  t.equal(streamCount(p.metrics.a, 'in'), 1, 'A got it once')
+  t.equal(relayedLines(p.b).length, 0, 'and did not relay the request back to B')
+  t.equal(streamCount(p.metrics.b, 'in'), 0)
+})
+
+t.test('stream: a client whose TLS handshake with B fails takes its relay connection to A down with it', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { mode: 'stream' })
+  // A real ClientHello for HOST (so B opens the relay connection), then bytes that are no TLS record.
+  const hello = await new Promise<Buffer>(resolve => {
+    const capture = net.createServer(s => { s.once('data', (d: Buffer) => { resolve(d); s.destroy() }) })
+    capture.listen(0, '127.0.0.1', () => {
+      const c = tls.connect({ port: (capture.address() as net.AddressInfo).port, host: '127.0.0.1', servername: HOST })
+      c.on('error', () => { capture.close() })
+    })
+  })
+  const raw = net.connect({ host: '127.0.0.1', port: p.b.port, localAddress: CLIENT })
+  raw.on('error', () => {})
+  raw.resume()
+  const closed = once(raw, 'close')
+  t.teardown(() => raw.destroy())
+  await once(raw, 'connect')
+  raw.write(hello)
+  // B reads the server name, opens the relay connection to A, then answers the ClientHello.
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal(p.metrics.a.family('relay_refused', '').get('stream_preamble'), 0, 'nothing refused at A yet')
+  const startedAt = Date.now()
+  raw.write(Buffer.from('not a TLS record at all\r\n\r\n'))
+  await Promise.race([closed, new Promise(resolve => setTimeout(resolve, 5_000))])
+  t.ok(await waitFor(() => p.metrics.b.family('edge_client_errors', '').get('tls_handshake') === 1, 3_000), 'B counted the failed handshake')
+  t.ok(await waitFor(() => p.metrics.a.family('relay_refused', '').get('stream_preamble') === 1, 3_000), 'A saw the relay connection close before any preamble')
+  t.ok(Date.now() - startedAt < 5_000, 'at once, not after A\'s 10 s preamble timeout')
+  t.equal(streamCount(p.metrics.a, 'in'), 0)
+  t.equal(o.seen.xff.length, 0)
+})
+
+/** A relay connection to A's listener as B, negotiating `alpn`. */
+async function relayConnection (p: Pair, alpn: string): Promise<tls.TLSSocket> {
+  const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+    connectPinned(p.fleet[0], p.idB, 5_000, (err, s) => { if (err !== null) reject(err); else resolve(s!) }, alpn)
+  })
+  socket.on('error', () => {})
+  return socket
+}
+
+t.test('relay listener: a stream whose preamble and first request come in one write is served', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { mode: 'stream' })
+  const socket = await relayConnection(p, STREAM_ALPN)
+  t.teardown(() => socket.destroy())
+  t.equal(socket.alpnProtocol, STREAM_ALPN)
+  let answer = ''
+  socket.on('data', (d: Buffer) => { answer += d.toString('latin1') })
+  const body = 'b'.repeat(40_000)
+  socket.write(Buffer.concat([
+    encodePreamble({ client: '198.51.100.20', port: 40000, alpn: 'http/1.1', servername: HOST }),
+    Buffer.from(`POST /one HTTP/1.1\r\nhost: ${HOST}\r\ncontent-length: ${body.length}\r\n\r\n${body}GET /two HTTP/1.1\r\nhost: ${HOST}\r\nconnection: close\r\n\r\n`),
+  ]))
+  await once(socket, 'close')
+  t.equal(answer.match(/HTTP\/1\.1 200 /g)?.length, 2, 'both pipelined requests answered')
+  t.match(answer, /"bytes":40000/)
+  t.same(o.seen.xff, ['198.51.100.20', '198.51.100.20'], 'the preamble\'s client address, once per request')
+})
+
+t.test('relay listener: a stream with a malformed, incomplete or late preamble is refused and counted', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { mode: 'stream', aHandshakeTimeoutMs: 1_000 })
+  const refused = (): number => p.metrics.a.family('relay_refused', '').get('stream_preamble')
+  const cases: Array<[string, Buffer | null]> = [
+    ['a length past the limit', Buffer.from([0xff, 0xff, 0x00])],
+    ['no ALPN protocol nor server name (a passthrough preamble)', encodePreamble({ client: '198.51.100.20', port: 1 })],
+    ['an ALPN protocol but no server name', Buffer.concat([Buffer.from([0, 42]), Buffer.from(JSON.stringify({ client: '198.51.100.20', port: 1, alpn: 'h2' }).padEnd(42))])],
+    ['nothing within the handshake timeout', null],
+  ]
+  for (const [i, [name, bytes]] of cases.entries()) {
+    const socket = await relayConnection(p, STREAM_ALPN)
+    if (bytes !== null) socket.write(bytes)
+    await once(socket, 'close')
+    t.ok(await waitFor(() => refused() === i + 1), name)
+  }
+  t.equal(streamCount(p.metrics.a, 'in'), 0)
+  t.equal(o.seen.xff.length, 0, 'nothing reached the origin')
 })
