@@ -1,18 +1,22 @@
 /**
  * Upgrades through the edge on the wire (raw TLS client, raw origin sockets): the origin's 101 head
  * as it sent it and the bytes sent with either head, the route's pooled connection reused for an
- * upgrade, an origin that never answers (504 page), one that answers without switching (relayed,
- * then the connection closes), and control's HSTS on an upgrade's answers.
+ * upgrade, a client over its share of an instance's slots (429), an origin that never answers (504
+ * page), one that answers without switching (relayed, then the connection closes), and control's
+ * HSTS on an upgrade's answers.
  */
 import t, { type Test } from 'tap'
+import net from 'node:net'
 import tls from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { controlRoute } from '../../../gateway/edge/index.ts'
 import { request, route, startEdge, startOrigin, waitFor, type TestEdge } from './helpers.ts'
 
 /** A raw TLS connection to the edge for `host`, everything it receives kept in `received`. */
-async function rawClient (t: Test, te: TestEdge, host: string): Promise<{ socket: tls.TLSSocket, received: () => string, closed: () => boolean }> {
-  const socket = tls.connect({ host: '127.0.0.1', port: te.port, servername: host, ca: te.ca })
+async function rawClient (t: Test, te: TestEdge, host: string, localAddress = '127.0.0.1'): Promise<{ socket: tls.TLSSocket, received: () => string, closed: () => boolean }> {
+  const tcp = net.connect({ host: '127.0.0.1', port: te.port, localAddress })
+  tcp.on('error', () => {})
+  const socket = tls.connect({ socket: tcp, servername: host, ca: te.ca })
   let received = ''
   let closed = false
   socket.on('data', (c: Buffer) => { received += c.toString('latin1') })
@@ -84,6 +88,28 @@ t.test('upgrade after a request: it goes over the route\'s pooled keep-alive con
   client.socket.write(upgradeRequest('a.example.test'))
   t.ok(await waitFor(() => client.received().startsWith('HTTP/1.1 101 ')))
   t.equal(String(upgradedFrom), first.body.toString(), 'the upgrade used the connection the request left idle in the pool')
+})
+
+t.test('upgrades from one client over its share of the instance\'s slots: 429, while another client is granted', async t => {
+  const port = await upgradeOrigin(t, socket => {
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n')
+  })
+  // 16 slots, a quarter each: a client may still hold MIN_CLIENT_SLOTS (8).
+  const te = await startEdge(t, [route('a', port, ['a.example.test'], { maxConnections: 16 })])
+  const held = await Promise.all(Array.from({ length: 8 }, async () => await rawClient(t, te, 'a.example.test')))
+  for (const c of held) c.socket.write(upgradeRequest('a.example.test'))
+  t.ok(await waitFor(() => held.every(c => c.received().startsWith('HTTP/1.1 101 '))), 'eight upgrades switched')
+  t.equal(te.edge.pool.clientConnections('a', '127.0.0.1'), 8)
+  const ninth = await rawClient(t, te, 'a.example.test')
+  ninth.socket.write(upgradeRequest('a.example.test'))
+  t.ok(await waitFor(() => ninth.closed()))
+  t.match(ninth.received(), /^HTTP\/1\.1 429 /)
+  t.match(ninth.received(), /\r\nretry-after: 5\r\n/i)
+  const other = await rawClient(t, te, 'a.example.test', '127.0.0.2')
+  other.socket.write(upgradeRequest('a.example.test'))
+  t.ok(await waitFor(() => other.received().startsWith('HTTP/1.1 101 ')), 'another address still gets a slot')
+  for (const c of [...held, other]) c.socket.destroy()
+  t.ok(await waitFor(() => te.edge.pool.activeConnections('a') === 0), 'every slot released')
 })
 
 t.test('upgrade the origin never answers: the timeout page after upstreamTimeoutMs, the slot released', async t => {
