@@ -65,7 +65,7 @@ function hasBody (req: EdgeRequest): boolean {
 }
 
 /** Which deadline an exchange's watchdog enforces. */
-export const enum Phase { Sending, Waiting, Receiving }
+const enum Phase { Sending, Waiting, Receiving }
 
 /**
  * One exchange with the origin: its state and its undici dispatch handler. A class rather than
@@ -74,21 +74,21 @@ export const enum Phase { Sending, Waiting, Receiving }
 export abstract class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private readonly started = performance.now()
   private readonly startedAt = Date.now()
-  protected readonly requestId: string
+  private readonly requestId: string
   private readonly hostHeader: string | undefined
   private readonly clientIp: string
   private readonly client: string
   /** The token of an HTTP/1.1 upgrade request (undici sends it with `Connection: upgrade`). */
   protected upgrade: string | undefined
-  protected status = 0
-  protected bytesIn = 0
-  protected bytesOut = 0
+  private status = 0
+  private bytesIn = 0
+  private bytesOut = 0
   protected failure: string | undefined
   private route: Route | undefined
   /** Fleet: the gateway this exchange is relayed to (undefined: direct). */
   private target: RelayTarget | undefined
   /** The Host names control's route: HSTS on every answer, control's wording on edge pages. */
-  protected control = false
+  private control = false
   private slot = false
   private withBody = false
   private headers: Record<string, string | string[]> | undefined
@@ -96,15 +96,15 @@ export abstract class Exchange implements Dispatcher.DispatchHandler, UploadInPr
   private attempt = 0
   private controller: Dispatcher.DispatchController | undefined
   private pendingAbort: Error | undefined
-  protected responded = false
-  protected upstreamComplete = false
-  protected answered = false // we answered the client ourselves: later upstream errors are moot
-  protected cutByEdge = false // the edge destroyed the response: a close then is not the client's
+  private responded = false
+  private upstreamComplete = false
+  private answered = false // we answered the client ourselves: later upstream errors are moot
+  private cutByEdge = false // the edge destroyed the response: a close then is not the client's
   private waitingForDrain = false
   // One watchdog timer, re-armed lazily: idle while the request body goes up, first byte (504)
   // once it is all sent, idle again while the response (or an upgraded connection) flows.
   private phase = Phase.Waiting
-  protected lastActivity = 0
+  private lastActivity = 0
   private watchdog: NodeJS.Timeout | undefined
   private watchdogAt = 0
 
@@ -235,7 +235,7 @@ export abstract class Exchange implements Dispatcher.DispatchHandler, UploadInPr
     this.answer('slow-upload')
   }
 
-  protected enter (phase: Phase): void {
+  private enter (phase: Phase): void {
     const now = performance.now()
     this.phase = phase
     this.lastActivity = now
@@ -251,7 +251,7 @@ export abstract class Exchange implements Dispatcher.DispatchHandler, UploadInPr
     this.watchdog = setTimeout(watchdogFired, ms, this)
   }
 
-  protected disarm (): void {
+  private disarm (): void {
     clearTimeout(this.watchdog)
     this.watchdog = undefined
   }
@@ -265,6 +265,24 @@ export abstract class Exchange implements Dispatcher.DispatchHandler, UploadInPr
     const now = performance.now()
     if (at > now) { this.arm(at - now, at); return }
     this.abort(new EdgeTimeout(waiting ? 'UPSTREAM_TIMEOUT' : 'IDLE_TIMEOUT'))
+  }
+
+  /**
+   * The origin switched protocols (RFC 9110 15.2.2): the exchange with it is complete, and from
+   * now on the watchdog ends the upgraded connection after idleTimeoutMs without a byte.
+   */
+  protected switched (statusCode: number): void {
+    this.status = statusCode
+    this.responded = true
+    this.upstreamComplete = true
+    this.enter(Phase.Receiving)
+  }
+
+  /** Bytes that crossed an upgraded connection: counted, and they keep the idle watchdog fed. */
+  protected crossed (bytesIn: number, bytesOut: number): void {
+    this.bytesIn += bytesIn
+    this.bytesOut += bytesOut
+    this.lastActivity = performance.now()
   }
 
   /** Stop the upstream side (the watchdog, or the client left). */

@@ -9,7 +9,7 @@
 import http, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import { Exchange, Phase, noop } from './exchange.ts'
+import { Exchange, noop } from './exchange.ts'
 import type { ReverseProxy } from './proxy.ts'
 
 /** How long an answered connection may wait for the client to close it before we do. */
@@ -36,21 +36,17 @@ export class UpgradeExchange extends Exchange {
     const { socket } = this
     upstream.on('error', noop)
     if (socket.destroyed) { upstream.destroy(); return }
-    this.disarm()
-    this.status = statusCode
-    this.responded = true
-    this.upstreamComplete = true
+    this.switched(statusCode)
     this.headWritten = true
     this.upstream = upstream
     const raw = (controller.rawHeaders ?? []) as Array<Buffer | string>
     const fields: Array<[string, string]> = []
     for (let i = 0; i + 1 < raw.length; i += 2) fields.push([raw[i].toString(), raw[i + 1].toString()])
     socket.write(rawHead(statusCode, fields))
-    if (this.head.length > 0) { upstream.write(this.head); this.bytesIn += this.head.length }
+    if (this.head.length > 0) { upstream.write(this.head); this.crossed(this.head.length, 0) }
     // Bytes the origin sent after its 101 are read first from `upstream` (undici puts them back).
-    this.enter(Phase.Receiving)
-    socket.on('data', (c: Buffer) => { this.bytesIn += c.length; this.lastActivity = performance.now() })
-    upstream.on('data', (c: Buffer) => { this.bytesOut += c.length; this.lastActivity = performance.now() })
+    socket.on('data', (c: Buffer) => { this.crossed(c.length, 0) })
+    upstream.on('data', (c: Buffer) => { this.crossed(0, c.length) })
     // pipe() (not pipeline) keeps the listener count on the client socket low: its one close
     // handler (start) ends both directions.
     socket.pipe(upstream)
