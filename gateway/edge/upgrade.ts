@@ -41,8 +41,8 @@ export class UpgradeExchange extends Exchange {
     this.upstream = upstream
     const raw = (controller.rawHeaders ?? []) as Array<Buffer | string>
     const fields: Array<[string, string]> = []
-    for (let i = 0; i + 1 < raw.length; i += 2) fields.push([raw[i].toString(), raw[i + 1].toString()])
-    socket.write(rawHead(statusCode, fields))
+    for (let i = 0; i + 1 < raw.length; i += 2) fields.push([raw[i].toString('latin1'), raw[i + 1].toString('latin1')])
+    socket.write(rawHead(statusCode, fields), 'latin1')
     if (this.head.length > 0) { upstream.write(this.head); this.crossed(this.head.length, 0) }
     // Bytes the origin sent after its 101 are read first from `upstream` (undici puts them back).
     socket.on('data', (c: Buffer) => { this.crossed(c.length, 0) })
@@ -71,7 +71,7 @@ export class UpgradeExchange extends Exchange {
   /** The origin answered without switching: relayed, and the connection closes after it. */
   protected writeHead (statusCode: number, _statusMessage: string, headers: OutgoingHttpHeaders): void {
     this.headWritten = true
-    this.socket.write(rawHead(statusCode, fieldsOf({ ...headers, connection: 'close' })))
+    this.socket.write(rawHead(statusCode, fieldsOf({ ...headers, connection: 'close' })), 'latin1')
   }
 
   protected writeBody (chunk: Buffer): boolean { return this.socket.write(chunk) }
@@ -80,7 +80,8 @@ export class UpgradeExchange extends Exchange {
 
   protected writeAnswer (status: number, headers: OutgoingHttpHeaders, body: string): void {
     this.headWritten = true
-    this.socket.end(rawHead(status, fieldsOf({ ...headers, connection: 'close' })) + body)
+    this.socket.write(rawHead(status, fieldsOf({ ...headers, connection: 'close' })), 'latin1')
+    this.socket.end(body)
     this.linger()
   }
 
@@ -99,7 +100,10 @@ function fieldsOf (headers: OutgoingHttpHeaders): Array<[string, string]> {
   return fields
 }
 
-/** An HTTP/1.1 response head (the reason phrase is ours: RFC 9112 4, clients ignore it). */
+/**
+ * An HTTP/1.1 response head, to be written as latin1 as field values are read (the reason phrase
+ * is ours: RFC 9112 4, clients ignore it).
+ */
 function rawHead (status: number, fields: Iterable<[string, string]>): string {
   let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n`
   for (const [name, value] of fields) head += `${name}: ${value}\r\n`

@@ -50,8 +50,8 @@ t.test('upgrade switched: the origin\'s 101 head as it sent it, and bytes sent w
       fromClient += c.toString('latin1')
       if (fromClient.includes('ping')) socket.write('pong')
     })
-    // The head and the first bytes after it in one write.
-    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Origin-Case: Kept\r\n\r\nearly-from-origin')
+    // The head and the first bytes after it in one write; one field value with an obs-text byte.
+    socket.write(Buffer.from('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Origin-Case: Kept\r\nX-Latin: caf\u00e9\r\n\r\nearly-from-origin', 'latin1'))
   })
   const te = await startEdge(t, [route('a', port, ['a.example.test'])])
   const client = await rawClient(t, te, 'a.example.test')
@@ -60,6 +60,7 @@ t.test('upgrade switched: the origin\'s 101 head as it sent it, and bytes sent w
   const [head, rest] = client.received().split('\r\n\r\n', 2)
   t.match(head, /^HTTP\/1\.1 101 /)
   t.match(head, /\r\nX-Origin-Case: Kept(\r\n|$)/, 'the origin\'s fields as it wrote them')
+  t.match(head, /\r\nX-Latin: caf\u00e9(\r\n|$)/, 'byte for byte')
   t.equal(rest, 'early-from-origin')
   t.ok(await waitFor(() => fromClient.includes('early-from-client')), 'the client\'s bytes sent with its request reach the origin')
   client.socket.write('ping')
