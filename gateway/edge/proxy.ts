@@ -6,11 +6,11 @@
  *   connect       connectTimeoutMs until the upstream connection is up (the pool) -> 502
  *   first byte    upstreamTimeoutMs from the end of the request body to the
  *                 response headers (time-to-first-byte only)                      -> 504
- *   everything    idleTimeoutMs without a body byte in either direction ends the
- *                 exchange; total time never does
- * Upgrade requests (WebSocket) take the same path and timers up to the origin's answer, then are
- * relayed as raw byte pipes after its 101. One request is an Exchange (exchange.ts), one upgrade
- * an UpgradeExchange (upgrade.ts).
+ *   everything    idleTimeoutMs without a body byte (or a byte of an upgraded
+ *                 connection) in either direction ends the exchange; total time never does
+ * Upgrade requests (WebSocket) take the same path, pool and timers up to the origin's answer, then
+ * are relayed as raw byte pipes after its 101. One request is a RequestExchange (exchange.ts), one
+ * upgrade an UpgradeExchange (upgrade.ts); both are an Exchange.
  */
 import type http from 'node:http'
 import type tls from 'node:tls'
