@@ -1,9 +1,11 @@
 /**
  * One request relayed to the origin (reverse proxy, proxy.ts): the exchange's state, its undici
- * dispatch handler and its watchdog, from admission to the access-log line. Also the pieces the
- * proxy's upgrade path shares with it: request ids, refusal pages, error text.
+ * dispatch handler and its watchdog, from admission to the access-log line. `Exchange` is what
+ * ordinary requests and upgrades share (admission, slots, the upstream dispatch, timers, the edge's
+ * pages, the log); `RequestExchange` answers through the server's response object, and
+ * `UpgradeExchange` (upgrade.ts) writes to the raw connection of an HTTP/1.1 upgrade.
  */
-import http, { type IncomingHttpHeaders } from 'node:http'
+import http, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http'
 import http2 from 'node:http2'
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
@@ -66,20 +68,22 @@ function hasBody (req: EdgeRequest): boolean {
 const enum Phase { Sending, Waiting, Receiving }
 
 /**
- * One request relayed to the origin: the state of the exchange and its undici dispatch handler.
- * A class rather than closures: one object per request, methods shared.
+ * One exchange with the origin: its state and its undici dispatch handler. A class rather than
+ * closures: one object per request, methods shared. Subclasses say how the client is answered.
  */
-export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
+export abstract class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private readonly started = performance.now()
   private readonly startedAt = Date.now()
   private readonly requestId: string
   private readonly hostHeader: string | undefined
   private readonly clientIp: string
   private readonly client: string
+  /** The token of an HTTP/1.1 upgrade request (undici sends it with `Connection: upgrade`). */
+  protected upgrade: string | undefined
   private status = 0
   private bytesIn = 0
   private bytesOut = 0
-  private failure: string | undefined
+  protected failure: string | undefined
   private route: Route | undefined
   /** Fleet: the gateway this exchange is relayed to (undefined: direct). */
   private target: RelayTarget | undefined
@@ -98,25 +102,41 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   private cutByEdge = false // the edge destroyed the response: a close then is not the client's
   private waitingForDrain = false
   // One watchdog timer, re-armed lazily: idle while the request body goes up, first byte (504)
-  // once it is all sent, idle again while the response comes down.
+  // once it is all sent, idle again while the response (or an upgraded connection) flows.
   private phase = Phase.Waiting
   private lastActivity = 0
   private watchdog: NodeJS.Timeout | undefined
   private watchdogAt = 0
 
-  constructor (private readonly proxy: ReverseProxy, private readonly req: EdgeRequest, private readonly res: EdgeResponse) {
+  constructor (protected readonly proxy: ReverseProxy, protected readonly req: EdgeRequest) {
     this.requestId = proxy.relayed ? relayedRequestId(req) : nextRequestId()
     this.hostHeader = req.headers[':authority'] as string | undefined ?? req.headers.host
     this.clientIp = proxy.clientIpOf(req)
     this.client = clientKey(this.clientIp)
   }
 
-  start (): void {
-    const { req, res, proxy } = this
-    req.on('error', noop) // an aborted upload closes `res`, handled there
-    res.on('error', noop)
-    res.once('close', () => { this.closed() })
+  // How the client is answered (the server's response object, or an upgrade's raw connection).
+  /** The head of an answer has gone to the client: a page can no longer replace it. */
+  protected abstract headSent (): boolean
+  /** The client's side was written to its end. */
+  protected abstract finished (): boolean
+  /** The client's side is destroyed. */
+  protected abstract gone (): boolean
+  /** The origin's response head (may throw for a field the client's side refuses). */
+  protected abstract writeHead (statusCode: number, statusMessage: string, headers: OutgoingHttpHeaders): void
+  /** A response body chunk; false: the client's buffer is full. */
+  protected abstract writeBody (chunk: Buffer): boolean
+  /** Call `resume` once the client's buffer has room again. */
+  protected abstract whenDrained (resume: () => void): void
+  protected abstract endBody (): void
+  /** One of the edge's own answers (status, fields, body; the body is left out for HEAD). */
+  protected abstract writeAnswer (status: number, headers: OutgoingHttpHeaders, body: string): void
+  /** Cut the client's side: it never ends as a complete response. */
+  protected abstract cut (): void
 
+  /** Admission, a slot, then the request to the origin. Call once the client's side is watched. */
+  protected begin (): void {
+    const { req, proxy } = this
     const admitted = proxy.admit(req, this.hostHeader)
     if ('page' in admitted) { this.control = admitted.control; this.answer(admitted.page); return }
     const route = this.route = admitted.route
@@ -125,8 +145,7 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     // send a target that is not a path: the edge answers it (no upstream slot taken).
     if (req.url === '*') {
       this.status = 204
-      res.writeHead(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'x-request-id': this.requestId, ...(this.control ? { 'strict-transport-security': CONTROL_HSTS } : {}) })
-      res.end()
+      this.writeAnswer(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'x-request-id': this.requestId, ...(this.control ? { 'strict-transport-security': CONTROL_HSTS } : {}) }, '')
       return
     }
     const grant = proxy.pool.tryAcquire(route, this.client)
@@ -134,12 +153,14 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     this.slot = true
     this.target = proxy.relayTarget(route, req) ?? undefined
     if (this.target === undefined && route.remote === true) { this.answer('offline'); return }
+    // Connection and Upgrade are hop-by-hop: undici writes them for an upgrade.
     this.headers = (proxy.relayed
       ? relayedRequestHeaders(req.headers)
       : upstreamRequestHeaders(req.headers, {
         clientIp: this.clientIp, host: publicAuthority(this.hostHeader!, 'https'), proto: 'https', requestId: this.requestId,
       })) as Record<string, string | string[]>
-    this.withBody = hasBody(req)
+    // An upgrade's body bytes (if any) are the connection's `head`, never the request stream.
+    this.withBody = this.upgrade === undefined && hasBody(req)
     if (this.withBody) {
       req.once('end', () => { this.requestSent() })
       proxy.uploads?.watch(this)
@@ -156,7 +177,8 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
       this.enter(Phase.Sending)
     } else {
       this.enter(Phase.Waiting)
-      if (this.attempt === 0) req.resume()
+      // Not an upgrade's: resuming its stream would set the raw connection flowing before the pipe.
+      if (this.attempt === 0 && this.upgrade === undefined) req.resume()
     }
     try {
       const dispatcher = this.target?.dispatcher ?? this.proxy.pool.dispatcherFor(this.route!)
@@ -167,6 +189,7 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
         // Read as the client sends it (backpressure). (undici takes async iterables; its types
         // list only streams.)
         body: this.withBody ? this.countedBody() as unknown as Readable : null,
+        upgrade: this.upgrade,
       }, this)
     } catch (err) {
       this.disarm()
@@ -210,13 +233,6 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     this.failure = 'slow upload while the instance\'s slots are scarce'
     this.answered = true
     this.answer('slow-upload')
-    // RFC 9113 8.1: after a complete response, RST_STREAM(NO_ERROR) tells the client to stop
-    // sending; without it the stream (and its slot) stays open until the client ends the body.
-    if (this.req.httpVersionMajor >= 2) {
-      const stream = (this.res as http2.Http2ServerResponse).stream
-      // The stream's own 'finish' (the compat response's waits for the stream to close).
-      stream.once('finish', () => { if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR) })
-    }
   }
 
   private enter (phase: Phase): void {
@@ -251,7 +267,26 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
     this.abort(new EdgeTimeout(waiting ? 'UPSTREAM_TIMEOUT' : 'IDLE_TIMEOUT'))
   }
 
-  private abort (err: Error): void {
+  /**
+   * The origin switched protocols (RFC 9110 15.2.2): the exchange with it is complete, and from
+   * now on the watchdog ends the upgraded connection after idleTimeoutMs without a byte.
+   */
+  protected switched (statusCode: number): void {
+    this.status = statusCode
+    this.responded = true
+    this.upstreamComplete = true
+    this.enter(Phase.Receiving)
+  }
+
+  /** Bytes that crossed an upgraded connection: counted, and they keep the idle watchdog fed. */
+  protected crossed (bytesIn: number, bytesOut: number): void {
+    this.bytesIn += bytesIn
+    this.bytesOut += bytesOut
+    this.lastActivity = performance.now()
+  }
+
+  /** Stop the upstream side (the watchdog, or the client left). */
+  protected abort (err: Error): void {
     if (this.controller !== undefined) this.controller.abort(err)
     else this.pendingAbort = err
   }
@@ -268,15 +303,13 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, upstreamHeaders: IncomingHttpHeaders, statusMessage?: string): void {
     if (statusCode < 200) return // 1xx informational: nothing to relay
-    const { req, res } = this
     this.responded = true
     this.enter(Phase.Receiving)
     this.status = statusCode
     const responseHeaders = downstreamResponseHeaders(upstreamHeaders)
     if (this.control) responseHeaders['strict-transport-security'] = CONTROL_HSTS
     try {
-      if (req.httpVersionMajor >= 2) (res as http2.Http2ServerResponse).writeHead(statusCode, responseHeaders)
-      else (res as http.ServerResponse).writeHead(statusCode, statusMessage ?? '', responseHeaders)
+      this.writeHead(statusCode, statusMessage ?? '', responseHeaders)
     } catch (err) {
       // A header the client side refuses (e.g. invalid in HTTP/2): the origin's fault.
       this.failure = errorText(err)
@@ -290,25 +323,25 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.bytesOut += chunk.length
     this.lastActivity = performance.now()
-    if (!(this.res as NodeJS.WritableStream).write(chunk) && !this.waitingForDrain) {
+    if (!this.writeBody(chunk) && !this.waitingForDrain) {
       this.waitingForDrain = true
       controller.pause()
-      this.res.once('drain', () => { this.resume() })
+      this.whenDrained(() => { this.resume() })
     }
   }
 
   onResponseEnd (): void {
     this.upstreamComplete = true
     this.disarm()
-    this.res.end()
+    this.endBody()
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
     this.disarm()
     if (this.answered) return
     // The origin's side failed mid-body: cut the client's response, never end it as complete.
-    if (this.responded) { this.failure ??= errorText(err); this.cutByEdge = true; this.res.destroy(); return }
-    if (this.res.destroyed) return
+    if (this.responded) { this.failure ??= errorText(err); this.cutByEdge = true; this.cut(); return }
+    if (this.gone()) return
     // A pooled connection the origin closed just as we reused it: an idempotent request without
     // a body may go once more (RFC 9110 9.2.2; nothing was taken from the client).
     if (!this.withBody && this.attempt === 0 && idempotent(this.req.method ?? 'GET') && isConnectionReset(err)) {
@@ -321,34 +354,33 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
   }
 
   /** Answer with one of the edge's own pages (or cut the response if it has begun). */
-  private answer (refused: EdgePage, extra: Record<string, string> = {}): void {
-    const { req, res } = this
+  protected answer (refused: EdgePage, extra: Record<string, string> = {}): void {
+    const { req } = this
     const page = this.control ? controlPage(refused) : refused
     if (this.control) extra = { ...extra, 'strict-transport-security': CONTROL_HSTS }
     this.failure ??= page
     this.proxy.errors?.inc(page)
-    if (res.headersSent) { this.status = this.status || 502; this.cutByEdge = true; res.destroy(); return }
+    if (this.headSent()) { this.status = this.status || 502; this.cutByEdge = true; this.cut(); return }
     this.status = pageStatus(page)
     const body = renderPage(page, { host: this.hostHeader, requestId: this.requestId })
     // HTTP/1: a body we will not read makes the connection unusable for the next request.
     if (req.httpVersionMajor < 2 && !req.complete) extra = { ...extra, connection: 'close' }
     try {
-      res.writeHead(this.status, { ...pageHeaders(body, this.requestId), ...extra })
-      if (req.method === 'HEAD') res.end()
-      else res.end(body)
+      this.writeAnswer(this.status, { ...pageHeaders(body, this.requestId), ...extra }, body)
     } catch {
       this.cutByEdge = true
-      res.destroy()
+      this.cut()
     }
     // Unread request bodies are discarded (HTTP/1 keeps the connection only if it can drain).
     if (!req.readableEnded) req.resume()
   }
 
-  /** The client's response closed (finished or cut): stop the upstream side, free the slot, log. */
-  private closed (): void {
-    const { req, res, proxy } = this
+  /** The client's side closed (finished or cut): stop the upstream side, free the slot, log. */
+  protected closed (): void {
+    const { req, proxy } = this
+    const finished = this.finished()
     // The client left before the whole response was sent: nginx's 499, not the origin's status.
-    const cancelled = !res.writableFinished && !this.cutByEdge
+    const cancelled = !finished && !this.cutByEdge
     this.disarm()
     proxy.uploads?.unwatch(this)
     if (!this.upstreamComplete && this.slot) this.abort(new Error('client closed'))
@@ -374,16 +406,63 @@ export class Exchange implements Dispatcher.DispatchHandler, UploadInProgress {
       instanceId: this.route?.instanceId,
       client: this.clientIp,
       proto: req.httpVersionMajor >= 2 ? 'h2' : 'http/1.1',
+      ...(this.upgrade !== undefined ? { upgrade: this.upgrade } : {}),
       ...(this.target !== undefined ? { relay: this.target.gateway.id } : {}),
       ...(proxy.relayed ? { relayed: true } : {}),
       ...(this.failure !== undefined && !cancelled ? { error: this.failure } : {}),
       ...(cancelled ? { cancelled: true, ...(upstreamStatus !== 0 ? { upstreamStatus } : {}) } : {}),
-      ...(!res.writableFinished && !cancelled ? { aborted: true } : {}),
+      ...(!finished && !cancelled ? { aborted: true } : {}),
     }, 'request')
   }
 }
 
-function noop (): void {}
+/** An ordinary request (HTTP/1.1 or HTTP/2), answered through the server's response object. */
+export class RequestExchange extends Exchange {
+  constructor (proxy: ReverseProxy, req: EdgeRequest, private readonly res: EdgeResponse) {
+    super(proxy, req)
+  }
+
+  start (): void {
+    this.req.on('error', noop) // an aborted upload closes `res`, handled there
+    this.res.on('error', noop)
+    this.res.once('close', () => { this.closed() })
+    this.begin()
+  }
+
+  override endSlowUpload (): void {
+    super.endSlowUpload()
+    // RFC 9113 8.1: after a complete response, RST_STREAM(NO_ERROR) tells the client to stop
+    // sending; without it the stream (and its slot) stays open until the client ends the body.
+    if (this.req.httpVersionMajor >= 2) {
+      const stream = (this.res as http2.Http2ServerResponse).stream
+      // The stream's own 'finish' (the compat response's waits for the stream to close).
+      stream.once('finish', () => { if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR) })
+    }
+  }
+
+  protected headSent (): boolean { return this.res.headersSent }
+  protected finished (): boolean { return this.res.writableFinished }
+  protected gone (): boolean { return this.res.destroyed }
+  protected cut (): void { this.res.destroy() }
+
+  protected writeHead (statusCode: number, statusMessage: string, headers: OutgoingHttpHeaders): void {
+    if (this.req.httpVersionMajor >= 2) (this.res as http2.Http2ServerResponse).writeHead(statusCode, headers)
+    else (this.res as http.ServerResponse).writeHead(statusCode, statusMessage, headers)
+  }
+
+  protected writeBody (chunk: Buffer): boolean { return (this.res as NodeJS.WritableStream).write(chunk) }
+  protected whenDrained (resume: () => void): void { this.res.once('drain', resume) }
+
+  protected endBody (): void { this.res.end() }
+
+  protected writeAnswer (status: number, headers: OutgoingHttpHeaders, body: string): void {
+    this.res.writeHead(status, headers)
+    if (this.req.method === 'HEAD') this.res.end()
+    else this.res.end(body)
+  }
+}
+
+export function noop (): void {}
 
 function watchdogFired (exchange: Exchange): void {
   exchange.checkDeadline()
@@ -399,4 +478,3 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 function idempotent (method: string): boolean {
   return IDEMPOTENT.has(method)
 }
-

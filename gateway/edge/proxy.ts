@@ -6,25 +6,27 @@
  *   connect       connectTimeoutMs until the upstream connection is up (the pool) -> 502
  *   first byte    upstreamTimeoutMs from the end of the request body to the
  *                 response headers (time-to-first-byte only)                      -> 504
- *   everything    idleTimeoutMs without a body byte in either direction ends the
- *                 exchange; total time never does
- * Upgrade requests (WebSocket) are relayed as raw byte pipes after the origin's 101. One ordinary
- * request is an Exchange (exchange.ts).
+ *   everything    idleTimeoutMs without a body byte (or a byte of an upgraded
+ *                 connection) in either direction ends the exchange; total time never does
+ * Upgrade requests (WebSocket) take the same path, pool and timers up to the origin's answer, then
+ * are relayed as raw byte pipes after its 101. One request is a RequestExchange (exchange.ts), one
+ * upgrade an UpgradeExchange (upgrade.ts); both are an Exchange.
  */
-import http from 'node:http'
+import type http from 'node:http'
 import type tls from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Metrics, CounterFamily } from '../metrics.ts'
 import type { Route, RouteTable } from './routes.ts'
-import { EdgeTimeout, type UpstreamPool } from './upstream.ts'
-import { plainIp, publicAuthority, relayedClientIp, relayedRequestHeaders, upstreamRequestHeaders, withoutHopByHop } from './headers.ts'
+import type { UpstreamPool } from './upstream.ts'
+import { plainIp, relayedClientIp } from './headers.ts'
 import type { RelayClient, RelayTarget } from './relay.ts'
 import { passthroughClient } from './passthrough.ts'
-import { clientKey, UploadProgressWatch } from './limits.ts'
-import { controlPage, pageHeaders, pageStatus, renderPage, type EdgePage } from './pages.ts'
+import { UploadProgressWatch } from './limits.ts'
+import type { EdgePage } from './pages.ts'
 import type { TrafficRecorder } from './traffic.ts'
-import { CONTROL_HSTS, errorText, Exchange, nextRequestId, refusalPage, relayedRequestId, type EdgeRequest, type EdgeResponse } from './exchange.ts'
+import { RequestExchange, type EdgeRequest, type EdgeResponse } from './exchange.ts'
+import { UpgradeExchange } from './upgrade.ts'
 
 export interface ReverseProxyOptions {
   routes: RouteTable
@@ -159,138 +161,11 @@ export class ReverseProxy {
 
   /** The 'request' handler of the HTTPS server (HTTP/1.1 and HTTP/2 compat objects alike). */
   readonly handleRequest = (req: EdgeRequest, res: EdgeResponse): void => {
-    new Exchange(this, req, res).start()
+    new RequestExchange(this, req, res).start()
   }
 
   /** The 'upgrade' handler of the HTTPS server: WebSocket and other HTTP/1.1 upgrades. */
   readonly handleUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const started = performance.now()
-    const startedAt = Date.now()
-    const requestId = this.relayed ? relayedRequestId(req) : nextRequestId()
-    const hostHeader = req.headers.host
-    const clientIp = this.clientIpOf(req)
-    const client = clientKey(clientIp)
-    let status = 0
-    let bytesIn = 0
-    let bytesOut = 0
-    let failure: string | undefined
-    let logged = false
-    let recordedRoute: Route | undefined
-    socket.on('error', () => {})
-
-    const log = (): void => {
-      if (logged) return
-      logged = true
-      this.requests?.inc(`${Math.floor(status / 100)}xx`)
-      const durationMs = performance.now() - started
-      this.recordTraffic(recordedRoute, { startedAt, method: req.method, target: req.url, status, bytesIn, bytesOut, durationMs, client: clientIp })
-      if (!this.logger.isLevelEnabled('info')) return
-      this.logger.info({
-        reqId: requestId, method: req.method, host: hostHeader, path: (req.url ?? '').split('?', 1)[0], status,
-        bytesIn, bytesOut, durationMs: Math.round(durationMs), upgrade: req.headers.upgrade,
-        client: clientIp, proto: 'http/1.1', ...(this.relayed ? { relayed: true } : {}), ...(failure !== undefined ? { error: failure } : {}),
-      }, 'request')
-    }
-    let control = false
-    const refuse = (refused: EdgePage, extra: Record<string, string> = {}): void => {
-      const page = control ? controlPage(refused) : refused
-      if (control) extra = { ...extra, 'strict-transport-security': CONTROL_HSTS }
-      failure ??= page
-      this.errors?.inc(page)
-      status = pageStatus(page)
-      const body = renderPage(page, { host: hostHeader, requestId })
-      const fields = { ...pageHeaders(body, requestId), ...extra, connection: 'close' }
-      socket.end(rawHead(status, http.STATUS_CODES[status] ?? '', Object.entries(fields)) + body)
-      setTimeout(() => socket.destroy(), 5_000).unref()
-      log()
-    }
-
-    const admitted = this.admit(req, hostHeader)
-    if ('page' in admitted) { control = admitted.control; refuse(admitted.page); return }
-    const route = recordedRoute = admitted.route
-    control = route.control === true
-    const grant = this.pool.tryAcquire(route, client)
-    if (grant !== 'granted') { refuse(refusalPage(grant), { 'retry-after': this.retryAfter }); return }
-    let released = false
-    const release = (): void => { if (!released) { released = true; this.pool.release(route, client) } }
-    const target = this.relayTarget(route, req)
-    if (target === null && route.remote === true) { release(); refuse('offline'); return }
-
-    let upstream: http.ClientRequest
-    try {
-      upstream = http.request({
-        agent: target?.agent ?? this.pool.agentFor(route),
-        host: route.tunnelIp,
-        port: route.port,
-        method: req.method,
-        path: req.url,
-        headers: this.relayed
-          ? relayedRequestHeaders(req.headers, true)
-          : upstreamRequestHeaders(req.headers, { clientIp, host: publicAuthority(hostHeader!, 'https'), proto: 'https', requestId }, true),
-        setHost: false,
-      })
-    } catch (err) {
-      failure = errorText(err)
-      release()
-      refuse('offline')
-      return
-    }
-    const firstByteTimer = setTimeout(() => upstream.destroy(new EdgeTimeout('UPSTREAM_TIMEOUT')), this.upstreamTimeoutMs)
-    socket.once('close', () => { clearTimeout(firstByteTimer); upstream.destroy(); release(); log() })
-
-    upstream.on('error', err => {
-      clearTimeout(firstByteTimer)
-      if (status !== 0) return
-      failure = errorText(err)
-      release()
-      refuse(err instanceof EdgeTimeout && err.code !== 'CONNECT_TIMEOUT' ? 'timeout' : 'offline')
-    })
-
-    upstream.on('upgrade', (upstreamRes, upstreamSocket, upstreamHead) => {
-      clearTimeout(firstByteTimer)
-      status = upstreamRes.statusCode ?? 101
-      upstreamSocket.on('error', () => {})
-      const fields: Array<[string, string]> = []
-      for (let i = 0; i < upstreamRes.rawHeaders.length; i += 2) fields.push([upstreamRes.rawHeaders[i], upstreamRes.rawHeaders[i + 1]])
-      socket.write(rawHead(status, upstreamRes.statusMessage ?? 'Switching Protocols', fields))
-      if (upstreamHead.length > 0) { socket.write(upstreamHead); bytesOut += upstreamHead.length }
-      if (head.length > 0) { upstreamSocket.write(head); bytesIn += head.length }
-      // Raw relay both ways; either side closing closes the other. Idle time alone ends it.
-      const idle = (): void => { failure ??= 'idle timeout'; socket.destroy(); upstreamSocket.destroy() }
-      upstreamSocket.setTimeout(this.idleTimeoutMs, idle)
-      // pipe() (not pipeline) keeps the listener count on the client socket low: one close
-      // handler ends both directions.
-      socket.pipe(upstreamSocket)
-      upstreamSocket.pipe(socket)
-      const closeBoth = (): void => { socket.destroy(); upstreamSocket.destroy() }
-      socket.once('close', closeBoth)
-      upstreamSocket.once('close', closeBoth)
-      socket.on('data', (c: Buffer) => { bytesIn += c.length })
-      upstreamSocket.on('data', (c: Buffer) => { bytesOut += c.length })
-    })
-
-    // The origin answered without switching protocols: relay that response and close.
-    upstream.on('response', upstreamRes => {
-      clearTimeout(firstByteTimer)
-      status = upstreamRes.statusCode ?? 502
-      const fields = Object.entries(withoutHopByHop(upstreamRes.headers))
-        .flatMap(([k, v]) => Array.isArray(v) ? v.map(x => [k, x] as [string, string]) : [[k, String(v)] as [string, string]])
-      fields.push(['connection', 'close'])
-      if (control) fields.push(['strict-transport-security', CONTROL_HSTS])
-      socket.write(rawHead(status, upstreamRes.statusMessage ?? '', fields))
-      upstreamRes.on('data', (c: Buffer) => { bytesOut += c.length })
-      upstreamRes.pipe(socket) // ends the socket after the body (Connection: close)
-      upstreamRes.once('close', () => {
-        if (!upstreamRes.complete) socket.destroy()
-        else setTimeout(() => socket.destroy(), 5_000).unref()
-      })
-    })
-    upstream.end()
+    new UpgradeExchange(this, req, socket, head).start()
   }
-}
-
-function rawHead (status: number, reason: string, fields: Iterable<[string, string]>): string {
-  let head = `HTTP/1.1 ${status} ${reason.replace(/[\r\n]/g, '')}\r\n`
-  for (const [name, value] of fields) head += `${name}: ${value}\r\n`
-  return head + '\r\n'
 }

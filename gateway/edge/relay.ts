@@ -4,8 +4,8 @@
  * fingerprints control lists in the snapshot's `fleet`; no CA is involved).
  *
  *   RelayFleet     the current fleet (from each snapshot) and which gateway a route relays to
- *   RelayClient    per fleet gateway: an undici Pool (requests) and an http.Agent (upgrades) whose
- *                  connections are TLS 1.3 with our certificate, the server's fingerprint pinned
+ *   RelayClient    per fleet gateway: an undici Pool (requests and upgrades) whose connections
+ *                  are TLS 1.3 with our certificate, the server's fingerprint pinned
  *   RelayListener  the TLS listener (CC_RELAY_PORT): client certificate required and looked up in
  *                  the fleet, then by ALPN: HTTP/1.1 or HTTP/2 served by a ReverseProxy in relayed
  *                  mode (into the local tunnel only, forwarding headers passed through), or a whole
@@ -94,7 +94,6 @@ export class RelayFleet {
 export interface RelayTarget {
   gateway: FleetGateway
   dispatcher: Dispatcher
-  agent: http.Agent
 }
 
 export interface RelayClientOptions {
@@ -183,10 +182,7 @@ export class RelayClient {
       bodyTimeout: 0,
       connect: (_options, callback) => { connect(callback as (err: Error | null, socket: Duplex | null) => void) },
     })
-    const agent = new http.Agent({ keepAlive: true, timeout: keepAliveMs, scheduling: 'lifo', servername: '' } as http.AgentOptions)
-    ;(agent as unknown as { createConnection: (o: unknown, oncreate: (err: Error | null, socket: Duplex | null) => void) => undefined }).createConnection =
-      (_o, oncreate) => { connect(oncreate); return undefined }
-    entry = { key, gateway, dispatcher, agent }
+    entry = { key, gateway, dispatcher }
     this.#entries.set(key, entry)
     return entry
   }
@@ -197,16 +193,12 @@ export class RelayClient {
     for (const [key, entry] of this.#entries) {
       if (keep.has(key)) continue
       this.#entries.delete(key)
-      entry.agent.destroy()
       entry.dispatcher.close().catch(() => {})
     }
   }
 
   destroy (): void {
-    for (const entry of this.#entries.values()) {
-      entry.agent.destroy()
-      entry.dispatcher.destroy().catch(() => {})
-    }
+    for (const entry of this.#entries.values()) entry.dispatcher.destroy().catch(() => {})
     this.#entries.clear()
   }
 }

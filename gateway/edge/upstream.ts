@@ -3,12 +3,10 @@
  * connect to tunnelIp:port in production, net.connect in tests) and a keep-alive pool per
  * instance with a cap on concurrent connections.
  *
- * Requests go through an undici Pool per upstream (its HTTP/1.1 client costs about half of
- * http.request's CPU per exchange, see the README's design notes); upgrades (WebSocket) through an
- * http.Agent, whose 'upgrade' event hands over the raw connection. Both open connections with the
- * same connector and connect timeout.
+ * Requests and upgrades (WebSocket) go through an undici Pool per upstream (its HTTP/1.1 client
+ * costs about half of http.request's CPU per exchange, see the README's design notes); an upgraded
+ * connection leaves the pool, which opens another when it needs one.
  */
-import http from 'node:http'
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Pool, type Dispatcher } from 'undici'
@@ -49,8 +47,6 @@ export interface UpstreamPoolOptions {
   controlConnector?: UpstreamConnector
   /** Cap per instance when the route has none (default 256). */
   defaultMaxConnections?: number
-  /** Idle keep-alive connections kept per instance (default 32). */
-  maxFreeSockets?: number
   /**
    * How long an idle pooled connection is kept (default 30 s): below the origin's keep-alive
    * timeout, so we rarely write to a connection the origin is closing.
@@ -68,11 +64,6 @@ export const MIN_CLIENT_SLOTS = 8
 /** tryAcquire's answer: a slot, or which cap said no. */
 export type SlotGrant = 'granted' | 'instance-full' | 'client-full'
 
-interface PoolEntry {
-  agent?: http.Agent
-  dispatcher?: Pool
-}
-
 /** Key of an upstream: a changed tunnel address or port means a new pool. */
 function upstreamKey (route: Route): string {
   return `${route.instanceId}\u0000${route.tunnelIp}:${route.port}`
@@ -82,10 +73,9 @@ export class UpstreamPool {
   private readonly connector: UpstreamConnector
   private readonly controlConnector: UpstreamConnector
   private readonly defaultMaxConnections: number
-  private readonly maxFreeSockets: number
   private readonly freeSocketTimeoutMs: number
   private readonly connectTimeoutMs: number
-  private readonly entries = new Map<string, PoolEntry>()
+  private readonly pools = new Map<string, Pool>()
   private readonly active = new Map<string, number>()
   private readonly clientSlotShare: number
   /** Slots held per instance and client address (key: instanceId NUL client). */
@@ -95,7 +85,6 @@ export class UpstreamPool {
     this.connector = options.connector
     this.controlConnector = options.controlConnector ?? netConnector
     this.defaultMaxConnections = options.defaultMaxConnections ?? 256
-    this.maxFreeSockets = options.maxFreeSockets ?? 32
     this.freeSocketTimeoutMs = options.freeSocketTimeoutMs ?? 30_000
     this.connectTimeoutMs = options.connectTimeoutMs ?? 15_000
     this.clientSlotShare = options.clientSlotShare ?? 1
@@ -159,16 +148,6 @@ export class UpstreamPool {
     return n
   }
 
-  private entryFor (route: Route): PoolEntry {
-    const key = upstreamKey(route)
-    let entry = this.entries.get(key)
-    if (entry === undefined) {
-      entry = {}
-      this.entries.set(key, entry)
-    }
-    return entry
-  }
-
   /** A new connection to the route's upstream, handed over once connected (or failed, or timed out). */
   private connect (route: Route, callback: (err: Error | null, socket: Duplex | null) => void): void {
     let socket: Duplex
@@ -195,12 +174,13 @@ export class UpstreamPool {
     socket.once('error', done)
   }
 
-  /** The request dispatcher (undici Pool, one connection per exchange in flight) for the route's upstream. */
+  /** The dispatcher (undici Pool, one connection per exchange in flight) for the route's upstream. */
   dispatcherFor (route: Route): Dispatcher {
-    const entry = this.entryFor(route)
-    if (entry.dispatcher === undefined) {
+    const key = upstreamKey(route)
+    let pool = this.pools.get(key)
+    if (pool === undefined) {
       const host = net.isIPv6(route.tunnelIp) ? `[${route.tunnelIp}]` : route.tunnelIp
-      entry.dispatcher = new Pool(`http://${host}:${route.port}`, {
+      pool = new Pool(`http://${host}:${route.port}`, {
         // Control's route has no slot cap: undici must not queue its requests behind one either.
         connections: route.control === true ? null : this.capacity(route),
         pipelining: 1,
@@ -212,31 +192,9 @@ export class UpstreamPool {
         bodyTimeout: 0,
         connect: (_options, callback) => { this.connect(route, callback as (err: Error | null, socket: Duplex | null) => void) },
       })
+      this.pools.set(key, pool)
     }
-    return entry.dispatcher
-  }
-
-  /** The keep-alive agent for upgrade requests to the route's upstream. */
-  agentFor (route: Route): http.Agent {
-    const entry = this.entryFor(route)
-    if (entry.agent === undefined) {
-      const agent = new http.Agent({
-        keepAlive: true,
-        maxSockets: route.control === true ? Infinity : this.capacity(route),
-        maxFreeSockets: Math.min(this.maxFreeSockets, this.capacity(route)),
-        timeout: this.freeSocketTimeoutMs,
-        scheduling: 'lifo', // reuse the warmest connection; idle ones age out
-        // No TLS upstream: without this, every request has http.Agent derive a TLS server name
-        // from its Host header and test it with net.isIP (two regular expressions per request).
-        servername: '',
-      } as http.AgentOptions)
-      // http.Agent calls createConnection(options, oncreate) and takes the socket returned, or
-      // the one given to oncreate.
-      ;(agent as unknown as { createConnection: (o: net.NetConnectOpts, oncreate: (err: Error | null, socket: Duplex | null) => void) => undefined }).createConnection =
-        (_o, oncreate) => { this.connect(route, oncreate); return undefined }
-      entry.agent = agent
-    }
-    return entry.agent
+    return pool
   }
 
   /**
@@ -245,26 +203,16 @@ export class UpstreamPool {
    */
   retain (routes: readonly Route[]): void {
     const keep = new Set(routes.map(upstreamKey))
-    for (const [key, entry] of this.entries) {
+    for (const [key, pool] of this.pools) {
       if (keep.has(key)) continue
-      this.entries.delete(key)
-      if (entry.agent !== undefined) destroyFreeSockets(entry.agent)
-      entry.dispatcher?.close().catch(() => {})
+      this.pools.delete(key)
+      pool.close().catch(() => {})
     }
   }
 
   /** Close every pooled connection (in-flight ones included). */
   destroy (): void {
-    for (const entry of this.entries.values()) {
-      entry.agent?.destroy()
-      entry.dispatcher?.destroy().catch(() => {})
-    }
-    this.entries.clear()
-  }
-}
-
-function destroyFreeSockets (agent: http.Agent): void {
-  for (const list of Object.values(agent.freeSockets)) {
-    for (const socket of list ?? []) socket.destroy()
+    for (const pool of this.pools.values()) pool.destroy().catch(() => {})
+    this.pools.clear()
   }
 }

@@ -10,6 +10,7 @@ import http2 from 'node:http2'
 import https from 'node:https'
 import tls from 'node:tls'
 import net from 'node:net'
+import { createHash } from 'node:crypto'
 import { Duplex } from 'node:stream'
 import { once } from 'node:events'
 import WebSocket, { WebSocketServer } from 'ws'
@@ -243,6 +244,36 @@ t.test('WebSocket through the relay', async t => {
   const deadline2 = Date.now() + 5_000
   while (relayedLines(a).length < 1 && Date.now() < deadline2) await new Promise(resolve => setTimeout(resolve, 10))
   t.equal(relayedLines(a)[0]?.status, 101, 'A served the upgrade from its relay listener')
+})
+
+t.test('a relayed upgrade: B logs its relay target, one request id on both gateways, the origin\'s refusal relayed', async t => {
+  const { server, port } = await startOrigin(t, (_req, res) => { res.end() })
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => {})
+    if (req.url === '/refuse') { socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 5\r\n\r\nnope\n'); return }
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ' +
+      createHash('sha1').update(`${req.headers['sec-websocket-key'] as string}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64') + '\r\n\r\n')
+    t.teardown(() => { socket.destroy() })
+  })
+  const { a, b } = await pair(t, port)
+  const ws = new WebSocket(`wss://${HOST}:${b.port}/socket`, { ca: b.ca, lookup: loopbackLookup } as WebSocket.ClientOptions)
+  ws.on('error', () => {})
+  await once(ws, 'open')
+  ws.terminate()
+  t.ok(await waitFor(() => b.lines.some(l => l.msg === 'request') && relayedLines(a).length === 1))
+  const bLine = b.lines.find(l => l.msg === 'request')
+  t.equal(bLine?.status, 101)
+  t.equal(bLine?.upgrade, 'websocket')
+  t.equal(bLine?.relay, 'gw-a', 'B logs the relay target')
+  t.equal(relayedLines(a)[0].reqId, bLine?.reqId, 'one request id across both gateways')
+  const refused = new WebSocket(`wss://${HOST}:${b.port}/refuse`, { ca: b.ca, lookup: loopbackLookup } as WebSocket.ClientOptions)
+  refused.on('error', () => {})
+  const [, res] = await once(refused, 'unexpected-response') as [unknown, http.IncomingMessage]
+  let body = ''
+  res.on('data', (c: Buffer) => { body += c.toString() })
+  await once(res, 'end')
+  t.equal(res.statusCode, 403, 'the origin\'s refusal, through both gateways')
+  t.equal(body, 'nope\n')
 })
 
 t.test('a relayed request is the instance\'s traffic once: on the gateway the client reached, not on the one it was relayed to', async t => {
