@@ -17,7 +17,7 @@
  *   node bin/run-ts.js bench/e2e.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 8]
  *       [--wrk-rounds 3]  wrk rounds per side, alternating which side goes first; each side's
  *                         small-request figures are the medians of its rounds
- *       [--connections 8,32,128,512]  also small requests at each of these wrk connection counts
+ *       [--connections LIST]  also small requests at each of these wrk connection counts (e.g. 8,32,128,512)
  *                         (wrk -t2, --wrk-rounds rounds per side and level, alternating), after the rest;
  *                         the edge's per-client caps are lifted (CC_EDGE_CLIENT_SLOT_SHARE=1,
  *                         CC_EDGE_MAX_CONNECTIONS_PER_CLIENT=2048): wrk is a single client address
@@ -472,7 +472,7 @@ torn down at the end, also on Ctrl-C.`,
     'http1.1': { type: 'boolean', default: false, help: 'bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)' },
     profile: { type: 'string', value: 'DIR', help: 'also record a CPU profile of `cloud-connect start` (node --cpu-prof) in DIR, summarized per phase (default: none)' },
     'udp-io': { type: 'string', default: 'auto', value: 'IO', help: 'our WireGuard socket: auto (batched where built), batched or dgram (node:dgram)' },
-    connections: { type: 'string', value: 'N,N', help: 'also small requests at each of these wrk connection counts (wrk -t2), 1-1000 each, at most 6 (default: none)' },
+    connections: { type: 'string', value: 'LIST', help: 'also small requests at each of these wrk connection counts (wrk -t2), 1-1000 each, at most 6 (default: none)' },
   },
 } as const
 

@@ -11,8 +11,12 @@
  * as an attacker replaying them would; the gateway cannot tell a replayed unknown initiation from
  * a new one without the Diffie-Hellman that the cookie under load spares it.
  *
+ * Then every peer handshakes again, once without a storm and once during one (until all passed):
+ * how long until all of them passed, the cookie round trip of paper 5.3 included.
+ *
  *   node bin/run-ts.js bench/scale-storm.ts '{"target":"127.0.0.1:P","serverPublicKey":"b64",...}'
- * runs the storm sender alone (JSON lines on stdin/stdout, like bench/wg-peers.ts).
+ * runs the storm sender alone (JSON lines on stdin/stdout, like bench/wg-peers.ts: {"command":
+ * "storm","ms","rate"} answered when it ends or on {"command":"stop"}).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createSocket, type Socket } from 'node:dgram'
@@ -49,6 +53,8 @@ export interface StormOptions {
   carryRate: number
   payload: number
   timeoutS: number
+  /** Also every peer handshaking again without and during the storm (default true). */
+  rehandshake?: boolean
 }
 
 export interface StormPhase {
@@ -88,6 +94,21 @@ export interface StormRun {
   /** During / before: echo replies per second, and p99 round trip. */
   carryRatio: number
   p99Ratio: number | null
+  /** Every peer handshaking again, without and during the storm. */
+  rehandshake: { quiet: Rehandshake, storm: Rehandshake, stormSentPerS: number } | null
+}
+
+export interface Rehandshake {
+  passed: number
+  /** Seconds until half / every peer passed an echo on its new session (null: not all did). */
+  p50S: number | null
+  allS: number | null
+  initiations: number
+  cookieReplies: number
+  /** Datagrams the gateway's UDP socket dropped meanwhile (receive buffer full). */
+  socketDrops: number
+  /** The gateway's handshake rejections meanwhile, by reason (storm messages included). */
+  rejected: Record<string, number>
 }
 
 /** A child process spoken to in JSON lines (bench/wg-peers.ts, or the storm sender below). */
@@ -226,6 +247,34 @@ export async function measureStorm (count: number, o: StormOptions): Promise<Sto
       await sleep(1_500)
       const during = await phase(rate)
       await sleep(1_500)
+      let rehandshake: StormRun['rehandshake'] = null
+      if (o.rehandshake !== false) {
+        const rejectedSince = async (before: Record<string, number>): Promise<Record<string, number>> => {
+          const now = (await gatewayCounters(metricsPort)).wg_handshakes_rejected ?? {}
+          return Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => v !== 0))
+        }
+        const summary = async (u: UpResult, drops: number, rejected: Record<string, number>): Promise<Rehandshake> => ({
+          passed: u.passed, p50S: u.p50Ms === null ? null : round2(u.p50Ms / 1000), allS: u.allMs === null ? null : round2(u.allMs / 1000), initiations: u.initiations, cookieReplies: u.cookieReplies,
+          socketDrops: udpSocketDrops(udpPort) - drops,
+          rejected: await rejectedSince(rejected),
+        })
+        let drops = udpSocketDrops(udpPort)
+        let rejected = (await gatewayCounters(metricsPort)).wg_handshakes_rejected ?? {}
+        peers.send({ command: 'up' })
+        const quiet = await summary(await peers.next<UpResult>(), drops, rejected)
+        await sleep(1_500)
+        storm.send({ command: 'storm', ms: o.timeoutS * 1000, rate })
+        await sleep(500) // the gateway is under load before the peers start
+        drops = udpSocketDrops(udpPort)
+        rejected = (await gatewayCounters(metricsPort)).wg_handshakes_rejected ?? {}
+        peers.send({ command: 'up' })
+        const stormed = await summary(await peers.next<UpResult>(), drops, rejected)
+        storm.send({ command: 'stop' })
+        const sent = await storm.next<StormSent>()
+        upAt = performance.now()
+        rehandshake = { quiet, storm: stormed, stormSentPerS: round2(sent.sent / sent.seconds) }
+        await sleep(1_500)
+      }
       const rejected = during.counters.wg_handshakes_rejected ?? {}
       // Per second of storm: the counters also cover the phase's drain, when nothing more is sent.
       const per = (n: number | undefined): number => round2((n ?? 0) / (during.storm?.seconds ?? during.seconds))
@@ -245,6 +294,7 @@ export async function measureStorm (count: number, o: StormOptions): Promise<Sto
         during: during.phase,
         carryRatio: before.phase.repliesPerS === 0 ? 0 : round2(during.phase.repliesPerS / before.phase.repliesPerS),
         p99Ratio: before.phase.p99Ms === null || during.phase.p99Ms === null || before.phase.p99Ms === 0 ? null : round2(during.phase.p99Ms / before.phase.p99Ms),
+        rehandshake,
       })
       process.stderr.write(`  ${JSON.stringify(runs.at(-1))}\n`)
     }
@@ -310,16 +360,14 @@ async function runStormSender (o: StormSenderOptions): Promise<void> {
     })
     sockets.push(socket)
   }
-  process.stdout.write(JSON.stringify({ event: 'ready' }) + '\n')
-  for await (const line of createInterface({ input: process.stdin })) {
-    const { command, ms, rate } = JSON.parse(line) as { command: string, ms?: number, rate?: number }
-    if (command !== 'storm') break
-    const duration = Math.min(Math.max(0, ms ?? 5_000), 600_000)
-    const perSecond = Math.max(1, rate ?? 1_000)
+  let stopped = false
+  let running: Promise<void> | null = null
+  const storm = async (duration: number, perSecond: number): Promise<void> => {
     counts.cookieReplies = counts.otherReplies = 0
+    stopped = false
     const started = performance.now()
     let sent = 0
-    while (performance.now() - started < duration) {
+    while (!stopped && performance.now() - started < duration) {
       const due = Math.floor((performance.now() - started) * perSecond / 1000)
       for (let k = 0; sent < due && k < 100_000; k++, sent++) sockets[sent % sockets.length].send(pool[sent % pool.length], port, host)
       await sleep(STORM_TICK_MS)
@@ -328,8 +376,26 @@ async function runStormSender (o: StormSenderOptions): Promise<void> {
     await sleep(200) // late cookie replies
     process.stdout.write(JSON.stringify({ event: 'storm', sent, seconds: round2(seconds), ...counts } satisfies StormSent) + '\n')
   }
-  for (const s of sockets) s.close()
-  process.exit(0)
+  const lines = createInterface({ input: process.stdin })
+  const finish = (): void => {
+    stopped = true
+    void (running ?? Promise.resolve()).then(() => {
+      for (const s of sockets) s.close()
+      process.exit(0)
+    })
+  }
+  lines.on('line', line => {
+    const { command, ms, rate } = JSON.parse(line) as { command: string, ms?: number, rate?: number }
+    if (command === 'storm' && running === null) {
+      running = storm(Math.min(Math.max(0, ms ?? 5_000), 600_000), Math.max(1, rate ?? 1_000)).finally(() => { running = null })
+    } else if (command === 'stop') {
+      stopped = true
+    } else if (command !== 'storm') {
+      lines.close()
+    }
+  })
+  lines.once('close', finish)
+  process.stdout.write(JSON.stringify({ event: 'ready' }) + '\n')
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {

@@ -283,6 +283,15 @@ export function scaleTable (r: ScaleResults): string {
         `${x.during.socketDrops} | ${x.before.repliesPerS} / ${x.during.repliesPerS} | ${x.before.answered} / ${x.during.answered} | ${x.before.p99Ms ?? '-'} / ${x.during.p99Ms ?? '-'} | ` +
         `${x.before.gatewayCpu} / ${x.during.gatewayCpu} | ${x.carryRatio} |`)
     }
+    const again = r.storm.filter(x => x.rehandshake !== null)
+    if (again.length > 0) {
+      lines.push('', '| storm N | rate /s | storm sent /s | every peer again: passed quiet / storm | p50 s | all s | initiations | cookie replies | socket drops |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+      for (const x of again) {
+        const { quiet, storm, stormSentPerS } = x.rehandshake!
+        lines.push(`| ${x.count} | ${x.rate} | ${stormSentPerS} | ${quiet.passed} / ${storm.passed} | ${quiet.p50S ?? '-'} / ${storm.p50S ?? '-'} | ${quiet.allS ?? '-'} / ${storm.allS ?? '-'} | ` +
+          `${quiet.initiations} / ${storm.initiations} | ${quiet.cookieReplies} / ${storm.cookieReplies} | ${quiet.socketDrops} / ${storm.socketDrops} |`)
+      }
+    }
   }
   for (const x of r.skipped) lines.push(`skipped ${x.curve} ${x.count}: ${x.reason}`)
   return lines.join('\n') + '\n'
