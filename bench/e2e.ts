@@ -17,6 +17,10 @@
  *   node bin/run-ts.js bench/e2e.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 8]
  *       [--wrk-rounds 3]  wrk rounds per side, alternating which side goes first; each side's
  *                         small-request figures are the medians of its rounds
+ *       [--connections LIST]  also small requests at each of these wrk connection counts (e.g. 8,32,128,512)
+ *                         (wrk -t2, --wrk-rounds rounds per side and level, alternating), after the rest;
+ *                         the edge's per-client caps are lifted (CC_EDGE_CLIENT_SLOT_SHARE=1,
+ *                         CC_EDGE_MAX_CONNECTIONS_PER_CLIENT=2048): wrk is a single client address
  *       [--http1.1]       bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)
  *       [--profile DIR]   also record a CPU profile of `cloud-connect start` (node --cpu-prof),
  *                         summarized per phase of its CPU-cost runs
@@ -34,8 +38,8 @@ import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, numberOption, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
-import { measureHttp, measureSmall, medianSmall, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
+import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, numberOption, parseBenchArgs, round2, transferValues, UsageError, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
+import { measureHttp, measureSmall, medianSmall, type HttpResults, type MeasureOptions, type SmallRequestStats } from './baseline/measure.ts'
 import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
 
 export interface E2eBenchOptions {
@@ -51,6 +55,20 @@ export interface E2eBenchOptions {
   http1: boolean
   /** Our WireGuard socket (CC_WG_UDP_IO): auto (batched where built), batched or dgram. */
   udpIo: UdpIoSetting
+  /** Small requests again at each of these connection counts (none: only --wrk-connections). */
+  connectionLevels?: number[]
+}
+
+/** Small requests at one connection count, both sides in alternating rounds (medians). */
+export interface ConcurrencyLevel {
+  connections: number
+  gateway: SmallRequestStats
+  caddyWireguardGo: SmallRequestStats
+  /** gateway / baseline. */
+  ratio: { requestsPerSecond: number, p99: number }
+  /** CPU microseconds per request of each program, over that side's rounds at this level. */
+  cpuUsPerRequest: { gateway: Record<string, number>, caddyWireguardGo: Record<string, number> }
+  loadAverage: number[]
 }
 
 export interface ProfileSummary {
@@ -109,7 +127,11 @@ export interface E2eBenchResults {
   /** gateway / baseline: >= 1 is the target for rates, <= 1 for p99. */
   ratio: { download: number, upload: number, requestsPerSecond: number, p99: number }
   profile?: ProfileResults
+  concurrency?: ConcurrencyLevel[]
 }
+
+/** wrk threads for the connection levels (the issue's `wrk -t2 -c32`): one thread would cap 512. */
+const CONCURRENCY_WRK_THREADS = 2
 
 const SMALL_BYTES = 1024
 const GATEWAY_HOST = 'bench.cc.test'
@@ -305,6 +327,9 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       CC_REPORT_INTERVAL: '5',
       CC_METRICS_LISTEN: METRICS,
       CC_WG_UDP_IO: o.udpIo,
+      // wrk is one client address standing for many: the per-address fairness caps (a quarter of
+      // an instance's 256 slots, 256 connections) would answer 429 and close past 64 in flight.
+      ...(o.connectionLevels === undefined ? {} : { CC_EDGE_CLIENT_SLOT_SHARE: '1', CC_EDGE_MAX_CONNECTIONS_PER_CLIENT: '2048' }),
     }), o.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.profileDir])
     const api = new ApiClient(lab, client, svc.api)
     const access = await signUp(api, svc.outbox, 'bench@example.com')
@@ -344,6 +369,47 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     }
     gateway.small = medianSmall(ourRounds)
     caddyWireguardGo.small = medianSmall(theirRounds)
+    const concurrency: ConcurrencyLevel[] = []
+    // CPU per request of each side's programs in its rounds: on a shared machine the rates follow
+    // each process's share of the cores, the work per request much less.
+    const ourPids = { cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx: originServers.nginx.pid }
+    const theirPids = { caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx: originServers.nginx.pid }
+    for (const connections of o.connectionLevels ?? []) {
+      const level = { ...measure, wrkConnections: connections, wrkThreads: CONCURRENCY_WRK_THREADS }
+      const ours: SmallRequestStats[] = []
+      const theirs: SmallRequestStats[] = []
+      const ourCpu: Record<string, number> = {}
+      const theirCpu: Record<string, number> = {}
+      const measured = async (url: string, rounds: SmallRequestStats[], pids: Record<string, number>, cpu: Record<string, number>): Promise<void> => {
+        const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
+        const r = await measureSmall(lab, client, url, level)
+        rounds.push(r)
+        for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpu[k] ?? 0) + cpuSeconds(pid) - before[k]
+        cpu.requests = (cpu.requests ?? 0) + r.requestsPerSecond * r.seconds
+      }
+      for (let round = 1; round <= o.wrkRounds; round++) {
+        const sides = [
+          async (): Promise<void> => { await measured(targets(gatewayBase).small, ours, ourPids, ourCpu) },
+          async (): Promise<void> => { await measured(targets(caddyBase).small, theirs, theirPids, theirCpu) },
+        ]
+        if (round % 2 === 0) sides.reverse()
+        for (const side of sides) await side()
+      }
+      const perRequest = (cpu: Record<string, number>): Record<string, number> =>
+        Object.fromEntries(Object.entries(cpu).filter(([k]) => k !== 'requests').map(([k, v]) => [k, round2(v * 1e6 / Math.max(1, cpu.requests))]))
+      const g = medianSmall(ours)
+      const b = medianSmall(theirs)
+      concurrency.push({
+        connections,
+        gateway: g,
+        caddyWireguardGo: b,
+        ratio: { requestsPerSecond: round2(g.requestsPerSecond / b.requestsPerSecond), p99: round2(g.latencyMs.p99 / b.latencyMs.p99) },
+        cpuUsPerRequest: { gateway: perRequest(ourCpu), caddyWireguardGo: perRequest(theirCpu) },
+        loadAverage: loadavg().map(round2),
+      })
+      process.stderr.write(`connections ${connections}: gateway ${g.requestsPerSecond}/s p99 ${g.latencyMs.p99} ms ${JSON.stringify(perRequest(ourCpu))} us/request, ` +
+        `baseline ${b.requestsPerSecond}/s p99 ${b.latencyMs.p99} ms ${JSON.stringify(perRequest(theirCpu))} us/request, load ${loadavg()[0].toFixed(1)}\n`)
+    }
     const nginx = originServers.nginx.pid
     const theirs = await phaseCosts(lab, client, caddyBase, caddyCurl, o, bulkFile, bulkBytes,
       { caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx })
@@ -381,6 +447,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
         p99: round2(gateway.small.latencyMs.p99 / caddyWireguardGo.small.latencyMs.p99),
       },
       ...(profile !== undefined ? { profile } : {}),
+      ...(concurrency.length > 0 ? { concurrency } : {}),
     }
   } finally {
     await lab.destroy()
@@ -405,8 +472,15 @@ torn down at the end, also on Ctrl-C.`,
     'http1.1': { type: 'boolean', default: false, help: 'bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)' },
     profile: { type: 'string', value: 'DIR', help: 'also record a CPU profile of `cloud-connect start` (node --cpu-prof) in DIR, summarized per phase (default: none)' },
     'udp-io': { type: 'string', default: 'auto', value: 'IO', help: 'our WireGuard socket: auto (batched where built), batched or dgram (node:dgram)' },
+    connections: { type: 'string', value: 'LIST', help: 'also small requests at each of these wrk connection counts (wrk -t2), 1-1000 each, at most 6 (default: none)' },
   },
 } as const
+
+function connectionLevels (list: string): number[] {
+  const levels = list.split(',').map(c => numberOption('connections', c, 1, 1000))
+  if (levels.length > 6) throw new UsageError('--connections takes at most 6 values')
+  return levels
+}
 
 if (isMain(import.meta.url)) {
   exitOnBrokenPipe()
@@ -417,6 +491,7 @@ if (isMain(import.meta.url)) {
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     http1: values['http1.1'],
     udpIo: udpIoOption(values['udp-io']),
+    ...(values.connections === undefined ? {} : { connectionLevels: connectionLevels(values.connections) }),
   }))
   const missing = labMissing()
   if (missing !== null) {

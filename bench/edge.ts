@@ -5,6 +5,8 @@
  * isolates the TLS + HTTP proxy layer.
  *
  *   node bin/run-ts.js bench/edge.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 16] [--rounds 2] [--log-level info]
+ *                                    [--edges 1:all]  our edge in each of these set-ups, WORKERS:CPUS
+ *                                                     (CPUS: `all`, or a taskset list such as 0 or 0+1)
  *   node bin/run-ts.js bench/edge.ts --help
  *
  * Measures, per proxy:
@@ -50,13 +52,20 @@ Ctrl-C.`,
     ...wrkOptions(16),
     rounds: { type: 'string', default: '2', value: 'N', help: 'measurement rounds per proxy, 1-5' },
     'log-level': { type: 'string', default: 'info', value: 'LEVEL', help: `our edge's log level (${LOG_LEVELS.join(', ')}): info logs a line per request, as in production` },
+    edges: { type: 'string', default: '1:all', value: 'W:C,W:C', help: 'our edge as W processes (node:cluster on one listener, 1-4) on CPUs C (all, or a taskset list like 0 or 0+1); at most 4 set-ups, each measured like a proxy' },
   },
 } as const
 
 exitOnBrokenPipe()
 const settings = parseBenchArgs(SPEC, values => {
   if (!LOG_LEVELS.includes(values['log-level'])) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`)
-  return { ...transferValues(values), ...wrkValues(values), rounds: numberOption('rounds', values.rounds, 1, 5), logLevel: values['log-level'] }
+  const edges = values.edges.split(',').map(spec => {
+    const m = /^(\d+):(all|\d+(?:[-,]\d+)*)$/.exec(spec.replace(/\+/g, ','))
+    if (m === null) throw new UsageError(`--edges: ${spec} is not WORKERS:CPUS (e.g. 1:all, 1:0, 2:0+1)`)
+    return { workers: numberOption('edges', m[1], 1, 4), cpus: m[2] }
+  })
+  if (edges.length > 4) throw new UsageError('--edges takes at most 4 set-ups')
+  return { ...transferValues(values), ...wrkValues(values), rounds: numberOption('rounds', values.rounds, 1, 5), logLevel: values['log-level'], edges }
 })
 const SIZE_MB = settings.sizeMB
 const RUNS = settings.runs
@@ -153,12 +162,20 @@ interface TargetResult {
   cpuSecondsPerGBUp: number[]
 }
 
-/** User + system CPU seconds of a process so far (/proc/PID/stat, clock ticks of 1/100 s). */
-function cpuSeconds (pid: number | undefined): number {
+/** User + system CPU seconds of a process and its children (edge workers) so far (/proc/PID/stat, clock ticks of 1/100 s). */
+function cpuSeconds (pid: number | undefined, depth = 0): number {
   if (pid === undefined) return NaN
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100
+  let seconds = (Number(fields[11]) + Number(fields[12])) / 100
+  if (depth < 2) {
+    let children: number[] = []
+    try { children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number) } catch {}
+    for (const child of children) {
+      try { seconds += cpuSeconds(child, depth + 1) } catch { /* exited meanwhile */ }
+    }
+  }
+  return seconds
 }
 
 async function curlMBps (t: Target, args: string[], expectBytes: number, field: 'speed_download' | 'speed_upload'): Promise<{ mbps: number, body: string }> {
@@ -215,7 +232,8 @@ async function main (): Promise<void> {
   const bulkSha = await sha256File(bulkFile)
 
   // Origin: nginx serving the files (one worker), proxying /sink to the node sink unbuffered.
-  const [nginxPort, sinkPort, edgePort, caddyPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
+  const [nginxPort, sinkPort, caddyPort] = await Promise.all([freePort(), freePort(), freePort()])
+  const resolve = (port: number): string[] => ['--resolve', `${HOST}:${port}:127.0.0.1`, '--resolve', `${SINK_HOST}:${port}:127.0.0.1`]
   await start('http sink', process.execPath, ['bin/run-ts.js', 'test/helpers/http-sink.ts', `127.0.0.1:${sinkPort}`], /listening/)
   const nginxConf = join(dir, 'nginx.conf')
   writeFileSync(nginxConf, `daemon off;
@@ -245,19 +263,29 @@ http {
   await start('nginx', 'nginx', ['-c', nginxConf, '-p', dir], null)
   await waitPort(nginxPort)
 
-  // Our edge.
-  const edgeDir = join(dir, 'edge')
-  const edge = await start('edge', process.execPath, ['bin/run-ts.js', 'bench/edge-server.ts', JSON.stringify({
-    dataDir: edgeDir,
-    port: edgePort,
-    logFile: join(dir, 'edge-access.log'),
-    logLevel: LOG_LEVEL,
-    routes: [
-      { instanceId: 'origin', tunnelIp: '127.0.0.1', port: nginxPort, hostnames: [HOST] },
-      { instanceId: 'sink', tunnelIp: '127.0.0.1', port: sinkPort, hostnames: [SINK_HOST] },
-    ],
-  })], /"ready":true/)
-  const edgeCa = join(edgeDir, 'tls', 'local-ca', 'ca.crt')
+  // Our edge, in each set-up asked for (a port and data directory each).
+  const edgeTargets: Target[] = []
+  for (const [i, setup] of settings.edges.entries()) {
+    const port = await freePort()
+    const edgeDir = join(dir, `edge-${i}`)
+    const node = [process.execPath, 'bin/run-ts.js', 'bench/edge-server.ts', JSON.stringify({
+      dataDir: edgeDir,
+      port,
+      workers: setup.workers,
+      logFile: join(dir, `edge-${i}-access.log`),
+      logLevel: LOG_LEVEL,
+      routes: [
+        { instanceId: 'origin', tunnelIp: '127.0.0.1', port: nginxPort, hostnames: [HOST] },
+        { instanceId: 'sink', tunnelIp: '127.0.0.1', port: sinkPort, hostnames: [SINK_HOST] },
+      ],
+    })]
+    // taskset execs node in place: the pid is the edge's, its workers inherit the CPU set.
+    const [cmd, ...args] = setup.cpus === 'all' ? node : ['taskset', '-c', setup.cpus, ...node]
+    const edge = await start(`edge ${i}`, cmd, args, /"ready":true/)
+    const edgeCa = join(edgeDir, 'tls', 'local-ca', 'ca.crt')
+    const name = settings.edges.length === 1 && setup.workers === 1 && setup.cpus === 'all' ? 'edge (ours)' : `edge (ours) ${setup.workers} process${setup.workers > 1 ? 'es' : ''}, CPUs ${setup.cpus}`
+    edgeTargets.push({ name, scheme: 'https', port, curlArgs: ['--cacert', edgeCa, ...resolve(port)], pid: edge.pid })
+  }
 
   // Caddy with its internal CA, same origin.
   const caddyDir = join(dir, 'caddy')
@@ -286,9 +314,8 @@ https://${SINK_HOST}:${caddyPort} {
   const caddyCa = join(caddyDir, 'data', 'pki', 'authorities', 'local', 'root.crt')
   for (let i = 0; i < 100 && !existsSync(caddyCa); i++) await new Promise(r => setTimeout(r, 100))
 
-  const resolve = (port: number): string[] => ['--resolve', `${HOST}:${port}:127.0.0.1`, '--resolve', `${SINK_HOST}:${port}:127.0.0.1`]
   const targets: Target[] = [
-    { name: 'edge (ours)', scheme: 'https', port: edgePort, curlArgs: ['--cacert', edgeCa, ...resolve(edgePort)], pid: edge.pid },
+    ...edgeTargets,
     { name: 'caddy 2.6', scheme: 'https', port: caddyPort, curlArgs: ['--cacert', caddyCa, ...resolve(caddyPort)], pid: caddy.pid },
   ]
   const direct: Target = { name: 'nginx direct (HTTP, no proxy)', scheme: 'http', port: nginxPort, curlArgs: resolve(nginxPort) }
@@ -325,7 +352,7 @@ https://${SINK_HOST}:${caddyPort} {
     }
   })
   const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', node: process.version, date: new Date().toISOString() }
-  process.stdout.write(JSON.stringify({ machine, sizeMB: SIZE_MB, runs: RUNS, rounds: ROUNDS, wrkSeconds: WRK_SECONDS, wrkConnections: WRK_CONNECTIONS, edgeLogLevel: LOG_LEVEL, summary }, null, 2) + '\n')
+  process.stdout.write(JSON.stringify({ machine, loadAverage: os.loadavg().map(round1), edges: settings.edges, sizeMB: SIZE_MB, runs: RUNS, rounds: ROUNDS, wrkSeconds: WRK_SECONDS, wrkConnections: WRK_CONNECTIONS, edgeLogLevel: LOG_LEVEL, summary }, null, 2) + '\n')
   process.stderr.write('\n| proxy | 1 KiB req/s | p50 ms | p99 ms | download MB/s | upload MB/s | CPU µs/request | CPU s/GB down | CPU s/GB up | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|\n')
   const show = (x: number): string => Number.isNaN(x) ? '-' : String(x)
   for (const s of summary) {

@@ -19,8 +19,9 @@
  * Per-item figures are against N = 0 of the same curve; "net of peers" subtracts the idle-peer
  * curve's RSS at the same N, leaving what a hostname and its certificate cost.
  *
- *   node bin/run-ts.js bench/scale.ts [--counts 1,100,1000,10000] [--curves hostnames,peers,restart,connections]
+ *   node bin/run-ts.js bench/scale.ts [--counts 1,100,1000,10000] [--curves hostnames,peers,restart,connections,storm]
  *                                    [--names custom|wildcard] [--tunnels 100] [--requests 2000] [--timeout-s 900]
+ *                                    [--storm-rates 1000,5000,20000] [--storm-s 5] [--carry-rate 2000] [--payload 512]
  *
  * Bounded: every gateway run has a time limit, and each is stopped (SIGTERM, then SIGKILL) and its
  * directory removed before the next; Ctrl-C stops the running one.
@@ -35,6 +36,7 @@ import { exitOnBrokenPipe, isMain, numberOption, parseBenchArgs, round2, UsageEr
 import { generatePrivateKey, encodeKey } from '../proto/noise/index.ts'
 import { measureRestart, type RestartRun } from './scale-restart.ts'
 import { measureConnections, type ConnectionsRun } from './scale-connections.ts'
+import { measureStorm, type StormOptions, type StormRun } from './scale-storm.ts'
 import { accepts, cpuSeconds, diskUsage, exited, failure, freePort, httpsAnswers, memoryMB, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
 
 const BASE = 'scale.test'
@@ -42,8 +44,8 @@ const BASE = 'scale.test'
 const IDLE_CPU_SHARE = 0.03
 const IDLE_SECONDS = 3
 
-export type Curve = 'hostnames' | 'peers' | 'restart' | 'connections'
-const CURVES: readonly Curve[] = ['hostnames', 'peers', 'restart', 'connections']
+export type Curve = 'hostnames' | 'peers' | 'restart' | 'connections' | 'storm'
+const CURVES: readonly Curve[] = ['hostnames', 'peers', 'restart', 'connections', 'storm']
 /** File descriptors the bench process needs besides the held connections. */
 const SPARE_FDS = 500
 /** custom: every hostname its own certificate; wildcard: hostnames under a configured `*.<base>`. */
@@ -59,6 +61,8 @@ export interface ScaleBenchOptions {
   tunnels?: number
   /** Small requests per latency measurement of the connections curve. */
   requests?: number
+  /** The storm curve's rates, phase length and the peers' own traffic. */
+  storm?: Omit<StormOptions, 'timeoutS'>
 }
 
 export interface ScaleRun {
@@ -86,6 +90,7 @@ export interface ScaleResults {
   perItem: Array<{ curve: Curve, count: number, rssKB: number, rssNetOfPeersKB: number | null, diskKB: number }>
   restart: RestartRun[]
   connections: ConnectionsRun[]
+  storm: StormRun[]
   /** Levels not measured, and why. */
   skipped: Array<{ curve: Curve, count: number, reason: string }>
 }
@@ -186,12 +191,15 @@ export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults
   const runs: ScaleRun[] = []
   const restart: RestartRun[] = []
   const connections: ConnectionsRun[] = []
+  const storm: StormRun[] = []
   const skipped: ScaleResults['skipped'] = []
   const counts = [0, ...o.counts.filter(n => n > 0)]
   for (const curve of o.curves) {
-    for (const count of curve === 'restart' || curve === 'connections' ? counts.filter(n => n > 0) : counts) {
+    for (const count of curve === 'restart' || curve === 'connections' || curve === 'storm' ? counts.filter(n => n > 0) : counts) {
       process.stderr.write(`${curve}: ${count}\n`)
-      if (curve === 'restart') {
+      if (curve === 'storm') {
+        storm.push(...await measureStorm(count, { ...DEFAULT_STORM, ...o.storm, timeoutS: o.timeoutS }))
+      } else if (curve === 'restart') {
         restart.push(await measureRestart(count, o.timeoutS))
         process.stderr.write(`  ${JSON.stringify(restart.at(-1))}\n`)
       } else if (curve === 'connections') {
@@ -229,9 +237,12 @@ export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults
     perItem,
     restart,
     connections,
+    storm,
     skipped,
   }
 }
+
+const DEFAULT_STORM: Omit<StormOptions, 'timeoutS'> = { rates: [1_000, 5_000, 20_000], phaseS: 5, carryRate: 2_000, payload: 512 }
 
 /** The soft limit on open files of this process (/proc/self/limits). */
 function openFilesLimit (): number {
@@ -264,6 +275,24 @@ export function scaleTable (r: ScaleResults): string {
         `${x.baseline.p50Ms} / ${x.baseline.p99Ms} | ${x.held.p50Ms} / ${x.held.p99Ms} | ${x.p99Ratio} |`)
     }
   }
+  if (r.storm.length > 0) {
+    lines.push('', '| storm N | rate /s | sent /s | handled /s | cookie replies /s | unknown-key DH /s | bad MAC1 /s | rate-limited /s | unhandled | socket drops | echoes /s before / during | answered before / during | p99 ms before / during | gateway CPU before / during | carry ratio |',
+      '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for (const x of r.storm) {
+      lines.push(`| ${x.count} | ${x.rate} | ${x.stormSentPerS} | ${x.handledPerS} | ${x.cookieRepliesPerS} | ${x.unknownPeerPerS} | ${x.badMac1PerS} | ${x.rateLimitedPerS} | ${x.unhandled} | ` +
+        `${x.during.socketDrops} | ${x.before.repliesPerS} / ${x.during.repliesPerS} | ${x.before.answered} / ${x.during.answered} | ${x.before.p99Ms ?? '-'} / ${x.during.p99Ms ?? '-'} | ` +
+        `${x.before.gatewayCpu} / ${x.during.gatewayCpu} | ${x.carryRatio} |`)
+    }
+    const again = r.storm.filter(x => x.rehandshake !== null)
+    if (again.length > 0) {
+      lines.push('', '| storm N | rate /s | storm sent /s | every peer again: passed quiet / storm | p50 s | all s | initiations | cookie replies | socket drops |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+      for (const x of again) {
+        const { quiet, storm, stormSentPerS } = x.rehandshake!
+        lines.push(`| ${x.count} | ${x.rate} | ${stormSentPerS} | ${quiet.passed} / ${storm.passed} | ${quiet.p50S ?? '-'} / ${storm.p50S ?? '-'} | ${quiet.allS ?? '-'} / ${storm.allS ?? '-'} | ` +
+          `${quiet.initiations} / ${storm.initiations} | ${quiet.cookieReplies} / ${storm.cookieReplies} | ${quiet.socketDrops} / ${storm.socketDrops} |`)
+      }
+    }
+  }
   for (const x of r.skipped) lines.push(`skipped ${x.curve} ${x.count}: ${x.reason}`)
   return lines.join('\n') + '\n'
 }
@@ -276,6 +305,8 @@ start-up to the first HTTPS answer, CPU, RSS and data-directory size, per item a
 restart: N WireGuard peers (bench/wg-peers.ts), SIGKILL and start: time until all pass again.
 connections: N held HTTPS keep-alive connections over --tunnels tunnels: RSS per connection,
 small-request p50/p99 with and without them.
+storm: N peers carrying echoes while initiations (unknown keys, known keys with a bad MAC1)
+arrive at --storm-rates: cookie replies, rejections, drops, the peers' echo rate during/before.
 JSON on stdout, a table on stderr. Needs nothing but this machine.`,
   options: {
     counts: { type: 'string', default: '1,100,1000,10000', value: 'N,N', help: 'peer counts, each 1-20000, at most 6' },
@@ -285,6 +316,10 @@ JSON on stdout, a table on stderr. Needs nothing but this machine.`,
     tunnels: { type: 'string', default: '100', value: 'N', help: 'tunnels the connections curve uses, 1-1000' },
     requests: { type: 'string', default: '2000', value: 'N', help: 'small requests per latency measurement, 100-100000' },
     'timeout-s': { type: 'string', default: '900', value: 'S', help: 'limit for one gateway run, 10-3600' },
+    'storm-rates': { type: 'string', default: '1000,5000,20000', value: 'R,R', help: 'storm initiations per second, each 1-200000, at most 6' },
+    'storm-s': { type: 'string', default: '5', value: 'S', help: 'seconds of each phase (peers alone, then with the storm), 1-60' },
+    'carry-rate': { type: 'string', default: '2000', value: 'R', help: 'echoes per second the storm curve\'s peers send in all, 1-100000' },
+    payload: { type: 'string', default: '512', value: 'B', help: 'payload bytes of each carried echo, 8-1200' },
   },
 } as const
 
@@ -295,6 +330,8 @@ if (isMain(import.meta.url)) {
     if (counts.length > 6) throw new UsageError('--counts takes at most 6 values')
     const curves = values.curves.split(',')
     if (curves.length === 0 || curves.some(c => !(CURVES as readonly string[]).includes(c))) throw new UsageError(`--curves takes ${CURVES.join(', ')}`)
+    const stormRates = values['storm-rates'].split(',').map(r => numberOption('storm-rates', r, 1, 200_000))
+    if (stormRates.length > 6) throw new UsageError('--storm-rates takes at most 6 values')
     if (values.names !== 'custom' && values.names !== 'wildcard') throw new UsageError('--names must be custom or wildcard')
     return {
       counts,
@@ -303,6 +340,12 @@ if (isMain(import.meta.url)) {
       timeoutS: numberOption('timeout-s', values['timeout-s'], 10, 3600),
       tunnels: numberOption('tunnels', values.tunnels, 1, 1000),
       requests: numberOption('requests', values.requests, 100, 100_000),
+      storm: {
+        rates: stormRates,
+        phaseS: numberOption('storm-s', values['storm-s'], 1, 60),
+        carryRate: numberOption('carry-rate', values['carry-rate'], 1, 100_000),
+        payload: numberOption('payload', values.payload, 8, 1200),
+      },
       ...(values['context-cache'] === undefined ? {} : { contextCache: numberOption('context-cache', values['context-cache'], 1, 1_000_000) }),
     }
   })

@@ -12,6 +12,10 @@
  * Driven over stdin/stdout, one JSON line each way:
  *   in:  {"command":"up"}    every peer starts a new handshake now; answered when all passed or at
  *                            the limit: {"event":"up","passed","peers","firstMs","allMs",...}
+ *   in:  {"command":"carry","ms":5000,"rate":2000,"payload":512}
+ *                            the passed peers send echoes at `rate` per second in all, in turn, for
+ *                            `ms` (<= 600 s), then wait up to 1 s for late replies:
+ *                            {"event":"carry","sent","replies","bytes","p50Ms","p99Ms","seconds",...}
  *   in:  {"command":"exit"}
  *   argv[2]: a JSON file (or the JSON itself): {"target":"127.0.0.1:51820","serverPublicKey":"b64","gatewayAddress":"10.100.0.1",
  *             "peers":[{"privateKey":"b64","address":"10.64.0.1"}],"limitMs":60000,"spreadMs":0}
@@ -58,11 +62,32 @@ export interface UpResult {
   cpuS: number
 }
 
+export interface CarryResult {
+  event: 'carry'
+  /** Peers that had a session and took part. */
+  peers: number
+  sent: number
+  replies: number
+  /** Echo payload bytes that came back. */
+  bytes: number
+  /** Sending time (the replies counted include up to 1 s after it). */
+  seconds: number
+  /** Round trip of the echoes answered. */
+  p50Ms: number | null
+  p99Ms: number | null
+  cpuS: number
+}
+
 const TYPE_RESPONSE = 2
 const TYPE_COOKIE_REPLY = 3
 const TYPE_TRANSPORT = 4
 const PING_RETRY_MS = 1_000
 const TICK_MS = 50
+/** Carried echoes are sent in ticks of this many ms. */
+const CARRY_TICK_MS = 10
+const CARRY_DRAIN_MS = 1_000
+/** Carried echoes carry their send time here (ms, performance.now()). */
+const CARRY_MIN_PAYLOAD = 8
 
 interface SimPeer {
   identity: StaticIdentity
@@ -83,7 +108,13 @@ function sourceAddress (i: number): string {
   return `127.${1 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`
 }
 
-export async function startPeers (o: PeersOptions): Promise<{ up: () => Promise<UpResult>, close: () => void }> {
+export interface Peers {
+  up: () => Promise<UpResult>
+  carry: (ms: number, rate: number, payloadBytes: number) => Promise<CarryResult>
+  close: () => void
+}
+
+export async function startPeers (o: PeersOptions): Promise<Peers> {
   const colon = o.target.lastIndexOf(':')
   const host = o.target.slice(0, colon)
   const port = Number(o.target.slice(colon + 1))
@@ -94,9 +125,11 @@ export async function startPeers (o: PeersOptions): Promise<{ up: () => Promise<
   const peers: SimPeer[] = []
   const stats = { initiations: 0, cookieReplies: 0, pings: 0 }
   let startedAt = 0
+  /** While a "carry" runs: its counts and the round trips seen. */
+  let carrying: { replies: number, bytes: number, rtts: number[] } | null = null
 
-  const ping = (p: SimPeer, now: number): void => {
-    const echo = { type: ICMP_ECHO_REQUEST, ident: p.localIndex & 0xffff, seq: Number(p.sendCounter & 0xffffn), payload: Buffer.alloc(8) } as const
+  const ping = (p: SimPeer, now: number, payload: Buffer = Buffer.alloc(8)): void => {
+    const echo = { type: ICMP_ECHO_REQUEST, ident: p.localIndex & 0xffff, seq: Number(p.sendCounter & 0xffffn), payload } as const
     const packet = Buffer.alloc(IPV4_MIN_HEADER_LEN + icmpEchoLength(echo))
     emitIPv4({ src: p.address, dst: gateway, protocol: IPPROTO_ICMP, ttl: 64, payloadLen: icmpEchoLength(echo), ident: 0, dontFragment: false }, packet, 0)
     emitIcmpEcho(echo, packet, IPV4_MIN_HEADER_LEN)
@@ -129,6 +162,19 @@ export async function startPeers (o: PeersOptions): Promise<{ up: () => Promise<
       if (keys === null) return
       p.keys = keys
       ping(p, now) // also confirms the session to the responder (paper 5.4.6)
+    } else if (type === TYPE_TRANSPORT && carrying !== null && p.keys !== null && msg.readUInt32LE(4) === p.keys.localIndex) {
+      const n = openTransportMessage(defaultAead, p.keys.receiveKey, msg.readBigUInt64LE(8), msg)
+      if (n < IPV4_MIN_HEADER_LEN) return
+      try {
+        const packet = msg.subarray(16, 16 + n)
+        const ip = parseIPv4(packet)
+        if (ip.protocol !== IPPROTO_ICMP || ip.src !== gateway) return
+        const echo = parseIcmpEcho(packet.subarray(ip.headerLen, ip.headerLen + ip.payloadLen))
+        if (echo.type !== ICMP_ECHO_REPLY || echo.ident !== (p.localIndex & 0xffff) || echo.payload.length < CARRY_MIN_PAYLOAD) return
+        carrying.replies++
+        carrying.bytes += echo.payload.length
+        carrying.rtts.push(performance.now() - Buffer.from(echo.payload.buffer, echo.payload.byteOffset, 8).readDoubleLE(0))
+      } catch { /* not an echo reply */ }
     } else if (type === TYPE_TRANSPORT && p.keys !== null && p.passedAt === null && msg.readUInt32LE(4) === p.keys.localIndex) {
       const n = openTransportMessage(defaultAead, p.keys.receiveKey, msg.readBigUInt64LE(8), msg)
       if (n < IPV4_MIN_HEADER_LEN) return // keepalive or forged
@@ -212,7 +258,52 @@ export async function startPeers (o: PeersOptions): Promise<{ up: () => Promise<
     return result
   }
 
-  return { up, close: () => { for (const p of peers) p.socket.close() } }
+  /** Echoes from every peer with a session, `rate` per second in all, in turn, for `ms`. */
+  const carry = async (ms: number, rate: number, payloadBytes: number): Promise<CarryResult> => {
+    const cpuAtStart = process.cpuUsage()
+    const senders = peers.filter(p => p.keys !== null)
+    const state = { replies: 0, bytes: 0, rtts: [] as number[] }
+    carrying = state
+    startedAt = performance.now()
+    const duration = Math.min(Math.max(0, ms), 600_000)
+    const size = Math.max(CARRY_MIN_PAYLOAD, Math.min(1_200, payloadBytes))
+    let sent = 0
+    let next = 0
+    while (senders.length > 0 && performance.now() - startedAt < duration) {
+      const due = Math.floor((performance.now() - startedAt) * rate / 1000)
+      for (let k = 0; sent < due && k < 10_000; k++) {
+        const p = senders[next]
+        next = (next + 1) % senders.length
+        const payload = Buffer.alloc(size)
+        payload.writeDoubleLE(performance.now(), 0)
+        ping(p, performance.now(), payload)
+        sent++
+      }
+      await new Promise(resolve => setTimeout(resolve, CARRY_TICK_MS))
+    }
+    const seconds = (performance.now() - startedAt) / 1000
+    const drainUntil = performance.now() + CARRY_DRAIN_MS
+    while (state.replies < sent && performance.now() < drainUntil) await new Promise(resolve => setTimeout(resolve, CARRY_TICK_MS))
+    carrying = null
+    startedAt = 0
+    stats.pings = 0
+    const rtts = state.rtts.sort((a, b) => a - b)
+    const at = (q: number): number | null => rtts.length === 0 ? null : Math.round(rtts[Math.min(rtts.length - 1, Math.ceil(q * rtts.length) - 1)] * 100) / 100
+    const u = process.cpuUsage(cpuAtStart)
+    return {
+      event: 'carry',
+      peers: senders.length,
+      sent,
+      replies: state.replies,
+      bytes: state.bytes,
+      seconds: Math.round(seconds * 100) / 100,
+      p50Ms: at(0.5),
+      p99Ms: at(0.99),
+      cpuS: Math.round((u.user + u.system) / 1e4) / 100,
+    }
+  }
+
+  return { up, carry, close: () => { for (const p of peers) p.socket.close() } }
 }
 
 /** The tunnel address of peer i, outside a gateway at 10.100.0.1. */
@@ -226,8 +317,9 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(p
   process.stdout.write(JSON.stringify({ event: 'ready' }) + '\n')
   const lines = createInterface({ input: process.stdin })
   for await (const line of lines) {
-    const { command } = JSON.parse(line) as { command: string }
+    const { command, ms, rate, payload } = JSON.parse(line) as { command: string, ms?: number, rate?: number, payload?: number }
     if (command === 'up') process.stdout.write(JSON.stringify(await sim.up()) + '\n')
+    else if (command === 'carry') process.stdout.write(JSON.stringify(await sim.carry(ms ?? 5_000, rate ?? 1_000, payload ?? 64)) + '\n')
     else break
   }
   sim.close()
