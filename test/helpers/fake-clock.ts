@@ -49,11 +49,12 @@ export class FakeClock implements Clock {
     const end = this.#now + ms
     // Bounded: each wake needs a new sleep of at least 1 ms to come back.
     for (let i = 0; i <= ms + this.#sleepers.size; i++) {
+      // Settled first: a loop about to sleep registers its deadline from the time it started.
+      await new Promise(resolve => setImmediate(resolve))
       const next = [...this.#sleepers].filter(s => s.at <= end).sort((a, b) => a.at - b.at)[0]
       if (next === undefined) break
       this.#now = Math.max(this.#now, next.at)
       next.wake()
-      await new Promise(resolve => setImmediate(resolve))
     }
     this.#now = end
   }
