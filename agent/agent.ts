@@ -19,8 +19,9 @@
  */
 import type { Logger } from 'pino'
 import { ApiClient, ApiError } from './api.ts'
-import { Backoff } from './backoff.ts'
+import { FatalError, heartbeatAnswered, heartbeatFailure, registrationFailure, type Retry, type RetryInput, type Suspended } from './decisions.ts'
 import { EXIT_FAILURE, EXIT_KERNEL_UNAVAILABLE, EXIT_OK, EXIT_REFUSED, EXIT_TOKEN_REJECTED, EXIT_UDP_BLOCKED } from './exit-codes.ts'
+import { Supervisor } from './supervision.ts'
 import { proxyFromEnv, tryStream } from './transport.ts'
 import type { AgentSettings } from './settings.ts'
 import { freshState, loadOrCreateState, writeState, type AgentState, type ConnectionStatus } from './state.ts'
@@ -28,6 +29,9 @@ import { checkGatewayList, checkPlan, checkRegistration, planGateways, planWithG
 import { formatTunnelConfig, type GatewayRole } from './tunnel-config.ts'
 import type { HeartbeatResponse, RegisterTunnelResponse, TunnelConfig, TunnelStatusResponse } from '../proto/api/tunnel.ts'
 import { decodeKey } from '../proto/noise/keys.ts'
+import { systemClock, type Clock } from '../proto/clock.ts'
+
+export { FatalError } from './decisions.ts'
 
 /** One gateway in the status report. */
 export interface GatewayStatus {
@@ -74,15 +78,6 @@ export interface StatusReport {
   api_url: string | null
 }
 
-/** Raised inside the agent for failures a restart cannot fix. */
-
-export class FatalError extends Error {
-  constructor (message: string, readonly exitCode: number) {
-    super(message)
-    this.name = 'FatalError'
-  }
-}
-
 export interface AgentOptions {
   settings: AgentSettings
   logger: Logger
@@ -90,12 +85,12 @@ export interface AgentOptions {
   createTunnel: (privateKey: Buffer) => Tunnel
   /** Called on every status change (the status endpoint, tests). */
   onStatus?: (report: StatusReport) => void
+  /** Uniform [0, 1) source for the backoff's jitter. */
   random?: () => number
+  /** Default: Date.now and real timers (tests drive the loops on a fake clock). */
+  clock?: Clock
 }
 
-/** Heartbeat interval bounds whatever the API says: not a busy loop, not silence. */
-const HEARTBEAT_MIN_MS = 5_000
-const HEARTBEAT_MAX_MS = 3_600_000
 const PROBE_TIMEOUT_MAX_MS = 5_000
 const DISCONNECT_TIMEOUT_MS = 5_000
 
@@ -104,6 +99,8 @@ export class Agent {
   private readonly logger: Logger
   private readonly api: ApiClient
   private readonly options: AgentOptions
+  private readonly clock: Clock
+  private readonly random: () => number
   private state: AgentState
   private tunnel: Tunnel | null = null
   private plan: TunnelPlan | null = null
@@ -121,6 +118,8 @@ export class Agent {
     this.options = options
     this.settings = options.settings
     this.logger = options.logger
+    this.clock = options.clock ?? systemClock
+    this.random = options.random ?? Math.random
     if (options.settings.token === null) throw new Error('the agent needs an instance token')
     this.api = new ApiClient({ baseUrl: options.settings.apiUrl, token: options.settings.token, region: options.settings.region })
     this.state = loadOrCreateState(this.settings.stateFile, (reason, movedTo) => {
@@ -176,7 +175,7 @@ export class Agent {
 
   report (): StatusReport {
     const health = this.tunnel?.health() ?? null
-    const now = Date.now()
+    const now = this.clock.now()
     const live = new Map((this.tunnel?.gateways() ?? []).map(g => [g.publicKey, g]))
     const gateways: GatewayStatus[] = this.plan === null ? [] : planGateways(this.plan).map(g => {
       const handshake = live.get(g.peerPublicKey)?.lastHandshakeAt ?? null
@@ -228,14 +227,17 @@ export class Agent {
 
   /** Registers and brings the tunnel up, retrying until it works, stop() or a fatal error. */
   private async connect (): Promise<void> {
-    const backoff = this.backoff()
+    let attempt = 0
     while (!this.stopping) {
       try {
         await this.registerAndApply()
         return
       } catch (err) {
-        const wait = this.failed(err, backoff)
-        await sleep(wait, this.stopController.signal)
+        const decision = registrationFailure(err, this.retryAt(attempt))
+        if (decision.kind === 'fatal') throw new FatalError(decision.message, decision.code)
+        if (decision.kind === 'retry' && decision.grows) attempt++
+        this.record(decision)
+        await this.clock.sleep(decision.ms, this.stopController.signal)
       }
     }
   }
@@ -257,7 +259,7 @@ export class Agent {
       throw err
     }
     const { plan, registration } = checked
-    this.state.registration = { ...registration, registered_at: new Date().toISOString() }
+    this.state.registration = { ...registration, registered_at: new Date(this.clock.now()).toISOString() }
     this.save()
     if (this.stopping) return
     try {
@@ -331,104 +333,59 @@ export class Agent {
     await old?.close()
   }
 
-  /**
-   * Classifies a failure: throws FatalError when retrying cannot help, else records it and returns
-   * how long to wait.
-   */
-  private failed (err: unknown, backoff: Backoff): number {
-    if (err instanceof FatalError) throw err
-    if (err instanceof ApiError) {
-      if (err.failure === 'token_rejected') throw new FatalError(err.message, EXIT_TOKEN_REJECTED)
-      if (err.failure === 'refused') throw new FatalError(err.message, EXIT_REFUSED)
-      if (err.failure === 'key_in_use') return 0
-      if (err.failure === 'subscription_required') {
-        this.setStatus('error', err.message)
-        return this.settings.backoffMaxMs
-      }
-      const wait = Math.max(err.retryAfterMs ?? 0, backoff.next())
-      this.note(err.message, wait)
-      return wait
+  /** Records a retry that is not fatal: the state says why (402: `error`), the log how long. */
+  private record (decision: Retry | Suspended): void {
+    if (decision.kind === 'suspended') {
+      this.setStatus('error', decision.message)
+    } else if (decision.message !== null) {
+      this.logger.warn({ retryInMs: decision.ms }, decision.message)
+      this.setStatus(this.state.status === 'connected' ? 'connected' : 'connecting', decision.message)
     }
-    if (err instanceof TunnelUnavailableError) throw new FatalError(err.message, EXIT_KERNEL_UNAVAILABLE)
-    const wait = backoff.next()
-    this.note(`cannot bring the tunnel up: ${(err as Error).message}`, wait)
-    return wait
-  }
-
-  private note (message: string, retryInMs: number): void {
-    this.logger.warn({ retryInMs }, message)
-    this.setStatus(this.state.status === 'connected' ? 'connected' : 'connecting', message)
   }
 
   // ---- connected ----
 
-  /**
-   * Probes every gateway each probe interval. Any answer keeps the state `connected`; one gateway
-   * silent past deadAfterMs while another answers gets a fresh handshake of its own; all silent
-   * past deadAfterMs makes the state `connecting` and starts a recovery, repeated with backoff.
-   */
+  /** Probes every gateway each probe interval and performs what the Supervisor decides. */
   private async supervise (): Promise<void> {
-    const backoff = this.backoff()
-    let lastGood = Date.now()
-    let nextRecoveryAt = 0
-    /** Per gateway: since when it is silent to us, and when to nudge it again. */
-    const silentSince = new Map<string, number>()
-    const nextNudgeAt = new Map<string, number>()
+    const supervisor = new Supervisor({
+      deadAfterMs: this.settings.deadAfterMs,
+      backoff: this.backoffLimits(),
+      udpCheckAfterMs: this.settings.mode === 'kernel' ? this.settings.transport.fallbackAfterMs : null,
+      answeredAt: this.answeredAt,
+      now: this.clock.now(),
+    })
     const probeTimeout = Math.min(this.settings.probeIntervalMs, PROBE_TIMEOUT_MAX_MS)
-    const supervisedSince = Date.now()
-    let udpChecked = this.settings.mode !== 'kernel'
     while (!this.stopping && this.fatal === null) {
-      const started = Date.now()
+      const started = this.clock.now()
       const tunnel = this.tunnel
       const gateways = this.plan === null ? [] : planGateways(this.plan)
       const rtts = tunnel === null ? [] : await Promise.all(gateways.map(async g => await tunnel.probe(probeTimeout, g.gatewayAddress)))
       if (this.stopping || this.fatal !== null) break
-      const now = Date.now()
-      const heard = tunnel?.health().lastReceiveAt ?? null
-      const answered = rtts.filter(r => r !== null)
-      for (let i = 0; i < rtts.length; i++) {
-        const key = gateways[i].peerPublicKey
-        if (rtts[i] !== null) {
-          this.answeredAt.set(key, now)
-          silentSince.delete(key)
-          nextNudgeAt.delete(key)
-        } else if (!silentSince.has(key)) {
-          silentSince.set(key, this.answeredAt.get(key) ?? started)
+      const probes = rtts.map((rttMs, i) => ({ publicKey: gateways[i].peerPublicKey, rttMs }))
+      const heardAt = tunnel?.health().lastReceiveAt ?? null
+      for (const action of supervisor.observe({ started, now: this.clock.now(), probes, heardAt })) {
+        if (action.kind === 'check-udp') {
+          await this.refuseBlockedUdp(gateways)
+        } else if (action.kind === 'answered') {
+          if (this.state.status !== 'connected' || this.state.last_error !== null) {
+            // Recorded first: whoever reads the log line finds the state file saying so.
+            this.setStatus('connected', null)
+            this.logger.info({ rttMs: Math.round(action.rttMs) }, 'tunnel up: the gateway answers')
+          }
+        } else if (action.kind === 'nudge') {
+          // The others carry the tunnel; a silent one gets its own fresh handshake now and then.
+          const g = gateways.find(g => g.peerPublicKey === action.publicKey)
+          this.logger.warn({ gateway: g?.gatewayId ?? action.publicKey, silentForSeconds: Math.round(action.silentForMs / 1000) }, 'no answer from one gateway: fresh handshake with it; the others carry the tunnel')
+          await tunnel?.reconnect(action.publicKey).catch((err: unknown) => { this.logger.warn({ err: (err as Error).message }, 'reconnect failed') })
+        } else {
+          const silentFor = Math.round(action.silentForMs / 1000)
+          this.logger.warn({ silentForSeconds: silentFor }, 'no answer from the gateway: reconnecting')
+          this.setStatus('connecting', `no answer from the gateway for ${silentFor} s: reconnecting`)
+          await this.recover()
+          supervisor.recovered(this.clock.now(), this.random())
         }
       }
-      for (const key of silentSince.keys()) if (!gateways.some(g => g.peerPublicKey === key)) silentSince.delete(key)
-      if (!udpChecked && answered.length === 0 && this.answeredAt.size === 0 && now - supervisedSince >= this.settings.transport.fallbackAfterMs) {
-        udpChecked = true
-        await this.refuseBlockedUdp(gateways)
-      }
-      if (answered.length > 0) {
-        lastGood = now
-        backoff.reset()
-        nextRecoveryAt = 0
-        if (this.state.status !== 'connected' || this.state.last_error !== null) {
-          // Recorded first: whoever reads the log line finds the state file saying so.
-          this.setStatus('connected', null)
-          this.logger.info({ rttMs: Math.round(Math.min(...answered)) }, 'tunnel up: the gateway answers')
-        }
-        // The others carry the tunnel; a silent one gets its own fresh handshake now and then.
-        for (const g of gateways) {
-          const since = silentSince.get(g.peerPublicKey)
-          if (since === undefined || now - since <= this.settings.deadAfterMs || now < (nextNudgeAt.get(g.peerPublicKey) ?? 0)) continue
-          nextNudgeAt.set(g.peerPublicKey, now + this.settings.deadAfterMs)
-          this.logger.warn({ gateway: g.gatewayId ?? g.peerPublicKey, silentForSeconds: Math.round((now - since) / 1000) }, 'no answer from one gateway: fresh handshake with it; the others carry the tunnel')
-          await tunnel?.reconnect(g.peerPublicKey).catch((err: unknown) => { this.logger.warn({ err: (err as Error).message }, 'reconnect failed') })
-        }
-      } else if (heard !== null && heard > lastGood) {
-        lastGood = heard
-      }
-      if (now - lastGood > this.settings.deadAfterMs && now >= nextRecoveryAt) {
-        const silentFor = Math.round((now - lastGood) / 1000)
-        this.logger.warn({ silentForSeconds: silentFor }, 'no answer from the gateway: reconnecting')
-        this.setStatus('connecting', `no answer from the gateway for ${silentFor} s: reconnecting`)
-        await this.recover()
-        nextRecoveryAt = Date.now() + Math.max(this.settings.deadAfterMs, backoff.next())
-      }
-      await sleep(this.settings.probeIntervalMs - (Date.now() - started), this.stopController.signal)
+      await this.clock.sleep(this.settings.probeIntervalMs - (this.clock.now() - started), this.stopController.signal)
     }
   }
 
@@ -459,10 +416,13 @@ export class Agent {
       await this.registerAndApply()
     } catch (err) {
       if (err instanceof FatalError) throw err
-      if (err instanceof ApiError && (err.failure === 'token_rejected' || err.failure === 'refused')) this.failed(err, this.backoff())
-      if (err instanceof ApiError && err.failure === 'subscription_required') {
-        this.setStatus('error', err.message)
-        return
+      if (err instanceof ApiError) {
+        const decision = registrationFailure(err, this.retryAt(0))
+        if (decision.kind === 'fatal') throw new FatalError(decision.message, decision.code)
+        if (decision.kind === 'suspended') {
+          this.setStatus('error', decision.message)
+          return
+        }
       }
       this.logger.warn({ err: (err as Error).message }, 'could not register again; keeping the last configuration')
     }
@@ -475,26 +435,28 @@ export class Agent {
 
   /** Heartbeats (and a status refresh) every next_heartbeat_in seconds; 401 is fatal. */
   private async heartbeats (): Promise<void> {
-    const backoff = this.backoff()
+    let attempt = 0
     while (!this.stopping && this.fatal === null) {
       let wait: number
       try {
-        const beat = await this.api.heartbeat(new Date(), this.stopController.signal)
-        wait = clamp(beat.next_heartbeat_in * 1000, HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS)
-        backoff.reset()
+        const beat = await this.api.heartbeat(new Date(this.clock.now()), this.stopController.signal)
+        wait = heartbeatAnswered(beat.next_heartbeat_in).ms
+        attempt = 0
         await this.followPlacement(beat)
         this.cloudStatus = await this.api.status(this.stopController.signal).catch(() => this.cloudStatus)
       } catch (err) {
         if (this.stopping) return
-        if (err instanceof ApiError && (err.failure === 'token_rejected' || err.failure === 'refused')) {
-          this.fatal = new FatalError(err.message, err.failure === 'token_rejected' ? EXIT_TOKEN_REJECTED : EXIT_REFUSED)
+        const decision = heartbeatFailure(err, this.retryAt(attempt))
+        if (decision.kind === 'fatal') {
+          this.fatal = new FatalError(decision.message, decision.code)
           this.stopController.abort()
           return
         }
-        wait = Math.max((err as ApiError).retryAfterMs ?? 0, backoff.next())
-        this.logger.warn({ retryInMs: wait }, `heartbeat failed: ${(err as Error).message}`)
+        attempt++
+        wait = decision.ms
+        this.logger.warn({ retryInMs: wait }, decision.message)
       }
-      await sleep(wait, this.stopController.signal)
+      await this.clock.sleep(wait, this.stopController.signal)
     }
   }
 
@@ -526,7 +488,7 @@ export class Agent {
 
   private setStatus (status: ConnectionStatus, lastError: string | null): void {
     const changed = status !== this.state.status || lastError !== this.state.last_error
-    if (status !== this.state.status) this.state.since = new Date().toISOString()
+    if (status !== this.state.status) this.state.since = new Date(this.clock.now()).toISOString()
     this.state.status = status
     this.state.last_error = lastError
     if (changed) {
@@ -536,7 +498,7 @@ export class Agent {
   }
 
   private save (): void {
-    this.state.updated_at = new Date().toISOString()
+    this.state.updated_at = new Date(this.clock.now()).toISOString()
     try {
       writeState(this.settings.stateFile, this.state)
     } catch (err) {
@@ -544,29 +506,15 @@ export class Agent {
     }
   }
 
-  private backoff (): Backoff {
-    return new Backoff({ initialMs: this.settings.backoffInitialMs, maxMs: this.settings.backoffMaxMs, random: this.options.random })
+  private backoffLimits (): { initialMs: number, maxMs: number } {
+    return { initialMs: this.settings.backoffInitialMs, maxMs: this.settings.backoffMaxMs }
   }
-}
 
-function clamp (value: number, min: number, max: number): number {
-  return Number.isFinite(value) ? Math.min(max, Math.max(min, value)) : min
+  private retryAt (attempt: number): RetryInput {
+    return { attempt, jitter: this.random(), limits: this.backoffLimits() }
+  }
 }
 
 export function formatHostPort (host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export async function sleep (ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted || ms <= 0) return
-  await new Promise<void>(resolve => {
-    const timer = setTimeout(done, ms)
-    function done (): void {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done, { once: true })
-  })
 }

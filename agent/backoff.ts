@@ -3,13 +3,22 @@
  * min(max, initial * 2^n) ("equal jitter"), so a fleet of agents that lost the API at the same
  * moment does not come back in lockstep, and no wait collapses to zero.
  */
-export interface BackoffOptions {
+export interface BackoffLimits {
   /** First ceiling, ms. */
   initialMs: number
   /** Largest ceiling, ms. */
   maxMs: number
+}
+
+export interface BackoffOptions extends BackoffLimits {
   /** Uniform [0, 1) source (tests inject a fixed one). */
   random?: () => number
+}
+
+/** The wait after `attempt` earlier steps (0: the first), `jitter` a uniform [0, 1) draw. */
+export function backoffWait (attempt: number, limits: BackoffLimits, jitter: number): number {
+  const ceiling = Math.min(limits.maxMs, limits.initialMs * 2 ** Math.min(attempt, 30))
+  return Math.round(ceiling / 2 + jitter * ceiling / 2)
 }
 
 export class Backoff {
@@ -23,9 +32,7 @@ export class Backoff {
 
   /** The wait before the next attempt; each call grows the ceiling until maxMs. */
   next (): number {
-    const ceiling = Math.min(this.options.maxMs, this.options.initialMs * 2 ** Math.min(this.attempt, 30))
-    this.attempt++
-    return Math.round(ceiling / 2 + this.random() * ceiling / 2)
+    return backoffWait(this.attempt++, this.options, this.random())
   }
 
   /** After a success: the next failure starts again from initialMs. */

@@ -9,13 +9,15 @@
  *                fails, so the next one carries it)
  *
  * Nothing here throws out of a loop: failures are logged (once per outage, then sparsely) and
- * retried. close() ends both loops at once, aborting a pending long-poll.
+ * retried. close() ends both loops at once, aborting a pending long-poll. Waits and report times
+ * come from an injected Clock (tests run the loops on a fake one).
  */
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
+import { systemClock, type Clock } from '../../proto/clock.ts'
 import { RpcError, type CertificateReport, type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport } from '../../proto/rpc/index.ts'
 import type { PeerStatus } from '../wireguard/device.ts'
 import type { TrafficBatch } from '../edge/traffic.ts'
+import { backoffMs, Outage, type BackoffOptions } from './outage.ts'
 import { ReportBuilder } from './reporter.ts'
 import type { SnapshotStore } from './store.ts'
 
@@ -32,10 +34,7 @@ export interface ControlTarget {
   restoreTraffic? (batch: TrafficBatch): void
 }
 
-export interface BackoffOptions {
-  initialMs?: number
-  maxMs?: number
-}
+export type { BackoffOptions } from './outage.ts'
 
 export interface ControlClientOptions {
   plane: ControlPlane
@@ -50,12 +49,17 @@ export interface ControlClientOptions {
   backoff?: BackoffOptions
   /** Called after each applied snapshot with what applySnapshot returned. */
   onApplied?: (snapshot: ConfigSnapshot, result: unknown, source: string) => void
+  /** Default: Date.now and real timers. */
+  clock?: Clock
+  /** Uniform [0, 1) source for the backoff's jitter. */
+  random?: () => number
 }
 
 export class ControlClient {
   readonly #o: ControlClientOptions
   readonly #abort = new AbortController()
   readonly #builder: ReportBuilder | null
+  readonly #clock: Clock
   #version: number | null = null
   #helloNeeded = true
   /** Cuts the watch loop's backoff short: a hello just went through, so control answers again. */
@@ -67,6 +71,7 @@ export class ControlClient {
 
   constructor (options: ControlClientOptions) {
     this.#o = options
+    this.#clock = options.clock ?? systemClock
     this.#builder = options.hello == null ? null : new ReportBuilder(options.hello.gatewayId)
   }
 
@@ -116,7 +121,7 @@ export class ControlClient {
 
   async #watchLoop (): Promise<void> {
     const signal = this.#abort.signal
-    const outage = new Outage(this.#o.logger, 'control plane unreachable: serving the last configuration', this.#o.backoff)
+    const outage = new Outage(this.#o.logger, 'control plane unreachable: serving the last configuration', this.#o.backoff, this.#o.random)
     while (!signal.aborted) {
       try {
         const snapshot = await this.#o.plane.watch(this.#version, signal)
@@ -137,9 +142,7 @@ export class ControlClient {
     const woken = new AbortController()
     this.#wakeWatch = () => { woken.abort() }
     try {
-      await sleep(ms, undefined, { signal: AbortSignal.any([this.#abort.signal, woken.signal]) })
-    } catch {
-      // woken or aborted
+      await this.#clock.sleep(ms, AbortSignal.any([this.#abort.signal, woken.signal]))
     } finally {
       this.#wakeWatch = null
     }
@@ -149,8 +152,8 @@ export class ControlClient {
     const signal = this.#abort.signal
     const hello = this.#o.hello!
     let intervalMs = this.#o.reportIntervalMs ?? 5_000
-    const helloOutage = new Outage(this.#o.logger, 'hello to the control plane failed', this.#o.backoff)
-    const reportOutage = new Outage(this.#o.logger, 'report to the control plane failed', this.#o.backoff)
+    const helloOutage = new Outage(this.#o.logger, 'hello to the control plane failed', this.#o.backoff, this.#o.random)
+    const reportOutage = new Outage(this.#o.logger, 'report to the control plane failed', this.#o.backoff, this.#o.random)
     while (!signal.aborted) {
       if (this.#helloNeeded) {
         try {
@@ -170,7 +173,7 @@ export class ControlClient {
       const target = this.#o.target
       let traffic: TrafficBatch | null = null
       try {
-        const report = builder.build(target.peerStatuses(), key => target.instanceIdOf(key), target.certificateReports(), Date.now())
+        const report = builder.build(target.peerStatuses(), key => target.instanceIdOf(key), target.certificateReports(), this.#clock.now())
         traffic = target.takeTraffic?.() ?? null
         if (traffic !== null) withTraffic(report, traffic)
         if (report.full || report.peers.length > 0 || report.certificates.length > 0 || report.usage !== undefined || report.accessLog !== undefined || report.accessLogDropped !== undefined) {
@@ -196,20 +199,14 @@ export class ControlClient {
     }
   }
 
+  /** Ends early when the client closes (the loop then ends). */
   async #pause (ms: number): Promise<void> {
-    try {
-      await sleep(ms, undefined, { signal: this.#abort.signal })
-    } catch {
-      // aborted: the loop ends
-    }
+    await this.#clock.sleep(ms, this.#abort.signal)
   }
 
   /** Backoff for the n-th consecutive failure (n >= 1): initial * 2^(n-1), capped, +-25 % jitter. */
   static backoffMs (failures: number, options: BackoffOptions = {}, random = Math.random): number {
-    const initial = options.initialMs ?? 500
-    const max = options.maxMs ?? 30_000
-    const base = Math.min(max, initial * 2 ** Math.min(30, failures - 1))
-    return Math.round(base * (0.75 + random() * 0.5))
+    return backoffMs(failures, options, random())
   }
 }
 
@@ -220,47 +217,13 @@ function withTraffic (report: GatewayReport, traffic: TrafficBatch): void {
   if (traffic.accessLogDropped > 0) report.accessLogDropped = traffic.accessLogDropped
 }
 
-/** Logs the start and end of an outage, and every 10th failure in between; returns the backoff. */
-class Outage {
-  #failures = 0
-  readonly #logger: Logger
-  readonly #message: string
-  readonly #backoff: BackoffOptions
-
-  constructor (logger: Logger, message: string, backoff: BackoffOptions = {}) {
-    this.#logger = logger
-    this.#message = message
-    this.#backoff = backoff
-  }
-
-  fail (err: unknown): number {
-    this.#failures++
-    const delayMs = ControlClient.backoffMs(this.#failures, this.#backoff)
-    const code = err instanceof RpcError ? err.code : undefined
-    const detail = { err: (err as Error).message, code, failures: this.#failures, retryInMs: delayMs }
-    if (this.#failures === 1 || this.#failures % 10 === 0) {
-      // A refused secret or protocol will not fix itself: say so loudly.
-      if (err instanceof RpcError && !err.retryable) this.#logger.error(detail, this.#message)
-      else this.#logger.warn(detail, this.#message)
-    } else {
-      this.#logger.debug(detail, this.#message)
-    }
-    return delayMs
-  }
-
-  over (): void {
-    if (this.#failures > 0) this.#logger.info({ failures: this.#failures }, 'control plane reachable again')
-    this.#failures = 0
-  }
-}
-
 /**
  * The snapshot to start from: the stored one when there is one (serve at once, catch up later),
  * else the first one control gives (after `hello`, when given), retried with backoff until it
  * answers or `signal` aborts (then null).
  */
 export async function initialSnapshot (plane: ControlPlane, store: SnapshotStore | null, logger: Logger, signal?: AbortSignal, backoff: BackoffOptions = {},
-  hello?: GatewayHello): Promise<{ snapshot: ConfigSnapshot, source: 'stored' | 'control' } | null> {
+  hello?: GatewayHello, clock: Clock = systemClock): Promise<{ snapshot: ConfigSnapshot, source: 'stored' | 'control' } | null> {
   const stored = store?.load() ?? null
   if (stored !== null) {
     logger.info({ version: stored.version, peers: stored.peers.length, path: store!.path }, 'serving the stored configuration until control answers')
@@ -279,11 +242,7 @@ export async function initialSnapshot (plane: ControlPlane, store: SnapshotStore
       }
     } catch (err) {
       if (aborted()) break
-      try {
-        await sleep(outage.fail(err), undefined, { signal })
-      } catch {
-        break
-      }
+      await clock.sleep(outage.fail(err), signal)
     }
   }
   return null

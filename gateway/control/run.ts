@@ -24,6 +24,7 @@ import { gatewayConfigFrom, type GatewayEnv } from './env.ts'
 import { loadOrCreateKey } from './keyfile.ts'
 import type { SnapshotStore } from './store.ts'
 import { moduleLogger } from '../../proto/log.ts'
+import type { Clock } from '../../proto/clock.ts'
 
 export interface RunningGateway {
   gateway: Gateway
@@ -46,6 +47,8 @@ export interface GatewayRunOptions {
   metrics?: Metrics
   /** Overrides the certificate store chosen from the settings (tests). */
   certStore?: CertStore
+  /** The control loops' time and waits (default: Date.now and real timers). */
+  clock?: Clock
 }
 
 /** The ACME certificate store and DNS provider these settings ask for. */
@@ -83,7 +86,7 @@ export async function startGatewayWithControl (options: GatewayRunOptions): Prom
     relayUrl: relayIdentity === null ? null : settings.relayUrl,
     relayFingerprint: relayIdentity?.fingerprint ?? null,
   }
-  const first = await initialSnapshot(plane, options.store, moduleLogger(logger, 'control'), options.signal, options.backoff, earlyHello)
+  const first = await initialSnapshot(plane, options.store, moduleLogger(logger, 'control'), options.signal, options.backoff, earlyHello, options.clock)
   if (first === null) return null
   const config = validateConfig(gatewayConfigFrom(settings, privateKey, first.snapshot.gateway.address))
   const startOptions = acmeStartOptions(plane, settings, logger)
@@ -108,6 +111,7 @@ export async function startGatewayWithControl (options: GatewayRunOptions): Prom
     },
     reportIntervalMs: options.reportIntervalMs,
     backoff: options.backoff,
+    clock: options.clock,
   })
   client.start(first.snapshot, first.source)
   return {

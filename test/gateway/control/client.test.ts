@@ -1,7 +1,8 @@
 /**
  * A real Gateway on loopback UDP kept in step by the ControlClient: snapshots add, update and
  * remove peers while unchanged peers keep their sessions; hello and reports reach the plane; the
- * last snapshot is stored and served again by a gateway restarted while control is down.
+ * last snapshot is stored and served again by a gateway restarted while control is down. The
+ * outage tests run the client on a fake clock: its backoff and report interval take no real time.
  */
 import t, { type Test } from 'tap'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -23,6 +24,7 @@ import {
 } from '../../../proto/rpc/index.ts'
 import { repliesTo, startClient, until, type Client } from './harness.ts'
 import { freePort } from '../../helpers/ports.ts'
+import { FakeClock } from '../../helpers/fake-clock.ts'
 
 const silent = pino({ level: 'silent' })
 
@@ -32,10 +34,19 @@ class MemoryPlane implements ControlPlane {
   hellos: GatewayHello[] = []
   reports: GatewayReport[] = []
   down = false
+  /** The clock's time of each watch refused while down (with a clock). */
+  readonly watchFailedAt: number[] = []
+  /** Hellos and reports refused while down. */
+  refused = 0
   private waiters = new Set<() => void>()
 
-  constructor (peers: SnapshotPeer[] = []) {
+  constructor (peers: SnapshotPeer[] = [], private readonly clock?: FakeClock) {
     this.snapshot = { version: 1, gateway: { address: '10.100.0.1', listenPort: 0 }, peers }
+  }
+
+  private unavailable (): RpcError {
+    if (this.clock !== undefined) this.watchFailedAt.push(this.clock.now())
+    return new RpcError('SERVICE_UNAVAILABLE', 'down')
   }
 
   publish (peers: SnapshotPeer[]): number {
@@ -45,12 +56,12 @@ class MemoryPlane implements ControlPlane {
   }
 
   async watch (since: number | null, signal?: AbortSignal): Promise<ConfigSnapshot | null> {
-    if (this.down) throw new RpcError('SERVICE_UNAVAILABLE', 'down')
+    if (this.down) throw this.unavailable()
     if (since !== this.snapshot.version) return this.snapshot
     return await new Promise((resolve, reject) => {
       const done = (): void => {
         this.waiters.delete(done)
-        if (this.down) reject(new RpcError('SERVICE_UNAVAILABLE', 'down'))
+        if (this.down) reject(this.unavailable())
         else resolve(since === this.snapshot.version ? null : this.snapshot)
       }
       this.waiters.add(done)
@@ -59,13 +70,19 @@ class MemoryPlane implements ControlPlane {
   }
 
   async hello (hello: GatewayHello): Promise<HelloReply> {
-    if (this.down) throw new RpcError('SERVICE_UNAVAILABLE', 'down')
+    if (this.down) {
+      this.refused++
+      throw new RpcError('SERVICE_UNAVAILABLE', 'down')
+    }
     this.hellos.push(hello)
     return { protocol: RPC_PROTOCOL_VERSION, gatewayId: hello.gatewayId, reportIntervalMs: 50, configVersion: this.snapshot.version }
   }
 
   async report (report: GatewayReport): Promise<ReportReply> {
-    if (this.down) throw new RpcError('SERVICE_UNAVAILABLE', 'down')
+    if (this.down) {
+      this.refused++
+      throw new RpcError('SERVICE_UNAVAILABLE', 'down')
+    }
     this.reports.push(report)
     return { peers: report.peers.length, certificates: report.certificates.length }
   }
@@ -143,21 +160,25 @@ t.test('snapshots add, update and remove peers; unchanged peers keep their sessi
 t.test('control down: the client keeps serving, backs off, says hello again when it returns', async t => {
   const gw = await startGateway(t)
   const a = await startClient(t, publicKeyOf(gw), portOf(gw))
-  const plane = new MemoryPlane([peerOf(a, '10.100.0.2')])
-  const client = new ControlClient({ plane, target: gw, logger: silent, hello: { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw', publicKey: publicKeyOf(gw), endpoint: null, listenPort: 1 }, backoff: { initialMs: 20, maxMs: 100 } })
+  const clock = new FakeClock()
+  const plane = new MemoryPlane([peerOf(a, '10.100.0.2')], clock)
+  // Jitter 0.5: each wait is its backoff step exactly.
+  const client = new ControlClient({ plane, target: gw, logger: silent, hello: { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw', publicKey: publicKeyOf(gw), endpoint: null, listenPort: 1 }, backoff: { initialMs: 20, maxMs: 100 }, clock, random: () => 0.5 })
   client.start()
   t.teardown(() => client.close())
-  await until('applied and hello', () => gw.configVersion === 1 && plane.hellos.length === 1)
+  await clock.until('applied and hello', () => gw.configVersion === 1 && plane.hellos.length === 1)
   plane.down = true
   plane.publish([]) // wakes the pending watch, which now fails
-  await new Promise(resolve => setTimeout(resolve, 300))
+  await clock.until('six watches failed', () => plane.watchFailedAt.length >= 6, { stepMs: 10 })
+  const gaps = plane.watchFailedAt.slice(1, 6).map((at, i) => at - plane.watchFailedAt[i])
+  t.same(gaps, [20, 40, 80, 100, 100], 'the watch backs off, doubling up to the cap')
   t.ok(gw.device.peer(a.publicKey) !== undefined, 'still serving the last configuration')
   a.ping('10.100.0.2', 1)
   await until('a reply while control is down', () => repliesTo(a, 1) === 1)
   plane.down = false
-  await until('caught up after the outage', () => gw.configVersion === 2, 3_000)
+  await clock.until('caught up after the outage', () => gw.configVersion === 2, { maxMs: 3_000 })
   t.equal(gw.device.peer(a.publicKey), undefined)
-  await until('a second hello', () => plane.hellos.length >= 2, 3_000)
+  await clock.until('a second hello', () => plane.hellos.length >= 2, { maxMs: 3_000 })
   t.ok(plane.reports.some(r => r.full), 'a full report after the hello')
 })
 
@@ -166,17 +187,18 @@ t.test('control back: the hello ends the watch loop\'s backoff, so changes arriv
   // hello and reports already went through; a deleted instance stayed a peer that long.
   const gw = await startGateway(t)
   const a = await startClient(t, publicKeyOf(gw), portOf(gw))
-  const plane = new MemoryPlane([peerOf(a, '10.100.0.2')])
-  const client = new ControlClient({ plane, target: gw, logger: silent, hello: { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw', publicKey: publicKeyOf(gw), endpoint: null, listenPort: 1 }, backoff: { initialMs: 20_000, maxMs: 20_000 } })
+  const clock = new FakeClock()
+  const plane = new MemoryPlane([peerOf(a, '10.100.0.2')], clock)
+  const client = new ControlClient({ plane, target: gw, logger: silent, hello: { protocol: RPC_PROTOCOL_VERSION, gatewayId: 'gw', publicKey: publicKeyOf(gw), endpoint: null, listenPort: 1 }, backoff: { initialMs: 20_000, maxMs: 20_000 }, clock })
   client.start()
   t.teardown(() => client.close())
-  await until('applied and hello', () => gw.configVersion === 1 && plane.hellos.length === 1)
+  await clock.until('applied and hello', () => gw.configVersion === 1 && plane.hellos.length === 1)
   plane.down = true
   plane.publish([]) // the pending watch fails now: its loop backs off for 15-25 s
   plane.down = false
-  const started = Date.now()
-  await until('caught up', () => gw.configVersion === 2, 3_000)
-  t.ok(Date.now() - started < 3_000, 'within the report interval, not the backoff')
+  await clock.until('the watch failed', () => plane.watchFailedAt.length === 1)
+  const took = await clock.until('caught up', () => gw.configVersion === 2, { stepMs: 10, maxMs: 15_000 })
+  t.ok(took <= 1_000, `within the report interval (50 ms), not the backoff (${took} ms)`)
   t.equal(gw.device.peer(a.publicKey), undefined, 'the removed peer is gone')
   t.ok(plane.hellos.length >= 2, 'after a new hello')
 })
@@ -241,23 +263,25 @@ function visit (traffic: TrafficRecorder, path: string, bytesOut: number): void 
 }
 
 t.test('traffic of reports that failed while control was down reaches control once it is back, each request once', async t => {
+  const clock = new FakeClock()
   const plane = new MemoryPlane()
   const traffic = new TrafficRecorder()
-  const client = new ControlClient({ plane, target: trafficTarget(traffic), logger: silent, hello: TRAFFIC_HELLO, reportIntervalMs: 20, backoff: { initialMs: 10, maxMs: 20 } })
+  const client = new ControlClient({ plane, target: trafficTarget(traffic), logger: silent, hello: TRAFFIC_HELLO, reportIntervalMs: 20, backoff: { initialMs: 10, maxMs: 20 }, clock })
   client.start()
   t.teardown(() => client.close())
-  await until('first report', () => plane.reports.length > 0)
+  await clock.until('first report', () => plane.reports.length > 0, { stepMs: 10 })
   visit(traffic, '/one', 10)
-  await until('the first request reported', () => plane.reports.some(r => r.accessLog !== undefined))
+  await clock.until('the first request reported', () => plane.reports.some(r => r.accessLog !== undefined), { stepMs: 10 })
   plane.down = true
   const before = plane.reports.length
   visit(traffic, '/two', 20)
   visit(traffic, '/three', 30)
-  await new Promise(resolve => setTimeout(resolve, 200))
+  await clock.until('a report and two hellos refused', () => plane.refused >= 3, { stepMs: 10 })
   t.equal(plane.reports.length, before, 'nothing accepted while down')
   plane.down = false
-  await until('reported after the outage', () => plane.reports.flatMap(r => r.accessLog ?? []).length === 3)
-  await new Promise(resolve => setTimeout(resolve, 100))
+  await clock.until('reported after the outage', () => plane.reports.flatMap(r => r.accessLog ?? []).length === 3, { stepMs: 10 })
+  const rounds = clock.requested.length
+  await clock.until('five more report rounds', () => clock.requested.length >= rounds + 5, { stepMs: 10 })
   const log = plane.reports.flatMap(r => r.accessLog ?? [])
   t.same(log.map(e => e.path), ['/one', '/two', '/three'], 'each request once, in order')
   const usage = plane.reports.flatMap(r => r.usage ?? [])
@@ -266,21 +290,29 @@ t.test('traffic of reports that failed while control was down reaches control on
 })
 
 t.test('traffic of a report control refuses as invalid is dropped, and later reports go through', async t => {
+  const clock = new FakeClock()
   const plane = new MemoryPlane()
   let refuse = true
+  let refusals = 0
   const report = plane.report.bind(plane)
   plane.report = async r => {
-    if (refuse && r.accessLog !== undefined) throw new RpcError('VALIDATION_ERROR', 'report: accessLog[0].path: too long')
+    if (refuse && r.accessLog !== undefined) {
+      refusals++
+      throw new RpcError('VALIDATION_ERROR', 'report: accessLog[0].path: too long')
+    }
     return await report(r)
   }
   const traffic = new TrafficRecorder()
-  const client = new ControlClient({ plane, target: trafficTarget(traffic), logger: silent, hello: TRAFFIC_HELLO, reportIntervalMs: 20, backoff: { initialMs: 10, maxMs: 20 } })
+  const client = new ControlClient({ plane, target: trafficTarget(traffic), logger: silent, hello: TRAFFIC_HELLO, reportIntervalMs: 20, backoff: { initialMs: 10, maxMs: 20 }, clock })
   client.start()
   t.teardown(() => client.close())
   visit(traffic, '/refused', 1)
-  await new Promise(resolve => setTimeout(resolve, 150))
+  await clock.until('the report refused', () => refusals === 1, { stepMs: 10 })
+  const rounds = clock.requested.length
+  await clock.until('three more report rounds', () => clock.requested.length >= rounds + 3, { stepMs: 10 })
+  t.equal(refusals, 1, 'its traffic is not sent again')
   refuse = false
   visit(traffic, '/accepted', 2)
-  await until('the later request reported', () => plane.reports.some(r => r.accessLog !== undefined))
+  await clock.until('the later request reported', () => plane.reports.some(r => r.accessLog !== undefined), { stepMs: 10 })
   t.same(plane.reports.flatMap(r => r.accessLog ?? []).map(e => e.path), ['/accepted'])
 })
