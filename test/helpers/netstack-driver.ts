@@ -427,10 +427,10 @@ async function main (): Promise<void> {
       for (const c of tcp.core.connections()) {
         print({
           event: 'trace', t: round(now() - started), state: c.stateName, cwnd: c.cc.cwnd, ssthresh: c.cc.ssthresh,
-          flight: (c.sndMax - c.sndUna) >>> 0, sndWnd: c.sndWnd, srtt: round(c.rtt.srtt), rto: round(c.rtt.rto),
-          recovery: c.inRecovery, buffered: c.sendBuffered, acked: (c.sndUna - c.iss) >>> 0, received: c.bytesReceived,
-          unsent: (c.sndBufSeq + c.sendBuffered - c.sndNxt) >>> 0, paceIn: round(c.paceNext - now()), cwndLimited: c.cwndLimited,
-          rtoIn: round(c.rtoAt - now()), sacked: !c.scoreboard.empty,
+          flight: (c.snd.max - c.snd.una) >>> 0, sndWnd: c.snd.wnd, srtt: round(c.rtt.srtt), rto: round(c.rtt.rto),
+          recovery: c.recovery.active, buffered: c.sendBuffered, acked: (c.snd.una - c.snd.iss) >>> 0, received: c.bytesReceived,
+          unsent: (c.snd.bufSeq + c.sendBuffered - c.snd.nxt) >>> 0, paceIn: round(c.timers.paceNext - now()), cwndLimited: c.recovery.cwndLimited,
+          rtoIn: round(c.timers.rtoAt - now()), sacked: !c.recovery.scoreboard.empty,
         })
       }
     }, args.traceMs)

@@ -10,7 +10,7 @@ import type { IPv4Parsed } from '../../../proto/wire/ipv4.ts'
 import { IPPROTO_TCP } from '../../../proto/wire/ipv4.ts'
 import { parseTcp, TCP_SYN, TCP_ACK, TCP_RST, type TcpParsed } from '../../../proto/wire/tcp.ts'
 import { WireError } from '../../../proto/wire/errors.ts'
-import { TcpConnection, type ConnectionHandler, type ConnectionHost } from './connection.ts'
+import { TcpConnection, type ConnectionHandler, type ConnectionHost, type ConnectionSettings } from './connection.ts'
 import { TcpCounters } from './counters.ts'
 import { DeadlineHeap } from './deadline-heap.ts'
 import { IsnGenerator } from './isn.ts'
@@ -41,13 +41,6 @@ export interface TcpCoreOptions {
 
 /** Called when a passive connection reaches ESTABLISHED; returns its handler, or null to reset it. */
 export type AcceptCallback = (conn: TcpConnection) => ConnectionHandler | null
-
-export interface ConnectOptions {
-  noDelay?: boolean
-  keepAlive?: boolean
-  keepAliveIdle?: number
-  userTimeout?: number
-}
 
 interface PeerTable {
   readonly conns: Map<number, TcpConnection>
@@ -246,7 +239,7 @@ export class TcpCore implements ConnectionHost {
 
   private timeWaitReusable (conn: TcpConnection, seg: TcpParsed): boolean {
     if (conn.timestamps && seg.timestamp) return seqGt(seg.tsVal, conn.tsRecent)
-    return seqGt(seg.seq, conn.rcvNxt)
+    return seqGt(seg.seq, conn.rcv.nxt)
   }
 
   private resetFor (seg: TcpParsed, remote: number, now: number): void {
@@ -272,7 +265,7 @@ export class TcpCore implements ConnectionHost {
   // ---- Opening and listening ----
 
   /** Active open to remoteAddress:remotePort. Throws TcpError (EMFILE, EADDRNOTAVAIL, ENETDOWN). */
-  connect (remoteAddress: number, remotePort: number, handler: ConnectionHandler, now: number, opts: ConnectOptions = {}): TcpConnection {
+  connect (remoteAddress: number, remotePort: number, handler: ConnectionHandler, now: number, opts: ConnectionSettings = {}): TcpConnection {
     remoteAddress >>>= 0
     if (this.closed) throw new TcpError('ENETDOWN', 'connect', remoteAddress, remotePort)
     if (!Number.isInteger(remotePort) || remotePort < 1 || remotePort > 65535) throw new TcpError('EINVAL', 'connect', remoteAddress, remotePort, 'bad port')
@@ -283,11 +276,7 @@ export class TcpCore implements ConnectionHost {
     const localPort = this.ephemeralPort(peer, remotePort)
     if (localPort < 0) throw new TcpError('EADDRNOTAVAIL', 'connect', remoteAddress, remotePort)
     const conn = this.create(remoteAddress, remotePort, localPort, false)
-    conn.handler = handler
-    if (opts.noDelay !== undefined) conn.noDelay = opts.noDelay
-    if (opts.keepAlive !== undefined) conn.keepAlive = opts.keepAlive
-    if (opts.keepAliveIdle !== undefined && opts.keepAliveIdle > 0) conn.keepAliveIdle = opts.keepAliveIdle
-    if (opts.userTimeout !== undefined) conn.userTimeout = Math.max(0, opts.userTimeout)
+    conn.configure(handler, opts)
     this.counters.opened.inc('active')
     const [isn, tsOffset] = this.isn.generate(this.localAddress, localPort, remoteAddress, remotePort, now)
     conn.open(isn, tsOffset, now)

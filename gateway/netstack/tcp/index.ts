@@ -45,10 +45,14 @@
  * an ACK, also in fast recovery, instead of a 200 ms RTO).
  *
  * Inside: core.ts is the sans-IO stack (segments and `now` in; datagrams, socket events and the
- * next deadline out) over connection.ts (state, application calls, events), input.ts (segment
- * arrival), output.ts (what to send), timers.ts (expiry), cc/ (NewReno, CUBIC), rtt.ts, sack.ts
- * (sender scoreboard), reassembly.ts (receiver out-of-order queue), send-buffer.ts; stack.ts is
- * the thin shell with the single timer; socket.ts the Duplex.
+ * next deadline out) over connection.ts (application calls, state changes), input.ts (segment
+ * arrival), output.ts (what to send), timers.ts (expiry). A connection's state lives in objects
+ * that each keep their invariants and change only through their methods: send-space.ts (SND.*,
+ * the send buffer), receive-space.ts (RCV.*, the out-of-order queue, the ACK owed), recovery.ts
+ * (SACK scoreboard, fast recovery, probes), deadlines.ts (every timer), events.ts (what the
+ * application is told), rtt.ts; cc/ (NewReno, CUBIC), sack.ts (sender scoreboard), reassembly.ts
+ * (receiver out-of-order queue), send-buffer.ts. stack.ts is the thin shell with the single
+ * timer; socket.ts the Duplex.
  */
 export { TcpStack, type TcpStackOptions, type TcpConnectOptions, type TcpListenOptions } from './stack.ts'
 export { TcpSocket } from './socket.ts'

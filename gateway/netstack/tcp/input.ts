@@ -8,7 +8,7 @@ import type { TcpParsed } from '../../../proto/wire/tcp.ts'
 import type { TcpConnection } from './connection.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN } from '../../../proto/wire/tcp.ts'
 import { TcpError } from './errors.ts'
-import { seqAdd, seqDiff, seqLt, seqLe, seqGt, seqGe, seqMin } from './seq.ts'
+import { seqAdd, seqDiff, seqLt, seqLe, seqGt, seqGe } from './seq.ts'
 import { DUP_THRESH, MAX_BATCHED_ACK_BYTES, PAWS_IDLE_LIMIT } from './constants.ts'
 import {
   CLOSED, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK,
@@ -31,7 +31,7 @@ function synSentArrives (conn: TcpConnection, seg: TcpParsed, datagram: Buffer, 
   const flags = seg.flags
   const hasAck = (flags & TCP_ACK) !== 0
   // First: the ACK must acknowledge our SYN (ISS < SEG.ACK =< SND.NXT).
-  if (hasAck && (seqLe(seg.ack, conn.iss) || seqGt(seg.ack, conn.sndMax))) {
+  if (hasAck && (seqLe(seg.ack, conn.snd.iss) || seqGt(seg.ack, conn.snd.max))) {
     c.dropped.inc('bad_ack')
     if ((flags & TCP_RST) === 0) sendResetTo(conn, seg.ack, now)
     return
@@ -50,26 +50,18 @@ function synSentArrives (conn: TcpConnection, seg: TcpParsed, datagram: Buffer, 
     c.dropped.inc('no_syn')
     return
   }
-  conn.lastReceivedAt = now
-  conn.irs = seg.seq
-  conn.rcvNxt = seqAdd(seg.seq, 1)
-  conn.rcvAdvRight = conn.rcvNxt
+  conn.segmentAccepted(now)
+  conn.rcv.synReceived(seg.seq)
   conn.negotiate(seg, now)
   // RFC 7323 2.2: the window of a SYN is never scaled.
-  conn.sndWnd = seg.window
-  conn.maxSndWnd = seg.window
-  conn.sndWl1 = seg.seq
-  conn.sndWl2 = seg.ack
+  conn.snd.synWindow(seg.window, seg.seq, seg.ack)
   if (hasAck) {
-    conn.sndUna = seg.ack
-    if (seqLt(conn.sndNxt, conn.sndUna)) conn.sndNxt = conn.sndUna
-    // The SYN's RTT is a valid sample unless the SYN was retransmitted (Karn).
-    if (conn.synRetransmits === 0 && conn.rttTiming) conn.rtt.sample(now - conn.rttStart)
-    conn.rttTiming = false
-    conn.rtoAt = Infinity
+    conn.snd.acknowledge(seg.ack)
+    conn.rtt.synAcknowledged(now, conn.recovery.synRetransmits !== 0)
+    conn.timers.stopRto()
     conn.established(now)
     if (conn.state === CLOSED) return
-    conn.ackNow = true
+    conn.rcv.requestAck()
     if (seg.payloadLen > 0 || (flags & TCP_FIN) !== 0) receiveTextAndFin(conn, seg, datagram, now)
     transmit(conn, now)
     return
@@ -88,7 +80,7 @@ function otherStatesArrive (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
   const isSyn = (flags & TCP_SYN) !== 0
 
   // Our SYN-ACK was lost and the peer repeats its SYN: repeat the SYN-ACK.
-  if (conn.state === SYN_RECEIVED && (flags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN && seg.seq === conn.irs) {
+  if (conn.state === SYN_RECEIVED && (flags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN && seg.seq === conn.rcv.irs) {
     c.retransmits.inc('syn_ack')
     sendSynAck(conn, now)
     return
@@ -106,22 +98,21 @@ function otherStatesArrive (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
 
   // First: sequence number acceptability.
   const segLen = seg.payloadLen + (isSyn ? 1 : 0) + ((flags & TCP_FIN) !== 0 ? 1 : 0)
-  if (!acceptable(conn, seg.seq, segLen)) {
+  if (!conn.rcv.acceptable(seg.seq, segLen)) {
     c.dropped.inc('out_of_window')
     if (!isRst) {
       // RFC 9293 3.10.7.4 TIME-WAIT: a retransmitted FIN restarts the 2 MSL wait.
-      if (conn.state === TIME_WAIT && (flags & TCP_FIN) !== 0) conn.stateAt = now + conn.options.timeWait
+      if (conn.state === TIME_WAIT && (flags & TCP_FIN) !== 0) conn.timers.startStateTimer(now + conn.options.timeWait)
       sendAck(conn, now)
     }
     return
   }
-  conn.lastReceivedAt = now
   // Any acceptable segment answers outstanding keepalive probes.
-  conn.keepaliveProbes = 0
+  conn.segmentAccepted(now)
 
   // Second: RST (RFC 5961 3.2: only an exact match resets; in-window otherwise gets a challenge ACK).
   if (isRst) {
-    if (seg.seq !== conn.rcvNxt) {
+    if (seg.seq !== conn.rcv.nxt) {
       c.events.inc('rst_in_window')
       sendChallengeAck(conn, now)
       return
@@ -145,9 +136,8 @@ function otherStatesArrive (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
   }
 
   // RFC 7323 4.3: TS.Recent follows the segment that covers Last.ACK.sent.
-  if (conn.timestamps && seg.timestamp && seqLe(seg.seq, conn.lastAckSent) && seqGe(seg.tsVal, conn.tsRecent)) {
-    conn.tsRecent = seg.tsVal
-    conn.tsRecentAt = now
+  if (conn.timestamps && seg.timestamp && seqLe(seg.seq, conn.rcv.lastAckSent) && seqGe(seg.tsVal, conn.tsRecent)) {
+    conn.updateTsRecent(seg.tsVal, now)
   }
 
   if (!ackArrives(conn, seg, now)) return
@@ -157,19 +147,6 @@ function otherStatesArrive (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
   if (seg.payloadLen > 0 || (flags & TCP_FIN) !== 0) receiveTextAndFin(conn, seg, datagram, now)
   if (conn.state === CLOSED) return
   transmit(conn, now)
-}
-
-/** RFC 9293 3.10.7.4 first check: the four acceptability cases. */
-function acceptable (conn: TcpConnection, seq: number, segLen: number): boolean {
-  const right = conn.rcvAdvRight
-  const wnd = seqDiff(right, conn.rcvNxt)
-  if (wnd <= 0) {
-    // A zero window still lets the ACK, RST and URG of a segment at RCV.NXT through; its text is trimmed.
-    return seq === conn.rcvNxt
-  }
-  if (segLen === 0) return seqLe(conn.rcvNxt, seq) && seqLt(seq, right)
-  const last = seqAdd(seq, segLen - 1)
-  return (seqLe(conn.rcvNxt, seq) && seqLt(seq, right)) || (seqLe(conn.rcvNxt, last) && seqLt(last, right))
 }
 
 function resetArrives (conn: TcpConnection, now: number): void {
@@ -200,15 +177,13 @@ function resetArrives (conn: TcpConnection, now: number): void {
  */
 function ackArrives (conn: TcpConnection, seg: TcpParsed, now: number): boolean {
   const c = conn.host.counters
+  const snd = conn.snd
+  const recovery = conn.recovery
   const ack = seg.ack
   if (conn.state === SYN_RECEIVED) {
-    if (seqLt(conn.sndUna, ack) && seqLe(ack, conn.sndMax)) {
-      conn.sndWnd = seg.window * (1 << conn.sndShift)
-      conn.maxSndWnd = Math.max(conn.maxSndWnd, conn.sndWnd)
-      conn.sndWl1 = seg.seq
-      conn.sndWl2 = ack
-      if (conn.synRetransmits === 0 && conn.rttTiming) conn.rtt.sample(now - conn.rttStart)
-      conn.rttTiming = false
+    if (seqLt(snd.una, ack) && seqLe(ack, snd.max)) {
+      snd.takeWindow(seg.window, seg.seq, ack)
+      conn.rtt.synAcknowledged(now, recovery.synRetransmits !== 0)
       conn.established(now)
       if (conn.state === CLOSED) return false
     } else {
@@ -218,51 +193,45 @@ function ackArrives (conn: TcpConnection, seg: TcpParsed, now: number): boolean 
     }
   }
   // RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
-  if (seqGt(ack, conn.sndMax)) {
+  if (seqGt(ack, snd.max)) {
     c.dropped.inc('ack_unsent')
     sendAck(conn, now)
     return false
   }
-  if (seqLt(ack, seqAdd(conn.sndUna, -Math.max(conn.maxSndWnd, 1)))) {
+  if (seqLt(ack, seqAdd(snd.una, -Math.max(snd.maxWnd, 1)))) {
     c.dropped.inc('ack_too_old')
     sendChallengeAck(conn, now)
     return false
   }
 
-  const acked = seqDiff(ack, conn.sndUna)
+  const acked = seqDiff(ack, snd.una)
   let newlySacked = 0
   if (conn.sack && seg.sackBlocks !== null) {
-    newlySacked = conn.scoreboard.update(seg.sackBlocks, acked > 0 ? ack : conn.sndUna, conn.sndMax)
+    newlySacked = recovery.scoreboard.update(seg.sackBlocks, acked > 0 ? ack : snd.una, snd.max)
   }
   if (acked > 0) {
     newDataAcked(conn, seg, ack, now)
     if (conn.state === CLOSED) return false
-  } else if (acked === 0 && conn.sndMax !== conn.sndUna) {
-    const window = seg.window * (1 << conn.sndShift)
+  } else if (acked === 0 && snd.max !== snd.una) {
+    const window = seg.window * (1 << snd.shift)
     // RFC 5681 2 DUPLICATE ACKNOWLEDGMENT; RFC 6675 2 with SACK: an ACK that SACKs new data.
     const duplicate = conn.sack
       ? newlySacked > 0
-      : seg.payloadLen === 0 && (seg.flags & (TCP_SYN | TCP_FIN)) === 0 && window === conn.sndWnd
+      : seg.payloadLen === 0 && (seg.flags & (TCP_SYN | TCP_FIN)) === 0 && window === snd.wnd
     if (duplicate) duplicateAck(conn, now)
   }
-  if (conn.sack && !conn.scoreboard.empty) sackLossChecks(conn, now)
+  if (conn.sack && !recovery.scoreboard.empty) sackLossChecks(conn, now)
 
   // Window update (RFC 9293 3.10.7.4 fifth check, ESTABLISHED): only from newer segments.
-  if (seqLt(conn.sndWl1, seg.seq) || (conn.sndWl1 === seg.seq && seqLe(conn.sndWl2, ack))) {
-    conn.sndWnd = seg.window * (1 << conn.sndShift)
-    conn.sndWl1 = seg.seq
-    conn.sndWl2 = ack
-    if (conn.sndWnd > conn.maxSndWnd) conn.maxSndWnd = conn.sndWnd
-    if (conn.sndWnd > 0) conn.persistBackoff = 0
-  }
+  if (snd.updateWindow(seg.window, seg.seq, ack) && snd.wnd > 0) conn.timers.resetPersistBackoff()
 
-  const finAcked = conn.finQueued && seqGt(conn.sndUna, seqAdd(conn.sndBufSeq, conn.sendBuffer.length))
+  const finAcked = snd.finAcked
   switch (conn.state) {
     case FIN_WAIT_1:
       if (finAcked) {
         conn.setState(FIN_WAIT_2, now)
-        conn.rtoAt = Infinity
-        if (conn.orphaned) conn.stateAt = Math.min(conn.stateAt, now + conn.options.finWait2Timeout)
+        conn.timers.stopRto()
+        if (conn.orphaned) conn.timers.limitStateTimer(now + conn.options.finWait2Timeout)
       }
       break
     case CLOSING:
@@ -283,89 +252,55 @@ function ackArrives (conn: TcpConnection, seg: TcpParsed, now: number): boolean 
 
 function newDataAcked (conn: TcpConnection, seg: TcpParsed, ack: number, now: number): void {
   const c = conn.host.counters
-  const flightBefore = seqDiff(conn.sndMax, conn.sndUna)
-  const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
-  const dataAcked = seqDiff(seqMin(ack, dataEnd), conn.sndBufSeq)
-  if (dataAcked > 0) {
-    conn.sendBuffer.consume(dataAcked)
-    conn.sndBufSeq = seqAdd(conn.sndBufSeq, dataAcked)
-    conn.host.adjustMemory(-dataAcked)
-  }
-  const acked = seqDiff(ack, conn.sndUna)
-  conn.sndUna = ack
-  if (seqLt(conn.sndNxt, ack)) conn.sndNxt = ack
-  if (seqLt(conn.highRxt, ack)) conn.highRxt = ack
-  conn.scoreboard.advance(ack)
-  conn.retransmits = 0
-  conn.lastProgressAt = now
+  const snd = conn.snd
+  const recovery = conn.recovery
+  const flightBefore = seqDiff(snd.max, snd.una)
+  const acked = seqDiff(ack, snd.una)
+  const dataAcked = snd.acknowledge(ack)
+  if (dataAcked > 0) conn.host.adjustMemory(-dataAcked)
+  recovery.acknowledged(ack)
+  conn.progressed(now)
   // RFC 8985 7: an ACK of new data re-arms the probe timer (transmit does); the probe is answered once acknowledged.
-  conn.tlpAt = Infinity
-  if (conn.tlpEnd !== -1 && seqGe(ack, conn.tlpEnd)) conn.tlpEnd = -1
-  conn.rxtMark = retransmitMarkAt(conn, ack)
+  conn.timers.stopTlp()
 
   // RTT: every ACK of new data with an echoed timestamp (RFC 7323 4), else one timed segment (RFC 6298 3).
   if (conn.timestamps && seg.timestamp && seg.tsEcr !== 0) {
     const sample = (conn.tsNow(now) - seg.tsEcr) >>> 0
     if (sample < 0x7fffffff) conn.rtt.sample(sample, Math.max(1, Math.ceil(flightBefore / (2 * conn.smss))))
-  } else if (conn.rttTiming && seqGe(ack, conn.rttSeq)) {
-    conn.rtt.sample(now - conn.rttStart)
-    conn.rttTiming = false
+  } else {
+    conn.rtt.acknowledged(ack, now)
   }
 
-  if (conn.inRecovery) {
-    if (seqGe(ack, conn.recoveryPoint)) {
+  if (recovery.active) {
+    if (seqGe(ack, recovery.recoveryPoint)) {
       // RFC 6675 5 / RFC 6582 3.2 step 3: full acknowledgment ends recovery.
-      conn.inRecovery = false
-      conn.dupAcks = 0
-      conn.lostBelow = -1
+      recovery.end()
       conn.cc.onRecoveryEnd(now)
       c.events.inc('recovery_end')
     } else if (!conn.sack) {
       // RFC 6582 3.2 step 5: a partial ACK retransmits the next unacknowledged segment at once.
-      conn.dupAcks = 0
+      recovery.resetDupAcks()
       retransmitFirst(conn, now, 'fast')
     }
   } else {
-    conn.dupAcks = 0
-    conn.cc.onAck(acked, now, conn.rtt.srtt, conn.cwndLimited)
+    recovery.resetDupAcks()
+    conn.cc.onAck(acked, now, conn.rtt.srtt, recovery.cwndLimited)
   }
 
   // RFC 6298 5.2 / 5.3: stop the timer when all is acknowledged, else restart it.
-  if (conn.sndUna === conn.sndMax) {
-    conn.rtoAt = Infinity
-    conn.unackedSince = Infinity
-  } else {
-    conn.rtoAt = now + conn.rtt.rto
-    conn.unackedSince = now
-  }
+  conn.timers.newDataAcked(snd.una === snd.max, now, now + conn.rtt.rto)
   conn.queueWritable()
 }
 
-/**
- * Forgets the retransmissions the ACK covered and returns the mark (SND.MAX then) of the latest
- * retransmission of the segment now at SND.UNA, or -1 when it was not retransmitted.
- */
-function retransmitMarkAt (conn: TcpConnection, una: number): number {
-  const log = conn.rxtLog
-  let mark = -1
-  let kept = 0
-  for (let i = 0; i < log.length; i += 2) {
-    if (seqLt(log[i], una)) continue
-    if (log[i] === una) mark = log[i + 1]
-    log[kept++] = log[i]
-    log[kept++] = log[i + 1]
-  }
-  log.length = kept
-  return mark
-}
-
 function duplicateAck (conn: TcpConnection, now: number): void {
-  conn.dupAcks++
+  const recovery = conn.recovery
+  const dupAcks = recovery.duplicateAck()
   conn.host.counters.events.inc('duplicate_ack')
-  if (conn.inRecovery) return
-  const lossSignal = conn.dupAcks >= DUP_THRESH || (conn.sack && conn.scoreboard.isLost(conn.sndUna, conn.smss))
+  if (recovery.active) return
+  const una = conn.snd.una
+  const lossSignal = dupAcks >= DUP_THRESH || (conn.sack && recovery.scoreboard.isLost(una, conn.smss))
   // RFC 6582 3.2 step 2 / RFC 6675 5 step 4: only data sent after the last recovery counts.
-  if (!lossSignal || seqLt(conn.sndUna, conn.recoveryPoint)) return
+  if (!lossSignal || seqLt(una, recovery.recoveryPoint)) return
   enterRecovery(conn, now)
 }
 
@@ -380,38 +315,36 @@ function duplicateAck (conn: TcpConnection, now: number): void {
  *   lost-retransmit detection).
  */
 function sackLossChecks (conn: TcpConnection, now: number): void {
-  const board = conn.scoreboard
-  const probeSacked = conn.tlpEnd !== -1 && seqLt(conn.sndUna, conn.tlpEnd) && seqGe(board.highest, conn.tlpEnd)
-  if (!conn.inRecovery) {
-    if (probeSacked && seqGe(conn.sndUna, conn.recoveryPoint)) {
+  const recovery = conn.recovery
+  const board = recovery.scoreboard
+  const una = conn.snd.una
+  const tlpEnd = recovery.tlpEnd
+  const probeSacked = tlpEnd !== -1 && seqLt(una, tlpEnd) && seqGe(board.highest, tlpEnd)
+  if (!recovery.active) {
+    if (probeSacked && seqGe(una, recovery.recoveryPoint)) {
       conn.host.counters.events.inc('probe_found_loss')
-      const probeEnd = conn.tlpEnd
       enterRecovery(conn, now)
-      conn.lostBelow = probeEnd
+      recovery.markLostBelow(tlpEnd)
     }
     return
   }
-  if (probeSacked && conn.lostBelow !== conn.tlpEnd) {
+  if (probeSacked && recovery.lostBelow !== tlpEnd) {
     // A probe in recovery (the ACKs had stopped: what is missing below it holds the pipe full).
     conn.host.counters.events.inc('probe_found_loss')
-    conn.lostBelow = conn.tlpEnd
+    recovery.markLostBelow(tlpEnd)
   }
-  if (conn.rxtMark !== -1 && seqGt(board.starts[0], conn.sndUna) &&
-    board.sackedBetween(conn.rxtMark, conn.sndMax) > (DUP_THRESH - 1) * conn.smss) {
+  if (recovery.rxtMark !== -1 && seqGt(board.starts[0], una) &&
+    board.sackedBetween(recovery.rxtMark, conn.snd.max) > (DUP_THRESH - 1) * conn.smss) {
     conn.host.counters.events.inc('lost_retransmit')
-    conn.rxtMark = -1
-    conn.highRxt = conn.sndUna
+    recovery.lostRetransmit(una)
   }
 }
 
 function enterRecovery (conn: TcpConnection, now: number): void {
-  conn.tlpAt = Infinity
-  conn.tlpEnd = -1
-  conn.inRecovery = true
-  conn.lostBelow = -1
-  conn.recoveryPoint = conn.sndMax
-  conn.highRxt = conn.sndUna
-  conn.cc.onLoss(now, seqDiff(conn.sndMax, conn.sndUna))
+  const snd = conn.snd
+  conn.timers.stopTlp()
+  conn.recovery.enter(snd.una, snd.max)
+  conn.cc.onLoss(now, seqDiff(snd.max, snd.una))
   conn.host.counters.events.inc('recovery_start')
   // RFC 6675 5 step 4.3 / RFC 5681 3.2 step 2: retransmit the first unacknowledged segment now.
   retransmitFirst(conn, now, 'fast')
@@ -438,73 +371,74 @@ function receiveTextAndFin (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
     }
   }
 
+  const rcv = conn.rcv
   if (len > 0) {
     // Trim what was already received.
-    const behind = seqDiff(conn.rcvNxt, seq)
+    const behind = seqDiff(rcv.nxt, seq)
     if (behind > 0) {
-      conn.ackNow = true
+      rcv.requestAck()
       if (behind >= len) {
         len = 0
       } else {
         off += behind
         len -= behind
-        seq = conn.rcvNxt
+        seq = rcv.nxt
       }
     }
     // Trim what lies beyond the advertised window.
-    const room = seqDiff(conn.rcvAdvRight, seq)
+    const room = seqDiff(rcv.advRight, seq)
     if (len > room) {
       c.dropped.inc(room <= 0 ? 'zero_window' : 'beyond_window')
-      conn.ackNow = true
+      rcv.requestAck()
       len = Math.max(0, room)
     }
   }
 
   if (len > 0) {
-    if (len > conn.rcvMss) conn.rcvMss = len
-    if (seq === conn.rcvNxt) {
+    rcv.noteSegment(len)
+    const reassembly = rcv.reassembly
+    if (seq === rcv.nxt) {
       conn.deliver(datagram.subarray(off, off + len))
-      conn.rcvNxt = seqAdd(conn.rcvNxt, len)
-      conn.ackPendingBytes += len
-      if (!conn.reassembly.empty) {
-        const before = conn.reassembly.bytes
-        const chunks = conn.reassembly.takeInOrder(conn.rcvNxt)
+      rcv.advance(len, len)
+      if (!reassembly.empty) {
+        const before = reassembly.bytes
+        const chunks = reassembly.takeInOrder(rcv.nxt)
         if (chunks !== null) {
           for (const chunk of chunks) {
             conn.deliver(chunk)
-            conn.rcvNxt = seqAdd(conn.rcvNxt, chunk.length)
+            rcv.advance(chunk.length, 0)
           }
           // RFC 5681 4.2: ACK at once when a segment fills (part of) a gap (its bytes are counted above).
           ackOwed(conn, conn.sack)
         }
-        conn.host.adjustMemory(conn.reassembly.bytes - before)
+        conn.host.adjustMemory(reassembly.bytes - before)
       }
       // RFC 5681 4.2 / RFC 9293 3.8.6.3: ACK at least every second full-sized segment; else delay.
       // With batched input the ACK goes at the end of the batch, once for all its segments (as a
       // kernel with GRO does): the batch is what the host read in one go, well under a millisecond.
-      if (conn.ackPendingBytes >= 2 * conn.rcvMss) ackOwed(conn, true)
-      else if (conn.delackAt === Infinity) conn.delackAt = now + conn.options.delayedAck
+      if (rcv.ackPendingBytes >= 2 * rcv.mss) ackOwed(conn, true)
+      else conn.timers.armDelack(now + conn.options.delayedAck)
     } else {
-      const added = conn.reassembly.insert(seq, datagram.subarray(off, off + len))
+      const added = reassembly.insert(seq, datagram.subarray(off, off + len))
       if (added < 0) c.dropped.inc('out_of_order_limit')
       else if (added > 0) conn.host.adjustMemory(added)
       // RFC 5681 4.2: an out-of-order segment is acknowledged at once (a duplicate ACK with SACK).
-      conn.ackPendingBytes += len
+      rcv.owe(len)
       ackOwed(conn, conn.sack)
     }
   }
 
   if ((seg.flags & TCP_FIN) !== 0) {
-    if (!acceptsData(conn.state) || conn.finReceived) {
+    if (!acceptsData(conn.state) || rcv.finReceived) {
       // A retransmitted FIN in CLOSE-WAIT, CLOSING, LAST-ACK or TIME-WAIT: acknowledge it again.
-      conn.ackNow = true
+      rcv.requestAck()
     } else {
       const finSeq = seqAdd(seg.seq, (isSyn ? 1 : 0) + seg.payloadLen)
-      if (finSeq === conn.rcvNxt) finArrives(conn, now)
-      else if (seqGt(finSeq, conn.rcvNxt) && seqLe(finSeq, conn.rcvAdvRight)) conn.pendingFinSeq = finSeq
+      if (finSeq === rcv.nxt) finArrives(conn, now)
+      else if (seqGt(finSeq, rcv.nxt) && seqLe(finSeq, rcv.advRight)) rcv.holdFin(finSeq)
     }
   }
-  if (conn.pendingFinSeq !== -1 && conn.pendingFinSeq === conn.rcvNxt && !conn.finReceived) finArrives(conn, now)
+  if (rcv.pendingFinSeq !== -1 && rcv.pendingFinSeq === rcv.nxt && !rcv.finReceived) finArrives(conn, now)
 }
 
 /**
@@ -518,31 +452,24 @@ function receiveTextAndFin (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
  * SACK the sender counts duplicate ACKs, so each goes at once.
  */
 function ackOwed (conn: TcpConnection, mayWait: boolean): void {
-  if (mayWait && conn.host.batching && conn.ackPendingBytes < MAX_BATCHED_ACK_BYTES) {
-    if (!conn.ackAtBatchEnd) {
-      conn.ackAtBatchEnd = true
-      conn.host.defer(conn)
-    }
+  if (mayWait && conn.host.batching && conn.rcv.ackPendingBytes < MAX_BATCHED_ACK_BYTES) {
+    if (conn.rcv.deferAck()) conn.host.defer(conn)
   } else {
-    conn.ackNow = true
+    conn.rcv.requestAck()
   }
 }
 
 /** RFC 9293 3.10.7.4 eighth check. */
 function finArrives (conn: TcpConnection, now: number): void {
-  conn.pendingFinSeq = -1
-  conn.finReceived = true
-  conn.rcvNxt = seqAdd(conn.rcvNxt, 1)
-  conn.ackNow = true
-  conn.queueEnd()
+  conn.rcv.finArrives()
+  conn.events.queueEnd()
   switch (conn.state) {
     case SYN_RECEIVED:
     case ESTABLISHED:
       conn.setState(CLOSE_WAIT, now)
       break
     case FIN_WAIT_1: {
-      const finAcked = conn.finQueued && seqGt(conn.sndUna, seqAdd(conn.sndBufSeq, conn.sendBuffer.length))
-      if (finAcked) {
+      if (conn.snd.finAcked) {
         sendAck(conn, now)
         conn.enterTimeWait(now)
       } else {

@@ -6,7 +6,7 @@
 import type { TcpConnection } from './connection.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN, TCP_PSH } from '../../../proto/wire/tcp.ts'
 import { seqAdd, seqDiff, seqGt, seqLt, seqLe, seqMax } from './seq.ts'
-import { MAX_RETRANSMIT_MARKS, MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS, PACE_MIN_SRTT, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
+import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS, PACE_MIN_SRTT, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
 import { ESTABLISHED, FIN_WAIT_1, CLOSE_WAIT, CLOSING, LAST_ACK, SYN_SENT, SYN_RECEIVED } from './state.ts'
 import { buildDatagram } from './segment.ts'
 
@@ -19,74 +19,77 @@ function sendsData (state: number): boolean {
 export function transmit (conn: TcpConnection, now: number): void {
   let sent = false
   if (sendsData(conn.state)) {
+    const timers = conn.timers
+    const recovery = conn.recovery
     const sackSpace = prepareSack(conn)
     const maxPayload = conn.smss - sackSpace
     while (true) {
-      if (conn.paceNext > now) {
+      if (timers.paceNext > now) {
         // Paced: the rest leaves when the pacing timer fires. Data waiting here counts as using the
         // window (RFC 7661 is about an application that does not fill it; this one would).
-        conn.paceAt = conn.paceNext
-        if (conn.hasUnsentData()) conn.cwndLimited = true
+        timers.paceUntil(timers.paceNext)
+        if (conn.snd.hasUnsent()) recovery.setCwndLimited(true)
         break
       }
-      if (conn.inRecovery ? !recoveryStep(conn, now, maxPayload) : !normalStep(conn, now, maxPayload)) break
+      if (recovery.active ? !recoveryStep(conn, now, maxPayload) : !normalStep(conn, now, maxPayload)) break
       sent = true
     }
-    if (conn.paceAt !== Infinity && conn.paceNext <= now) conn.paceAt = Infinity
+    if (timers.paceAt !== Infinity && timers.paceNext <= now) timers.stopPace()
     updatePersist(conn, now)
     armTailLossProbe(conn, now)
   }
-  if (conn.ackNow && !sent) sendAck(conn, now)
+  if (conn.rcv.ackNow && !sent) sendAck(conn, now)
 }
 
 /** Bytes of SACK option the next segments will carry (RFC 2018 4: report what the queue holds). */
 function prepareSack (conn: TcpConnection): number {
-  if (!conn.sack || conn.reassembly.empty) {
+  if (!conn.sack || conn.rcv.reassembly.empty) {
     conn.sackScratch.length = 0
     return 0
   }
-  const n = conn.reassembly.sackBlocks(conn.sackScratch, conn.timestamps ? MAX_SACK_BLOCKS_WITH_TS : MAX_SACK_BLOCKS)
+  const n = conn.rcv.reassembly.sackBlocks(conn.sackScratch, conn.timestamps ? MAX_SACK_BLOCKS_WITH_TS : MAX_SACK_BLOCKS)
   return n > 0 ? 4 + 8 * n : 0
 }
 
 /** Outside recovery: send from SND.NXT (after an RTO, SND.NXT < SND.MAX: skip SACKed data). */
 function normalStep (conn: TcpConnection, now: number, maxPayload: number): boolean {
-  if (seqLt(conn.sndNxt, conn.sndMax) && !conn.scoreboard.empty) {
-    const end = conn.scoreboard.sackedRangeEnd(conn.sndNxt)
+  const snd = conn.snd
+  const board = conn.recovery.scoreboard
+  if (seqLt(snd.nxt, snd.max) && !board.empty) {
+    const end = board.sackedRangeEnd(snd.nxt)
     if (end !== -1) {
-      conn.sndNxt = end
+      snd.skipTo(end)
       return true
     }
   }
-  let flight = seqDiff(conn.sndNxt, conn.sndUna)
-  if (!conn.scoreboard.empty) flight -= conn.scoreboard.sackedBetween(conn.sndUna, conn.sndNxt)
+  let flight = seqDiff(snd.nxt, snd.una)
+  if (!board.empty) flight -= board.sackedBetween(snd.una, snd.nxt)
   return sendNext(conn, now, maxPayload, conn.cc.cwnd - flight)
 }
 
 /** RFC 6675 5 step (C): while cwnd - pipe >= 1 SMSS, NextSeg() and send it. */
 function recoveryStep (conn: TcpConnection, now: number, maxPayload: number): boolean {
-  const pipe = conn.sack
-    ? conn.scoreboard.pipe(conn.sndUna, conn.sndMax, conn.highRxt, conn.smss, conn.lostBelow)
-    : Math.max(0, seqDiff(conn.sndMax, conn.sndUna) - conn.dupAcks * conn.smss) + Math.max(0, seqDiff(conn.highRxt, conn.sndUna))
-  const room = conn.cc.cwnd - pipe
+  const snd = conn.snd
+  const recovery = conn.recovery
+  const room = conn.cc.cwnd - recovery.pipe(conn.sack, snd.una, snd.max, conn.smss)
   if (room < conn.smss) {
-    conn.cwndLimited = true
+    recovery.setCwndLimited(true)
     return false
   }
   if (conn.sack) {
     // Rule 1: the first lost, not yet retransmitted octets.
-    const hole = conn.scoreboard.nextHole(conn.sndUna, conn.highRxt, conn.smss, true, conn.holeEnd, conn.lostBelow)
+    const hole = recovery.nextHole(snd.una, conn.smss, true, conn.holeEnd)
     if (hole !== -1) {
-      if (hole === conn.sndUna) conn.rxtMark = conn.sndMax
+      if (hole === snd.una) recovery.markFirstHole(snd.max)
       retransmitRange(conn, hole, Math.min(maxPayload, seqDiff(conn.holeEnd[0], hole)), now, 'sack')
       return true
     }
   }
   // Rule 2: new data.
-  if (conn.sndNxt === conn.sndMax && sendNext(conn, now, maxPayload, room)) return true
+  if (snd.nxt === snd.max && sendNext(conn, now, maxPayload, room)) return true
   if (conn.sack) {
     // Rule 3: a hole not yet presumed lost.
-    const hole = conn.scoreboard.nextHole(conn.sndUna, conn.highRxt, conn.smss, false, conn.holeEnd, conn.lostBelow)
+    const hole = recovery.nextHole(snd.una, conn.smss, false, conn.holeEnd)
     if (hole !== -1) {
       retransmitRange(conn, hole, Math.min(maxPayload, seqDiff(conn.holeEnd[0], hole)), now, 'sack')
       return true
@@ -100,14 +103,16 @@ function recoveryStep (conn: TcpConnection, now: number, maxPayload: number): bo
  * and Nagle (RFC 9293 3.8.6.2.1); puts FIN on the segment that ends the data.
  */
 function sendNext (conn: TcpConnection, now: number, maxPayload: number, cwndRoom: number): boolean {
-  const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
-  const avail = seqDiff(dataEnd, conn.sndNxt)
-  const finPending = conn.finQueued && seqLe(conn.sndNxt, dataEnd)
+  const snd = conn.snd
+  const nxt = snd.nxt
+  const dataEnd = snd.dataEnd
+  const avail = seqDiff(dataEnd, nxt)
+  const finPending = snd.finQueued && seqLe(nxt, dataEnd)
   if (avail <= 0 && !finPending) {
-    conn.cwndLimited = false
+    conn.recovery.setCwndLimited(false)
     return false
   }
-  const wndRoom = seqDiff(seqAdd(conn.sndUna, conn.sndWnd), conn.sndNxt)
+  const wndRoom = snd.windowRoom()
   const full = Math.min(avail, maxPayload)
   let len = full
   let byCwnd = false
@@ -116,42 +121,40 @@ function sendNext (conn: TcpConnection, now: number, maxPayload: number, cwndRoo
     len = Math.max(0, Math.floor(cwndRoom))
     byCwnd = true
   }
-  const fin = finPending && seqAdd(conn.sndNxt, len) === dataEnd
-  if (byCwnd) conn.cwndLimited = true
+  const fin = finPending && seqAdd(nxt, len) === dataEnd
+  if (byCwnd) conn.recovery.setCwndLimited(true)
   if (len === 0 && !fin) return false
   if (len > 0 && len < full) {
     // Shorter than it could be: only to use a peer window that will not grow without it (SWS avoidance).
-    const flight = seqDiff(conn.sndNxt, conn.sndUna)
-    if (byCwnd || !(flight === 0 || len >= (conn.maxSndWnd >> 1))) return false
-  } else if (len > 0 && len < maxPayload && !conn.noDelay && seqDiff(conn.sndNxt, conn.sndUna) > 0 && !fin) {
+    const flight = seqDiff(nxt, snd.una)
+    if (byCwnd || !(flight === 0 || len >= (snd.maxWnd >> 1))) return false
+  } else if (len > 0 && len < maxPayload && !conn.noDelay && seqDiff(nxt, snd.una) > 0 && !fin) {
     // Nagle: one small segment outstanding at a time.
     return false
   }
-  const retransmission = seqLt(conn.sndNxt, conn.sndMax)
-  sendData(conn, conn.sndNxt, len, fin, now, retransmission ? 'rto' : '')
-  conn.sndNxt = seqAdd(conn.sndNxt, len + (fin ? 1 : 0))
-  conn.sndMax = seqMax(conn.sndMax, conn.sndNxt)
+  const retransmission = seqLt(nxt, snd.max)
+  sendData(conn, nxt, len, fin, now, retransmission ? 'rto' : '')
+  snd.advance(len, fin)
   return true
 }
 
 function retransmitRange (conn: TcpConnection, seq: number, len: number, now: number, cause: string): void {
-  const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
-  const fin = conn.finQueued && seqAdd(seq, len) === dataEnd && seqLt(dataEnd, conn.sndMax)
+  const snd = conn.snd
+  const dataEnd = snd.dataEnd
+  const fin = snd.finQueued && seqAdd(seq, len) === dataEnd && seqLt(dataEnd, snd.max)
   sendData(conn, seq, len, fin, now, cause)
-  conn.highRxt = seqMax(conn.highRxt, seqAdd(seq, len + (fin ? 1 : 0)))
-  const log = conn.rxtLog
-  if (log.length >= 2 * MAX_RETRANSMIT_MARKS) log.splice(0, 2)
-  log.push(seq, conn.sndMax)
+  conn.recovery.retransmitted(seq, seqAdd(seq, len + (fin ? 1 : 0)), snd.max)
 }
 
 /** Retransmits the segment at SND.UNA (fast retransmit, NewReno partial ACK). */
 export function retransmitFirst (conn: TcpConnection, now: number, cause: string): void {
   prepareSack(conn)
-  const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
-  const len = Math.max(0, Math.min(seqDiff(dataEnd, conn.sndUna), seqDiff(conn.sndMax, conn.sndUna), conn.smss - (conn.sackScratch.length > 0 ? 4 + 4 * conn.sackScratch.length : 0)))
-  if (len === 0 && !(conn.finQueued && conn.sndUna === dataEnd && seqLt(dataEnd, conn.sndMax))) return
-  conn.rxtMark = conn.sndMax
-  retransmitRange(conn, conn.sndUna, len, now, cause)
+  const snd = conn.snd
+  const dataEnd = snd.dataEnd
+  const len = Math.max(0, Math.min(seqDiff(dataEnd, snd.una), seqDiff(snd.max, snd.una), conn.smss - (conn.sackScratch.length > 0 ? 4 + 4 * conn.sackScratch.length : 0)))
+  if (len === 0 && !(snd.finQueued && snd.una === dataEnd && seqLt(dataEnd, snd.max))) return
+  conn.recovery.markFirstHole(snd.max)
+  retransmitRange(conn, snd.una, len, now, cause)
 }
 
 /**
@@ -163,12 +166,14 @@ export function retransmitFirst (conn: TcpConnection, now: number, cause: string
  * most of the RTOs of a bulk transfer, 200 ms each.
  */
 function armTailLossProbe (conn: TcpConnection, now: number): void {
-  if (!conn.options.tailLossProbe || conn.tlpEnd !== -1 || conn.tlpAt !== Infinity) return
-  if (conn.sndUna === conn.sndMax || conn.rtoAt === Infinity || !conn.rtt.hasSample) return
+  const timers = conn.timers
+  if (!conn.options.tailLossProbe || conn.recovery.tlpEnd !== -1 || timers.tlpAt !== Infinity) return
+  const snd = conn.snd
+  if (snd.una === snd.max || timers.rtoAt === Infinity || !conn.rtt.hasSample) return
   const srtt = conn.rtt.srtt
   let pto = Math.max(2 * srtt, TLP_MIN_TIMEOUT)
-  if (seqDiff(conn.sndMax, conn.sndUna) <= conn.smss) pto = Math.max(pto, 1.5 * srtt + TLP_DELAYED_ACK)
-  if (now + pto < conn.rtoAt) conn.tlpAt = now + pto
+  if (seqDiff(snd.max, snd.una) <= conn.smss) pto = Math.max(pto, 1.5 * srtt + TLP_DELAYED_ACK)
+  if (now + pto < timers.rtoAt) timers.startTlp(now + pto)
 }
 
 /**
@@ -181,40 +186,38 @@ function armTailLossProbe (conn: TcpConnection, now: number): void {
  * as lost (sackLossChecks).
  */
 export function tailLossProbe (conn: TcpConnection, now: number): void {
-  conn.tlpAt = Infinity
-  if (!sendsData(conn.state) || conn.sndUna === conn.sndMax) return
+  conn.timers.stopTlp()
+  const snd = conn.snd
+  if (!sendsData(conn.state) || snd.una === snd.max) return
   const maxPayload = conn.smss - prepareSack(conn)
-  const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
-  const finSent = conn.finQueued && seqGt(conn.sndMax, dataEnd)
-  const end = finSent ? dataEnd : conn.sndMax
-  const start = seqMax(conn.sndUna, seqAdd(end, -maxPayload))
+  const dataEnd = snd.dataEnd
+  const finSent = snd.finQueued && seqGt(snd.max, dataEnd)
+  const end = finSent ? dataEnd : snd.max
+  const start = seqMax(snd.una, seqAdd(end, -maxPayload))
   const len = Math.max(0, seqDiff(end, start))
   if (len === 0 && !finSent) return
   sendData(conn, start, len, finSent, now, 'tlp')
-  conn.tlpEnd = conn.sndMax
+  conn.recovery.probeSent(snd.max)
   conn.host.counters.events.inc('tail_loss_probe')
-  conn.rtoAt = now + conn.rtt.rto
+  conn.timers.startRto(now + conn.rtt.rto)
 }
 
 function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, now: number, retransmitCause: string): void {
-  const dataEnd = seqAdd(conn.sndBufSeq, conn.sendBuffer.length)
   let flags = TCP_ACK
   if (fin) flags |= TCP_FIN
-  if (len > 0 && seqAdd(seq, len) === dataEnd) flags |= TCP_PSH
+  if (len > 0 && seqAdd(seq, len) === conn.snd.dataEnd) flags |= TCP_PSH
   emitSegment(conn, seq, flags, len, now)
   if (conn.options.pacing) pace(conn, len, now)
   if (retransmitCause !== '') {
     conn.host.counters.retransmits.inc(retransmitCause)
     // Karn: a retransmitted segment cannot be timed.
-    if (conn.rttTiming && seqLt(seq, conn.rttSeq)) conn.rttTiming = false
-  } else if (!conn.timestamps && !conn.rttTiming) {
-    conn.rttTiming = true
-    conn.rttSeq = seqAdd(seq, len + (fin ? 1 : 0))
-    conn.rttStart = now
+    conn.rtt.retransmitted(seq)
+  } else if (!conn.timestamps) {
+    conn.rtt.timeSegment(seqAdd(seq, len + (fin ? 1 : 0)), now)
   }
   // RFC 6298 5.1: the timer runs whenever data is outstanding.
-  if (conn.rtoAt === Infinity) conn.rtoAt = now + conn.rtt.rto
-  if (conn.unackedSince === Infinity) conn.unackedSince = now
+  conn.timers.armRto(now + conn.rtt.rto)
+  conn.timers.unackedFrom(now)
 }
 
 /**
@@ -229,34 +232,33 @@ function pace (conn: TcpConnection, len: number, now: number): void {
   const cc = conn.cc
   const rate = (cc.cwnd < cc.ssthresh / 2 ? 2 : 1.2) * cc.cwnd / Math.max(conn.rtt.srtt, PACE_MIN_SRTT)
   const allowance = Math.max(PACE_BURST_MS, PACE_BURST_SEGMENTS * conn.smss / rate)
-  const from = conn.paceNext < now - allowance ? now - allowance : conn.paceNext
-  conn.paceNext = from + len / rate
+  const paceNext = conn.timers.paceNext
+  const from = paceNext < now - allowance ? now - allowance : paceNext
+  conn.timers.nextSegmentDue(from + len / rate)
 }
 
 /** Zero-window probing (RFC 9293 3.8.6.1): armed when data waits on a closed window with nothing in flight. */
 function updatePersist (conn: TcpConnection, now: number): void {
-  const waiting = conn.sndUna === conn.sndMax && conn.hasUnsentData() &&
-    seqDiff(seqAdd(conn.sndUna, conn.sndWnd), conn.sndNxt) <= 0
-  if (!waiting) {
-    conn.persistAt = Infinity
-    return
-  }
-  if (conn.persistAt === Infinity) conn.persistAt = now + conn.rtt.rto
+  const snd = conn.snd
+  const waiting = snd.una === snd.max && snd.hasUnsent() && snd.windowRoom() <= 0
+  if (!waiting) conn.timers.stopPersist()
+  else conn.timers.armPersist(now + conn.rtt.rto)
 }
 
 // ---- Individual segments ----
 
 /** Fills the scratch header for a segment of this connection and hands the datagram to the host. */
-function emitSegment (conn: TcpConnection, seq: number, flags: number, payloadLen: number, now: number, ackValue = conn.rcvNxt): void {
+function emitSegment (conn: TcpConnection, seq: number, flags: number, payloadLen: number, now: number): void {
   const r = conn.repr
+  const rcv = conn.rcv
   const isSyn = (flags & TCP_SYN) !== 0
   r.srcPort = conn.localPort
   r.dstPort = conn.remotePort
   r.seq = seq
-  r.ack = (flags & TCP_ACK) !== 0 ? ackValue : 0
+  r.ack = (flags & TCP_ACK) !== 0 ? rcv.nxt : 0
   r.flags = flags
   r.urgent = 0
-  r.window = (flags & TCP_RST) !== 0 ? 0 : windowField(conn, isSyn)
+  r.window = (flags & TCP_RST) !== 0 ? 0 : rcv.advertise(conn.receiveSpace(), isSyn, Math.min(conn.options.receiveBuffer >> 1, conn.mss))
   if (!isSyn) {
     r.mss = 0
     r.windowScale = -1
@@ -266,40 +268,15 @@ function emitSegment (conn: TcpConnection, seq: number, flags: number, payloadLe
   r.tsVal = r.timestamp ? conn.tsNow(now) : 0
   r.tsEcr = r.timestamp && (flags & TCP_ACK) !== 0 ? conn.tsRecent : 0
   r.sackBlocks = !isSyn && (flags & TCP_ACK) !== 0 && (flags & TCP_RST) === 0 && conn.sackScratch.length > 0 ? conn.sackScratch : null
-  const payloadOffset = payloadLen > 0 ? seqDiff(seq, conn.sndBufSeq) : 0
-  const datagram = buildDatagram(conn.localAddress, conn.remoteAddress, conn.host.nextIpIdent(), r, conn.sendBuffer, payloadOffset, payloadLen)
+  const snd = conn.snd
+  const payloadOffset = payloadLen > 0 ? seqDiff(seq, snd.bufSeq) : 0
+  const datagram = buildDatagram(conn.localAddress, conn.remoteAddress, conn.host.nextIpIdent(), r, snd.buffer, payloadOffset, payloadLen)
   if ((flags & TCP_ACK) !== 0 && (flags & TCP_RST) === 0) {
-    conn.lastAckSent = conn.rcvNxt
-    conn.ackPendingBytes = 0
-    conn.delackAt = Infinity
-    conn.ackNow = false
+    rcv.ackSent()
+    conn.timers.stopDelack()
   }
   conn.host.counters.segments.inc('out')
   conn.host.emit(datagram)
-}
-
-/**
- * The window field (RFC 9293 3.8.6.2.2 receiver SWS avoidance; RFC 7323 2.3 scaling): the right
- * edge never moves left and only moves right in steps of min(RCV.BUFF / 2, MSS). SYN windows are
- * not scaled (RFC 7323 2.2).
- */
-function windowField (conn: TcpConnection, syn: boolean): number {
-  const space = conn.receiveSpace()
-  if (syn) {
-    const w = Math.min(space, 0xffff)
-    conn.rcvAdvRight = seqAdd(conn.rcvNxt, w)
-    return w
-  }
-  let right = seqAdd(conn.rcvNxt, space)
-  const grow = seqDiff(right, conn.rcvAdvRight)
-  if (grow < 0 || grow < Math.min(conn.options.receiveBuffer >> 1, conn.mss)) right = conn.rcvAdvRight
-  let wnd = seqDiff(right, conn.rcvNxt)
-  if (wnd < 0) wnd = 0
-  const unit = 1 << conn.rcvShift
-  // Round up so the edge never retreats because of scaling granularity.
-  const field = Math.min(0xffff, Math.ceil(wnd / unit))
-  conn.rcvAdvRight = seqAdd(conn.rcvNxt, field * unit)
-  return field
 }
 
 /** SYN with our options (RFC 9293 3.7.1 MSS, RFC 7323 WS and TS, RFC 2018 SACK-permitted). */
@@ -309,30 +286,20 @@ export function sendSyn (conn: TcpConnection, now: number): void {
   r.mss = o.mss
   r.windowScale = o.windowScaling ? o.windowShift : -1
   r.sackPermitted = o.sack
-  emitSegment(conn, conn.iss, TCP_SYN, 0, now)
-  conn.sndNxt = seqAdd(conn.iss, 1)
-  conn.sndMax = conn.sndNxt
-  if (!conn.rttTiming) {
-    conn.rttTiming = true
-    conn.rttSeq = conn.sndNxt
-    conn.rttStart = now
-  }
+  emitSegment(conn, conn.snd.iss, TCP_SYN, 0, now)
+  conn.snd.synSent()
+  conn.rtt.timeSegment(conn.snd.nxt, now)
 }
 
 /** SYN-ACK echoing only the options both sides agreed on (RFC 7323 2.2, 3.2; RFC 2018 2). */
 export function sendSynAck (conn: TcpConnection, now: number): void {
   const r = conn.repr
   r.mss = conn.options.mss
-  r.windowScale = conn.windowScaling ? conn.rcvShift : -1
+  r.windowScale = conn.windowScaling ? conn.rcv.shift : -1
   r.sackPermitted = conn.sack
-  emitSegment(conn, conn.iss, TCP_SYN | TCP_ACK, 0, now)
-  conn.sndNxt = seqAdd(conn.iss, 1)
-  conn.sndMax = conn.sndNxt
-  if (!conn.rttTiming) {
-    conn.rttTiming = true
-    conn.rttSeq = conn.sndNxt
-    conn.rttStart = now
-  }
+  emitSegment(conn, conn.snd.iss, TCP_SYN | TCP_ACK, 0, now)
+  conn.snd.synSent()
+  conn.rtt.timeSegment(conn.snd.nxt, now)
 }
 
 export function sendAck (conn: TcpConnection, now: number): void {
@@ -342,20 +309,15 @@ export function sendAck (conn: TcpConnection, now: number): void {
     return
   }
   prepareSack(conn)
-  emitSegment(conn, conn.sndNxt, TCP_ACK, 0, now)
+  emitSegment(conn, conn.snd.nxt, TCP_ACK, 0, now)
 }
 
 /** RFC 5961 3.2 / 4.2 / 5.2 challenge ACK, rate limited per connection (RFC 5961 7). */
 export function sendChallengeAck (conn: TcpConnection, now: number): void {
-  if (now - conn.challengeWindowStart >= 1000) {
-    conn.challengeWindowStart = now
-    conn.challengeAcks = 0
-  }
-  if (conn.challengeAcks >= conn.options.challengeAcksPerSecond) {
+  if (!conn.challengeAckAllowed(now)) {
     conn.host.counters.dropped.inc('challenge_ack_limited')
     return
   }
-  conn.challengeAcks++
   conn.host.counters.events.inc('challenge_ack')
   sendAck(conn, now)
 }
@@ -363,13 +325,13 @@ export function sendChallengeAck (conn: TcpConnection, now: number): void {
 /** Keepalive and zero-window probe: an ACK with an old sequence number elicits an ACK (RFC 9293 3.8.4). */
 export function sendProbe (conn: TcpConnection, now: number): void {
   prepareSack(conn)
-  emitSegment(conn, seqAdd(conn.sndUna, -1), TCP_ACK, 0, now)
+  emitSegment(conn, seqAdd(conn.snd.una, -1), TCP_ACK, 0, now)
 }
 
 /** RST for this connection (ABORT, timeouts): <SEQ=SND.NXT><CTL=RST,ACK>. */
 export function sendReset (conn: TcpConnection, now: number): void {
   conn.host.counters.events.inc('rst_sent')
-  emitSegment(conn, seqMax(conn.sndNxt, conn.sndMax), TCP_RST | TCP_ACK, 0, now)
+  emitSegment(conn, seqMax(conn.snd.nxt, conn.snd.max), TCP_RST | TCP_ACK, 0, now)
 }
 
 /** RST with a given sequence number and no ACK (an unacceptable ACK, RFC 9293 3.10.7.3 / .4). */

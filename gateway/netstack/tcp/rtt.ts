@@ -1,5 +1,6 @@
 /** Retransmission timer per RFC 6298, with per-ACK samples weighted as RFC 7323 appendix G suggests. */
 import { RTO_K, CLOCK_GRANULARITY, RTT_ALPHA, RTT_BETA, INITIAL_RTO } from './constants.ts'
+import { seqGe, seqLt } from './seq.ts'
 
 export class RttEstimator {
   srtt = 0
@@ -9,6 +10,10 @@ export class RttEstimator {
   rto: number
   private readonly minRto: number
   private readonly maxRto: number
+  /** RFC 6298 3: without timestamps, one segment at a time is timed (until `timedSeq` is acknowledged). */
+  private timing = false
+  private timedSeq = 0
+  private timedAt = 0
 
   constructor (minRto: number, maxRto: number, initialRto = INITIAL_RTO) {
     this.minRto = minRto
@@ -37,6 +42,42 @@ export class RttEstimator {
       this.srtt = (1 - alpha) * this.srtt + alpha * rtt
     }
     this.rto = this.clamp(this.srtt + Math.max(CLOCK_GRANULARITY, RTO_K * this.rttvar))
+  }
+
+  /** Times the segment ending at `seq`, sent at `now`, unless one is timed already. */
+  timeSegment (seq: number, now: number): void {
+    if (this.timing) return
+    this.timing = true
+    this.timedSeq = seq
+    this.timedAt = now
+  }
+
+  /** Karn: nothing timed may be sampled (a retransmission or a timeout). */
+  stopTiming (): void {
+    this.timing = false
+  }
+
+  /** Karn: a retransmission of [seq, ...) stops timing a segment that ends after seq. */
+  retransmitted (seq: number): void {
+    if (this.timing && seqLt(seq, this.timedSeq)) this.timing = false
+  }
+
+  /** An ACK up to `ack` arrived at `now`: a sample if it covers the timed segment. */
+  acknowledged (ack: number, now: number): void {
+    if (this.timing && seqGe(ack, this.timedSeq)) {
+      this.sample(now - this.timedAt)
+      this.timing = false
+    }
+  }
+
+  /** The handshake's ACK arrived: the SYN's RTT is a sample unless the SYN was retransmitted (Karn). */
+  synAcknowledged (now: number, retransmitted: boolean): void {
+    if (!retransmitted && this.timing) this.sample(now - this.timedAt)
+    this.timing = false
+  }
+
+  get timingSegment (): boolean {
+    return this.timing
   }
 
   /** RFC 6298 5.5: double the RTO on a timeout (bounded by the maximum). */

@@ -97,7 +97,7 @@ t.test('CLOSED abort: RST with SND.NXT', async t => {
   f.conn.abort(f.s.now)
   const [rst] = f.s.take()
   t.equal(rst.flags, TCP_RST | TCP_ACK)
-  t.equal(rst.seq, f.conn.sndNxt)
+  t.equal(rst.seq, f.conn.snd.nxt)
   t.equal(f.s.core.size, 0)
   t.same(f.rec.events, ['connect'], 'no close event for the application that aborted')
 })
@@ -116,7 +116,7 @@ t.test('ESTABLISHED global buffer limit: windows and send room shrink to the min
   f.conn.flush(f.s.now)
   f.s.take()
   f.rec.holdReads = true
-  for (let i = 0; i < 10; i++) f.send({ ack: f.conn.sndUna }, data(MSS))
+  for (let i = 0; i < 10; i++) f.send({ ack: f.conn.snd.una }, data(MSS))
   t.equal(f.rec.received, 8000, 'no more than the minimum is accepted while unread')
   f.s.core.adjustMemory(-150_000)
   t.equal(f.s.core.memoryPressure, false)

@@ -28,7 +28,7 @@ t.test('LISTEN syn: passive open, SYN-ACK echoes agreed options, accept on ESTAB
   s.deliver({ srcPort: PEER_PORT, dstPort: 80, seq: PEER_ISS + 1, ack: (synAck.seq + 1) >>> 0, flags: TCP_ACK, window: 502, timestamp: true, tsVal: 8, tsEcr: synAck.tsVal }, Buffer.from('GET / HTTP/1.1\r\n\r\n'))
   t.not(accepted, null)
   t.equal(accepted!.stateName, 'ESTABLISHED')
-  t.equal(accepted!.sndWnd, 502 * 128, 'window scaled after the handshake')
+  t.equal(accepted!.snd.wnd, 502 * 128, 'window scaled after the handshake')
   t.equal(rec.text(), 'GET / HTTP/1.1\r\n\r\n', 'data on the handshake ACK is delivered')
 })
 
@@ -65,7 +65,7 @@ t.test('TIME-WAIT syn: a new SYN with a higher sequence number reopens the 4-tup
   const conn = f.s.core.find(ADDR_B, PEER_PORT, 80)!
   conn.shutdown(f.s.now)
   f.s.take()
-  f.s.deliver({ srcPort: PEER_PORT, dstPort: 80, seq: PEER_ISS + 1, ack: conn.sndMax, flags: TCP_ACK | TCP_FIN, window: 65535 })
+  f.s.deliver({ srcPort: PEER_PORT, dstPort: 80, seq: PEER_ISS + 1, ack: conn.snd.max, flags: TCP_ACK | TCP_FIN, window: 65535 })
   t.equal(conn.stateName, 'TIME-WAIT')
   f.s.take()
   f.s.deliver({ srcPort: PEER_PORT, dstPort: 80, seq: PEER_ISS + 100_000, flags: TCP_SYN, window: 65535, mss: MSS })

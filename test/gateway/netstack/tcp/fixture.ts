@@ -42,7 +42,7 @@ export class Fixture {
       srcPort: this.localPortFor(),
       dstPort: this.localPort,
       seq: this.peerNxt,
-      ack: this.conn.sndMax,
+      ack: this.conn.snd.max,
       flags: TCP_ACK,
       window: this.peerWindow,
       ...ts,
@@ -92,12 +92,12 @@ export class Fixture {
 
   /** Data we sent, as [offset from our ISS + 1, length] pairs. */
   dataOf (segs: Segment[]): Array<[number, number]> {
-    return segs.filter(x => x.payloadLen > 0).map(x => [(x.seq - this.conn.iss - 1) >>> 0, x.payloadLen])
+    return segs.filter(x => x.payloadLen > 0).map(x => [(x.seq - this.conn.snd.iss - 1) >>> 0, x.payloadLen])
   }
 
   /** Ack value for `offset` bytes of our data. */
   ackAt (offset: number): number {
-    return (this.conn.iss + 1 + offset) >>> 0
+    return (this.conn.snd.iss + 1 + offset) >>> 0
   }
 }
 

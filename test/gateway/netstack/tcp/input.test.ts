@@ -17,8 +17,8 @@ t.test('SYN-SENT syn-ack: ESTABLISHED, ACK sent, connect event, options negotiat
   t.equal(ack.ack, PEER_ISS + 1)
   t.equal(f.conn.mss, 1200, "the peer's smaller MSS wins")
   t.equal(f.conn.smss, 1188, 'timestamps take 12 bytes of every segment (RFC 6691)')
-  t.equal(f.conn.sndShift, 9)
-  t.equal(f.conn.rcvShift, 7)
+  t.equal(f.conn.snd.shift, 9)
+  t.equal(f.conn.rcv.shift, 7)
   t.equal(f.conn.sack, true)
   t.equal(f.conn.timestamps, true)
   t.equal(ack.timestamp, true)
@@ -30,7 +30,7 @@ t.test('SYN-SENT syn-ack without options: no scaling, no SACK, no timestamps, 65
   const f = new Fixture({}, {})
   const [ack] = f.open()
   t.equal(f.conn.windowScaling, false)
-  t.equal(f.conn.rcvShift, 0)
+  t.equal(f.conn.rcv.shift, 0)
   t.equal(f.conn.sack, false)
   t.equal(f.conn.timestamps, false)
   t.equal(ack.timestamp, false, 'no timestamps once the peer declined')
@@ -114,7 +114,7 @@ t.test('ESTABLISHED out of order: held, SACKed, delivered in order once the hole
   t.equal(acks[acks.length - 1].ack, (base + 3000) >>> 0, 'the hole filled: ACK at once up to the next hole')
   f.s.deliver(f.seg({ seq: (base + 3000) >>> 0 }), data(MSS, 0x64))
   t.equal(f.rec.text(), 'a'.repeat(MSS) + 'b'.repeat(MSS) + 'c'.repeat(MSS) + 'd'.repeat(MSS) + 'e'.repeat(MSS))
-  t.equal(f.conn.reassembly.bytes, 0)
+  t.equal(f.conn.rcv.reassembly.bytes, 0)
 })
 
 t.test('ESTABLISHED three duplicate acks: fast retransmit, NewReno partial ACK (no SACK)', async t => {
@@ -131,14 +131,14 @@ t.test('ESTABLISHED three duplicate acks: fast retransmit, NewReno partial ACK (
   t.same(f.dataOf(f.s.take()), [], 'two duplicates are not enough')
   f.send({ ack: f.ackAt(1000) })
   t.same(f.dataOf(f.s.take()), [[1000, 1000]], 'third duplicate: the lost segment at once, no timer')
-  t.equal(f.conn.inRecovery, true)
+  t.equal(f.conn.recovery.active, true)
   t.equal(f.s.counter('tcp_retransmits', 'fast'), 1)
   // Partial ACK (RFC 6582): up to the second hole; it is retransmitted immediately.
   f.send({ ack: f.ackAt(3000) })
   t.same(f.dataOf(f.s.take()), [[3000, 1000]])
-  t.equal(f.conn.inRecovery, true)
+  t.equal(f.conn.recovery.active, true)
   f.send({ ack: f.ackAt(10_000) })
-  t.equal(f.conn.inRecovery, false, 'full ACK ends recovery')
+  t.equal(f.conn.recovery.active, false, 'full ACK ends recovery')
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0)
 })
 
@@ -175,10 +175,10 @@ t.test('ESTABLISHED sack recovery: several holes in one window, only the holes r
   }
   t.same(retransmitted.sort((a, b) => a[0] - b[0]), [[3000, 1000], [7000, 1000], [12000, 1000]], 'exactly the three holes')
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'no timeout needed')
-  t.equal(f.conn.inRecovery, true)
+  t.equal(f.conn.recovery.active, true)
   f.send({ ack: f.ackAt(20 * MSS) })
-  t.equal(f.conn.inRecovery, false)
-  t.ok(f.conn.scoreboard.empty)
+  t.equal(f.conn.recovery.active, false)
+  t.ok(f.conn.recovery.scoreboard.empty)
 })
 
 // FIN in each state (RFC 9293 3.10.7.4 eighth check); `fin` is sent at the peer's next sequence
@@ -200,7 +200,7 @@ for (const [state, next, events] of FIN_TABLE) {
   t.test(`${state} fin`, async t => {
     const f = reach(state)
     const retransmit = state === 'CLOSE-WAIT' || state === 'CLOSING' || state === 'LAST-ACK' || state === 'TIME-WAIT'
-    const ours = f.conn.sndMax
+    const ours = f.conn.snd.max
     const finAck = state === 'FIN-WAIT-1' || state === 'CLOSING' || state === 'LAST-ACK' ? (ours - 1) >>> 0 : ours
     if (state === 'SYN-SENT') {
       f.s.deliver({ srcPort: PEER_PORT, dstPort: f.localPort, seq: PEER_ISS, ack: ours, flags: TCP_FIN | TCP_ACK, window: 1000 })
@@ -213,7 +213,7 @@ for (const [state, next, events] of FIN_TABLE) {
     if (state !== 'SYN-SENT') {
       t.ok(out.some(x => (x.flags & TCP_ACK) !== 0 && x.ack === (retransmit ? f.peerNxt : f.peerNxt + 1) >>> 0), 'the FIN is acknowledged')
     }
-    if (state === 'TIME-WAIT') t.equal(f.conn.stateAt, f.s.now + 1000, 'TIME-WAIT restarted by a retransmitted FIN')
+    if (state === 'TIME-WAIT') t.equal(f.conn.timers.stateAt, f.s.now + 1000, 'TIME-WAIT restarted by a retransmitted FIN')
   })
 }
 
@@ -235,7 +235,7 @@ for (const [state, code] of RST_TABLE) {
   t.test(`${state} rst`, async t => {
     const f = reach(state)
     if (state === 'SYN-SENT') {
-      f.s.deliver({ srcPort: PEER_PORT, dstPort: f.localPort, seq: 0, ack: f.conn.sndMax, flags: TCP_RST | TCP_ACK })
+      f.s.deliver({ srcPort: PEER_PORT, dstPort: f.localPort, seq: 0, ack: f.conn.snd.max, flags: TCP_RST | TCP_ACK })
     } else {
       f.send({ flags: TCP_RST | TCP_ACK })
     }
@@ -253,7 +253,7 @@ t.test('ESTABLISHED rst in window but not exact: challenge ACK (RFC 5961 3.2)', 
   const [challenge] = f.s.take()
   t.equal(challenge.flags, TCP_ACK)
   t.equal(challenge.ack, f.peerNxt)
-  t.equal(challenge.seq, f.conn.sndNxt)
+  t.equal(challenge.seq, f.conn.snd.nxt)
   // Out of window: silently dropped.
   f.send({ seq: (f.peerNxt + 1_000_000) >>> 0, flags: TCP_RST })
   t.same(f.s.take(), [])
@@ -281,7 +281,7 @@ t.test('ESTABLISHED challenge ack flood: rate limited per connection (RFC 5961 7
 
 t.test('ESTABLISHED ack of unsent data: ACK back, segment dropped (RFC 5961 5.2)', async t => {
   const f = reach('ESTABLISHED')
-  f.send({ ack: (f.conn.sndMax + 5000) >>> 0 }, data(10))
+  f.send({ ack: (f.conn.snd.max + 5000) >>> 0 }, data(10))
   t.equal(f.rec.received, 0)
   const [ack] = f.s.take()
   t.equal(ack.flags, TCP_ACK)
@@ -290,7 +290,7 @@ t.test('ESTABLISHED ack of unsent data: ACK back, segment dropped (RFC 5961 5.2)
 
 t.test('FIN-WAIT-1 fin then ack: simultaneous close through CLOSING to TIME-WAIT', async t => {
   const f = reach('CLOSING')
-  f.send({ ack: f.conn.sndMax })
+  f.send({ ack: f.conn.snd.max })
   t.equal(f.conn.stateName, 'TIME-WAIT')
   t.same(f.rec.events, ['connect', 'end', 'close'])
 })
@@ -458,10 +458,10 @@ t.test('ESTABLISHED sack recovery: a lost retransmission is sent again once SACK
     sackUpTo(n)
     collect()
   }
-  t.equal(f.conn.inRecovery, true, 'three SACKed segments: recovery')
+  t.equal(f.conn.recovery.active, true, 'three SACKed segments: recovery')
   t.equal(resent.length, 1, 'segment 0 retransmitted once')
-  const sentAtRetransmit = f.conn.rxtMark
-  t.equal(sentAtRetransmit, f.conn.sndMax, 'the retransmission remembers SND.MAX')
+  const sentAtRetransmit = f.conn.recovery.rxtMark
+  t.equal(sentAtRetransmit, f.conn.snd.max, 'the retransmission remembers SND.MAX')
   // That retransmission is lost too. SACKs keep coming for everything else, including segments
   // sent after the retransmission (recovery keeps sending new data as the pipe drains).
   let n = 4
@@ -475,7 +475,7 @@ t.test('ESTABLISHED sack recovery: a lost retransmission is sent again once SACK
   t.ok((f.ackAt(n * MSS) - sentAtRetransmit) >>> 0 > 2 * MSS, 'once more than 2 SMSS beyond the first retransmission were SACKed')
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'without waiting for the retransmission timer')
   f.send({ ack: f.ackAt(n * MSS) })
-  t.equal(f.conn.sndUna, f.ackAt(n * MSS))
+  t.equal(f.conn.snd.una, f.ackAt(n * MSS))
 })
 
 t.test('ESTABLISHED sack recovery: a lost retransmission of a later hole is found after a partial ACK, no RTO', async t => {
@@ -488,7 +488,7 @@ t.test('ESTABLISHED sack recovery: a lost retransmission of a later hole is foun
   const collect = (): void => { for (const [off] of f.dataOf(f.s.take())) if (off === 5 * MSS) sent5.push(f.s.now) }
   // Segments 0 and 5 are lost. The peer SACKs 1-4, then 6 and up as they arrive.
   for (let n = 2; n <= 5; n++) f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] })
-  t.equal(f.conn.inRecovery, true, 'recovery for segment 0')
+  t.equal(f.conn.recovery.active, true, 'recovery for segment 0')
   f.s.take()
   let top = 7
   const sackAbove = (una: number): void => {
@@ -499,9 +499,9 @@ t.test('ESTABLISHED sack recovery: a lost retransmission of a later hole is foun
   t.equal(sent5.length, 1, 'segment 5 retransmitted once SACKs above it marked it lost')
   // Segment 0's retransmission arrives: a partial ACK up to the hole at 5, whose retransmission was lost too.
   sackAbove(5 * MSS)
-  t.equal(f.conn.sndUna, f.ackAt(5 * MSS))
-  t.equal(f.conn.inRecovery, true)
-  t.ok(f.conn.rxtMark !== -1, 'the mark of the retransmission of segment 5 is back')
+  t.equal(f.conn.snd.una, f.ackAt(5 * MSS))
+  t.equal(f.conn.recovery.active, true)
+  t.ok(f.conn.recovery.rxtMark !== -1, 'the mark of the retransmission of segment 5 is back')
   while (sent5.length === 1 && top < 40) { top++; sackAbove(5 * MSS) }
   t.equal(sent5.length, 2, 'segment 5 went out again')
   t.equal(f.s.counter('tcp_events', 'lost_retransmit'), 1)

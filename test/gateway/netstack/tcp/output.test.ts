@@ -60,10 +60,10 @@ t.test('ESTABLISHED pacing: the timer ends with the connection', async t => {
   f.conn.write(Buffer.alloc(40 * MSS, 1))
   f.conn.flush(f.s.now)
   f.s.take()
-  t.ok(f.conn.paceAt < Infinity, 'segments wait for the pacing timer')
+  t.ok(f.conn.timers.paceAt < Infinity, 'segments wait for the pacing timer')
   f.conn.abort(f.s.now)
   t.equal(f.conn.stateName, 'CLOSED')
-  t.equal(f.conn.paceAt, Infinity, 'no pacing deadline after the reset')
+  t.equal(f.conn.timers.paceAt, Infinity, 'no pacing deadline after the reset')
   t.equal(f.s.core.nextDeadline(), Infinity, 'nothing left to wake up for')
 })
 
@@ -102,7 +102,7 @@ t.test('ESTABLISHED pacing on a sub-millisecond path does not hold the sender be
   for (let i = 0; i < 50; i++) {
     f.s.advance(0.3)
     f.conn.rtt.srtt = 0.3
-    f.send({ ack: f.conn.sndMax })
+    f.send({ ack: f.conn.snd.max })
     sent += f.dataOf(f.s.take()).length
   }
   t.ok(sent >= 10 * 50 * 0.9, `about a window per 0.3 ms round trip (${sent} segments in 15 ms)`)

@@ -43,7 +43,7 @@ t.test('the stack clock drives segment times; the IpLayer now argument is ignore
   s.on('error', () => {})
   const syn = parseSegment(sent[0])
   fake = 1250
-  const rto = stack.core.connections()[0].rtoAt
+  const rto = stack.core.connections()[0].timers.rtoAt
   t.equal(rto, 1000 + 1000, 'the SYN timer is on the injected clock')
   t.ok(syn.timestamp)
   stack.close()

@@ -47,8 +47,8 @@ t.test('ESTABLISHED rto: retransmission with exponential backoff (RFC 6298 5.5)'
   t.same(times, [200, 600, 1400, 3000], 'RTO 200, then 400, 800 and 1600 ms')
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 4)
   f.send({ ack: f.ackAt(500) })
-  t.equal(f.conn.sndUna, f.ackAt(500))
-  t.equal(f.conn.rtoAt, Infinity, 'timer stopped when everything is acknowledged')
+  t.equal(f.conn.snd.una, f.ackAt(500))
+  t.equal(f.conn.timers.rtoAt, Infinity, 'timer stopped when everything is acknowledged')
 })
 
 // Tail loss probes (RFC 8985 7). The handshake RTT of 10 ms gives SRTT 10: the probe is due
@@ -69,7 +69,7 @@ t.test('ESTABLISHED tail loss probe: the last segment again when the ACKs are lo
   f.s.advance(100)
   t.same(f.s.take(), [], 'one probe until an ACK of new data')
   f.send({ ack: f.ackAt(3 * MSS) })
-  t.equal(f.conn.sndUna, f.ackAt(3 * MSS), 'the probe\'s ACK acknowledges the whole tail')
+  t.equal(f.conn.snd.una, f.ackAt(3 * MSS), 'the probe\'s ACK acknowledges the whole tail')
   f.s.advance(1000)
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
 })
@@ -86,7 +86,7 @@ t.test('ESTABLISHED tail loss probe: the last segment again even when new data w
   const more = f.dataOf(f.s.take())
   t.ok(more.length >= 1, 'the ACK opened the window for new data')
   const last = more[more.length - 1]
-  t.ok(f.conn.hasUnsentData(), 'new data is waiting')
+  t.ok(f.conn.snd.hasUnsent(), 'new data is waiting')
   f.s.advance(20)
   const [probe] = f.dataOf(f.s.take())
   t.same(probe, last, 'the probe is the last segment sent, again: a receiver answers a duplicate at once')
@@ -94,7 +94,7 @@ t.test('ESTABLISHED tail loss probe: the last segment again even when new data w
   // Only the probe arrives: one SACKed segment, too little for RFC 6675's IsLost.
   f.send({ ack: f.ackAt(2 * MSS), sackBlocks: [f.ackAt(probe[0]), f.ackAt(probe[0] + MSS)] })
   t.equal(f.s.counter('tcp_events', 'probe_found_loss'), 1, 'the SACKed probe marks segment 2 lost')
-  t.equal(f.conn.inRecovery, true)
+  t.equal(f.conn.recovery.active, true)
   t.same(f.dataOf(f.s.take())[0], [2 * MSS, MSS], 'segment 2 is retransmitted at once')
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0)
 })
@@ -123,7 +123,7 @@ function recoveryForSegment0 (t: Test, segments: number, sackedThrough: number, 
   f.conn.flush(f.s.now)
   t.equal(f.dataOf(f.s.take()).length, segments)
   for (let n = 2; n <= sackedThrough; n++) f.send({ ack: f.ackAt(0), sackBlocks: [f.ackAt(MSS), f.ackAt(n * MSS)] })
-  t.equal(f.conn.inRecovery, true)
+  t.equal(f.conn.recovery.active, true)
   t.same(f.dataOf(f.s.take()), [[0, MSS]], 'segment 0 retransmitted')
   return f
 }
@@ -138,8 +138,8 @@ t.test('ESTABLISHED fast recovery tail loss probe: the ACK that would end recove
   t.same(f.dataOf(f.s.take()), [[9 * MSS, MSS]], 'the probe: the last segment again')
   t.equal(f.s.counter('tcp_events', 'tail_loss_probe'), 1)
   f.send({ ack: f.ackAt(10 * MSS), sackBlocks: [f.ackAt(9 * MSS), f.ackAt(10 * MSS)] }) // its duplicate ACK (D-SACK)
-  t.equal(f.conn.inRecovery, false, 'the ACK it brought ended recovery')
-  t.equal(f.conn.sndUna, f.ackAt(10 * MSS))
+  t.equal(f.conn.recovery.active, false, 'the ACK it brought ended recovery')
+  t.equal(f.conn.snd.una, f.ackAt(10 * MSS))
   f.s.advance(1000)
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
 })
@@ -160,7 +160,7 @@ t.test('ESTABLISHED fast recovery tail loss probe: a lost run at the tail stops 
   t.ok(resent.length >= 2, `the run below the probe is retransmitted at once (${resent.length} segments)`)
   t.same(resent[0], [5 * MSS, MSS], 'from its start')
   f.send({ ack: f.ackAt(20 * MSS) })
-  t.equal(f.conn.inRecovery, false)
+  t.equal(f.conn.recovery.active, false)
   t.equal(f.s.counter('tcp_retransmits', 'rto'), 0, 'the retransmission timer never fired')
 })
 
@@ -204,7 +204,7 @@ t.test('ESTABLISHED zero window: persist probes back off, data resumes when the 
   f.peerWindow = 65535
   f.send({ ack: f.ackAt(2000) })
   t.same(f.dataOf(f.s.take()), [[2000, 1000], [3000, 1000], [4000, 1000]], 'window open: data flows')
-  t.equal(f.conn.persistAt, Infinity)
+  t.equal(f.conn.timers.persistAt, Infinity)
 })
 
 t.test('TIME-WAIT expiry: the connection leaves the table', async t => {
@@ -227,7 +227,7 @@ t.test('ESTABLISHED keepalive: probes when idle, abort with ETIMEDOUT when unans
     f.s.advance(50)
     for (const x of f.s.take()) {
       if ((x.flags & TCP_RST) !== 0) continue
-      t.equal(x.seq, (f.conn.sndUna - 1) >>> 0)
+      t.equal(x.seq, (f.conn.snd.una - 1) >>> 0)
       probes.push(f.s.now - t0)
     }
   }

@@ -1,0 +1,109 @@
+/**
+ * Userspace TCP in process: two of our stacks back to back on the virtual clock of
+ * test/gateway/netstack/tcp/harness.ts (no sockets, no crypto), a bulk transfer each way at once.
+ * Prints the CPU per MB over both stacks and a fingerprint of what happened (the virtual end time,
+ * the link's counts and every TCP counter of both stacks): on the same seeded link, two checkouts
+ * whose fingerprints match behaved the same to the segment, so a refactoring is checked and timed
+ * by running this alternately against each (--tree).
+ *
+ *   node bin/run-ts.js bench/netstack-sim.ts [--size-mb 64] [--loss 0] [--tree DIR]
+ *   node bin/run-ts.js bench/netstack-sim.ts --help
+ */
+import { createHash } from 'node:crypto'
+import { loadavg } from 'node:os'
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { exitOnBrokenPipe, isMain, numberOption, parseBenchArgs } from './baseline/cli.ts'
+import type * as Harness from '../test/gateway/netstack/tcp/harness.ts'
+import type { ConnectionHandler, TcpConnection } from '../gateway/netstack/tcp/connection.ts'
+
+export interface SimBenchOptions {
+  sizeMB: number
+  loss: number
+  /** Checkout whose stack is measured. */
+  tree: string
+}
+
+/** With loss, the bulk test's link (duplicates, jitter, a drop-tail queue); without, a fast clean one. */
+function link (loss: number): Harness.LinkConfig {
+  return loss > 0
+    ? { seed: 42, loss, duplicate: 0.01, delay: 10, jitter: 3, bandwidth: 20_000, queueBytes: 300_000 }
+    : { seed: 7, loss: 0, delay: 1, bandwidth: 200_000, queueBytes: 4_000_000 }
+}
+
+export async function runSimBench (opts: SimBenchOptions): Promise<Record<string, unknown>> {
+  const h = await import(pathToFileURL(resolve(opts.tree, 'test/gateway/netstack/tcp/harness.ts')).href) as typeof Harness
+  const size = Math.round(opts.sizeMB * 1e6)
+  const sim = new h.Sim(link(opts.loss), {}, {})
+  const client = new h.Recorder()
+  const server = new h.Recorder()
+  client.keepChunks = false
+  server.keepChunks = false
+  client.now = () => sim.now
+  server.now = () => sim.now
+  const up = h.randomData(size, 1)
+  const down = h.randomData(size, 2)
+  sim.b.listen(80, (conn: TcpConnection): ConnectionHandler => {
+    server.conn = conn
+    return server
+  })
+  const loadStart = loadavg()
+  const cpu0 = process.cpuUsage()
+  client.conn = sim.a.connect(h.ADDR_B, 80, client, sim.now)
+  let clientStarted = false
+  let serverStarted = false
+  const finished = sim.run(() => {
+    if (!clientStarted && client.connected) {
+      clientStarted = true
+      client.stream(up, sim.now)
+    }
+    if (!serverStarted && server.conn !== null) {
+      serverStarted = true
+      server.stream(down, sim.now)
+    }
+    return client.closed && server.closed
+  }, 3_600_000)
+  const cpu = process.cpuUsage(cpu0)
+  const fingerprint = createHash('sha256')
+    .update(JSON.stringify([sim.now, sim.stats, sim.metricsA.snapshot(), sim.metricsB.snapshot()]))
+    .digest('hex').slice(0, 16)
+  return {
+    bench: 'netstack-sim',
+    date: new Date().toISOString(),
+    tree: resolve(opts.tree),
+    loadavgStart: loadStart,
+    loadavgEnd: loadavg(),
+    bytesEachWay: size,
+    loss: opts.loss,
+    finished,
+    complete: server.received === size && client.received === size,
+    virtualMs: Math.round(sim.now),
+    fingerprint,
+    cpuMsPerMB: Math.round((cpu.user + cpu.system) / 1000 / (2 * size / 1e6) * 1000) / 1000,
+  }
+}
+
+const SPEC = {
+  name: 'bench/netstack-sim.ts',
+  about: `Userspace TCP in process: two of our stacks back to back on a virtual clock (no sockets, no
+crypto), a bulk transfer each way at once. JSON on stdout: CPU ms per MB over both stacks and a
+fingerprint of the run (virtual end time, link counts, every TCP counter); the same fingerprint
+from two checkouts means they behaved the same to the segment. Seconds to a minute.`,
+  options: {
+    'size-mb': { type: 'string', default: '64', value: 'MB', help: 'bytes each way in 10^6, 1-1000' },
+    loss: { type: 'string', default: '0', value: 'P', help: 'datagram loss each way, 0-0.2 (with loss: duplicates and jitter too)' },
+    tree: { type: 'string', default: '.', value: 'DIR', help: 'checkout whose stack runs (its test/gateway/netstack/tcp/harness.ts)' },
+  },
+} as const
+
+if (isMain(import.meta.url)) {
+  exitOnBrokenPipe()
+  const options = parseBenchArgs(SPEC, (values): SimBenchOptions => ({
+    sizeMB: numberOption('size-mb', values['size-mb'], 1, 1000),
+    loss: numberOption('loss', values.loss, 0, 0.2),
+    tree: values.tree ?? '.',
+  }))
+  const result = await runSimBench(options)
+  process.stdout.write(JSON.stringify(result, null, 2) + '\n')
+  if (result.finished !== true || result.complete !== true) process.exit(1)
+}

@@ -1,0 +1,65 @@
+import t from 'tap'
+import { LossRecovery } from '../../../../gateway/netstack/tcp/recovery.ts'
+
+t.test('enter and end: RecoveryPoint is SND.MAX, HighRxt starts at SND.UNA (RFC 6675 5)', async t => {
+  const r = new LossRecovery()
+  r.init(0)
+  r.probeSent(900)
+  r.markLostBelow(500)
+  r.enter(100, 1000)
+  t.same([r.active, r.recoveryPoint, r.highRxt, r.tlpEnd, r.lostBelow], [true, 1000, 100, -1, -1])
+  r.duplicateAck()
+  r.end()
+  t.same([r.active, r.dupAcks, r.lostBelow], [false, 0, -1])
+})
+
+t.test('acknowledged: the mark of the retransmission now at SND.UNA comes back; older ones are forgotten', async t => {
+  const r = new LossRecovery()
+  r.init(0)
+  r.enter(0, 5000)
+  r.retransmitted(0, 1000, 5000)
+  r.retransmitted(2000, 3000, 6000)
+  t.equal(r.highRxt, 3000)
+  r.acknowledged(2000)
+  t.equal(r.rxtMark, 6000, 'segment at 2000 was retransmitted with SND.MAX 6000')
+  r.acknowledged(2500)
+  t.equal(r.rxtMark, -1, 'nothing retransmitted starts at 2500')
+  r.acknowledged(4000)
+  t.equal(r.highRxt, 4000, 'HighRxt never lags SND.UNA')
+})
+
+t.test('a probe is answered by an ACK of what it carried', async t => {
+  const r = new LossRecovery()
+  r.init(0)
+  r.probeSent(3000)
+  r.acknowledged(2000)
+  t.equal(r.tlpEnd, 3000)
+  r.acknowledged(3000)
+  t.equal(r.tlpEnd, -1)
+})
+
+t.test('pipe without SACK: RFC 6582 estimate from the duplicate ACKs and HighRxt', async t => {
+  const r = new LossRecovery()
+  r.init(0)
+  r.enter(0, 10_000)
+  r.duplicateAck()
+  r.duplicateAck()
+  r.retransmitted(0, 1000, 10_000)
+  t.equal(r.pipe(false, 0, 10_000, 1000), 10_000 - 2 * 1000 + 1000)
+})
+
+t.test('restartAfterTimeout: recovery, probe, marks and scoreboard gone; counts kept until an ACK', async t => {
+  const r = new LossRecovery()
+  r.init(0)
+  r.enter(0, 4000)
+  r.scoreboard.update([2000, 3000], 0, 4000)
+  r.retransmitted(0, 1000, 4000)
+  r.markFirstHole(4000)
+  t.equal(r.countTimeout(), 1)
+  r.restartAfterTimeout(0, 4000)
+  t.same([r.active, r.rxtMark, r.highRxt, r.recoveryPoint, r.scoreboard.empty], [false, -1, 0, 4000, true])
+  t.equal(r.countTimeout(), 2, 'consecutive timeouts')
+  r.acknowledged(1000)
+  t.equal(r.retransmits, 0)
+  t.equal(r.rxtMark, -1, 'the log went with the timeout')
+})
