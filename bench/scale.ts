@@ -251,10 +251,10 @@ export function scaleTable (r: ScaleResults): string {
       `${per?.rssKB ?? '-'} | ${per?.rssNetOfPeersKB ?? '-'} | ${run.diskMB} | ${per?.diskKB ?? '-'} | ${run.certificates} |`)
   }
   if (r.restart.length > 0) {
-    lines.push('', '| restart N | first up s | RSS up MB | listening s | first s | p50 s | p99 s | all s | passed | initiations | cookie replies | gateway CPU s | peers CPU s |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    lines.push('', '| restart N | first up s | RSS up MB | listening s | first s | p50 s | p99 s | all s | passed | initiations | cookie replies | responses | gateway CPU s | peers CPU s |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const x of r.restart) {
       lines.push(`| ${x.count} | ${x.firstUpMs === null ? '-' : round2(x.firstUpMs / 1000)} | ${x.rssUpMB} | ${x.restartListeningS ?? '-'} | ${x.restartFirstS ?? '-'} | ` +
-        `${x.restartP50S ?? '-'} | ${x.restartP99S ?? '-'} | ${x.restartAllS ?? '-'} | ${x.passed} | ${x.initiations} | ${x.cookieReplies} | ${x.restartCpuS} | ${x.peersCpuS} |`)
+        `${x.restartP50S ?? '-'} | ${x.restartP99S ?? '-'} | ${x.restartAllS ?? '-'} | ${x.passed} | ${x.initiations} | ${x.cookieReplies} | ${x.responses} | ${x.restartCpuS} | ${x.peersCpuS} |`)
     }
   }
   if (r.connections.length > 0) {

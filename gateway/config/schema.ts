@@ -18,7 +18,9 @@
  *               "tunnelIp"?: "10.100.0.2",            upstream address (default: allowedIPs[0]'s address)
  *               "name"?: "files" }],                  label in logs and reports
  *   "faults"?: { "seed", "drop", "duplicate", "reorder", "delayMs", "jitterMs" },   datagram faults, both directions
- *   "dos"?: { "underLoadHandshakesPerSecond", "rateLimitPerSecond", "rateLimitBurst" },
+ *   "dos"?: { "underLoadHandshakesPerSecond", "rateLimitPerSecond", "rateLimitBurst",
+ *             "resumeInitiationsPerSecond" },   after a restart: pace of initiations to the peers'
+ *                                               endpoints kept in <edge.dataDir>/wireguard-endpoints.json
  *   "testing"?: { "rekeyAfterTimeMs" },     TEST ONLY: shortens REKEY_AFTER_TIME so sessions rotate fast
  *   "edge"?: {                               HTTPS/HTTP listeners in front of the peers (off when absent)
  *     "dataDir": "./data",                   TLS material: <dataDir>/tls (local CA, certificates)
@@ -107,6 +109,8 @@ export interface AcmeConfig {
 
 export interface DosConfig {
   underLoadHandshakesPerSecond?: number
+  /** After a restart: initiations a second to the peers' stored endpoints (0: none sent). */
+  resumeInitiationsPerSecond?: number
   rateLimitPerSecond?: number
   rateLimitBurst?: number
 }
@@ -209,6 +213,7 @@ const schema = Joi.object({
   }),
   dos: Joi.object({
     underLoadHandshakesPerSecond: Joi.number().integer().min(0),
+    resumeInitiationsPerSecond: Joi.number().integer().min(0).max(100_000),
     rateLimitPerSecond: Joi.number().min(1),
     rateLimitBurst: Joi.number().integer().min(1),
   }).default({}),
