@@ -56,7 +56,7 @@ import Joi from 'joi'
 import { ConfigError } from '../../proto/config-env.ts'
 import { decodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { BRACKETED_IPV6, DUAL_STACK_ANY, formatHostPort } from '../../proto/net/address.ts'
-import { parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
+import { anyPrefixesOverlap, parseIPv4Address, parseIPv4Prefix, prefixContains, formatIPv4, type IPv4Prefix } from '../../proto/wire/ipv4.ts'
 import type { FaultConfig } from '../netstack/fault.ts'
 import { batchedUdpUnavailable, UDP_IO_SETTINGS, type UdpIoSetting } from '../wireguard/socket.ts'
 import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
@@ -288,6 +288,8 @@ export function validateConfig (value: unknown): GatewayConfig {
   const publicKey = publicKeyFromPrivate(privateKey)
   const address = parseIPv4Address(raw.address.replace(/\/[0-9]{1,2}$/, ''))
   const seenKeys = new Map<string, number>()
+  // The pairwise check below names the first overlap; it runs only when a sort found one.
+  const anyOverlap = anyPrefixesOverlap(raw.peers.flatMap(p => p.allowedIPs.map(text => parseIPv4Prefix(text))))
   const owned: Array<{ prefix: IPv4Prefix, field: string }> = []
   const routedBy = new Map<string, string>()
   const peers = raw.peers.map((p, i): PeerConfig => {
@@ -301,10 +303,12 @@ export function validateConfig (value: unknown): GatewayConfig {
       const prefix = parseIPv4Prefix(text)
       const here = `${field}.allowedIPs[${j}]`
       if (prefixContains(prefix, address)) throw new ConfigError(here, `${text} contains the gateway address ${formatIPv4(address)}`)
-      for (const other of owned) {
-        if (overlaps(prefix, other.prefix)) throw new ConfigError(here, `${text} overlaps ${other.field}`)
+      if (anyOverlap) {
+        for (const other of owned) {
+          if (overlaps(prefix, other.prefix)) throw new ConfigError(here, `${text} overlaps ${other.field}`)
+        }
+        owned.push({ prefix, field: here })
       }
-      owned.push({ prefix, field: here })
       return prefix
     })
     let tunnelIp = allowedIPs[0].network
