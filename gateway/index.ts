@@ -91,6 +91,7 @@ export interface ApplyResult {
 }
 
 export class Gateway {
+  /** The config it started from, without its peers: those live in the device (and the plane's snapshot). */
   readonly config: GatewayConfig
   readonly logger: Logger
   readonly metrics: Metrics
@@ -125,7 +126,8 @@ export class Gateway {
   private readonly startOptions: GatewayStartOptions
 
   private constructor (config: GatewayConfig, logger: Logger, metrics: Metrics, startOptions: GatewayStartOptions) {
-    this.config = config
+    // Not kept twice: a validated peer list is a copy of every key, prefix and name (10,000 peers: MBs).
+    this.config = { ...config, peers: [] }
     this.startOptions = startOptions
     this.logger = logger
     this.metrics = metrics
