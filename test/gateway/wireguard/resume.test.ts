@@ -13,6 +13,11 @@ import { Gateway, ENDPOINT_FILE } from '../../../gateway/index.ts'
 import { validateConfig } from '../../../gateway/config/schema.ts'
 import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../../../proto/noise/keys.ts'
 import { peerTunnelAddress, startPeers } from '../../../bench/wg-peers.ts'
+import { Device } from '../../../gateway/wireguard/device.ts'
+import { HandshakeResumer } from '../../../gateway/wireguard/resume.ts'
+import { Metrics } from '../../../gateway/metrics.ts'
+import { REKEY_TIMEOUT } from '../../../proto/noise/index.ts'
+import { parseIPv4Prefix } from '../../../proto/wire/ipv4.ts'
 import { tempDir } from '../edge/helpers.ts'
 import { until } from '../../helpers/until.ts'
 
@@ -82,4 +87,25 @@ t.test('gateway restarted with resuming off: no initiation goes out and no tunne
   t.equal(waiting.passed, 0, 'no tunnel without an initiation from either side')
   const peersFirst = await sim.up()
   t.equal(peersFirst.passed, PEERS, 'the peers initiating brings every tunnel back')
+})
+
+t.test('resuming with peers that do not answer: no more than maxInFlight initiations await a response at once', async t => {
+  const sent: Array<{ address: string, port: number }> = []
+  const device = new Device({ privateKey: generatePrivateKey(), metrics: new Metrics(), io: { sendDatagram (_d, address, port) { sent.push({ address, port }) }, deliverPacket () {} } })
+  let now = 1_000_000
+  const resumer = new HandshakeResumer(device, { perSecond: 100_000, maxInFlight: 5, now: () => now, wake: () => {} })
+  t.teardown(() => { resumer.close() })
+  for (let i = 0; i < 20; i++) {
+    const peer = device.addPeer({ publicKey: publicKeyFromPrivate(generatePrivateKey()), allowedIPs: [parseIPv4Prefix(`${peerTunnelAddress(i)}/32`)] })
+    peer.endpoint = { address: '127.0.0.1', port: 9 }
+    resumer.add(peer)
+  }
+  resumer.start()
+  await until('the first window', () => sent.length === 5, 5_000)
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal(sent.length, 5, 'five initiations out, the other fifteen wait although the pace allows them')
+  t.equal(resumer.pending, 15)
+  now += REKEY_TIMEOUT
+  await until('the second window', () => sent.length === 10, 5_000)
+  t.equal(resumer.pending, 10, 'unanswered for REKEY_TIMEOUT: the window moves on (their retransmissions are the timers\' job)')
 })
