@@ -258,10 +258,10 @@ export function scaleTable (r: ScaleResults): string {
     }
   }
   if (r.connections.length > 0) {
-    lines.push('', '| connections N | tunnels | WebSockets | held at end | open s | RSS before MB | RSS held MB | KB/conn | p50 / p99 ms none | p50 / p99 ms held | p99 ratio |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    lines.push('', '| connections N | tunnels | WebSockets | held at end | open s | RSS before MB | RSS held MB | KB/conn | p50 / p99 ms none | p50 / p99 ms held | p99 ratio | control p99 ratio |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const x of r.connections) {
       lines.push(`| ${x.count} | ${x.tunnels} | ${x.websockets} | ${x.heldAtEnd} | ${x.openS} | ${x.rssBeforeMB} | ${x.rssHeldMB} | ${x.rssPerConnectionKB} | ` +
-        `${x.baseline.p50Ms} / ${x.baseline.p99Ms} | ${x.held.p50Ms} / ${x.held.p99Ms} | ${x.p99Ratio} |`)
+        `${x.baseline.p50Ms} / ${x.baseline.p99Ms} | ${x.held.p50Ms} / ${x.held.p99Ms} | ${x.p99Ratio} | ${x.controlP99Ratio} |`)
     }
   }
   for (const x of r.skipped) lines.push(`skipped ${x.curve} ${x.count}: ${x.reason}`)
