@@ -3,7 +3,10 @@
  * process of its own: userspace agents in front of one HTTP server), one hostname each under the
  * local wildcard; then C HTTPS keep-alive connections held open, spread over the T hostnames, one in
  * a hundred (at most 100) upgraded to a WebSocket. Measured: gateway RSS per held connection, and
- * p50/p99 of small GETs on 8 other connections with none held and then with C held.
+ * p50/p99 of small GETs on 8 other connections with C held against the same GETs to a second,
+ * identical gateway and origin holding none, in alternating rounds (ROUNDS each), so that both
+ * sides see the same moments of a shared machine. The same alternation before any connection is
+ * held gives the control ratio: what the two setups differ by on their own.
  *
  * The edge closes an HTTP/1.1 connection idle for keepAliveTimeoutMs (30 s): while they are being
  * opened, a held connection idle for KEEP_HELD_MS sends one GET, and after all are open every one
@@ -31,6 +34,8 @@ const ROOT = resolve(fileURLToPath(import.meta.url), '../..')
 const GATEWAY_ADDRESS = '10.100.0.1'
 const BASE = 'scale.test'
 const MEASURE_CONNECTIONS = 8
+/** Latency rounds per side, alternating held / none. */
+const ROUNDS = 5
 const PER_CLIENT_ADDRESS = 200
 const OPEN_PARALLEL = 100
 const REQUEST_TIMEOUT_MS = 30_000
@@ -47,9 +52,12 @@ export interface ConnectionsRun {
   rssBeforeMB: number
   rssHeldMB: number
   rssPerConnectionKB: number
+  /** The second gateway, holding none, in the rounds alternating with `held`. */
   baseline: { p50Ms: number, p99Ms: number, requests: number }
   held: { p50Ms: number, p99Ms: number, requests: number }
   p99Ratio: number
+  /** p99 of the first gateway over the second's before any connection is held (1 = identical setups). */
+  controlP99Ratio: number
 }
 
 /** One HTTP/1.1 connection over TLS, one request at a time (a 2-byte body is all the origin sends). */
@@ -141,8 +149,28 @@ export class HttpsConnection {
   }
 }
 
+/**
+ * `total` GETs on each side, in ROUNDS rounds alternating between the sides (a first, then b), so
+ * both meet the same bursts of other load: their latencies.
+ */
+export async function alternating (a: HttpsConnection[], b: HttpsConnection[], total: number): Promise<{ a: number[], b: number[] }> {
+  const out = { a: [] as number[], b: [] as number[] }
+  for (let r = 0; r < ROUNDS; r++) {
+    const n = Math.floor((r + 1) * total / ROUNDS) - Math.floor(r * total / ROUNDS)
+    out.a.push(...await requestTimes(a, n))
+    out.b.push(...await requestTimes(b, n))
+  }
+  return out
+}
+
+export function summarize (times: number[]): { p50Ms: number, p99Ms: number, requests: number } {
+  const sorted = [...times].sort((x, y) => x - y)
+  const at = (q: number): number => round2(sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)])
+  return { p50Ms: at(0.5), p99Ms: at(0.99), requests: sorted.length }
+}
+
 /** Latencies of `total` GETs on `connections` connections in parallel, each sequential. */
-export async function latencies (connections: HttpsConnection[], total: number): Promise<{ p50Ms: number, p99Ms: number, requests: number }> {
+async function requestTimes (connections: HttpsConnection[], total: number): Promise<number[]> {
   const times: number[] = []
   let next = 0
   await Promise.all(connections.map(async c => {
@@ -154,9 +182,7 @@ export async function latencies (connections: HttpsConnection[], total: number):
       times.push(performance.now() - t0)
     }
   }))
-  times.sort((a, b) => a - b)
-  const at = (q: number): number => round2(times[Math.min(times.length - 1, Math.ceil(q * times.length) - 1)])
-  return { p50Ms: at(0.5), p99Ms: at(0.99), requests: times.length }
+  return times
 }
 
 /** Runs `work` over `items` with at most `parallel` at once. */
@@ -227,22 +253,30 @@ export async function stopTunnels (s: OriginSetup | undefined): Promise<void> {
 
 export async function measureConnections (count: number, tunnels: number, timeoutS: number, requests: number): Promise<ConnectionsRun> {
   const dir = mkdtempSync(join(tmpdir(), 'cc-bench-connections-'))
+  const dirNone = mkdtempSync(join(tmpdir(), 'cc-bench-connections-none-'))
   let setup: OriginSetup | undefined
+  let setupNone: OriginSetup | undefined
   const held: HttpsConnection[] = []
   const measure: HttpsConnection[] = []
+  const measureNone: HttpsConnection[] = []
   const unregister = onExitCleanup(() => {
-    setup?.gateway.child.kill('SIGKILL')
-    setup?.origin.kill('SIGKILL')
+    for (const s of [setup, setupNone]) {
+      s?.gateway.child.kill('SIGKILL')
+      s?.origin.kill('SIGKILL')
+    }
     rmSync(dir, { recursive: true, force: true })
+    rmSync(dirNone, { recursive: true, force: true })
   })
   try {
     setup = await startTunnels(dir, tunnels, timeoutS)
+    setupNone = await startTunnels(dirNone, tunnels, timeoutS)
     const { httpsPort, hosts } = setup
     const pid = setup.gateway.child.pid!
     for (let i = 0; i < MEASURE_CONNECTIONS; i++) measure.push(await HttpsConnection.open(httpsPort, hosts[i % hosts.length]))
-    await latencies(measure, requests) // warm-up: pools, JIT
+    for (let i = 0; i < MEASURE_CONNECTIONS; i++) measureNone.push(await HttpsConnection.open(setupNone.httpsPort, setupNone.hosts[i % hosts.length]))
+    await alternating(measure, measureNone, requests) // warm-up: pools, JIT
     await sleep(2_000)
-    const baseline = await latencies(measure, requests)
+    const control = await alternating(measure, measureNone, requests)
     global.gc?.()
     await sleep(1_000)
     const rssBeforeMB = memoryMB(pid).rss
@@ -253,7 +287,7 @@ export async function measureConnections (count: number, tunnels: number, timeou
     const keeper = (async () => {
       while (opening) {
         await sleep(1_000)
-        const due = [...measure, ...held].filter(c => !c.isWebSocket && !c.closed && performance.now() - c.lastAnswerAt > KEEP_HELD_MS)
+        const due = [...measure, ...measureNone, ...held].filter(c => !c.isWebSocket && !c.closed && performance.now() - c.lastAnswerAt > KEEP_HELD_MS)
         await inParallel(due, OPEN_PARALLEL, async c => { await c.get().catch(() => {}) })
       }
     })()
@@ -273,10 +307,12 @@ export async function measureConnections (count: number, tunnels: number, timeou
       const idle = held.filter(c => c.closed).map(c => c.idleAtClose).sort((a, b) => a - b)
       throw new Error(`${closedBeforeMeasure} held connections were closed while opening the others (idle ms at close: min ${idle[0]}, median ${idle[idle.length >> 1]}, max ${idle.at(-1)})`)
     }
-    await inParallel([...measure, ...held].filter(c => !c.isWebSocket), OPEN_PARALLEL, async c => { await c.get() })
+    await inParallel([...measure, ...measureNone, ...held].filter(c => !c.isWebSocket), OPEN_PARALLEL, async c => { await c.get() })
     await sleep(1_000)
     const rssHeldMB = memoryMB(pid).rss
-    const during = await latencies(measure, requests)
+    const rounds = await alternating(measure, measureNone, requests)
+    const during = summarize(rounds.a)
+    const baseline = summarize(rounds.b)
     const heldAtEnd = held.filter(c => !c.closed).length
     return {
       count,
@@ -290,11 +326,14 @@ export async function measureConnections (count: number, tunnels: number, timeou
       baseline,
       held: during,
       p99Ratio: round2(during.p99Ms / baseline.p99Ms),
+      controlP99Ratio: round2(summarize(control.a).p99Ms / summarize(control.b).p99Ms),
     }
   } finally {
-    for (const c of [...held, ...measure]) c.close()
+    for (const c of [...held, ...measure, ...measureNone]) c.close()
     await stopTunnels(setup)
+    await stopTunnels(setupNone)
     rmSync(dir, { recursive: true, force: true })
+    rmSync(dirNone, { recursive: true, force: true })
     unregister()
   }
 }

@@ -8,7 +8,8 @@
  * once; wireguard-go notices after KEEPALIVE_TIMEOUT + REKEY_TIMEOUT without an answer, up to 15 s,
  * which this leaves out: it measures the gateway, not the peers' detection). What the gateway has
  * not read yet when they start (its UDP socket is not bound until its config is loaded) is sent
- * again on wireguard-go's retransmission timer.
+ * again on wireguard-go's retransmission timer. The restarted gateway also initiates to every peer
+ * at the endpoint it kept in its data directory (gateway/wireguard/resume.ts); the peers answer.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -42,6 +43,8 @@ export interface RestartRun {
   passed: number
   initiations: number
   cookieReplies: number
+  /** The gateway's initiations the peers answered after the restart. */
+  responses: number
   /** CPU the restarted gateway spent until every peer was back. */
   restartCpuS: number
   /** CPU the load generator spent on the same (the peers' half of every handshake, on the same cores). */
@@ -127,7 +130,8 @@ export async function measureRestart (count: number, timeoutS: number): Promise<
     peers.send('up')
     const first = await peers.next() as unknown as UpResult
     if (first.passed !== count) throw failure(g, `only ${first.passed} of ${count} peers passed before the restart`)
-    await sleep(1_000)
+    // Past the gateway's batched write of its peers' endpoints (2 s after the first change).
+    await sleep(3_000)
     const rssUpMB = round2(memoryMB(g.child.pid!).rss)
 
     g.child.kill('SIGKILL')
@@ -159,6 +163,7 @@ export async function measureRestart (count: number, timeoutS: number): Promise<
       passed: again.passed,
       initiations: again.initiations,
       cookieReplies: again.cookieReplies,
+      responses: again.responses,
       restartCpuS,
       peersCpuS: again.cpuS,
     }

@@ -262,17 +262,17 @@ export function scaleTable (r: ScaleResults): string {
       `${per?.rssKB ?? '-'} | ${per?.rssNetOfPeersKB ?? '-'} | ${run.diskMB} | ${per?.diskKB ?? '-'} | ${run.certificates} |`)
   }
   if (r.restart.length > 0) {
-    lines.push('', '| restart N | first up s | RSS up MB | listening s | first s | p50 s | p99 s | all s | passed | initiations | cookie replies | gateway CPU s | peers CPU s |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    lines.push('', '| restart N | first up s | RSS up MB | listening s | first s | p50 s | p99 s | all s | passed | initiations | cookie replies | responses | gateway CPU s | peers CPU s |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const x of r.restart) {
       lines.push(`| ${x.count} | ${x.firstUpMs === null ? '-' : round2(x.firstUpMs / 1000)} | ${x.rssUpMB} | ${x.restartListeningS ?? '-'} | ${x.restartFirstS ?? '-'} | ` +
-        `${x.restartP50S ?? '-'} | ${x.restartP99S ?? '-'} | ${x.restartAllS ?? '-'} | ${x.passed} | ${x.initiations} | ${x.cookieReplies} | ${x.restartCpuS} | ${x.peersCpuS} |`)
+        `${x.restartP50S ?? '-'} | ${x.restartP99S ?? '-'} | ${x.restartAllS ?? '-'} | ${x.passed} | ${x.initiations} | ${x.cookieReplies} | ${x.responses} | ${x.restartCpuS} | ${x.peersCpuS} |`)
     }
   }
   if (r.connections.length > 0) {
-    lines.push('', '| connections N | tunnels | WebSockets | held at end | open s | RSS before MB | RSS held MB | KB/conn | p50 / p99 ms none | p50 / p99 ms held | p99 ratio |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    lines.push('', '| connections N | tunnels | WebSockets | held at end | open s | RSS before MB | RSS held MB | KB/conn | p50 / p99 ms none | p50 / p99 ms held | p99 ratio | control p99 ratio |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const x of r.connections) {
       lines.push(`| ${x.count} | ${x.tunnels} | ${x.websockets} | ${x.heldAtEnd} | ${x.openS} | ${x.rssBeforeMB} | ${x.rssHeldMB} | ${x.rssPerConnectionKB} | ` +
-        `${x.baseline.p50Ms} / ${x.baseline.p99Ms} | ${x.held.p50Ms} / ${x.held.p99Ms} | ${x.p99Ratio} |`)
+        `${x.baseline.p50Ms} / ${x.baseline.p99Ms} | ${x.held.p50Ms} / ${x.held.p99Ms} | ${x.p99Ratio} | ${x.controlP99Ratio} |`)
     }
   }
   if (r.storm.length > 0) {

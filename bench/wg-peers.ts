@@ -8,10 +8,15 @@
  * Timers follow wireguard-go (paper 6.4): an unanswered initiation is sent again, freshly built,
  * after REKEY_TIMEOUT plus up to REKEY_TIMEOUT_JITTER_MAX; a cookie reply is kept and used on that
  * retransmission (paper 5.4.7), not answered at once. An unanswered ping is sent again after 1 s.
+ * A peer also answers the gateway's initiations (paper 5.1: either side initiates), as wireguard-go
+ * does: the responder's keys are used once the gateway's first transport message (its keepalive)
+ * arrives on them (paper 6.1), and the ping goes out at once then.
  *
  * Driven over stdin/stdout, one JSON line each way:
  *   in:  {"command":"up"}    every peer starts a new handshake now; answered when all passed or at
  *                            the limit: {"event":"up","passed","peers","firstMs","allMs",...}
+ *        {"command":"up","initiate":false}   the same, but the peers only answer the gateway's
+ *                            initiations (a gateway resuming its peers after a restart)
  *   in:  {"command":"carry","ms":5000,"rate":2000,"payload":512}
  *                            the passed peers send echoes at `rate` per second in all, in turn, for
  *                            `ms` (<= 600 s), then wait up to 1 s for late replies:
@@ -28,7 +33,7 @@ import { createInterface } from 'node:readline'
 import { pathToFileURL } from 'node:url'
 import { resolve } from 'node:path'
 import {
-  CookieGenerator, createInitiation, consumeResponse, decodeKey, defaultAead, openTransportMessage, publicKeyFromPrivate,
+  CookieGenerator, createInitiation, consumeInitiation, createResponse, consumeResponse, decodeKey, defaultAead, openTransportMessage, publicKeyFromPrivate,
   REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, sealTransport, type InitiatorHandshake, type SessionKeys, type StaticIdentity,
 } from '../proto/noise/index.ts'
 import { emitIPv4, formatIPv4, IPPROTO_ICMP, IPV4_MIN_HEADER_LEN, parseIPv4, parseIPv4Address } from '../proto/wire/ipv4.ts'
@@ -57,6 +62,8 @@ export interface UpResult {
   p99Ms: number | null
   initiations: number
   cookieReplies: number
+  /** Initiations from the gateway answered (a restarted gateway initiating to its peers). */
+  responses: number
   pings: number
   /** CPU this process spent on the "up" (the peers' side of every handshake). */
   cpuS: number
@@ -78,6 +85,7 @@ export interface CarryResult {
   cpuS: number
 }
 
+const TYPE_INITIATION = 1
 const TYPE_RESPONSE = 2
 const TYPE_COOKIE_REPLY = 3
 const TYPE_TRANSPORT = 4
@@ -97,6 +105,8 @@ interface SimPeer {
   localIndex: number
   handshake: InitiatorHandshake | null
   keys: SessionKeys | null
+  /** Keys from answering the gateway's initiation, until its first transport message confirms them. */
+  responderKeys: SessionKeys | null
   sendCounter: bigint
   nextAt: number
   passedAt: number | null
@@ -108,8 +118,13 @@ function sourceAddress (i: number): string {
   return `127.${1 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`
 }
 
+export interface UpOptions {
+  /** false: no peer initiates; each passes only once the gateway has initiated to it. */
+  initiate?: boolean
+}
+
 export interface Peers {
-  up: () => Promise<UpResult>
+  up: (options?: UpOptions) => Promise<UpResult>
   carry: (ms: number, rate: number, payloadBytes: number) => Promise<CarryResult>
   close: () => void
 }
@@ -123,7 +138,7 @@ export async function startPeers (o: PeersOptions): Promise<Peers> {
   const limitMs = Math.min(Math.max(1_000, o.limitMs ?? 60_000), 600_000)
   const byIndex = new Map<number, SimPeer>()
   const peers: SimPeer[] = []
-  const stats = { initiations: 0, cookieReplies: 0, pings: 0 }
+  const stats = { initiations: 0, cookieReplies: 0, responses: 0, pings: 0 }
   let startedAt = 0
   /** While a "carry" runs: its counts and the round trips seen. */
   let carrying: { replies: number, bytes: number, rtts: number[] } | null = null
@@ -155,12 +170,33 @@ export async function startPeers (o: PeersOptions): Promise<Peers> {
     if (startedAt === 0 || msg.length < 8) return
     const now = performance.now()
     const type = msg.readUInt32LE(0)
+    if (type === TYPE_INITIATION && msg.length === 148 && p.passedAt === null) {
+      const consumed = consumeInitiation(p.identity, msg)
+      if (consumed === null || !consumed.remoteStatic.equals(serverKey)) return
+      const localIndex = randomInt(2 ** 32 - 1)
+      const { message, keys } = createResponse(consumed.handshake, null, localIndex)
+      p.cookies.addMacs(message, now)
+      p.responderKeys = keys
+      p.socket.send(message, port, host)
+      stats.responses++
+      return
+    }
+    if (type === TYPE_TRANSPORT && p.responderKeys !== null && msg.readUInt32LE(4) === p.responderKeys.localIndex) {
+      // Paper 6.1: the initiator's first transport message confirms the responder's keys.
+      if (openTransportMessage(defaultAead, p.responderKeys.receiveKey, msg.readBigUInt64LE(8), msg) < 0) return
+      p.keys = p.responderKeys
+      p.responderKeys = null
+      p.sendCounter = 0n
+      if (p.passedAt === null) ping(p, now)
+      return
+    }
     if (type === TYPE_COOKIE_REPLY && msg.length === 64) {
       if (p.handshake !== null && msg.readUInt32LE(4) === p.handshake.localIndex && p.cookies.consumeReply(msg, now)) stats.cookieReplies++
     } else if (type === TYPE_RESPONSE && msg.length === 92 && p.handshake !== null && p.keys === null) {
       const keys = consumeResponse(p.handshake, p.identity, msg)
       if (keys === null) return
       p.keys = keys
+      p.sendCounter = 0n
       ping(p, now) // also confirms the session to the responder (paper 5.4.6)
     } else if (type === TYPE_TRANSPORT && carrying !== null && p.keys !== null && msg.readUInt32LE(4) === p.keys.localIndex) {
       const n = openTransportMessage(defaultAead, p.keys.receiveKey, msg.readBigUInt64LE(8), msg)
@@ -204,6 +240,7 @@ export async function startPeers (o: PeersOptions): Promise<Peers> {
       localIndex: 0,
       handshake: null,
       keys: null,
+      responderKeys: null,
       sendCounter: 0n,
       nextAt: Infinity,
       passedAt: null,
@@ -212,15 +249,17 @@ export async function startPeers (o: PeersOptions): Promise<Peers> {
     peers.push(p)
   }
 
-  const up = async (): Promise<UpResult> => {
+  const up = async (options: UpOptions = {}): Promise<UpResult> => {
+    const peersInitiate = options.initiate ?? true
     startedAt = performance.now()
     const cpuAtStart = process.cpuUsage()
     const spreadMs = Math.max(0, o.spreadMs ?? 0)
     for (const [i, p] of peers.entries()) {
       p.handshake = null
       p.keys = null
+      p.responderKeys = null
       p.passedAt = null
-      p.nextAt = startedAt + (peers.length > 1 ? spreadMs * i / (peers.length - 1) : 0)
+      p.nextAt = !peersInitiate ? Infinity : startedAt + (peers.length > 1 ? spreadMs * i / (peers.length - 1) : 0)
     }
     let passed = 0
     while (passed < peers.length && performance.now() - startedAt < limitMs) {
@@ -253,7 +292,7 @@ export async function startPeers (o: PeersOptions): Promise<Peers> {
       ...stats,
       cpuS: Math.round((() => { const u = process.cpuUsage(cpuAtStart); return (u.user + u.system) / 1e4 })()) / 100,
     }
-    stats.initiations = stats.cookieReplies = stats.pings = 0
+    stats.initiations = stats.cookieReplies = stats.responses = stats.pings = 0
     startedAt = 0
     return result
   }
@@ -317,8 +356,8 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(p
   process.stdout.write(JSON.stringify({ event: 'ready' }) + '\n')
   const lines = createInterface({ input: process.stdin })
   for await (const line of lines) {
-    const { command, ms, rate, payload } = JSON.parse(line) as { command: string, ms?: number, rate?: number, payload?: number }
-    if (command === 'up') process.stdout.write(JSON.stringify(await sim.up()) + '\n')
+    const { command, ms, rate, payload, initiate } = JSON.parse(line) as { command: string, ms?: number, rate?: number, payload?: number, initiate?: boolean }
+    if (command === 'up') process.stdout.write(JSON.stringify(await sim.up({ initiate: initiate !== false })) + '\n')
     else if (command === 'carry') process.stdout.write(JSON.stringify(await sim.carry(ms ?? 5_000, rate ?? 1_000, payload ?? 64)) + '\n')
     else break
   }

@@ -18,6 +18,9 @@ import { Metrics, exposition } from './metrics.ts'
 import { Device, activeTunnels, formatEndpoint, type PeerStatus } from './wireguard/device.ts'
 import { UdpShell, monotonicNow, wallClockOffset } from './wireguard/udp.ts'
 import { StreamEndpoints, isStreamAddress } from './wireguard/streams.ts'
+import { EndpointFile } from './wireguard/endpoint-file.ts'
+import { HandshakeResumer } from './wireguard/resume.ts'
+import type { Peer } from './wireguard/peer.ts'
 import { IpLayer } from './netstack/ip.ts'
 import { TcpStack, type TcpSocket } from './netstack/tcp/index.ts'
 import { Edge, FileCertStore, controlRoute, loadOrCreateRelayIdentity, type CertStore, type EdgeOptions, type RelayIdentity, type Route as EdgeRoute } from './edge/index.ts'
@@ -36,6 +39,13 @@ import { REJECT_AFTER_TIME } from '../proto/noise/constants.ts'
 import type { FaultStats } from './netstack/fault.ts'
 import type { SocketStats, UdpIo } from './wireguard/socket.ts'
 import { moduleLogger } from '../proto/log.ts'
+
+/** In the edge's data directory: each peer's last endpoint (wireguard/endpoint-file.ts). */
+export const ENDPOINT_FILE = 'wireguard-endpoints.json'
+/** Endpoint changes are written at most this often (one write per burst of changes). */
+const ENDPOINT_FLUSH_DELAY_MS = 2_000
+/** Default pace of the initiations to stored endpoints after a restart (dos.resumeInitiationsPerSecond). */
+export const RESUME_INITIATIONS_PER_SECOND = 2_000
 
 export interface GatewayStatus {
   publicKey: string
@@ -81,6 +91,7 @@ export interface ApplyResult {
 }
 
 export class Gateway {
+  /** The config it started from, without its peers: those live in the device (and the plane's snapshot). */
   readonly config: GatewayConfig
   readonly logger: Logger
   readonly metrics: Metrics
@@ -90,6 +101,10 @@ export class Gateway {
   readonly tcp: TcpStack
   /** WireGuard over TLS on the edge's HTTPS port (wireguard/streams.ts): peers whose UDP is blocked. */
   readonly streams: StreamEndpoints
+  /** Each peer's last endpoint, in the data directory (with an edge: it names the directory). */
+  readonly endpointFile: EndpointFile | null
+  /** Initiates to the peers of endpointFile after a restart. */
+  readonly resumer: HandshakeResumer
   /** The HTTPS/HTTP edge, when the config has an `edge` block. */
   edge: Edge | null = null
   configVersion: number | null = null
@@ -111,7 +126,8 @@ export class Gateway {
   private readonly startOptions: GatewayStartOptions
 
   private constructor (config: GatewayConfig, logger: Logger, metrics: Metrics, startOptions: GatewayStartOptions) {
-    this.config = config
+    // Not kept twice: a validated peer list is a copy of every key, prefix and name (10,000 peers: MBs).
+    this.config = { ...config, peers: [] }
     this.startOptions = startOptions
     this.logger = logger
     this.metrics = metrics
@@ -152,16 +168,34 @@ export class Gateway {
           else shell.sendDatagram(datagram, address, port)
         },
         deliverPacket (packet, _peer, now) { ip.input(packet, now) },
+        endpointChanged: () => { this.endpointFile?.changed() },
       },
     })
     this.shell.attach(this.device)
+    const device = this.device
+    this.endpointFile = config.edge === null
+      ? null
+      : new EndpointFile(path.join(config.edge.dataDir, ENDPOINT_FILE), () => device.peers.values(), { flushDelayMs: ENDPOINT_FLUSH_DELAY_MS, logger: moduleLogger(logger, 'wireguard') })
+    this.resumer = new HandshakeResumer(this.device, {
+      perSecond: config.dos.resumeInitiationsPerSecond ?? RESUME_INITIATIONS_PER_SECOND,
+      now: monotonicNow,
+      wake: () => { shell.wake() },
+    })
     this.tcp = new TcpStack({ localAddress: config.address, ip: this.ip, metrics, logger: moduleLogger(logger, 'tcp') })
     this.ip.register(IPPROTO_TCP, this.tcp)
-    for (const peer of config.peers) this.device.addPeer(peer)
+    for (const peer of config.peers) this.resume(this.device.addPeer(peer))
     this.registerGauges()
     const initial = snapshotFromConfig(config, 0)
     const plan = planSnapshot(initial, { publicKey: config.publicKey, address: config.address })
     this.setRoutes(plan.routes, plan.instanceIds, initial)
+  }
+
+  /** A peer just added: with a stored endpoint (and none configured), queued for an initiation. */
+  private resume (peer: Peer): void {
+    const stored = this.endpointFile?.take(peer.name)
+    if (stored === undefined) return
+    peer.endpoint ??= stored
+    this.resumer.add(peer)
   }
 
   private setRoutes (routes: Route[], instanceIds: Map<string, string>, snapshot: ConfigSnapshot): void {
@@ -184,6 +218,8 @@ export class Gateway {
     const gw = new Gateway(config, logger, metrics, options)
     const bound = await gw.shell.listen()
     gw.listenText = formatEndpoint(bound.address, bound.port)
+    if (gw.resumer.pending > 0) logger.info({ peers: gw.resumer.pending }, 'initiating to peers at their last endpoints')
+    gw.resumer.start()
     logger.info({ aead: gw.device.aead.name, OPENSSL_ia32cap: process.env.OPENSSL_ia32cap ?? null }, 'WireGuard transport crypto')
     if (config.metricsListen !== null) {
       try {
@@ -290,7 +326,7 @@ export class Gateway {
     for (const [name, p] of wanted) {
       const live = this.device.peer(name)
       if (live === undefined) {
-        this.device.addPeer(p)
+        this.resume(this.device.addPeer(p))
         added++
       } else {
         // Once a peer has completed a handshake, its endpoint follows its authenticated packets
@@ -433,6 +469,8 @@ export class Gateway {
     const edge = this.edge
     this.edge = null
     if (edge !== null) await edge.close(graceMs)
+    this.resumer.close()
+    this.endpointFile?.close()
     this.streams.close()
     this.tcp.close()
     const server = this.httpServer

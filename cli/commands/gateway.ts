@@ -52,7 +52,9 @@ peers). Its peers come from one of two control planes:
                                           acme optional: certificates from that CA, not the local CA
     "faults": { "seed": 1, "drop": 0.01, "duplicate": 0, "reorder": 0, "delayMs": 0, "jitterMs": 0 },
                                           optional, TEST ONLY: datagram faults in both directions
-    "dos": { "underLoadHandshakesPerSecond": 128, "rateLimitPerSecond": 20, "rateLimitBurst": 5 },
+    "dos": { "underLoadHandshakesPerSecond": 128, "rateLimitPerSecond": 20, "rateLimitBurst": 5,
+             "resumeInitiationsPerSecond": 2000 },  after a restart: initiations a second to the
+                                          peers' last endpoints (edge.dataDir/wireguard-endpoints.json)
     "testing": { "rekeyAfterTimeMs": 5000 }   optional, TEST ONLY: sessions rotate after this long
   }
 

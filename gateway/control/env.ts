@@ -22,6 +22,8 @@ export interface GatewayEnv {
   wgPort: number
   /** The WireGuard socket: batched system calls (Linux, the default where built) or node:dgram. */
   udpIo: UdpIoSetting
+  /** After a restart: initiations a second to the peers' kept endpoints (0: none; dos.resumeInitiationsPerSecond). */
+  resumeRate: number
   /** Edge listeners; httpPort null = no plain HTTP listener; edge false = no edge at all. */
   edge: boolean
   edgeHost: string
@@ -95,6 +97,7 @@ const VARIABLES = {
   CC_WG_HOST: Joi.string().replace(BRACKETED_IPV6, '$1').ip({ cidr: 'forbidden' }).default(DUAL_STACK_ANY),
   CC_WG_PORT: port.default(51820),
   CC_WG_UDP_IO: Joi.string().valid(...UDP_IO_SETTINGS).messages({ 'any.only': `must be ${UDP_IO_CHOICES}` }).default('auto'),
+  CC_WG_RESUME_RATE: Joi.number().integer().min(0).max(100_000).default(2000),
   CC_EDGE: Joi.boolean().truthy('1').falsy('0').default(true),
   CC_EDGE_HOST: Joi.string().replace(BRACKETED_IPV6, '$1').ip({ cidr: 'forbidden' }).default(DUAL_STACK_ANY),
   CC_HTTPS_PORT: port.default(8443),
@@ -155,6 +158,7 @@ export function loadGatewayEnv (env: NodeJS.ProcessEnv = process.env, defaults: 
     wgHost: v.CC_WG_HOST as string,
     wgPort: v.CC_WG_PORT as number,
     udpIo: v.CC_WG_UDP_IO as UdpIoSetting,
+    resumeRate: v.CC_WG_RESUME_RATE as number,
     edge: v.CC_EDGE as boolean,
     edgeHost: v.CC_EDGE_HOST as string,
     httpsPort: v.CC_HTTPS_PORT as number,
@@ -270,6 +274,7 @@ export function gatewayConfigFrom (settings: GatewayEnv, privateKey: string, add
     listenPort: settings.wgPort,
     udpIo: settings.udpIo,
     address,
+    dos: { resumeInitiationsPerSecond: settings.resumeRate },
   }
   if (settings.metricsListen !== undefined) raw.metricsListen = settings.metricsListen
   if (settings.edge) {

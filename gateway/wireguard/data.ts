@@ -117,7 +117,7 @@ export function receiveTransport (dev: Device, message: Buffer, address: string,
     dev.dropped.inc('replay')
     return
   }
-  peer.setEndpoint(address, port)
+  if (peer.setEndpoint(address, port)) dev.io.endpointChanged?.(peer)
   peer.rxBytes += message.length
   peer.rxPackets++
   if (peer.next === keypair) confirmNext(dev, peer, now)

@@ -16,6 +16,7 @@ import {
 } from '../../proto/noise/index.ts'
 import {
   messageType, MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, MESSAGE_TRANSPORT, MESSAGE_HANDSHAKE_SENDER_OFFSET,
+  MESSAGE_RESPONSE_RECEIVER_OFFSET,
 } from '../../proto/wire/wireguard.ts'
 import { WireError } from '../../proto/wire/errors.ts'
 import { formatIPv4, ipv4Destination } from '../../proto/wire/ipv4.ts'
@@ -41,6 +42,8 @@ export interface DeviceIo {
   sendDatagram (datagram: Buffer, address: string, port: number): void
   /** One authenticated IPv4 packet from `peer` (source inside its allowed IPs, padding removed). */
   deliverPacket (packet: Buffer, peer: Peer, now: number): void
+  /** The peer's endpoint moved to the source of an authenticated message (roaming, paper 2.1). */
+  endpointChanged? (peer: Peer): void
 }
 
 export interface DeviceOptions {
@@ -350,6 +353,17 @@ export class Device implements TimerHost {
       handshake.receiveCookieReply(this, datagram, now)
       return
     }
+    // A response to an initiation of ours in flight: the work it costs is bounded by the initiations
+    // we chose to send (one response each passes here), so it neither counts as load nor needs a
+    // cookie; a gateway resuming thousands of peers at once is not turned away by its own replies.
+    if (type === MESSAGE_RESPONSE && this.firstResponseToOwnInitiation(datagram)) {
+      if (!verifyMac1(datagram, this.mac1Key)) {
+        this.rejected.inc('mac1')
+        return
+      }
+      handshake.receiveResponse(this, datagram, address, port, now)
+      return
+    }
     // Initiation or response: the DoS gate of paper 5.3 before any Diffie-Hellman.
     this.countHandshakeLoad(now)
     if (!verifyMac1(datagram, this.mac1Key)) {
@@ -377,6 +391,14 @@ export class Device implements TimerHost {
     }
     if (type === MESSAGE_INITIATION) handshake.receiveInitiation(this, datagram, address, port, now)
     else if (type === MESSAGE_RESPONSE) handshake.receiveResponse(this, datagram, address, port, now)
+  }
+
+  /** True once per pending handshake of ours: the first response naming its index. */
+  private firstResponseToOwnInitiation (datagram: Buffer): boolean {
+    const entry = this.indexTable.get(datagram.readUInt32LE(MESSAGE_RESPONSE_RECEIVER_OFFSET))
+    if (entry === undefined || entry.kind !== 'handshake' || entry.state === null || entry.responseSeen) return false
+    entry.responseSeen = true
+    return true
   }
 
   /** Under load = more handshake messages in the current one-second window than the threshold. */

@@ -90,7 +90,7 @@ export function receiveInitiation (dev: Device, message: Buffer, address: string
   const keypair = new Keypair(peer, keys, now)
   dev.indexTable.replace(localIndex, keypair)
 
-  peer.setEndpoint(address, port)
+  if (peer.setEndpoint(address, port)) dev.io.endpointChanged?.(peer)
   peer.rxBytes += message.length
   peer.rxPackets++
   dev.received.inc('initiation')
@@ -122,7 +122,7 @@ export function receiveResponse (dev: Device, message: Buffer, address: string, 
   const keypair = new Keypair(peer, keys, now)
   dev.indexTable.replace(entry.localIndex, keypair)
 
-  peer.setEndpoint(address, port)
+  if (peer.setEndpoint(address, port)) dev.io.endpointChanged?.(peer)
   peer.rxBytes += message.length
   peer.rxPackets++
   dev.received.inc('response')

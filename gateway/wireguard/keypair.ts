@@ -42,6 +42,8 @@ export class PendingHandshake {
   readonly peer: Peer
   state: InitiatorHandshake | null = null
   localIndex = 0
+  /** A response has reached it past the load gate (device.ts lets one through without a cookie). */
+  responseSeen = false
   constructor (peer: Peer) {
     this.peer = peer
   }

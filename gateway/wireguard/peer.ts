@@ -65,9 +65,11 @@ export class Peer {
     return this.cookies
   }
 
-  /** Roaming (paper 2.1): the endpoint follows the latest authenticated packet. */
-  setEndpoint (address: string, port: number): void {
+  /** Roaming (paper 2.1): the endpoint follows the latest authenticated packet. True when it changed. */
+  setEndpoint (address: string, port: number): boolean {
     const current = this.endpoint
-    if (current === null || current.port !== port || current.address !== address) this.endpoint = { address, port }
+    if (current !== null && current.port === port && current.address === address) return false
+    this.endpoint = { address, port }
+    return true
   }
 }

@@ -157,3 +157,18 @@ export function parseIPv4Prefix (text: string): IPv4Prefix {
 export function prefixContains (prefix: IPv4Prefix, address: number): boolean {
   return ((address & prefix.mask) >>> 0) === prefix.network
 }
+
+/**
+ * Whether any two of the prefixes overlap, in O(n log n): sorted by network (the wider first on a
+ * tie), a prefix overlaps an earlier one exactly when the furthest end so far reaches its network.
+ */
+export function anyPrefixesOverlap (prefixes: readonly IPv4Prefix[]): boolean {
+  const ranges = prefixes.map(p => ({ start: p.network >>> 0, end: (p.network >>> 0) + 2 ** (32 - p.prefixLength) - 1 }))
+    .sort((a, b) => a.start - b.start || b.end - a.end)
+  let reach = -1
+  for (const r of ranges) {
+    if (r.start <= reach) return true
+    reach = Math.max(reach, r.end)
+  }
+  return false
+}

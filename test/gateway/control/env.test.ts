@@ -41,6 +41,15 @@ t.test('CC_WG_UDP_IO: auto by default, batched or dgram on request, carried into
   t.equal(configError({ CC_DATA_DIR: dir, CC_WG_UDP_IO: 'epoll' }).message, 'CC_WG_UDP_IO: must be auto, batched or dgram (got "epoll")')
 })
 
+t.test('CC_WG_RESUME_RATE: 2000 by default, 0 turns resuming off, carried into the gateway config; a bad value names the variable', async t => {
+  t.equal(loadGatewayEnv({ CC_DATA_DIR: dir }).resumeRate, 2000)
+  const off = loadGatewayEnv({ CC_DATA_DIR: dir, CC_WG_RESUME_RATE: '0' })
+  const config = validateConfig(gatewayConfigFrom(off, encodeKey(generatePrivateKey()), '10.100.0.1'))
+  t.equal(config.dos.resumeInitiationsPerSecond, 0)
+  t.match(configError({ CC_DATA_DIR: dir, CC_WG_RESUME_RATE: 'fast' }).message, /^CC_WG_RESUME_RATE: /)
+  t.match(configError({ CC_DATA_DIR: dir, CC_WG_RESUME_RATE: '-1' }).message, /^CC_WG_RESUME_RATE: /)
+})
+
 t.test('CC_ACME_DNS_PROVIDER with its settings', async t => {
   const env = loadGatewayEnv({ ...ACME, CC_ACME_DNS_PROVIDER: 'challtestsrv', CC_ACME_DNS_CHALLTESTSRV_URL: 'http://127.0.0.1:8055' })
   t.same(env.acme?.dns, { provider: 'challtestsrv', settings: { CC_ACME_DNS_CHALLTESTSRV_URL: 'http://127.0.0.1:8055' } })

@@ -1,6 +1,6 @@
 /** DoS defences of the device (paper 5.3, 5.4.4, 5.4.7; wireguard-go ratelimiter.go). */
 import t from 'tap'
-import { pair, addClient, establish, GATEWAY_ADDRESS, GATEWAY_PORT, WALL_CLOCK_OFFSET, type Sent } from './harness.ts'
+import { Net, pair, addClient, establish, GATEWAY_ADDRESS, GATEWAY_PORT, WALL_CLOCK_OFFSET, type Sent } from './harness.ts'
 import { MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY } from '../../../proto/wire/wireguard.ts'
 import { createInitiation, mac1Key, writeMac1 } from '../../../proto/noise/index.ts'
 import { RateLimiter } from '../../../gateway/wireguard/ratelimiter.ts'
@@ -46,6 +46,44 @@ t.test('under load: initiation without mac2 gets a cookie reply and is not proce
   t.equal(net.sentBy('gateway', MESSAGE_RESPONSE).length, 1, 'mac2 valid under load: processed')
   t.equal(gw.delivered.length, 1, 'queued packet arrived')
   t.equal(gw.metrics.snapshot().wg_handshakes_completed.responder, 1)
+})
+
+t.test('under load: the response to our own initiation is taken without a cookie, once; a second response to it needs one', async t => {
+  const net = new Net()
+  const gw = net.addNode('gateway', GATEWAY_ADDRESS, GATEWAY_PORT, '10.100.0.1', { underLoadHandshakesPerSecond: 0 })
+  addClient(net, 'client', '198.18.0.2', 40000, '10.100.0.2', { gatewayKnowsEndpoint: true })
+  net.holding = true
+  const peer = [...gw.device.peers.values()][0]
+  gw.device.sendInitiation(peer, net.now, false)
+  net.holding = false
+  net.filter = s => s.type === MESSAGE_RESPONSE ? null : s.datagram
+  net.flush()
+  const response = firstOf(net.log, MESSAGE_RESPONSE)
+  net.filter = null
+  // Threshold 0: always under load, as with thousands of peers' own initiations arriving.
+  gw.device.receive(Buffer.from(response), '198.18.0.2', 40000, net.now)
+  net.flush()
+  t.equal(gw.metrics.snapshot().wg_handshakes_completed.initiator, 1, 'handshake completed as initiator under load')
+  t.equal(net.sentBy('gateway', MESSAGE_COOKIE_REPLY).length, 0, 'no cookie reply to the response')
+  t.equal(gw.metrics.snapshot().wg_handshakes_rejected.cookie_sent ?? 0, 0)
+  t.ok(peer.current !== null, 'the session is installed')
+
+  // Another initiation of ours: a forged response takes its one pass; the real one meets the gate.
+  net.advance(6_000)
+  net.filter = s => s.type === MESSAGE_RESPONSE ? null : s.datagram
+  gw.device.sendInitiation(peer, net.now, false)
+  net.flush()
+  const second = Buffer.from(net.sentBy('client', MESSAGE_RESPONSE).at(-1)!.datagram)
+  net.filter = null
+  const forged = Buffer.from(second)
+  forged[20] ^= 1
+  writeMac1(forged, mac1Key(gw.publicKey))
+  gw.device.receive(forged, '198.18.0.2', 40000, net.now)
+  t.equal(gw.metrics.snapshot().wg_handshakes_rejected.response_invalid, 1, 'the forged response was tried and failed')
+  gw.device.receive(second, '198.18.0.2', 40000, net.now)
+  net.flush()
+  t.equal(gw.metrics.snapshot().wg_handshakes_rejected.cookie_sent, 1, 'the next response to the same index needs a cookie')
+  t.equal(gw.metrics.snapshot().wg_handshakes_completed.initiator, 1, 'and was not processed without one')
 })
 
 t.test('under load: a cookie is bound to the source address', async t => {

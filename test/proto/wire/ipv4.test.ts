@@ -1,5 +1,6 @@
 import t from 'tap'
 import {
+  anyPrefixesOverlap,
   parseIPv4, emitIPv4, formatIPv4, parseIPv4Address, parseIPv4Prefix, prefixContains, IPPROTO_ICMP,
 } from '../../../proto/wire/ipv4.ts'
 import { WireError } from '../../../proto/wire/errors.ts'
@@ -48,4 +49,17 @@ t.test('addresses and prefixes', async t => {
   t.ok(prefixContains(parseIPv4Prefix('0.0.0.0/0'), 12345))
   t.throws(() => parseIPv4Prefix('10.0.0.0/33'))
   t.throws(() => parseIPv4Prefix('10.0.0.0/x'))
+})
+
+t.test('anyPrefixesOverlap: containment in either order, adjacency, duplicates, whole space', async t => {
+  const of = (...texts: string[]): boolean => anyPrefixesOverlap(texts.map(x => parseIPv4Prefix(x)))
+  t.notOk(of(), 'none')
+  t.notOk(of('10.0.0.1/32', '10.0.0.2/32', '10.0.0.0/32', '10.0.0.3/32'), 'distinct /32s')
+  t.notOk(of('10.0.0.0/25', '10.0.0.128/25'), 'adjacent halves')
+  t.ok(of('10.0.0.128/25', '10.0.0.0/24'), 'a wider prefix after the narrower one it contains')
+  t.ok(of('10.0.0.0/24', '10.0.0.77/32'), 'a /32 inside an earlier /24')
+  t.ok(of('10.0.0.5/32', '10.0.0.5/32'), 'the same prefix twice')
+  t.ok(of('10.0.0.0/16', '10.0.9.0/24', '10.1.0.0/16', '10.0.200.1/32'), 'a later one inside the first of several')
+  t.ok(of('0.0.0.0/0', '255.255.255.255/32'), 'the whole space and its last address')
+  t.notOk(of('255.255.255.254/32', '255.255.255.255/32'), 'the top of the space')
 })
