@@ -27,16 +27,16 @@
  * Needs root, wireguard-go, wireguard-tools, nginx, caddy, curl, wrk. Bounded: every transfer and
  * the wrk runs have time limits; the lab is torn down at the end (or on Ctrl-C).
  */
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
-import { randomBytes } from 'node:crypto'
-import { cpus, loadavg, tmpdir } from 'node:os'
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
+import { runOk, type Lab } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, numberOption, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, withShippedOpensslCaps, isMain, numberOption, round2, transferValues, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
 import { measureHttp, measureSmall, medianSmall, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
 import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
+import { SMALL_BYTES, caddyfile, labBenchArgs, withBenchLab, wireguardGoPair, writeBenchFiles } from './baseline/lab.ts'
 
 export interface E2eBenchOptions {
   sizeMB: number
@@ -111,7 +111,6 @@ export interface E2eBenchResults {
   profile?: ProfileResults
 }
 
-const SMALL_BYTES = 1024
 const GATEWAY_HOST = 'bench.cc.test'
 const CADDY_HOST = 'caddy.test'
 const API_PORT = 8080
@@ -131,34 +130,6 @@ async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, nu
   for (const family of COUNTERS) for (const [reason, v] of Object.entries(counters[family] ?? {})) flat[`${family}.${reason}`] = v
   return flat
 }
-
-/** `bytes` of random data in 1 MiB blocks (the same block repeated: cheap to write, not compressible). */
-export function writeRandomFile (path: string, bytes: number): void {
-  const fd = openSync(path, 'w')
-  try {
-    const block = randomBytes(1 << 20)
-    for (let left = bytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length))
-  } finally {
-    closeSync(fd)
-  }
-}
-
-function caddyfile (origin: string): string {
-  return `{
-  admin off
-  skip_install_trust
-  auto_https disable_redirects
-  log {
-    level ERROR
-  }
-}
-https://${CADDY_HOST}:${CADDY_PORT} {
-  tls internal
-  reverse_proxy ${origin}:80
-}
-`
-}
-
 
 /** CPU seconds (utime + stime of every thread) a process and its live children (nginx workers) have used so far. */
 function cpuSeconds (pid: number, depth = 0): number {
@@ -264,24 +235,11 @@ async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[
 }
 
 export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults> {
-  const missing = labMissing()
-  if (missing !== null) throw new Error(`lab unavailable: ${missing}`)
   const loadStart = loadavg().map(round2)
-  const lab = await Lab.create()
-  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-e2e-${lab.runId}`) : join(lab.dir, 'files')
-  const dataDir = mkdtempSync(join(tmpdir(), 'cc-bench-e2e-'))
-  const removeFiles = (): void => {
-    rmSync(filesDir, { recursive: true, force: true })
-    rmSync(dataDir, { recursive: true, force: true })
-  }
-  const unregister = onExitCleanup(removeFiles) // Ctrl-C, SIGTERM, EPIPE: the finally below does not run
-  try {
-    mkdirSync(filesDir, { recursive: true })
-    const bulkBytes = Math.round(o.sizeMB * 1e6)
-    const bulkFile = join(filesDir, 'bulk.bin')
-    writeRandomFile(bulkFile, bulkBytes)
-    writeFileSync(join(filesDir, 'small.bin'), randomBytes(SMALL_BYTES))
-
+  return await withBenchLab('e2e', async (lab, filesDir) => {
+    const { bulkFile, bulkBytes } = writeBenchFiles(filesDir, o.sizeMB)
+    const dataDir = join(lab.dir, 'data') // removed with the lab
+    mkdirSync(dataDir)
     const client = await lab.namespace('client')
     const origin = await lab.namespace('origin')
     const link = await lab.link(client, origin)
@@ -312,15 +270,9 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     const peer = await connectPeer(lab, new ApiClient(lab, origin, `http://${link.a.ip}:${API_PORT}`), inst.token, 51820)
 
     // Baseline: wireguard-go on both ends, Caddy in front on the client side.
-    const clientWg = await lab.startWireguardGo(client, { address: '10.200.0.1/32', listenPort: 51821 })
-    const originWg = await lab.startWireguardGo(origin, {
-      address: '10.200.0.2/32',
-      listenPort: 51822,
-      peers: [{ publicKey: clientWg.publicKey, allowedIPs: ['10.200.0.1/32'], endpoint: `${link.a.ip}:51821` }],
-    })
-    await clientWg.setPeer({ publicKey: originWg.publicKey, allowedIPs: ['10.200.0.2/32'], endpoint: `${link.b.ip}:51822` })
+    const { clientWg, originWg } = await wireguardGoPair(lab, client, origin, link, { clientAddress: '10.200.0.1', originAddress: '10.200.0.2', clientPort: 51821, originPort: 51822 })
     const originServers = await startOrigin(lab, origin, filesDir)
-    const caddy = await lab.startCaddy(client, caddyfile(originWg.tunnelIp), [CADDY_PORT])
+    const caddy = await lab.startCaddy(client, caddyfile(`https://${CADDY_HOST}:${CADDY_PORT}`, `  reverse_proxy ${originWg.tunnelIp}:80`), [CADDY_PORT])
 
     await waitForHttps(lab, client, GATEWAY_HOST, HTTPS_PORT, '/small.bin', svc.ca)
     const measure: MeasureOptions = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, transferTimeoutS: 300 }
@@ -382,11 +334,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       },
       ...(profile !== undefined ? { profile } : {}),
     }
-  } finally {
-    await lab.destroy()
-    removeFiles()
-    unregister()
-  }
+  })
 }
 
 const SPEC = {
@@ -409,8 +357,7 @@ torn down at the end, also on Ctrl-C.`,
 } as const
 
 if (isMain(import.meta.url)) {
-  exitOnBrokenPipe()
-  const options = parseBenchArgs(SPEC, (values): E2eBenchOptions => ({
+  const options = labBenchArgs(SPEC, (values): E2eBenchOptions => ({
     ...transferValues(values),
     ...wrkValues(values),
     wrkRounds: numberOption('wrk-rounds', values['wrk-rounds'] as string | undefined, 1, 10),
@@ -418,11 +365,6 @@ if (isMain(import.meta.url)) {
     http1: values['http1.1'],
     udpIo: udpIoOption(values['udp-io']),
   }))
-  const missing = labMissing()
-  if (missing !== null) {
-    process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
-    process.exit(1)
-  }
   const opensslCaps = withShippedOpensslCaps()
   const results = await runE2eBench(options)
   process.stdout.write(JSON.stringify({ ...results, opensslCaps, udpIo: options.udpIo }, null, 2) + '\n')

@@ -12,16 +12,15 @@
  * (CC_TEST_DATABASE_URL or --database; a fresh database is created and dropped). Bounded: every
  * transfer and wrk run has a time limit; the lab is torn down at the end (or on Ctrl-C).
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
-import { randomBytes } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
-import { Lab, labMissing, onExitCleanup, runOk, waitUntil } from '../test/helpers/lab.ts'
+import { runOk, waitUntil, type Lab } from '../test/helpers/lab.ts'
 import { createInstance, httpsFetch, signUp } from '../test/helpers/lab/e2e.ts'
 import { FLEET_BASE_DOMAIN, FLEET_GATEWAY_IDS, FLEET_HTTPS_PORT, startFleet, wireguardGoContainer } from '../test/helpers/lab/fleet.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, isMain, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 import { measureHttp, type HttpResults } from './baseline/measure.ts'
-import { writeRandomFile } from './e2e.ts'
+import { labBenchArgs, withBenchLab, writeBenchFiles } from './baseline/lab.ts'
 
 export interface FleetBenchOptions { sizeMB: number, runs: number, wrkSeconds: number, wrkConnections: number, databaseUrl: string }
 
@@ -35,83 +34,76 @@ export interface FleetBenchResults {
   failover: { killed: string, secondsToFirstAnswer: Record<string, number> }
 }
 
-const SMALL_BYTES = 1024
-
 export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchResults> {
   const loadStart = loadavg().map(round2)
-  const lab = await Lab.create()
-  const cleanups: Array<() => unknown> = []
-  const owner = { teardown: (fn: () => unknown) => { cleanups.push(fn) } }
-  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-fleet-${lab.runId}`) : join(lab.dir, 'files')
-  const removeFiles = (): void => { rmSync(filesDir, { recursive: true, force: true }) }
-  const unregister = onExitCleanup(removeFiles)
-  try {
-    mkdirSync(filesDir, { recursive: true })
-    const bulkBytes = Math.round(o.sizeMB * 1e6)
-    const bulkFile = join(filesDir, 'bulk.bin')
-    writeRandomFile(bulkFile, bulkBytes)
-    writeFileSync(join(filesDir, 'small.bin'), randomBytes(SMALL_BYTES))
-    writeFileSync(join(filesDir, 'whoami.txt'), 'origin\n')
-
-    process.stderr.write('starting two control replicas and three gateways\n')
-    const fleet = await startFleet(lab, owner, o.databaseUrl)
-    const access = await signUp(fleet.apis[0], fleet.outbox, 'bench@example.com')
-    const instance = await createInstance(fleet.apis[0], access, 'bench')
-    const container = await wireguardGoContainer(lab, fleet, 'origin', instance.token, filesDir)
-    const placed = container.peers.map(p => p.gateway_id)
-    const relayVia = FLEET_GATEWAY_IDS.find(id => !placed.includes(id))
-    if (relayVia === undefined || placed.length < 2) throw new Error(`expected two placed gateways of three, got ${placed.join(', ')}`)
-    const host = `bench.${FLEET_BASE_DOMAIN}`
-
-    // One client namespace per path: wrk takes names from the namespace's hosts file.
-    const client = async (role: string, gatewayId: string): Promise<string> => {
-      const ns = await lab.namespace(role)
-      const link = await lab.link(fleet.net, ns)
-      await runOk('ip', ['-n', ns, 'route', 'add', 'default', 'via', link.a.ip])
-      lab.hosts(ns, { [host]: fleet.addressOf(gatewayId) })
-      await waitUntil(`${host} through ${gatewayId}`, async () => (await httpsFetch(lab, ns, host, FLEET_HTTPS_PORT, '/whoami.txt', fleet.caBundle, [], 5, fleet.addressOf(gatewayId))).status === 200, 60_000, 250)
-      return ns
+  return await withBenchLab('fleet', async (lab, filesDir) => {
+    const cleanups: Array<() => unknown> = []
+    const owner = { teardown: (fn: () => unknown) => { cleanups.push(fn) } }
+    try {
+      return await fleetBench(o, lab, filesDir, owner, loadStart)
+    } finally {
+      for (const fn of cleanups.reverse()) await fn()
     }
-    const directNs = await client('cdirect', placed[0])
-    const relayNs = await client('crelay', relayVia)
-    const base = `https://${host}:${FLEET_HTTPS_PORT}`
-    const targets = { download: `${base}/bulk.bin`, upload: `${base}/upload`, small: `${base}/small.bin` }
-    const measure = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, curlArgs: ['--cacert', fleet.caBundle], transferTimeoutS: 300 }
-    process.stderr.write(`direct through ${placed[0]}\n`)
-    const direct = await measureHttp(lab, directNs, targets, measure)
-    process.stderr.write(`relayed through ${relayVia} to the session's gateway\n`)
-    const relayed = await measureHttp(lab, relayNs, targets, measure)
+  })
+}
 
-    process.stderr.write(`kill -9 of ${placed[0]}\n`)
-    const killedAt = Date.now()
-    fleet.gateways[FLEET_GATEWAY_IDS.indexOf(placed[0])].process.killSync()
-    const secondsToFirstAnswer: Record<string, number> = {}
-    await Promise.all(FLEET_GATEWAY_IDS.filter(id => id !== placed[0]).map(async id => {
-      await waitUntil(`${host} through ${id} after the kill`, async () => {
-        const r = await httpsFetch(lab, fleet.net, host, FLEET_HTTPS_PORT, '/whoami.txt', fleet.caBundle, [], 2, fleet.addressOf(id)).catch(() => null)
-        return r?.status === 200
-      }, 60_000, 100)
-      secondsToFirstAnswer[id] = round2((Date.now() - killedAt) / 1000)
-    }))
+async function fleetBench (o: FleetBenchOptions, lab: Lab, filesDir: string, owner: { teardown (fn: () => unknown): void }, loadStart: number[]): Promise<FleetBenchResults> {
+  const { bulkFile, bulkBytes } = writeBenchFiles(filesDir, o.sizeMB)
+  writeFileSync(join(filesDir, 'whoami.txt'), 'origin\n')
 
-    return {
-      date: new Date().toISOString(),
-      machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', loadStart, loadEnd: loadavg().map(round2) },
-      direct: { ...direct, via: placed[0] },
-      relayed: { ...relayed, via: `${relayVia} -> session holder` },
-      ratio: {
-        downloadMBps: round2(relayed.download.medianMBps / direct.download.medianMBps),
-        uploadMBps: round2(relayed.upload.medianMBps / direct.upload.medianMBps),
-        requestsPerSecond: round2(relayed.small.requestsPerSecond / direct.small.requestsPerSecond),
-        p99: round2(direct.small.latencyMs.p99 / relayed.small.latencyMs.p99),
-      },
-      failover: { killed: placed[0], secondsToFirstAnswer },
-    }
-  } finally {
-    for (const fn of cleanups.reverse()) await fn()
-    await lab.destroy()
-    removeFiles()
-    unregister()
+  process.stderr.write('starting two control replicas and three gateways\n')
+  const fleet = await startFleet(lab, owner, o.databaseUrl)
+  const access = await signUp(fleet.apis[0], fleet.outbox, 'bench@example.com')
+  const instance = await createInstance(fleet.apis[0], access, 'bench')
+  const container = await wireguardGoContainer(lab, fleet, 'origin', instance.token, filesDir)
+  const placed = container.peers.map(p => p.gateway_id)
+  const relayVia = FLEET_GATEWAY_IDS.find(id => !placed.includes(id))
+  if (relayVia === undefined || placed.length < 2) throw new Error(`expected two placed gateways of three, got ${placed.join(', ')}`)
+  const host = `bench.${FLEET_BASE_DOMAIN}`
+
+  // One client namespace per path: wrk takes names from the namespace's hosts file.
+  const client = async (role: string, gatewayId: string): Promise<string> => {
+    const ns = await lab.namespace(role)
+    const link = await lab.link(fleet.net, ns)
+    await runOk('ip', ['-n', ns, 'route', 'add', 'default', 'via', link.a.ip])
+    lab.hosts(ns, { [host]: fleet.addressOf(gatewayId) })
+    await waitUntil(`${host} through ${gatewayId}`, async () => (await httpsFetch(lab, ns, host, FLEET_HTTPS_PORT, '/whoami.txt', fleet.caBundle, [], 5, fleet.addressOf(gatewayId))).status === 200, 60_000, 250)
+    return ns
+  }
+  const directNs = await client('cdirect', placed[0])
+  const relayNs = await client('crelay', relayVia)
+  const base = `https://${host}:${FLEET_HTTPS_PORT}`
+  const targets = { download: `${base}/bulk.bin`, upload: `${base}/upload`, small: `${base}/small.bin` }
+  const measure = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, curlArgs: ['--cacert', fleet.caBundle], transferTimeoutS: 300 }
+  process.stderr.write(`direct through ${placed[0]}\n`)
+  const direct = await measureHttp(lab, directNs, targets, measure)
+  process.stderr.write(`relayed through ${relayVia} to the session's gateway\n`)
+  const relayed = await measureHttp(lab, relayNs, targets, measure)
+
+  process.stderr.write(`kill -9 of ${placed[0]}\n`)
+  const killedAt = Date.now()
+  fleet.gateways[FLEET_GATEWAY_IDS.indexOf(placed[0])].process.killSync()
+  const secondsToFirstAnswer: Record<string, number> = {}
+  await Promise.all(FLEET_GATEWAY_IDS.filter(id => id !== placed[0]).map(async id => {
+    await waitUntil(`${host} through ${id} after the kill`, async () => {
+      const r = await httpsFetch(lab, fleet.net, host, FLEET_HTTPS_PORT, '/whoami.txt', fleet.caBundle, [], 2, fleet.addressOf(id)).catch(() => null)
+      return r?.status === 200
+    }, 60_000, 100)
+    secondsToFirstAnswer[id] = round2((Date.now() - killedAt) / 1000)
+  }))
+
+  return {
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', loadStart, loadEnd: loadavg().map(round2) },
+    direct: { ...direct, via: placed[0] },
+    relayed: { ...relayed, via: `${relayVia} -> session holder` },
+    ratio: {
+      downloadMBps: round2(relayed.download.medianMBps / direct.download.medianMBps),
+      uploadMBps: round2(relayed.upload.medianMBps / direct.upload.medianMBps),
+      requestsPerSecond: round2(relayed.small.requestsPerSecond / direct.small.requestsPerSecond),
+      p99: round2(direct.small.latencyMs.p99 / relayed.small.latencyMs.p99),
+    },
+    failover: { killed: placed[0], secondsToFirstAnswer },
   }
 }
 
@@ -132,15 +124,13 @@ Needs root (network namespaces), wireguard-go, wireguard-tools, nginx, curl, wrk
 } as const
 
 if (isMain(import.meta.url)) {
-  exitOnBrokenPipe()
-  const options = parseBenchArgs(SPEC, (values): FleetBenchOptions => ({
+  const options = labBenchArgs(SPEC, (values): FleetBenchOptions => ({
     ...transferValues(values),
     ...wrkValues(values),
     databaseUrl: (values.database as string | undefined) ?? process.env.CC_TEST_DATABASE_URL ?? '',
   }))
-  const missing = labMissing()
-  if (missing !== null || options.databaseUrl === '') {
-    process.stderr.write(`${SPEC.name}: ${missing !== null ? `lab unavailable: ${missing}` : 'no Postgres: set CC_TEST_DATABASE_URL or --database'}\n`)
+  if (options.databaseUrl === '') {
+    process.stderr.write(`${SPEC.name}: no Postgres: set CC_TEST_DATABASE_URL or --database\n`)
     process.exit(1)
   }
   process.stdout.write(JSON.stringify(await runFleetBench(options), null, 2) + '\n')
