@@ -28,6 +28,7 @@ import { checkGatewayList, checkPlan, checkRegistration, planGateways, planWithG
 import { formatTunnelConfig, type GatewayRole } from './tunnel-config.ts'
 import type { HeartbeatResponse, RegisterTunnelResponse, TunnelConfig, TunnelStatusResponse } from '../proto/api/tunnel.ts'
 import { decodeKey } from '../proto/noise/keys.ts'
+import { formatHostPort } from '../proto/net/address.ts'
 
 /** One gateway in the status report. */
 export interface GatewayStatus {
@@ -551,10 +552,6 @@ export class Agent {
 
 function clamp (value: number, min: number, max: number): number {
   return Number.isFinite(value) ? Math.min(max, Math.max(min, value)) : min
-}
-
-export function formatHostPort (host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */

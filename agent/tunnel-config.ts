@@ -22,6 +22,7 @@
  */
 import { decodeKey, encodeKey, KEY_LEN } from '../proto/noise/keys.ts'
 import { formatIPv4, parseIPv4Address } from '../proto/wire/ipv4.ts'
+import { formatHostPort } from '../proto/net/address.ts'
 import { REGION_NAME, type RegisterTunnelResponse, type TunnelConfig } from '../proto/api/tunnel.ts'
 
 export class TunnelConfigError extends Error {
@@ -324,8 +325,7 @@ export function checkPlan (plan: TunnelPlan): CheckedTunnelConfig {
 }
 
 export function formatEndpoint (endpoint: { host: EndpointHost, port: number }): string {
-  const host = formatHost(endpoint.host)
-  return endpoint.host.kind === 'ipv6' ? `[${host}]:${endpoint.port}` : `${host}:${endpoint.port}`
+  return formatHostPort(formatHost(endpoint.host), endpoint.port)
 }
 
 export function formatHost (host: EndpointHost): string {
