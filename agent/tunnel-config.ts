@@ -67,24 +67,27 @@ export interface CheckedTunnelConfig {
 }
 
 /** One gateway of a plan; every string formatted by this file. */
-export interface GatewayPlan {
+export interface GatewayPlan extends GatewayPeer {
   gatewayId: string | null
   role: GatewayRole
   region: string | null
-  gatewayAddress: string
-  allowedIps: string
-  peerPublicKey: string
-  endpointHost: string
-  endpointPort: number
-  persistentKeepalive: number
 }
 
-/** What the tunnels are configured from; every string formatted by this file. */
-export interface TunnelPlan {
+/** What the tunnels are configured from (the primary gateway's peer and ours); every string formatted by this file. */
+export interface TunnelPlan extends GatewayPeer {
   /** Our tunnel address, e.g. 10.100.0.42. */
   address: string
   /** `<address>/32`. */
   addressCidr: string
+  /** The primary's fleet id (absent or null: an older control plane's single peer). */
+  gatewayId?: string | null
+  region?: string | null
+  /** The gateways after the primary, each kept as its own WireGuard peer (absent: none). */
+  backups?: GatewayPlan[]
+}
+
+/** How to reach one gateway as a WireGuard peer. */
+export interface GatewayPeer {
   /** The gateway's own tunnel address: the target of probes. */
   gatewayAddress: string
   /** What the tunnel routes: `<gatewayAddress>/32`. */
@@ -96,11 +99,6 @@ export interface TunnelPlan {
   endpointPort: number
   /** Seconds (0 = off). */
   persistentKeepalive: number
-  /** The primary's fleet id (absent or null: an older control plane's single peer). */
-  gatewayId?: string | null
-  region?: string | null
-  /** The gateways after the primary, each kept as its own WireGuard peer (absent: none). */
-  backups?: GatewayPlan[]
 }
 
 /**
