@@ -32,7 +32,7 @@ import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { runOk, type Lab } from '../test/helpers/lab.ts'
-import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
+import { ApiClient, connectPeer, createInstance, listenEnv, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
 import { TRANSFER_OPTIONS, withShippedOpensslCaps, isMain, numberOption, round2, transferValues, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
 import { measureHttp, measureSmall, medianSmall, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
 import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
@@ -251,14 +251,8 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       CC_LOG_LEVEL: 'warn',
       CC_DATA_DIR: dataDir,
       CC_BASE_DOMAIN: 'cc.test',
-      CC_API_HOST: '0.0.0.0',
-      CC_API_PORT: String(API_PORT),
-      CC_PUBLIC_URL: `http://${link.a.ip}:${API_PORT}`,
-      CC_WG_HOST: '0.0.0.0',
-      CC_WG_PORT: String(WG_PORT),
-      CC_GATEWAY_ENDPOINT: `${link.a.ip}:${WG_PORT}`,
+      ...listenEnv(link.a.ip, { api: API_PORT, wg: WG_PORT, https: HTTPS_PORT }),
       CC_EDGE_HOST: '127.0.0.1',
-      CC_HTTPS_PORT: String(HTTPS_PORT),
       CC_HTTP_PORT: 'off',
       CC_REPORT_INTERVAL: '5',
       CC_METRICS_LISTEN: METRICS,
