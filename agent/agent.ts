@@ -32,6 +32,7 @@ import { decodeKey } from '../proto/noise/keys.ts'
 import { systemClock, type Clock } from '../proto/clock.ts'
 
 export { FatalError } from './decisions.ts'
+import { formatHostPort } from '../proto/net/address.ts'
 
 /** One gateway in the status report. */
 export interface GatewayStatus {
@@ -513,8 +514,4 @@ export class Agent {
   private retryAt (attempt: number): RetryInput {
     return { attempt, jitter: this.random(), limits: this.backoffLimits() }
   }
-}
-
-export function formatHostPort (host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }

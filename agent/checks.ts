@@ -21,6 +21,7 @@ import { ApiError, type ApiClient } from './api.ts'
 import type { ForwardTarget } from './forward.ts'
 import { planGateways, type GatewayPlan, type Tunnel, type TunnelPlan } from './tunnel.ts'
 import { proxyFromEnv, tryStream } from './transport.ts'
+import { formatHostPort } from '../proto/net/address.ts'
 
 export type StepName = 'api' | 'token' | 'udp' | 'tls_alpn' | 'tls_upgrade' | 'tunnel' | 'target'
 export type StepResult = 'pass' | 'fail' | 'skip'
@@ -147,12 +148,8 @@ export async function runChecks (ctx: CheckContext): Promise<TestReport> {
 }
 
 function gatewayName (g: GatewayPlan): string {
-  const where = formatEndpoint(g)
+  const where = formatHostPort(g.endpointHost, g.endpointPort)
   return g.gatewayId === null ? where : `${g.gatewayId} (${g.role}, ${where})`
-}
-
-function formatEndpoint (g: GatewayPlan): string {
-  return g.endpointHost.includes(':') ? `[${g.endpointHost}]:${g.endpointPort}` : `${g.endpointHost}:${g.endpointPort}`
 }
 
 /** The tls_alpn and tls_upgrade steps for one gateway (none without `tls`). */
@@ -174,7 +171,7 @@ function proxyHost (proxy: string): string {
 
 /** The udp and tunnel steps for one gateway. */
 async function checkGateway (tunnel: Tunnel, g: GatewayPlan, timeoutMs: number): Promise<Array<[StepName, StepResult, string]>> {
-  const endpoint = formatEndpoint(g)
+  const endpoint = formatHostPort(g.endpointHost, g.endpointPort)
   const which = g.gatewayId === null ? 'the gateway' : `gateway ${g.gatewayId} (${g.role})`
   const handshakeAt = await waitForHandshake(tunnel, g, timeoutMs)
   if (handshakeAt === null) {

@@ -96,7 +96,8 @@ const defaultRun: CommandRunner = async (cmd, args, env, timeoutMs = 30_000) => 
 
 const REQUIRED_TOOLS = ['wg-quick', 'wg', 'ip', 'ping']
 
-function onPath (tool: string): boolean {
+/** True when `tool` is an executable in a directory of PATH. */
+export function onPath (tool: string): boolean {
   for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
     try {
       accessSync(join(dir, tool), constants.X_OK)

@@ -10,19 +10,15 @@
  */
 import net from 'node:net'
 import tls from 'node:tls'
+import { CodedError } from '../proto/errors.ts'
 import { WIREGUARD_ALPN, WIREGUARD_UPGRADE_PATH, WIREGUARD_UPGRADE_TOKEN } from '../gateway/edge/wg-over-tls.ts'
 
 export type AgentTransport = 'udp' | 'tls'
 export const TRANSPORT_SETTINGS = ['auto', 'udp', 'tls'] as const
 export type TransportSetting = typeof TRANSPORT_SETTINGS[number]
 
-export class TransportError extends Error {
-  readonly code: string
-  constructor (code: string, message: string) {
-    super(message)
-    this.name = 'TransportError'
-    this.code = code
-  }
+export class TransportError extends CodedError {
+  override readonly name = 'TransportError'
 }
 
 export interface StreamConnectOptions {

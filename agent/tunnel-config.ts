@@ -22,6 +22,7 @@
  */
 import { decodeKey, encodeKey, KEY_LEN } from '../proto/noise/keys.ts'
 import { formatIPv4, parseIPv4Address } from '../proto/wire/ipv4.ts'
+import { formatHostPort } from '../proto/net/address.ts'
 import { REGION_NAME, type RegisterTunnelResponse, type TunnelConfig } from '../proto/api/tunnel.ts'
 
 export class TunnelConfigError extends Error {
@@ -66,24 +67,27 @@ export interface CheckedTunnelConfig {
 }
 
 /** One gateway of a plan; every string formatted by this file. */
-export interface GatewayPlan {
+export interface GatewayPlan extends GatewayPeer {
   gatewayId: string | null
   role: GatewayRole
   region: string | null
-  gatewayAddress: string
-  allowedIps: string
-  peerPublicKey: string
-  endpointHost: string
-  endpointPort: number
-  persistentKeepalive: number
 }
 
-/** What the tunnels are configured from; every string formatted by this file. */
-export interface TunnelPlan {
+/** What the tunnels are configured from (the primary gateway's peer and ours); every string formatted by this file. */
+export interface TunnelPlan extends GatewayPeer {
   /** Our tunnel address, e.g. 10.100.0.42. */
   address: string
   /** `<address>/32`. */
   addressCidr: string
+  /** The primary's fleet id (absent or null: an older control plane's single peer). */
+  gatewayId?: string | null
+  region?: string | null
+  /** The gateways after the primary, each kept as its own WireGuard peer (absent: none). */
+  backups?: GatewayPlan[]
+}
+
+/** How to reach one gateway as a WireGuard peer. */
+export interface GatewayPeer {
   /** The gateway's own tunnel address: the target of probes. */
   gatewayAddress: string
   /** What the tunnel routes: `<gatewayAddress>/32`. */
@@ -95,11 +99,6 @@ export interface TunnelPlan {
   endpointPort: number
   /** Seconds (0 = off). */
   persistentKeepalive: number
-  /** The primary's fleet id (absent or null: an older control plane's single peer). */
-  gatewayId?: string | null
-  region?: string | null
-  /** The gateways after the primary, each kept as its own WireGuard peer (absent: none). */
-  backups?: GatewayPlan[]
 }
 
 /**
@@ -324,8 +323,7 @@ export function checkPlan (plan: TunnelPlan): CheckedTunnelConfig {
 }
 
 export function formatEndpoint (endpoint: { host: EndpointHost, port: number }): string {
-  const host = formatHost(endpoint.host)
-  return endpoint.host.kind === 'ipv6' ? `[${host}]:${endpoint.port}` : `${host}:${endpoint.port}`
+  return formatHostPort(formatHost(endpoint.host), endpoint.port)
 }
 
 export function formatHost (host: EndpointHost): string {

@@ -31,16 +31,16 @@
  * Needs root, wireguard-go, wireguard-tools, nginx, caddy, curl, wrk. Bounded: every transfer and
  * the wrk runs have time limits; the lab is torn down at the end (or on Ctrl-C).
  */
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs'
-import { randomBytes } from 'node:crypto'
-import { cpus, loadavg, tmpdir } from 'node:os'
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
-import { ApiClient, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, numberOption, parseBenchArgs, round2, transferValues, UsageError, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
+import { runOk, type Lab } from '../test/helpers/lab.ts'
+import { ApiClient, connectPeer, createInstance, listenEnv, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
+import { TRANSFER_OPTIONS, withShippedOpensslCaps, isMain, numberOption, round2, transferValues, UsageError, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
 import { measureHttp, measureSmall, medianSmall, type HttpResults, type MeasureOptions, type SmallRequestStats } from './baseline/measure.ts'
 import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
+import { SMALL_BYTES, caddyfile, labBenchArgs, withBenchLab, wireguardGoPair, writeBenchFiles } from './baseline/lab.ts'
 
 export interface E2eBenchOptions {
   sizeMB: number
@@ -133,7 +133,6 @@ export interface E2eBenchResults {
 /** wrk threads for the connection levels (the issue's `wrk -t2 -c32`): one thread would cap 512. */
 const CONCURRENCY_WRK_THREADS = 2
 
-const SMALL_BYTES = 1024
 const GATEWAY_HOST = 'bench.cc.test'
 const CADDY_HOST = 'caddy.test'
 const API_PORT = 8080
@@ -153,34 +152,6 @@ async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, nu
   for (const family of COUNTERS) for (const [reason, v] of Object.entries(counters[family] ?? {})) flat[`${family}.${reason}`] = v
   return flat
 }
-
-/** `bytes` of random data in 1 MiB blocks (the same block repeated: cheap to write, not compressible). */
-export function writeRandomFile (path: string, bytes: number): void {
-  const fd = openSync(path, 'w')
-  try {
-    const block = randomBytes(1 << 20)
-    for (let left = bytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length))
-  } finally {
-    closeSync(fd)
-  }
-}
-
-function caddyfile (origin: string): string {
-  return `{
-  admin off
-  skip_install_trust
-  auto_https disable_redirects
-  log {
-    level ERROR
-  }
-}
-https://${CADDY_HOST}:${CADDY_PORT} {
-  tls internal
-  reverse_proxy ${origin}:80
-}
-`
-}
-
 
 /** CPU seconds (utime + stime of every thread) a process and its live children (nginx workers) have used so far. */
 function cpuSeconds (pid: number, depth = 0): number {
@@ -286,24 +257,11 @@ async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[
 }
 
 export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults> {
-  const missing = labMissing()
-  if (missing !== null) throw new Error(`lab unavailable: ${missing}`)
   const loadStart = loadavg().map(round2)
-  const lab = await Lab.create()
-  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-e2e-${lab.runId}`) : join(lab.dir, 'files')
-  const dataDir = mkdtempSync(join(tmpdir(), 'cc-bench-e2e-'))
-  const removeFiles = (): void => {
-    rmSync(filesDir, { recursive: true, force: true })
-    rmSync(dataDir, { recursive: true, force: true })
-  }
-  const unregister = onExitCleanup(removeFiles) // Ctrl-C, SIGTERM, EPIPE: the finally below does not run
-  try {
-    mkdirSync(filesDir, { recursive: true })
-    const bulkBytes = Math.round(o.sizeMB * 1e6)
-    const bulkFile = join(filesDir, 'bulk.bin')
-    writeRandomFile(bulkFile, bulkBytes)
-    writeFileSync(join(filesDir, 'small.bin'), randomBytes(SMALL_BYTES))
-
+  return await withBenchLab('e2e', async (lab, filesDir) => {
+    const { bulkFile, bulkBytes } = writeBenchFiles(filesDir, o.sizeMB)
+    const dataDir = join(lab.dir, 'data') // removed with the lab
+    mkdirSync(dataDir)
     const client = await lab.namespace('client')
     const origin = await lab.namespace('origin')
     const link = await lab.link(client, origin)
@@ -315,14 +273,8 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       CC_LOG_LEVEL: 'warn',
       CC_DATA_DIR: dataDir,
       CC_BASE_DOMAIN: 'cc.test',
-      CC_API_HOST: '0.0.0.0',
-      CC_API_PORT: String(API_PORT),
-      CC_PUBLIC_URL: `http://${link.a.ip}:${API_PORT}`,
-      CC_WG_HOST: '0.0.0.0',
-      CC_WG_PORT: String(WG_PORT),
-      CC_GATEWAY_ENDPOINT: `${link.a.ip}:${WG_PORT}`,
+      ...listenEnv(link.a.ip, { api: API_PORT, wg: WG_PORT, https: HTTPS_PORT }),
       CC_EDGE_HOST: '127.0.0.1',
-      CC_HTTPS_PORT: String(HTTPS_PORT),
       CC_HTTP_PORT: 'off',
       CC_REPORT_INTERVAL: '5',
       CC_METRICS_LISTEN: METRICS,
@@ -337,15 +289,9 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     const peer = await connectPeer(lab, new ApiClient(lab, origin, `http://${link.a.ip}:${API_PORT}`), inst.token, 51820)
 
     // Baseline: wireguard-go on both ends, Caddy in front on the client side.
-    const clientWg = await lab.startWireguardGo(client, { address: '10.200.0.1/32', listenPort: 51821 })
-    const originWg = await lab.startWireguardGo(origin, {
-      address: '10.200.0.2/32',
-      listenPort: 51822,
-      peers: [{ publicKey: clientWg.publicKey, allowedIPs: ['10.200.0.1/32'], endpoint: `${link.a.ip}:51821` }],
-    })
-    await clientWg.setPeer({ publicKey: originWg.publicKey, allowedIPs: ['10.200.0.2/32'], endpoint: `${link.b.ip}:51822` })
+    const { clientWg, originWg } = await wireguardGoPair(lab, client, origin, link, { clientAddress: '10.200.0.1', originAddress: '10.200.0.2', clientPort: 51821, originPort: 51822 })
     const originServers = await startOrigin(lab, origin, filesDir)
-    const caddy = await lab.startCaddy(client, caddyfile(originWg.tunnelIp), [CADDY_PORT])
+    const caddy = await lab.startCaddy(client, caddyfile(`https://${CADDY_HOST}:${CADDY_PORT}`, `  reverse_proxy ${originWg.tunnelIp}:80`), [CADDY_PORT])
 
     await waitForHttps(lab, client, GATEWAY_HOST, HTTPS_PORT, '/small.bin', svc.ca)
     const measure: MeasureOptions = { bulkFile, bulkBytes, runs: o.runs, wrkSeconds: o.wrkSeconds, wrkConnections: o.wrkConnections, transferTimeoutS: 300 }
@@ -449,11 +395,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       ...(profile !== undefined ? { profile } : {}),
       ...(concurrency.length > 0 ? { concurrency } : {}),
     }
-  } finally {
-    await lab.destroy()
-    removeFiles()
-    unregister()
-  }
+  })
 }
 
 const SPEC = {
@@ -483,8 +425,7 @@ function connectionLevels (list: string): number[] {
 }
 
 if (isMain(import.meta.url)) {
-  exitOnBrokenPipe()
-  const options = parseBenchArgs(SPEC, (values): E2eBenchOptions => ({
+  const options = labBenchArgs(SPEC, (values): E2eBenchOptions => ({
     ...transferValues(values),
     ...wrkValues(values),
     wrkRounds: numberOption('wrk-rounds', values['wrk-rounds'] as string | undefined, 1, 10),
@@ -493,11 +434,6 @@ if (isMain(import.meta.url)) {
     udpIo: udpIoOption(values['udp-io']),
     ...(values.connections === undefined ? {} : { connectionLevels: connectionLevels(values.connections) }),
   }))
-  const missing = labMissing()
-  if (missing !== null) {
-    process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
-    process.exit(1)
-  }
   const opensslCaps = withShippedOpensslCaps()
   const results = await runE2eBench(options)
   process.stdout.write(JSON.stringify({ ...results, opensslCaps, udpIo: options.udpIo }, null, 2) + '\n')

@@ -15,16 +15,15 @@
  * (CC_TEST_DATABASE_URL or --database; a fresh database is created and dropped). Bounded: every
  * transfer and wrk run has a time limit; the lab is torn down at the end (or on Ctrl-C).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { randomBytes } from 'node:crypto'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
-import { Lab, labMissing, onExitCleanup, runOk, waitUntil } from '../test/helpers/lab.ts'
+import { runOk, waitUntil } from '../test/helpers/lab.ts'
 import { createInstance, httpsFetch, signUp } from '../test/helpers/lab/e2e.ts'
 import { FLEET_BASE_DOMAIN, FLEET_GATEWAY_IDS, FLEET_HTTPS_PORT, startFleet, wireguardGoContainer } from '../test/helpers/lab/fleet.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, parseBenchArgs, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, isMain, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 import { curlTransfer, measureSmall, median, sha256File } from './baseline/measure.ts'
-import { writeRandomFile } from './e2e.ts'
+import { labBenchArgs, withBenchLab, writeBenchFiles } from './baseline/lab.ts'
 import { startGatewayProcess } from '../test/helpers/lab/e2e.ts'
 import { RELAY_MODES, type RelayMode } from '../gateway/edge/options.ts'
 
@@ -98,22 +97,13 @@ function medianOf<T extends object> (rows: T[]): T {
   return Object.fromEntries(keys.map(k => [k, typeof rows[0][k] === 'object' ? medianOf(rows.map(r => r[k] as object)) : median(rows.map(r => r[k] as number))])) as T
 }
 
-const SMALL_BYTES = 1024
-
 export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchResults> {
   const loadStart = loadavg().map(round2)
-  const lab = await Lab.create()
+  return await withBenchLab('fleet', async (lab, filesDir) => {
   const cleanups: Array<() => unknown> = []
   const owner = { teardown: (fn: () => unknown) => { cleanups.push(fn) } }
-  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-fleet-${lab.runId}`) : join(lab.dir, 'files')
-  const removeFiles = (): void => { rmSync(filesDir, { recursive: true, force: true }) }
-  const unregister = onExitCleanup(removeFiles)
   try {
-    mkdirSync(filesDir, { recursive: true })
-    const bulkBytes = Math.round(o.sizeMB * 1e6)
-    const bulkFile = join(filesDir, 'bulk.bin')
-    writeRandomFile(bulkFile, bulkBytes)
-    writeFileSync(join(filesDir, 'small.bin'), randomBytes(SMALL_BYTES))
+    const { bulkFile, bulkBytes } = writeBenchFiles(filesDir, o.sizeMB)
     writeFileSync(join(filesDir, 'whoami.txt'), 'origin\n')
 
     process.stderr.write('starting two control replicas and three gateways\n')
@@ -230,10 +220,8 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
     }
   } finally {
     for (const fn of cleanups.reverse()) await fn()
-    await lab.destroy()
-    removeFiles()
-    unregister()
   }
+  })
 }
 
 const SPEC = {
@@ -264,16 +252,14 @@ function modesOption (value: string | undefined): RelayMode[] {
 }
 
 if (isMain(import.meta.url)) {
-  exitOnBrokenPipe()
-  const options = parseBenchArgs(SPEC, (values): FleetBenchOptions => ({
+  const options = labBenchArgs(SPEC, (values): FleetBenchOptions => ({
     ...transferValues(values),
     modes: modesOption(values.modes as string | undefined),
     ...wrkValues(values),
     databaseUrl: (values.database as string | undefined) ?? process.env.CC_TEST_DATABASE_URL ?? '',
   }))
-  const missing = labMissing()
-  if (missing !== null || options.databaseUrl === '') {
-    process.stderr.write(`${SPEC.name}: ${missing !== null ? `lab unavailable: ${missing}` : 'no Postgres: set CC_TEST_DATABASE_URL or --database'}\n`)
+  if (options.databaseUrl === '') {
+    process.stderr.write(`${SPEC.name}: no Postgres: set CC_TEST_DATABASE_URL or --database\n`)
     process.exit(1)
   }
   process.stdout.write(JSON.stringify(await runFleetBench(options), null, 2) + '\n')

@@ -16,13 +16,11 @@
  * Needs root, wireguard-go, wireguard-tools, nginx, caddy (unless --no-tls), curl, wrk. Bounded: every transfer and the wrk
  * run have time limits; the lab is torn down at the end (or on Ctrl-C).
  */
-import { mkdirSync, rmSync, writeFileSync, openSync, writeSync, closeSync, existsSync } from 'node:fs'
-import { randomBytes } from 'node:crypto'
 import { cpus } from 'node:os'
-import { join } from 'node:path'
-import { Lab, labMissing, onExitCleanup, runOk } from '../test/helpers/lab.ts'
+import { runOk } from '../test/helpers/lab.ts'
+import { SMALL_BYTES, caddyfile, labBenchArgs, withBenchLab, wireguardGoPair, writeBenchFiles } from './baseline/lab.ts'
 import { measureHttp, type HttpResults, type MeasureOptions } from './baseline/measure.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, isMain, parseBenchArgs, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, isMain, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 
 export interface BaselineOptions {
   sizeMB: number
@@ -45,68 +43,24 @@ export interface BaselineResults {
   direct?: HttpResults
 }
 
-const SMALL_BYTES = 1024
 const TLS_HOST = 'bench.test'
 const TLS_PORT = 8443
 
 /** Caddy as a TLS-terminating reverse proxy to the origin (uploads to the sink, the rest to nginx). */
-function caddyfile (origin: string): string {
-  return `{
-  admin off
-  skip_install_trust
-  auto_https disable_redirects
-  log {
-    level ERROR
-  }
-}
-https://${TLS_HOST}:${TLS_PORT} {
-  tls internal
-  handle /sink* {
+const caddyRoutes = (origin: string): string => `  handle /sink* {
     reverse_proxy ${origin}:8080
   }
   handle {
     reverse_proxy ${origin}:80
-  }
-}
-`
-}
-
-/** Writes `bytes` of random data (in 1 MiB blocks, so memory stays flat). */
-function writeRandomFile (path: string, bytes: number): void {
-  const fd = openSync(path, 'w')
-  try {
-    const block = randomBytes(1 << 20)
-    for (let left = bytes; left > 0; left -= block.length) writeSync(fd, block, 0, Math.min(left, block.length))
-  } finally {
-    closeSync(fd)
-  }
-}
+  }`
 
 export async function runBaseline (o: BaselineOptions): Promise<BaselineResults> {
-  const missing = labMissing()
-  if (missing !== null) throw new Error(`lab unavailable: ${missing}`)
-  const lab = await Lab.create()
-  // Files on tmpfs so the disk is not what we measure.
-  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-${lab.runId}`) : join(lab.dir, 'files')
-  const removeFiles = (): void => rmSync(filesDir, { recursive: true, force: true })
-  const unregister = onExitCleanup(removeFiles) // Ctrl-C, SIGTERM, EPIPE: the finally below does not run
-  try {
-    mkdirSync(filesDir, { recursive: true })
-    const bulkBytes = Math.round(o.sizeMB * 1e6)
-    const bulkFile = join(filesDir, 'bulk.bin')
-    writeRandomFile(bulkFile, bulkBytes)
-    writeFileSync(join(filesDir, 'small.bin'), randomBytes(SMALL_BYTES))
-
+  return await withBenchLab('baseline', async (lab, filesDir) => {
+    const { bulkFile, bulkBytes } = writeBenchFiles(filesDir, o.sizeMB)
     const client = await lab.namespace('client')
     const origin = await lab.namespace('origin')
-    const { a: clientEnd, b: originEnd } = await lab.link(client, origin)
-    const clientWg = await lab.startWireguardGo(client, { address: '10.100.0.1/32', listenPort: 51820 })
-    const originWg = await lab.startWireguardGo(origin, {
-      address: '10.100.0.2/32',
-      listenPort: 51820,
-      peers: [{ publicKey: clientWg.publicKey, allowedIPs: ['10.100.0.1/32'], endpoint: `${clientEnd.ip}:51820` }],
-    })
-    await clientWg.setPeer({ publicKey: originWg.publicKey, allowedIPs: ['10.100.0.2/32'], endpoint: `${originEnd.ip}:51820` })
+    const link = await lab.link(client, origin)
+    const { originWg } = await wireguardGoPair(lab, client, origin, link, { clientAddress: '10.100.0.1', originAddress: '10.100.0.2', clientPort: 51820, originPort: 51820 })
     await lab.startNginx(origin, { root: filesDir, listen: '0.0.0.0:80' })
     await lab.startHttpSink(origin, '0.0.0.0:8080')
 
@@ -118,12 +72,12 @@ export async function runBaseline (o: BaselineOptions): Promise<BaselineResults>
     let caddyTlsWireguardGo: HttpResults | undefined
     if (o.tls) {
       lab.hosts(client, { [TLS_HOST]: '127.0.0.1' })
-      await lab.startCaddy(client, caddyfile(originWg.tunnelIp), [TLS_PORT])
+      await lab.startCaddy(client, caddyfile(`https://${TLS_HOST}:${TLS_PORT}`, caddyRoutes(originWg.tunnelIp)), [TLS_PORT])
       const base = `https://${TLS_HOST}:${TLS_PORT}`
       caddyTlsWireguardGo = await measureHttp(lab, client, { download: `${base}/bulk.bin`, upload: `${base}/sink`, small: `${base}/small.bin` },
         { ...measure, curlArgs: ['-k'] })
     }
-    const direct = o.direct ? await measureHttp(lab, client, via(originEnd.ip), measure) : undefined
+    const direct = o.direct ? await measureHttp(lab, client, via(link.b.ip), measure) : undefined
     const wgVersion = (await runOk('wireguard-go', ['--version'])).split('\n')[0].trim()
     return {
       bench: 'lab-baseline',
@@ -135,11 +89,7 @@ export async function runBaseline (o: BaselineOptions): Promise<BaselineResults>
       ...(caddyTlsWireguardGo !== undefined ? { caddyTlsWireguardGo } : {}),
       ...(direct !== undefined ? { direct } : {}),
     }
-  } finally {
-    await lab.destroy()
-    removeFiles()
-    unregister()
-  }
+  })
 }
 
 const SPEC = {
@@ -160,18 +110,12 @@ curl, wrk. The lab is torn down at the end, also on Ctrl-C.`,
 } as const
 
 if (isMain(import.meta.url)) {
-  exitOnBrokenPipe()
-  const options = parseBenchArgs(SPEC, (values): BaselineOptions => ({
+  const options = labBenchArgs(SPEC, (values): BaselineOptions => ({
     ...transferValues(values),
     ...wrkValues(values),
     tls: !values['no-tls'],
     direct: !values['no-direct'],
   }))
-  const missing = labMissing()
-  if (missing !== null) {
-    process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
-    process.exit(1)
-  }
   const results = await runBaseline(options)
   process.stdout.write(JSON.stringify(results, null, 2) + '\n')
 }

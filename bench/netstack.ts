@@ -28,15 +28,16 @@
  * Needs root, wireguard-go, wireguard-tools, nginx, curl, wrk. The lab is torn down at the end
  * (also on Ctrl-C).
  */
-import { mkdirSync, rmSync, existsSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
-import { Lab, labMissing, onExitCleanup, runOk, wgGenKey, wgPubKey } from '../test/helpers/lab.ts'
+import { runOk, wgGenKey, wgPubKey } from '../test/helpers/lab.ts'
 import { runNetstackDriver, type DriverArgs, type DriverResult, type Scenario } from '../test/helpers/lab/netstack.ts'
 import { writeGeneratedFile } from '../test/helpers/lab/generator.ts'
 import { measureHttp, median } from './baseline/measure.ts'
-import { TRANSFER_OPTIONS, exitOnBrokenPipe, withShippedOpensslCaps, isMain, numberOption, parseBenchArgs, transferValues } from './baseline/cli.ts'
+import { TRANSFER_OPTIONS, withShippedOpensslCaps, isMain, numberOption, transferValues } from './baseline/cli.ts'
 import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
+import { labBenchArgs, withBenchLab } from './baseline/lab.ts'
 
 export interface NetstackBenchOptions {
   sizeMB: number
@@ -76,15 +77,8 @@ export interface NetstackBenchResults {
 const round = (v: number, d = 2): number => Math.round(v * 10 ** d) / 10 ** d
 
 export async function runNetstackBench (o: NetstackBenchOptions): Promise<NetstackBenchResults> {
-  const missing = labMissing()
-  if (missing !== null) throw new Error(`lab unavailable: ${missing}`)
   const loadavgStart = loadavg().map(v => round(v))
-  const lab = await Lab.create()
-  const filesDir = existsSync('/dev/shm') ? join('/dev/shm', `cc-bench-netstack-${lab.runId}`) : join(lab.dir, 'files')
-  const removeFiles = (): void => rmSync(filesDir, { recursive: true, force: true })
-  const unregister = onExitCleanup(removeFiles) // Ctrl-C, SIGTERM, EPIPE: the finally below does not run
-  try {
-    mkdirSync(filesDir, { recursive: true })
+  return await withBenchLab('netstack', async (lab, filesDir) => {
     const bytes = Math.round(o.sizeMB * 1e6)
     const bulkFile = join(filesDir, 'bulk.bin')
     const bulkSha = writeGeneratedFile(bulkFile, bytes, 1)
@@ -217,11 +211,7 @@ export async function runNetstackBench (o: NetstackBenchOptions): Promise<Netsta
           : {}),
       },
     }
-  } finally {
-    await lab.destroy()
-    removeFiles()
-    unregister()
-  }
+  })
 }
 
 const SPEC = {
@@ -242,18 +232,12 @@ down at the end, also on Ctrl-C.`,
 } as const
 
 if (isMain(import.meta.url)) {
-  exitOnBrokenPipe()
-  const options = parseBenchArgs(SPEC, (values): NetstackBenchOptions => ({
+  const options = labBenchArgs(SPEC, (values): NetstackBenchOptions => ({
     ...transferValues(values),
     loss: numberOption('loss', values.loss, 0, 0.2),
     dgram: values.dgram === true,
     ...(values.profile !== undefined ? { profileDir: resolve(values.profile) } : {}),
   }))
-  const missing = labMissing()
-  if (missing !== null) {
-    process.stderr.write(`${SPEC.name}: lab unavailable: ${missing}\n`)
-    process.exit(1)
-  }
   const opensslCaps = withShippedOpensslCaps()
   if (options.profileDir !== undefined) mkdirSync(options.profileDir, { recursive: true })
   const results = await runNetstackBench(options)

@@ -63,17 +63,21 @@ export function bearerToken (request: Request): string {
   return match[1]
 }
 
+/** What `verify` makes of the request's bearer token; a refusal carries the invalid_token challenge (RFC 6750 3.1). */
+async function verifiedBearer<T> (request: Request, verify: (token: string) => Promise<T>): Promise<T> {
+  const token = bearerToken(request)
+  try {
+    return await verify(token)
+  } catch (err) {
+    if (isApiError(err)) err.data!.headers = { 'www-authenticate': 'Bearer error="invalid_token"' }
+    throw err
+  }
+}
+
 function userScheme (services: Services): ServerAuthSchemeObject {
   return {
     async authenticate (request: Request, h: ResponseToolkit) {
-      const token = bearerToken(request)
-      let claims
-      try {
-        claims = await services.tokens.verifyAccess(token)
-      } catch (err) {
-        if (isApiError(err)) err.data!.headers = { 'www-authenticate': 'Bearer error="invalid_token"' }
-        throw err
-      }
+      const claims = await verifiedBearer(request, async token => await services.tokens.verifyAccess(token))
       const user = await services.accounts.findById(claims.userId)
       if (user === undefined || user.session_version !== claims.sessionVersion) {
         throw apiError('UNAUTHORIZED', 'Invalid or expired token', {}, { 'www-authenticate': 'Bearer error="invalid_token"' })
@@ -88,16 +92,9 @@ function userScheme (services: Services): ServerAuthSchemeObject {
 function instanceScheme (services: Services): ServerAuthSchemeObject {
   return {
     async authenticate (request: Request, h: ResponseToolkit) {
-      const token = bearerToken(request)
-      let who
-      try {
-        who = request.route.settings.app?.instanceTokenCheck === 'handler'
-          ? await services.instances.verifyToken(token)
-          : await services.instances.authenticate(token)
-      } catch (err) {
-        if (isApiError(err)) err.data!.headers = { 'www-authenticate': 'Bearer error="invalid_token"' }
-        throw err
-      }
+      const who = await verifiedBearer(request, async token => request.route.settings.app?.instanceTokenCheck === 'handler'
+        ? await services.instances.verifyToken(token)
+        : await services.instances.authenticate(token))
       return h.authenticated({ credentials: { app: { id: `${who.instanceId}.${who.jti}`, instanceId: who.instanceId, userId: who.userId, jti: who.jti } } })
     },
   }

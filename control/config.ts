@@ -5,6 +5,7 @@
 import Joi from 'joi'
 import { parseIPv4Address, parseIPv4Prefix } from '../proto/wire/ipv4.ts'
 import { BRACKETED_IPV6, DUAL_STACK_ANY } from '../proto/net/address.ts'
+import { WIREGUARD_KEY } from '../proto/rpc/schemas.ts'
 import { parseTrustedProxies, type ProxyMatcher } from './trusted-proxies.ts'
 import { ConfigError, describeEnv, loadEnv } from '../proto/config-env.ts'
 
@@ -195,7 +196,7 @@ const VARIABLES = {
   CC_SUBDOMAIN_QUARANTINE: Joi.number().integer().min(0).default(30 * 24 * 3600),
   // Below ~150 s a live but idle tunnel reads disconnected between rekeys: lower it only for tests.
   CC_TUNNEL_STATUS_WINDOW: positiveInt.max(3600).default(180),
-  CC_GATEWAY_PUBLIC_KEY: Joi.string().pattern(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/).message('must be a WireGuard public key (44 characters of base64)'),
+  CC_GATEWAY_PUBLIC_KEY: Joi.string().pattern(WIREGUARD_KEY).message('must be a WireGuard public key (44 characters of base64)'),
   CC_GATEWAY_ENDPOINT: Joi.string().pattern(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/).message('must be host:port'),
   CC_STRIPE_SECRET_KEY: Joi.string().pattern(/^(sk|rk)_(test|live)_[A-Za-z0-9]+$/).message('must be a Stripe secret key (sk_live_... or sk_test_...)'),
   CC_STRIPE_WEBHOOK_SECRET: Joi.string().pattern(/^whsec_[A-Za-z0-9+/=]+$/).message('must be a Stripe webhook signing secret (whsec_...)'),

@@ -50,6 +50,15 @@ export const accountStatus = Joi.string().valid('pending_email_verification', 'a
 export const subscriptionPlan = Joi.string().valid('free', 'pro', 'business')
 export const subscriptionStatus = Joi.string().valid('none', 'active', 'trialing', 'past_due', 'canceled', 'incomplete', 'unpaid')
 export const userId = Joi.string().pattern(/^usr_[0-9A-Za-z]{22}$/).example('usr_4fQ1xY8kLm2Np7Rs9Tv3Wz')
+/** The account as a login and GET /user both describe it (keys for Joi.object). */
+export const userSummary = {
+  id: userId.required(),
+  email: Joi.string().required(),
+  name: Joi.string().required(),
+  subscription_status: subscriptionStatus.required(),
+  subscription_plan: subscriptionPlan.required(),
+  account_status: accountStatus.required(),
+}
 export const message = Joi.object({ message: Joi.string().required() }).label('Message')
 
 export const errorResponse = Joi.object({

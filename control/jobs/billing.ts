@@ -7,7 +7,7 @@
 import type { Logger } from 'pino'
 import type { Db } from '../db/knex.ts'
 import type { BillingService } from '../services/billing.ts'
-import { startPeriodicJob } from './periodic.ts'
+import { periodicJob } from './periodic.ts'
 
 export interface BillingJobOptions {
   db: Db
@@ -17,15 +17,7 @@ export interface BillingJobOptions {
   intervalMs?: number
 }
 
-export function startBillingEnforcement (options: BillingJobOptions): { stop (): void } {
-  return startPeriodicJob({
-    name: 'billing-enforcement',
-    db: options.db,
-    intervalMs: options.intervalMs ?? 5 * 60_000,
-    logger: options.logger,
-    run: async () => {
-      await options.billing.enforceDue()
-      await options.billing.pruneEvents()
-    },
-  })
-}
+export const startBillingEnforcement = periodicJob<BillingJobOptions>('billing-enforcement', 5 * 60_000, async ({ billing }) => {
+  await billing.enforceDue()
+  await billing.pruneEvents()
+})

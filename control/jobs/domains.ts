@@ -8,7 +8,7 @@
 import type { Logger } from 'pino'
 import type { Db } from '../db/knex.ts'
 import type { DomainService, RecheckResult } from '../services/domains.ts'
-import { startPeriodicJob } from './periodic.ts'
+import { periodicJob } from './periodic.ts'
 
 export interface DomainRecheckJobOptions {
   db: Db
@@ -32,17 +32,9 @@ export async function recheckDomains (domains: DomainService, maxBatches = 50): 
   return total
 }
 
-export function startDomainRecheck (options: DomainRecheckJobOptions): { stop (): void } {
-  return startPeriodicJob({
-    name: 'domain-recheck',
-    db: options.db,
-    intervalMs: options.intervalMs ?? 60_000,
-    logger: options.logger,
-    run: async () => {
-      const result = await recheckDomains(options.domains)
-      if (result.failing > 0 || result.lapsed > 0 || result.restored > 0) options.logger.info(result, 'custom domains re-checked')
-      const expired = await options.domains.expirePending()
-      if (expired > 0) options.logger.info({ expired }, 'unverified custom domains expired')
-    },
-  })
-}
+export const startDomainRecheck = periodicJob<DomainRecheckJobOptions>('domain-recheck', 60_000, async ({ domains, logger }) => {
+  const result = await recheckDomains(domains)
+  if (result.failing > 0 || result.lapsed > 0 || result.restored > 0) logger.info(result, 'custom domains re-checked')
+  const expired = await domains.expirePending()
+  if (expired > 0) logger.info({ expired }, 'unverified custom domains expired')
+})

@@ -57,6 +57,27 @@ export async function runOncePerPeriod (db: Db, name: string, intervalMs: number
   }
 }
 
+/** What a job's start function takes besides its own services: the database, a logger, its interval. */
+export interface JobOptions {
+  db: Db
+  logger: Logger
+  intervalMs?: number
+}
+
+/**
+ * A job's start function: `run(options)` every `options.intervalMs` (default `defaultIntervalMs`),
+ * once per period across replicas; stop() ends it.
+ */
+export function periodicJob<O extends JobOptions> (name: string, defaultIntervalMs: number, run: (options: O) => Promise<void>): (options: O) => { stop (): void } {
+  return options => startPeriodicJob({
+    name,
+    db: options.db,
+    intervalMs: options.intervalMs ?? defaultIntervalMs,
+    logger: options.logger,
+    run: async () => { await run(options) },
+  })
+}
+
 /** Ticks every `intervalMs` (the first after one interval); a tick still running skips the next. */
 export function startPeriodicJob (options: PeriodicJobOptions): { stop (): void } {
   let running = false

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino'
 import type { Db } from '../db/knex.ts'
 import type { TunnelService } from '../services/tunnel.ts'
-import { startPeriodicJob } from './periodic.ts'
+import { periodicJob } from './periodic.ts'
 
 export interface SweepOptions {
   db: Db
@@ -51,15 +51,7 @@ function affected (result: unknown): number {
 }
 
 /** Runs sweepReports every intervalMs (first run after one interval), once per period across replicas; stop() ends it. */
-export function startSweep (options: SweepOptions): { stop (): void } {
-  return startPeriodicJob({
-    name: 'report-sweep',
-    db: options.db,
-    intervalMs: options.intervalMs ?? 10 * 60_000,
-    logger: options.logger,
-    run: async () => {
-      const result = await sweepReports(options)
-      if (result.certificates > 0 || result.gateways > 0) options.logger.info(result, 'swept stale gateway reports')
-    },
-  })
-}
+export const startSweep = periodicJob<SweepOptions>('report-sweep', 10 * 60_000, async options => {
+  const result = await sweepReports(options)
+  if (result.certificates > 0 || result.gateways > 0) options.logger.info(result, 'swept stale gateway reports')
+})

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino'
 import type { Db } from '../db/knex.ts'
 import type { UsageService } from '../services/usage.ts'
-import { startPeriodicJob } from './periodic.ts'
+import { periodicJob } from './periodic.ts'
 
 export interface TrafficRetentionOptions {
   db: Db
@@ -16,15 +16,7 @@ export interface TrafficRetentionOptions {
   intervalMs?: number
 }
 
-export function startTrafficRetention (options: TrafficRetentionOptions): { stop (): void } {
-  return startPeriodicJob({
-    name: 'traffic-retention',
-    db: options.db,
-    intervalMs: options.intervalMs ?? 3_600_000,
-    logger: options.logger,
-    run: async () => {
-      const pruned = await options.usage.prune()
-      if (pruned.usage > 0 || pruned.accessLog > 0) options.logger.info(pruned, 'pruned instance usage and access log past their retention')
-    },
-  })
-}
+export const startTrafficRetention = periodicJob<TrafficRetentionOptions>('traffic-retention', 3_600_000, async ({ usage, logger }) => {
+  const pruned = await usage.prune()
+  if (pruned.usage > 0 || pruned.accessLog > 0) logger.info(pruned, 'pruned instance usage and access log past their retention')
+})

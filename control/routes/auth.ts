@@ -21,14 +21,7 @@ const registerUser = Joi.object({
   account_status: S.accountStatus.required(),
 }).label('RegisteredUser')
 
-const loginUser = Joi.object({
-  id: S.userId.required(),
-  email: Joi.string().required(),
-  name: Joi.string().required(),
-  subscription_status: S.subscriptionStatus.required(),
-  subscription_plan: S.subscriptionPlan.required(),
-  account_status: S.accountStatus.required(),
-}).label('LoginUser')
+const loginUser = Joi.object(S.userSummary).label('LoginUser')
 
 /** Body optional: without `refresh_token` the token comes from the cc_refresh cookie. */
 const refreshOrCookieBody = Joi.object({ refresh_token: S.bearerJwt }).allow(null)

@@ -21,13 +21,8 @@ export const userRoutes: Plugin<Services> = {
         response: {
           status: {
             200: Joi.object({
-              id: S.userId.required(),
-              email: Joi.string().required(),
-              name: Joi.string().required(),
-              subscription_status: S.subscriptionStatus.required(),
-              subscription_plan: S.subscriptionPlan.required(),
+              ...S.userSummary,
               created_at: S.timestamp.required(),
-              account_status: S.accountStatus.required(),
               role: Joi.string().valid('user', 'admin').required().description('`admin`: may read GET /v1/admin/overview'),
             }).label('UserProfile'),
           },

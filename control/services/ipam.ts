@@ -95,7 +95,7 @@ export class IpamService {
       }
       if (candidate === undefined) candidate = await this.#oldestFree(db, cutoff, attempt > 0)
       if (candidate === undefined) break
-      if (await this.#claim(db, candidate, instanceId, now, cutoff)) return candidate
+      if (await this.#claim(db, candidate, 'instance_id', instanceId, now, cutoff)) return candidate
     }
     throw apiError('SERVICE_UNAVAILABLE', 'No tunnel address is available right now, try again later', {}, { 'retry-after': '3600' })
   }
@@ -137,14 +137,17 @@ export class IpamService {
     return toAddress(rows[Math.floor(Math.random() * rows.length)].address)
   }
 
-  /** Takes `address` if nobody holds it and it is out of quarantine; false if someone beat us to it. */
-  async #claim (db: Queryable, address: number, instanceId: string, now: Date, cutoff: Date): Promise<boolean> {
+  /**
+   * Takes `address` for instance or gateway `holderId` if nobody holds it and it is out of
+   * quarantine; false if someone beat us to it.
+   */
+  async #claim (db: Queryable, address: number, column: 'instance_id' | 'gateway_id', holderId: string, now: Date, cutoff: Date): Promise<boolean> {
     const result = await db.raw(`
-      insert into tunnel_ips (address, instance_id, assigned_at, released_at) values (?, ?, ?, null)
+      insert into tunnel_ips (address, ??, assigned_at, released_at) values (?, ?, ?, null)
       on conflict (address) do update
-         set instance_id = excluded.instance_id, assigned_at = excluded.assigned_at, released_at = null
+         set ?? = excluded.??, assigned_at = excluded.assigned_at, released_at = null
        where tunnel_ips.instance_id is null and tunnel_ips.gateway_id is null and (tunnel_ips.released_at is null or tunnel_ips.released_at <= ?)
-      returning address`, [address, instanceId, now, cutoff])
+      returning address`, [column, address, holderId, now, column, column, cutoff])
     return (result.rows as unknown[]).length === 1
   }
 
@@ -168,13 +171,7 @@ export class IpamService {
         }
         const candidate = await this.#highestFree(db, cutoff)
         if (candidate === undefined) break
-        const claimed = await db.raw(`
-          insert into tunnel_ips (address, gateway_id, assigned_at, released_at) values (?, ?, ?, null)
-          on conflict (address) do update
-             set gateway_id = excluded.gateway_id, assigned_at = excluded.assigned_at, released_at = null
-           where tunnel_ips.instance_id is null and tunnel_ips.gateway_id is null and (tunnel_ips.released_at is null or tunnel_ips.released_at <= ?)
-          returning address`, [candidate, gatewayId, now, cutoff])
-        if ((claimed.rows as unknown[]).length === 1) {
+        if (await this.#claim(db, candidate, 'gateway_id', gatewayId, now, cutoff)) {
           await db('gateways').where({ id: gatewayId }).whereNull('tunnel_address').update({ tunnel_address: candidate })
         }
       } catch (err) {

@@ -7,6 +7,8 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { CodedError } from '../../proto/errors.ts'
+import { CERTIFICATE_NAME } from '../../proto/rpc/schemas.ts'
 
 export interface CertificateRecord {
   /** Hostname or wildcard the certificate was obtained for. */
@@ -42,20 +44,13 @@ export interface CertStore {
 /** UNAVAILABLE: a remote store (control) failed or could not be reached after its retries. */
 export type CertStoreErrorCode = 'INVALID_NAME' | 'LOCK_TIMEOUT' | 'UNAVAILABLE'
 
-export class CertStoreError extends Error {
-  readonly code: CertStoreErrorCode
-  constructor (code: CertStoreErrorCode, message: string) {
-    super(message)
-    this.name = 'CertStoreError'
-    this.code = code
-  }
+export class CertStoreError extends CodedError<CertStoreErrorCode> {
+  override readonly name = 'CertStoreError'
 }
 
-const NAME = /^(\*\.)?[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/
-
-/** File-system-safe form of a certificate name (no path separators can survive NAME). */
+/** File-system-safe form of a certificate name (no path separators can survive CERTIFICATE_NAME). */
 export function storageKey (name: string): string {
-  if (name.length > 253 || !NAME.test(name)) throw new CertStoreError('INVALID_NAME', `not a certificate name: ${JSON.stringify(name)}`)
+  if (name.length > 253 || !CERTIFICATE_NAME.test(name)) throw new CertStoreError('INVALID_NAME', `not a certificate name: ${JSON.stringify(name)}`)
   return name.startsWith('*.') ? `wildcard_${name.slice(1)}` : name
 }
 
@@ -134,7 +129,7 @@ export class FileCertStore implements CertStore {
   async list (): Promise<string[]> {
     try {
       const entries = await fs.readdir(path.join(this.directory, 'certificates'), { withFileTypes: true })
-      return entries.filter(e => e.isDirectory()).map(e => nameFromKey(e.name)).filter(n => NAME.test(n)).sort()
+      return entries.filter(e => e.isDirectory()).map(e => nameFromKey(e.name)).filter(n => CERTIFICATE_NAME.test(n)).sort()
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
       throw err

@@ -90,12 +90,7 @@ export function receiveInitiation (dev: Device, message: Buffer, address: string
   const keypair = new Keypair(peer, keys, now)
   dev.indexTable.replace(localIndex, keypair)
 
-  if (peer.setEndpoint(address, port)) dev.io.endpointChanged?.(peer)
-  peer.rxBytes += message.length
-  peer.rxPackets++
-  dev.received.inc('initiation')
-  timersAnyAuthenticatedPacketTraversal(dev, peer, now)
-  timersAnyAuthenticatedPacketReceived(peer)
+  authenticatedHandshakeReceived(dev, peer, 'initiation', message, address, port, now)
 
   dev.transmit(peer, response)
   dev.sent.inc('response')
@@ -103,6 +98,16 @@ export function receiveInitiation (dev: Device, message: Buffer, address: string
   timersAnyAuthenticatedPacketSent(peer)
   beginSession(dev, peer, keypair)
   timersSessionDerived(dev, peer, now)
+}
+
+/** A handshake message from `peer` passed authentication: the peer roams to its source, it counts, and the timers see it. */
+function authenticatedHandshakeReceived (dev: Device, peer: Peer, kind: 'initiation' | 'response', message: Buffer, address: string, port: number, now: number): void {
+  if (peer.setEndpoint(address, port)) dev.io.endpointChanged?.(peer)
+  peer.rxBytes += message.length
+  peer.rxPackets++
+  dev.received.inc(kind)
+  timersAnyAuthenticatedPacketTraversal(dev, peer, now)
+  timersAnyAuthenticatedPacketReceived(peer)
 }
 
 /** A response that passed the DoS gate: it must answer our initiation in flight. */
@@ -122,12 +127,7 @@ export function receiveResponse (dev: Device, message: Buffer, address: string, 
   const keypair = new Keypair(peer, keys, now)
   dev.indexTable.replace(entry.localIndex, keypair)
 
-  if (peer.setEndpoint(address, port)) dev.io.endpointChanged?.(peer)
-  peer.rxBytes += message.length
-  peer.rxPackets++
-  dev.received.inc('response')
-  timersAnyAuthenticatedPacketTraversal(dev, peer, now)
-  timersAnyAuthenticatedPacketReceived(peer)
+  authenticatedHandshakeReceived(dev, peer, 'response', message, address, port, now)
   beginSession(dev, peer, keypair)
   timersSessionDerived(dev, peer, now)
   dev.tunnels.handshake(peer, now)

@@ -152,84 +152,81 @@ function writeHeader (buf: Uint8Array, offset: number, type: number): void {
   buf[offset + 3] = 0
 }
 
-export function parseInitiation (buf: Uint8Array): InitiationRepr {
-  expectType(buf, MESSAGE_INITIATION)
-  return {
-    senderIndex: readU32LE(buf, MESSAGE_INITIATION_SENDER_OFFSET),
-    ephemeral: copyField(buf, MESSAGE_INITIATION_EPHEMERAL_OFFSET, KEY_LEN),
-    encryptedStatic: copyField(buf, MESSAGE_INITIATION_STATIC_OFFSET, KEY_LEN + TAG_LEN),
-    encryptedTimestamp: copyField(buf, MESSAGE_INITIATION_TIMESTAMP_OFFSET, TIMESTAMP_LEN + TAG_LEN),
-    mac1: copyField(buf, MESSAGE_INITIATION_MAC1_OFFSET, MAC_LEN),
-    mac2: copyField(buf, MESSAGE_INITIATION_MAC2_OFFSET, MAC_LEN),
+/**
+ * A handshake message's fields after the header, in wire order: each at its offset, either a
+ * little-endian u32 index or a byte string of a fixed length. One table per message type serves
+ * both parse and emit.
+ */
+type Layout<R> = ReadonlyArray<readonly [name: keyof R & string, offset: number, len: number | 'u32']>
+
+const INITIATION_LAYOUT: Layout<InitiationRepr> = [
+  ['senderIndex', MESSAGE_INITIATION_SENDER_OFFSET, 'u32'],
+  ['ephemeral', MESSAGE_INITIATION_EPHEMERAL_OFFSET, KEY_LEN],
+  ['encryptedStatic', MESSAGE_INITIATION_STATIC_OFFSET, KEY_LEN + TAG_LEN],
+  ['encryptedTimestamp', MESSAGE_INITIATION_TIMESTAMP_OFFSET, TIMESTAMP_LEN + TAG_LEN],
+  ['mac1', MESSAGE_INITIATION_MAC1_OFFSET, MAC_LEN],
+  ['mac2', MESSAGE_INITIATION_MAC2_OFFSET, MAC_LEN],
+]
+
+const RESPONSE_LAYOUT: Layout<ResponseRepr> = [
+  ['senderIndex', MESSAGE_RESPONSE_SENDER_OFFSET, 'u32'],
+  ['receiverIndex', MESSAGE_RESPONSE_RECEIVER_OFFSET, 'u32'],
+  ['ephemeral', MESSAGE_RESPONSE_EPHEMERAL_OFFSET, KEY_LEN],
+  ['encryptedNothing', MESSAGE_RESPONSE_EMPTY_OFFSET, TAG_LEN],
+  ['mac1', MESSAGE_RESPONSE_MAC1_OFFSET, MAC_LEN],
+  ['mac2', MESSAGE_RESPONSE_MAC2_OFFSET, MAC_LEN],
+]
+
+const COOKIE_REPLY_LAYOUT: Layout<CookieReplyRepr> = [
+  ['receiverIndex', MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET, 'u32'],
+  ['nonce', MESSAGE_COOKIE_REPLY_NONCE_OFFSET, NONCE_LEN],
+  ['encryptedCookie', MESSAGE_COOKIE_REPLY_COOKIE_OFFSET, MAC_LEN + TAG_LEN],
+]
+
+function parseMessage<R> (buf: Uint8Array, type: number, layout: Layout<R>): R {
+  expectType(buf, type)
+  const repr: Record<string, number | Buffer> = {}
+  for (const [name, offset, len] of layout) repr[name] = len === 'u32' ? readU32LE(buf, offset) : copyField(buf, offset, len)
+  return repr as R
+}
+
+/** Checks every byte-string field's length first, then writes exactly `size` bytes at buf[offset..]. */
+function emitMessage<R> (repr: R, buf: Uint8Array, offset: number, type: number, size: number, layout: Layout<R>): number {
+  checkBuffer(buf, offset, size)
+  for (const [name, , len] of layout) if (len !== 'u32') checkField(repr[name] as Uint8Array, len, name)
+  writeHeader(buf, offset, type)
+  for (const [name, at, len] of layout) {
+    if (len === 'u32') writeU32LE(buf, offset + at, repr[name] as number)
+    else buf.set(repr[name] as Uint8Array, offset + at)
   }
+  return size
+}
+
+export function parseInitiation (buf: Uint8Array): InitiationRepr {
+  return parseMessage(buf, MESSAGE_INITIATION, INITIATION_LAYOUT)
 }
 
 /** Writes exactly MESSAGE_INITIATION_SIZE bytes at buf[offset..]; returns that length. */
 export function emitInitiation (repr: InitiationRepr, buf: Uint8Array, offset = 0): number {
-  checkBuffer(buf, offset, MESSAGE_INITIATION_SIZE)
-  checkField(repr.ephemeral, KEY_LEN, 'ephemeral')
-  checkField(repr.encryptedStatic, KEY_LEN + TAG_LEN, 'encryptedStatic')
-  checkField(repr.encryptedTimestamp, TIMESTAMP_LEN + TAG_LEN, 'encryptedTimestamp')
-  checkField(repr.mac1, MAC_LEN, 'mac1')
-  checkField(repr.mac2, MAC_LEN, 'mac2')
-  writeHeader(buf, offset, MESSAGE_INITIATION)
-  writeU32LE(buf, offset + MESSAGE_INITIATION_SENDER_OFFSET, repr.senderIndex)
-  buf.set(repr.ephemeral, offset + MESSAGE_INITIATION_EPHEMERAL_OFFSET)
-  buf.set(repr.encryptedStatic, offset + MESSAGE_INITIATION_STATIC_OFFSET)
-  buf.set(repr.encryptedTimestamp, offset + MESSAGE_INITIATION_TIMESTAMP_OFFSET)
-  buf.set(repr.mac1, offset + MESSAGE_INITIATION_MAC1_OFFSET)
-  buf.set(repr.mac2, offset + MESSAGE_INITIATION_MAC2_OFFSET)
-  return MESSAGE_INITIATION_SIZE
+  return emitMessage(repr, buf, offset, MESSAGE_INITIATION, MESSAGE_INITIATION_SIZE, INITIATION_LAYOUT)
 }
 
 export function parseResponse (buf: Uint8Array): ResponseRepr {
-  expectType(buf, MESSAGE_RESPONSE)
-  return {
-    senderIndex: readU32LE(buf, MESSAGE_RESPONSE_SENDER_OFFSET),
-    receiverIndex: readU32LE(buf, MESSAGE_RESPONSE_RECEIVER_OFFSET),
-    ephemeral: copyField(buf, MESSAGE_RESPONSE_EPHEMERAL_OFFSET, KEY_LEN),
-    encryptedNothing: copyField(buf, MESSAGE_RESPONSE_EMPTY_OFFSET, TAG_LEN),
-    mac1: copyField(buf, MESSAGE_RESPONSE_MAC1_OFFSET, MAC_LEN),
-    mac2: copyField(buf, MESSAGE_RESPONSE_MAC2_OFFSET, MAC_LEN),
-  }
+  return parseMessage(buf, MESSAGE_RESPONSE, RESPONSE_LAYOUT)
 }
 
 /** Writes exactly MESSAGE_RESPONSE_SIZE bytes at buf[offset..]; returns that length. */
 export function emitResponse (repr: ResponseRepr, buf: Uint8Array, offset = 0): number {
-  checkBuffer(buf, offset, MESSAGE_RESPONSE_SIZE)
-  checkField(repr.ephemeral, KEY_LEN, 'ephemeral')
-  checkField(repr.encryptedNothing, TAG_LEN, 'encryptedNothing')
-  checkField(repr.mac1, MAC_LEN, 'mac1')
-  checkField(repr.mac2, MAC_LEN, 'mac2')
-  writeHeader(buf, offset, MESSAGE_RESPONSE)
-  writeU32LE(buf, offset + MESSAGE_RESPONSE_SENDER_OFFSET, repr.senderIndex)
-  writeU32LE(buf, offset + MESSAGE_RESPONSE_RECEIVER_OFFSET, repr.receiverIndex)
-  buf.set(repr.ephemeral, offset + MESSAGE_RESPONSE_EPHEMERAL_OFFSET)
-  buf.set(repr.encryptedNothing, offset + MESSAGE_RESPONSE_EMPTY_OFFSET)
-  buf.set(repr.mac1, offset + MESSAGE_RESPONSE_MAC1_OFFSET)
-  buf.set(repr.mac2, offset + MESSAGE_RESPONSE_MAC2_OFFSET)
-  return MESSAGE_RESPONSE_SIZE
+  return emitMessage(repr, buf, offset, MESSAGE_RESPONSE, MESSAGE_RESPONSE_SIZE, RESPONSE_LAYOUT)
 }
 
 export function parseCookieReply (buf: Uint8Array): CookieReplyRepr {
-  expectType(buf, MESSAGE_COOKIE_REPLY)
-  return {
-    receiverIndex: readU32LE(buf, MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET),
-    nonce: copyField(buf, MESSAGE_COOKIE_REPLY_NONCE_OFFSET, NONCE_LEN),
-    encryptedCookie: copyField(buf, MESSAGE_COOKIE_REPLY_COOKIE_OFFSET, MAC_LEN + TAG_LEN),
-  }
+  return parseMessage(buf, MESSAGE_COOKIE_REPLY, COOKIE_REPLY_LAYOUT)
 }
 
 /** Writes exactly MESSAGE_COOKIE_REPLY_SIZE bytes at buf[offset..]; returns that length. */
 export function emitCookieReply (repr: CookieReplyRepr, buf: Uint8Array, offset = 0): number {
-  checkBuffer(buf, offset, MESSAGE_COOKIE_REPLY_SIZE)
-  checkField(repr.nonce, NONCE_LEN, 'nonce')
-  checkField(repr.encryptedCookie, MAC_LEN + TAG_LEN, 'encryptedCookie')
-  writeHeader(buf, offset, MESSAGE_COOKIE_REPLY)
-  writeU32LE(buf, offset + MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET, repr.receiverIndex)
-  buf.set(repr.nonce, offset + MESSAGE_COOKIE_REPLY_NONCE_OFFSET)
-  buf.set(repr.encryptedCookie, offset + MESSAGE_COOKIE_REPLY_COOKIE_OFFSET)
-  return MESSAGE_COOKIE_REPLY_SIZE
+  return emitMessage(repr, buf, offset, MESSAGE_COOKIE_REPLY, MESSAGE_COOKIE_REPLY_SIZE, COOKIE_REPLY_LAYOUT)
 }
 
 /** Reads the transport header; the payload is datagram.subarray(MESSAGE_TRANSPORT_HEADER_SIZE), never copied. */

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { json } from '../helpers/cli-process.ts'
 
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../..')
 export const CLI = join(ROOT, 'bin/cloud-connect.js')
@@ -124,14 +125,7 @@ export async function startService (t: Test, dataDir: string, ports: Partial<Ser
   }
 }
 
-export async function json (url: string, method = 'GET', body?: unknown, token?: string): Promise<{ status: number, body: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const headers: Record<string, string> = {}
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  if (token !== undefined) headers.authorization = `Bearer ${token}`
-  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
-  const text = await res.text()
-  return { status: res.status, body: text === '' ? undefined : JSON.parse(text) }
-}
+export { json }
 
 export interface Instance {
   id: string

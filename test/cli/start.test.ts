@@ -6,14 +6,13 @@
  * stack; SIGTERM stops it cleanly. Bad settings stop it with one line naming the variable.
  */
 import t, { type Test } from 'tap'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { Metrics } from '../../gateway/metrics.ts'
 import { TcpStack } from '../../gateway/netstack/tcp/index.ts'
 import { Device } from '../../gateway/wireguard/device.ts'
@@ -21,29 +20,11 @@ import { UdpShell, wallClockOffset } from '../../gateway/wireguard/udp.ts'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { IPPROTO_TCP, parseIPv4, parseIPv4Prefix } from '../../proto/wire/ipv4.ts'
 import { parseLogLines } from '../helpers/strict-json.ts'
+import { CLI, REPO_ROOT, json, spawnCli } from '../helpers/cli-process.ts'
+import { serviceEnv } from '../agent/service.ts'
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../../..')
-const CLI = join(ROOT, 'bin/cloud-connect.js')
 
-function baseEnv (dataDir: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    CC_DATA_DIR: dataDir,
-    CC_API_HOST: '127.0.0.1',
-    CC_API_PORT: '0',
-    CC_HTTP_PORT: '0',
-    CC_HTTPS_PORT: '0',
-    CC_WG_PORT: '0',
-    CC_EDGE_HOST: '127.0.0.1',
-    CC_WG_HOST: '127.0.0.1',
-    CC_ARGON2_MEMORY_KIB: '64',
-    CC_ARGON2_TIME_COST: '1',
-    CC_LOG_LEVEL: 'info',
-    CC_REPORT_INTERVAL: '0.5',
-  }
-  for (const name of ['DATABASE_URL', 'CC_BASE_DOMAIN', 'CC_PUBLIC_URL', 'CC_GATEWAY_ENDPOINT', 'CC_GATEWAY_PUBLIC_KEY', 'CC_SMTP_URL']) delete env[name]
-  return env
-}
+const baseEnv = (dataDir: string): NodeJS.ProcessEnv => serviceEnv(dataDir, {}, {})
 
 function tempDir (t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'cc-start-'))
@@ -71,15 +52,6 @@ async function waitForBanner (child: ChildProcess, output: { text: string }): Pr
     ca: find(/^ {2}CA certificate +(\S+)/m)[1],
     outbox: find(/^ {2}Mail outbox +(\S+)$/m)[1],
   }
-}
-
-async function json (url: string, method = 'GET', body?: unknown, token?: string): Promise<{ status: number, body: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const headers: Record<string, string> = {}
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  if (token !== undefined) headers.authorization = `Bearer ${token}`
-  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
-  const text = await res.text()
-  return { status: res.status, body: text === '' ? undefined : JSON.parse(text) }
 }
 
 /**
@@ -135,13 +107,7 @@ async function httpsGet (port: number, hostname: string, ca: string): Promise<{ 
 
 t.test('start: prints its facts, serves the API, carries a container\'s HTTPS, stops on SIGTERM', async t => {
   const dataDir = tempDir(t)
-  const child = spawn(process.execPath, [CLI, 'start'], { cwd: ROOT, env: baseEnv(dataDir), stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  const output = { text: '' }
-  child.stdout!.setEncoding('utf8')
-  child.stdout!.on('data', (chunk: string) => { output.text += chunk })
-  child.stderr!.on('data', (chunk: Buffer) => { output.text += chunk.toString() })
-  const exited = new Promise<number | null>(resolve => { child.on('exit', code => { resolve(code) }) })
+  const { child, output, exited } = spawnCli(t, ['start'], baseEnv(dataDir))
 
   const banner = await waitForBanner(child, output)
   t.match(banner.api, /^http:\/\/127\.0\.0\.1:\d+$/)
@@ -246,13 +212,7 @@ async function edgeGet (port: number, hostname: string, path: string, ca: string
 t.test('start: the dashboard and API names reach control through the edge, with the CA and HSTS', async t => {
   const dataDir = tempDir(t)
   const httpsPort = await freePort()
-  const child = spawn(process.execPath, [CLI, 'start'], { cwd: ROOT, env: { ...baseEnv(dataDir), CC_HTTPS_PORT: String(httpsPort) }, stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  const output = { text: '' }
-  child.stdout!.setEncoding('utf8')
-  child.stdout!.on('data', (chunk: string) => { output.text += chunk })
-  child.stderr!.on('data', (chunk: Buffer) => { output.text += chunk.toString() })
-  const exited = new Promise<number | null>(resolve => { child.on('exit', code => { resolve(code) }) })
+  const { child, output, exited } = spawnCli(t, ['start'], { ...baseEnv(dataDir), CC_HTTPS_PORT: String(httpsPort) })
   const banner = await waitForBanner(child, output)
   t.equal(banner.https, httpsPort)
   t.match(output.text, new RegExp(`^ {2}Dashboard +https://app\\.localhost:${httpsPort}/$`, 'm'), 'the banner names the dashboard')
@@ -302,12 +262,12 @@ t.test('start: a bad setting stops it with one line naming the variable', async 
     ['CC_REPORT_INTERVAL', 'often', /^cloud-connect start: CC_REPORT_INTERVAL: /],
   ]
   for (const [name, value, pattern] of cases) {
-    const r = spawnSync(process.execPath, [CLI, 'start'], { cwd: ROOT, env: { ...baseEnv(dataDir), [name]: value }, encoding: 'utf8', timeout: 60_000 })
+    const r = spawnSync(process.execPath, [CLI, 'start'], { cwd: REPO_ROOT, env: { ...baseEnv(dataDir), [name]: value }, encoding: 'utf8', timeout: 60_000 })
     t.equal(r.status, 2, `${name}: exit 2`)
     t.equal(r.stderr.trim().split('\n').length, 1, `${name}: one line`)
     t.match(r.stderr, pattern, `${name}: names the variable`)
   }
-  const help = spawnSync(process.execPath, [CLI, 'start', '--help'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 })
+  const help = spawnSync(process.execPath, [CLI, 'start', '--help'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 60_000 })
   t.equal(help.status, 0)
   t.match(help.stdout, /^Usage: cloud-connect start/)
   for (const name of ['CC_API_PORT', 'CC_HTTPS_PORT', 'CC_HTTP_PORT', 'CC_WG_PORT', 'CC_DATA_DIR', 'CC_BASE_DOMAIN', 'CC_REPORT_INTERVAL']) t.match(help.stdout, name)

@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Lab, requireLab } from '../helpers/lab.ts'
 import {
-  ApiClient, connectPeer, createInstance, httpsCurlExit, httpsFetch, rawExchange, serviceEnv, signUp, startAllInOne,
+  ApiClient, connectPeer, createInstance, httpsCurlExit, httpsFetch, rawExchange, listenEnv, serviceEnv, signUp, startAllInOne,
   startOrigin, twoContainerLab, waitForHttps, type RawOptions,
 } from '../helpers/lab/e2e.ts'
 
@@ -43,14 +43,7 @@ t.test('the edge: bad input gets a 4xx or a close, everyone else is still served
   const svc = await startAllInOne(lab, gwNs, serviceEnv({
     CC_DATA_DIR: join(dataDir, 'service'),
     CC_BASE_DOMAIN: BASE_DOMAIN,
-    CC_API_HOST: '0.0.0.0',
-    CC_API_PORT: String(API_PORT),
-    CC_PUBLIC_URL: `http://${publicIp}:${API_PORT}`,
-    CC_WG_HOST: '0.0.0.0',
-    CC_WG_PORT: String(WG_PORT),
-    CC_GATEWAY_ENDPOINT: `${publicIp}:${WG_PORT}`,
-    CC_EDGE_HOST: '0.0.0.0',
-    CC_HTTPS_PORT: String(HTTPS_PORT),
+    ...listenEnv(publicIp, { api: API_PORT, wg: WG_PORT, https: HTTPS_PORT }),
     CC_HTTP_PORT: '8000',
   }))
   const api = new ApiClient(lab, gwNs, svc.api)

@@ -18,7 +18,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Lab, REPO_ROOT, requireLab, run, waitUntil } from '../helpers/lab.ts'
-import { ApiClient, PASSWORD, connectPeer, createInstance, serviceEnv, signUp, startAllInOne, twoContainerLab } from '../helpers/lab/e2e.ts'
+import { ApiClient, PASSWORD, connectPeer, createInstance, listenEnv, serviceEnv, signUp, startAllInOne, twoContainerLab } from '../helpers/lab/e2e.ts'
 import { startPrometheus, type Prometheus } from '../helpers/lab/prometheus.ts'
 import { StripeFake } from '../helpers/stripe-fake.ts'
 
@@ -53,14 +53,7 @@ t.test('cloud-connect start scraped by Prometheus: API latency, tunnels, failed 
   const svc = await startAllInOne(lab, gwNs, serviceEnv({
     CC_DATA_DIR: dataDir,
     CC_BASE_DOMAIN: 'cc.test',
-    CC_API_HOST: '0.0.0.0',
-    CC_API_PORT: String(API_PORT),
-    CC_PUBLIC_URL: `http://${publicIp}:${API_PORT}`,
-    CC_WG_HOST: '0.0.0.0',
-    CC_WG_PORT: String(WG_PORT),
-    CC_GATEWAY_ENDPOINT: `${publicIp}:${WG_PORT}`,
-    CC_EDGE_HOST: '0.0.0.0',
-    CC_HTTPS_PORT: '8443',
+    ...listenEnv(publicIp, { api: API_PORT, wg: WG_PORT, https: 8443 }),
     CC_HTTP_PORT: '8000',
     CC_METRICS_LISTEN: METRICS,
     ...stripe.env(),

@@ -23,7 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Lab, requireLab } from '../helpers/lab.ts'
 import { writeGeneratedFile } from '../helpers/lab/generator.ts'
 import {
-  ApiClient, connectPeer, createInstance, downloadSha256, httpsArgs, httpsFetch, renewHandshake, serviceEnv, signUp,
+  ApiClient, connectPeer, createInstance, downloadSha256, httpsArgs, httpsFetch, renewHandshake, listenEnv, serviceEnv, signUp,
   startAllInOne, startOrigin, uploadGenerated, waitForHttps, waitForTunnelStatus, wsEcho,
 } from '../helpers/lab/e2e.ts'
 
@@ -52,14 +52,7 @@ t.test('cloud-connect start: sign-up to a container served over HTTPS, then offl
   const svc = await startAllInOne(lab, gwNs, serviceEnv({
     CC_DATA_DIR: dataDir,
     CC_BASE_DOMAIN: BASE_DOMAIN,
-    CC_API_HOST: '0.0.0.0',
-    CC_API_PORT: String(API_PORT),
-    CC_PUBLIC_URL: `http://${link.a.ip}:${API_PORT}`,
-    CC_WG_HOST: '0.0.0.0',
-    CC_WG_PORT: String(WG_PORT),
-    CC_GATEWAY_ENDPOINT: `${link.a.ip}:${WG_PORT}`,
-    CC_EDGE_HOST: '0.0.0.0',
-    CC_HTTPS_PORT: String(HTTPS_PORT),
+    ...listenEnv(link.a.ip, { api: API_PORT, wg: WG_PORT, https: HTTPS_PORT }),
     CC_HTTP_PORT: '8000',
     CC_METRICS_LISTEN: METRICS,
     CC_TUNNEL_STATUS_WINDOW: String(STATUS_WINDOW_S),

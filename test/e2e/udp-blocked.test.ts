@@ -18,7 +18,7 @@ import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Lab, requireLab, waitUntil, type LabProcess } from '../helpers/lab.ts'
 import { writeGeneratedFile } from '../helpers/lab/generator.ts'
-import { downloadSha256, httpsArgs, logLine, serviceEnv, startAllInOne, waitForHttps } from '../helpers/lab/e2e.ts'
+import { downloadSha256, httpsArgs, logLine, listenEnv, serviceEnv, startAllInOne, waitForHttps } from '../helpers/lab/e2e.ts'
 import { CLI, FAST, ROOT } from '../agent/service.ts'
 
 const BASE_DOMAIN = 'cc.test'
@@ -100,14 +100,7 @@ t.test('UDP dropped by the container network: WireGuard over TLS (direct and thr
   const svc = await startAllInOne(lab, gwNs, serviceEnv({
     CC_DATA_DIR: dataDir,
     CC_BASE_DOMAIN: BASE_DOMAIN,
-    CC_API_HOST: '0.0.0.0',
-    CC_API_PORT: String(API_PORT),
-    CC_PUBLIC_URL: `http://${gwEnd.ip}:${API_PORT}`,
-    CC_WG_HOST: '0.0.0.0',
-    CC_WG_PORT: String(WG_PORT),
-    CC_GATEWAY_ENDPOINT: `${gwEnd.ip}:${WG_PORT}`,
-    CC_EDGE_HOST: '0.0.0.0',
-    CC_HTTPS_PORT: String(HTTPS_PORT),
+    ...listenEnv(gwEnd.ip, { api: API_PORT, wg: WG_PORT, https: HTTPS_PORT }),
     CC_HTTP_PORT: '0',
   }))
   const provisioned = await lab.exec(gwNs, process.execPath, ['--import', 'tsx', join(ROOT, 'test/agent/provision.ts'), `${svc.api}/v1`, svc.outbox, 'blocked'], { cwd: ROOT, timeoutMs: 120_000 })

@@ -20,6 +20,7 @@ import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { LabProcess, run, type ExecOptions, type ExecResult } from './lab/process.ts'
 import { unavailable } from './require.ts'
+import { onPath } from '../../agent/kernel.ts'
 import {
   addNetns, addVeth, addVethIpv6, claimRun, deleteNetns, deleteNetnsSync, ifName, inNetns, netnsName, newRunId,
   releaseRun, sweepStaleLabs, writeNetnsHosts, type VethEnd,
@@ -47,18 +48,9 @@ export interface LabTest {
   comment (...args: unknown[]): void
 }
 
-const TOOLS = ['ip', 'wireguard-go', 'wg', 'ping', 'curl', 'ss']
+export { onPath }
 
-/** True when `tool` is an executable in a PATH directory. */
-export function onPath (tool: string): boolean {
-  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
-    try {
-      accessSync(join(dir, tool), constants.X_OK)
-      return true
-    } catch { /* next */ }
-  }
-  return false
-}
+const TOOLS = ['ip', 'wireguard-go', 'wg', 'ping', 'curl', 'ss']
 
 /** Why the lab cannot run here, or null if it can. */
 export function labMissing (): string | null {

@@ -291,14 +291,7 @@ function echo (s: EchoScenario, { tcp, errors }: Ctx): Promise<Outcome> {
         if (--pending === 0) resolve({ ok: failed === 0, bytes, sha256: all.digest('hex'), echo: { ok, failed, mismatched } })
       }
       const socket = tcp.connect({ host: s.host, port: s.port })
-      const pump = (): void => {
-        for (;;) {
-          const chunk = gen.nextChunk()
-          if (chunk === null) { socket.end(); return }
-          if (!socket.write(chunk)) { socket.once('drain', pump); return }
-        }
-      }
-      socket.once('connect', pump)
+      socket.once('connect', () => { gen.writeTo(socket) })
       socket.on('data', (c: Buffer) => { received += c.length; bytes += c.length; got.update(c) })
       socket.on('end', () => {
         const same = received === s.bytes && got.digest('hex') === gen.hash.digest('hex')

@@ -35,3 +35,14 @@ export class OutageRelay {
     if (server !== undefined) await new Promise<void>(resolve => server.close(() => resolve()))
   }
 }
+
+/** An OutageRelay in front of the Postgres at `url`, up (down at teardown); `url`: the same database through it. */
+export async function relayedPostgres (t: { teardown (fn: () => unknown): void }, url: string): Promise<{ relay: OutageRelay, url: string }> {
+  const target = new URL(url)
+  const relay = new OutageRelay({ host: target.hostname, port: Number(target.port || 5432) })
+  await relay.up()
+  t.teardown(() => relay.down())
+  const viaRelay = new URL(url)
+  viaRelay.port = String(relay.port)
+  return { relay, url: viaRelay.toString() }
+}

@@ -1,7 +1,7 @@
 // Database outages under load (real Postgres only): requests during the outage get 503
 // SERVICE_UNAVAILABLE in the spec's shape, never a 500, and the API recovers without a restart.
 import t, { type Test } from 'tap'
-import { OutageRelay } from '../../helpers/outage-relay.ts'
+import { relayedPostgres } from '../../helpers/outage-relay.ts'
 import { postgresOrSkip } from '../../helpers/postgres.ts'
 import knexFactory from 'knex'
 import { assertError, bearer, openTestDatabase, signUp, startApp, type Reply, type TestApp } from '../harness.ts'
@@ -43,15 +43,9 @@ async function load (h: TestApp, token: string, count: number, concurrency: numb
 }
 
 async function run (url: string): Promise<void> {
-  const target = new URL(url)
-
   t.test('Postgres goes away and comes back', async t => {
-    const relay = new OutageRelay({ host: target.hostname, port: Number(target.port || 5432) })
-    await relay.up()
-    t.teardown(() => relay.down())
-    const viaRelay = new URL(url)
-    viaRelay.port = String(relay.port)
-    const db = await openTestDatabase(t, 'postgres', { url: viaRelay.toString(), acquireTimeoutMs: 1500, poolMax: 4 })
+    const { relay, url: viaRelay } = await relayedPostgres(t, url)
+    const db = await openTestDatabase(t, 'postgres', { url: viaRelay, acquireTimeoutMs: 1500, poolMax: 4 })
     const h = await startApp(t, db)
     const login = await signUp(h, 'load@example.com')
 

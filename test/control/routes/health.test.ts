@@ -1,7 +1,7 @@
 // GET /ready against the real app: each component turns failing with its reason and the answer
 // turns 503 naming it; Stripe and gateway RPC being off is not a failure.
 import t, { type Test } from 'tap'
-import { OutageRelay } from '../../helpers/outage-relay.ts'
+import { relayedPostgres } from '../../helpers/outage-relay.ts'
 import { postgresOrSkip } from '../../helpers/postgres.ts'
 import type { Db } from '../../../control/db/knex.ts'
 import { GatewayRegistry } from '../../../control/rpc/registry.ts'
@@ -163,13 +163,8 @@ t.test('the embedded database closed: not ready, naming the database', async t =
 const url = await postgresOrSkip(t, 'Postgres outage', 'a database outage needs a real Postgres server')
 if (url !== undefined) {
   t.test('Postgres goes away: not ready naming the database; back: ready again', async t => {
-    const target = new URL(url)
-    const relay = new OutageRelay({ host: target.hostname, port: Number(target.port || 5432) })
-    await relay.up()
-    t.teardown(() => relay.down())
-    const viaRelay = new URL(url)
-    viaRelay.port = String(relay.port)
-    const db = await openTestDatabase(t, 'postgres', { url: viaRelay.toString(), acquireTimeoutMs: 1500, poolMax: 2 })
+    const { relay, url: viaRelay } = await relayedPostgres(t, url)
+    const db = await openTestDatabase(t, 'postgres', { url: viaRelay, acquireTimeoutMs: 1500, poolMax: 2 })
     const h = await startApp(t, db)
     t.equal((await ready(h)).status, 200)
     await relay.down()

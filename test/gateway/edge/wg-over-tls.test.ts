@@ -90,11 +90,17 @@ async function pings (client: Client, src: string, from: number, count: number):
   await until(`${count} echo replies`, () => client.replies.length >= before + count, 10_000)
 }
 
-t.test('a peer reaches the gateway over TLS with the cc-wireguard/1 ALPN; its endpoint shows tls', async t => {
-  const key = generatePrivateKey()
+/** A gateway with one peer, `key`, whose client has its stream open over TLS. */
+async function clientOverTls (t: Test, key: Buffer): Promise<{ gw: Gateway, client: Awaited<ReturnType<typeof startClient>> }> {
   const gw = await startGateway(t, [key])
   const client = await startClient(t, key, gw)
   await openStream(client, gw)
+  return { gw, client }
+}
+
+t.test('a peer reaches the gateway over TLS with the cc-wireguard/1 ALPN; its endpoint shows tls', async t => {
+  const key = generatePrivateKey()
+  const { gw, client } = await clientOverTls(t, key)
   await pings(client, '10.100.0.2', 1, 5)
   t.same(client.replies.slice(0, 5).map(r => r[27]), [1, 2, 3, 4, 5], 'every echo answered, in order')
   const status = gw.status()
@@ -138,9 +144,7 @@ t.test('the HTTP/1.1 upgrade on api.<base> carries the tunnel; on another name o
 
 t.test('bad frames close their stream and are counted; another peer\'s stream carries on', async t => {
   const good = generatePrivateKey()
-  const gw = await startGateway(t, [good])
-  const client = await startClient(t, good, gw)
-  await openStream(client, gw)
+  const { gw, client } = await clientOverTls(t, good)
   await pings(client, '10.100.0.2', 1, 2)
   const port = gw.edge!.addresses().https.port
   const cases: Array<[string, Buffer]> = [

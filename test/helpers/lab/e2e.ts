@@ -55,6 +55,23 @@ export function serviceEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
   }
 }
 
+/**
+ * An all-in-one service's listeners in its namespace: every address, with the API and WireGuard
+ * reached from the containers at `publicIp` (for serviceEnv).
+ */
+export function listenEnv (publicIp: string, ports: { api: number, wg: number, https: number }): Record<string, string> {
+  return {
+    CC_API_HOST: '0.0.0.0',
+    CC_API_PORT: String(ports.api),
+    CC_PUBLIC_URL: `http://${publicIp}:${ports.api}`,
+    CC_WG_HOST: '0.0.0.0',
+    CC_WG_PORT: String(ports.wg),
+    CC_GATEWAY_ENDPOINT: `${publicIp}:${ports.wg}`,
+    CC_EDGE_HOST: '0.0.0.0',
+    CC_HTTPS_PORT: String(ports.https),
+  }
+}
+
 export interface Reply { status: number, body: any } // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** The control API's JSON, spoken with curl from inside a namespace. */

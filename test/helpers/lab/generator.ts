@@ -35,6 +35,21 @@ export class Generator extends Readable {
     return out
   }
 
+  /**
+   * Writes every chunk to `socket` as fast as it drains, then ends it (call once it is connected).
+   * For sockets that are not streams (our TCP's); do not mix with stream reads.
+   */
+  writeTo (socket: { write (chunk: Buffer): boolean, end (): unknown, once (event: 'drain', listener: () => void): unknown }): void {
+    const pump = (): void => {
+      for (;;) {
+        const chunk = this.nextChunk()
+        if (chunk === null) { socket.end(); return }
+        if (!socket.write(chunk)) { socket.once('drain', pump); return }
+      }
+    }
+    pump()
+  }
+
   override _read (): void {
     for (;;) {
       const chunk = this.nextChunk()

@@ -39,14 +39,7 @@ if (mode === 'echo-server') {
     process.stdout.write(JSON.stringify({ error: 'time limit', received }) + '\n')
     process.exit(1)
   }, 120_000)
-  const pump = (): void => {
-    for (;;) {
-      const chunk = gen.nextChunk()
-      if (chunk === null) { socket.end(); return }
-      if (!socket.write(chunk)) { socket.once('drain', pump); return }
-    }
-  }
-  socket.once('connect', pump)
+  socket.once('connect', () => { gen.writeTo(socket) })
   socket.on('data', (c: Buffer) => { received += c.length; got.update(c) })
   socket.on('end', () => {
     clearTimeout(limit)
