@@ -1,5 +1,5 @@
 /**
- * Whole client connections relayed between gateways of a fleet (edge/index.ts attachRelayOut). A
+ * Whole client connections relayed between gateways of a fleet (relay-connections.ts). A
  * gateway without a live session with an instance reads the ClientHello's server name, and when
  * that name's route relays (RelayClient.targetFor), the connection goes to a gateway holding the
  * session inside a relay connection (mutually authenticated TLS 1.3), in one of two ways:
