@@ -363,8 +363,11 @@ export abstract class Exchange implements Dispatcher.DispatchHandler, UploadInPr
     if (this.headSent()) { this.status = this.status || 502; this.cutByEdge = true; this.cut(); return }
     this.status = pageStatus(page)
     const body = renderPage(page, { host: this.hostHeader, requestId: this.requestId })
-    // HTTP/1: a body we will not read makes the connection unusable for the next request.
-    if (req.httpVersionMajor < 2 && !req.complete) extra = { ...extra, connection: 'close' }
+    // HTTP/1: a body we will not read makes the connection unusable for the next request. A slot
+    // refusal to a request without one keeps it (RFC 9112 9.3, 9.6): the client would otherwise
+    // reconnect, a TLS handshake per refused request. The refusal took no slot.
+    const keep = req.complete || ((refused === 'client-busy' || refused === 'busy') && !hasBody(req))
+    if (req.httpVersionMajor < 2 && !keep) extra = { ...extra, connection: 'close' }
     try {
       this.writeAnswer(this.status, { ...pageHeaders(body, this.requestId), ...extra }, body)
     } catch {

@@ -51,6 +51,10 @@
  *   edge.pool.activeConnections(id)     // upstream connections in use for an instance
  *   edge.connections.openConnections(a) // client connections open from an address (its /64 for IPv6)
  *
+ * Fleet (options.relay): whole client connections relayed to and from other gateways are
+ * relay-connections.ts (RelayConnections, built here and attached to the HTTPS listener); requests
+ * relayed one by one go through the proxy's RelayClient (relay.ts).
+ *
  * WebSocket: HTTP/1.1 Upgrade only (we do not advertise RFC 8441 extended CONNECT, so browsers open
  * an HTTP/1.1 connection for WebSockets while using HTTP/2 for the rest).
  */
@@ -74,8 +78,7 @@ import { LocalCa } from './local-ca.ts'
 import { ConnectionGate, EDGE_LIMIT_DEFAULTS, type EdgeLimits } from './limits.ts'
 import { RelayClient, RelayFleet, RelayListener } from './relay.ts'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
-import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble, readServerName, type Preamble } from './passthrough.ts'
-import { intercept } from './intercept.ts'
+import { RelayConnections, type EdgeSide } from './relay-connections.ts'
 import { childLogger, moduleLogger } from '../../proto/log.ts'
 import { bindDualStack, DUAL_STACK_ANY, plainAddress } from '../../proto/net/address.ts'
 import { EDGE_DEFAULTS, TLS_CIPHERS, type EdgeOptions } from './options.ts'
@@ -128,17 +131,8 @@ export class Edge {
   /** Fleet relay: the client side (routing) and the listener; null without `relay`. */
   readonly relay: RelayClient | null = null
   private relayListener: RelayListener | undefined
-  /** Node's own TLS 'connection' listener of the HTTPS server (passthrough connections go straight to it). */
-  private tlsConnection: ((socket: Duplex) => void) | undefined
-  private passthroughCount: CounterFamily | undefined
-  private streamCount: CounterFamily | undefined
-  /** Stream relaying, out: the client's TLS ends here (same certificates and limits as the HTTPS listener). */
-  private streamTls: tls.Server | undefined
-  /** Stream relaying, out: the relay connection waiting for each client's TLS handshake (by the client's socket). */
-  private readonly streamUpstreams = new WeakMap<object, tls.TLSSocket>()
-  /** Stream relaying, in: the client's plaintext HTTP/1.1 and HTTP/2, served by the edge's own proxy. */
-  private streamHttp1: http.Server | undefined
-  private streamHttp2: http2.Http2Server | undefined
+  /** Whole client connections relayed to and from other gateways (relay-connections.ts). */
+  private relayConnections: RelayConnections | undefined
 
   constructor (options: EdgeOptions) {
     this.options = options
@@ -169,8 +163,8 @@ export class Edge {
         fleet,
         handleRequest: relayed.handleRequest,
         handleUpgrade: relayed.handleUpgrade,
-        handlePassthrough: socket => { this.acceptPassthrough(socket) },
-        handleStream: (socket, preamble) => { this.acceptStream(socket, preamble) },
+        handlePassthrough: socket => { this.relayConnections?.acceptPassthrough(socket) },
+        handleStream: (socket, preamble) => { this.relayConnections?.acceptStream(socket, preamble) },
         logger: options.logger,
         metrics: options.metrics,
         idleTimeoutMs: proxyOptions.idleTimeoutMs,
@@ -189,6 +183,27 @@ export class Edge {
       this.clientErrors?.inc('connection_cap')
       this.logger.debug({ client }, 'connection refused: client address at its connection cap')
     })
+    if (this.relay !== null) this.relayConnections = new RelayConnections(this.relay, options.relay?.mode ?? 'stream', this.edgeSide(), options.metrics)
+  }
+
+  /** What relayed client connections share with the HTTPS listener. */
+  private edgeSide (): EdgeSide {
+    return {
+      routes: this.routes,
+      proxy: this.proxy,
+      logger: this.logger,
+      clientErrors: this.clientErrors,
+      idleTimeoutMs: this.options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs,
+      tlsHandshakeTimeoutMs: this.limits.tlsHandshakeTimeoutMs,
+      http2: this.options.http2 !== false,
+      tlsOptions: () => this.tlsServerOptions(),
+      h2Settings: () => this.h2Settings(),
+      applyHttp1Limits: server => { this.applyHttp1Limits(server) },
+      watchSessions: server => { this.watchSessions(server) },
+      onClientError: (err, socket) => { this.onClientError(err, socket) },
+      track: socket => { this.track(socket) },
+      listening: () => this.httpsServer?.listening === true,
+    }
   }
 
   /** The local CA's certificate, for clients to trust (undefined when another issuer is used). */
@@ -240,11 +255,7 @@ export class Edge {
   private async listen (): Promise<void> {
     const o = this.options
     this.httpsServer = this.createHttpsServer()
-    const server = this.httpsServer
-    const [tlsConnection] = server.listeners('connection') as Array<(socket: Duplex) => void>
-    this.tlsConnection = socket => { tlsConnection.call(server, socket) }
-    this.attachRelayOut(this.httpsServer)
-    this.createStreamServers()
+    this.relayConnections?.attach(this.httpsServer)
     o.tlsAlpnChallenges?.attach(this.httpsServer)
     this.connections.attach(this.httpsServer) // outermost: counted before the ACME check and TLS
     const httpsAddress = o.https ?? {}
@@ -274,202 +285,6 @@ export class Edge {
       const port = o.relay!.listen.port ?? 0
       await bindDualStack(o.relay!.listen.host ?? DUAL_STACK_ANY, async host => { await relay.listen(host, port) }, err => noIpv6(this.logger, 'relay', port, err))
     }
-  }
-
-  /**
-   * Fleet: a connection whose ClientHello names a route that relays goes to a gateway holding the
-   * instance's session, whole: in mode 'stream' its TLS ends here and the plaintext is piped to the
-   * holder (streamOut); in mode 'passthrough' its raw TLS is (passThrough). Every other connection,
-   * and one whose holder cannot be reached, is served here (mode 'request': all of them, each
-   * request relayed by the proxy). Nothing is inspected while the fleet has no other gateway.
-   */
-  private attachRelayOut (server: net.Server): void {
-    const relay = this.relay
-    const mode = this.options.relay?.mode ?? 'stream'
-    if (relay === null) return
-    this.passthroughCount = this.options.metrics?.family('relay_passthrough', 'Client TLS connections passed through between gateways: out (to the holder), in (from another gateway), fallback (holder unreachable, served here)')
-    this.streamCount = this.options.metrics?.family('relay_stream', 'Client connections whose TLS ended on one gateway and whose plaintext was piped to the holder: out (to the holder), in (from another gateway), fallback (holder unreachable, served here)')
-    if (mode === 'request') return
-    if (mode === 'stream') this.streamTls = this.createStreamTls()
-    intercept<net.Socket>(server, 'connection', (socket, handOn) => {
-      if (!relay.fleet.hasOthers) { handOn(socket); return }
-      let buffered: Buffer = Buffer.alloc(0)
-      const onError = (): void => { socket.destroy() }
-      const stop = (): void => {
-        clearTimeout(timer)
-        socket.off('data', onData)
-        socket.off('error', onError)
-        socket.pause()
-        if (buffered.length > 0) socket.unshift(buffered)
-      }
-      const onData = (chunk: Buffer): void => {
-        buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
-        const hello = readServerName(buffered)
-        if (!hello.done) return
-        stop()
-        const route = hello.servername === null ? undefined : this.routes.lookup(hello.servername)
-        const target = route === undefined ? null : relay.targetFor(route)
-        if (target === null) { handOn(socket); return }
-        if (mode === 'stream') this.streamOut(socket, target.gateway, handOn)
-        else this.passThrough(socket, target.gateway, handOn)
-      }
-      // A client that sends no ClientHello is closed like a TLS handshake that times out.
-      const timer = setTimeout(() => {
-        stop()
-        this.clientErrors?.inc('tls_handshake')
-        socket.destroy()
-      }, this.limits.tlsHandshakeTimeoutMs)
-      socket.on('data', onData)
-      socket.on('error', onError)
-    })
-  }
-
-  /** Pipes `socket` (its ClientHello unread) to `gateway` in a passthrough relay connection; if that fails, serves it here. */
-  private passThrough (socket: net.Socket, gateway: FleetGateway, serveHere: (socket: net.Socket) => void): void {
-    const relay = this.relay!
-    const client = { client: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
-    socket.on('error', () => {})
-    relay.connect(gateway, PASSTHROUGH_ALPN, (err, upstream) => {
-      if (err !== null || upstream === null) {
-        this.passthroughCount?.inc('fallback')
-        this.logger.warn({ gateway: gateway.id, err: err?.message, client: client.client }, 'relay passthrough: holder unreachable, serving here')
-        if (socket.destroyed) return
-        serveHere(socket)
-        return
-      }
-      if (socket.destroyed) { upstream.destroy(); return }
-      this.passthroughCount?.inc('out')
-      this.track(socket)
-      upstream.on('error', () => {})
-      const close = (): void => { socket.destroy(); upstream.destroy() }
-      socket.once('close', close)
-      upstream.once('close', close)
-      // The holder's edge runs the idle deadline of the client's exchanges; this only frees a pair
-      // whose other end vanished without a word.
-      const idle = (this.options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 2_000
-      socket.setTimeout(idle, close)
-      upstream.setTimeout(idle, close)
-      upstream.write(encodePreamble(client))
-      socket.pipe(upstream)
-      upstream.pipe(socket)
-      socket.resume()
-    })
-  }
-
-  /**
-   * Pipes `socket` (its ClientHello unread) to `gateway` as a stream: the relay connection first,
-   * then the client's TLS handshake here, then the preamble and the plaintext both ways. If the
-   * relay connection fails, the socket is served here.
-   */
-  private streamOut (socket: net.Socket, gateway: FleetGateway, serveHere: (socket: net.Socket) => void): void {
-    const relay = this.relay!
-    socket.on('error', () => {})
-    relay.connect(gateway, STREAM_ALPN, (err, upstream) => {
-      if (err !== null || upstream === null) {
-        this.streamCount?.inc('fallback')
-        this.logger.warn({ gateway: gateway.id, err: err?.message, client: socket.remoteAddress }, 'relay stream: holder unreachable, serving here')
-        if (socket.destroyed) return
-        serveHere(socket)
-        return
-      }
-      if (socket.destroyed) { upstream.destroy(); return }
-      this.track(socket)
-      upstream.on('error', () => {})
-      const close = (): void => { socket.destroy(); upstream.destroy() }
-      socket.once('close', close)
-      upstream.once('close', close)
-      this.streamUpstreams.set(socket, upstream)
-      // Until the handshake ends, the TLS server's handshake timeout bounds the wait.
-      this.streamTls!.emit('connection', socket)
-    })
-  }
-
-  /** A client's TLS handshake for a stream ended here: the preamble, then the plaintext both ways. */
-  private streamSecured (client: tls.TLSSocket): void {
-    const raw = (client as unknown as { _parent?: object })._parent
-    const upstream = raw === undefined ? undefined : this.streamUpstreams.get(raw)
-    if (upstream === undefined || upstream.destroyed) { client.destroy(); return }
-    client.on('error', () => {})
-    client.once('close', () => upstream.destroy())
-    upstream.once('close', () => client.destroy())
-    const address = (raw as net.Socket).remoteAddress ?? ''
-    const port = (raw as net.Socket).remotePort ?? 0
-    const servername = typeof client.servername === 'string' ? client.servername : ''
-    upstream.write(encodePreamble({ client: address, port, alpn: client.alpnProtocol === 'h2' ? 'h2' : 'http/1.1', servername }))
-    // The holder's edge runs the idle deadline of the client's exchanges; this only frees a pair
-    // whose other end vanished without a word.
-    const idle = (this.options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 2_000
-    client.setTimeout(idle, () => client.destroy())
-    upstream.setTimeout(idle, () => upstream.destroy())
-    client.pipe(upstream)
-    upstream.pipe(client)
-    this.streamCount?.inc('out')
-  }
-
-  /** The TLS server that ends the TLS of clients whose connections are relayed as streams. */
-  private createStreamTls (): tls.Server {
-    const server = tls.createServer({
-      ...this.tlsServerOptions(),
-      ALPNProtocols: this.options.http2 === false ? ['http/1.1'] : ['h2', 'http/1.1'],
-    })
-    server.on('secureConnection', socket => { this.streamSecured(socket) })
-    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-      socket.destroy()
-      this.clientErrors?.inc('tls_handshake')
-      this.logger.debug({ err: err.message, servername: socket.servername }, 'TLS handshake failed')
-    })
-    return server
-  }
-
-  /**
-   * The servers a stream from another gateway is handed to (HTTP/1.1 or HTTP/2 by the client's
-   * ALPN): the HTTPS listener's limits and handlers, over the relay connection instead of TLS.
-   */
-  private createStreamServers (): void {
-    if (this.relay === null) return
-    const h1 = http.createServer()
-    const h2 = http2.createServer({ settings: this.h2Settings() })
-    this.applyHttp1Limits(h1)
-    this.applyHttp1Limits(h2)
-    for (const server of [h1, h2]) {
-      server.setTimeout((this.options.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 1_000)
-      server.on('request', this.proxy.handleRequest)
-    }
-    h1.on('upgrade', this.proxy.handleUpgrade)
-    h1.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket))
-    this.watchSessions(h2)
-    this.streamHttp1 = h1
-    this.streamHttp2 = h2
-  }
-
-  /**
-   * A client's connection another gateway relays to us as a stream: served as if the client had
-   * connected here, by the edge's own proxy (into the local tunnel only: the socket is marked).
-   */
-  private acceptStream (socket: tls.TLSSocket, preamble: Preamble): void {
-    if (this.streamHttp1 === undefined || this.streamHttp2 === undefined || this.httpsServer?.listening !== true) { socket.destroy(); return }
-    this.streamCount?.inc('in')
-    // The relay connection now stands for the client's: requests on it are checked against the
-    // client's server name (proxy.ts connectionServername; RFC 9110 7.4).
-    ;(socket as unknown as { servername: string }).servername = preamble.servername!
-    if (preamble.alpn === 'h2') {
-      // The HTTP/2 session takes bytes already read from the socket itself.
-      this.streamHttp2.emit('connection', socket)
-      return
-    }
-    // The HTTP/1.1 server reads the socket natively and would not see the bytes that came with the
-    // preamble: they go to its parser first, then the socket flows again.
-    const pending = socket.read() as Buffer | null
-    this.streamHttp1.emit('connection', socket)
-    if (pending !== null) socket.emit('data', pending)
-    socket.resume()
-  }
-
-  /** A client's TLS another gateway passed through to us: served as if it had connected here. */
-  private acceptPassthrough (socket: tls.TLSSocket): void {
-    if (this.tlsConnection === undefined || this.httpsServer?.listening !== true) { socket.destroy(); return }
-    this.passthroughCount?.inc('in')
-    this.tlsConnection(socket)
   }
 
   /** Fleet: the gateways requests may be relayed to and relay connections accepted from (each snapshot). */

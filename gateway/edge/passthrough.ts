@@ -1,5 +1,5 @@
 /**
- * Whole client connections relayed between gateways of a fleet (edge/index.ts attachRelayOut). A
+ * Whole client connections relayed between gateways of a fleet (relay-connections.ts). A
  * gateway without a live session with an instance reads the ClientHello's server name, and when
  * that name's route relays (RelayClient.targetFor), the connection goes to a gateway holding the
  * session inside a relay connection (mutually authenticated TLS 1.3), in one of two ways:
@@ -154,12 +154,23 @@ function parsePreamble (json: string): Preamble | null {
 }
 
 /**
+ * A relay connection that closed before its preamble. `empty`: not one byte came, as when the
+ * client's TLS handshake at the relaying gateway failed (that gateway counts it; this one does not).
+ */
+export class PreambleMissing extends Error {
+  constructor (readonly empty: boolean) {
+    super(empty ? 'relay connection closed with no preamble' : 'relay connection closed before its preamble')
+  }
+}
+
+/**
  * Reads the preamble from a relay connection: calls back with it and the bytes that followed it
- * (the client's), or an error (malformed, too long, or `timeoutMs` without it). The socket is left
- * paused.
+ * (the client's), or an error (malformed, too long, closed before it (PreambleMissing), or
+ * `timeoutMs` without it). The socket is left paused.
  */
 export function readPreamble (socket: Duplex, timeoutMs: number, callback: (err: Error | null, preamble?: Preamble, rest?: Buffer) => void): void {
   let buffered: Buffer = Buffer.alloc(0)
+  let received = 0
   let settled = false
   const finish = (err: Error | null, preamble?: Preamble, rest?: Buffer): void => {
     if (settled) return
@@ -167,11 +178,13 @@ export function readPreamble (socket: Duplex, timeoutMs: number, callback: (err:
     clearTimeout(timer)
     socket.off('data', onData)
     socket.off('end', onEnd)
+    socket.off('close', onEnd)
     if (err === null) socket.pause()
     callback(err, preamble, rest)
   }
-  const onEnd = (): void => { finish(new Error('relay connection closed before its preamble')) }
+  const onEnd = (): void => { finish(new PreambleMissing(received === 0)) }
   const onData = (chunk: Buffer): void => {
+    received += chunk.length
     buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
     if (buffered.length < 2) return
     const length = buffered.readUInt16BE(0)
@@ -184,6 +197,7 @@ export function readPreamble (socket: Duplex, timeoutMs: number, callback: (err:
   const timer = setTimeout(() => { finish(new Error('relay preamble timed out')) }, timeoutMs)
   socket.on('data', onData)
   socket.once('end', onEnd)
+  socket.once('close', onEnd)
 }
 
 /** Marks a relay connection as carrying `client`'s connection (before TLS or HTTP is layered on it). */

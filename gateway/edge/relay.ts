@@ -28,7 +28,7 @@ import type { CounterFamily, Metrics } from '../metrics.ts'
 import { certificateFingerprint, type RelayIdentity } from './relay-identity.ts'
 import type { Route } from './routes.ts'
 import { EdgeTimeout } from './upstream.ts'
-import { PASSTHROUGH_ALPN, STREAM_ALPN, markPassthrough, readPreamble, type Preamble } from './passthrough.ts'
+import { PASSTHROUGH_ALPN, PreambleMissing, STREAM_ALPN, markPassthrough, readPreamble, type Preamble } from './passthrough.ts'
 
 /** A relay connection refused by us: the peer's certificate is not the one the fleet pins. */
 export class RelayError extends Error {
@@ -343,6 +343,13 @@ export class RelayListener {
         // A stream must name the client's ALPN protocol and server name; a passthrough names neither.
         if (err === null && (preamble!.alpn === undefined) !== (stream === undefined)) err = new Error('relay preamble malformed')
         if (err === null && (preamble!.servername === undefined) !== (stream === undefined)) err = new Error('relay preamble malformed')
+        if (err instanceof PreambleMissing && err.empty) {
+          // The relaying gateway gave up before writing anything (its client's TLS handshake
+          // failed, counted there): nothing was refused here.
+          this.#o.logger.debug({ gateway: socket.remoteAddress }, `relay ${what} closed before its preamble`)
+          socket.destroy()
+          return
+        }
         if (err !== null) {
           this.#refused?.inc(`${what}_preamble`)
           this.#o.logger.warn({ err: err.message, gateway: socket.remoteAddress }, `relay ${what} refused`)

@@ -203,3 +203,78 @@ t.test('a TCP connection that never completes the TLS handshake is closed after 
   t.notOk(ok.socket.destroyed, 'the timeout ends only handshakes, not connections')
   ok.socket.destroy()
 })
+
+/** An HTTP/1.1 connection over TLS from `localAddress`, read one Content-Length-framed response at a time. */
+function h1Connection (t: Teardown, te: TestEdge, localAddress: string): { socket: tls.TLSSocket, response: () => Promise<{ head: string, body: string } | null> } {
+  const socket = tls.connect({ socket: tcpFrom(te, localAddress), servername: HOST, ca: te.ca, ALPNProtocols: ['http/1.1'] })
+  socket.on('error', () => {})
+  t.teardown(() => socket.destroy())
+  let buffered = ''
+  socket.on('data', (d: Buffer) => { buffered += d.toString('latin1') })
+  const response = async (): Promise<{ head: string, body: string } | null> => {
+    const deadline = Date.now() + 5_000
+    while (Date.now() < deadline) {
+      const end = buffered.indexOf('\r\n\r\n')
+      if (end !== -1) {
+        const head = buffered.slice(0, end)
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0)
+        if (buffered.length >= end + 4 + length) {
+          const body = buffered.slice(end + 4, end + 4 + length)
+          buffered = buffered.slice(end + 4 + length)
+          return { head, body }
+        }
+      }
+      await delay(10)
+    }
+    return null
+  }
+  return { socket, response }
+}
+
+/** An instance of 32 slots (8 per client address) whose 8 slots of 127.0.0.3 are held by /hold requests. */
+async function heldShare (t: Teardown): Promise<{ te: TestEdge, origin: Awaited<ReturnType<typeof waitingOrigin>>, held: () => number, holding: boolean }> {
+  const origin = await waitingOrigin(t)
+  const te = await startEdge(t, [route('a', origin.port, [HOST], { maxConnections: 32 })])
+  const holder = h2Session(t, te, '127.0.0.3')
+  for (let i = 0; i < 8; i++) void h2Get(holder, '/hold')
+  const held = (): number => te.edge.pool.clientConnections('a', clientKey('127.0.0.3'))
+  const holding = await waitFor(() => held() === 8 && origin.started() === 8)
+  return { te, origin, held, holding }
+}
+
+t.test('HTTP/1.1 client at its slot share sends a request without a body: 429, and the connection stays for the next request', async t => {
+  const { te, origin, held, holding } = await heldShare(t)
+  t.ok(holding, 'the address holds its 8 slots')
+  const { socket, response } = h1Connection(t, te, '127.0.0.3')
+  socket.write(`GET /one HTTP/1.1\r\nhost: ${HOST}\r\n\r\n`)
+  const refused = await response()
+  t.match(refused?.head, /^HTTP\/1\.1 429 /, 'refused with 429')
+  t.match(refused?.head, /\r\nretry-after: /i)
+  t.notMatch(refused?.head, /\r\nconnection: *close/i, 'no Connection: close')
+  t.equal(held(), 8, 'the refused request took no slot')
+  origin.release()
+  t.ok(await waitFor(() => held() === 0), 'the held slots are released')
+  socket.write(`GET /two HTTP/1.1\r\nhost: ${HOST}\r\n\r\n`)
+  const next = await response()
+  t.match(next?.head, /^HTTP\/1\.1 200 /, 'the next request on the same connection is answered')
+  t.equal(next?.body, 'ok GET')
+  t.equal(socket.destroyed, false, 'one connection throughout')
+  t.equal(held(), 0, 'and its slot went back')
+})
+
+t.test('HTTP/1.1 client at its slot share sends a request with an unread body: 429 and the connection closes', async t => {
+  const { te, origin, held, holding } = await heldShare(t)
+  t.ok(holding, 'the address holds its 8 slots')
+  const { socket, response } = h1Connection(t, te, '127.0.0.3')
+  const closed = new Promise<boolean>(resolve => {
+    socket.once('close', () => resolve(true))
+    setTimeout(() => resolve(false), 5_000).unref()
+  })
+  socket.write(`POST /upload HTTP/1.1\r\nhost: ${HOST}\r\ncontent-length: 100000\r\n\r\n${'x'.repeat(1_000)}`)
+  const refused = await response()
+  t.match(refused?.head, /^HTTP\/1\.1 429 /, 'refused with 429')
+  t.match(refused?.head, /\r\nconnection: *close/i, 'Connection: close')
+  t.equal(await closed, true, 'the edge closed the connection')
+  t.equal(held(), 8, 'the refused request took no slot')
+  t.equal(origin.started(), 8, 'nothing more reached the origin')
+})

@@ -8,7 +8,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { once } from 'node:events'
 import { PassThrough } from 'node:stream'
-import { MAX_CLIENT_HELLO, encodePreamble, readPreamble, readServerName, type Preamble } from '../../../gateway/edge/passthrough.ts'
+import { MAX_CLIENT_HELLO, PreambleMissing, encodePreamble, readPreamble, readServerName, type Preamble } from '../../../gateway/edge/passthrough.ts'
 
 /** The first flight a TLS client sends for `options`, captured by a loopback listener. */
 async function clientHello (options: tls.ConnectionOptions): Promise<Buffer> {
@@ -117,6 +117,25 @@ t.test('the preamble round-trips, leaving what follows it; a bad one is an error
   const silent = new PassThrough()
   const timedOut = await new Promise<Error | null>(resolve => { readPreamble(silent, 50, err => resolve(err)) })
   t.match(timedOut?.message, /timed out/)
+})
+
+t.test('a relay connection closed before its preamble: empty when no byte came', async t => {
+  const ended = new PassThrough()
+  const endedErr = new Promise<Error | null>(resolve => { readPreamble(ended, 1_000, err => resolve(err)) })
+  ended.end()
+  ended.resume()
+  const e1 = await endedErr
+  t.ok(e1 instanceof PreambleMissing && e1.empty, 'ended with no byte')
+  const destroyed = new PassThrough()
+  const destroyedErr = new Promise<Error | null>(resolve => { readPreamble(destroyed, 1_000, err => resolve(err)) })
+  destroyed.destroy()
+  const e2 = await destroyedErr
+  t.ok(e2 instanceof PreambleMissing && e2.empty, 'destroyed with no byte')
+  const partial = new PassThrough()
+  const partialErr = new Promise<Error | null>(resolve => { readPreamble(partial, 1_000, err => resolve(err)) })
+  partial.end(encodePreamble({ client: '192.0.2.1', port: 1 }).subarray(0, 4))
+  const e3 = await partialErr
+  t.ok(e3 instanceof PreambleMissing && !e3.empty, 'part of a preamble, then closed')
 })
 
 t.test('a stream preamble carries the ALPN protocol and the server name', async t => {

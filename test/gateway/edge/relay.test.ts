@@ -550,9 +550,10 @@ t.test('stream: a connection piped to A is never passed on or relayed again', as
   t.equal(streamCount(p.metrics.b, 'in'), 0)
 })
 
-t.test('stream: a client whose TLS handshake with B fails takes its relay connection to A down with it', async t => {
+t.test('stream: a client whose TLS handshake with B fails takes its relay connection to A down with it, not counted as refused at A', async t => {
   const o = await origin(t)
-  const p = await pair(t, o.port, { mode: 'stream' })
+  // A's preamble timeout is 1 s: a relay connection A kept open until then would be counted.
+  const p = await pair(t, o.port, { mode: 'stream', aHandshakeTimeoutMs: 1_000 })
   // A real ClientHello for HOST (so B opens the relay connection), then bytes that are no TLS record.
   const hello = await new Promise<Buffer>(resolve => {
     const capture = net.createServer(s => { s.once('data', (d: Buffer) => { resolve(d); s.destroy() }) })
@@ -575,8 +576,10 @@ t.test('stream: a client whose TLS handshake with B fails takes its relay connec
   raw.write(Buffer.from('not a TLS record at all\r\n\r\n'))
   await Promise.race([closed, new Promise(resolve => setTimeout(resolve, 5_000))])
   t.ok(await waitFor(() => p.metrics.b.family('edge_client_errors', '').get('tls_handshake') === 1, 3_000), 'B counted the failed handshake')
-  t.ok(await waitFor(() => p.metrics.a.family('relay_refused', '').get('stream_preamble') === 1, 3_000), 'A saw the relay connection close before any preamble')
-  t.ok(Date.now() - startedAt < 5_000, 'at once, not after A\'s 10 s preamble timeout')
+  t.ok(Date.now() - startedAt < 5_000, 'B closed the client at once')
+  // Past A's preamble timeout: a connection A still held would be counted as a late preamble now.
+  await new Promise(resolve => setTimeout(resolve, 1_500))
+  t.equal(p.metrics.a.family('relay_refused', '').get('stream_preamble'), 0, 'A closed the relay connection without counting a refusal')
   t.equal(streamCount(p.metrics.a, 'in'), 0)
   t.equal(o.seen.xff.length, 0)
 })
@@ -607,6 +610,26 @@ t.test('relay listener: a stream whose preamble and first request come in one wr
   t.equal(answer.match(/HTTP\/1\.1 200 /g)?.length, 2, 'both pipelined requests answered')
   t.match(answer, /"bytes":40000/)
   t.same(o.seen.xff, ['198.51.100.20', '198.51.100.20'], 'the preamble\'s client address, once per request')
+})
+
+t.test('relay listener: a stream closed by its gateway before any byte is not refused; one closed mid-preamble is', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { mode: 'stream', aHandshakeTimeoutMs: 1_000 })
+  const refused = (): number => p.metrics.a.family('relay_refused', '').get('stream_preamble')
+  const empty = await relayConnection(p, STREAM_ALPN)
+  const emptyClosed = once(empty, 'close')
+  empty.end()
+  await emptyClosed
+  // Past the preamble timeout: a connection A still held would be counted by now.
+  await new Promise(resolve => setTimeout(resolve, 1_500))
+  t.equal(refused(), 0, 'no byte, then closed: not a refusal')
+  const partial = await relayConnection(p, STREAM_ALPN)
+  const partialClosed = once(partial, 'close')
+  partial.end(encodePreamble({ client: '198.51.100.20', port: 1, alpn: 'http/1.1', servername: HOST }).subarray(0, 5))
+  await partialClosed
+  t.ok(await waitFor(() => refused() === 1, 3_000), 'part of a preamble, then closed: refused and counted')
+  t.equal(streamCount(p.metrics.a, 'in'), 0)
+  t.equal(o.seen.xff.length, 0, 'nothing reached the origin')
 })
 
 t.test('relay listener: a stream with a malformed, incomplete or late preamble is refused and counted', async t => {
