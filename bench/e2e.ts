@@ -39,6 +39,7 @@ import { runOk, type Lab } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, listenEnv, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
 import { TRANSFER_OPTIONS, withShippedOpensslCaps, isMain, numberOption, round2, transferValues, UsageError, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
 import { measureHttp, measureSmall, medianSmall, type HttpResults, type MeasureOptions, type SmallRequestStats } from './baseline/measure.ts'
+import { cpuSeconds } from './baseline/proc.ts'
 import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
 import { SMALL_BYTES, caddyfile, labBenchArgs, withBenchLab, wireguardGoPair, writeBenchFiles } from './baseline/lab.ts'
 
@@ -140,6 +141,8 @@ const WG_PORT = 51820
 const HTTPS_PORT = 8443
 const CADDY_PORT = 9443
 const METRICS = '127.0.0.1:9091'
+/** A measured process with its children and grandchildren (nginx master and workers). */
+const WITH_WORKERS = { levels: 2 }
 /** Counter families worth seeing per phase (loss, recovery, drops). */
 const COUNTERS = ['tcp_retransmits', 'tcp_events', 'tcp_dropped', 'ip_dropped', 'wg_packets_dropped', 'wg_handshakes_completed']
 
@@ -151,21 +154,6 @@ async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, nu
   const flat: Record<string, number> = {}
   for (const family of COUNTERS) for (const [reason, v] of Object.entries(counters[family] ?? {})) flat[`${family}.${reason}`] = v
   return flat
-}
-
-/** CPU seconds (utime + stime of every thread) a process and its live children (nginx workers) have used so far. */
-function cpuSeconds (pid: number, depth = 0): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  let seconds = (Number(fields[11]) + Number(fields[12])) / 100 // clock ticks (USER_HZ = 100)
-  if (depth < 2) {
-    let children: number[] = []
-    try { children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number) } catch {}
-    for (const child of children) {
-      try { seconds += cpuSeconds(child, depth + 1) } catch { /* exited meanwhile */ }
-    }
-  }
-  return seconds
 }
 
 /** Microseconds on the clock V8 stamps profiles with (CLOCK_MONOTONIC, as process.hrtime). */
@@ -222,13 +210,13 @@ async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[
   const costs = {} as PhaseCosts
   const timed = async (phase: Phase, cmd: string, args: string[], timeoutS: number): Promise<string> => {
     const countersBefore = await counters?.()
-    const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
+    const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid, WITH_WORKERS)]))
     const from = monotonicUs()
     const r = await lab.exec(ns, cmd, args, { timeoutMs: timeoutS * 1000 })
     const to = monotonicUs()
     windows[phase] = [from, to]
     if (r.code !== 0) throw new Error(`${phase}: ${cmd} exit ${r.code}: ${r.stderr.slice(-500)}`)
-    const cpuS = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, round2(cpuSeconds(pid) - before[k])]))
+    const cpuS = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, round2(cpuSeconds(pid, WITH_WORKERS) - before[k])]))
     let amount = bulkBytes / 1e6
     if (phase === 'small') {
       const m = /(\d+) requests in/.exec(r.stdout)
@@ -327,10 +315,10 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       const ourCpu: Record<string, number> = {}
       const theirCpu: Record<string, number> = {}
       const measured = async (url: string, rounds: SmallRequestStats[], pids: Record<string, number>, cpu: Record<string, number>): Promise<void> => {
-        const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
+        const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid, WITH_WORKERS)]))
         const r = await measureSmall(lab, client, url, level)
         rounds.push(r)
-        for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpu[k] ?? 0) + cpuSeconds(pid) - before[k]
+        for (const [k, pid] of Object.entries(pids)) cpu[k] = (cpu[k] ?? 0) + cpuSeconds(pid, WITH_WORKERS) - before[k]
         cpu.requests = (cpu.requests ?? 0) + r.requestsPerSecond * r.seconds
       }
       for (let round = 1; round <= o.wrkRounds; round++) {

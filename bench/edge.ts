@@ -32,6 +32,7 @@ import { onExitCleanup } from '../test/helpers/lab.ts'
 import { freePort } from '../test/helpers/ports.ts'
 import { LabProcess } from '../test/helpers/lab/process.ts'
 import { parseWrk, type SmallRequestStats } from './baseline/measure.ts'
+import { cpuSeconds } from './baseline/proc.ts'
 import { TRANSFER_OPTIONS, UsageError, exitOnBrokenPipe, numberOption, parseBenchArgs, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -162,22 +163,6 @@ interface TargetResult {
   cpuSecondsPerGBUp: number[]
 }
 
-/** User + system CPU seconds of a process and its children (edge workers) so far (/proc/PID/stat, clock ticks of 1/100 s). */
-function cpuSeconds (pid: number | undefined, depth = 0): number {
-  if (pid === undefined) return NaN
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  let seconds = (Number(fields[11]) + Number(fields[12])) / 100
-  if (depth < 2) {
-    let children: number[] = []
-    try { children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number) } catch {}
-    for (const child of children) {
-      try { seconds += cpuSeconds(child, depth + 1) } catch { /* exited meanwhile */ }
-    }
-  }
-  return seconds
-}
-
 async function curlMBps (t: Target, args: string[], expectBytes: number, field: 'speed_download' | 'speed_upload'): Promise<{ mbps: number, body: string }> {
   const r = await run('curl', ['-sS', '--max-time', String(TRANSFER_TIMEOUT_S), ...t.curlArgs, '-w', `\\n%{http_code} %{${field}} %{size_download} %{size_upload}`, ...args], TRANSFER_TIMEOUT_S + 5)
   const lines = r.stdout.trimEnd().split('\n')
@@ -187,20 +172,25 @@ async function curlMBps (t: Target, args: string[], expectBytes: number, field: 
   return { mbps: round1(speed / 1e6), body: lines.join('\n') }
 }
 
+/** CPU seconds of a proxy and its workers (children and grandchildren) so far; NaN for a target without a process of its own. */
+function targetCpuSeconds (t: Target): number {
+  return t.pid === undefined ? NaN : cpuSeconds(t.pid, { levels: 2 })
+}
+
 async function measure (t: Target, res: TargetResult, bulkFile: string, bulkBytes: number, bulkSha: string): Promise<void> {
   const base = `${t.scheme}://${HOST}:${t.port}`
-  let cpu = cpuSeconds(t.pid)
+  let cpu = targetCpuSeconds(t)
   const wrk = await run('wrk', ['-t1', `-c${WRK_CONNECTIONS}`, `-d${WRK_SECONDS}s`, '--latency', `${base}/small.bin`], WRK_SECONDS + 30)
   const small = parseWrk(wrk.stdout, WRK_CONNECTIONS, WRK_SECONDS)
   const requests = Number(/(\d+) requests in/.exec(wrk.stdout)?.[1] ?? NaN)
   res.small.push(small)
-  res.cpuUsPerRequest.push(Math.round((cpuSeconds(t.pid) - cpu) / requests * 1e6))
-  cpu = cpuSeconds(t.pid)
+  res.cpuUsPerRequest.push(Math.round((targetCpuSeconds(t) - cpu) / requests * 1e6))
+  cpu = targetCpuSeconds(t)
   for (let i = 0; i < RUNS; i++) {
     res.downloadMBps.push((await curlMBps(t, ['-o', '/dev/null', `${base}/bulk.bin`], bulkBytes, 'speed_download')).mbps)
   }
-  res.cpuSecondsPerGBDown.push(Math.round((cpuSeconds(t.pid) - cpu) / (RUNS * bulkBytes / 1e9) * 100) / 100)
-  cpu = cpuSeconds(t.pid)
+  res.cpuSecondsPerGBDown.push(Math.round((targetCpuSeconds(t) - cpu) / (RUNS * bulkBytes / 1e9) * 100) / 100)
+  cpu = targetCpuSeconds(t)
   const sinkUrl = t.scheme === 'https' ? `https://${SINK_HOST}:${t.port}/sink` : `http://${HOST}:${t.port}/sink`
   for (let i = 0; i < RUNS; i++) {
     const { mbps, body } = await curlMBps(t, ['-T', bulkFile, sinkUrl], bulkBytes, 'speed_upload')
@@ -208,7 +198,7 @@ async function measure (t: Target, res: TargetResult, bulkFile: string, bulkByte
     if (sink.sha256 !== bulkSha) throw new Error(`${t.name}: upload hash mismatch`)
     res.uploadMBps.push(mbps)
   }
-  res.cpuSecondsPerGBUp.push(Math.round((cpuSeconds(t.pid) - cpu) / (RUNS * bulkBytes / 1e9) * 100) / 100)
+  res.cpuSecondsPerGBUp.push(Math.round((targetCpuSeconds(t) - cpu) / (RUNS * bulkBytes / 1e9) * 100) / 100)
 }
 
 async function sha256File (path: string): Promise<string> {

@@ -15,7 +15,7 @@
  * (CC_TEST_DATABASE_URL or --database; a fresh database is created and dropped). Bounded: every
  * transfer and wrk run has a time limit; the lab is torn down at the end (or on Ctrl-C).
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { runOk, waitUntil } from '../test/helpers/lab.ts'
@@ -23,6 +23,7 @@ import { createInstance, httpsFetch, signUp } from '../test/helpers/lab/e2e.ts'
 import { FLEET_BASE_DOMAIN, FLEET_GATEWAY_IDS, FLEET_HTTPS_PORT, startFleet, wireguardGoContainer } from '../test/helpers/lab/fleet.ts'
 import { TRANSFER_OPTIONS, isMain, round2, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 import { curlTransfer, measureSmall, median, sha256File } from './baseline/measure.ts'
+import { cpuSeconds } from './baseline/proc.ts'
 import { labBenchArgs, withBenchLab, writeBenchFiles } from './baseline/lab.ts'
 import { startGatewayProcess } from '../test/helpers/lab/e2e.ts'
 import { RELAY_MODES, type RelayMode } from '../gateway/edge/options.ts'
@@ -44,31 +45,8 @@ export interface Phase {
 /** CPU seconds per 100 MB downloaded and uploaded, and per 1,000 small requests. */
 export interface CpuParts { download: number, upload: number, perThousandRequests: number }
 
-const TICKS_PER_SECOND = 100
-
-/** CPU seconds used so far by `pid` and every live process below it (and its reaped children). */
-function cpuSeconds (pid: number): number {
-  const children = new Map<number, number[]>()
-  const ticks = new Map<number, number>()
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    let stat: string
-    try { stat = readFileSync(`/proc/${entry}/stat`, 'utf8') } catch { continue }
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const id = Number(entry)
-    const parent = Number(fields[1])
-    children.set(parent, [...children.get(parent) ?? [], id])
-    ticks.set(id, Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]))
-  }
-  let total = 0
-  const stack = [pid]
-  for (let guard = 0; stack.length > 0 && guard < 10_000; guard++) {
-    const id = stack.pop()!
-    total += ticks.get(id) ?? 0
-    stack.push(...children.get(id) ?? [])
-  }
-  return total / TICKS_PER_SECOND
-}
+/** A gateway and every process below it, live or reaped (it is started inside its namespace through a launcher). */
+const EVERY_DESCENDANT = { levels: Infinity, reaped: true }
 
 export interface FleetBenchResults {
   date: string
@@ -138,8 +116,8 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
     const phase = async (ns: string): Promise<Phase> => {
       // Both placed gateways: the relaying one may pick either holder.
       const cpu = (): [number, number] => [
-        holderIndexes.reduce((sum, i) => sum + cpuSeconds(fleet.gateways[i].process.pid), 0),
-        cpuSeconds(fleet.gateways[relayIndex].process.pid),
+        holderIndexes.reduce((sum, i) => sum + cpuSeconds(fleet.gateways[i].process.pid, EVERY_DESCENDANT), 0),
+        cpuSeconds(fleet.gateways[relayIndex].process.pid, EVERY_DESCENDANT),
       ]
       const spent = (before: [number, number], scale: number): [number, number] => { const now = cpu(); return [round2((now[0] - before[0]) * scale), round2((now[1] - before[1]) * scale)] }
       let mark = cpu()

@@ -12,7 +12,6 @@ import { fileURLToPath } from 'node:url'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../..')
 const CLI = join(ROOT, 'bin/cloud-connect.js')
-const CLOCK_TICKS = 100
 
 export interface Gateway { child: ChildProcess, dir: string, httpsPort: number, output: string[] }
 
@@ -47,13 +46,6 @@ export async function stopGateway (g: Gateway): Promise<void> {
     await exited
     clearTimeout(killer)
   }
-}
-
-/** utime + stime of `pid` in seconds. */
-export function cpuSeconds (pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
 }
 
 export function memoryMB (pid: number): { rss: number, peak: number } {

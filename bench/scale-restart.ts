@@ -21,7 +21,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { onExitCleanup } from '../test/helpers/lab.ts'
 import { round2 } from './baseline/cli.ts'
 import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../proto/noise/index.ts'
-import { accepts, cpuSeconds, exited, failure, freePort, freeUdpPort, memoryMB, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
+import { accepts, exited, failure, freePort, freeUdpPort, memoryMB, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
+import { cpuSeconds } from './baseline/proc.ts'
 import { peerTunnelAddress, type PeersOptions, type UpResult } from './wg-peers.ts'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../..')

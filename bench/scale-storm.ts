@@ -29,14 +29,13 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { onExitCleanup } from '../test/helpers/lab.ts'
 import { round2 } from './baseline/cli.ts'
 import { CookieGenerator, createInitiation, decodeKey, generatePrivateKey, publicKeyFromPrivate } from '../proto/noise/index.ts'
-import { accepts, cpuSeconds, exited, failure, freePort, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
+import { accepts, exited, failure, freePort, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
+import { cpuSeconds } from './baseline/proc.ts'
 import { writeRestartSetup } from './scale-restart.ts'
+import { MESSAGE_COOKIE_REPLY, MESSAGE_INITIATION_MAC1_OFFSET, MESSAGE_INITIATION_SIZE, MESSAGE_TYPE_OFFSET } from '../proto/wire/wireguard.ts'
 import type { CarryResult, PeersOptions, UpResult } from './wg-peers.ts'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../..')
-const MESSAGE_INITIATION_LEN = 148
-const MAC1_OFFSET = 116
-const TYPE_COOKIE_REPLY = 3
 /** Distinct initiations per kind in the storm (sent again and again). */
 const STORM_POOL = 64
 /** Loopback sources of the storm: 127.3.0.1 upwards (the peers use 127.1.x.y). */
@@ -327,8 +326,8 @@ function stormPool (o: StormSenderOptions): Buffer[] {
     const identity = { privateKey, publicKey: publicKeyFromPrivate(privateKey) }
     const { message } = createInitiation(identity, serverKey, null, (Math.random() * 2 ** 32) >>> 0, Date.now())
     macs.addMacs(message, performance.now())
-    if (badMac) message[MAC1_OFFSET] ^= 0xff
-    if (message.length !== MESSAGE_INITIATION_LEN) throw new Error('unexpected initiation length')
+    if (badMac) message[MESSAGE_INITIATION_MAC1_OFFSET] ^= 0xff
+    if (message.length !== MESSAGE_INITIATION_SIZE) throw new Error('unexpected initiation length')
     return message
   }
   const pool: Buffer[] = []
@@ -351,7 +350,7 @@ async function runStormSender (o: StormSenderOptions): Promise<void> {
     const socket = createSocket('udp4')
     socket.on('error', () => { /* a full send buffer loses a storm datagram: the count says what was sent */ })
     socket.on('message', msg => {
-      if (msg.length >= 4 && msg.readUInt32LE(0) === TYPE_COOKIE_REPLY) counts.cookieReplies++
+      if (msg.length >= 4 && msg.readUInt32LE(MESSAGE_TYPE_OFFSET) === MESSAGE_COOKIE_REPLY) counts.cookieReplies++
       else counts.otherReplies++
     })
     await new Promise<void>((resolve, reject) => {

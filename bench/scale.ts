@@ -37,7 +37,8 @@ import { generatePrivateKey, encodeKey } from '../proto/noise/index.ts'
 import { measureRestart, type RestartRun } from './scale-restart.ts'
 import { measureConnections, type ConnectionsRun } from './scale-connections.ts'
 import { measureStorm, type StormOptions, type StormRun } from './scale-storm.ts'
-import { accepts, cpuSeconds, diskUsage, exited, failure, freePort, httpsAnswers, memoryMB, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
+import { accepts, diskUsage, exited, failure, freePort, httpsAnswers, memoryMB, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
+import { cpuSeconds } from './baseline/proc.ts'
 
 const BASE = 'scale.test'
 /** Idle: less than this much CPU (share of one core) for IDLE_SECONDS in a row. */

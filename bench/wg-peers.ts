@@ -37,7 +37,11 @@ import {
   REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, sealTransport, type InitiatorHandshake, type SessionKeys, type StaticIdentity,
 } from '../proto/noise/index.ts'
 import { emitIPv4, formatIPv4, IPPROTO_ICMP, IPV4_MIN_HEADER_LEN, parseIPv4, parseIPv4Address } from '../proto/wire/ipv4.ts'
-import { emitIcmpEcho, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, icmpEchoLength, parseIcmpEcho } from '../proto/wire/icmp.ts'
+import { emitIcmpEcho, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, icmpEchoLength, parseIcmpEcho, type IcmpEchoRepr } from '../proto/wire/icmp.ts'
+import {
+  MESSAGE_COOKIE_REPLY, MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET, MESSAGE_COOKIE_REPLY_SIZE, MESSAGE_INITIATION, MESSAGE_INITIATION_SIZE, MESSAGE_RESPONSE, MESSAGE_RESPONSE_SIZE,
+  MESSAGE_TRANSPORT, MESSAGE_TRANSPORT_CONTENT_OFFSET, MESSAGE_TRANSPORT_COUNTER_OFFSET, MESSAGE_TRANSPORT_RECEIVER_OFFSET, MESSAGE_TYPE_OFFSET,
+} from '../proto/wire/wireguard.ts'
 
 export interface PeersOptions {
   target: string
@@ -85,10 +89,6 @@ export interface CarryResult {
   cpuS: number
 }
 
-const TYPE_INITIATION = 1
-const TYPE_RESPONSE = 2
-const TYPE_COOKIE_REPLY = 3
-const TYPE_TRANSPORT = 4
 const PING_RETRY_MS = 1_000
 const TICK_MS = 50
 /** Carried echoes are sent in ticks of this many ms. */
@@ -166,11 +166,24 @@ export async function startPeers (o: PeersOptions): Promise<Peers> {
     p.nextAt = now + REKEY_TIMEOUT + randomInt(REKEY_TIMEOUT_JITTER_MAX)
   }
 
+  /** The gateway's echo reply to `p` that a transport message carries, or null (keepalive, forged, other). */
+  const echoReply = (p: SimPeer, keys: SessionKeys, msg: Buffer): IcmpEchoRepr | null => {
+    const n = openTransportMessage(defaultAead, keys.receiveKey, msg.readBigUInt64LE(MESSAGE_TRANSPORT_COUNTER_OFFSET), msg)
+    if (n < IPV4_MIN_HEADER_LEN) return null
+    try {
+      const packet = msg.subarray(MESSAGE_TRANSPORT_CONTENT_OFFSET, MESSAGE_TRANSPORT_CONTENT_OFFSET + n)
+      const ip = parseIPv4(packet)
+      if (ip.protocol !== IPPROTO_ICMP || ip.src !== gateway) return null
+      const echo = parseIcmpEcho(packet.subarray(ip.headerLen, ip.headerLen + ip.payloadLen))
+      return echo.type === ICMP_ECHO_REPLY && echo.ident === (p.localIndex & 0xffff) ? echo : null
+    } catch { return null /* not an echo reply */ }
+  }
+
   const onMessage = (p: SimPeer) => (msg: Buffer): void => {
     if (startedAt === 0 || msg.length < 8) return
     const now = performance.now()
-    const type = msg.readUInt32LE(0)
-    if (type === TYPE_INITIATION && msg.length === 148 && p.passedAt === null) {
+    const type = msg.readUInt32LE(MESSAGE_TYPE_OFFSET)
+    if (type === MESSAGE_INITIATION && msg.length === MESSAGE_INITIATION_SIZE && p.passedAt === null) {
       const consumed = consumeInitiation(p.identity, msg)
       if (consumed === null || !consumed.remoteStatic.equals(serverKey)) return
       const localIndex = randomInt(2 ** 32 - 1)
@@ -181,46 +194,31 @@ export async function startPeers (o: PeersOptions): Promise<Peers> {
       stats.responses++
       return
     }
-    if (type === TYPE_TRANSPORT && p.responderKeys !== null && msg.readUInt32LE(4) === p.responderKeys.localIndex) {
+    if (type === MESSAGE_TRANSPORT && p.responderKeys !== null && msg.readUInt32LE(MESSAGE_TRANSPORT_RECEIVER_OFFSET) === p.responderKeys.localIndex) {
       // Paper 6.1: the initiator's first transport message confirms the responder's keys.
-      if (openTransportMessage(defaultAead, p.responderKeys.receiveKey, msg.readBigUInt64LE(8), msg) < 0) return
+      if (openTransportMessage(defaultAead, p.responderKeys.receiveKey, msg.readBigUInt64LE(MESSAGE_TRANSPORT_COUNTER_OFFSET), msg) < 0) return
       p.keys = p.responderKeys
       p.responderKeys = null
       p.sendCounter = 0n
       if (p.passedAt === null) ping(p, now)
       return
     }
-    if (type === TYPE_COOKIE_REPLY && msg.length === 64) {
-      if (p.handshake !== null && msg.readUInt32LE(4) === p.handshake.localIndex && p.cookies.consumeReply(msg, now)) stats.cookieReplies++
-    } else if (type === TYPE_RESPONSE && msg.length === 92 && p.handshake !== null && p.keys === null) {
+    if (type === MESSAGE_COOKIE_REPLY && msg.length === MESSAGE_COOKIE_REPLY_SIZE) {
+      if (p.handshake !== null && msg.readUInt32LE(MESSAGE_COOKIE_REPLY_RECEIVER_OFFSET) === p.handshake.localIndex && p.cookies.consumeReply(msg, now)) stats.cookieReplies++
+    } else if (type === MESSAGE_RESPONSE && msg.length === MESSAGE_RESPONSE_SIZE && p.handshake !== null && p.keys === null) {
       const keys = consumeResponse(p.handshake, p.identity, msg)
       if (keys === null) return
       p.keys = keys
       p.sendCounter = 0n
       ping(p, now) // also confirms the session to the responder (paper 5.4.6)
-    } else if (type === TYPE_TRANSPORT && carrying !== null && p.keys !== null && msg.readUInt32LE(4) === p.keys.localIndex) {
-      const n = openTransportMessage(defaultAead, p.keys.receiveKey, msg.readBigUInt64LE(8), msg)
-      if (n < IPV4_MIN_HEADER_LEN) return
-      try {
-        const packet = msg.subarray(16, 16 + n)
-        const ip = parseIPv4(packet)
-        if (ip.protocol !== IPPROTO_ICMP || ip.src !== gateway) return
-        const echo = parseIcmpEcho(packet.subarray(ip.headerLen, ip.headerLen + ip.payloadLen))
-        if (echo.type !== ICMP_ECHO_REPLY || echo.ident !== (p.localIndex & 0xffff) || echo.payload.length < CARRY_MIN_PAYLOAD) return
-        carrying.replies++
-        carrying.bytes += echo.payload.length
-        carrying.rtts.push(performance.now() - Buffer.from(echo.payload.buffer, echo.payload.byteOffset, 8).readDoubleLE(0))
-      } catch { /* not an echo reply */ }
-    } else if (type === TYPE_TRANSPORT && p.keys !== null && p.passedAt === null && msg.readUInt32LE(4) === p.keys.localIndex) {
-      const n = openTransportMessage(defaultAead, p.keys.receiveKey, msg.readBigUInt64LE(8), msg)
-      if (n < IPV4_MIN_HEADER_LEN) return // keepalive or forged
-      try {
-        const packet = msg.subarray(16, 16 + n)
-        const ip = parseIPv4(packet)
-        if (ip.protocol !== IPPROTO_ICMP || ip.src !== gateway) return
-        const echo = parseIcmpEcho(packet.subarray(ip.headerLen, ip.headerLen + ip.payloadLen))
-        if (echo.type === ICMP_ECHO_REPLY && echo.ident === (p.localIndex & 0xffff)) p.passedAt = now - startedAt
-      } catch { /* not an echo reply */ }
+    } else if (type === MESSAGE_TRANSPORT && carrying !== null && p.keys !== null && msg.readUInt32LE(MESSAGE_TRANSPORT_RECEIVER_OFFSET) === p.keys.localIndex) {
+      const echo = echoReply(p, p.keys, msg)
+      if (echo === null || echo.payload.length < CARRY_MIN_PAYLOAD) return
+      carrying.replies++
+      carrying.bytes += echo.payload.length
+      carrying.rtts.push(performance.now() - Buffer.from(echo.payload.buffer, echo.payload.byteOffset, 8).readDoubleLE(0))
+    } else if (type === MESSAGE_TRANSPORT && p.keys !== null && p.passedAt === null && msg.readUInt32LE(MESSAGE_TRANSPORT_RECEIVER_OFFSET) === p.keys.localIndex) {
+      if (echoReply(p, p.keys, msg) !== null) p.passedAt = now - startedAt
     }
   }
 

@@ -12,26 +12,20 @@ import { Metrics } from '../../gateway/metrics.ts'
 import { IpLayer } from '../../gateway/netstack/ip.ts'
 import { TcpStack } from '../../gateway/netstack/tcp/index.ts'
 import { Device } from '../../gateway/wireguard/device.ts'
-import { UdpShell, wallClockOffset } from '../../gateway/wireguard/udp.ts'
+import { UdpShell } from '../../gateway/wireguard/udp.ts'
 import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { IPPROTO_TCP, parseIPv4Address, parseIPv4Prefix } from '../../proto/wire/ipv4.ts'
 import { UserspaceTunnel } from '../../agent/userspace.ts'
 import { planFromConfig } from '../../agent/tunnel.ts'
+import { udpDevice } from '../helpers/udp-device.ts'
 
 const logger = pino({ level: 'silent' })
 
 async function fakeGateway (t: Test, agentPublicKey: Buffer, address = '10.100.0.1', listenAddress = '127.0.0.1'): Promise<{ publicKey: string, port: number, device: Device, tcp: TcpStack, shell: UdpShell }> {
   const key = generatePrivateKey()
   const metrics = new Metrics()
-  const shell = new UdpShell({ listenAddress, listenPort: 0 })
+  const { device, shell } = udpDevice({ privateKey: key, metrics, listenAddress, deliverPacket: (packet, _peer, now) => { ip.input(packet, now) } })
   const ip = new IpLayer({ address: parseIPv4Address(address), metrics, send: d => { shell.sendPacket(d) } })
-  const device = new Device({
-    privateKey: key,
-    metrics,
-    wallClockOffset: wallClockOffset(),
-    io: { sendDatagram: (d, a, p) => { shell.sendDatagram(d, a, p) }, deliverPacket: (packet, _peer, now) => { ip.input(packet, now) } },
-  })
-  shell.attach(device)
   const { port } = await shell.listen()
   device.addPeer({ publicKey: agentPublicKey, allowedIPs: [parseIPv4Prefix('10.100.0.2/32')] })
   const tcp = new TcpStack({ localAddress: address, ip, metrics })

@@ -15,13 +15,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Metrics } from '../../gateway/metrics.ts'
 import { TcpStack } from '../../gateway/netstack/tcp/index.ts'
-import { Device } from '../../gateway/wireguard/device.ts'
-import { UdpShell, wallClockOffset } from '../../gateway/wireguard/udp.ts'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { IPPROTO_TCP, parseIPv4, parseIPv4Prefix } from '../../proto/wire/ipv4.ts'
 import { parseLogLines } from '../helpers/strict-json.ts'
 import { CLI, REPO_ROOT, json, spawnCli } from '../helpers/cli-process.ts'
 import { serviceEnv } from '../agent/service.ts'
+import { udpDevice } from '../helpers/udp-device.ts'
 
 
 const baseEnv = (dataDir: string): NodeJS.ProcessEnv => serviceEnv(dataDir, {}, {})
@@ -60,21 +59,15 @@ async function waitForBanner (child: ChildProcess, output: { text: string }): Pr
  */
 async function startContainer (t: Test, gatewayKey: string, wgPort: number, tunnelIp: string, privateKey: Buffer): Promise<{ requests: string[] }> {
   const metrics = new Metrics()
-  const shell = new UdpShell({ listenAddress: '127.0.0.1', listenPort: 0 })
-  const tcp = new TcpStack({ localAddress: tunnelIp, ip: { send: datagram => { shell.sendPacket(datagram) } }, metrics })
-  const device = new Device({
+  const { device, shell } = udpDevice({
     privateKey,
     metrics,
-    wallClockOffset: wallClockOffset(),
-    io: {
-      sendDatagram (d, a, p) { shell.sendDatagram(d, a, p) },
-      deliverPacket (packet) {
-        const ip = parseIPv4(packet)
-        if (ip.protocol === IPPROTO_TCP) tcp.input(ip, Buffer.from(packet.subarray(0, ip.headerLen + ip.payloadLen)))
-      },
+    deliverPacket (packet) {
+      const ip = parseIPv4(packet)
+      if (ip.protocol === IPPROTO_TCP) tcp.input(ip, Buffer.from(packet.subarray(0, ip.headerLen + ip.payloadLen)))
     },
   })
-  shell.attach(device)
+  const tcp = new TcpStack({ localAddress: tunnelIp, ip: { send: datagram => { shell.sendPacket(datagram) } }, metrics })
   device.addPeer({ publicKey: Buffer.from(gatewayKey, 'base64'), allowedIPs: [parseIPv4Prefix('10.100.0.1/32')], endpoint: { address: '127.0.0.1', port: wgPort }, persistentKeepalive: 1 })
   await shell.listen()
   const requests: string[] = []

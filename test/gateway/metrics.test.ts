@@ -10,27 +10,20 @@ import { randomBytes } from 'node:crypto'
 import { pino } from 'pino'
 import { Gateway } from '../../gateway/index.ts'
 import { validateConfig } from '../../gateway/config/schema.ts'
-import { Metrics } from '../../gateway/metrics.ts'
 import { Device } from '../../gateway/wireguard/device.ts'
 import { TunnelLifetimes } from '../../gateway/wireguard/tunnels.ts'
 import { Peer } from '../../gateway/wireguard/peer.ts'
-import { UdpShell, wallClockOffset } from '../../gateway/wireguard/udp.ts'
+import { UdpShell } from '../../gateway/wireguard/udp.ts'
 import { REJECT_AFTER_TIME, encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/index.ts'
 import { parseIPv4Prefix } from '../../proto/wire/ipv4.ts'
 import { until } from '../helpers/until.ts'
+import { udpDevice } from '../helpers/udp-device.ts'
 
 const silent = pino({ level: 'silent' })
 
 /** A client Device behind its own UdpShell with the gateway as its only peer; `handshake()` starts one. */
 async function startClient (t: Test, privateKey: Buffer, gw: Gateway): Promise<{ device: Device, shell: UdpShell }> {
-  const shell = new UdpShell({ listenAddress: '127.0.0.1', listenPort: 0 })
-  const device = new Device({
-    privateKey,
-    metrics: new Metrics(),
-    wallClockOffset: wallClockOffset(),
-    io: { sendDatagram (d, a, p) { shell.sendDatagram(d, a, p) }, deliverPacket () {} },
-  })
-  shell.attach(device)
+  const { device, shell } = udpDevice({ privateKey })
   device.addPeer({ publicKey: gw.device.publicKey, allowedIPs: [parseIPv4Prefix('10.100.0.0/16')], endpoint: { address: '127.0.0.1', port: Number(gw.listen.split(':')[1]) }, persistentKeepalive: 1 })
   await shell.listen()
   t.teardown(() => shell.close())

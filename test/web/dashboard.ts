@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import https from 'node:https'
 import { join } from 'node:path'
 import type { BrowserContext, Locator, Page } from 'playwright-core'
-import { launchBrowser, type TestBrowser } from '../helpers/browser.ts'
+import { assertAccessible, launchBrowser, type TestBrowser } from '../helpers/browser.ts'
 import { TinyDns } from '../helpers/dns-server.ts'
 import { StripeFake } from '../helpers/stripe-fake.ts'
 import { freePort } from '../helpers/ports.ts'
@@ -70,6 +70,19 @@ export async function shows (t: Test, locator: Locator, what: string): Promise<v
 export async function heading (t: Test, page: Page, name: string): Promise<void> {
   await page.getByRole('heading', { level: 1, name, exact: true }).waitFor()
   t.pass(`h1 "${name}" at ${new URL(page.url()).pathname}`)
+}
+
+/**
+ * Opens the newest `kind` link mailed to `email` (after checking it points at the dashboard's page):
+ * the page headed `title` shows, without the token in the address bar, and passes the accessibility check.
+ */
+export async function followMailedLink (t: Test, w: World, page: Page, email: string, kind: 'verify-email' | 'reset-password', title: string): Promise<void> {
+  const link = await mailedLink(w, email, kind)
+  t.ok(link.startsWith(`${w.base}/${kind}?token=`), `the mail links to the dashboard page: ${link}`)
+  await page.goto(link)
+  await heading(t, page, title)
+  t.notMatch(page.url(), /token=/, 'the token is dropped from the address bar')
+  await assertAccessible(t, page, kind)
 }
 
 /** A mark in the page's JS world: still there later means the page was not reloaded meanwhile. */

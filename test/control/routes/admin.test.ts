@@ -1,33 +1,12 @@
 // The admin role and the operator overview: granted and revoked with the real CLI against an
 // embedded database directory, the overview's sections from real rows, 403 for everyone else.
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { createDb, type Db } from '../../../control/db/knex.ts'
-import { migrateLatest } from '../../../control/db/migrate.ts'
+import { embeddedCli } from '../../helpers/cli-process.ts'
 import { assertError, bearer, forEachDatabase, PASSWORD, signUp, startApp } from '../harness.ts'
 import { deliver, newUser, startBillingApp, subscribe } from './billing-fixtures.ts'
 
-const BIN = fileURLToPath(new URL('../../../bin/cloud-connect.js', import.meta.url))
-
-function cli (dataDir: string, args: string[]): { status: number | null, stdout: string, stderr: string } {
-  const env: NodeJS.ProcessEnv = { ...process.env, CC_DATA_DIR: dataDir, CC_LOG_LEVEL: 'silent' }
-  delete env.DATABASE_URL
-  const r = spawnSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8', timeout: 120_000 })
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
-}
-
 t.test('admin grant/revoke via the CLI on the embedded database; overview for admins only', async t => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'cc-admin-'))
-  t.teardown(() => { rmSync(dataDir, { recursive: true, force: true }) })
-  const open = async (): Promise<Db> => {
-    const db = createDb({ dataDir })
-    await migrateLatest(db)
-    return db
-  }
+  const { run: cli, open } = embeddedCli(t, 'cc-admin-')
 
   let db = await open()
   let h = await startApp(t, db)
@@ -38,15 +17,15 @@ t.test('admin grant/revoke via the CLI on the embedded database; overview for ad
   await h.app.stop()
   await db.destroy()
 
-  const help = cli(dataDir, ['admin', '--help'])
+  const help = cli(['admin', '--help'])
   t.equal(help.status, 0)
   t.match(help.stdout, /Usage: cloud-connect admin <grant\|revoke> EMAIL/)
-  const missing = cli(dataDir, ['admin', 'grant', 'nobody@example.com'])
+  const missing = cli(['admin', 'grant', 'nobody@example.com'])
   t.equal(missing.status, 2, 'unknown account: exit 2')
   t.equal(missing.stderr, 'cloud-connect admin: no account with the email "nobody@example.com"\n', 'one line')
-  t.equal(cli(dataDir, ['admin', 'promote', 'x@example.com']).status, 2, 'unknown action')
-  t.equal(cli(dataDir, ['admin', 'grant']).status, 2, 'no email')
-  const granted = cli(dataDir, ['admin', 'grant', ' Operator@Example.com '])
+  t.equal(cli(['admin', 'promote', 'x@example.com']).status, 2, 'unknown action')
+  t.equal(cli(['admin', 'grant']).status, 2, 'no email')
+  const granted = cli(['admin', 'grant', ' Operator@Example.com '])
   t.equal(granted.status, 0, granted.stderr)
   t.equal(granted.stdout, 'operator@example.com is now an administrator\n')
 
@@ -65,7 +44,7 @@ t.test('admin grant/revoke via the CLI on the embedded database; overview for ad
   await h.app.stop()
   await db.destroy()
 
-  const revoked = cli(dataDir, ['admin', 'revoke', 'operator@example.com'])
+  const revoked = cli(['admin', 'revoke', 'operator@example.com'])
   t.equal(revoked.status, 0, revoked.stderr)
   db = await open()
   t.teardown(async () => { await db.destroy() })

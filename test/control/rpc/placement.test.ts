@@ -62,6 +62,15 @@ function placedOn (all: Map<string, Placement>, instances: Instance[], gateway: 
   return instances.filter(i => { const p = all.get(i.id)!; return p.primary_gateway === gateway || p.backup_gateway === gateway })
 }
 
+/** A fleet of GATEWAYS that said hello, with `count` instances created and their tunnels registered. */
+async function registeredFleet (t: Test, kind: DatabaseKind, count: number, prefix: string): Promise<{ f: Fleet, instances: Instance[] }> {
+  const f = await startFleet(t, kind)
+  for (const id of GATEWAYS) await sayHello(f, id)
+  const instances = await createInstances(t, f.h, count, prefix)
+  for (const inst of instances) await register(f, inst)
+  return { f, instances }
+}
+
 async function snapshotOf (t: Test, f: Fleet, gateway?: string): Promise<ConfigSnapshot> {
   const res = await f.h.call('GET', RPC_PATHS.config + (gateway === undefined ? '' : `?gateway=${gateway}`))
   t.equal(res.status, 200, `snapshot for ${gateway ?? 'the single gateway'}`)
@@ -141,10 +150,7 @@ await forEachDatabaseKind(t, async (t, kind) => {
   })
 
   t.test('a gateway that stops reporting: its instances move to live gateways, except those with a fresh session there', async t => {
-    const f = await startFleet(t, kind)
-    for (const id of GATEWAYS) await sayHello(f, id)
-    const instances = await createInstances(t, f.h, 30, 'failover')
-    for (const inst of instances) await register(f, inst)
+    const { f, instances } = await registeredFleet(t, kind, 30, 'failover')
     const before = await placements(f.h)
     const onC = placedOn(before, instances, 'gw-c')
     t.ok(onC.length >= 19, `gw-c carries ${onC.length}`)
@@ -203,10 +209,7 @@ await forEachDatabaseKind(t, async (t, kind) => {
   })
 
   t.test('snapshots per gateway: its address, its placed peers, the fleet and the routes with live session holders', async t => {
-    const f = await startFleet(t, kind)
-    for (const id of GATEWAYS) await sayHello(f, id)
-    const instances = await createInstances(t, f.h, 9, 'snap')
-    for (const inst of instances) await register(f, inst)
+    const { f, instances } = await registeredFleet(t, kind, 9, 'snap')
     const all = await placements(f.h)
     const t0 = f.clock.now()
     // Each gateway saw a handshake from every instance placed on it; gw-b's are the newer.

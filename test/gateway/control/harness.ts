@@ -1,11 +1,11 @@
 /** A WireGuard client (a Device behind its own UdpShell on loopback) to talk to a Gateway under test. */
 import type { Test } from 'tap'
 import { Device } from '../../../gateway/wireguard/device.ts'
-import { UdpShell, wallClockOffset } from '../../../gateway/wireguard/udp.ts'
-import { Metrics } from '../../../gateway/metrics.ts'
+import { UdpShell } from '../../../gateway/wireguard/udp.ts'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../../proto/noise/keys.ts'
 import { parseIPv4Prefix } from '../../../proto/wire/ipv4.ts'
 import { ipPacket } from '../wireguard/harness.ts'
+import { udpDevice } from '../../helpers/udp-device.ts'
 
 export interface Client {
   privateKey: Buffer
@@ -26,17 +26,7 @@ export function newKeyPair (): { privateKey: Buffer, publicKey: string } {
 export async function startClient (t: Test, gatewayPublicKey: string, gatewayPort: number, options: { privateKey?: Buffer, keepalive?: number, gatewayAddress?: string } = {}): Promise<Client> {
   const privateKey = options.privateKey ?? generatePrivateKey()
   const replies: Buffer[] = []
-  const shell = new UdpShell({ listenAddress: '127.0.0.1', listenPort: 0 })
-  const device = new Device({
-    privateKey,
-    metrics: new Metrics(),
-    wallClockOffset: wallClockOffset(),
-    io: {
-      sendDatagram (d, a, p) { shell.sendDatagram(d, a, p) },
-      deliverPacket (packet) { replies.push(Buffer.from(packet)) },
-    },
-  })
-  shell.attach(device)
+  const { device, shell } = udpDevice({ privateKey, deliverPacket (packet) { replies.push(Buffer.from(packet)) } })
   device.addPeer({
     publicKey: Buffer.from(gatewayPublicKey, 'base64'),
     allowedIPs: [parseIPv4Prefix(`${options.gatewayAddress ?? '10.100.0.1'}/32`)],

@@ -373,40 +373,6 @@ t.test('passthrough: a name B does not relay, or no TLS at all, is served by B i
   t.equal(o.seen.xff.length, 0)
 })
 
-t.test('passthrough: a holder that cannot be reached: B serves the connection itself and relays the request to the next holder', async t => {
-  const o = await origin(t)
-  const closed = await startOrigin(t, () => {})
-  const closedPort = closed.port
-  await new Promise<void>(resolve => { closed.server.close(() => resolve()) })
-  const p = await pair(t, o.port, { mode: 'passthrough' })
-  const idDead = await loadOrCreateRelayIdentity(tempDir(t))
-  p.b.edge.updateFleet([{ id: 'gw-dead', relayUrl: `https://127.0.0.1:${closedPort}`, relayFingerprint: idDead.fingerprint }, ...p.fleet])
-  p.b.edge.updateRoutes([{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-dead', 'gw-a'], remote: true }])
-  const first = await viaB(p, HOST)
-  t.equal(first.status, 200, 'the connection that met the dead holder is served by B, its request relayed to gw-a')
-  t.equal(passthroughCount(p.metrics.b, 'fallback'), 1)
-  t.equal(relayedLines(p.a).length, 1, 'relayed per request')
-  t.equal((await viaB(p, HOST)).status, 200, 'the next connection goes straight to gw-a')
-  t.equal(passthroughCount(p.metrics.b, 'out'), 1)
-  t.same(o.seen.xff, [CLIENT, CLIENT], 'the client\'s address both ways')
-})
-
-t.test('passthrough: a connection passed through is never passed on or relayed again', async t => {
-  const o = await origin(t)
-  // A believes B holds the instance, B believes A does: a loop, were anything sent twice.
-  const p = await pair(t, o.port, {
-    mode: 'passthrough',
-    aRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-b'], remote: true }],
-    bRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-a'], remote: true }],
-  })
-  const res = await viaB(p, LOOP)
-  t.equal(res.status, 502, 'A has no session: the offline page')
-  t.equal(passthroughCount(p.metrics.a, 'in'), 1, 'A got it once')
-  t.equal(passthroughCount(p.metrics.a, 'out'), 0, 'and did not pass it back')
-  t.equal(relayedLines(p.b).length, 0, 'nor relayed the request to B')
-  t.equal(passthroughCount(p.metrics.b, 'in'), 0)
-})
-
 t.test('relay listener: a passthrough connection with a malformed preamble is refused and counted', async t => {
   const o = await origin(t)
   const p = await pair(t, o.port, { mode: 'passthrough' })
@@ -518,38 +484,6 @@ t.test('stream: WebSocket through B to A, with the client\'s address', async t =
   t.ok(await waitFor(() => requestLines(p.a).some(l => l.status === 101)), 'A served the upgrade with its own proxy')
 })
 
-t.test('stream: a holder that cannot be reached: B serves the connection itself and relays the request to the next holder', async t => {
-  const o = await origin(t)
-  const closed = await startOrigin(t, () => {})
-  const closedPort = closed.port
-  await new Promise<void>(resolve => { closed.server.close(() => resolve()) })
-  const p = await pair(t, o.port, { mode: 'stream' })
-  const idDead = await loadOrCreateRelayIdentity(tempDir(t))
-  p.b.edge.updateFleet([{ id: 'gw-dead', relayUrl: `https://127.0.0.1:${closedPort}`, relayFingerprint: idDead.fingerprint }, ...p.fleet])
-  p.b.edge.updateRoutes([{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-dead', 'gw-a'], remote: true }])
-  const first = await viaB(p, HOST)
-  t.equal(first.status, 200, 'the connection that met the dead holder is served by B, its request relayed to gw-a')
-  t.equal(streamCount(p.metrics.b, 'fallback'), 1)
-  t.equal(relayedLines(p.a).length, 1, 'relayed per request')
-  t.equal((await viaB(p, HOST)).status, 200, 'the next connection goes straight to gw-a')
-  t.equal(streamCount(p.metrics.b, 'out'), 1)
-  t.same(o.seen.xff, [CLIENT, CLIENT], 'the client\'s address both ways')
-})
-
-t.test('stream: a connection piped to A is never passed on or relayed again', async t => {
-  const o = await origin(t)
-  const p = await pair(t, o.port, {
-    mode: 'stream',
-    aRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-b'], remote: true }],
-    bRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-a'], remote: true }],
-  })
-  const res = await viaB(p, LOOP)
-  t.equal(res.status, 502, 'A has no session: the offline page')
-  t.equal(streamCount(p.metrics.a, 'in'), 1, 'A got it once')
-  t.equal(relayedLines(p.b).length, 0, 'and did not relay the request back to B')
-  t.equal(streamCount(p.metrics.b, 'in'), 0)
-})
-
 t.test('stream: a client whose TLS handshake with B fails takes its relay connection to A down with it, not counted as refused at A', async t => {
   const o = await origin(t)
   // A's preamble timeout is 1 s: a relay connection A kept open until then would be counted.
@@ -651,3 +585,44 @@ t.test('relay listener: a stream with a malformed, incomplete or late preamble i
   t.equal(streamCount(p.metrics.a, 'in'), 0)
   t.equal(o.seen.xff.length, 0, 'nothing reached the origin')
 })
+
+// What both modes do alike.
+
+const relayCount = (mode: 'passthrough' | 'stream', m: Metrics, what: string): number => m.family(`relay_${mode}`, '').get(what)
+
+for (const mode of ['passthrough', 'stream'] as const) {
+  t.test(`${mode}: a holder that cannot be reached: B serves the connection itself and relays the request to the next holder`, async t => {
+    const o = await origin(t)
+    const closed = await startOrigin(t, () => {})
+    const closedPort = closed.port
+    await new Promise<void>(resolve => { closed.server.close(() => resolve()) })
+    const p = await pair(t, o.port, { mode })
+    const idDead = await loadOrCreateRelayIdentity(tempDir(t))
+    p.b.edge.updateFleet([{ id: 'gw-dead', relayUrl: `https://127.0.0.1:${closedPort}`, relayFingerprint: idDead.fingerprint }, ...p.fleet])
+    p.b.edge.updateRoutes([{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-dead', 'gw-a'], remote: true }])
+    const first = await viaB(p, HOST)
+    t.equal(first.status, 200, 'the connection that met the dead holder is served by B, its request relayed to gw-a')
+    t.equal(relayCount(mode, p.metrics.b, 'fallback'), 1)
+    t.equal(relayedLines(p.a).length, 1, 'relayed per request')
+    t.equal((await viaB(p, HOST)).status, 200, 'the next connection goes straight to gw-a')
+    t.equal(relayCount(mode, p.metrics.b, 'out'), 1)
+    t.same(o.seen.xff, [CLIENT, CLIENT], 'the client\'s address both ways')
+  })
+
+  const handed = mode === 'passthrough' ? 'passed through' : 'piped to A'
+  t.test(`${mode}: a connection ${handed} is never passed on or relayed again`, async t => {
+    const o = await origin(t)
+    // A believes B holds the instance, B believes A does: a loop, were anything sent twice.
+    const p = await pair(t, o.port, {
+      mode,
+      aRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-b'], remote: true }],
+      bRoutes: [{ instanceId: 'loop', tunnelIp: '', port: 0, hostnames: [LOOP], relayVia: ['gw-a'], remote: true }],
+    })
+    const res = await viaB(p, LOOP)
+    t.equal(res.status, 502, 'A has no session: the offline page')
+    t.equal(relayCount(mode, p.metrics.a, 'in'), 1, 'A got it once')
+    t.equal(relayCount(mode, p.metrics.a, 'out'), 0, 'and did not pass it back')
+    t.equal(relayedLines(p.b).length, 0, 'nor relayed the request to B')
+    t.equal(relayCount(mode, p.metrics.b, 'in'), 0)
+  })
+}

@@ -7,13 +7,14 @@ import { pino } from 'pino'
 import { Gateway } from '../../../gateway/index.ts'
 import { validateConfig } from '../../../gateway/config/schema.ts'
 import { Device } from '../../../gateway/wireguard/device.ts'
-import { UdpShell, wallClockOffset } from '../../../gateway/wireguard/udp.ts'
+import { UdpShell } from '../../../gateway/wireguard/udp.ts'
 import { batchedUdpUnavailable } from '../../../gateway/wireguard/socket.ts'
 import { Metrics } from '../../../gateway/metrics.ts'
 import { generatePrivateKey, publicKeyFromPrivate, encodeKey } from '../../../proto/noise/index.ts'
 import { parseIPv4Prefix } from '../../../proto/wire/ipv4.ts'
 import { ipPacket } from './harness.ts'
 import { until } from '../../helpers/until.ts'
+import { udpDevice } from '../../helpers/udp-device.ts'
 
 const silent = pino({ level: 'silent' })
 
@@ -23,17 +24,7 @@ interface Client { device: Device, shell: UdpShell, metrics: Metrics, replies: B
 async function startClient (t: Test, privateKey: Buffer, gw: Gateway): Promise<Client> {
   const metrics = new Metrics()
   const replies: Buffer[] = []
-  const shell = new UdpShell({ listenAddress: '127.0.0.1', listenPort: 0 })
-  const device = new Device({
-    privateKey,
-    metrics,
-    wallClockOffset: wallClockOffset(),
-    io: {
-      sendDatagram (d, a, p) { shell.sendDatagram(d, a, p) },
-      deliverPacket (packet) { replies.push(Buffer.from(packet)) },
-    },
-  })
-  shell.attach(device)
+  const { device, shell } = udpDevice({ privateKey, metrics, deliverPacket (packet) { replies.push(Buffer.from(packet)) } })
   const port = Number(gw.listen.split(':')[1])
   device.addPeer({ publicKey: gw.device.publicKey, allowedIPs: [parseIPv4Prefix('10.100.0.0/16')], endpoint: { address: '127.0.0.1', port } })
   const bound = await shell.listen()
