@@ -100,7 +100,7 @@ t.test('static config -> snapshot keeps every field of the file', async t => {
   }), 'peers[1].hostnames[0]', 'a hostname routed twice')
   t.equal(failingField({ privateKey: pk, edge: { httpsListen: '127.0.0.1:0' } }), 'edge.dataDir', 'an edge needs a data dir')
   const withEdge = validateConfig({ privateKey: gatewayPrivate.toString('base64'), edge: { dataDir: '/tmp/x', httpsListen: '127.0.0.1:0', httpListen: null } })
-  t.same(withEdge.edge, { dataDir: '/tmp/x', httpsListen: { address: '127.0.0.1', port: 0 }, httpListen: null, publicHttpsPort: undefined, wildcards: [], limits: EDGE_LIMIT_DEFAULTS }, 'absent limits take their defaults')
+  t.same(withEdge.edge, { dataDir: '/tmp/x', httpsListen: { address: '127.0.0.1', port: 0 }, httpListen: null, publicHttpsPort: undefined, wildcards: [], limits: EDGE_LIMIT_DEFAULTS, relayMode: 'stream' }, 'absent limits take their defaults')
   t.equal(validateConfig({ privateKey: gatewayPrivate.toString('base64') }).edge, null, 'no edge unless asked')
 })
 
