@@ -28,7 +28,7 @@ import { labBenchArgs, withBenchLab, writeBenchFiles } from './baseline/lab.ts'
 import { startGatewayProcess } from '../test/helpers/lab/e2e.ts'
 import { RELAY_MODES, type RelayMode } from '../gateway/edge/options.ts'
 
-export interface FleetBenchOptions { sizeMB: number, runs: number, modes: RelayMode[], wrkSeconds: number, wrkConnections: number, databaseUrl: string }
+export interface FleetBenchOptions { sizeMB: number, runs: number, modes: RelayMode[], http1?: boolean, wrkSeconds: number, wrkConnections: number, databaseUrl: string }
 
 /** relayed / direct for each figure (latency: direct / relayed, so that higher is better everywhere). */
 export interface Ratio { downloadMBps: number, uploadMBps: number, requestsPerSecond: number, p99: number }
@@ -107,7 +107,7 @@ export async function runFleetBench (o: FleetBenchOptions): Promise<FleetBenchRe
     const relayNs = await client('crelay', relayVia)
     const base = `https://${host}:${FLEET_HTTPS_PORT}`
     const targets = { download: `${base}/bulk.bin`, upload: `${base}/upload`, small: `${base}/small.bin` }
-    const curlArgs = ['--cacert', fleet.caBundle]
+    const curlArgs = ['--cacert', fleet.caBundle, ...(o.http1 === true ? ['--http1.1'] : [])]
     const relayIndex = FLEET_GATEWAY_IDS.indexOf(relayVia)
     const expectedHash = await sha256File(bulkFile)
     const holderIndexes = placed.map(id => FLEET_GATEWAY_IDS.indexOf(id))
@@ -215,6 +215,7 @@ Needs root (network namespaces), wireguard-go, wireguard-tools, nginx, curl, wrk
   options: {
     ...TRANSFER_OPTIONS,
     runs: { type: 'string', default: '3', value: 'N', help: 'rounds (direct, then each mode), 1-10' },
+    'http1.1': { type: 'boolean', default: false, help: 'bulk transfers over HTTP/1.1 (default: HTTP/2 by ALPN)' },
     modes: { type: 'string', default: 'stream,passthrough', value: 'LIST', help: `relay modes to measure, comma-separated: ${RELAY_MODES.join(', ')}` },
     ...wrkOptions(8),
     database: { type: 'string', value: 'URL', help: 'postgres:// URL of a server to create the throw-away database on (default: CC_TEST_DATABASE_URL)' },
@@ -233,6 +234,7 @@ if (isMain(import.meta.url)) {
   const options = labBenchArgs(SPEC, (values): FleetBenchOptions => ({
     ...transferValues(values),
     modes: modesOption(values.modes as string | undefined),
+    http1: values['http1.1'] as boolean,
     ...wrkValues(values),
     databaseUrl: (values.database as string | undefined) ?? process.env.CC_TEST_DATABASE_URL ?? '',
   }))

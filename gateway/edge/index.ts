@@ -197,9 +197,9 @@ export class Edge {
       tlsHandshakeTimeoutMs: this.limits.tlsHandshakeTimeoutMs,
       http2: this.options.http2 !== false,
       tlsOptions: () => this.tlsServerOptions(),
-      h2Settings: () => this.h2Settings(),
+      h2Settings: streamWindow => this.h2Settings(streamWindow),
       applyHttp1Limits: server => { this.applyHttp1Limits(server) },
-      watchSessions: server => { this.watchSessions(server) },
+      watchSessions: (server, connectionWindow) => { this.watchSessions(server, connectionWindow) },
       onClientError: (err, socket) => { this.onClientError(err, socket) },
       track: socket => { this.track(socket) },
       listening: () => this.httpsServer?.listening === true,
@@ -385,14 +385,14 @@ export class Edge {
     }
   }
 
-  private h2Settings (): http2.Settings {
+  private h2Settings (streamWindow: number = EDGE_DEFAULTS.h2StreamWindow): http2.Settings {
     return {
       maxConcurrentStreams: this.limits.maxConcurrentStreams,
       // The HTTP/1.1 limit for HTTP/2 too: node resets a stream whose header list is larger
       // (RFC 9113 6.5.2, 10.5.1) with ENHANCE_YOUR_CALM.
       maxHeaderListSize: this.options.maxHeaderSize ?? EDGE_DEFAULTS.maxHeaderSize,
       // RFC 9113 6.9.2: the 64 KiB default window caps an upload at window/RTT.
-      initialWindowSize: EDGE_DEFAULTS.h2StreamWindow,
+      initialWindowSize: streamWindow,
     }
   }
 
@@ -411,10 +411,10 @@ export class Edge {
   }
 
   /** HTTP/2 sessions: errors counted, the connection window raised. */
-  private watchSessions (server: http2.Http2SecureServer | http2.Http2Server): void {
+  private watchSessions (server: http2.Http2SecureServer | http2.Http2Server, connectionWindow: number = EDGE_DEFAULTS.h2ConnectionWindow): void {
     server.on('session', (session: http2.ServerHttp2Session) => {
       session.on('error', () => {}) // reported through sessionError
-      session.once('localSettings', () => { try { session.setLocalWindowSize(EDGE_DEFAULTS.h2ConnectionWindow) } catch { /* closed meanwhile */ } })
+      session.once('localSettings', () => { try { session.setLocalWindowSize(connectionWindow) } catch { /* closed meanwhile */ } })
     })
     server.on('sessionError', (err: Error) => {
       this.clientErrors?.inc('h2_session')

@@ -24,7 +24,7 @@ import type { ReverseProxy } from './proxy.ts'
 import type { RelayClient } from './relay.ts'
 import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble, readServerName, type Preamble } from './passthrough.ts'
 import { intercept } from './intercept.ts'
-import type { RelayMode } from './options.ts'
+import { EDGE_DEFAULTS, type RelayMode } from './options.ts'
 
 /** What the edge's HTTPS listener uses, lent to the relayed connections. */
 export interface EdgeSide {
@@ -37,10 +37,10 @@ export interface EdgeSide {
   http2: boolean
   /** TLS of the HTTPS listener: certificates by SNI, versions, ciphers, handshake timeout. */
   tlsOptions: () => tls.TlsOptions
-  h2Settings: () => http2.Settings
+  h2Settings: (streamWindow?: number) => http2.Settings
   /** The HTTPS listener's HTTP/1.1 limits, set on another server. */
   applyHttp1Limits: (server: http.Server | http2.Http2Server) => void
-  watchSessions: (server: http2.Http2Server) => void
+  watchSessions: (server: http2.Http2Server, connectionWindow?: number) => void
   onClientError: (err: Error, socket: Duplex) => void
   /** Count a client socket among the edge's own (closed with it). */
   track: (socket: net.Socket) => void
@@ -226,7 +226,8 @@ export class RelayConnections {
   private createStreamServers (): void {
     const { edge } = this
     const h1 = http.createServer()
-    const h2 = http2.createServer({ settings: edge.h2Settings() })
+    // Larger receive windows than the HTTPS listener's: the relay hop lengthens the round trip.
+    const h2 = http2.createServer({ settings: edge.h2Settings(EDGE_DEFAULTS.relayedH2StreamWindow) })
     edge.applyHttp1Limits(h1)
     edge.applyHttp1Limits(h2)
     for (const server of [h1, h2]) {
@@ -235,7 +236,7 @@ export class RelayConnections {
     }
     h1.on('upgrade', edge.proxy.handleUpgrade)
     h1.on('clientError', (err: Error, socket: Duplex) => edge.onClientError(err, socket))
-    edge.watchSessions(h2)
+    edge.watchSessions(h2, EDGE_DEFAULTS.relayedH2ConnectionWindow)
     this.streamHttp1 = h1
     this.streamHttp2 = h2
   }

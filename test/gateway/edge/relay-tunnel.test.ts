@@ -17,7 +17,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import pino from 'pino'
 import WebSocket, { WebSocketServer } from 'ws'
 import { Gateway } from '../../../gateway/index.ts'
-import { validateConfig } from '../../../gateway/config/schema.ts'
+import { validateConfig, type GatewayConfig } from '../../../gateway/config/schema.ts'
 import { snapshotFromConfig } from '../../../gateway/control/static-file.ts'
 import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../../../proto/noise/keys.ts'
 import type { FleetGateway } from '../../../proto/rpc/index.ts'
@@ -33,8 +33,13 @@ function keyPair (): { privateKey: string, publicKey: string } {
   return { privateKey: encodeKey(key), publicKey: encodeKey(publicKeyFromPrivate(key)) }
 }
 
+/** The config each gateway started from (a gateway keeps its peers in its device, not in its config). */
+const configs = new Map<Gateway, GatewayConfig>()
+
 async function startGateway (t: Parameters<typeof tempDir>[0], raw: Record<string, unknown>): Promise<Gateway> {
-  const gw = await Gateway.start(validateConfig({ listenAddress: '127.0.0.1', listenPort: 0, udpIo: 'dgram', ...raw }), silent)
+  const config = validateConfig({ listenAddress: '127.0.0.1', listenPort: 0, udpIo: 'dgram', ...raw })
+  const gw = await Gateway.start(config, silent)
+  configs.set(gw, config)
   t.teardown(() => gw.close(0))
   return gw
 }
@@ -92,8 +97,8 @@ t.test('gateway B without a session relays to gateway A over the real tunnel', a
     { id: 'gw-b', relayUrl: `https://127.0.0.1:${gwB.edge!.relayAddress()!.port}`, relayFingerprint: gwB.relayIdentity!.fingerprint },
   ]
   const routes = [{ instanceId: 'inst', hostnames: [HOST], gateways: ['gw-a'] }]
-  gwA.applySnapshot({ ...snapshotFromConfig(gwA.config, 2), fleet, routes })
-  gwB.applySnapshot({ ...snapshotFromConfig(gwB.config, 2), fleet, routes })
+  gwA.applySnapshot({ ...snapshotFromConfig(configs.get(gwA)!, 2), fleet, routes })
+  gwB.applySnapshot({ ...snapshotFromConfig(configs.get(gwB)!, 2), fleet, routes })
   t.equal(gwB.status().relay?.fleet, 2)
   await gwB.edge!.certificatesSettled()
   t.ok(gwB.edge!.certificateStates().some(c => c.hostname === HOST && c.status === 'active'), 'B has a certificate for a name only in the fleet routes')

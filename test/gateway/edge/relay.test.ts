@@ -16,7 +16,7 @@ import WebSocket, { WebSocketServer } from 'ws'
 import type { FleetGateway } from '../../../proto/rpc/index.ts'
 import { connectPinned, loadOrCreateRelayIdentity, RelayError, type RelayIdentity, type Route } from '../../../gateway/edge/index.ts'
 import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble } from '../../../gateway/edge/passthrough.ts'
-import type { RelayMode } from '../../../gateway/edge/options.ts'
+import { EDGE_DEFAULTS, type RelayMode } from '../../../gateway/edge/options.ts'
 import { createHash, randomBytes } from 'node:crypto'
 import { Metrics } from '../../../gateway/metrics.ts'
 import { loopbackLookup, request, route, startEdge, startOrigin, tempDir, waitFor, type RequestOptions, type TestEdge } from './helpers.ts'
@@ -422,6 +422,9 @@ t.test('stream: B ends the client\'s TLS and pipes the plaintext to A, which ser
   t.equal((session.socket as tls.TLSSocket).alpnProtocol, 'h2')
   t.equal(o.seen.xff.at(-1), CLIENT, 'HTTP/2: the client\'s address')
   t.equal(streamCount(p.metrics.a, 'in'), 2)
+  // The relay hop lengthens the round trip: A's HTTP/2 advertises the larger relayed windows.
+  t.equal(session.remoteSettings.initialWindowSize, EDGE_DEFAULTS.relayedH2StreamWindow, 'the relayed stream window')
+  t.ok(EDGE_DEFAULTS.relayedH2StreamWindow > EDGE_DEFAULTS.h2StreamWindow)
   t.same(p.b.edge.traffic.take().accessLog, [], 'B records no traffic for what it piped')
   const atA = p.a.edge.traffic.take().accessLog
   t.same(atA.map(e => [e.path, e.status]), [['/hello', 200], ['/h2', 200]], 'A records it once')
