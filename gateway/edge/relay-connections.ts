@@ -121,32 +121,42 @@ export class RelayConnections {
     })
   }
 
-  /** Pipes `socket` (its ClientHello unread) to `gateway` in a passthrough relay connection; if that fails, serves it here. */
-  private passThrough (socket: net.Socket, gateway: FleetGateway, serveHere: (socket: net.Socket) => void): void {
+  /**
+   * Opens a relay connection (ALPN `alpn`) to `gateway` for `socket` (its ClientHello unread). If
+   * that fails, counts a fallback in `counter` and serves the socket here; otherwise the two close
+   * together and `connected` carries on.
+   */
+  private connectFor (socket: net.Socket, gateway: FleetGateway, alpn: string, counter: CounterFamily | undefined, serveHere: (socket: net.Socket) => void, connected: (upstream: tls.TLSSocket, close: () => void) => void): void {
     const { edge } = this
-    const client = { client: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
     socket.on('error', () => {})
-    this.relay.connect(gateway, PASSTHROUGH_ALPN, (err, upstream) => {
+    this.relay.connect(gateway, alpn, (err, upstream) => {
       if (err !== null || upstream === null) {
-        this.passthroughCount?.inc('fallback')
-        edge.logger.warn({ gateway: gateway.id, err: err?.message, client: client.client }, 'relay passthrough: holder unreachable, serving here')
+        counter?.inc('fallback')
+        edge.logger.warn({ gateway: gateway.id, err: err?.message, client: socket.remoteAddress, alpn }, 'relay: holder unreachable, serving here')
         if (socket.destroyed) return
         serveHere(socket)
         return
       }
       if (socket.destroyed) { upstream.destroy(); return }
-      this.passthroughCount?.inc('out')
       edge.track(socket)
       upstream.on('error', () => {})
       const close = (): void => { socket.destroy(); upstream.destroy() }
       socket.once('close', close)
       upstream.once('close', close)
+      connected(upstream, close)
+    })
+  }
+
+  /** Pipes `socket` (its ClientHello unread) to `gateway` in a passthrough relay connection; if that fails, serves it here. */
+  private passThrough (socket: net.Socket, gateway: FleetGateway, serveHere: (socket: net.Socket) => void): void {
+    this.connectFor(socket, gateway, PASSTHROUGH_ALPN, this.passthroughCount, serveHere, (upstream, close) => {
+      this.passthroughCount?.inc('out')
       // The holder's edge runs the idle deadline of the client's exchanges; this only frees a pair
       // whose other end vanished without a word.
-      const idle = edge.idleTimeoutMs + 2_000
+      const idle = this.edge.idleTimeoutMs + 2_000
       socket.setTimeout(idle, close)
       upstream.setTimeout(idle, close)
-      upstream.write(encodePreamble(client))
+      upstream.write(encodePreamble({ client: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }))
       socket.pipe(upstream)
       upstream.pipe(socket)
       socket.resume()
@@ -159,22 +169,7 @@ export class RelayConnections {
    * relay connection fails, the socket is served here.
    */
   private streamOut (socket: net.Socket, gateway: FleetGateway, serveHere: (socket: net.Socket) => void): void {
-    const { edge } = this
-    socket.on('error', () => {})
-    this.relay.connect(gateway, STREAM_ALPN, (err, upstream) => {
-      if (err !== null || upstream === null) {
-        this.streamCount?.inc('fallback')
-        edge.logger.warn({ gateway: gateway.id, err: err?.message, client: socket.remoteAddress }, 'relay stream: holder unreachable, serving here')
-        if (socket.destroyed) return
-        serveHere(socket)
-        return
-      }
-      if (socket.destroyed) { upstream.destroy(); return }
-      edge.track(socket)
-      upstream.on('error', () => {})
-      const close = (): void => { socket.destroy(); upstream.destroy() }
-      socket.once('close', close)
-      upstream.once('close', close)
+    this.connectFor(socket, gateway, STREAM_ALPN, this.streamCount, serveHere, upstream => {
       this.streamUpstreams.set(socket, upstream)
       // Until the handshake ends, the TLS server's handshake timeout bounds the wait.
       this.streamTls!.emit('connection', socket)
