@@ -64,6 +64,7 @@ import { batchedUdpUnavailable, UDP_IO_SETTINGS, type UdpIoSetting } from '../wi
 import { EDGE_LIMIT_DEFAULTS, type EdgeLimits } from '../edge/limits.ts'
 import { RELAY_MODES, type RelayMode } from '../edge/options.ts'
 import type { FleetGateway, SnapshotRoute } from '../../proto/rpc/index.ts'
+import { WIREGUARD_KEY } from '../../proto/rpc/schemas.ts'
 
 export interface Endpoint { address: string, port: number }
 
@@ -282,7 +283,6 @@ interface RawConfig {
 }
 
 const PEER_FIELDS = new Set(['publicKey', 'allowedIPs', 'endpoint', 'persistentKeepalive', 'presharedKey', 'hostnames', 'port', 'tunnelIp', 'name'])
-const KEY_TEXT = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
 const LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?'
 /** Lower-case DNS names whose last label starts with a letter: a subset of what `hostname` takes. */
 const PLAIN_HOSTNAME = new RegExp(`^(?:${LABEL}\\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -305,8 +305,8 @@ function plainPeers (peers: unknown): RawPeer[] | null {
     const peer = p as Record<string, unknown>
     for (const field in peer) if (!PEER_FIELDS.has(field)) return null
     const { publicKey, allowedIPs, endpoint, persistentKeepalive = 0, presharedKey, hostnames = [], port = 80, tunnelIp, name } = peer
-    if (typeof publicKey !== 'string' || !KEY_TEXT.test(publicKey)) return null
-    if (presharedKey !== undefined && (typeof presharedKey !== 'string' || !KEY_TEXT.test(presharedKey))) return null
+    if (typeof publicKey !== 'string' || !WIREGUARD_KEY.test(publicKey)) return null
+    if (presharedKey !== undefined && (typeof presharedKey !== 'string' || !WIREGUARD_KEY.test(presharedKey))) return null
     if (!Array.isArray(allowedIPs) || allowedIPs.length === 0) return null
     for (const text of allowedIPs as unknown[]) {
       if (typeof text !== 'string' || !text.includes('/')) return null
