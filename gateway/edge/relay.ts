@@ -341,8 +341,11 @@ export class RelayListener {
       const what = stream !== undefined ? 'stream' : 'passthrough'
       readPreamble(socket, this.#o.handshakeTimeoutMs, (err, preamble, rest) => {
         // A stream must name the client's ALPN protocol and server name; a passthrough names neither.
-        if (err === null && (preamble!.alpn === undefined) !== (stream === undefined)) err = new Error('relay preamble malformed')
-        if (err === null && (preamble!.servername === undefined) !== (stream === undefined)) err = new Error('relay preamble malformed')
+        if (err === null) {
+          const { alpn, servername } = preamble!
+          const valid = stream !== undefined ? alpn !== undefined && servername !== undefined : alpn === undefined && servername === undefined
+          if (!valid) err = new Error('relay preamble malformed')
+        }
         if (err instanceof PreambleMissing && err.empty) {
           // The relaying gateway gave up before writing anything (its client's TLS handshake
           // failed, counted there): nothing was refused here.
