@@ -180,6 +180,8 @@ export class Gateway {
       perSecond: config.dos.resumeInitiationsPerSecond ?? RESUME_INITIATIONS_PER_SECOND,
       now: monotonicNow,
       wake: () => { shell.wake() },
+      // In control mode peers arrive with the first config, after start: logged when each batch begins.
+      onBatch: peers => { logger.info({ peers }, 'initiating to peers at their last endpoints') },
     })
     this.tcp = new TcpStack({ localAddress: config.address, ip: this.ip, metrics, logger: moduleLogger(logger, 'tcp') })
     this.ip.register(IPPROTO_TCP, this.tcp)
@@ -218,7 +220,6 @@ export class Gateway {
     const gw = new Gateway(config, logger, metrics, options)
     const bound = await gw.shell.listen()
     gw.listenText = formatEndpoint(bound.address, bound.port)
-    if (gw.resumer.pending > 0) logger.info({ peers: gw.resumer.pending }, 'initiating to peers at their last endpoints')
     gw.resumer.start()
     logger.info({ aead: gw.device.aead.name, OPENSSL_ia32cap: process.env.OPENSSL_ia32cap ?? null }, 'WireGuard transport crypto')
     if (config.metricsListen !== null) {

@@ -35,8 +35,10 @@ export class HandshakeResumer {
   /** Initiations sent so far. */
   sent = 0
 
-  constructor (device: Device, options: { perSecond: number, maxInFlight?: number, now: () => number, wake: () => void }) {
+  private readonly onBatch: (peers: number) => void
+  constructor (device: Device, options: { perSecond: number, maxInFlight?: number, now: () => number, wake: () => void, onBatch?: (peers: number) => void }) {
     this.device = device
+    this.onBatch = options.onBatch ?? (() => {})
     this.perSecond = options.perSecond
     this.maxInFlight = Math.max(1, options.maxInFlight ?? RESUME_MAX_IN_FLIGHT)
     this.now = options.now
@@ -72,6 +74,8 @@ export class HandshakeResumer {
 
   private tick (): void {
     const now = this.now()
+    // A queue's first tick (peers added together arrive in one): how many it will initiate to.
+    if (this.head === 0) this.onBatch(this.pending)
     for (const [peer, at] of this.inFlight) {
       if (peer.lastHandshakeAt !== null || now - at >= REKEY_TIMEOUT || this.device.peers.get(peer.name) !== peer) this.inFlight.delete(peer)
     }

@@ -93,15 +93,17 @@ t.test('resuming with peers that do not answer: no more than maxInFlight initiat
   const sent: Array<{ address: string, port: number }> = []
   const device = new Device({ privateKey: generatePrivateKey(), metrics: new Metrics(), io: { sendDatagram (_d, address, port) { sent.push({ address, port }) }, deliverPacket () {} } })
   let now = 1_000_000
-  const resumer = new HandshakeResumer(device, { perSecond: 100_000, maxInFlight: 5, now: () => now, wake: () => {} })
+  const batches: number[] = []
+  const resumer = new HandshakeResumer(device, { perSecond: 100_000, maxInFlight: 5, now: () => now, wake: () => {}, onBatch: n => { batches.push(n) } })
   t.teardown(() => { resumer.close() })
+  resumer.start()
   for (let i = 0; i < 20; i++) {
     const peer = device.addPeer({ publicKey: publicKeyFromPrivate(generatePrivateKey()), allowedIPs: [parseIPv4Prefix(`${peerTunnelAddress(i)}/32`)] })
     peer.endpoint = { address: '127.0.0.1', port: 9 }
     resumer.add(peer)
   }
-  resumer.start()
   await until('the first window', () => sent.length === 5, 5_000)
+  t.same(batches, [20], 'peers added one by one after start (control mode) are announced as one batch of 20')
   await new Promise(resolve => setTimeout(resolve, 300))
   t.equal(sent.length, 5, 'five initiations out, the other fifteen wait although the pace allows them')
   t.equal(resumer.pending, 15)
