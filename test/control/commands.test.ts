@@ -59,7 +59,7 @@ t.test('control: serves, migrates, stops on SIGTERM', async t => {
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   let output = ''
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listening line in: ${output}`)), 60_000)
+    const timer = setTimeout(() => reject(new Error(`no listening line in: ${output}`)), 120_000)
     child.stdout.on('data', (chunk: Buffer) => {
       output += chunk.toString()
       const match = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)
