@@ -22,7 +22,7 @@ import type { FleetGateway } from '../../proto/rpc/index.ts'
 import type { RouteMap } from './routes.ts'
 import type { ReverseProxy } from './proxy.ts'
 import type { RelayClient } from './relay.ts'
-import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble, readServerName, type Preamble } from './passthrough.ts'
+import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble, passthroughClient, readServerName, type Preamble } from './passthrough.ts'
 import { intercept } from './intercept.ts'
 import { EDGE_DEFAULTS, type RelayMode } from './options.ts'
 
@@ -90,6 +90,17 @@ export class RelayConnections {
   attach (server: net.Server): void {
     const [tlsConnection] = server.listeners('connection') as Array<(socket: Duplex) => void>
     this.tlsConnection = socket => { tlsConnection.call(server, socket) }
+    // A client's HTTP/2 passed through from another gateway: the same larger windows as a piped
+    // stream's (createStreamServers), set once the listener's own settings are acknowledged.
+    server.on('session', (session: http2.ServerHttp2Session) => {
+      if (passthroughClient(session.socket) === undefined) return
+      session.once('localSettings', () => {
+        try {
+          session.settings({ initialWindowSize: EDGE_DEFAULTS.relayedH2StreamWindow })
+          session.setLocalWindowSize(EDGE_DEFAULTS.relayedH2ConnectionWindow)
+        } catch { /* closed meanwhile */ }
+      })
+    })
     this.attachOut(server)
     this.createStreamServers()
   }
