@@ -93,6 +93,12 @@ export const EDGE_DEFAULTS = {
    */
   relayedH2StreamWindow: 4 << 20,
   relayedH2ConnectionWindow: 8 << 20,
+  /**
+   * The most bytes a relayed connection's pipe holds unsent toward either side before it stops
+   * reading the other (stream and passthrough mode). Node's pipe() stops at 16 KiB, one TLS
+   * record: every record then pauses and resumes the reading side.
+   */
+  relayPipeBuffer: 256 << 10,
 } as const
 
 /**

@@ -15,16 +15,33 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import tls from 'node:tls'
 import type net from 'node:net'
-import type { Duplex } from 'node:stream'
+import type { Duplex, Readable, Writable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { CounterFamily, Metrics } from '../metrics.ts'
 import type { FleetGateway } from '../../proto/rpc/index.ts'
 import type { RouteMap } from './routes.ts'
 import type { ReverseProxy } from './proxy.ts'
 import type { RelayClient } from './relay.ts'
-import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble, readServerName, type Preamble } from './passthrough.ts'
+import { PASSTHROUGH_ALPN, STREAM_ALPN, encodePreamble, passthroughClient, readServerName, type Preamble } from './passthrough.ts'
 import { intercept } from './intercept.ts'
 import { EDGE_DEFAULTS, type RelayMode } from './options.ts'
+
+/**
+ * Copies `from` into `to` like pipe(), but stops reading `from` only once `to` holds `limit` bytes
+ * unsent: meanwhile the records that arrive together are written together (one writev, one TLS
+ * write and one send) instead of one pause and resume of `from` per record.
+ */
+export function forward (from: Readable, to: Writable, limit: number): void {
+  const resume = (): void => { from.resume() }
+  from.on('data', (chunk: Buffer) => {
+    // A false return only says `to` holds more than its 16 KiB mark; 'drain' comes once it is empty.
+    if (!to.write(chunk) && to.writableLength >= limit && !from.isPaused()) {
+      from.pause()
+      to.once('drain', resume)
+    }
+  })
+  from.once('end', () => { to.end() })
+}
 
 /** What the edge's HTTPS listener uses, lent to the relayed connections. */
 export interface EdgeSide {
@@ -73,6 +90,17 @@ export class RelayConnections {
   attach (server: net.Server): void {
     const [tlsConnection] = server.listeners('connection') as Array<(socket: Duplex) => void>
     this.tlsConnection = socket => { tlsConnection.call(server, socket) }
+    // A client's HTTP/2 passed through from another gateway: the same larger windows as a piped
+    // stream's (createStreamServers), set once the listener's own settings are acknowledged.
+    server.on('session', (session: http2.ServerHttp2Session) => {
+      if (passthroughClient(session.socket) === undefined) return
+      session.once('localSettings', () => {
+        try {
+          session.settings({ initialWindowSize: EDGE_DEFAULTS.relayedH2StreamWindow })
+          session.setLocalWindowSize(EDGE_DEFAULTS.relayedH2ConnectionWindow)
+        } catch { /* closed meanwhile */ }
+      })
+    })
     this.attachOut(server)
     this.createStreamServers()
   }
@@ -157,8 +185,8 @@ export class RelayConnections {
       socket.setTimeout(idle, close)
       upstream.setTimeout(idle, close)
       upstream.write(encodePreamble({ client: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }))
-      socket.pipe(upstream)
-      upstream.pipe(socket)
+      forward(socket, upstream, EDGE_DEFAULTS.relayPipeBuffer)
+      forward(upstream, socket, EDGE_DEFAULTS.relayPipeBuffer)
       socket.resume()
     })
   }
@@ -193,8 +221,8 @@ export class RelayConnections {
     const idle = this.edge.idleTimeoutMs + 2_000
     client.setTimeout(idle, () => client.destroy())
     upstream.setTimeout(idle, () => upstream.destroy())
-    client.pipe(upstream)
-    upstream.pipe(client)
+    forward(client, upstream, EDGE_DEFAULTS.relayPipeBuffer)
+    forward(upstream, client, EDGE_DEFAULTS.relayPipeBuffer)
     this.streamCount?.inc('out')
   }
 

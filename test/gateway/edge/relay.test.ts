@@ -322,9 +322,20 @@ t.test('passthrough: B hands the client\'s TLS to A, which serves it with the cl
   await once(stream, 'end')
   t.equal(headers[':status'], 200)
   t.equal(o.seen.xff.at(-1), CLIENT, 'HTTP/2: the client\'s address')
+  // The relay hop lengthens the round trip: A advertises the larger relayed windows here too
+  // (in a SETTINGS frame after its first).
+  const deadline = Date.now() + 5_000
+  while (session.remoteSettings.initialWindowSize !== EDGE_DEFAULTS.relayedH2StreamWindow && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+  t.equal(session.remoteSettings.initialWindowSize, EDGE_DEFAULTS.relayedH2StreamWindow, 'the relayed stream window')
+  const direct = http2.connect(`https://${HOST}:${p.a.port}`, { ca: [p.a.ca], localAddress: CLIENT, lookup: loopbackLookup } as http2.SecureClientSessionOptions)
+  t.teardown(() => direct.close())
+  const directStream = direct.request({ ':path': '/direct-h2' })
+  directStream.resume()
+  await once(directStream, 'end')
+  t.equal(direct.remoteSettings.initialWindowSize, EDGE_DEFAULTS.h2StreamWindow, 'a client connected to A itself keeps the listener\'s window')
   t.same(p.b.edge.traffic.take().accessLog, [], 'B records no traffic for what it passed through')
   const atA = p.a.edge.traffic.take().accessLog
-  t.same(atA.map(e => [e.path, e.status]), [['/hello', 200], ['/h2', 200]], 'A records it once')
+  t.same(atA.map(e => [e.path, e.status]), [['/hello', 200], ['/h2', 200], ['/direct-h2', 200]], 'A records it once')
 })
 
 t.test('passthrough: a ClientHello that comes a byte at a time is still read and passed through', async t => {
