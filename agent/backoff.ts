@@ -1,14 +1,11 @@
 /**
  * Jittered exponential backoff for reconnect loops: attempt n waits between half and all of
- * min(max, initial * 2^n) ("equal jitter"), so a fleet of agents that lost the API at the same
- * moment does not come back in lockstep, and no wait collapses to zero.
+ * min(max, initial * 2^n) ("equal jitter", proto/backoff.ts), so a fleet of agents that lost the
+ * API at the same moment does not come back in lockstep, and no wait collapses to zero.
  */
-export interface BackoffLimits {
-  /** First ceiling, ms. */
-  initialMs: number
-  /** Largest ceiling, ms. */
-  maxMs: number
-}
+import { backoffDelay, type BackoffLimits } from '../proto/backoff.ts'
+
+export type { BackoffLimits }
 
 export interface BackoffOptions extends BackoffLimits {
   /** Uniform [0, 1) source (tests inject a fixed one). */
@@ -17,8 +14,7 @@ export interface BackoffOptions extends BackoffLimits {
 
 /** The wait after `attempt` earlier steps (0: the first), `jitter` a uniform [0, 1) draw. */
 export function backoffWait (attempt: number, limits: BackoffLimits, jitter: number): number {
-  const ceiling = Math.min(limits.maxMs, limits.initialMs * 2 ** Math.min(attempt, 30))
-  return Math.round(ceiling / 2 + jitter * ceiling / 2)
+  return backoffDelay(attempt, limits, jitter, 'equal')
 }
 
 export class Backoff {

@@ -9,6 +9,7 @@ import http from 'node:http'
 import type { Logger } from 'pino'
 import type { StatusReport } from './agent.ts'
 import type { TestReport } from './checks.ts'
+import { startListening } from '../proto/net/listen.ts'
 
 /** Each returns null while the agent is still starting (answered 503). */
 export interface StatusHandlers {
@@ -45,13 +46,7 @@ export async function startStatusServer (host: string, port: number, handlers: S
   // Only loopback clients are expected; keep idle sockets from piling up.
   server.keepAliveTimeout = 5_000
   server.headersTimeout = 10_000
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
+  await startListening(server, port, host)
   return server
 }
 

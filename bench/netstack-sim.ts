@@ -31,24 +31,29 @@ function link (loss: number): Harness.LinkConfig {
     : { seed: 7, loss: 0, delay: 1, bandwidth: 200_000, queueBytes: 4_000_000 }
 }
 
-export async function runSimBench (opts: SimBenchOptions): Promise<Record<string, unknown>> {
-  const h = await import(pathToFileURL(resolve(opts.tree, 'test/gateway/netstack/tcp/harness.ts')).href) as typeof Harness
-  const size = Math.round(opts.sizeMB * 1e6)
-  const sim = new h.Sim(link(opts.loss), {}, {})
+export interface BulkRun {
+  client: Harness.Recorder
+  server: Harness.Recorder
+  /** Both sides closed within the virtual hour. */
+  finished: boolean
+}
+
+/**
+ * A bulk transfer each way at once on `sim` (the bulk test's and this bench's): a connects to b's
+ * port 80, each side streams its bytes once connected and then closes. `h`: the harness module
+ * of the checkout that runs (only Sim, Recorder and ADDR_B, which every checkout has).
+ */
+export function bulkBothWays (h: Pick<typeof Harness, 'Recorder' | 'ADDR_B'>, sim: Harness.Sim, up: Buffer, down: Buffer): BulkRun {
   const client = new h.Recorder()
   const server = new h.Recorder()
   client.keepChunks = false
   server.keepChunks = false
   client.now = () => sim.now
   server.now = () => sim.now
-  const up = h.randomData(size, 1)
-  const down = h.randomData(size, 2)
   sim.b.listen(80, (conn: TcpConnection): ConnectionHandler => {
     server.conn = conn
     return server
   })
-  const loadStart = loadavg()
-  const cpu0 = process.cpuUsage()
   client.conn = sim.a.connect(h.ADDR_B, 80, client, sim.now)
   let clientStarted = false
   let serverStarted = false
@@ -63,6 +68,18 @@ export async function runSimBench (opts: SimBenchOptions): Promise<Record<string
     }
     return client.closed && server.closed
   }, 3_600_000)
+  return { client, server, finished }
+}
+
+export async function runSimBench (opts: SimBenchOptions): Promise<Record<string, unknown>> {
+  const h = await import(pathToFileURL(resolve(opts.tree, 'test/gateway/netstack/tcp/harness.ts')).href) as typeof Harness
+  const size = Math.round(opts.sizeMB * 1e6)
+  const sim = new h.Sim(link(opts.loss), {}, {})
+  const up = h.randomData(size, 1)
+  const down = h.randomData(size, 2)
+  const loadStart = loadavg()
+  const cpu0 = process.cpuUsage()
+  const { client, server, finished } = bulkBothWays(h, sim, up, down)
   const cpu = process.cpuUsage(cpu0)
   const fingerprint = createHash('sha256')
     .update(JSON.stringify([sim.now, sim.stats, sim.metricsA.snapshot(), sim.metricsB.snapshot()]))

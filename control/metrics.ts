@@ -18,6 +18,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { TUNNEL_FAILED_ATTEMPTS, exposition, sharedCounter, type TunnelFailureReason } from '../proto/metrics.ts'
 import { API_PREFIX } from '../proto/api/index.ts'
 import type { Queryable } from './db/knex.ts'
+import { startListening } from '../proto/net/listen.ts'
 
 /** How long one business query answers scrapes (a typical scrape interval). */
 export const BUSINESS_CACHE_MS = 15_000
@@ -204,13 +205,7 @@ export async function serveMetrics (registry: Registry, listen: { host: string, 
       res.writeHead(500).end()
     })
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(listen.port, listen.host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
+  await startListening(server, listen.port, listen.host)
   return server
 }
 

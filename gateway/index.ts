@@ -39,6 +39,7 @@ import { REJECT_AFTER_TIME } from '../proto/noise/constants.ts'
 import type { FaultStats } from './netstack/fault.ts'
 import type { SocketStats, UdpIo } from './wireguard/socket.ts'
 import { moduleLogger } from '../proto/log.ts'
+import { startListening } from '../proto/net/listen.ts'
 
 /** In the edge's data directory: each peer's last endpoint (wireguard/endpoint-file.ts). */
 export const ENDPOINT_FILE = 'wireguard-endpoints.json'
@@ -507,12 +508,6 @@ async function serveStatus (gw: Gateway, address: string, port: number): Promise
       res.end()
     })
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, address, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
+  await startListening(server, port, address)
   return server
 }

@@ -24,22 +24,22 @@ CC_GATEWAY_ENDPOINT.
 Environment:
 `
 
-export function configOrExit (): ControlConfig {
+/** A bad CC_* value is a usage error (exit status 2) with its one line, not a stack trace. */
+function orUsageError<T> (load: (env: NodeJS.ProcessEnv) => T): T {
   try {
-    return loadConfig(process.env)
+    return load(process.env)
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(err.message, 2)
     throw err
   }
 }
 
+export function configOrExit (): ControlConfig {
+  return orUsageError(loadConfig)
+}
+
 export function rpcConfigOrExit (): RpcConfig {
-  try {
-    return loadRpcConfig(process.env)
-  } catch (err) {
-    if (err instanceof ConfigError) throw new CliError(err.message, 2)
-    throw err
-  }
+  return orUsageError(loadRpcConfig)
 }
 
 export async function run (argv: string[]): Promise<void> {

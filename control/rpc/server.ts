@@ -26,6 +26,7 @@ import {
 import { bindDualStack } from '../../proto/net/address.ts'
 import { bearerSecret, secretMatches } from './secret.ts'
 import type { RpcService } from './service.ts'
+import { startListening } from '../../proto/net/listen.ts'
 
 export interface RpcServerOptions {
   service: RpcService
@@ -50,13 +51,7 @@ export class RpcServer {
 
   static async start (options: RpcServerOptions): Promise<RpcServer> {
     const rpc = new RpcServer(options)
-    await bindDualStack(options.host, async host => await new Promise<void>((resolve, reject) => {
-      rpc.server.once('error', reject)
-      rpc.server.listen(options.port, host, () => {
-        rpc.server.off('error', reject)
-        resolve()
-      })
-    }), err => options.logger.warn({ listener: 'rpc', err: err.message }, 'no IPv6 on this host: listening on 0.0.0.0 (IPv4 only)'))
+    await bindDualStack(options.host, async host => { await startListening(rpc.server, options.port, host) }, err => options.logger.warn({ listener: 'rpc', err: err.message }, 'no IPv6 on this host: listening on 0.0.0.0 (IPv4 only)'))
     return rpc
   }
 

@@ -3,6 +3,7 @@
  * loudly to say so, decided from values alone (controlFailure); Outage keeps the count and logs.
  */
 import type { Logger } from 'pino'
+import { backoffDelay } from '../../proto/backoff.ts'
 import { RpcError } from '../../proto/rpc/index.ts'
 
 export interface BackoffOptions {
@@ -12,10 +13,7 @@ export interface BackoffOptions {
 
 /** Backoff for the n-th consecutive failure (n >= 1): initial * 2^(n-1), capped, +-25 % by `jitter` in [0, 1). */
 export function backoffMs (failures: number, options: BackoffOptions, jitter: number): number {
-  const initial = options.initialMs ?? 500
-  const max = options.maxMs ?? 30_000
-  const base = Math.min(max, initial * 2 ** Math.min(30, failures - 1))
-  return Math.round(base * (0.75 + jitter * 0.5))
+  return backoffDelay(failures - 1, { initialMs: options.initialMs ?? 500, maxMs: options.maxMs ?? 30_000 }, jitter, 'spread25')
 }
 
 /** Wait `ms` and try again; `log`: the level of this failure's line. */

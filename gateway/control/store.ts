@@ -3,9 +3,10 @@
  * before. Written atomically (temporary file + rename, mode 0600: it names every peer); a file
  * that does not validate is ignored with a warning rather than trusted.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { Logger } from 'pino'
+import { writeAtomicSync } from '../atomic-write.ts'
 import { validateSnapshot, type ConfigSnapshot } from '../../proto/rpc/index.ts'
 
 export class SnapshotStore {
@@ -35,8 +36,6 @@ export class SnapshotStore {
 
   save (snapshot: ConfigSnapshot): void {
     mkdirSync(dirname(this.path), { recursive: true })
-    const tmp = `${this.path}.${process.pid}.tmp`
-    writeFileSync(tmp, JSON.stringify(snapshot), { mode: 0o600 })
-    renameSync(tmp, this.path)
+    writeAtomicSync(this.path, JSON.stringify(snapshot), 0o600)
   }
 }

@@ -5,9 +5,10 @@
  */
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto'
+import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { CodedError } from '../../proto/errors.ts'
+import { writeAtomic } from '../atomic-write.ts'
 import { CERTIFICATE_NAME } from '../../proto/rpc/schemas.ts'
 
 export interface CertificateRecord {
@@ -173,18 +174,6 @@ export class FileCertStore implements CertStore {
   async unlock (name: string): Promise<void> {
     if (!this.held.delete(name)) return
     await fs.rm(this.lockPath(name), { force: true })
-  }
-}
-
-async function writeAtomic (file: string, contents: string, mode: number): Promise<void> {
-  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`
-  try {
-    await fs.writeFile(tmp, contents, { mode, flag: 'wx' })
-    await fs.chmod(tmp, mode) // the umask must not widen or narrow it
-    await fs.rename(tmp, file)
-  } catch (err) {
-    await fs.rm(tmp, { force: true })
-    throw err
   }
 }
 

@@ -11,10 +11,10 @@
  *
  *   {"version":1,"savedAt":"<ISO time>","endpoints":{"<base64 public key>":["198.18.0.2",51820]}}
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { writeFile, rename } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import type { Logger } from 'pino'
+import { writeAtomic, writeAtomicSync } from '../atomic-write.ts'
 import type { Endpoint, Peer } from './peer.ts'
 import { isStreamAddress } from './streams.ts'
 
@@ -64,10 +64,8 @@ export class EndpointFile {
     this.timer = null
     if (!this.dirty) return
     this.dirty = false
-    const tmp = `${this.file}.tmp`
     try {
-      writeFileSync(tmp, this.serialize())
-      renameSync(tmp, this.file)
+      writeAtomicSync(this.file, this.serialize())
       this.writes++
     } catch (err) {
       this.logger?.warn({ err, file: this.file }, 'cannot write the peers\' endpoints')
@@ -76,11 +74,9 @@ export class EndpointFile {
 
   private async write (): Promise<void> {
     this.dirty = false
-    const tmp = `${this.file}.tmp`
     this.writing = (async () => {
       try {
-        await writeFile(tmp, this.serialize())
-        await rename(tmp, this.file)
+        await writeAtomic(this.file, this.serialize())
         this.writes++
       } catch (err) {
         this.logger?.warn({ err, file: this.file }, 'cannot write the peers\' endpoints')

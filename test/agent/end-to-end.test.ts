@@ -9,18 +9,13 @@ import { spawnSync } from 'node:child_process'
 import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { decodeKey, encodeKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
-import { CLI, ROOT, createInstance, startAgent, startService, tempDir, tunnelStatus, waitUntil } from './service.ts'
-import { edgeRequest, edgeText, keystream, sha256Of, startOrigin } from './origin.ts'
+import { CLI, ROOT, connectedAgent, tunnelStatus, waitUntil } from './service.ts'
+import { edgeRequest, edgeText, keystream, sha256Of } from './origin.ts'
 
 const BODY_BYTES = 100 * 1024 * 1024
 
 t.test('userspace agent: a fresh token, HTTPS through the gateway to a local server, 100 MB both ways, SIGTERM', async t => {
-  const dir = tempDir(t)
-  const service = await startService(t, join(dir, 'service'))
-  const instance = await createInstance(service, 'myfiles')
-  const origin = await startOrigin(t)
-  const agent = startAgent(t, { api: service.api, token: instance.token, dir, target: `http://127.0.0.1:${origin.port}` })
-  await agent.waitFor(/"msg":"tunnel up: the gateway answers"/, 90_000)
+  const { dir, service, instance, agent } = await connectedAgent(t, 'myfiles')
 
   // The state file: 0600, the key pair generated here, the registration the API returned.
   const stateFile = join(dir, 'agent.json')

@@ -8,7 +8,7 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CLI, ROOT, createInstance, freePort, json, startAgent, startService, tempDir, tunnelStatus, waitUntil, type ServicePorts } from './service.ts'
+import { CLI, ROOT, connectedAgent, createInstance, freePort, json, startAgent, startService, tempDir, tunnelStatus, waitUntil, type ServicePorts } from './service.ts'
 import { edgeText, startOrigin } from './origin.ts'
 
 function statusJson (stateFile: string): any { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -69,12 +69,7 @@ t.test('API down at start, then the gateway restarted: the agent retries, connec
 })
 
 t.test('token regenerated: state error with a clear message, exit status 3, no retry loop', async t => {
-  const dir = tempDir(t)
-  const service = await startService(t, join(dir, 'service'))
-  const instance = await createInstance(service, 'revoked')
-  const origin = await startOrigin(t)
-  const agent = startAgent(t, { api: service.api, token: instance.token, dir, target: `http://127.0.0.1:${origin.port}` })
-  await agent.waitFor(/"msg":"tunnel up: the gateway answers"/, 90_000)
+  const { dir, service, instance, agent } = await connectedAgent(t, 'revoked')
 
   const regenerated = await json(`${service.api}/instances/${instance.id}/regenerate-token`, 'POST', undefined, instance.access)
   t.equal(regenerated.status, 200, 'token regenerated')

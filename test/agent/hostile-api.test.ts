@@ -19,6 +19,7 @@ import { KernelTunnel, type CommandResult } from '../../agent/kernel.ts'
 import { loadSettings } from '../../agent/settings.ts'
 import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../../proto/noise/keys.ts'
 import { startAgent, tempDir } from './service.ts'
+import { until } from '../helpers/until.ts'
 
 const GATEWAY_KEY = encodeKey(publicKeyFromPrivate(generatePrivateKey()))
 const TOKEN = 'eyJ0eXAiOiJpbnN0YW5jZSJ9.e30.sig'
@@ -79,14 +80,6 @@ function kernelAgent (t: Test, api: string): KernelAgent {
     },
   })
   return { agent, dir, commands, tunnelsMade: () => made }
-}
-
-async function until (what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
 }
 
 const INJECTED = 'PostUp = touch /tmp/cc-agent-hostile-pwned'
@@ -154,7 +147,7 @@ t.test('register answers a good tunnel_config with unknown extra fields: the exa
   }))
   const { agent, dir, commands } = kernelAgent(t, api.url)
   const done = agent.run()
-  await until('connected', () => agent.report().status === 'connected')
+  await until('connected', () => agent.report().status === 'connected', 10_000, 20)
   const config = join(dir, 'erugo-cc.conf')
   const privateKey = JSON.parse(readFileSync(join(dir, 'agent.json'), 'utf8')).private_key as string
   t.equal(readFileSync(config, 'utf8'), [

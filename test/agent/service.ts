@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { json } from '../helpers/cli-process.ts'
+import { startOrigin, type Origin } from './origin.ts'
 
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../..')
 export const CLI = join(ROOT, 'bin/cloud-connect.js')
@@ -198,6 +199,19 @@ export function startAgent (t: Test, o: AgentOptions, subcommand: string[] = [])
   const args = ['agent', ...subcommand, '--api', o.api, '--token-file', tokenFile, '--state', join(o.dir, 'agent.json'), '--status-listen', '127.0.0.1:0',
     ...(o.target === undefined ? [] : ['--target', o.target]), ...FAST, ...(o.extra ?? [])]
   return new Proc(`agent ${subcommand.join(' ')}`.trim(), args, env, t)
+}
+
+export interface ConnectedAgent { dir: string, service: Service, instance: Instance, origin: Origin, agent: Proc }
+
+/** A fresh service with instance `subdomain`, a local origin, and an agent serving it: resolves once the tunnel is up. */
+export async function connectedAgent (t: Test, subdomain: string): Promise<ConnectedAgent> {
+  const dir = tempDir(t)
+  const service = await startService(t, join(dir, 'service'))
+  const instance = await createInstance(service, subdomain)
+  const origin = await startOrigin(t)
+  const agent = startAgent(t, { api: service.api, token: instance.token, dir, target: `http://127.0.0.1:${origin.port}` })
+  await agent.waitFor(/"msg":"tunnel up: the gateway answers"/, 90_000)
+  return { dir, service, instance, origin, agent }
 }
 
 /** Polls `probe` until it returns something other than undefined/false. */

@@ -52,6 +52,10 @@ t.test('control: a bad variable is one line and exit 2', async t => {
   t.equal(r.status, 2)
   t.equal(r.stderr.trim().split('\n').length, 1)
   t.match(r.stderr, /^cloud-connect control: CC_API_PORT: /)
+  const rpc = spawnSync(process.execPath, [BIN, 'control'], { env: { ...env, CC_RPC_PORT: '65536' }, encoding: 'utf8', timeout: 60_000 })
+  t.equal(rpc.status, 2, 'a bad RPC listener variable too')
+  t.equal(rpc.stderr.trim().split('\n').length, 1)
+  t.match(rpc.stderr, /^cloud-connect control: CC_RPC_PORT: /)
 })
 
 t.test('control: serves, migrates, stops on SIGTERM', async t => {

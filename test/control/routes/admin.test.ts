@@ -3,7 +3,7 @@
 import t from 'tap'
 import { embeddedCli } from '../../helpers/cli-process.ts'
 import { assertError, bearer, forEachDatabase, PASSWORD, signUp, startApp } from '../harness.ts'
-import { deliver, newUser, startBillingApp, subscribe } from './billing-fixtures.ts'
+import { deliver, failSubscriptionWrites, newUser, startBillingApp, subscribe } from './billing-fixtures.ts'
 
 t.test('admin grant/revoke via the CLI on the embedded database; overview for admins only', async t => {
   const { run: cli, open } = embeddedCli(t, 'cc-admin-')
@@ -78,11 +78,7 @@ await forEachDatabase(t, async (t, db) => {
     // A verified webhook whose processing fails: recorded, then resolved by the retry.
     const failing = await newUser(h, 'overview-failing')
     const { events } = await subscribe(t, b, failing.token, 'pro', { deliver: false })
-    await db.raw("create or replace function cc_test_admin_fail() returns trigger language plpgsql as $$ begin raise exception 'injected failure'; end $$")
-    await db.raw('create trigger cc_test_admin_fail before insert or update on billing_subscriptions for each row execute function cc_test_admin_fail()')
-    let dropped = false
-    const drop = async (): Promise<void> => { if (!dropped) { dropped = true; await db.raw('drop trigger if exists cc_test_admin_fail on billing_subscriptions') } }
-    t.teardown(drop)
+    const drop = await failSubscriptionWrites(t, db, 'cc_test_admin_fail')
     t.ok((await deliver(b, events[0])).status >= 500, 'processing failed')
     t.ok((await deliver(b, events[0])).status >= 500, 'Stripe retried, failed again')
 

@@ -84,4 +84,22 @@ export async function relogin (b: BillingHarness, userId: string): Promise<strin
   return res.body.access_token
 }
 
+/**
+ * Every write to billing_subscriptions fails ('P0001: injected failure', inside the webhook's
+ * transaction) until the answered function lifts it; teardown lifts it too. `name` keeps the
+ * trigger of one test from another's.
+ */
+export async function failSubscriptionWrites (t: Test, db: Db, name: string): Promise<() => Promise<void>> {
+  await db.raw(`create or replace function ${name}() returns trigger language plpgsql as $$ begin raise exception 'injected failure'; end $$`)
+  await db.raw(`create trigger ${name} before insert or update on billing_subscriptions for each row execute function ${name}()`)
+  let dropped = false
+  const lift = async (): Promise<void> => {
+    if (dropped) return
+    dropped = true
+    await db.raw(`drop trigger if exists ${name} on billing_subscriptions`)
+  }
+  t.teardown(lift)
+  return lift
+}
+
 export { newUser }

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { assertError, bearer, forEachDatabase, PASSWORD } from '../harness.ts'
-import { deliver, mustDeliver, newUser, relogin, startBillingApp, subscribe, subscriptionOf, type BillingHarness } from './billing-fixtures.ts'
+import { deliver, failSubscriptionWrites, mustDeliver, newUser, relogin, startBillingApp, subscribe, subscriptionOf, type BillingHarness } from './billing-fixtures.ts'
 import { createInstance, mustCreate, newPublicKey } from './tunnel-fixtures.ts'
 
 type Json = Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -234,15 +234,7 @@ await forEachDatabase(t, async (t, db) => {
     const user = await newUser(b.h, 'dbfail')
     const { events } = await subscribe(t, b, user.token, 'pro', { deliver: false })
     // Fails inside the transaction, after the event id was inserted.
-    await db.raw("create or replace function cc_test_fail() returns trigger language plpgsql as $$ begin raise exception 'injected failure'; end $$")
-    await db.raw('create trigger cc_test_fail before insert or update on billing_subscriptions for each row execute function cc_test_fail()')
-    let dropped = false
-    const drop = async (): Promise<void> => {
-      if (dropped) return
-      dropped = true
-      await db.raw('drop trigger if exists cc_test_fail on billing_subscriptions')
-    }
-    t.teardown(drop)
+    const drop = await failSubscriptionWrites(t, db, 'cc_test_fail')
     const failed = await deliver(b, events[0])
     t.ok(failed.status >= 500, `5xx so Stripe retries (got ${failed.status})`)
     t.equal(failed.body?.error?.code !== undefined, true, 'in the contract\'s shape')

@@ -7,7 +7,7 @@ import type { Db } from '../../../control/db/knex.ts'
 import { GatewayRegistry } from '../../../control/rpc/registry.ts'
 import { recordCertificateReports } from '../../../control/rpc/reports.ts'
 import { assertError, forEachDatabase, openTestDatabase, startApp, type Reply, type TestApp } from '../harness.ts'
-import { deliver, startBillingApp, subscribe, type BillingHarness } from './billing-fixtures.ts'
+import { deliver, failSubscriptionWrites, startBillingApp, subscribe, type BillingHarness } from './billing-fixtures.ts'
 import { newUser } from './tunnel-fixtures.ts'
 
 const DAY_MS = 24 * 3600_000
@@ -103,11 +103,7 @@ await forEachDatabase(t, async (t, db) => {
     // A verified webhook whose processing fails, then the retry succeeds.
     const other = await newUser(h, 'ready-failing')
     const { events } = await subscribe(t, b, other.token, 'pro', { deliver: false })
-    await db.raw("create or replace function cc_test_ready_fail() returns trigger language plpgsql as $$ begin raise exception 'injected failure'; end $$")
-    await db.raw('create trigger cc_test_ready_fail before insert or update on billing_subscriptions for each row execute function cc_test_ready_fail()')
-    let dropped = false
-    const drop = async (): Promise<void> => { if (!dropped) { dropped = true; await db.raw('drop trigger if exists cc_test_ready_fail on billing_subscriptions') } }
-    t.teardown(drop)
+    const drop = await failSubscriptionWrites(t, db, 'cc_test_ready_fail')
     t.ok((await deliver(b, events[0])).status >= 500, 'processing failed')
     res = await ready(h)
     assertNotReady(t, res, 'stripe_webhooks', new RegExp(`^last event processed .*; 1 event\\(s\\) failed in the last 60 min and not yet processed: ${events[0].id} \\(customer\\.subscription\\.created\\)$`))

@@ -1,7 +1,8 @@
 /** Spec "Subdomain Endpoints": GET /v1/subdomains/check. */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { suggestionCandidates } from '../../../control/services/subdomains.ts'
-import { assertError, bearer, forEachDatabase } from '../harness.ts'
+import type { Db } from '../../../control/db/knex.ts'
+import { assertError, bearer, forEachDatabase, type TestApp } from '../harness.ts'
 import { Clock, createInstance, mustCreate, newUser, startInstanceApp } from './tunnel-fixtures.ts'
 
 const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
@@ -17,6 +18,13 @@ t.test('suggestion candidates are valid labels of at most 63 characters', async 
   }
   t.same(suggestionCandidates('myfiles', 2025).slice(0, 3), ['myfiles1', 'myfiles-share', 'myfiles2025'], 'the spec\'s example suggestions first')
 })
+
+/** An app on its own clock whose subdomain quarantine is `seconds` (access tokens outlive it), with two users. */
+async function quarantineApp (t: Test, db: Db, seconds: number): Promise<{ clock: Clock, h: TestApp, owner: { id: string, token: string }, stranger: { id: string, token: string } }> {
+  const clock = new Clock()
+  const h = await startInstanceApp(t, db, { clock, env: { CC_SUBDOMAIN_QUARANTINE: String(seconds), CC_ACCESS_TOKEN_TTL: '86400' } })
+  return { clock, h, owner: await newUser(h), stranger: await newUser(h) }
+}
 
 await forEachDatabase(t, async (t, db) => {
   t.test('available: {subdomain, available: true} only', async t => {
@@ -80,10 +88,7 @@ await forEachDatabase(t, async (t, db) => {
   })
 
   t.test('renamed away: the old subdomain stays its owner\'s for the quarantine; others get 409 and unavailable', async t => {
-    const clock = new Clock()
-    const h = await startInstanceApp(t, db, { clock, env: { CC_SUBDOMAIN_QUARANTINE: '3600', CC_ACCESS_TOKEN_TTL: '86400' } })
-    const owner = await newUser(h)
-    const stranger = await newUser(h)
+    const { clock, h, owner, stranger } = await quarantineApp(t, db, 3600)
     const inst = await mustCreate(t, h, owner.token, 'sharedlinks')
     const moved = await h.request('PATCH', `/v1/instances/${inst.id}`, { subdomain: 'newhome' }, bearer(owner.token))
     t.equal(moved.status, 200)
@@ -108,10 +113,7 @@ await forEachDatabase(t, async (t, db) => {
   })
 
   t.test('deleted: the subdomain is held for the quarantine, then free for anyone', async t => {
-    const clock = new Clock()
-    const h = await startInstanceApp(t, db, { clock, env: { CC_SUBDOMAIN_QUARANTINE: '7200', CC_ACCESS_TOKEN_TTL: '86400' } })
-    const owner = await newUser(h)
-    const stranger = await newUser(h)
+    const { clock, h, owner, stranger } = await quarantineApp(t, db, 7200)
     const inst = await mustCreate(t, h, owner.token, 'gonebox')
     t.equal((await h.request('DELETE', `/v1/instances/${inst.id}`, undefined, bearer(owner.token))).status, 204)
 

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { loadRpcConfig, startControlPlane, type RunningControlPlane } from '../../../control/rpc/index.ts'
 import { bearer, CapturingTransport, postgresReplicaTest, signUp, testConfig, type Reply, type TestApp } from '../harness.ts'
 import { BASE_DOMAIN, GATEWAY_ENDPOINT, GATEWAY_KEY } from '../routes/tunnel-fixtures.ts'
+import { until } from '../../helpers/until.ts'
 
 /** Polling so slow that only a notification can wake a watch within the test's bounds. */
 const NO_POLLING = { pollMs: 60_000, listeningPollMs: 60_000 }
@@ -28,14 +29,6 @@ async function replica (t: Test, url: string): Promise<{ plane: RunningControlPl
     },
   }
   return { plane, api }
-}
-
-async function until (what: string, condition: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
 }
 
 let users = 0
@@ -64,7 +57,7 @@ await postgresReplicaTest(t, 'watch pending on replica A, change through replica
   const [a, b] = await Promise.all([replica(t, database.url), replica(t, database.url)])
   const listener = a.plane.configListener!
   t.ok(listener !== null, 'a Postgres replica listens for changes')
-  await until('the listener', () => listener.listening)
+  await until('the listener', () => listener.listening, 5_000, 20)
 
   const first = await wakeDelay(t, a.plane, async () => { await createInstance(t, b.api) })
   t.ok(first < 1_000, `woke ${first} ms after the change`)
@@ -74,8 +67,8 @@ await postgresReplicaTest(t, 'watch pending on replica A, change through replica
   t.teardown(async () => { await admin.destroy() })
   const killed = await admin.raw('select pg_terminate_backend(?) as killed', [killedPid]) as { rows: Array<{ killed: boolean }> }
   t.equal(killed.rows[0].killed, true, 'LISTEN backend terminated')
-  await until('the listener to notice', () => listener.backendPid !== killedPid)
-  await until('the listener to reconnect', () => listener.listening && listener.backendPid !== null)
+  await until('the listener to notice', () => listener.backendPid !== killedPid, 5_000, 20)
+  await until('the listener to reconnect', () => listener.listening && listener.backendPid !== null, 5_000, 20)
   t.not(listener.backendPid, killedPid, 'listening again on a new connection')
 
   const second = await wakeDelay(t, a.plane, async () => { await createInstance(t, b.api) })

@@ -4,7 +4,7 @@
  * tunnel. Keys no instance holds match nothing. Certificate states are stored per hostname; the
  * sweep drops those of hostnames no longer served.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import pino from 'pino'
 import { sweepReports } from '../../../control/jobs/sweep.ts'
 import { certificateStates } from '../../../control/rpc/reports.ts'
@@ -23,14 +23,20 @@ async function tunnelStatus (h: TestApp, token: string): Promise<string> {
   return res.body.tunnel_status
 }
 
+/** A user (`label`) with instance `subdomain` and a fresh key registered for it. */
+async function registeredInstance (t: Test, h: TestApp, label: string, subdomain: string): Promise<{ user: { token: string }, inst: { id: string, token: string }, key: string }> {
+  const user = await newUser(h, label)
+  const inst = await mustCreate(t, h, user.token, subdomain)
+  const key = newPublicKey()
+  t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))).status, 200, `${subdomain}: key registered`)
+  return { user, inst, key }
+}
+
 await forEachDatabase(t, async (t, db) => {
   t.test('reports drive status: connected only with a recent handshake; last_seen from the tunnel', async t => {
     const clock = new Clock()
     const h = await startRpc(t, db, { clock, listen: false })
-    const user = await newUser(h, 'reports')
-    const inst = await mustCreate(t, h, user.token, 'reported')
-    const key = newPublicKey()
-    t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))).status, 200)
+    const { user, inst, key } = await registeredInstance(t, h, 'reports', 'reported')
     const detail = async (): Promise<{ status: string, last_seen: string | null }> => (await h.request('GET', `/v1/instances/${inst.id}`, undefined, bearer(user.token))).body
 
     for (let i = 0; i < 3; i++) t.equal((await h.request('POST', '/v1/tunnel/heartbeat', HEARTBEAT, bearer(inst.token))).status, 200)
@@ -91,10 +97,7 @@ await forEachDatabase(t, async (t, db) => {
   t.test('CC_TUNNEL_STATUS_WINDOW shortens the window for status and the instance list alike', async t => {
     const clock = new Clock()
     const h = await startRpc(t, db, { clock, listen: false, env: { CC_TUNNEL_STATUS_WINDOW: '8' } })
-    const user = await newUser(h, 'window')
-    const inst = await mustCreate(t, h, user.token, 'windowed')
-    const key = newPublicKey()
-    t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))).status, 200)
+    const { user, inst, key } = await registeredInstance(t, h, 'window', 'windowed')
     await h.rpc.report(report([peerReport(key, new Date(clock.time))]))
     const listed = async (): Promise<string> => (await h.request('GET', '/v1/instances', undefined, bearer(user.token))).body.instances[0].status
     clock.advance(8)
@@ -108,10 +111,7 @@ await forEachDatabase(t, async (t, db) => {
   t.test('the endpoint a gateway reported rides in the configuration snapshot (a restarted gateway can reach the peer first)', async t => {
     const clock = new Clock()
     const h = await startRpc(t, db, { clock, listen: false })
-    const user = await newUser(h, 'endpoint')
-    const inst = await mustCreate(t, h, user.token, 'endpointed')
-    const key = newPublicKey()
-    await h.request('POST', '/v1/tunnel/register', { public_key: key }, bearer(inst.token))
+    const { inst, key } = await registeredInstance(t, h, 'endpoint', 'endpointed')
     const peerOf = async (): Promise<{ endpoint?: string } | undefined> => (await h.services.tunnel.configSnapshot()).peers.find(p => p.instanceId === inst.id)
     t.equal((await peerOf())?.endpoint, undefined, 'none before any report')
     await h.rpc.report(report([peerReport(key, new Date(clock.time))]))
@@ -153,9 +153,7 @@ await forEachDatabase(t, async (t, db) => {
   t.test('certificate states: stored per hostname, newest wins, swept when no longer served', async t => {
     const clock = new Clock()
     const h = await startRpc(t, db, { clock, listen: false })
-    const user = await newUser(h, 'certs')
-    const inst = await mustCreate(t, h, user.token, 'certified')
-    await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(inst.token))
+    await registeredInstance(t, h, 'certs', 'certified')
     const hostname = `certified.${BASE_DOMAIN}`
     const notAfter = '2026-06-01T00:00:00.000Z'
     const r1 = await h.rpc.report(report([], { certificates: [{ hostname, state: 'pending' }, { hostname: 'gone.example.test', state: 'failing', lastError: 'DNS problem', nextRetryAt: '2026-03-01T13:00:00Z' }] }))

@@ -48,6 +48,13 @@ async function connectedInstance (t: Test, h: TestApp, db: Db, clock: Clock, sub
   return { id: inst.id, email, token: login.access_token }
 }
 
+/** A fresh app on its own clock with one owner whose instance `subdomain` is connected. */
+async function connectedOwner (t: Test, db: Db, smtpUrl: string, subdomain: string): Promise<{ clock: Clock, h: TestApp, owner: { id: string, email: string, token: string } }> {
+  const clock = new Clock()
+  const h = await alertApp(t, db, smtpUrl, clock)
+  return { clock, h, owner: await connectedInstance(t, h, db, clock, subdomain) }
+}
+
 /** What a gateway's report of a fresh handshake records (the report path itself: test/control/rpc). */
 async function handshake (db: Db, instanceId: string, clock: Clock): Promise<void> {
   await db('instances').where({ id: instanceId }).update({ last_handshake_at: clock.now(), last_seen: clock.now() })
@@ -69,9 +76,7 @@ await forEachDatabase(t, async (t, db) => {
   const smtp = await startSmtp(t)
 
   t.test('connected instance stops handshaking -> one offline mail past the threshold, one back-online mail after it returns', async t => {
-    const clock = new Clock()
-    const h = await alertApp(t, db, smtp.url, clock)
-    const owner = await connectedInstance(t, h, db, clock, 'goes-down')
+    const { clock, h, owner } = await connectedOwner(t, db, smtp.url, 'goes-down')
     await runJob(h)
     t.equal(mailsTo(smtp.messages, owner.email, OFFLINE).length, 0, 'connected: no mail')
     clock.advance(WINDOW + THRESHOLD - 5)
@@ -99,9 +104,7 @@ await forEachDatabase(t, async (t, db) => {
   })
 
   t.test('back within the threshold period of the offline mail -> the back-online mail waits for the period; a flap inside it sends nothing', async t => {
-    const clock = new Clock()
-    const h = await alertApp(t, db, smtp.url, clock)
-    const owner = await connectedInstance(t, h, db, clock, 'flapping')
+    const { clock, h, owner } = await connectedOwner(t, db, smtp.url, 'flapping')
     clock.advance(WINDOW + THRESHOLD + 1)
     await runJob(h)
     t.equal(mailsTo(smtp.messages, owner.email, OFFLINE).length, 1)
@@ -127,9 +130,7 @@ await forEachDatabase(t, async (t, db) => {
   })
 
   t.test('goodbye (POST /tunnel/disconnect) -> offline counts from the goodbye', async t => {
-    const clock = new Clock()
-    const h = await alertApp(t, db, smtp.url, clock)
-    const owner = await connectedInstance(t, h, db, clock, 'says-bye')
+    const { clock, h, owner } = await connectedOwner(t, db, smtp.url, 'says-bye')
     const inst = await db('instances').where({ id: owner.id }).first('token_jti')
     t.ok(inst)
     clock.advance(5)
@@ -143,9 +144,7 @@ await forEachDatabase(t, async (t, db) => {
   })
 
   t.test('owner turned alerts.offline off -> no mail, neither offline nor back', async t => {
-    const clock = new Clock()
-    const h = await alertApp(t, db, smtp.url, clock)
-    const owner = await connectedInstance(t, h, db, clock, 'quiet')
+    const { clock, h, owner } = await connectedOwner(t, db, smtp.url, 'quiet')
     const off = await h.request('PATCH', `/v1/instances/${owner.id}`, { alerts: { offline: false } }, bearer(owner.token))
     t.equal(off.status, 200)
     clock.advance(WINDOW + THRESHOLD + 60)

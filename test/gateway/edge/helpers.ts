@@ -82,6 +82,29 @@ export async function startOrigin (t: Teardown, handler: http.RequestListener): 
   return { server, port: (server.address() as net.AddressInfo).port }
 }
 
+/** An origin that announces a `length`-byte body, sends 1,000 bytes of it and drops the connection 50 ms later. */
+export async function startDyingOrigin (t: Teardown, length: number): Promise<{ server: http.Server, port: number }> {
+  return await startOrigin(t, (req, res) => {
+    res.writeHead(200, { 'content-length': length })
+    res.write(Buffer.alloc(1000))
+    setTimeout(() => req.socket.destroy(), 50)
+  })
+}
+
+/** GET `path` of a.example.test through the edge, reading the body: 'end' when it arrives whole, 'cut' when it breaks off. */
+export function readToEnd (te: TestEdge, path = '/'): Promise<'end' | 'cut'> {
+  return new Promise(resolve => {
+    const req = https.request({ host: 'a.example.test', port: te.port, path, ca: te.ca, lookup: loopbackLookup, agent: false }, res => {
+      res.resume()
+      res.on('end', () => resolve('end'))
+      res.on('aborted', () => resolve('cut'))
+      res.on('error', () => resolve('cut'))
+    })
+    req.on('error', () => resolve('cut'))
+    req.end()
+  })
+}
+
 export interface Reply {
   status: number
   headers: http.IncomingHttpHeaders

@@ -9,7 +9,7 @@ import http2 from 'node:http2'
 import https from 'node:https'
 import net from 'node:net'
 import { createHash } from 'node:crypto'
-import { startEdge, startOrigin, route, request, delay, loopbackLookup, waitFor } from './helpers.ts'
+import { startEdge, startOrigin, startDyingOrigin, readToEnd, route, request, delay, loopbackLookup, waitFor } from './helpers.ts'
 
 interface Seen { method?: string, url?: string, headers: http.IncomingHttpHeaders, body: Buffer }
 
@@ -398,23 +398,10 @@ t.test('a client that disconnects mid-download frees the instance slot and the u
 })
 
 t.test('the upstream vanishing mid-response cuts the client response promptly', async t => {
-  const { port } = await startOrigin(t, (req, res) => {
-    res.writeHead(200, { 'content-length': 1_000_000 })
-    res.write(Buffer.alloc(1000))
-    setTimeout(() => req.socket.destroy(), 50)
-  })
+  const { port } = await startDyingOrigin(t, 1_000_000)
   const te = await startEdge(t, [route('a', port, ['a.example.test'])])
   const started = Date.now()
-  const outcome = await new Promise<string>(resolve => {
-    const req = https.request({ host: 'a.example.test', port: te.port, ca: te.ca, lookup: loopbackLookup, agent: false }, res => {
-      res.resume()
-      res.on('end', () => resolve('end'))
-      res.on('aborted', () => resolve('cut'))
-      res.on('error', () => resolve('cut'))
-    })
-    req.on('error', () => resolve('cut'))
-    req.end()
-  })
+  const outcome = await readToEnd(te)
   t.equal(outcome, 'cut')
   t.ok(Date.now() - started < 3_000)
   await delay(10)

@@ -16,9 +16,15 @@ const toGateway = ipPacket('10.100.0.2', GATEWAY_TUNNEL_IP)
 const keepalives = (sent: Sent[]): Sent[] => sent.filter(s => s.type === MESSAGE_TRANSPORT && s.length === 32)
 const data = (sent: Sent[]): Sent[] => sent.filter(s => s.type === MESSAGE_TRANSPORT && s.length > 32)
 
+/** The gateway and a client with a session: the client's first packet made the handshake. */
+function established (): ReturnType<typeof pair> {
+  const p = pair()
+  establish(p.net)
+  return p
+}
+
 t.test('established initiator: rekey at REKEY_AFTER_TIME when sending', async t => {
-  const { net, gw, client } = pair()
-  establish(net)
+  const { net, gw, client } = established()
   t.equal(net.sentBy('client', MESSAGE_INITIATION).length, 1)
   net.advanceTo(REKEY_AFTER_TIME - 1000)
   net.sendIp('client', toGateway)
@@ -37,8 +43,7 @@ t.test('established initiator: rekey at REKEY_AFTER_TIME when sending', async t 
 })
 
 t.test('established responder: no time-based rekey', async t => {
-  const { net, gw } = pair()
-  establish(net)
+  const { net, gw } = established()
   net.advanceTo(REKEY_AFTER_TIME + 1000)
   net.sendIp('gateway', toClient)
   t.equal(net.sentBy('gateway', MESSAGE_INITIATION).length, 0, 'only the initiator rekeys on time (paper 6.2)')
@@ -84,8 +89,7 @@ t.test('handshake in flight: at most one initiation per REKEY_TIMEOUT', async t 
 })
 
 t.test('established: passive keepalive KEEPALIVE_TIMEOUT after receiving data', async t => {
-  const { net } = pair()
-  establish(net)
+  const { net } = established()
   net.advanceTo(KEEPALIVE_TIMEOUT - 1)
   t.equal(keepalives(net.sentBy('gateway')).length, 0, 'none before 10 s')
   net.advanceTo(KEEPALIVE_TIMEOUT)
@@ -97,8 +101,7 @@ t.test('established: passive keepalive KEEPALIVE_TIMEOUT after receiving data', 
 })
 
 t.test('established: sending data cancels the passive keepalive', async t => {
-  const { net } = pair()
-  establish(net)
+  const { net } = established()
   net.advanceTo(5_000)
   net.sendIp('gateway', toClient)
   net.advanceTo(30_000)
@@ -107,8 +110,7 @@ t.test('established: sending data cancels the passive keepalive', async t => {
 })
 
 t.test('established: data sent and unanswered for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT -> new handshake', async t => {
-  const { net } = pair()
-  establish(net)
+  const { net } = established()
   net.advanceTo(1_000)
   net.sendIp('gateway', toClient) // answers the client's first packet: its timer is idle again
   net.advanceTo(2_000)
@@ -124,8 +126,7 @@ t.test('established: data sent and unanswered for KEEPALIVE_TIMEOUT + REKEY_TIME
 })
 
 t.test('established: a reply in time cancels the new-handshake timer', async t => {
-  const { net } = pair()
-  establish(net)
+  const { net } = established()
   net.advanceTo(1_000)
   net.sendIp('client', toGateway)
   net.advanceTo(2_000)
@@ -135,8 +136,7 @@ t.test('established: a reply in time cancels the new-handshake timer', async t =
 })
 
 t.test('established: keys rejected after REJECT_AFTER_TIME', async t => {
-  const { net, gw, client } = pair()
-  establish(net)
+  const { net, gw, client } = established()
   const kp = client.device.peer(gw.publicKey)!.current!
   net.advanceTo(REJECT_AFTER_TIME - 1)
   const late = sealTransport(defaultAead, kp.sendKey, kp.remoteIndex, kp.sendCounter + 10n, toGateway)
@@ -156,8 +156,7 @@ t.test('established: keys rejected after REJECT_AFTER_TIME', async t => {
 })
 
 t.test('established initiator: receiving on keys older than 165 s starts one handshake', async t => {
-  const { net } = pair()
-  establish(net)
+  const { net } = established()
   net.advanceTo(REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT - 1)
   net.sendIp('gateway', toClient)
   t.equal(net.sentBy('client', MESSAGE_INITIATION).length, 1, 'not at 165 s - 1 ms')
@@ -171,8 +170,7 @@ t.test('established initiator: receiving on keys older than 165 s starts one han
 })
 
 t.test('established: REKEY_AFTER_MESSAGES triggers a handshake in either role', async t => {
-  const { net, gw, client } = pair()
-  establish(net)
+  const { net, gw, client } = established()
   const peer = gw.device.peer(client.publicKey)!
   peer.current!.sendCounter = REKEY_AFTER_MESSAGES + 1n
   net.sendIp('gateway', toClient)
@@ -181,8 +179,7 @@ t.test('established: REKEY_AFTER_MESSAGES triggers a handshake in either role', 
 })
 
 t.test('idle: all keys zeroed 3 * REJECT_AFTER_TIME after the last session', async t => {
-  const { net, gw, client } = pair()
-  establish(net)
+  const { net, gw, client } = established()
   t.ok(gw.device.indexTable.size > 0)
   net.advanceTo(3 * REJECT_AFTER_TIME - 1)
   t.not(client.device.peer(gw.publicKey)!.current, null)
@@ -265,8 +262,7 @@ t.test('handshake in flight: the queue is bounded', async t => {
 })
 
 t.test('established: roaming follows the latest authenticated packet', async t => {
-  const { net, gw, client } = pair()
-  establish(net)
+  const { net, gw, client } = established()
   const peer = gw.device.peer(client.publicKey)!
   client.address = '198.18.0.3'
   client.port = 40001

@@ -19,6 +19,7 @@ import { freePort } from '../../../helpers/ports.ts'
 import { bearer, openTestDatabase } from '../../../control/harness.ts'
 import { BASE_DOMAIN, mustCreate, newPublicKey, newUser } from '../../../control/routes/tunnel-fixtures.ts'
 import { SECRET, startRpc } from '../../../control/rpc/fixtures.ts'
+import { until } from '../../../helpers/until.ts'
 
 t.test('DNS-01 wildcard for the base domain; a new subdomain is served at once with no new order', async t => {
   const lab = await startAcmeLab(t, {
@@ -60,25 +61,18 @@ t.test('from the environment, run by control: the wildcard is reported to contro
   await running.gateway.edge!.certificatesSettled()
 
   const state = async (hostname: string): Promise<{ state: string } | undefined> => await db('certificate_states').where({ hostname }).first()
-  const until = async (what: string, check: () => Promise<boolean>): Promise<void> => {
-    const deadline = Date.now() + 30_000
-    while (!await check()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await new Promise(resolve => setTimeout(resolve, 100))
-    }
-  }
-  await until('the wildcard reported active', async () => (await state(wildcard))?.state === 'active')
+  await until('the wildcard reported active', async () => (await state(wildcard))?.state === 'active', 30_000, 100)
   t.match(await state(wildcard), { gateway_id: 'gw-wildcard', state: 'active' }, 'control accepted the wildcard\'s report')
 
   const user = await newUser(h, 'wild')
   const instance = await mustCreate(t, h, user.token, `wild${process.pid}`)
   t.equal((await h.request('POST', '/v1/tunnel/register', { public_key: newPublicKey() }, bearer(instance.token))).status, 200)
   const subdomain = `wild${process.pid}.${BASE_DOMAIN}`
-  await until('the subdomain routed', async () => running.gateway.routes.some(r => r.hostnames.includes(subdomain)))
+  await until('the subdomain routed', async () => running.gateway.routes.some(r => r.hostnames.includes(subdomain)), 30_000, 100)
   const served = await handshake(httpsPort, subdomain, await pebble.root())
   t.ok(served.authorized, served.error ?? 'the new subdomain is served at once')
   t.match(served.peerCertificate?.subjectaltname, `DNS:${wildcard}`)
-  await until('the subdomain reported active', async () => (await state(subdomain))?.state === 'active')
+  await until('the subdomain reported active', async () => (await state(subdomain))?.state === 'active', 30_000, 100)
   await running.gateway.edge!.certificatesSettled()
   const stored = (await db('stored_certificates').select('name') as Array<{ name: string }>).map(r => r.name).sort()
   t.same(stored, [wildcard, accountRecordName(pebble.directoryUrl)].sort(), 'no certificate of its own for the subdomain: no order')

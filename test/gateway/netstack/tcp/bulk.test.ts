@@ -4,7 +4,9 @@
  * must arrive byte-exact.
  */
 import t, { type Test } from 'tap'
-import { Sim, Recorder, ADDR_B, randomData, sha256, type LinkConfig } from './harness.ts'
+import * as harness from './harness.ts'
+import { Sim, randomData, sha256, type LinkConfig } from './harness.ts'
+import { bulkBothWays } from '../../../../bench/netstack-sim.ts'
 import type { TcpOptions } from '../../../../gateway/netstack/tcp/options.ts'
 
 const LOSSY: LinkConfig = { seed: 42, loss: 0.02, duplicate: 0.01, delay: 10, jitter: 3, bandwidth: 20_000, queueBytes: 300_000 }
@@ -17,32 +19,9 @@ function transfer (t: Test, size: number, link: LinkConfig, options: Partial<Tcp
       (core as unknown as { isn: { generate: () => [number, number] } }).isn = { generate: () => [0xffffffff - 1_000_000, 0xffffffff - 2000] }
     }
   }
-  const client = new Recorder()
-  const server = new Recorder()
-  client.keepChunks = false
-  server.keepChunks = false
-  client.now = () => sim.now
-  server.now = () => sim.now
   const up = randomData(size, 1)
   const down = randomData(size, 2)
-  sim.b.listen(80, conn => {
-    server.conn = conn
-    return server
-  })
-  client.conn = sim.a.connect(ADDR_B, 80, client, sim.now)
-  let clientStarted = false
-  let serverStarted = false
-  const finished = sim.run(() => {
-    if (!clientStarted && client.connected) {
-      clientStarted = true
-      client.stream(up, sim.now)
-    }
-    if (!serverStarted && server.conn !== null) {
-      serverStarted = true
-      server.stream(down, sim.now)
-    }
-    return client.closed && server.closed
-  }, 3_600_000)
+  const { client, server, finished } = bulkBothWays(harness, sim, up, down)
   t.ok(finished, `both sides closed (virtual ${Math.round(sim.now)} ms)`)
   t.equal(server.received, size, 'upload length')
   t.equal(client.received, size, 'download length')
