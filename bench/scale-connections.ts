@@ -201,7 +201,7 @@ export function clientAddress (i: number): string {
 export interface OriginSetup { gateway: Gateway, origin: ChildProcess, httpsPort: number, hosts: string[], dir: string }
 
 /** A gateway with `tunnels` tunnels, their origin process up and every tunnel answering. */
-export async function startTunnels (dir: string, tunnels: number, timeoutS: number): Promise<OriginSetup> {
+export async function startTunnels (dir: string, tunnels: number, timeoutS: number, gatewayEnv: Record<string, string> = {}): Promise<OriginSetup> {
   const httpsPort = await freePort()
   const udpPort = await freeUdpPort()
   const gatewayKey = generatePrivateKey()
@@ -217,7 +217,7 @@ export async function startTunnels (dir: string, tunnels: number, timeoutS: numb
   }
   const configFile = join(dir, 'gateway.json')
   writeFileSync(configFile, JSON.stringify(config))
-  const gateway = startGateway(dir, configFile, httpsPort)
+  const gateway = startGateway(dir, configFile, httpsPort, gatewayEnv)
   const deadline = performance.now() + timeoutS * 1000
   while (!await accepts(httpsPort)) {
     if (exited(gateway) || performance.now() > deadline) throw failure(gateway, 'no HTTPS listener')
@@ -251,7 +251,8 @@ export async function stopTunnels (s: OriginSetup | undefined): Promise<void> {
   await stopGateway(s.gateway)
 }
 
-export async function measureConnections (count: number, tunnels: number, timeoutS: number, requests: number): Promise<ConnectionsRun> {
+/** `gatewayEnv` goes to both gateways (the one holding the connections and the one holding none). */
+export async function measureConnections (count: number, tunnels: number, timeoutS: number, requests: number, gatewayEnv: Record<string, string> = {}): Promise<ConnectionsRun> {
   const dir = mkdtempSync(join(tmpdir(), 'cc-bench-connections-'))
   const dirNone = mkdtempSync(join(tmpdir(), 'cc-bench-connections-none-'))
   let setup: OriginSetup | undefined
@@ -268,8 +269,8 @@ export async function measureConnections (count: number, tunnels: number, timeou
     rmSync(dirNone, { recursive: true, force: true })
   })
   try {
-    setup = await startTunnels(dir, tunnels, timeoutS)
-    setupNone = await startTunnels(dirNone, tunnels, timeoutS)
+    setup = await startTunnels(dir, tunnels, timeoutS, gatewayEnv)
+    setupNone = await startTunnels(dirNone, tunnels, timeoutS, gatewayEnv)
     const { httpsPort, hosts } = setup
     const pid = setup.gateway.child.pid!
     for (let i = 0; i < MEASURE_CONNECTIONS; i++) measure.push(await HttpsConnection.open(httpsPort, hosts[i % hosts.length]))
