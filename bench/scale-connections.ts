@@ -9,7 +9,7 @@
  * held gives the control ratio: what the two setups differ by on their own.
  *
  * The edge closes an HTTP/1.1 connection idle for keepAliveTimeoutMs (30 s): while they are being
- * opened, a held connection idle for KEEP_HELD_MS sends one GET, and after all are open every one
+ * opened, a held connection idle for KEEP_HELD_MS sends one GET (opening pauses meanwhile), and after all are open every one
  * sends one (100 at a time) just before RSS and latency are taken; the held count is checked again
  * after the latency run. Client addresses are spread over 127.3.0.0/16,
  * at most 200 connections each, under the edge's per-client connection cap (256).
@@ -285,14 +285,20 @@ export async function measureConnections (count: number, tunnels: number, timeou
     const websockets = Math.min(100, Math.floor(count / 100))
     const openStarted = performance.now()
     let opening = true
+    // Opening waits while the keeper sends its GETs: on a loaded machine new handshakes would
+    // otherwise starve them past the edge's keep-alive timeout.
+    let keeping = false
     const keeper = (async () => {
       while (opening) {
         await sleep(1_000)
         const due = [...measure, ...measureNone, ...held].filter(c => !c.isWebSocket && !c.closed && performance.now() - c.lastAnswerAt > KEEP_HELD_MS)
+        keeping = due.length > 0
         await inParallel(due, OPEN_PARALLEL, async c => { await c.get().catch(() => {}) })
+        keeping = false
       }
     })()
     await inParallel(Array.from({ length: count }, (_, i) => i), OPEN_PARALLEL, async i => {
+      while (keeping) await sleep(50)
       const host = hosts[i % hosts.length]
       const c = await HttpsConnection.open(httpsPort, host, clientAddress(i))
       held.push(c)
