@@ -5,7 +5,7 @@
  * isolates the TLS + HTTP proxy layer.
  *
  *   node bin/run-ts.js bench/edge.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 16] [--rounds 2] [--log-level info]
- *                                    [--edges 1:all]  our edge in each of these set-ups, WORKERS:CPUS
+ *                                    [--edges 1:all]  our edge in each of these set-ups, WORKERS:CPUS[:ALLOCATOR]
  *                                                     (CPUS: `all`, or a taskset list such as 0 or 0+1)
  *   node bin/run-ts.js bench/edge.ts --help
  *
@@ -33,6 +33,7 @@ import { freePort } from '../test/helpers/ports.ts'
 import { LabProcess } from '../test/helpers/lab/process.ts'
 import { parseWrk, type SmallRequestStats } from './baseline/measure.ts'
 import { cpuSeconds } from './baseline/proc.ts'
+import { ALLOCATORS, ALLOCATOR_NAMES, isAllocator } from './baseline/allocators.ts'
 import { TRANSFER_OPTIONS, UsageError, exitOnBrokenPipe, numberOption, parseBenchArgs, transferValues, wrkOptions, wrkValues } from './baseline/cli.ts'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -53,7 +54,7 @@ Ctrl-C.`,
     ...wrkOptions(16),
     rounds: { type: 'string', default: '2', value: 'N', help: 'measurement rounds per proxy, 1-5' },
     'log-level': { type: 'string', default: 'info', value: 'LEVEL', help: `our edge's log level (${LOG_LEVELS.join(', ')}): info logs a line per request, as in production` },
-    edges: { type: 'string', default: '1:all', value: 'W:C,W:C', help: 'our edge as W processes (node:cluster on one listener, 1-4) on CPUs C (all, or a taskset list like 0 or 0+1); at most 4 set-ups, each measured like a proxy' },
+    edges: { type: 'string', default: '1:all', value: 'W:C,W:C', help: `our edge as W processes (node:cluster on one listener, 1-4) on CPUs C (all, or a taskset list like 0 or 0+1), optionally :A with memory allocator A (${ALLOCATOR_NAMES.join(', ')}; default glibc); at most 4 set-ups, each measured like a proxy` },
   },
 } as const
 
@@ -61,9 +62,11 @@ exitOnBrokenPipe()
 const settings = parseBenchArgs(SPEC, values => {
   if (!LOG_LEVELS.includes(values['log-level'])) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`)
   const edges = values.edges.split(',').map(spec => {
-    const m = /^(\d+):(all|\d+(?:[-,]\d+)*)$/.exec(spec.replace(/\+/g, ','))
-    if (m === null) throw new UsageError(`--edges: ${spec} is not WORKERS:CPUS (e.g. 1:all, 1:0, 2:0+1)`)
-    return { workers: numberOption('edges', m[1], 1, 4), cpus: m[2] }
+    const m = /^(\d+):(all|\d+(?:[-,]\d+)*)(?::([a-z0-9-]+))?$/.exec(spec.replace(/\+/g, ','))
+    if (m === null) throw new UsageError(`--edges: ${spec} is not WORKERS:CPUS[:ALLOCATOR] (e.g. 1:all, 1:0, 2:0+1, 1:all:jemalloc)`)
+    const allocator = m[3] ?? 'glibc'
+    if (!isAllocator(allocator)) throw new UsageError(`--edges: allocator ${allocator} is not one of ${ALLOCATOR_NAMES.join(', ')}`)
+    return { workers: numberOption('edges', m[1], 1, 4), cpus: m[2], allocator }
   })
   if (edges.length > 4) throw new UsageError('--edges takes at most 4 set-ups')
   return { ...transferValues(values), ...wrkValues(values), rounds: numberOption('rounds', values.rounds, 1, 5), logLevel: values['log-level'], edges }
@@ -271,9 +274,11 @@ http {
     })]
     // taskset execs node in place: the pid is the edge's, its workers inherit the CPU set.
     const [cmd, ...args] = setup.cpus === 'all' ? node : ['taskset', '-c', setup.cpus, ...node]
-    const edge = await start(`edge ${i}`, cmd, args, /"ready":true/)
+    const edge = await start(`edge ${i}`, cmd, args, /"ready":true/, { ...process.env, ...ALLOCATORS[setup.allocator] })
     const edgeCa = join(edgeDir, 'tls', 'local-ca', 'ca.crt')
-    const name = settings.edges.length === 1 && setup.workers === 1 && setup.cpus === 'all' ? 'edge (ours)' : `edge (ours) ${setup.workers} process${setup.workers > 1 ? 'es' : ''}, CPUs ${setup.cpus}`
+    const name = settings.edges.length === 1 && setup.workers === 1 && setup.cpus === 'all' && setup.allocator === 'glibc'
+      ? 'edge (ours)'
+      : `edge (ours) ${setup.workers} process${setup.workers > 1 ? 'es' : ''}, CPUs ${setup.cpus}${setup.allocator === 'glibc' ? '' : `, ${setup.allocator}`}`
     edgeTargets.push({ name, scheme: 'https', port, curlArgs: ['--cacert', edgeCa, ...resolve(port)], pid: edge.pid })
   }
 

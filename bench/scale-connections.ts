@@ -9,7 +9,7 @@
  * held gives the control ratio: what the two setups differ by on their own.
  *
  * The edge closes an HTTP/1.1 connection idle for keepAliveTimeoutMs (30 s): while they are being
- * opened, a held connection idle for KEEP_HELD_MS sends one GET, and after all are open every one
+ * opened, a held connection idle for KEEP_HELD_MS sends one GET (opening pauses meanwhile), and after all are open every one
  * sends one (100 at a time) just before RSS and latency are taken; the held count is checked again
  * after the latency run. Client addresses are spread over 127.3.0.0/16,
  * at most 200 connections each, under the edge's per-client connection cap (256).
@@ -201,7 +201,7 @@ export function clientAddress (i: number): string {
 export interface OriginSetup { gateway: Gateway, origin: ChildProcess, httpsPort: number, hosts: string[], dir: string }
 
 /** A gateway with `tunnels` tunnels, their origin process up and every tunnel answering. */
-export async function startTunnels (dir: string, tunnels: number, timeoutS: number): Promise<OriginSetup> {
+export async function startTunnels (dir: string, tunnels: number, timeoutS: number, gatewayEnv: Record<string, string> = {}): Promise<OriginSetup> {
   const httpsPort = await freePort()
   const udpPort = await freeUdpPort()
   const gatewayKey = generatePrivateKey()
@@ -217,7 +217,7 @@ export async function startTunnels (dir: string, tunnels: number, timeoutS: numb
   }
   const configFile = join(dir, 'gateway.json')
   writeFileSync(configFile, JSON.stringify(config))
-  const gateway = startGateway(dir, configFile, httpsPort)
+  const gateway = startGateway(dir, configFile, httpsPort, gatewayEnv)
   const deadline = performance.now() + timeoutS * 1000
   while (!await accepts(httpsPort)) {
     if (exited(gateway) || performance.now() > deadline) throw failure(gateway, 'no HTTPS listener')
@@ -251,7 +251,8 @@ export async function stopTunnels (s: OriginSetup | undefined): Promise<void> {
   await stopGateway(s.gateway)
 }
 
-export async function measureConnections (count: number, tunnels: number, timeoutS: number, requests: number): Promise<ConnectionsRun> {
+/** `gatewayEnv` goes to both gateways (the one holding the connections and the one holding none). */
+export async function measureConnections (count: number, tunnels: number, timeoutS: number, requests: number, gatewayEnv: Record<string, string> = {}): Promise<ConnectionsRun> {
   const dir = mkdtempSync(join(tmpdir(), 'cc-bench-connections-'))
   const dirNone = mkdtempSync(join(tmpdir(), 'cc-bench-connections-none-'))
   let setup: OriginSetup | undefined
@@ -268,8 +269,8 @@ export async function measureConnections (count: number, tunnels: number, timeou
     rmSync(dirNone, { recursive: true, force: true })
   })
   try {
-    setup = await startTunnels(dir, tunnels, timeoutS)
-    setupNone = await startTunnels(dirNone, tunnels, timeoutS)
+    setup = await startTunnels(dir, tunnels, timeoutS, gatewayEnv)
+    setupNone = await startTunnels(dirNone, tunnels, timeoutS, gatewayEnv)
     const { httpsPort, hosts } = setup
     const pid = setup.gateway.child.pid!
     for (let i = 0; i < MEASURE_CONNECTIONS; i++) measure.push(await HttpsConnection.open(httpsPort, hosts[i % hosts.length]))
@@ -284,14 +285,20 @@ export async function measureConnections (count: number, tunnels: number, timeou
     const websockets = Math.min(100, Math.floor(count / 100))
     const openStarted = performance.now()
     let opening = true
+    // Opening waits while the keeper sends its GETs: on a loaded machine new handshakes would
+    // otherwise starve them past the edge's keep-alive timeout.
+    let keeping = false
     const keeper = (async () => {
       while (opening) {
         await sleep(1_000)
         const due = [...measure, ...measureNone, ...held].filter(c => !c.isWebSocket && !c.closed && performance.now() - c.lastAnswerAt > KEEP_HELD_MS)
+        keeping = due.length > 0
         await inParallel(due, OPEN_PARALLEL, async c => { await c.get().catch(() => {}) })
+        keeping = false
       }
     })()
     await inParallel(Array.from({ length: count }, (_, i) => i), OPEN_PARALLEL, async i => {
+      while (keeping) await sleep(50)
       const host = hosts[i % hosts.length]
       const c = await HttpsConnection.open(httpsPort, host, clientAddress(i))
       held.push(c)

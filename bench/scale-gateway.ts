@@ -26,8 +26,9 @@ export async function freePort (): Promise<number> {
   })
 }
 
-export function startGateway (dir: string, configFile: string, httpsPort: number): Gateway {
-  const child = spawn(process.execPath, [CLI, 'gateway', '--config', configFile, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir })
+/** `env` is added to this process's environment for the gateway alone (an allocator, NODE_OPTIONS). */
+export function startGateway (dir: string, configFile: string, httpsPort: number, env: Record<string, string> = {}): Gateway {
+  const child = spawn(process.execPath, [CLI, 'gateway', '--config', configFile, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir, env: { ...process.env, ...env } })
   const output: string[] = []
   const keep = (chunk: Buffer): void => {
     output.push(chunk.toString())
@@ -36,6 +37,20 @@ export function startGateway (dir: string, configFile: string, httpsPort: number
   child.stdout!.on('data', keep)
   child.stderr!.on('data', keep)
   return { child, dir, httpsPort, output }
+}
+
+/**
+ * The --gateway-env value: `K=V` pairs separated by spaces (values may hold commas and colons, as
+ * MALLOC_CONF does), e.g. `LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=background_thread:true`.
+ */
+export function parseEnvList (value: string): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const pair of value.trim().split(/\s+/).filter(p => p !== '')) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(pair)
+    if (m === null) throw new Error(`${pair} is not NAME=VALUE`)
+    env[m[1]] = m[2]
+  }
+  return env
 }
 
 export async function stopGateway (g: Gateway): Promise<void> {

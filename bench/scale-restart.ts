@@ -109,7 +109,7 @@ export async function writeRestartSetup (dir: string, count: number, limitMs: nu
   return { dir, configFile, peersFile, httpsPort }
 }
 
-export async function measureRestart (count: number, timeoutS: number): Promise<RestartRun> {
+export async function measureRestart (count: number, timeoutS: number, gatewayEnv: Record<string, string> = {}): Promise<RestartRun> {
   const dir = mkdtempSync(join(tmpdir(), 'cc-bench-restart-'))
   let g: Gateway | undefined
   let peers: PeerProcess | undefined
@@ -120,7 +120,7 @@ export async function measureRestart (count: number, timeoutS: number): Promise<
   })
   try {
     const setup = await writeRestartSetup(dir, count, timeoutS * 1000)
-    g = startGateway(dir, setup.configFile, setup.httpsPort)
+    g = startGateway(dir, setup.configFile, setup.httpsPort, gatewayEnv)
     const deadline = performance.now() + timeoutS * 1000
     while (!await accepts(setup.httpsPort)) {
       if (exited(g) || performance.now() > deadline) throw failure(g, 'no HTTPS listener')
@@ -138,7 +138,7 @@ export async function measureRestart (count: number, timeoutS: number): Promise<
     g.child.kill('SIGKILL')
     await new Promise(resolve => { if (exited(g!)) resolve(null); else g!.child.once('exit', resolve) })
     const started = performance.now()
-    g = startGateway(dir, setup.configFile, setup.httpsPort)
+    g = startGateway(dir, setup.configFile, setup.httpsPort, gatewayEnv)
     peers.send('up')
     const restarted = g
     let restartListeningS: number | null = null

@@ -52,6 +52,8 @@ export interface StormOptions {
   carryRate: number
   payload: number
   timeoutS: number
+  /** Added to the gateway's environment. */
+  gatewayEnv?: Record<string, string>
   /** Also every peer handshaking again without and during the storm (default true). */
   rehandshake?: boolean
 }
@@ -178,7 +180,7 @@ export async function measureStorm (count: number, o: StormOptions): Promise<Sto
     const peerOptions = JSON.parse(readFileSync(setup.peersFile, 'utf8')) as PeersOptions
     const udpPort = Number(peerOptions.target.split(':')[1])
 
-    g = startGateway(dir, setup.configFile, setup.httpsPort)
+    g = startGateway(dir, setup.configFile, setup.httpsPort, o.gatewayEnv)
     const deadline = performance.now() + o.timeoutS * 1000
     while (!await accepts(setup.httpsPort)) {
       if (exited(g) || performance.now() > deadline) throw failure(g, 'no HTTPS listener')

@@ -22,6 +22,7 @@
  *   node bin/run-ts.js bench/scale.ts [--counts 1,100,1000,10000] [--curves hostnames,peers,restart,connections,storm]
  *                                    [--names custom|wildcard] [--tunnels 100] [--requests 2000] [--timeout-s 900]
  *                                    [--storm-rates 1000,5000,20000] [--storm-s 5] [--carry-rate 2000] [--payload 512]
+ *                                    [--gateway-env 'K=V K=V']
  *
  * Bounded: every gateway run has a time limit, and each is stopped (SIGTERM, then SIGKILL) and its
  * directory removed before the next; Ctrl-C stops the running one.
@@ -37,7 +38,7 @@ import { generatePrivateKey, encodeKey } from '../proto/noise/index.ts'
 import { measureRestart, type RestartRun } from './scale-restart.ts'
 import { measureConnections, type ConnectionsRun } from './scale-connections.ts'
 import { measureStorm, type StormOptions, type StormRun } from './scale-storm.ts'
-import { accepts, diskUsage, exited, failure, freePort, httpsAnswers, memoryMB, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
+import { accepts, diskUsage, exited, failure, freePort, httpsAnswers, memoryMB, parseEnvList, startGateway, stopGateway, type Gateway } from './scale-gateway.ts'
 import { cpuSeconds } from './baseline/proc.ts'
 
 const BASE = 'scale.test'
@@ -64,6 +65,8 @@ export interface ScaleBenchOptions {
   requests?: number
   /** The storm curve's rates, phase length and the peers' own traffic. */
   storm?: Omit<StormOptions, 'timeoutS'>
+  /** Added to every gateway's environment (an allocator: LD_PRELOAD, MALLOC_*), not to the bench's. */
+  gatewayEnv?: Record<string, string>
 }
 
 export interface ScaleRun {
@@ -86,6 +89,7 @@ export interface ScaleResults {
   date: string
   machine: { cpus: number, model: string, memoryGB: number, loadStart: number[], loadEnd: number[] }
   names: NameMode
+  gatewayEnv: Record<string, string>
   runs: ScaleRun[]
   /** Per item against N = 0 of the same curve, for N >= 100. */
   perItem: Array<{ curve: Curve, count: number, rssKB: number, rssNetOfPeersKB: number | null, diskKB: number }>
@@ -138,7 +142,7 @@ async function measureRun (curve: Curve, count: number, o: ScaleBenchOptions): P
     const httpsPort = await freePort()
     const configFile = writeConfig(dir, curve, count, o, httpsPort)
     const started = performance.now()
-    g = startGateway(dir, configFile, httpsPort)
+    g = startGateway(dir, configFile, httpsPort, o.gatewayEnv)
     const pid = g.child.pid!
     const deadline = started + o.timeoutS * 1000
     const elapsed = (): number => round2((performance.now() - started) / 1000)
@@ -199,9 +203,9 @@ export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults
     for (const count of curve === 'restart' || curve === 'connections' || curve === 'storm' ? counts.filter(n => n > 0) : counts) {
       process.stderr.write(`${curve}: ${count}\n`)
       if (curve === 'storm') {
-        storm.push(...await measureStorm(count, { ...DEFAULT_STORM, ...o.storm, timeoutS: o.timeoutS }))
+        storm.push(...await measureStorm(count, { ...DEFAULT_STORM, ...o.storm, timeoutS: o.timeoutS, gatewayEnv: o.gatewayEnv }))
       } else if (curve === 'restart') {
-        restart.push(await measureRestart(count, o.timeoutS))
+        restart.push(await measureRestart(count, o.timeoutS, o.gatewayEnv))
         process.stderr.write(`  ${JSON.stringify(restart.at(-1))}\n`)
       } else if (curve === 'connections') {
         const fds = openFilesLimit()
@@ -211,7 +215,7 @@ export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults
           skipped.push({ curve, count, reason })
           continue
         }
-        connections.push(await measureConnections(count, Math.min(o.tunnels ?? 100, count), o.timeoutS, o.requests ?? 2000))
+        connections.push(await measureConnections(count, Math.min(o.tunnels ?? 100, count), o.timeoutS, o.requests ?? 2000, o.gatewayEnv))
         process.stderr.write(`  ${JSON.stringify(connections.at(-1))}\n`)
       } else {
         runs.push(await measureRun(curve, count, o))
@@ -234,6 +238,7 @@ export async function runScaleBench (o: ScaleBenchOptions): Promise<ScaleResults
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? 'unknown', memoryGB: round2(totalmem() / 2 ** 30), loadStart, loadEnd: loadavg().map(round2) },
     names: o.names,
+    gatewayEnv: o.gatewayEnv ?? {},
     runs,
     perItem,
     restart,
@@ -321,6 +326,7 @@ JSON on stdout, a table on stderr. Needs nothing but this machine.`,
     'storm-s': { type: 'string', default: '5', value: 'S', help: 'seconds of each phase (peers alone, then with the storm), 1-60' },
     'carry-rate': { type: 'string', default: '2000', value: 'R', help: 'echoes per second the storm curve\'s peers send in all, 1-100000' },
     payload: { type: 'string', default: '512', value: 'B', help: 'payload bytes of each carried echo, 8-1200' },
+    'gateway-env': { type: 'string', value: "'K=V K=V'", help: 'added to the environment of the gateways the bench starts (not its own), pairs separated by spaces: an allocator, e.g. LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=background_thread:true' },
   },
 } as const
 
@@ -334,6 +340,8 @@ if (isMain(import.meta.url)) {
     const stormRates = values['storm-rates'].split(',').map(r => numberOption('storm-rates', r, 1, 200_000))
     if (stormRates.length > 6) throw new UsageError('--storm-rates takes at most 6 values')
     if (values.names !== 'custom' && values.names !== 'wildcard') throw new UsageError('--names must be custom or wildcard')
+    let gatewayEnv: Record<string, string> = {}
+    try { gatewayEnv = parseEnvList(values['gateway-env'] ?? '') } catch (err) { throw new UsageError(`--gateway-env: ${(err as Error).message}`) }
     return {
       counts,
       curves: [...new Set(curves)] as Curve[],
@@ -347,6 +355,7 @@ if (isMain(import.meta.url)) {
         carryRate: numberOption('carry-rate', values['carry-rate'], 1, 100_000),
         payload: numberOption('payload', values.payload, 8, 1200),
       },
+      gatewayEnv,
       ...(values['context-cache'] === undefined ? {} : { contextCache: numberOption('context-cache', values['context-cache'], 1, 1_000_000) }),
     }
   })
