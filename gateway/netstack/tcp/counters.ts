@@ -9,7 +9,7 @@ export class TcpCounters {
   readonly segments: CounterFamily
   /** Retransmitted segments by cause (rto, fast, sack, syn, probe). */
   readonly retransmits: CounterFamily
-  /** Protocol events (challenge_ack, rst_sent, rst_received, keepalive_abort, ...). */
+  /** Protocol events (challenge_ack, rst_sent, rst_received, keepalive_abort, duplicate_segment, ...). */
   readonly events: CounterFamily
   /** Connections currently in each state (a gauge: incremented on entry, decremented on exit). */
   readonly connections: CounterFamily

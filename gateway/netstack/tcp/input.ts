@@ -99,7 +99,11 @@ function otherStatesArrive (conn: TcpConnection, seg: TcpParsed, datagram: Buffe
   // First: sequence number acceptability.
   const segLen = seg.payloadLen + (isSyn ? 1 : 0) + ((flags & TCP_FIN) !== 0 ? 1 : 0)
   if (!conn.rcv.acceptable(seg.seq, segLen)) {
-    c.dropped.inc('out_of_window')
+    // All of it below RCV.NXT: the peer sent it again because our ACK came late or was lost (its
+    // retransmission timer fired while we were not reading). ACKed below, like any unacceptable
+    // segment; counted apart from segments beyond the window, which would be a fault of ours or the peer's.
+    if (segLen > 0 && seqLe(seqAdd(seg.seq, segLen), conn.rcv.nxt)) c.events.inc('duplicate_segment')
+    else c.dropped.inc('out_of_window')
     if (!isRst) {
       // RFC 9293 3.10.7.4 TIME-WAIT: a retransmitted FIN restarts the 2 MSL wait.
       if (conn.state === TIME_WAIT && (flags & TCP_FIN) !== 0) conn.timers.startStateTimer(now + conn.options.timeWait)

@@ -54,6 +54,8 @@ export class TcpStack implements SocketHost {
   private hold: NodeJS.Timeout | null = null
   private readonly dirty = new Set<TcpConnection>()
   private flushQueued = false
+  /** The timer fired and its expiry waits for the check phase (onTimer). */
+  private expiryQueued = false
   private closed = false
 
   constructor (opts: TcpStackOptions) {
@@ -183,7 +185,7 @@ export class TcpStack implements SocketHost {
 
   /** Keeps the one timer armed no later than the core's earliest deadline. */
   private arm (): void {
-    if (this.closed) return
+    if (this.closed || this.expiryQueued) return
     const next = this.core.nextDeadline()
     if (next === Infinity) {
       if (this.timer !== null) {
@@ -206,9 +208,24 @@ export class TcpStack implements SocketHost {
     this.arm()
   }
 
+  /**
+   * The deadline came: expire timers after the next poll for I/O, not now. libuv runs due timers
+   * before it reads the sockets, so after the event loop was held (a long task, or the process not
+   * scheduled on a loaded machine) the ACKs that came meanwhile still wait in the WireGuard socket
+   * while the retransmission timer fires: a spurious RTO (RFC 6298 5.4-5.6: cwnd down to one
+   * segment and every segment in flight sent again) for data the peer has. With an immediate
+   * pending, the poll phase does not wait and reads what is there; the check phase then runs this.
+   */
   private readonly onTimer = (): void => {
     this.timer = null
     this.timerAt = Infinity
+    this.expiryQueued = true
+    setImmediate(this.expire)
+  }
+
+  private readonly expire = (): void => {
+    this.expiryQueued = false
+    if (this.closed) return
     this.core.poll(this.clock())
     this.arm()
   }

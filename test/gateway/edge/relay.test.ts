@@ -5,6 +5,7 @@
  * fingerprints, forwarding headers once, never relayed twice, WebSocket, HTTP/2 on the listener.
  */
 import t from 'tap'
+import type { Test } from 'tap'
 import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
@@ -300,16 +301,21 @@ function viaB (p: Pair, host: string, options: RequestOptions = {}): ReturnType<
   return request({ ...p.b, ca: Buffer.concat([p.a.ca, p.b.ca]) }, host, { localAddress: CLIENT, ...options })
 }
 
-t.test('passthrough: B hands the client\'s TLS to A, which serves it with the client\'s address; B terminates nothing', async t => {
-  const o = await origin(t)
-  const p = await pair(t, o.port, { mode: 'passthrough' })
+/** A POST through B carrying forged forwarding headers: A serves it with the client's address, once. */
+async function postThroughB (t: Test, p: Pair, o: Awaited<ReturnType<typeof origin>>, bLoggedNothing: string): Promise<void> {
   const res = await viaB(p, HOST, { path: '/hello', method: 'POST', body: 'x'.repeat(1000), headers: { 'x-forwarded-for': '203.0.113.9', forwarded: 'for=203.0.113.9' } })
   t.equal(res.status, 200)
   t.equal(JSON.parse(res.body.toString()).bytes, 1000)
   t.same(o.seen.xff, [CLIENT], 'X-Forwarded-For: the client\'s address (from B\'s preamble), once; the client\'s claim dropped')
   t.same(o.seen.forwarded, [`for=${CLIENT};host="${HOST}:${p.b.port}";proto=https`], 'Forwarded once')
-  t.equal(requestLines(p.b).length, 0, 'B saw no request: TLS never ended there')
+  t.equal(requestLines(p.b).length, 0, bLoggedNothing)
   t.equal(requestLines(p.a)[0]?.client, CLIENT, 'A logs the client\'s address')
+}
+
+t.test('passthrough: B hands the client\'s TLS to A, which serves it with the client\'s address; B terminates nothing', async t => {
+  const o = await origin(t)
+  const p = await pair(t, o.port, { mode: 'passthrough' })
+  await postThroughB(t, p, o, 'B saw no request: TLS never ended there')
   t.equal(passthroughCount(p.metrics.b, 'out'), 1)
   t.equal(passthroughCount(p.metrics.a, 'in'), 1)
 
@@ -407,13 +413,7 @@ const streamCount = (m: Metrics, what: string): number => m.family('relay_stream
 t.test('stream: B ends the client\'s TLS and pipes the plaintext to A, which serves it with the client\'s address', async t => {
   const o = await origin(t)
   const p = await pair(t, o.port, { mode: 'stream' })
-  const res = await viaB(p, HOST, { path: '/hello', method: 'POST', body: 'x'.repeat(1000), headers: { 'x-forwarded-for': '203.0.113.9', forwarded: 'for=203.0.113.9' } })
-  t.equal(res.status, 200)
-  t.equal(JSON.parse(res.body.toString()).bytes, 1000)
-  t.same(o.seen.xff, [CLIENT], 'X-Forwarded-For: the client\'s address (from B\'s preamble), once; the client\'s claim dropped')
-  t.same(o.seen.forwarded, [`for=${CLIENT};host="${HOST}:${p.b.port}";proto=https`], 'Forwarded once')
-  t.equal(requestLines(p.b).length, 0, 'B logged no request: it only piped bytes')
-  t.equal(requestLines(p.a)[0]?.client, CLIENT, 'A logs the client\'s address')
+  await postThroughB(t, p, o, 'B logged no request: it only piped bytes')
   t.equal(relayedLines(p.a).length, 0, 'not a per-request relay')
   t.equal(streamCount(p.metrics.b, 'out'), 1)
   t.equal(streamCount(p.metrics.a, 'in'), 1)

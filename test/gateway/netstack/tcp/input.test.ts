@@ -288,6 +288,27 @@ t.test('ESTABLISHED ack of unsent data: ACK back, segment dropped (RFC 5961 5.2)
   t.equal(f.s.counter('tcp_dropped', 'ack_unsent'), 1)
 })
 
+t.test('ESTABLISHED duplicate of received data: ACKed at once, counted as a duplicate, not as out of window', async t => {
+  const f = reach('ESTABLISHED')
+  const seq = f.conn.rcv.nxt
+  f.send({}, data(100))
+  t.equal(f.rec.received, 100)
+  f.s.take()
+  // The peer's retransmission timer fired before our ACK reached it: the same segment again.
+  f.send({ seq }, data(100))
+  t.equal(f.rec.received, 100, 'not delivered twice')
+  const [ack] = f.s.take()
+  t.equal(ack.flags, TCP_ACK)
+  t.equal(ack.ack, f.conn.rcv.nxt, 'the ACK says what we have')
+  t.equal(f.s.counter('tcp_events', 'duplicate_segment'), 1)
+  t.equal(f.s.counter('tcp_dropped', 'out_of_window'), 0)
+  // A segment beyond the window we advertised is still out of window.
+  f.send({ seq: (f.conn.rcv.advRight + 10) >>> 0 }, data(10))
+  t.equal(f.rec.received, 100)
+  t.equal(f.s.counter('tcp_dropped', 'out_of_window'), 1)
+  t.equal(f.s.counter('tcp_events', 'duplicate_segment'), 1)
+})
+
 t.test('FIN-WAIT-1 fin then ack: simultaneous close through CLOSING to TIME-WAIT', async t => {
   const f = reach('CLOSING')
   f.send({ ack: f.conn.snd.max })

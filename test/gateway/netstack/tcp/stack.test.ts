@@ -1,7 +1,10 @@
 /** The shell: one timer per stack whatever the number of connections, and the clock it owns. */
 import t from 'tap'
+import dgram from 'node:dgram'
 import { once } from 'node:events'
-import { StackPair, parseSegment } from './harness.ts'
+import { Worker } from 'node:worker_threads'
+import { StackPair, parseSegment, ADDR_B } from './harness.ts'
+import { parseIPv4 } from '../../../../proto/wire/ipv4.ts'
 import { TcpStack } from '../../../../gateway/netstack/tcp/stack.ts'
 import { Metrics } from '../../../../gateway/metrics.ts'
 import type { TcpSocket } from '../../../../gateway/netstack/tcp/socket.ts'
@@ -47,4 +50,77 @@ t.test('the stack clock drives segment times; the IpLayer now argument is ignore
   t.equal(rto, 1000 + 1000, 'the SYN timer is on the injected clock')
   t.ok(syn.timestamp)
   stack.close()
+})
+
+/**
+ * Sends `datagrams` to 127.0.0.1:`port` from another thread, whatever the main thread is doing; sets
+ * `done[0]` to 1 once they left.
+ */
+function sendFromAnotherThread (datagrams: Buffer[], port: number, done: Int32Array): Worker {
+  return new Worker(`
+    const { workerData } = require('node:worker_threads')
+    const socket = require('node:dgram').createSocket('udp4')
+    let left = workerData.datagrams.length
+    for (const d of workerData.datagrams) {
+      socket.send(Buffer.from(d), workerData.port, '127.0.0.1', () => {
+        if (--left === 0) { Atomics.store(workerData.done, 0, 1); socket.close() }
+      })
+    }
+  `, { eval: true, workerData: { datagrams: datagrams.map(d => new Uint8Array(d)), port, done } })
+}
+
+t.test('data in flight, the event loop held past the RTO while the ACK waits in the socket: the ACK is read first, no timeout', async t => {
+  // A reads its datagrams from a real UDP socket; B's go there only once captured. The ACK reaches
+  // A's socket from another thread while A's event loop is held (a long task, a descheduled
+  // process), so when the loop comes back the retransmission timer is due and the ACK unread.
+  const metrics = new Metrics()
+  const socketA = dgram.createSocket('udp4')
+  socketA.bind(0, '127.0.0.1')
+  await once(socketA, 'listening')
+  t.teardown(() => { socketA.close() })
+  let capture: Buffer[] | null = null
+  let b: TcpStack | null = null
+  const a = new TcpStack({ localAddress: '10.100.0.1', ip: { send: d => { setImmediate(() => b!.input(parseIPv4(d), d)) } }, metrics })
+  b = new TcpStack({
+    localAddress: ADDR_B,
+    ip: { send: d => { if (capture !== null) capture.push(d); else setImmediate(() => a.input(parseIPv4(d), d)) } },
+    metrics: new Metrics(),
+  })
+  t.teardown(() => { a.close(); b!.close() })
+  socketA.on('message', d => { a.input(parseIPv4(d), d) })
+  b.listen(80, s => {
+    s.on('error', () => {}) // the stacks close at the end
+    s.on('data', d => s.write(d))
+  })
+  const client = a.connect({ host: '10.100.0.2', port: 80 })
+  client.on('error', () => {})
+  await once(client, 'connect')
+  client.write(Buffer.alloc(100, 1))
+  await once(client, 'data') // one exchange: an RTT sample, the RTO at its 200 ms floor
+
+  const captured: Buffer[] = []
+  capture = captured
+  client.write(Buffer.alloc(100, 2))
+  const conn = a.core.connections()[0]
+  for (let i = 0; i < 1000 && captured.length === 0; i++) await new Promise(resolve => setImmediate(resolve))
+  t.ok(captured.length > 0, 'B answered (echo carrying the ACK)')
+  t.not(conn.snd.una, conn.snd.max, 'the data is unacknowledged at A')
+  const rtoAt = conn.timers.rtoAt
+  t.ok(rtoAt < Infinity, 'the retransmission timer runs')
+
+  const echoed = once(client, 'data')
+  const done = new Int32Array(new SharedArrayBuffer(4))
+  const worker = sendFromAnotherThread(captured, socketA.address().port, done)
+  // Hold the event loop past the deadline and until the ACK is in A's socket (at most 5 s).
+  const limit = a.now() + 5000
+  while ((a.now() < rtoAt + 50 || Atomics.load(done, 0) === 0) && a.now() < limit) { /* held */ }
+  t.equal(Atomics.load(done, 0), 1, 'the ACK reached the socket while the loop was held')
+  await echoed
+  await worker.terminate()
+
+  const counters = a.core.counters
+  t.equal(counters.events.get('rto'), 0, 'no retransmission timeout')
+  t.equal(counters.retransmits.get('rto'), 0, 'nothing retransmitted')
+  t.equal(conn.snd.una, conn.snd.max, 'the data is acknowledged')
+  client.destroy()
 })
