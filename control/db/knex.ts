@@ -42,6 +42,22 @@ function knexLog (logger: Logger | undefined): Knex.Config['log'] {
   }
 }
 
+/**
+ * PGlite runs each query synchronously on this thread (WebAssembly), and an awaited result comes
+ * back as a microtask: a run of queries (a report's access log in 500-row chunks, a migration)
+ * would hold the event loop for its whole length, and in `cloud-connect start` that loop also
+ * carries the gateway's WireGuard, TCP timers and HTTPS. After each query this client lets the
+ * loop poll for I/O once (setImmediate), so the longest hold is one query, not a run of them.
+ */
+interface QueryingClient { _query (connection: unknown, obj: unknown): Promise<unknown> }
+class YieldingPGLite extends (ClientPGLite as unknown as new (config: Knex.Config) => QueryingClient) {
+  override async _query (connection: unknown, obj: unknown): Promise<unknown> {
+    const out = await super._query(connection, obj)
+    await new Promise(resolve => { setImmediate(resolve) })
+    return out
+  }
+}
+
 export function createDb (options: DbOptions): Db {
   if (options.schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(options.schema)) {
     throw new Error(`invalid schema name ${JSON.stringify(options.schema)}`)
@@ -74,7 +90,7 @@ export function createDb (options: DbOptions): Db {
   }
   const pglite = options.pglite ?? (options.dataDir !== undefined ? openPrivatePglite(options.dataDir, options.logger) : undefined)
   return knexFactory({
-    client: ClientPGLite,
+    client: YieldingPGLite as unknown as typeof ClientPGLite,
     // knex-pglite reads `pglite` from the connection object (knex's type does not know it).
     connection: (pglite !== undefined ? { pglite } : {}) as Knex.StaticConnectionConfig,
     acquireConnectionTimeout: 60_000,
