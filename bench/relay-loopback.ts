@@ -24,6 +24,7 @@ import type { FleetGateway } from '../proto/rpc/index.ts'
 import { RELAY_MODES, type RelayMode } from '../gateway/edge/options.ts'
 import { UsageError, numberSetting, parseBenchArgs } from './baseline/cli.ts'
 import { cpuSeconds } from './baseline/proc.ts'
+import { sendRepeated } from './baseline/send.ts'
 
 const HOST = 'files.example.test'
 const SELF = fileURLToPath(import.meta.url)
@@ -41,16 +42,7 @@ async function child (role: string, sizeBytes: number, mode: RelayMode): Promise
     const origin = http.createServer((req, res) => {
       if (req.url === '/small') { res.writeHead(200, { 'content-length': String(small.length) }); res.end(small); return }
       res.writeHead(200, { 'content-length': String(sizeBytes), 'content-type': 'application/octet-stream' })
-      let left = sizeBytes
-      const more = (): void => {
-        while (left > 0) {
-          const n = Math.min(left, chunk.length)
-          left -= n
-          if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) { res.once('drain', more); return }
-        }
-        res.end()
-      }
-      more()
+      sendRepeated(res, chunk, sizeBytes)
     })
     await new Promise<void>(resolve => origin.listen(0, '127.0.0.1', resolve))
     originPort = (origin.address() as { port: number }).port

@@ -21,6 +21,7 @@ import { snapshotFromConfig } from '../gateway/control/static-file.ts'
 import { encodeKey, generatePrivateKey, publicKeyFromPrivate } from '../proto/noise/keys.ts'
 import { UserspaceTunnel } from '../agent/userspace.ts'
 import { planFromConfig } from '../agent/tunnel.ts'
+import { sendRepeated } from './baseline/send.ts'
 
 const HELP = `usage: node bin/run-ts.js bench/transport.ts [--size-mb N] [--requests N] [--rounds N]
   --size-mb N    bulk download per round and transport (default 64, at most 1024)
@@ -49,16 +50,7 @@ const server = net.createServer({ allowHalfOpen: true }, socket => {
   socket.on('error', () => {})
   socket.once('data', (first: Buffer) => {
     if (first[0] === 0x42) {
-      let left = SIZE
-      const pump = (): void => {
-        while (left > 0) {
-          const n = Math.min(left, body.length)
-          left -= n
-          if (!socket.write(n === body.length ? body : body.subarray(0, n))) { socket.once('drain', pump); return }
-        }
-        socket.end()
-      }
-      pump()
+      sendRepeated(socket, body, SIZE)
       return
     }
     socket.write(first)
