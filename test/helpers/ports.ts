@@ -15,6 +15,11 @@ import dgram from 'node:dgram'
 
 const LOWEST = 10_000
 const given = new Set<number>()
+/**
+ * Ports that fetch() (undici) and Chromium refuse to connect to ("bad port", the Fetch standard's
+ * port blocking list); above LOWEST it names only 10080.
+ */
+const FETCH_BLOCKED = new Set([10_080])
 
 /** The first port of the kernel's ephemeral range (Linux: /proc; elsewhere the IANA start). */
 function ephemeralStart (): number {
@@ -49,7 +54,7 @@ export async function freePort (options: { udp?: boolean } = {}): Promise<number
   const first = Math.floor(Math.random() * span)
   for (let i = 0; i < 200; i++) {
     const port = LOWEST + (first + i * 7919) % span // a prime stride: spread out, no repeats within span
-    if (given.has(port)) continue
+    if (given.has(port) || FETCH_BLOCKED.has(port)) continue
     if (!await tcpFree(port)) continue
     if (options.udp === true && !await udpFree(port)) continue
     given.add(port)
