@@ -122,6 +122,9 @@ export class UserspaceTunnel implements Tunnel {
       io: {
         sendDatagram: (datagram, address, port) => { this.sendDatagram(datagram, address, port) },
         deliverPacket: (packet, _peer, now) => { this.stack?.ip.input(packet, now) },
+        // A move between UDP and the stream (the answer to a UDP probe) is acted on as soon as the
+        // device has finished with the message, not at the next check.
+        endpointChanged: () => { queueMicrotask(() => { this.checkTransports() }) },
       },
     })
     this.forwarder = createForwarder(options.target, this.metrics.family('agent_forward', 'Tunnel connections spliced to the local target, by outcome'), moduleLogger(this.logger, 'forward'))
@@ -403,7 +406,8 @@ export class UserspaceTunnel implements Tunnel {
         continue
       }
       if (t.setting === 'auto' && now >= link.nextUdpProbeAt && link.udpEndpoint !== null) {
-        link.nextUdpProbeAt = now + t.udpProbeIntervalMs
+        // From when this probe was due, so the check's period does not stretch the interval.
+        link.nextUdpProbeAt = Math.max(link.nextUdpProbeAt + t.udpProbeIntervalMs, now + TRANSPORT_CHECK_MS)
         // One initiation over UDP (sendDatagram routes it while probeUntil lasts).
         link.probeUntil = now + REKEY_TIMEOUT - 500
         peer.lastSentHandshakeAt = -Infinity
