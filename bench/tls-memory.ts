@@ -47,6 +47,7 @@ origin). Needs cc and Node's headers (node_api.h, openssl/); loopback only; not 
     rounds: { type: 'string', default: '1', value: 'N', help: 'rounds over the servers, 1-10' },
     up: { type: 'string', default: '0', value: 'BYTES', help: 'request body each connection sends before idling, 0-16777216' },
     down: { type: 'string', default: '0', value: 'BYTES', help: 'response body each connection reads before idling, 0-16777216' },
+    'down-chunk': { type: 'string', value: 'BYTES', help: 'the net, tls and h2 servers write the response body in pieces of this size, each after the last was taken (default: one write)' },
     live: { type: 'boolean', help: 'record the live malloc blocks by allocating function (slow; use a few hundred connections)' },
     'server-env': { type: 'string', value: "'K=V ...'", help: 'environment added to the server process (GLIBC_TUNABLES=..., MALLOC_ARENA_MAX=2)' },
   },
@@ -58,6 +59,7 @@ interface Settings {
   rounds: number
   up: number
   down: number
+  downChunk: number
   live: boolean
   serverEnv: Record<string, string>
 }
@@ -95,21 +97,28 @@ function buildNative (source: string, output: string, extra: string[]): string {
 
 // ---- server side (a child process: --serve KIND) ----
 
-function serve (kind: ServerKind, down: number): void {
+function serve (kind: ServerKind, down: number, downChunk: number): void {
   const probe = createRequire(import.meta.url)(buildNative('tls-probe.c', 'tls-probe.node', [])) as Probe
   const body = Buffer.alloc(down, 0x61)
   const answer: Answer = (req, res) => {
     req.resume()
     req.on('end', () => {
       res.writeHead(200, { 'content-length': String(down === 0 ? 2 : down) })
-      res.end(down === 0 ? 'ok' : body)
+      if (down === 0) res.end('ok')
+      else writeInPieces(res as unknown as NodeJS.WritableStream, body, downChunk, () => res.end())
     })
   }
   const reply = (socket: net.Socket): void => {
     // Reads the whole request (and any body after it), answers the first read.
     socket.on('data', () => {})
-    socket.once('data', () => socket.write(down === 0 ? 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok' : Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-length: ${down}\r\n\r\n`), body])))
+    socket.once('data', () => {
+      if (down === 0) { socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'); return }
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${down}\r\n\r\n`)
+      writeInPieces(socket, body, downChunk, () => {})
+    })
   }
+  // Stopped with SIGTERM: exit through process.exit so the 'exit' hooks remove the edge's data directory.
+  process.once('SIGTERM', () => process.exit(0))
   const started = kind === 'edge' ? startEdge(answer) : startBare(kind, reply, answer)
   void started.then(({ port, external }) => {
     if (external !== undefined) probe.watchSslMode(external)
@@ -125,6 +134,23 @@ function serve (kind: ServerKind, down: number): void {
     })
     process.send?.({ port })
   })
+}
+
+/**
+ * `body` in writes of `piece` bytes (0: one write), the next one only once the last was taken by the
+ * socket (a write waiting in the stream's buffer would be joined with the next into one larger
+ * TLS write).
+ */
+function writeInPieces (out: NodeJS.WritableStream, body: Buffer, piece: number, done: () => void): void {
+  const size = piece === 0 ? body.length : piece
+  let offset = 0
+  const next = (): void => {
+    if (offset >= body.length) { done(); return }
+    const chunk = body.subarray(offset, offset + size)
+    offset += size
+    out.write(chunk, () => next())
+  }
+  next()
 }
 
 type Answer = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void
@@ -190,7 +216,7 @@ class Server {
   static async start (kind: ServerKind, s: Settings, liveLibrary: string | undefined): Promise<Server> {
     const env: NodeJS.ProcessEnv = { ...process.env, ...s.serverEnv }
     if (liveLibrary !== undefined) env.LD_PRELOAD = liveLibrary
-    const child = fork(join(ROOT, 'bin', 'run-ts.js'), [join(ROOT, 'bench', 'tls-memory.ts'), '--serve', kind, '--down', String(s.down)], { execArgv: ['--expose-gc'], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const child = fork(join(ROOT, 'bin', 'run-ts.js'), [join(ROOT, 'bench', 'tls-memory.ts'), '--serve', kind, '--down', String(s.down), '--down-chunk', String(s.downChunk)], { execArgv: ['--expose-gc'], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     process.on('exit', () => child.kill('SIGKILL'))
     const port = await new Promise<number>((resolve, reject) => {
       child.once('message', (m: { port: number }) => resolve(m.port))
@@ -327,11 +353,23 @@ function symbolize (addresses: string[]): Map<string, string> {
   if (real.length === 0) return names
   try {
     const out = execFileSync('addr2line', ['-f', '-C', '-e', process.execPath, ...real], { encoding: 'utf8', maxBuffer: 1 << 24 }).split('\n')
-    real.forEach((a, i) => names.set(a, (out[i * 2] ?? '??').replace(/\(.*$/, '')))
+    real.forEach((a, i) => names.set(a, withoutParameters(out[i * 2] ?? '??')))
   } catch {
     // No addr2line: raw addresses.
   }
   return names
+}
+
+/** `ns::f(int, char const*) const` -> `ns::f`; a `(anonymous namespace)` inside the name stays. */
+function withoutParameters (name: string): string {
+  const end = name.replace(/ const$/, '')
+  if (!end.endsWith(')')) return end
+  let depth = 0
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] === ')') depth++
+    else if (end[i] === '(' && --depth === 0) return end.slice(0, i)
+  }
+  return end
 }
 
 function settings (values: Record<string, string | boolean | undefined>): Settings {
@@ -349,6 +387,7 @@ function settings (values: Record<string, string | boolean | undefined>): Settin
     rounds: numberOption('rounds', values.rounds as string, 1, 10),
     up: numberOption('up', values.up as string, 0, 16_777_216),
     down: numberOption('down', values.down as string, 0, 16_777_216),
+    downChunk: values['down-chunk'] === undefined ? 0 : numberOption('down-chunk', values['down-chunk'] as string, 1, 16_777_216),
     live: values.live === true,
     serverEnv,
   }
@@ -357,14 +396,14 @@ function settings (values: Record<string, string | boolean | undefined>): Settin
 async function main (): Promise<void> {
   const serveAt = process.argv.indexOf('--serve')
   if (serveAt !== -1) {
-    const downAt = process.argv.indexOf('--down')
-    serve(process.argv[serveAt + 1] as ServerKind, downAt === -1 ? 0 : Number(process.argv[downAt + 1]))
+    const option = (name: string): number => { const at = process.argv.indexOf(name); return at === -1 ? 0 : Number(process.argv[at + 1]) }
+    serve(process.argv[serveAt + 1] as ServerKind, option('--down'), option('--down-chunk'))
     return
   }
   const s = parseBenchArgs(SPEC, values => settings(values))
   buildNative('tls-probe.c', 'tls-probe.node', [])
   const liveLibrary = s.live ? buildNative('malloc-live.c', 'malloc-live.so', ['-ldl']) : undefined
-  console.log(`TLS memory bench ${new Date().toISOString()}, node ${process.version} (OpenSSL ${process.versions.openssl}), ${s.connections} connections, up ${s.up} B, down ${s.down} B${Object.keys(s.serverEnv).length > 0 ? `, server env ${JSON.stringify(s.serverEnv)}` : ''}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
+  console.log(`TLS memory bench ${new Date().toISOString()}, node ${process.version} (OpenSSL ${process.versions.openssl}), ${s.connections} connections, up ${s.up} B, down ${s.down} B${s.downChunk > 0 ? ` in writes of ${s.downChunk} B` : ''}${Object.keys(s.serverEnv).length > 0 ? `, server env ${JSON.stringify(s.serverEnv)}` : ''}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   const rows: Row[] = []
   for (let round = 1; round <= s.rounds; round++) {
     for (const kind of s.servers) rows.push(await measure(kind, round, s, liveLibrary))
