@@ -208,10 +208,11 @@ class AccessLogRing {
   /** The entries as report objects, oldest first; the ring is empty afterwards. */
   drain (): AccessLogReport[] {
     const out = new Array<AccessLogReport>(this.#size)
+    const times = new IsoTimes()
     for (let n = 0, i = this.#start; n < this.#size; n++, i = i + 1 === this.capacity ? 0 : i + 1) {
       out[n] = {
         instanceId: this.#instanceId[i],
-        at: new Date(this.#startedAt[i]).toISOString(),
+        at: times.format(this.#startedAt[i]),
         method: this.#method[i],
         path: pathOf(this.#target[i]),
         status: this.#status[i],
@@ -239,5 +240,26 @@ class AccessLogRing {
     this.#bytesOut = new Float64Array(n)
     this.#durationMs = new Float64Array(n)
     this.#status = new Uint16Array(n)
+  }
+}
+
+/**
+ * `Date.prototype.toISOString` for runs of nearby times: the text up to the second is reused
+ * while the second stays the same (a report's entries are in time order, thousands per second).
+ */
+class IsoTimes {
+  #second = NaN
+  #prefix = ''
+
+  format (ms: number): string {
+    const t = Math.trunc(ms) // as a Date's time value (ECMA-262 TimeClip)
+    const second = Math.floor(t / 1000)
+    if (second !== this.#second) {
+      const iso = new Date(second * 1000).toISOString()
+      this.#second = second
+      this.#prefix = iso.slice(0, -4) // without 'mmmZ'
+    }
+    const milli = t - second * 1000
+    return `${this.#prefix}${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}Z`
   }
 }

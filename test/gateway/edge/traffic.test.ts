@@ -68,6 +68,13 @@ t.test('a full access log wrapped around its ring keeps arrival order, and start
   t.equal(traffic.pendingEntries, 0)
 })
 
+t.test('access-log times are the instants the requests began, to the millisecond', async t => {
+  const traffic = new TrafficRecorder()
+  const times = [T0, T0 + 7, T0 + 42, T0 + 999, T0 + 999.9, T0 + 1_000, T0 + 1_005, T0 + HOUR + 120, T0 - 1, T0 + 2 * 86_400_000 + 61_001]
+  for (const startedAt of times) traffic.record(finished({ startedAt }))
+  t.same(traffic.take().accessLog.map(e => e.at), times.map(ms => new Date(ms).toISOString()))
+})
+
 t.test('requests of two instances taking turns each add up in their own bucket', async t => {
   const traffic = new TrafficRecorder()
   for (let i = 0; i < 10; i++) traffic.record(finished({ instanceId: i % 3 === 0 ? 'inst-b' : 'inst-a', bytesIn: 1, bytesOut: 10 }))
