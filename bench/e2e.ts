@@ -24,6 +24,7 @@
  *       [--http1.1]       bulk transfers over HTTP/1.1 on both sides (default: HTTP/2 by ALPN)
  *       [--profile DIR]   also record a CPU profile of `cloud-connect start` (node --cpu-prof),
  *                         summarized per phase of its CPU-cost runs
+ *       [--report-interval 5]  seconds between our gateway's reports to control (CC_REPORT_INTERVAL)
  *       [--udp-io auto]   our WireGuard socket (CC_WG_UDP_IO): auto (batched where built), batched
  *                         or dgram (node:dgram), for an A/B of gateway/wireguard/socket.ts
  *   node bin/run-ts.js bench/e2e.ts --help
@@ -58,6 +59,8 @@ export interface E2eBenchOptions {
   udpIo: UdpIoSetting
   /** Small requests again at each of these connection counts (none: only --wrk-connections). */
   connectionLevels?: number[]
+  /** Seconds between the gateway's reports to control (CC_REPORT_INTERVAL; default 5, as shipped). */
+  reportIntervalS?: number
 }
 
 /** Small requests at one connection count, both sides in alternating rounds (medians). */
@@ -264,7 +267,7 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
       ...listenEnv(link.a.ip, { api: API_PORT, wg: WG_PORT, https: HTTPS_PORT }),
       CC_EDGE_HOST: '127.0.0.1',
       CC_HTTP_PORT: 'off',
-      CC_REPORT_INTERVAL: '5',
+      CC_REPORT_INTERVAL: String(o.reportIntervalS ?? 5),
       CC_METRICS_LISTEN: METRICS,
       CC_WG_UDP_IO: o.udpIo,
       // wrk is one client address standing for many: the per-address fairness caps (a quarter of
@@ -403,6 +406,7 @@ torn down at the end, also on Ctrl-C.`,
     profile: { type: 'string', value: 'DIR', help: 'also record a CPU profile of `cloud-connect start` (node --cpu-prof) in DIR, summarized per phase (default: none)' },
     'udp-io': { type: 'string', default: 'auto', value: 'IO', help: 'our WireGuard socket: auto (batched where built), batched or dgram (node:dgram)' },
     connections: { type: 'string', value: 'LIST', help: 'also small requests at each of these wrk connection counts (wrk -t2), 1-1000 each, at most 6 (default: none)' },
+    'report-interval': { type: 'string', default: '5', value: 'S', help: 'seconds between our gateway\'s reports to control (CC_REPORT_INTERVAL), 1-3600; a report carries the access log' },
   },
 } as const
 
@@ -421,8 +425,9 @@ if (isMain(import.meta.url)) {
     http1: values['http1.1'],
     udpIo: udpIoOption(values['udp-io']),
     ...(values.connections === undefined ? {} : { connectionLevels: connectionLevels(values.connections) }),
+    reportIntervalS: numberOption('report-interval', values['report-interval'] as string | undefined, 1, 3600),
   }))
   const opensslCaps = withShippedOpensslCaps()
   const results = await runE2eBench(options)
-  process.stdout.write(JSON.stringify({ ...results, opensslCaps, udpIo: options.udpIo }, null, 2) + '\n')
+  process.stdout.write(JSON.stringify({ ...results, opensslCaps, udpIo: options.udpIo, reportIntervalS: options.reportIntervalS }, null, 2) + '\n')
 }

@@ -393,8 +393,8 @@ export abstract class Exchange implements Dispatcher.DispatchHandler, UploadInPr
     if (cancelled) this.status = 499
     proxy.requests?.inc(`${Math.floor(this.status / 100)}xx`)
     const durationMs = performance.now() - this.started
-    proxy.recordTraffic(this.route, {
-      startedAt: this.startedAt, method: req.method, target: req.url, status: this.status, bytesIn: this.bytesIn, bytesOut: this.bytesOut, durationMs, client: this.clientIp,
+    proxy.trafficOf(this.route)?.record({
+      instanceId: this.route!.instanceId, startedAt: this.startedAt, method: req.method ?? 'GET', target: req.url ?? '', status: this.status, bytesIn: this.bytesIn, bytesOut: this.bytesOut, durationMs, client: this.clientIp,
     })
     if (!proxy.logger.isLevelEnabled('info')) return
     proxy.logger.info({

@@ -20,8 +20,14 @@ const RELAY_NOT_FORWARDED = new Set(['expect', 'host'])
 const NONE: string[] = []
 
 /** Names listed in Connection headers (RFC 9110 7.6.1: each names a hop-by-hop field). */
+const KEEP_ALIVE = ['keep-alive']
+const CLOSE = ['close']
+
 function connectionTokens (value: string | string[] | undefined): string[] {
   if (value === undefined) return NONE
+  // What HTTP/1.1 clients send on nearly every request, without splitting it.
+  if (value === 'keep-alive' || value === 'Keep-Alive') return KEEP_ALIVE
+  if (value === 'close') return CLOSE
   const text = Array.isArray(value) ? value.join(',') : value
   return text.split(',').map(t => t.trim().toLowerCase()).filter(t => t !== '')
 }
@@ -132,6 +138,13 @@ function forwardedValue (value: string): string {
 
 /** RFC 7239 forwarded-element: for=...;host=...;proto=... (IPv6 nodes bracketed and quoted, 6). */
 export function forwardedElement (facts: ForwardingFacts): string {
+  const last = lastForwarded
+  if (last.clientIp === facts.clientIp && last.host === facts.host && last.proto === facts.proto) return last.element
   const node = facts.clientIp.includes(':') ? `[${facts.clientIp}]` : facts.clientIp
-  return `for=${forwardedValue(node)};host=${forwardedValue(facts.host)};proto=${facts.proto}`
+  const element = `for=${forwardedValue(node)};host=${forwardedValue(facts.host)};proto=${facts.proto}`
+  lastForwarded = { clientIp: facts.clientIp, host: facts.host, proto: facts.proto, element }
+  return element
 }
+
+/** The last element built: a connection's requests (and a busy client's) repeat the same one. */
+let lastForwarded = { clientIp: '', host: '', proto: '', element: '' }

@@ -115,10 +115,9 @@ export class ReverseProxy {
     return this.relayed ? relayedClientIp(req.headers) ?? direct : direct
   }
 
-  /** Adds a finished request to its instance's usage and access log (not control's, not relayed ones). */
-  recordTraffic (route: Route | undefined, request: { startedAt: number, method: string | undefined, target: string | undefined, status: number, bytesIn: number, bytesOut: number, durationMs: number, client: string }): void {
-    if (this.traffic === undefined || route === undefined || route.control === true) return
-    this.traffic.record({ ...request, instanceId: route.instanceId, method: request.method ?? 'GET', target: request.target ?? '' })
+  /** Where a finished request of `route` is recorded: its instance's usage and access log (not control's, not relayed ones). */
+  trafficOf (route: Route | undefined): TrafficRecorder | undefined {
+    return route === undefined || route.control === true ? undefined : this.traffic
   }
 
   /** More than scarceSlotShare of the instance's slots are in use (never for control's route: it has no slot cap). */

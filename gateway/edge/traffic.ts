@@ -8,6 +8,10 @@
  * Bounded either way: at most `maxAccessLogEntries` entries (the oldest are dropped and counted)
  * and `maxUsageBuckets` instance-hours (past that, the oldest hour's buckets are dropped and
  * counted). The query string and headers are never recorded: they carry tokens and cookies.
+ *
+ * Recording is on every request's path and an entry lives until the next report (5 s): entries
+ * are kept in preallocated columns of a ring (no object per request to promote and collect) and
+ * become report objects (ISO time, path without the query) only in take(), and only those kept.
  */
 import {
   MAX_ACCESS_LOG_ENTRIES, MAX_ACCESS_LOG_PATH, MAX_USAGE_BUCKETS, type AccessLogReport, type UsageReport,
@@ -54,9 +58,9 @@ export function pathOf (target: string): string {
 export class TrafficRecorder {
   readonly limits: TrafficLimits
   readonly #buckets = new Map<string, Bucket>()
-  /** Oldest first; entries before #head were dropped (compacted when the head grows). */
-  #log: AccessLogReport[] = []
-  #head = 0
+  /** The bucket of the last request: consecutive requests of one instance and hour skip the key. */
+  #lastBucket: Bucket | undefined
+  readonly #log: AccessLogRing
   #dropped = 0
   /** Usage that did not fit (instance-hours dropped), for the operator's logs. */
   droppedUsageBuckets = 0
@@ -66,27 +70,27 @@ export class TrafficRecorder {
       maxAccessLogEntries: Math.min(limits.maxAccessLogEntries ?? MAX_ACCESS_LOG_ENTRIES, MAX_ACCESS_LOG_ENTRIES),
       maxUsageBuckets: Math.min(limits.maxUsageBuckets ?? MAX_USAGE_BUCKETS, MAX_USAGE_BUCKETS),
     }
+    this.#log = new AccessLogRing(this.limits.maxAccessLogEntries)
   }
 
   record (request: FinishedRequest): void {
     const hour = Math.floor(request.startedAt / HOUR_MS) * HOUR_MS
-    this.#add({ instanceId: request.instanceId, hour, bytesIn: request.bytesIn, bytesOut: request.bytesOut, requests: 1 })
-    this.#append({
-      instanceId: request.instanceId,
-      at: new Date(request.startedAt).toISOString(),
-      method: request.method,
-      path: pathOf(request.target),
-      status: request.status,
-      bytesIn: request.bytesIn,
-      bytesOut: request.bytesOut,
-      durationMs: Math.max(0, Math.round(request.durationMs)),
-      client: request.client,
-    })
+    const last = this.#lastBucket
+    if (last !== undefined && last.hour === hour && last.instanceId === request.instanceId) {
+      last.bytesIn += request.bytesIn
+      last.bytesOut += request.bytesOut
+      last.requests++
+    } else {
+      this.#lastBucket = this.#add({ instanceId: request.instanceId, hour, bytesIn: request.bytesIn, bytesOut: request.bytesOut, requests: 1 })
+    }
+    if (this.#log.push(request.instanceId, request.startedAt, request.method, request.target, request.status, request.bytesIn, request.bytesOut, request.durationMs, request.client)) {
+      this.#dropped++
+    }
   }
 
   /** Entries waiting (tests, status). */
   get pendingEntries (): number {
-    return this.#log.length - this.#head
+    return this.#log.size
   }
 
   /** Everything recorded since the last take(); the recorder starts empty again. */
@@ -94,41 +98,47 @@ export class TrafficRecorder {
     const usage = [...this.#buckets.values()].map(b => ({
       instanceId: b.instanceId, hour: new Date(b.hour).toISOString(), bytesIn: b.bytesIn, bytesOut: b.bytesOut, requests: b.requests,
     }))
-    const batch = { usage, accessLog: this.#log.slice(this.#head), accessLogDropped: this.#dropped }
+    const batch = { usage, accessLog: this.#log.drain(), accessLogDropped: this.#dropped }
     this.#buckets.clear()
-    this.#log = []
-    this.#head = 0
+    this.#lastBucket = undefined
     this.#dropped = 0
     return batch
   }
 
   /** A batch control did not accept: merged back (older than anything recorded since), within the bounds. */
   restore (batch: TrafficBatch): void {
+    this.#lastBucket = undefined
     for (const u of batch.usage) {
       this.#add({ instanceId: u.instanceId, hour: Date.parse(u.hour), bytesIn: u.bytesIn, bytesOut: u.bytesOut, requests: u.requests })
     }
-    const newer = this.#log.slice(this.#head)
-    const merged = [...batch.accessLog, ...newer]
-    const excess = Math.max(0, merged.length - this.limits.maxAccessLogEntries)
-    this.#log = excess === 0 ? merged : merged.slice(excess)
-    this.#head = 0
+    const newer = this.#log.drain()
+    let excess = 0
+    for (const entries of [batch.accessLog, newer]) {
+      for (const e of entries) {
+        // A report entry's path has no query and is within bounds: pathOf gives it back unchanged.
+        if (this.#log.push(e.instanceId, Date.parse(e.at), e.method, e.path, e.status, e.bytesIn, e.bytesOut, e.durationMs, e.client)) excess++
+      }
+    }
     this.#dropped += batch.accessLogDropped + excess
   }
 
-  #add (b: Bucket): void {
+  /** Adds to the bucket of `b`'s instance and hour; returns it (undefined: no room, dropped). */
+  #add (b: Bucket): Bucket | undefined {
     const key = `${b.instanceId}\u0000${b.hour}`
     const existing = this.#buckets.get(key)
     if (existing !== undefined) {
       existing.bytesIn += b.bytesIn
       existing.bytesOut += b.bytesOut
       existing.requests += b.requests
-      return
+      return existing
     }
     if (this.#buckets.size >= this.limits.maxUsageBuckets && !this.#evictOlderThan(b.hour)) {
       this.droppedUsageBuckets++
-      return
+      return undefined
     }
-    this.#buckets.set(key, { ...b })
+    const bucket = { ...b }
+    this.#buckets.set(key, bucket)
+    return bucket
   }
 
   /** Drops one bucket of the oldest hour, if it is older than `hour`; answers whether room was made. */
@@ -143,17 +153,113 @@ export class TrafficRecorder {
     this.droppedUsageBuckets++
     return true
   }
+}
 
-  #append (entry: AccessLogReport): void {
-    this.#log.push(entry)
-    if (this.#log.length - this.#head > this.limits.maxAccessLogEntries) {
-      this.#head++
-      this.#dropped++
-      // Compact now and then: shifting one element per request would be O(n) each.
-      if (this.#head >= 1024 && this.#head * 2 >= this.#log.length) {
-        this.#log = this.#log.slice(this.#head)
-        this.#head = 0
-      }
+/**
+ * The access log between two reports: a ring of `capacity` entries in columns, allocated on the
+ * first entry. Strings are the request's own (no copies); numbers sit in typed arrays. Full, a new
+ * entry takes the oldest one's place.
+ */
+class AccessLogRing {
+  #start = 0
+  #size = 0
+  #instanceId: string[] = []
+  #method: string[] = []
+  #target: string[] = []
+  #client: string[] = []
+  #startedAt = new Float64Array(0)
+  #bytesIn = new Float64Array(0)
+  #bytesOut = new Float64Array(0)
+  #durationMs = new Float64Array(0)
+  #status = new Uint16Array(0)
+
+  constructor (readonly capacity: number) {}
+
+  get size (): number {
+    return this.#size
+  }
+
+  /** Appends an entry; true when it displaced the oldest. */
+  push (instanceId: string, startedAt: number, method: string, target: string, status: number, bytesIn: number, bytesOut: number, durationMs: number, client: string): boolean {
+    const capacity = this.capacity
+    if (capacity === 0) return true
+    if (this.#startedAt.length === 0) this.#allocate()
+    const full = this.#size === capacity
+    let i = this.#start + this.#size
+    if (full) {
+      i = this.#start
+      this.#start = this.#start + 1 === capacity ? 0 : this.#start + 1
+    } else {
+      if (i >= capacity) i -= capacity
+      this.#size++
     }
+    this.#instanceId[i] = instanceId
+    this.#method[i] = method
+    this.#target[i] = target
+    this.#client[i] = client
+    this.#startedAt[i] = startedAt
+    this.#bytesIn[i] = bytesIn
+    this.#bytesOut[i] = bytesOut
+    this.#durationMs[i] = durationMs
+    this.#status[i] = status
+    return full
+  }
+
+  /** The entries as report objects, oldest first; the ring is empty afterwards. */
+  drain (): AccessLogReport[] {
+    const out = new Array<AccessLogReport>(this.#size)
+    const times = new IsoTimes()
+    for (let n = 0, i = this.#start; n < this.#size; n++, i = i + 1 === this.capacity ? 0 : i + 1) {
+      out[n] = {
+        instanceId: this.#instanceId[i],
+        at: times.format(this.#startedAt[i]),
+        method: this.#method[i],
+        path: pathOf(this.#target[i]),
+        status: this.#status[i],
+        bytesIn: this.#bytesIn[i],
+        bytesOut: this.#bytesOut[i],
+        durationMs: Math.max(0, Math.round(this.#durationMs[i])),
+        client: this.#client[i],
+      }
+      // Let go of the request's strings now rather than when the slot is reused.
+      this.#target[i] = ''
+    }
+    this.#start = 0
+    this.#size = 0
+    return out
+  }
+
+  #allocate (): void {
+    const n = this.capacity
+    this.#instanceId = new Array<string>(n).fill('')
+    this.#method = new Array<string>(n).fill('')
+    this.#target = new Array<string>(n).fill('')
+    this.#client = new Array<string>(n).fill('')
+    this.#startedAt = new Float64Array(n)
+    this.#bytesIn = new Float64Array(n)
+    this.#bytesOut = new Float64Array(n)
+    this.#durationMs = new Float64Array(n)
+    this.#status = new Uint16Array(n)
+  }
+}
+
+/**
+ * `Date.prototype.toISOString` for runs of nearby times: the text up to the second is reused
+ * while the second stays the same (a report's entries are in time order, thousands per second).
+ */
+class IsoTimes {
+  #second = NaN
+  #prefix = ''
+
+  format (ms: number): string {
+    const t = Math.trunc(ms) // as a Date's time value (ECMA-262 TimeClip)
+    const second = Math.floor(t / 1000)
+    if (second !== this.#second) {
+      const iso = new Date(second * 1000).toISOString()
+      this.#second = second
+      this.#prefix = iso.slice(0, -4) // without 'mmmZ'
+    }
+    const milli = t - second * 1000
+    return `${this.#prefix}${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}Z`
   }
 }

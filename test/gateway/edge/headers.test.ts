@@ -44,6 +44,34 @@ t.test('Forwarded quotes IPv6 nodes and host:port (RFC 7239 4 and 6)', async t =
     'for="[2001:db8::1]";host="share.example.com:8443";proto=https')
 })
 
+t.test('Forwarded names each request\'s own client and host when requests of different clients alternate', async t => {
+  const a = { ...facts, clientIp: '198.51.100.1' }
+  const b = { ...facts, clientIp: '2001:db8::2', host: 'other.example.com:8443' }
+  const third = { ...a, host: 'third.example.com' }
+  const seen = [a, b, a, a, third, { ...third, proto: 'http' as const }, b].map(f => upstreamRequestHeaders({ connection: 'keep-alive' }, f).forwarded)
+  t.same(seen, [
+    'for=198.51.100.1;host=share.example.com;proto=https',
+    'for="[2001:db8::2]";host="other.example.com:8443";proto=https',
+    'for=198.51.100.1;host=share.example.com;proto=https',
+    'for=198.51.100.1;host=share.example.com;proto=https',
+    'for=198.51.100.1;host=third.example.com;proto=https',
+    'for=198.51.100.1;host=third.example.com;proto=http',
+    'for="[2001:db8::2]";host="other.example.com:8443";proto=https',
+  ])
+})
+
+t.test('Connection: keep-alive, Keep-Alive and close remove what they name, like any other Connection value', async t => {
+  const cases: Array<[string, Record<string, string>]> = [
+    ['keep-alive', { 'x-hop': '1', close: 'x', accept: '*/*' }],
+    ['Keep-Alive', { 'x-hop': '1', close: 'x', accept: '*/*' }],
+    ['close', { 'x-hop': '1', accept: '*/*' }],
+    ['Keep-Alive, X-Hop', { close: 'x', accept: '*/*' }],
+  ]
+  for (const [connection, expected] of cases) {
+    t.same(withoutHopByHop({ connection, 'keep-alive': 'timeout=5', 'x-hop': '1', close: 'x', accept: '*/*' }), expected, connection)
+  }
+})
+
 t.test('IPv4-mapped client addresses are shown as IPv4', async t => {
   t.equal(plainIp('::ffff:198.51.100.4'), '198.51.100.4')
   t.equal(plainIp('2001:db8::2'), '2001:db8::2')

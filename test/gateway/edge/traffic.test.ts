@@ -52,6 +52,41 @@ t.test('a full access log drops its oldest entries and counts them', async t => 
   t.equal(batch.usage[0].requests, 5000, 'usage still counts every request')
 })
 
+t.test('a full access log wrapped around its ring keeps arrival order, and starts over empty after take()', async t => {
+  const traffic = new TrafficRecorder({ maxAccessLogEntries: 3 })
+  for (let i = 0; i < 7; i++) traffic.record(finished({ target: `/${i}?q=${i}`, status: 200 + i, bytesOut: 2 ** 33 + i, durationMs: i + 0.4 }))
+  const first = traffic.take()
+  t.same(first.accessLog.map(e => [e.path, e.status, e.bytesOut, e.durationMs]), [
+    ['/4', 204, 2 ** 33 + 4, 4], ['/5', 205, 2 ** 33 + 5, 5], ['/6', 206, 2 ** 33 + 6, 6],
+  ], 'the newest three, oldest first, every field as recorded')
+  t.equal(first.accessLogDropped, 4)
+  traffic.record(finished({ target: '/7', status: 0 }))
+  traffic.record(finished({ target: '/8', method: 'DELETE', client: '2001:db8::1' }))
+  const second = traffic.take()
+  t.same(second.accessLog.map(e => [e.path, e.status, e.method, e.client]), [['/7', 0, 'GET', '203.0.113.9'], ['/8', 200, 'DELETE', '2001:db8::1']])
+  t.equal(second.accessLogDropped, 0)
+  t.equal(traffic.pendingEntries, 0)
+})
+
+t.test('access-log times are the instants the requests began, to the millisecond', async t => {
+  const traffic = new TrafficRecorder()
+  const times = [T0, T0 + 7, T0 + 42, T0 + 999, T0 + 999.9, T0 + 1_000, T0 + 1_005, T0 + HOUR + 120, T0 - 1, T0 + 2 * 86_400_000 + 61_001]
+  for (const startedAt of times) traffic.record(finished({ startedAt }))
+  t.same(traffic.take().accessLog.map(e => e.at), times.map(ms => new Date(ms).toISOString()))
+})
+
+t.test('requests of two instances taking turns each add up in their own bucket', async t => {
+  const traffic = new TrafficRecorder()
+  for (let i = 0; i < 10; i++) traffic.record(finished({ instanceId: i % 3 === 0 ? 'inst-b' : 'inst-a', bytesIn: 1, bytesOut: 10 }))
+  traffic.record(finished({ instanceId: 'inst-a', startedAt: T0 + HOUR, bytesOut: 5 }))
+  traffic.record(finished({ instanceId: 'inst-a', bytesOut: 1 }))
+  t.same(traffic.take().usage.sort((a, b) => `${a.instanceId}${a.hour}`.localeCompare(`${b.instanceId}${b.hour}`)), [
+    { instanceId: 'inst-a', hour: '2026-03-01T10:00:00.000Z', bytesIn: 6, bytesOut: 61, requests: 7 },
+    { instanceId: 'inst-a', hour: '2026-03-01T11:00:00.000Z', bytesIn: 0, bytesOut: 5, requests: 1 },
+    { instanceId: 'inst-b', hour: '2026-03-01T10:00:00.000Z', bytesIn: 4, bytesOut: 40, requests: 4 },
+  ])
+})
+
 t.test('a batch given back after a failed report is merged before newer traffic, within the bounds', async t => {
   const traffic = new TrafficRecorder({ maxAccessLogEntries: 4 })
   traffic.record(finished({ target: '/1', bytesOut: 10 }))

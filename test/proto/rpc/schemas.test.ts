@@ -109,3 +109,35 @@ t.test('WIREGUARD_KEY accepts exactly canonical 32-byte base64', async t => {
   // The 43rd character holds the last 4 key bits and 2 zero bits (RFC 4648 3.5, canonical encoding): "B" sets one.
   t.notOk(WIREGUARD_KEY.test(KEY.slice(0, 42) + 'B='))
 })
+
+const entry = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
+  instanceId: 'inst_abc', at: '2026-03-01T11:59:58.123Z', method: 'GET', path: '/share/x', status: 200, bytesIn: 0, bytesOut: 1024, durationMs: 3, client: '203.0.113.9', ...over,
+})
+
+t.test('a report\'s access log: entries as gateways send them pass unchanged, unknown fields dropped', async t => {
+  const accessLog = Array.from({ length: 10_000 }, (_, i) => entry({ path: `/${i}`, status: i % 1000, bytesOut: 2 ** 40 + i, durationMs: i }))
+  const out = validateReport({ ...report(), accessLog: accessLog.map(e => ({ ...e, extra: 'dropped' })), accessLogDropped: 7 })
+  t.same(out.accessLog, accessLog)
+  t.notOk(out.accessLog!.some(e => 'extra' in e))
+  t.equal(out.accessLogDropped, 7)
+  t.equal(refused(validateReport, { ...report(), accessLog: [...accessLog, entry()] }), 'accessLog', 'at most 10,000 entries')
+})
+
+t.test('a report\'s access log: other forms are converted or refused as the schema says, naming the entry and field', async t => {
+  const converted = validateReport({ ...report(), accessLog: [entry({ at: '2026-03-01T11:59:58Z', bytesIn: '12' }), entry({ at: '2026-02-30T10:00:00.000Z' })] }).accessLog!
+  t.same(converted.map(e => [e.at, e.bytesIn]), [['2026-03-01T11:59:58.000Z', 12], ['2026-03-02T10:00:00.000Z', 0]], 'times normalised, numeric strings converted')
+  const cases: Array<[string, unknown[], string]> = [
+    ['not a time', [entry(), entry({ at: 'now' })], 'accessLog[1].at'],
+    ['a method with a space', [entry({ method: 'G T' })], 'accessLog[0].method'],
+    ['a status past 999', [entry(), entry(), entry({ status: 1000 })], 'accessLog[2].status'],
+    ['a fractional byte count', [entry({ bytesIn: 1.5 })], 'accessLog[0].bytesIn'],
+    ['a negative duration', [entry({ durationMs: -1 })], 'accessLog[0].durationMs'],
+    ['no client', [entry({ client: undefined })], 'accessLog[0].client'],
+    ['a path past 1024 characters', [entry({ path: '/' + 'x'.repeat(1024) })], 'accessLog[0].path'],
+    ['an instance id with a space', [entry({ instanceId: 'inst abc' })], 'accessLog[0].instanceId'],
+    ['not an object', [entry(), null], 'accessLog[1]'],
+    ['a hole', [entry(), undefined], 'accessLog[1]'],
+  ]
+  for (const [label, accessLog, field] of cases) t.equal(refused(validateReport, { ...report(), accessLog }), field, label)
+  t.throws(() => validateReport({ ...report(), accessLog: [entry({ method: 'G T' })] }), { message: /^report: accessLog\[0\]\.method: with value G T fails to match the required pattern/ })
+})
