@@ -21,7 +21,7 @@ export function snapshotFromConfig (config: GatewayConfig, version: number): Con
         instanceId: p.name ?? `peer${i}`,
         publicKey: p.publicKey.toString('base64'),
         tunnelIp,
-        hostnames: p.hostnames ?? NO_HOSTNAMES,
+        hostnames: p.hostnames === undefined || p.hostnames.length === 0 ? NO_HOSTNAMES : p.hostnames,
         port: p.port ?? 80,
         persistentKeepalive: p.persistentKeepalive,
       }

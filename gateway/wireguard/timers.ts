@@ -19,47 +19,58 @@ const PERSISTENT_KEEPALIVE = 4
 const LAST_INITIATION = 5
 const LAST_SENT_HANDSHAKE = 6
 
+/** Peers per TimerSlab chunk: what a device holds beyond its peers' slots is under one chunk (14 KB). */
+const CHUNK_PEERS = 256
+
 /**
- * The timer numbers of many peers in one Float64Array (a device's): a number in an object field is
- * a heap number of its own (16 bytes each, seven per peer); here each is 8 bytes in one array.
- * Slots of removed peers are reused.
+ * The timer numbers of many peers in Float64Array chunks (a device's): a number in an object field
+ * is a heap number of its own (16 bytes each, seven per peer); here each is 8 bytes in a chunk.
+ * Slots of removed peers are reused; chunks never move, so a peer keeps its chunk and index.
  */
 export class TimerSlab {
-  values: Float64Array
-  private readonly free: number[] = []
+  private readonly chunkPeers: number
+  private last: Float64Array | null = null
+  private lastUsed = 0
+  private readonly freeChunks: Float64Array[] = []
+  private readonly freeBases: number[] = []
   private used = 0
 
-  constructor (peers = 16) {
-    this.values = new Float64Array(Math.max(1, peers) * SLOTS)
+  constructor (chunkPeers = CHUNK_PEERS) {
+    this.chunkPeers = Math.max(1, chunkPeers)
   }
 
-  /** A cleared slot's first index. */
-  allocate (): number {
-    let base = this.free.pop()
-    if (base === undefined) {
-      if (this.used === this.values.length) {
-        const grown = new Float64Array(this.values.length * 2)
-        grown.set(this.values)
-        this.values = grown
+  /** A cleared slot: its chunk and first index. */
+  allocate (): { values: Float64Array, base: number } {
+    let values = this.freeChunks.pop()
+    let base = this.freeBases.pop()
+    if (values === undefined || base === undefined) {
+      if (this.last === null || this.lastUsed === this.last.length) {
+        this.last = new Float64Array(this.chunkPeers * SLOTS)
+        this.lastUsed = 0
       }
-      base = this.used
-      this.used += SLOTS
+      values = this.last
+      base = this.lastUsed
+      this.lastUsed += SLOTS
     }
-    this.values.fill(Infinity, base, base + LAST_INITIATION)
-    this.values.fill(-Infinity, base + LAST_INITIATION, base + SLOTS)
-    return base
+    this.used++
+    values.fill(Infinity, base, base + LAST_INITIATION)
+    values.fill(-Infinity, base + LAST_INITIATION, base + SLOTS)
+    return { values, base }
   }
 
-  release (base: number): void {
-    this.free.push(base)
+  release (values: Float64Array, base: number): void {
+    this.freeChunks.push(values)
+    this.freeBases.push(base)
+    this.used--
   }
 
-  /** Slots in use (tests). */
-  get size (): number { return this.used / SLOTS - this.free.length }
+  /** Slots in use. */
+  get size (): number { return this.used }
 }
 
 export class PeerTimers {
   private slab: TimerSlab
+  private values: Float64Array
   private base: number
   /** Initiations sent in the current series (paper 6.4 gives up after REKEY_ATTEMPT_TIME). */
   handshakeAttempts = 0
@@ -70,39 +81,41 @@ export class PeerTimers {
   /** Without a slab (a peer outside a device): one of its own. */
   constructor (slab: TimerSlab = new TimerSlab(1)) {
     this.slab = slab
-    this.base = slab.allocate()
+    const slot = slab.allocate()
+    this.values = slot.values
+    this.base = slot.base
   }
 
   /** Paper 6.4: resend the initiation if no response within REKEY_TIMEOUT (+ jitter). */
-  get retransmitHandshakeAt (): number { return this.slab.values[this.base + RETRANSMIT_HANDSHAKE] }
-  set retransmitHandshakeAt (at: number) { this.slab.values[this.base + RETRANSMIT_HANDSHAKE] = at }
+  get retransmitHandshakeAt (): number { return this.values[this.base + RETRANSMIT_HANDSHAKE] }
+  set retransmitHandshakeAt (at: number) { this.values[this.base + RETRANSMIT_HANDSHAKE] = at }
   /** Paper 6.5: passive keepalive KEEPALIVE_TIMEOUT after data was received and nothing sent. */
-  get sendKeepaliveAt (): number { return this.slab.values[this.base + SEND_KEEPALIVE] }
-  set sendKeepaliveAt (at: number) { this.slab.values[this.base + SEND_KEEPALIVE] = at }
+  get sendKeepaliveAt (): number { return this.values[this.base + SEND_KEEPALIVE] }
+  set sendKeepaliveAt (at: number) { this.values[this.base + SEND_KEEPALIVE] = at }
   /** Paper 6.2: data sent but nothing back for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT -> new handshake. */
-  get newHandshakeAt (): number { return this.slab.values[this.base + NEW_HANDSHAKE] }
-  set newHandshakeAt (at: number) { this.slab.values[this.base + NEW_HANDSHAKE] = at }
+  get newHandshakeAt (): number { return this.values[this.base + NEW_HANDSHAKE] }
+  set newHandshakeAt (at: number) { this.values[this.base + NEW_HANDSHAKE] = at }
   /** Paper 6.3: erase all keys 3 * REJECT_AFTER_TIME after the last session was derived. */
-  get zeroKeyMaterialAt (): number { return this.slab.values[this.base + ZERO_KEY_MATERIAL] }
-  set zeroKeyMaterialAt (at: number) { this.slab.values[this.base + ZERO_KEY_MATERIAL] = at }
+  get zeroKeyMaterialAt (): number { return this.values[this.base + ZERO_KEY_MATERIAL] }
+  set zeroKeyMaterialAt (at: number) { this.values[this.base + ZERO_KEY_MATERIAL] = at }
   /** Paper 6.5: persistent keepalive interval after any authenticated packet in either direction. */
-  get persistentKeepaliveAt (): number { return this.slab.values[this.base + PERSISTENT_KEEPALIVE] }
-  set persistentKeepaliveAt (at: number) { this.slab.values[this.base + PERSISTENT_KEEPALIVE] = at }
+  get persistentKeepaliveAt (): number { return this.values[this.base + PERSISTENT_KEEPALIVE] }
+  set persistentKeepaliveAt (at: number) { this.values[this.base + PERSISTENT_KEEPALIVE] = at }
   /** Peer.lastInitiationAt (handshake.ts): the last initiation taken from the peer. */
-  get lastInitiationAt (): number { return this.slab.values[this.base + LAST_INITIATION] }
-  set lastInitiationAt (at: number) { this.slab.values[this.base + LAST_INITIATION] = at }
+  get lastInitiationAt (): number { return this.values[this.base + LAST_INITIATION] }
+  set lastInitiationAt (at: number) { this.values[this.base + LAST_INITIATION] = at }
   /** Peer.lastSentHandshakeAt (handshake.ts): our last initiation to the peer. */
-  get lastSentHandshakeAt (): number { return this.slab.values[this.base + LAST_SENT_HANDSHAKE] }
-  set lastSentHandshakeAt (at: number) { this.slab.values[this.base + LAST_SENT_HANDSHAKE] = at }
+  get lastSentHandshakeAt (): number { return this.values[this.base + LAST_SENT_HANDSHAKE] }
+  set lastSentHandshakeAt (at: number) { this.values[this.base + LAST_SENT_HANDSHAKE] = at }
 
   earliest (): number {
-    const v = this.slab.values
+    const v = this.values
     const b = this.base
     return Math.min(v[b + RETRANSMIT_HANDSHAKE], v[b + SEND_KEEPALIVE], v[b + NEW_HANDSHAKE], v[b + ZERO_KEY_MATERIAL], v[b + PERSISTENT_KEEPALIVE])
   }
 
   clear (): void {
-    this.slab.values.fill(Infinity, this.base, this.base + LAST_INITIATION)
+    this.values.fill(Infinity, this.base, this.base + LAST_INITIATION)
     this.handshakeAttempts = 0
     this.needAnotherKeepalive = false
     this.sentLastMinuteHandshake = false
@@ -114,11 +127,12 @@ export class PeerTimers {
    */
   detach (): void {
     const own = new TimerSlab(1)
-    const base = own.allocate()
-    own.values.set(this.slab.values.subarray(this.base, this.base + SLOTS), base)
-    this.slab.release(this.base)
+    const slot = own.allocate()
+    slot.values.set(this.values.subarray(this.base, this.base + SLOTS), slot.base)
+    this.slab.release(this.values, this.base)
     this.slab = own
-    this.base = base
+    this.values = slot.values
+    this.base = slot.base
   }
 }
 
