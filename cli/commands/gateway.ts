@@ -172,26 +172,7 @@ async function untilSignal (logger: Logger, stop: () => Promise<void>, onHangup?
 }
 
 async function runStatic (path: string, logger: Logger): Promise<void> {
-  const config = readConfig(path)
-  let gateway: Gateway
-  try {
-    gateway = await Gateway.start(config, logger)
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException
-    throw new CliError(`cannot listen: ${e.code ?? ''} ${e.message}`.trim())
-  }
-  logger.info({
-    publicKey: encodeKey(config.publicKey),
-    listen: gateway.listen,
-    address: gateway.status().address,
-    metricsListen: gateway.metricsListen,
-    peers: config.peers.length,
-    edge: gateway.status().edge,
-    caCertificate: gateway.edge?.caCertificatePath ?? null,
-  }, 'gateway listening')
-
-  // The file is a control plane like any other: SIGHUP publishes its new contents.
-  const plane = new StaticControlPlane(config)
+  const { gateway, plane } = await startStatic(path, logger)
   const client = new ControlClient({
     plane,
     target: gateway,
@@ -246,6 +227,32 @@ async function runWithControl (plane: HttpControlPlane, url: string, settings: G
     caCertificate: gateway.edge?.caCertificatePath ?? null,
   }, 'gateway listening')
   await untilSignal(logger, async () => { await running.stop() })
+}
+
+/**
+ * The gateway and its file's control plane. A function of its own so the validated config (every
+ * peer's key, prefixes and name: MBs at 10,000 peers) is not kept alive by runStatic's frame.
+ */
+async function startStatic (path: string, logger: Logger): Promise<{ gateway: Gateway, plane: StaticControlPlane }> {
+  const config = readConfig(path)
+  let gateway: Gateway
+  try {
+    gateway = await Gateway.start(config, logger)
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    throw new CliError(`cannot listen: ${e.code ?? ''} ${e.message}`.trim())
+  }
+  logger.info({
+    publicKey: encodeKey(config.publicKey),
+    listen: gateway.listen,
+    address: gateway.status().address,
+    metricsListen: gateway.metricsListen,
+    peers: config.peers.length,
+    edge: gateway.status().edge,
+    caCertificate: gateway.edge?.caCertificatePath ?? null,
+  }, 'gateway listening')
+  // The file is a control plane like any other: SIGHUP publishes its new contents.
+  return { gateway, plane: new StaticControlPlane(config) }
 }
 
 function readConfig (path: string): GatewayConfig {

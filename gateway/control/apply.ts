@@ -25,6 +25,9 @@ export interface Route {
   remote?: true
 }
 
+/** One array for every peer without hostnames (frozen: a push throws instead of giving all of them one). */
+export const NO_HOSTNAMES = Object.freeze([]) as unknown as string[]
+
 export interface RejectedPeer {
   instanceId: string
   publicKey: string
@@ -94,7 +97,7 @@ export function planSnapshot (snapshot: ConfigSnapshot, self: GatewayIdentity): 
       hostnames.add(h)
       routed.push(h)
     }
-    plan.routes.push({ instanceId: p.instanceId, tunnelIp: p.tunnelIp, port: p.port, hostnames: routed })
+    plan.routes.push({ instanceId: p.instanceId, tunnelIp: p.tunnelIp, port: p.port, hostnames: routed.length === 0 ? NO_HOSTNAMES : routed })
   }
   return plan
 }

@@ -7,7 +7,7 @@
 import { RPC_PROTOCOL_VERSION, type ConfigSnapshot, type ControlPlane, type GatewayHello, type GatewayReport, type HelloReply, type ReportReply, type SnapshotPeer } from '../../proto/rpc/index.ts'
 import { formatIPv4 } from '../../proto/wire/ipv4.ts'
 import type { GatewayConfig } from '../config/schema.ts'
-import { formatPrefix } from './apply.ts'
+import { NO_HOSTNAMES, formatPrefix } from './apply.ts'
 
 /** The snapshot a config file describes. */
 export function snapshotFromConfig (config: GatewayConfig, version: number): ConfigSnapshot {
@@ -15,15 +15,19 @@ export function snapshotFromConfig (config: GatewayConfig, version: number): Con
     version,
     gateway: { address: formatIPv4(config.address), listenPort: config.listenPort, publicKey: config.publicKey.toString('base64') },
     peers: config.peers.map((p, i): SnapshotPeer => {
+      const tunnelIp = formatIPv4(p.tunnelIp ?? p.allowedIPs[0].network)
+      const allowedIPs = p.allowedIPs.map(formatPrefix)
       const peer: SnapshotPeer = {
         instanceId: p.name ?? `peer${i}`,
         publicKey: p.publicKey.toString('base64'),
-        tunnelIp: formatIPv4(p.tunnelIp ?? p.allowedIPs[0].network),
-        hostnames: p.hostnames ?? [],
+        tunnelIp,
+        hostnames: p.hostnames === undefined || p.hostnames.length === 0 ? NO_HOSTNAMES : p.hostnames,
         port: p.port ?? 80,
-        allowedIPs: p.allowedIPs.map(formatPrefix),
         persistentKeepalive: p.persistentKeepalive,
       }
+      // The plane keeps this snapshot for as long as it serves it: the usual `tunnelIp/32` is left
+      // to its default (SnapshotPeer.allowedIPs) rather than stored again for every peer.
+      if (allowedIPs.length !== 1 || allowedIPs[0] !== `${tunnelIp}/32`) peer.allowedIPs = allowedIPs
       if (p.endpoint !== null) peer.endpoint = p.endpoint.address.includes(':') ? `[${p.endpoint.address}]:${p.endpoint.port}` : `${p.endpoint.address}:${p.endpoint.port}`
       if (p.presharedKey !== null) peer.presharedKey = p.presharedKey.toString('base64')
       return peer

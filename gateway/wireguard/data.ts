@@ -13,7 +13,7 @@ import {
 } from '../../proto/wire/wireguard.ts'
 import type { Device } from './device.ts'
 import type { Keypair } from './keypair.ts'
-import type { Peer } from './peer.ts'
+import { NO_PACKETS, type Peer } from './peer.ts'
 import {
   timersAnyAuthenticatedPacketReceived, timersAnyAuthenticatedPacketSent, timersAnyAuthenticatedPacketTraversal,
   timersDataReceived, timersDataSent, timersHandshakeComplete,
@@ -40,7 +40,7 @@ export function sendPacket (dev: Device, peer: Peer, packet: Buffer, now: number
 
 /** A keepalive is an empty transport message (paper 6.5); with no session it starts a handshake. */
 export function sendKeepalive (dev: Device, peer: Peer, now: number): void {
-  if (peer.staged.length === 0) peer.staged.push(KEEPALIVE)
+  if (peer.staged.length === 0) dev.stage(peer, KEEPALIVE)
   sendStaged(dev, peer, now)
 }
 
@@ -55,7 +55,11 @@ export function sendStaged (dev: Device, peer: Peer, now: number): void {
     dev.sendInitiation(peer, now, false)
     return
   }
-  while (peer.staged.length > 0) sealAndSend(dev, peer, keypair, peer.staged.shift()!, now)
+  while (peer.staged.length > 0) {
+    const staged = peer.staged
+    peer.staged = NO_PACKETS
+    for (const packet of staged) sealAndSend(dev, peer, keypair, packet, now)
+  }
   keepKeyFreshSending(dev, peer, now)
 }
 

@@ -26,9 +26,9 @@ import { TUNNEL_FAILED_ATTEMPTS, type TunnelFailureReason } from '../../proto/me
 import { AllowedIps } from './allowed-ips.ts'
 import { IndexTable, cryptoRandomUint32, type RandomUint32 } from './index-table.ts'
 import type { IndexEntry } from './keypair.ts'
-import { Peer, type PeerOptions } from './peer.ts'
+import { NO_PACKETS, Peer, type PeerOptions } from './peer.ts'
 import { RateLimiter } from './ratelimiter.ts'
-import { expireTimers, type TimerHost } from './timers.ts'
+import { TimerSlab, expireTimers, type TimerHost } from './timers.ts'
 import { TunnelLifetimes } from './tunnels.ts'
 import {
   RATELIMIT_BURST, RATELIMIT_GC_INTERVAL, RATELIMIT_PACKETS_PER_SECOND, UNDER_LOAD_AFTER_TIME,
@@ -91,6 +91,8 @@ export class Device implements TimerHost {
   readonly rekeyAsResponder: boolean
   readonly peers = new Map<string, Peer>()
   readonly allowedIps = new AllowedIps<Peer>()
+  /** Every peer's timer numbers (timers.ts). */
+  readonly timerSlab = new TimerSlab()
   readonly indexTable: IndexTable<IndexEntry>
   readonly cookieChecker: CookieChecker
   readonly mac1Key: Buffer
@@ -145,8 +147,11 @@ export class Device implements TimerHost {
   // Peers
 
   addPeer (options: PeerOptions): Peer {
-    const peer = new Peer(options)
-    if (this.peers.has(peer.name)) throw new Error(`peer ${peer.name} already exists`)
+    const peer = new Peer(options, this.timerSlab)
+    if (this.peers.has(peer.name)) {
+      peer.timers.detach()
+      throw new Error(`peer ${peer.name} already exists`)
+    }
     this.peers.set(peer.name, peer)
     for (const prefix of options.allowedIPs) this.allowedIps.insert(prefix, peer)
     // A peer we can reach and must keep alive gets a handshake right away (wireguard-go: keepalive on up).
@@ -176,6 +181,7 @@ export class Device implements TimerHost {
     this.tunnels.removed(peer, now)
     this.zeroKeyMaterial(peer)
     peer.timers.clear()
+    peer.timers.detach()
     this.allowedIps.removeOwner(peer)
     this.peers.delete(peer.name)
     return true
@@ -324,14 +330,15 @@ export class Device implements TimerHost {
       peer.staged.shift()
       this.dropped.inc('queue_full')
     }
-    peer.staged.push(packet)
+    if (peer.staged === NO_PACKETS) peer.staged = [packet]
+    else peer.staged.push(packet)
   }
 
   dropStaged (peer: Peer, reason: string): void {
     let n = 0
     for (const p of peer.staged) if (p.length > 0) n++
     if (n > 0) this.dropped.inc(reason, n)
-    peer.staged.length = 0
+    peer.staged = NO_PACKETS
   }
 
   // Dispatch

@@ -2,7 +2,7 @@
 import { CookieGenerator } from '../../proto/noise/index.ts'
 import type { IPv4Prefix } from '../../proto/wire/ipv4.ts'
 import type { Keypair, PendingHandshake } from './keypair.ts'
-import { PeerTimers } from './timers.ts'
+import { PeerTimers, type TimerSlab } from './timers.ts'
 
 export interface Endpoint { address: string, port: number }
 
@@ -16,9 +16,11 @@ export interface PeerOptions {
   persistentKeepalive?: number
 }
 
+/** The staged queue of every peer with nothing staged (frozen: a push throws; Device.stage replaces it). */
+export const NO_PACKETS = Object.freeze([]) as unknown as Buffer[]
+
 export class Peer {
-  readonly publicKey: Buffer
-  /** Base64 public key: the peer's name in logs, maps and status. */
+  /** Base64 public key: the peer's name in logs, maps and status, and the only copy of the key it keeps. */
   readonly name: string
   presharedKey: Buffer | null
   persistentKeepaliveMs: number
@@ -35,12 +37,10 @@ export class Peer {
 
   // Replay/flood protection of initiations from this peer (paper 5.1).
   lastTimestamp: Buffer | null = null
-  lastInitiationAt = -Infinity
-  lastSentHandshakeAt = -Infinity
 
-  readonly timers = new PeerTimers()
-  /** Outgoing packets waiting for a session (zero-length = keepalive). */
-  readonly staged: Buffer[] = []
+  readonly timers: PeerTimers
+  /** Outgoing packets waiting for a session (zero-length = keepalive); NO_PACKETS while none are. */
+  staged: Buffer[] = NO_PACKETS
 
   rxBytes = 0
   txBytes = 0
@@ -51,12 +51,27 @@ export class Peer {
   /** Monotonic ms of the first handshake of the tunnel now up, or null (tunnels.ts). */
   tunnelSince: number | null = null
 
-  constructor (options: PeerOptions) {
-    this.publicKey = Buffer.from(options.publicKey)
-    this.name = this.publicKey.toString('base64')
+  /** `timerSlab`: the device's, where this peer's timer numbers live (default: one of its own). */
+  constructor (options: PeerOptions, timerSlab?: TimerSlab) {
+    this.timers = new PeerTimers(timerSlab)
+    this.name = options.publicKey.toString('base64')
     this.presharedKey = options.presharedKey ?? null
     this.endpoint = options.endpoint ?? null
     this.persistentKeepaliveMs = (options.persistentKeepalive ?? 0) * 1000
+  }
+
+  // Replay/flood protection of initiations from this peer (paper 5.1), kept in the timer slab.
+  get lastInitiationAt (): number { return this.timers.lastInitiationAt }
+  set lastInitiationAt (at: number) { this.timers.lastInitiationAt = at }
+  get lastSentHandshakeAt (): number { return this.timers.lastSentHandshakeAt }
+  set lastSentHandshakeAt (at: number) { this.timers.lastSentHandshakeAt = at }
+
+  /**
+   * The 32-byte key, decoded from `name` at each use (a handshake, the cookie generator's
+   * construction): an idle peer keeps no Buffer for it.
+   */
+  get publicKey (): Buffer {
+    return Buffer.from(this.name, 'base64')
   }
 
   /** Macs for the messages we send this peer and the cookie it last gave us (paper 5.4.4, 5.4.7). */

@@ -114,6 +114,7 @@ t.test('a bad value is one line on stderr and exit 2', async t => {
     ['bench/e2e.ts', ['--connections', '1,2,3,4,5,6,7'], {}, /--connections takes at most 6 values/],
     ['bench/scale.ts', ['--storm-rates', '1000,0'], {}, /--storm-rates must be a number in \[1, 200000\]/],
     ['bench/scale.ts', ['--storm-s', '99'], {}, /--storm-s must be a number in \[1, 60\]/],
+    ['bench/scale.ts', ['--settle-s', '121'], {}, /--settle-s must be a number in \[0, 120\]/],
     ['bench/control.ts', [], {}, /set CC_TEST_DATABASE_URL or DATABASE_URL/],
     ['bench/control.ts', [], { CC_TEST_DATABASE_URL: 'postgres://127.0.0.1:1/none', BENCH_SECONDS: '0' }, /BENCH_SECONDS must be a number in \[1, 30\]/],
     ['bench/crypto.ts', [], { BENCH_MS: '5' }, /BENCH_MS must be a number in \[100, 10000\]/],

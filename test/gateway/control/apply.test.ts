@@ -7,7 +7,7 @@ import t from 'tap'
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { planSnapshot, withFleetRoutes } from '../../../gateway/control/apply.ts'
+import { formatPrefix, planSnapshot, withFleetRoutes } from '../../../gateway/control/apply.ts'
 import { ControlClient } from '../../../gateway/control/client.ts'
 import { ReportBuilder } from '../../../gateway/control/reporter.ts'
 import { StaticControlPlane, snapshotFromConfig } from '../../../gateway/control/static-file.ts'
@@ -102,6 +102,23 @@ t.test('static config -> snapshot keeps every field of the file', async t => {
   const withEdge = validateConfig({ privateKey: gatewayPrivate.toString('base64'), edge: { dataDir: '/tmp/x', httpsListen: '127.0.0.1:0', httpListen: null } })
   t.same(withEdge.edge, { dataDir: '/tmp/x', httpsListen: { address: '127.0.0.1', port: 0 }, httpListen: null, publicHttpsPort: undefined, wildcards: [], limits: EDGE_LIMIT_DEFAULTS, relayMode: 'stream' }, 'absent limits take their defaults')
   t.equal(validateConfig({ privateKey: gatewayPrivate.toString('base64') }).edge, null, 'no edge unless asked')
+})
+
+t.test('static config of peers with one /32 and no hostnames: the kept snapshot stores neither, the plan and routes still have both', async t => {
+  const config = validateConfig({
+    privateKey: gatewayPrivate.toString('base64'),
+    peers: [{ publicKey: key(), allowedIPs: ['10.100.0.2/32'] }, { publicKey: key(), allowedIPs: ['192.168.9.3/32'], name: 'high' }],
+  })
+  const snap = snapshotFromConfig(config, 1)
+  t.same(snap.peers.map(p => [p.tunnelIp, p.allowedIPs]), [['10.100.0.2', undefined], ['192.168.9.3', undefined]], 'tunnelIp/32 left to its default')
+  t.equal(snap.peers[0].hostnames, snap.peers[1].hostnames, 'one shared empty hostname list')
+  t.throws(() => { snap.peers[0].hostnames.push('x.example.test') }, TypeError, 'which cannot be pushed to (it would route the name to every peer)')
+  t.same(snap.peers[1].hostnames, [])
+  const plan = planSnapshot(snap, { publicKey: config.publicKey, address: config.address })
+  t.same(plan.rejected, [])
+  t.same(plan.peers.map(p => p.allowedIPs.map(formatPrefix)), [['10.100.0.2/32'], ['192.168.9.3/32']], 'the plan has the allowed IPs')
+  t.same(plan.routes.map(r => [r.instanceId, r.tunnelIp, r.hostnames]), [['peer0', '10.100.0.2', []], ['high', '192.168.9.3', []]])
+  t.throws(() => { plan.routes[0].hostnames.push('x.example.test') }, TypeError, 'routes without hostnames share the frozen list too')
 })
 
 t.test('StaticControlPlane: watch answers at once when behind, waits for replace() otherwise', async t => {
