@@ -64,6 +64,8 @@ export interface ConnectionHost {
   /** True when no more connections may enter TIME-WAIT (they close at once instead). */
   readonly timeWaitFull: boolean
   emit (datagram: Buffer): void
+  /** A data segment (new or retransmitted) to this peer left: burst accounting. */
+  dataSent (remoteAddress: number): void
   nextIpIdent (): number
   adjustMemory (delta: number): void
   reschedule (conn: TcpConnection): void

@@ -11,7 +11,7 @@ import { IPPROTO_TCP } from '../../../proto/wire/ipv4.ts'
 import { parseTcp, TCP_SYN, TCP_ACK, TCP_RST, type TcpParsed } from '../../../proto/wire/tcp.ts'
 import { WireError } from '../../../proto/wire/errors.ts'
 import { TcpConnection, type ConnectionHandler, type ConnectionHost, type ConnectionSettings } from './connection.ts'
-import { TcpCounters } from './counters.ts'
+import { TcpCounters, burstLabel } from './counters.ts'
 import { DeadlineHeap } from './deadline-heap.ts'
 import { IsnGenerator } from './isn.ts'
 import { TcpError } from './errors.ts'
@@ -37,6 +37,12 @@ export interface TcpCoreOptions {
    * expects batchEnd soon after, e.g. setImmediate).
    */
   onBatch?: () => void
+  /**
+   * Burst accounting: called at the first data segment of an event-loop turn; the shell then
+   * calls turnEnd() once the turn is over (setImmediate), which counts each peer's segments of the
+   * turn in tcp_bursts. Unset: no accounting.
+   */
+  onTurn?: () => void
 }
 
 /** Called when a passive connection reaches ESTABLISHED; returns its handler, or null to reset it. */
@@ -70,6 +76,11 @@ export class TcpCore implements ConnectionHost {
   private readonly onBatch: (() => void) | undefined
   private readonly batched = new Set<TcpConnection>()
   private batchPending = false
+  private readonly onTurn: (() => void) | undefined
+  /** Data segments sent to each peer (by address) in the current turn. */
+  private readonly turnSegments = new Map<number, number>()
+  /** The most data segments sent to one peer in one turn since start. */
+  largestBurst = 0
   private rstWindowStart = -Infinity
   private rstCount = 0
   private closed = false
@@ -83,6 +94,7 @@ export class TcpCore implements ConnectionHost {
     this.isn = new IsnGenerator(this.options.isnSecret)
     this.random = opts.random ?? Math.random
     this.onBatch = opts.onBatch
+    this.onTurn = opts.onTurn
   }
 
   // ---- ConnectionHost ----
@@ -110,6 +122,22 @@ export class TcpCore implements ConnectionHost {
     const conns = [...this.batched]
     this.batched.clear()
     for (const conn of conns) conn.batchEnd(now)
+  }
+
+  dataSent (remoteAddress: number): void {
+    if (this.onTurn === undefined) return
+    const turn = this.turnSegments
+    if (turn.size === 0) this.onTurn()
+    turn.set(remoteAddress, (turn.get(remoteAddress) ?? 0) + 1)
+  }
+
+  /** The turn is over: each peer's data segments of it go into tcp_bursts (see onTurn). */
+  turnEnd (): void {
+    for (const segments of this.turnSegments.values()) {
+      this.counters.bursts.inc(burstLabel(segments))
+      if (segments > this.largestBurst) this.largestBurst = segments
+    }
+    this.turnSegments.clear()
   }
 
   get timeWaitFull (): boolean {

@@ -207,6 +207,7 @@ function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, 
   if (fin) flags |= TCP_FIN
   if (len > 0 && seqAdd(seq, len) === conn.snd.dataEnd) flags |= TCP_PSH
   emitSegment(conn, seq, flags, len, now)
+  conn.host.dataSent(conn.remoteAddress)
   if (conn.options.pacing) pace(conn, len, now)
   if (retransmitCause !== '') {
     conn.host.counters.retransmits.inc(retransmitCause)
