@@ -66,6 +66,8 @@ export interface ConnectionHost {
   emit (datagram: Buffer): void
   /** A data segment (new or retransmitted) to this peer left: burst accounting. */
   dataSent (remoteAddress: number): void
+  /** False when this connection's peer got its most data segments for this turn (resume follows). */
+  turnRoom (conn: TcpConnection): boolean
   nextIpIdent (): number
   adjustMemory (delta: number): void
   reschedule (conn: TcpConnection): void
@@ -354,6 +356,13 @@ export class TcpConnection implements HeapItem {
   flush (now: number): void {
     if (this._state === CLOSED) return
     this._lastProgressAt = now
+    transmit(this, now)
+    this.finishCall()
+  }
+
+  /** The host's turn ended after this connection was stopped by the per-turn cap: send on. */
+  resume (now: number): void {
+    if (this._state === CLOSED) return
     transmit(this, now)
     this.finishCall()
   }

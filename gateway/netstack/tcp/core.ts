@@ -38,9 +38,10 @@ export interface TcpCoreOptions {
    */
   onBatch?: () => void
   /**
-   * Burst accounting: called at the first data segment of an event-loop turn; the shell then
-   * calls turnEnd() once the turn is over (setImmediate), which counts each peer's segments of the
-   * turn in tcp_bursts. Unset: no accounting.
+   * Turns of the event loop: called at the first data segment of a turn; the shell then calls
+   * turnEnd() once the turn is over (setImmediate), which counts each peer's segments of the turn
+   * in tcp_bursts and lets connections stopped by the per-turn cap continue. Unset: neither
+   * accounting nor the per-turn cap (pacing still applies).
    */
   onTurn?: () => void
 }
@@ -79,6 +80,8 @@ export class TcpCore implements ConnectionHost {
   private readonly onTurn: (() => void) | undefined
   /** Data segments sent to each peer (by address) in the current turn. */
   private readonly turnSegments = new Map<number, number>()
+  /** Connections stopped by the per-turn cap (turnRoom); they continue at turnEnd. */
+  private readonly turnWaiting = new Set<TcpConnection>()
   /** The most data segments sent to one peer in one turn since start. */
   largestBurst = 0
   private rstWindowStart = -Infinity
@@ -131,13 +134,30 @@ export class TcpCore implements ConnectionHost {
     turn.set(remoteAddress, (turn.get(remoteAddress) ?? 0) + 1)
   }
 
-  /** The turn is over: each peer's data segments of it go into tcp_bursts (see onTurn). */
-  turnEnd (): void {
+  /**
+   * One more data segment to this connection's peer fits in the current turn (options.maxBurst
+   * over all connections to the peer). If not, the connection continues at turnEnd: a WireGuard
+   * peer reads the tunnel from a UDP socket whose buffer (the kernel's default 208 KiB, ~90
+   * datagrams) a whole window written in one turn overflows.
+   */
+  turnRoom (conn: TcpConnection): boolean {
+    const cap = this.options.maxBurst
+    if (this.onTurn === undefined || cap === 0 || (this.turnSegments.get(conn.remoteAddress) ?? 0) < cap) return true
+    this.turnWaiting.add(conn)
+    return false
+  }
+
+  /** The turn is over: each peer's data segments of it go into tcp_bursts, and capped connections continue (see onTurn). */
+  turnEnd (now: number): void {
     for (const segments of this.turnSegments.values()) {
       this.counters.bursts.inc(burstLabel(segments))
       if (segments > this.largestBurst) this.largestBurst = segments
     }
     this.turnSegments.clear()
+    if (this.turnWaiting.size === 0) return
+    const waiting = [...this.turnWaiting]
+    this.turnWaiting.clear()
+    for (const conn of waiting) conn.resume(now)
   }
 
   get timeWaitFull (): boolean {

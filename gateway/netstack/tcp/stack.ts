@@ -205,7 +205,9 @@ export class TcpStack implements SocketHost {
   }
 
   private readonly onTurnEnd = (): void => {
-    this.core.turnEnd()
+    if (this.closed) return
+    this.core.turnEnd(this.clock())
+    this.arm()
   }
 
   private readonly onBatchEnd = (): void => {
