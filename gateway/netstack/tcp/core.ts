@@ -157,7 +157,16 @@ export class TcpCore implements ConnectionHost {
     if (this.turnWaiting.size === 0) return
     const waiting = [...this.turnWaiting]
     this.turnWaiting.clear()
-    for (const conn of waiting) conn.resume(now)
+    const served: TcpConnection[] = []
+    for (const conn of waiting) {
+      const before = this.turnSegments.get(conn.remoteAddress) ?? 0
+      conn.resume(now)
+      if ((this.turnSegments.get(conn.remoteAddress) ?? 0) > before) served.push(conn)
+    }
+    // Round robin: a connection that sent now waits behind those the cap stopped before their turn.
+    for (const conn of served) {
+      if (this.turnWaiting.delete(conn)) this.turnWaiting.add(conn)
+    }
   }
 
   get timeWaitFull (): boolean {
