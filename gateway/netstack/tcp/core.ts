@@ -80,6 +80,8 @@ export class TcpCore implements ConnectionHost {
   private readonly onTurn: (() => void) | undefined
   /** Data segments sent to each peer (by address) in the current turn. */
   private readonly turnSegments = new Map<number, number>()
+  /** Counts turns; a connection's turnSent is for turn turnMark. */
+  private turnNumber = 0
   /** Connections stopped by the per-turn cap (turnRoom); they continue at turnEnd. */
   private readonly turnWaiting = new Set<TcpConnection>()
   /** The most data segments sent to one peer in one turn since start. */
@@ -127,28 +129,35 @@ export class TcpCore implements ConnectionHost {
     for (const conn of conns) conn.batchEnd(now)
   }
 
-  dataSent (remoteAddress: number): void {
+  dataSent (conn: TcpConnection): void {
     if (this.onTurn === undefined) return
     const turn = this.turnSegments
     if (turn.size === 0) this.onTurn()
-    turn.set(remoteAddress, (turn.get(remoteAddress) ?? 0) + 1)
+    turn.set(conn.remoteAddress, (turn.get(conn.remoteAddress) ?? 0) + 1)
+    if (conn.turnMark !== this.turnNumber) {
+      conn.turnMark = this.turnNumber
+      conn.turnSent = 0
+    }
+    conn.turnSent++
   }
 
   /**
-   * One more data segment to this connection's peer fits in the current turn (options.maxBurst
-   * over all connections to the peer). If not, the connection continues at turnEnd: a WireGuard
-   * peer reads the tunnel from a UDP socket whose buffer (the kernel's default 208 KiB, ~90
-   * datagrams) a whole window written in one turn overflows.
+   * One more data segment of this connection fits in the current turn (options.maxBurst). If not,
+   * the connection continues at turnEnd: a WireGuard peer reads the tunnel from a UDP socket whose
+   * buffer (the kernel's default 208 KiB, ~90 datagrams) a whole window written in one turn
+   * overflows. Per connection, not per peer: a peer's share split over hundreds of connections
+   * held each one's loss recovery back for many turns (RTOs, and user timeouts at 200).
    */
   turnRoom (conn: TcpConnection): boolean {
     const cap = this.options.maxBurst
-    if (this.onTurn === undefined || cap === 0 || (this.turnSegments.get(conn.remoteAddress) ?? 0) < cap) return true
+    if (this.onTurn === undefined || cap === 0 || conn.turnMark !== this.turnNumber || conn.turnSent < cap) return true
     this.turnWaiting.add(conn)
     return false
   }
 
   /** The turn is over: each peer's data segments of it go into tcp_bursts, and capped connections continue (see onTurn). */
   turnEnd (now: number): void {
+    this.turnNumber++
     for (const segments of this.turnSegments.values()) {
       this.counters.bursts.inc(burstLabel(segments))
       if (segments > this.largestBurst) this.largestBurst = segments
@@ -157,16 +166,7 @@ export class TcpCore implements ConnectionHost {
     if (this.turnWaiting.size === 0) return
     const waiting = [...this.turnWaiting]
     this.turnWaiting.clear()
-    const served: TcpConnection[] = []
-    for (const conn of waiting) {
-      const before = this.turnSegments.get(conn.remoteAddress) ?? 0
-      conn.resume(now)
-      if ((this.turnSegments.get(conn.remoteAddress) ?? 0) > before) served.push(conn)
-    }
-    // Round robin: a connection that sent now waits behind those the cap stopped before their turn.
-    for (const conn of served) {
-      if (this.turnWaiting.delete(conn)) this.turnWaiting.add(conn)
-    }
+    for (const conn of waiting) conn.resume(now)
   }
 
   get timeWaitFull (): boolean {

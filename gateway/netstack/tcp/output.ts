@@ -33,7 +33,7 @@ export function transmit (conn: TcpConnection, now: number): void {
         break
       }
       if (!conn.host.turnRoom(conn)) {
-        // The peer's share of this turn is full: the host resumes us at the turn's end.
+        // This turn's share is used up: the host resumes us at the turn's end.
         if (conn.snd.hasUnsent()) recovery.setCwndLimited(true)
         break
       }
@@ -213,7 +213,7 @@ function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, 
   if (fin) flags |= TCP_FIN
   if (len > 0 && seqAdd(seq, len) === conn.snd.dataEnd) flags |= TCP_PSH
   emitSegment(conn, seq, flags, len, now)
-  conn.host.dataSent(conn.remoteAddress)
+  conn.host.dataSent(conn)
   if (conn.options.pacing) pace(conn, len, now)
   if (retransmitCause !== '') {
     conn.host.counters.retransmits.inc(retransmitCause)

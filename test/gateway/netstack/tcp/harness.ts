@@ -62,6 +62,8 @@ export class Sim {
   /** With `turns`: a stack sent data since its last turn end (each virtual instant is a turn, as TcpStack's event-loop turn). */
   private turnPendingA = false
   private turnPendingB = false
+  /** With `turns`: called at each turn's end, before the stacks see it. */
+  onTurnEnd: (() => void) | null = null
 
   constructor (link: LinkConfig = {}, optionsA: Partial<TcpOptions> = {}, optionsB: Partial<TcpOptions> = {}, turns = false) {
     const cfg: Required<LinkConfig> = {
@@ -160,6 +162,7 @@ export class Sim {
   }
 
   private endTurns (): void {
+    if ((this.turnPendingA || this.turnPendingB) && this.onTurnEnd !== null) this.onTurnEnd()
     if (this.turnPendingA) {
       this.turnPendingA = false
       this.a.turnEnd(this.now)
