@@ -96,10 +96,12 @@ export const TLP_DELAYED_ACK = 200
 export const PACE_BURST_MS = 2
 export const PACE_BURST_SEGMENTS = 10
 /**
- * Data segments back to back: per connection at its pacing rate, and per peer in one turn of the
+ * Data segments one connection sends back to back: at its pacing rate, and in one turn of the
  * event loop. A WireGuard peer such as wireguard-go reads the tunnel from a UDP socket with the
  * kernel's default 208 KiB buffer, ~90 of our datagrams: 32 leaves it two turns of ours to be
  * scheduled before anything drops, and one sendmmsg of 32 still spreads the system call's cost.
+ * 16 dropped less still in a loaded lab (bench/RESULTS.md); 32 until a quiet run shows 16 costs
+ * no upload throughput.
  */
 export const DEFAULT_MAX_BURST = 32
 /** Pacing: the SRTT floor of the rate. A 1 ms floor paced sub-millisecond paths (veth, LAN) below cwnd / SRTT. */

@@ -26,9 +26,8 @@ export interface TcpOptions {
   /** Pace data segments at a multiple of cwnd / SRTT instead of sending each window as one burst. */
   pacing: boolean
   /**
-   * The most data segments sent back to back: by one connection at its pacing rate, and to one
-   * peer by all connections in one turn of the event loop (with a shell that reports turns:
-   * TcpStack). 0: no cap but the pacing rate's.
+   * The most data segments one connection sends back to back: at its pacing rate, and in one turn
+   * of the event loop (with a shell that reports turns: TcpStack). 0: no cap but the pacing rate's.
    */
   maxBurst: number
   /**
