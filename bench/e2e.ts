@@ -102,7 +102,7 @@ export interface PhaseCost {
   unit: 'ms/MB' | 'us/request'
   /** MB moved, or requests served. */
   amount: number
-  /** Our gateway only: what its counters (GET /status) moved by in the window, non-zero ones. */
+  /** What the counters moved by in the window, non-zero ones: ours (GET /status), and the origin's UDP drops (both sides). */
   counters?: Record<string, number>
 }
 
@@ -147,7 +147,7 @@ const METRICS = '127.0.0.1:9091'
 /** A measured process with its children and grandchildren (nginx master and workers). */
 const WITH_WORKERS = { levels: 2 }
 /** Counter families worth seeing per phase (loss, recovery, drops). */
-const COUNTERS = ['tcp_retransmits', 'tcp_events', 'tcp_dropped', 'ip_dropped', 'wg_packets_dropped', 'wg_handshakes_completed']
+const COUNTERS = ['tcp_retransmits', 'tcp_events', 'tcp_dropped', 'tcp_bursts', 'ip_dropped', 'wg_packets_dropped', 'wg_handshakes_completed']
 
 /** The gateway's counters of COUNTERS as flat `family.reason` numbers (GET /status). */
 async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, number>> {
@@ -157,6 +157,22 @@ async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, nu
   const flat: Record<string, number> = {}
   for (const family of COUNTERS) for (const [reason, v] of Object.entries(counters[family] ?? {})) flat[`${family}.${reason}`] = v
   return flat
+}
+
+/**
+ * The origin namespace's UDP drops (/proc/net/snmp, per namespace) as `origin.<field>`: the
+ * wireguard-go processes there read the tunnel's datagrams, and a full receive buffer drops them.
+ */
+async function originUdpCounters (lab: Lab, ns: string): Promise<Record<string, number>> {
+  const r = await lab.exec(ns, 'cat', ['/proc/net/snmp'], { timeoutMs: 10_000 })
+  if (r.code !== 0) throw new Error(`origin /proc/net/snmp: ${r.stderr}`)
+  const [names, values] = r.stdout.split('\n').filter(line => line.startsWith('Udp:')).map(line => line.split(/\s+/).slice(1))
+  const out: Record<string, number> = {}
+  for (const field of ['RcvbufErrors', 'InErrors']) {
+    const i = names?.indexOf(field) ?? -1
+    if (i >= 0) out[`origin.Udp${field}`] = Number(values[i])
+  }
+  return out
 }
 
 /** Microseconds on the clock V8 stamps profiles with (CLOCK_MONOTONIC, as process.hrtime). */
@@ -349,9 +365,10 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     }
     const nginx = originServers.nginx.pid
     const theirs = await phaseCosts(lab, client, caddyBase, caddyCurl, o, bulkFile, bulkBytes,
-      { caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx })
+      { caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx }, async () => await originUdpCounters(lab, origin))
     const ours = await phaseCosts(lab, client, gatewayBase, gatewayCurl, o, bulkFile, bulkBytes,
-      { cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx }, async () => await gatewayCounters(lab, client))
+      { cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx },
+      async () => ({ ...await gatewayCounters(lab, client), ...await originUdpCounters(lab, origin) }))
 
     let profile: ProfileResults | undefined
     if (o.profileDir !== undefined) {

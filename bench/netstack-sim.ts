@@ -6,7 +6,7 @@
  * whose fingerprints match behaved the same to the segment, so a refactoring is checked and timed
  * by running this alternately against each (--tree).
  *
- *   node bin/run-ts.js bench/netstack-sim.ts [--size-mb 64] [--loss 0] [--tree DIR]
+ *   node bin/run-ts.js bench/netstack-sim.ts [--size-mb 64] [--loss 0] [--bandwidth-mbps 200] [--queue-kb 4000] [--tree DIR]
  *   node bin/run-ts.js bench/netstack-sim.ts --help
  */
 import { createHash } from 'node:crypto'
@@ -22,13 +22,19 @@ export interface SimBenchOptions {
   loss: number
   /** Checkout whose stack is measured. */
   tree: string
+  /** Without loss: the link's rate (MB/s) and the drop-tail queue in front of it (KB). */
+  bandwidthMBps?: number
+  queueKB?: number
 }
 
-/** With loss, the bulk test's link (duplicates, jitter, a drop-tail queue); without, a fast clean one. */
-function link (loss: number): Harness.LinkConfig {
-  return loss > 0
-    ? { seed: 42, loss, duplicate: 0.01, delay: 10, jitter: 3, bandwidth: 20_000, queueBytes: 300_000 }
-    : { seed: 7, loss: 0, delay: 1, bandwidth: 200_000, queueBytes: 4_000_000 }
+/**
+ * With loss, the bulk test's link (duplicates, jitter, a drop-tail queue); without, a fast clean
+ * one, or one with a short queue (a peer's small UDP receive buffer) when given.
+ */
+function link (opts: SimBenchOptions): Harness.LinkConfig {
+  return opts.loss > 0
+    ? { seed: 42, loss: opts.loss, duplicate: 0.01, delay: 10, jitter: 3, bandwidth: 20_000, queueBytes: 300_000 }
+    : { seed: 7, loss: 0, delay: 1, bandwidth: (opts.bandwidthMBps ?? 200) * 1000, queueBytes: (opts.queueKB ?? 4000) * 1000 }
 }
 
 export interface BulkRun {
@@ -74,7 +80,7 @@ export function bulkBothWays (h: Pick<typeof Harness, 'Recorder' | 'ADDR_B'>, si
 export async function runSimBench (opts: SimBenchOptions): Promise<Record<string, unknown>> {
   const h = await import(pathToFileURL(resolve(opts.tree, 'test/gateway/netstack/tcp/harness.ts')).href) as typeof Harness
   const size = Math.round(opts.sizeMB * 1e6)
-  const sim = new h.Sim(link(opts.loss), {}, {})
+  const sim = new h.Sim(link(opts), {}, {})
   const up = h.randomData(size, 1)
   const down = h.randomData(size, 2)
   const loadStart = loadavg()
@@ -96,6 +102,9 @@ export async function runSimBench (opts: SimBenchOptions): Promise<Record<string
     complete: server.received === size && client.received === size,
     virtualMs: Math.round(sim.now),
     fingerprint,
+    // Datagrams each way and those the link dropped (loss or a full queue), and what each stack retransmitted.
+    link: { ab: { sent: sim.stats.ab.sent, dropped: sim.stats.ab.dropped }, ba: { sent: sim.stats.ba.sent, dropped: sim.stats.ba.dropped } },
+    retransmits: { a: sim.metricsA.snapshot().tcp_retransmits ?? {}, b: sim.metricsB.snapshot().tcp_retransmits ?? {} },
     cpuMsPerMB: Math.round((cpu.user + cpu.system) / 1000 / (2 * size / 1e6) * 1000) / 1000,
   }
 }
@@ -110,6 +119,8 @@ from two checkouts means they behaved the same to the segment. Seconds to a minu
     'size-mb': { type: 'string', default: '64', value: 'MB', help: 'bytes each way in 10^6, 1-1000' },
     loss: { type: 'string', default: '0', value: 'P', help: 'datagram loss each way, 0-0.2 (with loss: duplicates and jitter too)' },
     tree: { type: 'string', default: '.', value: 'DIR', help: 'checkout whose stack runs (its test/gateway/netstack/tcp/harness.ts)' },
+    'bandwidth-mbps': { type: 'string', default: '200', value: 'MBPS', help: 'without loss: the link\'s rate in MB/s, 1-10000' },
+    'queue-kb': { type: 'string', default: '4000', value: 'KB', help: 'without loss: the drop-tail queue in front of it in KB (a small one models a peer\'s UDP receive buffer), 1-100000' },
   },
 } as const
 
@@ -119,6 +130,8 @@ if (isMain(import.meta.url)) {
     sizeMB: numberOption('size-mb', values['size-mb'], 1, 1000),
     loss: numberOption('loss', values.loss, 0, 0.2),
     tree: values.tree ?? '.',
+    bandwidthMBps: numberOption('bandwidth-mbps', values['bandwidth-mbps'], 1, 10_000),
+    queueKB: numberOption('queue-kb', values['queue-kb'], 1, 100_000),
   }))
   const result = await runSimBench(options)
   process.stdout.write(JSON.stringify(result, null, 2) + '\n')

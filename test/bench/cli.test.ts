@@ -103,6 +103,8 @@ t.test('a bad value is one line on stderr and exit 2', async t => {
   const cases: Array<[string, string[], NodeJS.ProcessEnv, RegExp]> = [
     ['bench/e2e.ts', ['--runs', '0'], {}, /--runs must be a number in \[1, 10\]/],
     ['bench/netstack.ts', ['--loss', '0.5'], {}, /--loss must be a number in \[0, 0\.2\]/],
+    ['bench/netstack-sim.ts', ['--queue-kb', '0'], {}, /--queue-kb must be a number in \[1, 100000\]/],
+    ['bench/netstack-sim.ts', ['--bandwidth-mbps', 'fast'], {}, /--bandwidth-mbps must be a number/],
     ['bench/lab-baseline.ts', ['--wrk-seconds', 'ten'], {}, /--wrk-seconds must be a number/],
     ['bench/edge.ts', ['--rounds', '9'], {}, /--rounds must be a number in \[1, 5\]/],
     ['bench/edge.ts', ['--log-level', 'loud'], {}, /--log-level must be one of/],

@@ -64,6 +64,10 @@ export interface ConnectionHost {
   /** True when no more connections may enter TIME-WAIT (they close at once instead). */
   readonly timeWaitFull: boolean
   emit (datagram: Buffer): void
+  /** A data segment (new or retransmitted) of this connection left: the per-turn cap and burst accounting. */
+  dataSent (conn: TcpConnection): void
+  /** False when this connection sent its most data segments for this turn (resume follows). */
+  turnRoom (conn: TcpConnection): boolean
   nextIpIdent (): number
   adjustMemory (delta: number): void
   reschedule (conn: TcpConnection): void
@@ -145,6 +149,9 @@ export class TcpConnection implements HeapItem {
   // Deadline heap bookkeeping (deadline-heap.ts).
   heapIndex = -1
   heapKey = Infinity
+  /** The host's per-turn cap (TcpCore.turnRoom): data segments sent in turn number turnMark. */
+  turnMark = -1
+  turnSent = 0
 
   /** Unread bytes last reported by the handler, as counted in the host's global total. */
   private lastUnread = 0
@@ -352,6 +359,13 @@ export class TcpConnection implements HeapItem {
   flush (now: number): void {
     if (this._state === CLOSED) return
     this._lastProgressAt = now
+    transmit(this, now)
+    this.finishCall()
+  }
+
+  /** The host's turn ended after this connection was stopped by the per-turn cap: send on. */
+  resume (now: number): void {
+    if (this._state === CLOSED) return
     transmit(this, now)
     this.finishCall()
   }

@@ -92,9 +92,18 @@ export const MAX_BATCHED_ACK_BYTES = 65536
  */
 export const TLP_MIN_TIMEOUT = 2
 export const TLP_DELAYED_ACK = 200
-/** Pacing: bursts of this many ms of the pacing rate (timers fire late by a millisecond or so), and at least this many segments, leave at once. */
+/** Pacing: bursts of this many ms of the pacing rate (timers fire late by a millisecond or so), and at least this many segments, leave at once (at most DEFAULT_MAX_BURST). */
 export const PACE_BURST_MS = 2
 export const PACE_BURST_SEGMENTS = 10
+/**
+ * Data segments one connection sends back to back: at its pacing rate, and in one turn of the
+ * event loop. A WireGuard peer such as wireguard-go reads the tunnel from a UDP socket with the
+ * kernel's default 208 KiB buffer, ~90 of our datagrams: 32 leaves it two turns of ours to be
+ * scheduled before anything drops, and one sendmmsg of 32 still spreads the system call's cost.
+ * 16 dropped less still in a loaded lab (bench/RESULTS.md); 32 until a quiet run shows 16 costs
+ * no upload throughput.
+ */
+export const DEFAULT_MAX_BURST = 32
 /** Pacing: the SRTT floor of the rate. A 1 ms floor paced sub-millisecond paths (veth, LAN) below cwnd / SRTT. */
 export const PACE_MIN_SRTT = 0.1
 /** Retransmissions remembered per recovery for lost-retransmission detection; the oldest are forgotten (conservative: the RTO still finds those). */

@@ -11,7 +11,7 @@ import { IPPROTO_TCP } from '../../../proto/wire/ipv4.ts'
 import { parseTcp, TCP_SYN, TCP_ACK, TCP_RST, type TcpParsed } from '../../../proto/wire/tcp.ts'
 import { WireError } from '../../../proto/wire/errors.ts'
 import { TcpConnection, type ConnectionHandler, type ConnectionHost, type ConnectionSettings } from './connection.ts'
-import { TcpCounters } from './counters.ts'
+import { TcpCounters, burstLabel } from './counters.ts'
 import { DeadlineHeap } from './deadline-heap.ts'
 import { IsnGenerator } from './isn.ts'
 import { TcpError } from './errors.ts'
@@ -37,6 +37,13 @@ export interface TcpCoreOptions {
    * expects batchEnd soon after, e.g. setImmediate).
    */
   onBatch?: () => void
+  /**
+   * Turns of the event loop: called at the first data segment of a turn; the shell then calls
+   * turnEnd() once the turn is over (setImmediate), which counts each peer's segments of the turn
+   * in tcp_bursts and lets connections stopped by the per-turn cap continue. Unset: neither
+   * accounting nor the per-turn cap (pacing still applies).
+   */
+  onTurn?: () => void
 }
 
 /** Called when a passive connection reaches ESTABLISHED; returns its handler, or null to reset it. */
@@ -70,6 +77,15 @@ export class TcpCore implements ConnectionHost {
   private readonly onBatch: (() => void) | undefined
   private readonly batched = new Set<TcpConnection>()
   private batchPending = false
+  private readonly onTurn: (() => void) | undefined
+  /** Data segments sent to each peer (by address) in the current turn. */
+  private readonly turnSegments = new Map<number, number>()
+  /** Counts turns; a connection's turnSent is for turn turnMark. */
+  private turnNumber = 0
+  /** Connections stopped by the per-turn cap (turnRoom); they continue at turnEnd. */
+  private readonly turnWaiting = new Set<TcpConnection>()
+  /** The most data segments sent to one peer in one turn since start. */
+  largestBurst = 0
   private rstWindowStart = -Infinity
   private rstCount = 0
   private closed = false
@@ -83,6 +99,7 @@ export class TcpCore implements ConnectionHost {
     this.isn = new IsnGenerator(this.options.isnSecret)
     this.random = opts.random ?? Math.random
     this.onBatch = opts.onBatch
+    this.onTurn = opts.onTurn
   }
 
   // ---- ConnectionHost ----
@@ -110,6 +127,46 @@ export class TcpCore implements ConnectionHost {
     const conns = [...this.batched]
     this.batched.clear()
     for (const conn of conns) conn.batchEnd(now)
+  }
+
+  dataSent (conn: TcpConnection): void {
+    if (this.onTurn === undefined) return
+    const turn = this.turnSegments
+    if (turn.size === 0) this.onTurn()
+    turn.set(conn.remoteAddress, (turn.get(conn.remoteAddress) ?? 0) + 1)
+    if (conn.turnMark !== this.turnNumber) {
+      conn.turnMark = this.turnNumber
+      conn.turnSent = 0
+    }
+    conn.turnSent++
+  }
+
+  /**
+   * One more data segment of this connection fits in the current turn (options.maxBurst). If not,
+   * the connection continues at turnEnd: a WireGuard peer reads the tunnel from a UDP socket whose
+   * buffer (the kernel's default 208 KiB, ~90 datagrams) a whole window written in one turn
+   * overflows. Per connection, not per peer: a peer's share split over hundreds of connections
+   * held each one's loss recovery back for many turns (RTOs, and user timeouts at 200).
+   */
+  turnRoom (conn: TcpConnection): boolean {
+    const cap = this.options.maxBurst
+    if (this.onTurn === undefined || cap === 0 || conn.turnMark !== this.turnNumber || conn.turnSent < cap) return true
+    this.turnWaiting.add(conn)
+    return false
+  }
+
+  /** The turn is over: each peer's data segments of it go into tcp_bursts, and capped connections continue (see onTurn). */
+  turnEnd (now: number): void {
+    this.turnNumber++
+    for (const segments of this.turnSegments.values()) {
+      this.counters.bursts.inc(burstLabel(segments))
+      if (segments > this.largestBurst) this.largestBurst = segments
+    }
+    this.turnSegments.clear()
+    if (this.turnWaiting.size === 0) return
+    const waiting = [...this.turnWaiting]
+    this.turnWaiting.clear()
+    for (const conn of waiting) conn.resume(now)
   }
 
   get timeWaitFull (): boolean {

@@ -16,6 +16,8 @@ export class TcpCounters {
   /** Connections opened (active, passive) and closed (by reason). */
   readonly opened: CounterFamily
   readonly closed: CounterFamily
+  /** Event-loop turns that sent data segments to one peer, by how many (BURST_BUCKETS). */
+  readonly bursts: CounterFamily
 
   constructor (metrics: Metrics) {
     this.dropped = metrics.family('tcp_dropped', 'TCP segments dropped, by reason')
@@ -25,6 +27,19 @@ export class TcpCounters {
     this.connections = metrics.family('tcp_connections', 'TCP connections currently in each state', 'gauge')
     this.opened = metrics.family('tcp_connections_opened', 'TCP connections opened, active or passive')
     this.closed = metrics.family('tcp_connections_closed', 'TCP connections closed, by reason')
+    this.bursts = metrics.family('tcp_bursts', 'Event-loop turns that sent data segments to one peer, by how many segments (le_N: at most N)')
     for (const name of STATE_NAMES) if (name !== 'LISTEN') this.connections.inc(name, 0)
   }
 }
+
+/** Upper bounds of the burst buckets (segments to one peer in one turn); above the last: `over_<last>`. */
+export const BURST_BUCKETS = [8, 16, 32, 64, 128, 256] as const
+
+/** The tcp_bursts label for a burst of `segments`. */
+export function burstLabel (segments: number): string {
+  for (const bound of BURST_BUCKETS) if (segments <= bound) return BURST_LABELS[bound]!
+  return BURST_OVER
+}
+
+const BURST_LABELS: Record<number, string> = Object.fromEntries(BURST_BUCKETS.map(b => [b, `le_${b}`]))
+const BURST_OVER = `over_${BURST_BUCKETS[BURST_BUCKETS.length - 1]}`

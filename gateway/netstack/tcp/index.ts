@@ -37,6 +37,8 @@
  * userTimeout (60 s), keepAlive*, maxConnections, maxConnectionsPerPeer, maxHalfOpen, minRto /
  * maxRto (200 ms / 120 s), sack, timestamps, windowScaling, delayedAck (40 ms), pacing (on: data
  * leaves at 2 x cwnd / SRTT in slow start, 1.2 x after, in bursts of at least 10 segments or 2 ms).
+ * maxBurst (32: at most this many data segments a connection sends back to back, at its pacing
+ * rate and in one event-loop turn; the rest continues when the turn ends; 0: no cap).
  * batching (on: in-order data of one event-loop poll phase reaches the socket as one chunk and is
  * acknowledged once, like a kernel with GRO; with SACK, out-of-order segments too; at most 64 KiB
  * per ACK).
@@ -46,12 +48,12 @@
  *
  * Inside: core.ts is the sans-IO stack (segments and `now` in; datagrams, socket events and the
  * next deadline out) over connection.ts (application calls, state changes), input.ts (segment
- * arrival), output.ts (what to send), timers.ts (expiry). A connection's state lives in objects
- * that each keep their invariants and change only through their methods: send-space.ts (SND.*,
- * the send buffer), receive-space.ts (RCV.*, the out-of-order queue, the ACK owed), recovery.ts
- * (SACK scoreboard, fast recovery, probes), deadlines.ts (every timer), events.ts (what the
- * application is told), rtt.ts; cc/ (NewReno, CUBIC), sack.ts (sender scoreboard), reassembly.ts
- * (receiver out-of-order queue), send-buffer.ts. stack.ts is the thin shell with the single
+ * arrival), output.ts (what to send, paced by pacer.ts), timers.ts (expiry). A connection's state
+ * lives in objects that each keep their invariants and change only through their methods:
+ * send-space.ts (SND.*, the send buffer), receive-space.ts (RCV.*, the out-of-order queue, the ACK
+ * owed), recovery.ts (SACK scoreboard, fast recovery, probes), deadlines.ts (every timer),
+ * events.ts (what the application is told), rtt.ts; cc/ (NewReno, CUBIC), sack.ts (sender
+ * scoreboard), reassembly.ts (receiver out-of-order queue), send-buffer.ts. stack.ts is the thin shell with the single
  * timer; socket.ts the Duplex.
  */
 export { TcpStack, type TcpStackOptions, type TcpConnectOptions, type TcpListenOptions } from './stack.ts'

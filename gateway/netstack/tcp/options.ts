@@ -26,6 +26,11 @@ export interface TcpOptions {
   /** Pace data segments at a multiple of cwnd / SRTT instead of sending each window as one burst. */
   pacing: boolean
   /**
+   * The most data segments one connection sends back to back: at its pacing rate, and in one turn
+   * of the event loop (with a shell that reports turns: TcpStack). 0: no cap but the pacing rate's.
+   */
+  maxBurst: number
+  /**
    * Tail loss probes (RFC 8985 7): when an ACK is overdue by ~2 SRTT, send one segment to draw one,
    * instead of waiting for the retransmission timeout (at least 200 ms).
    */
@@ -80,6 +85,7 @@ export const DEFAULT_TCP_OPTIONS: Readonly<TcpOptions> = Object.freeze({
   noDelay: true,
   verifyChecksums: false,
   pacing: true,
+  maxBurst: C.DEFAULT_MAX_BURST,
   tailLossProbe: true,
   batching: true,
   sack: true,
@@ -135,7 +141,7 @@ export function resolveTcpOptions (overrides: Partial<TcpOptions> = {}): Resolve
     'maxRto', 'initialRto', 'maxConnections', 'maxConnectionsPerPeer', 'maxHalfOpen', 'maxOutOfOrderSegments',
     'keepAliveIdle', 'keepAliveInterval', 'keepAliveProbes', 'challengeAcksPerSecond', 'rstsPerSecond'] as const) positive(name)
   for (const name of ['delayedAck', 'synRetries', 'synAckRetries', 'maxRetransmits', 'timeWait', 'finWait2Timeout',
-    'closeWaitTimeout', 'lastAckTimeout', 'userTimeout', 'maxTimeWait'] as const) positive(name, 0)
+    'closeWaitTimeout', 'lastAckTimeout', 'userTimeout', 'maxTimeWait', 'maxBurst'] as const) positive(name, 0)
   if (o.minRto > o.maxRto) throw new RangeError('TCP option minRto must be <= maxRto')
   if (o.ephemeralPortMin < 1 || o.ephemeralPortMax > 65535 || o.ephemeralPortMin > o.ephemeralPortMax) {
     throw new RangeError('TCP ephemeral port range must be within 1..65535')

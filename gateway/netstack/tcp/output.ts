@@ -6,7 +6,8 @@
 import type { TcpConnection } from './connection.ts'
 import { TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN, TCP_PSH } from '../../../proto/wire/tcp.ts'
 import { seqAdd, seqDiff, seqGt, seqLt, seqLe, seqMax } from './seq.ts'
-import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, PACE_BURST_MS, PACE_BURST_SEGMENTS, PACE_MIN_SRTT, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
+import { MAX_SACK_BLOCKS, MAX_SACK_BLOCKS_WITH_TS, TLP_DELAYED_ACK, TLP_MIN_TIMEOUT } from './constants.ts'
+import { burstAllowance, nextDue, pacingRate } from './pacer.ts'
 import { ESTABLISHED, FIN_WAIT_1, CLOSE_WAIT, CLOSING, LAST_ACK, SYN_SENT, SYN_RECEIVED } from './state.ts'
 import { buildDatagram } from './segment.ts'
 
@@ -28,6 +29,11 @@ export function transmit (conn: TcpConnection, now: number): void {
         // Paced: the rest leaves when the pacing timer fires. Data waiting here counts as using the
         // window (RFC 7661 is about an application that does not fill it; this one would).
         timers.paceUntil(timers.paceNext)
+        if (conn.snd.hasUnsent()) recovery.setCwndLimited(true)
+        break
+      }
+      if (!conn.host.turnRoom(conn)) {
+        // This turn's share is used up: the host resumes us at the turn's end.
         if (conn.snd.hasUnsent()) recovery.setCwndLimited(true)
         break
       }
@@ -207,6 +213,7 @@ function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, 
   if (fin) flags |= TCP_FIN
   if (len > 0 && seqAdd(seq, len) === conn.snd.dataEnd) flags |= TCP_PSH
   emitSegment(conn, seq, flags, len, now)
+  conn.host.dataSent(conn)
   if (conn.options.pacing) pace(conn, len, now)
   if (retransmitCause !== '') {
     conn.host.counters.retransmits.inc(retransmitCause)
@@ -221,20 +228,15 @@ function sendData (conn: TcpConnection, seq: number, len: number, fin: boolean, 
 }
 
 /**
- * Pacing, as Linux's sk_pacing_rate: 2 x cwnd / SRTT while cwnd is below half of ssthresh (slow
- * start), 1.2 x cwnd / SRTT after. A window then spreads over the round trip instead of leaving as
- * one burst that overflows a shallow queue on the path (a UDP socket buffer of a WireGuard peer
- * holds ~100 datagrams). Bursts of PACE_BURST_MS worth (at least PACE_BURST_SEGMENTS) still leave
- * at once: the stack's single timer has millisecond granularity.
+ * Pacing (pacer.ts): a window spreads over the round trip instead of leaving as one burst that
+ * overflows a shallow queue on the path (a WireGuard peer's UDP socket buffer holds ~90 datagrams).
  */
 function pace (conn: TcpConnection, len: number, now: number): void {
   if (!conn.rtt.hasSample) return
   const cc = conn.cc
-  const rate = (cc.cwnd < cc.ssthresh / 2 ? 2 : 1.2) * cc.cwnd / Math.max(conn.rtt.srtt, PACE_MIN_SRTT)
-  const allowance = Math.max(PACE_BURST_MS, PACE_BURST_SEGMENTS * conn.smss / rate)
-  const paceNext = conn.timers.paceNext
-  const from = paceNext < now - allowance ? now - allowance : paceNext
-  conn.timers.nextSegmentDue(from + len / rate)
+  const rate = pacingRate(cc.cwnd, cc.ssthresh, conn.rtt.srtt)
+  const allowance = burstAllowance(rate, conn.smss, conn.options.maxBurst)
+  conn.timers.nextSegmentDue(nextDue(conn.timers.paceNext, now, len, rate, allowance))
 }
 
 /** Zero-window probing (RFC 9293 3.8.6.1): armed when data waits on a closed window with nothing in flight. */

@@ -70,6 +70,8 @@ export class TcpStack implements SocketHost {
       options: opts.options,
       // Everything node delivers in one poll phase (a socket read loop) is one batch.
       onBatch: () => { setImmediate(this.onBatchEnd) },
+      // The turn's datagrams are all in the socket's queue by the check phase.
+      onTurn: () => { setImmediate(this.onTurnEnd) },
     })
   }
 
@@ -200,6 +202,12 @@ export class TcpStack implements SocketHost {
     this.timerAt = next
     this.timer = setTimeout(this.onTimer, Math.max(0, next - this.clock()))
     this.timer.unref()
+  }
+
+  private readonly onTurnEnd = (): void => {
+    if (this.closed) return
+    this.core.turnEnd(this.clock())
+    this.arm()
   }
 
   private readonly onBatchEnd = (): void => {

@@ -1,6 +1,6 @@
 /** The stack core (core.ts): LISTEN, segments for no connection, limits, TIME-WAIT reuse, bad input. */
 import t from 'tap'
-import { Scripted, Recorder, ADDR_A, ADDR_B, buildSegment } from './harness.ts'
+import { Scripted, Sim, Recorder, ADDR_A, ADDR_B, buildSegment, parseSegment, randomData, sha256 } from './harness.ts'
 import { parseIPv4 } from '../../../../proto/wire/ipv4.ts'
 import { Fixture, PEER_PORT, PEER_ISS, MSS } from './fixture.ts'
 import type { TcpConnection } from '../../../../gateway/netstack/tcp/connection.ts'
@@ -142,4 +142,53 @@ t.test('garbage segments never throw out of input()', async t => {
   t.equal(s.counter('tcp_dropped', 'internal_error'), 0)
   s.advance(600_000)
   t.equal(s.core.size, 0, 'everything garbage opened has timed out')
+})
+
+t.test('ESTABLISHED turns: each of eight connections to one peer sends at most maxBurst segments per turn, byte-exact', async t => {
+  // Every virtual instant is a turn (Sim with turns). Without pacing only the cap holds a
+  // connection back: each could send its whole window at once; the ones it stopped continue at
+  // the turn's end.
+  const sim = new Sim({ delay: 1 }, { maxBurst: 4, pacing: false }, {}, true)
+  const size = 300_000
+  const servers: Recorder[] = []
+  sim.b.listen(80, conn => {
+    const r = new Recorder()
+    r.keepChunks = false
+    r.conn = conn
+    servers.push(r)
+    return r
+  })
+  const sources = Array.from({ length: 8 }, (_, i) => randomData(size, 100 + i))
+  const clients = sources.map(() => {
+    const r = new Recorder()
+    r.now = () => sim.now
+    r.conn = sim.a.connect(ADDR_B, 80, r, sim.now)
+    return r
+  })
+  t.ok(sim.run(() => clients.every(c => c.connected), 1000), 'all connected')
+  // Data segments of each connection (by our port) in the current turn, and the most seen.
+  const perTurn = new Map<number, number>()
+  let most = 0
+  sim.tap = (from, datagram) => {
+    const seg = parseSegment(datagram)
+    if (from === 'a' && seg.payload.length > 0) perTurn.set(seg.srcPort, (perTurn.get(seg.srcPort) ?? 0) + 1)
+    return true
+  }
+  sim.onTurnEnd = () => {
+    for (const n of perTurn.values()) most = Math.max(most, n)
+    perTurn.clear()
+  }
+  clients.forEach((c, i) => { c.stream(sources[i], sim.now) })
+  let atFirstDone: number[] | null = null
+  const finished = sim.run(() => {
+    if (atFirstDone === null && servers.some(s => s.received === size)) atFirstDone = servers.map(s => s.received)
+    return servers.length === 8 && servers.every(s => s.ended)
+  }, 60_000)
+  t.ok(finished, 'every transfer ended')
+  t.same(servers.map(s => s.digest).sort(), sources.map(d => sha256(d)).sort(), 'each connection\'s bytes arrived exactly')
+  t.equal(most, 4, 'no connection sent more than 4 data segments in a turn, and the cap was reached')
+  t.ok(sim.a.largestBurst > 4 && sim.a.largestBurst <= 32, `the peer got up to 8 x 4 in a turn (${sim.a.largestBurst}): the cap is per connection`)
+  t.ok(Object.values(sim.metricsA.snapshot().tcp_bursts ?? {}).reduce((a, b) => a + b, 0) > 0, 'turns counted in tcp_bursts')
+  const slowest = Math.min(...atFirstDone!)
+  t.ok(slowest >= size / 2, `when the first finished, every other had at least half (${atFirstDone!.map(n => Math.round(n / 1000)).join(', ')} KB)`)
 })

@@ -59,8 +59,13 @@ export class Sim {
   private readonly ba: Direction
   /** Optional hook to look at (and veto) every datagram on the wire. */
   tap: ((from: 'a' | 'b', datagram: Buffer) => boolean) | null = null
+  /** With `turns`: a stack sent data since its last turn end (each virtual instant is a turn, as TcpStack's event-loop turn). */
+  private turnPendingA = false
+  private turnPendingB = false
+  /** With `turns`: called at each turn's end, before the stacks see it. */
+  onTurnEnd: (() => void) | null = null
 
-  constructor (link: LinkConfig = {}, optionsA: Partial<TcpOptions> = {}, optionsB: Partial<TcpOptions> = {}) {
+  constructor (link: LinkConfig = {}, optionsA: Partial<TcpOptions> = {}, optionsB: Partial<TcpOptions> = {}, turns = false) {
     const cfg: Required<LinkConfig> = {
       seed: 1, loss: 0, duplicate: 0, delay: 1, jitter: 0, bandwidth: Infinity, queueBytes: Infinity, ...link,
     }
@@ -74,6 +79,7 @@ export class Sim {
       metrics: this.metricsA,
       options: { isnSecret: Buffer.alloc(32, 1), ...optionsA },
       random: () => portRandomA.next(),
+      ...(turns ? { onTurn: () => { this.turnPendingA = true } } : {}),
     })
     this.b = new TcpCore({
       localAddress: ADDR_B,
@@ -81,6 +87,7 @@ export class Sim {
       metrics: this.metricsB,
       options: { isnSecret: Buffer.alloc(32, 2), ...optionsB },
       random: () => portRandomB.next(),
+      ...(turns ? { onTurn: () => { this.turnPendingB = true } } : {}),
     })
   }
 
@@ -134,7 +141,7 @@ export class Sim {
     let head = 0
     while (!done()) {
       const nextPacket = head < this.queue.length ? this.queue[head].at : Infinity
-      const next = Math.min(nextPacket, this.a.nextDeadline(), this.b.nextDeadline())
+      const next = this.turnPendingA || this.turnPendingB ? this.now : Math.min(nextPacket, this.a.nextDeadline(), this.b.nextDeadline())
       if (next === Infinity || next > limit) break
       if (next > this.now) this.now = next
       while (head < this.queue.length && this.queue[head].at <= this.now) {
@@ -148,9 +155,22 @@ export class Sim {
       }
       this.a.poll(this.now)
       this.b.poll(this.now)
+      this.endTurns()
     }
     this.queue.splice(0, head)
     return done()
+  }
+
+  private endTurns (): void {
+    if ((this.turnPendingA || this.turnPendingB) && this.onTurnEnd !== null) this.onTurnEnd()
+    if (this.turnPendingA) {
+      this.turnPendingA = false
+      this.a.turnEnd(this.now)
+    }
+    if (this.turnPendingB) {
+      this.turnPendingB = false
+      this.b.turnEnd(this.now)
+    }
   }
 
   /** Advances virtual time by `ms`, processing everything due. */

@@ -1,9 +1,10 @@
-/** The shell: one timer per stack whatever the number of connections, and the clock it owns. */
+/** The shell: one timer per stack whatever the number of connections, the clock it owns, and its turns (the burst cap). */
 import t from 'tap'
 import dgram from 'node:dgram'
+import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { Worker } from 'node:worker_threads'
-import { StackPair, parseSegment, ADDR_B } from './harness.ts'
+import { StackPair, parseSegment, randomData, ADDR_B } from './harness.ts'
 import { parseIPv4 } from '../../../../proto/wire/ipv4.ts'
 import { TcpStack } from '../../../../gateway/netstack/tcp/stack.ts'
 import { Metrics } from '../../../../gateway/metrics.ts'
@@ -123,4 +124,66 @@ t.test('data in flight, the event loop held past the RTO while the ACK waits in 
   t.equal(counters.retransmits.get('rto'), 0, 'nothing retransmitted')
   t.equal(conn.snd.una, conn.snd.max, 'the data is acknowledged')
   client.destroy()
+})
+
+interface SmallBufferRun { sent: number, received: number, digest: string, largestBurst: number, sackRetransmits: number }
+
+/**
+ * A bulk transfer from stack A to stack B whose datagrams go through a real UDP socket on
+ * loopback with a small receive buffer (as a WireGuard peer reads the tunnel from a socket with
+ * the kernel's default buffer); B's ACKs come back in memory. Drops: datagrams A sent less those
+ * B's socket delivered.
+ */
+async function bulkIntoSmallBuffer (data: Buffer, maxBurst: number): Promise<SmallBufferRun> {
+  const receiver = dgram.createSocket({ type: 'udp4', recvBufferSize: 32 * 1024 })
+  const sender = dgram.createSocket('udp4')
+  receiver.bind(0, '127.0.0.1')
+  sender.bind(0, '127.0.0.1')
+  await Promise.all([once(receiver, 'listening'), once(sender, 'listening')])
+  const port = receiver.address().port
+  let sent = 0
+  let received = 0
+  let b: TcpStack | null = null
+  const a = new TcpStack({ localAddress: '10.100.0.1', ip: { send: d => { sent++; sender.send(d, port, '127.0.0.1') } }, metrics: new Metrics(), options: { maxBurst } })
+  b = new TcpStack({ localAddress: ADDR_B, ip: { send: d => { setImmediate(() => a.input(parseIPv4(d), d)) } }, metrics: new Metrics() })
+  receiver.on('message', d => { received++; b!.input(parseIPv4(d), d) })
+  const arrived = new Promise<string>((resolve, reject) => {
+    b!.listen(80, s => {
+      const hash = createHash('sha256')
+      s.on('data', d => hash.update(d))
+      s.on('end', () => { resolve(hash.digest('hex')) })
+      s.on('error', reject)
+    })
+  })
+  const client = a.connect({ host: '10.100.0.2', port: 80 })
+  client.on('error', () => {})
+  client.end(data)
+  let timer: NodeJS.Timeout | undefined
+  const limit = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`not done in 60 s (${received} datagrams in)`)) }, 60_000) })
+  try {
+    const digest = await Promise.race([arrived, limit])
+    return { sent, received, digest, largestBurst: a.core.largestBurst, sackRetransmits: a.core.counters.retransmits.get('sack') }
+  } finally {
+    clearTimeout(timer)
+    client.destroy()
+    a.close()
+    b.close()
+    receiver.close()
+    sender.close()
+  }
+}
+
+t.test('a receiver with a small UDP receive buffer: a bulk transfer arrives byte-exact, with fewer datagrams dropped under the per-turn burst cap', async t => {
+  const data = randomData(2 * 1024 * 1024, 18)
+  const digest = createHash('sha256').update(data).digest('hex')
+  const uncapped = await bulkIntoSmallBuffer(data, 0)
+  const capped = await bulkIntoSmallBuffer(data, 8)
+  t.equal(uncapped.digest, digest, 'without the cap: byte-exact')
+  t.equal(capped.digest, digest, 'with the cap: byte-exact')
+  const dropsUncapped = uncapped.sent - uncapped.received
+  const dropsCapped = capped.sent - capped.received
+  t.ok(uncapped.largestBurst > 8, `without the cap a turn sent ${uncapped.largestBurst} segments`)
+  t.ok(capped.largestBurst <= 8, `with the cap no turn sent more than 8 (${capped.largestBurst})`)
+  t.ok(dropsUncapped > 0, `the small buffer dropped whole windows (${dropsUncapped} datagrams, ${uncapped.sackRetransmits} SACK retransmissions)`)
+  t.ok(dropsCapped < dropsUncapped, `fewer drops with the cap (${dropsCapped} against ${dropsUncapped}; ${capped.sackRetransmits} SACK retransmissions)`)
 })
