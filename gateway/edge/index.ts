@@ -83,6 +83,7 @@ import { childLogger, moduleLogger } from '../../proto/log.ts'
 import { bindDualStack, DUAL_STACK_ANY, plainAddress } from '../../proto/net/address.ts'
 import { EDGE_DEFAULTS, TLS_CIPHERS, type EdgeOptions } from './options.ts'
 import { listen, noIpv6 } from './bind.ts'
+import { boundTlsWrites } from './tls-writes.ts'
 import { acceptWireGuardUpgrade, attachWireGuardAlpn, isWireGuardUpgrade } from './wg-over-tls.ts'
 
 export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
@@ -434,7 +435,7 @@ export class Edge {
     // first, and the access log names the idle timeout.
     server.setTimeout((o.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 1_000)
 
-    server.on('secureConnection', (socket: tls.TLSSocket) => this.track(socket))
+    server.on('secureConnection', (socket: tls.TLSSocket) => { boundTlsWrites(socket); this.track(socket) })
     server.on('request', this.proxy.handleRequest)
     const streams = o.wireguardStreams
     if (streams === undefined) server.on('upgrade', this.proxy.handleUpgrade)
