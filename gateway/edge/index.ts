@@ -27,6 +27,7 @@
  *     challenges?,                      // ChallengeResponder for /.well-known/acme-challenge/ (default: 404)
  *     tlsAlpnChallenges?,               // ACME TLS-ALPN-01 responder attached to the HTTPS listener (acme/)
  *     http2?,                           // default true (ALPN h2 + http/1.1)
+ *     tlsWriteMax?,                     // bytes per write to a client's TLS socket, below 16 KiB (default: node's own)
  *     idleTimeoutMs?,                   // default 300 000: no byte either way for this long ends an exchange
  *     upstreamTimeoutMs?,               // default 120 000: request fully sent -> response headers (504)
  *     connectTimeoutMs?,                // default 15 000 (502)
@@ -435,7 +436,11 @@ export class Edge {
     // first, and the access log names the idle timeout.
     server.setTimeout((o.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 1_000)
 
-    server.on('secureConnection', (socket: tls.TLSSocket) => { boundTlsWrites(socket); this.track(socket) })
+    const writeMax = o.tlsWriteMax
+    server.on('secureConnection', (socket: tls.TLSSocket) => {
+      if (writeMax !== undefined) boundTlsWrites(socket, writeMax)
+      this.track(socket)
+    })
     server.on('request', this.proxy.handleRequest)
     const streams = o.wireguardStreams
     if (streams === undefined) server.on('upgrade', this.proxy.handleUpgrade)
