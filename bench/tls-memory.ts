@@ -48,7 +48,7 @@ origin). Needs cc and Node's headers (node_api.h, openssl/); loopback only; not 
     up: { type: 'string', default: '0', value: 'BYTES', help: 'request body each connection sends before idling, 0-16777216' },
     down: { type: 'string', default: '0', value: 'BYTES', help: 'response body each connection reads before idling, 0-16777216' },
     'down-chunk': { type: 'string', value: 'BYTES', help: 'the net, tls and h2 servers write the response body in pieces of this size, each after the last was taken (default: one write)' },
-    'tls-write-max': { type: 'string', value: 'BYTES', help: "the edge's tlsWriteMax, 1-16383 (default: unset, node's own writes)" },
+    'tls-write-max': { type: 'string', value: 'BYTES', help: "the edge's tlsWriteMax, 0-16383 (0: node's own writes; default: the edge's default, 16000)" },
     h2: { type: 'boolean', help: 'clients speak HTTP/2 (ALPN h2; windows as a browser sets them: 6 MiB per stream, 15 MiB per connection), one request each; servers h2 and edge only' },
     live: { type: 'boolean', help: 'record the live malloc blocks by allocating function (slow; use a few hundred connections)' },
     'server-env': { type: 'string', value: "'K=V ...'", help: 'environment added to the server process (GLIBC_TUNABLES=..., MALLOC_ARENA_MAX=2)' },
@@ -193,7 +193,7 @@ async function startEdge (answer: Answer, tlsWriteMax: number): Promise<{ port: 
     https: { host: '127.0.0.1', port: 0 },
     keepAliveTimeoutMs: 3_600_000,
     idleTimeoutMs: 3_600_000,
-    ...(tlsWriteMax > 0 ? { tlsWriteMax } : {}),
+    ...(tlsWriteMax >= 0 ? { tlsWriteMax } : {}),
   })
   edge.updateRoutes([{ instanceId: 'tls-memory', tunnelIp: '127.0.0.1', port: (origin.address() as net.AddressInfo).port, hostnames: [HOSTNAME] }])
   await edge.start()
@@ -415,7 +415,7 @@ function settings (values: Record<string, string | boolean | undefined>): Settin
     up: numberOption('up', values.up as string, 0, 16_777_216),
     down: numberOption('down', values.down as string, 0, 16_777_216),
     downChunk: values['down-chunk'] === undefined ? 0 : numberOption('down-chunk', values['down-chunk'] as string, 1, 16_777_216),
-    tlsWriteMax: values['tls-write-max'] === undefined ? 0 : numberOption('tls-write-max', values['tls-write-max'] as string, 1, 16_383),
+    tlsWriteMax: values['tls-write-max'] === undefined ? -1 : numberOption('tls-write-max', values['tls-write-max'] as string, 0, 16_383),
     h2: values.h2 === true,
     live: values.live === true,
     serverEnv,
@@ -432,7 +432,7 @@ async function main (): Promise<void> {
   const s = parseBenchArgs(SPEC, values => settings(values))
   buildNative('tls-probe.c', 'tls-probe.node', [])
   const liveLibrary = s.live ? buildNative('malloc-live.c', 'malloc-live.so', ['-ldl']) : undefined
-  console.log(`TLS memory bench ${new Date().toISOString()}, node ${process.version} (OpenSSL ${process.versions.openssl}), ${s.connections} connections, up ${s.up} B, down ${s.down} B${s.h2 ? ' over HTTP/2' : ''}${s.tlsWriteMax > 0 ? `, edge tlsWriteMax ${s.tlsWriteMax}` : ''}${s.downChunk > 0 ? ` in writes of ${s.downChunk} B` : ''}${Object.keys(s.serverEnv).length > 0 ? `, server env ${JSON.stringify(s.serverEnv)}` : ''}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
+  console.log(`TLS memory bench ${new Date().toISOString()}, node ${process.version} (OpenSSL ${process.versions.openssl}), ${s.connections} connections, up ${s.up} B, down ${s.down} B${s.h2 ? ' over HTTP/2' : ''}${s.tlsWriteMax >= 0 ? `, edge tlsWriteMax ${s.tlsWriteMax}` : ''}${s.downChunk > 0 ? ` in writes of ${s.downChunk} B` : ''}${Object.keys(s.serverEnv).length > 0 ? `, server env ${JSON.stringify(s.serverEnv)}` : ''}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   const rows: Row[] = []
   for (let round = 1; round <= s.rounds; round++) {
     for (const kind of s.servers) rows.push(await measure(kind, round, s, liveLibrary))

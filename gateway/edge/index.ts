@@ -27,7 +27,7 @@
  *     challenges?,                      // ChallengeResponder for /.well-known/acme-challenge/ (default: 404)
  *     tlsAlpnChallenges?,               // ACME TLS-ALPN-01 responder attached to the HTTPS listener (acme/)
  *     http2?,                           // default true (ALPN h2 + http/1.1)
- *     tlsWriteMax?,                     // bytes per write to a client's TLS socket, below 16 KiB (default: node's own)
+ *     tlsWriteMax?,                     // default 16 000 bytes per write to a client's TLS socket (0: node's own)
  *     idleTimeoutMs?,                   // default 300 000: no byte either way for this long ends an exchange
  *     upstreamTimeoutMs?,               // default 120 000: request fully sent -> response headers (504)
  *     connectTimeoutMs?,                // default 15 000 (502)
@@ -436,9 +436,9 @@ export class Edge {
     // first, and the access log names the idle timeout.
     server.setTimeout((o.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 1_000)
 
-    const writeMax = o.tlsWriteMax
+    const writeMax = o.tlsWriteMax ?? EDGE_DEFAULTS.tlsWriteMax
     server.on('secureConnection', (socket: tls.TLSSocket) => {
-      if (writeMax !== undefined) boundTlsWrites(socket, writeMax)
+      if (writeMax > 0) boundTlsWrites(socket, writeMax)
       this.track(socket)
     })
     server.on('request', this.proxy.handleRequest)

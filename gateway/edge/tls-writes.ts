@@ -4,9 +4,8 @@
  * its ring for the connection's life (`NodeBIO::set_allocate_tls_hint`): an idle connection that
  * has carried a download held 80-280 KB instead of 16. Larger writes are split, and chunks queued
  * behind a slow reader (node's `writev`, one TLS write of their total) are written in groups.
- * Writes at or under the bound, and small batches, go through unchanged. It costs about a quarter
- * more CPU per GB downloaded (four TLS writes, socket writes and event-loop turns for each of the
- * proxy's 64 KiB pieces), so the edge sets it only when asked (EdgeOptions.tlsWriteMax).
+ * Writes at or under the bound, and small batches, go through unchanged (EdgeOptions.tlsWriteMax;
+ * the CPU per GB downloaded was the same within noise, bench/tls-writes.ts).
  *
  * HTTP/2 sessions write their frames from C++ straight into TLSWrap, not through these methods.
  */
