@@ -437,6 +437,8 @@ export class Edge {
     server.setTimeout((o.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 1_000)
 
     const writeMax = o.tlsWriteMax ?? EDGE_DEFAULTS.tlsWriteMax
+    // From 16 KiB up node sizes its kept output block by the write: the bound would do nothing.
+    if (!Number.isInteger(writeMax) || writeMax < 0 || writeMax >= 16_384) throw new RangeError(`edge tlsWriteMax must be an integer from 0 to 16383, not ${writeMax}`)
     server.on('secureConnection', (socket: tls.TLSSocket) => {
       if (writeMax > 0) boundTlsWrites(socket, writeMax)
       this.track(socket)

@@ -134,3 +134,9 @@ t.test('an edge with tlsWriteMax 0 hands the proxy\'s pieces to TLS whole', asyn
   t.equal(sha(got), sha(body), 'byte-exact')
   t.ok(Math.max(...sizes) > 16_384, `largest TLS write ${Math.max(...sizes)} B: node's own writes`)
 })
+
+t.test('an edge with tlsWriteMax of 16 KiB or more refuses to start', async t => {
+  for (const tlsWriteMax of [16_384, 65_536, -1, 1.5]) {
+    await t.rejects(startEdge(t, [], { tlsWriteMax }), /tlsWriteMax must be an integer from 0 to 16383/, `tlsWriteMax ${tlsWriteMax}`)
+  }
+})
