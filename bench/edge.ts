@@ -54,6 +54,7 @@ Ctrl-C.`,
     ...wrkOptions(16),
     rounds: { type: 'string', default: '2', value: 'N', help: 'measurement rounds per proxy, 1-5' },
     'log-level': { type: 'string', default: 'info', value: 'LEVEL', help: `our edge's log level (${LOG_LEVELS.join(', ')}): info logs a line per request, as in production` },
+    'http1.1': { type: 'boolean', help: 'bulk transfers (curl) over HTTP/1.1 (default: HTTP/2, which curl negotiates with both proxies)' },
     edges: { type: 'string', default: '1:all', value: 'W:C,W:C', help: `our edge as W processes (node:cluster on one listener, 1-4) on CPUs C (all, or a taskset list like 0 or 0+1), optionally :A with memory allocator A (${ALLOCATOR_NAMES.join(', ')}; default glibc); at most 4 set-ups, each measured like a proxy` },
   },
 } as const
@@ -69,7 +70,7 @@ const settings = parseBenchArgs(SPEC, values => {
     return { workers: numberOption('edges', m[1], 1, 4), cpus: m[2], allocator }
   })
   if (edges.length > 4) throw new UsageError('--edges takes at most 4 set-ups')
-  return { ...transferValues(values), ...wrkValues(values), rounds: numberOption('rounds', values.rounds, 1, 5), logLevel: values['log-level'], edges }
+  return { ...transferValues(values), ...wrkValues(values), rounds: numberOption('rounds', values.rounds, 1, 5), logLevel: values['log-level'], edges, http1: values['http1.1'] === true }
 })
 const SIZE_MB = settings.sizeMB
 const RUNS = settings.runs
@@ -167,7 +168,7 @@ interface TargetResult {
 }
 
 async function curlMBps (t: Target, args: string[], expectBytes: number, field: 'speed_download' | 'speed_upload'): Promise<{ mbps: number, body: string }> {
-  const r = await run('curl', ['-sS', '--max-time', String(TRANSFER_TIMEOUT_S), ...t.curlArgs, '-w', `\\n%{http_code} %{${field}} %{size_download} %{size_upload}`, ...args], TRANSFER_TIMEOUT_S + 5)
+  const r = await run('curl', ['-sS', '--max-time', String(TRANSFER_TIMEOUT_S), ...(settings.http1 && t.scheme === 'https' ? ['--http1.1'] : []), ...t.curlArgs, '-w', `\\n%{http_code} %{${field}} %{size_download} %{size_upload}`, ...args], TRANSFER_TIMEOUT_S + 5)
   const lines = r.stdout.trimEnd().split('\n')
   const [code, speed, down, up] = lines.pop()!.split(' ').map(Number)
   const bytes = field === 'speed_download' ? down : up

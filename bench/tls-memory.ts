@@ -48,6 +48,8 @@ origin). Needs cc and Node's headers (node_api.h, openssl/); loopback only; not 
     up: { type: 'string', default: '0', value: 'BYTES', help: 'request body each connection sends before idling, 0-16777216' },
     down: { type: 'string', default: '0', value: 'BYTES', help: 'response body each connection reads before idling, 0-16777216' },
     'down-chunk': { type: 'string', value: 'BYTES', help: 'the net, tls and h2 servers write the response body in pieces of this size, each after the last was taken (default: one write)' },
+    'tls-write-max': { type: 'string', value: 'BYTES', help: "the edge's tlsWriteMax, 0-16383 (0: node's own writes; default: the edge's default, 16000)" },
+    h2: { type: 'boolean', help: 'clients speak HTTP/2 (ALPN h2; windows as a browser sets them: 6 MiB per stream, 15 MiB per connection), one request each; servers h2 and edge only' },
     live: { type: 'boolean', help: 'record the live malloc blocks by allocating function (slow; use a few hundred connections)' },
     'server-env': { type: 'string', value: "'K=V ...'", help: 'environment added to the server process (GLIBC_TUNABLES=..., MALLOC_ARENA_MAX=2)' },
   },
@@ -60,6 +62,8 @@ interface Settings {
   up: number
   down: number
   downChunk: number
+  tlsWriteMax: number
+  h2: boolean
   live: boolean
   serverEnv: Record<string, string>
 }
@@ -97,7 +101,7 @@ function buildNative (source: string, output: string, extra: string[]): string {
 
 // ---- server side (a child process: --serve KIND) ----
 
-function serve (kind: ServerKind, down: number, downChunk: number): void {
+function serve (kind: ServerKind, down: number, downChunk: number, tlsWriteMax: number): void {
   const probe = createRequire(import.meta.url)(buildNative('tls-probe.c', 'tls-probe.node', [])) as Probe
   const body = Buffer.alloc(down, 0x61)
   const answer: Answer = (req, res) => {
@@ -119,7 +123,7 @@ function serve (kind: ServerKind, down: number, downChunk: number): void {
   }
   // Stopped with SIGTERM: exit through process.exit so the 'exit' hooks remove the edge's data directory.
   process.once('SIGTERM', () => process.exit(0))
-  const started = kind === 'edge' ? startEdge(answer) : startBare(kind, reply, answer)
+  const started = kind === 'edge' ? startEdge(answer, tlsWriteMax) : startBare(kind, reply, answer)
   void started.then(({ port, external }) => {
     if (external !== undefined) probe.watchSslMode(external)
     const reading = (): Reading => {
@@ -177,7 +181,7 @@ function sharedContextExternal (server: unknown): unknown {
   return creds?.context?._external
 }
 
-async function startEdge (answer: Answer): Promise<{ port: number, external: unknown }> {
+async function startEdge (answer: Answer, tlsWriteMax: number): Promise<{ port: number, external: unknown }> {
   const origin = http.createServer({ keepAliveTimeout: 3_600_000 }, answer as http.RequestListener)
   await new Promise<void>(resolve => origin.listen(0, '127.0.0.1', resolve))
   const dataDir = mkdtempSync(join(tmpdir(), 'cc-tls-memory-'))
@@ -189,6 +193,7 @@ async function startEdge (answer: Answer): Promise<{ port: number, external: unk
     https: { host: '127.0.0.1', port: 0 },
     keepAliveTimeoutMs: 3_600_000,
     idleTimeoutMs: 3_600_000,
+    ...(tlsWriteMax >= 0 ? { tlsWriteMax } : {}),
   })
   edge.updateRoutes([{ instanceId: 'tls-memory', tunnelIp: '127.0.0.1', port: (origin.address() as net.AddressInfo).port, hostnames: [HOSTNAME] }])
   await edge.start()
@@ -216,7 +221,7 @@ class Server {
   static async start (kind: ServerKind, s: Settings, liveLibrary: string | undefined): Promise<Server> {
     const env: NodeJS.ProcessEnv = { ...process.env, ...s.serverEnv }
     if (liveLibrary !== undefined) env.LD_PRELOAD = liveLibrary
-    const child = fork(join(ROOT, 'bin', 'run-ts.js'), [join(ROOT, 'bench', 'tls-memory.ts'), '--serve', kind, '--down', String(s.down), '--down-chunk', String(s.downChunk)], { execArgv: ['--expose-gc'], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const child = fork(join(ROOT, 'bin', 'run-ts.js'), [join(ROOT, 'bench', 'tls-memory.ts'), '--serve', kind, '--down', String(s.down), '--down-chunk', String(s.downChunk), '--tls-write-max', String(s.tlsWriteMax)], { execArgv: ['--expose-gc'], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     process.on('exit', () => child.kill('SIGKILL'))
     const port = await new Promise<number>((resolve, reject) => {
       child.once('message', (m: { port: number }) => resolve(m.port))
@@ -240,9 +245,10 @@ class Server {
 }
 
 /** One connection from 127.3.x.y: a request (after an `up`-byte body), its whole answer read, then held. */
-async function open (kind: ServerKind, port: number, index: number, s: Settings): Promise<net.Socket> {
+async function open (kind: ServerKind, port: number, index: number, s: Settings): Promise<Held> {
+  const options = { port, host: '127.0.0.1', localAddress: `127.3.${(index >> 8) & 255}.${index & 255 || 1}` }
+  if (s.h2) return await openH2(options, index, s)
   return await new Promise((resolve, reject) => {
-    const options = { port, host: '127.0.0.1', localAddress: `127.3.${(index >> 8) & 255}.${index & 255 || 1}` }
     const socket: net.Socket = kind === 'net'
       ? net.connect(options, send)
       : tls.connect({ ...options, servername: HOSTNAME, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, send)
@@ -268,6 +274,26 @@ async function open (kind: ServerKind, port: number, index: number, s: Settings)
   })
 }
 
+interface Held { destroy: () => void }
+
+/** The same over HTTP/2: one session, one stream read to its end, the session held. */
+async function openH2 (options: tls.ConnectionOptions, index: number, s: Settings): Promise<Held> {
+  return await new Promise((resolve, reject) => {
+    const session = http2.connect(`https://${HOSTNAME}`, {
+      createConnection: () => tls.connect({ ...options, servername: HOSTNAME, rejectUnauthorized: false, ALPNProtocols: ['h2'] }),
+      settings: { initialWindowSize: 6 * 1048576 },
+    })
+    const timer = setTimeout(() => { session.destroy(); reject(new Error(`connection ${index} not answered in ${OPEN_TIMEOUT_MS} ms`)) }, OPEN_TIMEOUT_MS)
+    session.on('error', err => { clearTimeout(timer); reject(err) })
+    session.once('connect', () => { session.setLocalWindowSize(15 * 1048576) })
+    const stream = session.request(s.up === 0 ? { ':path': '/' } : { ':path': '/', ':method': 'POST', 'content-length': String(s.up) })
+    stream.on('error', err => { clearTimeout(timer); reject(err) })
+    stream.end(s.up > 0 ? Buffer.alloc(s.up, 0x62) : undefined)
+    stream.on('data', () => {})
+    stream.on('end', () => { clearTimeout(timer); resolve(session) })
+  })
+}
+
 interface Row {
   round: number
   server: ServerKind
@@ -284,7 +310,7 @@ interface Row {
 
 async function measure (kind: ServerKind, round: number, s: Settings, liveLibrary: string | undefined): Promise<Row> {
   const server = await Server.start(kind, s, liveLibrary)
-  const held: net.Socket[] = []
+  const held: Held[] = []
   try {
     for (let i = 0; i < WARM_UP; i++) (await open(kind, server.port, 60_000 + i, s)).destroy()
     await sleep(300)
@@ -293,7 +319,7 @@ async function measure (kind: ServerKind, round: number, s: Settings, liveLibrar
     const { reading: one } = await server.ask<{ reading: Reading }>({ op: 'read' })
     if (liveLibrary !== undefined) await server.ask({ op: 'live-start' })
     for (let i = 2; i <= s.connections; i += OPEN_PARALLEL) {
-      const batch: Array<Promise<net.Socket>> = []
+      const batch: Array<Promise<Held>> = []
       for (let j = i; j < Math.min(i + OPEN_PARALLEL, s.connections + 1); j++) batch.push(open(kind, server.port, j, s))
       held.push(...await Promise.all(batch))
     }
@@ -375,6 +401,7 @@ function withoutParameters (name: string): string {
 function settings (values: Record<string, string | boolean | undefined>): Settings {
   const servers = String(values.servers).split(',').map(name => name.trim())
   for (const name of servers) if (!(SERVERS as readonly string[]).includes(name)) throw new UsageError(`--servers: unknown server "${name}"`)
+  if (values.h2 === true && servers.some(name => name !== 'h2' && name !== 'edge')) throw new UsageError('--h2: servers h2 and edge only')
   const serverEnv: Record<string, string> = {}
   for (const pair of String(values['server-env'] ?? '').split(/\s+/).filter(p => p !== '')) {
     const eq = pair.indexOf('=')
@@ -388,6 +415,8 @@ function settings (values: Record<string, string | boolean | undefined>): Settin
     up: numberOption('up', values.up as string, 0, 16_777_216),
     down: numberOption('down', values.down as string, 0, 16_777_216),
     downChunk: values['down-chunk'] === undefined ? 0 : numberOption('down-chunk', values['down-chunk'] as string, 1, 16_777_216),
+    tlsWriteMax: values['tls-write-max'] === undefined ? -1 : numberOption('tls-write-max', values['tls-write-max'] as string, 0, 16_383),
+    h2: values.h2 === true,
     live: values.live === true,
     serverEnv,
   }
@@ -397,13 +426,13 @@ async function main (): Promise<void> {
   const serveAt = process.argv.indexOf('--serve')
   if (serveAt !== -1) {
     const option = (name: string): number => { const at = process.argv.indexOf(name); return at === -1 ? 0 : Number(process.argv[at + 1]) }
-    serve(process.argv[serveAt + 1] as ServerKind, option('--down'), option('--down-chunk'))
+    serve(process.argv[serveAt + 1] as ServerKind, option('--down'), option('--down-chunk'), option('--tls-write-max'))
     return
   }
   const s = parseBenchArgs(SPEC, values => settings(values))
   buildNative('tls-probe.c', 'tls-probe.node', [])
   const liveLibrary = s.live ? buildNative('malloc-live.c', 'malloc-live.so', ['-ldl']) : undefined
-  console.log(`TLS memory bench ${new Date().toISOString()}, node ${process.version} (OpenSSL ${process.versions.openssl}), ${s.connections} connections, up ${s.up} B, down ${s.down} B${s.downChunk > 0 ? ` in writes of ${s.downChunk} B` : ''}${Object.keys(s.serverEnv).length > 0 ? `, server env ${JSON.stringify(s.serverEnv)}` : ''}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
+  console.log(`TLS memory bench ${new Date().toISOString()}, node ${process.version} (OpenSSL ${process.versions.openssl}), ${s.connections} connections, up ${s.up} B, down ${s.down} B${s.h2 ? ' over HTTP/2' : ''}${s.tlsWriteMax >= 0 ? `, edge tlsWriteMax ${s.tlsWriteMax}` : ''}${s.downChunk > 0 ? ` in writes of ${s.downChunk} B` : ''}${Object.keys(s.serverEnv).length > 0 ? `, server env ${JSON.stringify(s.serverEnv)}` : ''}, load average ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
   const rows: Row[] = []
   for (let round = 1; round <= s.rounds; round++) {
     for (const kind of s.servers) rows.push(await measure(kind, round, s, liveLibrary))

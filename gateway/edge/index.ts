@@ -27,6 +27,7 @@
  *     challenges?,                      // ChallengeResponder for /.well-known/acme-challenge/ (default: 404)
  *     tlsAlpnChallenges?,               // ACME TLS-ALPN-01 responder attached to the HTTPS listener (acme/)
  *     http2?,                           // default true (ALPN h2 + http/1.1)
+ *     tlsWriteMax?,                     // default 16 000 bytes per write to a client's TLS socket (0: node's own)
  *     idleTimeoutMs?,                   // default 300 000: no byte either way for this long ends an exchange
  *     upstreamTimeoutMs?,               // default 120 000: request fully sent -> response headers (504)
  *     connectTimeoutMs?,                // default 15 000 (502)
@@ -83,6 +84,7 @@ import { childLogger, moduleLogger } from '../../proto/log.ts'
 import { bindDualStack, DUAL_STACK_ANY, plainAddress } from '../../proto/net/address.ts'
 import { EDGE_DEFAULTS, TLS_CIPHERS, type EdgeOptions } from './options.ts'
 import { listen, noIpv6 } from './bind.ts'
+import { boundTlsWrites } from './tls-writes.ts'
 import { acceptWireGuardUpgrade, attachWireGuardAlpn, isWireGuardUpgrade } from './wg-over-tls.ts'
 
 export { RouteMap, normalizeHost, controlRoute, CONTROL_LABELS, CONTROL_ROUTE_ID, type Route, type RouteTable } from './routes.ts'
@@ -434,7 +436,13 @@ export class Edge {
     // first, and the access log names the idle timeout.
     server.setTimeout((o.idleTimeoutMs ?? EDGE_DEFAULTS.idleTimeoutMs) + 1_000)
 
-    server.on('secureConnection', (socket: tls.TLSSocket) => this.track(socket))
+    const writeMax = o.tlsWriteMax ?? EDGE_DEFAULTS.tlsWriteMax
+    // From 16 KiB up node sizes its kept output block by the write: the bound would do nothing.
+    if (!Number.isInteger(writeMax) || writeMax < 0 || writeMax >= 16_384) throw new RangeError(`edge tlsWriteMax must be an integer from 0 to 16383, not ${writeMax}`)
+    server.on('secureConnection', (socket: tls.TLSSocket) => {
+      if (writeMax > 0) boundTlsWrites(socket, writeMax)
+      this.track(socket)
+    })
     server.on('request', this.proxy.handleRequest)
     const streams = o.wireguardStreams
     if (streams === undefined) server.on('upgrade', this.proxy.handleUpgrade)

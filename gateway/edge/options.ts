@@ -10,6 +10,7 @@ import type { Issuer } from './issuer.ts'
 import type { EdgeLimits } from './limits.ts'
 import type { RelayIdentity } from './relay-identity.ts'
 import type { StreamHandler } from './wg-over-tls.ts'
+import { TLS_WRITE_MAX } from './tls-writes.ts'
 
 export interface ListenAddress {
   host?: string
@@ -33,6 +34,12 @@ export interface EdgeOptions {
   /** ACME TLS-ALPN-01 (acme/tls-alpn.ts): put in front of the HTTPS listener's connections. */
   tlsAlpnChallenges?: { attach (server: net.Server): void }
   http2?: boolean
+  /**
+   * Largest write handed to a client's TLS socket (HTTP/1.1; tls-writes.ts), below 16 KiB: an idle
+   * connection then keeps a 16 KiB output block after a download instead of one the size of its
+   * largest write (the proxy's 64 KiB pieces: 82 KB). Default 16,000; 0: node's own writes.
+   */
+  tlsWriteMax?: number
   idleTimeoutMs?: number
   upstreamTimeoutMs?: number
   connectTimeoutMs?: number
@@ -75,6 +82,7 @@ export const RELAY_MODES = ['stream', 'passthrough', 'request'] as const
 export type RelayMode = typeof RELAY_MODES[number]
 
 export const EDGE_DEFAULTS = {
+  tlsWriteMax: TLS_WRITE_MAX,
   idleTimeoutMs: 300_000,
   upstreamTimeoutMs: 120_000,
   connectTimeoutMs: 15_000,
