@@ -40,7 +40,7 @@ import { runOk, type Lab } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, listenEnv, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
 import { TRANSFER_OPTIONS, withShippedOpensslCaps, isMain, numberOption, round2, transferValues, UsageError, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
 import { measureHttp, measureSmall, medianSmall, type HttpResults, type MeasureOptions, type SmallRequestStats } from './baseline/measure.ts'
-import { cpuSeconds } from './baseline/proc.ts'
+import { cpuSeconds, runQueueSeconds } from './baseline/proc.ts'
 import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
 import { SMALL_BYTES, caddyfile, labBenchArgs, withBenchLab, wireguardGoPair, writeBenchFiles } from './baseline/lab.ts'
 
@@ -102,6 +102,8 @@ export interface PhaseCost {
   unit: 'ms/MB' | 'us/request'
   /** MB moved, or requests served. */
   amount: number
+  /** Seconds per program its threads waited for a CPU while runnable (run queue, all threads summed). */
+  runQueueS: Record<string, number>
   /** What the counters moved by in the window, non-zero ones: ours (GET /status), and the origin's UDP drops (both sides). */
   counters?: Record<string, number>
 }
@@ -241,6 +243,7 @@ async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[
   const timed = async (phase: Phase, cmd: string, args: string[], timeoutS: number): Promise<string> => {
     const countersBefore = await counters?.()
     const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid, WITH_WORKERS)]))
+    const queuedBefore = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, runQueueSeconds(pid, WITH_WORKERS)]))
     const from = monotonicUs()
     const r = await lab.exec(ns, cmd, args, { timeoutMs: timeoutS * 1000 })
     const to = monotonicUs()
@@ -260,6 +263,7 @@ async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[
       perUnit: Object.fromEntries(Object.entries(cpuS).map(([k, v]) => [k, round2(v * scale / amount)])),
       unit: phase === 'small' ? 'us/request' : 'ms/MB',
       amount,
+      runQueueS: Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, round2(runQueueSeconds(pid, WITH_WORKERS) - queuedBefore[k])])),
     }
     if (countersBefore !== undefined) {
       const after = await counters!()
