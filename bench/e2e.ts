@@ -104,7 +104,7 @@ export interface PhaseCost {
   amount: number
   /** Seconds per program its threads waited for a CPU while runnable (run queue, all threads summed). */
   runQueueS: Record<string, number>
-  /** What the counters moved by in the window, non-zero ones: ours (GET /status), and the origin's UDP drops (both sides). */
+  /** What the counters moved by in the window, non-zero ones: ours (GET /status), and the origin namespace's UDP drops and TCP counters (both sides). */
   counters?: Record<string, number>
 }
 
