@@ -40,7 +40,7 @@ import { runOk, type Lab } from '../test/helpers/lab.ts'
 import { ApiClient, connectPeer, createInstance, listenEnv, serviceEnv, signUp, startAllInOne, startOrigin, waitForHttps } from '../test/helpers/lab/e2e.ts'
 import { TRANSFER_OPTIONS, withShippedOpensslCaps, isMain, numberOption, round2, transferValues, UsageError, wrkOptions, wrkValues, udpIoOption } from './baseline/cli.ts'
 import { measureHttp, measureSmall, medianSmall, type HttpResults, type MeasureOptions, type SmallRequestStats } from './baseline/measure.ts'
-import { cpuSeconds } from './baseline/proc.ts'
+import { cpuSeconds, runQueueSeconds } from './baseline/proc.ts'
 import type { UdpIoSetting } from '../gateway/wireguard/socket.ts'
 import { SMALL_BYTES, caddyfile, labBenchArgs, withBenchLab, wireguardGoPair, writeBenchFiles } from './baseline/lab.ts'
 
@@ -102,7 +102,9 @@ export interface PhaseCost {
   unit: 'ms/MB' | 'us/request'
   /** MB moved, or requests served. */
   amount: number
-  /** What the counters moved by in the window, non-zero ones: ours (GET /status), and the origin's UDP drops (both sides). */
+  /** Seconds per program its threads waited for a CPU while runnable (run queue, all threads summed). */
+  runQueueS: Record<string, number>
+  /** What the counters moved by in the window, non-zero ones: ours (GET /status), and the origin namespace's UDP drops and TCP counters (both sides). */
   counters?: Record<string, number>
 }
 
@@ -149,6 +151,13 @@ const WITH_WORKERS = { levels: 2 }
 /** Counter families worth seeing per phase (loss, recovery, drops). */
 const COUNTERS = ['tcp_retransmits', 'tcp_events', 'tcp_dropped', 'tcp_bursts', 'ip_dropped', 'wg_packets_dropped', 'wg_handshakes_completed']
 
+/** The origin namespace's counters per phase: UDP drops, and TCP's retransmissions and delayed ACKs. */
+const ORIGIN_COUNTERS: Array<[string, string[]]> = [
+  ['Udp', ['RcvbufErrors', 'InErrors']],
+  ['Tcp', ['RetransSegs']],
+  ['TcpExt', ['DelayedACKs', 'DelayedACKLocked', 'DelayedACKLost', 'TCPLossProbes']],
+]
+
 /** The gateway's counters of COUNTERS as flat `family.reason` numbers (GET /status). */
 async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, number>> {
   const r = await lab.curl(ns, ['-sS', '--fail', '--max-time', '5', `http://${METRICS}/status`], { timeoutMs: 10_000 })
@@ -161,16 +170,20 @@ async function gatewayCounters (lab: Lab, ns: string): Promise<Record<string, nu
 
 /**
  * The origin namespace's UDP drops (/proc/net/snmp, per namespace) as `origin.<field>`: the
- * wireguard-go processes there read the tunnel's datagrams, and a full receive buffer drops them.
+ * wireguard-go processes there read the tunnel's datagrams, and a full receive buffer drops them;
+ * with the origin kernel's TCP retransmissions, loss probes and delayed ACKs (/proc/net/netstat).
  */
-async function originUdpCounters (lab: Lab, ns: string): Promise<Record<string, number>> {
-  const r = await lab.exec(ns, 'cat', ['/proc/net/snmp'], { timeoutMs: 10_000 })
+async function originCounters (lab: Lab, ns: string): Promise<Record<string, number>> {
+  const r = await lab.exec(ns, 'cat', ['/proc/net/snmp', '/proc/net/netstat'], { timeoutMs: 10_000 })
   if (r.code !== 0) throw new Error(`origin /proc/net/snmp: ${r.stderr}`)
-  const [names, values] = r.stdout.split('\n').filter(line => line.startsWith('Udp:')).map(line => line.split(/\s+/).slice(1))
+  const lines = r.stdout.split('\n')
   const out: Record<string, number> = {}
-  for (const field of ['RcvbufErrors', 'InErrors']) {
-    const i = names?.indexOf(field) ?? -1
-    if (i >= 0) out[`origin.Udp${field}`] = Number(values[i])
+  for (const [prefix, fields] of ORIGIN_COUNTERS) {
+    const [names, values] = lines.filter(line => line.startsWith(`${prefix}:`)).map(line => line.split(/\s+/).slice(1))
+    for (const field of fields) {
+      const i = names?.indexOf(field) ?? -1
+      if (i >= 0) out[`origin.${prefix}${field}`] = Number(values[i])
+    }
   }
   return out
 }
@@ -230,6 +243,7 @@ async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[
   const timed = async (phase: Phase, cmd: string, args: string[], timeoutS: number): Promise<string> => {
     const countersBefore = await counters?.()
     const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid, WITH_WORKERS)]))
+    const queuedBefore = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, runQueueSeconds(pid, WITH_WORKERS)]))
     const from = monotonicUs()
     const r = await lab.exec(ns, cmd, args, { timeoutMs: timeoutS * 1000 })
     const to = monotonicUs()
@@ -249,6 +263,7 @@ async function phaseCosts (lab: Lab, ns: string, base: string, curlArgs: string[
       perUnit: Object.fromEntries(Object.entries(cpuS).map(([k, v]) => [k, round2(v * scale / amount)])),
       unit: phase === 'small' ? 'us/request' : 'ms/MB',
       amount,
+      runQueueS: Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, round2(runQueueSeconds(pid, WITH_WORKERS) - queuedBefore[k])])),
     }
     if (countersBefore !== undefined) {
       const after = await counters!()
@@ -365,10 +380,10 @@ export async function runE2eBench (o: E2eBenchOptions): Promise<E2eBenchResults>
     }
     const nginx = originServers.nginx.pid
     const theirs = await phaseCosts(lab, client, caddyBase, caddyCurl, o, bulkFile, bulkBytes,
-      { caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx }, async () => await originUdpCounters(lab, origin))
+      { caddy: caddy.process.pid, clientWireguardGo: clientWg.process.pid, originWireguardGo: originWg.process.pid, nginx }, async () => await originCounters(lab, origin))
     const ours = await phaseCosts(lab, client, gatewayBase, gatewayCurl, o, bulkFile, bulkBytes,
       { cloudConnect: svc.process.pid, originWireguardGo: peer.wg.process.pid, nginx },
-      async () => ({ ...await gatewayCounters(lab, client), ...await originUdpCounters(lab, origin) }))
+      async () => ({ ...await gatewayCounters(lab, client), ...await originCounters(lab, origin) }))
 
     let profile: ProfileResults | undefined
     if (o.profileDir !== undefined) {

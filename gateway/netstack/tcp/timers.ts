@@ -28,6 +28,8 @@ export function timersDue (conn: TcpConnection, now: number): void {
   if (conn.state !== CLOSED && timers.keepaliveAt <= now) keepaliveTimeout(conn, now)
   if (conn.state !== CLOSED && timers.delackAt <= now) {
     timers.stopDelack()
+    // Counted as Linux's DelayedACKs: an ACK the timer had to send (none went with data meanwhile).
+    if (conn.rcv.ackPendingBytes > 0) conn.host.counters.events.inc('delayed_ack')
     conn.rcv.requestAck()
     transmit(conn, now)
   }

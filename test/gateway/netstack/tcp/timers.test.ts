@@ -295,3 +295,31 @@ t.test('LAST-ACK timeout: a peer that never acknowledges our FIN is freed', asyn
   t.equal(f.conn.stateName, 'CLOSED')
   t.equal(f.s.core.size, 0)
 })
+
+t.test('ESTABLISHED delayed ACK: a lone segment is acknowledged by the timer after 40 ms, and counted', async t => {
+  const f = new Fixture()
+  f.open()
+  f.send({}, data(1200)) // a small response, nothing to send back
+  t.same(f.s.take(), [], 'the ACK waits')
+  f.s.advance(40)
+  const acks = f.s.take()
+  t.equal(acks.length, 1)
+  t.equal(acks[0].ack, f.peerNxt)
+  t.equal(acks[0].payloadLen, 0)
+  t.equal(f.s.counter('tcp_events', 'delayed_ack'), 1)
+})
+
+t.test('ESTABLISHED delayed ACK: the next request carries the ACK at once, the timer sends nothing', async t => {
+  const f = new Fixture()
+  f.open()
+  f.send({}, data(1200)) // the response
+  f.s.advance(5)
+  f.conn.write(Buffer.from('GET / HTTP/1.1\r\nhost: a\r\n\r\n'))
+  f.conn.flush(f.s.now)
+  const out = f.s.take()
+  t.equal(out.length, 1, 'the request in one segment, without waiting (noDelay)')
+  t.equal(out[0].ack, f.peerNxt, 'acknowledging the response')
+  f.s.advance(100)
+  t.same(f.s.take().filter(x => x.payloadLen === 0), [], 'no ACK of its own later')
+  t.equal(f.s.counter('tcp_events', 'delayed_ack'), 0)
+})
