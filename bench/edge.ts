@@ -7,6 +7,7 @@
  *   node bin/run-ts.js bench/edge.ts [--size-mb 100] [--runs 3] [--wrk-seconds 10] [--wrk-connections 16] [--rounds 2] [--log-level info]
  *                                    [--edges 1:all]  our edge in each of these set-ups, WORKERS:CPUS[:ALLOCATOR]
  *                                                     (CPUS: `all`, or a taskset list such as 0 or 0+1)
+ *                                    [--http1.1]      bulk transfers over HTTP/1.1 (default: HTTP/2)
  *   node bin/run-ts.js bench/edge.ts --help
  *
  * Measures, per proxy:
