@@ -18,8 +18,8 @@ import path from 'node:path'
 import http from 'node:http'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
-import pino from 'pino'
-import { Edge, loadOrCreateRelayIdentity, netConnector, type Route } from '../gateway/edge/index.ts'
+import { loadOrCreateRelayIdentity, type Route } from '../gateway/edge/index.ts'
+import { benchDataDir, startLoopbackEdge } from './baseline/edge.ts'
 import type { FleetGateway } from '../proto/rpc/index.ts'
 import { RELAY_MODES, type RelayMode } from '../gateway/edge/options.ts'
 import { UsageError, numberSetting, parseBenchArgs } from './baseline/cli.ts'
@@ -33,7 +33,7 @@ interface Ready { https: number, relayUrl: string, fingerprint: string, ca: stri
 
 /** Child: the holder (origin + Edge with a live session) or the relaying Edge. */
 async function child (role: string, sizeBytes: number, mode: RelayMode): Promise<void> {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `cc-relay-${role}-`))
+  const dataDir = benchDataDir(`relay-${role}`)
   const identity = await loadOrCreateRelayIdentity(dataDir)
   const chunk = Buffer.alloc(256 * 1024, 7)
   let originPort = 0
@@ -51,17 +51,10 @@ async function child (role: string, sizeBytes: number, mode: RelayMode): Promise
   const routes: Route[] = holder
     ? [{ instanceId: 'inst', tunnelIp: '127.0.0.1', port: originPort, hostnames: [HOST], relayVia: ['gw-a'] }]
     : [{ instanceId: 'inst', tunnelIp: '', port: 0, hostnames: [HOST], relayVia: ['gw-a'], remote: true }]
-  const edge = new Edge({
-    dataDir,
-    logger: pino({ level: 'warn' }),
-    connector: netConnector,
-    https: { host: '127.0.0.1', port: 0 },
+  const edge = await startLoopbackEdge(dataDir, routes, {
     http: { host: '127.0.0.1', port: 0 },
     relay: { listen: { host: '127.0.0.1', port: 0 }, identity, sessionLive: () => holder, mode },
   })
-  edge.updateRoutes(routes)
-  await edge.start()
-  await edge.certificatesSettled()
   const ready: Ready = {
     https: edge.addresses().https.port,
     relayUrl: `https://127.0.0.1:${edge.relayAddress()!.port}`,

@@ -22,9 +22,8 @@ import { dirname, join, resolve } from 'node:path'
 import tls from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
-import pino from 'pino'
 import { isMain, numberOption, parseBenchArgs, UsageError } from './baseline/cli.ts'
-import { Edge, netConnector } from '../gateway/edge/index.ts'
+import { benchDataDir, startLoopbackEdge } from './baseline/edge.ts'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../..')
 const OUT = join(ROOT, 'bench', 'out', 'native')
@@ -184,20 +183,11 @@ function sharedContextExternal (server: unknown): unknown {
 async function startEdge (answer: Answer, tlsWriteMax: number): Promise<{ port: number, external: unknown }> {
   const origin = http.createServer({ keepAliveTimeout: 3_600_000 }, answer as http.RequestListener)
   await new Promise<void>(resolve => origin.listen(0, '127.0.0.1', resolve))
-  const dataDir = mkdtempSync(join(tmpdir(), 'cc-tls-memory-'))
-  process.on('exit', () => rmSync(dataDir, { recursive: true, force: true }))
-  const edge = new Edge({
-    dataDir,
-    logger: pino({ level: 'warn' }),
-    connector: netConnector,
-    https: { host: '127.0.0.1', port: 0 },
+  const edge = await startLoopbackEdge(benchDataDir('tls-memory'), [{ instanceId: 'tls-memory', tunnelIp: '127.0.0.1', port: (origin.address() as net.AddressInfo).port, hostnames: [HOSTNAME] }], {
     keepAliveTimeoutMs: 3_600_000,
     idleTimeoutMs: 3_600_000,
     ...(tlsWriteMax >= 0 ? { tlsWriteMax } : {}),
   })
-  edge.updateRoutes([{ instanceId: 'tls-memory', tunnelIp: '127.0.0.1', port: (origin.address() as net.AddressInfo).port, hostnames: [HOSTNAME] }])
-  await edge.start()
-  await edge.certificatesSettled()
   const server = (edge as unknown as { httpsServer?: unknown }).httpsServer
   return { port: edge.addresses().https.port, external: sharedContextExternal(server) }
 }

@@ -9,13 +9,11 @@ import { fork, type ChildProcess } from 'node:child_process'
 import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
-import { loadavg, tmpdir } from 'node:os'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import pino from 'pino'
 import { isMain, numberOption, parseBenchArgs } from './baseline/cli.ts'
-import { Edge, netConnector } from '../gateway/edge/index.ts'
+import { benchDataDir, startLoopbackEdge } from './baseline/edge.ts'
+import { cpuSeconds } from './baseline/proc.ts'
 import { TLS_WRITE_MAX } from '../gateway/edge/tls-writes.ts'
 
 const HOSTNAME = 'app.tls-writes.test'
@@ -37,21 +35,11 @@ type Mode = 'bounded' | 'node'
 
 /** The edge process: an Edge in front of the origin, `node` with tlsWriteMax 0. */
 async function serve (mode: Mode, originPort: number): Promise<void> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'cc-tls-writes-'))
-  process.once('exit', () => { rmSync(dataDir, { recursive: true, force: true }) })
   process.once('SIGTERM', () => process.exit(0))
-  const edge = new Edge({
-    dataDir,
-    logger: pino({ level: 'warn' }),
-    connector: netConnector,
-    https: { host: '127.0.0.1', port: 0 },
+  const edge = await startLoopbackEdge(benchDataDir('tls-writes'), [{ instanceId: 'tls-writes', tunnelIp: '127.0.0.1', port: originPort, hostnames: [HOSTNAME] }], {
     http: { host: '127.0.0.1', port: 0 },
     tlsWriteMax: mode === 'bounded' ? TLS_WRITE_MAX : 0,
   })
-  edge.updateRoutes([{ instanceId: 'tls-writes', tunnelIp: '127.0.0.1', port: originPort, hostnames: [HOSTNAME] }])
-  await edge.start()
-  await edge.certificatesSettled()
-  process.on('message', () => { process.send?.({ cpu: process.cpuUsage() }) })
   process.send?.({ port: edge.addresses().https.port })
 }
 
@@ -63,14 +51,6 @@ async function startEdgeProcess (mode: Mode, originPort: number): Promise<{ chil
     child.once('exit', code => reject(new Error(`edge (${mode}) exited (${code})`)))
   })
   return { child, port }
-}
-
-async function cpuSeconds (child: ChildProcess): Promise<number> {
-  const cpu = await new Promise<{ user: number, system: number }>(resolve => {
-    child.once('message', m => resolve((m as { cpu: { user: number, system: number } }).cpu))
-    child.send('cpu')
-  })
-  return (cpu.user + cpu.system) / 1e6
 }
 
 async function download (port: number, agent: https.Agent): Promise<number> {
@@ -113,11 +93,11 @@ async function main (): Promise<void> {
       const order: Mode[] = round % 2 === 1 ? ['node', 'bounded'] : ['bounded', 'node']
       for (const mode of order) {
         const { child, port } = edges[mode]
-        const before = await cpuSeconds(child)
+        const before = cpuSeconds(child.pid!)
         const start = process.hrtime.bigint()
         const bytes = await download(port, agent)
         const seconds = Number(process.hrtime.bigint() - start) / 1e9
-        const cpu = await cpuSeconds(child) - before
+        const cpu = cpuSeconds(child.pid!) - before
         if (bytes !== s.mb * PIECE) throw new Error(`${mode}: ${bytes} bytes, expected ${s.mb * PIECE}`)
         results[mode].push({ cpuPerGB: cpu / (bytes / 1e9), mbps: bytes / 1e6 / seconds, load: loadavg()[0]! })
         console.log(`round ${round} ${mode.padEnd(7)}: ${(cpu / (bytes / 1e9)).toFixed(3)} CPU s/GB, ${(bytes / 1e6 / seconds).toFixed(1)} MB/s, load ${loadavg()[0]!.toFixed(1)}`)
